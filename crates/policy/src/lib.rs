@@ -1,0 +1,499 @@
+//! airlock's runner-group policy: the TOML format, its validation (every error with
+//! file:line:col and a hint), the built-in default policy, the JSON Schema, and secret
+//! resolution.
+#![deny(missing_docs)]
+
+mod secrets;
+mod types;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+pub use secrets::{resolve_secrets, SecretValue, SecretsError};
+pub use types::*;
+
+use serde::Deserialize;
+use toml::de::{DeTable, DeValue, ValueDeserializer};
+use toml::Spanned;
+
+/// Name of the group in the built-in policy.
+pub const BUILTIN_GROUP: &str = "default";
+
+/// One problem in a policy file, with its position.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    /// The policy file (or `<builtin>`).
+    pub file: PathBuf,
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column, in characters.
+    pub col: usize,
+    /// What is wrong.
+    pub message: String,
+    /// How to fix it, where we can say.
+    pub hint: Option<String>,
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: error: {}",
+            self.file.display(),
+            self.line,
+            self.col,
+            self.message
+        )?;
+        if let Some(h) = &self.hint {
+            write!(f, "\n  hint: {h}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Errors of the policy component.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    /// The policy file could not be read.
+    #[error("cannot read policy file {path}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The policy file has errors; all of them are listed.
+    #[error("{}", display_diagnostics(.0))]
+    Invalid(Vec<Diagnostic>),
+    /// A job asked for a group the policy does not have.
+    #[error("no runner group named {name:?} in {source_name}; groups: {}", .available.join(", "))]
+    NoSuchGroup {
+        /// The group asked for.
+        name: String,
+        /// Where the policy came from.
+        source_name: String,
+        /// The groups there are.
+        available: Vec<String>,
+    },
+}
+
+fn display_diagnostics(d: &[Diagnostic]) -> String {
+    let mut s = d
+        .iter()
+        .map(|d| d.to_string())
+        .collect::<Vec<_>>()
+        .join("\n");
+    s.push_str(&format!(
+        "\n{} error{} in policy",
+        d.len(),
+        if d.len() == 1 { "" } else { "s" }
+    ));
+    s
+}
+
+/// A policy together with where it came from.
+#[derive(Debug, Clone)]
+pub struct LoadedPolicy {
+    /// The policy.
+    pub policy: Policy,
+    /// The file it was read from, or `None` for the built-in policy.
+    pub path: Option<PathBuf>,
+}
+
+impl LoadedPolicy {
+    /// The built-in policy: one group, `default`, the most restrictive settings airlock has.
+    pub fn builtin() -> Self {
+        Self {
+            policy: builtin_policy(),
+            path: None,
+        }
+    }
+
+    /// Reads and validates a policy file.
+    pub fn from_file(path: &Path) -> Result<Self, PolicyError> {
+        let src = std::fs::read_to_string(path).map_err(|source| PolicyError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let policy = parse(&src, path)?;
+        Ok(Self {
+            policy,
+            path: Some(path.to_owned()),
+        })
+    }
+
+    fn source_name(&self) -> String {
+        match &self.path {
+            Some(p) => p.display().to_string(),
+            None => "the built-in policy".to_owned(),
+        }
+    }
+
+    /// Resolves the group a job runs in: the named one, or the policy's default.
+    pub fn group(&self, name: Option<&str>) -> Result<(String, &Group), PolicyError> {
+        let name = match name {
+            Some(n) => n.to_owned(),
+            None => self.policy.default_group_name().unwrap_or_default(),
+        };
+        self.policy
+            .groups
+            .get(&name)
+            .map(|g| (name.clone(), g))
+            .ok_or_else(|| PolicyError::NoSuchGroup {
+                name,
+                source_name: self.source_name(),
+                available: self.policy.groups.keys().cloned().collect(),
+            })
+    }
+}
+
+impl Policy {
+    /// The name of the group used when a job names none.
+    pub fn default_group_name(&self) -> Option<String> {
+        if let Some(d) = &self.default_group {
+            return Some(d.clone());
+        }
+        if self.groups.contains_key(BUILTIN_GROUP) {
+            return Some(BUILTIN_GROUP.to_owned());
+        }
+        if self.groups.len() == 1 {
+            return self.groups.keys().next().cloned();
+        }
+        None
+    }
+}
+
+/// The built-in policy (also written out in `docs/policy.md`).
+pub fn builtin_policy() -> Policy {
+    let mut groups = BTreeMap::new();
+    groups.insert(
+        BUILTIN_GROUP.to_owned(),
+        Group {
+            description: Some("built-in: untrusted, no pass-through, no secrets".to_owned()),
+            limits: Limits {
+                memory: ByteSize(1 << 30),
+                pids: 256,
+                cpus: 1.0,
+                disk: ByteSize(1 << 30),
+                timeout: HumanDuration(std::time::Duration::from_secs(30 * 60)),
+                nofile: 1024,
+            },
+            ..Group::default()
+        },
+    );
+    Policy {
+        version: 1,
+        default_group: Some(BUILTIN_GROUP.to_owned()),
+        groups,
+    }
+}
+
+/// The JSON Schema of the policy format.
+pub fn json_schema() -> serde_json::Value {
+    serde_json::to_value(schemars::schema_for!(Policy)).unwrap_or(serde_json::Value::Null)
+}
+
+/// Top level without `groups`, which are deserialized one by one so that every group's errors
+/// are reported, not only the first.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TopLevel {
+    version: Option<Spanned<u32>>,
+    default_group: Option<Spanned<String>>,
+}
+
+struct Collector<'a> {
+    src: &'a str,
+    file: &'a Path,
+    diags: Vec<Diagnostic>,
+}
+
+impl Collector<'_> {
+    fn push(&mut self, span: Option<Range<usize>>, message: impl Into<String>, hint: Option<&str>) {
+        let (line, col) = line_col(self.src, span.map(|s| s.start).unwrap_or(0));
+        self.diags.push(Diagnostic {
+            file: self.file.to_owned(),
+            line,
+            col,
+            message: message.into(),
+            hint: hint.map(str::to_owned),
+        });
+    }
+
+    fn push_toml(&mut self, e: &toml::de::Error) {
+        let msg = e.message().trim().to_owned();
+        let hint = hint_for(&msg);
+        self.push(e.span(), msg, hint);
+    }
+}
+
+fn hint_for(msg: &str) -> Option<&'static str> {
+    if msg.contains("unknown field") {
+        Some("unknown keys are errors so that a typo never weakens a policy; check the spelling against `airlock policy schema`")
+    } else if msg.contains("invalid size") || msg.contains("expected a size") {
+        Some("sizes take binary or decimal units: \"512MiB\", \"2GiB\", \"1GB\"")
+    } else if msg.contains("invalid duration") {
+        Some("durations look like \"90s\", \"30m\", \"1h 30m\"")
+    } else if msg.contains("unknown variant") {
+        Some("see `airlock policy schema` for the allowed values")
+    } else if msg.contains("missing field") {
+        Some("add the field; see `airlock policy schema`")
+    } else {
+        None
+    }
+}
+
+/// 1-based line and character column of a byte offset.
+fn line_col(src: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(src.len());
+    let before = src.get(..offset).unwrap_or(src);
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map(|i| i + 1).unwrap_or(0);
+    let col = before.get(line_start..).map(|s| s.chars().count()).unwrap_or(0) + 1;
+    (line, col)
+}
+
+/// Parses and validates a policy. `file` is used only for error positions.
+pub fn parse(src: &str, file: &Path) -> Result<Policy, PolicyError> {
+    let mut c = Collector {
+        src,
+        file,
+        diags: Vec::new(),
+    };
+    let (doc, errors) = DeTable::parse_recoverable(src);
+    if !errors.is_empty() {
+        for e in &errors {
+            c.push_toml(e);
+        }
+        return Err(PolicyError::Invalid(c.diags));
+    }
+    let doc_span = doc.span();
+    let mut top = DeTable::new();
+    let mut groups_value: Option<Spanned<DeValue<'_>>> = None;
+    for (k, v) in doc.into_inner() {
+        if k.get_ref().as_ref() == "groups" {
+            groups_value = Some(v);
+        } else {
+            top.insert(k, v);
+        }
+    }
+    let top: Option<TopLevel> =
+        match TopLevel::deserialize(toml::de::Deserializer::from(Spanned::new(
+            doc_span.clone(),
+            top,
+        ))) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                c.push_toml(&e);
+                None
+            }
+        };
+
+    let mut groups = BTreeMap::new();
+    // Every group name, parsed or not, so a broken group does not also make
+    // `default_group` look dangling.
+    let mut all_names = Vec::new();
+    match groups_value {
+        None => c.push(
+            Some(doc_span.start..doc_span.start),
+            "missing table `groups`",
+            Some("a policy needs at least one group, e.g. [groups.default]"),
+        ),
+        Some(gv) => {
+            let span = gv.span();
+            match gv.into_inner() {
+                DeValue::Table(t) => {
+                    for (name, value) in t {
+                        let name_span = name.span();
+                        let name = name.into_inner().into_owned();
+                        check_name(&mut c, &name, name_span.clone(), "group");
+                        all_names.push(name.clone());
+                        match Group::deserialize(ValueDeserializer::from(value)) {
+                            Ok(g) => {
+                                validate_group(&mut c, &name, &g, name_span.clone());
+                                groups.insert(name, g);
+                            }
+                            Err(e) => c.push_toml(&e),
+                        }
+                    }
+                    if all_names.is_empty() {
+                        c.push(
+                            Some(span),
+                            "`groups` is empty",
+                            Some("define at least one group, e.g. [groups.default]"),
+                        );
+                    }
+                }
+                other => c.push(
+                    Some(span),
+                    format!("`groups` must be a table, found {}", other.type_str()),
+                    Some("write groups as [groups.NAME] tables"),
+                ),
+            }
+        }
+    }
+
+    let mut default_group = None;
+    if let Some(top) = top {
+        match top.version {
+            None => c.push(
+                Some(doc_span.start..doc_span.start),
+                "missing key `version`",
+                Some("add `version = 1` at the top of the file"),
+            ),
+            Some(v) if *v.get_ref() != 1 => c.push(
+                Some(v.span()),
+                format!("unsupported policy version {}", v.get_ref()),
+                Some("this airlock reads `version = 1`"),
+            ),
+            Some(_) => {}
+        }
+        if let Some(d) = top.default_group {
+            if !all_names.is_empty() && !all_names.contains(d.get_ref()) {
+                let known = all_names.join(", ");
+                c.push(
+                    Some(d.span()),
+                    format!("default_group {:?} is not a group of this policy", d.get_ref()),
+                    Some(&format!("known groups: {known}")),
+                );
+            }
+            default_group = Some(d.into_inner());
+        }
+    }
+    if default_group.is_none() && all_names.len() > 1 && !all_names.iter().any(|n| n == BUILTIN_GROUP)
+    {
+        c.push(
+            Some(doc_span.start..doc_span.start),
+            "several groups and no `default_group`",
+            Some("set `default_group = \"NAME\"` or name one group `default`"),
+        );
+    }
+    if !c.diags.is_empty() {
+        c.diags.sort_by_key(|d| (d.line, d.col));
+        return Err(PolicyError::Invalid(c.diags));
+    }
+    Ok(Policy {
+        version: 1,
+        default_group,
+        groups,
+    })
+}
+
+fn check_name(c: &mut Collector<'_>, name: &str, span: Range<usize>, what: &str) {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_');
+    if !ok {
+        c.push(
+            Some(span),
+            format!("invalid {what} name {name:?}"),
+            Some("use 1 to 64 characters of [A-Za-z0-9_-]"),
+        );
+    }
+}
+
+fn is_env_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(ch) if ch.is_ascii_alphabetic() || ch == '_')
+        && chars.all(|ch| ch.is_ascii_alphanumeric() || ch == '_')
+}
+
+/// Semantic checks the types cannot express. Positions point at the group's name, since the
+/// typed value no longer carries spans of its fields.
+fn validate_group(c: &mut Collector<'_>, name: &str, g: &Group, span: Range<usize>) {
+    let mut err = |msg: String, hint: &str| c.push(Some(span.clone()), msg, Some(hint));
+    if g.user.uid == 0 || g.user.gid == 0 {
+        err(
+            format!("group {name}: jobs never run as root (uid/gid 0)"),
+            "pick an unprivileged uid and gid, e.g. 1001",
+        );
+    }
+    if g.user.name.is_empty()
+        || g.user.name == "root"
+        || !g
+            .user
+            .name
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_')
+    {
+        err(
+            format!("group {name}: invalid user name {:?}", g.user.name),
+            "use a plain login name such as \"runner\"",
+        );
+    }
+    let l = &g.limits;
+    if l.memory.0 < (16 << 20) {
+        err(
+            format!("group {name}: memory limit {} is below 16MiB", l.memory),
+            "a job needs at least 16MiB",
+        );
+    }
+    if l.disk.0 < (1 << 20) {
+        err(
+            format!("group {name}: disk limit {} is below 1MiB", l.disk),
+            "the writable layer needs at least 1MiB",
+        );
+    }
+    if l.pids == 0 {
+        err(
+            format!("group {name}: pids limit must be at least 1"),
+            "typical values are 256 to 4096",
+        );
+    }
+    if !(l.cpus.is_finite() && l.cpus >= 0.01 && l.cpus <= 1024.0) {
+        err(
+            format!("group {name}: cpus must be between 0.01 and 1024, got {}", l.cpus),
+            "e.g. cpus = 2.0",
+        );
+    }
+    if l.timeout.0.as_secs() == 0 || l.timeout.0.as_secs() > 7 * 24 * 3600 {
+        err(
+            format!("group {name}: timeout must be between 1s and 7 days"),
+            "e.g. timeout = \"1h\"",
+        );
+    }
+    if l.nofile < 16 {
+        err(
+            format!("group {name}: nofile must be at least 16"),
+            "e.g. nofile = 1024",
+        );
+    }
+    for e in &g.env {
+        if !is_env_name(e) {
+            err(
+                format!("group {name}: env entry {e:?} is not a variable name"),
+                "list explicit names such as \"CI\"; patterns are not allowed",
+            );
+        }
+    }
+    for s in &g.secrets {
+        if !is_env_name(s) {
+            err(
+                format!("group {name}: secret {s:?} is not a variable name"),
+                "secret names become environment variable names",
+            );
+        }
+        if g.env.contains(s) {
+            err(
+                format!("group {name}: {s:?} is both a pass-through variable and a secret"),
+                "list it under `secrets` only",
+            );
+        }
+    }
+    if let RootfsSource::Image(r) = &g.rootfs {
+        if r.trim().is_empty() {
+            err(
+                format!("group {name}: empty image reference"),
+                "name an image from `airlock image ls`",
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,99 @@
+//! Secret values: read from a secrets file (TOML `NAME = "value"`) or airlock's environment,
+//! held in a type that never prints its value.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// A secret's value. `Debug` and `Display` print `***`; the only way to the bytes is
+/// [`SecretValue::expose`], which the executor calls when it builds the job's environment.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretValue(String);
+
+impl SecretValue {
+    /// Wraps a value.
+    pub fn new(v: impl Into<String>) -> Self {
+        Self(v.into())
+    }
+    /// The value itself; only for injecting into the job's environment.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SecretValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+impl fmt::Display for SecretValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// Errors while resolving secrets. They name secrets, never values.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretsError {
+    /// The secrets file could not be read.
+    #[error("cannot read secrets file {path}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The secrets file is not a flat TOML table of strings.
+    #[error("secrets file {path} is invalid: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong (never contains a value).
+        message: String,
+    },
+    /// A secret the group needs has no value anywhere.
+    #[error("secret {name:?} is required by the group but is neither in the secrets file nor in airlock's environment")]
+    Missing {
+        /// The secret's name.
+        name: String,
+    },
+}
+
+/// Resolves each name from the secrets file first, then from `env`. Every listed secret must
+/// resolve: a job never starts without a secret its group declares.
+pub fn resolve_secrets(
+    names: &[String],
+    secrets_file: Option<&Path>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Vec<(String, SecretValue)>, SecretsError> {
+    let from_file: BTreeMap<String, String> = match secrets_file {
+        None => BTreeMap::new(),
+        Some(path) => {
+            let src = std::fs::read_to_string(path).map_err(|source| SecretsError::Read {
+                path: path.to_owned(),
+                source,
+            })?;
+            // The parser's message may quote the offending text, which could be a value:
+            // report only the position.
+            toml::from_str(&src).map_err(|e: toml::de::Error| SecretsError::Parse {
+                path: path.to_owned(),
+                message: format!(
+                    "expected NAME = \"value\" lines (error at byte {})",
+                    e.span().map(|s| s.start).unwrap_or(0)
+                ),
+            })?
+        }
+    };
+    names
+        .iter()
+        .map(|n| {
+            from_file
+                .get(n)
+                .cloned()
+                .or_else(|| env(n))
+                .map(|v| (n.clone(), SecretValue::new(v)))
+                .ok_or_else(|| SecretsError::Missing { name: n.clone() })
+        })
+        .collect()
+}

@@ -1,0 +1,168 @@
+use super::*;
+use std::path::Path;
+
+fn p(src: &str) -> Result<Policy, PolicyError> {
+    parse(src, Path::new("policy.toml"))
+}
+
+fn diags(src: &str) -> Vec<Diagnostic> {
+    match p(src) {
+        Err(PolicyError::Invalid(d)) => d,
+        other => panic!("expected diagnostics, got {other:?}"),
+    }
+}
+
+const GOOD: &str = r#"
+version = 1
+default_group = "pr"
+
+[groups.pr]
+trust = "untrusted"
+env = ["CI"]
+secrets = ["NPM_TOKEN"]
+[groups.pr.limits]
+memory = "512MiB"
+pids = 128
+cpus = 0.5
+disk = "256MiB"
+timeout = "10m"
+
+[groups.internal]
+trust = "trusted"
+executor = "runc"
+rootfs = { image = "builder:latest" }
+user = { name = "ci", uid = 2000, gid = 2000 }
+"#;
+
+#[test]
+fn parses_a_good_policy() {
+    let pol = p(GOOD).expect("valid");
+    let pr = &pol.groups["pr"];
+    assert_eq!(pr.trust, Trust::Untrusted);
+    assert_eq!(pr.limits.memory, ByteSize(512 << 20));
+    assert_eq!(pr.limits.timeout.0.as_secs(), 600);
+    assert_eq!(pr.limits.nofile, 1024, "default applies");
+    let int = &pol.groups["internal"];
+    assert_eq!(int.executor, ExecutorKind::Runc);
+    assert_eq!(int.rootfs, RootfsSource::Image("builder:latest".into()));
+    assert_eq!(int.user.uid, 2000);
+    assert_eq!(pol.default_group_name().as_deref(), Some("pr"));
+}
+
+#[test]
+fn malformed_toml_has_position() {
+    let d = diags("version = 1\n[groups.a\ntrust = \"untrusted\"\n");
+    assert_eq!((d[0].line, d[0].file.as_path()), (2, Path::new("policy.toml")));
+}
+
+#[test]
+fn unknown_key_is_an_error_with_position_and_hint() {
+    let d = diags("version = 1\n[groups.a]\ntrust = \"untrusted\"\nmemroy = \"1GiB\"\n");
+    assert_eq!(d.len(), 1, "{d:?}");
+    assert_eq!((d[0].line, d[0].col), (4, 1));
+    assert!(d[0].message.contains("unknown field `memroy`"), "{}", d[0].message);
+    assert!(d[0].hint.as_deref().unwrap_or("").contains("typo"));
+}
+
+#[test]
+fn unknown_top_level_key_is_an_error() {
+    let d = diags("version = 1\nallow_everything = true\n[groups.a]\n");
+    assert_eq!((d[0].line, d[0].col), (2, 1), "{d:?}");
+}
+
+#[test]
+fn bad_size_points_at_the_value() {
+    let d = diags("version = 1\n[groups.a.limits]\nmemory = \"lots\"\n");
+    assert_eq!(d.len(), 1, "{d:?}");
+    assert_eq!(d[0].line, 3);
+    assert!(d[0].message.contains("invalid size"), "{}", d[0].message);
+}
+
+#[test]
+fn bad_duration_is_reported() {
+    let d = diags("version = 1\n[groups.a.limits]\ntimeout = \"soon\"\n");
+    assert!(d[0].message.contains("invalid duration"), "{d:?}");
+    assert_eq!(d[0].line, 3);
+}
+
+#[test]
+fn every_group_error_is_reported() {
+    let src = "version = 1\ndefault_group = \"a\"\n[groups.a]\ntrust = \"maybe\"\n[groups.b]\nexecutor = \"docker\"\n[groups.c.limits]\npids = 0\n";
+    let d = diags(src);
+    assert_eq!(d.len(), 3, "{d:?}");
+    assert_eq!(d.iter().map(|d| d.line).collect::<Vec<_>>(), vec![4, 6, 7]);
+}
+
+#[test]
+fn missing_default_group_is_an_error() {
+    let d = diags("version = 1\ndefault_group = \"nope\"\n[groups.a]\n");
+    assert_eq!((d[0].line, d[0].col), (2, 17));
+    assert!(d[0].hint.as_deref().unwrap_or("").contains("known groups: a"));
+}
+
+#[test]
+fn root_user_is_refused() {
+    let d = diags("version = 1\n[groups.a]\nuser = { uid = 0 }\n");
+    assert!(d[0].message.contains("root"), "{d:?}");
+}
+
+#[test]
+fn secret_and_env_names_are_checked() {
+    let d = diags("version = 1\n[groups.a]\nenv = [\"A*\", \"T\"]\nsecrets = [\"T\"]\n");
+    assert_eq!(d.len(), 2, "{d:?}");
+}
+
+#[test]
+fn missing_version_and_groups() {
+    let d = diags("default_group = \"a\"\n");
+    assert!(d.iter().any(|d| d.message.contains("version")), "{d:?}");
+    assert!(d.iter().any(|d| d.message.contains("groups")), "{d:?}");
+}
+
+#[test]
+fn asking_for_a_missing_group_names_the_groups() {
+    let lp = LoadedPolicy {
+        policy: p(GOOD).expect("valid"),
+        path: Some("x.toml".into()),
+    };
+    let e = lp.group(Some("nope")).expect_err("missing");
+    let s = e.to_string();
+    assert!(s.contains("internal, pr") && s.contains("x.toml"), "{s}");
+    assert_eq!(lp.group(None).expect("default").0, "pr");
+}
+
+#[test]
+fn builtin_policy_is_valid_and_most_restrictive() {
+    let b = LoadedPolicy::builtin();
+    let (name, g) = b.group(None).expect("default group");
+    assert_eq!(name, "default");
+    assert_eq!(g.trust, Trust::Untrusted);
+    assert!(g.env.is_empty() && g.secrets.is_empty());
+    // Round trip: the built-in policy written as TOML parses back to itself.
+    let text = toml::to_string(&b.policy).expect("serialize");
+    assert_eq!(p(&text).expect("reparse"), b.policy);
+}
+
+#[test]
+fn schema_rejects_unknown_fields() {
+    let s = json_schema();
+    let group = &s["$defs"]["Group"];
+    assert_eq!(group["additionalProperties"], serde_json::json!(false), "{s:#}");
+}
+
+#[test]
+fn secrets_resolve_from_file_then_env_and_never_print() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let f = dir.path().join("s.toml");
+    std::fs::write(&f, "A = \"from-file\"\n").expect("write");
+    let env = |n: &str| (n == "B").then(|| "from-env".to_owned());
+    let got = resolve_secrets(&["A".into(), "B".into()], Some(&f), &env).expect("resolve");
+    assert_eq!(got[0].1.expose(), "from-file");
+    assert_eq!(got[1].1.expose(), "from-env");
+    assert_eq!(format!("{:?} {}", got[0].1, got[1].1), "*** ***");
+    let e = resolve_secrets(&["C".into()], Some(&f), &env).expect_err("missing");
+    assert!(e.to_string().contains("\"C\""));
+    std::fs::write(&f, "A = [\"hunter2\"\n").expect("write");
+    let e = resolve_secrets(&["A".into()], Some(&f), &env).expect_err("bad file");
+    assert!(!format!("{e:#?}").contains("hunter2"));
+}

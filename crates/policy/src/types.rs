@@ -1,0 +1,297 @@
+//! The policy's data model. Every struct denies unknown fields: a typo in a policy must be an
+//! error, never a silently ignored (and therefore weakened) setting.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// A whole policy file: a set of runner groups.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    /// Format version of the policy file. Only `1` exists.
+    pub version: u32,
+    /// The group used when a job does not name one. Defaults to the group named `default` if
+    /// there is one, else the only group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_group: Option<String>,
+    /// Runner groups by name.
+    pub groups: BTreeMap<String, Group>,
+}
+
+/// How far the code that runs in a group is trusted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Trust {
+    /// Code from outside the repository's writers (public pull requests). The default.
+    Untrusted,
+    /// Code from the organisation's own writers.
+    Trusted,
+}
+
+/// Where the job's root filesystem comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RootfsSource {
+    /// The host's `/usr` read-only and a synthesized `/etc`; nothing else of the host.
+    Host,
+    /// An image imported with `airlock image import`, named by `name[:tag]` or `sha256:<digest>`.
+    Image(String),
+}
+
+/// Which OCI runtime runs the job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ExecutorKind {
+    /// youki's libcontainer, embedded in airlock (default).
+    Libcontainer,
+    /// The `runc` binary, through an OCI bundle.
+    Runc,
+    /// gVisor's `runsc`, through an OCI bundle (see docs/executors.md for its limits).
+    Runsc,
+}
+
+/// The unprivileged user a job runs as.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JobUser {
+    /// Login name written to the sandbox's `/etc/passwd`.
+    #[serde(default = "default_user_name")]
+    pub name: String,
+    /// Numeric uid; 0 (root) is refused.
+    #[serde(default = "default_uid")]
+    pub uid: u32,
+    /// Numeric gid; 0 (root) is refused.
+    #[serde(default = "default_uid")]
+    pub gid: u32,
+}
+
+fn default_user_name() -> String {
+    "runner".to_owned()
+}
+fn default_uid() -> u32 {
+    1001
+}
+
+impl Default for JobUser {
+    fn default() -> Self {
+        Self {
+            name: default_user_name(),
+            uid: default_uid(),
+            gid: default_uid(),
+        }
+    }
+}
+
+/// Resource limits of one job. All of them are always applied; there is no "unlimited".
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Memory (cgroup memory limit, swap included where the kernel allows), e.g. `"2GiB"`.
+    #[serde(default = "Limits::default_memory")]
+    pub memory: ByteSize,
+    /// Maximum number of processes and threads (cgroup pids limit).
+    #[serde(default = "Limits::default_pids")]
+    pub pids: u32,
+    /// CPU time as a number of CPUs (cgroup CPU quota), e.g. `1.5`.
+    #[serde(default = "Limits::default_cpus")]
+    pub cpus: f64,
+    /// Size of the writable layer: everything the job writes (`/`, `/tmp`, `/home/runner`,
+    /// the workspace copy) shares this budget.
+    #[serde(default = "Limits::default_disk")]
+    pub disk: ByteSize,
+    /// Wall-clock timeout, e.g. `"30m"`; the whole process tree is killed when it expires.
+    #[serde(default = "Limits::default_timeout")]
+    pub timeout: HumanDuration,
+    /// Maximum open files per process (RLIMIT_NOFILE, soft = hard).
+    #[serde(default = "Limits::default_nofile")]
+    pub nofile: u64,
+}
+
+impl Limits {
+    fn default_memory() -> ByteSize {
+        ByteSize(2 << 30)
+    }
+    fn default_pids() -> u32 {
+        512
+    }
+    fn default_cpus() -> f64 {
+        1.0
+    }
+    fn default_disk() -> ByteSize {
+        ByteSize(2 << 30)
+    }
+    fn default_timeout() -> HumanDuration {
+        HumanDuration(Duration::from_secs(3600))
+    }
+    fn default_nofile() -> u64 {
+        1024
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            memory: Self::default_memory(),
+            pids: Self::default_pids(),
+            cpus: Self::default_cpus(),
+            disk: Self::default_disk(),
+            timeout: Self::default_timeout(),
+            nofile: Self::default_nofile(),
+        }
+    }
+}
+
+/// One runner group: the trust level and everything a job of the group gets.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Group {
+    /// Trust level of the code that runs in this group.
+    #[serde(default = "default_trust")]
+    pub trust: Trust,
+    /// Free text for people.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Root filesystem source: `"host"` or `{ image = "name:tag" }`.
+    #[serde(default = "default_rootfs")]
+    pub rootfs: RootfsSource,
+    /// OCI runtime for this group's jobs.
+    #[serde(default = "default_executor")]
+    pub executor: ExecutorKind,
+    /// The user jobs run as.
+    #[serde(default)]
+    pub user: JobUser,
+    /// Resource limits.
+    #[serde(default)]
+    pub limits: Limits,
+    /// Names of airlock's environment variables passed through to the job (explicit names
+    /// only; no patterns). Everything else is removed.
+    #[serde(default)]
+    pub env: Vec<String>,
+    /// Names of secrets injected into the job as environment variables. Values come from the
+    /// secrets file (`--secrets`) or, failing that, airlock's own environment.
+    #[serde(default)]
+    pub secrets: Vec<String>,
+}
+
+fn default_trust() -> Trust {
+    Trust::Untrusted
+}
+fn default_rootfs() -> RootfsSource {
+    RootfsSource::Host
+}
+fn default_executor() -> ExecutorKind {
+    ExecutorKind::Libcontainer
+}
+
+impl Default for Group {
+    fn default() -> Self {
+        Self {
+            trust: default_trust(),
+            description: None,
+            rootfs: default_rootfs(),
+            executor: default_executor(),
+            user: JobUser::default(),
+            limits: Limits::default(),
+            env: Vec::new(),
+            secrets: Vec::new(),
+        }
+    }
+}
+
+/// A size in bytes, written as `"512MiB"`, `"2GB"` or a plain integer of bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ByteSize(pub u64);
+
+impl FromStr for ByteSize {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        s.trim()
+            .parse::<bytesize::ByteSize>()
+            .map(|b| ByteSize(b.as_u64()))
+            .map_err(|e| format!("invalid size {s:?} ({e}); write it like \"512MiB\" or \"2GiB\""))
+    }
+}
+
+impl fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", bytesize::ByteSize(self.0).display().iec())
+    }
+}
+
+impl Serialize for ByteSize {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Int(u64),
+            Str(String),
+        }
+        match Raw::deserialize(d).map_err(|_| {
+            serde::de::Error::custom("expected a size such as \"512MiB\" or an integer of bytes")
+        })? {
+            Raw::Int(n) => Ok(ByteSize(n)),
+            Raw::Str(s) => s.parse().map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+impl JsonSchema for ByteSize {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "ByteSize".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "A size: an integer of bytes or a string such as \"512MiB\" or \"2GB\".",
+            "anyOf": [
+                { "type": "integer", "minimum": 0 },
+                { "type": "string", "pattern": "^\\s*[0-9.]+\\s*[A-Za-z]*\\s*$" }
+            ]
+        })
+    }
+}
+
+/// A duration written for people: `"90s"`, `"30m"`, `"1h 30m"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct HumanDuration(pub Duration);
+
+impl Serialize for HumanDuration {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(self.0).to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s)
+            .map(HumanDuration)
+            .map_err(|e| {
+                serde::de::Error::custom(format!(
+                    "invalid duration {s:?} ({e}); write it like \"90s\", \"30m\" or \"1h 30m\""
+                ))
+            })
+    }
+}
+
+impl JsonSchema for HumanDuration {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Duration".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "A duration such as \"90s\", \"30m\" or \"1h 30m\".",
+            "type": "string"
+        })
+    }
+}
