@@ -1,1 +1,386 @@
-fn main() {}
+//! The `airlock` command: argument parsing and printing only. The work is done by the
+//! library crates.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use airlock_policy::{LoadedPolicy, RootfsSource};
+use airlock_sandbox::helper::{self, HelperArgs};
+use airlock_sandbox::image::ImageStore;
+use airlock_sandbox::{JobOutcome, JobPlan, Paths, RunOptions};
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+
+/// airlock runs every self-hosted GitHub Actions job in a fresh, locked-down sandbox that is
+/// destroyed afterwards.
+#[derive(Parser)]
+#[command(name = "airlock", version, about, long_about = None, propagate_version = true)]
+struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Args)]
+struct Global {
+    /// Runtime state (job directories, executor state).
+    #[arg(long, global = true, env = "AIRLOCK_STATE_DIR", default_value = "/run/airlock")]
+    state_dir: PathBuf,
+    /// Persistent data (the image store).
+    #[arg(long, global = true, env = "AIRLOCK_DATA_DIR", default_value = "/var/lib/airlock")]
+    data_dir: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run one command as a job in a fresh sandbox under a runner group's policy.
+    ///
+    /// The job's exit code becomes airlock's (124 on timeout, 125 if the job could not start,
+    /// 128+N if killed by signal N). Output streams live.
+    Run(RunArgs),
+    /// Validate a policy, print its JSON Schema.
+    #[command(subcommand)]
+    Policy(PolicyCmd),
+    /// Import, list and remove root filesystem images (OCI image layouts).
+    #[command(subcommand)]
+    Image(ImageCmd),
+    /// Remove everything crashed or killed airlock runs left behind (processes, mounts,
+    /// cgroups, directories).
+    Gc {
+        /// Also tear down jobs whose airlock is still running.
+        #[arg(long)]
+        force: bool,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Internal: the single-threaded helper that drives an executor.
+    #[command(name = helper::SUBCOMMAND, hide = true)]
+    Helper(HelperCli),
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Policy file (TOML). Without it, the built-in policy: one untrusted group, no
+    /// pass-through variables, no secrets.
+    #[arg(long, short = 'p', env = "AIRLOCK_POLICY")]
+    policy: Option<PathBuf>,
+    /// Runner group (default: the policy's default group).
+    #[arg(long, short = 'g')]
+    group: Option<String>,
+    /// Directory copied into the job's workspace (/home/runner/work); the job's changes to it
+    /// are discarded.
+    #[arg(long, short = 'w')]
+    workdir: Option<PathBuf>,
+    /// TOML file of secret values (NAME = "value"); secrets not found there are read from
+    /// airlock's environment.
+    #[arg(long)]
+    secrets: Option<PathBuf>,
+    /// Write the job report as JSON to this file.
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// Do not print the one-line summary on stderr.
+    #[arg(long, short = 'q')]
+    quiet: bool,
+    /// The command and its arguments.
+    #[arg(last = true, required = true, value_name = "CMD")]
+    command: Vec<String>,
+}
+
+#[derive(Subcommand)]
+enum PolicyCmd {
+    /// Check a policy file: prints "ok", or every error with file:line:col and a hint.
+    Check {
+        /// The policy file.
+        file: PathBuf,
+    },
+    /// Print the JSON Schema of the policy format.
+    Schema,
+    /// Print the built-in policy as TOML.
+    Default,
+}
+
+#[derive(Subcommand)]
+enum ImageCmd {
+    /// Import an OCI image layout (directory, .tar or .tar.gz); every blob is verified.
+    Import {
+        /// The layout directory or archive.
+        source: PathBuf,
+        /// Name to store it under (default: the layout's ref.name annotation).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List imported images.
+    Ls {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove an image by name or digest.
+    Rm {
+        /// Name (`name:tag`) or digest.
+        reference: String,
+    },
+}
+
+#[derive(Args)]
+struct HelperCli {
+    #[arg(long)]
+    job_dir: PathBuf,
+    #[arg(long)]
+    id: String,
+    #[arg(long)]
+    executor: String,
+    #[arg(long)]
+    executor_root: PathBuf,
+    #[arg(long)]
+    scrub: Vec<String>,
+}
+
+fn main() -> ExitCode {
+    // The helper must stay single-threaded: dispatch to it before anything else runs.
+    let cli = Cli::parse();
+    if let Cmd::Helper(h) = cli.cmd {
+        return ExitCode::from(run_helper(h) as u8);
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("AIRLOCK_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match real_main(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            // A closed stdout (`airlock … | head`) is not an error.
+            if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            }) {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("airlock: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run_helper(h: HelperCli) -> i32 {
+    let executor = match h.executor.as_str() {
+        "libcontainer" => airlock_policy::ExecutorKind::Libcontainer,
+        "runc" => airlock_policy::ExecutorKind::Runc,
+        "runsc" => airlock_policy::ExecutorKind::Runsc,
+        other => {
+            eprintln!("airlock helper: unknown executor {other}");
+            return 2;
+        }
+    };
+    helper::main(HelperArgs {
+        job_dir: h.job_dir,
+        id: h.id,
+        executor,
+        executor_root: h.executor_root,
+        scrub: h.scrub,
+    })
+}
+
+fn real_main(cli: Cli) -> Result<u8> {
+    let paths = Paths {
+        state: cli.global.state_dir,
+        data: cli.global.data_dir,
+    };
+    match cli.cmd {
+        Cmd::Run(a) => cmd_run(a, paths),
+        Cmd::Policy(p) => cmd_policy(p),
+        Cmd::Image(i) => cmd_image(i, paths),
+        Cmd::Gc { force, json } => {
+            let r = airlock_sandbox::gc(&paths, force);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                for id in &r.removed {
+                    println!("removed job {id}");
+                }
+                for id in &r.skipped_live {
+                    println!("skipped job {id}: its airlock is still running (use --force)");
+                }
+                for e in &r.errors {
+                    eprintln!("airlock: gc: {e}");
+                }
+                if r.removed.is_empty() && r.errors.is_empty() && r.skipped_live.is_empty() {
+                    println!("nothing to collect");
+                }
+            }
+            Ok(if r.errors.is_empty() { 0 } else { 1 })
+        }
+        Cmd::Helper(_) => unreachable!("dispatched in main"),
+    }
+}
+
+fn require_root(what: &str) -> Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        bail!("{what} needs root (it creates mounts, cgroups and namespaces); run it with sudo");
+    }
+    Ok(())
+}
+
+fn cmd_run(a: RunArgs, paths: Paths) -> Result<u8> {
+    let policy = match &a.policy {
+        Some(p) => LoadedPolicy::from_file(p)?,
+        None => LoadedPolicy::builtin(),
+    };
+    let (group_name, group) = policy.group(a.group.as_deref())?;
+    require_root("airlock run")?;
+    let secrets = airlock_policy::resolve_secrets(&group.secrets, a.secrets.as_deref(), &|n| {
+        std::env::var(n).ok()
+    })?;
+    let image = match &group.rootfs {
+        RootfsSource::Host => None,
+        RootfsSource::Image(r) => {
+            let store = ImageStore::new(paths.images());
+            let img = store.resolve(r)?;
+            let dir = store.rootfs_dir(&img.digest);
+            Some((img.digest, dir))
+        }
+    };
+    if let Some(w) = &a.workdir {
+        if !w.is_dir() {
+            bail!("--workdir {} is not a directory", w.display());
+        }
+    }
+    let plan = JobPlan::new(
+        &group_name,
+        group,
+        a.command,
+        a.workdir.clone(),
+        &|n| std::env::var(n).ok(),
+        secrets,
+        image,
+    )?;
+    let opts = RunOptions {
+        paths,
+        helper_exe: std::env::current_exe().context("locating the airlock binary")?,
+    };
+    let report = airlock_sandbox::run(
+        &plan,
+        &opts,
+        Box::new(std::io::stdout()),
+        Box::new(std::io::stderr()),
+    )?;
+    if let Some(p) = &a.report {
+        std::fs::write(p, serde_json::to_vec_pretty(&report)?)
+            .with_context(|| format!("writing report {}", p.display()))?;
+    }
+    let code = report.exit_code();
+    let mut err = std::io::stderr().lock();
+    match &report.outcome {
+        JobOutcome::Failed(m) => {
+            let _ = writeln!(err, "airlock: job {} did not run: {m}", report.id);
+        }
+        JobOutcome::TimedOut => {
+            let _ = writeln!(
+                err,
+                "airlock: job {} killed: wall-clock timeout of {} expired",
+                report.id,
+                humantime_fmt(group.limits.timeout.0)
+            );
+        }
+        JobOutcome::Interrupted(s) => {
+            let _ = writeln!(err, "airlock: job {} stopped on signal {s}", report.id);
+        }
+        JobOutcome::Signaled(s) if !a.quiet => {
+            let _ = writeln!(
+                err,
+                "airlock: job {} (group {}) killed by signal {s}{} in {} ms",
+                report.id,
+                report.group,
+                if *s == 9 { " (memory limit or kill)" } else { "" },
+                report.duration_ms
+            );
+        }
+        JobOutcome::Exited(c) if !a.quiet => {
+            let _ = writeln!(
+                err,
+                "airlock: job {} (group {}) exited {c} in {} ms",
+                report.id, report.group, report.duration_ms
+            );
+        }
+        _ => {}
+    }
+    for e in &report.teardown_errors {
+        let _ = writeln!(err, "airlock: teardown: {e} (run `airlock gc` to retry)");
+    }
+    if !report.teardown_errors.is_empty() && code == 0 {
+        return Ok(125);
+    }
+    Ok(u8::try_from(code.clamp(0, 255)).unwrap_or(125))
+}
+
+fn humantime_fmt(d: std::time::Duration) -> String {
+    format!("{}s", d.as_secs())
+}
+
+fn cmd_policy(p: PolicyCmd) -> Result<u8> {
+    match p {
+        PolicyCmd::Check { file } => match LoadedPolicy::from_file(&file) {
+            Ok(lp) => {
+                println!(
+                    "{}: ok ({} group{}: {})",
+                    file.display(),
+                    lp.policy.groups.len(),
+                    if lp.policy.groups.len() == 1 { "" } else { "s" },
+                    lp.policy.groups.keys().cloned().collect::<Vec<_>>().join(", ")
+                );
+                Ok(0)
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                Ok(1)
+            }
+        },
+        PolicyCmd::Schema => {
+            println!("{}", serde_json::to_string_pretty(&airlock_policy::json_schema())?);
+            Ok(0)
+        }
+        PolicyCmd::Default => {
+            print!("{}", toml::to_string(&airlock_policy::builtin_policy())?);
+            Ok(0)
+        }
+    }
+}
+
+fn cmd_image(i: ImageCmd, paths: Paths) -> Result<u8> {
+    let store = ImageStore::new(paths.images());
+    match i {
+        ImageCmd::Import { source, name } => {
+            require_root("airlock image import")?;
+            let r = store.import(&source, name.as_deref())?;
+            println!("imported {} {} ({} layers)", r.name, r.digest, r.layers);
+        }
+        ImageCmd::Ls { json } => {
+            let all = store.list()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&all)?);
+            } else {
+                println!("{:<32} {:<20} {:>7} {:>12}", "NAME", "DIGEST", "LAYERS", "SIZE");
+                for r in all {
+                    println!(
+                        "{:<32} {:<20} {:>7} {:>12}",
+                        r.name,
+                        &r.digest[..r.digest.len().min(19)],
+                        r.layers,
+                        r.size
+                    );
+                }
+            }
+        }
+        ImageCmd::Rm { reference } => {
+            let r = store.remove(&reference)?;
+            println!("removed {} {}", r.name, r.digest);
+        }
+    }
+    Ok(0)
+}

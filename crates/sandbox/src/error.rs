@@ -1,0 +1,103 @@
+//! Errors of the sandbox component. Each names what it was doing and on what.
+
+use std::path::PathBuf;
+
+/// Errors of the sandbox component.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    /// An I/O operation on a path failed.
+    #[error("{what} {path}")]
+    Io {
+        /// What airlock was doing.
+        what: &'static str,
+        /// On what.
+        path: PathBuf,
+        /// Why it failed.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A system call failed.
+    #[error("{what}")]
+    Sys {
+        /// What airlock was doing.
+        what: String,
+        /// The errno.
+        #[source]
+        source: nix::Error,
+    },
+    /// A protection could not be applied, so the job does not start.
+    #[error("refusing to start the job: {protection} cannot be applied: {reason}")]
+    ProtectionUnavailable {
+        /// The protection (seccomp, memory limit, …).
+        protection: String,
+        /// Why.
+        reason: String,
+    },
+    /// The job has no command.
+    #[error("no command given: use `airlock run -- CMD ARGS…`")]
+    EmptyCommand,
+    /// A job id is malformed.
+    #[error("invalid job id {0:?}: expected j followed by 16 lowercase hex digits")]
+    BadJobId(String),
+    /// The group names an image that was not resolved.
+    #[error("image {0:?} is not in the image store; import it with `airlock image import`")]
+    ImageNotResolved(String),
+    /// A limit does not fit the OCI field it goes to.
+    #[error("{what} limit {value} is too large")]
+    LimitTooLarge {
+        /// The limit.
+        what: &'static str,
+        /// Its value.
+        value: u64,
+    },
+    /// The generated OCI spec did not validate.
+    #[error("generated OCI runtime spec is invalid")]
+    Spec(#[source] serde_json::Error),
+    /// The workspace does not fit into the job's writable layer.
+    #[error("workspace {path} does not fit into the writable layer ({limit} bytes); raise limits.disk or shrink the workspace")]
+    WorkspaceTooLarge {
+        /// The workspace.
+        path: PathBuf,
+        /// The disk limit.
+        limit: u64,
+    },
+    /// The executor failed.
+    #[error("executor {executor} failed: {message}")]
+    Executor {
+        /// Which executor.
+        executor: &'static str,
+        /// What it said.
+        message: String,
+    },
+    /// A state file could not be read or written.
+    #[error("job state {path}: {message}")]
+    State {
+        /// The state file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// Teardown left something behind; every failure is listed.
+    #[error("teardown of job {job} incomplete:\n  {}", .errors.join("\n  "))]
+    Teardown {
+        /// The job.
+        job: String,
+        /// Every failure.
+        errors: Vec<String>,
+    },
+    /// Image store errors.
+    #[error(transparent)]
+    Image(#[from] crate::image::ImageError),
+}
+
+impl SandboxError {
+    pub(crate) fn io(what: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Self {
+        let path = path.into();
+        move |source| Self::Io { what, path, source }
+    }
+
+    pub(crate) fn sys(what: impl Into<String>) -> impl FnOnce(nix::Error) -> Self {
+        let what = what.into();
+        move |source| Self::Sys { what, source }
+    }
+}

@@ -1,0 +1,247 @@
+//! The single-threaded helper: a re-exec of airlock (`airlock __helper …`) that drives one
+//! job's executor. Forking from a multi-threaded process is unsafe (another thread may hold
+//! a lock the child then waits on forever), and libcontainer forks; so it runs here, in a
+//! process that never starts a thread.
+//!
+//! Steps, in order (docs/sandbox.md lists them with the reasons):
+//! 1. die with airlock (PDEATHSIG), become a child subreaper (so runc's init is our child);
+//! 2. create the container: namespaces, mounts, cgroup limits, seccomp, capabilities dropped;
+//! 3. read the protections back from the kernel — cgroup limits, and where the runtime has
+//!    applied them already, `NoNewPrivs`, `Seccomp`, capability sets — and stop if any is off;
+//! 4. remove secret values from the bundle's config.json (the runtime has read it);
+//! 5. start the command, wait for the init process, delete the container;
+//! 6. write the outcome to `result.json` for airlock.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use airlock_policy::ExecutorKind;
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
+
+use crate::cgroup::{self, Expected};
+use crate::error::SandboxError;
+use crate::executor;
+
+/// The hidden subcommand that runs the helper.
+pub const SUBCOMMAND: &str = "__helper";
+
+/// What the helper needs; passed on its command line.
+#[derive(Debug, Clone)]
+pub struct HelperArgs {
+    /// The job's directory (the OCI bundle).
+    pub job_dir: PathBuf,
+    /// The job id (container id).
+    pub id: String,
+    /// Which executor.
+    pub executor: ExecutorKind,
+    /// The executor's state root.
+    pub executor_root: PathBuf,
+    /// Names of environment variables to remove from config.json after create.
+    pub scrub: Vec<String>,
+}
+
+impl HelperArgs {
+    /// The command line that starts the helper from the airlock binary `exe`.
+    pub fn command(&self, exe: &Path) -> Command {
+        let mut c = Command::new(exe);
+        c.arg(SUBCOMMAND)
+            .arg("--job-dir")
+            .arg(&self.job_dir)
+            .arg("--id")
+            .arg(&self.id)
+            .arg("--executor")
+            .arg(executor_name(self.executor))
+            .arg("--executor-root")
+            .arg(&self.executor_root);
+        for s in &self.scrub {
+            c.arg("--scrub").arg(s);
+        }
+        c
+    }
+}
+
+/// The executor's name as written in policies and on the helper's command line.
+pub fn executor_name(k: ExecutorKind) -> &'static str {
+    match k {
+        ExecutorKind::Libcontainer => "libcontainer",
+        ExecutorKind::Runc => "runc",
+        ExecutorKind::Runsc => "runsc",
+    }
+}
+
+/// How the job ended, as the helper reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// The command exited with this code.
+    Exited(i32),
+    /// The command was killed by this signal.
+    Signaled(i32),
+    /// The job could not be run; the message says why.
+    Failed(String),
+}
+
+/// File names inside the job dir.
+pub const RESULT_FILE: &str = "result.json";
+/// The init pid, written as soon as the container exists.
+pub const INIT_PID_FILE: &str = "init.pid";
+
+/// Runs the helper; returns the process exit code.
+pub fn main(args: HelperArgs) -> i32 {
+    // SAFETY: prctl with these options only changes this process's own attributes.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+        libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+    }
+    if nix::unistd::getppid() == Pid::from_raw(1) {
+        // airlock died before PDEATHSIG was armed.
+        return 3;
+    }
+    let outcome = match run(&args) {
+        Ok(o) => o,
+        Err(e) => Outcome::Failed(format!("{:#}", ErrChain(&e))),
+    };
+    let path = args.job_dir.join(RESULT_FILE);
+    match serde_json::to_vec(&outcome)
+        .map_err(std::io::Error::other)
+        .and_then(|d| std::fs::write(&path, d))
+    {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("airlock helper: cannot write {}: {e}", path.display());
+            2
+        }
+    }
+}
+
+/// Displays an error with its sources.
+pub struct ErrChain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for ErrChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut s = self.0.source();
+        while let Some(e) = s {
+            write!(f, ": {e}")?;
+            s = e.source();
+        }
+        Ok(())
+    }
+}
+
+fn run(args: &HelperArgs) -> Result<Outcome, SandboxError> {
+    let config = args.job_dir.join("config.json");
+    let spec = oci_spec::runtime::Spec::load(&config).map_err(|e| SandboxError::Executor {
+        executor: "helper",
+        message: format!("cannot load {}: {e}", config.display()),
+    })?;
+    let expected = Expected::from_spec(&spec);
+    let mut ex = executor::make(
+        args.executor,
+        &args.id,
+        args.job_dir.clone(),
+        args.executor_root.clone(),
+    );
+    let pid = match ex.create() {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = ex.delete();
+            return Err(e);
+        }
+    };
+    let checked = (|| {
+        let pf = args.job_dir.join(INIT_PID_FILE);
+        std::fs::write(&pf, pid.to_string()).map_err(SandboxError::io("writing", &pf))?;
+        cgroup::verify_limits(pid, &expected)?;
+        if ex.protections_in_force_after_create() {
+            verify_process(pid)?;
+        }
+        scrub_secrets(&config, &args.scrub)
+    })();
+    if let Err(e) = checked {
+        let _ = ex.delete();
+        return Err(e);
+    }
+    if let Err(e) = ex.start() {
+        let _ = ex.delete();
+        return Err(e);
+    }
+    let outcome = wait_for(pid);
+    ex.delete()?;
+    Ok(outcome)
+}
+
+fn wait_for(pid: i32) -> Outcome {
+    loop {
+        match waitpid(Pid::from_raw(pid), Some(WaitPidFlag::__WALL)) {
+            Ok(WaitStatus::Exited(_, code)) => return Outcome::Exited(code),
+            Ok(WaitStatus::Signaled(_, sig, _)) => return Outcome::Signaled(sig as i32),
+            Ok(_) => continue,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Outcome::Failed(format!("waiting for the job's init process: {e}")),
+        }
+    }
+}
+
+/// Reads the protections of a process back from `/proc/PID/status`.
+pub fn verify_process(pid: i32) -> Result<(), SandboxError> {
+    let path = format!("/proc/{pid}/status");
+    let status = std::fs::read_to_string(&path).map_err(SandboxError::io("reading", &path))?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(':')))
+            .map(str::trim)
+            .unwrap_or("")
+            .to_owned()
+    };
+    let fail = |protection: &str, reason: String| SandboxError::ProtectionUnavailable {
+        protection: protection.to_owned(),
+        reason,
+    };
+    if field("NoNewPrivs") != "1" {
+        return Err(fail("no_new_privs", format!("NoNewPrivs is {:?}", field("NoNewPrivs"))));
+    }
+    if field("Seccomp") != "2" {
+        return Err(fail(
+            "seccomp",
+            format!(
+                "the job's init process has Seccomp {:?} (2 = filter); is libseccomp available?",
+                field("Seccomp")
+            ),
+        ));
+    }
+    for cap in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
+        let v = field(cap);
+        if u64::from_str_radix(&v, 16) != Ok(0) {
+            return Err(fail("capability drop", format!("{cap} is {v}")));
+        }
+    }
+    Ok(())
+}
+
+/// Rewrites config.json without the secrets' values. The runtime has parsed it by now; the
+/// values then live only in the job's own environment.
+fn scrub_secrets(config: &Path, names: &[String]) -> Result<(), SandboxError> {
+    if names.is_empty() {
+        return Ok(());
+    }
+    let data = std::fs::read(config).map_err(SandboxError::io("reading", config))?;
+    let mut v: serde_json::Value = serde_json::from_slice(&data).map_err(SandboxError::Spec)?;
+    if let Some(env) = v
+        .get_mut("process")
+        .and_then(|p| p.get_mut("env"))
+        .and_then(|e| e.as_array_mut())
+    {
+        env.retain(|e| {
+            let name = e.as_str().and_then(|s| s.split_once('=')).map(|(n, _)| n);
+            !name.is_some_and(|n| names.iter().any(|s| s == n))
+        });
+    }
+    let out = serde_json::to_vec(&v).map_err(SandboxError::Spec)?;
+    let tmp = config.with_extension("json.tmp");
+    std::fs::write(&tmp, out).map_err(SandboxError::io("writing", &tmp))?;
+    std::fs::rename(&tmp, config).map_err(SandboxError::io("renaming", config))
+}

@@ -1,0 +1,416 @@
+//! One job from plan to teardown, and `gc` for jobs a crashed airlock left behind.
+//!
+//! This side runs in airlock's own (possibly multi-threaded) process: it prepares the rootfs
+//! and bundle, starts the single-threaded helper that drives the executor, streams output,
+//! enforces the wall-clock timeout, reacts to SIGINT/SIGTERM, and tears everything down on
+//! every path.
+
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use airlock_policy::ExecutorKind;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde::Serialize;
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+
+use crate::error::SandboxError;
+use crate::helper::{self, HelperArgs, Outcome, INIT_PID_FILE, RESULT_FILE};
+use crate::plan::{JobId, JobPlan};
+use crate::spec::{self, HostLayout};
+use crate::state::{now, JobState, Paths, ProcRef, Status};
+use crate::{cgroup, rootfs};
+
+/// How long the helper gets to delete the container after its init process was killed.
+const HELPER_GRACE: Duration = Duration::from_secs(10);
+
+/// How a job ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "value")]
+pub enum JobOutcome {
+    /// The command exited with a code.
+    Exited(i32),
+    /// The command was killed by a signal (OOM kills show as signal 9).
+    Signaled(i32),
+    /// The wall-clock timeout expired and the job was killed.
+    TimedOut,
+    /// airlock received this signal and stopped the job.
+    Interrupted(i32),
+    /// The job could not be run.
+    Failed(String),
+}
+
+/// What `run` reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobReport {
+    /// The job.
+    pub id: JobId,
+    /// Its group.
+    pub group: String,
+    /// How it ended.
+    pub outcome: JobOutcome,
+    /// Wall-clock time from request to teardown.
+    pub duration_ms: u128,
+    /// Problems during teardown (empty when everything was removed).
+    pub teardown_errors: Vec<String>,
+}
+
+impl JobReport {
+    /// airlock's exit code for this job: the command's, or 128+signal, 124 on timeout
+    /// (as timeout(1)), 125 when the job could not be run.
+    pub fn exit_code(&self) -> i32 {
+        match &self.outcome {
+            JobOutcome::Exited(c) => *c,
+            JobOutcome::Signaled(s) | JobOutcome::Interrupted(s) => 128 + s,
+            JobOutcome::TimedOut => 124,
+            JobOutcome::Failed(_) => 125,
+        }
+    }
+}
+
+/// Where output goes and which binary is the helper.
+pub struct RunOptions {
+    /// State and data directories.
+    pub paths: Paths,
+    /// The airlock binary to re-exec as helper (normally `/proc/self/exe`).
+    pub helper_exe: PathBuf,
+}
+
+enum Event {
+    HelperExited,
+    Signal(i32),
+}
+
+/// Runs a job to completion and tears it down. Output of the job is copied to `out` / `err`
+/// as it arrives.
+pub fn run(
+    plan: &JobPlan,
+    opts: &RunOptions,
+    out: Box<dyn Write + Send>,
+    err: Box<dyn Write + Send>,
+) -> Result<JobReport, SandboxError> {
+    let started = Instant::now();
+    let paths = &opts.paths;
+    paths.ensure()?;
+    let owner = ProcRef::of(std::process::id() as i32).ok_or_else(|| SandboxError::State {
+        path: "/proc/self".into(),
+        message: "cannot read own start time".into(),
+    })?;
+    let mut state = JobState {
+        id: plan.id.clone(),
+        group: plan.group.clone(),
+        executor: plan.executor,
+        status: Status::Preparing,
+        owner,
+        helper: None,
+        init: None,
+        cgroup: spec::cgroup_path(plan.id.as_str()),
+        created: now(),
+    };
+    // Persisted before anything exists, so gc can always find what follows.
+    state.save(paths)?;
+
+    let (tx, rx) = mpsc::channel::<Event>();
+    let signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]).map_err(
+        SandboxError::io("installing signal handlers for", "SIGINT/SIGTERM/SIGHUP"),
+    )?;
+    let sig_handle = signals.handle();
+    let sig_tx = tx.clone();
+    let sig_thread = std::thread::spawn(move || {
+        let mut signals = signals;
+        for s in signals.forever() {
+            if sig_tx.send(Event::Signal(s)).is_err() {
+                break;
+            }
+        }
+    });
+
+    let result = run_inner(plan, opts, &mut state, tx, &rx, out, err);
+    sig_handle.close();
+    let _ = sig_thread.join();
+
+    let mut teardown_errors = teardown(paths, &state);
+    let outcome = match result {
+        Ok(o) => o,
+        Err(e) => {
+            // A failure to start still gets a full teardown; report both.
+            if !teardown_errors.is_empty() {
+                teardown_errors.insert(0, format!("after: {}", helper::ErrChain(&e)));
+            }
+            JobOutcome::Failed(helper::ErrChain(&e).to_string())
+        }
+    };
+    Ok(JobReport {
+        id: plan.id.clone(),
+        group: plan.group.clone(),
+        outcome,
+        duration_ms: started.elapsed().as_millis(),
+        teardown_errors,
+    })
+}
+
+fn pump(mut from: impl Read, mut to: Box<dyn Write + Send>) {
+    let mut buf = [0u8; 16384];
+    loop {
+        match from.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                // A closed stdout (airlock piped into `head`) must not stall the job: keep
+                // draining, drop what cannot be written.
+                let _ = to.write_all(&buf[..n]).and_then(|_| to.flush());
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        }
+    }
+}
+
+fn run_inner(
+    plan: &JobPlan,
+    opts: &RunOptions,
+    state: &mut JobState,
+    tx: mpsc::Sender<Event>,
+    rx: &mpsc::Receiver<Event>,
+    out: Box<dyn Write + Send>,
+    err: Box<dyn Write + Send>,
+) -> Result<JobOutcome, SandboxError> {
+    let paths = &opts.paths;
+    let job_dir = paths.job_dir(&plan.id);
+    std::fs::create_dir(&job_dir).map_err(SandboxError::io("creating", &job_dir))?;
+    std::fs::set_permissions(&job_dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(SandboxError::io("setting permissions of", &job_dir))?;
+
+    let layout = HostLayout::detect(Path::new("/"));
+    rootfs::prepare(&job_dir, plan, &layout)?;
+    let nofile_max = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map(|(_, hard)| hard)
+        .unwrap_or(1024);
+    let spec = spec::build(plan, &layout, nofile_max)?;
+    let config = job_dir.join("config.json");
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&config)
+            .map_err(SandboxError::io("creating", &config))?;
+        serde_json::to_writer(f, &spec).map_err(SandboxError::Spec)?;
+    }
+
+    state.status = Status::Creating;
+    state.save(paths)?;
+    let args = HelperArgs {
+        job_dir: job_dir.clone(),
+        id: plan.id.to_string(),
+        executor: plan.executor,
+        executor_root: paths.executor_root(plan.executor),
+        scrub: plan.secrets.iter().map(|(k, _)| k.clone()).collect(),
+    };
+    let mut cmd = args.command(&opts.helper_exe);
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .env_clear()
+        .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+        // Its own process group: a terminal's Ctrl-C reaches airlock, which then stops the
+        // job in order, instead of killing the helper halfway through.
+        .process_group(0);
+    let mut child = cmd.spawn().map_err(SandboxError::io("starting helper", &opts.helper_exe))?;
+    state.helper = ProcRef::of(child.id() as i32);
+    state.save(paths)?;
+
+    let pumps: Vec<_> = [
+        child.stdout.take().map(|s| std::thread::spawn(move || pump(s, out))),
+        child.stderr.take().map(|s| std::thread::spawn(move || pump(s, err))),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let helper_pid = child.id() as i32;
+    let waiter = std::thread::spawn(move || {
+        let st = child.wait();
+        let _ = tx.send(Event::HelperExited);
+        st
+    });
+
+    let deadline = Instant::now() + plan.limits.timeout.0;
+    let init_file = job_dir.join(INIT_PID_FILE);
+    let mut stop: Option<JobOutcome> = None;
+    loop {
+        let now = Instant::now();
+        if now >= deadline && stop.is_none() {
+            stop = Some(JobOutcome::TimedOut);
+            kill_job(&job_dir, plan.id.as_str(), helper_pid);
+        }
+        // Poll briefly until the init pid is known (to record it), then sleep until the
+        // deadline or an event.
+        let wait = if state.init.is_none() {
+            Duration::from_millis(20)
+        } else {
+            deadline.saturating_duration_since(now).max(Duration::from_millis(1))
+        };
+        match rx.recv_timeout(if stop.is_some() { HELPER_GRACE } else { wait }) {
+            Ok(Event::HelperExited) => break,
+            Ok(Event::Signal(s)) => {
+                if stop.is_none() {
+                    stop = Some(JobOutcome::Interrupted(s));
+                    kill_job(&job_dir, plan.id.as_str(), helper_pid);
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                if stop.is_some() && Instant::now() >= deadline + HELPER_GRACE {
+                    // The helper did not finish in time: kill it; teardown does the rest.
+                    let _ = kill(Pid::from_raw(helper_pid), Signal::SIGKILL);
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+        if state.init.is_none() {
+            if let Some(pid) = read_pid(&init_file) {
+                state.init = ProcRef::of(pid);
+                state.status = Status::Running;
+                state.save(paths)?;
+            }
+        }
+    }
+    let _ = waiter.join();
+    for p in pumps {
+        let _ = p.join();
+    }
+    if let Some(s) = stop {
+        return Ok(s);
+    }
+    let result = job_dir.join(RESULT_FILE);
+    let outcome: Outcome = std::fs::read(&result)
+        .ok()
+        .and_then(|d| serde_json::from_slice(&d).ok())
+        .unwrap_or_else(|| Outcome::Failed("the helper ended without reporting a result".into()));
+    Ok(match outcome {
+        Outcome::Exited(c) => JobOutcome::Exited(c),
+        Outcome::Signaled(s) => JobOutcome::Signaled(s),
+        Outcome::Failed(m) => JobOutcome::Failed(m),
+    })
+}
+
+fn read_pid(p: &Path) -> Option<i32> {
+    std::fs::read_to_string(p).ok()?.trim().parse().ok()
+}
+
+/// Whether `pid` is in the cgroup of job `id` (so a recycled pid is never killed).
+fn in_job_cgroup(pid: i32, id: &str) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        .map(|s| s.lines().any(|l| l.ends_with(&format!("/{}/{id}", spec::CGROUP_PARENT))))
+        .unwrap_or(false)
+}
+
+/// Kills the job's init process, which takes its whole pid namespace with it; if the
+/// container does not exist yet, kills the helper instead.
+fn kill_job(job_dir: &Path, id: &str, helper_pid: i32) {
+    match read_pid(&job_dir.join(INIT_PID_FILE)) {
+        Some(pid) if in_job_cgroup(pid, id) => {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        _ => {
+            let _ = kill(Pid::from_raw(helper_pid), Signal::SIGKILL);
+        }
+    }
+}
+
+/// Removes everything of a job: processes, executor state, cgroups, mounts, directories,
+/// and finally its state file. Never stops at the first error; returns all of them. The
+/// state file stays if anything failed, so `gc` can try again.
+pub fn teardown(paths: &Paths, state: &JobState) -> Vec<String> {
+    let mut errors = Vec::new();
+    let id = state.id.as_str();
+    let job_dir = paths.job_dir(&state.id);
+    if let Some(h) = state.helper.filter(|h| h.alive()) {
+        let _ = kill(Pid::from_raw(h.pid), Signal::SIGKILL);
+    }
+    let init = state
+        .init
+        .map(|i| i.pid)
+        .or_else(|| read_pid(&job_dir.join(INIT_PID_FILE)));
+    if let Some(pid) = init.filter(|p| in_job_cgroup(*p, id)) {
+        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+    }
+    // Every process of the job is in its cgroup: kill what is left there and remove it.
+    cgroup::remove(&state.cgroup, &mut errors);
+    let root = paths.executor_root(state.executor);
+    match state.executor {
+        ExecutorKind::Libcontainer => {}
+        ExecutorKind::Runc | ExecutorKind::Runsc => {
+            let bin = if state.executor == ExecutorKind::Runc { "runc" } else { "runsc" };
+            let _ = std::process::Command::new(bin)
+                .arg("--root")
+                .arg(&root)
+                .args(["delete", "--force", id])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+    // The executor's own record of the container (the helper normally removed it).
+    let ex_dir = root.join(id);
+    if ex_dir.exists() {
+        if let Err(e) = std::fs::remove_dir_all(&ex_dir) {
+            errors.push(format!("removing {}: {e}", ex_dir.display()));
+        }
+    }
+    rootfs::teardown(&job_dir, &mut errors);
+    if errors.is_empty() {
+        let sf = paths.state_file(&state.id);
+        if let Err(e) = std::fs::remove_file(&sf) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                errors.push(format!("removing {}: {e}", sf.display()));
+            }
+        }
+    }
+    errors
+}
+
+/// What `gc` did.
+#[derive(Debug, Default, Serialize)]
+pub struct GcReport {
+    /// Jobs torn down.
+    pub removed: Vec<String>,
+    /// Jobs skipped because the airlock that runs them is alive.
+    pub skipped_live: Vec<String>,
+    /// Failures, each naming the job and what is left.
+    pub errors: Vec<String>,
+}
+
+/// Tears down every job whose owning airlock is gone (or every job, with `force`).
+pub fn gc(paths: &Paths, force: bool) -> GcReport {
+    let mut r = GcReport::default();
+    let (states, bad) = JobState::list(paths);
+    r.errors.extend(bad.iter().map(|e| helper::ErrChain(e).to_string()));
+    for s in states {
+        if s.owner.alive() && !force {
+            r.skipped_live.push(s.id.to_string());
+            continue;
+        }
+        let errs = teardown(paths, &s);
+        if errs.is_empty() {
+            r.removed.push(s.id.to_string());
+        } else {
+            r.errors
+                .extend(errs.into_iter().map(|e| format!("job {}: {e}", s.id)));
+        }
+    }
+    // Leftover temporary state files from an interrupted save.
+    if let Ok(rd) = std::fs::read_dir(paths.jobs()) {
+        for e in rd.flatten() {
+            if e.path().to_string_lossy().ends_with(".json.tmp") {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+    r
+}

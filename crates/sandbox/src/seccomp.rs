@@ -1,0 +1,170 @@
+//! The seccomp profile every job runs under, as data: each denied syscall says why.
+//!
+//! The profile is a deny list on top of a default of "allow": the job already has no
+//! capabilities and `no_new_privs`, so the kernel refuses most of these calls anyway; the
+//! filter removes the kernel attack surface behind them (a bug in `keyctl` or `bpf` is
+//! reachable without privileges) and makes every attempt visible as EPERM.
+//! Only the native architecture is listed: libseccomp kills a thread that makes a syscall
+//! through another ABI (32-bit `int 0x80`, x32), so the list cannot be bypassed that way.
+//! See docs/sandbox.md for the limits of a deny list.
+
+use serde_json::{json, Value};
+
+/// `(syscall, why it is denied)`. Each is answered with EPERM.
+pub const DENIED: &[(&str, &str)] = &[
+    ("mount", "mounting is how most container escapes start"),
+    ("umount2", "unmounting could expose what a mount hides"),
+    ("umount", "legacy unmount"),
+    ("pivot_root", "changing the root is a runtime's job, never a job's"),
+    ("chroot", "no use in CI; part of classic escapes"),
+    ("fsopen", "new mount API"),
+    ("fsconfig", "new mount API"),
+    ("fsmount", "new mount API"),
+    ("fspick", "new mount API"),
+    ("move_mount", "new mount API"),
+    ("open_tree", "new mount API"),
+    ("mount_setattr", "new mount API"),
+    ("unshare", "new namespaces (user namespaces above all) widen the kernel surface"),
+    ("setns", "joining another namespace is an escape"),
+    ("ptrace", "reading or steering other processes"),
+    ("process_vm_readv", "reading another process's memory"),
+    ("process_vm_writev", "writing another process's memory"),
+    ("kcmp", "compares kernel objects of other processes; an info leak"),
+    ("pidfd_getfd", "steals file descriptors from other processes"),
+    ("kexec_load", "replacing the running kernel"),
+    ("kexec_file_load", "replacing the running kernel"),
+    ("init_module", "loading kernel code"),
+    ("finit_module", "loading kernel code"),
+    ("delete_module", "unloading kernel code"),
+    ("create_module", "legacy module loading"),
+    ("bpf", "eBPF is a large, often-exploited kernel surface"),
+    ("perf_event_open", "side channels and a history of kernel bugs"),
+    ("keyctl", "the kernel keyring is not namespaced"),
+    ("add_key", "the kernel keyring is not namespaced"),
+    ("request_key", "the kernel keyring is not namespaced"),
+    ("userfaultfd", "a staple of kernel exploits (race widening)"),
+    ("open_by_handle_at", "opens host files by handle, bypassing the mount tree (shocker)"),
+    ("name_to_handle_at", "companion of open_by_handle_at"),
+    ("reboot", "rebooting the host"),
+    ("swapon", "host swap configuration"),
+    ("swapoff", "host swap configuration"),
+    ("acct", "host process accounting"),
+    ("syslog", "reads the kernel log (addresses, other jobs' traces)"),
+    ("clock_settime", "the clock is not namespaced"),
+    ("clock_adjtime", "the clock is not namespaced"),
+    ("settimeofday", "the clock is not namespaced"),
+    ("adjtimex", "the clock is not namespaced"),
+    ("iopl", "raw I/O port access"),
+    ("ioperm", "raw I/O port access"),
+    ("quotactl", "host filesystem quotas"),
+    ("lookup_dcookie", "kernel profiling interface"),
+    ("nfsservctl", "kernel NFS server control"),
+    ("uselib", "legacy, unused, exploited before"),
+    ("ustat", "legacy"),
+    ("sysfs", "legacy"),
+    ("_sysctl", "legacy sysctl interface"),
+    ("vhangup", "hangs up the controlling terminal"),
+    ("io_uring_setup", "io_uring bypasses seccomp for the operations it performs"),
+    ("io_uring_enter", "io_uring bypasses seccomp for the operations it performs"),
+    ("io_uring_register", "io_uring bypasses seccomp for the operations it performs"),
+    ("mbind", "NUMA policy of host memory"),
+    ("set_mempolicy", "NUMA policy of host memory"),
+    ("migrate_pages", "moves other processes' pages"),
+    ("move_pages", "moves other processes' pages"),
+];
+
+/// Namespace flags a job may not pass to `clone`: creating namespaces is `unshare` by
+/// another name.
+pub const CLONE_NAMESPACE_FLAGS: &[(u64, &str)] = &[
+    (libc::CLONE_NEWNS as u64, "CLONE_NEWNS"),
+    (libc::CLONE_NEWCGROUP as u64, "CLONE_NEWCGROUP"),
+    (libc::CLONE_NEWUTS as u64, "CLONE_NEWUTS"),
+    (libc::CLONE_NEWIPC as u64, "CLONE_NEWIPC"),
+    (libc::CLONE_NEWUSER as u64, "CLONE_NEWUSER"),
+    (libc::CLONE_NEWPID as u64, "CLONE_NEWPID"),
+    (libc::CLONE_NEWNET as u64, "CLONE_NEWNET"),
+    (0x80, "CLONE_NEWTIME"),
+];
+
+/// ioctls on terminals that inject input into, or take over, a terminal the job may share.
+pub const DENIED_IOCTLS: &[(u64, &str)] = &[
+    (0x5412, "TIOCSTI: pushes keystrokes into a terminal's input"),
+    (0x541C, "TIOCLINUX: console control, includes selection paste"),
+];
+
+/// The profile in OCI runtime-spec form (`linux.seccomp`).
+pub fn oci_profile() -> Value {
+    let eperm = libc::EPERM as u32;
+    let mut syscalls = vec![json!({
+        "names": DENIED.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+        "action": "SCMP_ACT_ERRNO",
+        "errnoRet": eperm,
+    })];
+    // clone3 passes its flags in memory, where seccomp cannot look: answer ENOSYS so that
+    // libc falls back to clone(2), whose flags are filtered below.
+    syscalls.push(json!({
+        "names": ["clone3"],
+        "action": "SCMP_ACT_ERRNO",
+        "errnoRet": libc::ENOSYS as u32,
+    }));
+    // Rules for one syscall are ORed; the conditions within a rule are ANDed. One rule per
+    // flag therefore denies a clone that carries any of them.
+    for (flag, _) in CLONE_NAMESPACE_FLAGS {
+        syscalls.push(json!({
+            "names": ["clone"],
+            "action": "SCMP_ACT_ERRNO",
+            "errnoRet": eperm,
+            "args": [{ "index": 0, "value": flag, "valueTwo": flag, "op": "SCMP_CMP_MASKED_EQ" }],
+        }));
+    }
+    for (req, _) in DENIED_IOCTLS {
+        syscalls.push(json!({
+            "names": ["ioctl"],
+            "action": "SCMP_ACT_ERRNO",
+            "errnoRet": eperm,
+            "args": [{ "index": 1, "value": req, "op": "SCMP_CMP_EQ" }],
+        }));
+    }
+    json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "syscalls": syscalls,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn issue_minimum_is_denied() {
+        let required = [
+            "mount", "umount2", "pivot_root", "unshare", "setns", "ptrace",
+            "process_vm_readv", "process_vm_writev", "kexec_load", "kexec_file_load",
+            "init_module", "finit_module", "delete_module", "bpf", "perf_event_open", "keyctl",
+            "add_key", "request_key", "userfaultfd", "open_by_handle_at", "reboot", "swapon",
+            "swapoff", "acct", "syslog", "clock_settime", "iopl", "ioperm",
+        ];
+        for r in required {
+            assert!(DENIED.iter().any(|(n, _)| *n == r), "{r} must be denied");
+        }
+        let p = oci_profile();
+        let s: oci_spec::runtime::LinuxSeccomp =
+            serde_json::from_value(p).expect("valid OCI seccomp section");
+        let rules = s.syscalls().as_ref().expect("rules");
+        assert!(rules.iter().any(|r| r.names() == &["clone3".to_owned()]));
+        let clone_rules = rules
+            .iter()
+            .filter(|r| r.names() == &["clone".to_owned()])
+            .count();
+        assert_eq!(clone_rules, CLONE_NAMESPACE_FLAGS.len());
+    }
+
+    #[test]
+    fn no_duplicates() {
+        let mut names: Vec<_> = DENIED.iter().map(|(n, _)| *n).collect();
+        names.sort_unstable();
+        let before = names.len();
+        names.dedup();
+        assert_eq!(before, names.len());
+    }
+}

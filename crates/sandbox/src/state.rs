@@ -1,0 +1,193 @@
+//! Where airlock keeps its state, and the persisted lifecycle of a job.
+//!
+//! The state file of a job is written before each resource is created and removed only after
+//! teardown finished, so `airlock gc` can always finish what a killed airlock started.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use airlock_policy::ExecutorKind;
+use serde::{Deserialize, Serialize};
+
+use crate::error::SandboxError;
+use crate::plan::JobId;
+
+/// airlock's directories.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    /// Runtime state: job dirs, executor state. Default `/run/airlock` (tmpfs: a reboot clears it,
+    /// as it clears every mount and process it describes).
+    pub state: PathBuf,
+    /// Persistent data: the image store. Default `/var/lib/airlock`.
+    pub data: PathBuf,
+}
+
+impl Default for Paths {
+    fn default() -> Self {
+        Self {
+            state: std::env::var_os("AIRLOCK_STATE_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("/run/airlock")),
+            data: std::env::var_os("AIRLOCK_DATA_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("/var/lib/airlock")),
+        }
+    }
+}
+
+impl Paths {
+    /// Directory holding each job's directory and state file.
+    pub fn jobs(&self) -> PathBuf {
+        self.state.join("jobs")
+    }
+    /// A job's directory (bundle, mounts).
+    pub fn job_dir(&self, id: &JobId) -> PathBuf {
+        self.jobs().join(id.as_str())
+    }
+    /// A job's state file.
+    pub fn state_file(&self, id: &JobId) -> PathBuf {
+        self.jobs().join(format!("{id}.json"))
+    }
+    /// The state root of an executor.
+    pub fn executor_root(&self, e: ExecutorKind) -> PathBuf {
+        self.state.join(match e {
+            ExecutorKind::Libcontainer => "libcontainer",
+            ExecutorKind::Runc => "runc",
+            ExecutorKind::Runsc => "runsc",
+        })
+    }
+    /// The image store.
+    pub fn images(&self) -> PathBuf {
+        self.data.join("images")
+    }
+
+    /// Creates the state directories, owner-only: job bundles can hold secrets briefly.
+    pub fn ensure(&self) -> Result<(), SandboxError> {
+        use std::os::unix::fs::DirBuilderExt;
+        for d in [self.state.clone(), self.jobs()] {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&d)
+                .map_err(SandboxError::io("creating state directory", &d))?;
+        }
+        Ok(())
+    }
+}
+
+/// Where a job is in its life. Each value is persisted before the step it names is taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Directories and mounts are being created.
+    Preparing,
+    /// The executor is creating the container.
+    Creating,
+    /// The job's command runs.
+    Running,
+    /// Teardown is under way.
+    TearingDown,
+}
+
+/// A process, identified so that a recycled pid is never mistaken for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcRef {
+    /// Host pid.
+    pub pid: i32,
+    /// Start time in clock ticks since boot (field 22 of `/proc/PID/stat`).
+    pub start_time: u64,
+}
+
+impl ProcRef {
+    /// Identifies a live process.
+    pub fn of(pid: i32) -> Option<Self> {
+        proc_start_time(pid).map(|start_time| Self { pid, start_time })
+    }
+    /// Whether this very process still exists (not merely its pid).
+    pub fn alive(&self) -> bool {
+        proc_start_time(self.pid) == Some(self.start_time)
+    }
+}
+
+fn proc_start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may contain spaces and parentheses: split after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split(' ').nth(19)?.parse().ok()
+}
+
+/// The persisted state of one job.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobState {
+    /// The job.
+    pub id: JobId,
+    /// Its group.
+    pub group: String,
+    /// Its executor.
+    pub executor: ExecutorKind,
+    /// Where it is.
+    pub status: Status,
+    /// The airlock process that owns it.
+    pub owner: ProcRef,
+    /// The single-threaded helper that drives the executor.
+    pub helper: Option<ProcRef>,
+    /// The job's init process (pid 1 of its pid namespace).
+    pub init: Option<ProcRef>,
+    /// Its cgroup path (relative to each hierarchy).
+    pub cgroup: String,
+    /// Unix time of creation.
+    pub created: u64,
+}
+
+impl JobState {
+    /// Writes the state atomically (temporary file, fsync, rename).
+    pub fn save(&self, paths: &Paths) -> Result<(), SandboxError> {
+        let path = paths.state_file(&self.id);
+        let tmp = path.with_extension("json.tmp");
+        let data = serde_json::to_vec_pretty(self).map_err(|e| SandboxError::State {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        let mut f = std::fs::File::create(&tmp).map_err(SandboxError::io("writing", &tmp))?;
+        f.write_all(&data)
+            .and_then(|_| f.sync_data())
+            .map_err(SandboxError::io("writing", &tmp))?;
+        std::fs::rename(&tmp, &path).map_err(SandboxError::io("renaming", &path))
+    }
+
+    /// Reads a state file.
+    pub fn load(path: &Path) -> Result<Self, SandboxError> {
+        let data = std::fs::read(path).map_err(SandboxError::io("reading", path))?;
+        serde_json::from_slice(&data).map_err(|e| SandboxError::State {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Every job state under `paths`, with the files that could not be read.
+    pub fn list(paths: &Paths) -> (Vec<JobState>, Vec<SandboxError>) {
+        let mut ok = Vec::new();
+        let mut bad = Vec::new();
+        let Ok(rd) = std::fs::read_dir(paths.jobs()) else {
+            return (ok, bad);
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.extension().is_some_and(|x| x == "json") {
+                match Self::load(&p) {
+                    Ok(s) => ok.push(s),
+                    Err(err) => bad.push(err),
+                }
+            }
+        }
+        (ok, bad)
+    }
+}
+
+/// Unix time now, in seconds.
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
