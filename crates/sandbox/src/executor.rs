@@ -202,6 +202,7 @@ pub fn make(kind: ExecutorKind, id: &str, bundle: PathBuf, root: PathBuf) -> Box
                 root_s,
                 "--network=none".into(),
                 "--platform=ptrace".into(),
+                "--oci-seccomp".into(),
             ],
             id: id.to_owned(),
             bundle,

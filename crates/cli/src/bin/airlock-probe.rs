@@ -1,0 +1,159 @@
+//! airlock-probe: runs inside a sandbox and tries what an attacker would, reporting what the
+//! kernel answered. Used by the test suite (and the drills to come); never run it outside a
+//! sandbox.
+//!
+//! `airlock-probe syscalls` prints one JSON object: for each attempted call, the errno it got
+//! (0 = it succeeded) and whether the arguments were chosen so that, without the seccomp
+//! filter, the kernel would have answered something other than EPERM ("discriminating").
+//! Those calls prove the filter, not merely missing capabilities, stopped them.
+//!
+//! `airlock-probe alloc MIB` allocates and touches MIB mebibytes, printing progress.
+
+use std::ffi::CString;
+
+fn errno_of(r: libc::c_long) -> i32 {
+    if r == -1 {
+        std::io::Error::last_os_error().raw_os_error().unwrap_or(-1)
+    } else {
+        0
+    }
+}
+
+macro_rules! sc {
+    ($($a:expr),* $(,)?) => {{
+        // SAFETY: every call below passes null or dangling-free arguments that the kernel
+        // validates; a call that got through would fail on them or be harmless.
+        errno_of(unsafe { libc::syscall($($a as libc::c_long),*) })
+    }};
+}
+
+fn syscalls() {
+    let empty = CString::default();
+    let tmp = CString::new("/tmp").unwrap_or_default();
+    let tmpfs = CString::new("tmpfs").unwrap_or_default();
+    let dot = CString::new(".").unwrap_or_default();
+    let nul = std::ptr::null::<libc::c_void>();
+    // (name, errno, discriminating)
+    let results: Vec<(&str, i32, bool)> = vec![
+        ("mount", sc!(libc::SYS_mount, tmpfs.as_ptr(), tmp.as_ptr(), tmpfs.as_ptr(), 0, nul), false),
+        ("umount2", sc!(libc::SYS_umount2, tmp.as_ptr(), 0), false),
+        ("pivot_root", sc!(libc::SYS_pivot_root, dot.as_ptr(), dot.as_ptr()), false),
+        // unshare(0) is a no-op that succeeds for anyone.
+        ("unshare", sc!(libc::SYS_unshare, 0), true),
+        // Unprivileged user namespaces are enabled on the host: this would succeed.
+        ("unshare_user", sc!(libc::SYS_unshare, libc::CLONE_NEWUSER), true),
+        // setns on fd -1 is EBADF without the filter.
+        ("setns", sc!(libc::SYS_setns, -1, 0), true),
+        // PEEKDATA on a pid that does not exist is ESRCH without the filter.
+        ("ptrace", sc!(libc::SYS_ptrace, libc::PTRACE_PEEKDATA, 999_999, 0, 0), true),
+        // Reading zero bytes of one's own memory succeeds without the filter.
+        ("process_vm_readv", sc!(libc::SYS_process_vm_readv, std::process::id(), nul, 0, nul, 0, 0), true),
+        ("process_vm_writev", sc!(libc::SYS_process_vm_writev, std::process::id(), nul, 0, nul, 0, 0), true),
+        ("kexec_load", sc!(libc::SYS_kexec_load, 0, 0, nul, 0), false),
+        ("kexec_file_load", sc!(libc::SYS_kexec_file_load, -1, -1, 0, nul, 0), false),
+        ("init_module", sc!(libc::SYS_init_module, nul, 0, empty.as_ptr()), false),
+        ("finit_module", sc!(libc::SYS_finit_module, -1, empty.as_ptr(), 0), false),
+        ("delete_module", sc!(libc::SYS_delete_module, empty.as_ptr(), 0), false),
+        ("bpf", sc!(libc::SYS_bpf, 0, nul, 0), false),
+        // A null attribute pointer is EFAULT without the filter.
+        ("perf_event_open", sc!(libc::SYS_perf_event_open, nul, 0, -1, -1, 0), true),
+        // KEYCTL_GET_KEYRING_ID of the session keyring succeeds without the filter.
+        ("keyctl", sc!(libc::SYS_keyctl, 0, -3, 0), true),
+        ("add_key", sc!(libc::SYS_add_key, nul, nul, nul, 0, 0), true),
+        ("request_key", sc!(libc::SYS_request_key, nul, nul, nul, 0), true),
+        ("userfaultfd", sc!(libc::SYS_userfaultfd, 0), false),
+        ("open_by_handle_at", sc!(libc::SYS_open_by_handle_at, -1, nul, 0), false),
+        ("reboot", sc!(libc::SYS_reboot, 0, 0, 0, nul), false),
+        ("swapon", sc!(libc::SYS_swapon, nul, 0), false),
+        ("swapoff", sc!(libc::SYS_swapoff, nul), false),
+        ("acct", sc!(libc::SYS_acct, nul), false),
+        // SYSLOG_ACTION_SIZE_BUFFER (10) is allowed to anyone when dmesg is unrestricted;
+        // EPERM otherwise, so not discriminating.
+        ("syslog", sc!(libc::SYS_syslog, 10, nul, 0), false),
+        // An unknown clock id is EINVAL without the filter.
+        ("clock_settime", sc!(libc::SYS_clock_settime, 9999, nul), true),
+        // iopl(0) keeps the current level and succeeds without the filter.
+        ("iopl", sc!(libc::SYS_iopl, 0), true),
+        // Turning permissions off succeeds without the filter.
+        ("ioperm", sc!(libc::SYS_ioperm, 0, 0, 0), true),
+        // clone3 answers ENOSYS (so libc falls back to the filtered clone).
+        ("clone3", sc!(libc::SYS_clone3, nul, 0), true),
+        ("io_uring_setup", sc!(libc::SYS_io_uring_setup, 0, nul), true),
+        ("name_to_handle_at", sc!(libc::SYS_name_to_handle_at, -1, nul, nul, nul, 0), true),
+        ("mbind", sc!(libc::SYS_mbind, 0, 0, 0, nul, 0, 0), true),
+        ("chroot", sc!(libc::SYS_chroot, dot.as_ptr()), false),
+    ];
+    let mut out = serde_json::Map::new();
+    for (name, errno, disc) in results {
+        out.insert(
+            name.to_owned(),
+            serde_json::json!({ "errno": errno, "discriminating": disc }),
+        );
+    }
+    // clone with a namespace flag, through the raw syscall (fork-like: child exits at once).
+    // SAFETY: raw clone with SIGCHLD and CLONE_NEWUTS only; the child calls _exit at once.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            (libc::CLONE_NEWUTS | libc::SIGCHLD) as libc::c_long,
+            0 as libc::c_long,
+            0 as libc::c_long,
+            0 as libc::c_long,
+            0 as libc::c_long,
+        )
+    };
+    if r == 0 {
+        // SAFETY: in the child; leave without running any Rust destructors.
+        unsafe { libc::_exit(0) };
+    }
+    let clone_errno = errno_of(r);
+    if r > 0 {
+        let mut st = 0;
+        // SAFETY: waits for the child just created.
+        unsafe { libc::waitpid(r as i32, &mut st, 0) };
+    }
+    out.insert(
+        "clone_newuts".to_owned(),
+        serde_json::json!({ "errno": clone_errno, "discriminating": false }),
+    );
+    // A plain fork must still work.
+    // SAFETY: fork in a single-threaded program; the child exits at once.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        // SAFETY: in the child.
+        unsafe { libc::_exit(0) };
+    }
+    if pid > 0 {
+        let mut st = 0;
+        // SAFETY: waits for the child just created.
+        unsafe { libc::waitpid(pid, &mut st, 0) };
+    }
+    out.insert(
+        "fork".to_owned(),
+        serde_json::json!({ "errno": if pid > 0 { 0 } else { -1 }, "discriminating": false }),
+    );
+    println!("{}", serde_json::Value::Object(out));
+}
+
+fn alloc(mib: usize) {
+    let mut v: Vec<Vec<u8>> = Vec::new();
+    for i in 0..mib {
+        v.push(vec![1u8; 1 << 20]);
+        if i % 64 == 0 {
+            println!("allocated {i} MiB");
+        }
+    }
+    println!("allocated all {mib} MiB");
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    match args.get(1).map(String::as_str) {
+        Some("syscalls") => syscalls(),
+        Some("alloc") => alloc(args.get(2).and_then(|s| s.parse().ok()).unwrap_or(1024)),
+        _ => {
+            eprintln!("usage: airlock-probe syscalls | alloc MIB");
+            std::process::exit(2);
+        }
+    }
+}
