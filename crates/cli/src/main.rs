@@ -26,10 +26,20 @@ struct Cli {
 #[derive(Args)]
 struct Global {
     /// Runtime state (job directories, executor state).
-    #[arg(long, global = true, env = "AIRLOCK_STATE_DIR", default_value = "/run/airlock")]
+    #[arg(
+        long,
+        global = true,
+        env = "AIRLOCK_STATE_DIR",
+        default_value = "/run/airlock"
+    )]
     state_dir: PathBuf,
     /// Persistent data (the image store).
-    #[arg(long, global = true, env = "AIRLOCK_DATA_DIR", default_value = "/var/lib/airlock")]
+    #[arg(
+        long,
+        global = true,
+        env = "AIRLOCK_DATA_DIR",
+        default_value = "/var/lib/airlock"
+    )]
     data_dir: PathBuf,
 }
 
@@ -297,7 +307,11 @@ fn cmd_run(a: RunArgs, paths: Paths) -> Result<u8> {
                 "airlock: job {} (group {}) killed by signal {s}{} in {} ms",
                 report.id,
                 report.group,
-                if *s == 9 { " (memory limit or kill)" } else { "" },
+                if *s == 9 {
+                    " (memory limit or kill)"
+                } else {
+                    ""
+                },
                 report.duration_ms
             );
         }
@@ -332,7 +346,12 @@ fn cmd_policy(p: PolicyCmd) -> Result<u8> {
                     file.display(),
                     lp.policy.groups.len(),
                     if lp.policy.groups.len() == 1 { "" } else { "s" },
-                    lp.policy.groups.keys().cloned().collect::<Vec<_>>().join(", ")
+                    lp.policy
+                        .groups
+                        .keys()
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 );
                 Ok(0)
             }
@@ -342,7 +361,10 @@ fn cmd_policy(p: PolicyCmd) -> Result<u8> {
             }
         },
         PolicyCmd::Schema => {
-            println!("{}", serde_json::to_string_pretty(&airlock_policy::json_schema())?);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&airlock_policy::json_schema())?
+            );
             Ok(0)
         }
         PolicyCmd::Default => {
@@ -365,7 +387,10 @@ fn cmd_image(i: ImageCmd, paths: Paths) -> Result<u8> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&all)?);
             } else {
-                println!("{:<32} {:<20} {:>7} {:>12}", "NAME", "DIGEST", "LAYERS", "SIZE");
+                println!(
+                    "{:<32} {:<20} {:>7} {:>12}",
+                    "NAME", "DIGEST", "LAYERS", "SIZE"
+                );
                 for r in all {
                     println!(
                         "{:<32} {:<20} {:>7} {:>12}",

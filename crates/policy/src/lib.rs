@@ -252,7 +252,11 @@ fn line_col(src: &str, offset: usize) -> (usize, usize) {
     let before = src.get(..offset).unwrap_or(src);
     let line = before.matches('\n').count() + 1;
     let line_start = before.rfind('\n').map(|i| i + 1).unwrap_or(0);
-    let col = before.get(line_start..).map(|s| s.chars().count()).unwrap_or(0) + 1;
+    let col = before
+        .get(line_start..)
+        .map(|s| s.chars().count())
+        .unwrap_or(0)
+        + 1;
     (line, col)
 }
 
@@ -280,17 +284,15 @@ pub fn parse(src: &str, file: &Path) -> Result<Policy, PolicyError> {
             top.insert(k, v);
         }
     }
-    let top: Option<TopLevel> =
-        match TopLevel::deserialize(toml::de::Deserializer::from(Spanned::new(
-            doc_span.clone(),
-            top,
-        ))) {
-            Ok(t) => Some(t),
-            Err(e) => {
-                c.push_toml(&e);
-                None
-            }
-        };
+    let top: Option<TopLevel> = match TopLevel::deserialize(toml::de::Deserializer::from(
+        Spanned::new(doc_span.clone(), top),
+    )) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            c.push_toml(&e);
+            None
+        }
+    };
 
     let mut groups = BTreeMap::new();
     // Every group name, parsed or not, so a broken group does not also make
@@ -356,14 +358,19 @@ pub fn parse(src: &str, file: &Path) -> Result<Policy, PolicyError> {
                 let known = all_names.join(", ");
                 c.push(
                     Some(d.span()),
-                    format!("default_group {:?} is not a group of this policy", d.get_ref()),
+                    format!(
+                        "default_group {:?} is not a group of this policy",
+                        d.get_ref()
+                    ),
                     Some(&format!("known groups: {known}")),
                 );
             }
             default_group = Some(d.into_inner());
         }
     }
-    if default_group.is_none() && all_names.len() > 1 && !all_names.iter().any(|n| n == BUILTIN_GROUP)
+    if default_group.is_none()
+        && all_names.len() > 1
+        && !all_names.iter().any(|n| n == BUILTIN_GROUP)
     {
         c.push(
             Some(doc_span.start..doc_span.start),
@@ -447,7 +454,10 @@ fn validate_group(c: &mut Collector<'_>, name: &str, g: &Group, span: Range<usiz
     }
     if !(l.cpus.is_finite() && l.cpus >= 0.01 && l.cpus <= 1024.0) {
         err(
-            format!("group {name}: cpus must be between 0.01 and 1024, got {}", l.cpus),
+            format!(
+                "group {name}: cpus must be between 0.01 and 1024, got {}",
+                l.cpus
+            ),
             "e.g. cpus = 2.0",
         );
     }

@@ -52,7 +52,10 @@ fn parses_a_good_policy() {
 #[test]
 fn malformed_toml_has_position() {
     let d = diags("version = 1\n[groups.a\ntrust = \"untrusted\"\n");
-    assert_eq!((d[0].line, d[0].file.as_path()), (2, Path::new("policy.toml")));
+    assert_eq!(
+        (d[0].line, d[0].file.as_path()),
+        (2, Path::new("policy.toml"))
+    );
 }
 
 #[test]
@@ -60,7 +63,11 @@ fn unknown_key_is_an_error_with_position_and_hint() {
     let d = diags("version = 1\n[groups.a]\ntrust = \"untrusted\"\nmemroy = \"1GiB\"\n");
     assert_eq!(d.len(), 1, "{d:?}");
     assert_eq!((d[0].line, d[0].col), (4, 1));
-    assert!(d[0].message.contains("unknown field `memroy`"), "{}", d[0].message);
+    assert!(
+        d[0].message.contains("unknown field `memroy`"),
+        "{}",
+        d[0].message
+    );
     assert!(d[0].hint.as_deref().unwrap_or("").contains("typo"));
 }
 
@@ -97,7 +104,11 @@ fn every_group_error_is_reported() {
 fn missing_default_group_is_an_error() {
     let d = diags("version = 1\ndefault_group = \"nope\"\n[groups.a]\n");
     assert_eq!((d[0].line, d[0].col), (2, 17));
-    assert!(d[0].hint.as_deref().unwrap_or("").contains("known groups: a"));
+    assert!(d[0]
+        .hint
+        .as_deref()
+        .unwrap_or("")
+        .contains("known groups: a"));
 }
 
 #[test]
@@ -147,7 +158,11 @@ fn builtin_policy_is_valid_and_most_restrictive() {
 fn schema_rejects_unknown_fields() {
     let s = json_schema();
     let group = &s["$defs"]["Group"];
-    assert_eq!(group["additionalProperties"], serde_json::json!(false), "{s:#}");
+    assert_eq!(
+        group["additionalProperties"],
+        serde_json::json!(false),
+        "{s:#}"
+    );
 }
 
 #[test]

@@ -64,7 +64,9 @@ impl Hierarchies {
                 "cgroup" => {
                     let ctrls = opts
                         .split(',')
-                        .filter(|o| !matches!(*o, "rw" | "ro") && !o.contains('=') || o.starts_with("name="))
+                        .filter(|o| {
+                            !matches!(*o, "rw" | "ro") && !o.contains('=') || o.starts_with("name=")
+                        })
                         .map(str::to_owned)
                         .collect();
                     h.v1.push((ctrls, PathBuf::from(mp)));
@@ -103,7 +105,8 @@ fn controller_dirs(h: &Hierarchies, pid: i32) -> Vec<(String, PathBuf)> {
     let mut out = Vec::new();
     for line in data.lines() {
         let mut parts = line.splitn(3, ':');
-        let (Some(_id), Some(ctrls), Some(path)) = (parts.next(), parts.next(), parts.next()) else {
+        let (Some(_id), Some(ctrls), Some(path)) = (parts.next(), parts.next(), parts.next())
+        else {
             continue;
         };
         let rel = path.trim_start_matches('/');
@@ -139,49 +142,77 @@ pub fn verify_limits(pid: i32, want: &Expected) -> Result<(), SandboxError> {
 
     // Memory: the kernel rounds the limit down to whole pages.
     if let Some(mem) = want.memory {
-    let want_mem = (mem.max(0) as u64) / 4096 * 4096;
-    let d = dir("memory").ok_or_else(|| unavailable("memory", "no memory controller for the job's cgroup".into()))?;
-    let got = read_trim(&d.join("memory.max")).or_else(|| read_trim(&d.join("memory.limit_in_bytes")));
-    match got.as_deref().map(str::parse::<u64>) {
-        Some(Ok(v)) if v == want_mem => {}
-        other => {
-            return Err(unavailable(
-                "memory",
-                format!("{} reads {other:?}, expected {want_mem}", d.display()),
-            ))
+        let want_mem = (mem.max(0) as u64) / 4096 * 4096;
+        let d = dir("memory").ok_or_else(|| {
+            unavailable("memory", "no memory controller for the job's cgroup".into())
+        })?;
+        let got = read_trim(&d.join("memory.max"))
+            .or_else(|| read_trim(&d.join("memory.limit_in_bytes")));
+        match got.as_deref().map(str::parse::<u64>) {
+            Some(Ok(v)) if v == want_mem => {}
+            other => {
+                return Err(unavailable(
+                    "memory",
+                    format!("{} reads {other:?}, expected {want_mem}", d.display()),
+                ))
+            }
         }
-    }
     }
 
     if let Some(pids) = want.pids {
-    let d = dir("pids").ok_or_else(|| unavailable("pids", "no pids controller for the job's cgroup".into()))?;
-    match read_trim(&d.join("pids.max")).as_deref().map(str::parse::<u64>) {
-        Some(Ok(v)) if v as i64 == pids => {}
-        other => {
-            return Err(unavailable(
-                "pids",
-                format!("{} reads {other:?}, expected {pids}", d.display()),
-            ))
+        let d = dir("pids")
+            .ok_or_else(|| unavailable("pids", "no pids controller for the job's cgroup".into()))?;
+        match read_trim(&d.join("pids.max"))
+            .as_deref()
+            .map(str::parse::<u64>)
+        {
+            Some(Ok(v)) if v as i64 == pids => {}
+            other => {
+                return Err(unavailable(
+                    "pids",
+                    format!("{} reads {other:?}, expected {pids}", d.display()),
+                ))
+            }
         }
-    }
     }
 
     if let Some(want_quota) = want.cpu_quota {
-    let d = dir("cpu").ok_or_else(|| unavailable("cpu", "no cpu controller for the job's cgroup".into()))?;
-    let quota = read_trim(&d.join("cpu.max"))
-        .and_then(|s| s.split(' ').next().map(str::to_owned))
-        .or_else(|| read_trim(&d.join("cpu.cfs_quota_us")));
-    match quota.as_deref().map(str::parse::<i64>) {
-        Some(Ok(v)) if v == want_quota => {}
-        other => {
-            return Err(unavailable(
-                "cpu",
-                format!("{} reads quota {other:?}, expected {want_quota}", d.display()),
-            ))
+        let d = dir("cpu")
+            .ok_or_else(|| unavailable("cpu", "no cpu controller for the job's cgroup".into()))?;
+        let quota = read_trim(&d.join("cpu.max"))
+            .and_then(|s| s.split(' ').next().map(str::to_owned))
+            .or_else(|| read_trim(&d.join("cpu.cfs_quota_us")));
+        match quota.as_deref().map(str::parse::<i64>) {
+            Some(Ok(v)) if v == want_quota => {}
+            other => {
+                return Err(unavailable(
+                    "cpu",
+                    format!(
+                        "{} reads quota {other:?}, expected {want_quota}",
+                        d.display()
+                    ),
+                ))
+            }
         }
     }
-    }
     Ok(())
+}
+
+/// Pids in the cgroup `rel` of any hierarchy.
+pub fn procs(rel: &str) -> Vec<i32> {
+    let mut out: Vec<i32> = Hierarchies::detect()
+        .dirs_of(rel)
+        .iter()
+        .filter_map(|d| read_trim(&d.join("cgroup.procs")))
+        .flat_map(|s| {
+            s.lines()
+                .filter_map(|l| l.trim().parse::<i32>().ok())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    out
 }
 
 /// Kills whatever is left in the job's cgroups and removes them. Errors are collected.
@@ -233,9 +264,18 @@ mod tests {
 35 30 0:31 / /sys/fs/cgroup/systemd rw shared:16 - cgroup cgroup rw,xattr,name=systemd";
         let h = Hierarchies::parse(info);
         assert_eq!(h.v2.as_deref(), Some(Path::new("/sys/fs/cgroup/unified")));
-        assert_eq!(h.v1_mount("memory"), Some(Path::new("/sys/fs/cgroup/memory")));
-        assert_eq!(h.v1_mount("cpu"), Some(Path::new("/sys/fs/cgroup/cpu,cpuacct")));
-        assert_eq!(h.v1_mount("name=systemd"), Some(Path::new("/sys/fs/cgroup/systemd")));
+        assert_eq!(
+            h.v1_mount("memory"),
+            Some(Path::new("/sys/fs/cgroup/memory"))
+        );
+        assert_eq!(
+            h.v1_mount("cpu"),
+            Some(Path::new("/sys/fs/cgroup/cpu,cpuacct"))
+        );
+        assert_eq!(
+            h.v1_mount("name=systemd"),
+            Some(Path::new("/sys/fs/cgroup/systemd"))
+        );
         assert_eq!(h.dirs_of("/airlock/x").len(), 4);
     }
 

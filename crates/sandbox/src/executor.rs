@@ -61,7 +61,10 @@ impl Executor for Libcontainer {
             .with_detach(true)
             .build()
             .map_err(lc_err)?;
-        let pid = c.pid().map(|p| p.as_raw()).ok_or_else(|| lc_err("no init pid"))?;
+        let pid = c
+            .pid()
+            .map(|p| p.as_raw())
+            .ok_or_else(|| lc_err("no init pid"))?;
         self.container = Some(c);
         Ok(pid)
     }
@@ -143,7 +146,8 @@ impl Executor for OciCli {
         // job, and the helper's stdio are the pipes airlock streams from.
         let c = self.cmd(&["create", "--bundle", &bundle, "--pid-file", &pf, &self.id]);
         self.check(c, "create")?;
-        let s = std::fs::read_to_string(&pid_file).map_err(SandboxError::io("reading", &pid_file))?;
+        let s =
+            std::fs::read_to_string(&pid_file).map_err(SandboxError::io("reading", &pid_file))?;
         s.trim()
             .parse()
             .map_err(|_| self.err(format!("bad pid file content {s:?}")))
@@ -163,14 +167,20 @@ impl Executor for OciCli {
 
     fn delete(&mut self) -> Result<(), SandboxError> {
         let mut c = self.cmd(&["delete", "--force", &self.id]);
-        c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+        c.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
         let _ = c.status();
         // `delete` of a container that no longer exists fails; what matters is that the
         // runtime's state for it is gone.
         let mut st = self.cmd(&["state", &self.id]);
-        st.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+        st.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
         match st.status() {
-            Ok(s) if s.success() => Err(self.err(format!("container {} still exists after delete", self.id))),
+            Ok(s) if s.success() => {
+                Err(self.err(format!("container {} still exists after delete", self.id)))
+            }
             _ => Ok(()),
         }
     }

@@ -202,7 +202,10 @@ pub fn verify_process(pid: i32) -> Result<(), SandboxError> {
         reason,
     };
     if field("NoNewPrivs") != "1" {
-        return Err(fail("no_new_privs", format!("NoNewPrivs is {:?}", field("NoNewPrivs"))));
+        return Err(fail(
+            "no_new_privs",
+            format!("NoNewPrivs is {:?}", field("NoNewPrivs")),
+        ));
     }
     if field("Seccomp") != "2" {
         return Err(fail(

@@ -96,7 +96,8 @@ fn valid_name(n: &str) -> bool {
     !n.is_empty()
         && n.len() <= 128
         && !n.starts_with('.')
-        && n.chars().all(|c| c.is_ascii_alphanumeric() || "._-:".contains(c))
+        && n.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-:".contains(c))
         && n.matches(':').count() <= 1
 }
 
@@ -124,7 +125,9 @@ impl ImageStore {
             .join(digest.trim_start_matches("sha256:"))
     }
     fn ref_path(&self, name: &str) -> PathBuf {
-        self.root.join("refs").join(format!("{}.json", name.replace(':', "@")))
+        self.root
+            .join("refs")
+            .join(format!("{}.json", name.replace(':', "@")))
     }
 
     /// Imports an OCI image layout directory or archive under `name` (default: the layout's
@@ -168,7 +171,13 @@ impl ImageStore {
             Some(n) => n,
             None => src
                 .file_name()
-                .map(|f| f.to_string_lossy().split('.').next().unwrap_or("image").to_owned())
+                .map(|f| {
+                    f.to_string_lossy()
+                        .split('.')
+                        .next()
+                        .unwrap_or("image")
+                        .to_owned()
+                })
                 .unwrap_or_else(|| "image".into()),
         };
         if !valid_name(&name) {
@@ -177,9 +186,8 @@ impl ImageStore {
         let name = normalize_name(&name);
 
         let manifest_bytes = self.take_blob(&layout, &desc)?;
-        let manifest: ImageManifest = serde_json::from_slice(&manifest_bytes).map_err(|e| {
-            bad(&format!("manifest {}: {e}", desc.digest()))
-        })?;
+        let manifest: ImageManifest = serde_json::from_slice(&manifest_bytes)
+            .map_err(|e| bad(&format!("manifest {}: {e}", desc.digest())))?;
         self.take_blob(&layout, manifest.config())?;
         let mut size = 0;
         for l in manifest.layers() {
@@ -222,7 +230,8 @@ impl ImageStore {
         let dst = self.blob_path(&hex);
         let parent = self.root.join("blobs/sha256");
         std::fs::create_dir_all(&parent).map_err(io("creating", &parent))?;
-        let mut tmp = tempfile::NamedTempFile::new_in(&parent).map_err(io("creating temp in", &parent))?;
+        let mut tmp =
+            tempfile::NamedTempFile::new_in(&parent).map_err(io("creating temp in", &parent))?;
         let mut hasher = Sha256::new();
         let mut small = Vec::new();
         let mut n: u64 = 0;
@@ -447,9 +456,16 @@ fn apply_layer(blob: &Path, root: &Path, digest: &str) -> Result<(), ImageError>
     let mut written: HashSet<PathBuf> = HashSet::new();
     for entry in a.entries().map_err(io("reading layer", blob))? {
         let mut entry = entry.map_err(io("reading layer", blob))?;
-        let path = entry.path().map_err(io("reading layer", blob))?.into_owned();
-        let rel = clean_rel(&path).ok_or_else(|| unsupported(format!("entry {path:?} escapes the root")))?;
-        let fname = rel.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+        let path = entry
+            .path()
+            .map_err(io("reading layer", blob))?
+            .into_owned();
+        let rel = clean_rel(&path)
+            .ok_or_else(|| unsupported(format!("entry {path:?} escapes the root")))?;
+        let fname = rel
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let parent = rel.parent().map(Path::to_path_buf).unwrap_or_default();
         if fname == ".wh..wh..opq" {
             if opaque_done.insert(parent.clone()) {

@@ -217,17 +217,28 @@ fn run_inner(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .env_clear()
-        .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+        .env(
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        )
         // Its own process group: a terminal's Ctrl-C reaches airlock, which then stops the
         // job in order, instead of killing the helper halfway through.
         .process_group(0);
-    let mut child = cmd.spawn().map_err(SandboxError::io("starting helper", &opts.helper_exe))?;
+    let mut child = cmd
+        .spawn()
+        .map_err(SandboxError::io("starting helper", &opts.helper_exe))?;
     state.helper = ProcRef::of(child.id() as i32);
     state.save(paths)?;
 
     let pumps: Vec<_> = [
-        child.stdout.take().map(|s| std::thread::spawn(move || pump(s, out))),
-        child.stderr.take().map(|s| std::thread::spawn(move || pump(s, err))),
+        child
+            .stdout
+            .take()
+            .map(|s| std::thread::spawn(move || pump(s, out))),
+        child
+            .stderr
+            .take()
+            .map(|s| std::thread::spawn(move || pump(s, err))),
     ]
     .into_iter()
     .flatten()
@@ -241,35 +252,14 @@ fn run_inner(
 
     let deadline = Instant::now() + plan.limits.timeout.0;
     let init_file = job_dir.join(INIT_PID_FILE);
-    let mut stop: Option<JobOutcome> = None;
+    let id = plan.id.as_str();
+    // Why the job is being stopped, and since when.
+    let mut stop: Option<(JobOutcome, Instant)> = None;
+    let mut killed_init = false;
     loop {
         let now = Instant::now();
         if now >= deadline && stop.is_none() {
-            stop = Some(JobOutcome::TimedOut);
-            kill_job(&job_dir, plan.id.as_str(), helper_pid);
-        }
-        // Poll briefly until the init pid is known (to record it), then sleep until the
-        // deadline or an event.
-        let wait = if state.init.is_none() {
-            Duration::from_millis(20)
-        } else {
-            deadline.saturating_duration_since(now).max(Duration::from_millis(1))
-        };
-        match rx.recv_timeout(if stop.is_some() { HELPER_GRACE } else { wait }) {
-            Ok(Event::HelperExited) => break,
-            Ok(Event::Signal(s)) => {
-                if stop.is_none() {
-                    stop = Some(JobOutcome::Interrupted(s));
-                    kill_job(&job_dir, plan.id.as_str(), helper_pid);
-                }
-            }
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                if stop.is_some() && Instant::now() >= deadline + HELPER_GRACE {
-                    // The helper did not finish in time: kill it; teardown does the rest.
-                    let _ = kill(Pid::from_raw(helper_pid), Signal::SIGKILL);
-                }
-            }
-            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            stop = Some((JobOutcome::TimedOut, now));
         }
         if state.init.is_none() {
             if let Some(pid) = read_pid(&init_file) {
@@ -278,12 +268,50 @@ fn run_inner(
                 state.save(paths)?;
             }
         }
+        if let Some((_, since)) = &stop {
+            // Killing the init process takes the whole pid namespace with it. Before it
+            // exists the helper is mid-create: killing the helper then could orphan a
+            // half-made container, so give it time to finish first.
+            if !killed_init {
+                if let Some(pid) = read_pid(&init_file).filter(|p| in_job_cgroup(*p, id)) {
+                    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+                    killed_init = true;
+                }
+            }
+            if now >= *since + HELPER_GRACE {
+                let _ = kill(Pid::from_raw(helper_pid), Signal::SIGKILL);
+            }
+        }
+        let wait = if state.init.is_none() || (stop.is_some() && !killed_init) {
+            Duration::from_millis(20)
+        } else if stop.is_some() {
+            Duration::from_millis(200)
+        } else {
+            deadline
+                .saturating_duration_since(now)
+                .max(Duration::from_millis(1))
+        };
+        match rx.recv_timeout(wait) {
+            Ok(Event::HelperExited) | Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Ok(Event::Signal(s)) => {
+                if stop.is_none() {
+                    stop = Some((JobOutcome::Interrupted(s), Instant::now()));
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+        }
+    }
+    // After an interruption or a helper that died without a result, parts of the job may be
+    // left, holding the output pipes open: end them before waiting for the pumps to drain.
+    let abnormal = stop.is_some() || !job_dir.join(RESULT_FILE).exists();
+    if abnormal {
+        kill_strays(id, &state.cgroup);
     }
     let _ = waiter.join();
     for p in pumps {
         let _ = p.join();
     }
-    if let Some(s) = stop {
+    if let Some((s, _)) = stop {
         return Ok(s);
     }
     let result = job_dir.join(RESULT_FILE);
@@ -305,20 +333,35 @@ fn read_pid(p: &Path) -> Option<i32> {
 /// Whether `pid` is in the cgroup of job `id` (so a recycled pid is never killed).
 fn in_job_cgroup(pid: i32, id: &str) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
-        .map(|s| s.lines().any(|l| l.ends_with(&format!("/{}/{id}", spec::CGROUP_PARENT))))
+        .map(|s| {
+            s.lines()
+                .any(|l| l.ends_with(&format!("/{}/{id}", spec::CGROUP_PARENT)))
+        })
         .unwrap_or(false)
 }
 
-/// Kills the job's init process, which takes its whole pid namespace with it; if the
-/// container does not exist yet, kills the helper instead.
-fn kill_job(job_dir: &Path, id: &str, helper_pid: i32) {
-    match read_pid(&job_dir.join(INIT_PID_FILE)) {
-        Some(pid) if in_job_cgroup(pid, id) => {
-            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+/// Kills every process of job `id`: those in its cgroup, and forks of its helper that are
+/// not in the cgroup yet (a container whose creation was interrupted), recognised by the
+/// helper's command line, which names the job.
+fn kill_strays(id: &str, cgroup_rel: &str) {
+    let mut pids = cgroup::procs(cgroup_rel);
+    if let Ok(rd) = std::fs::read_dir("/proc") {
+        for e in rd.flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+                continue;
+            };
+            let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
+                continue;
+            };
+            let mut args = cmd.split(|b| *b == 0);
+            let is_helper = args.nth(1) == Some(helper::SUBCOMMAND.as_bytes());
+            if is_helper && cmd.split(|b| *b == 0).any(|a| a == id.as_bytes()) {
+                pids.push(pid);
+            }
         }
-        _ => {
-            let _ = kill(Pid::from_raw(helper_pid), Signal::SIGKILL);
-        }
+    }
+    for pid in pids {
+        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
     }
 }
 
@@ -339,13 +382,18 @@ pub fn teardown(paths: &Paths, state: &JobState) -> Vec<String> {
     if let Some(pid) = init.filter(|p| in_job_cgroup(*p, id)) {
         let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
     }
+    kill_strays(id, &state.cgroup);
     // Every process of the job is in its cgroup: kill what is left there and remove it.
     cgroup::remove(&state.cgroup, &mut errors);
     let root = paths.executor_root(state.executor);
     match state.executor {
         ExecutorKind::Libcontainer => {}
         ExecutorKind::Runc | ExecutorKind::Runsc => {
-            let bin = if state.executor == ExecutorKind::Runc { "runc" } else { "runsc" };
+            let bin = if state.executor == ExecutorKind::Runc {
+                "runc"
+            } else {
+                "runsc"
+            };
             let _ = std::process::Command::new(bin)
                 .arg("--root")
                 .arg(&root)
@@ -390,7 +438,8 @@ pub struct GcReport {
 pub fn gc(paths: &Paths, force: bool) -> GcReport {
     let mut r = GcReport::default();
     let (states, bad) = JobState::list(paths);
-    r.errors.extend(bad.iter().map(|e| helper::ErrChain(e).to_string()));
+    r.errors
+        .extend(bad.iter().map(|e| helper::ErrChain(e).to_string()));
     for s in states {
         if s.owner.alive() && !force {
             r.skipped_live.push(s.id.to_string());

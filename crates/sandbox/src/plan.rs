@@ -45,7 +45,9 @@ impl JobId {
     pub fn parse(s: &str) -> Result<Self, SandboxError> {
         let ok = s.len() == 17
             && s.starts_with('j')
-            && s[1..].bytes().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase());
+            && s[1..]
+                .bytes()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase());
         if ok {
             Ok(Self(s.to_owned()))
         } else {

@@ -65,7 +65,11 @@ fn chown(p: &Path, uid: u32, gid: u32) -> Result<(), SandboxError> {
 }
 
 /// Creates the job's tmpfs, base layer, workspace copy and overlay.
-pub fn prepare(job_dir: &Path, plan: &JobPlan, host: &HostLayout) -> Result<RootfsDirs, SandboxError> {
+pub fn prepare(
+    job_dir: &Path,
+    plan: &JobPlan,
+    host: &HostLayout,
+) -> Result<RootfsDirs, SandboxError> {
     let d = RootfsDirs::new(job_dir);
     mkdir(&d.mnt, 0o700)?;
     mkdir(&d.rootfs, 0o755)?;
@@ -77,7 +81,10 @@ pub fn prepare(job_dir: &Path, plan: &JobPlan, host: &HostLayout) -> Result<Root
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
         Some(opts.as_str()),
     )
-    .map_err(SandboxError::sys(format!("mounting the job's tmpfs on {}", d.mnt.display())))?;
+    .map_err(SandboxError::sys(format!(
+        "mounting the job's tmpfs on {}",
+        d.mnt.display()
+    )))?;
 
     let lower = d.mnt.join("lower");
     build_base(&lower, plan, host)?;
@@ -87,7 +94,13 @@ pub fn prepare(job_dir: &Path, plan: &JobPlan, host: &HostLayout) -> Result<Root
         let target = ws_layer.join(WORKSPACE.trim_start_matches('/'));
         mkdir(&target, 0o755)?;
         chown(&target, plan.user.uid, plan.user.gid)?;
-        copy_workspace(ws, &target, plan.user.uid, plan.user.gid, plan.limits.disk.0)?;
+        copy_workspace(
+            ws,
+            &target,
+            plan.user.uid,
+            plan.user.gid,
+            plan.limits.disk.0,
+        )?;
         lowers.push(ws_layer);
     }
     lowers.push(lower);
@@ -115,7 +128,10 @@ pub fn prepare(job_dir: &Path, plan: &JobPlan, host: &HostLayout) -> Result<Root
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
         Some(opts.as_str()),
     )
-    .map_err(SandboxError::sys(format!("mounting the job's overlay on {}", d.rootfs.display())))?;
+    .map_err(SandboxError::sys(format!(
+        "mounting the job's overlay on {}",
+        d.rootfs.display()
+    )))?;
     Ok(d)
 }
 
@@ -144,7 +160,10 @@ fn build_base(lower: &Path, plan: &JobPlan, host: &HostLayout) -> Result<(), San
     )?;
     // Jobs have no network of their own yet (only loopback); the egress gateway will be the
     // resolver once it exists, so nothing here points at the host's resolver.
-    write(&etc.join("resolv.conf"), "nameserver 127.0.0.1\noptions ndots:0\n")?;
+    write(
+        &etc.join("resolv.conf"),
+        "nameserver 127.0.0.1\noptions ndots:0\n",
+    )?;
     write(
         &etc.join("nsswitch.conf"),
         "passwd: files\ngroup: files\nshadow: files\nhosts: files dns\nnetworks: files\nprotocols: files\nservices: files\n",
@@ -191,7 +210,13 @@ fn build_base(lower: &Path, plan: &JobPlan, host: &HostLayout) -> Result<(), San
         mkdir(&etc.join("ssl/certs"), 0o755)?;
         // Non-secret files that programs from /usr expect; symlinks are recreated as they
         // are (they point into /usr), regular files are copied.
-        for name in ["ld.so.cache", "localtime", "os-release", "ld.so.conf", "mime.types"] {
+        for name in [
+            "ld.so.cache",
+            "localtime",
+            "os-release",
+            "ld.so.conf",
+            "mime.types",
+        ] {
             copy_host_etc(&etc, name)?;
         }
         copy_host_alternatives(&etc)?;
@@ -238,7 +263,13 @@ fn copy_host_alternatives(etc: &Path) -> Result<(), SandboxError> {
 
 /// Copies the workspace into the job's layer, owned by the job user. Device nodes, sockets
 /// and fifos are skipped: a workspace must not smuggle a device into the sandbox.
-fn copy_workspace(src: &Path, dst: &Path, uid: u32, gid: u32, limit: u64) -> Result<(), SandboxError> {
+fn copy_workspace(
+    src: &Path,
+    dst: &Path,
+    uid: u32,
+    gid: u32,
+    limit: u64,
+) -> Result<(), SandboxError> {
     let total = tree_size(src)?;
     if total > limit {
         return Err(SandboxError::WorkspaceTooLarge {

@@ -15,7 +15,10 @@ pub const DENIED: &[(&str, &str)] = &[
     ("mount", "mounting is how most container escapes start"),
     ("umount2", "unmounting could expose what a mount hides"),
     ("umount", "legacy unmount"),
-    ("pivot_root", "changing the root is a runtime's job, never a job's"),
+    (
+        "pivot_root",
+        "changing the root is a runtime's job, never a job's",
+    ),
     ("chroot", "no use in CI; part of classic escapes"),
     ("fsopen", "new mount API"),
     ("fsconfig", "new mount API"),
@@ -24,13 +27,22 @@ pub const DENIED: &[(&str, &str)] = &[
     ("move_mount", "new mount API"),
     ("open_tree", "new mount API"),
     ("mount_setattr", "new mount API"),
-    ("unshare", "new namespaces (user namespaces above all) widen the kernel surface"),
+    (
+        "unshare",
+        "new namespaces (user namespaces above all) widen the kernel surface",
+    ),
     ("setns", "joining another namespace is an escape"),
     ("ptrace", "reading or steering other processes"),
     ("process_vm_readv", "reading another process's memory"),
     ("process_vm_writev", "writing another process's memory"),
-    ("kcmp", "compares kernel objects of other processes; an info leak"),
-    ("pidfd_getfd", "steals file descriptors from other processes"),
+    (
+        "kcmp",
+        "compares kernel objects of other processes; an info leak",
+    ),
+    (
+        "pidfd_getfd",
+        "steals file descriptors from other processes",
+    ),
     ("kexec_load", "replacing the running kernel"),
     ("kexec_file_load", "replacing the running kernel"),
     ("init_module", "loading kernel code"),
@@ -38,18 +50,27 @@ pub const DENIED: &[(&str, &str)] = &[
     ("delete_module", "unloading kernel code"),
     ("create_module", "legacy module loading"),
     ("bpf", "eBPF is a large, often-exploited kernel surface"),
-    ("perf_event_open", "side channels and a history of kernel bugs"),
+    (
+        "perf_event_open",
+        "side channels and a history of kernel bugs",
+    ),
     ("keyctl", "the kernel keyring is not namespaced"),
     ("add_key", "the kernel keyring is not namespaced"),
     ("request_key", "the kernel keyring is not namespaced"),
     ("userfaultfd", "a staple of kernel exploits (race widening)"),
-    ("open_by_handle_at", "opens host files by handle, bypassing the mount tree (shocker)"),
+    (
+        "open_by_handle_at",
+        "opens host files by handle, bypassing the mount tree (shocker)",
+    ),
     ("name_to_handle_at", "companion of open_by_handle_at"),
     ("reboot", "rebooting the host"),
     ("swapon", "host swap configuration"),
     ("swapoff", "host swap configuration"),
     ("acct", "host process accounting"),
-    ("syslog", "reads the kernel log (addresses, other jobs' traces)"),
+    (
+        "syslog",
+        "reads the kernel log (addresses, other jobs' traces)",
+    ),
     ("clock_settime", "the clock is not namespaced"),
     ("clock_adjtime", "the clock is not namespaced"),
     ("settimeofday", "the clock is not namespaced"),
@@ -64,9 +85,18 @@ pub const DENIED: &[(&str, &str)] = &[
     ("sysfs", "legacy"),
     ("_sysctl", "legacy sysctl interface"),
     ("vhangup", "hangs up the controlling terminal"),
-    ("io_uring_setup", "io_uring bypasses seccomp for the operations it performs"),
-    ("io_uring_enter", "io_uring bypasses seccomp for the operations it performs"),
-    ("io_uring_register", "io_uring bypasses seccomp for the operations it performs"),
+    (
+        "io_uring_setup",
+        "io_uring bypasses seccomp for the operations it performs",
+    ),
+    (
+        "io_uring_enter",
+        "io_uring bypasses seccomp for the operations it performs",
+    ),
+    (
+        "io_uring_register",
+        "io_uring bypasses seccomp for the operations it performs",
+    ),
     ("mbind", "NUMA policy of host memory"),
     ("set_mempolicy", "NUMA policy of host memory"),
     ("migrate_pages", "moves other processes' pages"),
@@ -89,7 +119,10 @@ pub const CLONE_NAMESPACE_FLAGS: &[(u64, &str)] = &[
 /// ioctls on terminals that inject input into, or take over, a terminal the job may share.
 pub const DENIED_IOCTLS: &[(u64, &str)] = &[
     (0x5412, "TIOCSTI: pushes keystrokes into a terminal's input"),
-    (0x541C, "TIOCLINUX: console control, includes selection paste"),
+    (
+        0x541C,
+        "TIOCLINUX: console control, includes selection paste",
+    ),
 ];
 
 /// The profile in OCI runtime-spec form (`linux.seccomp`).
@@ -138,11 +171,34 @@ mod tests {
     #[test]
     fn issue_minimum_is_denied() {
         let required = [
-            "mount", "umount2", "pivot_root", "unshare", "setns", "ptrace",
-            "process_vm_readv", "process_vm_writev", "kexec_load", "kexec_file_load",
-            "init_module", "finit_module", "delete_module", "bpf", "perf_event_open", "keyctl",
-            "add_key", "request_key", "userfaultfd", "open_by_handle_at", "reboot", "swapon",
-            "swapoff", "acct", "syslog", "clock_settime", "iopl", "ioperm",
+            "mount",
+            "umount2",
+            "pivot_root",
+            "unshare",
+            "setns",
+            "ptrace",
+            "process_vm_readv",
+            "process_vm_writev",
+            "kexec_load",
+            "kexec_file_load",
+            "init_module",
+            "finit_module",
+            "delete_module",
+            "bpf",
+            "perf_event_open",
+            "keyctl",
+            "add_key",
+            "request_key",
+            "userfaultfd",
+            "open_by_handle_at",
+            "reboot",
+            "swapon",
+            "swapoff",
+            "acct",
+            "syslog",
+            "clock_settime",
+            "iopl",
+            "ioperm",
         ];
         for r in required {
             assert!(DENIED.iter().any(|(n, _)| *n == r), "{r} must be denied");

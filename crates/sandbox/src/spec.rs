@@ -68,7 +68,11 @@ fn ro_bind(source: &str, dest: &str) -> Value {
 /// Builds the OCI runtime spec of a job. `rlimit_nofile_max` is the hard RLIMIT_NOFILE airlock
 /// itself runs with: hard limits cannot be raised here (no CAP_SYS_RESOURCE), so the job's
 /// limit is the policy's value or that ceiling, whichever is lower.
-pub fn build(plan: &JobPlan, host: &HostLayout, rlimit_nofile_max: u64) -> Result<Spec, SandboxError> {
+pub fn build(
+    plan: &JobPlan,
+    host: &HostLayout,
+    rlimit_nofile_max: u64,
+) -> Result<Spec, SandboxError> {
     let mut env: Vec<String> = plan.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
     env.extend(
         plan.secrets
@@ -152,8 +156,12 @@ pub fn build(plan: &JobPlan, host: &HostLayout, rlimit_nofile_max: u64) -> Resul
 fn masked_paths() -> Vec<String> {
     let mut m = oci_spec::runtime::get_default_maskedpaths();
     m.extend(
-        ["/sys/devices/virtual/powercap", "/proc/kallsyms", "/sys/kernel/debug"]
-            .map(str::to_owned),
+        [
+            "/sys/devices/virtual/powercap",
+            "/proc/kallsyms",
+            "/sys/kernel/debug",
+        ]
+        .map(str::to_owned),
     );
     m
 }
@@ -200,8 +208,14 @@ mod tests {
             .iter()
             .find(|m| m.destination() == Path::new("/usr"))
             .expect("/usr");
-        assert!(usr.options().as_ref().expect("opts").contains(&"ro".to_owned()));
-        assert!(mounts.iter().any(|m| m.destination() == Path::new("/lib64")));
+        assert!(usr
+            .options()
+            .as_ref()
+            .expect("opts")
+            .contains(&"ro".to_owned()));
+        assert!(mounts
+            .iter()
+            .any(|m| m.destination() == Path::new("/lib64")));
         assert!(mounts
             .iter()
             .all(|m| m.source().as_deref() != Some(Path::new("/var/run/docker.sock"))));

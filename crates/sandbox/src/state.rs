@@ -103,17 +103,25 @@ impl ProcRef {
     pub fn of(pid: i32) -> Option<Self> {
         proc_start_time(pid).map(|start_time| Self { pid, start_time })
     }
-    /// Whether this very process still exists (not merely its pid).
+    /// Whether this very process still runs (not merely its pid; a zombie does not count).
     pub fn alive(&self) -> bool {
-        proc_start_time(self.pid) == Some(self.start_time)
+        proc_stat(self.pid)
+            .is_some_and(|(state, t)| t == self.start_time && state != 'Z' && state != 'X')
     }
 }
 
 fn proc_start_time(pid: i32) -> Option<u64> {
+    proc_stat(pid).map(|(_, t)| t)
+}
+
+/// (state, start time) of a process.
+fn proc_stat(pid: i32) -> Option<(char, u64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) may contain spaces and parentheses: split after the last ')'.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    rest.split(' ').nth(19)?.parse().ok()
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
+    let mut fields = rest.split(' ');
+    let state = fields.next()?.chars().next()?;
+    Some((state, fields.nth(18)?.parse().ok()?))
 }
 
 /// The persisted state of one job.

