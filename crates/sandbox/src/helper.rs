@@ -248,3 +248,52 @@ fn scrub_secrets(config: &Path, names: &[String]) -> Result<(), SandboxError> {
     std::fs::write(&tmp, out).map_err(SandboxError::io("writing", &tmp))?;
     std::fs::rename(&tmp, config).map_err(SandboxError::io("renaming", config))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unprotected_process_fails_verification() {
+        // The test process itself has no seccomp filter and (as root) full capabilities, or
+        // at least no no_new_privs: the check must refuse it.
+        let e = verify_process(std::process::id() as i32).expect_err("must fail closed");
+        assert!(
+            matches!(e, SandboxError::ProtectionUnavailable { .. }),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn limits_that_are_not_in_force_fail_verification() {
+        let want = Expected {
+            memory: Some(12_345 * 4096),
+            pids: Some(77),
+            cpu_quota: Some(12_345),
+        };
+        let e =
+            cgroup::verify_limits(std::process::id() as i32, &want).expect_err("must fail closed");
+        let s = e.to_string();
+        assert!(
+            s.contains("refusing to start the job") && s.contains("limit"),
+            "{s}"
+        );
+    }
+
+    #[test]
+    fn scrub_removes_only_the_named_secrets() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let p = dir.path().join("config.json");
+        std::fs::write(
+            &p,
+            r#"{"process":{"env":["PATH=/bin","TOKEN=v","TOKENX=keep"]}}"#,
+        )
+        .expect("w");
+        scrub_secrets(&p, &["TOKEN".into()]).expect("scrub");
+        let s = std::fs::read_to_string(&p).expect("r");
+        assert!(
+            !s.contains("TOKEN=v") && s.contains("TOKENX=keep") && s.contains("PATH=/bin"),
+            "{s}"
+        );
+    }
+}

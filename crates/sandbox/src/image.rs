@@ -133,6 +133,15 @@ impl ImageStore {
     /// Imports an OCI image layout directory or archive under `name` (default: the layout's
     /// `org.opencontainers.image.ref.name` annotation, else the file name).
     pub fn import(&self, src: &Path, name: Option<&str>) -> Result<ImageRef, ImageError> {
+        let r = self.import_inner(src, name);
+        if r.is_err() {
+            // Blobs verified before the failure belong to no image: drop them.
+            let _ = self.gc_blobs();
+        }
+        r
+    }
+
+    fn import_inner(&self, src: &Path, name: Option<&str>) -> Result<ImageRef, ImageError> {
         let meta = std::fs::metadata(src).map_err(io("reading", src))?;
         let tmp_root = self.root.join("tmp");
         std::fs::create_dir_all(&tmp_root).map_err(io("creating", &tmp_root))?;
