@@ -137,7 +137,7 @@ pub fn prepare(
 
 /// The synthesized base layer: the only `/etc` a job sees, its home, and the mountpoints the
 /// OCI spec needs.
-fn build_base(lower: &Path, plan: &JobPlan, host: &HostLayout) -> Result<(), SandboxError> {
+pub fn build_base(lower: &Path, plan: &JobPlan, host: &HostLayout) -> Result<(), SandboxError> {
     let u = &plan.user;
     mkdir(lower, 0o755)?;
     for dir in ["etc", "proc", "sys", "dev", "run", "home", "var"] {
