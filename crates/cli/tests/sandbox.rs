@@ -716,3 +716,28 @@ fn run_without_root_or_with_bad_arguments_explains() {
         stderr(&o)
     );
 }
+
+#[test]
+fn an_executor_crash_still_tears_everything_down() {
+    need_root!();
+    let w = World::new();
+    let child = start_sleeper(&w, "2245");
+    // The helper: a root process whose command line is `airlock __helper …`.
+    let helper = std::fs::read_dir("/proc")
+        .expect("proc")
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()))
+        .find(|pid| {
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            cmd.contains(" __helper ") && cmd.contains(&w.state().to_string_lossy().into_owned())
+        })
+        .expect("helper process");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(helper), nix::sys::signal::Signal::SIGKILL)
+        .expect("kill helper");
+    let o = child.wait_with_output().expect("wait");
+    assert_eq!(o.status.code(), Some(125), "{}", stderr(&o));
+    assert!(stderr(&o).contains("without reporting a result"), "{}", stderr(&o));
+    assert!(no_process_with("/bin/sleep 2245"), "the job survived its executor");
+    w.assert_clean();
+}
