@@ -55,6 +55,7 @@ for m in /proc/kcore /proc/keys /proc/timer_list /proc/sched_debug /proc/kallsym
   [ -e "$m" ] && echo "masked_$m=$(head -c 64 $m 2>/dev/null | wc -c)"
 done
 echo "sysfirmware=$(ls /sys/firmware 2>/dev/null | wc -l)"
+echo "certs=$(ls /etc/ssl/certs | wc -l)"
 echo "nofile=$(ulimit -n)"
 echo "core=$(ulimit -c)"
 echo "shadow_lines=$(grep -c . /etc/passwd)"
@@ -133,6 +134,7 @@ fn hardening_holds_inside_the_job() {
         assert_eq!(v, "0", "{k} readable");
     }
     assert_eq!(get("sysfirmware"), "0", "/sys/firmware masked");
+    assert!(get("certs").parse::<u32>().unwrap_or(0) > 10, "CA certificates missing");
     assert_eq!(get("nofile"), "1024");
     assert_eq!(get("core"), "0");
 
@@ -739,5 +741,28 @@ fn an_executor_crash_still_tears_everything_down() {
     assert_eq!(o.status.code(), Some(125), "{}", stderr(&o));
     assert!(stderr(&o).contains("without reporting a result"), "{}", stderr(&o));
     assert!(no_process_with("/bin/sleep 2245"), "the job survived its executor");
+    w.assert_clean();
+}
+
+#[test]
+fn output_streams_live() {
+    need_root!();
+    use std::io::BufRead;
+    let w = World::new();
+    let mut c = w.cmd();
+    c.args(["run", "-q", "--", "/bin/sh", "-c", "echo first; sleep 3; echo second"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut child = c.spawn().expect("spawn");
+    let started = Instant::now();
+    let mut lines = std::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+    assert_eq!(lines.next().and_then(Result::ok).as_deref(), Some("first"));
+    let first_after = started.elapsed();
+    assert_eq!(lines.next().and_then(Result::ok).as_deref(), Some("second"));
+    assert!(child.wait().expect("wait").success());
+    assert!(
+        first_after < Duration::from_millis(2500),
+        "first line arrived only after {first_after:?}: output is buffered, not streamed"
+    );
     w.assert_clean();
 }
