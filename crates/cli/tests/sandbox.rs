@@ -134,7 +134,10 @@ fn hardening_holds_inside_the_job() {
         assert_eq!(v, "0", "{k} readable");
     }
     assert_eq!(get("sysfirmware"), "0", "/sys/firmware masked");
-    assert!(get("certs").parse::<u32>().unwrap_or(0) > 10, "CA certificates missing");
+    assert!(
+        get("certs").parse::<u32>().unwrap_or(0) > 10,
+        "CA certificates missing"
+    );
     assert_eq!(get("nofile"), "1024");
     assert_eq!(get("core"), "0");
 
@@ -735,12 +738,22 @@ fn an_executor_crash_still_tears_everything_down() {
             cmd.contains(" __helper ") && cmd.contains(&w.state().to_string_lossy().into_owned())
         })
         .expect("helper process");
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(helper), nix::sys::signal::Signal::SIGKILL)
-        .expect("kill helper");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(helper),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill helper");
     let o = child.wait_with_output().expect("wait");
     assert_eq!(o.status.code(), Some(125), "{}", stderr(&o));
-    assert!(stderr(&o).contains("without reporting a result"), "{}", stderr(&o));
-    assert!(no_process_with("/bin/sleep 2245"), "the job survived its executor");
+    assert!(
+        stderr(&o).contains("without reporting a result"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(
+        no_process_with("/bin/sleep 2245"),
+        "the job survived its executor"
+    );
     w.assert_clean();
 }
 
@@ -750,9 +763,16 @@ fn output_streams_live() {
     use std::io::BufRead;
     let w = World::new();
     let mut c = w.cmd();
-    c.args(["run", "-q", "--", "/bin/sh", "-c", "echo first; sleep 3; echo second"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
+    c.args([
+        "run",
+        "-q",
+        "--",
+        "/bin/sh",
+        "-c",
+        "echo first; sleep 3; echo second",
+    ])
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null());
     let mut child = c.spawn().expect("spawn");
     let started = Instant::now();
     let mut lines = std::io::BufReader::new(child.stdout.take().expect("stdout")).lines();

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use airlock_policy::Group;
 use airlock_sandbox::plan::JobPlan;
-use airlock_sandbox::rootfs::build_base;
+use airlock_sandbox::rootfs::{build_base, write_job_etc};
 use airlock_sandbox::spec::{self, HostLayout};
 use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::syscall::syscall::SyscallType;
@@ -35,6 +35,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             )?;
             let layout = HostLayout::detect(Path::new("/"));
             build_base(&dir.join("rootfs"), &plan, &layout)?;
+            write_job_etc(&dir.join("rootfs"), &plan)?;
             let spec = spec::build(&plan, &layout, 1024)?;
             std::fs::write(dir.join("config.json"), serde_json::to_vec(&spec)?)?;
         }

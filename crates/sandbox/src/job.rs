@@ -134,7 +134,12 @@ pub fn run(
     sig_handle.close();
     let _ = sig_thread.join();
 
-    let mut teardown_errors = teardown(paths, &state);
+    let t = Instant::now();
+    // After a clean exit the helper has deleted the container; anything else gets the full
+    // search for stray processes.
+    let clean = matches!(result, Ok(JobOutcome::Exited(_) | JobOutcome::Signaled(_)));
+    let mut teardown_errors = teardown(paths, &state, !clean);
+    tracing::debug!(job = %plan.id, teardown_us = t.elapsed().as_micros() as u64);
     let outcome = match result {
         Ok(o) => o,
         Err(e) => {
@@ -185,8 +190,11 @@ fn run_inner(
     std::fs::set_permissions(&job_dir, std::fs::Permissions::from_mode(0o700))
         .map_err(SandboxError::io("setting permissions of", &job_dir))?;
 
+    let t0 = Instant::now();
+    let phase = |name: &str| tracing::debug!(job = %plan.id, phase = name, at_us = t0.elapsed().as_micros() as u64);
     let layout = HostLayout::detect(Path::new("/"));
-    rootfs::prepare(&job_dir, plan, &layout)?;
+    rootfs::prepare(&job_dir, plan, &layout, &paths.base_cache())?;
+    phase("rootfs ready");
     let nofile_max = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
         .map(|(_, hard)| hard)
         .unwrap_or(1024);
@@ -200,9 +208,13 @@ fn run_inner(
             .mode(0o600)
             .open(&config)
             .map_err(SandboxError::io("creating", &config))?;
-        serde_json::to_writer(f, &spec).map_err(SandboxError::Spec)?;
+        let data = serde_json::to_vec(&spec).map_err(SandboxError::Spec)?;
+        let mut f = f;
+        f.write_all(&data)
+            .map_err(SandboxError::io("writing", &config))?;
     }
 
+    phase("bundle written");
     state.status = Status::Creating;
     state.save(paths)?;
     let args = HelperArgs {
@@ -229,6 +241,7 @@ fn run_inner(
         .map_err(SandboxError::io("starting helper", &opts.helper_exe))?;
     state.helper = ProcRef::of(child.id() as i32);
     state.save(paths)?;
+    phase("helper started");
 
     let pumps: Vec<_> = [
         child
@@ -303,6 +316,7 @@ fn run_inner(
     }
     // After an interruption or a helper that died without a result, parts of the job may be
     // left, holding the output pipes open: end them before waiting for the pumps to drain.
+    phase("helper exited");
     let abnormal = stop.is_some() || !job_dir.join(RESULT_FILE).exists();
     if abnormal {
         kill_strays(id, &state.cgroup);
@@ -311,6 +325,7 @@ fn run_inner(
     for p in pumps {
         let _ = p.join();
     }
+    phase("output drained");
     if let Some((s, _)) = stop {
         return Ok(s);
     }
@@ -366,9 +381,10 @@ fn kill_strays(id: &str, cgroup_rel: &str) {
 }
 
 /// Removes everything of a job: processes, executor state, cgroups, mounts, directories,
-/// and finally its state file. Never stops at the first error; returns all of them. The
+/// and finally its state file. `thorough` also searches all processes for forks of the
+/// job's helper (needed when the helper did not finish normally). Never stops at the first error; returns all of them. The
 /// state file stays if anything failed, so `gc` can try again.
-pub fn teardown(paths: &Paths, state: &JobState) -> Vec<String> {
+pub fn teardown(paths: &Paths, state: &JobState, thorough: bool) -> Vec<String> {
     let mut errors = Vec::new();
     let id = state.id.as_str();
     let job_dir = paths.job_dir(&state.id);
@@ -382,7 +398,9 @@ pub fn teardown(paths: &Paths, state: &JobState) -> Vec<String> {
     if let Some(pid) = init.filter(|p| in_job_cgroup(*p, id)) {
         let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
     }
-    kill_strays(id, &state.cgroup);
+    if thorough {
+        kill_strays(id, &state.cgroup);
+    }
     // Every process of the job is in its cgroup: kill what is left there and remove it.
     cgroup::remove(&state.cgroup, &mut errors);
     let root = paths.executor_root(state.executor);
@@ -445,7 +463,7 @@ pub fn gc(paths: &Paths, force: bool) -> GcReport {
             r.skipped_live.push(s.id.to_string());
             continue;
         }
-        let errs = teardown(paths, &s);
+        let errs = teardown(paths, &s, true);
         if errs.is_empty() {
             r.removed.push(s.id.to_string());
         } else {

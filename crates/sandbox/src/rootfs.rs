@@ -64,11 +64,14 @@ fn chown(p: &Path, uid: u32, gid: u32) -> Result<(), SandboxError> {
     std::os::unix::fs::lchown(p, Some(uid), Some(gid)).map_err(SandboxError::io("chown", p))
 }
 
-/// Creates the job's tmpfs, base layer, workspace copy and overlay.
+/// Creates the job's tmpfs, base layer, workspace copy and overlay. For `host` jobs the base
+/// layer is shared: built once per (job user, host layout) under `base_cache` and reused
+/// read-only by every job, which only adds its own `/etc/hostname` and `/etc/hosts`.
 pub fn prepare(
     job_dir: &Path,
     plan: &JobPlan,
     host: &HostLayout,
+    base_cache: &Path,
 ) -> Result<RootfsDirs, SandboxError> {
     let d = RootfsDirs::new(job_dir);
     mkdir(&d.mnt, 0o700)?;
@@ -86,8 +89,7 @@ pub fn prepare(
         d.mnt.display()
     )))?;
 
-    let lower = d.mnt.join("lower");
-    build_base(&lower, plan, host)?;
+    let job_layer = d.mnt.join("job");
     let mut lowers = vec![];
     if let Some(ws) = &plan.workspace {
         let ws_layer = d.mnt.join("ws");
@@ -103,9 +105,19 @@ pub fn prepare(
         )?;
         lowers.push(ws_layer);
     }
-    lowers.push(lower);
-    if let RootfsPlan::Image { dir, .. } = &plan.rootfs {
-        lowers.push(dir.clone());
+    match &plan.rootfs {
+        RootfsPlan::Host => {
+            let base = cached_host_base(base_cache, plan, host)?;
+            write_job_etc(&job_layer, plan)?;
+            lowers.push(job_layer);
+            lowers.push(base);
+        }
+        RootfsPlan::Image { dir, .. } => {
+            build_base(&job_layer, plan, host)?;
+            write_job_etc(&job_layer, plan)?;
+            lowers.push(job_layer);
+            lowers.push(dir.clone());
+        }
     }
     let upper = d.upper();
     let work = d.mnt.join("work");
@@ -135,6 +147,63 @@ pub fn prepare(
     Ok(d)
 }
 
+/// The files that differ between jobs: `/etc/hostname` and `/etc/hosts`.
+pub fn write_job_etc(layer: &Path, plan: &JobPlan) -> Result<(), SandboxError> {
+    let etc = layer.join("etc");
+    mkdir(&etc, 0o755)?;
+    let hostname = format!("airlock-{}", &plan.id.as_str()[1..9]);
+    write(&etc.join("hostname"), &format!("{hostname}\n"))?;
+    write(
+        &etc.join("hosts"),
+        &format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n"),
+    )
+}
+
+/// The shared host base layer for this job's user, built on first use. The key covers
+/// everything the layer is made from (the job user, the host's top-level layout, and the
+/// modification times of the host files copied in), so a changed host gets a new layer.
+fn cached_host_base(
+    cache: &Path,
+    plan: &JobPlan,
+    host: &HostLayout,
+) -> Result<PathBuf, SandboxError> {
+    use sha2::Digest;
+    let mtime = |p: &str| {
+        std::fs::symlink_metadata(p)
+            .map(|m| (m.mtime(), m.mtime_nsec()))
+            .unwrap_or((0, 0))
+    };
+    let key_src = format!(
+        "v1|{:?}|{:?}|{:?}|{:?}|{:?}",
+        plan.user,
+        host,
+        mtime("/etc/ld.so.cache"),
+        mtime("/etc/alternatives"),
+        mtime("/etc/localtime"),
+    );
+    let key: String = sha2::Sha256::digest(key_src.as_bytes())[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let dir = cache.join(&key);
+    if dir.is_dir() {
+        return Ok(dir);
+    }
+    mkdir(cache, 0o700)?;
+    let tmp = cache.join(format!(".{key}.{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    build_base(&tmp, plan, host)?;
+    match std::fs::rename(&tmp, &dir) {
+        Ok(()) => Ok(dir),
+        // Another job built it first: use theirs.
+        Err(_) if dir.is_dir() => {
+            let _ = std::fs::remove_dir_all(&tmp);
+            Ok(dir)
+        }
+        Err(e) => Err(SandboxError::io("storing base layer", &dir)(e)),
+    }
+}
+
 /// The synthesized base layer: the only `/etc` a job sees, its home, and the mountpoints the
 /// OCI spec needs.
 pub fn build_base(lower: &Path, plan: &JobPlan, host: &HostLayout) -> Result<(), SandboxError> {
@@ -152,12 +221,6 @@ pub fn build_base(lower: &Path, plan: &JobPlan, host: &HostLayout) -> Result<(),
     chown(&work, u.uid, u.gid)?;
 
     let etc = lower.join("etc");
-    let hostname = format!("airlock-{}", &plan.id.as_str()[1..9]);
-    write(&etc.join("hostname"), &format!("{hostname}\n"))?;
-    write(
-        &etc.join("hosts"),
-        &format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n"),
-    )?;
     // Jobs have no network of their own yet (only loopback); the egress gateway will be the
     // resolver once it exists, so nothing here points at the host's resolver.
     write(

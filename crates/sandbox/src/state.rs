@@ -56,6 +56,10 @@ impl Paths {
             ExecutorKind::Runsc => "runsc",
         })
     }
+    /// Shared, read-only base layers of `host` jobs.
+    pub fn base_cache(&self) -> PathBuf {
+        self.state.join("base")
+    }
     /// The image store.
     pub fn images(&self) -> PathBuf {
         self.data.join("images")
@@ -148,7 +152,9 @@ pub struct JobState {
 }
 
 impl JobState {
-    /// Writes the state atomically (temporary file, fsync, rename).
+    /// Writes the state atomically (temporary file, rename). No fsync: the state describes
+    /// mounts, processes and cgroups, which a power loss removes as well; what must hold is
+    /// that another process (gc) never reads a half-written file, and rename gives that.
     pub fn save(&self, paths: &Paths) -> Result<(), SandboxError> {
         let path = paths.state_file(&self.id);
         let tmp = path.with_extension("json.tmp");
@@ -158,7 +164,6 @@ impl JobState {
         })?;
         let mut f = std::fs::File::create(&tmp).map_err(SandboxError::io("writing", &tmp))?;
         f.write_all(&data)
-            .and_then(|_| f.sync_data())
             .map_err(SandboxError::io("writing", &tmp))?;
         std::fs::rename(&tmp, &path).map_err(SandboxError::io("renaming", &path))
     }
