@@ -8,7 +8,8 @@ RUNS="${RUNS:-200}"
 ./scripts/setup.sh
 cargo build --release --bins --example bench-bundle -p airlock -p airlock-sandbox
 
-work="$(mktemp -d /tmp/airlock-bench.XXXXXX)"
+# State on tmpfs under /run, as airlock's default /run/airlock.
+work="$(mktemp -d /run/airlock-bench.XXXXXX)"
 cleanup() {
   runc --root "$work/runc" delete -f bench-runc >/dev/null 2>&1 || true
   AIRLOCK_STATE_DIR="$work/state" target/release/airlock gc --force >/dev/null 2>&1 || true
