@@ -7,6 +7,7 @@ PACKAGES=(
   libseccomp-dev   # libcontainer's seccomp support (airlock refuses to run jobs without it)
   pkg-config       # finds libseccomp at build time
   runc             # the second executor, and a benchmark baseline
+  nftables         # per-job firewall rules (docs/network.md)
   runsc            # gVisor: the third executor (docs/sandbox.md for its limits here)
   bubblewrap       # benchmark baseline only
   hyperfine        # benchmarks

@@ -41,6 +41,14 @@ struct Global {
         default_value = "/var/lib/airlock"
     )]
     data_dir: PathBuf,
+    /// IPv4 range jobs' addresses come from (one /30 per job).
+    #[arg(
+        long,
+        global = true,
+        env = "AIRLOCK_NET_POOL",
+        default_value = "10.213.0.0/16"
+    )]
+    net_pool: String,
 }
 
 #[derive(Subcommand)]
@@ -91,6 +99,10 @@ struct RunArgs {
     /// Write the job report as JSON to this file.
     #[arg(long)]
     report: Option<PathBuf>,
+    /// Append every DNS query and connection of the job (JSON lines) to this file; the input
+    /// of `airlock policy suggest`.
+    #[arg(long)]
+    egress_log: Option<PathBuf>,
     /// Do not print the one-line summary on stderr.
     #[arg(long, short = 'q')]
     quiet: bool,
@@ -201,6 +213,7 @@ fn real_main(cli: Cli) -> Result<u8> {
     let paths = Paths {
         state: cli.global.state_dir,
         data: cli.global.data_dir,
+        net_pool: cli.global.net_pool,
     };
     match cli.cmd {
         Cmd::Run(a) => cmd_run(a, paths),
@@ -273,6 +286,7 @@ fn cmd_run(a: RunArgs, paths: Paths) -> Result<u8> {
     let opts = RunOptions {
         paths,
         helper_exe: std::env::current_exe().context("locating the airlock binary")?,
+        egress_log: a.egress_log.clone(),
     };
     let report = airlock_sandbox::run(
         &plan,

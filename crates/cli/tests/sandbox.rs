@@ -93,8 +93,8 @@ fn hardening_holds_inside_the_job() {
     assert!(nprocs <= 6, "host processes visible: {nprocs}");
     assert_eq!(
         get("netdevs"),
-        "lo,",
-        "only loopback in the job's network namespace"
+        "eth0,lo,",
+        "loopback and the job's veth, nothing else"
     );
     assert_eq!(
         get("cgroup"),

@@ -3,6 +3,7 @@
 //! resolution.
 #![deny(missing_docs)]
 
+mod egress;
 mod secrets;
 mod types;
 
@@ -11,6 +12,7 @@ use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
+pub use egress::{AllowRule, DomainPattern, EgressRules, Proto, PRESETS};
 pub use secrets::{resolve_secrets, SecretValue, SecretsError};
 pub use types::*;
 
@@ -492,6 +494,14 @@ fn validate_group(c: &mut Collector<'_>, name: &str, g: &Group, span: Range<usiz
             err(
                 format!("group {name}: {s:?} is both a pass-through variable and a secret"),
                 "list it under `secrets` only",
+            );
+        }
+    }
+    if let Err(list) = EgressRules::from_policy(&g.egress) {
+        for m in list {
+            err(
+                format!("group {name}: egress: {m}"),
+                "see docs/network.md for egress rules",
             );
         }
     }

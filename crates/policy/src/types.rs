@@ -176,6 +176,49 @@ pub struct Group {
     /// secrets file (`--secrets`) or, failing that, airlock's own environment.
     #[serde(default)]
     pub secrets: Vec<String>,
+    /// Network egress of the group's jobs.
+    #[serde(default)]
+    pub egress: Egress,
+}
+
+/// How a group's egress is enforced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum EgressMode {
+    /// Only allow-listed names and CIDR:ports are reachable (default).
+    #[default]
+    Block,
+    /// Everything but the never-reachable targets is allowed, and everything is recorded:
+    /// run a group this way to learn its allow-list with `airlock policy suggest`.
+    Audit,
+    /// No network at all: the job's namespace has loopback only.
+    None,
+}
+
+/// Egress rules of a group. Whatever the policy says, the cloud metadata endpoints, the host's
+/// loopback and the host's own addresses are never reachable.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Egress {
+    /// `block`, `audit` or `none`.
+    #[serde(default)]
+    pub mode: EgressMode,
+    /// Domain patterns reachable over HTTP(S) and resolvable: `example.com` (exactly that
+    /// name) or `*.example.com` (any name below it, not the name itself).
+    #[serde(default)]
+    pub domains: Vec<String>,
+    /// Named sets of domains: `github`, `package-registries`.
+    #[serde(default)]
+    pub presets: Vec<String>,
+    /// Internal services reachable directly: `"CIDR:PORT"` or `"CIDR:PORT/udp"` (TCP by
+    /// default), e.g. `"10.1.2.3/32:5432"`. The only way into RFC1918, CGNAT, link-local or
+    /// ULA space.
+    #[serde(default)]
+    pub allow: Vec<String>,
+    /// The upstream DNS resolver the gateway asks (`IP` or `IP:PORT`); default: the first
+    /// `nameserver` of the host's /etc/resolv.conf.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolver: Option<String>,
 }
 
 fn default_trust() -> Trust {
@@ -199,6 +242,7 @@ impl Default for Group {
             limits: Limits::default(),
             env: Vec::new(),
             secrets: Vec::new(),
+            egress: Egress::default(),
         }
     }
 }

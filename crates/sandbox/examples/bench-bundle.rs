@@ -35,8 +35,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             )?;
             let layout = HostLayout::detect(Path::new("/"));
             build_base(&dir.join("rootfs"), &plan, &layout)?;
-            write_job_etc(&dir.join("rootfs"), &plan)?;
-            let spec = spec::build(&plan, &layout, 1024)?;
+            write_job_etc(&dir.join("rootfs"), &plan, None)?;
+            let spec = spec::build(&plan, &layout, 1024, None)?;
             std::fs::write(dir.join("config.json"), serde_json::to_vec(&spec)?)?;
         }
         "run" => {

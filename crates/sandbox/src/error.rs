@@ -33,6 +33,12 @@ pub enum SandboxError {
         /// Why.
         reason: String,
     },
+    /// The configuration is invalid.
+    #[error("{0}")]
+    Config(String),
+    /// The job's network could not be set up.
+    #[error("refusing to start the job: network isolation cannot be applied")]
+    Network(#[source] airlock_net::NetError),
     /// The job has no command.
     #[error("no command given: use `airlock run -- CMD ARGS…`")]
     EmptyCommand,

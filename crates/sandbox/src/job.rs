@@ -13,7 +13,7 @@ use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use airlock_policy::ExecutorKind;
+use airlock_policy::{EgressMode, ExecutorKind};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde::Serialize;
@@ -58,6 +58,8 @@ pub struct JobReport {
     pub duration_ms: u128,
     /// Problems during teardown (empty when everything was removed).
     pub teardown_errors: Vec<String>,
+    /// Every DNS query and connection the egress gateway saw.
+    pub egress: Vec<airlock_net::ConnRecord>,
 }
 
 impl JobReport {
@@ -79,6 +81,8 @@ pub struct RunOptions {
     pub paths: Paths,
     /// The airlock binary to re-exec as helper (normally `/proc/self/exe`).
     pub helper_exe: PathBuf,
+    /// Append the job's egress records (JSON lines) to this file.
+    pub egress_log: Option<PathBuf>,
 }
 
 enum Event {
@@ -111,6 +115,7 @@ pub fn run(
         init: None,
         cgroup: spec::cgroup_path(plan.id.as_str()),
         created: now(),
+        net: None,
     };
     // Persisted before anything exists, so gc can always find what follows.
     state.save(paths)?;
@@ -130,9 +135,14 @@ pub fn run(
         }
     });
 
-    let result = run_inner(plan, opts, &mut state, tx, &rx, out, err);
+    let mut net: Option<airlock_net::JobNetwork> = None;
+    let result = run_inner(plan, opts, &mut state, &mut net, (tx, &rx), out, err);
     sig_handle.close();
     let _ = sig_thread.join();
+    // The gateway stops with the job; the rest of the network goes in the common teardown.
+    let egress = net
+        .map(airlock_net::JobNetwork::stop_gateway)
+        .unwrap_or_default();
 
     let t = Instant::now();
     // After a clean exit the helper has deleted the container; anything else gets the full
@@ -150,13 +160,32 @@ pub fn run(
             JobOutcome::Failed(helper::ErrChain(&e).to_string())
         }
     };
+    if let Some(log) = &opts.egress_log {
+        if let Err(e) = append_records(log, &egress) {
+            teardown_errors.push(format!("writing egress log {}: {e}", log.display()));
+        }
+    }
     Ok(JobReport {
         id: plan.id.clone(),
         group: plan.group.clone(),
         outcome,
         duration_ms: started.elapsed().as_millis(),
         teardown_errors,
+        egress,
     })
+}
+
+fn append_records(path: &Path, records: &[airlock_net::ConnRecord]) -> std::io::Result<()> {
+    let mut buf = Vec::new();
+    for r in records {
+        serde_json::to_writer(&mut buf, r).map_err(std::io::Error::other)?;
+        buf.push(b'\n');
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    f.write_all(&buf)
 }
 
 fn pump(mut from: impl Read, mut to: Box<dyn Write + Send>) {
@@ -179,8 +208,8 @@ fn run_inner(
     plan: &JobPlan,
     opts: &RunOptions,
     state: &mut JobState,
-    tx: mpsc::Sender<Event>,
-    rx: &mpsc::Receiver<Event>,
+    net: &mut Option<airlock_net::JobNetwork>,
+    (tx, rx): (mpsc::Sender<Event>, &mpsc::Receiver<Event>),
     out: Box<dyn Write + Send>,
     err: Box<dyn Write + Send>,
 ) -> Result<JobOutcome, SandboxError> {
@@ -192,13 +221,41 @@ fn run_inner(
 
     let t0 = Instant::now();
     let phase = |name: &str| tracing::debug!(job = %plan.id, phase = name, at_us = t0.elapsed().as_micros() as u64);
+    if plan.egress.mode != EgressMode::None {
+        if plan.executor == ExecutorKind::Runsc {
+            // Debian's runsc runs only with its own network stack off (docs/sandbox.md): the
+            // job gets loopback only, which is stricter than the policy, never looser.
+            tracing::warn!(job = %plan.id, "runsc jobs have no network here; egress rules unused");
+        } else {
+            let pool = paths.pool()?;
+            // Leased and persisted before anything is created, so gc can undo it.
+            state.net = Some(
+                airlock_net::plan(plan.id.as_str(), &plan.egress, &pool)
+                    .map_err(SandboxError::Network)?,
+            );
+            state.save(paths)?;
+            if let Some(st) = &state.net {
+                *net = Some(
+                    airlock_net::setup(plan.id.as_str(), &job_dir, st, &plan.egress, &pool)
+                        .map_err(SandboxError::Network)?,
+                );
+            }
+            phase("network ready");
+        }
+    }
+    let resolver = net.as_ref().map(|n| n.lease.gateway);
     let layout = HostLayout::detect(Path::new("/"));
-    rootfs::prepare(&job_dir, plan, &layout, &paths.base_cache())?;
+    rootfs::prepare(&job_dir, plan, &layout, &paths.base_cache(), resolver)?;
     phase("rootfs ready");
     let nofile_max = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
         .map(|(_, hard)| hard)
         .unwrap_or(1024);
-    let spec = spec::build(plan, &layout, nofile_max)?;
+    let spec = spec::build(
+        plan,
+        &layout,
+        nofile_max,
+        net.as_ref().map(|n| n.ns_file.as_path()),
+    )?;
     let config = job_dir.join("config.json");
     {
         use std::os::unix::fs::OpenOptionsExt;
@@ -427,6 +484,19 @@ pub fn teardown(paths: &Paths, state: &JobState, thorough: bool) -> Vec<String> 
     if ex_dir.exists() {
         if let Err(e) = std::fs::remove_dir_all(&ex_dir) {
             errors.push(format!("removing {}: {e}", ex_dir.display()));
+        }
+    }
+    // The network after the processes (nothing holds the namespace any more), before the
+    // job dir (the namespace is pinned by a file in it).
+    if let Some(st) = &state.net {
+        match paths.pool() {
+            Ok(pool) => airlock_net::undo(
+                st,
+                &airlock_net::link::ns_file(&job_dir),
+                &pool,
+                &mut errors,
+            ),
+            Err(e) => errors.push(e.to_string()),
         }
     }
     rootfs::teardown(&job_dir, &mut errors);

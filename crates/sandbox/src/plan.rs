@@ -4,7 +4,9 @@
 
 use std::path::PathBuf;
 
-use airlock_policy::{ExecutorKind, Group, JobUser, Limits, RootfsSource, SecretValue, Trust};
+use airlock_policy::{
+    EgressRules, ExecutorKind, Group, JobUser, Limits, RootfsSource, SecretValue, Trust,
+};
 
 use crate::error::SandboxError;
 
@@ -106,6 +108,8 @@ pub struct JobPlan {
     pub argv: Vec<String>,
     /// Host directory copied into the workspace, if any.
     pub workspace: Option<PathBuf>,
+    /// Egress rules of the group.
+    pub egress: EgressRules,
 }
 
 impl JobPlan {
@@ -147,7 +151,11 @@ impl JobPlan {
                 env.push((name.clone(), v));
             }
         }
+        let egress = EgressRules::from_policy(&group.egress).map_err(|e| {
+            SandboxError::Config(format!("egress of group {group_name}: {}", e.join("; ")))
+        })?;
         Ok(Self {
+            egress,
             id,
             group: group_name.to_owned(),
             trust: group.trust,

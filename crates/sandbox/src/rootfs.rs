@@ -72,6 +72,7 @@ pub fn prepare(
     plan: &JobPlan,
     host: &HostLayout,
     base_cache: &Path,
+    resolver: Option<std::net::Ipv4Addr>,
 ) -> Result<RootfsDirs, SandboxError> {
     let d = RootfsDirs::new(job_dir);
     mkdir(&d.mnt, 0o700)?;
@@ -108,13 +109,13 @@ pub fn prepare(
     match &plan.rootfs {
         RootfsPlan::Host => {
             let base = cached_host_base(base_cache, plan, host)?;
-            write_job_etc(&job_layer, plan)?;
+            write_job_etc(&job_layer, plan, resolver)?;
             lowers.push(job_layer);
             lowers.push(base);
         }
         RootfsPlan::Image { dir, .. } => {
             build_base(&job_layer, plan, host)?;
-            write_job_etc(&job_layer, plan)?;
+            write_job_etc(&job_layer, plan, resolver)?;
             lowers.push(job_layer);
             lowers.push(dir.clone());
         }
@@ -147,12 +148,23 @@ pub fn prepare(
     Ok(d)
 }
 
-/// The files that differ between jobs: `/etc/hostname` and `/etc/hosts`.
-pub fn write_job_etc(layer: &Path, plan: &JobPlan) -> Result<(), SandboxError> {
+/// The files that differ between jobs: `/etc/hostname`, `/etc/hosts`, and `/etc/resolv.conf`
+/// pointing at the job's gateway when it has a network.
+pub fn write_job_etc(
+    layer: &Path,
+    plan: &JobPlan,
+    resolver: Option<std::net::Ipv4Addr>,
+) -> Result<(), SandboxError> {
     let etc = layer.join("etc");
     mkdir(&etc, 0o755)?;
     let hostname = format!("airlock-{}", &plan.id.as_str()[1..9]);
     write(&etc.join("hostname"), &format!("{hostname}\n"))?;
+    if let Some(r) = resolver {
+        write(
+            &etc.join("resolv.conf"),
+            &format!("nameserver {r}\noptions ndots:0 attempts:2 timeout:2\n"),
+        )?;
+    }
     write(
         &etc.join("hosts"),
         &format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n"),
@@ -221,8 +233,8 @@ pub fn build_base(lower: &Path, plan: &JobPlan, host: &HostLayout) -> Result<(),
     chown(&work, u.uid, u.gid)?;
 
     let etc = lower.join("etc");
-    // Jobs have no network of their own yet (only loopback); the egress gateway will be the
-    // resolver once it exists, so nothing here points at the host's resolver.
+    // Jobs with a network get their gateway as resolver in their own layer; this default (for
+    // `egress.mode = "none"`) points at nothing, and never at the host's resolver.
     write(
         &etc.join("resolv.conf"),
         "nameserver 127.0.0.1\noptions ndots:0\n",

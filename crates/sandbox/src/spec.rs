@@ -72,6 +72,7 @@ pub fn build(
     plan: &JobPlan,
     host: &HostLayout,
     rlimit_nofile_max: u64,
+    netns: Option<&Path>,
 ) -> Result<Spec, SandboxError> {
     let mut env: Vec<String> = plan.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
     env.extend(
@@ -112,6 +113,11 @@ pub fn build(
         value: plan.limits.memory.0,
     })?;
 
+    // The job's prepared network namespace, or a fresh one with loopback only.
+    let net_ns = match netns {
+        Some(p) => json!({"type": "network", "path": p}),
+        None => json!({"type": "network"}),
+    };
     let doc = json!({
         "ociVersion": "1.0.2",
         "hostname": format!("airlock-{}", &plan.id.as_str()[1..9]),
@@ -135,7 +141,7 @@ pub fn build(
         "linux": {
             "namespaces": [
                 {"type": "pid"}, {"type": "mount"}, {"type": "ipc"},
-                {"type": "uts"}, {"type": "network"}, {"type": "cgroup"}
+                {"type": "uts"}, net_ns, {"type": "cgroup"}
             ],
             "cgroupsPath": cgroup_path(plan.id.as_str()),
             "resources": {
@@ -190,7 +196,7 @@ mod tests {
             symlinks: vec![("bin".into(), "usr/bin".into())],
             dirs: vec!["lib64".into()],
         };
-        let s = build(&plan(), &layout, 4096).expect("spec");
+        let s = build(&plan(), &layout, 4096, None).expect("spec");
         let p = s.process().as_ref().expect("process");
         assert!(p.no_new_privileges().unwrap_or(false));
         let caps = p.capabilities().as_ref().expect("caps");
@@ -225,7 +231,7 @@ mod tests {
 
     #[test]
     fn nofile_is_capped_by_the_hard_limit() {
-        let s = build(&plan(), &HostLayout::default(), 64).expect("spec");
+        let s = build(&plan(), &HostLayout::default(), 64, None).expect("spec");
         let rl = s
             .process()
             .as_ref()

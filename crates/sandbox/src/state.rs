@@ -20,6 +20,8 @@ pub struct Paths {
     pub state: PathBuf,
     /// Persistent data: the image store. Default `/var/lib/airlock`.
     pub data: PathBuf,
+    /// The IPv4 range jobs' addresses come from (`AIRLOCK_NET_POOL`).
+    pub net_pool: String,
 }
 
 impl Default for Paths {
@@ -31,6 +33,8 @@ impl Default for Paths {
             data: std::env::var_os("AIRLOCK_DATA_DIR")
                 .map(PathBuf::from)
                 .unwrap_or_else(|| PathBuf::from("/var/lib/airlock")),
+            net_pool: std::env::var("AIRLOCK_NET_POOL")
+                .unwrap_or_else(|_| airlock_net::pool::DEFAULT_POOL.to_owned()),
         }
     }
 }
@@ -59,6 +63,11 @@ impl Paths {
     /// Shared, read-only base layers of `host` jobs.
     pub fn base_cache(&self) -> PathBuf {
         self.state.join("base")
+    }
+    /// The address pool.
+    pub fn pool(&self) -> Result<airlock_net::Pool, SandboxError> {
+        airlock_net::Pool::new(&self.net_pool, airlock_net::pool::lease_dir(&self.state))
+            .map_err(SandboxError::Network)
     }
     /// The image store.
     pub fn images(&self) -> PathBuf {
@@ -149,6 +158,9 @@ pub struct JobState {
     pub cgroup: String,
     /// Unix time of creation.
     pub created: u64,
+    /// The job's network, once its addresses are leased.
+    #[serde(default)]
+    pub net: Option<airlock_net::NetState>,
 }
 
 impl JobState {

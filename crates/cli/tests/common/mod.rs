@@ -22,8 +22,20 @@ macro_rules! need_root {
 pub const AIRLOCK: &str = env!("CARGO_BIN_EXE_airlock");
 pub const PROBE: &str = env!("CARGO_BIN_EXE_airlock-probe");
 
+/// One test's world: its own state and data directories and, as root, its own network
+/// namespace with nothing but loopback, in which every airlock command runs (the sealed-world
+/// rule of ../shared/ENVIRONMENT.md: a failed block can only hit nothing).
 pub struct World {
     pub dir: tempfile::TempDir,
+    pub netns: Option<String>,
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        if let Some(ns) = &self.netns {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
 }
 
 impl World {
@@ -34,7 +46,48 @@ impl World {
             .expect("tempdir");
         std::fs::create_dir_all(dir.path().join("ws")).expect("ws");
         std::fs::copy(PROBE, dir.path().join("ws/airlock-probe")).expect("copy probe");
-        World { dir }
+        let netns = nix::unistd::geteuid().is_root().then(|| {
+            let name = format!(
+                "airlock-t{}",
+                dir.path()
+                    .file_name()
+                    .map(|f| f.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            )
+            .replace(['.', '-'], "");
+            let ok = Command::new("ip")
+                .args(["netns", "add", &name])
+                .status()
+                .map(|s| s.success());
+            assert!(
+                matches!(ok, Ok(true)),
+                "cannot create network namespace {name}"
+            );
+            let _ = Command::new("ip")
+                .args(["-n", &name, "link", "set", "lo", "up"])
+                .status();
+            name
+        });
+        World { dir, netns }
+    }
+
+    /// Runs `argv` inside this world's network namespace.
+    pub fn in_netns(&self, argv: &[&str]) -> Command {
+        let mut c = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net=/run/netns/{ns}")).arg("--");
+                c.args(argv);
+                c
+            }
+            None => {
+                let mut c = Command::new(argv[0]);
+                c.args(&argv[1..]);
+                c
+            }
+        };
+        c.stdin(Stdio::null());
+        c
     }
 
     pub fn state(&self) -> PathBuf {
@@ -55,7 +108,7 @@ impl World {
     }
 
     pub fn cmd(&self) -> Command {
-        let mut c = Command::new(AIRLOCK);
+        let mut c = self.in_netns(&[AIRLOCK]);
         c.env("AIRLOCK_STATE_DIR", self.state())
             .env("AIRLOCK_DATA_DIR", self.data())
             .env_remove("AIRLOCK_POLICY")
@@ -99,6 +152,24 @@ impl World {
                 .collect::<Vec<_>>()
                 .join("\n")
         );
+        let leases: Vec<_> = std::fs::read_dir(self.state().join("net/leases"))
+            .map(|rd| rd.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        assert!(leases.is_empty(), "address leases left: {leases:?}");
+        if self.netns.is_some() {
+            let links = self
+                .in_netns(&["ip", "-o", "link"])
+                .output()
+                .expect("ip link");
+            let links = String::from_utf8_lossy(&links.stdout).into_owned();
+            assert!(!links.contains(": alk"), "job veths left:\n{links}");
+            let set = self
+                .in_netns(&["nft", "list", "set", "inet", "airlock", "jobs"])
+                .output()
+                .expect("nft");
+            let set = String::from_utf8_lossy(&set.stdout).into_owned();
+            assert!(!set.contains("elements"), "firewall elements left:\n{set}");
+        }
         for ex in ["libcontainer", "runc", "runsc"] {
             let d = self.state().join(ex);
             let left: Vec<_> = std::fs::read_dir(&d)

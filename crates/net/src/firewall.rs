@@ -1,0 +1,230 @@
+//! The nftables rules: one airlock-owned table (`inet airlock`), created once; each job is a
+//! handful of set elements added and removed in one batch.
+//!
+//! The order of decisions for a packet from a job (interfaces `alk*`):
+//! 1. IPv6: dropped (IPv6 is also disabled inside the job's namespace).
+//! 2. Never-reachable destinations (metadata endpoints, loopback): dropped and recorded, before
+//!    and regardless of anything a policy allows.
+//! 3. DNS and HTTP(S) to anywhere: redirected to the job's gateway address, where the egress
+//!    gateway answers (unless the destination is an allowed internal CIDR:port).
+//! 4. To the host itself: only the gateway's ports on the job's own gateway address.
+//! 5. Forwarded: allowed internal CIDR:port of this job; in audit mode anything else; otherwise
+//!    dropped. The first dropped packet of each flow goes to NFLOG group [`NFLOG_GROUP`].
+//! 6. Nothing enters a job's interface unless it answers the job (`ct state established`), so
+//!    jobs cannot reach each other.
+
+use std::io::Write;
+use std::net::Ipv4Addr;
+use std::process::{Command, Stdio};
+
+use airlock_policy::{AllowRule, Proto};
+
+use crate::link::IFACE_PREFIX;
+use crate::NetError;
+
+/// The table's name.
+pub const TABLE: &str = "airlock";
+/// NFLOG group of dropped packets.
+pub const NFLOG_GROUP: u16 = 7141;
+/// Ports the gateway serves on each job's gateway address.
+pub const GATEWAY_TCP_PORTS: &[u16] = &[53, 80, 443, 3128];
+
+/// Never reachable, whatever a policy says. `metadata.google.internal` is refused by name in
+/// the DNS gateway; its address is 169.254.169.254, listed here.
+pub const NEVER: &[&str] = &[
+    "169.254.169.254", // AWS, GCP, Azure, OpenStack, DigitalOcean… instance metadata
+    "168.63.129.16",   // Azure wireserver
+    "100.100.100.200", // Alibaba Cloud metadata
+    "127.0.0.0/8",     // loopback (of the host, if a packet ever got there)
+];
+
+/// Internal ranges: reachable only through an explicit allow rule.
+pub const INTERNAL: &[&str] = &[
+    "0.0.0.0/8",
+    "10.0.0.0/8",
+    "100.64.0.0/10",
+    "127.0.0.0/8",
+    "169.254.0.0/16",
+    "172.16.0.0/12",
+    "192.0.0.0/24",
+    "192.168.0.0/16",
+    "198.18.0.0/15",
+    "224.0.0.0/3",
+];
+
+/// The whole table, as one nft script. Applied with `nft -f`, it replaces any older airlock
+/// table atomically; per-job elements are added afterwards.
+pub fn ruleset() -> String {
+    let i = IFACE_PREFIX;
+    let ports = GATEWAY_TCP_PORTS
+        .iter()
+        .map(u16::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        r#"table inet {TABLE} {{
+  set jobs {{ type ipv4_addr; }}
+  set audit_jobs {{ type ipv4_addr; }}
+  set gateways {{ type ipv4_addr; }}
+  set never {{ type ipv4_addr; flags interval; elements = {{ {never} }} }}
+  set internal {{ type ipv4_addr; flags interval; elements = {{ {internal} }} }}
+  set allowed {{ type ipv4_addr . ipv4_addr . inet_proto . inet_service; flags interval; }}
+  set dropped {{ type ipv4_addr . ipv4_addr . inet_proto . inet_service; flags dynamic, timeout; timeout 60s; size 65536; }}
+
+  chain prerouting {{
+    type nat hook prerouting priority dstnat; policy accept;
+    iifname != "{i}*" return
+    ip daddr @never return
+    ip saddr . ip daddr . meta l4proto . th dport @allowed return
+    udp dport 53 redirect
+    tcp dport {{ 53, 80, 443 }} redirect
+  }}
+
+  chain input {{
+    type filter hook input priority filter; policy accept;
+    iifname "{i}*" jump from_job_to_host
+  }}
+
+  chain from_job_to_host {{
+    meta nfproto ipv6 drop
+    ct state established,related accept
+    ip daddr @gateways udp dport 53 accept
+    ip daddr @gateways tcp dport {{ {ports} }} accept
+    jump record_drop
+  }}
+
+  chain forward {{
+    type filter hook forward priority filter; policy accept;
+    iifname "{i}*" jump from_job
+    oifname "{i}*" ct state established,related accept
+    oifname "{i}*" drop
+  }}
+
+  chain from_job {{
+    meta nfproto ipv6 drop
+    ip daddr @never jump record_drop
+    ct state established,related accept
+    ip saddr . ip daddr . meta l4proto . th dport @allowed accept
+    ip saddr @audit_jobs ct state new log group {NFLOG_GROUP} prefix "airlock-audit" accept
+    jump record_drop
+  }}
+
+  chain record_drop {{
+    ip saddr . ip daddr . meta l4proto . th dport @dropped drop
+    update @dropped {{ ip saddr . ip daddr . meta l4proto . th dport }} log group {NFLOG_GROUP} prefix "airlock-drop" drop
+    drop
+  }}
+
+  chain postrouting {{
+    type nat hook postrouting priority srcnat; policy accept;
+    iifname "{i}*" oifname != "{i}*" masquerade
+  }}
+}}
+"#,
+        never = NEVER.join(", "),
+        internal = INTERNAL.join(", "),
+    )
+}
+
+fn nft(script: &str) -> Result<(), NetError> {
+    let mut child = Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| NetError::Unavailable(format!("cannot run nft ({e}); install nftables")))?;
+    if let Some(mut s) = child.stdin.take() {
+        s.write_all(script.as_bytes())
+            .map_err(|e| NetError::Firewall(format!("writing to nft: {e}")))?;
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| NetError::Firewall(format!("nft: {e}")))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(NetError::Firewall(
+            String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        ))
+    }
+}
+
+/// Installs the table if it is not there (or differs in its chains): idempotent.
+pub fn ensure_table() -> Result<(), NetError> {
+    let listed = Command::new("nft")
+        .args(["list", "table", "inet", TABLE])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map_err(|e| NetError::Unavailable(format!("cannot run nft ({e}); install nftables")))?;
+    if listed.success() {
+        return Ok(());
+    }
+    nft(&ruleset())
+}
+
+fn proto(p: Proto) -> &'static str {
+    match p {
+        Proto::Tcp => "tcp",
+        Proto::Udp => "udp",
+    }
+}
+
+fn job_elements(job: Ipv4Addr, gateway: Ipv4Addr, audit: bool, allow: &[AllowRule]) -> Vec<String> {
+    let mut v = vec![
+        format!("element inet {TABLE} jobs {{ {job} }}"),
+        format!("element inet {TABLE} gateways {{ {gateway} }}"),
+    ];
+    if audit {
+        v.push(format!("element inet {TABLE} audit_jobs {{ {job} }}"));
+    }
+    for r in allow {
+        v.push(format!(
+            "element inet {TABLE} allowed {{ {job} . {}/{} . {} . {} }}",
+            r.addr,
+            r.prefix,
+            proto(r.proto),
+            r.port
+        ));
+    }
+    v
+}
+
+/// Adds a job's elements in one batch.
+pub fn attach(
+    job: Ipv4Addr,
+    gateway: Ipv4Addr,
+    audit: bool,
+    allow: &[AllowRule],
+) -> Result<(), NetError> {
+    let script: String = job_elements(job, gateway, audit, allow)
+        .iter()
+        .map(|e| format!("add {e}\n"))
+        .collect();
+    nft(&script)
+}
+
+/// Removes a job's elements in one batch (`destroy` would ignore missing ones, but Debian's nft
+/// predates it: elements are removed one by one if the batch fails).
+pub fn detach(
+    job: Ipv4Addr,
+    gateway: Ipv4Addr,
+    audit: bool,
+    allow: &[AllowRule],
+    errors: &mut Vec<String>,
+) {
+    let elems = job_elements(job, gateway, audit, allow);
+    let script: String = elems.iter().map(|e| format!("delete {e}\n")).collect();
+    if nft(&script).is_ok() {
+        return;
+    }
+    for e in elems {
+        if let Err(err) = nft(&format!("delete {e}\n")) {
+            let s = err.to_string();
+            if !s.contains("No such file") && !s.contains("does not exist") {
+                errors.push(format!("firewall: {s}"));
+            }
+        }
+    }
+}

@@ -1,0 +1,186 @@
+//! airlock's per-job networking: a network namespace and veth per job, an address from a
+//! pool, nftables rules that deny by default and never reach metadata endpoints, and the
+//! egress gateway that allows only listed names and records every query and connection.
+//! See docs/network.md.
+#![deny(missing_docs)]
+
+pub mod firewall;
+pub mod gateway;
+pub mod link;
+pub mod pool;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use airlock_policy::{AllowRule, EgressMode, EgressRules};
+use serde::{Deserialize, Serialize};
+
+pub use gateway::{ConnRecord, Gateway, GatewayConfig};
+pub use pool::{Lease, Pool};
+
+/// Errors of the network component.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    /// A netlink operation failed.
+    #[error("netlink: {0}")]
+    Netlink(String),
+    /// nftables refused the rules.
+    #[error("nftables: {0}")]
+    Firewall(String),
+    /// A required tool or kernel feature is missing.
+    #[error("network isolation unavailable: {0}")]
+    Unavailable(String),
+    /// Configuration is invalid.
+    #[error("{0}")]
+    Config(String),
+    /// The pool has no free block.
+    #[error("address pool exhausted ({0} blocks in use)")]
+    PoolExhausted(u32),
+    /// The gateway could not start.
+    #[error("egress gateway: {0}")]
+    Gateway(String),
+    /// Filesystem error.
+    #[error("{0}")]
+    Io(String),
+}
+
+/// What must be persisted (in the job's state file) to undo a job's network after a crash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetState {
+    /// The /30 block leased.
+    pub block: Ipv4Addr,
+    /// Host-side interface.
+    pub iface: String,
+    /// Whether the job was in audit mode.
+    pub audit: bool,
+    /// Allow rules added to the firewall (`CIDR:PORT[/udp]`).
+    pub allow: Vec<String>,
+}
+
+impl NetState {
+    fn lease(&self) -> Lease {
+        let b = u32::from(self.block);
+        Lease {
+            block: self.block,
+            gateway: Ipv4Addr::from(b + 1),
+            job: Ipv4Addr::from(b + 2),
+        }
+    }
+    fn rules(&self) -> Vec<AllowRule> {
+        self.allow
+            .iter()
+            .filter_map(|a| AllowRule::parse(a).ok())
+            .collect()
+    }
+}
+
+/// The host's resolver: the first `nameserver` in `/etc/resolv.conf`.
+pub fn host_resolver() -> Option<SocketAddr> {
+    std::fs::read_to_string("/etc/resolv.conf")
+        .ok()?
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("nameserver"))
+        .filter_map(|a| a.trim().parse::<std::net::IpAddr>().ok())
+        .map(|ip| SocketAddr::new(ip, 53))
+        .next()
+}
+
+/// A job's network while it exists.
+pub struct JobNetwork {
+    /// Persisted description.
+    pub state: NetState,
+    /// Its addresses.
+    pub lease: Lease,
+    /// The namespace file the runtime joins.
+    pub ns_file: PathBuf,
+    gateway: Option<Gateway>,
+    pool: Pool,
+}
+
+/// Plans a job's network: leases its addresses. Call [`setup`] once the lease is persisted.
+pub fn plan(job_id: &str, rules: &EgressRules, pool: &Pool) -> Result<NetState, NetError> {
+    let lease = pool.acquire(job_id)?;
+    Ok(NetState {
+        block: lease.block,
+        iface: link::host_iface(job_id),
+        audit: rules.mode == EgressMode::Audit,
+        allow: rules.allow.iter().map(ToString::to_string).collect(),
+    })
+}
+
+/// Builds the planned network: namespace, veth, firewall elements, gateway. On failure,
+/// everything already made is removed again and the error returned (the job must not start).
+pub fn setup(
+    job_id: &str,
+    job_dir: &Path,
+    st: &NetState,
+    rules: &EgressRules,
+    pool: &Pool,
+) -> Result<JobNetwork, NetError> {
+    let upstream = rules.resolver.or_else(host_resolver).ok_or_else(|| {
+        NetError::Config("no upstream resolver: set egress.resolver in the policy".into())
+    })?;
+    let lease = st.lease();
+    let ns_file = link::ns_file(job_dir);
+    let mut net = JobNetwork {
+        state: st.clone(),
+        lease,
+        ns_file: ns_file.clone(),
+        gateway: None,
+        pool: pool.clone(),
+    };
+    let r = (|| {
+        firewall::ensure_table()?;
+        link::attach(&ns_file, &st.iface, &lease)?;
+        firewall::attach(lease.job, lease.gateway, st.audit, &st.rules())?;
+        net.gateway = Some(Gateway::start(GatewayConfig {
+            job: job_id.to_owned(),
+            bind: lease.gateway,
+            rules: rules.clone(),
+            upstream,
+        })?);
+        Ok(())
+    })();
+    match r {
+        Ok(()) => Ok(net),
+        Err(e) => {
+            let mut ignored = Vec::new();
+            net.teardown(&mut ignored);
+            Err(e)
+        }
+    }
+}
+
+impl JobNetwork {
+    /// Stops the gateway, removes firewall elements, veth and namespace, returns the lease.
+    /// Returns the gateway's records; failures are appended to `errors`.
+    pub fn teardown(mut self, errors: &mut Vec<String>) -> Vec<ConnRecord> {
+        let records = self.gateway.take().map(Gateway::stop).unwrap_or_default();
+        undo(&self.state, &self.ns_file, &self.pool, errors);
+        records
+    }
+
+    /// Stops the gateway and returns its records. The rest (firewall, veth, namespace,
+    /// lease) is undone by [`undo`] from the persisted [`NetState`].
+    pub fn stop_gateway(mut self) -> Vec<ConnRecord> {
+        self.gateway.take().map(Gateway::stop).unwrap_or_default()
+    }
+
+    /// Records so far.
+    pub fn records(&self) -> Vec<ConnRecord> {
+        self.gateway
+            .as_ref()
+            .and_then(|g| g.records().lock().ok().map(|v| v.clone()))
+            .unwrap_or_default()
+    }
+}
+
+/// Undoes a job's network from its persisted state (teardown and `gc`).
+pub fn undo(st: &NetState, ns_file: &Path, pool: &Pool, errors: &mut Vec<String>) {
+    let lease = st.lease();
+    firewall::detach(lease.job, lease.gateway, st.audit, &st.rules(), errors);
+    link::detach(ns_file, &st.iface, errors);
+    if let Err(e) = pool.release(&lease) {
+        errors.push(e.to_string());
+    }
+}

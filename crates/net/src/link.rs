@@ -1,0 +1,222 @@
+//! A job's network namespace and its veth to the host, created in-process over netlink.
+//!
+//! The namespace is made by a short-lived thread that `unshare(CLONE_NEWNET)`s itself and
+//! bind-mounts `/proc/thread-self/ns/net` onto a file in the job's directory; the runtime then
+//! joins that file (`linux.namespaces[].path`). The same thread, still inside the namespace,
+//! opens the netlink socket that configures the job side. No `ip` process, no fork.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use futures_util::TryStreamExt;
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use rtnetlink::{Handle, LinkUnspec, LinkVeth, RouteMessageBuilder};
+
+use crate::pool::Lease;
+use crate::NetError;
+
+/// Host-side interface names start with this; the firewall matches on it.
+pub const IFACE_PREFIX: &str = "alk";
+
+/// Host-side veth name of a job: `alk` + the first 11 hex digits of its id (14 chars, so the
+/// temporary peer name `…p` still fits the kernel's 15).
+pub fn host_iface(job_id: &str) -> String {
+    let hex: String = job_id.trim_start_matches('j').chars().take(11).collect();
+    format!("{IFACE_PREFIX}{hex}")
+}
+
+fn rt() -> Result<tokio::runtime::Runtime, NetError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| NetError::Netlink(format!("runtime: {e}")))
+}
+
+fn nl(what: &str) -> impl Fn(rtnetlink::Error) -> NetError + '_ {
+    move |e| NetError::Netlink(format!("{what}: {e}"))
+}
+
+async fn index_of(h: &Handle, name: &str) -> Result<Option<u32>, NetError> {
+    let mut links = h.link().get().match_name(name.to_owned()).execute();
+    match links.try_next().await {
+        Ok(Some(l)) => Ok(Some(l.header.index)),
+        Ok(None) => Ok(None),
+        // ENODEV: no such link.
+        Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ENODEV => Ok(None),
+        Err(e) => Err(NetError::Netlink(format!("looking up {name}: {e}"))),
+    }
+}
+
+fn connect() -> Result<(Handle, tokio::task::JoinHandle<()>), NetError> {
+    let (conn, handle, _) = rtnetlink::new_connection()
+        .map_err(|e| NetError::Netlink(format!("netlink socket: {e}")))?;
+    Ok((handle, tokio::spawn(conn)))
+}
+
+/// Creates the job's network namespace (bound at `ns_file`) and its veth pair, addresses and
+/// routes: host side `iface` = gateway/30, job side `eth0` = job/30 with a default route via the
+/// gateway. IPv6 is disabled inside the namespace.
+pub fn attach(ns_file: &Path, iface: &str, lease: &Lease) -> Result<(), NetError> {
+    std::fs::write(ns_file, b"")
+        .map_err(|e| NetError::Io(format!("creating {}: {e}", ns_file.display())))?;
+    let ns_path = ns_file.to_owned();
+    let lease2 = *lease;
+    // Step 1, in a thread of its own: a new namespace, pinned by a bind mount, lo up,
+    // IPv6 off. The thread ends afterwards; the mount keeps the namespace.
+    std::thread::spawn(move || -> Result<(), NetError> {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
+            .map_err(|e| NetError::Netlink(format!("unshare(CLONE_NEWNET): {e}")))?;
+        mount(
+            Some("/proc/thread-self/ns/net"),
+            &ns_path,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(|e| {
+            NetError::Netlink(format!(
+                "pinning the namespace at {}: {e}",
+                ns_path.display()
+            ))
+        })?;
+        // /proc/sys/net belongs to the namespace of the task that opens it.
+        for k in ["all", "default"] {
+            let p = format!("/proc/sys/net/ipv6/conf/{k}/disable_ipv6");
+            std::fs::write(&p, b"1").map_err(|e| NetError::Io(format!("{p}: {e}")))?;
+        }
+        rt()?.block_on(async {
+            let (h, _c) = connect()?;
+            let lo = index_of(&h, "lo")
+                .await?
+                .ok_or_else(|| NetError::Netlink("no lo".into()))?;
+            h.link()
+                .set(LinkUnspec::new_with_index(lo).up().build())
+                .execute()
+                .await
+                .map_err(nl("lo up"))
+        })
+    })
+    .join()
+    .map_err(|_| NetError::Netlink("namespace thread panicked".into()))??;
+
+    // Step 2, host side: the veth pair; the peer moves into the job's namespace.
+    let ns_fd = std::fs::File::open(ns_file)
+        .map_err(|e| NetError::Io(format!("{}: {e}", ns_file.display())))?;
+    let peer = format!("{iface}p");
+    rt()?.block_on(async {
+        let (h, _c) = connect()?;
+        h.link()
+            .add(LinkVeth::new(iface, &peer).build())
+            .execute()
+            .await
+            .map_err(nl("creating veth"))?;
+        let host_idx = index_of(&h, iface)
+            .await?
+            .ok_or_else(|| NetError::Netlink("veth vanished".into()))?;
+        let peer_idx = index_of(&h, &peer)
+            .await?
+            .ok_or_else(|| NetError::Netlink("veth peer vanished".into()))?;
+        use std::os::fd::AsRawFd;
+        h.link()
+            .set(
+                LinkUnspec::new_with_index(peer_idx)
+                    .setns_by_fd(ns_fd.as_raw_fd())
+                    .build(),
+            )
+            .execute()
+            .await
+            .map_err(nl("moving veth into the job's namespace"))?;
+        h.address()
+            .add(host_idx, lease2.gateway.into(), 30)
+            .execute()
+            .await
+            .map_err(nl("host address"))?;
+        h.link()
+            .set(LinkUnspec::new_with_index(host_idx).up().build())
+            .execute()
+            .await
+            .map_err(nl("host veth up"))
+    })?;
+
+    // Step 3, inside the namespace again: name, address, default route.
+    let ns_path = ns_file.to_owned();
+    std::thread::spawn(move || -> Result<(), NetError> {
+        let f = std::fs::File::open(&ns_path)
+            .map_err(|e| NetError::Io(format!("{}: {e}", ns_path.display())))?;
+        nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET)
+            .map_err(|e| NetError::Netlink(format!("setns: {e}")))?;
+        rt()?.block_on(async {
+            let (h, _c) = connect()?;
+            let idx = index_of(&h, &peer)
+                .await?
+                .ok_or_else(|| NetError::Netlink("peer not in namespace".into()))?;
+            h.link()
+                .set(
+                    LinkUnspec::new_with_index(idx)
+                        .name("eth0".to_owned())
+                        .build(),
+                )
+                .execute()
+                .await
+                .map_err(nl("renaming eth0"))?;
+            h.address()
+                .add(idx, lease2.job.into(), 30)
+                .execute()
+                .await
+                .map_err(nl("job address"))?;
+            h.link()
+                .set(LinkUnspec::new_with_index(idx).up().build())
+                .execute()
+                .await
+                .map_err(nl("eth0 up"))?;
+            let route = RouteMessageBuilder::<Ipv4Addr>::new()
+                .gateway(lease2.gateway)
+                .output_interface(idx)
+                .build();
+            h.route()
+                .add(route)
+                .execute()
+                .await
+                .map_err(nl("default route"))
+        })
+    })
+    .join()
+    .map_err(|_| NetError::Netlink("namespace thread panicked".into()))??;
+    Ok(())
+}
+
+/// Removes the job's veth (its peer goes with it) and unpins its namespace. Every failure is
+/// collected; nothing stops the rest.
+pub fn detach(ns_file: &Path, iface: &str, errors: &mut Vec<String>) {
+    match rt().and_then(|r| {
+        r.block_on(async {
+            let (h, _c) = connect()?;
+            if let Some(idx) = index_of(&h, iface).await? {
+                h.link()
+                    .del(idx)
+                    .execute()
+                    .await
+                    .map_err(nl("deleting veth"))?;
+            }
+            Ok(())
+        })
+    }) {
+        Ok(()) => {}
+        Err(e) => errors.push(format!("network: {e}")),
+    }
+    if ns_file.exists() {
+        if let Err(e) = umount2(ns_file, MntFlags::MNT_DETACH) {
+            if e != nix::errno::Errno::EINVAL {
+                errors.push(format!("unmounting {}: {e}", ns_file.display()));
+            }
+        }
+        if let Err(e) = std::fs::remove_file(ns_file) {
+            errors.push(format!("removing {}: {e}", ns_file.display()));
+        }
+    }
+}
+
+/// The namespace file of a job dir.
+pub fn ns_file(job_dir: &Path) -> PathBuf {
+    job_dir.join("netns")
+}

@@ -1,0 +1,188 @@
+//! The address pool: one /30 per job (network, gateway, job, broadcast) out of a configurable
+//! IPv4 range. A lease is a file created with O_EXCL, so concurrent airlock processes never
+//! hand out the same block; teardown removes it; `gc` removes leases whose job is gone.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use crate::NetError;
+
+/// Default pool: a /16 in 10/8 that few networks use. Override with `AIRLOCK_NET_POOL`.
+pub const DEFAULT_POOL: &str = "10.213.0.0/16";
+
+/// One job's addresses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lease {
+    /// The /30's network address.
+    pub block: Ipv4Addr,
+    /// Host side: the job's gateway, where the egress gateway listens.
+    pub gateway: Ipv4Addr,
+    /// Job side (`eth0`).
+    pub job: Ipv4Addr,
+}
+
+impl Lease {
+    fn of_block(block: u32) -> Self {
+        Self {
+            block: Ipv4Addr::from(block),
+            gateway: Ipv4Addr::from(block + 1),
+            job: Ipv4Addr::from(block + 2),
+        }
+    }
+}
+
+/// A pool of /30 blocks.
+#[derive(Debug, Clone)]
+pub struct Pool {
+    base: u32,
+    prefix: u8,
+    dir: PathBuf,
+}
+
+impl Pool {
+    /// A pool over `cidr` (e.g. `10.213.0.0/16`, at most /29) with leases under `dir`.
+    pub fn new(cidr: &str, dir: impl Into<PathBuf>) -> Result<Self, NetError> {
+        let bad = || {
+            NetError::Config(format!(
+                "invalid address pool {cidr:?}: write an IPv4 CIDR of /8 to /29"
+            ))
+        };
+        let (a, p) = cidr.split_once('/').ok_or_else(bad)?;
+        let a: Ipv4Addr = a.parse().map_err(|_| bad())?;
+        let prefix: u8 = p.parse().map_err(|_| bad())?;
+        if !(8..=29).contains(&prefix) {
+            return Err(bad());
+        }
+        let mask = u32::MAX << (32 - prefix);
+        Ok(Self {
+            base: u32::from(a) & mask,
+            prefix,
+            dir: dir.into(),
+        })
+    }
+
+    /// The pool's range as `(network, prefix)`.
+    pub fn range(&self) -> (Ipv4Addr, u8) {
+        (Ipv4Addr::from(self.base), self.prefix)
+    }
+
+    fn blocks(&self) -> u32 {
+        1 << (32 - self.prefix - 2)
+    }
+
+    fn lease_path(&self, l: &Lease) -> PathBuf {
+        self.dir.join(l.block.to_string())
+    }
+
+    /// Takes a free block for `job_id`. Starts at a position derived from the id so that
+    /// concurrent jobs rarely race for the same file.
+    pub fn acquire(&self, job_id: &str) -> Result<Lease, NetError> {
+        std::fs::create_dir_all(&self.dir)
+            .map_err(|e| NetError::Io(format!("{}: {e}", self.dir.display())))?;
+        let n = self.blocks();
+        let start = job_id
+            .bytes()
+            .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)))
+            % n;
+        for i in 0..n {
+            let block = self.base + ((start + i) % n) * 4;
+            let lease = Lease::of_block(block);
+            let path = self.lease_path(&lease);
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+            {
+                Ok(_) => {
+                    std::fs::write(&path, job_id)
+                        .map_err(|e| NetError::Io(format!("{}: {e}", path.display())))?;
+                    return Ok(lease);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(NetError::Io(format!("{}: {e}", path.display()))),
+            }
+        }
+        Err(NetError::PoolExhausted(n))
+    }
+
+    /// Returns a lease.
+    pub fn release(&self, lease: &Lease) -> Result<(), NetError> {
+        match std::fs::remove_file(self.lease_path(lease)) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(NetError::Io(format!("releasing {}: {e}", lease.block))),
+        }
+    }
+
+    /// The lease held by `job_id`, if any.
+    pub fn lease_of(&self, job_id: &str) -> Option<Lease> {
+        let rd = std::fs::read_dir(&self.dir).ok()?;
+        for e in rd.flatten() {
+            if std::fs::read_to_string(e.path()).ok()?.trim() == job_id {
+                let block: Ipv4Addr = e.file_name().to_str()?.parse().ok()?;
+                return Some(Lease::of_block(u32::from(block)));
+            }
+        }
+        None
+    }
+
+    /// Removes leases whose job `is_live` says is gone; returns how many.
+    pub fn sweep(&self, is_live: &dyn Fn(&str) -> bool) -> usize {
+        let mut n = 0;
+        if let Ok(rd) = std::fs::read_dir(&self.dir) {
+            for e in rd.flatten() {
+                let id = std::fs::read_to_string(e.path()).unwrap_or_default();
+                if !is_live(id.trim()) && std::fs::remove_file(e.path()).is_ok() {
+                    n += 1;
+                }
+            }
+        }
+        n
+    }
+}
+
+/// The lease directory under a state dir.
+pub fn lease_dir(state: &Path) -> PathBuf {
+    state.join("net/leases")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leases_never_collide_under_concurrency() {
+        let dir = std::env::temp_dir().join(format!("airlock-pool-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let pool = Pool::new("10.213.0.0/26", &dir).expect("pool");
+        let handles: Vec<_> = (0..4)
+            .map(|t| {
+                let pool = pool.clone();
+                std::thread::spawn(move || {
+                    (0..4)
+                        .map(|i| pool.acquire(&format!("j{t}{i}")).expect("lease"))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let mut all: Vec<Lease> = handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("join"))
+            .collect();
+        assert_eq!(all.len(), 16);
+        all.sort_by_key(|l| u32::from(l.block));
+        all.dedup();
+        assert_eq!(all.len(), 16, "two jobs got the same block");
+        assert!(matches!(
+            pool.acquire("one-too-many"),
+            Err(NetError::PoolExhausted(16))
+        ));
+        pool.release(&all[3]).expect("release");
+        let again = pool.acquire("again").expect("lease");
+        assert_eq!(again, all[3]);
+        assert_eq!(pool.lease_of("again"), Some(again));
+        assert_eq!(again.gateway, Ipv4Addr::from(u32::from(again.block) + 1));
+        assert_eq!(pool.sweep(&|id| id != "again"), 1);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
