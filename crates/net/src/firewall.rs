@@ -3,15 +3,22 @@
 //!
 //! The order of decisions for a packet from a job (interfaces `alk*`):
 //! 1. IPv6: dropped (IPv6 is also disabled inside the job's namespace).
-//! 2. Never-reachable destinations (metadata endpoints, loopback): dropped and recorded, before
+//! 2. Never-reachable destinations (metadata endpoints, loopback): refused and recorded, before
 //!    and regardless of anything a policy allows.
-//! 3. DNS and HTTP(S) to anywhere: redirected to the job's gateway address, where the egress
-//!    gateway answers (unless the destination is an allowed internal CIDR:port).
-//! 4. To the host itself: only the gateway's ports on the job's own gateway address.
-//! 5. Forwarded: allowed internal CIDR:port of this job; in audit mode anything else; otherwise
-//!    dropped. The first dropped packet of each flow goes to NFLOG group [`NFLOG_GROUP`].
-//! 6. Nothing enters a job's interface unless it answers the job (`ct state established`), so
+//! 3. Allowed internal CIDR:port of this job: routed there.
+//! 4. DNS to anywhere, and HTTP(S) to any public address: redirected to the job's gateway
+//!    address, where the egress gateway decides by name.
+//! 5. Audit mode: anything else is routed (and recorded).
+//! 6. Everything else: redirected to port 9 of the job's gateway address and refused there
+//!    (ICMP administratively prohibited), so a build fails at once instead of hanging on
+//!    timeouts, and a scan of an internal range finds nothing open — not even the gateway's
+//!    proxy ports. The first packet of each denied flow goes, with its original destination,
+//!    to NFLOG group [`NFLOG_GROUP`], where airlock turns it into a record.
+//! 7. Nothing enters a job's interface unless it answers the job (`ct state established`), so
 //!    jobs cannot reach each other.
+//!
+//! Forwarding (`net.ipv4.ip_forward`) is needed only for 3 and 5; airlock turns it on when a
+//! job has allow rules or runs in audit mode.
 
 use std::io::Write;
 use std::net::Ipv4Addr;
@@ -24,6 +31,9 @@ use crate::NetError;
 
 /// The table's name.
 pub const TABLE: &str = "airlock";
+/// Marker of this version of the rules, kept as the table's comment: a table without it (an
+/// older airlock) is replaced.
+pub const RULES_VERSION: &str = "airlock-rules-5";
 /// NFLOG group of dropped packets.
 pub const NFLOG_GROUP: u16 = 7141;
 /// Ports the gateway serves on each job's gateway address.
@@ -63,6 +73,7 @@ pub fn ruleset() -> String {
         .join(", ");
     format!(
         r#"table inet {TABLE} {{
+  comment "{RULES_VERSION}"
   set jobs {{ type ipv4_addr; }}
   set audit_jobs {{ type ipv4_addr; }}
   set gateways {{ type ipv4_addr; }}
@@ -71,13 +82,43 @@ pub fn ruleset() -> String {
   set allowed {{ type ipv4_addr . ipv4_addr . inet_proto . inet_service; flags interval; }}
   set dropped {{ type ipv4_addr . ipv4_addr . inet_proto . inet_service; flags dynamic, timeout; timeout 60s; size 65536; }}
 
+  # Decides, before any address rewriting, whether a packet from a job is denied, and
+  # reports the first packet of each denied flow with its original destination.
+  chain pre_filter {{
+    type filter hook prerouting priority -150; policy accept;
+    iifname != "{i}*" return
+    meta nfproto ipv6 drop
+    ip daddr @never jump record
+    ip daddr @never return
+    ip daddr @gateways udp dport 53 return
+    ip daddr @gateways tcp dport {{ {ports} }} return
+    ip daddr @gateways jump record
+    ip daddr @gateways return
+    ip saddr . ip daddr . meta l4proto . th dport @allowed return
+    udp dport 53 return
+    tcp dport {{ 53, 80, 443 }} ip daddr != @internal return
+    ip saddr @audit_jobs return
+    jump record
+  }}
+
+  chain record {{
+    ip saddr . ip daddr . meta l4proto . th dport @dropped return
+    update @dropped {{ ip saddr . ip daddr . meta l4proto . th dport }} log group {NFLOG_GROUP} prefix "airlock-drop"
+  }}
+
+  # Everything a job sends lands on its gateway address: DNS and HTTP(S) at the gateway's
+  # services, denied traffic at port 9, where the input chain refuses it at once. Only
+  # allowed internal services (and, in audit mode, other traffic) are routed onwards.
   chain prerouting {{
     type nat hook prerouting priority dstnat; policy accept;
     iifname != "{i}*" return
-    ip daddr @never return
+    ip daddr @gateways return
+    ip daddr @never meta l4proto {{ tcp, udp }} redirect to :9
     ip saddr . ip daddr . meta l4proto . th dport @allowed return
     udp dport 53 redirect
-    tcp dport {{ 53, 80, 443 }} redirect
+    tcp dport {{ 53, 80, 443 }} ip daddr != @internal redirect
+    ip saddr @audit_jobs ip daddr != @never return
+    meta l4proto {{ tcp, udp }} redirect to :9
   }}
 
   chain input {{
@@ -90,7 +131,7 @@ pub fn ruleset() -> String {
     ct state established,related accept
     ip daddr @gateways udp dport 53 accept
     ip daddr @gateways tcp dport {{ {ports} }} accept
-    jump record_drop
+    reject with icmpx type admin-prohibited
   }}
 
   chain forward {{
@@ -102,16 +143,11 @@ pub fn ruleset() -> String {
 
   chain from_job {{
     meta nfproto ipv6 drop
-    ip daddr @never jump record_drop
+    ip daddr @never drop
     ct state established,related accept
     ip saddr . ip daddr . meta l4proto . th dport @allowed accept
     ip saddr @audit_jobs ct state new log group {NFLOG_GROUP} prefix "airlock-audit" accept
-    jump record_drop
-  }}
-
-  chain record_drop {{
-    ip saddr . ip daddr . meta l4proto . th dport @dropped drop
-    update @dropped {{ ip saddr . ip daddr . meta l4proto . th dport }} log group {NFLOG_GROUP} prefix "airlock-drop" drop
+    ip saddr @audit_jobs accept
     drop
   }}
 
@@ -154,14 +190,18 @@ fn nft(script: &str) -> Result<(), NetError> {
 pub fn ensure_table() -> Result<(), NetError> {
     let listed = Command::new("nft")
         .args(["list", "table", "inet", TABLE])
-        .stdout(Stdio::null())
+        .stdin(Stdio::null())
         .stderr(Stdio::null())
-        .status()
+        .output()
         .map_err(|e| NetError::Unavailable(format!("cannot run nft ({e}); install nftables")))?;
-    if listed.success() {
+    if listed.status.success() && String::from_utf8_lossy(&listed.stdout).contains(RULES_VERSION) {
         return Ok(());
     }
-    nft(&ruleset())
+    // Create-or-keep, delete, recreate: one atomic batch, whatever was there before.
+    nft(&format!(
+        "table inet {TABLE}\ndelete table inet {TABLE}\n{}",
+        ruleset()
+    ))
 }
 
 fn proto(p: Proto) -> &'static str {

@@ -140,6 +140,11 @@ impl Ctx {
     }
 }
 
+/// Whether `ip` is never reachable.
+pub fn in_never(ip: Ipv4Addr) -> bool {
+    in_list(ip, NEVER)
+}
+
 fn in_list(ip: Ipv4Addr, list: &[&str]) -> bool {
     list.iter().any(|c| {
         let (a, p) = c.split_once('/').unwrap_or((c, "32"));
@@ -601,22 +606,31 @@ async fn read_head(s: &mut TcpStream, done: impl Fn(&[u8]) -> bool) -> Option<Ve
     Some(buf)
 }
 
-/// Resolves, checks and connects; on success splices and fills the record.
+/// Resolves, checks and connects; on success splices and fills the record. A refusal is
+/// recorded and, for plain HTTP (`http_errors`), explained to the client with a 403.
+#[allow(clippy::too_many_arguments)]
 async fn forward(
     ctx: &Ctx,
     mut rec: ConnRecord,
-    mut client: TcpStream,
+    client: TcpStream,
     name: &str,
     port: u16,
     first: &[u8],
     started: Instant,
+    http_errors: bool,
 ) {
+    let refuse = |rec: ConnRecord, client: TcpStream| async move {
+        let msg = format!("{name}: {}", rec.reason);
+        ctx.record(rec);
+        if http_errors {
+            deny_http(client, &msg).await;
+        }
+    };
     let addrs = match resolve(ctx.cfg.upstream, name).await {
         Ok(a) => a,
         Err(e) => {
             rec.reason = format!("cannot resolve: {e}");
-            ctx.record(rec);
-            return;
+            return refuse(rec, client).await;
         }
     };
     let mut chosen = None;
@@ -631,28 +645,24 @@ async fn forward(
     }
     let Some(ip) = chosen else {
         rec.resolved = addrs.first().map(|a| IpAddr::V4(*a));
-        ctx.record(rec);
-        return;
+        return refuse(rec, client).await;
     };
     rec.resolved = Some(IpAddr::V4(ip));
-    let upstream = match tokio::time::timeout(IO_TIMEOUT, TcpStream::connect((ip, port))).await {
+    let mut upstream = match tokio::time::timeout(IO_TIMEOUT, TcpStream::connect((ip, port))).await
+    {
         Ok(Ok(u)) => u,
         Ok(Err(e)) => {
             rec.reason = format!("connect {ip}:{port}: {e}");
-            ctx.record(rec);
-            return;
+            return refuse(rec, client).await;
         }
         Err(_) => {
             rec.reason = format!("connect {ip}:{port}: timed out");
-            ctx.record(rec);
-            return;
+            return refuse(rec, client).await;
         }
     };
-    let mut upstream = upstream;
     if !first.is_empty() && upstream.write_all(first).await.is_err() {
         rec.reason = "upstream closed".into();
-        ctx.record(rec);
-        return;
+        return refuse(rec, client).await;
     }
     rec.verdict = "allow".into();
     rec.reason = if ctx.audit() {
@@ -660,6 +670,7 @@ async fn forward(
     } else {
         "allow-listed".into()
     };
+    let mut client = client;
     let (up, down) = tokio::io::copy_bidirectional(&mut client, &mut upstream)
         .await
         .unwrap_or((0, 0));
@@ -721,7 +732,7 @@ async fn http(ctx: Arc<Ctx>, mut s: TcpStream) {
         ctx.record(rec);
         return deny_http(s, &format!("{name}: {reason}")).await;
     }
-    forward(&ctx, rec, s, &name, port, &head, started).await;
+    forward(&ctx, rec, s, &name, port, &head, started, true).await;
 }
 
 /// The SNI of a TLS ClientHello, if the buffer holds a complete one.
@@ -773,7 +784,7 @@ async fn https(ctx: Arc<Ctx>, mut s: TcpStream) {
         ctx.record(rec);
         return;
     }
-    forward(&ctx, rec, s, &name, port, &hello, started).await;
+    forward(&ctx, rec, s, &name, port, &hello, started, false).await;
 }
 
 async fn connect(ctx: Arc<Ctx>, mut s: TcpStream) {
@@ -812,7 +823,7 @@ async fn connect(ctx: Arc<Ctx>, mut s: TcpStream) {
     {
         return;
     }
-    forward(&ctx, rec, s, &host, port, &[], started).await;
+    forward(&ctx, rec, s, &host, port, &[], started, false).await;
 }
 
 #[cfg(test)]

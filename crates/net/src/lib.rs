@@ -7,6 +7,7 @@
 pub mod firewall;
 pub mod gateway;
 pub mod link;
+pub mod nflog;
 pub mod pool;
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -133,6 +134,12 @@ pub fn setup(
         firewall::ensure_table()?;
         link::attach(&ns_file, &st.iface, &lease)?;
         firewall::attach(lease.job, lease.gateway, st.audit, &st.rules())?;
+        if st.audit || !st.allow.is_empty() {
+            // Allowed internal services and audit mode are routed, not proxied: the host must
+            // forward. The firewall's forward chain decides what may pass.
+            std::fs::write("/proc/sys/net/ipv4/ip_forward", b"1")
+                .map_err(|e| NetError::Unavailable(format!("enabling IPv4 forwarding: {e}")))?;
+        }
         net.gateway = Some(Gateway::start(GatewayConfig {
             job: job_id.to_owned(),
             bind: lease.gateway,

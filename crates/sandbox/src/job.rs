@@ -136,13 +136,28 @@ pub fn run(
     });
 
     let mut net: Option<airlock_net::JobNetwork> = None;
+    // Firewall denials reach airlock through NFLOG; see airlock_net::nflog for who listens.
+    let nflog_stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let nflog = (plan.egress.mode != airlock_policy::EgressMode::None).then(|| {
+        airlock_net::nflog::spawn_listener(
+            airlock_net::pool::lease_dir(&paths.state),
+            paths.jobs(),
+            nflog_stop.clone(),
+        )
+    });
     let result = run_inner(plan, opts, &mut state, &mut net, (tx, &rx), out, err);
     sig_handle.close();
     let _ = sig_thread.join();
     // The gateway stops with the job; the rest of the network goes in the common teardown.
-    let egress = net
+    let mut egress = net
         .map(airlock_net::JobNetwork::stop_gateway)
         .unwrap_or_default();
+    nflog_stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    if let Some(t) = nflog {
+        let _ = t.join();
+    }
+    egress.extend(airlock_net::nflog::take_records(&paths.job_dir(&plan.id)));
+    egress.sort_by_key(|r| r.time_ms);
 
     let t = Instant::now();
     // After a clean exit the helper has deleted the container; anything else gets the full

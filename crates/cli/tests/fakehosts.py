@@ -1,0 +1,138 @@
+"""Fake hosts for the sealed-world network tests. Runs only inside network namespaces the test
+creates; every address below belongs to those namespaces.
+
+    fakehosts.py internet CERT KEY   HTTP and HTTPS on 198.51.100.10 and .11 (each says which
+                                     address served it), DNS on 198.51.100.53
+    fakehosts.py metadata            an IMDS look-alike on 169.254.169.254:80 handing out
+                                     "credentials"
+    fakehosts.py corp                a "database" on 10.50.0.10:5432 and ssh on :22
+"""
+import http.server
+import socket
+import socketserver
+import ssl
+import struct
+import sys
+import threading
+
+ZONE = {
+    "allowed.test": "198.51.100.10",
+    "blocked.test": "198.51.100.11",
+    "rebind.test": "10.50.0.10",
+    "meta.test": "169.254.169.254",
+    "db.corp.test": "10.50.0.10",
+}
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    def _reply(self):
+        ip = self.connection.getsockname()[0]
+        tag = "tls" if isinstance(self.connection, ssl.SSLSocket) else "plain"
+        body = f"host={ip} {tag} host-header={self.headers.get('Host')}\n".encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = _reply
+    do_PUT = _reply
+    do_POST = _reply
+
+    def log_message(self, *args):
+        pass
+
+
+class Metadata(Handler):
+    def _reply(self):
+        body = b'{"AccessKeyId":"ASIAFAKE","SecretAccessKey":"stolen-if-you-read-this"}\n'
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = _reply
+    do_PUT = _reply
+
+
+class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def server_bind(self):
+        # HTTPServer would look up the address's name (getfqdn): no resolver exists here.
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = self.server_address[:2]
+
+
+def serve(addr, handler, ctx=None):
+    s = Server(addr, handler)
+    if ctx is not None:
+        s.socket = ctx.wrap_socket(s.socket, server_side=True)
+    threading.Thread(target=s.serve_forever, daemon=True).start()
+
+
+def dns(addr):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(addr)
+    while True:
+        q, peer = s.recvfrom(512)
+        if len(q) < 12:
+            continue
+        (qid,) = struct.unpack("!H", q[:2])
+        # Question: labels until the zero byte, then type and class.
+        i, labels = 12, []
+        while i < len(q) and q[i] != 0:
+            n = q[i]
+            labels.append(q[i + 1 : i + 1 + n].decode(errors="replace"))
+            i += 1 + n
+        question = q[12 : i + 5]
+        qtype = struct.unpack("!H", q[i + 1 : i + 3])[0] if i + 3 <= len(q) else 0
+        name = ".".join(labels).lower()
+        ip = ZONE.get(name)
+        if ip and qtype == 1:
+            header = struct.pack("!HHHHHH", qid, 0x8180, 1, 1, 0, 0)
+            answer = b"\xc0\x0c" + struct.pack("!HHIH", 1, 1, 60, 4) + socket.inet_aton(ip)
+            s.sendto(header + question + answer, peer)
+        else:
+            rcode = 0 if ip else 3
+            header = struct.pack("!HHHHHH", qid, 0x8180 | rcode, 1, 0, 0, 0)
+            s.sendto(header + question, peer)
+
+
+def listen(addr):
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(addr)
+    s.listen(64)
+
+    def loop():
+        while True:
+            c, _ = s.accept()
+            c.sendall(b"hello from " + addr[0].encode() + b"\n")
+            c.close()
+
+    threading.Thread(target=loop, daemon=True).start()
+
+
+def main():
+    mode = sys.argv[1]
+    if mode == "internet":
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(sys.argv[2], sys.argv[3])
+        for ip in ("198.51.100.10", "198.51.100.11"):
+            serve((ip, 80), Handler)
+            serve((ip, 443), Handler, ctx)
+            listen((ip, 853))
+        threading.Thread(target=dns, args=(("198.51.100.53", 53),), daemon=True).start()
+    elif mode == "metadata":
+        serve(("169.254.169.254", 80), Metadata)
+    elif mode == "corp":
+        listen(("10.50.0.10", 5432))
+        listen(("10.50.0.10", 22))
+        serve(("10.50.0.10", 80), Handler)
+    print("ready", flush=True)
+    threading.Event().wait()
+
+
+if __name__ == "__main__":
+    main()

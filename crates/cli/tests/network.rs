@@ -1,0 +1,480 @@
+//! Network isolation end to end, in a sealed world: the test's own network namespace holds
+//! airlock, its jobs and gateway; fake hosts live in namespaces the test creates behind it —
+//! an "internet" (198.51.100.10 serving allowed.test, .11 serving blocked.test, a DNS server
+//! on .53), a fake metadata service on 169.254.169.254 and a fake internal subnet
+//! (10.50.0.10 with a database port). Nothing here can send a packet off the machine.
+
+mod common;
+
+use std::io::BufRead;
+use std::process::{Child, Command, Stdio};
+
+use common::*;
+
+struct Net {
+    w: World,
+    hosts: Vec<String>,
+    procs: Vec<Child>,
+    log: std::path::PathBuf,
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        for p in &mut self.procs {
+            let _ = p.kill();
+            let _ = p.wait();
+        }
+        for h in &self.hosts {
+            let _ = Command::new("ip").args(["netns", "del", h]).status();
+        }
+    }
+}
+
+fn ip(args: &[&str]) {
+    let st = Command::new("ip").args(args).status().expect("ip");
+    assert!(st.success(), "ip {args:?}");
+}
+
+const POLICY: &str = r#"version = 1
+[groups.default]
+egress = { domains = ["allowed.test", "rebind.test", "meta.test"], resolver = "198.51.100.53" }
+[groups.db]
+egress = { domains = ["allowed.test"], allow = ["10.50.0.10/32:5432"], resolver = "198.51.100.53" }
+[groups.audit]
+egress = { mode = "audit", resolver = "198.51.100.53" }
+"#;
+
+fn world() -> Net {
+    let t0 = std::time::Instant::now();
+    let net = build_world();
+    eprintln!("world built in {:?}", t0.elapsed());
+    net
+}
+
+fn build_world() -> Net {
+    let w = World::new();
+    let t = w.netns.clone().expect("root test has a netns");
+    let mut net = Net {
+        log: w.dir.path().join("egress.jsonl"),
+        w,
+        hosts: vec![],
+        procs: vec![],
+    };
+    for (name, t_ip, host_ips) in [
+        (
+            "inet",
+            "198.51.100.1/24",
+            &["198.51.100.10/24", "198.51.100.11/24", "198.51.100.53/24"][..],
+        ),
+        ("meta", "169.254.0.1/16", &["169.254.169.254/16"][..]),
+        ("corp", "10.50.0.1/24", &["10.50.0.10/24"][..]),
+    ] {
+        let ns = format!("{t}{name}");
+        ip(&["netns", "add", &ns]);
+        net.hosts.push(ns.clone());
+        ip(&["-n", &ns, "link", "set", "lo", "up"]);
+        let v = format!("fh{name}");
+        ip(&[
+            "-n", &t, "link", "add", &v, "type", "veth", "peer", "name", "eth0", "netns", &ns,
+        ]);
+        ip(&["-n", &t, "addr", "add", t_ip, "dev", &v]);
+        ip(&["-n", &t, "link", "set", &v, "up"]);
+        for a in host_ips {
+            ip(&["-n", &ns, "addr", "add", a, "dev", "eth0"]);
+        }
+        ip(&["-n", &ns, "link", "set", "eth0", "up"]);
+        let gw = t_ip.split('/').next().expect("ip");
+        ip(&["-n", &ns, "route", "add", "default", "via", gw]);
+    }
+    // The test namespace's "internet" is the fake internet host.
+    ip(&["-n", &t, "route", "add", "default", "via", "198.51.100.10"]);
+
+    let dir = net.w.dir.path().to_owned();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let st = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=allowed.test",
+        ])
+        .args([
+            "-addext",
+            "subjectAltName=DNS:allowed.test,DNS:blocked.test",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("openssl");
+    assert!(st.success());
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fakehosts.py");
+    for (host, args) in [
+        (
+            "inet",
+            vec![
+                "internet".to_owned(),
+                cert.display().to_string(),
+                key.display().to_string(),
+            ],
+        ),
+        ("meta", vec!["metadata".to_owned()]),
+        ("corp", vec!["corp".to_owned()]),
+    ] {
+        let mut c = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &format!("{t}{host}"),
+                "/usr/bin/python3",
+                script,
+            ])
+            .args(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("fake host");
+        let mut line = String::new();
+        let out = c.stdout.take().expect("stdout");
+        std::io::BufReader::new(out)
+            .read_line(&mut line)
+            .expect("ready");
+        assert_eq!(line.trim(), "ready", "fake host {host} did not start");
+        net.procs.push(c);
+    }
+    // The CA certificate of the fake internet, visible to jobs through the workspace.
+    std::fs::copy(&cert, net.w.ws().join("ca.pem")).expect("ca");
+    net
+}
+
+impl Net {
+    fn job(&self, group: &str, script: &str) -> (String, std::process::Output) {
+        let p = self.w.policy(POLICY);
+        let mut c = self.w.cmd();
+        c.args(["run", "-q", "-p"])
+            .arg(&p)
+            .args(["-g", group, "-w"])
+            .arg(self.w.ws())
+            .arg("--egress-log")
+            .arg(&self.log)
+            .args(["--", "/bin/bash", "-c", script]);
+        let t = std::time::Instant::now();
+        let o = c.output().expect("run");
+        eprintln!("job in group {group} took {:?}", t.elapsed());
+        (stdout(&o), o)
+    }
+
+    fn records(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("record"))
+            .collect()
+    }
+}
+
+/// `name=RESULT` lines of a job into a map.
+fn results(out: &str) -> std::collections::BTreeMap<String, String> {
+    out.lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.trim().to_owned()))
+        .collect()
+}
+
+const CURL: &str = "curl -s -m 4 --cacert ca.pem";
+
+#[test]
+fn allowed_names_work_and_everything_else_fails() {
+    need_root!();
+    let net = world();
+    let script = format!(
+        r#"
+echo "http=$({CURL} http://allowed.test/)"
+echo "https=$({CURL} https://allowed.test/)"
+echo "blocked_dns=$({CURL} http://blocked.test/ >/dev/null; echo $?)"
+echo "blocked_ip_http=$({CURL} http://198.51.100.11/)"
+echo "blocked_forced_host=$({CURL} --resolve blocked.test:80:198.51.100.11 http://blocked.test/)"
+echo "blocked_forced_tls=$({CURL} --resolve blocked.test:443:198.51.100.11 https://blocked.test/ >/dev/null; echo $?)"
+echo "sni_elsewhere=$({CURL} --resolve allowed.test:443:198.51.100.11 https://allowed.test/)"
+echo "other_port=$(timeout 3 bash -c 'echo > /dev/tcp/198.51.100.11/8080' 2>/dev/null; echo $?)"
+echo "dot=$(timeout 3 bash -c 'echo > /dev/tcp/198.51.100.10/853' 2>/dev/null; echo $?)"
+echo "doh_by_ip=$({CURL} -k https://198.51.100.10/dns-query >/dev/null; echo $?)"
+echo "hardcoded_dns=$(timeout 3 bash -c 'exec 3<>/dev/udp/198.51.100.53/53; printf x >&3' ; getent hosts blocked.test >/dev/null; echo $?)"
+echo "rebind=$({CURL} --resolve rebind.test:80:198.51.100.11 http://rebind.test/)"
+echo "rebind_direct=$({CURL} http://rebind.test/ >/dev/null; echo $?)"
+"#
+    );
+    let (out, o) = net.job("default", &script);
+    assert!(o.status.success(), "{out}\n{}", stderr(&o));
+    let r = results(&out);
+    assert_eq!(
+        r["http"], "host=198.51.100.10 plain host-header=allowed.test",
+        "{out}"
+    );
+    assert_eq!(
+        r["https"], "host=198.51.100.10 tls host-header=allowed.test",
+        "{out}"
+    );
+    assert_eq!(
+        r["blocked_dns"], "6",
+        "blocked.test must not resolve: {out}"
+    );
+    assert!(
+        r["blocked_ip_http"].starts_with("airlock:"),
+        "hard-coded IP: {out}"
+    );
+    assert!(
+        r["blocked_forced_host"].starts_with("airlock:"),
+        "Host not allowed: {out}"
+    );
+    assert_ne!(r["blocked_forced_tls"], "0", "SNI not allowed: {out}");
+    assert_eq!(
+        r["sni_elsewhere"], "host=198.51.100.10 tls host-header=allowed.test",
+        "the gateway must go to the allowed host, not the dialled address: {out}"
+    );
+    assert_ne!(r["other_port"], "0", "{out}");
+    assert_ne!(
+        r["dot"], "0",
+        "DNS over TLS to a hard-coded resolver: {out}"
+    );
+    assert_ne!(r["doh_by_ip"], "0", "DoH to a hard-coded address: {out}");
+    assert_ne!(r["hardcoded_dns"], "0", "{out}");
+    assert!(
+        r["rebind"].starts_with("airlock:"),
+        "DNS rebinding to an internal address: {out}"
+    );
+    assert_ne!(
+        r["rebind_direct"], "0",
+        "internal address reached directly: {out}"
+    );
+
+    let recs = net.records();
+    let denied = |kind: &str, name: &str| {
+        recs.iter()
+            .any(|r| r["kind"] == kind && r["name"] == name && r["verdict"] == "deny")
+    };
+    assert!(denied("dns", "blocked.test"), "{recs:#?}");
+    assert!(denied("http", "198.51.100.11"), "{recs:#?}");
+    assert!(denied("http", "blocked.test"), "{recs:#?}");
+    assert!(denied("https", "blocked.test"), "{recs:#?}");
+    assert!(
+        recs.iter().any(|r| r["kind"] == "http"
+            && r["name"] == "rebind.test"
+            && r["verdict"] == "deny"
+            && r["reason"].as_str().unwrap_or("").contains("internal")),
+        "{recs:#?}"
+    );
+    let ok = recs
+        .iter()
+        .find(|r| r["kind"] == "https" && r["name"] == "allowed.test" && r["verdict"] == "allow")
+        .expect("allowed https record");
+    assert_eq!(ok["resolved"], "198.51.100.10");
+    assert!(ok["bytes_down"].as_u64().unwrap_or(0) > 0, "{ok}");
+    net.w.assert_clean();
+}
+
+#[test]
+fn metadata_is_unreachable_by_ip_by_name_and_imdsv2() {
+    need_root!();
+    let net = world();
+    let script = format!(
+        r#"
+echo "imds_v1=$({CURL} http://169.254.169.254/latest/meta-data/iam/security-credentials/ ; echo " rc=$?")"
+echo "imds_v2=$({CURL} -X PUT -H 'X-aws-ec2-metadata-token-ttl-seconds: 21600' http://169.254.169.254/latest/api/token ; echo " rc=$?")"
+echo "gcp_name=$({CURL} -H 'Metadata-Flavor: Google' http://metadata.google.internal/computeMetadata/v1/ ; echo " rc=$?")"
+echo "name_to_meta=$({CURL} http://meta.test/ ; echo " rc=$?")"
+echo "azure=$({CURL} -H Metadata:true 'http://169.254.169.254/metadata/instance?api-version=2021-02-01' ; echo " rc=$?")"
+echo "raw_tcp=$(timeout 3 bash -c 'echo > /dev/tcp/169.254.169.254/80' 2>/dev/null; echo $?)"
+"#
+    );
+    let (out, o) = net.job("default", &script);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        !out.contains("stolen"),
+        "metadata credentials reached the job: {out}"
+    );
+    let r = results(&out);
+    for k in ["imds_v1", "imds_v2", "gcp_name", "name_to_meta", "azure"] {
+        assert!(!r[k].ends_with("rc=0"), "{k}: {out}");
+    }
+    assert_ne!(r["raw_tcp"], "0", "{out}");
+    let recs = net.records();
+    assert!(
+        recs.iter().any(|r| r["kind"] == "dns"
+            && r["name"] == "metadata.google.internal"
+            && r["verdict"] == "deny"),
+        "{recs:#?}"
+    );
+    assert!(
+        recs.iter()
+            .any(|r| r["kind"] == "dns" && r["name"] == "meta.test" && r["verdict"] == "deny"),
+        "{recs:#?}"
+    );
+    assert!(
+        recs.iter().any(|r| r["kind"] == "drop"
+            && r["dialled"] == "169.254.169.254:80"
+            && r["reason"]
+                .as_str()
+                .unwrap_or("")
+                .contains("never reachable")),
+        "the firewall's denial of the metadata address was not recorded: {recs:#?}"
+    );
+    net.w.assert_clean();
+}
+
+#[test]
+fn internal_network_is_closed_except_what_a_group_allows() {
+    need_root!();
+    let net = world();
+    // Scenario 3: a scan of the internal subnet finds nothing open.
+    let scan = r#"
+open=""
+for h in 10.50.0.1 10.50.0.10 10.50.0.11; do
+  for p in 22 80 443 3306 5432 6379 8080; do
+    timeout 1 bash -c "echo > /dev/tcp/$h/$p" 2>/dev/null && open="$open $h:$p"
+  done
+done
+echo "open=$open"
+echo "db=$(timeout 2 bash -c 'exec 3<>/dev/tcp/10.50.0.10/5432; head -c 40 <&3' 2>/dev/null)"
+"#;
+    let (out, o) = net.job("default", scan);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r = results(&out);
+    assert_eq!(r["open"], "", "internal services reachable: {out}");
+    assert_eq!(r["db"], "", "{out}");
+    let drops = net
+        .records()
+        .iter()
+        .filter(|r| r["kind"] == "drop" && r["verdict"] == "deny")
+        .count();
+    assert!(
+        drops >= 21,
+        "each denied destination must be recorded, got {drops}"
+    );
+    // The db group may reach exactly 10.50.0.10:5432.
+    let (out, o) = net.job("db", scan);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r = results(&out);
+    assert_eq!(r["open"], "10.50.0.10:5432", "{out}");
+    assert_eq!(r["db"], "hello from 10.50.0.10", "{out}");
+    net.w.assert_clean();
+}
+
+#[test]
+fn jobs_cannot_reach_each_other() {
+    need_root!();
+    let net = world();
+    let p = net.w.policy(POLICY);
+    let mut a = net.w.cmd();
+    a.args(["run", "-q", "-p"]).arg(&p).args([
+        "--",
+        "/bin/bash",
+        "-c",
+        "awk '/32 host LOCAL/{print f} {f=$2}' /proc/net/fib_trie | grep -v '^127[.]' | head -n 1; sleep 5",
+    ])
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null());
+    let mut a = a.spawn().expect("job a");
+    let mut line = String::new();
+    std::io::BufReader::new(a.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("a's address");
+    let a_ip = line.split_whitespace().next().unwrap_or("").to_owned();
+    assert!(a_ip.starts_with("10.213."), "job a's address: {line:?}");
+    let (out, _) = net.job(
+        "default",
+        &format!("echo \"reach=$(timeout 2 bash -c 'echo > /dev/tcp/{a_ip}/22' 2>/dev/null; echo $?)\"; echo \"ping_gw_other=$(timeout 2 bash -c 'echo > /dev/tcp/{a_ip}/80' 2>/dev/null; echo $?)\""),
+    );
+    let r = results(&out);
+    assert_ne!(r["reach"], "0", "{out}");
+    assert_ne!(r["ping_gw_other"], "0", "{out}");
+    let _ = a.wait();
+    net.w.assert_clean();
+}
+
+#[test]
+fn dns_refuses_transfers_any_and_other_types_and_flags_tunnelling() {
+    need_root!();
+    let net = world();
+    // A resolver stub in Python: bash cannot speak DNS.
+    let script = r#"
+/usr/bin/python3 - <<'PY'
+import socket, struct
+gw = [l.split()[1] for l in open('/etc/resolv.conf') if l.startswith('nameserver')][0]
+def q(name, qtype):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(3)
+    body = b''.join(bytes([len(p)]) + p.encode() for p in name.split('.')) + b'\0' + struct.pack('!HH', qtype, 1)
+    s.sendto(struct.pack('!HHHHHH', 7, 0x0100, 1, 0, 0, 0) + body, (gw, 53))
+    r = s.recv(512)
+    return r[3] & 0xf
+print('axfr=%d' % q('allowed.test', 252))
+print('any=%d' % q('allowed.test', 255))
+print('txt=%d' % q('allowed.test', 16))
+print('a=%d' % q('allowed.test', 1))
+print('tunnel=%d' % q('mzxw6ytboi4dsnzqgeztcmjsgq2tsnzugy3dsmbvgu4tmnrxg4ytq.blocked.test', 1))
+try:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(2)
+    s.sendto(b'x', (gw, 123)); s.recv(10); print('udp123=open')
+except Exception:
+    print('udp123=closed')
+PY
+"#;
+    let (out, o) = net.job("default", script);
+    assert!(o.status.success(), "{out}\n{}", stderr(&o));
+    let r = results(&out);
+    assert_eq!(r["axfr"], "5", "AXFR refused: {out}");
+    assert_eq!(r["any"], "5", "ANY refused: {out}");
+    assert_eq!(r["txt"], "5", "only A/AAAA answered: {out}");
+    assert_eq!(r["a"], "0", "{out}");
+    assert_eq!(r["tunnel"], "3", "{out}");
+    assert_eq!(r["udp123"], "closed", "{out}");
+    let recs = net.records();
+    assert!(
+        recs.iter().any(|r| r["kind"] == "dns"
+            && r["flags"]
+                .as_array()
+                .is_some_and(|f| f.iter().any(|x| x == "dns-tunnelling-suspect"))),
+        "{recs:#?}"
+    );
+    net.w.assert_clean();
+}
+
+#[test]
+fn audit_mode_allows_and_records_everything_but_metadata() {
+    need_root!();
+    let net = world();
+    let script = format!(
+        r#"
+echo "blocked=$({CURL} http://blocked.test/)"
+echo "other_port=$(timeout 3 bash -c 'echo > /dev/tcp/198.51.100.11/853' 2>/dev/null; echo $?)"
+echo "meta=$({CURL} http://169.254.169.254/ ; echo " rc=$?")"
+"#
+    );
+    let (out, o) = net.job("audit", &script);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r = results(&out);
+    assert_eq!(
+        r["blocked"], "host=198.51.100.11 plain host-header=blocked.test",
+        "{out}"
+    );
+    assert_eq!(r["other_port"], "0", "{out}");
+    assert!(
+        !r["meta"].ends_with("rc=0") && !out.contains("stolen"),
+        "{out}"
+    );
+    let recs = net.records();
+    assert!(
+        recs.iter()
+            .any(|r| r["kind"] == "http" && r["name"] == "blocked.test" && r["verdict"] == "allow"),
+        "{recs:#?}"
+    );
+    net.w.assert_clean();
+}

@@ -1,0 +1,291 @@
+//! Turns the firewall's NFLOG reports (the first packet of each denied flow, see
+//! [`crate::firewall`]) into records attributed to the job whose address sent them.
+//!
+//! One process per host can hold an NFLOG group. Every airlock that runs jobs tries to bind
+//! it and retries every 200 ms while another one holds it; the holder writes each record into
+//! the directory of the job that owns the source address (found through the address pool's
+//! leases), where that job's airlock collects it at teardown. `airlock serve` holds the group
+//! for its whole life. A denial can go unrecorded only in the gap between one holder exiting
+//! and the next one binding (at most 200 ms).
+
+use std::io::Write;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use netlink_packet_core::{NetlinkMessage, NetlinkPayload};
+use netlink_packet_netfilter::nflog::{
+    config_request, ConfigCmd, ConfigMode, PacketNla, ULogMessage,
+};
+use netlink_packet_netfilter::{NetfilterMessage, NetfilterMessageInner, NetfilterProtoFamily};
+use netlink_sys::{constants::NETLINK_NETFILTER, Socket};
+
+use crate::firewall::NFLOG_GROUP;
+use crate::gateway::ConnRecord;
+
+/// File in a job's directory where its firewall records are appended.
+pub const DROPS_FILE: &str = "drops.jsonl";
+
+fn send(sock: &Socket, msg: NetlinkMessage<NetfilterMessage>) -> std::io::Result<()> {
+    let mut buf = vec![0; msg.header.length as usize];
+    msg.serialize(&mut buf[..]);
+    sock.send(&buf, 0).map(|_| ())
+}
+
+/// Reads the ack of a request: `Ok` if the kernel accepted it.
+fn ack(sock: &Socket) -> std::io::Result<()> {
+    let mut buf = vec![0u8; 4096];
+    let n = sock.recv(&mut &mut buf[..], 0)?;
+    let msg = NetlinkMessage::<NetfilterMessage>::deserialize(&buf[..n])
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    match msg.payload {
+        NetlinkPayload::Error(e) => match e.code {
+            None => Ok(()),
+            Some(c) => Err(std::io::Error::from_raw_os_error(-c.get())),
+        },
+        _ => Ok(()),
+    }
+}
+
+fn bind() -> std::io::Result<Socket> {
+    let mut sock = Socket::new(NETLINK_NETFILTER)?;
+    sock.bind_auto()?;
+    let mut m = config_request(
+        NetfilterProtoFamily::IPv4,
+        0,
+        vec![ConfigCmd::PfBind.into()],
+    );
+    m.header.flags |= netlink_packet_core::NLM_F_ACK;
+    send(&sock, m)?;
+    let _ = ack(&sock);
+    let mut m = config_request(
+        NetfilterProtoFamily::IPv4,
+        NFLOG_GROUP,
+        vec![ConfigCmd::Bind.into(), ConfigMode::new_packet(64).into()],
+    );
+    m.header.flags |= netlink_packet_core::NLM_F_ACK;
+    send(&sock, m)?;
+    ack(&sock)?;
+    // A timeout on receive lets the thread notice that it should stop.
+    let tv = nix::sys::time::TimeVal::new(0, 200_000);
+    nix::sys::socket::setsockopt(&sock, nix::sys::socket::sockopt::ReceiveTimeout, &tv)
+        .map_err(std::io::Error::from)?;
+    Ok(sock)
+}
+
+/// A decoded report: source, destination, protocol, whether the flow was denied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    /// The job's address.
+    pub src: Ipv4Addr,
+    /// Where it tried to go.
+    pub dst: Ipv4Addr,
+    /// Destination port (0 for protocols without ports).
+    pub dport: u16,
+    /// IP protocol number.
+    pub proto: u8,
+    /// `true` for a denial, `false` for an audit-mode record.
+    pub denied: bool,
+}
+
+/// Decodes an IPv4 packet's header as NFLOG hands it over.
+pub fn decode(payload: &[u8], prefix: &str) -> Option<Report> {
+    if payload.len() < 20 || payload[0] >> 4 != 4 {
+        return None;
+    }
+    let ihl = usize::from(payload[0] & 0xf) * 4;
+    let proto = payload[9];
+    let src = Ipv4Addr::new(payload[12], payload[13], payload[14], payload[15]);
+    let dst = Ipv4Addr::new(payload[16], payload[17], payload[18], payload[19]);
+    let dport = if (proto == 6 || proto == 17) && payload.len() >= ihl + 4 {
+        u16::from_be_bytes([payload[ihl + 2], payload[ihl + 3]])
+    } else {
+        0
+    };
+    Some(Report {
+        src,
+        dst,
+        dport,
+        proto,
+        denied: !prefix.contains("audit"),
+    })
+}
+
+fn proto_name(p: u8) -> String {
+    match p {
+        1 => "icmp".into(),
+        6 => "tcp".into(),
+        17 => "udp".into(),
+        n => n.to_string(),
+    }
+}
+
+/// The record of a report, for job `job`.
+pub fn record_of(r: &Report, job: &str) -> ConnRecord {
+    let reason = if r.denied {
+        if crate::gateway::in_never(r.dst) {
+            "never reachable (cloud metadata / loopback)".to_owned()
+        } else {
+            format!(
+                "{} to {}:{} is not allowed",
+                proto_name(r.proto),
+                r.dst,
+                r.dport
+            )
+        }
+    } else {
+        "audit mode".to_owned()
+    };
+    ConnRecord {
+        time_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or(0),
+        job: job.to_owned(),
+        kind: if r.denied {
+            "drop".into()
+        } else {
+            "flow".into()
+        },
+        name: None,
+        qtype: Some(proto_name(r.proto)),
+        resolved: None,
+        dialled: Some(SocketAddr::V4(SocketAddrV4::new(r.dst, r.dport))),
+        port: r.dport,
+        bytes_up: 0,
+        bytes_down: 0,
+        duration_ms: 0,
+        verdict: if r.denied {
+            "deny".into()
+        } else {
+            "allow".into()
+        },
+        reason,
+        flags: vec![],
+    }
+}
+
+/// Listens until `stop` is set. `lease_dir` maps /30 blocks to job ids; `jobs_dir` holds job
+/// directories.
+pub fn spawn_listener(
+    lease_dir: PathBuf,
+    jobs_dir: PathBuf,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        while !stop.load(Ordering::Relaxed) {
+            match bind() {
+                Ok(sock) => serve(&sock, &lease_dir, &jobs_dir, &stop),
+                Err(_) => std::thread::sleep(Duration::from_millis(200)),
+            }
+        }
+    })
+}
+
+fn serve(sock: &Socket, lease_dir: &Path, jobs_dir: &Path, stop: &AtomicBool) {
+    let mut buf = vec![0u8; 65536];
+    while !stop.load(Ordering::Relaxed) {
+        let n = match sock.recv(&mut &mut buf[..], 0) {
+            Ok(n) => n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock
+                        | std::io::ErrorKind::TimedOut
+                        | std::io::ErrorKind::Interrupted
+                ) =>
+            {
+                continue
+            }
+            Err(_) => return,
+        };
+        let mut off = 0;
+        while off < n {
+            let Ok(msg) = NetlinkMessage::<NetfilterMessage>::deserialize(&buf[off..n]) else {
+                break;
+            };
+            let len = msg.header.length as usize;
+            if let NetlinkPayload::InnerMessage(NetfilterMessage {
+                inner: NetfilterMessageInner::ULog(ULogMessage::Packet(nlas)),
+                ..
+            }) = &msg.payload
+            {
+                let prefix = nlas
+                    .iter()
+                    .find_map(|n| match n {
+                        PacketNla::Prefix(p) => Some(p.to_string_lossy().into_owned()),
+                        _ => None,
+                    })
+                    .unwrap_or_default();
+                for nla in nlas {
+                    if let PacketNla::Payload(p) = nla {
+                        if let Some(r) = decode(p, &prefix) {
+                            deliver(&r, lease_dir, jobs_dir);
+                        }
+                    }
+                }
+            }
+            if len == 0 {
+                break;
+            }
+            off += (len + 3) & !3;
+        }
+    }
+}
+
+fn deliver(r: &Report, lease_dir: &Path, jobs_dir: &Path) {
+    let block = Ipv4Addr::from(u32::from(r.src) & !3);
+    let Ok(job) = std::fs::read_to_string(lease_dir.join(block.to_string())) else {
+        return;
+    };
+    let job = job.trim();
+    let dir = jobs_dir.join(job);
+    if !dir.is_dir() {
+        return;
+    }
+    let Ok(mut line) = serde_json::to_vec(&record_of(r, job)) else {
+        return;
+    };
+    line.push(b'\n');
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(DROPS_FILE))
+    {
+        let _ = f.write_all(&line);
+    }
+}
+
+/// Reads (and removes) the firewall records collected for a job.
+pub fn take_records(job_dir: &Path) -> Vec<ConnRecord> {
+    let p = job_dir.join(DROPS_FILE);
+    let v = std::fs::read_to_string(&p)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let _ = std::fs::remove_file(&p);
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_a_tcp_syn_header() {
+        let mut p = vec![0x45, 0, 0, 40, 0, 0, 0x40, 0, 64, 6, 0, 0];
+        p.extend_from_slice(&[10, 213, 0, 6, 169, 254, 169, 254]);
+        p.extend_from_slice(&[0xc0, 0x01, 0, 80, 0, 0, 0, 0]);
+        let r = decode(&p, "airlock-drop").expect("decoded");
+        assert_eq!(r.src, Ipv4Addr::new(10, 213, 0, 6));
+        assert_eq!(r.dst, Ipv4Addr::new(169, 254, 169, 254));
+        assert_eq!((r.dport, r.proto, r.denied), (80, 6, true));
+        let rec = record_of(&r, "j1");
+        assert!(rec.reason.contains("never reachable"), "{}", rec.reason);
+        assert!(decode(&[0x60; 40], "x").is_none(), "IPv6 is not decoded");
+        assert!(!decode(&p, "airlock-audit").expect("decoded").denied);
+    }
+}
