@@ -122,6 +122,16 @@ enum PolicyCmd {
     Schema,
     /// Print the built-in policy as TOML.
     Default,
+    /// Turn recorded egress (`airlock run --egress-log FILE`, best in `audit` mode) into the
+    /// minimal allow-list for a group.
+    Suggest {
+        /// The egress log (JSON lines).
+        #[arg(long = "from", value_name = "LOG")]
+        from: PathBuf,
+        /// Group name for the printed fragment.
+        #[arg(long, default_value = "default")]
+        group: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -378,6 +388,26 @@ fn cmd_policy(p: PolicyCmd) -> Result<u8> {
             println!(
                 "{}",
                 serde_json::to_string_pretty(&airlock_policy::json_schema())?
+            );
+            Ok(0)
+        }
+        PolicyCmd::Suggest { from, group } => {
+            let text = std::fs::read_to_string(&from)
+                .with_context(|| format!("reading egress log {}", from.display()))?;
+            let mut records = Vec::new();
+            for (i, line) in text
+                .lines()
+                .enumerate()
+                .filter(|(_, l)| !l.trim().is_empty())
+            {
+                let r: airlock_net::ConnRecord = serde_json::from_str(line).with_context(|| {
+                    format!("{}:{}: not an egress record", from.display(), i + 1)
+                })?;
+                records.push(r);
+            }
+            print!(
+                "{}",
+                airlock_net::suggest::suggest(&records).to_toml(&group)
             );
             Ok(0)
         }

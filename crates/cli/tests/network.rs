@@ -45,13 +45,6 @@ egress = { mode = "audit", resolver = "198.51.100.53" }
 "#;
 
 fn world() -> Net {
-    let t0 = std::time::Instant::now();
-    let net = build_world();
-    eprintln!("world built in {:?}", t0.elapsed());
-    net
-}
-
-fn build_world() -> Net {
     let w = World::new();
     let t = w.netns.clone().expect("root test has a netns");
     let mut net = Net {
@@ -166,9 +159,7 @@ impl Net {
             .arg("--egress-log")
             .arg(&self.log)
             .args(["--", "/bin/bash", "-c", script]);
-        let t = std::time::Instant::now();
         let o = c.output().expect("run");
-        eprintln!("job in group {group} took {:?}", t.elapsed());
         (stdout(&o), o)
     }
 
@@ -293,6 +284,8 @@ echo "gcp_name=$({CURL} -H 'Metadata-Flavor: Google' http://metadata.google.inte
 echo "name_to_meta=$({CURL} http://meta.test/ ; echo " rc=$?")"
 echo "azure=$({CURL} -H Metadata:true 'http://169.254.169.254/metadata/instance?api-version=2021-02-01' ; echo " rc=$?")"
 echo "raw_tcp=$(timeout 3 bash -c 'echo > /dev/tcp/169.254.169.254/80' 2>/dev/null; echo $?)"
+echo "imds_v6=$({CURL} -g 'http://[fd00:ec2::254]/latest/meta-data/' ; echo " rc=$?")"
+echo "ipv6_off=$(cat /proc/sys/net/ipv6/conf/all/disable_ipv6)"
 "#
     );
     let (out, o) = net.job("default", &script);
@@ -302,7 +295,15 @@ echo "raw_tcp=$(timeout 3 bash -c 'echo > /dev/tcp/169.254.169.254/80' 2>/dev/nu
         "metadata credentials reached the job: {out}"
     );
     let r = results(&out);
-    for k in ["imds_v1", "imds_v2", "gcp_name", "name_to_meta", "azure"] {
+    assert_eq!(r["ipv6_off"], "1", "IPv6 is disabled inside jobs: {out}");
+    for k in [
+        "imds_v1",
+        "imds_v2",
+        "gcp_name",
+        "name_to_meta",
+        "azure",
+        "imds_v6",
+    ] {
         assert!(!r[k].ends_with("rc=0"), "{k}: {out}");
     }
     assert_ne!(r["raw_tcp"], "0", "{out}");
@@ -476,5 +477,30 @@ echo "meta=$({CURL} http://169.254.169.254/ ; echo " rc=$?")"
             .any(|r| r["kind"] == "http" && r["name"] == "blocked.test" && r["verdict"] == "allow"),
         "{recs:#?}"
     );
+    assert!(
+        recs.iter()
+            .any(|r| r["kind"] == "flow" && r["dialled"] == "198.51.100.11:853"),
+        "audit mode records routed flows: {recs:#?}"
+    );
+    // The recorded traffic becomes an allow-list, without the metadata endpoint.
+    let o = net
+        .w
+        .cmd()
+        .args(["policy", "suggest", "--group", "ci", "--from"])
+        .arg(&net.log)
+        .output()
+        .expect("suggest");
+    let s = stdout(&o);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        s.contains("[groups.ci.egress]") && s.contains("\"blocked.test\""),
+        "{s}"
+    );
+    for line in s.lines().filter(|l| l.contains("169.254")) {
+        assert!(
+            line.starts_with('#'),
+            "never-reachable target suggested: {s}"
+        );
+    }
     net.w.assert_clean();
 }

@@ -9,6 +9,7 @@ pub mod gateway;
 pub mod link;
 pub mod nflog;
 pub mod pool;
+pub mod suggest;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use netlink_packet_core::{NetlinkMessage, NetlinkPayload};
 use netlink_packet_netfilter::nflog::{
-    config_request, ConfigCmd, ConfigMode, PacketNla, ULogMessage,
+    config_request, ConfigCmd, ConfigMode, ConfigNla, PacketNla, Timeout, ULogMessage,
 };
 use netlink_packet_netfilter::{NetfilterMessage, NetfilterMessageInner, NetfilterProtoFamily};
 use netlink_sys::{constants::NETLINK_NETFILTER, Socket};
@@ -63,7 +63,14 @@ fn bind() -> std::io::Result<Socket> {
     let mut m = config_request(
         NetfilterProtoFamily::IPv4,
         NFLOG_GROUP,
-        vec![ConfigCmd::Bind.into(), ConfigMode::new_packet(64).into()],
+        // The kernel batches up to 100 packets or one second by default; a record must
+        // not wait (or be lost when a short job's airlock stops listening).
+        vec![
+            ConfigCmd::Bind.into(),
+            ConfigMode::new_packet(64).into(),
+            ConfigNla::QThresh(1),
+            Timeout::new(1).into(),
+        ],
     );
     m.header.flags |= netlink_packet_core::NLM_F_ACK;
     send(&sock, m)?;

@@ -556,6 +556,11 @@ pub fn gc(paths: &Paths, force: bool) -> GcReport {
                 .extend(errs.into_iter().map(|e| format!("job {}: {e}", s.id)));
         }
     }
+    // Address leases of jobs that have no state (a crash between leasing and saving).
+    if let Ok(pool) = paths.pool() {
+        let live = |id: &str| JobId::parse(id).is_ok_and(|id| paths.state_file(&id).exists());
+        pool.sweep(&live);
+    }
     // Leftover temporary state files from an interrupted save.
     if let Ok(rd) = std::fs::read_dir(paths.jobs()) {
         for e in rd.flatten() {

@@ -1,0 +1,228 @@
+//! `airlock policy suggest`: the minimal egress allow-list that would have let the recorded
+//! traffic through (typically recorded in `audit` mode), never including a never-reachable
+//! target.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, SocketAddr};
+
+use crate::gateway::{in_never, ConnRecord, NEVER_NAMES};
+
+/// How many names under one parent domain collapse into `*.parent`.
+pub const COLLAPSE_AT: usize = 3;
+
+/// The result.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Suggestion {
+    /// Domain patterns.
+    pub domains: Vec<String>,
+    /// `CIDR:PORT[/udp]` rules for internal addresses.
+    pub allow: Vec<String>,
+    /// Traffic the model cannot express (public addresses on ports other than 80/443), and
+    /// never-reachable targets that were seen: reported, not suggested.
+    pub notes: Vec<String>,
+    /// Records read.
+    pub records: usize,
+}
+
+fn is_internal(ip: std::net::Ipv4Addr) -> bool {
+    crate::firewall::INTERNAL.iter().any(|c| {
+        let (a, p) = c.split_once('/').unwrap_or((c, "32"));
+        let (Ok(a), Ok(p)) = (a.parse::<std::net::Ipv4Addr>(), p.parse::<u32>()) else {
+            return false;
+        };
+        let mask = if p == 0 { 0 } else { u32::MAX << (32 - p) };
+        u32::from(ip) & mask == u32::from(a) & mask
+    })
+}
+
+/// The parent a name collapses into: its last two labels, or three when the second-to-last
+/// is a short public suffix part (`co.uk`, `com.au`).
+fn parent(name: &str) -> Option<String> {
+    let labels: Vec<&str> = name.split('.').collect();
+    if labels.len() < 3 {
+        return None;
+    }
+    let keep = if labels[labels.len() - 2].len() <= 3 && labels[labels.len() - 1].len() == 2 {
+        3
+    } else {
+        2
+    };
+    (labels.len() > keep).then(|| labels[labels.len() - keep..].join("."))
+}
+
+/// Builds the suggestion from records.
+pub fn suggest(records: &[ConnRecord]) -> Suggestion {
+    let mut s = Suggestion {
+        records: records.len(),
+        ..Suggestion::default()
+    };
+    let mut names = BTreeSet::new();
+    let mut allow = BTreeSet::new();
+    let mut notes = BTreeSet::new();
+    for r in records {
+        let never_name = r.name.as_deref().is_some_and(|n| NEVER_NAMES.contains(&n));
+        let never_addr = matches!(r.resolved, Some(IpAddr::V4(ip)) if in_never(ip))
+            || matches!(r.dialled, Some(SocketAddr::V4(a)) if in_never(*a.ip()));
+        if never_name || never_addr || r.reason.contains("never reachable") {
+            notes.insert(format!(
+                "never reachable, not suggested: {}",
+                r.name
+                    .clone()
+                    .or(r.dialled.map(|d| d.to_string()))
+                    .unwrap_or_default()
+            ));
+            continue;
+        }
+        match r.kind.as_str() {
+            "dns" | "http" | "https" | "connect" => {
+                if let Some(n) = &r.name {
+                    if n.parse::<IpAddr>().is_err() && !n.is_empty() {
+                        names.insert(n.trim_end_matches('.').to_ascii_lowercase());
+                    } else if !n.is_empty() {
+                        notes.insert(format!(
+                            "connection by address, not expressible as a name: {n}:{}",
+                            r.port
+                        ));
+                    }
+                }
+            }
+            "drop" | "flow" => {
+                if let Some(SocketAddr::V4(a)) = r.dialled {
+                    let udp = r.qtype.as_deref() == Some("udp");
+                    if is_internal(*a.ip()) {
+                        allow.insert(format!(
+                            "{}/32:{}{}",
+                            a.ip(),
+                            a.port(),
+                            if udp { "/udp" } else { "" }
+                        ));
+                    } else {
+                        notes.insert(format!(
+                            "public {} traffic to {a} cannot be allowed by name; route it through a name on port 80/443 or an internal mirror",
+                            if udp { "udp" } else { "tcp" }
+                        ));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    // Collapse siblings: three or more names under one parent become `*.parent` (plus the
+    // parent itself if it was used).
+    let mut by_parent: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for n in &names {
+        if let Some(p) = parent(n) {
+            by_parent.entry(p).or_default().push(n.clone());
+        }
+    }
+    let mut out = BTreeSet::new();
+    for n in &names {
+        match parent(n) {
+            Some(p) if by_parent.get(&p).is_some_and(|v| v.len() >= COLLAPSE_AT) => {
+                out.insert(format!("*.{p}"));
+            }
+            _ => {
+                out.insert(n.clone());
+            }
+        }
+    }
+    s.domains = out.into_iter().collect();
+    s.allow = allow.into_iter().collect();
+    s.notes = notes.into_iter().collect();
+    s
+}
+
+impl Suggestion {
+    /// The suggestion as a policy fragment for group `group`.
+    pub fn to_toml(&self, group: &str) -> String {
+        let list = |v: &[String]| {
+            if v.is_empty() {
+                "[]".to_owned()
+            } else {
+                format!(
+                    "[\n{}\n]",
+                    v.iter()
+                        .map(|x| format!("  \"{x}\","))
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                )
+            }
+        };
+        let mut t = format!(
+            "# suggested by `airlock policy suggest` from {} records\n[groups.{group}.egress]\nmode = \"block\"\ndomains = {}\nallow = {}\n",
+            self.records,
+            list(&self.domains),
+            list(&self.allow)
+        );
+        for n in &self.notes {
+            t.push_str(&format!("# {n}\n"));
+        }
+        t
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(
+        kind: &str,
+        name: Option<&str>,
+        dialled: Option<&str>,
+        qtype: Option<&str>,
+    ) -> ConnRecord {
+        ConnRecord {
+            time_ms: 0,
+            job: "j".into(),
+            kind: kind.into(),
+            name: name.map(str::to_owned),
+            qtype: qtype.map(str::to_owned),
+            resolved: None,
+            dialled: dialled.map(|d| d.parse().expect("addr")),
+            port: 443,
+            bytes_up: 0,
+            bytes_down: 0,
+            duration_ms: 0,
+            verdict: "allow".into(),
+            reason: "audit mode".into(),
+            flags: vec![],
+        }
+    }
+
+    #[test]
+    fn collapses_siblings_keeps_singles_and_never_suggests_metadata() {
+        let rs = vec![
+            rec("dns", Some("a.pkg.example.com"), None, Some("A")),
+            rec("https", Some("b.pkg.example.com"), None, None),
+            rec("https", Some("c.pkg.example.com"), None, None),
+            rec("https", Some("github.com"), None, None),
+            rec("http", Some("deb.debian.org"), None, None),
+            rec("dns", Some("metadata.google.internal"), None, Some("A")),
+            rec("drop", None, Some("169.254.169.254:80"), Some("tcp")),
+            rec("flow", None, Some("10.1.2.3:5432"), Some("tcp")),
+            rec("flow", None, Some("10.1.2.53:53"), Some("udp")),
+            rec("flow", None, Some("203.0.113.9:22"), Some("tcp")),
+        ];
+        let s = suggest(&rs);
+        assert_eq!(
+            s.domains,
+            vec!["*.example.com", "deb.debian.org", "github.com"]
+        );
+        assert_eq!(s.allow, vec!["10.1.2.3/32:5432", "10.1.2.53/32:53/udp"]);
+        for line in s
+            .to_toml("g")
+            .lines()
+            .filter(|l| l.contains("169.254") || l.contains("metadata"))
+        {
+            assert!(
+                line.starts_with('#'),
+                "never-reachable target suggested: {line}"
+            );
+        }
+        assert!(s.domains.iter().all(|d| !d.contains("metadata")));
+        assert!(s.notes.iter().any(|n| n.contains("203.0.113.9:22")));
+        // The output parses as a policy group.
+        let toml = format!("version = 1\n{}", s.to_toml("g"));
+        airlock_policy::parse(&toml, std::path::Path::new("s.toml")).expect("valid policy");
+    }
+}
