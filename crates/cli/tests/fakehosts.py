@@ -26,6 +26,16 @@ ZONE = {
 
 class Handler(http.server.BaseHTTPRequestHandler):
     def _reply(self):
+        if self.path.startswith("/big/"):
+            # /big/N: N MiB of zeros, for throughput benchmarks.
+            n = int(self.path.split("/")[2])
+            self.send_response(200)
+            self.send_header("Content-Length", str(n << 20))
+            self.end_headers()
+            chunk = b"\0" * (1 << 20)
+            for _ in range(n):
+                self.wfile.write(chunk)
+            return
         ip = self.connection.getsockname()[0]
         tag = "tls" if isinstance(self.connection, ssl.SSLSocket) else "plain"
         body = f"host={ip} {tag} host-header={self.headers.get('Host')}\n".encode()

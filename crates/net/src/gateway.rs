@@ -229,7 +229,8 @@ impl Gateway {
                     tokio::spawn(accept_loop(ctx.clone(), connect, Kind::Connect));
                     let _ = rx.await;
                 });
-                rt.shutdown_timeout(Duration::from_millis(200));
+                // Open connections are cut with the job; nothing waits for them.
+                rt.shutdown_background();
             })
             .map_err(|e| NetError::Gateway(format!("gateway thread: {e}")))?;
         Ok(Self {
@@ -671,9 +672,11 @@ async fn forward(
         "allow-listed".into()
     };
     let mut client = client;
-    let (up, down) = tokio::io::copy_bidirectional(&mut client, &mut upstream)
-        .await
-        .unwrap_or((0, 0));
+    // 64 KiB buffers: the default 8 KiB costs a third of bulk throughput.
+    let (up, down) =
+        tokio::io::copy_bidirectional_with_sizes(&mut client, &mut upstream, 1 << 16, 1 << 16)
+            .await
+            .unwrap_or((0, 0));
     rec.bytes_up = up + first.len() as u64;
     rec.bytes_down = down;
     rec.duration_ms = started.elapsed().as_millis() as u64;

@@ -131,10 +131,21 @@ pub fn setup(
         gateway: None,
         pool: pool.clone(),
     };
+    let t0 = std::time::Instant::now();
+    let step = |name: &str| {
+        tracing::debug!(
+            job = job_id,
+            step = name,
+            at_us = t0.elapsed().as_micros() as u64
+        )
+    };
     let r = (|| {
         firewall::ensure_table()?;
+        step("table");
         link::attach(&ns_file, &st.iface, &lease)?;
+        step("links");
         firewall::attach(lease.job, lease.gateway, st.audit, &st.rules())?;
+        step("elements");
         if st.audit || !st.allow.is_empty() {
             // Allowed internal services and audit mode are routed, not proxied: the host must
             // forward. The firewall's forward chain decides what may pass.
@@ -147,6 +158,7 @@ pub fn setup(
             rules: rules.clone(),
             upstream,
         })?);
+        step("gateway");
         Ok(())
     })();
     match r {
