@@ -33,7 +33,9 @@ use crate::NetError;
 pub const TABLE: &str = "airlock";
 /// Marker of this version of the rules, kept as the table's comment: a table without it (an
 /// older airlock) is replaced.
-pub const RULES_VERSION: &str = "airlock-rules-5";
+pub const RULES_VERSION: &str = "airlock-rules-6";
+/// An empty set whose presence marks the current rules (checked over netlink on every attach).
+pub const RULES_VERSION_SET: &str = "rules_v6";
 /// NFLOG group of dropped packets.
 pub const NFLOG_GROUP: u16 = 7141;
 /// Ports the gateway serves on each job's gateway address.
@@ -74,6 +76,7 @@ pub fn ruleset() -> String {
     format!(
         r#"table inet {TABLE} {{
   comment "{RULES_VERSION}"
+  set {RULES_VERSION_SET} {{ type ipv4_addr; }}
   set jobs {{ type ipv4_addr; }}
   set audit_jobs {{ type ipv4_addr; }}
   set gateways {{ type ipv4_addr; }}
@@ -186,15 +189,10 @@ fn nft(script: &str) -> Result<(), NetError> {
     }
 }
 
-/// Installs the table if it is not there (or differs in its chains): idempotent.
+/// Installs the table if it is not there or is of another version: one netlink round trip
+/// when it is current, an `nft -f` batch (atomic) otherwise.
 pub fn ensure_table() -> Result<(), NetError> {
-    let listed = Command::new("nft")
-        .args(["list", "table", "inet", TABLE])
-        .stdin(Stdio::null())
-        .stderr(Stdio::null())
-        .output()
-        .map_err(|e| NetError::Unavailable(format!("cannot run nft ({e}); install nftables")))?;
-    if listed.status.success() && String::from_utf8_lossy(&listed.stdout).contains(RULES_VERSION) {
+    if crate::nftnl::table_is_current()? {
         return Ok(());
     }
     // Create-or-keep, delete, recreate: one atomic batch, whatever was there before.
@@ -211,42 +209,55 @@ fn proto(p: Proto) -> &'static str {
     }
 }
 
-fn job_elements(job: Ipv4Addr, gateway: Ipv4Addr, audit: bool, allow: &[AllowRule]) -> Vec<String> {
-    let mut v = vec![
-        format!("element inet {TABLE} jobs {{ {job} }}"),
-        format!("element inet {TABLE} gateways {{ {gateway} }}"),
-    ];
+fn single_elements(job: Ipv4Addr, gateway: Ipv4Addr, audit: bool) -> Vec<(&'static str, Ipv4Addr)> {
+    let mut v = vec![("jobs", job), ("gateways", gateway)];
     if audit {
-        v.push(format!("element inet {TABLE} audit_jobs {{ {job} }}"));
-    }
-    for r in allow {
-        v.push(format!(
-            "element inet {TABLE} allowed {{ {job} . {}/{} . {} . {} }}",
-            r.addr,
-            r.prefix,
-            proto(r.proto),
-            r.port
-        ));
+        v.push(("audit_jobs", job));
     }
     v
 }
 
-/// Adds a job's elements in one batch.
+fn allow_elements(job: Ipv4Addr, allow: &[AllowRule]) -> Vec<String> {
+    allow
+        .iter()
+        .map(|r| {
+            format!(
+                "element inet {TABLE} allowed {{ {job} . {}/{} . {} . {} }}",
+                r.addr,
+                r.prefix,
+                proto(r.proto),
+                r.port
+            )
+        })
+        .collect()
+}
+
+/// Adds a job's elements: one netlink batch; jobs with allow rules add one `nft` batch for
+/// those (concatenated interval keys).
 pub fn attach(
     job: Ipv4Addr,
     gateway: Ipv4Addr,
     audit: bool,
     allow: &[AllowRule],
 ) -> Result<(), NetError> {
-    let script: String = job_elements(job, gateway, audit, allow)
-        .iter()
-        .map(|e| format!("add {e}\n"))
-        .collect();
-    nft(&script)
+    let codes = crate::nftnl::job_elements(true, &single_elements(job, gateway, audit))?;
+    if let Some(c) = codes.iter().find(|c| **c != 0) {
+        return Err(NetError::Firewall(format!(
+            "adding the job's elements: {}",
+            std::io::Error::from_raw_os_error(*c)
+        )));
+    }
+    if !allow.is_empty() {
+        let script: String = allow_elements(job, allow)
+            .iter()
+            .map(|e| format!("add {e}\n"))
+            .collect();
+        nft(&script)?;
+    }
+    Ok(())
 }
 
-/// Removes a job's elements in one batch (`destroy` would ignore missing ones, but Debian's nft
-/// predates it: elements are removed one by one if the batch fails).
+/// Removes a job's elements; elements already gone are not errors.
 pub fn detach(
     job: Ipv4Addr,
     gateway: Ipv4Addr,
@@ -254,12 +265,21 @@ pub fn detach(
     allow: &[AllowRule],
     errors: &mut Vec<String>,
 ) {
-    let elems = job_elements(job, gateway, audit, allow);
-    let script: String = elems.iter().map(|e| format!("delete {e}\n")).collect();
-    if nft(&script).is_ok() {
-        return;
+    for (set, addr) in single_elements(job, gateway, audit) {
+        // One element per batch: a missing one (ENOENT) must not keep the others.
+        match crate::nftnl::job_elements(false, &[(set, addr)]) {
+            Ok(codes) => {
+                if let Some(c) = codes.iter().find(|c| **c != 0 && **c != libc::ENOENT) {
+                    errors.push(format!(
+                        "firewall: removing {addr} from {set}: {}",
+                        std::io::Error::from_raw_os_error(*c)
+                    ));
+                }
+            }
+            Err(e) => errors.push(format!("firewall: {e}")),
+        }
     }
-    for e in elems {
+    for e in allow_elements(job, allow) {
         if let Err(err) = nft(&format!("delete {e}\n")) {
             let s = err.to_string();
             if !s.contains("No such file") && !s.contains("does not exist") {

@@ -8,6 +8,7 @@ pub mod firewall;
 pub mod gateway;
 pub mod link;
 pub mod nflog;
+mod nftnl;
 pub mod pool;
 pub mod suggest;
 

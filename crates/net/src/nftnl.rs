@@ -1,0 +1,151 @@
+//! Per-job firewall elements over netlink: one nfnetlink batch per attach or detach, no `nft`
+//! process on the hot path. (Elements of the `allowed` set — concatenated intervals — still go
+//! through `nft`, only for jobs that have allow rules.)
+
+use std::net::Ipv4Addr;
+
+use netlink_packet_core::{NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_REQUEST};
+use netlink_packet_netfilter::nftables::{
+    DataAttribute, ListAttribute, NfTablesMessage, SetAttribute, SetElementAttribute,
+    SetElementList, SetElementMessage, SetMessage,
+};
+use netlink_packet_netfilter::none::ControlMessage;
+use netlink_packet_netfilter::{NetfilterHeader, NetfilterMessage, NetfilterProtoFamily};
+use netlink_sys::{constants::NETLINK_NETFILTER, Socket};
+
+use crate::firewall::{RULES_VERSION_SET, TABLE};
+use crate::NetError;
+
+const NFNL_SUBSYS_NFTABLES: u16 = 10;
+
+fn msg(inner: NfTablesMessage, flags: u16, seq: u32) -> NetlinkMessage<NetfilterMessage> {
+    let mut m = NetlinkMessage::from(NetfilterMessage::new(
+        NetfilterHeader::new(NetfilterProtoFamily::Inet, 0, 0),
+        inner,
+    ));
+    m.header.flags = NLM_F_REQUEST | flags;
+    m.header.sequence_number = seq;
+    m.finalize();
+    m
+}
+
+fn control(c: ControlMessage, seq: u32) -> NetlinkMessage<NetfilterMessage> {
+    let mut m = NetlinkMessage::from(NetfilterMessage::new(
+        NetfilterHeader::new(NetfilterProtoFamily::Unspec, 0, NFNL_SUBSYS_NFTABLES),
+        c,
+    ));
+    m.header.flags = NLM_F_REQUEST;
+    m.header.sequence_number = seq;
+    m.finalize();
+    m
+}
+
+fn sock() -> Result<Socket, NetError> {
+    let mut s = Socket::new(NETLINK_NETFILTER)
+        .map_err(|e| NetError::Firewall(format!("netlink socket: {e}")))?;
+    s.bind_auto()
+        .map_err(|e| NetError::Firewall(format!("netlink bind: {e}")))?;
+    let tv = nix::sys::time::TimeVal::new(2, 0);
+    nix::sys::socket::setsockopt(&s, nix::sys::socket::sockopt::ReceiveTimeout, &tv)
+        .map_err(|e| NetError::Firewall(format!("netlink timeout: {e}")))?;
+    Ok(s)
+}
+
+/// Sends messages as one buffer and collects the errno of each acked one (0 = ok).
+fn exchange(
+    s: &Socket,
+    msgs: &[NetlinkMessage<NetfilterMessage>],
+    acks: usize,
+) -> Result<Vec<i32>, NetError> {
+    let mut buf = Vec::new();
+    for m in msgs {
+        let mut b = vec![0u8; m.buffer_len()];
+        m.serialize(&mut b);
+        buf.extend_from_slice(&b);
+    }
+    s.send(&buf, 0)
+        .map_err(|e| NetError::Firewall(format!("netlink send: {e}")))?;
+    let mut codes = Vec::new();
+    let mut rbuf = vec![0u8; 65536];
+    while codes.len() < acks {
+        let n = s
+            .recv(&mut &mut rbuf[..], 0)
+            .map_err(|e| NetError::Firewall(format!("netlink receive: {e}")))?;
+        let mut off = 0;
+        while off < n {
+            let Ok(m) = NetlinkMessage::<NetfilterMessage>::deserialize(&rbuf[off..n]) else {
+                break;
+            };
+            let len = m.header.length as usize;
+            if let NetlinkPayload::Error(e) = m.payload {
+                codes.push(e.code.map_or(0, |c| -c.get()));
+            } else if matches!(m.payload, NetlinkPayload::InnerMessage(_)) {
+                codes.push(0);
+            }
+            if len == 0 {
+                break;
+            }
+            off += (len + 3) & !3;
+        }
+    }
+    Ok(codes)
+}
+
+/// Whether the current version of airlock's table is installed (one netlink round trip).
+pub fn table_is_current() -> Result<bool, NetError> {
+    let s = sock()?;
+    let get = msg(
+        NfTablesMessage::GetSet(SetMessage {
+            attributes: vec![
+                SetAttribute::Table(TABLE.to_owned()),
+                SetAttribute::Name(RULES_VERSION_SET.to_owned()),
+            ],
+        }),
+        NLM_F_ACK,
+        1,
+    );
+    let codes = exchange(&s, &[get], 1)?;
+    Ok(codes.first() == Some(&0))
+}
+
+fn elements(set: &str, addrs: &[Ipv4Addr]) -> SetElementMessage {
+    SetElementMessage {
+        attributes: vec![
+            SetElementList::Table(TABLE.to_owned()),
+            SetElementList::Set(set.to_owned()),
+            SetElementList::Elements(
+                addrs
+                    .iter()
+                    .map(|a| {
+                        ListAttribute::Element(vec![SetElementAttribute::Key(
+                            DataAttribute::Value(a.octets().to_vec()),
+                        )])
+                    })
+                    .collect(),
+            ),
+        ],
+    }
+}
+
+/// Adds (or deletes) the job's single-address elements in one batch. Returns the errno of each
+/// element message (0 = ok).
+pub fn job_elements(add: bool, items: &[(&str, Ipv4Addr)]) -> Result<Vec<i32>, NetError> {
+    let s = sock()?;
+    let mut msgs = vec![control(ControlMessage::BatchBegin, 1)];
+    for (i, (set, addr)) in items.iter().enumerate() {
+        let body = elements(set, &[*addr]);
+        let inner = if add {
+            NfTablesMessage::NewSetElement(body)
+        } else {
+            NfTablesMessage::DeleteSetElement(body)
+        };
+        let flags = if add {
+            NLM_F_ACK | NLM_F_CREATE
+        } else {
+            NLM_F_ACK
+        };
+        msgs.push(msg(inner, flags, 2 + i as u32));
+    }
+    msgs.push(control(ControlMessage::BatchEnd, 2 + items.len() as u32));
+    exchange(&s, &msgs, items.len())
+}
