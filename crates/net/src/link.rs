@@ -18,10 +18,10 @@ use crate::NetError;
 /// Host-side interface names start with this; the firewall matches on it.
 pub const IFACE_PREFIX: &str = "alk";
 
-/// Host-side veth name of a job: `alk` + the first 11 hex digits of its id (14 chars, so the
-/// temporary peer name `…p` still fits the kernel's 15).
+/// Host-side veth name of a job: `alk` + the first 12 hex digits of its id (15 chars, the
+/// kernel's limit).
 pub fn host_iface(job_id: &str) -> String {
-    let hex: String = job_id.trim_start_matches('j').chars().take(11).collect();
+    let hex: String = job_id.trim_start_matches('j').chars().take(12).collect();
     format!("{IFACE_PREFIX}{hex}")
 }
 
@@ -99,33 +99,32 @@ pub fn attach(ns_file: &Path, iface: &str, lease: &Lease) -> Result<(), NetError
     .join()
     .map_err(|_| NetError::Netlink("namespace thread panicked".into()))??;
 
-    // Step 2, host side: the veth pair; the peer moves into the job's namespace.
+    // Step 2, host side: the veth pair, its peer created directly inside the job's namespace
+    // as `eth0` (moving an existing interface between namespaces costs an unregister and a
+    // register, most of the attach time).
     let ns_fd = std::fs::File::open(ns_file)
         .map_err(|e| NetError::Io(format!("{}: {e}", ns_file.display())))?;
-    let peer = format!("{iface}p");
     rt()?.block_on(async {
+        use rtnetlink::packet_route::link::{InfoData, InfoKind, InfoVeth};
+        use rtnetlink::LinkMessageBuilder;
+        use std::os::fd::AsRawFd;
         let (h, _c) = connect()?;
+        let peer = LinkMessageBuilder::<LinkUnspec>::new()
+            .name("eth0".to_owned())
+            .setns_by_fd(ns_fd.as_raw_fd())
+            .build();
+        let veth = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
+            .name(iface.to_owned())
+            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
+            .build();
         h.link()
-            .add(LinkVeth::new(iface, &peer).build())
+            .add(veth)
             .execute()
             .await
             .map_err(nl("creating veth"))?;
         let host_idx = index_of(&h, iface)
             .await?
             .ok_or_else(|| NetError::Netlink("veth vanished".into()))?;
-        let peer_idx = index_of(&h, &peer)
-            .await?
-            .ok_or_else(|| NetError::Netlink("veth peer vanished".into()))?;
-        use std::os::fd::AsRawFd;
-        h.link()
-            .set(
-                LinkUnspec::new_with_index(peer_idx)
-                    .setns_by_fd(ns_fd.as_raw_fd())
-                    .build(),
-            )
-            .execute()
-            .await
-            .map_err(nl("moving veth into the job's namespace"))?;
         h.address()
             .add(host_idx, lease2.gateway.into(), 30)
             .execute()
@@ -147,18 +146,9 @@ pub fn attach(ns_file: &Path, iface: &str, lease: &Lease) -> Result<(), NetError
             .map_err(|e| NetError::Netlink(format!("setns: {e}")))?;
         rt()?.block_on(async {
             let (h, _c) = connect()?;
-            let idx = index_of(&h, &peer)
+            let idx = index_of(&h, "eth0")
                 .await?
-                .ok_or_else(|| NetError::Netlink("peer not in namespace".into()))?;
-            h.link()
-                .set(
-                    LinkUnspec::new_with_index(idx)
-                        .name("eth0".to_owned())
-                        .build(),
-                )
-                .execute()
-                .await
-                .map_err(nl("renaming eth0"))?;
+                .ok_or_else(|| NetError::Netlink("eth0 not in the job's namespace".into()))?;
             h.address()
                 .add(idx, lease2.job.into(), 30)
                 .execute()
