@@ -10,9 +10,15 @@ cargo build --release --bins --example bench-bundle -p airlock -p airlock-sandbo
 
 # State on tmpfs under /run, as airlock's default /run/airlock.
 work="$(mktemp -d /run/airlock-bench.XXXXXX)"
+# Jobs get networks: everything runs in a namespace of our own with nothing but loopback
+# (the sealed-world rule), so a failed block could only hit nothing.
+NS="airlock-bench-$$"
+ip netns add "$NS"; ip -n "$NS" link set lo up
+in_ns() { nsenter --net="/run/netns/$NS" "$@"; }
 cleanup() {
   runc --root "$work/runc" delete -f bench-runc >/dev/null 2>&1 || true
-  AIRLOCK_STATE_DIR="$work/state" target/release/airlock gc --force >/dev/null 2>&1 || true
+  AIRLOCK_STATE_DIR="$work/state" in_ns target/release/airlock gc --force >/dev/null 2>&1 || true
+  ip netns del "$NS" 2>/dev/null || true
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -22,7 +28,7 @@ bwrap_cmd="bwrap --unshare-all --die-with-parent --new-session --uid 1001 --gid 
   --ro-bind /usr /usr --symlink usr/bin /bin --symlink usr/lib /lib --symlink usr/lib64 /lib64 \
   --symlink usr/sbin /sbin --proc /proc --dev /dev --tmpfs /tmp --cap-drop ALL /bin/true"
 
-hyperfine -N --warmup 10 --runs "$RUNS" --export-json "$work/bench.json" \
+in_ns hyperfine -N --warmup 10 --runs "$RUNS" --export-json "$work/bench.json" \
   -n "airlock run" "env AIRLOCK_STATE_DIR=$work/state target/release/airlock run -q -- /bin/true" \
   -n "bare libcontainer" "target/release/examples/bench-bundle run $work/bundle" \
   -n "runc" "runc --root $work/runc run -b $work/bundle bench-runc" \

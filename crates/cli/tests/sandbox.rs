@@ -786,3 +786,21 @@ fn output_streams_live() {
     );
     w.assert_clean();
 }
+
+#[test]
+fn a_workdir_holding_the_state_directory_is_refused() {
+    need_root!();
+    let w = World::new();
+    let mut c = w.cmd();
+    c.env("AIRLOCK_STATE_DIR", w.ws().join("state"))
+        .args(["run", "-w"])
+        .arg(w.ws())
+        .args(["--", "/bin/true"]);
+    let o = c.output().expect("run");
+    assert_eq!(o.status.code(), Some(125), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("contains airlock's state directory"),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -234,6 +234,22 @@ fn run_inner(
     std::fs::set_permissions(&job_dir, std::fs::Permissions::from_mode(0o700))
         .map_err(SandboxError::io("setting permissions of", &job_dir))?;
 
+    if let Some(ws) = &plan.workspace {
+        // Copying a tree that holds airlock's own state would copy the job into itself.
+        let (ws, st) = (
+            std::fs::canonicalize(ws),
+            std::fs::canonicalize(&paths.state),
+        );
+        if let (Ok(ws), Ok(st)) = (ws, st) {
+            if st.starts_with(&ws) {
+                return Err(SandboxError::Config(format!(
+                    "--workdir {} contains airlock's state directory {}; use another state directory",
+                    ws.display(),
+                    st.display()
+                )));
+            }
+        }
+    }
     let t0 = Instant::now();
     let phase = |name: &str| tracing::debug!(job = %plan.id, phase = name, at_us = t0.elapsed().as_micros() as u64);
     if plan.egress.mode != EgressMode::None {
