@@ -11,9 +11,6 @@
 use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
 
 use netlink_packet_core::{NetlinkMessage, NetlinkPayload};
 use netlink_packet_netfilter::nflog::{
@@ -75,10 +72,6 @@ fn bind() -> std::io::Result<Socket> {
     m.header.flags |= netlink_packet_core::NLM_F_ACK;
     send(&sock, m)?;
     ack(&sock)?;
-    // A timeout on receive lets the thread notice that it should stop.
-    let tv = nix::sys::time::TimeVal::new(0, 200_000);
-    nix::sys::socket::setsockopt(&sock, nix::sys::socket::sockopt::ReceiveTimeout, &tv)
-        .map_err(std::io::Error::from)?;
     Ok(sock)
 }
 
@@ -174,37 +167,82 @@ pub fn record_of(r: &Report, job: &str) -> ConnRecord {
     }
 }
 
-/// Listens until `stop` is set. `lease_dir` maps /30 blocks to job ids; `jobs_dir` holds job
-/// directories.
-pub fn spawn_listener(
-    lease_dir: PathBuf,
-    jobs_dir: PathBuf,
-    stop: Arc<AtomicBool>,
-) -> std::thread::JoinHandle<()> {
-    std::thread::spawn(move || {
-        while !stop.load(Ordering::Relaxed) {
-            match bind() {
-                Ok(sock) => serve(&sock, &lease_dir, &jobs_dir, &stop),
-                Err(_) => std::thread::sleep(Duration::from_millis(200)),
+/// A running listener. [`Listener::stop`] wakes it at once (no polling interval on the job's
+/// teardown path) and lets it drain what the kernel has already queued.
+pub struct Listener {
+    wake: std::os::fd::OwnedFd,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Listener {
+    /// Stops listening after handling every report already queued.
+    pub fn stop(self) {
+        let _ = nix::unistd::write(&self.wake, b"x");
+        let _ = self.thread.join();
+    }
+}
+
+/// Waits until `fd` is readable or `wake` fires (true) or `timeout_ms` passes.
+fn wait(
+    fd: std::os::fd::BorrowedFd<'_>,
+    wake: std::os::fd::BorrowedFd<'_>,
+    timeout_ms: u16,
+) -> (bool, bool) {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let mut fds = [
+        PollFd::new(fd, PollFlags::POLLIN),
+        PollFd::new(wake, PollFlags::POLLIN),
+    ];
+    let _ = poll(&mut fds, PollTimeout::from(timeout_ms));
+    let ready = |f: &PollFd<'_>| f.revents().is_some_and(|r| !r.is_empty());
+    (ready(&fds[0]), ready(&fds[1]))
+}
+
+/// Starts listening. `lease_dir` maps /30 blocks to job ids; `jobs_dir` holds job directories.
+pub fn spawn_listener(lease_dir: PathBuf, jobs_dir: PathBuf) -> Result<Listener, std::io::Error> {
+    use std::os::fd::AsFd;
+    let (wake_r, wake_w) = nix::unistd::pipe().map_err(std::io::Error::from)?;
+    let thread = std::thread::spawn(move || loop {
+        match bind() {
+            Ok(sock) => {
+                serve(&sock, &lease_dir, &jobs_dir, wake_r.as_fd());
+                return;
+            }
+            Err(_) => {
+                // Another airlock holds the group: try again shortly, unless told to stop.
+                let (_, woken) = wait(wake_r.as_fd(), wake_r.as_fd(), 200);
+                if woken {
+                    return;
+                }
             }
         }
+    });
+    Ok(Listener {
+        wake: wake_w,
+        thread,
     })
 }
 
-fn serve(sock: &Socket, lease_dir: &Path, jobs_dir: &Path, stop: &AtomicBool) {
+fn serve(sock: &Socket, lease_dir: &Path, jobs_dir: &Path, wake: std::os::fd::BorrowedFd<'_>) {
+    use std::os::fd::AsRawFd;
     let mut buf = vec![0u8; 65536];
-    while !stop.load(Ordering::Relaxed) {
-        let n = match sock.recv(&mut &mut buf[..], 0) {
+    let mut stopping = false;
+    loop {
+        if !stopping {
+            // SAFETY: the socket outlives this borrow.
+            let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(sock.as_raw_fd()) };
+            let (_, woken) = wait(fd, wake, u16::MAX);
+            stopping = woken;
+        }
+        // Non-blocking reads: handle everything queued; once stopping, leave when empty.
+        let n = match sock.recv(&mut &mut buf[..], libc::MSG_DONTWAIT) {
             Ok(n) => n,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock
-                        | std::io::ErrorKind::TimedOut
-                        | std::io::ErrorKind::Interrupted
-                ) =>
-            {
-                continue
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if stopping {
+                    return;
+                }
+                continue;
             }
             Err(_) => return,
         };

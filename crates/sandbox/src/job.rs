@@ -117,6 +117,18 @@ pub fn run(
         created: now(),
         net: None,
     };
+    // Firewall denials reach airlock through NFLOG; see airlock_net::nflog for who listens.
+    let nflog = if plan.egress.mode == airlock_policy::EgressMode::None {
+        None
+    } else {
+        Some(
+            airlock_net::nflog::spawn_listener(
+                airlock_net::pool::lease_dir(&paths.state),
+                paths.jobs(),
+            )
+            .map_err(SandboxError::io("starting the NFLOG listener", "pipe"))?,
+        )
+    };
     // Persisted before anything exists, so gc can always find what follows.
     state.save(paths)?;
 
@@ -136,15 +148,6 @@ pub fn run(
     });
 
     let mut net: Option<airlock_net::JobNetwork> = None;
-    // Firewall denials reach airlock through NFLOG; see airlock_net::nflog for who listens.
-    let nflog_stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let nflog = (plan.egress.mode != airlock_policy::EgressMode::None).then(|| {
-        airlock_net::nflog::spawn_listener(
-            airlock_net::pool::lease_dir(&paths.state),
-            paths.jobs(),
-            nflog_stop.clone(),
-        )
-    });
     let result = run_inner(plan, opts, &mut state, &mut net, (tx, &rx), out, err);
     sig_handle.close();
     let _ = sig_thread.join();
@@ -152,9 +155,8 @@ pub fn run(
     let mut egress = net
         .map(airlock_net::JobNetwork::stop_gateway)
         .unwrap_or_default();
-    nflog_stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    if let Some(t) = nflog {
-        let _ = t.join();
+    if let Some(l) = nflog {
+        l.stop();
     }
     egress.extend(airlock_net::nflog::take_records(&paths.job_dir(&plan.id)));
     egress.sort_by_key(|r| r.time_ms);
