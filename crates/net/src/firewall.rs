@@ -265,7 +265,15 @@ pub fn detach(
     allow: &[AllowRule],
     errors: &mut Vec<String>,
 ) {
-    for (set, addr) in single_elements(job, gateway, audit) {
+    // One batch for all (each nftables commit waits for an RCU grace period); if an element
+    // is already gone the batch is refused as a whole, so fall back to one batch each.
+    let items = single_elements(job, gateway, audit);
+    if let Ok(codes) = crate::nftnl::job_elements(false, &items) {
+        if codes.iter().all(|c| *c == 0) {
+            return detach_allow(job, allow, errors);
+        }
+    }
+    for (set, addr) in items {
         // One element per batch: a missing one (ENOENT) must not keep the others.
         match crate::nftnl::job_elements(false, &[(set, addr)]) {
             Ok(codes) => {
@@ -279,6 +287,10 @@ pub fn detach(
             Err(e) => errors.push(format!("firewall: {e}")),
         }
     }
+    detach_allow(job, allow, errors);
+}
+
+fn detach_allow(job: Ipv4Addr, allow: &[AllowRule], errors: &mut Vec<String>) {
     for e in allow_elements(job, allow) {
         if let Err(err) = nft(&format!("delete {e}\n")) {
             let s = err.to_string();

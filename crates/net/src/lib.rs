@@ -166,7 +166,7 @@ pub fn setup(
         Ok(()) => Ok(net),
         Err(e) => {
             let mut ignored = Vec::new();
-            net.teardown(&mut ignored);
+            net.teardown_thorough(&mut ignored);
             Err(e)
         }
     }
@@ -175,10 +175,11 @@ pub fn setup(
 impl JobNetwork {
     /// Stops the gateway, removes firewall elements, veth and namespace, returns the lease.
     /// Returns the gateway's records; failures are appended to `errors`.
-    pub fn teardown(mut self, errors: &mut Vec<String>) -> Vec<ConnRecord> {
-        let records = self.gateway.take().map(Gateway::stop).unwrap_or_default();
-        undo(&self.state, &self.ns_file, &self.pool, errors);
-        records
+    fn teardown_thorough(mut self, errors: &mut Vec<String>) {
+        if let Some(g) = self.gateway.take() {
+            g.stop();
+        }
+        undo(&self.state, &self.ns_file, &self.pool, true, errors);
     }
 
     /// Stops the gateway and returns its records. The rest (firewall, veth, namespace,
@@ -196,11 +197,12 @@ impl JobNetwork {
     }
 }
 
-/// Undoes a job's network from its persisted state (teardown and `gc`).
-pub fn undo(st: &NetState, ns_file: &Path, pool: &Pool, errors: &mut Vec<String>) {
+/// Undoes a job's network from its persisted state (teardown and `gc`; `thorough` for gc and
+/// abnormal ends, see [`link::detach`]).
+pub fn undo(st: &NetState, ns_file: &Path, pool: &Pool, thorough: bool, errors: &mut Vec<String>) {
     let lease = st.lease();
     firewall::detach(lease.job, lease.gateway, st.audit, &st.rules(), errors);
-    link::detach(ns_file, &st.iface, errors);
+    link::detach(ns_file, &st.iface, thorough, errors);
     if let Err(e) = pool.release(&lease) {
         errors.push(e.to_string());
     }

@@ -527,6 +527,7 @@ pub fn teardown(paths: &Paths, state: &JobState, thorough: bool) -> Vec<String> 
                 st,
                 &airlock_net::link::ns_file(&job_dir),
                 &pool,
+                thorough,
                 &mut errors,
             ),
             Err(e) => errors.push(e.to_string()),

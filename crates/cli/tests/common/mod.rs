@@ -157,11 +157,20 @@ impl World {
             .unwrap_or_default();
         assert!(leases.is_empty(), "address leases left: {leases:?}");
         if self.netns.is_some() {
-            let links = self
-                .in_netns(&["ip", "-o", "link"])
-                .output()
-                .expect("ip link");
-            let links = String::from_utf8_lossy(&links.stdout).into_owned();
+            // The kernel destroys an unpinned namespace, and the veth pair with it, in the
+            // background: give it a moment.
+            let mut links = String::new();
+            for _ in 0..100 {
+                let o = self
+                    .in_netns(&["ip", "-o", "link"])
+                    .output()
+                    .expect("ip link");
+                links = String::from_utf8_lossy(&o.stdout).into_owned();
+                if !links.contains(": alk") {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(30));
+            }
             assert!(!links.contains(": alk"), "job veths left:\n{links}");
             let set = self
                 .in_netns(&["nft", "list", "set", "inet", "airlock", "jobs"])
