@@ -145,7 +145,8 @@ pub fn in_never(ip: Ipv4Addr) -> bool {
     in_list(ip, NEVER)
 }
 
-fn in_list(ip: Ipv4Addr, list: &[&str]) -> bool {
+/// Whether `ip` falls in one of the CIDRs of `list`.
+pub(crate) fn in_list(ip: Ipv4Addr, list: &[&str]) -> bool {
     list.iter().any(|c| {
         let (a, p) = c.split_once('/').unwrap_or((c, "32"));
         let (Ok(a), Ok(p)) = (a.parse::<Ipv4Addr>(), p.parse::<u32>()) else {

@@ -25,14 +25,7 @@ pub struct Suggestion {
 }
 
 fn is_internal(ip: std::net::Ipv4Addr) -> bool {
-    crate::firewall::INTERNAL.iter().any(|c| {
-        let (a, p) = c.split_once('/').unwrap_or((c, "32"));
-        let (Ok(a), Ok(p)) = (a.parse::<std::net::Ipv4Addr>(), p.parse::<u32>()) else {
-            return false;
-        };
-        let mask = if p == 0 { 0 } else { u32::MAX << (32 - p) };
-        u32::from(ip) & mask == u32::from(a) & mask
-    })
+    crate::gateway::in_list(ip, crate::firewall::INTERNAL)
 }
 
 /// The parent a name collapses into: its last two labels, or three when the second-to-last
