@@ -88,7 +88,13 @@ pub struct GatewayConfig {
 struct Ctx {
     cfg: GatewayConfig,
     records: Records,
+    /// Answers the proxies resolved, until their TTL (at most [`CACHE_MAX_TTL`]) runs out.
+    cache: Mutex<std::collections::HashMap<String, (Instant, Vec<Ipv4Addr>)>>,
 }
+
+/// Longest time a resolved address is reused by the proxies, whatever the TTL says: short, so
+/// a changed record (or a rebinding attempt) is seen again soon.
+const CACHE_MAX_TTL: Duration = Duration::from_secs(30);
 
 impl Ctx {
     fn record(&self, mut r: ConnRecord) {
@@ -204,6 +210,7 @@ impl Gateway {
         let ctx = Arc::new(Ctx {
             cfg: cfg.clone(),
             records: records.clone(),
+            cache: Mutex::default(),
         });
         let bind = |port| SocketAddr::V4(SocketAddrV4::new(cfg.bind, port));
         let (udp, dns_tcp, http, https, connect) = rt
@@ -498,8 +505,26 @@ async fn upstream_query(upstream: SocketAddr, raw: &[u8]) -> Result<Vec<u8>, Str
     Err(format!("no answer from {upstream}"))
 }
 
-/// Resolves `name` to IPv4 addresses through the upstream resolver.
-async fn resolve(upstream: SocketAddr, name: &str) -> Result<Vec<Ipv4Addr>, String> {
+/// Resolves through the cache of the proxies.
+async fn resolve_cached(ctx: &Ctx, name: &str) -> Result<Vec<Ipv4Addr>, String> {
+    let key = name.trim_end_matches('.').to_ascii_lowercase();
+    if let Ok(c) = ctx.cache.lock() {
+        if let Some((until, v)) = c.get(&key) {
+            if Instant::now() < *until {
+                return Ok(v.clone());
+            }
+        }
+    }
+    let (v, ttl) = resolve(ctx.cfg.upstream, &key).await?;
+    if let Ok(mut c) = ctx.cache.lock() {
+        c.insert(key, (Instant::now() + ttl.min(CACHE_MAX_TTL), v.clone()));
+    }
+    Ok(v)
+}
+
+/// Resolves `name` to IPv4 addresses through the upstream resolver; also returns the smallest
+/// TTL of the answers.
+async fn resolve(upstream: SocketAddr, name: &str) -> Result<(Vec<Ipv4Addr>, Duration), String> {
     let n =
         Name::from_ascii(format!("{}.", name.trim_end_matches('.'))).map_err(|e| e.to_string())?;
     let mut m = Message::new();
@@ -519,13 +544,14 @@ async fn resolve(upstream: SocketAddr, name: &str) -> Result<Vec<Ipv4Addr>, Stri
             _ => None,
         })
         .collect();
+    let ttl = resp.answers().iter().map(|r| r.ttl()).min().unwrap_or(0);
     if v.is_empty() {
         Err(format!(
             "{name} has no IPv4 address ({})",
             resp.response_code()
         ))
     } else {
-        Ok(v)
+        Ok((v, Duration::from_secs(u64::from(ttl))))
     }
 }
 
@@ -628,7 +654,7 @@ async fn forward(
             deny_http(client, &msg).await;
         }
     };
-    let addrs = match resolve(ctx.cfg.upstream, name).await {
+    let addrs = match resolve_cached(ctx, name).await {
         Ok(a) => a,
         Err(e) => {
             rec.reason = format!("cannot resolve: {e}");
