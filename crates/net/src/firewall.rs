@@ -24,7 +24,7 @@ use std::io::Write;
 use std::net::Ipv4Addr;
 use std::process::{Command, Stdio};
 
-use airlock_policy::{AllowRule, Proto};
+use airlock_policy::AllowRule;
 
 use crate::link::IFACE_PREFIX;
 use crate::NetError;
@@ -202,13 +202,6 @@ pub fn ensure_table() -> Result<(), NetError> {
     ))
 }
 
-fn proto(p: Proto) -> &'static str {
-    match p {
-        Proto::Tcp => "tcp",
-        Proto::Udp => "udp",
-    }
-}
-
 fn single_elements(job: Ipv4Addr, gateway: Ipv4Addr, audit: bool) -> Vec<(&'static str, Ipv4Addr)> {
     let mut v = vec![("jobs", job), ("gateways", gateway)];
     if audit {
@@ -217,23 +210,7 @@ fn single_elements(job: Ipv4Addr, gateway: Ipv4Addr, audit: bool) -> Vec<(&'stat
     v
 }
 
-fn allow_elements(job: Ipv4Addr, allow: &[AllowRule]) -> Vec<String> {
-    allow
-        .iter()
-        .map(|r| {
-            format!(
-                "element inet {TABLE} allowed {{ {job} . {}/{} . {} . {} }}",
-                r.addr,
-                r.prefix,
-                proto(r.proto),
-                r.port
-            )
-        })
-        .collect()
-}
-
-/// Adds a job's elements: one netlink batch; jobs with allow rules add one `nft` batch for
-/// those (concatenated interval keys).
+/// Adds a job's elements: one netlink batch, and one more for its allow rules if it has any.
 pub fn attach(
     job: Ipv4Addr,
     gateway: Ipv4Addr,
@@ -247,14 +224,13 @@ pub fn attach(
             std::io::Error::from_raw_os_error(*c)
         )));
     }
-    if !allow.is_empty() {
-        let script: String = allow_elements(job, allow)
-            .iter()
-            .map(|e| format!("add {e}\n"))
-            .collect();
-        nft(&script)?;
+    match crate::nftnl::allowed_elements(true, job, allow)? {
+        0 => Ok(()),
+        c => Err(NetError::Firewall(format!(
+            "adding the job's allow rules: {}",
+            std::io::Error::from_raw_os_error(c)
+        ))),
     }
-    Ok(())
 }
 
 /// Removes a job's elements; elements already gone are not errors.
@@ -291,12 +267,13 @@ pub fn detach(
 }
 
 fn detach_allow(job: Ipv4Addr, allow: &[AllowRule], errors: &mut Vec<String>) {
-    for e in allow_elements(job, allow) {
-        if let Err(err) = nft(&format!("delete {e}\n")) {
-            let s = err.to_string();
-            if !s.contains("No such file") && !s.contains("does not exist") {
-                errors.push(format!("firewall: {s}"));
-            }
-        }
+    match crate::nftnl::allowed_elements(false, job, allow) {
+        Ok(0) => {}
+        Ok(c) if c == libc::ENOENT => {}
+        Ok(c) => errors.push(format!(
+            "firewall: removing allow rules of {job}: {}",
+            std::io::Error::from_raw_os_error(c)
+        )),
+        Err(e) => errors.push(format!("firewall: {e}")),
     }
 }

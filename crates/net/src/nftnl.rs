@@ -1,6 +1,5 @@
 //! Per-job firewall elements over netlink: one nfnetlink batch per attach or detach, no `nft`
-//! process on the hot path. (Elements of the `allowed` set — concatenated intervals — still go
-//! through `nft`, only for jobs that have allow rules.)
+//! process on the hot path.
 
 use std::net::Ipv4Addr;
 
@@ -148,4 +147,74 @@ pub fn job_elements(add: bool, items: &[(&str, Ipv4Addr)]) -> Result<Vec<i32>, N
     }
     msgs.push(control(ControlMessage::BatchEnd, 2 + items.len() as u32));
     exchange(&s, &msgs, items.len())
+}
+
+/// One element of the `allowed` set (`ipv4_addr . ipv4_addr . inet_proto . inet_service`,
+/// interval): the key and the closing key, each field padded to 4 bytes as the kernel's
+/// registers lay concatenations out.
+fn allowed_element(
+    job: Ipv4Addr,
+    r: &airlock_policy::AllowRule,
+) -> ListAttribute<SetElementAttribute> {
+    let mask = if r.prefix == 0 {
+        0
+    } else {
+        u32::MAX << (32 - r.prefix)
+    };
+    let first = u32::from(r.addr) & mask;
+    let last = first | !mask;
+    let proto: u8 = match r.proto {
+        airlock_policy::Proto::Tcp => 6,
+        airlock_policy::Proto::Udp => 17,
+    };
+    let key = |net: u32| {
+        let mut k = Vec::with_capacity(16);
+        k.extend_from_slice(&job.octets());
+        k.extend_from_slice(&net.to_be_bytes());
+        k.extend_from_slice(&[proto, 0, 0, 0]);
+        k.extend_from_slice(&r.port.to_be_bytes());
+        k.extend_from_slice(&[0, 0]);
+        k
+    };
+    const NFTA_DATA_VALUE: u16 = 1;
+    ListAttribute::Element(vec![
+        SetElementAttribute::Key(DataAttribute::Value(key(first))),
+        SetElementAttribute::KeyEnd(vec![netlink_packet_core::DefaultNla::new(
+            NFTA_DATA_VALUE,
+            key(last),
+        )]),
+    ])
+}
+
+/// Adds (or deletes) a job's `allowed` elements in one batch; returns the errno (0 = ok).
+pub fn allowed_elements(
+    add: bool,
+    job: Ipv4Addr,
+    rules: &[airlock_policy::AllowRule],
+) -> Result<i32, NetError> {
+    if rules.is_empty() {
+        return Ok(0);
+    }
+    let s = sock()?;
+    let body = SetElementMessage {
+        attributes: vec![
+            SetElementList::Table(TABLE.to_owned()),
+            SetElementList::Set("allowed".to_owned()),
+            SetElementList::Elements(rules.iter().map(|r| allowed_element(job, r)).collect()),
+        ],
+    };
+    let (inner, flags) = if add {
+        (
+            NfTablesMessage::NewSetElement(body),
+            NLM_F_ACK | NLM_F_CREATE,
+        )
+    } else {
+        (NfTablesMessage::DeleteSetElement(body), NLM_F_ACK)
+    };
+    let msgs = [
+        control(ControlMessage::BatchBegin, 1),
+        msg(inner, flags, 2),
+        control(ControlMessage::BatchEnd, 3),
+    ];
+    Ok(exchange(&s, &msgs, 1)?.first().copied().unwrap_or(0))
 }
