@@ -1,11 +1,13 @@
 //! The job's root filesystem: a fresh overlay per job, on a size-limited tmpfs.
 //!
 //! ```text
+//! STATE/base/KEY     synthesized base: /etc, /home/runner, /tmp, mountpoints; shared by all
+//!                    `host` jobs of one user (read-only layer)
 //! JOB/mnt            tmpfs, size = limits.disk: the whole writable budget of the job
-//! JOB/mnt/lower      synthesized base: /etc, /home/runner, /tmp, mountpoints (read-only layer)
+//! JOB/mnt/job        the job's own /etc/hostname, hosts, resolv.conf (for images: the base too)
 //! JOB/mnt/ws         the workspace copy (read-only layer; the job's changes go to upper)
 //! JOB/mnt/upper      everything the job writes; scanned, then discarded at teardown
-//! JOB/rootfs         overlay(lower = ws:lower[:image], upper) = the job's `/`
+//! JOB/rootfs         overlay(lower = ws:job:base or ws:job:image, upper) = the job's `/`
 //! ```
 //! Host paths enter only as read-only bind mounts named in the OCI spec (`/usr`, CA
 //! certificates). Putting `/tmp` and `/home/runner` inside the overlay (not separate tmpfs
