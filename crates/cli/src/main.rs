@@ -64,6 +64,9 @@ enum Cmd {
     /// Import, list and remove root filesystem images (OCI image layouts).
     #[command(subcommand)]
     Image(ImageCmd),
+    /// Verify and read the tamper-evident audit log.
+    #[command(subcommand)]
+    Audit(AuditCmd),
     /// Remove everything crashed or killed airlock runs left behind (processes, mounts,
     /// cgroups, directories).
     Gc {
@@ -131,6 +134,36 @@ enum PolicyCmd {
         /// Group name for the printed fragment.
         #[arg(long, default_value = "default")]
         group: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCmd {
+    /// Check the hash chain and the head: detects edited, deleted, inserted or reordered
+    /// records and a truncated tail. Exit 1 if anything is wrong.
+    Verify {
+        /// Audit directory (default: DATA_DIR/audit).
+        #[arg(long)]
+        log: Option<PathBuf>,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print records, oldest first.
+    Show {
+        /// Audit directory (default: DATA_DIR/audit).
+        #[arg(long)]
+        log: Option<PathBuf>,
+        /// Only this job's records.
+        #[arg(long)]
+        job: Option<String>,
+        /// Only records of this kind, or of kinds starting with it followed by a dot
+        /// (`net` matches `net.dns`).
+        #[arg(long)]
+        kind: Option<String>,
+        /// One JSON record per line.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -229,6 +262,7 @@ fn real_main(cli: Cli) -> Result<u8> {
         Cmd::Run(a) => cmd_run(a, paths),
         Cmd::Policy(p) => cmd_policy(p),
         Cmd::Image(i) => cmd_image(i, paths),
+        Cmd::Audit(a) => cmd_audit(a, paths),
         Cmd::Gc { force, json } => {
             let r = airlock_sandbox::gc(&paths, force);
             if json {
@@ -413,6 +447,66 @@ fn cmd_policy(p: PolicyCmd) -> Result<u8> {
         }
         PolicyCmd::Default => {
             print!("{}", toml::to_string(&airlock_policy::builtin_policy())?);
+            Ok(0)
+        }
+    }
+}
+
+fn cmd_audit(a: AuditCmd, paths: Paths) -> Result<u8> {
+    match a {
+        AuditCmd::Verify { log, json } => {
+            let dir = log.unwrap_or_else(|| paths.audit());
+            let v = airlock_audit::verify(&dir)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "log": dir, "records": v.records, "ok": v.problems.is_empty(), "problems": v.problems })
+                );
+            } else if v.problems.is_empty() {
+                println!(
+                    "{}: ok ({} records, chain and head intact)",
+                    dir.display(),
+                    v.records
+                );
+            } else {
+                println!("{}: TAMPERED ({} records read)", dir.display(), v.records);
+                for p in &v.problems {
+                    println!("  {}:{}: {}", p.file.display(), p.line, p.message);
+                }
+            }
+            Ok(if v.problems.is_empty() { 0 } else { 1 })
+        }
+        AuditCmd::Show {
+            log,
+            job,
+            kind,
+            json,
+        } => {
+            let dir = log.unwrap_or_else(|| paths.audit());
+            let mut out = std::io::stdout().lock();
+            for r in airlock_audit::read_all(&dir)? {
+                if job.as_deref().is_some_and(|j| r.job.as_deref() != Some(j)) {
+                    continue;
+                }
+                if let Some(k) = &kind {
+                    if r.kind != *k && !r.kind.starts_with(&format!("{k}.")) {
+                        continue;
+                    }
+                }
+                if json {
+                    writeln!(out, "{}", serde_json::to_string(&r)?)?;
+                } else {
+                    writeln!(
+                        out,
+                        "{:>6} {} {:<18} {:<17} {}",
+                        r.seq,
+                        r.time_ms,
+                        r.kind,
+                        r.job.as_deref().unwrap_or("-"),
+                        r.data
+                    )?;
+                }
+            }
             Ok(0)
         }
     }

@@ -39,6 +39,9 @@ pub enum SandboxError {
     /// The job's network could not be set up.
     #[error("refusing to start the job: network isolation cannot be applied")]
     Network(#[source] airlock_net::NetError),
+    /// The audit log cannot be written: jobs do not start without it.
+    #[error("refusing to start the job: the audit log cannot be written")]
+    Audit(#[source] airlock_audit::AuditError),
     /// The job has no command.
     #[error("no command given: use `airlock run -- CMD ARGS…`")]
     EmptyCommand,

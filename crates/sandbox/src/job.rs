@@ -101,6 +101,24 @@ pub fn run(
     let started = Instant::now();
     let paths = &opts.paths;
     paths.ensure()?;
+    // Every job is on the record before anything of it exists; no log, no job.
+    let mut audit = airlock_audit::AuditLog::open(&paths.audit()).map_err(SandboxError::Audit)?;
+    audit
+        .append(
+            "job.requested",
+            Some(plan.id.as_str()),
+            serde_json::json!({
+                "group": plan.group,
+                "trust": plan.trust,
+                "executor": plan.executor,
+                "argv": plan.argv,
+                "user": { "uid": plan.user.uid, "gid": plan.user.gid },
+                "egress_mode": plan.egress.mode,
+                // Names only, never values.
+                "secrets": plan.secrets.iter().map(|(k, _)| k).collect::<Vec<_>>(),
+            }),
+        )
+        .map_err(SandboxError::Audit)?;
     let owner = ProcRef::of(std::process::id() as i32).ok_or_else(|| SandboxError::State {
         path: "/proc/self".into(),
         message: "cannot read own start time".into(),
@@ -177,6 +195,28 @@ pub fn run(
             JobOutcome::Failed(helper::ErrChain(&e).to_string())
         }
     };
+    // The job's network records and its end go into the audit log; a failure here is a
+    // teardown error (the job has already run).
+    let mut audit_errors = Vec::new();
+    for r in &egress {
+        let data = serde_json::to_value(r).unwrap_or_default();
+        if let Err(e) = audit.append(&format!("net.{}", r.kind), Some(plan.id.as_str()), data) {
+            audit_errors.push(e.to_string());
+            break;
+        }
+    }
+    if let Err(e) = audit.append(
+        "job.ended",
+        Some(plan.id.as_str()),
+        serde_json::json!({
+            "outcome": outcome,
+            "duration_ms": started.elapsed().as_millis() as u64,
+            "teardown_errors": teardown_errors,
+        }),
+    ) {
+        audit_errors.push(e.to_string());
+    }
+    teardown_errors.extend(audit_errors.into_iter().map(|e| format!("audit: {e}")));
     if let Some(log) = &opts.egress_log {
         if let Err(e) = append_records(log, &egress) {
             teardown_errors.push(format!("writing egress log {}: {e}", log.display()));

@@ -69,6 +69,10 @@ impl Paths {
         airlock_net::Pool::new(&self.net_pool, airlock_net::pool::lease_dir(&self.state))
             .map_err(SandboxError::Network)
     }
+    /// The audit log directory.
+    pub fn audit(&self) -> PathBuf {
+        self.data.join("audit")
+    }
     /// The image store.
     pub fn images(&self) -> PathBuf {
         self.data.join("images")

@@ -1,0 +1,93 @@
+//! The audit log through the real binary: jobs are recorded, the chain verifies, tampering is
+//! found, and no job starts when the log cannot be written.
+
+mod common;
+
+use common::*;
+
+#[test]
+fn jobs_are_recorded_and_tampering_is_detected() {
+    need_root!();
+    let w = World::new();
+    let p = w.policy("version = 1\n[groups.default]\nsecrets = [\"TOKEN\"]\n");
+    let mut c = w.cmd();
+    c.env("TOKEN", "audit-secret-value-42")
+        .args(["run", "-q", "-p"])
+        .arg(&p)
+        .args([
+            "--",
+            "/bin/sh",
+            "-c",
+            "getent hosts nowhere.example; exit 3",
+        ]);
+    let o = c.output().expect("run");
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+
+    let o = w.cmd().args(["audit", "verify"]).output().expect("verify");
+    assert!(o.status.success(), "{}", stdout(&o));
+    assert!(stdout(&o).contains(": ok ("), "{}", stdout(&o));
+
+    let o = w
+        .cmd()
+        .args(["audit", "show", "--json"])
+        .output()
+        .expect("show");
+    let recs: Vec<serde_json::Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    let kinds: Vec<&str> = recs.iter().filter_map(|r| r["kind"].as_str()).collect();
+    assert_eq!(kinds.first(), Some(&"job.requested"), "{kinds:?}");
+    assert_eq!(kinds.last(), Some(&"job.ended"), "{kinds:?}");
+    assert!(
+        kinds.contains(&"net.dns"),
+        "the denied DNS query is on the record: {kinds:?}"
+    );
+    assert_eq!(recs[0]["data"]["secrets"], serde_json::json!(["TOKEN"]));
+    assert_eq!(recs.last().expect("last")["data"]["outcome"]["value"], 3);
+    let raw = std::fs::read_to_string(w.data().join("audit/audit.jsonl")).expect("log");
+    assert!(
+        !raw.contains("audit-secret-value-42"),
+        "a secret value reached the audit log"
+    );
+
+    let o = w
+        .cmd()
+        .args(["audit", "show", "--kind", "job"])
+        .output()
+        .expect("show");
+    assert_eq!(stdout(&o).lines().count(), 2, "{}", stdout(&o));
+
+    // Edit one record: verify fails and says where.
+    let tampered = raw.replacen("job.requested", "job.requestec", 1);
+    std::fs::write(w.data().join("audit/audit.jsonl"), tampered).expect("write");
+    let o = w.cmd().args(["audit", "verify"]).output().expect("verify");
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stdout(&o).contains("TAMPERED") && stdout(&o).contains("audit.jsonl:2:"),
+        "{}",
+        stdout(&o)
+    );
+    w.assert_clean();
+}
+
+#[test]
+fn no_job_starts_when_the_audit_log_cannot_be_written() {
+    need_root!();
+    let w = World::new();
+    // The data directory is a file: the audit directory cannot be created.
+    let blocker = w.dir.path().join("not-a-dir");
+    std::fs::write(&blocker, "").expect("file");
+    let mut c = w.cmd();
+    c.env("AIRLOCK_DATA_DIR", &blocker)
+        .args(["run", "--", "/bin/echo", "should-not-run"]);
+    let o = c.output().expect("run");
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(!stdout(&o).contains("should-not-run"));
+    assert!(
+        stderr(&o).contains("audit log cannot be written"),
+        "{}",
+        stderr(&o)
+    );
+    w.assert_clean();
+}
