@@ -69,6 +69,29 @@ pub struct ConnRecord {
     pub flags: Vec<String>,
 }
 
+impl ConnRecord {
+    /// An empty record of `kind` on `port`: verdict `deny` until something allows it; job and
+    /// time are filled in when it is recorded.
+    pub fn new(kind: &str, port: u16) -> Self {
+        Self {
+            time_ms: 0,
+            job: String::new(),
+            kind: kind.into(),
+            name: None,
+            qtype: None,
+            resolved: None,
+            dialled: None,
+            port,
+            bytes_up: 0,
+            bytes_down: 0,
+            duration_ms: 0,
+            verdict: "deny".into(),
+            reason: String::new(),
+            flags: vec![],
+        }
+    }
+}
+
 /// Where records go.
 pub type Records = Arc<Mutex<Vec<ConnRecord>>>;
 
@@ -248,11 +271,6 @@ impl Gateway {
         })
     }
 
-    /// A handle on the records (they keep growing while the gateway runs).
-    pub fn records(&self) -> Records {
-        self.records.clone()
-    }
-
     /// Stops serving and returns every record.
     pub fn stop(mut self) -> Vec<ConnRecord> {
         self.shutdown();
@@ -370,20 +388,13 @@ fn dns_record(
         flags.push("dns-tunnelling-suspect".to_owned());
     }
     ConnRecord {
-        time_ms: 0,
-        job: String::new(),
-        kind: "dns".into(),
         name: Some(name.to_owned()),
         qtype: Some(qtype.to_string()),
         resolved,
-        dialled: None,
-        port: 53,
-        bytes_up: 0,
-        bytes_down: 0,
-        duration_ms: 0,
         verdict: verdict.into(),
         reason: reason.into(),
         flags,
+        ..ConnRecord::new("dns", 53)
     }
 }
 
@@ -595,20 +606,9 @@ fn conn_record(
     dialled: Option<SocketAddr>,
 ) -> ConnRecord {
     ConnRecord {
-        time_ms: 0,
-        job: String::new(),
-        kind: kind.into(),
         name,
-        qtype: None,
-        resolved: None,
         dialled,
-        port,
-        bytes_up: 0,
-        bytes_down: 0,
-        duration_ms: 0,
-        verdict: "deny".into(),
-        reason: String::new(),
-        flags: vec![],
+        ..ConnRecord::new(kind, port)
     }
 }
 

@@ -62,12 +62,7 @@ pub struct NetState {
 
 impl NetState {
     fn lease(&self) -> Lease {
-        let b = u32::from(self.block);
-        Lease {
-            block: self.block,
-            gateway: Ipv4Addr::from(b + 1),
-            job: Ipv4Addr::from(b + 2),
-        }
+        Lease::of_block(u32::from(self.block))
     }
     fn rules(&self) -> Vec<AllowRule> {
         self.allow
@@ -186,14 +181,6 @@ impl JobNetwork {
     /// lease) is undone by [`undo`] from the persisted [`NetState`].
     pub fn stop_gateway(mut self) -> Vec<ConnRecord> {
         self.gateway.take().map(Gateway::stop).unwrap_or_default()
-    }
-
-    /// Records so far.
-    pub fn records(&self) -> Vec<ConnRecord> {
-        self.gateway
-            .as_ref()
-            .and_then(|g| g.records().lock().ok().map(|v| v.clone()))
-            .unwrap_or_default()
     }
 }
 

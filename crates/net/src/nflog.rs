@@ -144,26 +144,15 @@ pub fn record_of(r: &Report, job: &str) -> ConnRecord {
             .map(|d| d.as_millis())
             .unwrap_or(0),
         job: job.to_owned(),
-        kind: if r.denied {
-            "drop".into()
-        } else {
-            "flow".into()
-        },
-        name: None,
         qtype: Some(proto_name(r.proto)),
-        resolved: None,
         dialled: Some(SocketAddr::V4(SocketAddrV4::new(r.dst, r.dport))),
-        port: r.dport,
-        bytes_up: 0,
-        bytes_down: 0,
-        duration_ms: 0,
         verdict: if r.denied {
             "deny".into()
         } else {
             "allow".into()
         },
         reason,
-        flags: vec![],
+        ..ConnRecord::new(if r.denied { "drop" } else { "flow" }, r.dport)
     }
 }
 

@@ -22,7 +22,8 @@ pub struct Lease {
 }
 
 impl Lease {
-    fn of_block(block: u32) -> Self {
+    /// The lease of the /30 starting at `block`.
+    pub(crate) fn of_block(block: u32) -> Self {
         Self {
             block: Ipv4Addr::from(block),
             gateway: Ipv4Addr::from(block + 1),
@@ -59,11 +60,6 @@ impl Pool {
             prefix,
             dir: dir.into(),
         })
-    }
-
-    /// The pool's range as `(network, prefix)`.
-    pub fn range(&self) -> (Ipv4Addr, u8) {
-        (Ipv4Addr::from(self.base), self.prefix)
     }
 
     fn blocks(&self) -> u32 {

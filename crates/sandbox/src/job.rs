@@ -516,6 +516,12 @@ fn kill_strays(id: &str, cgroup_rel: &str) {
 /// state file stays if anything failed, so `gc` can try again.
 pub fn teardown(paths: &Paths, state: &JobState, thorough: bool) -> Vec<String> {
     let mut errors = Vec::new();
+    // Persisted before acting, like every other step (gc then knows a teardown was under way).
+    let mut marked = state.clone();
+    marked.status = Status::TearingDown;
+    if let Err(e) = marked.save(paths) {
+        errors.push(format!("recording teardown: {e}"));
+    }
     let id = state.id.as_str();
     let job_dir = paths.job_dir(&state.id);
     if let Some(h) = state.helper.filter(|h| h.alive()) {

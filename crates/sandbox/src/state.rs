@@ -15,28 +15,13 @@ use crate::plan::JobId;
 /// airlock's directories.
 #[derive(Debug, Clone)]
 pub struct Paths {
-    /// Runtime state: job dirs, executor state. Default `/run/airlock` (tmpfs: a reboot clears it,
-    /// as it clears every mount and process it describes).
+    /// Runtime state: job dirs, executor state. The CLI's default is `/run/airlock` (tmpfs: a
+    /// reboot clears it, as it clears every mount and process it describes).
     pub state: PathBuf,
-    /// Persistent data: the image store. Default `/var/lib/airlock`.
+    /// Persistent data: the image store and the audit log (CLI default `/var/lib/airlock`).
     pub data: PathBuf,
     /// The IPv4 range jobs' addresses come from (`AIRLOCK_NET_POOL`).
     pub net_pool: String,
-}
-
-impl Default for Paths {
-    fn default() -> Self {
-        Self {
-            state: std::env::var_os("AIRLOCK_STATE_DIR")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from("/run/airlock")),
-            data: std::env::var_os("AIRLOCK_DATA_DIR")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from("/var/lib/airlock")),
-            net_pool: std::env::var("AIRLOCK_NET_POOL")
-                .unwrap_or_else(|_| airlock_net::pool::DEFAULT_POOL.to_owned()),
-        }
-    }
 }
 
 impl Paths {
