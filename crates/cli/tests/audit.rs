@@ -91,3 +91,32 @@ fn no_job_starts_when_the_audit_log_cannot_be_written() {
     );
     w.assert_clean();
 }
+
+#[test]
+fn concurrent_jobs_share_one_unbroken_chain() {
+    need_root!();
+    let w = World::new();
+    let kids: Vec<_> = (0..4)
+        .map(|i| {
+            let mut c = w.cmd();
+            c.args(["run", "-q", "--", "/bin/sh", "-c"])
+                .arg(format!("exit {i}"))
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped());
+            c.spawn().expect("spawn")
+        })
+        .collect();
+    for (i, k) in kids.into_iter().enumerate() {
+        let o = k.wait_with_output().expect("wait");
+        assert_eq!(o.status.code(), Some(i as i32), "{}", stderr(&o));
+    }
+    let o = w.cmd().args(["audit", "verify"]).output().expect("verify");
+    assert!(o.status.success(), "{}", stdout(&o));
+    let o = w
+        .cmd()
+        .args(["audit", "show", "--kind", "job.ended"])
+        .output()
+        .expect("show");
+    assert_eq!(stdout(&o).lines().count(), 4, "{}", stdout(&o));
+    w.assert_clean();
+}

@@ -102,23 +102,25 @@ pub fn run(
     let paths = &opts.paths;
     paths.ensure()?;
     // Every job is on the record before anything of it exists; no log, no job.
-    let mut audit = airlock_audit::AuditLog::open(&paths.audit()).map_err(SandboxError::Audit)?;
-    audit
-        .append(
-            "job.requested",
-            Some(plan.id.as_str()),
-            serde_json::json!({
-                "group": plan.group,
-                "trust": plan.trust,
-                "executor": plan.executor,
-                "argv": plan.argv,
-                "user": { "uid": plan.user.uid, "gid": plan.user.gid },
-                "egress_mode": plan.egress.mode,
-                // Names only, never values.
-                "secrets": plan.secrets.iter().map(|(k, _)| k).collect::<Vec<_>>(),
-            }),
-        )
-        .map_err(SandboxError::Audit)?;
+    let mut log = airlock_audit::AuditLog::open(&paths.audit()).map_err(SandboxError::Audit)?;
+    log.append(
+        "job.requested",
+        Some(plan.id.as_str()),
+        serde_json::json!({
+            "group": plan.group,
+            "trust": plan.trust,
+            "executor": plan.executor,
+            "argv": plan.argv,
+            "user": { "uid": plan.user.uid, "gid": plan.user.gid },
+            "egress_mode": plan.egress.mode,
+            // Names only, never values.
+            "secrets": plan.secrets.iter().map(|(k, _)| k).collect::<Vec<_>>(),
+        }),
+    )
+    .map_err(SandboxError::Audit)?;
+    // From here on events go through the bounded queue (back-pressure, group commit).
+    let audit = airlock_audit::AuditQueue::start(log, 4096);
+    audit.collect(plan.id.as_str());
     let owner = ProcRef::of(std::process::id() as i32).ok_or_else(|| SandboxError::State {
         path: "/proc/self".into(),
         message: "cannot read own start time".into(),
@@ -198,24 +200,39 @@ pub fn run(
     // The job's network records and its end go into the audit log; a failure here is a
     // teardown error (the job has already run).
     let mut audit_errors = Vec::new();
-    for r in &egress {
-        let data = serde_json::to_value(r).unwrap_or_default();
-        if let Err(e) = audit.append(&format!("net.{}", r.kind), Some(plan.id.as_str()), data) {
-            audit_errors.push(e.to_string());
-            break;
-        }
-    }
-    if let Err(e) = audit.append(
+    let job = Some(plan.id.as_str());
+    let mut events: Vec<airlock_audit::Event> = egress
+        .iter()
+        .map(|r| {
+            let mut e = airlock_audit::Event::new(
+                &format!("net.{}", r.kind),
+                job,
+                serde_json::to_value(r).unwrap_or_default(),
+            );
+            e.time_ms = r.time_ms;
+            e
+        })
+        .collect();
+    events.push(airlock_audit::Event::new(
         "job.ended",
-        Some(plan.id.as_str()),
+        job,
         serde_json::json!({
             "outcome": outcome,
             "duration_ms": started.elapsed().as_millis() as u64,
             "teardown_errors": teardown_errors,
         }),
-    ) {
+    ));
+    for e in events {
+        if let Err(e) = audit.send(e) {
+            audit_errors.push(e.to_string());
+            break;
+        }
+    }
+    if let Err(e) = audit.sync() {
         audit_errors.push(e.to_string());
     }
+    let _records = audit.take(plan.id.as_str());
+    drop(audit);
     teardown_errors.extend(audit_errors.into_iter().map(|e| format!("audit: {e}")));
     if let Some(log) = &opts.egress_log {
         if let Err(e) = append_records(log, &egress) {
