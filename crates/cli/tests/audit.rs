@@ -56,7 +56,8 @@ fn jobs_are_recorded_and_tampering_is_detected() {
         .args(["audit", "show", "--kind", "job"])
         .output()
         .expect("show");
-    assert_eq!(stdout(&o).lines().count(), 2, "{}", stdout(&o));
+    // requested, started, ended
+    assert_eq!(stdout(&o).lines().count(), 3, "{}", stdout(&o));
 
     // Edit one record: verify fails and says where.
     let tampered = raw.replacen("job.requested", "job.requestec", 1);
@@ -118,5 +119,71 @@ fn concurrent_jobs_share_one_unbroken_chain() {
         .output()
         .expect("show");
     assert_eq!(stdout(&o).lines().count(), 4, "{}", stdout(&o));
+    w.assert_clean();
+}
+
+fn records(w: &World, kind: &str) -> Vec<serde_json::Value> {
+    let o = w
+        .cmd()
+        .args(["audit", "show", "--json", "--kind", kind])
+        .output()
+        .expect("show");
+    stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect()
+}
+
+#[test]
+fn every_exec_is_recorded_even_short_lived_ones() {
+    need_root!();
+    let w = World::new();
+    for policy in ["", "executor = \"runc\"\n"] {
+        let p = w.policy(&format!("version = 1\n[groups.default]\n{policy}"));
+        let before = records(&w, "process.exec").len();
+        let o = w
+            .cmd()
+            .args(["run", "-q", "-p"])
+            .arg(&p)
+            .args([
+                "--",
+                "/bin/sh",
+                "-c",
+                "cd /tmp && for i in $(seq 1000); do /bin/true; done; unshare -U true; exit 0",
+            ])
+            .output()
+            .expect("run");
+        assert!(o.status.success(), "{}", stderr(&o));
+        let execs = records(&w, "process.exec");
+        let mine = &execs[before..];
+        let trues: Vec<_> = mine
+            .iter()
+            .filter(|r| r["data"]["path"] == "/bin/true")
+            .collect();
+        assert_eq!(
+            trues.len(),
+            1000,
+            "{policy}: every /bin/true is on the record"
+        );
+        let t = trues[0];
+        assert_eq!(t["data"]["argv"], serde_json::json!(["/bin/true"]));
+        assert_eq!(t["data"]["uid"], 1001);
+        assert_eq!(t["data"]["cwd"], "/tmp");
+        let sh = &mine[0];
+        assert_eq!(sh["data"]["path"], "/bin/sh", "the job's own command first");
+        assert_eq!(t["data"]["ppid"], sh["data"]["pid"], "parent attribution");
+        assert!(mine
+            .iter()
+            .any(|r| r["data"]["argv"] == serde_json::json!(["unshare", "-U", "true"])));
+        let denied = records(&w, "syscall.denied");
+        assert!(
+            denied
+                .iter()
+                .any(|r| r["data"]["syscall"] == "unshare" && r["job"] == sh["job"]),
+            "{policy}: the denied unshare is on the record: {denied:?}"
+        );
+    }
+    let o = w.cmd().args(["audit", "verify"]).output().expect("verify");
+    assert!(o.status.success(), "{}", stdout(&o));
     w.assert_clean();
 }

@@ -168,7 +168,15 @@ pub fn run(
     });
 
     let mut net: Option<airlock_net::JobNetwork> = None;
-    let result = run_inner(plan, opts, &mut state, &mut net, (tx, &rx), out, err);
+    let result = run_inner(
+        plan,
+        opts,
+        &mut state,
+        &mut net,
+        &audit,
+        (tx, &rx),
+        (out, err),
+    );
     sig_handle.close();
     let _ = sig_thread.join();
     // The gateway stops with the job; the rest of the network goes in the common teardown.
@@ -283,9 +291,9 @@ fn run_inner(
     opts: &RunOptions,
     state: &mut JobState,
     net: &mut Option<airlock_net::JobNetwork>,
+    audit: &airlock_audit::AuditQueue,
     (tx, rx): (mpsc::Sender<Event>, &mpsc::Receiver<Event>),
-    out: Box<dyn Write + Send>,
-    err: Box<dyn Write + Send>,
+    (out, err): (Box<dyn Write + Send>, Box<dyn Write + Send>),
 ) -> Result<JobOutcome, SandboxError> {
     let paths = &opts.paths;
     let job_dir = paths.job_dir(&plan.id);
@@ -340,11 +348,23 @@ fn run_inner(
     let nofile_max = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
         .map(|(_, hard)| hard)
         .unwrap_or(1024);
+    // Process and denied-call events (crate::watch). runsc takes no seccomp listener; its
+    // jobs run with the kernel-side deny list only (docs/audit.md).
+    let watcher = match (plan.executor, audit.sender()) {
+        (ExecutorKind::Runsc, _) => None,
+        (_, Some(s)) => Some(crate::watch::Watcher::start(&job_dir, plan.id.as_str(), s)?),
+        (_, None) => {
+            return Err(SandboxError::Audit(airlock_audit::AuditError::Writer(
+                "queue closed".into(),
+            )))
+        }
+    };
     let spec = spec::build(
         plan,
         &layout,
         nofile_max,
         net.as_ref().map(|n| n.ns_file.as_path()),
+        watcher.as_ref().map(|w| w.socket.as_path()),
     )?;
     let config = job_dir.join("config.json");
     {
@@ -426,6 +446,14 @@ fn run_inner(
                 state.init = ProcRef::of(pid);
                 state.status = Status::Running;
                 state.save(paths)?;
+                let _ = audit.send(airlock_audit::Event::new(
+                    "job.started",
+                    Some(id),
+                    serde_json::json!({
+                        "pid": pid,
+                        "process_events": watcher.is_some(),
+                    }),
+                ));
             }
         }
         if let Some((_, since)) = &stop {
@@ -464,6 +492,10 @@ fn run_inner(
     // After an interruption or a helper that died without a result, parts of the job may be
     // left, holding the output pipes open: end them before waiting for the pumps to drain.
     phase("helper exited");
+    if let Some(w) = watcher {
+        let st = w.stop();
+        tracing::debug!(job = %plan.id, execs = st.execs, denied = st.denied, "exec listener");
+    }
     let abnormal = stop.is_some() || !job_dir.join(RESULT_FILE).exists();
     if abnormal {
         kill_strays(id, &state.cgroup);

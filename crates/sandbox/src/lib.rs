@@ -13,6 +13,7 @@ pub mod rootfs;
 pub mod seccomp;
 pub mod spec;
 pub mod state;
+pub mod watch;
 
 pub use error::SandboxError;
 pub use job::{gc, run, GcReport, JobOutcome, JobReport, RunOptions};
