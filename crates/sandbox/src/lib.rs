@@ -5,6 +5,7 @@
 pub mod cgroup;
 pub mod error;
 pub mod executor;
+pub mod filescan;
 pub mod helper;
 pub mod image;
 pub mod job;
