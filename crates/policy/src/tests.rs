@@ -121,9 +121,7 @@ fn root_user_is_refused() {
 fn runsc_needs_process_events_off() {
     let d = diags("version = 1\n[groups.a]\nexecutor = \"runsc\"\n");
     assert!(d[0].message.contains("process events"), "{d:?}");
-    assert!(
-        p("version = 1\n[groups.a]\nexecutor = \"runsc\"\nprocess_events = false\n").is_ok()
-    );
+    assert!(p("version = 1\n[groups.a]\nexecutor = \"runsc\"\nprocess_events = false\n").is_ok());
 }
 
 #[test]
