@@ -123,7 +123,11 @@ pub fn summary(alerts: &[Alert]) -> String {
         return String::new();
     }
     let mut sorted: Vec<&Alert> = alerts.iter().collect();
-    sorted.sort_by(|a, b| b.severity.cmp(&a.severity).then(a.detector.cmp(&b.detector)));
+    sorted.sort_by(|a, b| {
+        b.severity
+            .cmp(&a.severity)
+            .then(a.detector.cmp(&b.detector))
+    });
     let jobs: std::collections::BTreeSet<&str> = alerts.iter().map(|a| a.job.as_str()).collect();
     let mut s = format!(
         "airlock: {} alert{} for job {}\n",
@@ -178,9 +182,18 @@ mod tests {
         ]);
         let lines: Vec<&str> = s.lines().collect();
         assert_eq!(lines[0], "airlock: 2 alerts for job j1");
-        assert!(lines[1].trim_start().starts_with("CRITICAL rogue-runner"), "{s}");
-        assert!(lines[2].ends_with("records 1, 2, 3, 4, 5, 6, 7, 8, … 2 more"), "{s}");
-        assert!(lines[3].trim_start().starts_with("MEDIUM   denied-egress"), "{s}");
+        assert!(
+            lines[1].trim_start().starts_with("CRITICAL rogue-runner"),
+            "{s}"
+        );
+        assert!(
+            lines[2].ends_with("records 1, 2, 3, 4, 5, 6, 7, 8, … 2 more"),
+            "{s}"
+        );
+        assert!(
+            lines[3].trim_start().starts_with("MEDIUM   denied-egress"),
+            "{s}"
+        );
     }
 
     #[test]

@@ -21,9 +21,9 @@ pub mod ocsf;
 pub mod sink;
 
 pub use alert::{summary, Alert, Severity, Technique};
-pub use detect::{detect, detect_jobs, detect_report, DetectContext, DetectError, Detection, Detector};
-
-
+pub use detect::{
+    detect, detect_jobs, detect_report, DetectContext, DetectError, Detection, Detector,
+};
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};

@@ -32,7 +32,9 @@ pub fn parent_domain(name: &str) -> String {
     } else {
         2
     };
-    labels[n.saturating_sub(keep)..].join(".").to_ascii_lowercase()
+    labels[n.saturating_sub(keep)..]
+        .join(".")
+        .to_ascii_lowercase()
 }
 
 /// The detector.
@@ -89,7 +91,11 @@ impl Detector for DnsTunnelling {
             why.push(format!(
                 "{} suspicious name{} ({})",
                 self.flagged_names.len(),
-                if self.flagged_names.len() == 1 { "" } else { "s" },
+                if self.flagged_names.len() == 1 {
+                    ""
+                } else {
+                    "s"
+                },
                 some_of(
                     self.flagged_names
                         .iter()

@@ -116,7 +116,10 @@ pub fn registry(ctx: &DetectContext) -> Vec<Box<dyn Detector>> {
         Box::new(RogueRunner::default()),
     ];
     if let (true, Some(dir)) = (s.new_destination, &ctx.baseline_dir) {
-        v.push(Box::new(NewDestination::new(dir.clone(), ctx.group.clone())));
+        v.push(Box::new(NewDestination::new(
+            dir.clone(),
+            ctx.group.clone(),
+        )));
     }
     v
 }

@@ -55,12 +55,12 @@ impl Baseline {
     /// Reads a baseline; `None` if the file does not exist yet.
     pub fn load(path: &Path) -> Result<Option<Self>, DetectError> {
         match std::fs::read(path) {
-            Ok(d) => serde_json::from_slice(&d)
-                .map(Some)
-                .map_err(|source| DetectError::BaselineCorrupt {
+            Ok(d) => serde_json::from_slice(&d).map(Some).map_err(|source| {
+                DetectError::BaselineCorrupt {
                     path: path.to_owned(),
                     source,
-                }),
+                }
+            }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(source) => Err(DetectError::Baseline {
                 path: path.to_owned(),
@@ -137,7 +137,10 @@ impl Detector for NewDestination {
         if n.denied || !matches!(n.kind, "dns" | "http" | "https" | "connect") {
             return;
         }
-        let Some(name) = n.name.filter(|x| !x.is_empty() && x.parse::<IpAddr>().is_err()) else {
+        let Some(name) = n
+            .name
+            .filter(|x| !x.is_empty() && x.parse::<IpAddr>().is_err())
+        else {
             return;
         };
         let e = self

@@ -31,11 +31,7 @@ fn class(c: &str) -> (&'static str, &'static str, Severity) {
             "Account Manipulation: SSH Authorized Keys",
             Severity::High,
         ),
-        "git-hook" => (
-            "T1546",
-            "Event Triggered Execution",
-            Severity::Medium,
-        ),
+        "git-hook" => ("T1546", "Event Triggered Execution", Severity::Medium),
         "ld-preload" => (
             "T1574.006",
             "Hijack Execution Flow: Dynamic Linker Hijacking",
@@ -61,7 +57,11 @@ fn class(c: &str) -> (&'static str, &'static str, Severity) {
             "Abuse Elevation Control Mechanism: Sudo and Sudo Caching",
             Severity::High,
         ),
-        _ => ("T1547", "Boot or Logon Autostart Execution", Severity::Medium),
+        _ => (
+            "T1547",
+            "Boot or Logon Autostart Execution",
+            Severity::Medium,
+        ),
     }
 }
 

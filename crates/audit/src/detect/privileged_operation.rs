@@ -77,4 +77,3 @@ impl Detector for PrivilegedOperation {
         Ok(())
     }
 }
-

@@ -5,7 +5,7 @@
 //! airlock starts a runner only when the job's command (`job.requested` argv) is a runner's
 //! `run.sh`. Then that `run.sh` and what descends from it are expected: `run-helper.sh`, one
 //! `Runner.Listener` at a time (a new one after the previous exited is a self-update
-//! restart), and `Runner.Worker`s below an expected Listener. Everything else is an alert:
+//! restart), and `Runner.Worker`s started directly by an expected Listener. Everything else is an alert:
 //! any `config.sh` (or `Runner.Listener configure`), a second concurrent Listener, a Listener
 //! or Worker outside that tree, a runner's `run.sh` when airlock started none, and the
 //! download or unpacking of an `actions-runner-*` tarball.
@@ -294,7 +294,8 @@ impl Detector for RogueRunner {
                         }
                         ok
                     }
-                    Part::Worker => descends(e.pid, &listeners),
+                    // The Listener spawns its Workers itself: a direct child only.
+                    Part::Worker => listeners.contains(&e.ppid),
                     Part::Config | Part::Tarball => false,
                 };
             if !expected {
