@@ -24,6 +24,7 @@ pub use alert::{summary, Alert, Severity, Technique};
 pub use detect::{
     detect, detect_jobs, detect_report, DetectContext, DetectError, Detection, Detector,
 };
+pub use ocsf::{alert_to_ocsf, to_ocsf};
 pub use sink::{signature, FlushReport, JsonlSink, SinkError, WebhookConfig, WebhookSink};
 
 use std::fs::{File, OpenOptions};
