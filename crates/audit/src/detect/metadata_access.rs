@@ -45,11 +45,16 @@ fn is_metadata_name(n: &str) -> bool {
 /// Whether a process argument names a metadata endpoint. Only the addresses and the fully
 /// qualified names count: a bare `metadata` argument is everyday (`cargo metadata`).
 fn arg_names_metadata(arg: &str) -> bool {
-    METADATA_ADDRS.iter().any(|a| arg.contains(a))
+    // Every address and qualified name has a dot or a colon.
+    if !arg.contains(['.', ':']) {
+        return false;
+    }
+    let lower = arg.to_ascii_lowercase();
+    METADATA_ADDRS.iter().any(|a| lower.contains(a))
         || METADATA_NAMES
             .iter()
             .filter(|n| n.contains('.'))
-            .any(|n| arg.to_ascii_lowercase().contains(n))
+            .any(|n| lower.contains(n))
 }
 
 /// Whether a record is metadata access (also used by `denied-egress` documentation).

@@ -129,6 +129,27 @@ pub struct RogueRunner {
     init_pid: Option<u64>,
     execs: Vec<Exec>,
     exited: HashMap<u64, u64>,
+    /// pid → ppid of every exec.
+    parent: HashMap<u64, u64>,
+}
+
+/// Names a runner's programs have.
+const RUNNER_NAMES: &[&str] = &[
+    "Runner.Listener",
+    "Runner.Worker",
+    "Runner.PluginHost",
+    "config.sh",
+    "run.sh",
+    "run-helper.sh",
+];
+
+/// A cheap first look at an exec: does any of path and argv mention a runner's program or
+/// release? Most execs of a job (compilers, shells) are dropped here.
+fn might_be_runner(d: &Value) -> bool {
+    let mention =
+        |s: &str| RUNNER_NAMES.iter().any(|n| s.ends_with(n)) || s.contains("actions-runner-");
+    d.get("path").and_then(Value::as_str).is_some_and(mention)
+        || strings(d, "argv").into_iter().any(mention)
 }
 
 impl RogueRunner {
@@ -220,17 +241,25 @@ impl Detector for RogueRunner {
                     self.exited.insert(pid, rec.seq);
                 }
             }
-            _ => {
-                if let Some(e) = Exec::of(rec) {
-                    self.execs.push(e);
+            "process.exec" => {
+                let d = &rec.data;
+                let pid = d.get("pid").and_then(Value::as_u64).unwrap_or(0);
+                let ppid = d.get("ppid").and_then(Value::as_u64).unwrap_or(0);
+                self.parent.insert(pid, ppid);
+                // Only execs that can be part of a runner are kept whole.
+                if might_be_runner(d) {
+                    if let Some(e) = Exec::of(rec) {
+                        self.execs.push(e);
+                    }
                 }
             }
+            _ => {}
         }
     }
 
     fn finish(&mut self, _earlier: &[Alert], out: &mut Vec<Alert>) -> Result<(), DetectError> {
         let dirs = self.runner_dirs();
-        let parent: HashMap<u64, u64> = self.execs.iter().map(|e| (e.pid, e.ppid)).collect();
+        let parent = &self.parent;
         let descends = |pid: u64, roots: &HashSet<u64>| {
             let mut p = pid;
             for _ in 0..64 {

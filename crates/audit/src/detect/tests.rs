@@ -514,3 +514,45 @@ fn detect_jobs_splits_a_log_by_job() {
     assert_eq!(jobs, vec!["j1", "j2"]);
     assert_eq!(d.alerts[1].evidence, vec![b.recs[0].seq]);
 }
+
+/// Throughput of the whole registry over one large job. Run with
+/// `cargo test -p airlock-audit --release -- --ignored --nocapture throughput`.
+#[test]
+#[ignore = "measurement, not a check"]
+fn throughput() {
+    let mut l = benign_build("big", "build");
+    for i in 0..100_000u64 {
+        l.exec(
+            10_000 + i,
+            4000,
+            "/w",
+            "/usr/bin/rustc",
+            &["rustc", "--crate-name", "x", "src/lib.rs"],
+        );
+        l.exit(10_000 + i, 0);
+    }
+    for i in 0..20_000 {
+        if i % 2 == 0 {
+            l.https_ok("static.crates.io");
+        } else {
+            l.dns_ok("index.crates.io");
+        }
+    }
+    for i in 0..5_000 {
+        l.file(&format!("/w/target/f{i}"), "created", None);
+    }
+    let dir = tempfile::tempdir().expect("tmp");
+    let c = DetectContext {
+        baseline_dir: Some(dir.path().to_owned()),
+        ..ctx()
+    };
+    let n = l.recs.len();
+    let t = std::time::Instant::now();
+    let alerts = detect(&l.recs, &c);
+    let el = t.elapsed();
+    assert!(alerts.is_empty(), "{alerts:#?}");
+    println!(
+        "detect: {n} records in {el:?} = {:.0} records/s",
+        n as f64 / el.as_secs_f64()
+    );
+}
