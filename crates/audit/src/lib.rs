@@ -25,7 +25,7 @@ pub use detect::{
     detect, detect_jobs, detect_report, DetectContext, DetectError, Detection, Detector,
 };
 pub use ocsf::{alert_to_ocsf, to_ocsf};
-pub use sink::{signature, FlushReport, JsonlSink, SinkError, WebhookConfig, WebhookSink};
+pub use sink::{signature, FlushReport, JsonlSink, SinkError, Sinks, WebhookConfig, WebhookSink};
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};

@@ -587,10 +587,10 @@ fn webhook_url_problem(raw: &str) -> Option<String> {
 /// Semantic checks of `[alerts]`; positions point at the table.
 fn validate_alerts(c: &mut Collector<'_>, a: &Alerts, span: Range<usize>) {
     let mut err = |msg: String, hint: &str| c.push(Some(span.clone()), msg, Some(hint));
-    if a.file.as_ref().is_some_and(|f| f.as_os_str().is_empty()) {
+    if a.file.as_ref().is_some_and(|f| !f.is_absolute()) {
         err(
-            "alerts.file is empty".to_owned(),
-            "name a file, e.g. file = \"/var/log/airlock/alerts.jsonl\"",
+            "alerts.file must be an absolute path".to_owned(),
+            "e.g. file = \"/var/log/airlock/alerts.jsonl\"",
         );
     }
     if let Some(w) = &a.webhook {

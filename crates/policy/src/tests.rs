@@ -253,6 +253,9 @@ fn detector_and_alert_typos_and_bad_values_have_positions() {
     );
     assert!(d.iter().any(|d| d.message.contains("retries")), "{d:?}");
 
+    let d = diags("version = 1\n[groups.a]\n[alerts]\nfile = \"alerts.jsonl\"\n");
+    assert!(d[0].message.contains("absolute"), "{d:?}");
+
     let d = diags("version = 1\n[groups.a]\n[alerts]\nwebhook = { url = \"https://x.example\" }\n");
     assert!(d[0].message.contains("missing field `secret`"), "{d:?}");
     assert_eq!(d[0].line, 4, "{d:?}");

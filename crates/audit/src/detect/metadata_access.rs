@@ -40,6 +40,11 @@ fn is_metadata_name(n: &str) -> bool {
             .trim_end_matches(']')
             .parse::<IpAddr>()
             .is_ok_and(is_metadata_ip)
+        // A Host header with a port: `169.254.169.254:80`, `[fd00:ec2::254]:80`.
+        || n.parse::<std::net::SocketAddr>()
+            .is_ok_and(|a| is_metadata_ip(a.ip()))
+        || n.rsplit_once(':')
+            .is_some_and(|(h, p)| p.parse::<u16>().is_ok() && METADATA_NAMES.contains(&h))
 }
 
 /// Whether a process argument names a metadata endpoint. Only the addresses and the fully

@@ -73,6 +73,18 @@ pub struct DetectContext {
     pub group: Option<String>,
 }
 
+impl DetectContext {
+    /// The policy's thresholds, and where `new-destination` keeps its baselines (`None`:
+    /// that detector is off).
+    pub fn new(policy: &airlock_policy::Policy, baseline_dir: Option<PathBuf>) -> Self {
+        Self {
+            settings: policy.detectors.clone(),
+            baseline_dir,
+            group: None,
+        }
+    }
+}
+
 /// One detector. Implementations override what they need; both hooks default to nothing.
 pub trait Detector {
     /// The detector's id, e.g. `metadata-access`.

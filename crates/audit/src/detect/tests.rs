@@ -88,6 +88,25 @@ fn metadata_reached_is_critical() {
     );
     let a = detect(&l.recs, &ctx());
     assert_eq!(one(&a, "metadata-access").severity, Severity::Critical);
+
+    // Host headers with a port, and the IPv6 endpoint.
+    for host in [
+        "169.254.169.254:80",
+        "[fd00:ec2::254]:80",
+        "metadata.google.internal:80",
+    ] {
+        let mut l = Log::new("m3");
+        l.net(
+            "http",
+            json!({"name": host, "port": 80, "verdict": "deny", "reason": "never reachable (cloud metadata)"}),
+        );
+        let a = detect(&l.recs, &ctx());
+        assert_eq!(
+            one(&a, "metadata-access").severity,
+            Severity::High,
+            "{host}"
+        );
+    }
 }
 
 #[test]

@@ -47,6 +47,68 @@ pub enum SinkError {
     /// The background thread could not be started.
     #[error("starting the webhook thread: {0}")]
     Thread(#[source] std::io::Error),
+    /// A webhook is configured but its HMAC key was not given.
+    #[error("alerts.webhook needs the value of secret {name:?} (its HMAC key)")]
+    MissingKey {
+        /// The secret's name.
+        name: String,
+    },
+}
+
+/// The sinks a policy's `[alerts]` table asks for (stderr is the caller's: [`crate::summary`]).
+pub struct Sinks {
+    file: Option<JsonlSink>,
+    webhook: Option<WebhookSink>,
+}
+
+impl Sinks {
+    /// Opens the sinks of `alerts`. `key` is the value of the secret `alerts.webhook.secret`
+    /// names (resolve it like the group's secrets, with `airlock_policy::resolve_secrets`);
+    /// `outbox` is the webhook's outbox directory, e.g. `DATA_DIR/alerts/outbox`.
+    pub fn from_policy(
+        alerts: &airlock_policy::Alerts,
+        key: Option<SecretValue>,
+        outbox: &Path,
+    ) -> Result<Self, SinkError> {
+        let webhook = match &alerts.webhook {
+            None => None,
+            Some(w) => {
+                let key = key.ok_or_else(|| SinkError::MissingKey {
+                    name: w.secret.clone(),
+                })?;
+                Some(WebhookSink::start(WebhookConfig::from_policy(
+                    w,
+                    key,
+                    outbox.to_owned(),
+                ))?)
+            }
+        };
+        Ok(Self {
+            file: alerts.file.as_ref().map(JsonlSink::new),
+            webhook,
+        })
+    }
+
+    /// Hands `alerts` to every sink without waiting for the network; returns what went
+    /// wrong, sink by sink (one failing sink does not stop the others).
+    pub fn deliver(&self, alerts: &[Alert]) -> Vec<SinkError> {
+        let mut errors = Vec::new();
+        if let Some(f) = &self.file {
+            if let Err(e) = f.append(alerts) {
+                errors.push(e);
+            }
+        }
+        if let Some(w) = &self.webhook {
+            errors.extend(alerts.iter().filter_map(|a| w.send(a).err()));
+        }
+        errors
+    }
+
+    /// Flushes the webhook until `deadline` (see [`WebhookSink::flush`]); `None` without
+    /// a webhook.
+    pub fn flush(self, deadline: Instant) -> Option<FlushReport> {
+        self.webhook.map(|w| w.flush(deadline))
+    }
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SinkError + '_ {

@@ -245,3 +245,39 @@ fn dropping_a_sink_without_flush_returns_at_once() {
     );
     assert_eq!(outbox_files(dir.path()).len(), 1);
 }
+
+#[test]
+fn sinks_from_policy_write_the_file_and_post_the_webhook() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (tx, rx) = mpsc::channel();
+    let alerts = airlock_policy::Alerts {
+        file: Some(dir.path().join("alerts.jsonl")),
+        webhook: Some(airlock_policy::Webhook {
+            url: server(vec![], tx),
+            secret: "HOOK_KEY".into(),
+            timeout: airlock_policy::HumanDuration(Duration::from_secs(2)),
+            retries: 1,
+        }),
+    };
+    let outbox = dir.path().join("outbox");
+    assert!(matches!(
+        Sinks::from_policy(&alerts, None, &outbox),
+        Err(SinkError::MissingKey { name }) if name == "HOOK_KEY"
+    ));
+    let sinks =
+        Sinks::from_policy(&alerts, Some(SecretValue::new("s3cret")), &outbox).expect("sinks");
+    assert!(sinks.deliver(&[alert(1), alert(5)]).is_empty());
+    let r = sinks
+        .flush(Instant::now() + Duration::from_secs(10))
+        .expect("webhook");
+    assert_eq!((r.delivered, r.pending), (2, 0));
+    let reqs: Vec<Req> = rx.try_iter().collect();
+    assert_eq!(reqs.len(), 2);
+    reqs.iter().for_each(|q| verify(q, b"s3cret"));
+    let text = std::fs::read_to_string(dir.path().join("alerts.jsonl")).expect("file");
+    assert_eq!(text.lines().count(), 2);
+    // No sinks configured: nothing to flush.
+    let none = Sinks::from_policy(&airlock_policy::Alerts::default(), None, &outbox).expect("none");
+    assert!(none.deliver(&[alert(1)]).is_empty());
+    assert!(none.flush(Instant::now()).is_none());
+}
