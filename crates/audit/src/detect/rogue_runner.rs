@@ -154,7 +154,7 @@ fn might_be_runner(d: &Value) -> bool {
 
 impl RogueRunner {
     /// Directories that are runner installs: the parent of a Listener's or Worker's `bin/`,
-    /// any path component named `actions-runner*`, and the directory of a `config.sh` given
+    /// any directory named `actions-runner*`, and the directory of a `config.sh` given
     /// registration flags.
     fn runner_dirs(&self) -> HashSet<PathBuf> {
         let mut dirs = HashSet::new();
@@ -180,15 +180,11 @@ impl RogueRunner {
     }
 
     fn classify(&self, e: &Exec, runner_dirs: &HashSet<PathBuf>) -> Option<Part> {
+        // The script's own directory, not any ancestor: a repository's `run.sh` checked out
+        // under the runner's `actions-runner/_work/` is not the runner's.
         let in_runner_dir = |p: &Path| {
-            p.parent().is_some_and(|d| {
-                runner_dirs.contains(d)
-                    || d.components().any(|c| {
-                        c.as_os_str()
-                            .to_str()
-                            .is_some_and(|s| s.starts_with("actions-runner"))
-                    })
-            })
+            p.parent()
+                .is_some_and(|d| runner_dirs.contains(d) || base(d).starts_with("actions-runner"))
         };
         if e.argv
             .iter()

@@ -374,6 +374,16 @@ fn the_runner_airlock_started_is_not_an_alert_but_a_second_one_is() {
         "/home/runner/actions-runner/bin/Runner.Listener",
         &["/home/runner/actions-runner/bin/Runner.Listener", "run"],
     );
+    // The repository's own scripts, checked out below the runner's _work directory.
+    let w = "/home/runner/actions-runner/_work/app/app";
+    l.exec(
+        120,
+        104,
+        w,
+        "/usr/bin/bash",
+        &["bash", "./run.sh", "--tests"],
+    );
+    l.exec(121, 104, w, "/usr/bin/bash", &["bash", "./config.sh"]);
     let alerts = detect(&l.recs, &ctx());
     assert!(alerts.is_empty(), "{alerts:#?}");
 
