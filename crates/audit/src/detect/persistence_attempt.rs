@@ -101,7 +101,7 @@ impl Detector for PersistenceAttempt {
                 self.id(),
                 Technique::new(id, name),
                 severity,
-                format!("{c} persistence written: {}", some_of(paths, 4)),
+                format!("{c} persistence written: {}", some_of(paths, 20)),
             ));
         }
         Ok(())
