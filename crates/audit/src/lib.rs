@@ -15,6 +15,18 @@
 //! later issue ships it to the alert sinks.
 #![deny(missing_docs)]
 
+pub mod alert;
+pub mod detect;
+pub mod ocsf;
+pub mod sink;
+
+pub use alert::{summary, Alert, Severity, Technique};
+pub use detect::{
+    detect, detect_jobs, detect_report, DetectContext, DetectError, Detection, Detector,
+};
+pub use ocsf::{alert_to_ocsf, to_ocsf};
+pub use sink::{signature, FlushReport, JsonlSink, SinkError, Sinks, WebhookConfig, WebhookSink};
+
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};

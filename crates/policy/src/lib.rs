@@ -190,6 +190,8 @@ pub fn builtin_policy() -> Policy {
         version: 1,
         default_group: Some(BUILTIN_GROUP.to_owned()),
         groups,
+        detectors: Detectors::default(),
+        alerts: Alerts::default(),
     }
 }
 
@@ -205,6 +207,8 @@ pub fn json_schema() -> serde_json::Value {
 struct TopLevel {
     version: Option<Spanned<u32>>,
     default_group: Option<Spanned<String>>,
+    detectors: Option<Spanned<Detectors>>,
+    alerts: Option<Spanned<Alerts>>,
 }
 
 struct Collector<'a> {
@@ -341,7 +345,17 @@ pub fn parse(src: &str, file: &Path) -> Result<Policy, PolicyError> {
     }
 
     let mut default_group = None;
+    let mut detectors = Detectors::default();
+    let mut alerts = Alerts::default();
     if let Some(top) = top {
+        if let Some(d) = top.detectors {
+            validate_detectors(&mut c, d.get_ref(), d.span());
+            detectors = d.into_inner();
+        }
+        if let Some(a) = top.alerts {
+            validate_alerts(&mut c, a.get_ref(), a.span());
+            alerts = a.into_inner();
+        }
         match top.version {
             None => c.push(
                 Some(doc_span.start..doc_span.start),
@@ -388,6 +402,8 @@ pub fn parse(src: &str, file: &Path) -> Result<Policy, PolicyError> {
         version: 1,
         default_group,
         groups,
+        detectors,
+        alerts,
     })
 }
 
@@ -516,6 +532,99 @@ fn validate_group(c: &mut Collector<'_>, name: &str, g: &Group, span: Range<usiz
             err(
                 format!("group {name}: empty image reference"),
                 "name an image from `airlock image ls`",
+            );
+        }
+    }
+}
+
+/// Semantic checks of `[detectors]`; positions point at the table.
+fn validate_detectors(c: &mut Collector<'_>, d: &Detectors, span: Range<usize>) {
+    let mut err = |msg: String, hint: &str| c.push(Some(span.clone()), msg, Some(hint));
+    let ns = &d.network_scan;
+    if !(2..=65535).contains(&ns.destinations) {
+        err(
+            format!(
+                "detectors.network_scan.destinations must be between 2 and 65535, got {}",
+                ns.destinations
+            ),
+            "the default is 10",
+        );
+    }
+    if ns.window.0 < std::time::Duration::from_secs(1) || ns.window.0.as_secs() > 3600 {
+        err(
+            "detectors.network_scan.window must be between 1s and 1h".to_owned(),
+            "the default is \"10s\"",
+        );
+    }
+    if d.dns_tunnelling.subdomains < 2 {
+        err(
+            format!(
+                "detectors.dns_tunnelling.subdomains must be at least 2, got {}",
+                d.dns_tunnelling.subdomains
+            ),
+            "the default is 20",
+        );
+    }
+}
+
+/// Whether a webhook URL is acceptable: HTTPS, or plain HTTP to this machine's loopback (for
+/// a local relay or a test receiver). Alerts and their signatures never cross a network in
+/// clear text.
+fn webhook_url_problem(raw: &str) -> Option<String> {
+    let u = match url::Url::parse(raw) {
+        Ok(u) => u,
+        Err(e) => return Some(format!("alerts.webhook.url {raw:?} is not a URL: {e}")),
+    };
+    let loopback = match u.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(a)) => a.is_loopback(),
+        Some(url::Host::Ipv6(a)) => a.is_loopback(),
+        None => return Some(format!("alerts.webhook.url {raw:?} has no host")),
+    };
+    match u.scheme() {
+        "https" => None,
+        "http" if loopback => None,
+        s => Some(format!(
+            "alerts.webhook.url must be https:// (plain http only to loopback), got {s}://"
+        )),
+    }
+}
+
+/// Semantic checks of `[alerts]`; positions point at the table.
+fn validate_alerts(c: &mut Collector<'_>, a: &Alerts, span: Range<usize>) {
+    let mut err = |msg: String, hint: &str| c.push(Some(span.clone()), msg, Some(hint));
+    if a.file.as_ref().is_some_and(|f| !f.is_absolute()) {
+        err(
+            "alerts.file must be an absolute path".to_owned(),
+            "e.g. file = \"/var/log/airlock/alerts.jsonl\"",
+        );
+    }
+    if let Some(w) = &a.webhook {
+        if let Some(p) = webhook_url_problem(&w.url) {
+            err(p, "e.g. url = \"https://alerts.example.com/airlock\"");
+        }
+        if !is_env_name(&w.secret) {
+            err(
+                format!(
+                    "alerts.webhook.secret {:?} is not a secret name",
+                    w.secret
+                ),
+                "name the secret (secrets file or environment variable) that holds the HMAC key, never the key itself",
+            );
+        }
+        if w.timeout.0 < std::time::Duration::from_secs(1) || w.timeout.0.as_secs() > 120 {
+            err(
+                "alerts.webhook.timeout must be between 1s and 2m".to_owned(),
+                "the default is \"5s\"",
+            );
+        }
+        if w.retries > 20 {
+            err(
+                format!(
+                    "alerts.webhook.retries must be at most 20, got {}",
+                    w.retries
+                ),
+                "the default is 5; undelivered alerts stay in the outbox anyway",
             );
         }
     }

@@ -188,3 +188,114 @@ fn secrets_resolve_from_file_then_env_and_never_print() {
     let e = resolve_secrets(&["A".into()], Some(&f), &env).expect_err("bad file");
     assert!(!format!("{e:#?}").contains("hunter2"));
 }
+
+#[test]
+fn detectors_and_alerts_default_when_absent() {
+    let pol = p(GOOD).expect("valid");
+    assert_eq!(pol.detectors, Detectors::default());
+    assert_eq!(pol.detectors.network_scan.destinations, 10);
+    assert_eq!(pol.detectors.network_scan.window.0.as_secs(), 10);
+    assert_eq!(pol.detectors.dns_tunnelling.subdomains, 20);
+    assert!(pol.detectors.new_destination);
+    assert_eq!(pol.alerts, Alerts::default());
+}
+
+#[test]
+fn detectors_and_alerts_parse() {
+    let src = r#"
+version = 1
+[groups.a]
+[detectors]
+network_scan = { destinations = 5, window = "30s" }
+dns_tunnelling = { subdomains = 50 }
+new_destination = false
+[alerts]
+file = "/var/log/airlock/alerts.jsonl"
+webhook = { url = "https://hooks.example.com/airlock", secret = "AIRLOCK_HOOK_KEY", retries = 3 }
+"#;
+    let pol = p(src).expect("valid");
+    assert_eq!(pol.detectors.network_scan.destinations, 5);
+    assert_eq!(pol.detectors.network_scan.window.0.as_secs(), 30);
+    assert_eq!(pol.detectors.dns_tunnelling.subdomains, 50);
+    assert!(!pol.detectors.new_destination);
+    assert_eq!(
+        pol.alerts.file.as_deref(),
+        Some(Path::new("/var/log/airlock/alerts.jsonl"))
+    );
+    let w = pol.alerts.webhook.expect("webhook");
+    assert_eq!(
+        (
+            w.url.as_str(),
+            w.secret.as_str(),
+            w.retries,
+            w.timeout.0.as_secs()
+        ),
+        (
+            "https://hooks.example.com/airlock",
+            "AIRLOCK_HOOK_KEY",
+            3,
+            5
+        )
+    );
+}
+
+#[test]
+fn detector_and_alert_typos_and_bad_values_have_positions() {
+    let d = diags("version = 1\n[groups.a]\n[detectors]\nnetwork_scan = { destinatons = 5 }\n");
+    assert_eq!(d.len(), 1, "{d:?}");
+    assert_eq!(d[0].line, 4, "{d:?}");
+    assert!(d[0].message.contains("unknown field"), "{d:?}");
+
+    let d = diags("version = 1\n[groups.a]\n[detectors]\nnetwork_scan = { destinations = 1 }\ndns_tunnelling = { subdomains = 0 }\n");
+    assert_eq!(d.len(), 2, "{d:?}");
+    assert!(d.iter().all(|d| d.line == 3), "{d:?}");
+
+    let d = diags("version = 1\n[groups.a]\n\n[alerts]\nwebhook = { url = \"http://hooks.example.com/\", secret = \"sk-live-123\", retries = 99 }\n");
+    assert_eq!(d.len(), 3, "{d:?}");
+    assert!(d.iter().all(|d| (d.line, d.col) == (4, 1)), "{d:?}");
+    assert!(d.iter().any(|d| d.message.contains("https://")), "{d:?}");
+    assert!(
+        d.iter().any(|d| d.message.contains("not a secret name")),
+        "{d:?}"
+    );
+    assert!(d.iter().any(|d| d.message.contains("retries")), "{d:?}");
+
+    let d = diags("version = 1\n[groups.a]\n[alerts]\nfile = \"alerts.jsonl\"\n");
+    assert!(d[0].message.contains("absolute"), "{d:?}");
+
+    let d = diags("version = 1\n[groups.a]\n[alerts]\nwebhook = { url = \"https://x.example\" }\n");
+    assert!(d[0].message.contains("missing field `secret`"), "{d:?}");
+    assert_eq!(d[0].line, 4, "{d:?}");
+}
+
+#[test]
+fn plain_http_webhook_only_to_loopback() {
+    for (url, ok) in [
+        ("http://127.0.0.1:8080/hook", true),
+        ("http://[::1]/hook", true),
+        ("http://localhost/hook", true),
+        ("https://hooks.example.com/", true),
+        ("http://10.0.0.1/hook", false),
+        ("ftp://hooks.example.com/", false),
+        ("not a url", false),
+    ] {
+        let src = format!(
+            "version = 1\n[groups.a]\n[alerts]\nwebhook = {{ url = \"{url}\", secret = \"K\" }}\n"
+        );
+        assert_eq!(p(&src).is_ok(), ok, "{url}");
+    }
+}
+
+#[test]
+fn schema_has_detectors_and_alerts() {
+    let s = json_schema();
+    assert!(s["properties"]["detectors"].is_object(), "{s:#}");
+    assert_eq!(
+        s["$defs"]["Webhook"]["additionalProperties"],
+        serde_json::json!(false)
+    );
+    assert_eq!(
+        s["$defs"]["Webhook"]["required"],
+        serde_json::json!(["url", "secret"])
+    );
+}

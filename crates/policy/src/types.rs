@@ -21,6 +21,12 @@ pub struct Policy {
     pub default_group: Option<String>,
     /// Runner groups by name.
     pub groups: BTreeMap<String, Group>,
+    /// Detector thresholds; defaults when absent.
+    #[serde(default)]
+    pub detectors: Detectors,
+    /// Alert sinks besides stderr; none when absent.
+    #[serde(default)]
+    pub alerts: Alerts,
 }
 
 /// How far the code that runs in a group is trusted.
@@ -347,5 +353,124 @@ impl JsonSchema for HumanDuration {
             "description": "A duration such as \"90s\", \"30m\" or \"1h 30m\".",
             "type": "string"
         })
+    }
+}
+
+/// Thresholds of the detectors that run over each job's audit records (`[detectors]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Detectors {
+    /// `network-scan`: how many distinct denied destinations within how long make a scan.
+    #[serde(default)]
+    pub network_scan: NetworkScan,
+    /// `dns-tunnelling`: how many distinct names below one parent domain in one job.
+    #[serde(default)]
+    pub dns_tunnelling: DnsTunnelling,
+    /// `new-destination`: alert on domains a group has never used before (learned baseline).
+    #[serde(default = "yes")]
+    pub new_destination: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for Detectors {
+    fn default() -> Self {
+        Self {
+            network_scan: NetworkScan::default(),
+            dns_tunnelling: DnsTunnelling::default(),
+            new_destination: true,
+        }
+    }
+}
+
+/// Thresholds of the `network-scan` detector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkScan {
+    /// Distinct denied destinations (address or name, and port) that make a scan.
+    #[serde(default = "NetworkScan::default_destinations")]
+    pub destinations: u32,
+    /// The sliding window they must fall in, e.g. `"10s"`.
+    #[serde(default = "NetworkScan::default_window")]
+    pub window: HumanDuration,
+}
+
+impl NetworkScan {
+    fn default_destinations() -> u32 {
+        10
+    }
+    fn default_window() -> HumanDuration {
+        HumanDuration(Duration::from_secs(10))
+    }
+}
+
+impl Default for NetworkScan {
+    fn default() -> Self {
+        Self {
+            destinations: Self::default_destinations(),
+            window: Self::default_window(),
+        }
+    }
+}
+
+/// Thresholds of the `dns-tunnelling` detector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DnsTunnelling {
+    /// Distinct names queried below one parent domain in one job that make a tunnel.
+    #[serde(default = "DnsTunnelling::default_subdomains")]
+    pub subdomains: u32,
+}
+
+impl DnsTunnelling {
+    fn default_subdomains() -> u32 {
+        20
+    }
+}
+
+impl Default for DnsTunnelling {
+    fn default() -> Self {
+        Self {
+            subdomains: Self::default_subdomains(),
+        }
+    }
+}
+
+/// Where alerts go besides the summary on stderr (`[alerts]`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Alerts {
+    /// A JSON-lines file every alert is appended to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<std::path::PathBuf>,
+    /// An HTTP(S) endpoint every alert is POSTed to, signed with HMAC-SHA256.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<Webhook>,
+}
+
+/// The webhook alert sink.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Webhook {
+    /// `https://…` (plain `http://` only to a loopback address).
+    pub url: String,
+    /// Name of the secret (secrets file or airlock's environment) holding the HMAC key.
+    pub secret: String,
+    /// Timeout of one delivery attempt.
+    #[serde(default = "Webhook::default_timeout")]
+    pub timeout: HumanDuration,
+    /// Attempts after the first one, with exponential back-off.
+    #[serde(default = "Webhook::default_retries")]
+    pub retries: u32,
+}
+
+impl Webhook {
+    fn default_timeout() -> HumanDuration {
+        HumanDuration(Duration::from_secs(5))
+    }
+    fn default_retries() -> u32 {
+        5
     }
 }

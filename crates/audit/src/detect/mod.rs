@@ -1,0 +1,367 @@
+//! Detectors: each one reads a job's audit records in log order and reports alerts.
+//!
+//! One detector per file, behind the [`Detector`] trait, listed in the explicit, ordered
+//! [`registry`]. [`detect`] runs them all over one job's records. The order matters once:
+//! `denied-egress` runs after `metadata-access`, `network-scan` and `dns-tunnelling` and
+//! reports only the denied records none of them has already explained, so one attack gives
+//! one alert, not three.
+//!
+//! The record kinds and `data` fields read here are the contract written in `docs/audit.md`.
+//! Records that do not have the expected fields are skipped, never an error: the log is
+//! external input.
+
+mod denied_egress;
+mod dns_tunnelling;
+mod metadata_access;
+mod network_scan;
+mod new_destination;
+mod persistence_attempt;
+mod privileged_operation;
+mod rogue_runner;
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+use serde_json::Value;
+
+use crate::alert::{Alert, Severity, Technique};
+use crate::Record;
+
+pub use denied_egress::DeniedEgress;
+pub use dns_tunnelling::{parent_domain, DnsTunnelling};
+pub use metadata_access::{MetadataAccess, METADATA_ADDRS, METADATA_NAMES};
+pub use network_scan::NetworkScan;
+pub use new_destination::{Baseline, NewDestination};
+pub use persistence_attempt::PersistenceAttempt;
+pub use privileged_operation::PrivilegedOperation;
+pub use rogue_runner::RogueRunner;
+
+/// Errors of the detectors. Detection itself never fails; only the learned baseline of
+/// `new-destination` touches the file system.
+#[derive(Debug, thiserror::Error)]
+pub enum DetectError {
+    /// The baseline file of a group could not be read or written.
+    #[error("new-destination baseline {path}")]
+    Baseline {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The baseline file of a group is not valid JSON of the expected shape.
+    #[error("new-destination baseline {path} is corrupt")]
+    BaselineCorrupt {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// What the detectors need besides the records.
+#[derive(Debug, Clone, Default)]
+pub struct DetectContext {
+    /// Thresholds, from the policy's `[detectors]`.
+    pub settings: airlock_policy::Detectors,
+    /// Directory of the learned per-group baselines of `new-destination` (one
+    /// `<group>.json` each); `None` turns that detector off.
+    pub baseline_dir: Option<PathBuf>,
+    /// The job's group; when `None`, taken from the job's `job.requested` record.
+    pub group: Option<String>,
+}
+
+impl DetectContext {
+    /// The policy's thresholds, and where `new-destination` keeps its baselines (`None`:
+    /// that detector is off).
+    pub fn new(policy: &airlock_policy::Policy, baseline_dir: Option<PathBuf>) -> Self {
+        Self {
+            settings: policy.detectors.clone(),
+            baseline_dir,
+            group: None,
+        }
+    }
+}
+
+/// One detector. Implementations override what they need; both hooks default to nothing.
+pub trait Detector {
+    /// The detector's id, e.g. `metadata-access`.
+    fn id(&self) -> &'static str;
+
+    /// Sees one record, in log order.
+    fn observe(&mut self, _rec: &Record, _out: &mut Vec<Alert>) {}
+
+    /// Called once after the last record. `earlier` holds every alert raised so far by this
+    /// and the detectors before it in the registry.
+    fn finish(&mut self, _earlier: &[Alert], _out: &mut Vec<Alert>) -> Result<(), DetectError> {
+        Ok(())
+    }
+}
+
+/// The ids of every detector, in registry order.
+pub const DETECTORS: &[&str] = &[
+    "metadata-access",
+    "network-scan",
+    "dns-tunnelling",
+    "denied-egress",
+    "persistence-attempt",
+    "privileged-operation",
+    "rogue-runner",
+    "new-destination",
+];
+
+/// Every detector, fresh, in the order they run.
+pub fn registry(ctx: &DetectContext) -> Vec<Box<dyn Detector>> {
+    let s = &ctx.settings;
+    let mut v: Vec<Box<dyn Detector>> = vec![
+        Box::new(MetadataAccess::default()),
+        Box::new(NetworkScan::new(
+            s.network_scan.destinations,
+            s.network_scan.window.0,
+        )),
+        Box::new(DnsTunnelling::new(s.dns_tunnelling.subdomains)),
+        Box::new(DeniedEgress::default()),
+        Box::new(PersistenceAttempt::default()),
+        Box::new(PrivilegedOperation::default()),
+        Box::new(RogueRunner::default()),
+    ];
+    if let (true, Some(dir)) = (s.new_destination, &ctx.baseline_dir) {
+        v.push(Box::new(NewDestination::new(
+            dir.clone(),
+            ctx.group.clone(),
+        )));
+    }
+    v
+}
+
+/// The result of [`detect_report`].
+#[derive(Debug, Default)]
+pub struct Detection {
+    /// Every alert, in registry order.
+    pub alerts: Vec<Alert>,
+    /// Problems that kept a detector from doing all its work (the baseline file).
+    pub errors: Vec<DetectError>,
+}
+
+/// Runs every detector over one job's records; problems with the baseline are returned
+/// beside the alerts.
+pub fn detect_report(records: &[Record], ctx: &DetectContext) -> Detection {
+    let mut d = Detection::default();
+    for mut det in registry(ctx) {
+        let mut out = Vec::new();
+        for r in records {
+            det.observe(r, &mut out);
+        }
+        d.alerts.append(&mut out);
+        if let Err(e) = det.finish(&d.alerts, &mut out) {
+            d.errors.push(e);
+        }
+        d.alerts.append(&mut out);
+    }
+    d
+}
+
+/// Runs every detector over one job's records (the records of one job, in log order).
+/// Problems with the `new-destination` baseline are dropped; use [`detect_report`] to see
+/// them.
+pub fn detect(records: &[Record], ctx: &DetectContext) -> Vec<Alert> {
+    detect_report(records, ctx).alerts
+}
+
+/// Runs [`detect_report`] over the records of each job in a log (records without a job are
+/// skipped), jobs in order of first appearance.
+pub fn detect_jobs(records: &[Record], ctx: &DetectContext) -> Detection {
+    let mut order: Vec<&str> = Vec::new();
+    let mut by_job: BTreeMap<&str, Vec<Record>> = BTreeMap::new();
+    for r in records {
+        if let Some(j) = r.job.as_deref() {
+            let e = by_job.entry(j).or_default();
+            if e.is_empty() {
+                order.push(j);
+            }
+            e.push(r.clone());
+        }
+    }
+    let mut all = Detection::default();
+    for j in order {
+        let mut d = detect_report(by_job.get(j).map(Vec::as_slice).unwrap_or(&[]), ctx);
+        all.alerts.append(&mut d.alerts);
+        all.errors.append(&mut d.errors);
+    }
+    all
+}
+
+/// The records behind one alert.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Evidence {
+    seqs: Vec<u64>,
+    time_ms: u128,
+    job: String,
+}
+
+impl Evidence {
+    pub(crate) fn add(&mut self, r: &Record) {
+        self.seqs.push(r.seq);
+        self.time_ms = self.time_ms.max(r.time_ms);
+        if self.job.is_empty() {
+            if let Some(j) = &r.job {
+                self.job.clone_from(j);
+            }
+        }
+    }
+
+    pub(crate) fn merge(&mut self, other: Evidence) {
+        self.seqs.extend(other.seqs);
+        self.time_ms = self.time_ms.max(other.time_ms);
+        if self.job.is_empty() {
+            self.job = other.job;
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.seqs.len()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.seqs.is_empty()
+    }
+
+    pub(crate) fn alert(
+        mut self,
+        detector: &str,
+        technique: Technique,
+        severity: Severity,
+        summary: String,
+    ) -> Alert {
+        self.seqs.sort_unstable();
+        self.seqs.dedup();
+        Alert {
+            detector: detector.to_owned(),
+            technique,
+            severity,
+            job: self.job,
+            summary,
+            evidence: self.seqs,
+            time_ms: self.time_ms,
+        }
+    }
+}
+
+/// A network record (`net.*`) as the detectors read it: the fields of the gateway's
+/// `ConnRecord`.
+#[derive(Debug, Clone)]
+pub(crate) struct Net<'a> {
+    /// `dns`, `http`, `https`, `connect`, `drop` or `flow`.
+    pub kind: &'a str,
+    /// The name asked for or connected to, lower case, without a trailing dot.
+    pub name: Option<String>,
+    /// The address the gateway resolved.
+    pub resolved: Option<IpAddr>,
+    /// The address the job dialled.
+    pub dialled: Option<SocketAddr>,
+    /// Destination port.
+    pub port: u16,
+    /// The verdict was `deny`.
+    pub denied: bool,
+    /// Why.
+    pub reason: &'a str,
+    /// Detector hints.
+    pub flags: Vec<&'a str>,
+    /// When it happened: the record's own `time_ms` (the gateway's clock at the event),
+    /// else the audit record's (which, for network records, is the time of teardown).
+    pub time_ms: u128,
+}
+
+/// Reasons the gateway gives when an *allowed* destination failed (upstream trouble, not a
+/// policy decision). The gateway records these with verdict `deny`; the detectors do not
+/// treat them as denied egress.
+const FAILURE_REASONS: &[&str] = &[
+    "upstream resolver failed",
+    "cannot resolve",
+    "connect ",
+    "upstream closed",
+    "only A and AAAA are answered",
+];
+
+impl Net<'_> {
+    /// Denied by policy (not an upstream failure of an allowed destination).
+    pub fn policy_denied(&self) -> bool {
+        self.denied && !FAILURE_REASONS.iter().any(|p| self.reason.starts_with(p))
+    }
+
+    /// The destination as people write it: `name:port`, `ip:port` or `name`.
+    pub fn destination(&self) -> String {
+        match (&self.dialled, &self.name) {
+            (_, Some(n)) if self.kind == "dns" => n.clone(),
+            (_, Some(n)) => format!("{n}:{}", self.port),
+            (Some(d), None) => d.to_string(),
+            (None, None) => match self.resolved {
+                Some(ip) => SocketAddr::new(ip, self.port).to_string(),
+                None => format!("?:{}", self.port),
+            },
+        }
+    }
+}
+
+/// Lower case, no trailing dot.
+pub(crate) fn normalize_name(n: &str) -> String {
+    n.trim_end_matches('.').to_ascii_lowercase()
+}
+
+/// Reads a `net.*` record; `None` for any other kind.
+pub(crate) fn net(rec: &Record) -> Option<Net<'_>> {
+    let kind = rec.kind.strip_prefix("net.")?;
+    let d = &rec.data;
+    let s = |k: &str| d.get(k).and_then(Value::as_str);
+    let dialled: Option<SocketAddr> = s("dialled").and_then(|v| v.parse().ok());
+    Some(Net {
+        kind,
+        name: s("name").map(normalize_name),
+        resolved: s("resolved").and_then(|v| v.parse().ok()),
+        dialled,
+        port: d
+            .get("port")
+            .and_then(Value::as_u64)
+            .and_then(|p| u16::try_from(p).ok())
+            .or(dialled.map(|a| a.port()))
+            .unwrap_or(0),
+        denied: s("verdict") == Some("deny"),
+        reason: s("reason").unwrap_or(""),
+        flags: d
+            .get("flags")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default(),
+        time_ms: d
+            .get("time_ms")
+            .and_then(Value::as_u64)
+            .map(u128::from)
+            .filter(|t| *t > 0)
+            .unwrap_or(rec.time_ms),
+    })
+}
+
+/// The strings of a JSON array field.
+pub(crate) fn strings<'a>(v: &'a Value, key: &str) -> Vec<&'a str> {
+    v.get(key)
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default()
+}
+
+/// Up to `n` items joined with `, `, and how many more there are.
+pub(crate) fn some_of<I: IntoIterator<Item = String>>(items: I, n: usize) -> String {
+    let all: Vec<String> = items.into_iter().collect();
+    let mut s = all.iter().take(n).cloned().collect::<Vec<_>>().join(", ");
+    if all.len() > n {
+        s.push_str(&format!(" and {} more", all.len() - n));
+    }
+    s
+}
+
+#[cfg(test)]
+pub(crate) mod testing;
+#[cfg(test)]
+mod tests;

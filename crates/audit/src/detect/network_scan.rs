@@ -1,0 +1,99 @@
+//! `network-scan`: many distinct denied destinations (address or name, and port) within a
+//! short window — a job probing the internal network or sweeping ports.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::time::Duration;
+
+use super::{net, some_of, DetectError, Detector, Evidence};
+use crate::alert::{Alert, Severity, Technique};
+use crate::Record;
+
+/// The detector.
+#[derive(Debug)]
+pub struct NetworkScan {
+    threshold: usize,
+    window_ms: u128,
+    /// Denied connection attempts: (event time, destination, record).
+    seen: Vec<(u128, String, Record)>,
+}
+
+impl NetworkScan {
+    /// Fires on `destinations` distinct denied destinations within `window`.
+    pub fn new(destinations: u32, window: Duration) -> Self {
+        Self {
+            threshold: usize::try_from(destinations).unwrap_or(usize::MAX).max(1),
+            window_ms: window.as_millis(),
+            seen: Vec::new(),
+        }
+    }
+}
+
+impl Detector for NetworkScan {
+    fn id(&self) -> &'static str {
+        "network-scan"
+    }
+
+    fn observe(&mut self, rec: &Record, _out: &mut Vec<Alert>) {
+        // DNS denials are names, not probes of hosts and ports: they are left to
+        // `denied-egress` and `dns-tunnelling`.
+        if let Some(n) = net(rec) {
+            if n.kind != "dns" && n.policy_denied() {
+                self.seen.push((n.time_ms, n.destination(), rec.clone()));
+            }
+        }
+    }
+
+    fn finish(&mut self, _earlier: &[Alert], out: &mut Vec<Alert>) -> Result<(), DetectError> {
+        // Network records reach the log in batches at teardown, firewall drops and gateway
+        // records separately: order them by their own event time first.
+        self.seen.sort_by_key(|(t, _, r)| (*t, r.seq));
+        let mut window: VecDeque<usize> = VecDeque::new();
+        let mut counts: HashMap<&str, usize> = HashMap::new();
+        let mut fired_at = None;
+        for (i, (t, dest, _)) in self.seen.iter().enumerate() {
+            window.push_back(i);
+            *counts.entry(dest.as_str()).or_default() += 1;
+            while let Some(&first) = window.front() {
+                let (ft, fdest, _) = &self.seen[first];
+                if t.saturating_sub(*ft) <= self.window_ms {
+                    break;
+                }
+                if let Some(c) = counts.get_mut(fdest.as_str()) {
+                    *c -= 1;
+                    if *c == 0 {
+                        counts.remove(fdest.as_str());
+                    }
+                }
+                window.pop_front();
+            }
+            if counts.len() >= self.threshold {
+                fired_at = window.front().copied();
+                break;
+            }
+        }
+        let Some(start) = fired_at else {
+            return Ok(());
+        };
+        // Everything from the start of the first window that crossed the threshold to the
+        // end of the job is one scan: one alert, all of it as evidence.
+        let mut ev = Evidence::default();
+        let mut dests = BTreeSet::new();
+        for (_, d, r) in &self.seen[start..] {
+            ev.add(r);
+            dests.insert(d.clone());
+        }
+        out.push(ev.alert(
+            self.id(),
+            Technique::new("T1046", "Network Service Discovery"),
+            Severity::High,
+            format!(
+                "{} distinct denied destinations, at least {} of them within {} ms: {}",
+                dests.len(),
+                self.threshold,
+                self.window_ms,
+                some_of(dests.into_iter(), 6)
+            ),
+        ));
+        Ok(())
+    }
+}

@@ -1,0 +1,79 @@
+//! `privileged-operation`: seccomp refused a privileged system call — the job tried to
+//! mount, unshare, load a module, ptrace, … (the escape battery's territory).
+//!
+//! One alert per technique: the calls are grouped by what they are for.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::Value;
+
+use super::{some_of, DetectError, Detector, Evidence};
+use crate::alert::{Alert, Severity, Technique};
+use crate::Record;
+
+/// The technique (id, name) a refused system call belongs to.
+fn technique_of(syscall: &str) -> (&'static str, &'static str) {
+    match syscall {
+        "ptrace" | "process_vm_writev" | "process_vm_readv" | "pidfd_getfd" => {
+            ("T1055", "Process Injection")
+        }
+        "init_module" | "finit_module" | "delete_module" | "kexec_load" | "kexec_file_load" => (
+            "T1547.006",
+            "Boot or Logon Autostart Execution: Kernel Modules and Extensions",
+        ),
+        "setuid" | "setgid" | "setresuid" | "setresgid" | "setreuid" | "setregid" | "capset" => (
+            "T1548.001",
+            "Abuse Elevation Control Mechanism: Setuid and Setgid",
+        ),
+        "keyctl" | "add_key" | "request_key" => ("T1555", "Credentials from Password Stores"),
+        "reboot" | "swapoff" | "swapon" => ("T1529", "System Shutdown/Reboot"),
+        // mount, umount2, unshare, setns, pivot_root, chroot, bpf, perf_event_open,
+        // open_by_handle_at, mknod, userfaultfd, … : breaking out of the sandbox.
+        _ => ("T1611", "Escape to Host"),
+    }
+}
+
+/// The detector.
+#[derive(Debug, Default)]
+pub struct PrivilegedOperation {
+    by_technique: BTreeMap<(&'static str, &'static str), (BTreeSet<String>, Evidence)>,
+}
+
+impl Detector for PrivilegedOperation {
+    fn id(&self) -> &'static str {
+        "privileged-operation"
+    }
+
+    fn observe(&mut self, rec: &Record, _out: &mut Vec<Alert>) {
+        if rec.kind != "syscall.denied" {
+            return;
+        }
+        let name = match rec.data.get("syscall").and_then(Value::as_str) {
+            Some(s) => s.to_owned(),
+            None => match rec.data.get("nr").and_then(Value::as_u64) {
+                Some(nr) => format!("syscall #{nr}"),
+                None => "unknown syscall".to_owned(),
+            },
+        };
+        let e = self.by_technique.entry(technique_of(&name)).or_default();
+        e.0.insert(name);
+        e.1.add(rec);
+    }
+
+    fn finish(&mut self, _earlier: &[Alert], out: &mut Vec<Alert>) -> Result<(), DetectError> {
+        for ((id, name), (calls, ev)) in std::mem::take(&mut self.by_technique) {
+            let n = ev.len();
+            out.push(ev.alert(
+                self.id(),
+                Technique::new(id, name),
+                Severity::High,
+                format!(
+                    "seccomp refused {n} privileged call{}: {}",
+                    if n == 1 { "" } else { "s" },
+                    some_of(calls.into_iter(), 6)
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
