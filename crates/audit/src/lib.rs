@@ -368,8 +368,11 @@ struct Link<'a> {
 /// Bytes read and checked per parallel block.
 const VERIFY_CHUNK: usize = 16 << 20;
 
-/// Parses and hashes one line: `(seq, prev)` or why it is not a record, and its hash.
-fn link_of(line: &[u8]) -> (Result<(u64, String), String>, String) {
+/// `(seq, prev)` of a line or why it is not a record, and the line's hash.
+type LinkResult = (Result<(u64, String), String>, String);
+
+/// Parses and hashes one line.
+fn link_of(line: &[u8]) -> LinkResult {
     let parsed = match serde_json::from_slice::<Link<'_>>(line) {
         Ok(l) if !l.kind.is_empty() => Ok((l.seq, l.prev.into_owned())),
         Ok(_) => Err("not a record: empty kind".to_owned()),
@@ -429,7 +432,7 @@ pub fn verify(dir: &Path) -> Result<Verification, AuditError> {
                 continue;
             }
             let per = block.len().div_ceil(threads);
-            let results: Vec<(Result<(u64, String), String>, String)> = std::thread::scope(|sc| {
+            let results: Vec<LinkResult> = std::thread::scope(|sc| {
                 let hs: Vec<_> = block
                     .chunks(per)
                     .map(|c| sc.spawn(move || c.iter().map(|l| link_of(l)).collect::<Vec<_>>()))

@@ -327,10 +327,27 @@ fn cmd_run(a: RunArgs, paths: Paths) -> Result<u8> {
         secrets,
         image,
     )?;
+    // Alert sinks are opened before the job: a misconfigured sink refuses the job rather than
+    // losing its alerts.
+    let key = match &policy.policy.alerts.webhook {
+        Some(w) => airlock_policy::resolve_secrets(
+            std::slice::from_ref(&w.secret),
+            a.secrets.as_deref(),
+            &|n| std::env::var(n).ok(),
+        )?
+        .into_iter()
+        .next()
+        .map(|(_, v)| v),
+        None => None,
+    };
+    let sinks =
+        airlock_audit::Sinks::from_policy(&policy.policy.alerts, key, &paths.alert_outbox())
+            .context("opening the alert sinks of the policy's [alerts]")?;
     let opts = RunOptions {
         paths,
         helper_exe: std::env::current_exe().context("locating the airlock binary")?,
         egress_log: a.egress_log.clone(),
+        detectors: policy.policy.detectors.clone(),
     };
     let report = airlock_sandbox::run(
         &plan,
@@ -385,11 +402,30 @@ fn cmd_run(a: RunArgs, paths: Paths) -> Result<u8> {
     for e in &report.teardown_errors {
         let _ = writeln!(err, "airlock: teardown: {e} (run `airlock gc` to retry)");
     }
+    // Alerts: a summary here, then the policy's sinks (the webhook gets a bounded time; what
+    // it cannot deliver stays in the outbox for the next run).
+    let _ = write!(err, "{}", airlock_audit::summary(&report.alerts));
+    for e in sinks.deliver(&report.alerts) {
+        let _ = writeln!(err, "airlock: alert sink: {e}");
+    }
+    if let Some(r) = sinks.flush(std::time::Instant::now() + ALERT_FLUSH) {
+        if r.pending > 0 {
+            let _ = writeln!(
+                err,
+                "airlock: {} alert(s) not delivered yet; kept in {}",
+                r.pending,
+                opts.paths.alert_outbox().display()
+            );
+        }
+    }
     if !report.teardown_errors.is_empty() && code == 0 {
         return Ok(125);
     }
     Ok(u8::try_from(code.clamp(0, 255)).unwrap_or(125))
 }
+
+/// How long `airlock run` waits for the webhook sink after the job.
+const ALERT_FLUSH: std::time::Duration = std::time::Duration::from_secs(5);
 
 fn humantime_fmt(d: std::time::Duration) -> String {
     format!("{}s", d.as_secs())

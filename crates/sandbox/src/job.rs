@@ -60,6 +60,8 @@ pub struct JobReport {
     pub teardown_errors: Vec<String>,
     /// Every DNS query and connection the egress gateway saw.
     pub egress: Vec<airlock_net::ConnRecord>,
+    /// What the detectors found (docs/audit.md), also on the audit record as `alert`.
+    pub alerts: Vec<airlock_audit::Alert>,
 }
 
 impl JobReport {
@@ -83,6 +85,8 @@ pub struct RunOptions {
     pub helper_exe: PathBuf,
     /// Append the job's egress records (JSON lines) to this file.
     pub egress_log: Option<PathBuf>,
+    /// Detector thresholds (the policy's `[detectors]`).
+    pub detectors: airlock_policy::Detectors,
 }
 
 enum Event {
@@ -103,21 +107,22 @@ pub fn run(
     paths.ensure()?;
     // Every job is on the record before anything of it exists; no log, no job.
     let mut log = airlock_audit::AuditLog::open(&paths.audit()).map_err(SandboxError::Audit)?;
-    log.append(
-        "job.requested",
-        Some(plan.id.as_str()),
-        serde_json::json!({
-            "group": plan.group,
-            "trust": plan.trust,
-            "executor": plan.executor,
-            "argv": plan.argv,
-            "user": { "uid": plan.user.uid, "gid": plan.user.gid },
-            "egress_mode": plan.egress.mode,
-            // Names only, never values.
-            "secrets": plan.secrets.iter().map(|(k, _)| k).collect::<Vec<_>>(),
-        }),
-    )
-    .map_err(SandboxError::Audit)?;
+    let requested = log
+        .append_batch(vec![airlock_audit::Event::new(
+            "job.requested",
+            Some(plan.id.as_str()),
+            serde_json::json!({
+                "group": plan.group,
+                "trust": plan.trust,
+                "executor": plan.executor,
+                "argv": plan.argv,
+                "user": { "uid": plan.user.uid, "gid": plan.user.gid },
+                "egress_mode": plan.egress.mode,
+                // Names only, never values.
+                "secrets": plan.secrets.iter().map(|(k, _)| k).collect::<Vec<_>>(),
+            }),
+        )])
+        .map_err(SandboxError::Audit)?;
     // From here on events go through the bounded queue (back-pressure, group commit).
     let audit = airlock_audit::AuditQueue::start(log, 4096);
     audit.collect(plan.id.as_str());
@@ -247,15 +252,6 @@ pub fn run(
             serde_json::json!({ "total": files.total, "listed": files.changes.len() }),
         ));
     }
-    events.push(airlock_audit::Event::new(
-        "job.ended",
-        job,
-        serde_json::json!({
-            "outcome": outcome,
-            "duration_ms": started.elapsed().as_millis() as u64,
-            "teardown_errors": teardown_errors,
-        }),
-    ));
     for e in events {
         if let Err(e) = audit.send(e) {
             audit_errors.push(e.to_string());
@@ -265,7 +261,40 @@ pub fn run(
     if let Err(e) = audit.sync() {
         audit_errors.push(e.to_string());
     }
-    let _records = audit.take(plan.id.as_str());
+    // The detectors read the job's whole record (as written, with sequence numbers, so each
+    // alert can name its evidence); their alerts go on the record before the job's end.
+    let mut records = requested;
+    records.extend(audit.take(plan.id.as_str()));
+    let ctx = airlock_audit::DetectContext {
+        settings: opts.detectors.clone(),
+        baseline_dir: Some(paths.baselines()),
+        group: Some(plan.group.clone()),
+    };
+    let detection = airlock_audit::detect_report(&records, &ctx);
+    teardown_errors.extend(detection.errors.iter().map(|e| format!("detector: {e}")));
+    for a in &detection.alerts {
+        let mut data = serde_json::to_value(a).unwrap_or_default();
+        data["id"] = a.id().into();
+        if let Err(e) = audit.send(airlock_audit::Event::new("alert", job, data)) {
+            audit_errors.push(e.to_string());
+            break;
+        }
+    }
+    if let Err(e) = audit.send(airlock_audit::Event::new(
+        "job.ended",
+        job,
+        serde_json::json!({
+            "outcome": outcome,
+            "duration_ms": started.elapsed().as_millis() as u64,
+            "teardown_errors": teardown_errors,
+            "alerts": detection.alerts.len(),
+        }),
+    )) {
+        audit_errors.push(e.to_string());
+    }
+    if let Err(e) = audit.sync() {
+        audit_errors.push(e.to_string());
+    }
     drop(audit);
     teardown_errors.extend(audit_errors.into_iter().map(|e| format!("audit: {e}")));
     if let Some(log) = &opts.egress_log {
@@ -280,6 +309,7 @@ pub fn run(
         duration_ms: started.elapsed().as_millis(),
         teardown_errors,
         egress,
+        alerts: detection.alerts,
     })
 }
 

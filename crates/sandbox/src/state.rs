@@ -58,6 +58,14 @@ impl Paths {
     pub fn audit(&self) -> PathBuf {
         self.data.join("audit")
     }
+    /// Learned per-group baselines of the `new-destination` detector.
+    pub fn baselines(&self) -> PathBuf {
+        self.data.join("baselines")
+    }
+    /// Alerts the webhook sink could not deliver yet.
+    pub fn alert_outbox(&self) -> PathBuf {
+        self.data.join("alerts").join("outbox")
+    }
     /// The image store.
     pub fn images(&self) -> PathBuf {
         self.data.join("images")

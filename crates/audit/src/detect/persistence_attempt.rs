@@ -57,11 +57,7 @@ fn class(c: &str) -> (&'static str, &'static str, Severity) {
             "Abuse Elevation Control Mechanism: Sudo and Sudo Caching",
             Severity::High,
         ),
-        "account" => (
-            "T1136.001",
-            "Create Account: Local Account",
-            Severity::High,
-        ),
+        "account" => ("T1136.001", "Create Account: Local Account", Severity::High),
         _ => (
             "T1547",
             "Boot or Logon Autostart Execution",
