@@ -192,7 +192,8 @@ impl DrillReport {
     /// The table for people: attack, expected, observed, evidence.
     pub fn render_table(&self) -> String {
         let mut out = format!(
-            "{:<22} {:<34} {:<34} {}\n",
+            "{:<4} {:<20} {:<34} {:<34} {}\n",
+            "",
             "ATTACK", "EXPECTED", "OBSERVED", "EVIDENCE"
         );
         for r in &self.rows {
@@ -214,7 +215,7 @@ impl DrillReport {
                 ev.push_str("...");
             }
             out.push_str(&format!(
-                "{mark} {:<17} {:<34} {:<34} {ev}\n",
+                "{mark} {:<20} {:<34} {:<34} {ev}\n",
                 r.attack, r.expected, obs
             ));
         }

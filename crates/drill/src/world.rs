@@ -358,7 +358,7 @@ async fn accept_loop(l: TcpListener, hits: Hits, svc: Service) {
             let local = s.local_addr().unwrap_or(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)));
             let r = match svc {
                 Service::Http => serve_http(s, local).await,
-                Service::Tls => serve_tls(s).await,
+                Service::Tls => serve_tls(s, local).await,
                 Service::Banner => serve_banner(s, local).await,
             };
             let name = match svc {
@@ -406,7 +406,7 @@ async fn serve_http(mut s: TcpStream, local: SocketAddr) -> String {
         Err(e) => format!("unparsable request ({} bytes): {e}", buf.len()),
     };
     let body = if [IpAddr::V4(METADATA), IpAddr::V4(AZURE_WIRESERVER)].contains(&local.ip()) {
-        format!("{FAKE_SECRET} {WORLD_MARKER} metadata\n")
+        format!("{FAKE_SECRET} {WORLD_MARKER} metadata {local}\n")
     } else {
         format!("{WORLD_MARKER} http {local}\n")
     };
@@ -419,7 +419,7 @@ async fn serve_http(mut s: TcpStream, local: SocketAddr) -> String {
     detail
 }
 
-async fn serve_tls(mut s: TcpStream) -> String {
+async fn serve_tls(mut s: TcpStream, local: SocketAddr) -> String {
     let buf = read_until(&mut s, |b| {
         airlock_net::gateway::sni_of(b).is_some() || b.len() > 5 && tls_record_complete(b)
     })
@@ -431,7 +431,7 @@ async fn serve_tls(mut s: TcpStream) -> String {
     };
     // Not real TLS: the marker tells the attack it reached the world.
     let _ = s
-        .write_all(format!("{WORLD_MARKER} tls\n").as_bytes())
+        .write_all(format!("{WORLD_MARKER} tls {local}\n").as_bytes())
         .await;
     let _ = s.shutdown().await;
     detail
@@ -443,7 +443,7 @@ fn tls_record_complete(b: &[u8]) -> bool {
 
 async fn serve_banner(mut s: TcpStream, local: SocketAddr) -> String {
     let _ = s
-        .write_all(format!("{WORLD_MARKER} tcp {}\r\n", local.port()).as_bytes())
+        .write_all(format!("{WORLD_MARKER} tcp {local}\r\n").as_bytes())
         .await;
     let mut buf = [0u8; 256];
     let n = tokio::time::timeout(Duration::from_millis(500), s.read(&mut buf))

@@ -29,7 +29,13 @@ impl Attack for Memory {
             if v.try_reserve_exact(STEP).is_err() {
                 break;
             }
-            v.resize(STEP, 1);
+            // Touch every page (memset: fast even in a debug build).
+            // SAFETY: the capacity is at least STEP bytes; every byte is written before
+            // set_len makes it part of the vector.
+            unsafe {
+                std::ptr::write_bytes(v.as_mut_ptr(), 1, STEP);
+                v.set_len(STEP);
+            }
             held.push(v);
         }
         let got = held.len() * STEP;

@@ -10,7 +10,7 @@ use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
-use crate::addrs::{FAKE_SECRET, WORLD_MARKER};
+use crate::addrs::{ALLOWED, FAKE_SECRET, WORLD_MARKER};
 
 /// How long any network attempt may take.
 pub const NET_TIMEOUT: Duration = Duration::from_secs(3);
@@ -152,15 +152,43 @@ fn read_some(s: &mut TcpStream) -> String {
     String::from_utf8_lossy(&buf).into_owned()
 }
 
-/// Whether a response came from the drill's world (not from airlock's gateway).
+/// Whether a response came from the drill's world (not from airlock's gateway) AND from a
+/// host other than the allowed one: the gateway sends a request with an allowed Host or SNI
+/// to the allowed host whatever address was dialled, which is not a success for the attacker.
 pub fn from_world(resp: &str) -> bool {
-    resp.contains(WORLD_MARKER) || resp.contains(FAKE_SECRET)
+    (resp.contains(WORLD_MARKER) || resp.contains(FAKE_SECRET)) && !answered_by_allowed(resp)
+}
+
+/// Whether the allowed host answered (the world's servers name the address they answer on).
+pub fn answered_by_allowed(resp: &str) -> bool {
+    resp.contains(WORLD_MARKER) && resp.contains(&format!(" {ALLOWED}:"))
 }
 
 /// Sends one HTTP/1.0 request to `host:port` (`host` an IP or a name) with the given Host
-/// header and extra headers, and returns the whole response. `Ok` only if the answer came
-/// from the world (the attack got through); an answer of airlock's gateway is an `Err`.
+/// header and extra headers. `Ok` only if the answer came from the world, from a host other
+/// than the allowed one (the attack got through); anything else is an `Err`.
 pub fn http(
+    host: &str,
+    port: u16,
+    method: &str,
+    host_header: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Result<String, String> {
+    let resp = http_raw(host, port, method, host_header, path, headers, body)?;
+    let first = resp.lines().next().unwrap_or("(no answer)").to_owned();
+    if from_world(&resp) {
+        Ok(format!("reached the world: {first}"))
+    } else if answered_by_allowed(&resp) {
+        Err("re-routed to the allowed host by the gateway".into())
+    } else {
+        Err(format!("refused: {first}"))
+    }
+}
+
+/// Sends one HTTP/1.0 request and returns the whole response, whoever answered.
+pub fn http_raw(
     host: &str,
     port: u16,
     method: &str,
@@ -178,13 +206,7 @@ pub fn http(
     s.write_all(req.as_bytes())
         .and_then(|_| s.write_all(body))
         .map_err(|e| format!("send: {e}"))?;
-    let resp = read_some(&mut s);
-    let first = resp.lines().next().unwrap_or("(no answer)").to_owned();
-    if from_world(&resp) {
-        Ok(format!("reached the world: {first}"))
-    } else {
-        Err(format!("refused: {first}"))
-    }
+    Ok(read_some(&mut s))
 }
 
 /// A minimal TLS 1.2 ClientHello, with an SNI extension when `sni` is given.
@@ -228,6 +250,8 @@ pub fn tls(host: &str, port: u16, sni: Option<&str>, payload: &[u8]) -> Result<S
     let resp = read_some(&mut s);
     if from_world(&resp) {
         Ok("reached the world's TLS server".into())
+    } else if answered_by_allowed(&resp) {
+        Err("re-routed to the allowed host by the gateway".into())
     } else if resp.is_empty() {
         Err("closed without an answer".into())
     } else {
