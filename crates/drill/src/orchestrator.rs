@@ -491,7 +491,8 @@ fn judge(a: &dyn Attack, runs: &[JobRun], duration_ms: u64) -> Row {
         }
     }
     if !world_hits.is_empty() {
-        evidence.push(format!(
+        // The world's records are the ground truth: they come first.
+        evidence.insert(0, format!(
             "world saw {}: {}",
             world_hits.len(),
             world_hits
@@ -691,4 +692,140 @@ pub fn drill(opts: &DrillOptions, progress: &mut dyn Progress) -> Result<DrillRe
         signal_hook::low_level::unregister(s);
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::addrs::{ALLOWED, ATTACKER, LINK_DRILL, RESOLVER};
+    use std::net::SocketAddr;
+
+    fn hit(service: &str, ip: std::net::Ipv4Addr, detail: &str) -> Hit {
+        Hit {
+            time_ms: 0,
+            service: service.into(),
+            local: SocketAddr::from((ip, 80)),
+            peer: SocketAddr::from((LINK_DRILL, 40000)),
+            detail: detail.into(),
+        }
+    }
+
+    fn run(
+        result: Option<(&str, bool)>,
+        outcome: serde_json::Value,
+        alerts: Option<&[&str]>,
+        hits: Vec<Hit>,
+    ) -> JobRun {
+        let mut report = serde_json::json!({ "id": "j1", "outcome": outcome });
+        if let Some(a) = alerts {
+            report["alerts"] = a
+                .iter()
+                .map(|d| serde_json::json!({ "detector": d, "technique": "t", "severity": "high", "summary": "s", "evidence": [1] }))
+                .collect();
+        }
+        JobRun {
+            result: result.map(|(attack, succeeded)| AttackResult {
+                attack: attack.into(),
+                succeeded,
+                detail: "d".into(),
+            }),
+            report: Some(report),
+            stderr: String::new(),
+            hits,
+        }
+    }
+
+    fn exited(c: i32) -> serde_json::Value {
+        serde_json::json!({ "kind": "exited", "value": c })
+    }
+
+    #[test]
+    fn world_hits_overrule_the_attacks_own_account() {
+        let a = attack::find("hardcoded-ip").expect("attack");
+        let r = judge(
+            a,
+            &[run(
+                Some(("hardcoded-ip", false)),
+                exited(0),
+                Some(&["denied-egress"]),
+                vec![hit("tcp", ATTACKER, "connect")],
+            )],
+            1,
+        );
+        assert_eq!(r.observed, Observed::Succeeded);
+        assert!(!r.passed);
+        assert_eq!(r.world_hits.len(), 1);
+    }
+
+    #[test]
+    fn blocked_and_detected_needs_the_alert() {
+        let a = attack::find("metadata").expect("attack");
+        let ok = judge(
+            a,
+            &[run(Some(("metadata", false)), exited(0), Some(&["metadata-access"]), vec![])],
+            1,
+        );
+        assert_eq!((ok.observed, ok.alert_found, ok.passed), (Observed::Blocked, Some(true), true));
+        let missing = judge(
+            a,
+            &[run(Some(("metadata", false)), exited(0), Some(&["denied-egress"]), vec![])],
+            1,
+        );
+        assert_eq!((missing.alert_found, missing.passed), (Some(false), false));
+        let unavailable = judge(a, &[run(Some(("metadata", false)), exited(0), None, vec![])], 1);
+        assert_eq!((unavailable.alert_found, unavailable.passed), (None, false));
+    }
+
+    #[test]
+    fn allowed_traffic_is_not_a_breach_and_the_control_needs_it() {
+        let canary = attack::find("canary").expect("canary");
+        let allowed = vec![
+            hit("dns", RESOLVER, "allowed.drill.test. A -> 203.0.113.20"),
+            hit("http", ALLOWED, "GET host=allowed.drill.test /"),
+        ];
+        let r = judge(canary, &[run(Some(("canary", true)), exited(0), None, allowed)], 1);
+        assert!(r.passed && r.world_hits.is_empty());
+        // The attack claims success but the world saw nothing: the control fails.
+        let r = judge(canary, &[run(Some(("canary", true)), exited(0), None, vec![])], 1);
+        assert!(!r.passed);
+    }
+
+    #[test]
+    fn a_job_killed_by_a_limit_is_blocked_but_silence_is_inconclusive() {
+        let mem = attack::find("memory").expect("memory");
+        let killed = serde_json::json!({ "kind": "signaled", "value": 9 });
+        let r = judge(mem, &[run(None, killed, None, vec![])], 1);
+        assert_eq!(r.observed, Observed::Blocked);
+        assert!(r.passed);
+        let r = judge(mem, &[run(None, exited(1), None, vec![])], 1);
+        assert_eq!(r.observed, Observed::Inconclusive);
+        assert!(!r.passed);
+    }
+
+    #[test]
+    fn persistence_is_judged_by_the_second_job() {
+        let p = attack::find("persistence").expect("persistence");
+        let planted = run(Some(("persistence", false)), exited(0), Some(&["persistence-attempt"]), vec![]);
+        let clean = run(Some(("persistence-check", false)), exited(0), Some(&[]), vec![]);
+        let r = judge(p, &[planted, clean], 1);
+        assert!(r.passed, "{r:?}");
+        let planted = run(Some(("persistence", false)), exited(0), Some(&["persistence-attempt"]), vec![]);
+        let found = run(Some(("persistence-check", true)), exited(0), Some(&[]), vec![]);
+        let r = judge(p, &[planted, found], 1);
+        assert_eq!(r.observed, Observed::Succeeded);
+    }
+
+    #[test]
+    fn effective_policy_points_the_group_at_the_world() {
+        let lp = LoadedPolicy::builtin();
+        let (g, text) = effective_policy(&lp, None).expect("policy");
+        assert_eq!(g, "default");
+        let p = airlock_policy::parse(&text, Path::new("drill.toml")).expect("reparse");
+        let grp = &p.groups["default"];
+        assert_eq!(grp.egress.resolver.as_deref(), Some("198.51.100.53"));
+        assert!(grp.egress.domains.iter().any(|d| d == ALLOWED_NAME));
+        assert!(grp.limits.timeout.0 <= ATTACK_TIMEOUT);
+        assert_eq!(grp.egress.mode, EgressMode::Block);
+        assert!(effective_policy(&lp, Some("nope")).is_err());
+    }
 }
