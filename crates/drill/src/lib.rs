@@ -20,7 +20,6 @@ pub mod attack;
 pub mod orchestrator;
 pub mod world;
 
-
 pub use orchestrator::{
     drill, effective_policy, enter_private_netns, DrillError, DrillOptions, DrillReport, Observed,
     Progress, Quiet, Row,

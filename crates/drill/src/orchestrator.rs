@@ -193,8 +193,7 @@ impl DrillReport {
     pub fn render_table(&self) -> String {
         let mut out = format!(
             "{:<4} {:<20} {:<34} {:<34} {}\n",
-            "",
-            "ATTACK", "EXPECTED", "OBSERVED", "EVIDENCE"
+            "", "ATTACK", "EXPECTED", "OBSERVED", "EVIDENCE"
         );
         for r in &self.rows {
             let mut obs = r.observed.to_string();
@@ -271,7 +270,9 @@ struct Scratch {
 
 impl Scratch {
     fn path(&self) -> &Path {
-        self.dir.as_ref().map_or(Path::new("/nonexistent"), |d| d.path())
+        self.dir
+            .as_ref()
+            .map_or(Path::new("/nonexistent"), |d| d.path())
     }
     fn state(&self) -> PathBuf {
         self.path().join("state")
@@ -323,14 +324,13 @@ impl JobRun {
         let kind = o.get("kind").and_then(|k| k.as_str()).unwrap_or("?");
         let value = o.get("value").map(|v| v.to_string()).unwrap_or_default();
         let stopped_by_limit = matches!(kind, "signaled" | "timed_out");
-        (format!("{kind} {value}").trim().to_owned(), stopped_by_limit)
+        (
+            format!("{kind} {value}").trim().to_owned(),
+            stopped_by_limit,
+        )
     }
     fn job_id(&self) -> Option<String> {
-        self.report
-            .as_ref()?
-            .get("id")?
-            .as_str()
-            .map(str::to_owned)
+        self.report.as_ref()?.get("id")?.as_str().map(str::to_owned)
     }
     /// `None` when the report has no `alerts` field at all.
     fn alerts(&self) -> Option<Vec<String>> {
@@ -492,16 +492,19 @@ fn judge(a: &dyn Attack, runs: &[JobRun], duration_ms: u64) -> Row {
     }
     if !world_hits.is_empty() {
         // The world's records are the ground truth: they come first.
-        evidence.insert(0, format!(
-            "world saw {}: {}",
-            world_hits.len(),
-            world_hits
-                .iter()
-                .take(3)
-                .map(Hit::to_string)
-                .collect::<Vec<_>>()
-                .join(" | ")
-        ));
+        evidence.insert(
+            0,
+            format!(
+                "world saw {}: {}",
+                world_hits.len(),
+                world_hits
+                    .iter()
+                    .take(3)
+                    .map(Hit::to_string)
+                    .collect::<Vec<_>>()
+                    .join(" | ")
+            ),
+        );
     }
     // Alerts: persistence alerts come from the first job's teardown scan; any job counts.
     let available = runs.iter().all(|r| r.alerts().is_some());
@@ -511,9 +514,7 @@ fn judge(a: &dyn Attack, runs: &[JobRun], duration_ms: u64) -> Row {
     let passed = match a.expect() {
         Expect::Succeeds => observed == Observed::Succeeded,
         Expect::Blocked => observed == Observed::Blocked,
-        Expect::BlockedAndDetected(_) => {
-            observed == Observed::Blocked && alert_found == Some(true)
-        }
+        Expect::BlockedAndDetected(_) => observed == Observed::Blocked && alert_found == Some(true),
     };
     let mut alerts = alerts;
     alerts.sort();
@@ -762,17 +763,34 @@ mod tests {
         let a = attack::find("metadata").expect("attack");
         let ok = judge(
             a,
-            &[run(Some(("metadata", false)), exited(0), Some(&["metadata-access"]), vec![])],
+            &[run(
+                Some(("metadata", false)),
+                exited(0),
+                Some(&["metadata-access"]),
+                vec![],
+            )],
             1,
         );
-        assert_eq!((ok.observed, ok.alert_found, ok.passed), (Observed::Blocked, Some(true), true));
+        assert_eq!(
+            (ok.observed, ok.alert_found, ok.passed),
+            (Observed::Blocked, Some(true), true)
+        );
         let missing = judge(
             a,
-            &[run(Some(("metadata", false)), exited(0), Some(&["denied-egress"]), vec![])],
+            &[run(
+                Some(("metadata", false)),
+                exited(0),
+                Some(&["denied-egress"]),
+                vec![],
+            )],
             1,
         );
         assert_eq!((missing.alert_found, missing.passed), (Some(false), false));
-        let unavailable = judge(a, &[run(Some(("metadata", false)), exited(0), None, vec![])], 1);
+        let unavailable = judge(
+            a,
+            &[run(Some(("metadata", false)), exited(0), None, vec![])],
+            1,
+        );
         assert_eq!((unavailable.alert_found, unavailable.passed), (None, false));
     }
 
@@ -783,10 +801,18 @@ mod tests {
             hit("dns", RESOLVER, "allowed.drill.test. A -> 203.0.113.20"),
             hit("http", ALLOWED, "GET host=allowed.drill.test /"),
         ];
-        let r = judge(canary, &[run(Some(("canary", true)), exited(0), None, allowed)], 1);
+        let r = judge(
+            canary,
+            &[run(Some(("canary", true)), exited(0), None, allowed)],
+            1,
+        );
         assert!(r.passed && r.world_hits.is_empty());
         // The attack claims success but the world saw nothing: the control fails.
-        let r = judge(canary, &[run(Some(("canary", true)), exited(0), None, vec![])], 1);
+        let r = judge(
+            canary,
+            &[run(Some(("canary", true)), exited(0), None, vec![])],
+            1,
+        );
         assert!(!r.passed);
     }
 
@@ -805,12 +831,32 @@ mod tests {
     #[test]
     fn persistence_is_judged_by_the_second_job() {
         let p = attack::find("persistence").expect("persistence");
-        let planted = run(Some(("persistence", false)), exited(0), Some(&["persistence-attempt"]), vec![]);
-        let clean = run(Some(("persistence-check", false)), exited(0), Some(&[]), vec![]);
+        let planted = run(
+            Some(("persistence", false)),
+            exited(0),
+            Some(&["persistence-attempt"]),
+            vec![],
+        );
+        let clean = run(
+            Some(("persistence-check", false)),
+            exited(0),
+            Some(&[]),
+            vec![],
+        );
         let r = judge(p, &[planted, clean], 1);
         assert!(r.passed, "{r:?}");
-        let planted = run(Some(("persistence", false)), exited(0), Some(&["persistence-attempt"]), vec![]);
-        let found = run(Some(("persistence-check", true)), exited(0), Some(&[]), vec![]);
+        let planted = run(
+            Some(("persistence", false)),
+            exited(0),
+            Some(&["persistence-attempt"]),
+            vec![],
+        );
+        let found = run(
+            Some(("persistence-check", true)),
+            exited(0),
+            Some(&[]),
+            vec![],
+        );
         let r = judge(p, &[planted, found], 1);
         assert_eq!(r.observed, Observed::Succeeded);
     }

@@ -85,7 +85,11 @@ impl Hit {
 
 impl std::fmt::Display for Hit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {} from {}: {}", self.service, self.local, self.peer, self.detail)
+        write!(
+            f,
+            "{} {} from {}: {}",
+            self.service, self.local, self.peer, self.detail
+        )
     }
 }
 
@@ -193,7 +197,9 @@ impl World {
         let name = hickory_proto::rr::Name::from_ascii(format!("{ALLOWED_NAME}."))
             .map_err(|e| WorldError::SelfCheck(e.to_string()))?;
         q.add_query(hickory_proto::op::Query::query(name, RecordType::A));
-        let raw = q.to_vec().map_err(|e| WorldError::SelfCheck(e.to_string()))?;
+        let raw = q
+            .to_vec()
+            .map_err(|e| WorldError::SelfCheck(e.to_string()))?;
         let sock = std::net::UdpSocket::bind("0.0.0.0:0")
             .map_err(|e| WorldError::SelfCheck(e.to_string()))?;
         let _ = sock.set_read_timeout(Some(Duration::from_secs(2)));
@@ -219,9 +225,11 @@ impl World {
                 "resolver answered {got} for {ALLOWED_NAME}"
             )));
         }
-        let mut s =
-            std::net::TcpStream::connect_timeout(&SocketAddr::from((ALLOWED, 80)), Duration::from_secs(3))
-                .map_err(|e| WorldError::SelfCheck(format!("connect {ALLOWED}:80: {e}")))?;
+        let mut s = std::net::TcpStream::connect_timeout(
+            &SocketAddr::from((ALLOWED, 80)),
+            Duration::from_secs(3),
+        )
+        .map_err(|e| WorldError::SelfCheck(format!("connect {ALLOWED}:80: {e}")))?;
         let _ = s.set_read_timeout(Some(Duration::from_secs(3)));
         s.write_all(format!("GET / HTTP/1.0\r\nHost: {ALLOWED_NAME}\r\n\r\n").as_bytes())
             .map_err(|e| WorldError::SelfCheck(e.to_string()))?;
@@ -282,7 +290,15 @@ fn world_thread(
         ])
         .map_err(e)?;
         ip(&["addr", "add", &format!("{LINK_OUTSIDE}/24"), "dev", "eth0"]).map_err(e)?;
-        for a in [ATTACKER, DOH, ALLOWED, RESOLVER, METADATA, AZURE_WIRESERVER, INTERNAL] {
+        for a in [
+            ATTACKER,
+            DOH,
+            ALLOWED,
+            RESOLVER,
+            METADATA,
+            AZURE_WIRESERVER,
+            INTERNAL,
+        ] {
             ip(&["addr", "add", &format!("{a}/32"), "dev", "eth0"]).map_err(e)?;
         }
         ip(&["link", "set", "eth0", "up"]).map_err(e)?;
@@ -355,7 +371,9 @@ async fn accept_loop(l: TcpListener, hits: Hits, svc: Service) {
         };
         let hits = hits.clone();
         tokio::spawn(async move {
-            let local = s.local_addr().unwrap_or(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)));
+            let local = s
+                .local_addr()
+                .unwrap_or(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)));
             let r = match svc {
                 Service::Http => serve_http(s, local).await,
                 Service::Tls => serve_tls(s, local).await,
@@ -528,7 +546,10 @@ mod tests {
         let m = Message::from_vec(&r.expect("answer")).expect("decode");
         assert_eq!(m.id(), 7);
         assert!(matches!(m.answers()[0].data(), RData::A(a) if a.0 == ALLOWED));
-        assert!(d.starts_with("allowed.drill.test. A -> 203.0.113.20"), "{d}");
+        assert!(
+            d.starts_with("allowed.drill.test. A -> 203.0.113.20"),
+            "{d}"
+        );
         let (r, _) = dns_answer(&query("x.y.t.attacker.test."));
         let m = Message::from_vec(&r.expect("answer")).expect("decode");
         assert!(matches!(m.answers()[0].data(), RData::A(a) if a.0 == ATTACKER));

@@ -47,14 +47,20 @@ fn drill(tmp: &std::path::Path, args: &[&str]) -> Output {
 }
 
 fn host_links() -> String {
-    let o = Command::new("ip").args(["-o", "link"]).output().expect("ip");
+    let o = Command::new("ip")
+        .args(["-o", "link"])
+        .output()
+        .expect("ip");
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
 /// Nothing of the drill is left: no named namespace, no link in the host's namespace, no
 /// mount, no file.
 fn assert_nothing_left(tmp: &std::path::Path, links_before: &str) {
-    let ns = Command::new("ip").args(["netns", "list"]).output().expect("ip");
+    let ns = Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .expect("ip");
     let ns = String::from_utf8_lossy(&ns.stdout);
     assert!(!ns.contains("drill"), "namespaces left: {ns}");
     let links = host_links();
@@ -70,7 +76,11 @@ fn assert_nothing_left(tmp: &std::path::Path, links_before: &str) {
     assert!(
         !mounts.contains(t.as_ref()),
         "mounts left under {t}: {}",
-        mounts.lines().filter(|l| l.contains(t.as_ref())).collect::<Vec<_>>().join("\n")
+        mounts
+            .lines()
+            .filter(|l| l.contains(t.as_ref()))
+            .collect::<Vec<_>>()
+            .join("\n")
     );
     let left: Vec<_> = std::fs::read_dir(tmp)
         .expect("tmp")
@@ -92,20 +102,35 @@ fn default_policy_blocks_every_attack() {
     let rows = report["rows"].as_array().expect("rows");
     assert!(rows.len() >= 35, "only {} attacks ran", rows.len());
     // Progress on stderr, one line per attack.
-    assert_eq!(stderr.lines().filter(|l| l.starts_with('[')).count(), rows.len(), "{stderr}");
+    assert_eq!(
+        stderr.lines().filter(|l| l.starts_with('[')).count(),
+        rows.len(),
+        "{stderr}"
+    );
     assert_eq!(rows[0]["attack"], "canary");
-    assert_eq!(rows[0]["observed"], "succeeded", "the world is broken: {}", rows[0]);
+    assert_eq!(
+        rows[0]["observed"], "succeeded",
+        "the world is broken: {}",
+        rows[0]
+    );
     let mut breaches = Vec::new();
     let mut missing_alerts = Vec::new();
     for r in &rows[1..] {
         if r["observed"] != "blocked" {
-            breaches.push(format!("{}: {} ({})", r["attack"], r["observed"], r["evidence"]));
+            breaches.push(format!(
+                "{}: {} ({})",
+                r["attack"], r["observed"], r["evidence"]
+            ));
         }
         if r["expected_alert"].is_string() && r["alert_found"] != true {
             missing_alerts.push(format!("{} ({})", r["attack"], r["expected_alert"]));
         }
     }
-    assert!(breaches.is_empty(), "attacks not blocked:\n{}", breaches.join("\n"));
+    assert!(
+        breaches.is_empty(),
+        "attacks not blocked:\n{}",
+        breaches.join("\n")
+    );
     for cat in ["scenario", "network", "escape", "exhaustion"] {
         assert!(rows.iter().any(|r| r["category"] == cat), "no {cat} attack");
     }
@@ -121,7 +146,11 @@ fn default_policy_blocks_every_attack() {
             "detections missing (need the detectors of issue 4): {}",
             missing_alerts.join(", ")
         );
-        assert_eq!(o.status.code(), Some(1), "missing alerts must fail the drill");
+        assert_eq!(
+            o.status.code(),
+            Some(1),
+            "missing alerts must fail the drill"
+        );
     }
     let secs = report["duration_ms"].as_u64().unwrap_or(0) / 1000;
     assert!(secs < 120, "drill took {secs} s");
@@ -154,10 +183,17 @@ fn audit_mode_lets_exfiltration_through_and_the_drill_says_so() {
         .unwrap_or_else(|| panic!("no exfil row:\n{out}"));
     assert!(exfil.starts_with("FAIL"), "{exfil}");
     assert!(exfil.contains("SUCCEEDED"), "{exfil}");
-    assert!(exfil.contains("world saw"), "the world's records must show it: {exfil}");
+    assert!(
+        exfil.contains("world saw"),
+        "the world's records must show it: {exfil}"
+    );
     assert!(out.contains("1 got through"), "{out}");
     // Only the selected attacks (plus the control) ran.
-    assert_eq!(err.lines().filter(|l| l.starts_with('[')).count(), 3, "{err}");
+    assert_eq!(
+        err.lines().filter(|l| l.starts_with('[')).count(),
+        3,
+        "{err}"
+    );
     // --keep: the effective policy points the group at the world.
     let kept = err
         .lines()

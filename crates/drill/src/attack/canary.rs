@@ -26,7 +26,10 @@ impl Attack for Canary {
             if answered_by_allowed(&resp) {
                 Ok("the allowed host answered".to_owned())
             } else {
-                Err(format!("unexpected answer: {}", resp.lines().next().unwrap_or("")))
+                Err(format!(
+                    "unexpected answer: {}",
+                    resp.lines().next().unwrap_or("")
+                ))
             }
         });
         let s = Step::from(format!("GET http://{ALLOWED_NAME}/"), r);

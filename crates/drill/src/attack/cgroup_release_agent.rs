@@ -34,13 +34,21 @@ impl Attack for CgroupReleaseAgent {
         s.push(open_for_write("/sys/fs/cgroup/release_agent"));
         s.push(open_for_write("/sys/fs/cgroup/notify_on_release"));
         let _ = std::fs::create_dir_all("/tmp/drill-cg");
-        s.push(match nix::mount::mount(Some("cgroup"), "/tmp/drill-cg", Some("cgroup"), nix::mount::MsFlags::empty(), Some("memory")) {
-            Ok(()) => {
-                let _ = nix::mount::umount("/tmp/drill-cg");
-                Step::ok("mount cgroup v1 (memory)", "mounted (undone)")
-            }
-            Err(e) => Step::failed("mount cgroup v1 (memory)", errno_str(e)),
-        });
+        s.push(
+            match nix::mount::mount(
+                Some("cgroup"),
+                "/tmp/drill-cg",
+                Some("cgroup"),
+                nix::mount::MsFlags::empty(),
+                Some("memory"),
+            ) {
+                Ok(()) => {
+                    let _ = nix::mount::umount("/tmp/drill-cg");
+                    Step::ok("mount cgroup v1 (memory)", "mounted (undone)")
+                }
+                Err(e) => Step::failed("mount cgroup v1 (memory)", errno_str(e)),
+            },
+        );
         AttackResult::from_steps(self.id(), &s)
     }
 }

@@ -21,13 +21,22 @@ impl Attack for DevMem {
         Expect::Blocked
     }
     fn run(&self) -> AttackResult {
-        let s: Vec<Step> = ["/dev/mem", "/dev/kmem", "/dev/port", "/dev/kmsg", "/dev/sda", "/dev/vda", "/dev/nvme0n1", "/dev/kvm"]
-            .into_iter()
-            .map(|p| match std::fs::File::open(p) {
-                Ok(_) => Step::ok(format!("open {p}"), "opened (not read)"),
-                Err(e) => Step::failed(format!("open {p}"), e.to_string()),
-            })
-            .collect();
+        let s: Vec<Step> = [
+            "/dev/mem",
+            "/dev/kmem",
+            "/dev/port",
+            "/dev/kmsg",
+            "/dev/sda",
+            "/dev/vda",
+            "/dev/nvme0n1",
+            "/dev/kvm",
+        ]
+        .into_iter()
+        .map(|p| match std::fs::File::open(p) {
+            Ok(_) => Step::ok(format!("open {p}"), "opened (not read)"),
+            Err(e) => Step::failed(format!("open {p}"), e.to_string()),
+        })
+        .collect();
         AttackResult::from_steps(self.id(), &s)
     }
 }

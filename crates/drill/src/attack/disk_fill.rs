@@ -45,7 +45,10 @@ impl Attack for DiskFill {
         let s = if written >= (8u64 << 30) {
             Step::ok("write 8 GiB", "no disk limit")
         } else {
-            Step::failed("write 8 GiB", format!("stopped at {} MiB: {err}", written >> 20))
+            Step::failed(
+                "write 8 GiB",
+                format!("stopped at {} MiB: {err}", written >> 20),
+            )
         };
         AttackResult::from_steps(self.id(), &[s])
     }

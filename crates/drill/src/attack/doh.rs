@@ -11,8 +11,8 @@ pub struct Doh;
 
 /// A DNS query for example.com, as a DoH POST body.
 const QUERY: &[u8] = &[
-    0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 7, b'e', b'x', b'a', b'm', b'p', b'l', b'e', 3,
-    b'c', b'o', b'm', 0, 0, 1, 0, 1,
+    0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 7, b'e', b'x', b'a', b'm', b'p', b'l', b'e', 3, b'c',
+    b'o', b'm', 0, 0, 1, 0, 1,
 ];
 
 impl Attack for Doh {

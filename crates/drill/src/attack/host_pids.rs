@@ -23,14 +23,31 @@ impl Attack for HostPids {
     }
     fn run(&self) -> AttackResult {
         let pids: Vec<u32> = std::fs::read_dir("/proc")
-            .map(|rd| rd.flatten().filter_map(|e| e.file_name().to_str()?.parse().ok()).collect())
+            .map(|rd| {
+                rd.flatten()
+                    .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                    .collect()
+            })
             .unwrap_or_default();
         let one = std::fs::read("/proc/1/cmdline")
-            .map(|b| String::from_utf8_lossy(&b).replace('\0', " ").trim().to_owned())
+            .map(|b| {
+                String::from_utf8_lossy(&b)
+                    .replace('\0', " ")
+                    .trim()
+                    .to_owned()
+            })
             .unwrap_or_default();
-        let hostish = ["systemd", "/sbin/init", "init ", "containerd", "dockerd", "sshd", "kthreadd"]
-            .iter()
-            .any(|k| one.contains(k) || one == "init");
+        let hostish = [
+            "systemd",
+            "/sbin/init",
+            "init ",
+            "containerd",
+            "dockerd",
+            "sshd",
+            "kthreadd",
+        ]
+        .iter()
+        .any(|k| one.contains(k) || one == "init");
         let what = format!("{} pids visible, pid 1 = {one:?}", pids.len());
         let s = if pids.len() > 20 || hostish {
             Step::ok(what, "host processes visible")

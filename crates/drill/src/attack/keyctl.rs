@@ -26,7 +26,14 @@ impl Attack for Keyctl {
         let payload = b"drill";
         // SAFETY: NUL-terminated strings, a valid payload buffer; KEY_SPEC_PROCESS_KEYRING.
         let r = unsafe {
-            libc::syscall(libc::SYS_add_key, kind.as_ptr(), desc.as_ptr(), payload.as_ptr(), payload.len(), -2i32)
+            libc::syscall(
+                libc::SYS_add_key,
+                kind.as_ptr(),
+                desc.as_ptr(),
+                payload.as_ptr(),
+                payload.len(),
+                -2i32,
+            )
         };
         let a = syscall_step("add_key(user, process keyring)", r, false);
         // KEYCTL_GET_KEYRING_ID (0) of the session keyring (-3).

@@ -42,7 +42,10 @@ impl Attack for Memory {
         let s = if got >= (8usize << 30) {
             Step::ok("allocate 8 GiB", "no memory limit")
         } else {
-            Step::failed("allocate 8 GiB", format!("allocation refused at {} MiB", got >> 20))
+            Step::failed(
+                "allocate 8 GiB",
+                format!("allocation refused at {} MiB", got >> 20),
+            )
         };
         AttackResult::from_steps(self.id(), &[s])
     }

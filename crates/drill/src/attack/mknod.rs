@@ -34,7 +34,14 @@ impl Attack for Mknod {
                 Ok(()) => {
                     let opened = std::fs::File::open(&path).is_ok();
                     let _ = std::fs::remove_file(&path);
-                    s.push(Step::ok(what, if opened { "created and opened" } else { "created (open failed)" }));
+                    s.push(Step::ok(
+                        what,
+                        if opened {
+                            "created and opened"
+                        } else {
+                            "created (open failed)"
+                        },
+                    ));
                 }
                 Err(e) => s.push(Step::failed(what, errno_str(e))),
             }

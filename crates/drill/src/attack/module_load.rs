@@ -25,7 +25,12 @@ impl Attack for ModuleLoad {
         let params = c"";
         // SAFETY: a valid buffer and length and a NUL-terminated parameter string.
         let r = unsafe {
-            libc::syscall(libc::SYS_init_module, image.as_ptr(), image.len(), params.as_ptr())
+            libc::syscall(
+                libc::SYS_init_module,
+                image.as_ptr(),
+                image.len(),
+                params.as_ptr(),
+            )
         };
         let mut s = vec![syscall_step("init_module(64 zero bytes)", r, false)];
         match std::fs::File::open("/proc/self/exe") {

@@ -25,9 +25,27 @@ impl Attack for Mount {
         let _ = std::fs::create_dir_all("/tmp/drill-mnt");
         let mut s = Vec::new();
         for (what, src, target, fstype, flags) in [
-            ("mount tmpfs on /tmp/drill-mnt", "tmpfs", "/tmp/drill-mnt", Some("tmpfs"), MsFlags::empty()),
-            ("mount proc on /tmp/drill-mnt", "proc", "/tmp/drill-mnt", Some("proc"), MsFlags::empty()),
-            ("remount / read-write", "none", "/", None, MsFlags::MS_REMOUNT),
+            (
+                "mount tmpfs on /tmp/drill-mnt",
+                "tmpfs",
+                "/tmp/drill-mnt",
+                Some("tmpfs"),
+                MsFlags::empty(),
+            ),
+            (
+                "mount proc on /tmp/drill-mnt",
+                "proc",
+                "/tmp/drill-mnt",
+                Some("proc"),
+                MsFlags::empty(),
+            ),
+            (
+                "remount / read-write",
+                "none",
+                "/",
+                None,
+                MsFlags::MS_REMOUNT,
+            ),
         ] {
             match mount(Some(src), target, fstype, flags, None::<&str>) {
                 Ok(()) => {

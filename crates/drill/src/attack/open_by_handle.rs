@@ -25,7 +25,12 @@ impl Attack for OpenByHandle {
         let mut s = Vec::new();
         let root = match std::fs::File::open("/") {
             Ok(f) => f,
-            Err(e) => return AttackResult::from_steps(self.id(), &[Step::failed("open /", e.to_string())]),
+            Err(e) => {
+                return AttackResult::from_steps(
+                    self.id(),
+                    &[Step::failed("open /", e.to_string())],
+                )
+            }
         };
         // struct file_handle { u32 handle_bytes; i32 handle_type; u8 f_handle[8] }:
         // FILEID_INO32_GEN (1), inode 2, generation 0 = the root of most filesystems.
@@ -34,14 +39,30 @@ impl Attack for OpenByHandle {
         h[4..8].copy_from_slice(&1i32.to_ne_bytes());
         h[8..12].copy_from_slice(&2u32.to_ne_bytes());
         // SAFETY: a valid mount fd and a file_handle buffer of the declared size.
-        let r = unsafe { libc::syscall(libc::SYS_open_by_handle_at, root.as_raw_fd(), h.as_mut_ptr(), libc::O_RDONLY) };
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_open_by_handle_at,
+                root.as_raw_fd(),
+                h.as_mut_ptr(),
+                libc::O_RDONLY,
+            )
+        };
         s.push(syscall_step("open_by_handle_at(inode 2)", r, true));
         let mut h2 = [0u8; 136];
         h2[0..4].copy_from_slice(&128u32.to_ne_bytes());
         let mut mount_id: i32 = 0;
         let path = c"/";
         // SAFETY: valid path, handle buffer of 128 bytes, mount id out-pointer.
-        let r = unsafe { libc::syscall(libc::SYS_name_to_handle_at, libc::AT_FDCWD, path.as_ptr(), h2.as_mut_ptr(), &mut mount_id, 0) };
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_name_to_handle_at,
+                libc::AT_FDCWD,
+                path.as_ptr(),
+                h2.as_mut_ptr(),
+                &mut mount_id,
+                0,
+            )
+        };
         s.push(syscall_step("name_to_handle_at(/)", r, false));
         // A handle for the job's own / is harmless by itself; only opening matters.
         if let Some(last) = s.last_mut() {

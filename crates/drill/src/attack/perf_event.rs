@@ -26,8 +26,11 @@ impl Attack for PerfEvent {
         attr[0..4].copy_from_slice(&1u32.to_ne_bytes()); // PERF_TYPE_SOFTWARE
         attr[4..8].copy_from_slice(&128u32.to_ne_bytes());
         attr[8..16].copy_from_slice(&0u64.to_ne_bytes()); // PERF_COUNT_SW_CPU_CLOCK
-        // SAFETY: attr is a zeroed perf_event_attr of the declared size; pid 0 = self.
+                                                          // SAFETY: attr is a zeroed perf_event_attr of the declared size; pid 0 = self.
         let r = unsafe { libc::syscall(libc::SYS_perf_event_open, attr.as_ptr(), 0, -1, -1, 0) };
-        AttackResult::from_steps(self.id(), &[syscall_step("perf_event_open(self, cpu-clock)", r, true)])
+        AttackResult::from_steps(
+            self.id(),
+            &[syscall_step("perf_event_open(self, cpu-clock)", r, true)],
+        )
     }
 }

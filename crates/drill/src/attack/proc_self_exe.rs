@@ -22,9 +22,16 @@ impl Attack for ProcSelfExe {
         Expect::Blocked
     }
     fn run(&self) -> AttackResult {
-        let mut s = vec![open_for_write("/proc/self/exe"), open_for_write("/proc/1/exe")];
+        let mut s = vec![
+            open_for_write("/proc/self/exe"),
+            open_for_write("/proc/1/exe"),
+        ];
         if let Ok(ppid) = std::fs::read_to_string("/proc/self/stat").map(|t| {
-            t.rsplit(')').next().and_then(|r| r.split_whitespace().nth(1)).unwrap_or("0").to_owned()
+            t.rsplit(')')
+                .next()
+                .and_then(|r| r.split_whitespace().nth(1))
+                .unwrap_or("0")
+                .to_owned()
         }) {
             if ppid != "0" {
                 s.push(open_for_write(&format!("/proc/{ppid}/exe")));

@@ -22,9 +22,24 @@ impl Attack for RawSocket {
     }
     fn run(&self) -> AttackResult {
         let s: Vec<Step> = [
-            ("socket(AF_PACKET, SOCK_RAW)", libc::AF_PACKET, libc::SOCK_RAW, i32::from(0x0003u16.to_be())),
-            ("socket(AF_INET, SOCK_RAW, ICMP)", libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_ICMP),
-            ("socket(AF_INET, SOCK_RAW, TCP)", libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_TCP),
+            (
+                "socket(AF_PACKET, SOCK_RAW)",
+                libc::AF_PACKET,
+                libc::SOCK_RAW,
+                i32::from(0x0003u16.to_be()),
+            ),
+            (
+                "socket(AF_INET, SOCK_RAW, ICMP)",
+                libc::AF_INET,
+                libc::SOCK_RAW,
+                libc::IPPROTO_ICMP,
+            ),
+            (
+                "socket(AF_INET, SOCK_RAW, TCP)",
+                libc::AF_INET,
+                libc::SOCK_RAW,
+                libc::IPPROTO_TCP,
+            ),
         ]
         .into_iter()
         .map(|(what, d, t, p)| {

@@ -90,7 +90,10 @@ impl Attack for RogueRunner {
         if let Err(e) = plant(&dir) {
             return AttackResult::from_steps(
                 self.id(),
-                &[Step::failed(format!("plant {}", dir.display()), e.to_string())],
+                &[Step::failed(
+                    format!("plant {}", dir.display()),
+                    e.to_string(),
+                )],
             );
         }
         let out = std::process::Command::new(dir.join("config.sh")).output();

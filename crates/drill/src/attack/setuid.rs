@@ -30,7 +30,9 @@ impl Attack for Setuid {
             Err(e) => Step::failed("setuid(0)", errno_str(e)),
         });
         let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-        let nnp = status.lines().any(|l| l.starts_with("NoNewPrivs:") && l.trim_end().ends_with('1'));
+        let nnp = status
+            .lines()
+            .any(|l| l.starts_with("NoNewPrivs:") && l.trim_end().ends_with('1'));
         let mut suid = Vec::new();
         for dir in ["/usr/bin", "/usr/sbin", "/usr/local/bin"] {
             if let Ok(rd) = std::fs::read_dir(dir) {
@@ -52,21 +54,43 @@ impl Attack for Setuid {
         } else {
             Step::failed(what, format!("nosuid={nosuid} no_new_privs={nnp}"))
         });
-        for (what, argv) in [("sudo -n true", &["sudo", "-n", "true"][..]), ("su -c true", &["su", "-c", "true"][..])] {
-            s.push(match std::process::Command::new(argv[0]).args(&argv[1..]).stdin(std::process::Stdio::null()).output() {
-                Ok(o) if o.status.success() => Step::ok(what, "ran as root"),
-                Ok(o) => Step::failed(what, format!("{}: {}", o.status, String::from_utf8_lossy(&o.stderr).trim())),
-                Err(e) => Step::failed(what, e.to_string()),
-            });
+        for (what, argv) in [
+            ("sudo -n true", &["sudo", "-n", "true"][..]),
+            ("su -c true", &["su", "-c", "true"][..]),
+        ] {
+            s.push(
+                match std::process::Command::new(argv[0])
+                    .args(&argv[1..])
+                    .stdin(std::process::Stdio::null())
+                    .output()
+                {
+                    Ok(o) if o.status.success() => Step::ok(what, "ran as root"),
+                    Ok(o) => Step::failed(
+                        what,
+                        format!(
+                            "{}: {}",
+                            o.status,
+                            String::from_utf8_lossy(&o.stderr).trim()
+                        ),
+                    ),
+                    Err(e) => Step::failed(what, e.to_string()),
+                },
+            );
         }
         // A setuid bit on the job's own copy of a binary: only a root-owned file would help,
         // and the job cannot chown to root.
         let copy = "/tmp/drill-suid";
         let r = std::fs::copy("/proc/self/exe", copy)
             .and_then(|_| std::fs::set_permissions(copy, std::fs::Permissions::from_mode(0o4755)))
-            .and_then(|_| nix::unistd::chown(copy, Some(nix::unistd::Uid::from_raw(0)), None).map_err(std::io::Error::from));
+            .and_then(|_| {
+                nix::unistd::chown(copy, Some(nix::unistd::Uid::from_raw(0)), None)
+                    .map_err(std::io::Error::from)
+            });
         s.push(match r {
-            Ok(()) => Step::ok("chown root + chmod u+s own copy", "root-owned setuid binary made"),
+            Ok(()) => Step::ok(
+                "chown root + chmod u+s own copy",
+                "root-owned setuid binary made",
+            ),
             Err(e) => Step::failed("chown root + chmod u+s own copy", e.to_string()),
         });
         let _ = std::fs::remove_file(copy);

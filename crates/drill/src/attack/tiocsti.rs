@@ -28,14 +28,22 @@ impl Attack for Tiocsti {
                 let c: u8 = b' ';
                 // SAFETY: ioctl on our own pty with a pointer to one byte.
                 let r = unsafe { libc::ioctl(p.slave.as_raw_fd(), libc::TIOCSTI, &c) };
-                s.push(syscall_step("ioctl(own pty, TIOCSTI)", libc::c_long::from(r), false));
+                s.push(syscall_step(
+                    "ioctl(own pty, TIOCSTI)",
+                    libc::c_long::from(r),
+                    false,
+                ));
             }
             Err(e) => s.push(Step::failed("openpty", e.to_string())),
         }
         let c: u8 = b' ';
         // SAFETY: ioctl on stdin with a pointer to one byte.
         let r = unsafe { libc::ioctl(0, libc::TIOCSTI, &c) };
-        s.push(syscall_step("ioctl(stdin, TIOCSTI)", libc::c_long::from(r), false));
+        s.push(syscall_step(
+            "ioctl(stdin, TIOCSTI)",
+            libc::c_long::from(r),
+            false,
+        ));
         AttackResult::from_steps(self.id(), &s)
     }
 }

@@ -92,7 +92,10 @@ pub fn syscall_step(what: &str, ret: libc::c_long, is_fd: bool) -> Step {
 /// closes it: success means the kernel would have accepted a write.
 pub fn open_for_write(path: &str) -> Step {
     match std::fs::OpenOptions::new().write(true).open(path) {
-        Ok(_) => Step::ok(format!("open {path} for writing"), "opened (nothing written)"),
+        Ok(_) => Step::ok(
+            format!("open {path} for writing"),
+            "opened (nothing written)",
+        ),
         Err(e) => Step::failed(format!("open {path} for writing"), e.to_string()),
     }
 }
