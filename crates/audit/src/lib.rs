@@ -16,10 +16,13 @@
 #![deny(missing_docs)]
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+
+pub mod queue;
+pub use queue::{AuditQueue, AuditSender};
 use sha2::{Digest, Sha256};
 
 /// The `prev` of the very first record.
@@ -28,6 +31,8 @@ pub const GENESIS: &str = "00000000000000000000000000000000000000000000000000000
 pub const LOG: &str = "audit.jsonl";
 /// Head checkpoint file name.
 pub const HEAD: &str = "audit.head";
+/// Lock file that serialises writers.
+pub const LOCK: &str = "audit.lock";
 
 /// Errors of the audit component.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +49,9 @@ pub enum AuditError {
     /// A record could not be encoded.
     #[error("encoding an audit record: {0}")]
     Encode(#[from] serde_json::Error),
+    /// The writer thread failed earlier; nothing more can be recorded.
+    #[error("the audit log cannot be written: {0}")]
+    Writer(String),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> AuditError + '_ {
@@ -82,43 +90,125 @@ pub struct Head {
 }
 
 fn hash(line: &[u8]) -> String {
-    Sha256::digest(line)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let d = Sha256::digest(line);
+    let mut s = String::with_capacity(64);
+    for b in d {
+        s.push(HEX[usize::from(b >> 4)] as char);
+        s.push(HEX[usize::from(b & 15)] as char);
+    }
+    s
 }
 
-/// An open audit log.
+fn now_ms() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0)
+}
+
+/// An event waiting to be appended: a record without its place in the chain.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    /// Unix time in milliseconds, taken when the event happened (not when it was written).
+    pub time_ms: u128,
+    /// Event kind, e.g. `process.exec`.
+    pub kind: String,
+    /// The job it concerns.
+    pub job: Option<String>,
+    /// Event fields.
+    pub data: serde_json::Value,
+}
+
+impl Event {
+    /// An event that happens now.
+    pub fn new(kind: &str, job: Option<&str>, data: serde_json::Value) -> Self {
+        Self {
+            time_ms: now_ms(),
+            kind: kind.to_owned(),
+            job: job.map(str::to_owned),
+            data,
+        }
+    }
+}
+
+/// An open audit log. Several processes (concurrent `airlock run`s, `serve`) may append to the
+/// same log: every batch is written under an exclusive `flock` on `audit.lock`, continuing from
+/// the head on disk, so the chain stays linear whoever writes.
 pub struct AuditLog {
     dir: PathBuf,
-    file: File,
-    head: Head,
+    lock: File,
+}
+
+/// Holds the log's lock until dropped.
+struct Locked<'a>(&'a File);
+
+impl<'a> Locked<'a> {
+    fn take(f: &'a File, path: &Path) -> Result<Self, AuditError> {
+        use std::os::fd::AsRawFd;
+        loop {
+            // SAFETY: flock on a descriptor we own; no memory is involved.
+            let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) };
+            if r == 0 {
+                return Ok(Self(f));
+            }
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                return Err(io(path)(e));
+            }
+        }
+    }
+}
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        use std::os::fd::AsRawFd;
+        // SAFETY: as in `take`; closing the file would release it too.
+        unsafe { libc::flock(self.0.as_raw_fd(), libc::LOCK_UN) };
+    }
 }
 
 impl AuditLog {
-    /// Opens (or creates) the log in `dir`, continuing its chain.
+    /// Opens (or creates) the log in `dir`. Fails unless the log can be written.
     pub fn open(dir: &Path) -> Result<Self, AuditError> {
         std::fs::create_dir_all(dir).map_err(io(dir))?;
-        let head_path = dir.join(HEAD);
-        let head = match std::fs::read(&head_path) {
-            Ok(d) => serde_json::from_slice(&d)?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Head {
-                seq: 0,
-                hash: GENESIS.to_owned(),
-            },
-            Err(e) => return Err(io(&head_path)(e)),
-        };
+        let lp = dir.join(LOCK);
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lp)
+            .map_err(io(&lp))?;
         let log = dir.join(LOG);
-        let file = OpenOptions::new()
+        OpenOptions::new()
             .create(true)
             .append(true)
             .open(&log)
             .map_err(io(&log))?;
-        Ok(Self {
+        let me = Self {
             dir: dir.to_owned(),
-            file,
-            head,
-        })
+            lock,
+        };
+        me.head()?;
+        Ok(me)
+    }
+
+    /// The directory of the log.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The head as it is on disk now.
+    pub fn head(&self) -> Result<Head, AuditError> {
+        let head_path = self.dir.join(HEAD);
+        match std::fs::read(&head_path) {
+            Ok(d) => Ok(serde_json::from_slice(&d)?),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Head {
+                seq: 0,
+                hash: GENESIS.to_owned(),
+            }),
+            Err(e) => Err(io(&head_path)(e)),
+        }
     }
 
     /// Appends a record and moves the head; returns its sequence number. Durable when it
@@ -129,42 +219,65 @@ impl AuditLog {
         job: Option<&str>,
         data: serde_json::Value,
     ) -> Result<u64, AuditError> {
-        let rec = Record {
-            seq: self.head.seq + 1,
-            time_ms: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_millis())
-                .unwrap_or(0),
-            kind: kind.to_owned(),
-            job: job.map(str::to_owned),
-            data,
-            prev: self.head.hash.clone(),
-        };
-        let mut line = serde_json::to_vec(&rec)?;
-        let h = hash(&line);
-        line.push(b'\n');
+        let recs = self.append_batch(vec![Event::new(kind, job, data)])?;
+        Ok(recs.last().map(|r| r.seq).unwrap_or(0))
+    }
+
+    /// Appends events in order as one write and one fsync (group commit), and returns the
+    /// records as written. Durable when it returns.
+    pub fn append_batch(&mut self, events: Vec<Event>) -> Result<Vec<Record>, AuditError> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let lp = self.dir.join(LOCK);
+        let _g = Locked::take(&self.lock, &lp)?;
+        let mut head = self.head()?;
+        let mut buf = Vec::with_capacity(events.len() * 256);
+        let mut out = Vec::with_capacity(events.len());
+        for ev in events {
+            let rec = Record {
+                seq: head.seq + 1,
+                time_ms: ev.time_ms,
+                kind: ev.kind,
+                job: ev.job,
+                data: ev.data,
+                prev: std::mem::take(&mut head.hash),
+            };
+            let start = buf.len();
+            serde_json::to_writer(&mut buf, &rec)?;
+            head = Head {
+                seq: rec.seq,
+                hash: hash(&buf[start..]),
+            };
+            buf.push(b'\n');
+            out.push(rec);
+        }
+        // Opened per batch: another process may have rotated the file since.
         let log = self.dir.join(LOG);
-        self.file.write_all(&line).map_err(io(&log))?;
-        self.file.sync_data().map_err(io(&log))?;
-        let head = Head {
-            seq: rec.seq,
-            hash: h,
-        };
-        let tmp = self.dir.join("audit.head.tmp");
+        let mut f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .map_err(io(&log))?;
+        f.write_all(&buf).map_err(io(&log))?;
+        f.sync_data().map_err(io(&log))?;
+        let tmp = self.dir.join(format!("{HEAD}.tmp"));
         std::fs::write(&tmp, serde_json::to_vec(&head)?).map_err(io(&tmp))?;
         let hp = self.dir.join(HEAD);
         std::fs::rename(&tmp, &hp).map_err(io(&hp))?;
-        self.head = head;
-        Ok(rec.seq)
+        Ok(out)
     }
 
     /// Starts a new segment: the current log becomes `audit.jsonl.<first seq of the next>`; the
     /// chain continues across the boundary.
     pub fn rotate(&mut self) -> Result<PathBuf, AuditError> {
+        let lp = self.dir.join(LOCK);
+        let _g = Locked::take(&self.lock, &lp)?;
+        let head = self.head()?;
         let log = self.dir.join(LOG);
-        let rotated = self.dir.join(format!("{LOG}.{:020}", self.head.seq + 1));
+        let rotated = self.dir.join(format!("{LOG}.{:020}", head.seq + 1));
         std::fs::rename(&log, &rotated).map_err(io(&log))?;
-        self.file = OpenOptions::new()
+        OpenOptions::new()
             .create(true)
             .append(true)
             .open(&log)
@@ -230,45 +343,120 @@ pub fn read_all(dir: &Path) -> Result<Vec<Record>, AuditError> {
     Ok(out)
 }
 
-/// Checks the chain of every segment and the head.
+/// What [`verify`] needs of a line; everything else is skipped without being built.
+#[derive(Deserialize)]
+struct Link<'a> {
+    seq: u64,
+    #[serde(borrow)]
+    kind: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    prev: std::borrow::Cow<'a, str>,
+}
+
+/// Bytes read and checked per parallel block.
+const VERIFY_CHUNK: usize = 16 << 20;
+
+/// Parses and hashes one line: `(seq, prev)` or why it is not a record, and its hash.
+fn link_of(line: &[u8]) -> (Result<(u64, String), String>, String) {
+    let parsed = match serde_json::from_slice::<Link<'_>>(line) {
+        Ok(l) if !l.kind.is_empty() => Ok((l.seq, l.prev.into_owned())),
+        Ok(_) => Err("not a record: empty kind".to_owned()),
+        Err(e) => Err(format!("not a record: {e}")),
+    };
+    (parsed, hash(line))
+}
+
+/// Checks the chain of every segment and the head. Lines are parsed and hashed in parallel
+/// blocks; the chain itself is then walked in order.
 pub fn verify(dir: &Path) -> Result<Verification, AuditError> {
     let mut v = Verification::default();
     let mut expect_seq = 1u64;
     let mut prev = GENESIS.to_owned();
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(8);
     for seg in segments(dir) {
-        let f = File::open(&seg).map_err(io(&seg))?;
-        for (i, line) in BufReader::new(f).split(b'\n').enumerate() {
-            let line = line.map_err(io(&seg))?;
-            if line.is_empty() {
-                continue;
-            }
-            let mut problem = |m: String| {
-                v.problems.push(Problem {
-                    file: seg.clone(),
-                    line: i + 1,
-                    message: m,
-                })
-            };
-            match serde_json::from_slice::<Record>(&line) {
-                Err(e) => problem(format!("not a record: {e}")),
-                Ok(r) => {
-                    if r.seq != expect_seq {
-                        problem(format!(
-                            "sequence {} where {expect_seq} was due (a record was deleted, inserted or moved)",
-                            r.seq
-                        ));
+        let mut f = File::open(&seg).map_err(io(&seg))?;
+        let mut lineno = 0usize;
+        // Read in large chunks cut at a newline; lines are slices of the chunk (no copy).
+        let mut carry: Vec<u8> = Vec::new();
+        let mut eof = false;
+        while !eof {
+            let mut buf = std::mem::take(&mut carry);
+            let start = buf.len();
+            buf.resize(start + VERIFY_CHUNK, 0);
+            let mut filled = start;
+            while filled < buf.len() {
+                match f.read(&mut buf[filled..]) {
+                    Ok(0) => {
+                        eof = true;
+                        break;
                     }
-                    if r.prev != prev {
-                        problem(format!(
-                            "record {} does not chain to the one before it (edited, deleted, inserted or reordered)",
-                            r.seq
-                        ));
-                    }
-                    expect_seq = r.seq + 1;
+                    Ok(n) => filled += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(io(&seg)(e)),
                 }
             }
-            prev = hash(&line);
-            v.records += 1;
+            buf.truncate(filled);
+            if !eof {
+                match buf.iter().rposition(|b| *b == b'\n') {
+                    Some(i) => carry = buf.split_off(i + 1),
+                    // One line longer than a chunk: read on.
+                    None => {
+                        carry = buf;
+                        continue;
+                    }
+                }
+            }
+            let mut block: Vec<&[u8]> = buf.split(|b| *b == b'\n').collect();
+            if buf.last() == Some(&b'\n') {
+                block.pop();
+            }
+            if block.is_empty() {
+                continue;
+            }
+            let per = block.len().div_ceil(threads);
+            let results: Vec<(Result<(u64, String), String>, String)> = std::thread::scope(|sc| {
+                let hs: Vec<_> = block
+                    .chunks(per)
+                    .map(|c| sc.spawn(move || c.iter().map(|l| link_of(l)).collect::<Vec<_>>()))
+                    .collect();
+                hs.into_iter()
+                    .flat_map(|h| h.join().unwrap_or_default())
+                    .collect()
+            });
+            for (line, (parsed, h)) in block.iter().zip(results) {
+                lineno += 1;
+                if line.is_empty() {
+                    continue;
+                }
+                let mut problem = |m: String| {
+                    v.problems.push(Problem {
+                        file: seg.clone(),
+                        line: lineno,
+                        message: m,
+                    })
+                };
+                match parsed {
+                    Err(m) => problem(m),
+                    Ok((seq, p)) => {
+                        if seq != expect_seq {
+                            problem(format!(
+                                "sequence {seq} where {expect_seq} was due (a record was deleted, inserted or moved)"
+                            ));
+                        }
+                        if p != prev {
+                            problem(format!(
+                                "record {seq} does not chain to the one before it (edited, deleted, inserted or reordered)"
+                            ));
+                        }
+                        expect_seq = seq + 1;
+                    }
+                }
+                prev = h;
+                v.records += 1;
+            }
         }
     }
     let hp = dir.join(HEAD);

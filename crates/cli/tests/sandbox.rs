@@ -679,7 +679,8 @@ fn runsc_executor_runs_with_seccomp() {
         panic!("runsc is not installed: run scripts/setup.sh");
     }
     let w = World::new();
-    let p = w.policy("version = 1\n[groups.default]\nexecutor = \"runsc\"\n");
+    let p =
+        w.policy("version = 1\n[groups.default]\nexecutor = \"runsc\"\nprocess_events = false\n");
     let o = w.sh(
         &["-p", &p.to_string_lossy()],
         "id -u; awk '$1==\"Seccomp:\"||$1==\"CapEff:\"{print $2}' /proc/self/status; ./airlock-probe syscalls",

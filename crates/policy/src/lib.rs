@@ -435,6 +435,12 @@ fn validate_group(c: &mut Collector<'_>, name: &str, g: &Group, span: Range<usiz
             "use a plain login name such as \"runner\"",
         );
     }
+    if g.executor == ExecutorKind::Runsc && g.process_events {
+        err(
+            format!("group {name}: the runsc executor cannot report process events"),
+            "set process_events = false for this group, or use libcontainer or runc",
+        );
+    }
     let l = &g.limits;
     if l.memory.0 < (16 << 20) {
         err(

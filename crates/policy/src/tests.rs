@@ -118,6 +118,13 @@ fn root_user_is_refused() {
 }
 
 #[test]
+fn runsc_needs_process_events_off() {
+    let d = diags("version = 1\n[groups.a]\nexecutor = \"runsc\"\n");
+    assert!(d[0].message.contains("process events"), "{d:?}");
+    assert!(p("version = 1\n[groups.a]\nexecutor = \"runsc\"\nprocess_events = false\n").is_ok());
+}
+
+#[test]
 fn secret_and_env_names_are_checked() {
     let d = diags("version = 1\n[groups.a]\nenv = [\"A*\", \"T\"]\nsecrets = [\"T\"]\n");
     assert_eq!(d.len(), 2, "{d:?}");

@@ -36,7 +36,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let layout = HostLayout::detect(Path::new("/"));
             build_base(&dir.join("rootfs"), &plan, &layout)?;
             write_job_etc(&dir.join("rootfs"), &plan, None)?;
-            let spec = spec::build(&plan, &layout, 1024, None)?;
+            let spec = spec::build(&plan, &layout, 1024, None, None)?;
             std::fs::write(dir.join("config.json"), serde_json::to_vec(&spec)?)?;
         }
         "run" => {

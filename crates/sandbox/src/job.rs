@@ -102,23 +102,35 @@ pub fn run(
     let paths = &opts.paths;
     paths.ensure()?;
     // Every job is on the record before anything of it exists; no log, no job.
-    let mut audit = airlock_audit::AuditLog::open(&paths.audit()).map_err(SandboxError::Audit)?;
-    audit
-        .append(
-            "job.requested",
-            Some(plan.id.as_str()),
-            serde_json::json!({
-                "group": plan.group,
-                "trust": plan.trust,
-                "executor": plan.executor,
-                "argv": plan.argv,
-                "user": { "uid": plan.user.uid, "gid": plan.user.gid },
-                "egress_mode": plan.egress.mode,
-                // Names only, never values.
-                "secrets": plan.secrets.iter().map(|(k, _)| k).collect::<Vec<_>>(),
-            }),
-        )
-        .map_err(SandboxError::Audit)?;
+    let mut log = airlock_audit::AuditLog::open(&paths.audit()).map_err(SandboxError::Audit)?;
+    log.append(
+        "job.requested",
+        Some(plan.id.as_str()),
+        serde_json::json!({
+            "group": plan.group,
+            "trust": plan.trust,
+            "executor": plan.executor,
+            "argv": plan.argv,
+            "user": { "uid": plan.user.uid, "gid": plan.user.gid },
+            "egress_mode": plan.egress.mode,
+            // Names only, never values.
+            "secrets": plan.secrets.iter().map(|(k, _)| k).collect::<Vec<_>>(),
+        }),
+    )
+    .map_err(SandboxError::Audit)?;
+    // From here on events go through the bounded queue (back-pressure, group commit).
+    let audit = airlock_audit::AuditQueue::start(log, 4096);
+    audit.collect(plan.id.as_str());
+    if !plan.secrets.is_empty() {
+        // Names only, never values.
+        audit
+            .send(airlock_audit::Event::new(
+                "secret.injected",
+                Some(plan.id.as_str()),
+                serde_json::json!({ "names": plan.secrets.iter().map(|(k, _)| k).collect::<Vec<_>>() }),
+            ))
+            .map_err(SandboxError::Audit)?;
+    }
     let owner = ProcRef::of(std::process::id() as i32).ok_or_else(|| SandboxError::State {
         path: "/proc/self".into(),
         message: "cannot read own start time".into(),
@@ -166,7 +178,15 @@ pub fn run(
     });
 
     let mut net: Option<airlock_net::JobNetwork> = None;
-    let result = run_inner(plan, opts, &mut state, &mut net, (tx, &rx), out, err);
+    let result = run_inner(
+        plan,
+        opts,
+        &mut state,
+        &mut net,
+        &audit,
+        (tx, &rx),
+        (out, err),
+    );
     sig_handle.close();
     let _ = sig_thread.join();
     // The gateway stops with the job; the rest of the network goes in the common teardown.
@@ -179,6 +199,8 @@ pub fn run(
     egress.extend(airlock_net::nflog::take_records(&paths.job_dir(&plan.id)));
     egress.sort_by_key(|r| r.time_ms);
 
+    // What the job left on its filesystem, read before teardown drops it.
+    let files = scan_files(plan, &paths.job_dir(&plan.id));
     let t = Instant::now();
     // After a clean exit the helper has deleted the container; anything else gets the full
     // search for stray processes.
@@ -198,24 +220,53 @@ pub fn run(
     // The job's network records and its end go into the audit log; a failure here is a
     // teardown error (the job has already run).
     let mut audit_errors = Vec::new();
-    for r in &egress {
-        let data = serde_json::to_value(r).unwrap_or_default();
-        if let Err(e) = audit.append(&format!("net.{}", r.kind), Some(plan.id.as_str()), data) {
-            audit_errors.push(e.to_string());
-            break;
+    let job = Some(plan.id.as_str());
+    let mut events: Vec<airlock_audit::Event> = egress
+        .iter()
+        .map(|r| {
+            let mut e = airlock_audit::Event::new(
+                &format!("net.{}", r.kind),
+                job,
+                serde_json::to_value(r).unwrap_or_default(),
+            );
+            e.time_ms = r.time_ms;
+            e
+        })
+        .collect();
+    if let Some(files) = &files {
+        for c in &files.changes {
+            events.push(airlock_audit::Event::new(
+                "file.changed",
+                job,
+                serde_json::to_value(c).unwrap_or_default(),
+            ));
         }
+        events.push(airlock_audit::Event::new(
+            "file.scan",
+            job,
+            serde_json::json!({ "total": files.total, "listed": files.changes.len() }),
+        ));
     }
-    if let Err(e) = audit.append(
+    events.push(airlock_audit::Event::new(
         "job.ended",
-        Some(plan.id.as_str()),
+        job,
         serde_json::json!({
             "outcome": outcome,
             "duration_ms": started.elapsed().as_millis() as u64,
             "teardown_errors": teardown_errors,
         }),
-    ) {
+    ));
+    for e in events {
+        if let Err(e) = audit.send(e) {
+            audit_errors.push(e.to_string());
+            break;
+        }
+    }
+    if let Err(e) = audit.sync() {
         audit_errors.push(e.to_string());
     }
+    let _records = audit.take(plan.id.as_str());
+    drop(audit);
     teardown_errors.extend(audit_errors.into_iter().map(|e| format!("audit: {e}")));
     if let Some(log) = &opts.egress_log {
         if let Err(e) = append_records(log, &egress) {
@@ -230,6 +281,26 @@ pub fn run(
         teardown_errors,
         egress,
     })
+}
+
+fn scan_files(plan: &JobPlan, job_dir: &Path) -> Option<crate::filescan::ScanResult> {
+    let dirs = rootfs::RootfsDirs::new(job_dir);
+    let upper = dirs.upper();
+    if !upper.is_dir() {
+        return None;
+    }
+    let lowers: Vec<PathBuf> = std::fs::read(job_dir.join(rootfs::LOWERS_FILE))
+        .ok()
+        .and_then(|d| serde_json::from_slice(&d).ok())
+        .unwrap_or_default();
+    let path = plan
+        .env
+        .iter()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| v.as_str())
+        .unwrap_or(crate::plan::PATH);
+    let path_dirs: Vec<String> = path.split(':').map(str::to_owned).collect();
+    Some(crate::filescan::scan(&upper, &lowers, &path_dirs))
 }
 
 fn append_records(path: &Path, records: &[airlock_net::ConnRecord]) -> std::io::Result<()> {
@@ -266,9 +337,9 @@ fn run_inner(
     opts: &RunOptions,
     state: &mut JobState,
     net: &mut Option<airlock_net::JobNetwork>,
+    audit: &airlock_audit::AuditQueue,
     (tx, rx): (mpsc::Sender<Event>, &mpsc::Receiver<Event>),
-    out: Box<dyn Write + Send>,
-    err: Box<dyn Write + Send>,
+    (out, err): (Box<dyn Write + Send>, Box<dyn Write + Send>),
 ) -> Result<JobOutcome, SandboxError> {
     let paths = &opts.paths;
     let job_dir = paths.job_dir(&plan.id);
@@ -323,11 +394,23 @@ fn run_inner(
     let nofile_max = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
         .map(|(_, hard)| hard)
         .unwrap_or(1024);
+    // Process and denied-call events (crate::watch). Without them (a policy choice; runsc
+    // cannot deliver them) the deny list is answered in the kernel, unrecorded.
+    let watcher = match (plan.process_events, audit.sender()) {
+        (false, _) => None,
+        (true, Some(s)) => Some(crate::watch::Watcher::start(&job_dir, plan.id.as_str(), s)?),
+        (true, None) => {
+            return Err(SandboxError::Audit(airlock_audit::AuditError::Writer(
+                "queue closed".into(),
+            )))
+        }
+    };
     let spec = spec::build(
         plan,
         &layout,
         nofile_max,
         net.as_ref().map(|n| n.ns_file.as_path()),
+        watcher.as_ref().map(|w| w.socket.as_path()),
     )?;
     let config = job_dir.join("config.json");
     {
@@ -409,6 +492,14 @@ fn run_inner(
                 state.init = ProcRef::of(pid);
                 state.status = Status::Running;
                 state.save(paths)?;
+                let _ = audit.send(airlock_audit::Event::new(
+                    "job.started",
+                    Some(id),
+                    serde_json::json!({
+                        "pid": pid,
+                        "process_events": watcher.is_some(),
+                    }),
+                ));
             }
         }
         if let Some((_, since)) = &stop {
@@ -447,6 +538,10 @@ fn run_inner(
     // After an interruption or a helper that died without a result, parts of the job may be
     // left, holding the output pipes open: end them before waiting for the pumps to drain.
     phase("helper exited");
+    if let Some(w) = watcher {
+        let st = w.stop();
+        tracing::debug!(job = %plan.id, execs = st.execs, denied = st.denied, "exec listener");
+    }
     let abnormal = stop.is_some() || !job_dir.join(RESULT_FILE).exists();
     if abnormal {
         kill_strays(id, &state.cgroup);

@@ -5,6 +5,7 @@
 pub mod cgroup;
 pub mod error;
 pub mod executor;
+pub mod filescan;
 pub mod helper;
 pub mod image;
 pub mod job;
@@ -13,6 +14,7 @@ pub mod rootfs;
 pub mod seccomp;
 pub mod spec;
 pub mod state;
+pub mod watch;
 
 pub use error::SandboxError;
 pub use job::{gc, run, GcReport, JobOutcome, JobReport, RunOptions};

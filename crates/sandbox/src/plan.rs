@@ -110,6 +110,8 @@ pub struct JobPlan {
     pub workspace: Option<PathBuf>,
     /// Egress rules of the group.
     pub egress: EgressRules,
+    /// Whether execs and denied calls are recorded (crate::watch).
+    pub process_events: bool,
 }
 
 impl JobPlan {
@@ -167,6 +169,7 @@ impl JobPlan {
             secrets,
             argv,
             workspace,
+            process_events: group.process_events,
         })
     }
 }

@@ -22,6 +22,9 @@ use crate::error::SandboxError;
 use crate::plan::{JobPlan, RootfsPlan, HOME, WORKSPACE};
 use crate::spec::HostLayout;
 
+/// The overlay's lower dirs (JSON list, top first), in the job dir.
+pub const LOWERS_FILE: &str = "lowers.json";
+
 /// Mount points and paths of one job's rootfs.
 #[derive(Debug, Clone)]
 pub struct RootfsDirs {
@@ -122,6 +125,13 @@ pub fn prepare(
             lowers.push(dir.clone());
         }
     }
+    // Kept for the teardown scan, which tells a created file from a changed one.
+    let lp = job_dir.join(LOWERS_FILE);
+    std::fs::write(
+        &lp,
+        serde_json::to_vec(&lowers).map_err(|e| SandboxError::io("encoding", &lp)(e.into()))?,
+    )
+    .map_err(SandboxError::io("writing", &lp))?;
     let upper = d.upper();
     let work = d.mnt.join("work");
     mkdir(&upper, 0o755)?;

@@ -125,16 +125,52 @@ pub const DENIED_IOCTLS: &[(u64, &str)] = &[
     ),
 ];
 
+/// Why a call that reached the listener was denied (the entry of the tables above).
+pub fn reason(syscall: &str, args: &[u64; 6]) -> String {
+    if syscall == "clone" {
+        let names: Vec<&str> = CLONE_NAMESPACE_FLAGS
+            .iter()
+            .filter(|(f, _)| args[0] & f == *f)
+            .map(|(_, n)| *n)
+            .collect();
+        return format!("clone with {}: new namespaces", names.join("|"));
+    }
+    if syscall == "ioctl" {
+        if let Some((_, why)) = DENIED_IOCTLS.iter().find(|(r, _)| *r == args[1]) {
+            return (*why).to_owned();
+        }
+    }
+    DENIED
+        .iter()
+        .find(|(n, _)| *n == syscall)
+        .map(|(_, why)| (*why).to_owned())
+        .unwrap_or_else(|| "on the deny list".to_owned())
+}
+
 /// The profile in OCI runtime-spec form (`linux.seccomp`).
-pub fn oci_profile() -> Value {
+///
+/// With a `listener` (the job's [`crate::watch`] socket), `execve`/`execveat` and every denied
+/// call are sent to airlock instead of being answered in the kernel: execs are recorded and let
+/// through, denied calls recorded and answered EPERM. Should the listener be gone, the kernel
+/// answers ENOSYS: still denied, and no exec goes unrecorded.
+pub fn oci_profile(listener: Option<&std::path::Path>) -> Value {
     let eperm = libc::EPERM as u32;
-    let mut syscalls = vec![json!({
+    let deny = |extra: Value| {
+        let mut r = match listener {
+            Some(_) => json!({ "action": "SCMP_ACT_NOTIFY" }),
+            None => json!({ "action": "SCMP_ACT_ERRNO", "errnoRet": eperm }),
+        };
+        if let (Some(r), Some(extra)) = (r.as_object_mut(), extra.as_object()) {
+            r.extend(extra.clone());
+        }
+        r
+    };
+    let mut syscalls = vec![deny(json!({
         "names": DENIED.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
-        "action": "SCMP_ACT_ERRNO",
-        "errnoRet": eperm,
-    })];
+    }))];
     // clone3 passes its flags in memory, where seccomp cannot look: answer ENOSYS so that
-    // libc falls back to clone(2), whose flags are filtered below.
+    // libc falls back to clone(2), whose flags are filtered below. Not recorded: every new
+    // thread tries clone3 first.
     syscalls.push(json!({
         "names": ["clone3"],
         "action": "SCMP_ACT_ERRNO",
@@ -143,25 +179,28 @@ pub fn oci_profile() -> Value {
     // Rules for one syscall are ORed; the conditions within a rule are ANDed. One rule per
     // flag therefore denies a clone that carries any of them.
     for (flag, _) in CLONE_NAMESPACE_FLAGS {
-        syscalls.push(json!({
+        syscalls.push(deny(json!({
             "names": ["clone"],
-            "action": "SCMP_ACT_ERRNO",
-            "errnoRet": eperm,
             "args": [{ "index": 0, "value": flag, "valueTwo": flag, "op": "SCMP_CMP_MASKED_EQ" }],
-        }));
+        })));
     }
     for (req, _) in DENIED_IOCTLS {
-        syscalls.push(json!({
+        syscalls.push(deny(json!({
             "names": ["ioctl"],
-            "action": "SCMP_ACT_ERRNO",
-            "errnoRet": eperm,
             "args": [{ "index": 1, "value": req, "op": "SCMP_CMP_EQ" }],
-        }));
+        })));
     }
-    json!({
+    let mut profile = json!({
         "defaultAction": "SCMP_ACT_ALLOW",
         "syscalls": syscalls,
-    })
+    });
+    if let Some(l) = listener {
+        if let Some(list) = profile["syscalls"].as_array_mut() {
+            list.push(json!({ "names": ["execve", "execveat"], "action": "SCMP_ACT_NOTIFY" }));
+        }
+        profile["listenerPath"] = l.to_string_lossy().into_owned().into();
+    }
+    profile
 }
 
 #[cfg(test)]
@@ -203,7 +242,7 @@ mod tests {
         for r in required {
             assert!(DENIED.iter().any(|(n, _)| *n == r), "{r} must be denied");
         }
-        let p = oci_profile();
+        let p = oci_profile(None);
         let s: oci_spec::runtime::LinuxSeccomp =
             serde_json::from_value(p).expect("valid OCI seccomp section");
         let rules = s.syscalls().as_ref().expect("rules");
@@ -213,6 +252,34 @@ mod tests {
             .filter(|r| r.names() == &["clone".to_owned()])
             .count();
         assert_eq!(clone_rules, CLONE_NAMESPACE_FLAGS.len());
+    }
+
+    #[test]
+    fn with_a_listener_denials_and_execs_are_notified() {
+        let p = oci_profile(Some(std::path::Path::new("/run/x.sock")));
+        let s: oci_spec::runtime::LinuxSeccomp =
+            serde_json::from_value(p).expect("valid OCI seccomp section");
+        assert_eq!(
+            s.listener_path().as_deref(),
+            Some(std::path::Path::new("/run/x.sock"))
+        );
+        let rules = s.syscalls().as_ref().expect("rules");
+        let action = |name: &str| {
+            rules
+                .iter()
+                .filter(|r| r.names().iter().any(|n| n == name))
+                .map(|r| r.action())
+                .collect::<Vec<_>>()
+        };
+        use oci_spec::runtime::LinuxSeccompAction::*;
+        assert_eq!(action("execve"), [ScmpActNotify]);
+        assert_eq!(action("mount"), [ScmpActNotify]);
+        assert!(action("clone").iter().all(|a| *a == ScmpActNotify));
+        assert_eq!(action("clone3"), [ScmpActErrno]);
+        assert!(
+            reason("clone", &[libc::CLONE_NEWUSER as u64, 0, 0, 0, 0, 0]).contains("CLONE_NEWUSER")
+        );
+        assert!(reason("keyctl", &[0; 6]).contains("keyring"));
     }
 
     #[test]

@@ -73,6 +73,7 @@ pub fn build(
     host: &HostLayout,
     rlimit_nofile_max: u64,
     netns: Option<&Path>,
+    seccomp_listener: Option<&Path>,
 ) -> Result<Spec, SandboxError> {
     let mut env: Vec<String> = plan.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
     env.extend(
@@ -152,7 +153,7 @@ pub fn build(
             },
             "maskedPaths": masked_paths(),
             "readonlyPaths": oci_spec::runtime::get_default_readonly_paths(),
-            "seccomp": seccomp::oci_profile()
+            "seccomp": seccomp::oci_profile(seccomp_listener)
         }
     });
     serde_json::from_value(doc).map_err(SandboxError::Spec)
@@ -196,7 +197,7 @@ mod tests {
             symlinks: vec![("bin".into(), "usr/bin".into())],
             dirs: vec!["lib64".into()],
         };
-        let s = build(&plan(), &layout, 4096, None).expect("spec");
+        let s = build(&plan(), &layout, 4096, None, None).expect("spec");
         let p = s.process().as_ref().expect("process");
         assert!(p.no_new_privileges().unwrap_or(false));
         let caps = p.capabilities().as_ref().expect("caps");
@@ -231,7 +232,7 @@ mod tests {
 
     #[test]
     fn nofile_is_capped_by_the_hard_limit() {
-        let s = build(&plan(), &HostLayout::default(), 64, None).expect("spec");
+        let s = build(&plan(), &HostLayout::default(), 64, None, None).expect("spec");
         let rl = s
             .process()
             .as_ref()
