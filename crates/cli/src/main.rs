@@ -418,13 +418,18 @@ fn cmd_run(a: RunArgs, paths: Paths) -> Result<u8> {
 }
 
 /// Prints one progress line per attack on stderr.
-struct DrillProgress;
+struct DrillProgress {
+    /// A line was started and not finished.
+    open: bool,
+}
 
 impl airlock_drill::Progress for DrillProgress {
     fn started(&mut self, index: usize, total: usize, attack: &str) {
+        self.open = true;
         eprint!("[{:>2}/{total}] {attack:<22} ", index + 1);
     }
     fn finished(&mut self, _: usize, _: usize, row: &airlock_drill::Row) {
+        self.open = false;
         eprintln!(
             "{}{} ({:.1} s)",
             row.observed,
@@ -443,7 +448,19 @@ fn cmd_drill(d: DrillArgs) -> Result<u8> {
     opts.group = d.group;
     opts.only = d.only;
     opts.keep = d.keep;
-    let report = airlock_drill::drill(&opts, &mut DrillProgress)?;
+    let mut progress = DrillProgress { open: false };
+    let result = airlock_drill::drill(&opts, &mut progress);
+    if progress.open {
+        eprintln!();
+    }
+    let report = match result {
+        Ok(r) => r,
+        Err(airlock_drill::DrillError::Interrupted) => {
+            eprintln!("airlock: drill interrupted; everything it created was removed");
+            return Ok(130);
+        }
+        Err(e) => return Err(e.into()),
+    };
     if d.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

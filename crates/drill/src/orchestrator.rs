@@ -332,6 +332,28 @@ impl JobRun {
     fn job_id(&self) -> Option<String> {
         self.report.as_ref()?.get("id")?.as_str().map(str::to_owned)
     }
+    /// `detector: evidence seqs` of each alert.
+    fn alert_evidence(&self) -> Vec<String> {
+        let Some(a) = self
+            .report
+            .as_ref()
+            .and_then(|r| r.get("alerts"))
+            .and_then(|a| a.as_array())
+        else {
+            return Vec::new();
+        };
+        a.iter()
+            .map(|x| {
+                let d = x.get("detector").and_then(|d| d.as_str()).unwrap_or("?");
+                let seqs: Vec<String> = x
+                    .get("evidence")
+                    .and_then(|e| e.as_array())
+                    .map(|e| e.iter().map(|v| v.to_string()).collect())
+                    .unwrap_or_default();
+                format!("alert {d} (evidence seq {})", seqs.join(","))
+            })
+            .collect()
+    }
     /// `None` when the report has no `alerts` field at all.
     fn alerts(&self) -> Option<Vec<String>> {
         let a = self.report.as_ref()?.get("alerts")?.as_array()?;
@@ -511,6 +533,13 @@ fn judge(a: &dyn Attack, runs: &[JobRun], duration_ms: u64) -> Row {
     let alerts: Vec<String> = runs.iter().filter_map(JobRun::alerts).flatten().collect();
     let expected_alert = a.expect().detector();
     let alert_found = expected_alert.and_then(|d| available.then(|| alerts.iter().any(|x| x == d)));
+    if let Some(d) = expected_alert {
+        evidence.extend(
+            runs.iter()
+                .flat_map(JobRun::alert_evidence)
+                .filter(|e| e.starts_with(&format!("alert {d} "))),
+        );
+    }
     let passed = match a.expect() {
         Expect::Succeeds => observed == Observed::Succeeded,
         Expect::Blocked => observed == Observed::Blocked,
@@ -661,6 +690,10 @@ pub fn drill(opts: &DrillOptions, progress: &mut dyn Progress) -> Result<DrillRe
             }
             progress.started(i, total, a.id());
             let row = runner.attack(*a)?;
+            if interrupted.load(Ordering::SeqCst) {
+                // The job was stopped by the signal too: its row would mean nothing.
+                return Err(DrillError::Interrupted);
+            }
             progress.finished(i, total, &row);
             if a.expect() == Expect::Succeeds && !row.passed {
                 return Err(DrillError::WorldBroken(row.evidence));
@@ -774,6 +807,12 @@ mod tests {
         assert_eq!(
             (ok.observed, ok.alert_found, ok.passed),
             (Observed::Blocked, Some(true), true)
+        );
+        assert!(
+            ok.evidence
+                .contains("alert metadata-access (evidence seq 1)"),
+            "{}",
+            ok.evidence
         );
         let missing = judge(
             a,
