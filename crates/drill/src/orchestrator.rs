@@ -64,7 +64,7 @@ pub enum DrillError {
     #[error("unknown attack {0} (`airlock-attack --list` shows them)")]
     UnknownAttack(String),
     /// A binary the drill needs is missing.
-    #[error("{what} not found at {}", path.display())]
+    #[error("{what} not found at {} (build it with `cargo build -p airlock -p airlock-drill`; airlock-attack must sit next to airlock)", path.display())]
     Missing {
         /// Which binary.
         what: &'static str,
