@@ -77,6 +77,12 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Attack fresh sandboxes with the spec's threat scenarios and an escape battery, in a
+    /// sealed world of fake hosts; print what was blocked and detected.
+    ///
+    /// Exit code 0 if every attack was blocked (and detected where expected), 1 if any got
+    /// through or an expected alert is missing, 2 if the drill could not run.
+    Drill(DrillArgs),
     /// Internal: the single-threaded helper that drives an executor.
     #[command(name = helper::SUBCOMMAND, hide = true)]
     Helper(HelperCli),
@@ -112,6 +118,25 @@ struct RunArgs {
     /// The command and its arguments.
     #[arg(last = true, required = true, value_name = "CMD")]
     command: Vec<String>,
+}
+
+#[derive(Args)]
+struct DrillArgs {
+    /// Policy file (TOML). Without it, the built-in policy.
+    #[arg(long, short = 'p', env = "AIRLOCK_POLICY")]
+    policy: Option<PathBuf>,
+    /// Runner group to attack (default: the policy's default group).
+    #[arg(long, short = 'g')]
+    group: Option<String>,
+    /// Print the result as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+    /// Run only these attacks (the positive control always runs).
+    #[arg(long, num_args = 1.., value_name = "ATTACK")]
+    only: Vec<String>,
+    /// Keep the drill's directory (effective policy, job reports) and print its path.
+    #[arg(long)]
+    keep: bool,
 }
 
 #[derive(Subcommand)]
@@ -263,6 +288,7 @@ fn real_main(cli: Cli) -> Result<u8> {
         Cmd::Policy(p) => cmd_policy(p),
         Cmd::Image(i) => cmd_image(i, paths),
         Cmd::Audit(a) => cmd_audit(a, paths),
+        Cmd::Drill(d) => cmd_drill(d),
         Cmd::Gc { force, json } => {
             let r = airlock_sandbox::gc(&paths, force);
             if json {
@@ -426,6 +452,61 @@ fn cmd_run(a: RunArgs, paths: Paths) -> Result<u8> {
 
 /// How long `airlock run` waits for the webhook sink after the job.
 const ALERT_FLUSH: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Prints one progress line per attack on stderr.
+struct DrillProgress {
+    /// A line was started and not finished.
+    open: bool,
+}
+
+impl airlock_drill::Progress for DrillProgress {
+    fn started(&mut self, index: usize, total: usize, attack: &str) {
+        self.open = true;
+        eprint!("[{:>2}/{total}] {attack:<22} ", index + 1);
+    }
+    fn finished(&mut self, _: usize, _: usize, row: &airlock_drill::Row) {
+        self.open = false;
+        eprintln!(
+            "{}{} ({:.1} s)",
+            row.observed,
+            if row.passed { "" } else { "  <- FAIL" },
+            row.duration_ms as f64 / 1000.0
+        );
+    }
+}
+
+fn cmd_drill(d: DrillArgs) -> Result<u8> {
+    // The drill moves this (still single-threaded) process into its own network namespace
+    // before anything else starts.
+    let mut opts =
+        airlock_drill::DrillOptions::new(std::env::current_exe().context("locating airlock")?);
+    opts.policy = d.policy;
+    opts.group = d.group;
+    opts.only = d.only;
+    opts.keep = d.keep;
+    let mut progress = DrillProgress { open: false };
+    let result = airlock_drill::drill(&opts, &mut progress);
+    if progress.open {
+        eprintln!();
+    }
+    let report = match result {
+        Ok(r) => r,
+        Err(airlock_drill::DrillError::Interrupted) => {
+            eprintln!("airlock: drill interrupted; everything it created was removed");
+            return Ok(130);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if d.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("\n{}", report.render_table());
+    }
+    if let Some(k) = &report.kept {
+        eprintln!("airlock: drill directory kept at {}", k.display());
+    }
+    Ok(if report.passed { 0 } else { 1 })
+}
 
 fn humantime_fmt(d: std::time::Duration) -> String {
     format!("{}s", d.as_secs())

@@ -805,3 +805,14 @@ fn a_workdir_holding_the_state_directory_is_refused() {
         stderr(&o)
     );
 }
+
+#[test]
+fn home_stays_writable_with_a_workspace() {
+    need_root!();
+    let w = World::new();
+    // The workspace layer lies above the base; its copy of $HOME must belong to the job user.
+    // (World::run always passes a workspace.)
+    let o = w.sh(&[], "touch ~/.cache-test && mkdir -p ~/.cargo && echo ok");
+    assert!(stdout(&o).contains("ok"), "{}", stderr(&o));
+    w.assert_clean();
+}

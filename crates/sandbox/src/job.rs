@@ -512,6 +512,7 @@ fn run_inner(
     // Why the job is being stopped, and since when.
     let mut stop: Option<(JobOutcome, Instant)> = None;
     let mut killed_init = false;
+    let mut started_logged = false;
     loop {
         let now = Instant::now();
         if now >= deadline && stop.is_none() {
@@ -522,6 +523,9 @@ fn run_inner(
                 state.init = ProcRef::of(pid);
                 state.status = Status::Running;
                 state.save(paths)?;
+            }
+            if let (Some(pid), false) = (read_pid(&init_file), started_logged) {
+                started_logged = true;
                 let _ = audit.send(airlock_audit::Event::new(
                     "job.started",
                     Some(id),

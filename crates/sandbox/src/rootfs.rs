@@ -102,6 +102,13 @@ pub fn prepare(
         let target = ws_layer.join(WORKSPACE.trim_start_matches('/'));
         mkdir(&target, 0o755)?;
         chown(&target, plan.user.uid, plan.user.gid)?;
+        // This layer lies above the base: its copy of the home directory hides the base's, so
+        // it must be the job user's too, or $HOME becomes read-only for the job.
+        chown(
+            &ws_layer.join(HOME.trim_start_matches('/')),
+            plan.user.uid,
+            plan.user.gid,
+        )?;
         copy_workspace(
             ws,
             &target,

@@ -1,0 +1,302 @@
+//! The attack programs. Each attack is one file: a unit struct implementing [`Attack`]. The
+//! `airlock-attack` binary runs one of them inside a sandbox and prints its
+//! [`AttackResult`] as one JSON line.
+//!
+//! Every attack must be harmless if it unexpectedly succeeds: writes go only to the job's own
+//! (discarded) files; dangerous kernel interfaces are *opened for writing* and closed without a
+//! byte written; objects an attack manages to create (a key, a BPF map, a namespace) belong to
+//! the job and die with it; resource attacks stop themselves at a fixed bound.
+
+use serde::{Deserialize, Serialize};
+
+pub mod util;
+
+mod bpf;
+mod canary;
+mod cgroup_release_agent;
+mod chroot;
+mod dev_mem;
+mod disk_fill;
+mod dns_tunnel;
+mod docker_socket;
+mod doh;
+mod exfil;
+mod fork_bomb;
+mod hardcoded_ip;
+mod host_pids;
+mod io_uring;
+mod iopl;
+mod kcore;
+mod keyctl;
+mod memory;
+mod metadata;
+mod mknod;
+mod module_load;
+mod mount;
+mod open_by_handle;
+mod perf_event;
+mod persistence;
+mod proc_self_exe;
+mod ptrace;
+mod raw_socket;
+mod recon;
+mod rogue_runner;
+mod setns;
+mod setuid;
+mod shadow;
+mod sys_write;
+mod sysrq;
+mod tiocsti;
+mod unshare;
+mod userfaultfd;
+
+pub use persistence::PERSISTENCE_PATHS;
+
+/// Detector names (the `detector` field of a report's alerts).
+pub mod detector {
+    /// A request to a cloud metadata endpoint.
+    pub const METADATA_ACCESS: &str = "metadata-access";
+    /// Many distinct denied destinations or ports in a window.
+    pub const NETWORK_SCAN: &str = "network-scan";
+    /// Any denied egress.
+    pub const DENIED_EGRESS: &str = "denied-egress";
+    /// A persistence location written (teardown scan).
+    pub const PERSISTENCE_ATTEMPT: &str = "persistence-attempt";
+    /// A privileged operation refused (seccomp denial).
+    pub const PRIVILEGED_OPERATION: &str = "privileged-operation";
+    /// Exec of a GitHub runner binary airlock did not start.
+    pub const ROGUE_RUNNER: &str = "rogue-runner";
+    /// DNS tunnelling suspected.
+    pub const DNS_TUNNELLING: &str = "dns-tunnelling";
+}
+
+/// The group an attack belongs to (for the table and the docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Category {
+    /// The positive control: must succeed.
+    Control,
+    /// One of the spec's three threat scenarios.
+    Scenario,
+    /// Network abuse beyond the scenarios (exfiltration, tunnelling, DoH, …).
+    Network,
+    /// Sandbox escape technique.
+    Escape,
+    /// Resource exhaustion.
+    Exhaustion,
+}
+
+/// What must happen to an attack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    /// The positive control: it must get through, or the drill's world is broken.
+    Succeeds,
+    /// It must fail.
+    Blocked,
+    /// It must fail and this detector must raise an alert.
+    BlockedAndDetected(&'static str),
+}
+
+impl Expect {
+    /// The detector that must fire, if any.
+    pub fn detector(self) -> Option<&'static str> {
+        match self {
+            Expect::BlockedAndDetected(d) => Some(d),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Expect {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Expect::Succeeds => f.write_str("succeeds (control)"),
+            Expect::Blocked => f.write_str("blocked"),
+            Expect::BlockedAndDetected(d) => write!(f, "blocked + {d}"),
+        }
+    }
+}
+
+/// What an attack reports from inside the sandbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttackResult {
+    /// The attack id.
+    pub attack: String,
+    /// Whether the attack achieved its goal, as far as it can tell from inside.
+    pub succeeded: bool,
+    /// What happened, step by step (errno of each attempt).
+    pub detail: String,
+}
+
+impl AttackResult {
+    /// Builds a result from the attempts of one attack: it succeeded if any attempt did.
+    pub fn from_steps(attack: &str, steps: &[util::Step]) -> Self {
+        AttackResult {
+            attack: attack.to_owned(),
+            succeeded: steps.iter().any(|s| s.succeeded),
+            detail: steps
+                .iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>()
+                .join("; "),
+        }
+    }
+}
+
+/// One attack.
+pub trait Attack: Sync {
+    /// Stable id, the argument of `airlock-attack`.
+    fn id(&self) -> &'static str;
+    /// One line for people.
+    fn title(&self) -> &'static str;
+    /// Its group.
+    fn category(&self) -> Category;
+    /// What must happen.
+    fn expect(&self) -> Expect {
+        Expect::Blocked
+    }
+    /// Performs the attack (inside the sandbox).
+    fn run(&self) -> AttackResult;
+    /// An attack whose success is judged by running another attack in a SECOND, fresh
+    /// sandbox afterwards (persistence: the second run looks for what the first planted).
+    fn judged_by(&self) -> Option<&'static str> {
+        None
+    }
+    /// Helpers run only on behalf of another attack are not listed in the drill.
+    fn helper_only(&self) -> bool {
+        false
+    }
+}
+
+/// Every attack, in the order the drill runs them. The control comes first: if it fails, the
+/// world is broken and nothing else means anything.
+pub fn registry() -> &'static [&'static dyn Attack] {
+    static ALL: &[&dyn Attack] = &[
+        &canary::Canary,
+        // The spec's three scenarios.
+        &persistence::Persistence,
+        &persistence::PersistenceCheck,
+        &metadata::Metadata,
+        &recon::Recon,
+        // Network abuse.
+        &exfil::Exfil,
+        &dns_tunnel::DnsTunnel,
+        &hardcoded_ip::HardcodedIp,
+        &doh::Doh,
+        &rogue_runner::RogueRunner,
+        // Escape battery.
+        &mount::Mount,
+        &unshare::Unshare,
+        &setns::Setns,
+        &ptrace::Ptrace,
+        &module_load::ModuleLoad,
+        &raw_socket::RawSocket,
+        &sysrq::Sysrq,
+        &sys_write::SysWrite,
+        &keyctl::Keyctl,
+        &bpf::Bpf,
+        &mknod::Mknod,
+        &chroot::Chroot,
+        &setuid::Setuid,
+        &host_pids::HostPids,
+        &docker_socket::DockerSocket,
+        &cgroup_release_agent::CgroupReleaseAgent,
+        &proc_self_exe::ProcSelfExe,
+        &kcore::Kcore,
+        &shadow::Shadow,
+        &dev_mem::DevMem,
+        &perf_event::PerfEvent,
+        &userfaultfd::Userfaultfd,
+        &open_by_handle::OpenByHandle,
+        &tiocsti::Tiocsti,
+        &io_uring::IoUring,
+        &iopl::Iopl,
+        // Exhaustion (last: slowest).
+        &fork_bomb::ForkBomb,
+        &memory::Memory,
+        &disk_fill::DiskFill,
+    ];
+    ALL
+}
+
+/// The attack with this id.
+pub fn find(id: &str) -> Option<&'static dyn Attack> {
+    registry().iter().copied().find(|a| a.id() == id)
+}
+
+/// Entry point of the `airlock-attack` binary: `airlock-attack <attack-id>` (or `--list`).
+/// Returns the process exit code: 0 when the attack ran (whatever its result), 2 on usage
+/// errors.
+pub fn main_with_args(args: &[String]) -> i32 {
+    // The fake runner the rogue-runner attack plants is this binary under another name.
+    if let Some(code) = rogue_runner::as_fake_runner(args) {
+        return code;
+    }
+    match args.get(1).map(String::as_str) {
+        Some("--list") => {
+            for a in registry() {
+                println!("{}\t{}", a.id(), a.title());
+            }
+            0
+        }
+        Some(id) => match find(id) {
+            Some(a) => {
+                let r = a.run();
+                match serde_json::to_string(&r) {
+                    Ok(line) => {
+                        println!("{line}");
+                        0
+                    }
+                    Err(e) => {
+                        eprintln!("airlock-attack: {e}");
+                        2
+                    }
+                }
+            }
+            None => {
+                eprintln!("airlock-attack: unknown attack {id} (--list shows them)");
+                2
+            }
+        },
+        None => {
+            eprintln!("usage: airlock-attack <attack-id> | --list");
+            2
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_unique_and_judges_exist() {
+        let mut seen = std::collections::BTreeSet::new();
+        for a in registry() {
+            assert!(seen.insert(a.id()), "duplicate id {}", a.id());
+            if let Some(j) = a.judged_by() {
+                let judge = find(j).expect("judge registered");
+                assert!(judge.helper_only(), "{j} must be helper-only");
+            }
+        }
+        assert_eq!(registry()[0].expect(), Expect::Succeeds, "control first");
+        let escapes = registry()
+            .iter()
+            .filter(|a| a.category() == Category::Escape)
+            .count();
+        assert!(escapes >= 20, "escape battery has {escapes} techniques");
+    }
+
+    #[test]
+    fn from_steps_succeeds_if_any_step_did() {
+        let s = [
+            util::Step::failed("a", "EPERM"),
+            util::Step::ok("b", "opened"),
+        ];
+        let r = AttackResult::from_steps("x", &s);
+        assert!(r.succeeded);
+        assert_eq!(r.detail, "a: EPERM; b: OK opened");
+        let r = AttackResult::from_steps("x", &s[..1]);
+        assert!(!r.succeeded);
+    }
+}

@@ -1,0 +1,916 @@
+//! The orchestrator: builds the drill's world, writes the drill's effective policy, runs each
+//! attack in a fresh sandbox through the airlock binary itself, and compares what happened —
+//! the attack's own report, the job report's alerts, and above all the world's records —
+//! with what must happen.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use airlock_policy::{EgressMode, HumanDuration, LoadedPolicy};
+use serde::Serialize;
+
+use crate::addrs::{ALLOWED_NAME, PERSISTENCE_MARKER, RESOLVER};
+use crate::attack::{self, Attack, AttackResult, Category, Expect};
+use crate::world::{Hit, World, WorldError};
+
+/// The longest any one attack's sandbox may live (the group's timeout is lowered to this).
+pub const ATTACK_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What `airlock drill` is asked to do.
+#[derive(Debug, Clone)]
+pub struct DrillOptions {
+    /// The airlock binary (the CLI passes `std::env::current_exe()`).
+    pub airlock_exe: PathBuf,
+    /// The `airlock-attack` binary, copied into each job's workspace.
+    pub attack_exe: PathBuf,
+    /// Policy file; `None` = the built-in policy.
+    pub policy: Option<PathBuf>,
+    /// Runner group; `None` = the policy's default group.
+    pub group: Option<String>,
+    /// Run only these attacks (ids); empty = all. The control always runs.
+    pub only: Vec<String>,
+    /// Keep the drill's directory (policy, reports, job state) for inspection.
+    pub keep: bool,
+}
+
+impl DrillOptions {
+    /// Options with `airlock-attack` looked up next to the airlock binary.
+    pub fn new(airlock_exe: PathBuf) -> Self {
+        let attack_exe = airlock_exe.with_file_name("airlock-attack");
+        DrillOptions {
+            airlock_exe,
+            attack_exe,
+            policy: None,
+            group: None,
+            only: Vec::new(),
+            keep: false,
+        }
+    }
+}
+
+/// Errors that stop a drill (an attack that gets through is not an error: it is a row).
+#[derive(Debug, thiserror::Error)]
+pub enum DrillError {
+    /// Not root.
+    #[error("airlock drill needs root (it creates namespaces, mounts and cgroups)")]
+    NotRoot,
+    /// The policy could not be loaded or has no such group.
+    #[error(transparent)]
+    Policy(#[from] airlock_policy::PolicyError),
+    /// `--only` named an attack that does not exist.
+    #[error("unknown attack {0} (`airlock-attack --list` shows them)")]
+    UnknownAttack(String),
+    /// A binary the drill needs is missing.
+    #[error("{what} not found at {} (build it with `cargo build -p airlock -p airlock-drill`; airlock-attack must sit next to airlock)", path.display())]
+    Missing {
+        /// Which binary.
+        what: &'static str,
+        /// Where it was looked for.
+        path: PathBuf,
+    },
+    /// Leaving the host's network namespace failed.
+    #[error("entering a private network namespace: {0}")]
+    Netns(#[source] nix::Error),
+    /// The world could not be built.
+    #[error(transparent)]
+    World(#[from] WorldError),
+    /// The positive control failed: "blocked" would mean nothing.
+    #[error("the drill's world is broken: the control attack (fetch http://{ALLOWED_NAME}/ from a sandbox) failed: {0}")]
+    WorldBroken(String),
+    /// A file operation failed.
+    #[error("{what} {}: {source}", path.display())]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// On which path.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Writing the effective policy failed.
+    #[error("writing the drill's policy: {0}")]
+    PolicyWrite(#[from] toml::ser::Error),
+    /// Interrupted by SIGINT/SIGTERM (everything was cleaned up).
+    #[error("interrupted")]
+    Interrupted,
+}
+
+fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> DrillError + 'a {
+    move |source| DrillError::Io {
+        what,
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// What was observed for one attack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Observed {
+    /// It did not get through.
+    Blocked,
+    /// It got through.
+    Succeeded,
+    /// No verdict (the attack printed no result and was not stopped by a limit).
+    Inconclusive,
+}
+
+impl std::fmt::Display for Observed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Observed::Blocked => "blocked",
+            Observed::Succeeded => "SUCCEEDED",
+            Observed::Inconclusive => "INCONCLUSIVE",
+        })
+    }
+}
+
+/// One line of the drill's table.
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    /// Attack id.
+    pub attack: String,
+    /// What it does.
+    pub title: String,
+    /// Its group.
+    pub category: Category,
+    /// What must happen.
+    pub expected: String,
+    /// What happened.
+    pub observed: Observed,
+    /// The detector that must fire, if any.
+    pub expected_alert: Option<String>,
+    /// Whether it fired: `None` when no alert is expected, or when this airlock's job
+    /// reports carry no `alerts` at all (detectors not available).
+    pub alert_found: Option<bool>,
+    /// Detectors that fired for this attack's job(s).
+    pub alerts: Vec<String>,
+    /// Whether the row matches the expectation.
+    pub passed: bool,
+    /// Why: the attack's own account, the job outcome, the world's unexplained hits.
+    pub evidence: String,
+    /// World hits not explained by the policy (each one is a packet that got through).
+    pub world_hits: Vec<Hit>,
+    /// The job id(s).
+    pub jobs: Vec<String>,
+    /// Wall-clock time of the attack's job(s).
+    pub duration_ms: u64,
+}
+
+/// The drill's result.
+#[derive(Debug, Clone, Serialize)]
+pub struct DrillReport {
+    /// The policy file, or `built-in`.
+    pub policy: String,
+    /// The group attacked.
+    pub group: String,
+    /// Whether job reports carried `alerts` (detectors present in this airlock).
+    pub detection_available: bool,
+    /// One row per attack, in order.
+    pub rows: Vec<Row>,
+    /// Every row passed.
+    pub passed: bool,
+    /// Wall-clock time of the whole drill.
+    pub duration_ms: u64,
+    /// The drill's directory, when `--keep` was given.
+    pub kept: Option<PathBuf>,
+}
+
+impl DrillReport {
+    /// Attacks that got through.
+    pub fn succeeded(&self) -> Vec<&Row> {
+        self.rows
+            .iter()
+            .filter(|r| r.observed == Observed::Succeeded && r.category != Category::Control)
+            .collect()
+    }
+
+    /// The table for people: attack, expected, observed, evidence.
+    pub fn render_table(&self) -> String {
+        let mut out = format!(
+            "{:<4} {:<20} {:<34} {:<34} {}\n",
+            "", "ATTACK", "EXPECTED", "OBSERVED", "EVIDENCE"
+        );
+        for r in &self.rows {
+            let mut obs = r.observed.to_string();
+            match (&r.expected_alert, r.alert_found) {
+                (Some(d), Some(true)) => obs.push_str(&format!(" + {d}")),
+                (Some(d), Some(false)) => obs.push_str(&format!(", NO {d} ALERT")),
+                (Some(_), None) => obs.push_str(", no detectors"),
+                _ => {}
+            }
+            let mark = if r.passed { "ok  " } else { "FAIL" };
+            let mut ev = r.evidence.clone();
+            if ev.len() > 160 {
+                let mut cut = 157;
+                while !ev.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                ev.truncate(cut);
+                ev.push_str("...");
+            }
+            out.push_str(&format!(
+                "{mark} {:<20} {:<34} {:<34} {ev}\n",
+                r.attack, r.expected, obs
+            ));
+        }
+        let failed = self.rows.iter().filter(|r| !r.passed).count();
+        out.push_str(&format!(
+            "\n{} attacks against group {} ({}): {} got through, {} rows failed, {:.1} s{}\n",
+            self.rows.len(),
+            self.group,
+            self.policy,
+            self.succeeded().len(),
+            failed,
+            self.duration_ms as f64 / 1000.0,
+            if self.detection_available {
+                ""
+            } else {
+                "; job reports carry no alerts (detectors not available): every expected alert counts as missing"
+            }
+        ));
+        out
+    }
+}
+
+/// Called while the drill runs.
+pub trait Progress {
+    /// Attack `index` (0-based) of `total` starts.
+    fn started(&mut self, index: usize, total: usize, attack: &str);
+    /// It finished.
+    fn finished(&mut self, index: usize, total: usize, row: &Row);
+}
+
+/// A [`Progress`] that says nothing.
+pub struct Quiet;
+
+impl Progress for Quiet {
+    fn started(&mut self, _: usize, _: usize, _: &str) {}
+    fn finished(&mut self, _: usize, _: usize, _: &Row) {}
+}
+
+/// Moves the CALLING THREAD (and every thread and process it creates afterwards) into a fresh
+/// network namespace holding only `lo`. Call it before any other thread exists (before any
+/// tokio runtime): threads created earlier stay in the host's namespace.
+pub fn enter_private_netns() -> Result<(), DrillError> {
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).map_err(DrillError::Netns)?;
+    crate::world::ip(&["link", "set", "lo", "up"])?;
+    Ok(())
+}
+
+/// Removes the drill's directory and anything jobs left, whatever happened.
+struct Scratch {
+    dir: Option<tempfile::TempDir>,
+    airlock: PathBuf,
+}
+
+impl Scratch {
+    fn path(&self) -> &Path {
+        self.dir
+            .as_ref()
+            .map_or(Path::new("/nonexistent"), |d| d.path())
+    }
+    fn state(&self) -> PathBuf {
+        self.path().join("state")
+    }
+    fn data(&self) -> PathBuf {
+        self.path().join("data")
+    }
+    fn gc(&self) {
+        let jobs = self.state().join("jobs");
+        let any = std::fs::read_dir(&jobs).is_ok_and(|mut d| d.next().is_some());
+        if any {
+            let _ = Command::new(&self.airlock)
+                .arg("--state-dir")
+                .arg(self.state())
+                .arg("--data-dir")
+                .arg(self.data())
+                .args(["gc", "--force"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+    fn keep(mut self) -> PathBuf {
+        self.gc();
+        self.dir.take().map(|d| d.keep()).unwrap_or_default()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        self.gc();
+    }
+}
+
+/// One sandbox run.
+struct JobRun {
+    result: Option<AttackResult>,
+    report: Option<serde_json::Value>,
+    stderr: String,
+    hits: Vec<Hit>,
+}
+
+impl JobRun {
+    fn outcome(&self) -> (String, bool) {
+        let Some(o) = self.report.as_ref().and_then(|r| r.get("outcome")) else {
+            return ("no job report".into(), false);
+        };
+        let kind = o.get("kind").and_then(|k| k.as_str()).unwrap_or("?");
+        let value = o.get("value").map(|v| v.to_string()).unwrap_or_default();
+        let stopped_by_limit = matches!(kind, "signaled" | "timed_out");
+        (
+            format!("{kind} {value}").trim().to_owned(),
+            stopped_by_limit,
+        )
+    }
+    fn job_id(&self) -> Option<String> {
+        self.report.as_ref()?.get("id")?.as_str().map(str::to_owned)
+    }
+    /// `detector: evidence seqs` of each alert.
+    fn alert_evidence(&self) -> Vec<String> {
+        let Some(a) = self
+            .report
+            .as_ref()
+            .and_then(|r| r.get("alerts"))
+            .and_then(|a| a.as_array())
+        else {
+            return Vec::new();
+        };
+        a.iter()
+            .map(|x| {
+                let d = x.get("detector").and_then(|d| d.as_str()).unwrap_or("?");
+                let seqs: Vec<String> = x
+                    .get("evidence")
+                    .and_then(|e| e.as_array())
+                    .map(|e| e.iter().map(|v| v.to_string()).collect())
+                    .unwrap_or_default();
+                format!("alert {d} (evidence seq {})", seqs.join(","))
+            })
+            .collect()
+    }
+    /// `None` when the report has no `alerts` field at all.
+    fn alerts(&self) -> Option<Vec<String>> {
+        let a = self.report.as_ref()?.get("alerts")?.as_array()?;
+        Some(
+            a.iter()
+                .filter_map(|x| x.get("detector")?.as_str().map(str::to_owned))
+                .collect(),
+        )
+    }
+}
+
+struct Runner<'a> {
+    opts: &'a DrillOptions,
+    scratch: &'a Scratch,
+    policy: PathBuf,
+    group: String,
+    world: &'a World,
+}
+
+impl Runner<'_> {
+    fn run(&self, id: &str) -> Result<JobRun, DrillError> {
+        let dir = self.scratch.path();
+        let ws = dir.join("ws");
+        let report = dir.join("reports").join(format!("{id}.json"));
+        let _ = std::fs::remove_file(&report);
+        let before = self.world.hit_count();
+        let out = Command::new(&self.opts.airlock_exe)
+            .arg("--state-dir")
+            .arg(self.scratch.state())
+            .arg("--data-dir")
+            .arg(self.scratch.data())
+            .args(["run", "-q", "--policy"])
+            .arg(&self.policy)
+            .args(["--group", &self.group, "--report"])
+            .arg(&report)
+            .arg("-w")
+            .arg(&ws)
+            .args(["--", "./airlock-attack", id])
+            .env_remove("AIRLOCK_POLICY")
+            .stdin(Stdio::null())
+            .output()
+            .map_err(io("running", &self.opts.airlock_exe))?;
+        // Let the world's servers finish recording connections the job just closed.
+        std::thread::sleep(Duration::from_millis(100));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let result = stdout
+            .lines()
+            .rev()
+            .find_map(|l| serde_json::from_str::<AttackResult>(l).ok());
+        let report = std::fs::read(&report)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        Ok(JobRun {
+            result,
+            report,
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+            hits: self.world.hits_since(before),
+        })
+    }
+
+    fn attack(&self, a: &dyn Attack) -> Result<Row, DrillError> {
+        let start = Instant::now();
+        let first = self.run(a.id())?;
+        let mut runs = vec![first];
+        if let Some(judge) = a.judged_by() {
+            runs.push(self.run(judge)?);
+        }
+        let duration_ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        Ok(judge(a, &runs, duration_ms))
+    }
+}
+
+/// Host paths a persistence attack would have reached if it escaped (`~` = /home/runner and
+/// /root). Only read.
+fn planted_on_host() -> Vec<String> {
+    let mut found = Vec::new();
+    for p in attack::PERSISTENCE_PATHS {
+        let paths: Vec<String> = match p.strip_prefix("~/") {
+            Some(rest) => vec![format!("/home/runner/{rest}"), format!("/root/{rest}")],
+            None => vec![(*p).to_owned()],
+        };
+        for path in paths {
+            if std::fs::read_to_string(&path).is_ok_and(|t| t.contains(PERSISTENCE_MARKER)) {
+                found.push(path);
+            }
+        }
+    }
+    found
+}
+
+/// Compares what happened with what must happen.
+fn judge(a: &dyn Attack, runs: &[JobRun], duration_ms: u64) -> Row {
+    let first = &runs[0];
+    let last = &runs[runs.len() - 1];
+    let world_hits: Vec<Hit> = runs
+        .iter()
+        .flat_map(|r| r.hits.iter())
+        .filter(|h| !h.allowed())
+        .cloned()
+        .collect();
+    let mut evidence = Vec::new();
+    let (outcome, stopped_by_limit) = first.outcome();
+    // The verdict of the attack itself: for a judged attack, the judge's.
+    let verdict_run = last;
+    let observed = match (&verdict_run.result, a.expect()) {
+        (Some(r), Expect::Succeeds) => {
+            evidence.push(r.detail.clone());
+            let reached = runs
+                .iter()
+                .flat_map(|r| r.hits.iter())
+                .any(|h| h.allowed() && h.service == "http");
+            if r.succeeded && reached {
+                Observed::Succeeded
+            } else {
+                Observed::Blocked
+            }
+        }
+        (Some(r), _) => {
+            if runs.len() > 1 {
+                if let Some(f) = &first.result {
+                    evidence.push(format!("planted: {}", summarize(&f.detail)));
+                }
+            }
+            evidence.push(r.detail.clone());
+            if r.succeeded || !world_hits.is_empty() {
+                Observed::Succeeded
+            } else {
+                Observed::Blocked
+            }
+        }
+        (None, _) if stopped_by_limit && runs.len() == 1 => {
+            evidence.push(format!("job stopped by a limit: {outcome}"));
+            if world_hits.is_empty() {
+                Observed::Blocked
+            } else {
+                Observed::Succeeded
+            }
+        }
+        (None, _) => {
+            evidence.push(format!(
+                "no result from the attack ({outcome}); stderr: {}",
+                summarize(&verdict_run.stderr)
+            ));
+            if world_hits.is_empty() {
+                Observed::Inconclusive
+            } else {
+                Observed::Succeeded
+            }
+        }
+    };
+    let mut observed = observed;
+    if a.judged_by().is_some() {
+        let host = planted_on_host();
+        if !host.is_empty() {
+            evidence.push(format!("ON THE HOST: {}", host.join(", ")));
+            observed = Observed::Succeeded;
+        }
+    }
+    if !world_hits.is_empty() {
+        // The world's records are the ground truth: they come first.
+        evidence.insert(
+            0,
+            format!(
+                "world saw {}: {}",
+                world_hits.len(),
+                world_hits
+                    .iter()
+                    .take(3)
+                    .map(Hit::to_string)
+                    .collect::<Vec<_>>()
+                    .join(" | ")
+            ),
+        );
+    }
+    // Alerts: persistence alerts come from the first job's teardown scan; any job counts.
+    let available = runs.iter().all(|r| r.alerts().is_some());
+    let alerts: Vec<String> = runs.iter().filter_map(JobRun::alerts).flatten().collect();
+    let expected_alert = a.expect().detector();
+    let alert_found = expected_alert.and_then(|d| available.then(|| alerts.iter().any(|x| x == d)));
+    if let Some(d) = expected_alert {
+        evidence.extend(
+            runs.iter()
+                .flat_map(JobRun::alert_evidence)
+                .filter(|e| e.starts_with(&format!("alert {d} "))),
+        );
+    }
+    let passed = match a.expect() {
+        Expect::Succeeds => observed == Observed::Succeeded,
+        Expect::Blocked => observed == Observed::Blocked,
+        Expect::BlockedAndDetected(_) => observed == Observed::Blocked && alert_found == Some(true),
+    };
+    let mut alerts = alerts;
+    alerts.sort();
+    alerts.dedup();
+    Row {
+        attack: a.id().into(),
+        title: a.title().into(),
+        category: a.category(),
+        expected: a.expect().to_string(),
+        observed,
+        expected_alert: expected_alert.map(str::to_owned),
+        alert_found,
+        alerts,
+        passed,
+        evidence: evidence.join("; "),
+        world_hits,
+        jobs: runs.iter().filter_map(JobRun::job_id).collect(),
+        duration_ms,
+    }
+}
+
+fn summarize(s: &str) -> String {
+    let s = s.replace('\n', " ");
+    if s.len() <= 200 {
+        return s;
+    }
+    let mut cut = 200;
+    while !s.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}...", &s[..cut])
+}
+
+/// Writes the drill's effective policy: the group's resolver is the world's, the allowed name
+/// is added to its domains, and its timeout is capped at [`ATTACK_TIMEOUT`]. Returns the
+/// group's name and the policy text.
+pub fn effective_policy(
+    lp: &LoadedPolicy,
+    group: Option<&str>,
+) -> Result<(String, String), DrillError> {
+    let (name, _) = lp.group(group)?;
+    let mut policy = lp.policy.clone();
+    if let Some(g) = policy.groups.get_mut(&name) {
+        g.egress.resolver = Some(RESOLVER.to_string());
+        if !g.egress.domains.iter().any(|d| d == ALLOWED_NAME) {
+            g.egress.domains.push(ALLOWED_NAME.to_owned());
+        }
+        if g.limits.timeout.0 > ATTACK_TIMEOUT {
+            g.limits.timeout = HumanDuration(ATTACK_TIMEOUT);
+        }
+    }
+    policy.default_group = Some(name.clone());
+    Ok((name, toml::to_string(&policy)?))
+}
+
+/// Runs the drill. Needs root. Moves the calling thread into a private network namespace
+/// first (see [`enter_private_netns`]): call it from a thread that has nothing else to do in
+/// the host's namespace (the CLI's main thread, before any runtime starts).
+pub fn drill(opts: &DrillOptions, progress: &mut dyn Progress) -> Result<DrillReport, DrillError> {
+    let start = Instant::now();
+    if !nix::unistd::geteuid().is_root() {
+        return Err(DrillError::NotRoot);
+    }
+    for (what, path) in [
+        ("the airlock binary", &opts.airlock_exe),
+        ("the airlock-attack binary", &opts.attack_exe),
+    ] {
+        if !path.is_file() {
+            return Err(DrillError::Missing {
+                what,
+                path: path.clone(),
+            });
+        }
+    }
+    let lp = match &opts.policy {
+        Some(p) => LoadedPolicy::from_file(p)?,
+        None => LoadedPolicy::builtin(),
+    };
+    let (group, policy_text) = effective_policy(&lp, opts.group.as_deref())?;
+    let egress_none = lp
+        .policy
+        .groups
+        .get(&group)
+        .is_some_and(|g| g.egress.mode == EgressMode::None);
+    let mut selected: Vec<&'static dyn Attack> = Vec::new();
+    for id in &opts.only {
+        if attack::find(id).is_none_or(|a| a.helper_only()) {
+            return Err(DrillError::UnknownAttack(id.clone()));
+        }
+    }
+    for a in attack::registry() {
+        if a.helper_only() {
+            continue;
+        }
+        let control = a.expect() == Expect::Succeeds;
+        if control && egress_none {
+            // A group without egress cannot reach even the allowed host; the world's own
+            // self-check still proves the world is up.
+            continue;
+        }
+        if control || opts.only.is_empty() || opts.only.iter().any(|o| o == a.id()) {
+            selected.push(*a);
+        }
+    }
+
+    let interrupted = Arc::new(AtomicBool::new(false));
+    let sigs: Vec<_> = [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM]
+        .into_iter()
+        .filter_map(|s| signal_hook::flag::register(s, interrupted.clone()).ok())
+        .collect();
+    let result = (|| {
+        let scratch = Scratch {
+            dir: Some(
+                tempfile::Builder::new()
+                    .prefix("airlock-drill-")
+                    .tempdir()
+                    .map_err(io("creating", &std::env::temp_dir()))?,
+            ),
+            airlock: opts.airlock_exe.clone(),
+        };
+        let dir = scratch.path().to_owned();
+        for d in ["ws", "reports", "state", "data"] {
+            std::fs::create_dir_all(dir.join(d)).map_err(io("creating", &dir.join(d)))?;
+        }
+        let attack_copy = dir.join("ws/airlock-attack");
+        std::fs::copy(&opts.attack_exe, &attack_copy).map_err(io("copying", &opts.attack_exe))?;
+        let policy = dir.join("policy.toml");
+        std::fs::write(&policy, &policy_text).map_err(io("writing", &policy))?;
+
+        enter_private_netns()?;
+        let world = World::start()?;
+        let runner = Runner {
+            opts,
+            scratch: &scratch,
+            policy,
+            group: group.clone(),
+            world: &world,
+        };
+        let mut rows = Vec::new();
+        let total = selected.len();
+        for (i, a) in selected.iter().enumerate() {
+            if interrupted.load(Ordering::SeqCst) {
+                return Err(DrillError::Interrupted);
+            }
+            progress.started(i, total, a.id());
+            let row = runner.attack(*a)?;
+            if interrupted.load(Ordering::SeqCst) {
+                // The job was stopped by the signal too: its row would mean nothing.
+                return Err(DrillError::Interrupted);
+            }
+            progress.finished(i, total, &row);
+            if a.expect() == Expect::Succeeds && !row.passed {
+                return Err(DrillError::WorldBroken(row.evidence));
+            }
+            rows.push(row);
+        }
+        if interrupted.load(Ordering::SeqCst) {
+            return Err(DrillError::Interrupted);
+        }
+        world.stop();
+        let detection_available = !rows.is_empty()
+            && rows
+                .iter()
+                .all(|r| r.expected_alert.is_none() || r.alert_found.is_some());
+        let kept = opts.keep.then(|| scratch.keep());
+        Ok(DrillReport {
+            policy: opts
+                .policy
+                .as_ref()
+                .map_or("built-in".into(), |p| p.display().to_string()),
+            group: group.clone(),
+            detection_available,
+            passed: rows.iter().all(|r| r.passed),
+            rows,
+            duration_ms: u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX),
+            kept,
+        })
+    })();
+    for s in sigs {
+        signal_hook::low_level::unregister(s);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::addrs::{ALLOWED, ATTACKER, LINK_DRILL, RESOLVER};
+    use std::net::SocketAddr;
+
+    fn hit(service: &str, ip: std::net::Ipv4Addr, detail: &str) -> Hit {
+        Hit {
+            time_ms: 0,
+            service: service.into(),
+            local: SocketAddr::from((ip, 80)),
+            peer: SocketAddr::from((LINK_DRILL, 40000)),
+            detail: detail.into(),
+        }
+    }
+
+    fn run(
+        result: Option<(&str, bool)>,
+        outcome: serde_json::Value,
+        alerts: Option<&[&str]>,
+        hits: Vec<Hit>,
+    ) -> JobRun {
+        let mut report = serde_json::json!({ "id": "j1", "outcome": outcome });
+        if let Some(a) = alerts {
+            report["alerts"] = a
+                .iter()
+                .map(|d| serde_json::json!({ "detector": d, "technique": "t", "severity": "high", "summary": "s", "evidence": [1] }))
+                .collect();
+        }
+        JobRun {
+            result: result.map(|(attack, succeeded)| AttackResult {
+                attack: attack.into(),
+                succeeded,
+                detail: "d".into(),
+            }),
+            report: Some(report),
+            stderr: String::new(),
+            hits,
+        }
+    }
+
+    fn exited(c: i32) -> serde_json::Value {
+        serde_json::json!({ "kind": "exited", "value": c })
+    }
+
+    #[test]
+    fn world_hits_overrule_the_attacks_own_account() {
+        let a = attack::find("hardcoded-ip").expect("attack");
+        let r = judge(
+            a,
+            &[run(
+                Some(("hardcoded-ip", false)),
+                exited(0),
+                Some(&["denied-egress"]),
+                vec![hit("tcp", ATTACKER, "connect")],
+            )],
+            1,
+        );
+        assert_eq!(r.observed, Observed::Succeeded);
+        assert!(!r.passed);
+        assert_eq!(r.world_hits.len(), 1);
+    }
+
+    #[test]
+    fn blocked_and_detected_needs_the_alert() {
+        let a = attack::find("metadata").expect("attack");
+        let ok = judge(
+            a,
+            &[run(
+                Some(("metadata", false)),
+                exited(0),
+                Some(&["metadata-access"]),
+                vec![],
+            )],
+            1,
+        );
+        assert_eq!(
+            (ok.observed, ok.alert_found, ok.passed),
+            (Observed::Blocked, Some(true), true)
+        );
+        assert!(
+            ok.evidence
+                .contains("alert metadata-access (evidence seq 1)"),
+            "{}",
+            ok.evidence
+        );
+        let missing = judge(
+            a,
+            &[run(
+                Some(("metadata", false)),
+                exited(0),
+                Some(&["denied-egress"]),
+                vec![],
+            )],
+            1,
+        );
+        assert_eq!((missing.alert_found, missing.passed), (Some(false), false));
+        let unavailable = judge(
+            a,
+            &[run(Some(("metadata", false)), exited(0), None, vec![])],
+            1,
+        );
+        assert_eq!((unavailable.alert_found, unavailable.passed), (None, false));
+    }
+
+    #[test]
+    fn allowed_traffic_is_not_a_breach_and_the_control_needs_it() {
+        let canary = attack::find("canary").expect("canary");
+        let allowed = vec![
+            hit("dns", RESOLVER, "allowed.drill.test. A -> 203.0.113.20"),
+            hit("http", ALLOWED, "GET host=allowed.drill.test /"),
+        ];
+        let r = judge(
+            canary,
+            &[run(Some(("canary", true)), exited(0), None, allowed)],
+            1,
+        );
+        assert!(r.passed && r.world_hits.is_empty());
+        // The attack claims success but the world saw nothing: the control fails.
+        let r = judge(
+            canary,
+            &[run(Some(("canary", true)), exited(0), None, vec![])],
+            1,
+        );
+        assert!(!r.passed);
+    }
+
+    #[test]
+    fn a_job_killed_by_a_limit_is_blocked_but_silence_is_inconclusive() {
+        let mem = attack::find("memory").expect("memory");
+        let killed = serde_json::json!({ "kind": "signaled", "value": 9 });
+        let r = judge(mem, &[run(None, killed, None, vec![])], 1);
+        assert_eq!(r.observed, Observed::Blocked);
+        assert!(r.passed);
+        let r = judge(mem, &[run(None, exited(1), None, vec![])], 1);
+        assert_eq!(r.observed, Observed::Inconclusive);
+        assert!(!r.passed);
+    }
+
+    #[test]
+    fn persistence_is_judged_by_the_second_job() {
+        let p = attack::find("persistence").expect("persistence");
+        let planted = run(
+            Some(("persistence", false)),
+            exited(0),
+            Some(&["persistence-attempt"]),
+            vec![],
+        );
+        let clean = run(
+            Some(("persistence-check", false)),
+            exited(0),
+            Some(&[]),
+            vec![],
+        );
+        let r = judge(p, &[planted, clean], 1);
+        assert!(r.passed, "{r:?}");
+        let planted = run(
+            Some(("persistence", false)),
+            exited(0),
+            Some(&["persistence-attempt"]),
+            vec![],
+        );
+        let found = run(
+            Some(("persistence-check", true)),
+            exited(0),
+            Some(&[]),
+            vec![],
+        );
+        let r = judge(p, &[planted, found], 1);
+        assert_eq!(r.observed, Observed::Succeeded);
+    }
+
+    #[test]
+    fn effective_policy_points_the_group_at_the_world() {
+        let lp = LoadedPolicy::builtin();
+        let (g, text) = effective_policy(&lp, None).expect("policy");
+        assert_eq!(g, "default");
+        let p = airlock_policy::parse(&text, Path::new("drill.toml")).expect("reparse");
+        let grp = &p.groups["default"];
+        assert_eq!(grp.egress.resolver.as_deref(), Some("198.51.100.53"));
+        assert!(grp.egress.domains.iter().any(|d| d == ALLOWED_NAME));
+        assert!(grp.limits.timeout.0 <= ATTACK_TIMEOUT);
+        assert_eq!(grp.egress.mode, EgressMode::Block);
+        assert!(effective_policy(&lp, Some("nope")).is_err());
+    }
+}

@@ -1,0 +1,233 @@
+//! `airlock drill` end to end, through the real binaries, as root. Every drill builds its own
+//! sealed world (private network namespaces behind it), so nothing here can send a packet off
+//! the machine.
+//!
+//! Needs the `airlock` binary next to `airlock-attack` (`cargo build -p airlock` first; the
+//! path can be overridden with AIRLOCK_BIN).
+
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+
+macro_rules! need_root {
+    () => {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!(
+                "SKIPPED {}: needs root (namespaces, mounts, cgroups); run the tests as root",
+                module_path!()
+            );
+            return;
+        }
+    };
+}
+
+const ATTACK: &str = env!("CARGO_BIN_EXE_airlock-attack");
+
+fn airlock() -> PathBuf {
+    let p = std::env::var_os("AIRLOCK_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(ATTACK).with_file_name("airlock"));
+    assert!(
+        p.is_file(),
+        "{} not found: build it first (cargo build -p airlock) or set AIRLOCK_BIN",
+        p.display()
+    );
+    p
+}
+
+/// Runs `airlock drill ARGS` with its temporary files under `tmp`.
+fn drill(tmp: &std::path::Path, args: &[&str]) -> Output {
+    Command::new(airlock())
+        .arg("drill")
+        .args(args)
+        .env("TMPDIR", tmp)
+        .env_remove("AIRLOCK_POLICY")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run airlock drill")
+}
+
+fn host_links() -> String {
+    let o = Command::new("ip")
+        .args(["-o", "link"])
+        .output()
+        .expect("ip");
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Nothing of the drill is left: no named namespace, no link in the host's namespace, no
+/// mount, no file.
+fn assert_nothing_left(tmp: &std::path::Path, links_before: &str) {
+    let ns = Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .expect("ip");
+    let ns = String::from_utf8_lossy(&ns.stdout);
+    assert!(!ns.contains("drill"), "namespaces left: {ns}");
+    let links = host_links();
+    for l in links.lines() {
+        let name = l.split(':').nth(1).unwrap_or("").trim();
+        assert!(
+            name != "drw0" && (!name.starts_with("alk") || links_before.contains(name)),
+            "link left in the host namespace: {l}"
+        );
+    }
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    let t = tmp.to_string_lossy();
+    assert!(
+        !mounts.contains(t.as_ref()),
+        "mounts left under {t}: {}",
+        mounts
+            .lines()
+            .filter(|l| l.contains(t.as_ref()))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    let left: Vec<_> = std::fs::read_dir(tmp)
+        .expect("tmp")
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert!(left.is_empty(), "files left: {left:?}");
+}
+
+#[test]
+fn default_policy_blocks_every_attack() {
+    need_root!();
+    let tmp = tempfile::tempdir().expect("tmp");
+    let before = host_links();
+    let o = drill(tmp.path(), &["--json"]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("no JSON report ({e}); stderr:\n{stderr}"));
+    let rows = report["rows"].as_array().expect("rows");
+    assert!(rows.len() >= 35, "only {} attacks ran", rows.len());
+    // Progress on stderr, one line per attack.
+    assert_eq!(
+        stderr.lines().filter(|l| l.starts_with('[')).count(),
+        rows.len(),
+        "{stderr}"
+    );
+    assert_eq!(rows[0]["attack"], "canary");
+    assert_eq!(
+        rows[0]["observed"], "succeeded",
+        "the world is broken: {}",
+        rows[0]
+    );
+    let mut breaches = Vec::new();
+    let mut missing_alerts = Vec::new();
+    for r in &rows[1..] {
+        if r["observed"] != "blocked" {
+            breaches.push(format!(
+                "{}: {} ({})",
+                r["attack"], r["observed"], r["evidence"]
+            ));
+        }
+        if r["expected_alert"].is_string() && r["alert_found"] != true {
+            missing_alerts.push(format!("{} ({})", r["attack"], r["expected_alert"]));
+        }
+    }
+    assert!(
+        breaches.is_empty(),
+        "attacks not blocked:\n{}",
+        breaches.join("\n")
+    );
+    for cat in ["scenario", "network", "escape", "exhaustion"] {
+        assert!(rows.iter().any(|r| r["category"] == cat), "no {cat} attack");
+    }
+    assert!(
+        rows.iter().filter(|r| r["category"] == "escape").count() >= 20,
+        "escape battery too small"
+    );
+    // Exit code: 0 only if every expected alert is there too.
+    if missing_alerts.is_empty() {
+        assert_eq!(o.status.code(), Some(0), "{stderr}");
+    } else {
+        eprintln!(
+            "detections missing (need the detectors of issue 4): {}",
+            missing_alerts.join(", ")
+        );
+        assert_eq!(
+            o.status.code(),
+            Some(1),
+            "missing alerts must fail the drill"
+        );
+    }
+    let secs = report["duration_ms"].as_u64().unwrap_or(0) / 1000;
+    assert!(secs < 120, "drill took {secs} s");
+    assert_nothing_left(tmp.path(), &before);
+}
+
+#[test]
+fn audit_mode_lets_exfiltration_through_and_the_drill_says_so() {
+    need_root!();
+    let tmp = tempfile::tempdir().expect("tmp");
+    let before = host_links();
+    let pdir = tempfile::tempdir().expect("policy dir");
+    let policy = pdir.path().join("weak.toml");
+    std::fs::write(
+        &policy,
+        "version = 1\n[groups.weak]\negress = { mode = \"audit\" }\n",
+    )
+    .expect("policy");
+    let p = policy.to_string_lossy().into_owned();
+    let o = drill(
+        tmp.path(),
+        &["--policy", &p, "--only", "exfil", "mount", "--keep"],
+    );
+    let out = String::from_utf8_lossy(&o.stdout);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "stdout:\n{out}\nstderr:\n{err}");
+    let exfil = out
+        .lines()
+        .find(|l| l.contains(" exfil "))
+        .unwrap_or_else(|| panic!("no exfil row:\n{out}"));
+    assert!(exfil.starts_with("FAIL"), "{exfil}");
+    assert!(exfil.contains("SUCCEEDED"), "{exfil}");
+    assert!(
+        exfil.contains("world saw"),
+        "the world's records must show it: {exfil}"
+    );
+    assert!(out.contains("1 got through"), "{out}");
+    // Only the selected attacks (plus the control) ran.
+    assert_eq!(
+        err.lines().filter(|l| l.starts_with('[')).count(),
+        3,
+        "{err}"
+    );
+    // --keep: the effective policy points the group at the world.
+    let kept = err
+        .lines()
+        .find_map(|l| l.strip_prefix("airlock: drill directory kept at "))
+        .expect("kept dir");
+    let eff = std::fs::read_to_string(PathBuf::from(kept).join("policy.toml")).expect("policy");
+    assert!(eff.contains("198.51.100.53"), "{eff}");
+    assert!(eff.contains("allowed.drill.test"), "{eff}");
+    assert!(eff.contains("mode = \"audit\""), "{eff}");
+    std::fs::remove_dir_all(kept).expect("remove kept dir");
+    assert_nothing_left(tmp.path(), &before);
+}
+
+#[test]
+fn unknown_attack_is_refused() {
+    need_root!();
+    let tmp = tempfile::tempdir().expect("tmp");
+    let o = drill(tmp.path(), &["--only", "no-such-attack"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("unknown attack no-such-attack"));
+}
+
+#[test]
+fn attack_binary_lists_and_reports_json() {
+    let o = Command::new(ATTACK).arg("--list").output().expect("list");
+    let list = String::from_utf8_lossy(&o.stdout);
+    assert!(list.lines().count() >= 35, "{list}");
+    // An attack that is safe to run anywhere: it only reads /proc.
+    let o = Command::new(ATTACK).arg("host-pids").output().expect("run");
+    let line = String::from_utf8_lossy(&o.stdout);
+    let v: serde_json::Value = serde_json::from_str(line.trim()).expect("one JSON line");
+    assert_eq!(v["attack"], "host-pids");
+    // Outside a sandbox, the host's processes ARE visible: the attack must say so.
+    assert_eq!(v["succeeded"], true, "{v}");
+    let o = Command::new(ATTACK).arg("nope").output().expect("run");
+    assert_eq!(o.status.code(), Some(2));
+}
