@@ -115,12 +115,15 @@ pub fn parse_proc_route(text: &str) -> Vec<Route> {
     out
 }
 
-/// The routes (not loopback, not reject) a packet to `target` could take.
+/// The routes (not loopback, not reject) a packet to `target` could take, most specific
+/// first.
 pub fn routes_to(routes: &[Route], target: Cidr4) -> Vec<&Route> {
-    routes
+    let mut v: Vec<&Route> = routes
         .iter()
         .filter(|r| !r.reject && r.iface != "lo" && r.dest.overlaps(target))
-        .collect()
+        .collect();
+    v.sort_by_key(|r| std::cmp::Reverse(r.dest.len));
+    v
 }
 
 /// A firewall chain, from nftables, iptables or ufw.

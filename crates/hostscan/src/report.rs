@@ -148,7 +148,14 @@ pub struct ItemResult {
 
 impl ItemResult {
     /// Joins an item's description with its outcome.
+    /// Repeated evidence (same source and detail) is kept once.
     pub fn new(meta: ItemMeta, outcome: Outcome) -> Self {
+        let mut evidence: Vec<Evidence> = Vec::with_capacity(outcome.evidence.len());
+        for e in outcome.evidence {
+            if !evidence.contains(&e) {
+                evidence.push(e);
+            }
+        }
         Self {
             id: meta.id,
             number: meta.number,
@@ -156,7 +163,7 @@ impl ItemResult {
             title: meta.title,
             status: outcome.status,
             reason: outcome.reason,
-            evidence: outcome.evidence,
+            evidence,
         }
     }
 }
@@ -257,7 +264,11 @@ impl Report {
             if rank(o.status) > rank(h.status) {
                 h.status = o.status;
             }
-            h.evidence.extend(o.evidence.iter().cloned());
+            for e in &o.evidence {
+                if !h.evidence.contains(e) {
+                    h.evidence.push(e.clone());
+                }
+            }
         }
         self.recount();
     }

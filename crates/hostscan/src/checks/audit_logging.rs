@@ -28,7 +28,7 @@ impl Check for AuditLogging {
             ev.push(e);
         }
         if let Some((f, _)) = rules.first() {
-            ev.push(Evidence::new(f, format!("{} audit rules", rules.len())));
+            ev.push(Evidence::new(f, format!("audit rules: {}", rules.len())));
         }
         if facts.airlock.audit_log.is_some() || auditd_ok {
             Outcome::pass("an audit log is being written", ev)

@@ -27,7 +27,7 @@ impl Check for NetworkConnectionLogging {
         if ev.is_empty() {
             Outcome::fail("no network records in airlock's audit log and no firewall logging rule", facts.firewall.sources.clone())
         } else {
-            Outcome::pass("connections are recorded", ev)
+            Outcome::pass("connections (or refused packets) are recorded", ev)
         }
     }
 }
