@@ -124,14 +124,25 @@ pub struct Facts<'h> {
 }
 
 /// Unit directories, most specific first.
-const UNIT_DIRS: [&str; 3] = ["/etc/systemd/system", "/lib/systemd/system", "/usr/lib/systemd/system"];
+const UNIT_DIRS: [&str; 3] = [
+    "/etc/systemd/system",
+    "/lib/systemd/system",
+    "/usr/lib/systemd/system",
+];
 
 /// Where runners are commonly installed, besides the `WorkingDirectory=` of their units.
 /// Each is searched two levels deep for a directory holding `.runner` or `config.sh`.
 const RUNNER_BASES: [&str; 5] = ["/home", "/opt", "/srv", "/root", "/var/lib"];
 
 /// Work-folder entries the runner itself keeps; anything else is a job's leftover.
-const RUNNER_OWN: [&str; 6] = ["_temp", "_actions", "_tool", "_PipelineMapping", "_update", "_diag"];
+const RUNNER_OWN: [&str; 6] = [
+    "_temp",
+    "_actions",
+    "_tool",
+    "_PipelineMapping",
+    "_update",
+    "_diag",
+];
 
 impl<'h> Facts<'h> {
     /// Gathers facts from `host`.
@@ -139,7 +150,9 @@ impl<'h> Facts<'h> {
         let users = read_users(host);
         let units = read_units(host);
         let runners = find_runners(host, &units, &users);
-        let routes = host.read("/proc/net/route").map(|t| net::parse_proc_route(&t));
+        let routes = host
+            .read("/proc/net/route")
+            .map(|t| net::parse_proc_route(&t));
         let firewall = read_firewall(host);
         let airlock = read_airlock(host, &units);
         Self {
@@ -205,7 +218,10 @@ fn read_users(host: &Host) -> Vec<User> {
                 (
                     f[0].to_owned(),
                     f[2].parse().unwrap_or(u32::MAX),
-                    f[3].split(',').filter(|m| !m.is_empty()).map(str::to_owned).collect(),
+                    f[3].split(',')
+                        .filter(|m| !m.is_empty())
+                        .map(str::to_owned)
+                        .collect(),
                 )
             })
         })
@@ -292,25 +308,38 @@ fn parse_runner_config(text: &str) -> Result<RunnerConfig, String> {
     let v: serde_json::Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
     let obj = v.as_object().ok_or("not a JSON object")?;
     // The runner writes camelCase keys; older versions differed in case, so match loosely.
-    let get = |k: &str| obj.iter().find(|(n, _)| n.eq_ignore_ascii_case(k)).map(|(_, v)| v);
+    let get = |k: &str| {
+        obj.iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(k))
+            .map(|(_, v)| v)
+    };
     let flag = |k: &str| {
-        get(k).is_some_and(|v| v.as_bool().unwrap_or(false) || v.as_str().is_some_and(|s| s.eq_ignore_ascii_case("true")))
+        get(k).is_some_and(|v| {
+            v.as_bool().unwrap_or(false)
+                || v.as_str().is_some_and(|s| s.eq_ignore_ascii_case("true"))
+        })
     };
     Ok(RunnerConfig {
         name: get("agentName").and_then(|v| v.as_str()).map(str::to_owned),
         ephemeral: flag("isEphemeral") || flag("ephemeral"),
         disable_update: flag("disableUpdate"),
-        work_folder: get("workFolder").and_then(|v| v.as_str()).map(str::to_owned),
+        work_folder: get("workFolder")
+            .and_then(|v| v.as_str())
+            .map(str::to_owned),
     })
 }
 
 fn is_runner_dir(host: &Host, dir: &str) -> bool {
-    host.exists(&join(dir, ".runner")) || (host.exists(&join(dir, "config.sh")) && host.exists(&join(dir, "run.sh")))
+    host.exists(&join(dir, ".runner"))
+        || (host.exists(&join(dir, "config.sh")) && host.exists(&join(dir, "run.sh")))
 }
 
 fn find_runners(host: &Host, units: &[Unit], users: &[User]) -> Vec<RunnerInstall> {
     let mut dirs: Vec<(String, Option<Unit>)> = Vec::new();
-    for u in units.iter().filter(|u| u.name.starts_with("actions.runner.")) {
+    for u in units
+        .iter()
+        .filter(|u| u.name.starts_with("actions.runner."))
+    {
         let dir = u.working_dir.clone().or_else(|| {
             u.exec_start
                 .first()
@@ -319,7 +348,10 @@ fn find_runners(host: &Host, units: &[Unit], users: &[User]) -> Vec<RunnerInstal
         });
         match dir {
             Some(d) => dirs.push((d, Some(u.clone()))),
-            None => dirs.push((format!("(unknown directory of {})", u.name), Some(u.clone()))),
+            None => dirs.push((
+                format!("(unknown directory of {})", u.name),
+                Some(u.clone()),
+            )),
         }
     }
     for base in RUNNER_BASES {
@@ -336,7 +368,9 @@ fn find_runners(host: &Host, units: &[Unit], users: &[User]) -> Vec<RunnerInstal
                 }
             }
             for c in cands {
-                if is_runner_dir(host, &c) && !dirs.iter().any(|(d, _)| d.trim_end_matches('/') == c) {
+                if is_runner_dir(host, &c)
+                    && !dirs.iter().any(|(d, _)| d.trim_end_matches('/') == c)
+                {
                     dirs.push((c, None));
                 }
             }
@@ -354,7 +388,11 @@ fn find_runners(host: &Host, units: &[Unit], users: &[User]) -> Vec<RunnerInstal
                 .as_ref()
                 .and_then(|c| c.work_folder.clone())
                 .unwrap_or_else(|| "_work".to_owned());
-            let work = if wf.starts_with('/') { wf } else { join(&dir, &wf) };
+            let work = if wf.starts_with('/') {
+                wf
+            } else {
+                join(&dir, &wf)
+            };
             let leftover_work = host
                 .list(&work)
                 .into_iter()
@@ -370,7 +408,10 @@ fn find_runners(host: &Host, units: &[Unit], users: &[User]) -> Vec<RunnerInstal
                 Some(u) => Some(u.user.clone().unwrap_or_else(|| "root".to_owned())),
                 None => users
                     .iter()
-                    .filter(|u| u.home.len() > 1 && dir.starts_with(&format!("{}/", u.home.trim_end_matches('/'))))
+                    .filter(|u| {
+                        u.home.len() > 1
+                            && dir.starts_with(&format!("{}/", u.home.trim_end_matches('/')))
+                    })
                     .max_by_key(|u| u.home.len())
                     .map(|u| u.name.clone())
                     .or_else(|| {
@@ -398,15 +439,25 @@ fn find_runners(host: &Host, units: &[Unit], users: &[User]) -> Vec<RunnerInstal
 
 /// Names of `KEY=value` lines whose key looks like a secret and whose value is not empty.
 pub fn secret_names(text: &str) -> Vec<String> {
-    const MARKERS: [&str; 7] = ["TOKEN", "SECRET", "PASSWORD", "PASSWD", "API_KEY", "PRIVATE_KEY", "ACCESS_KEY"];
+    const MARKERS: [&str; 7] = [
+        "TOKEN",
+        "SECRET",
+        "PASSWORD",
+        "PASSWD",
+        "API_KEY",
+        "PRIVATE_KEY",
+        "ACCESS_KEY",
+    ];
     text.lines()
         .filter_map(|l| {
             let l = l.trim().trim_start_matches("export ");
             let (k, v) = l.split_once('=')?;
             let k = k.trim();
             let up = k.to_uppercase();
-            (!k.starts_with('#') && !v.trim().trim_matches('"').is_empty() && MARKERS.iter().any(|m| up.contains(m)))
-                .then(|| k.to_owned())
+            (!k.starts_with('#')
+                && !v.trim().trim_matches('"').is_empty()
+                && MARKERS.iter().any(|m| up.contains(m)))
+            .then(|| k.to_owned())
         })
         .collect()
 }
@@ -423,7 +474,10 @@ fn read_firewall(host: &Host) -> Firewall {
     });
     if let Some((src, text)) = nft {
         let chains = net::parse_nft(&text, &src);
-        fw.sources.push(Evidence::new(&src, format!("nftables: {} chains", chains.len())));
+        fw.sources.push(Evidence::new(
+            &src,
+            format!("nftables: {} chains", chains.len()),
+        ));
         fw.chains.extend(chains);
     }
     let ipt = host
@@ -431,26 +485,38 @@ fn read_firewall(host: &Host) -> Firewall {
         .filter(|t| t.contains('*'))
         .map(|t| ("command: iptables-save".to_owned(), t))
         .or_else(|| {
-            ["/etc/iptables/rules.v4", "/etc/sysconfig/iptables", "/etc/iptables.rules"]
-                .iter()
-                .find_map(|p| host.read(p).map(|t| ((*p).to_owned(), t)))
+            [
+                "/etc/iptables/rules.v4",
+                "/etc/sysconfig/iptables",
+                "/etc/iptables.rules",
+            ]
+            .iter()
+            .find_map(|p| host.read(p).map(|t| ((*p).to_owned(), t)))
         });
     if let Some((src, text)) = ipt {
         let chains = net::parse_iptables(&text, &src);
-        fw.sources.push(Evidence::new(&src, format!("iptables: {} chains", chains.len())));
+        fw.sources.push(Evidence::new(
+            &src,
+            format!("iptables: {} chains", chains.len()),
+        ));
         fw.chains.extend(chains);
     }
-    let ufw_on = host
-        .read("/etc/ufw/ufw.conf")
-        .is_some_and(|t| t.lines().any(|l| l.trim().eq_ignore_ascii_case("ENABLED=yes")));
+    let ufw_on = host.read("/etc/ufw/ufw.conf").is_some_and(|t| {
+        t.lines()
+            .any(|l| l.trim().eq_ignore_ascii_case("ENABLED=yes"))
+    });
     if ufw_on {
         if let Some(t) = host.read("/etc/default/ufw") {
             let chains = net::parse_ufw_defaults(&t, "/etc/default/ufw");
-            fw.sources.push(Evidence::new("/etc/default/ufw", "ufw enabled; default policies"));
+            fw.sources.push(Evidence::new(
+                "/etc/default/ufw",
+                "ufw enabled; default policies",
+            ));
             fw.chains.extend(chains);
         }
         if let Some(t) = host.read("/etc/ufw/user.rules") {
-            fw.chains.extend(net::parse_iptables(&t, "/etc/ufw/user.rules"));
+            fw.chains
+                .extend(net::parse_iptables(&t, "/etc/ufw/user.rules"));
         }
     }
     fw
@@ -461,21 +527,33 @@ pub const AUDIT_LOG: &str = "/var/lib/airlock/audit/audit.jsonl";
 
 fn read_airlock(host: &Host, units: &[Unit]) -> Airlock {
     let mut a = Airlock::default();
-    for p in ["/usr/local/bin/airlock", "/usr/bin/airlock", "/var/lib/airlock"] {
+    for p in [
+        "/usr/local/bin/airlock",
+        "/usr/bin/airlock",
+        "/var/lib/airlock",
+    ] {
         if host.exists(p) {
             a.installed.push(Evidence::new(p, "present"));
         }
     }
     a.serve_unit = units
         .iter()
-        .find(|u| u.name.starts_with("airlock") && u.enabled && u.exec_start.iter().any(|e| e.contains("serve")))
+        .find(|u| {
+            u.name.starts_with("airlock")
+                && u.enabled
+                && u.exec_start.iter().any(|e| e.contains("serve"))
+        })
         .cloned();
     if let Some(u) = &a.serve_unit {
-        a.installed.push(Evidence::new(&u.path, "enabled airlock serve unit"));
+        a.installed
+            .push(Evidence::new(&u.path, "enabled airlock serve unit"));
     }
     if let Some(text) = host.read(AUDIT_LOG) {
         let records = text.lines().filter(|l| !l.trim().is_empty()).count();
-        let netrec = text.lines().filter(|l| l.contains("\"kind\":\"net.")).count();
+        let netrec = text
+            .lines()
+            .filter(|l| l.contains("\"kind\":\"net."))
+            .count();
         if records > 0 {
             a.audit_log = Some((AUDIT_LOG.to_owned(), records, netrec));
         }

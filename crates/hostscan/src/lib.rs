@@ -94,7 +94,9 @@ impl OutputArgs {
         match self.color {
             ColorChoice::Always => true,
             ColorChoice::Never => false,
-            ColorChoice::Auto => std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+            ColorChoice::Auto => {
+                std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+            }
         }
     }
 }
@@ -162,7 +164,8 @@ pub fn run_host(args: &HostArgs, out: &mut dyn std::io::Write) -> Result<i32, Ho
         let token = org::Token::from_env().ok_or(HostScanError::NoToken)?;
         report.merge_org(&scan_org(org, &args.api_url, token)?);
     }
-    render::render(&report, args.output.format(), args.output.color(), out).map_err(HostScanError::Write)?;
+    render::render(&report, args.output.format(), args.output.color(), out)
+        .map_err(HostScanError::Write)?;
     Ok(report.exit_code())
 }
 
@@ -170,6 +173,7 @@ pub fn run_host(args: &HostArgs, out: &mut dyn std::io::Write) -> Result<i32, Ho
 pub fn run_org(args: &OrgArgs, out: &mut dyn std::io::Write) -> Result<i32, HostScanError> {
     let token = org::Token::from_env().ok_or(HostScanError::NoToken)?;
     let report = scan_org(&args.org, &args.api_url, token)?;
-    render::render(&report, args.output.format(), args.output.color(), out).map_err(HostScanError::Write)?;
+    render::render(&report, args.output.format(), args.output.color(), out)
+        .map_err(HostScanError::Write)?;
     Ok(report.exit_code())
 }

@@ -74,7 +74,12 @@ impl std::fmt::Display for Cidr4 {
 /// The cloud metadata address.
 pub const METADATA: &str = "169.254.169.254/32";
 /// RFC 1918 private ranges plus carrier-grade NAT, the ranges production systems live in.
-pub const PRIVATE: [&str; 4] = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10"];
+pub const PRIVATE: [&str; 4] = [
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "100.64.0.0/10",
+];
 
 /// One IPv4 route.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,14 +97,20 @@ pub struct Route {
 pub fn parse_proc_route(text: &str) -> Vec<Route> {
     const RTF_UP: u32 = 0x1;
     const RTF_REJECT: u32 = 0x200;
-    let hex_ip = |s: &str| u32::from_str_radix(s, 16).ok().map(|v| u32::from(Ipv4Addr::from(v.to_le_bytes())));
+    let hex_ip = |s: &str| {
+        u32::from_str_radix(s, 16)
+            .ok()
+            .map(|v| u32::from(Ipv4Addr::from(v.to_le_bytes())))
+    };
     let mut out = Vec::new();
     for line in text.lines().skip(1) {
         let f: Vec<&str> = line.split_whitespace().collect();
         if f.len() < 8 {
             continue;
         }
-        let (Some(dest), Some(mask), Ok(flags)) = (hex_ip(f[1]), hex_ip(f[7]), u32::from_str_radix(f[3], 16)) else {
+        let (Some(dest), Some(mask), Ok(flags)) =
+            (hex_ip(f[1]), hex_ip(f[7]), u32::from_str_radix(f[3], 16))
+        else {
             continue;
         };
         if flags & RTF_UP == 0 {
@@ -192,7 +203,11 @@ pub fn parse_nft(text: &str, source: &str) -> Vec<Chain> {
     };
 
     // Handles one complete statement in the current context.
-    let flush = |stmt: &str, stack: &mut Vec<Ctx>, chains: &mut Vec<Chain>, sets: &mut HashMap<(String, String), String>, defines: &mut HashMap<String, String>| {
+    let flush = |stmt: &str,
+                 stack: &mut Vec<Ctx>,
+                 chains: &mut Vec<Chain>,
+                 sets: &mut HashMap<(String, String), String>,
+                 defines: &mut HashMap<String, String>| {
         let s = stmt.split_whitespace().collect::<Vec<_>>().join(" ");
         if s.is_empty() {
             return;
@@ -225,7 +240,10 @@ pub fn parse_nft(text: &str, source: &str) -> Vec<Chain> {
                     if let Some((k, v)) = rest.split_once('=') {
                         defines.insert(k.trim().to_owned(), v.trim().to_owned());
                     }
-                } else if let Some(rest) = s.strip_prefix("add rule ").or_else(|| s.strip_prefix("insert rule ")) {
+                } else if let Some(rest) = s
+                    .strip_prefix("add rule ")
+                    .or_else(|| s.strip_prefix("insert rule "))
+                {
                     let w: Vec<&str> = rest.splitn(4, ' ').collect();
                     if w.len() == 4 {
                         let table = format!("{} {}", w[0], w[1]);
@@ -243,7 +261,11 @@ pub fn parse_nft(text: &str, source: &str) -> Vec<Chain> {
             '{' if anon == 0 && opens_block(&cur) => {
                 let header = std::mem::take(&mut cur);
                 let s = header.split_whitespace().collect::<Vec<_>>();
-                let s: Vec<&str> = if matches!(s.first(), Some(&"add") | Some(&"create")) { s[1..].to_vec() } else { s };
+                let s: Vec<&str> = if matches!(s.first(), Some(&"add") | Some(&"create")) {
+                    s[1..].to_vec()
+                } else {
+                    s
+                };
                 match s.first().copied() {
                     Some("table") => {
                         let t = match s.len() {
@@ -258,7 +280,10 @@ pub fn parse_nft(text: &str, source: &str) -> Vec<Chain> {
                         let (table, name) = if s.len() >= 4 {
                             (format!("{} {}", s[1], s[2]), s[3].to_owned())
                         } else {
-                            (table_of(&stack), s.get(1).map(|x| (*x).to_owned()).unwrap_or_default())
+                            (
+                                table_of(&stack),
+                                s.get(1).map(|x| (*x).to_owned()).unwrap_or_default(),
+                            )
                         };
                         let i = chain_index(&mut chains, source, &table, &name);
                         stack.push(Ctx::Chain(i));
@@ -332,11 +357,17 @@ fn opens_block(stmt: &str) -> bool {
     if matches!(first, Some("add") | Some("create")) {
         first = w.next();
     }
-    matches!(first, Some("table") | Some("chain") | Some("set") | Some("map") | Some("flowtable"))
+    matches!(
+        first,
+        Some("table") | Some("chain") | Some("set") | Some("map") | Some("flowtable")
+    )
 }
 
 fn chain_index(chains: &mut Vec<Chain>, source: &str, table: &str, name: &str) -> usize {
-    if let Some(i) = chains.iter().position(|c| c.table == table && c.name == name) {
+    if let Some(i) = chains
+        .iter()
+        .position(|c| c.table == table && c.name == name)
+    {
         return i;
     }
     chains.push(Chain {
@@ -366,7 +397,9 @@ pub fn parse_iptables(text: &str, source: &str) -> Vec<Chain> {
             let name = w.next().unwrap_or_default().to_owned();
             let policy = w.next().filter(|p| *p != "-").map(str::to_lowercase);
             let hook = match name.as_str() {
-                "INPUT" | "OUTPUT" | "FORWARD" | "PREROUTING" | "POSTROUTING" => Some(name.to_lowercase()),
+                "INPUT" | "OUTPUT" | "FORWARD" | "PREROUTING" | "POSTROUTING" => {
+                    Some(name.to_lowercase())
+                }
                 _ => None,
             };
             chains.push(Chain {
@@ -381,7 +414,10 @@ pub fn parse_iptables(text: &str, source: &str) -> Vec<Chain> {
             });
         } else if let Some(rest) = line.strip_prefix("-A ") {
             let (name, rule) = rest.split_once(' ').unwrap_or((rest, ""));
-            if let Some(c) = chains.iter_mut().find(|c| c.table == table && c.name == name) {
+            if let Some(c) = chains
+                .iter_mut()
+                .find(|c| c.table == table && c.name == name)
+            {
                 c.rules.push(rule.to_owned());
             }
         }
@@ -493,9 +529,23 @@ pub fn daddrs(rule: &str) -> Option<Vec<Cidr4>> {
 /// ones (established/related traffic, loopback) rather than "accept everything".
 fn benign_accept(rule: &str) -> bool {
     let r = rule.to_lowercase();
-    ["established", "related", "lo ", "\"lo\"", "oif lo", "-o lo", "oifname lo", "icmp", "--sport", "sport", "dport 53", "udp dport", "ct state"]
-        .iter()
-        .any(|k| r.contains(k))
+    [
+        "established",
+        "related",
+        "lo ",
+        "\"lo\"",
+        "oif lo",
+        "-o lo",
+        "oifname lo",
+        "icmp",
+        "--sport",
+        "sport",
+        "dport 53",
+        "udp dport",
+        "ct state",
+    ]
+    .iter()
+    .any(|k| r.contains(k))
         || r.ends_with(" lo accept")
 }
 
@@ -566,7 +616,10 @@ impl Firewall {
             if verdict(r) == Verdict::Deny {
                 if let Some(d) = daddrs(r) {
                     if d.iter().any(|n| n.covers(target)) {
-                        return Reach::DeniedByRule(Evidence::new(&c.source, format!("{} {}: {r}", c.table, c.name)));
+                        return Reach::DeniedByRule(Evidence::new(
+                            &c.source,
+                            format!("{} {}: {r}", c.table, c.name),
+                        ));
                     }
                 }
             }
@@ -589,14 +642,33 @@ impl Firewall {
                         None => !benign_accept(r),
                     };
                     if hit {
-                        return Reach::AllowedByRule(Evidence::new(&c.source, format!("{} {}: {r}", c.table, c.name)));
+                        return Reach::AllowedByRule(Evidence::new(
+                            &c.source,
+                            format!("{} {}: {r}", c.table, c.name),
+                        ));
                     }
                 }
-                Reach::DeniedByPolicy(Evidence::new(&dc.source, format!("{} {}: policy {}", dc.table, dc.name, dc.policy.as_deref().unwrap_or("?"))))
+                Reach::DeniedByPolicy(Evidence::new(
+                    &dc.source,
+                    format!(
+                        "{} {}: policy {}",
+                        dc.table,
+                        dc.name,
+                        dc.policy.as_deref().unwrap_or("?")
+                    ),
+                ))
             }
             None => {
                 let c = outs[0];
-                Reach::AllowedByPolicy(Evidence::new(&c.source, format!("{} {}: policy {}", c.table, c.name, c.policy.as_deref().unwrap_or("accept"))))
+                Reach::AllowedByPolicy(Evidence::new(
+                    &c.source,
+                    format!(
+                        "{} {}: policy {}",
+                        c.table,
+                        c.name,
+                        c.policy.as_deref().unwrap_or("accept")
+                    ),
+                ))
             }
         }
     }
@@ -604,7 +676,12 @@ impl Firewall {
     /// Accept rules with a destination match in egress chains: an allow-list.
     pub fn allow_rules(&self) -> Vec<Evidence> {
         self.egress_rules()
-            .filter(|(_, r)| verdict(r) == Verdict::Accept && daddrs(r).is_some_and(|d| !d.is_empty()) || (verdict(r) == Verdict::Accept && (r.contains("dport") || r.contains("--dport")) && !benign_accept(r)))
+            .filter(|(_, r)| {
+                verdict(r) == Verdict::Accept && daddrs(r).is_some_and(|d| !d.is_empty())
+                    || (verdict(r) == Verdict::Accept
+                        && (r.contains("dport") || r.contains("--dport"))
+                        && !benign_accept(r))
+            })
             .map(|(c, r)| Evidence::new(&c.source, format!("{} {}: {r}", c.table, c.name)))
             .collect()
     }
@@ -616,7 +693,10 @@ impl Firewall {
             .flat_map(|c| c.rules.iter().map(move |r| (c, r)))
             .filter(|(_, r)| {
                 let w: Vec<&str> = r.split_whitespace().collect();
-                w.contains(&"log") || w.windows(2).any(|p| p[0] == "-j" && (p[1] == "LOG" || p[1] == "NFLOG" || p[1] == "ULOG"))
+                w.contains(&"log")
+                    || w.windows(2).any(|p| {
+                        p[0] == "-j" && (p[1] == "LOG" || p[1] == "NFLOG" || p[1] == "ULOG")
+                    })
             })
             .map(|(c, r)| Evidence::new(&c.source, format!("{} {}: {r}", c.table, c.name)))
             .collect()
@@ -629,7 +709,8 @@ mod tests {
 
     #[test]
     fn proc_route_parses_default_and_link_routes() {
-        let t = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
+        let t =
+            "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
                  eth0\t00000000\t0102A8C0\t0003\t0\t0\t100\t00000000\t0\t0\t0\n\
                  eth0\t0002A8C0\t00000000\t0001\t0\t0\t100\t00FFFFFF\t0\t0\t0\n\
                  eth0\tFEA9FEA9\t00000000\t0201\t0\t0\t0\tFFFFFFFF\t0\t0\t0\n";
@@ -659,13 +740,20 @@ mod tests {
                 }
             }
         "#;
-        let fw = Firewall { chains: parse_nft(t, "/etc/nftables.conf"), sources: vec![] };
+        let fw = Firewall {
+            chains: parse_nft(t, "/etc/nftables.conf"),
+            sources: vec![],
+        };
         assert_eq!(fw.chains.len(), 1);
         assert_eq!(fw.chains[0].hook.as_deref(), Some("output"));
         assert_eq!(fw.chains[0].policy.as_deref(), Some("accept"));
         for n in PRIVATE.iter().chain([METADATA].iter()) {
             let c = Cidr4::parse(n).expect("cidr");
-            assert!(fw.reach(c).denied(), "{n} should be denied: {:?}", fw.chains[0].rules);
+            assert!(
+                fw.reach(c).denied(),
+                "{n} should be denied: {:?}",
+                fw.chains[0].rules
+            );
         }
         let public = Cidr4::parse("140.82.112.3").expect("cidr");
         assert!(matches!(fw.reach(public), Reach::AllowedByPolicy(_)));
@@ -674,11 +762,17 @@ mod tests {
     #[test]
     fn policy_drop_with_accept_all_rule_is_open() {
         let t = "*filter\n:INPUT ACCEPT [0:0]\n:OUTPUT DROP [0:0]\n-A OUTPUT -o lo -j ACCEPT\n-A OUTPUT -m owner --uid-owner 1001 -j ACCEPT\nCOMMIT\n";
-        let fw = Firewall { chains: parse_iptables(t, "x"), sources: vec![] };
+        let fw = Firewall {
+            chains: parse_iptables(t, "x"),
+            sources: vec![],
+        };
         let md = Cidr4::parse(METADATA).expect("cidr");
         assert!(matches!(fw.reach(md), Reach::AllowedByRule(_)));
         let t2 = "*filter\n:OUTPUT DROP [0:0]\n-A OUTPUT -o lo -j ACCEPT\n-A OUTPUT -d 140.82.112.0/20 -p tcp --dport 443 -j ACCEPT\nCOMMIT\n";
-        let fw2 = Firewall { chains: parse_iptables(t2, "x"), sources: vec![] };
+        let fw2 = Firewall {
+            chains: parse_iptables(t2, "x"),
+            sources: vec![],
+        };
         assert!(matches!(fw2.reach(md), Reach::DeniedByPolicy(_)));
         assert_eq!(fw2.allow_rules().len(), 1);
     }
@@ -687,6 +781,9 @@ mod tests {
     fn negated_destination_is_not_a_block() {
         assert_eq!(daddrs("ip daddr != 10.0.0.0/8 drop"), None);
         assert_eq!(daddrs("! -d 10.0.0.0/8 -j DROP"), None);
-        assert_eq!(daddrs("-d 10.0.0.0/8,192.168.0.0/16 -j DROP").map(|v| v.len()), Some(2));
+        assert_eq!(
+            daddrs("-d 10.0.0.0/8,192.168.0.0/16 -j DROP").map(|v| v.len()),
+            Some(2)
+        );
     }
 }

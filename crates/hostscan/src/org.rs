@@ -184,10 +184,13 @@ impl Client {
             .get("link")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let body = resp.body_mut().read_to_string().map_err(|e| HostScanError::Http {
-            url: url.to_owned(),
-            source: Box::new(e),
-        })?;
+        let body = resp
+            .body_mut()
+            .read_to_string()
+            .map_err(|e| HostScanError::Http {
+                url: url.to_owned(),
+                source: Box::new(e),
+            })?;
         if status != 200 {
             let message = serde_json::from_str::<serde_json::Value>(&body)
                 .ok()
@@ -215,10 +218,12 @@ impl Client {
         let mut out = Vec::new();
         for _ in 0..MAX_PAGES {
             let (body, next) = self.get(&url)?;
-            out.push(serde_json::from_str(&body).map_err(|source| HostScanError::Body {
-                url: url.clone(),
-                source,
-            })?);
+            out.push(
+                serde_json::from_str(&body).map_err(|source| HostScanError::Body {
+                    url: url.clone(),
+                    source,
+                })?,
+            );
             match next {
                 None => return Ok(out),
                 Some(n) => {
@@ -237,7 +242,11 @@ impl Client {
 
     /// Reads the organisation's runner groups, runners and workflow permissions.
     pub fn fetch(&self, org: &str) -> Result<OrgData, HostScanError> {
-        if org.is_empty() || !org.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.') {
+        if org.is_empty()
+            || !org
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+        {
             return Err(HostScanError::OrgName(org.to_owned()));
         }
         let groups = self
@@ -289,8 +298,14 @@ pub fn evaluate(data: &OrgData) -> Report {
     let mut unknown = Vec::new();
     for r in &data.runners {
         match r.ephemeral {
-            Some(false) => bad.push(Evidence::new(src("runners"), format!("{} (id {}): not ephemeral", r.name, r.id))),
-            None => unknown.push(Evidence::new(src("runners"), format!("{} (id {}): no `ephemeral` field", r.name, r.id))),
+            Some(false) => bad.push(Evidence::new(
+                src("runners"),
+                format!("{} (id {}): not ephemeral", r.name, r.id),
+            )),
+            None => unknown.push(Evidence::new(
+                src("runners"),
+                format!("{} (id {}): no `ephemeral` field", r.name, r.id),
+            )),
             Some(true) => {}
         }
     }
@@ -299,9 +314,18 @@ pub fn evaluate(data: &OrgData) -> Report {
         if !bad.is_empty() {
             Outcome::fail("registered runners that are not ephemeral", bad)
         } else if !unknown.is_empty() {
-            Outcome::unknown("the API did not say whether these runners are ephemeral", unknown)
+            Outcome::unknown(
+                "the API did not say whether these runners are ephemeral",
+                unknown,
+            )
         } else {
-            Outcome::pass(format!("all {} registered runner(s) are ephemeral", data.runners.len()), vec![])
+            Outcome::pass(
+                format!(
+                    "all {} registered runner(s) are ephemeral",
+                    data.runners.len()
+                ),
+                vec![],
+            )
         },
     ));
 
@@ -328,14 +352,31 @@ pub fn evaluate(data: &OrgData) -> Report {
         .groups
         .iter()
         .filter(|g| g.allows_public_repositories)
-        .map(|g| Evidence::new(src("runner-groups"), format!("group {:?} (id {}) allows public repositories", g.name, g.id)))
+        .map(|g| {
+            Evidence::new(
+                src("runner-groups"),
+                format!(
+                    "group {:?} (id {}) allows public repositories",
+                    g.name, g.id
+                ),
+            )
+        })
         .collect();
     outcomes.push((
         "runner-groups-public-private",
         if public.is_empty() {
-            Outcome::pass(format!("none of {} runner group(s) allows public repositories", data.groups.len()), vec![])
+            Outcome::pass(
+                format!(
+                    "none of {} runner group(s) allows public repositories",
+                    data.groups.len()
+                ),
+                vec![],
+            )
         } else {
-            Outcome::fail("a runner group accepts jobs from public repositories", public)
+            Outcome::fail(
+                "a runner group accepts jobs from public repositories",
+                public,
+            )
         },
     ));
 
@@ -343,16 +384,31 @@ pub fn evaluate(data: &OrgData) -> Report {
     let mut open = Vec::new();
     for g in &data.groups {
         if g.visibility == "all" {
-            open.push(Evidence::new(src("runner-groups"), format!("group {:?} (id {}) is visible to all repositories", g.name, g.id)));
+            open.push(Evidence::new(
+                src("runner-groups"),
+                format!(
+                    "group {:?} (id {}) is visible to all repositories",
+                    g.name, g.id
+                ),
+            ));
         }
         if !g.restricted_to_workflows {
-            open.push(Evidence::new(src("runner-groups"), format!("group {:?} (id {}) is not restricted to selected workflows", g.name, g.id)));
+            open.push(Evidence::new(
+                src("runner-groups"),
+                format!(
+                    "group {:?} (id {}) is not restricted to selected workflows",
+                    g.name, g.id
+                ),
+            ));
         }
     }
     outcomes.push((
         "repository-access-restrictions",
         if open.is_empty() {
-            Outcome::pass("every runner group is limited to selected repositories and workflows", vec![])
+            Outcome::pass(
+                "every runner group is limited to selected repositories and workflows",
+                vec![],
+            )
         } else {
             Outcome::fail("runner groups open to every repository or workflow", open)
         },
@@ -363,7 +419,12 @@ pub fn evaluate(data: &OrgData) -> Report {
         .runners
         .iter()
         .filter(|r| r.status != "online")
-        .map(|r| Evidence::new(src("runners"), format!("{} (id {}): {}", r.name, r.id, r.status)))
+        .map(|r| {
+            Evidence::new(
+                src("runners"),
+                format!("{} (id {}): {}", r.name, r.id, r.status),
+            )
+        })
         .collect();
     outcomes.push((
         "decommission-runners",
@@ -379,7 +440,15 @@ pub fn evaluate(data: &OrgData) -> Report {
         .runners
         .iter()
         .filter(|r| !r.by_airlock())
-        .map(|r| Evidence::new(src("runners"), format!("{} (id {}): not created by airlock (no airlock- prefix or airlock label)", r.name, r.id)))
+        .map(|r| {
+            Evidence::new(
+                src("runners"),
+                format!(
+                    "{} (id {}): not created by airlock (no airlock- prefix or airlock label)",
+                    r.name, r.id
+                ),
+            )
+        })
         .collect();
     outcomes.push((
         "unauthorized-registration-monitoring",
@@ -397,7 +466,12 @@ pub fn evaluate(data: &OrgData) -> Report {
                 .iter()
                 .find(|(id, _)| *id == m.id)
                 .map(|(_, o)| o.clone())
-                .unwrap_or_else(|| Outcome::unknown("not decided by the organisation's settings: see `airlock scan host`", vec![]));
+                .unwrap_or_else(|| {
+                    Outcome::unknown(
+                        "not decided by the organisation's settings: see `airlock scan host`",
+                        vec![],
+                    )
+                });
             ItemResult::new(m, o)
         })
         .collect();

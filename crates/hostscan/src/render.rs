@@ -23,7 +23,12 @@ pub enum Format {
 }
 
 /// Writes `report` as `format`. `color` only affects plain text.
-pub fn render(report: &Report, format: Format, color: bool, out: &mut dyn Write) -> std::io::Result<()> {
+pub fn render(
+    report: &Report,
+    format: Format,
+    color: bool,
+    out: &mut dyn Write,
+) -> std::io::Result<()> {
     match format {
         Format::Plain => plain(report, color, out),
         Format::Json => {
@@ -58,23 +63,55 @@ fn plain(report: &Report, color: bool, out: &mut dyn Write) -> std::io::Result<(
         ReportKind::Host => "host",
         ReportKind::Org => "organisation",
     };
-    writeln!(out, "{}", paint(Style::new().bold(), &format!("airlock scan {what}: {}", report.target)))?;
+    writeln!(
+        out,
+        "{}",
+        paint(
+            Style::new().bold(),
+            &format!("airlock scan {what}: {}", report.target)
+        )
+    )?;
     let mut section = None;
     for i in &report.items {
         if section != Some(i.section) {
             section = Some(i.section);
             writeln!(out)?;
-            writeln!(out, "{}", paint(Style::new().bold().underline(), section_title(i.section)))?;
+            writeln!(
+                out,
+                "{}",
+                paint(Style::new().bold().underline(), section_title(i.section))
+            )?;
         }
         let (tag, style) = match i.status {
-            Status::Pass => ("PASS", Style::new().fg_color(Some(AnsiColor::Green.into())).bold()),
-            Status::Fail => ("FAIL", Style::new().fg_color(Some(AnsiColor::Red.into())).bold()),
-            Status::Unknown => ("????", Style::new().fg_color(Some(AnsiColor::Yellow.into()))),
+            Status::Pass => (
+                "PASS",
+                Style::new().fg_color(Some(AnsiColor::Green.into())).bold(),
+            ),
+            Status::Fail => (
+                "FAIL",
+                Style::new().fg_color(Some(AnsiColor::Red.into())).bold(),
+            ),
+            Status::Unknown => (
+                "????",
+                Style::new().fg_color(Some(AnsiColor::Yellow.into())),
+            ),
         };
-        writeln!(out, "  {} {:>2}. {} [{}]", paint(style, tag), i.number, i.title, i.id)?;
+        writeln!(
+            out,
+            "  {} {:>2}. {} [{}]",
+            paint(style, tag),
+            i.number,
+            i.title,
+            i.id
+        )?;
         writeln!(out, "          {}", i.reason)?;
         for e in &i.evidence {
-            writeln!(out, "          - {}: {}", paint(Style::new().dimmed(), &e.source), e.detail)?;
+            writeln!(
+                out,
+                "          - {}: {}",
+                paint(Style::new().dimmed(), &e.source),
+                e.detail
+            )?;
         }
     }
     let s = report.summary;
@@ -83,9 +120,18 @@ fn plain(report: &Report, color: bool, out: &mut dyn Write) -> std::io::Result<(
         out,
         "{} items: {} pass, {} fail, {} unknown",
         report.items.len(),
-        paint(Style::new().fg_color(Some(AnsiColor::Green.into())), &s.pass.to_string()),
-        paint(Style::new().fg_color(Some(AnsiColor::Red.into())), &s.fail.to_string()),
-        paint(Style::new().fg_color(Some(AnsiColor::Yellow.into())), &s.unknown.to_string()),
+        paint(
+            Style::new().fg_color(Some(AnsiColor::Green.into())),
+            &s.pass.to_string()
+        ),
+        paint(
+            Style::new().fg_color(Some(AnsiColor::Red.into())),
+            &s.fail.to_string()
+        ),
+        paint(
+            Style::new().fg_color(Some(AnsiColor::Yellow.into())),
+            &s.unknown.to_string()
+        ),
     )
 }
 
@@ -98,7 +144,11 @@ fn markdown(report: &Report, out: &mut dyn Write) -> std::io::Result<()> {
         ReportKind::Host => "host",
         ReportKind::Org => "organisation",
     };
-    writeln!(out, "## airlock scan {what}: `{}`", md_escape(&report.target))?;
+    writeln!(
+        out,
+        "## airlock scan {what}: `{}`",
+        md_escape(&report.target)
+    )?;
     writeln!(out)?;
     writeln!(out, "| # | Item | Status | Reason | Evidence |")?;
     writeln!(out, "|---|------|--------|--------|----------|")?;
@@ -126,13 +176,22 @@ fn markdown(report: &Report, out: &mut dyn Write) -> std::io::Result<()> {
     }
     let s = report.summary;
     writeln!(out)?;
-    writeln!(out, "**{} pass, {} fail, {} unknown** of {} items.", s.pass, s.fail, s.unknown, report.items.len())
+    writeln!(
+        out,
+        "**{} pass, {} fail, {} unknown** of {} items.",
+        s.pass,
+        s.fail,
+        s.unknown,
+        report.items.len()
+    )
 }
 
 /// A file path among the evidence, relative to the scanned root (SARIF artifact URIs).
 fn artifact(e: &Evidence) -> Option<String> {
     let p = e.source.split(", ").next()?;
-    p.strip_prefix('/').filter(|r| !r.is_empty()).map(str::to_owned)
+    p.strip_prefix('/')
+        .filter(|r| !r.is_empty())
+        .map(str::to_owned)
 }
 
 fn sarif_result(report: &Report, idx: usize, i: &ItemResult) -> Value {
@@ -206,7 +265,10 @@ pub fn sarif(report: &Report) -> Value {
         .items
         .iter()
         .map(|i| {
-            let idx = checks::items().iter().position(|m| m.id == i.id).unwrap_or(0);
+            let idx = checks::items()
+                .iter()
+                .position(|m| m.id == i.id)
+                .unwrap_or(0);
             sarif_result(report, idx, i)
         })
         .collect();

@@ -11,7 +11,9 @@ use std::time::SystemTime;
 
 use airlock_hostscan::org::Token;
 use airlock_hostscan::render::{render, sarif, Format};
-use airlock_hostscan::{run_host, scan_host, scan_org, Host, HostArgs, HostScanError, Report, Status};
+use airlock_hostscan::{
+    run_host, scan_host, scan_org, Host, HostArgs, HostScanError, Report, Status,
+};
 use clap::Parser;
 
 fn fixtures() -> PathBuf {
@@ -64,7 +66,9 @@ fn scan(name: &str) -> (tempfile::TempDir, Report) {
 fn rendered(r: &Report, root: &Path, format: Format) -> String {
     let mut out = Vec::new();
     render(r, format, false, &mut out).unwrap();
-    String::from_utf8(out).unwrap().replace(&root.display().to_string(), "<root>")
+    String::from_utf8(out)
+        .unwrap()
+        .replace(&root.display().to_string(), "<root>")
 }
 
 fn statuses(r: &Report) -> BTreeMap<&'static str, Status> {
@@ -138,7 +142,9 @@ fn airlock_managed_host() {
 fn airlock_audit_mode_is_not_egress_filtering() {
     let dir = fixture("airlock");
     let p = dir.path().join("etc/airlock/policy.toml");
-    let t = fs::read_to_string(&p).unwrap().replacen("mode = \"block\"", "mode = \"audit\"", 1);
+    let t = fs::read_to_string(&p)
+        .unwrap()
+        .replacen("mode = \"block\"", "mode = \"audit\"", 1);
     fs::write(&p, t).unwrap();
     let r = scan_host(&Host::new(dir.path()).unwrap(), now());
     let s = statuses(&r);
@@ -207,7 +213,13 @@ fn iptables_rules_are_read_too() {
     .unwrap();
     let r = scan_host(&Host::new(dir.path()).unwrap(), now());
     let s = statuses(&r);
-    for id in ["metadata-endpoint", "network-isolation", "deny-by-default-firewall", "egress-filtering", "network-connection-logging"] {
+    for id in [
+        "metadata-endpoint",
+        "network-isolation",
+        "deny-by-default-firewall",
+        "egress-filtering",
+        "network-connection-logging",
+    ] {
         assert_eq!(s[id], Status::Pass, "{id}");
     }
 }
@@ -215,18 +227,32 @@ fn iptables_rules_are_read_too() {
 #[test]
 fn stale_attestation_fails_and_fresh_passes() {
     let dir = fixture("hardened");
-    let r = scan_host(&Host::new(dir.path()).unwrap(), humantime::parse_rfc3339("2027-04-01T00:00:00Z").unwrap());
+    let r = scan_host(
+        &Host::new(dir.path()).unwrap(),
+        humantime::parse_rfc3339("2027-04-01T00:00:00Z").unwrap(),
+    );
     let s = statuses(&r);
-    assert_eq!(s["penetration-testing"], Status::Fail, "2026-03-15 is more than a year before 2027-04-01");
+    assert_eq!(
+        s["penetration-testing"],
+        Status::Fail,
+        "2026-03-15 is more than a year before 2027-04-01"
+    );
     assert_eq!(s["incident-response-plan"], Status::Pass);
 }
 
 fn validate_sarif(v: &serde_json::Value) {
-    let schema: serde_json::Value =
-        serde_json::from_str(&fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/sarif-schema-2.1.0.json")).unwrap())
-            .unwrap();
+    let schema: serde_json::Value = serde_json::from_str(
+        &fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/sarif-schema-2.1.0.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
     let validator = jsonschema::validator_for(&schema).unwrap();
-    let errors: Vec<String> = validator.iter_errors(v).map(|e| format!("{} at {}", e, e.instance_path)).collect();
+    let errors: Vec<String> = validator
+        .iter_errors(v)
+        .map(|e| format!("{} at {}", e, e.instance_path))
+        .collect();
     assert!(errors.is_empty(), "SARIF invalid: {errors:#?}");
 }
 
@@ -248,10 +274,17 @@ fn sarif_validates_against_the_2_1_0_schema() {
     // The schema check can fail: a result without its required message is rejected.
     let (_dir, r) = scan("risky");
     let mut v = sarif(&r);
-    v["runs"][0]["results"][0].as_object_mut().unwrap().remove("message");
-    let schema: serde_json::Value =
-        serde_json::from_str(&fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/sarif-schema-2.1.0.json")).unwrap())
-            .unwrap();
+    v["runs"][0]["results"][0]
+        .as_object_mut()
+        .unwrap()
+        .remove("message");
+    let schema: serde_json::Value = serde_json::from_str(
+        &fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/sarif-schema-2.1.0.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
     assert!(!jsonschema::validator_for(&schema).unwrap().is_valid(&v));
 }
 
@@ -260,7 +293,10 @@ fn sarif_points_at_evidence_files() {
     let (_dir, r) = scan("risky");
     let v = sarif(&r);
     let res = v["runs"][0]["results"].as_array().unwrap();
-    let eph = res.iter().find(|r| r["ruleId"] == "ephemeral-runners").unwrap();
+    let eph = res
+        .iter()
+        .find(|r| r["ruleId"] == "ephemeral-runners")
+        .unwrap();
     assert_eq!(eph["level"], "error");
     assert_eq!(eph["kind"], "fail");
     let uris: Vec<&str> = eph["locations"]
@@ -276,7 +312,12 @@ fn sarif_points_at_evidence_files() {
 fn markdown_table() {
     let (dir, r) = scan("risky");
     let md = rendered(&r, dir.path(), Format::Markdown);
-    assert_eq!(md.lines().filter(|l| l.starts_with("| ") && !l.starts_with("| #")).count(), 26);
+    assert_eq!(
+        md.lines()
+            .filter(|l| l.starts_with("| ") && !l.starts_with("| #"))
+            .count(),
+        26
+    );
     insta::assert_snapshot!("risky_markdown", md);
 }
 
@@ -290,7 +331,9 @@ struct HostCli {
 fn run_host_on_fixtures_sets_the_exit_code() {
     let dir = fixture("risky");
     let root = dir.path().display().to_string();
-    let args = HostCli::try_parse_from(["scan", "--root", &root, "--json"]).unwrap().args;
+    let args = HostCli::try_parse_from(["scan", "--root", &root, "--json"])
+        .unwrap()
+        .args;
     assert_eq!(args.output.format(), Format::Json);
     let mut out = Vec::new();
     assert_eq!(run_host(&args, &mut out).unwrap(), 1);
@@ -301,19 +344,28 @@ fn run_host_on_fixtures_sets_the_exit_code() {
 
     let dir = fixture("hardened");
     let root = dir.path().display().to_string();
-    let args = HostCli::try_parse_from(["scan", "--root", &root, "--sarif"]).unwrap().args;
+    let args = HostCli::try_parse_from(["scan", "--root", &root, "--sarif"])
+        .unwrap()
+        .args;
     let mut out = Vec::new();
     assert_eq!(run_host(&args, &mut out).unwrap(), 0);
     validate_sarif(&serde_json::from_slice(&out).unwrap());
 
     assert!(HostCli::try_parse_from(["scan", "--json", "--sarif"]).is_err());
-    let args = HostCli::try_parse_from(["scan", "--root", "/nonexistent/airlock-root"]).unwrap().args;
-    assert!(matches!(run_host(&args, &mut Vec::new()), Err(HostScanError::Root { .. })));
+    let args = HostCli::try_parse_from(["scan", "--root", "/nonexistent/airlock-root"])
+        .unwrap()
+        .args;
+    assert!(matches!(
+        run_host(&args, &mut Vec::new()),
+        Err(HostScanError::Root { .. })
+    ));
 }
 
 #[test]
 fn live_machine_scan_does_not_error() {
-    let args = HostCli::try_parse_from(["scan", "--root", "/", "--format", "json"]).unwrap().args;
+    let args = HostCli::try_parse_from(["scan", "--root", "/", "--format", "json"])
+        .unwrap()
+        .args;
     let mut out = Vec::new();
     let code = run_host(&args, &mut out).unwrap();
     assert!(code == 0 || code == 1);
@@ -356,32 +408,67 @@ mod fake {
     }
 
     fn denied() -> Response {
-        (StatusCode::UNAUTHORIZED, r#"{"message":"Bad credentials","documentation_url":"https://docs.github.com/rest"}"#).into_response()
+        (
+            StatusCode::UNAUTHORIZED,
+            r#"{"message":"Bad credentials","documentation_url":"https://docs.github.com/rest"}"#,
+        )
+            .into_response()
     }
 
-    async fn groups(State(st): State<St>, h: HeaderMap, Query(q): Query<HashMap<String, String>>) -> Response {
-        st.hits.lock().unwrap().push(format!("runner-groups per_page={:?}", q.get("per_page")));
+    async fn groups(
+        State(st): State<St>,
+        h: HeaderMap,
+        Query(q): Query<HashMap<String, String>>,
+    ) -> Response {
+        st.hits
+            .lock()
+            .unwrap()
+            .push(format!("runner-groups per_page={:?}", q.get("per_page")));
         if !authed(&h) {
             return denied();
         }
-        ([("content-type", "application/json")], file(&st, "runner-groups.json")).into_response()
+        (
+            [("content-type", "application/json")],
+            file(&st, "runner-groups.json"),
+        )
+            .into_response()
     }
 
-    async fn runners(State(st): State<St>, h: HeaderMap, Query(q): Query<HashMap<String, String>>) -> Response {
+    async fn runners(
+        State(st): State<St>,
+        h: HeaderMap,
+        Query(q): Query<HashMap<String, String>>,
+    ) -> Response {
         let page = q.get("page").cloned().unwrap_or_else(|| "1".to_owned());
         st.hits.lock().unwrap().push(format!("runners page={page}"));
         if !authed(&h) {
             return denied();
         }
         if page == "1" {
-            let next = st
-                .foreign_next
-                .clone()
-                .unwrap_or_else(|| format!("{}/organizations/42/actions/runners?per_page=100&page=2", st.base));
-            let link = format!(r#"<{next}>; rel="next", <{}/organizations/42/actions/runners?per_page=100&page=2>; rel="last""#, st.base);
-            ([("content-type", "application/json".to_owned()), ("link", link)], file(&st, "runners-1.json")).into_response()
+            let next = st.foreign_next.clone().unwrap_or_else(|| {
+                format!(
+                    "{}/organizations/42/actions/runners?per_page=100&page=2",
+                    st.base
+                )
+            });
+            let link = format!(
+                r#"<{next}>; rel="next", <{}/organizations/42/actions/runners?per_page=100&page=2>; rel="last""#,
+                st.base
+            );
+            (
+                [
+                    ("content-type", "application/json".to_owned()),
+                    ("link", link),
+                ],
+                file(&st, "runners-1.json"),
+            )
+                .into_response()
         } else {
-            ([("content-type", "application/json")], file(&st, "runners-2.json")).into_response()
+            (
+                [("content-type", "application/json")],
+                file(&st, "runners-2.json"),
+            )
+                .into_response()
         }
     }
 
@@ -390,22 +477,36 @@ mod fake {
         if !authed(&h) {
             return denied();
         }
-        ([("content-type", "application/json")], file(&st, "workflow.json")).into_response()
+        (
+            [("content-type", "application/json")],
+            file(&st, "workflow.json"),
+        )
+            .into_response()
     }
 
     /// Starts a fake API on 127.0.0.1:0 serving `tests/fixtures/github/<which>`; returns its
     /// base URL and the log of requests.
     pub fn start(which: &str, foreign_next: Option<String>) -> (String, Arc<Mutex<Vec<String>>>) {
-        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/github").join(which);
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/github")
+            .join(which);
         let hits = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = std::sync::mpsc::channel();
         let h2 = hits.clone();
         std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
             rt.block_on(async move {
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
                 let base = format!("http://{}", listener.local_addr().unwrap());
-                let st = St { dir, base: base.clone(), foreign_next, hits: h2 };
+                let st = St {
+                    dir,
+                    base: base.clone(),
+                    foreign_next,
+                    hits: h2,
+                };
                 let app = Router::new()
                     .route("/orgs/{org}/actions/runner-groups", get(groups))
                     .route("/orgs/{org}/actions/runners", get(runners))
@@ -433,14 +534,24 @@ fn org_scan_good_org_passes() {
         "decommission-runners",
         "unauthorized-registration-monitoring",
     ] {
-        assert_eq!(s[id], Status::Pass, "{id}: {:#?}", r.items.iter().find(|i| i.id == id));
+        assert_eq!(
+            s[id],
+            Status::Pass,
+            "{id}: {:#?}",
+            r.items.iter().find(|i| i.id == id)
+        );
     }
     assert_eq!(s["os-hardening"], Status::Unknown);
     assert_eq!(r.exit_code(), 0);
     let hits = hits.lock().unwrap().clone();
     assert_eq!(
         hits,
-        vec!["runner-groups per_page=Some(\"100\")", "runners page=1", "runners page=2", "workflow"],
+        vec![
+            "runner-groups per_page=Some(\"100\")",
+            "runners page=1",
+            "runners page=2",
+            "workflow"
+        ],
         "pagination must follow Link to page 2"
     );
 }
@@ -461,7 +572,11 @@ fn org_scan_bad_org_fails_and_merges_into_host() {
         assert_eq!(s[id], Status::Fail, "{id}");
     }
     // Runner 203 (page 2) is an airlock runner; 201 and 202 are not.
-    let unauth = org.items.iter().find(|i| i.id == "unauthorized-registration-monitoring").unwrap();
+    let unauth = org
+        .items
+        .iter()
+        .find(|i| i.id == "unauthorized-registration-monitoring")
+        .unwrap();
     assert_eq!(unauth.evidence.len(), 2);
     insta::assert_snapshot!("bad_org_plain", {
         let mut out = Vec::new();
@@ -470,12 +585,23 @@ fn org_scan_bad_org_fails_and_merges_into_host() {
     });
 
     let (_dir, mut host) = scan("hardened");
-    assert_eq!(statuses(&host)["repository-access-restrictions"], Status::Unknown);
+    assert_eq!(
+        statuses(&host)["repository-access-restrictions"],
+        Status::Unknown
+    );
     host.merge_org(&org);
     let m = statuses(&host);
     assert_eq!(m["repository-access-restrictions"], Status::Fail);
-    assert_eq!(m["ephemeral-runners"], Status::Fail, "org evidence of a non-ephemeral runner wins over the host's pass");
-    assert_eq!(m["os-hardening"], Status::Pass, "items the org cannot decide keep the host's result");
+    assert_eq!(
+        m["ephemeral-runners"],
+        Status::Fail,
+        "org evidence of a non-ephemeral runner wins over the host's pass"
+    );
+    assert_eq!(
+        m["os-hardening"],
+        Status::Pass,
+        "items the org cannot decide keep the host's result"
+    );
     assert!(host.summary.fail >= 6);
 }
 
@@ -483,7 +609,11 @@ fn org_scan_bad_org_fails_and_merges_into_host() {
 fn org_scan_rejects_bad_token_and_foreign_links() {
     let (base, _) = fake::start("good", None);
     match scan_org("acme", &base, Token::new("wrong")) {
-        Err(HostScanError::Status { status: 401, message, .. }) => assert_eq!(message, "Bad credentials"),
+        Err(HostScanError::Status {
+            status: 401,
+            message,
+            ..
+        }) => assert_eq!(message, "Bad credentials"),
         other => panic!("expected 401, got {other:?}"),
     }
     let (base, hits) = fake::start("good", Some("http://127.0.0.2:9/steal?page=2".to_owned()));
@@ -492,7 +622,10 @@ fn org_scan_rejects_bad_token_and_foreign_links() {
         other => panic!("expected ForeignLink, got {other:?}"),
     }
     assert!(!hits.lock().unwrap().iter().any(|h| h.contains("page=2")));
-    assert!(matches!(scan_org("ac/me", &base, Token::new(fake::TOKEN)), Err(HostScanError::OrgName(_))));
+    assert!(matches!(
+        scan_org("ac/me", &base, Token::new(fake::TOKEN)),
+        Err(HostScanError::OrgName(_))
+    ));
 }
 
 #[test]
@@ -503,7 +636,9 @@ fn run_org_reads_the_token_from_the_environment() {
         args: airlock_hostscan::OrgArgs,
     }
     let (base, _) = fake::start("bad", None);
-    let args = OrgCli::try_parse_from(["org", "acme", "--api-url", &base, "--markdown"]).unwrap().args;
+    let args = OrgCli::try_parse_from(["org", "acme", "--api-url", &base, "--markdown"])
+        .unwrap()
+        .args;
     // Only this test touches these variables.
     std::env::remove_var("AIRLOCK_GITHUB_TOKEN");
     std::env::set_var("GITHUB_TOKEN", fake::TOKEN);
@@ -512,8 +647,14 @@ fn run_org_reads_the_token_from_the_environment() {
     std::env::remove_var("GITHUB_TOKEN");
     assert_eq!(code, 1);
     let md = String::from_utf8(out).unwrap();
-    assert!(md.contains("| 9 | Dedicated runner groups for public vs private repos"), "{md}");
-    assert!(matches!(run_org(&args, &mut Vec::new()), Err(HostScanError::NoToken)));
+    assert!(
+        md.contains("| 9 | Dedicated runner groups for public vs private repos"),
+        "{md}"
+    );
+    assert!(matches!(
+        run_org(&args, &mut Vec::new()),
+        Err(HostScanError::NoToken)
+    ));
 }
 
 use airlock_hostscan::run_org;

@@ -12,16 +12,33 @@ pub struct AnomalyDetection;
 
 impl Check for AnomalyDetection {
     fn meta(&self) -> ItemMeta {
-        item("anomaly-detection", 18, Section::Runtime, "Anomaly detection configured for unusual behavior")
+        item(
+            "anomaly-detection",
+            18,
+            Section::Runtime,
+            "Anomaly detection configured for unusual behavior",
+        )
     }
 
     fn evaluate(&self, facts: &Facts<'_>) -> Outcome {
-        let found = common::enabled_unit(facts, &["falco", "tetragon", "tracee", "osqueryd"]).or_else(|| {
-            common::first_existing(facts, &["/etc/falco/falco.yaml", "/etc/tetragon", "/etc/tracee", "/etc/osquery/osquery.conf"])
-        });
+        let found = common::enabled_unit(facts, &["falco", "tetragon", "tracee", "osqueryd"])
+            .or_else(|| {
+                common::first_existing(
+                    facts,
+                    &[
+                        "/etc/falco/falco.yaml",
+                        "/etc/tetragon",
+                        "/etc/tracee",
+                        "/etc/osquery/osquery.conf",
+                    ],
+                )
+            });
         match found {
             Some(e) => Outcome::pass("a runtime detector is configured", vec![e]),
-            None => Outcome::fail("no runtime detector found (Falco, Tetragon, Tracee, osquery)", vec![]),
+            None => Outcome::fail(
+                "no runtime detector found (Falco, Tetragon, Tracee, osquery)",
+                vec![],
+            ),
         }
     }
 }

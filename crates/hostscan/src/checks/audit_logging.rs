@@ -13,7 +13,12 @@ pub struct AuditLogging;
 
 impl Check for AuditLogging {
     fn meta(&self) -> ItemMeta {
-        item("audit-logging", 16, Section::Runtime, "Audit logging enabled and monitored")
+        item(
+            "audit-logging",
+            16,
+            Section::Runtime,
+            "Audit logging enabled and monitored",
+        )
     }
 
     fn evaluate(&self, facts: &Facts<'_>) -> Outcome {
@@ -33,7 +38,10 @@ impl Check for AuditLogging {
         if facts.airlock.audit_log.is_some() || auditd_ok {
             Outcome::pass("an audit log is being written", ev)
         } else {
-            Outcome::fail("neither airlock's audit log nor auditd with rules is active", ev)
+            Outcome::fail(
+                "neither airlock's audit log nor auditd with rules is active",
+                ev,
+            )
         }
     }
 }

@@ -44,7 +44,10 @@ pub fn attestation(facts: &Facts<'_>, id: &str) -> Option<Attestation> {
     Some(Attestation {
         reviewed,
         age_days,
-        reference: t.get("reference").and_then(|r| r.as_str()).map(str::to_owned),
+        reference: t
+            .get("reference")
+            .and_then(|r| r.as_str())
+            .map(str::to_owned),
     })
 }
 
@@ -54,13 +57,25 @@ pub fn attested(facts: &Facts<'_>, id: &str, max_days: u64, what: &str) -> Optio
     let detail = format!(
         "[{id}] reviewed = {}{}",
         a.reviewed,
-        a.reference.as_deref().map(|r| format!(", reference = {r}")).unwrap_or_default()
+        a.reference
+            .as_deref()
+            .map(|r| format!(", reference = {r}"))
+            .unwrap_or_default()
     );
     let ev = vec![Evidence::new(ATTESTATIONS_PATH, detail)];
     Some(match a.age_days {
-        Some(d) if d <= max_days => Outcome::pass(format!("{what} attested {d} days ago (at most {max_days})"), ev),
-        Some(d) => Outcome::fail(format!("{what} last attested {d} days ago, more than {max_days}"), ev),
-        None => Outcome::fail(format!("{what} attestation has an unreadable date (want YYYY-MM-DD)"), ev),
+        Some(d) if d <= max_days => Outcome::pass(
+            format!("{what} attested {d} days ago (at most {max_days})"),
+            ev,
+        ),
+        Some(d) => Outcome::fail(
+            format!("{what} last attested {d} days ago, more than {max_days}"),
+            ev,
+        ),
+        None => Outcome::fail(
+            format!("{what} attestation has an unreadable date (want YYYY-MM-DD)"),
+            ev,
+        ),
     })
 }
 
@@ -72,7 +87,10 @@ pub fn reachable(facts: &Facts<'_>, target: Cidr4) -> Option<(bool, Vec<Evidence
     if via.is_empty() {
         return Some((
             false,
-            vec![Evidence::new("/proc/net/route", format!("no route to {target}"))],
+            vec![Evidence::new(
+                "/proc/net/route",
+                format!("no route to {target}"),
+            )],
         ));
     }
     let r = via[0];
@@ -112,8 +130,12 @@ pub fn airlock_evidence(facts: &Facts<'_>) -> Vec<Evidence> {
 pub fn airlock_egress_modes(facts: &Facts<'_>) -> Vec<(String, String, String)> {
     let mut out = Vec::new();
     for p in &facts.airlock.policies {
-        let Some(t) = facts.host.read(p) else { continue };
-        let Ok(v) = t.parse::<toml::Table>() else { continue };
+        let Some(t) = facts.host.read(p) else {
+            continue;
+        };
+        let Ok(v) = t.parse::<toml::Table>() else {
+            continue;
+        };
         let Some(groups) = v.get("groups").and_then(|g| g.as_table()) else {
             continue;
         };
@@ -145,20 +167,32 @@ pub fn credential_files(facts: &Facts<'_>) -> Vec<Evidence> {
             } else {
                 "AWS credentials file"
             };
-            out.push(Evidence::new(h(".aws/credentials"), format!("{user}: {detail}")));
+            out.push(Evidence::new(
+                h(".aws/credentials"),
+                format!("{user}: {detail}"),
+            ));
         }
         if let Some(t) = host.read(&h(".kube/config")) {
             if t.contains("token:") || t.contains("client-key-data") || t.contains("password:") {
-                out.push(Evidence::new(h(".kube/config"), format!("{user}: static cluster credentials")));
+                out.push(Evidence::new(
+                    h(".kube/config"),
+                    format!("{user}: static cluster credentials"),
+                ));
             }
         }
         if let Some(t) = host.read(&h(".docker/config.json")) {
             if t.contains("\"auth\"") || t.contains("identitytoken") {
-                out.push(Evidence::new(h(".docker/config.json"), format!("{user}: registry auth stored")));
+                out.push(Evidence::new(
+                    h(".docker/config.json"),
+                    format!("{user}: registry auth stored"),
+                ));
             }
         }
         if host.exists(&h(".git-credentials")) {
-            out.push(Evidence::new(h(".git-credentials"), format!("{user}: git credentials stored")));
+            out.push(Evidence::new(
+                h(".git-credentials"),
+                format!("{user}: git credentials stored"),
+            ));
         }
         for f in [
             ".config/gcloud/application_default_credentials.json",
@@ -167,7 +201,10 @@ pub fn credential_files(facts: &Facts<'_>) -> Vec<Evidence> {
             ".azure/msal_token_cache.json",
         ] {
             if host.exists(&h(f)) {
-                out.push(Evidence::new(h(f), format!("{user}: cloud CLI credentials")));
+                out.push(Evidence::new(
+                    h(f),
+                    format!("{user}: cloud CLI credentials"),
+                ));
             }
         }
     }
@@ -186,7 +223,9 @@ pub fn audit_rules(facts: &Facts<'_>) -> Vec<(String, String)> {
     files.push("/etc/audit/audit.rules".to_owned());
     let mut out = Vec::new();
     for f in files {
-        let Some(t) = facts.host.read(&f) else { continue };
+        let Some(t) = facts.host.read(&f) else {
+            continue;
+        };
         for l in t.lines().map(str::trim) {
             if l.starts_with("-w ") || l.starts_with("-a ") {
                 out.push((f.clone(), l.to_owned()));
@@ -198,7 +237,11 @@ pub fn audit_rules(facts: &Facts<'_>) -> Vec<(String, String)> {
 
 /// auditd's unit, if enabled (or active on the live host).
 pub fn auditd_enabled(facts: &Facts<'_>) -> Option<Evidence> {
-    if let Some(u) = facts.units.iter().find(|u| u.name == "auditd.service" && u.enabled) {
+    if let Some(u) = facts
+        .units
+        .iter()
+        .find(|u| u.name == "auditd.service" && u.enabled)
+    {
         return Some(Evidence::new(&u.path, "auditd.service enabled"));
     }
     facts

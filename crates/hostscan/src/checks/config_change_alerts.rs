@@ -12,7 +12,12 @@ pub struct ConfigChangeAlerts;
 
 impl Check for ConfigChangeAlerts {
     fn meta(&self) -> ItemMeta {
-        item("config-change-alerts", 25, Section::Operational, "Alert on runner configuration changes")
+        item(
+            "config-change-alerts",
+            25,
+            Section::Operational,
+            "Alert on runner configuration changes",
+        )
     }
 
     fn evaluate(&self, facts: &Facts<'_>) -> Outcome {
@@ -22,8 +27,16 @@ impl Check for ConfigChangeAlerts {
         let watches: Vec<Evidence> = common::audit_rules(facts)
             .into_iter()
             .filter(|(_, l)| {
-                let path = l.split_whitespace().nth(1).unwrap_or_default().trim_end_matches('/');
-                l.starts_with("-w ") && targets.iter().any(|t| t.trim_end_matches('/') == path || path.starts_with(&format!("{}/", t.trim_end_matches('/'))))
+                let path = l
+                    .split_whitespace()
+                    .nth(1)
+                    .unwrap_or_default()
+                    .trim_end_matches('/');
+                l.starts_with("-w ")
+                    && targets.iter().any(|t| {
+                        t.trim_end_matches('/') == path
+                            || path.starts_with(&format!("{}/", t.trim_end_matches('/')))
+                    })
             })
             .map(|(f, l)| Evidence::new(f, l))
             .collect();
@@ -34,7 +47,10 @@ impl Check for ConfigChangeAlerts {
                 Outcome::pass("auditd watches the runner configuration", ev)
             }
             (None, false) => Outcome::fail("watch rules exist but auditd is not enabled", watches),
-            (_, true) => Outcome::fail("nothing watches the runner or airlock configuration for changes", vec![]),
+            (_, true) => Outcome::fail(
+                "nothing watches the runner or airlock configuration for changes",
+                vec![],
+            ),
         }
     }
 }

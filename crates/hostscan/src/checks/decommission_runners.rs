@@ -13,15 +13,27 @@ pub struct DecommissionRunners;
 
 impl Check for DecommissionRunners {
     fn meta(&self) -> ItemMeta {
-        item("decommission-runners", 23, Section::Operational, "Decommission runners when no longer needed")
+        item(
+            "decommission-runners",
+            23,
+            Section::Operational,
+            "Decommission runners when no longer needed",
+        )
     }
 
     fn evaluate(&self, facts: &Facts<'_>) -> Outcome {
         let stale: Vec<Evidence> = facts
             .runners
             .iter()
-            .filter(|r| r.config.is_some() && !r.ephemeral() && !r.unit.as_ref().is_some_and(|u| u.enabled))
-            .map(|r| Evidence::new(r.config_path(), "configured runner that no enabled service starts"))
+            .filter(|r| {
+                r.config.is_some() && !r.ephemeral() && !r.unit.as_ref().is_some_and(|u| u.enabled)
+            })
+            .map(|r| {
+                Evidence::new(
+                    r.config_path(),
+                    "configured runner that no enabled service starts",
+                )
+            })
             .collect();
         if stale.is_empty() {
             Outcome::unknown(NEEDS_ORG, vec![])

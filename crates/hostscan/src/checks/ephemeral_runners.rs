@@ -14,13 +14,21 @@ pub struct EphemeralRunners;
 
 impl Check for EphemeralRunners {
     fn meta(&self) -> ItemMeta {
-        item("ephemeral-runners", 1, Section::Deployment, "Runners are ephemeral (fresh state per job)")
+        item(
+            "ephemeral-runners",
+            1,
+            Section::Deployment,
+            "Runners are ephemeral (fresh state per job)",
+        )
     }
 
     fn evaluate(&self, facts: &Facts<'_>) -> Outcome {
         if facts.runners.is_empty() {
             if facts.airlock_only() {
-                return Outcome::pass("no persistent runner; jobs get one JIT runner each from `airlock serve`", common::airlock_evidence(facts));
+                return Outcome::pass(
+                    "no persistent runner; jobs get one JIT runner each from `airlock serve`",
+                    common::airlock_evidence(facts),
+                );
             }
             return Outcome::unknown("no runner installation found on this host", vec![]);
         }
@@ -37,7 +45,10 @@ impl Check for EphemeralRunners {
                 };
                 bad.push(Evidence::new(r.config_path(), how));
                 if let Some(u) = r.unit.as_ref().filter(|u| u.enabled) {
-                    bad.push(Evidence::new(&u.path, "installed as a persistent, enabled systemd service"));
+                    bad.push(Evidence::new(
+                        &u.path,
+                        "installed as a persistent, enabled systemd service",
+                    ));
                 }
             }
             for w in &r.leftover_work {
@@ -45,7 +56,10 @@ impl Check for EphemeralRunners {
             }
         }
         if bad.is_empty() {
-            Outcome::pass(format!("all {} runner(s) are ephemeral", facts.runners.len()), good)
+            Outcome::pass(
+                format!("all {} runner(s) are ephemeral", facts.runners.len()),
+                good,
+            )
         } else {
             Outcome::fail("a runner keeps state between jobs", bad)
         }

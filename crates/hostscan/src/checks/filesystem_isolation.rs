@@ -14,20 +14,31 @@ pub struct FilesystemIsolation;
 
 impl Check for FilesystemIsolation {
     fn meta(&self) -> ItemMeta {
-        item("filesystem-isolation", 13, Section::Runtime, "Filesystem isolation between jobs")
+        item(
+            "filesystem-isolation",
+            13,
+            Section::Runtime,
+            "Filesystem isolation between jobs",
+        )
     }
 
     fn evaluate(&self, facts: &Facts<'_>) -> Outcome {
         if facts.runners.is_empty() {
             if facts.airlock_only() {
-                return Outcome::pass("each airlock job gets a fresh root filesystem, destroyed afterwards", common::airlock_evidence(facts));
+                return Outcome::pass(
+                    "each airlock job gets a fresh root filesystem, destroyed afterwards",
+                    common::airlock_evidence(facts),
+                );
             }
             return Outcome::unknown("no runner installation found on this host", vec![]);
         }
         let mut bad = Vec::new();
         for r in &facts.runners {
             if !r.ephemeral() {
-                bad.push(Evidence::new(r.config_path(), "not ephemeral: work folder and home are reused by the next job"));
+                bad.push(Evidence::new(
+                    r.config_path(),
+                    "not ephemeral: work folder and home are reused by the next job",
+                ));
             }
             for w in &r.leftover_work {
                 bad.push(Evidence::new(w, "left by an earlier job"));
@@ -35,7 +46,10 @@ impl Check for FilesystemIsolation {
         }
         for (user, dirs) in facts.runner_users() {
             if dirs.len() > 1 {
-                bad.push(Evidence::new(dirs.join(", "), format!("{} runners share account {user} and its home", dirs.len())));
+                bad.push(Evidence::new(
+                    dirs.join(", "),
+                    format!("{} runners share account {user} and its home", dirs.len()),
+                ));
             }
         }
         if bad.is_empty() {

@@ -13,12 +13,29 @@ pub struct IncidentResponsePlan;
 
 impl Check for IncidentResponsePlan {
     fn meta(&self) -> ItemMeta {
-        item("incident-response-plan", 21, Section::Operational, "Incident response plan for runner compromise")
+        item(
+            "incident-response-plan",
+            21,
+            Section::Operational,
+            "Incident response plan for runner compromise",
+        )
     }
 
     fn evaluate(&self, facts: &Facts<'_>) -> Outcome {
-        common::attested(facts, "incident-response-plan", 365, "the incident response plan").unwrap_or_else(|| {
-            Outcome::unknown(format!("not visible on a host: record it as [incident-response-plan] in {}", common::ATTESTATIONS_PATH), vec![])
+        common::attested(
+            facts,
+            "incident-response-plan",
+            365,
+            "the incident response plan",
+        )
+        .unwrap_or_else(|| {
+            Outcome::unknown(
+                format!(
+                    "not visible on a host: record it as [incident-response-plan] in {}",
+                    common::ATTESTATIONS_PATH
+                ),
+                vec![],
+            )
         })
     }
 }

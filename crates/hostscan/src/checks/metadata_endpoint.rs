@@ -15,12 +15,20 @@ pub struct MetadataEndpoint;
 
 impl Check for MetadataEndpoint {
     fn meta(&self) -> ItemMeta {
-        item("metadata-endpoint", 5, Section::Deployment, "No access to cloud metadata endpoints (or IMDSv2 enforced)")
+        item(
+            "metadata-endpoint",
+            5,
+            Section::Deployment,
+            "No access to cloud metadata endpoints (or IMDSv2 enforced)",
+        )
     }
 
     fn evaluate(&self, facts: &Facts<'_>) -> Outcome {
         if facts.airlock_only() {
-            return Outcome::pass("jobs run in airlock sandboxes, where 169.254.169.254 is never reachable", common::airlock_evidence(facts));
+            return Outcome::pass(
+                "jobs run in airlock sandboxes, where 169.254.169.254 is never reachable",
+                common::airlock_evidence(facts),
+            );
         }
         let Some(md) = Cidr4::parse(METADATA) else {
             return Outcome::unknown("internal: metadata address", vec![]);

@@ -16,19 +16,32 @@ pub struct MinimalIam;
 
 impl Check for MinimalIam {
     fn meta(&self) -> ItemMeta {
-        item("minimal-iam", 6, Section::Deployment, "Minimal IAM permissions scoped to runner needs")
+        item(
+            "minimal-iam",
+            6,
+            Section::Deployment,
+            "Minimal IAM permissions scoped to runner needs",
+        )
     }
 
     fn evaluate(&self, facts: &Facts<'_>) -> Outcome {
         let creds: Vec<_> = common::credential_files(facts)
             .into_iter()
-            .filter(|e| !e.source.ends_with(".git-credentials") && !e.source.ends_with("config.json"))
+            .filter(|e| {
+                !e.source.ends_with(".git-credentials") && !e.source.ends_with("config.json")
+            })
             .collect();
         if !creds.is_empty() {
-            return Outcome::fail("cloud credentials in a runner account give every job a standing identity", creds);
+            return Outcome::fail(
+                "cloud credentials in a runner account give every job a standing identity",
+                creds,
+            );
         }
         if facts.airlock_only() {
-            return Outcome::pass("no cloud identity reachable: airlock jobs cannot reach the metadata endpoint", common::airlock_evidence(facts));
+            return Outcome::pass(
+                "no cloud identity reachable: airlock jobs cannot reach the metadata endpoint",
+                common::airlock_evidence(facts),
+            );
         }
         if facts.runners.is_empty() {
             return Outcome::unknown("no runner installation found on this host", vec![]);

@@ -117,7 +117,10 @@ mod tests {
         ids.dedup();
         assert_eq!(ids.len(), 26, "ids must be unique");
         // The spec lives in shared/ beside the repository; skip the title check without it.
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/spec/threat-model.md");
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../../shared/spec/threat-model.md"
+        );
         let Ok(spec) = std::fs::read_to_string(path) else {
             eprintln!("{path} not found; titles not compared");
             return;

@@ -13,7 +13,12 @@ pub struct NetworkConnectionLogging;
 
 impl Check for NetworkConnectionLogging {
     fn meta(&self) -> ItemMeta {
-        item("network-connection-logging", 17, Section::Runtime, "Network connections logged and analyzed")
+        item(
+            "network-connection-logging",
+            17,
+            Section::Runtime,
+            "Network connections logged and analyzed",
+        )
     }
 
     fn evaluate(&self, facts: &Facts<'_>) -> Outcome {
@@ -25,7 +30,10 @@ impl Check for NetworkConnectionLogging {
         }
         ev.extend(facts.firewall.log_rules());
         if ev.is_empty() {
-            Outcome::fail("no network records in airlock's audit log and no firewall logging rule", facts.firewall.sources.clone())
+            Outcome::fail(
+                "no network records in airlock's audit log and no firewall logging rule",
+                facts.firewall.sources.clone(),
+            )
         } else {
             Outcome::pass("connections (or refused packets) are recorded", ev)
         }

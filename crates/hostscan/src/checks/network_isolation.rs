@@ -15,7 +15,12 @@ pub struct NetworkIsolation;
 
 impl Check for NetworkIsolation {
     fn meta(&self) -> ItemMeta {
-        item("network-isolation", 2, Section::Deployment, "Network isolation from production systems")
+        item(
+            "network-isolation",
+            2,
+            Section::Deployment,
+            "Network isolation from production systems",
+        )
     }
 
     fn evaluate(&self, facts: &Facts<'_>) -> Outcome {

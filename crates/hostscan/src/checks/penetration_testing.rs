@@ -12,12 +12,29 @@ pub struct PenetrationTesting;
 
 impl Check for PenetrationTesting {
     fn meta(&self) -> ItemMeta {
-        item("penetration-testing", 26, Section::Operational, "Periodic penetration testing of runner infrastructure")
+        item(
+            "penetration-testing",
+            26,
+            Section::Operational,
+            "Periodic penetration testing of runner infrastructure",
+        )
     }
 
     fn evaluate(&self, facts: &Facts<'_>) -> Outcome {
-        common::attested(facts, "penetration-testing", 365, "the last penetration test").unwrap_or_else(|| {
-            Outcome::unknown(format!("not visible on a host: record it as [penetration-testing] in {}", common::ATTESTATIONS_PATH), vec![])
+        common::attested(
+            facts,
+            "penetration-testing",
+            365,
+            "the last penetration test",
+        )
+        .unwrap_or_else(|| {
+            Outcome::unknown(
+                format!(
+                    "not visible on a host: record it as [penetration-testing] in {}",
+                    common::ATTESTATIONS_PATH
+                ),
+                vec![],
+            )
         })
     }
 }

@@ -12,7 +12,12 @@ pub struct RepositoryAccessRestrictions;
 
 impl Check for RepositoryAccessRestrictions {
     fn meta(&self) -> ItemMeta {
-        item("repository-access-restrictions", 10, Section::Deployment, "Repository access restrictions configured")
+        item(
+            "repository-access-restrictions",
+            10,
+            Section::Deployment,
+            "Repository access restrictions configured",
+        )
     }
 
     fn evaluate(&self, _facts: &Facts<'_>) -> Outcome {

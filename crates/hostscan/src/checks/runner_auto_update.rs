@@ -14,7 +14,12 @@ pub struct RunnerAutoUpdate;
 
 impl Check for RunnerAutoUpdate {
     fn meta(&self) -> ItemMeta {
-        item("runner-auto-update", 8, Section::Deployment, "Runner software auto-updates enabled")
+        item(
+            "runner-auto-update",
+            8,
+            Section::Deployment,
+            "Runner software auto-updates enabled",
+        )
     }
 
     fn evaluate(&self, facts: &Facts<'_>) -> Outcome {
@@ -28,7 +33,10 @@ impl Check for RunnerAutoUpdate {
         let mut good = Vec::new();
         for r in &facts.runners {
             let cfg = r.config.as_ref().is_some_and(|c| c.disable_update);
-            let unit = r.unit.as_ref().filter(|u| u.exec_start.iter().any(|e| e.contains("--disableupdate")));
+            let unit = r
+                .unit
+                .as_ref()
+                .filter(|u| u.exec_start.iter().any(|e| e.contains("--disableupdate")));
             if cfg {
                 bad.push(Evidence::new(r.config_path(), "\"disableUpdate\": true"));
             } else if let Some(u) = unit {

@@ -12,7 +12,12 @@ pub struct RunnerGroupsPublicPrivate;
 
 impl Check for RunnerGroupsPublicPrivate {
     fn meta(&self) -> ItemMeta {
-        item("runner-groups-public-private", 9, Section::Deployment, "Dedicated runner groups for public vs private repos")
+        item(
+            "runner-groups-public-private",
+            9,
+            Section::Deployment,
+            "Dedicated runner groups for public vs private repos",
+        )
     }
 
     fn evaluate(&self, _facts: &Facts<'_>) -> Outcome {

@@ -14,14 +14,25 @@ pub struct SecretInjectionEnv;
 
 impl Check for SecretInjectionEnv {
     fn meta(&self) -> ItemMeta {
-        item("secret-injection-env", 15, Section::Runtime, "Secret injection via environment variables (not filesystem)")
+        item(
+            "secret-injection-env",
+            15,
+            Section::Runtime,
+            "Secret injection via environment variables (not filesystem)",
+        )
     }
 
     fn evaluate(&self, facts: &Facts<'_>) -> Outcome {
         let mut bad = Vec::new();
         for r in &facts.runners {
             if !r.env_secrets.is_empty() {
-                bad.push(Evidence::new(join(&r.dir, ".env"), format!("secrets stored in the runner's .env: {}", r.env_secrets.join(", "))));
+                bad.push(Evidence::new(
+                    join(&r.dir, ".env"),
+                    format!(
+                        "secrets stored in the runner's .env: {}",
+                        r.env_secrets.join(", ")
+                    ),
+                ));
             }
         }
         let homes = facts.runner_homes();
@@ -31,7 +42,9 @@ impl Check for SecretInjectionEnv {
                 bad.push(Evidence::new(p, format!("{u}: password in .netrc")));
             }
             let p = join(h, ".npmrc");
-            if facts.host.read(&p).is_some_and(|t| t.contains("_authToken") || t.contains("_auth=") || t.contains("_password")) {
+            if facts.host.read(&p).is_some_and(|t| {
+                t.contains("_authToken") || t.contains("_auth=") || t.contains("_password")
+            }) {
                 bad.push(Evidence::new(p, format!("{u}: registry token in .npmrc")));
             }
             let p = join(h, ".pypirc");

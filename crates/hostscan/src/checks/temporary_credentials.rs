@@ -13,7 +13,12 @@ pub struct TemporaryCredentials;
 
 impl Check for TemporaryCredentials {
     fn meta(&self) -> ItemMeta {
-        item("temporary-credentials", 14, Section::Runtime, "Temporary credentials only (no long-lived tokens)")
+        item(
+            "temporary-credentials",
+            14,
+            Section::Runtime,
+            "Temporary credentials only (no long-lived tokens)",
+        )
     }
 
     fn evaluate(&self, facts: &Facts<'_>) -> Outcome {
@@ -24,11 +29,20 @@ impl Check for TemporaryCredentials {
         let homes = facts.runner_homes();
         if homes.is_empty() {
             if facts.airlock_only() {
-                return Outcome::pass("airlock jobs start from a fresh root filesystem with no stored credentials", common::airlock_evidence(facts));
+                return Outcome::pass(
+                    "airlock jobs start from a fresh root filesystem with no stored credentials",
+                    common::airlock_evidence(facts),
+                );
             }
             return Outcome::unknown("no runner account found to inspect", vec![]);
         }
-        let ev = homes.into_iter().map(|(u, h)| Evidence::new(h, format!("{u}: no credential files"))).collect();
-        Outcome::pass("no long-lived credential files in runner accounts' homes", ev)
+        let ev = homes
+            .into_iter()
+            .map(|(u, h)| Evidence::new(h, format!("{u}: no credential files")))
+            .collect();
+        Outcome::pass(
+            "no long-lived credential files in runner accounts' homes",
+            ev,
+        )
     }
 }

@@ -12,7 +12,12 @@ pub struct UnauthorizedRegistrationMonitoring;
 
 impl Check for UnauthorizedRegistrationMonitoring {
     fn meta(&self) -> ItemMeta {
-        item("unauthorized-registration-monitoring", 24, Section::Operational, "Monitor for unauthorized runner registration")
+        item(
+            "unauthorized-registration-monitoring",
+            24,
+            Section::Operational,
+            "Monitor for unauthorized runner registration",
+        )
     }
 
     fn evaluate(&self, _facts: &Facts<'_>) -> Outcome {
