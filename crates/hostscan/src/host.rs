@@ -32,18 +32,44 @@ impl Commands for NoCommands {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct LiveCommands;
 
+/// How long a command may run before it is killed and treated as absent.
+const COMMAND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 impl Commands for LiveCommands {
     fn output(&self, program: &str, args: &[&str]) -> Option<String> {
-        let out = Command::new(program)
+        let mut child = Command::new(program)
             .args(args)
             .stdin(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::null())
-            .output()
+            .spawn()
             .ok()?;
-        if !out.status.success() {
+        // Read in a thread so a large output cannot fill the pipe while we wait.
+        let mut stdout = child.stdout.take()?;
+        let reader = std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            std::io::Read::read_to_end(&mut stdout, &mut buf).map(|_| buf)
+        });
+        let deadline = std::time::Instant::now() + COMMAND_TIMEOUT;
+        let status = loop {
+            match child.try_wait() {
+                Ok(Some(s)) => break Some(s),
+                Ok(None) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                _ => {
+                    // Our own child, by handle: never anything else.
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break None;
+                }
+            }
+        };
+        let out = reader.join().ok()?.ok()?;
+        if !status?.success() {
             return None;
         }
-        String::from_utf8(out.stdout).ok()
+        String::from_utf8(out).ok()
     }
 }
 

@@ -777,6 +777,85 @@ mod tests {
         assert_eq!(fw2.allow_rules().len(), 1);
     }
 
+    /// No token soup makes the parsers or the reachability walk panic (a cheap
+    /// deterministic fuzz: xorshift over the parsers' own vocabulary).
+    #[test]
+    fn parsers_never_panic() {
+        const WORDS: [&str; 40] = [
+            "table",
+            "chain",
+            "set",
+            "map",
+            "add",
+            "rule",
+            "{",
+            "}",
+            ";",
+            "\n",
+            "ip",
+            "daddr",
+            "!=",
+            "10.0.0.0/8",
+            "169.254.169.254",
+            "0.0.0.0/0",
+            "300.1.1.1/99",
+            "drop",
+            "accept",
+            "reject",
+            "policy",
+            "hook",
+            "output",
+            "type",
+            "filter",
+            "elements",
+            "=",
+            "@s",
+            "$d",
+            "define",
+            "inet",
+            "-A",
+            "-d",
+            "!",
+            "*filter",
+            ":OUTPUT",
+            "DROP",
+            "-j",
+            "#",
+            "/",
+        ];
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let targets: Vec<Cidr4> = [METADATA, PRIVATE[0], "0.0.0.0/0"]
+            .iter()
+            .filter_map(|t| Cidr4::parse(t))
+            .collect();
+        for _ in 0..3000 {
+            let n = usize::try_from(next() % 60).unwrap_or(0);
+            let text: Vec<&str> = (0..n)
+                .map(|_| WORDS[usize::try_from(next() % WORDS.len() as u64).unwrap_or(0)])
+                .collect();
+            let text = text.join(" ");
+            let mut chains = parse_nft(&text, "fuzz");
+            chains.extend(parse_iptables(&text.replace(' ', "\n"), "fuzz"));
+            chains.extend(parse_ufw_defaults(&text, "fuzz"));
+            let _ = parse_proc_route(&text);
+            let fw = Firewall {
+                chains,
+                sources: vec![],
+            };
+            for t in &targets {
+                let _ = fw.reach(*t);
+            }
+            let _ = fw.allow_rules();
+            let _ = fw.log_rules();
+        }
+    }
+
     #[test]
     fn negated_destination_is_not_a_block() {
         assert_eq!(daddrs("ip daddr != 10.0.0.0/8 drop"), None);

@@ -658,3 +658,58 @@ fn run_org_reads_the_token_from_the_environment() {
 }
 
 use airlock_hostscan::run_org;
+
+/// The live-host command seam: a fake `nft` answering for a tree without nftables.conf.
+struct FakeNft;
+
+impl airlock_hostscan::Commands for FakeNft {
+    fn output(&self, program: &str, args: &[&str]) -> Option<String> {
+        (program == "nft" && args == ["list", "ruleset"]).then(|| {
+            "table inet filter {\n\tchain output {\n\t\ttype filter hook output priority filter; policy drop;\n\t\tip daddr 140.82.112.0/20 tcp dport 443 accept\n\t}\n}\n".to_owned()
+        })
+    }
+}
+
+#[test]
+fn live_commands_go_through_the_seam() {
+    let dir = fixture("risky");
+    fs::remove_file(dir.path().join("etc/nftables.conf")).unwrap();
+    let host = Host::new(dir.path()).unwrap();
+    assert!(!host.is_live());
+    let s = statuses(&scan_host(&host, now()));
+    assert_eq!(
+        s["deny-by-default-firewall"],
+        Status::Unknown,
+        "no commands for a fixture root"
+    );
+
+    let host = Host::new(dir.path())
+        .unwrap()
+        .with_commands(Box::new(FakeNft));
+    let r = scan_host(&host, now());
+    let s = statuses(&r);
+    assert_eq!(s["deny-by-default-firewall"], Status::Pass);
+    assert_eq!(s["metadata-endpoint"], Status::Pass);
+    let item = r.items.iter().find(|i| i.id == "egress-filtering").unwrap();
+    assert!(
+        item.evidence
+            .iter()
+            .any(|e| e.source == "command: nft list ruleset"),
+        "{item:#?}"
+    );
+}
+
+#[test]
+fn live_commands_report_exit_status() {
+    use airlock_hostscan::Commands;
+    let live = airlock_hostscan::LiveCommands;
+    assert_eq!(
+        live.output("sh", &["-c", "echo hi"]).as_deref(),
+        Some("hi\n")
+    );
+    assert_eq!(live.output("sh", &["-c", "echo no; exit 3"]), None);
+    assert_eq!(
+        live.output("/nonexistent/airlock-no-such-command", &[]),
+        None
+    );
+}
