@@ -115,6 +115,8 @@ pub struct Facts<'h> {
     pub runners: Vec<RunnerInstall>,
     /// IPv4 routes; `None` if `/proc/net/route` could not be read.
     pub routes: Option<Vec<Route>>,
+    /// IPv6 routes; `None` if `/proc/net/ipv6_route` could not be read.
+    pub routes6: Option<Vec<Route>>,
     /// Firewall chains.
     pub firewall: Firewall,
     /// Airlock.
@@ -153,6 +155,9 @@ impl<'h> Facts<'h> {
         let routes = host
             .read("/proc/net/route")
             .map(|t| net::parse_proc_route(&t));
+        let routes6 = host
+            .read("/proc/net/ipv6_route")
+            .map(|t| net::parse_proc_ipv6_route(&t));
         let firewall = read_firewall(host);
         let airlock = read_airlock(host, &units);
         Self {
@@ -161,6 +166,7 @@ impl<'h> Facts<'h> {
             units,
             runners,
             routes,
+            routes6,
             firewall,
             airlock,
             now,
@@ -480,26 +486,44 @@ fn read_firewall(host: &Host) -> Firewall {
         ));
         fw.chains.extend(chains);
     }
-    let ipt = host
-        .command("iptables-save", &[])
-        .filter(|t| t.contains('*'))
-        .map(|t| ("command: iptables-save".to_owned(), t))
-        .or_else(|| {
+    let sets: [(&str, &'static str, [&str; 3]); 2] = [
+        (
+            "iptables-save",
+            "iptables",
             [
                 "/etc/iptables/rules.v4",
                 "/etc/sysconfig/iptables",
                 "/etc/iptables.rules",
-            ]
-            .iter()
-            .find_map(|p| host.read(p).map(|t| ((*p).to_owned(), t)))
-        });
-    if let Some((src, text)) = ipt {
-        let chains = net::parse_iptables(&text, &src);
-        fw.sources.push(Evidence::new(
-            &src,
-            format!("iptables: {} chains", chains.len()),
-        ));
-        fw.chains.extend(chains);
+            ],
+        ),
+        (
+            "ip6tables-save",
+            "ip6tables",
+            [
+                "/etc/iptables/rules.v6",
+                "/etc/sysconfig/ip6tables",
+                "/etc/ip6tables.rules",
+            ],
+        ),
+    ];
+    for (cmd, backend, files) in sets {
+        let found = host
+            .command(cmd, &[])
+            .filter(|t| t.contains('*'))
+            .map(|t| (format!("command: {cmd}"), t))
+            .or_else(|| {
+                files
+                    .iter()
+                    .find_map(|p| host.read(p).map(|t| ((*p).to_owned(), t)))
+            });
+        if let Some((src, text)) = found {
+            let chains = net::parse_iptables(&text, &src, backend);
+            fw.sources.push(Evidence::new(
+                &src,
+                format!("{backend}: {} chains", chains.len()),
+            ));
+            fw.chains.extend(chains);
+        }
     }
     let ufw_on = host.read("/etc/ufw/ufw.conf").is_some_and(|t| {
         t.lines()
@@ -516,7 +540,7 @@ fn read_firewall(host: &Host) -> Firewall {
         }
         if let Some(t) = host.read("/etc/ufw/user.rules") {
             fw.chains
-                .extend(net::parse_iptables(&t, "/etc/ufw/user.rules"));
+                .extend(net::parse_iptables(&t, "/etc/ufw/user.rules", "iptables"));
         }
     }
     fw

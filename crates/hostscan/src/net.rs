@@ -10,69 +10,96 @@
 //! approximated.
 
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use crate::report::Evidence;
 
-/// An IPv4 prefix.
+/// An IPv4 or IPv6 prefix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cidr4 {
-    /// Network address (host bits may be set; they are masked on use).
-    pub addr: u32,
-    /// Prefix length 0..=32.
+pub struct Cidr {
+    /// Network address; an IPv4 address is held in the low 32 bits (host bits may be set;
+    /// they are masked on use).
+    pub addr: u128,
+    /// Prefix length: 0..=32 for IPv4, 0..=128 for IPv6.
     pub len: u8,
+    /// IPv6.
+    pub v6: bool,
 }
 
-impl Cidr4 {
-    /// Parses `a.b.c.d` or `a.b.c.d/n`.
+impl Cidr {
+    /// Parses `a.b.c.d[/n]` or `x:y::z[/n]`.
     pub fn parse(s: &str) -> Option<Self> {
         let s = s.trim().trim_matches(|c| c == ',' || c == '"');
         let (a, l) = match s.split_once('/') {
-            Some((a, l)) => (a, l.parse::<u8>().ok()?),
-            None => (s, 32),
+            Some((a, l)) => (a, Some(l.parse::<u8>().ok()?)),
+            None => (s, None),
         };
-        if l > 32 {
-            return None;
+        if let Ok(ip) = a.parse::<Ipv4Addr>() {
+            let len = l.unwrap_or(32);
+            return (len <= 32).then_some(Self {
+                addr: u128::from(u32::from(ip)),
+                len,
+                v6: false,
+            });
         }
-        let ip: Ipv4Addr = a.parse().ok()?;
-        Some(Self {
-            addr: u32::from(ip),
-            len: l,
+        let ip: Ipv6Addr = a.parse().ok()?;
+        let len = l.unwrap_or(128);
+        (len <= 128).then_some(Self {
+            addr: u128::from(ip),
+            len,
+            v6: true,
         })
     }
 
-    fn mask(self) -> u32 {
-        if self.len == 0 {
-            0
+    fn bits(self) -> u8 {
+        if self.v6 {
+            128
         } else {
-            u32::MAX << (32 - u32::from(self.len))
+            32
         }
     }
 
-    /// Whether `ip` is inside this prefix.
-    pub fn contains(self, ip: u32) -> bool {
-        (ip & self.mask()) == (self.addr & self.mask())
+    fn mask(self) -> u128 {
+        let full: u128 = if self.v6 {
+            u128::MAX
+        } else {
+            u128::from(u32::MAX)
+        };
+        if self.len == 0 {
+            0
+        } else {
+            (full << (self.bits() - self.len.min(self.bits()))) & full
+        }
     }
 
-    /// Whether every address of `other` is inside this prefix.
-    pub fn covers(self, other: Cidr4) -> bool {
-        self.len <= other.len && self.contains(other.addr)
+    /// Whether every address of `other` is inside this prefix (same family only).
+    pub fn covers(self, other: Cidr) -> bool {
+        self.v6 == other.v6
+            && self.len <= other.len
+            && (other.addr & self.mask()) == (self.addr & self.mask())
     }
 
     /// Whether the two prefixes share an address.
-    pub fn overlaps(self, other: Cidr4) -> bool {
+    pub fn overlaps(self, other: Cidr) -> bool {
         self.covers(other) || other.covers(self)
     }
 }
 
-impl std::fmt::Display for Cidr4 {
+impl std::fmt::Display for Cidr {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", Ipv4Addr::from(self.addr), self.len)
+        if self.v6 {
+            write!(f, "{}/{}", Ipv6Addr::from(self.addr), self.len)
+        } else {
+            let v4 = u32::try_from(self.addr & u128::from(u32::MAX)).unwrap_or(0);
+            write!(f, "{}/{}", Ipv4Addr::from(v4), self.len)
+        }
     }
 }
 
 /// The cloud metadata address.
 pub const METADATA: &str = "169.254.169.254/32";
+/// AWS's IPv6 metadata address (Nitro instances with the IPv6 endpoint enabled).
+pub const METADATA_V6: &str = "fd00:ec2::254/128";
 /// RFC 1918 private ranges plus carrier-grade NAT, the ranges production systems live in.
 pub const PRIVATE: [&str; 4] = [
     "10.0.0.0/8",
@@ -87,7 +114,7 @@ pub struct Route {
     /// Interface.
     pub iface: String,
     /// Destination prefix.
-    pub dest: Cidr4,
+    pub dest: Cidr,
     /// A reject/blackhole route.
     pub reject: bool,
 }
@@ -119,7 +146,45 @@ pub fn parse_proc_route(text: &str) -> Vec<Route> {
         let len = u8::try_from(mask.count_ones()).unwrap_or(32);
         out.push(Route {
             iface: f[0].to_owned(),
-            dest: Cidr4 { addr: dest, len },
+            dest: Cidr {
+                addr: u128::from(dest),
+                len,
+                v6: false,
+            },
+            reject: flags & RTF_REJECT != 0,
+        });
+    }
+    out
+}
+
+/// Parses `/proc/net/ipv6_route`: `dest plen src plen next_hop metric refcnt use flags
+/// iface`, addresses as 32 hex digits, lengths and flags in hex; no header line.
+pub fn parse_proc_ipv6_route(text: &str) -> Vec<Route> {
+    const RTF_UP: u32 = 0x1;
+    const RTF_REJECT: u32 = 0x200;
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() < 10 {
+            continue;
+        }
+        let (Ok(dest), Ok(len), Ok(flags)) = (
+            u128::from_str_radix(f[0], 16),
+            u8::from_str_radix(f[1], 16),
+            u32::from_str_radix(f[8], 16),
+        ) else {
+            continue;
+        };
+        if flags & RTF_UP == 0 || len > 128 {
+            continue;
+        }
+        out.push(Route {
+            iface: f[9].to_owned(),
+            dest: Cidr {
+                addr: dest,
+                len,
+                v6: true,
+            },
             reject: flags & RTF_REJECT != 0,
         });
     }
@@ -128,7 +193,7 @@ pub fn parse_proc_route(text: &str) -> Vec<Route> {
 
 /// The routes (not loopback, not reject) a packet to `target` could take, most specific
 /// first.
-pub fn routes_to(routes: &[Route], target: Cidr4) -> Vec<&Route> {
+pub fn routes_to(routes: &[Route], target: Cidr) -> Vec<&Route> {
     let mut v: Vec<&Route> = routes
         .iter()
         .filter(|r| !r.reject && r.iface != "lo" && r.dest.overlaps(target))
@@ -159,9 +224,22 @@ pub struct Chain {
 }
 
 impl Chain {
+    /// Whether the chain sees traffic of this address family.
+    pub fn family_ok(&self, v6: bool) -> bool {
+        match self.backend {
+            "nft" => {
+                let fam = self.table.split(' ').next().unwrap_or_default();
+                fam == "inet" || fam == if v6 { "ip6" } else { "ip" }
+            }
+            "iptables" => !v6,
+            "ip6tables" => v6,
+            _ => true,
+        }
+    }
+
     fn filtering(&self) -> bool {
         match self.backend {
-            "iptables" => {
+            "iptables" | "ip6tables" => {
                 let t = self.table.as_str();
                 t == "filter" || t.is_empty()
             }
@@ -383,9 +461,10 @@ fn chain_index(chains: &mut Vec<Chain>, source: &str, table: &str, name: &str) -
     chains.len() - 1
 }
 
-/// Parses `iptables-save` output (`/etc/iptables/rules.v4`, `/etc/sysconfig/iptables`,
-/// `/etc/ufw/user.rules`).
-pub fn parse_iptables(text: &str, source: &str) -> Vec<Chain> {
+/// Parses `iptables-save` / `ip6tables-save` output (`/etc/iptables/rules.v4|v6`,
+/// `/etc/sysconfig/iptables`, `/etc/ufw/user.rules`); `backend` is `iptables` or
+/// `ip6tables`.
+pub fn parse_iptables(text: &str, source: &str, backend: &'static str) -> Vec<Chain> {
     let mut chains: Vec<Chain> = Vec::new();
     let mut table = String::new();
     for line in text.lines() {
@@ -404,7 +483,7 @@ pub fn parse_iptables(text: &str, source: &str) -> Vec<Chain> {
             };
             chains.push(Chain {
                 source: source.to_owned(),
-                backend: "iptables",
+                backend,
                 table: table.clone(),
                 name,
                 hook,
@@ -485,13 +564,13 @@ pub fn verdict(rule: &str) -> Verdict {
 
 /// IPv4 destination prefixes a rule matches on (`ip daddr …`, `-d …`). `None` when the rule
 /// has no destination match; negated matches (`!=`, `! -d`) also give `None` (not usable).
-pub fn daddrs(rule: &str) -> Option<Vec<Cidr4>> {
+pub fn daddrs(rule: &str) -> Option<Vec<Cidr>> {
     let words: Vec<&str> = rule.split_whitespace().collect();
-    let mut found = None::<Vec<Cidr4>>;
+    let mut found = None::<Vec<Cidr>>;
     let mut i = 0;
     while i < words.len() {
         let w = words[i];
-        let is_nft = w == "daddr" && i > 0 && words[i - 1] == "ip";
+        let is_nft = w == "daddr" && i > 0 && (words[i - 1] == "ip" || words[i - 1] == "ip6");
         let is_ipt = w == "-d" || w == "--destination";
         if is_nft || is_ipt {
             if (is_ipt && i > 0 && words[i - 1] == "!") || words.get(i + 1) == Some(&"!=") {
@@ -502,7 +581,7 @@ pub fn daddrs(rule: &str) -> Option<Vec<Cidr4>> {
             if words.get(j) == Some(&"{") || words.get(j).is_some_and(|x| x.starts_with('{')) {
                 while j < words.len() {
                     let t = words[j].trim_start_matches('{').trim_end_matches('}');
-                    if let Some(c) = Cidr4::parse(t) {
+                    if let Some(c) = Cidr::parse(t) {
                         v.push(c);
                     }
                     if words[j].ends_with('}') {
@@ -512,7 +591,7 @@ pub fn daddrs(rule: &str) -> Option<Vec<Cidr4>> {
                 }
             } else if let Some(t) = words.get(j) {
                 for part in t.split(',') {
-                    if let Some(c) = Cidr4::parse(part) {
+                    if let Some(c) = Cidr::parse(part) {
                         v.push(c);
                     }
                 }
@@ -588,6 +667,10 @@ impl Firewall {
             .filter(|c| c.hook.as_deref() == Some("output") && c.filtering())
     }
 
+    fn output_chains_for(&self, v6: bool) -> impl Iterator<Item = &Chain> {
+        self.output_chains().filter(move |c| c.family_ok(v6))
+    }
+
     /// Base chains on a hook that filter.
     pub fn hooked(&self, hook: &str) -> Vec<&Chain> {
         self.chains
@@ -605,14 +688,18 @@ impl Firewall {
             .flat_map(|c| c.rules.iter().map(move |r| (c, r)))
     }
 
+    fn egress_rules_for(&self, v6: bool) -> impl Iterator<Item = (&Chain, &String)> {
+        self.egress_rules().filter(move |(c, _)| c.family_ok(v6))
+    }
+
     /// Would a packet from a host process to (all of) `target` leave the host?
     ///
     /// Order-insensitive approximation: a deny rule whose destination covers the target
     /// wins; otherwise a drop policy on an output base chain denies unless an accept rule
     /// covers the target or accepts without a destination match (and is not just
     /// established/loopback traffic).
-    pub fn reach(&self, target: Cidr4) -> Reach {
-        for (c, r) in self.egress_rules() {
+    pub fn reach(&self, target: Cidr) -> Reach {
+        for (c, r) in self.egress_rules_for(target.v6) {
             if verdict(r) == Verdict::Deny {
                 if let Some(d) = daddrs(r) {
                     if d.iter().any(|n| n.covers(target)) {
@@ -624,7 +711,7 @@ impl Firewall {
                 }
             }
         }
-        let outs: Vec<&Chain> = self.output_chains().collect();
+        let outs: Vec<&Chain> = self.output_chains_for(target.v6).collect();
         if outs.is_empty() {
             return Reach::NoFirewall;
         }
@@ -633,7 +720,7 @@ impl Firewall {
             .find(|c| matches!(c.policy.as_deref(), Some("drop") | Some("reject")));
         match dropping {
             Some(dc) => {
-                for (c, r) in self.egress_rules() {
+                for (c, r) in self.egress_rules_for(target.v6) {
                     if verdict(r) != Verdict::Accept {
                         continue;
                     }
@@ -719,7 +806,7 @@ mod tests {
         assert_eq!(r[0].dest.to_string(), "0.0.0.0/0");
         assert_eq!(r[1].dest.to_string(), "192.168.2.0/24");
         assert!(r[2].reject);
-        let md = Cidr4::parse(METADATA).expect("cidr");
+        let md = Cidr::parse(METADATA).expect("cidr");
         assert_eq!(routes_to(&r, md).len(), 1, "reject route is not a way out");
     }
 
@@ -748,14 +835,14 @@ mod tests {
         assert_eq!(fw.chains[0].hook.as_deref(), Some("output"));
         assert_eq!(fw.chains[0].policy.as_deref(), Some("accept"));
         for n in PRIVATE.iter().chain([METADATA].iter()) {
-            let c = Cidr4::parse(n).expect("cidr");
+            let c = Cidr::parse(n).expect("cidr");
             assert!(
                 fw.reach(c).denied(),
                 "{n} should be denied: {:?}",
                 fw.chains[0].rules
             );
         }
-        let public = Cidr4::parse("140.82.112.3").expect("cidr");
+        let public = Cidr::parse("140.82.112.3").expect("cidr");
         assert!(matches!(fw.reach(public), Reach::AllowedByPolicy(_)));
     }
 
@@ -763,14 +850,14 @@ mod tests {
     fn policy_drop_with_accept_all_rule_is_open() {
         let t = "*filter\n:INPUT ACCEPT [0:0]\n:OUTPUT DROP [0:0]\n-A OUTPUT -o lo -j ACCEPT\n-A OUTPUT -m owner --uid-owner 1001 -j ACCEPT\nCOMMIT\n";
         let fw = Firewall {
-            chains: parse_iptables(t, "x"),
+            chains: parse_iptables(t, "x", "iptables"),
             sources: vec![],
         };
-        let md = Cidr4::parse(METADATA).expect("cidr");
+        let md = Cidr::parse(METADATA).expect("cidr");
         assert!(matches!(fw.reach(md), Reach::AllowedByRule(_)));
         let t2 = "*filter\n:OUTPUT DROP [0:0]\n-A OUTPUT -o lo -j ACCEPT\n-A OUTPUT -d 140.82.112.0/20 -p tcp --dport 443 -j ACCEPT\nCOMMIT\n";
         let fw2 = Firewall {
-            chains: parse_iptables(t2, "x"),
+            chains: parse_iptables(t2, "x", "iptables"),
             sources: vec![],
         };
         assert!(matches!(fw2.reach(md), Reach::DeniedByPolicy(_)));
@@ -830,9 +917,9 @@ mod tests {
             x ^= x << 17;
             x
         };
-        let targets: Vec<Cidr4> = [METADATA, PRIVATE[0], "0.0.0.0/0"]
+        let targets: Vec<Cidr> = [METADATA, PRIVATE[0], "0.0.0.0/0"]
             .iter()
-            .filter_map(|t| Cidr4::parse(t))
+            .filter_map(|t| Cidr::parse(t))
             .collect();
         for _ in 0..3000 {
             let n = usize::try_from(next() % 60).unwrap_or(0);
@@ -841,7 +928,11 @@ mod tests {
                 .collect();
             let text = text.join(" ");
             let mut chains = parse_nft(&text, "fuzz");
-            chains.extend(parse_iptables(&text.replace(' ', "\n"), "fuzz"));
+            chains.extend(parse_iptables(
+                &text.replace(' ', "\n"),
+                "fuzz",
+                "ip6tables",
+            ));
             chains.extend(parse_ufw_defaults(&text, "fuzz"));
             let _ = parse_proc_route(&text);
             let fw = Firewall {
@@ -854,6 +945,56 @@ mod tests {
             let _ = fw.allow_rules();
             let _ = fw.log_rules();
         }
+    }
+
+    #[test]
+    fn ipv6_routes_and_families() {
+        let t = "00000000000000000000000000000000 00 00000000000000000000000000000000 00 fe800000000000000000000000000001 00000400 00000001 00000000 00000003 eth0\n\
+                 00000000000000000000000000000000 00 00000000000000000000000000000000 00 00000000000000000000000000000000 ffffffff 00000001 00000000 00200200 lo\n";
+        let r = parse_proc_ipv6_route(t);
+        assert_eq!(
+            r.len(),
+            1,
+            "the kernel's unreachable default on lo is not up"
+        );
+        assert_eq!(r[0].dest.to_string(), "::/0");
+        let md6 = Cidr::parse(METADATA_V6).expect("cidr");
+        assert_eq!(routes_to(&r, md6).len(), 1);
+        let md4 = Cidr::parse(METADATA).expect("cidr");
+        assert!(
+            routes_to(&r, md4).is_empty(),
+            "an IPv6 route does not carry IPv4"
+        );
+
+        // An ip6 table's drop policy says nothing about IPv4, an inet one covers both.
+        let ip6 =
+            "table ip6 f {\n chain o {\n type filter hook output priority 0; policy drop;\n }\n}\n";
+        let fw = Firewall {
+            chains: parse_nft(ip6, "x"),
+            sources: vec![],
+        };
+        assert!(fw.reach(md6).denied());
+        assert!(matches!(fw.reach(md4), Reach::NoFirewall));
+        let inet = ip6.replace("ip6", "inet");
+        let fw = Firewall {
+            chains: parse_nft(&inet, "x"),
+            sources: vec![],
+        };
+        assert!(fw.reach(md6).denied() && fw.reach(md4).denied());
+        let v4rules = "*filter\n:OUTPUT DROP [0:0]\nCOMMIT\n";
+        let fw = Firewall {
+            chains: parse_iptables(v4rules, "x", "iptables"),
+            sources: vec![],
+        };
+        assert!(fw.reach(md4).denied());
+        assert!(matches!(fw.reach(md6), Reach::NoFirewall));
+        let deny6 = "table inet f {\n chain o {\n type filter hook output priority 0; policy accept;\n ip6 daddr fd00:ec2::/32 drop\n }\n}\n";
+        let fw = Firewall {
+            chains: parse_nft(deny6, "x"),
+            sources: vec![],
+        };
+        assert!(matches!(fw.reach(md6), Reach::DeniedByRule(_)));
+        assert!(matches!(fw.reach(md4), Reach::AllowedByPolicy(_)));
     }
 
     #[test]

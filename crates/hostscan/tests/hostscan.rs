@@ -197,6 +197,18 @@ fn metadata_reachable_without_a_block_rule() {
     .unwrap();
     let r = scan_host(&Host::new(dir.path()).unwrap(), now());
     let s = statuses(&r);
+    assert_eq!(
+        s["metadata-endpoint"],
+        Status::Fail,
+        "IPv6 default route: fd00:ec2::254 is still open"
+    );
+    fs::write(
+        dir.path().join("etc/nftables.conf"),
+        "table inet filter {\n chain output {\n  type filter hook output priority 0; policy accept;\n  ip daddr 169.254.169.254 drop\n  ip6 daddr fd00:ec2::254 drop\n }\n}\n",
+    )
+    .unwrap();
+    let r = scan_host(&Host::new(dir.path()).unwrap(), now());
+    let s = statuses(&r);
     assert_eq!(s["metadata-endpoint"], Status::Pass);
     assert_eq!(s["network-isolation"], Status::Fail);
 }
@@ -209,6 +221,17 @@ fn iptables_rules_are_read_too() {
     fs::write(
         dir.path().join("etc/iptables/rules.v4"),
         "*filter\n:INPUT DROP [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT DROP [0:0]\n-A OUTPUT -o lo -j ACCEPT\n-A OUTPUT -d 140.82.112.0/20 -p tcp -m tcp --dport 443 -j ACCEPT\n-A OUTPUT -j LOG --log-prefix \"out-drop \"\nCOMMIT\n",
+    )
+    .unwrap();
+    let r = scan_host(&Host::new(dir.path()).unwrap(), now());
+    assert_eq!(
+        statuses(&r)["metadata-endpoint"],
+        Status::Fail,
+        "IPv4 rules say nothing about IPv6"
+    );
+    fs::write(
+        dir.path().join("etc/iptables/rules.v6"),
+        "*filter\n:OUTPUT DROP [0:0]\n-A OUTPUT -o lo -j ACCEPT\nCOMMIT\n",
     )
     .unwrap();
     let r = scan_host(&Host::new(dir.path()).unwrap(), now());

@@ -2,7 +2,7 @@
 
 use crate::facts::Facts;
 use crate::host::join;
-use crate::net::{routes_to, Cidr4, Reach};
+use crate::net::{routes_to, Cidr, Reach};
 use crate::report::{Evidence, Outcome};
 
 /// Where operators record the process items a host cannot show (incident response plan,
@@ -79,23 +79,24 @@ pub fn attested(facts: &Facts<'_>, id: &str, max_days: u64, what: &str) -> Optio
     })
 }
 
-/// Whether a host process can reach `target`, with the evidence: `None` when routes are
-/// unknown.
-pub fn reachable(facts: &Facts<'_>, target: Cidr4) -> Option<(bool, Vec<Evidence>)> {
-    let routes = facts.routes.as_ref()?;
+/// Whether a host process can reach `target`, with the evidence: `None` when the routes
+/// of its address family are unknown.
+pub fn reachable(facts: &Facts<'_>, target: Cidr) -> Option<(bool, Vec<Evidence>)> {
+    let (routes, file) = if target.v6 {
+        (facts.routes6.as_ref()?, "/proc/net/ipv6_route")
+    } else {
+        (facts.routes.as_ref()?, "/proc/net/route")
+    };
     let via = routes_to(routes, target);
     if via.is_empty() {
         return Some((
             false,
-            vec![Evidence::new(
-                "/proc/net/route",
-                format!("no route to {target}"),
-            )],
+            vec![Evidence::new(file, format!("no route to {target}"))],
         ));
     }
     let r = via[0];
     let mut ev = vec![Evidence::new(
-        "/proc/net/route",
+        file,
         format!("{target} routed via {} ({})", r.iface, r.dest),
     )];
     let reach = facts.firewall.reach(target);
