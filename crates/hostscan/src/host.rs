@@ -128,6 +128,11 @@ impl Host {
         &self.root
     }
 
+    /// The root, resolved (symlinks, `..`, relative paths).
+    pub fn canonical_root(&self) -> &Path {
+        &self.canonical_root
+    }
+
     /// Whether this is the live machine (root `/`).
     pub fn is_live(&self) -> bool {
         self.canonical_root == Path::new("/")

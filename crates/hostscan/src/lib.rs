@@ -143,7 +143,11 @@ pub fn scan_host(host: &Host, now: SystemTime) -> Report {
         .iter()
         .map(|c| ItemResult::new(c.meta(), c.evaluate(&facts)))
         .collect();
-    Report::new(ReportKind::Host, host.root().display().to_string(), items)
+    Report::new(
+        ReportKind::Host,
+        host.canonical_root().display().to_string(),
+        items,
+    )
 }
 
 /// Reads `org` through the API at `api_url` and evaluates the org-level items.

@@ -198,7 +198,7 @@ fn sarif_result(report: &Report, idx: usize, i: &ItemResult) -> Value {
     let (kind, level) = match i.status {
         Status::Pass => ("pass", "none"),
         Status::Fail => ("fail", "error"),
-        Status::Unknown => ("review", "none"),
+        Status::Unknown => ("review", "note"),
     };
     let scope = match report.kind {
         ReportKind::Host => "host",
@@ -228,7 +228,12 @@ fn sarif_result(report: &Report, idx: usize, i: &ItemResult) -> Value {
         })
         .collect();
     if locations.is_empty() {
-        locations.push(json!({ "logicalLocations": [logical] }));
+        // GitHub code scanning refuses results without a physical location; "." is the
+        // scanned root (or, for an org, nothing more specific than the whole).
+        locations.push(json!({
+            "physicalLocation": { "artifactLocation": { "uri": ".", "uriBaseId": "HOSTROOT" } },
+            "logicalLocations": [logical],
+        }));
     }
     let mut text = format!("{}: {}", i.title, i.reason);
     for e in &i.evidence {
@@ -261,9 +266,12 @@ pub fn sarif(report: &Report) -> Value {
             })
         })
         .collect();
+    // Passing items are not results (GitHub would list them as alerts); the summary in the
+    // run's properties and the JSON output keep the full record.
     let results: Vec<Value> = report
         .items
         .iter()
+        .filter(|i| i.status != Status::Pass)
         .map(|i| {
             let idx = checks::items()
                 .iter()
@@ -274,7 +282,7 @@ pub fn sarif(report: &Report) -> Value {
         .collect();
     let root = if report.kind == ReportKind::Host {
         let t = report.target.trim_end_matches('/');
-        format!("file://{t}/")
+        format!("file://{}/", t.replace('%', "%25").replace(' ', "%20"))
     } else {
         "file:///".to_owned()
     };
@@ -290,6 +298,7 @@ pub fn sarif(report: &Report) -> Value {
             "automationDetails": { "id": format!("airlock/scan-{}/", match report.kind { ReportKind::Host => "host", ReportKind::Org => "org" }) },
             "originalUriBaseIds": { "HOSTROOT": { "uri": root } },
             "results": results,
+            "properties": { "summary": report.summary, "target": report.target },
         }]
     })
 }
