@@ -284,7 +284,6 @@ pub fn parse_nft(text: &str, source: &str) -> Vec<Chain> {
     let flush = |stmt: &str,
                  stack: &mut Vec<Ctx>,
                  chains: &mut Vec<Chain>,
-                 sets: &mut HashMap<(String, String), String>,
                  defines: &mut HashMap<String, String>| {
         let s = stmt.split_whitespace().collect::<Vec<_>>().join(" ");
         if s.is_empty() {
@@ -331,7 +330,6 @@ pub fn parse_nft(text: &str, source: &str) -> Vec<Chain> {
                 }
             }
         }
-        let _ = sets;
     };
 
     for ch in cleaned.chars() {
@@ -383,7 +381,7 @@ pub fn parse_nft(text: &str, source: &str) -> Vec<Chain> {
             }
             '}' => {
                 let stmt = std::mem::take(&mut cur);
-                flush(&stmt, &mut stack, &mut chains, &mut sets, &mut defines);
+                flush(&stmt, &mut stack, &mut chains, &mut defines);
                 if let Some(Ctx::Set(name, body)) = stack.pop() {
                     let table = table_of(&stack);
                     let elements = body
@@ -395,14 +393,14 @@ pub fn parse_nft(text: &str, source: &str) -> Vec<Chain> {
             }
             '\n' | ';' if anon == 0 => {
                 let stmt = std::mem::take(&mut cur);
-                flush(&stmt, &mut stack, &mut chains, &mut sets, &mut defines);
+                flush(&stmt, &mut stack, &mut chains, &mut defines);
             }
             '\n' => cur.push(' '),
             c => cur.push(c),
         }
     }
     let stmt = std::mem::take(&mut cur);
-    flush(&stmt, &mut stack, &mut chains, &mut sets, &mut defines);
+    flush(&stmt, &mut stack, &mut chains, &mut defines);
 
     // Substitute `@set` and `$define` so rule texts carry their addresses.
     for c in &mut chains {
