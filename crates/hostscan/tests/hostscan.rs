@@ -681,7 +681,37 @@ fn run_org_reads_the_token_from_the_environment() {
     std::env::set_var("GITHUB_TOKEN", fake::TOKEN);
     let mut out = Vec::new();
     let code = run_org(&args, &mut out).unwrap();
+    // `scan host --org` merges the same answers into the host report.
+    let dir = fixture("hardened");
+    let root = dir.path().display().to_string();
+    let host_args = HostCli::try_parse_from([
+        "scan",
+        "--root",
+        &root,
+        "--org",
+        "acme",
+        "--api-url",
+        &base,
+        "--json",
+    ])
+    .unwrap()
+    .args;
+    let mut host_out = Vec::new();
+    let host_code = run_host(&host_args, &mut host_out);
     std::env::remove_var("GITHUB_TOKEN");
+    assert_eq!(
+        host_code.unwrap(),
+        1,
+        "the bad organisation fails the hardened host's org items"
+    );
+    let v: serde_json::Value = serde_json::from_slice(&host_out).unwrap();
+    let item = v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["id"] == "runner-groups-public-private")
+        .unwrap();
+    assert_eq!(item["status"], "fail");
     assert_eq!(code, 1);
     let md = String::from_utf8(out).unwrap();
     assert!(
@@ -749,4 +779,16 @@ fn live_commands_report_exit_status() {
         live.output("/nonexistent/airlock-no-such-command", &[]),
         None
     );
+}
+
+#[test]
+fn plain_output_is_coloured_only_when_asked() {
+    let (_dir, r) = scan("risky");
+    let mut coloured = Vec::new();
+    render(&r, Format::Plain, true, &mut coloured).unwrap();
+    let coloured = String::from_utf8(coloured).unwrap();
+    assert!(coloured.contains("\u{1b}["), "ANSI escapes expected");
+    let mut plain = Vec::new();
+    render(&r, Format::Plain, false, &mut plain).unwrap();
+    assert!(!String::from_utf8(plain).unwrap().contains('\u{1b}'));
 }
