@@ -206,7 +206,7 @@ fn sarif_result(report: &Report, idx: usize, i: &ItemResult) -> Value {
     };
     let logical = json!({
         "name": i.id,
-        "fullyQualifiedName": format!("{scope}:{}/{}", report.target, i.id),
+        "fullyQualifiedName": format!("{scope}:{}#{}", report.target, i.id),
         "kind": "resource",
     });
     let mut locations: Vec<Value> = i
