@@ -83,9 +83,26 @@ enum Cmd {
     /// Exit code 0 if every attack was blocked (and detected where expected), 1 if any got
     /// through or an expected alert is missing, 2 if the drill could not run.
     Drill(DrillArgs),
+    /// Check workflows, this host and a GitHub organisation against the security checklist.
+    #[command(subcommand)]
+    Scan(ScanCmd),
     /// Internal: the single-threaded helper that drives an executor.
     #[command(name = helper::SUBCOMMAND, hide = true)]
     Helper(HelperCli),
+}
+
+#[derive(Subcommand)]
+enum ScanCmd {
+    /// Evaluate the spec's runner-security checklist on this machine (or a tree under
+    /// --root): each item pass, fail or unknown, with its evidence. Never probes the network.
+    ///
+    /// Exit code 0 if no item fails, 1 if any fails, 2 if the scan could not run.
+    Host(airlock_hostscan::HostArgs),
+    /// Audit a GitHub organisation's runner groups, runners and default token permissions
+    /// (token from GITHUB_TOKEN or AIRLOCK_GITHUB_TOKEN).
+    ///
+    /// Exit code 0 if no item fails, 1 if any fails, 2 if the scan could not run.
+    Org(airlock_hostscan::OrgArgs),
 }
 
 #[derive(Args)]
@@ -289,6 +306,7 @@ fn real_main(cli: Cli) -> Result<u8> {
         Cmd::Image(i) => cmd_image(i, paths),
         Cmd::Audit(a) => cmd_audit(a, paths),
         Cmd::Drill(d) => cmd_drill(d),
+        Cmd::Scan(s) => cmd_scan(s),
         Cmd::Gc { force, json } => {
             let r = airlock_sandbox::gc(&paths, force);
             if json {
@@ -448,6 +466,21 @@ fn cmd_run(a: RunArgs, paths: Paths) -> Result<u8> {
         return Ok(125);
     }
     Ok(u8::try_from(code.clamp(0, 255)).unwrap_or(125))
+}
+
+fn cmd_scan(s: ScanCmd) -> Result<u8> {
+    let mut out = std::io::stdout().lock();
+    let code = match s {
+        ScanCmd::Host(a) => airlock_hostscan::run_host(&a, &mut out),
+        ScanCmd::Org(a) => airlock_hostscan::run_org(&a, &mut out),
+    };
+    match code {
+        Ok(c) => Ok(u8::try_from(c.clamp(0, 255)).unwrap_or(2)),
+        Err(e) => {
+            eprintln!("airlock: scan: {e:#}");
+            Ok(2)
+        }
+    }
 }
 
 /// How long `airlock run` waits for the webhook sink after the job.

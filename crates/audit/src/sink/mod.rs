@@ -263,11 +263,13 @@ impl WebhookSink {
         let shared = Arc::new(Mutex::new(Shared::default()));
         let outbox = cfg.outbox.clone();
         let worker = Worker {
-            agent: ureq::AgentBuilder::new()
-                .timeout(cfg.timeout)
-                .redirects(0)
+            agent: ureq::Agent::config_builder()
+                .timeout_global(Some(cfg.timeout))
+                .max_redirects(0)
+                .http_status_as_error(false)
                 .user_agent(concat!("airlock/", env!("CARGO_PKG_VERSION")))
-                .build(),
+                .build()
+                .into(),
             cfg,
             shared: shared.clone(),
             pending: VecDeque::new(),
@@ -488,15 +490,17 @@ impl Worker {
     fn post(&self, item: &Item, timeout: Duration) -> bool {
         self.agent
             .post(&self.cfg.url)
-            .timeout(timeout)
-            .set("Content-Type", "application/json")
-            .set("X-Airlock-Alert-Id", &item.id)
-            .set(
+            .config()
+            .timeout_global(Some(timeout))
+            .build()
+            .header("Content-Type", "application/json")
+            .header("X-Airlock-Alert-Id", &item.id)
+            .header(
                 "X-Airlock-Signature-256",
                 &signature(self.cfg.key.expose().as_bytes(), &item.body),
             )
-            .send_bytes(&item.body)
-            .is_ok_and(|r| (200..300).contains(&r.status()))
+            .send(&item.body[..])
+            .is_ok_and(|r| r.status().is_success())
     }
 }
 
