@@ -138,22 +138,13 @@ fn default_policy_blocks_every_attack() {
         rows.iter().filter(|r| r["category"] == "escape").count() >= 20,
         "escape battery too small"
     );
-    // Exit code: 0 only if every expected alert is there too.
-    if missing_alerts.is_empty() {
-        assert_eq!(o.status.code(), Some(0), "{stderr}");
-    } else {
-        eprintln!(
-            "detections missing (need the detectors of issue 4): {}",
-            missing_alerts.join(", ")
-        );
-        assert_eq!(
-            o.status.code(),
-            Some(1),
-            "missing alerts must fail the drill"
-        );
-    }
-    let secs = report["duration_ms"].as_u64().unwrap_or(0) / 1000;
-    assert!(secs < 120, "drill took {secs} s");
+    // Every expected alert is there, and the drill says so with its exit code.
+    assert!(
+        missing_alerts.is_empty(),
+        "expected alerts missing:\n{}",
+        missing_alerts.join("\n")
+    );
+    assert_eq!(o.status.code(), Some(0), "{stderr}");
     assert_nothing_left(tmp.path(), &before);
 }
 
