@@ -181,3 +181,25 @@ fn secrets_resolve_from_file_then_env_and_never_print() {
     let e = resolve_secrets(&["A".into()], Some(&f), &env).expect_err("bad file");
     assert!(!format!("{e:#?}").contains("hunter2"));
 }
+
+#[test]
+fn group_labels_and_allow_public() {
+    let pol = p(r#"
+version = 1
+default_group = "pr"
+[groups.pr]
+labels = ["self-hosted", "linux-pr"]
+allow_public = true
+[groups.internal]
+trust = "trusted"
+labels = ["deploy"]
+"#)
+    .expect("valid");
+    assert_eq!(pol.groups["pr"].labels, vec!["self-hosted", "linux-pr"]);
+    assert!(pol.groups["pr"].allow_public);
+    assert!(!pol.groups["internal"].allow_public, "defaults to false");
+    let d = diags("version = 1\n[groups.a]\nallow_public = \"yes\"\n");
+    assert_eq!(d[0].line, 3);
+    let d = diags("version = 1\n[groups.a]\nlabel = [\"x\"]\n");
+    assert!(d[0].message.contains("unknown field"), "{}", d[0].message);
+}

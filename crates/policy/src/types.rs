@@ -179,6 +179,15 @@ pub struct Group {
     /// Network egress of the group's jobs.
     #[serde(default)]
     pub egress: Egress,
+    /// Runner labels that route jobs to this group (what a workflow's `runs-on` names).
+    /// Used by `airlock scan workflows --policy` to tell which group a job lands in.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub labels: Vec<String>,
+    /// Whether the group accepts jobs from public repositories (and so from forks' pull
+    /// requests). Only an `untrusted` group should; `airlock scan workflows --policy` reports
+    /// a trusted group that does.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_public: bool,
 }
 
 /// How a group's egress is enforced.
@@ -243,6 +252,8 @@ impl Default for Group {
             env: Vec::new(),
             secrets: Vec::new(),
             egress: Egress::default(),
+            labels: Vec::new(),
+            allow_public: false,
         }
     }
 }
