@@ -23,6 +23,8 @@ struct Raw {
 #[derive(Debug, Default)]
 pub struct Config {
     ignores: Vec<(String, GlobSet)>,
+    /// Directory of the config file: globs are relative to it.
+    base: Option<PathBuf>,
 }
 
 impl Config {
@@ -58,19 +60,31 @@ impl Config {
             let set = b.build().map_err(|e| bad(e.to_string()))?;
             ignores.push((rule, set));
         }
-        Ok(Config { ignores })
+        Ok(Config {
+            ignores,
+            base: path.parent().map(Path::to_path_buf),
+        })
     }
 
     /// Whether findings of `rule` in `file` are ignored. Globs are matched against the path
-    /// as displayed (without a leading `./`) and against the file name alone.
+    /// relative to the config file's directory, the path as displayed (without a leading
+    /// `./`) and the file name alone.
     pub fn ignores(&self, rule: &str, file: &str) -> bool {
         let p = file.strip_prefix("./").unwrap_or(file);
         let name = Path::new(p)
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
+        let rel = self
+            .base
+            .as_deref()
+            .and_then(|b| Path::new(file).strip_prefix(b).ok())
+            .map(|r| r.to_string_lossy().into_owned());
         self.ignores.iter().any(|(r, set)| {
-            (r == "*" || r == rule) && (set.is_match(p) || set.is_match(&name))
+            (r == "*" || r == rule)
+                && (set.is_match(p)
+                    || set.is_match(&name)
+                    || rel.as_deref().is_some_and(|r| set.is_match(r)))
         })
     }
 }

@@ -318,6 +318,11 @@ impl Parser {
                     } else {
                         match self.or()? {
                             Expr::Lit(Value::String(s)) => segs.push(Seg::Key(s)),
+                            Expr::Lit(Value::Number(n))
+                                if n.as_f64().is_some_and(|f| f >= 0.0 && f.fract() == 0.0) =>
+                            {
+                                segs.push(Seg::Key(format!("{}", n.as_f64().unwrap_or(0.0) as u64)))
+                            }
                             e => segs.push(Seg::Dynamic(Box::new(e))),
                         }
                     }

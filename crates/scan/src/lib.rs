@@ -421,7 +421,9 @@ pub fn scan_workflows(args: &WorkflowsArgs) -> Result<Report, ScanError> {
     for f in findings {
         let suppressed_inline = sources.get(&f.location.file).is_some_and(|src| {
             let mut lines = src.lines().skip(f.location.line.saturating_sub(2));
-            let above = if f.location.line >= 2 { lines.next() } else { None };
+            // The line above counts only when it is a comment line of its own.
+            let above = if f.location.line >= 2 { lines.next() } else { None }
+                .filter(|l| l.trim_start().starts_with('#'));
             let here = lines.next();
             [above, here]
                 .into_iter()
@@ -440,4 +442,29 @@ pub fn scan_workflows(args: &WorkflowsArgs) -> Result<Report, ScanError> {
     }
     report.sort();
     Ok(report)
+}
+
+/// Scans one file's text through every audit, as a scan of that file alone would (no
+/// reusable-workflow linking, no suppression). For fuzzing and embedding.
+pub fn scan_source(display: &str, text: &str, action: bool, policy: Option<&LoadedPolicy>) -> Vec<Finding> {
+    let cx = Context {
+        policy,
+        policy_src: None,
+    };
+    let mut out = Vec::new();
+    match parse_file(display, text, action) {
+        Err(f) => out.push(f),
+        Ok(None) => {}
+        Ok(Some(FileModel::Workflow(w))) => {
+            for a in audit::registry() {
+                a.workflow(&w, &cx, &mut out);
+            }
+        }
+        Ok(Some(FileModel::Action(act))) => {
+            for a in audit::registry() {
+                a.action(&act, &cx, &mut out);
+            }
+        }
+    }
+    out
 }
