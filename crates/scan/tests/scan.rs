@@ -93,7 +93,7 @@ fn self_hosted_untrusted_trigger() {
     let lines: Vec<usize> = hits(&r, "self-hosted-untrusted-trigger").iter().map(|h| h.0).collect();
     assert_eq!(lines, vec![8, 29, 33, 37, 41, 47]);
     let titles: Vec<&str> = r.findings.iter().map(|f| f.title.as_str()).collect();
-    assert!(titles.iter().any(|t| t.contains("`included` runs on [ubuntu-22.04] or [self-hosted, gpu] or [windows-latest]")), "{titles:#?}");
+    assert!(titles.iter().any(|t| t.contains("`included` runs on [self-hosted, gpu] or [windows-latest]")), "{titles:#?}");
 }
 
 #[test]
@@ -162,6 +162,8 @@ fn dangerous_container() {
 #[test]
 fn cache_poisoning() {
     assert_eq!(hits(&wf("cache.yml"), "cache-poisoning"), vec![(7, Severity::High)]);
+    // Only the self-hosted job: GitHub's own cache keeps pull-request entries apart, a
+    // runner's local caches and tool directories do not.
     assert_eq!(hits(&wf("cache-mixed.yml"), "cache-poisoning"), vec![(10, Severity::Medium)]);
     assert!(hits(&wf("cache-push-only.yml"), "cache-poisoning").is_empty());
 }

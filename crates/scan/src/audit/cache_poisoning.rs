@@ -1,6 +1,6 @@
 //! Caches written by untrusted runs and read by trusted ones.
 
-use super::{rule, Audit, Context, Sink, PRIVILEGED_UNTRUSTED_EVENTS};
+use super::{rule, self_hosted, Audit, Context, Sink, PRIVILEGED_UNTRUSTED_EVENTS};
 use crate::model::{Job, Step, Workflow};
 use crate::report::{Confidence, RuleInfo, Severity};
 
@@ -50,7 +50,7 @@ impl Audit for CachePoisoning {
         &RULE
     }
 
-    fn job(&self, wf: &Workflow, job: &Job, _cx: &Context<'_>, out: &mut Sink) {
+    fn job(&self, wf: &Workflow, job: &Job, cx: &Context<'_>, out: &mut Sink) {
         let Some(step) = job.steps.iter().find(|s| caches(s)) else {
             return;
         };
@@ -85,7 +85,7 @@ impl Audit for CachePoisoning {
                     )
                     .fix("Do not use caches in workflows triggered by untrusted events, or key them so trusted runs never restore them."),
             );
-        } else if untrusted_pr && !trusted.is_empty() {
+        } else if untrusted_pr && !trusted.is_empty() && self_hosted(job, cx).is_some() {
             out.push(
                 self.finding(&wf.path, pos)
                     .severity(Severity::Medium)
@@ -96,12 +96,13 @@ impl Audit for CachePoisoning {
                         trusted.join(", ")
                     ))
                     .explain(
-                        "The same job saves and restores a cache both for pull requests and for \
-                         trusted events. On a self-hosted runner with a local cache, or when the \
-                         key does not include the event, a pull request's run can seed what the \
-                         trusted run restores.",
+                        "The same self-hosted job runs for pull requests and for trusted events. \
+                         A persistent runner keeps its local caches and tool directories (npm, \
+                         pip, Go module and setup-* caches under the runner's home and `_tool`) \
+                         between jobs, so a pull request's run can seed what the trusted run \
+                         restores.",
                     )
-                    .fix("Put `${{ github.event_name }}` in the cache key, or skip the cache (`if: github.event_name != 'pull_request'`) on one side."),
+                    .fix("Use ephemeral runners (an airlock sandbox per job), or keep pull requests and trusted events on different runner groups."),
             );
         }
     }
