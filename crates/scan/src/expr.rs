@@ -614,9 +614,9 @@ pub fn eval(e: &Expr, matrix: &Value) -> Vec<Possible> {
             ("fromjson", [a]) => eval(a, matrix)
                 .into_iter()
                 .map(|p| match p {
-                    Known(Value::String(s)) => serde_json::from_str(&s)
-                        .map(Known)
-                        .unwrap_or(Unknown),
+                    Known(Value::String(s)) => {
+                        serde_json::from_str(&s).map(Known).unwrap_or(Unknown)
+                    }
                     _ => Unknown,
                 })
                 .collect(),
@@ -765,7 +765,9 @@ mod tests {
             vec!["github.head_ref"]
         );
         assert_eq!(
-            value_contexts(&p("github.event_name == 'x' && github.event.comment.body || 'n'")),
+            value_contexts(&p(
+                "github.event_name == 'x' && github.event.comment.body || 'n'"
+            )),
             vec!["github.event.comment.body"]
         );
         assert_eq!(
@@ -776,7 +778,18 @@ mod tests {
 
     #[test]
     fn rejects_garbage_without_panicking() {
-        for s in ["", "(", "a.", "'x", "a[", "1 +", "f(a,", "a == == b", "}}{{", "\u{1F600}"] {
+        for s in [
+            "",
+            "(",
+            "a.",
+            "'x",
+            "a[",
+            "1 +",
+            "f(a,",
+            "a == == b",
+            "}}{{",
+            "\u{1F600}",
+        ] {
             assert!(parse(s).is_err(), "{s:?} should not parse");
         }
         let deep = format!("{}a{}", "(".repeat(500), ")".repeat(500));
@@ -791,14 +804,20 @@ mod tests {
         let ps = pieces(s);
         assert_eq!(ps.len(), 3);
         assert_eq!(ps[1], Piece::Expr(" format('}}{0}', github.head_ref) ", 8));
-        assert_eq!(pieces("x ${{ unclosed"), vec![Piece::Text("x ${{ unclosed")]);
+        assert_eq!(
+            pieces("x ${{ unclosed"),
+            vec![Piece::Text("x ${{ unclosed")]
+        );
     }
 
     #[test]
     fn evaluates_matrix_values() {
         let m = json!({"os": "self-hosted", "cfg": {"runner": ["self-hosted", "gpu"]}});
         let k = |v: Value| Possible::Known(v);
-        assert_eq!(eval_template("${{ matrix.os }}", &m), vec![k(json!("self-hosted"))]);
+        assert_eq!(
+            eval_template("${{ matrix.os }}", &m),
+            vec![k(json!("self-hosted"))]
+        );
         assert_eq!(
             eval_template("${{ matrix.cfg.runner }}", &m),
             vec![k(json!(["self-hosted", "gpu"]))]
@@ -816,10 +835,19 @@ mod tests {
             vec![k(json!("self-hosted-large"))]
         );
         assert_eq!(
-            eval_template("${{ github.repository == 'a/b' && 'self-hosted' || 'ubuntu-latest' }}", &m),
+            eval_template(
+                "${{ github.repository == 'a/b' && 'self-hosted' || 'ubuntu-latest' }}",
+                &m
+            ),
             vec![k(json!("self-hosted")), k(json!("ubuntu-latest"))]
         );
-        assert_eq!(eval_template("${{ inputs.runner }}", &m), vec![Possible::Unknown]);
-        assert_eq!(eval_template("${{ matrix.missing }}", &m), vec![k(Value::Null)]);
+        assert_eq!(
+            eval_template("${{ inputs.runner }}", &m),
+            vec![Possible::Unknown]
+        );
+        assert_eq!(
+            eval_template("${{ matrix.missing }}", &m),
+            vec![k(Value::Null)]
+        );
     }
 }

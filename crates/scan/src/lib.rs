@@ -228,11 +228,22 @@ fn invalid_yaml(file: &str, e: &LoadError) -> Finding {
     let (marker, what) = match e {
         LoadError::TopLevelMustBeMapping(m) => (m, "the top level must be a mapping".to_owned()),
         LoadError::TopLevelMustBeSequence(m) => (m, "the top level must be a sequence".to_owned()),
-        LoadError::UnexpectedAnchor(m) => (m, "YAML anchors are not supported by airlock's scanner".to_owned()),
-        LoadError::MappingKeyMustBeScalar(m) => (m, "mapping keys must be plain scalars".to_owned()),
-        LoadError::UnexpectedTag(m) => (m, "explicit YAML tags are not allowed in workflows".to_owned()),
+        LoadError::UnexpectedAnchor(m) => (
+            m,
+            "YAML anchors are not supported by airlock's scanner".to_owned(),
+        ),
+        LoadError::MappingKeyMustBeScalar(m) => {
+            (m, "mapping keys must be plain scalars".to_owned())
+        }
+        LoadError::UnexpectedTag(m) => (
+            m,
+            "explicit YAML tags are not allowed in workflows".to_owned(),
+        ),
         LoadError::ScanError(m, se) => (m, se.info().to_owned()),
-        LoadError::DuplicateKey(d) => (d.key.span().start().unwrap_or_else(|| unreachable_marker()), format!("duplicate key {:?}", d.key.as_str())),
+        LoadError::DuplicateKey(d) => (
+            d.key.span().start().unwrap_or_else(|| unreachable_marker()),
+            format!("duplicate key {:?}", d.key.as_str()),
+        ),
     };
     Finding::new(
         &INVALID_YAML,
@@ -257,15 +268,23 @@ fn unreachable_marker() -> &'static marked_yaml::Marker {
 
 /// A parsed input file.
 enum Parsed {
-    Workflow(Workflow),
+    Workflow(Box<Workflow>),
     Action(CompositeAction),
     Other,
 }
 
 /// Parses one file's text. Never panics; malformed input yields an `invalid-yaml` finding.
-pub fn parse_file(display: &str, text: &str, action: bool) -> Result<Option<FileModel>, Finding> {
-    match parse(display, text, if action { Kind::Action } else { Kind::Workflow }) {
-        Ok(Parsed::Workflow(w)) => Ok(Some(FileModel::Workflow(Box::new(w)))),
+pub fn parse_file(
+    display: &str,
+    text: &str,
+    action: bool,
+) -> Result<Option<FileModel>, Box<Finding>> {
+    match parse(
+        display,
+        text,
+        if action { Kind::Action } else { Kind::Workflow },
+    ) {
+        Ok(Parsed::Workflow(w)) => Ok(Some(FileModel::Workflow(w))),
         Ok(Parsed::Action(a)) => Ok(Some(FileModel::Action(a))),
         Ok(Parsed::Other) => Ok(None),
         Err(f) => Err(f),
@@ -281,8 +300,8 @@ pub enum FileModel {
     Action(CompositeAction),
 }
 
-fn parse(display: &str, text: &str, kind: Kind) -> Result<Parsed, Finding> {
-    let root = marked_yaml::parse_yaml(0, text).map_err(|e| invalid_yaml(display, &e))?;
+fn parse(display: &str, text: &str, kind: Kind) -> Result<Parsed, Box<Finding>> {
+    let root = marked_yaml::parse_yaml(0, text).map_err(|e| Box::new(invalid_yaml(display, &e)))?;
     let Some(m) = root.as_mapping() else {
         return Ok(Parsed::Other);
     };
@@ -293,7 +312,7 @@ fn parse(display: &str, text: &str, kind: Kind) -> Result<Parsed, Finding> {
             None => Parsed::Other,
         });
     }
-    Ok(Parsed::Workflow(Workflow::from_root(display, m)))
+    Ok(Parsed::Workflow(Box::new(Workflow::from_root(display, m))))
 }
 
 /// Makes `workflow_call` workflows inherit the triggers of the workflows in the scan that
@@ -311,10 +330,14 @@ fn link_reusable(workflows: &mut [Workflow]) {
             triggers.extend(w.inherited.iter().cloned());
             for job in &w.jobs {
                 let Some((_, uses)) = &job.uses else { continue };
-                let Some(rel) = uses.strip_prefix("./") else { continue };
+                let Some(rel) = uses.strip_prefix("./") else {
+                    continue;
+                };
                 let rel = rel.split('@').next().unwrap_or(rel);
                 for (i, callee) in workflows.iter().enumerate() {
-                    if callee.path.replace('\\', "/").ends_with(rel) && callee.has_trigger("workflow_call") {
+                    if callee.path.replace('\\', "/").ends_with(rel)
+                        && callee.has_trigger("workflow_call")
+                    {
                         edges.push((i, triggers.clone()));
                     }
                 }
@@ -380,10 +403,10 @@ pub fn scan_workflows(args: &WorkflowsArgs) -> Result<Report, ScanError> {
         let text = String::from_utf8_lossy(&bytes).into_owned();
         let display = path.display().to_string();
         match parse(&display, &text, *kind) {
-            Ok(Parsed::Workflow(w)) => workflows.push(w),
+            Ok(Parsed::Workflow(w)) => workflows.push(*w),
             Ok(Parsed::Action(a)) => actions.push(a),
             Ok(Parsed::Other) => {}
-            Err(f) => findings.push(f),
+            Err(f) => findings.push(*f),
         }
         sources.insert(display, text);
     }
@@ -422,8 +445,12 @@ pub fn scan_workflows(args: &WorkflowsArgs) -> Result<Report, ScanError> {
         let suppressed_inline = sources.get(&f.location.file).is_some_and(|src| {
             let mut lines = src.lines().skip(f.location.line.saturating_sub(2));
             // The line above counts only when it is a comment line of its own.
-            let above = if f.location.line >= 2 { lines.next() } else { None }
-                .filter(|l| l.trim_start().starts_with('#'));
+            let above = if f.location.line >= 2 {
+                lines.next()
+            } else {
+                None
+            }
+            .filter(|l| l.trim_start().starts_with('#'));
             let here = lines.next();
             [above, here]
                 .into_iter()
@@ -446,14 +473,19 @@ pub fn scan_workflows(args: &WorkflowsArgs) -> Result<Report, ScanError> {
 
 /// Scans one file's text through every audit, as a scan of that file alone would (no
 /// reusable-workflow linking, no suppression). For fuzzing and embedding.
-pub fn scan_source(display: &str, text: &str, action: bool, policy: Option<&LoadedPolicy>) -> Vec<Finding> {
+pub fn scan_source(
+    display: &str,
+    text: &str,
+    action: bool,
+    policy: Option<&LoadedPolicy>,
+) -> Vec<Finding> {
     let cx = Context {
         policy,
         policy_src: None,
     };
     let mut out = Vec::new();
     match parse_file(display, text, action) {
-        Err(f) => out.push(f),
+        Err(f) => out.push(*f),
         Ok(None) => {}
         Ok(Some(FileModel::Workflow(w))) => {
             for a in audit::registry() {

@@ -116,8 +116,13 @@ impl Step {
             .map(|w| {
                 w.iter()
                     .filter_map(|(k, v)| {
-                        v.as_scalar()
-                            .map(|s| (k.as_str().to_owned(), pos_of_scalar(k), s.as_str().to_owned()))
+                        v.as_scalar().map(|s| {
+                            (
+                                k.as_str().to_owned(),
+                                pos_of_scalar(k),
+                                s.as_str().to_owned(),
+                            )
+                        })
                     })
                     .collect()
             })
@@ -147,12 +152,9 @@ impl Step {
 
     /// The action a step uses, without the `@ref`, lower-cased (`actions/checkout`).
     pub fn action(&self) -> Option<String> {
-        self.uses.as_ref().map(|(_, u)| {
-            u.split('@')
-                .next()
-                .unwrap_or_default()
-                .to_ascii_lowercase()
-        })
+        self.uses
+            .as_ref()
+            .map(|(_, u)| u.split('@').next().unwrap_or_default().to_ascii_lowercase())
     }
 }
 
@@ -268,7 +270,11 @@ pub fn expand_matrix(matrix: &Value) -> Option<Vec<Value>> {
 fn labels_of(v: &Value) -> Option<Vec<String>> {
     match v {
         Value::String(s) => Some(vec![s.trim().to_owned()]),
-        Value::Array(a) => Some(a.iter().map(|x| expr::to_text(x).trim().to_owned()).collect()),
+        Value::Array(a) => Some(
+            a.iter()
+                .map(|x| expr::to_text(x).trim().to_owned())
+                .collect(),
+        ),
         _ => None,
     }
 }
@@ -549,6 +555,9 @@ mod tests {
             expand_matrix(&json!({"include": [{"runner": "self-hosted"}]})),
             Some(vec![json!({"runner": "self-hosted"})])
         );
-        assert_eq!(expand_matrix(&json!({"os": "${{ fromJSON(inputs.x) }}"})), None);
+        assert_eq!(
+            expand_matrix(&json!({"os": "${{ fromJSON(inputs.x) }}"})),
+            None
+        );
     }
 }

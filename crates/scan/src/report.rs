@@ -11,9 +11,7 @@ use serde::Serialize;
 use serde_json::json;
 
 /// How bad a finding is. Ordered from least to most severe.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, clap::ValueEnum,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     /// Worth knowing; not a risk by itself.
@@ -242,9 +240,8 @@ impl Report {
 
     /// Sorts findings into their canonical order.
     pub fn sort(&mut self) {
-        self.findings.sort_by(|a, b| {
-            (&a.location, a.rule, &a.title).cmp(&(&b.location, b.rule, &b.title))
-        });
+        self.findings
+            .sort_by(|a, b| (&a.location, a.rule, &a.title).cmp(&(&b.location, b.rule, &b.title)));
         self.findings.dedup();
     }
 
@@ -347,7 +344,11 @@ fn render_plain(report: &Report, color: bool, out: &mut dyn Write) -> io::Result
             "  {}:{} {} {} {} (confidence: {})",
             f.location.line,
             f.location.col,
-            paint(color, sev_color(f.severity), &format!("{:<8}", f.severity.as_str())),
+            paint(
+                color,
+                sev_color(f.severity),
+                &format!("{:<8}", f.severity.as_str())
+            ),
             paint(color, "1", f.rule),
             f.title,
             f.confidence
@@ -414,10 +415,7 @@ fn render_github(report: &Report, out: &mut dyn Write) -> io::Result<()> {
             f.location.line,
             f.location.col,
             gh_prop(&format!("airlock {} ({})", f.rule, f.severity)),
-            gh_data(&format!(
-                "{}\n{}\nFix: {}",
-                f.title, f.explanation, f.fix
-            ))
+            gh_data(&format!("{}\n{}\nFix: {}", f.title, f.explanation, f.fix))
         )?;
     }
     for n in &report.notes {
@@ -525,7 +523,9 @@ mod tests {
             scan: "workflows".into(),
             files_scanned: 1,
             findings: vec![
-                Finding::new(&RULE, loc(2)).severity(Severity::High).fix("do x"),
+                Finding::new(&RULE, loc(2))
+                    .severity(Severity::High)
+                    .fix("do x"),
                 Finding::new(&RULE, loc(1)).title("a: b, c%\nd"),
             ],
             ..Report::default()

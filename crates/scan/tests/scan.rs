@@ -11,7 +11,10 @@ const FX: &str = "tests/fixtures";
 
 fn args(paths: &[&str]) -> WorkflowsArgs {
     WorkflowsArgs {
-        paths: paths.iter().map(|p| PathBuf::from(format!("{FX}/{p}"))).collect(),
+        paths: paths
+            .iter()
+            .map(|p| PathBuf::from(format!("{FX}/{p}")))
+            .collect(),
         color: ColorChoice::Never,
         ..WorkflowsArgs::default()
     }
@@ -81,19 +84,33 @@ fn every_workflow_fixture_snapshot() {
 #[test]
 fn self_hosted_untrusted_trigger() {
     use Severity::*;
-    assert_eq!(hits(&wf("sh-pr.yml"), "self-hosted-untrusted-trigger"), vec![(9, Critical)]);
+    assert_eq!(
+        hits(&wf("sh-pr.yml"), "self-hosted-untrusted-trigger"),
+        vec![(9, Critical)]
+    );
     assert!(hits(&wf("sh-pr-guarded.yml"), "self-hosted-untrusted-trigger").is_empty());
     assert!(hits(&wf("sh-push.yml"), "self-hosted-untrusted-trigger").is_empty());
     assert!(hits(&wf("hosted-pr.yml"), "self-hosted-untrusted-trigger").is_empty());
-    assert_eq!(hits(&wf("sh-group.yml"), "self-hosted-untrusted-trigger"), vec![(5, High)]);
+    assert_eq!(
+        hits(&wf("sh-group.yml"), "self-hosted-untrusted-trigger"),
+        vec![(5, High)]
+    );
     // Matrix forms: plain (line 8), excluded (none), include adding a self-hosted runner
     // (29), fromJSON (33), a conditional (37), an input (41, low confidence), a dynamic
     // matrix (47, low confidence).
     let r = wf("sh-matrix.yml");
-    let lines: Vec<usize> = hits(&r, "self-hosted-untrusted-trigger").iter().map(|h| h.0).collect();
+    let lines: Vec<usize> = hits(&r, "self-hosted-untrusted-trigger")
+        .iter()
+        .map(|h| h.0)
+        .collect();
     assert_eq!(lines, vec![8, 29, 33, 37, 41, 47]);
     let titles: Vec<&str> = r.findings.iter().map(|f| f.title.as_str()).collect();
-    assert!(titles.iter().any(|t| t.contains("`included` runs on [self-hosted, gpu] or [windows-latest]")), "{titles:#?}");
+    assert!(
+        titles
+            .iter()
+            .any(|t| t.contains("`included` runs on [self-hosted, gpu] or [windows-latest]")),
+        "{titles:#?}"
+    );
 }
 
 #[test]
@@ -111,7 +128,11 @@ fn template_injection() {
     let r = wf("injection.yml");
     assert_eq!(
         hits(&r, "template-injection"),
-        vec![(12, Severity::Critical), (17, Severity::Critical), (30, Severity::High)]
+        vec![
+            (12, Severity::Critical),
+            (17, Severity::Critical),
+            (30, Severity::High)
+        ]
     );
     let t = wf("tricky-expr.yml");
     let lines: Vec<usize> = hits(&t, "template-injection").iter().map(|h| h.0).collect();
@@ -123,9 +144,15 @@ fn template_injection() {
 #[test]
 fn permissions() {
     let r = wf("permissions.yml");
-    assert_eq!(hits(&r, "excessive-permissions"), vec![(2, Severity::High), (6, Severity::High)]);
+    assert_eq!(
+        hits(&r, "excessive-permissions"),
+        vec![(2, Severity::High), (6, Severity::High)]
+    );
     let r = wf("permissions-untrusted.yml");
-    assert_eq!(hits(&r, "excessive-permissions"), vec![(3, Severity::Medium)]);
+    assert_eq!(
+        hits(&r, "excessive-permissions"),
+        vec![(3, Severity::Medium)]
+    );
     let r = wf("missing-permissions.yml");
     assert_eq!(hits(&r, "missing-permissions"), vec![(3, Severity::Low)]);
     assert!(wf("permissions-ok.yml").findings.is_empty());
@@ -155,16 +182,26 @@ fn dangerous_container() {
     let r = wf("container.yml");
     assert_eq!(
         hits(&r, "dangerous-container"),
-        vec![(9, Severity::Critical), (13, Severity::Critical), (26, Severity::High)]
+        vec![
+            (9, Severity::Critical),
+            (13, Severity::Critical),
+            (26, Severity::High)
+        ]
     );
 }
 
 #[test]
 fn cache_poisoning() {
-    assert_eq!(hits(&wf("cache.yml"), "cache-poisoning"), vec![(7, Severity::High)]);
+    assert_eq!(
+        hits(&wf("cache.yml"), "cache-poisoning"),
+        vec![(7, Severity::High)]
+    );
     // Only the self-hosted job: GitHub's own cache keeps pull-request entries apart, a
     // runner's local caches and tool directories do not.
-    assert_eq!(hits(&wf("cache-mixed.yml"), "cache-poisoning"), vec![(10, Severity::Medium)]);
+    assert_eq!(
+        hits(&wf("cache-mixed.yml"), "cache-poisoning"),
+        vec![(10, Severity::Medium)]
+    );
     assert!(hits(&wf("cache-push-only.yml"), "cache-poisoning").is_empty());
 }
 
@@ -201,8 +238,14 @@ fn inline_suppression_is_counted() {
 fn config_ignores_are_counted() {
     let r = scan(&["repo-config"]);
     insta::assert_snapshot!("repo_config", compact(&r));
-    assert_eq!(r.suppressed.config, 3, "legacy unpinned + generated unpinned + generated missing-permissions");
-    assert!(r.findings.iter().all(|f| f.location.file.ends_with("current.yml")));
+    assert_eq!(
+        r.suppressed.config, 3,
+        "legacy unpinned + generated unpinned + generated missing-permissions"
+    );
+    assert!(r
+        .findings
+        .iter()
+        .all(|f| f.location.file.ends_with("current.yml")));
     // An unknown rule in the config is an error, not silence.
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = dir.path().join("c.toml");
@@ -214,7 +257,10 @@ fn config_ignores_are_counted() {
 
 #[test]
 fn policy_cross_checks() {
-    let r = scan_policy(&["policy/routing.yml", "policy/push-only.yml"], "policy/policy.toml");
+    let r = scan_policy(
+        &["policy/routing.yml", "policy/push-only.yml"],
+        "policy/policy.toml",
+    );
     insta::assert_snapshot!("policy", compact(&r));
     assert_eq!(
         hits(&r, "policy-trusted-group"),
@@ -224,16 +270,26 @@ fn policy_cross_checks() {
         hits(&r, "policy-unrouted-labels"),
         vec![(15, Severity::Medium), (24, Severity::Medium)]
     );
-    let public: Vec<_> = r.findings.iter().filter(|f| f.rule == "policy-public-trusted-group").collect();
+    let public: Vec<_> = r
+        .findings
+        .iter()
+        .filter(|f| f.rule == "policy-public-trusted-group")
+        .collect();
     assert_eq!(public.len(), 1);
     assert!(public[0].location.file.ends_with("policy.toml"));
     assert_eq!(public[0].location.line, 9);
     // push-only routes to the trusted group, but outsiders cannot start it.
-    assert!(!r.findings.iter().any(|f| f.location.file.ends_with("push-only.yml") && f.rule.starts_with("policy-")));
+    assert!(!r
+        .findings
+        .iter()
+        .any(|f| f.location.file.ends_with("push-only.yml") && f.rule.starts_with("policy-")));
     // Policy labels make a custom label certainly self-hosted.
-    assert!(r.findings.iter().any(|f| f.rule == "self-hosted-untrusted-trigger"
-        && f.location.line == 7
-        && f.confidence == airlock_scan::report::Confidence::High));
+    assert!(r
+        .findings
+        .iter()
+        .any(|f| f.rule == "self-hosted-untrusted-trigger"
+            && f.location.line == 7
+            && f.confidence == airlock_scan::report::Confidence::High));
     // Without the policy there is no policy finding.
     let r = scan(&["policy/routing.yml"]);
     assert!(!r.findings.iter().any(|f| f.rule.starts_with("policy-")));
@@ -253,12 +309,27 @@ fn invalid_policy_is_an_error() {
 fn reusable_workflows_inherit_caller_triggers() {
     let r = scan(&["repo-reusable"]);
     insta::assert_snapshot!("repo_reusable", compact(&r));
-    let build: Vec<_> = r.findings.iter().filter(|f| f.location.file.ends_with("build.yml")).map(|f| f.rule).collect();
-    assert!(build.contains(&"self-hosted-untrusted-trigger"), "{build:?}");
+    let build: Vec<_> = r
+        .findings
+        .iter()
+        .filter(|f| f.location.file.ends_with("build.yml"))
+        .map(|f| f.rule)
+        .collect();
+    assert!(
+        build.contains(&"self-hosted-untrusted-trigger"),
+        "{build:?}"
+    );
     assert!(build.contains(&"untrusted-checkout-exec"), "{build:?}");
-    assert!(r.findings.iter().any(|f| f.rule == "secrets-inherit" && f.location.file.ends_with("caller.yml")));
+    assert!(r
+        .findings
+        .iter()
+        .any(|f| f.rule == "secrets-inherit" && f.location.file.ends_with("caller.yml")));
     // Nobody calls unused.yml, so nothing untrusted reaches it.
-    assert!(!r.findings.iter().any(|f| f.location.file.ends_with("unused.yml") && f.rule == "self-hosted-untrusted-trigger"));
+    assert!(!r
+        .findings
+        .iter()
+        .any(|f| f.location.file.ends_with("unused.yml")
+            && f.rule == "self-hosted-untrusted-trigger"));
 }
 
 #[test]
@@ -266,10 +337,18 @@ fn composite_actions() {
     let r = scan(&["composite"]);
     insta::assert_snapshot!("composite", compact(&r));
     assert_eq!(r.files_scanned, 2);
-    let rules: Vec<_> = r.findings.iter().map(|f| (f.rule, f.location.line)).collect();
+    let rules: Vec<_> = r
+        .findings
+        .iter()
+        .map(|f| (f.rule, f.location.line))
+        .collect();
     assert_eq!(
         rules,
-        vec![("persist-credentials", 6), ("unpinned-action", 7), ("template-injection", 9)]
+        vec![
+            ("persist-credentials", 6),
+            ("unpinned-action", 7),
+            ("template-injection", 9)
+        ]
     );
 }
 
@@ -279,7 +358,10 @@ fn empty_directory_says_so() {
     let code = run_workflows(&args(&["empty-repo"]), &mut out).expect("runs");
     let s = String::from_utf8(out).expect("utf8");
     assert_eq!(code, 0);
-    assert!(s.starts_with("no workflows or actions found in tests/fixtures/empty-repo"), "{s}");
+    assert!(
+        s.starts_with("no workflows or actions found in tests/fixtures/empty-repo"),
+        "{s}"
+    );
     let e = scan_workflows(&args(&["does-not-exist"]));
     assert!(matches!(e, Err(ScanError::NoSuchPath { .. })));
 }
@@ -303,7 +385,11 @@ fn plain_output_and_exit_codes() {
     let (code, s) = render(&["workflows/persist.yml"], Format::Plain, Severity::High);
     assert_eq!(code, 0);
     assert!(s.contains("2 below minimum severity"), "{s}");
-    let (code, _) = render(&["workflows/permissions-ok.yml"], Format::Plain, Severity::Info);
+    let (code, _) = render(
+        &["workflows/permissions-ok.yml"],
+        Format::Plain,
+        Severity::Info,
+    );
     assert_eq!(code, 0);
     let mut a = args(&["workflows/sh-pr.yml"]);
     a.color = ColorChoice::Always;
@@ -346,19 +432,26 @@ fn sarif_validates_against_the_official_schema() {
     let mut out = Vec::new();
     run_workflows(&a, &mut out).expect("runs");
     let doc: serde_json::Value = serde_json::from_slice(&out).expect("json");
-    let errors: Vec<String> = validator.iter_errors(&doc).map(|e| format!("{e} at {}", e.instance_path)).collect();
+    let errors: Vec<String> = validator
+        .iter_errors(&doc)
+        .map(|e| format!("{e} at {}", e.instance_path))
+        .collect();
     assert!(errors.is_empty(), "{errors:#?}");
     let results = doc["runs"][0]["results"].as_array().expect("results");
     assert!(results.len() > 40);
     // Every result points at a rule in the driver's list.
-    let rules = doc["runs"][0]["tool"]["driver"]["rules"].as_array().expect("rules");
+    let rules = doc["runs"][0]["tool"]["driver"]["rules"]
+        .as_array()
+        .expect("rules");
     for r in results {
         let i = r["ruleIndex"].as_u64().expect("ruleIndex") as usize;
         assert_eq!(rules[i]["id"], r["ruleId"]);
-        assert!(!r["locations"][0]["physicalLocation"]["artifactLocation"]["uri"]
-            .as_str()
-            .expect("uri")
-            .starts_with('/'));
+        assert!(
+            !r["locations"][0]["physicalLocation"]["artifactLocation"]["uri"]
+                .as_str()
+                .expect("uri")
+                .starts_with('/')
+        );
     }
     // The validator is real: a broken document fails.
     let mut broken = doc.clone();
@@ -381,15 +474,29 @@ fn starter_workflows_corpus_scans_cleanly() {
     assert!(r.files_scanned >= 170);
     // Two starter workflows keep a `{{ groupId }}` placeholder: a mapping used as a key,
     // which GitHub rejects as well. Nothing else may fail to parse.
-    let invalid: Vec<_> = r.findings.iter().filter(|f| f.rule == "invalid-yaml").collect();
+    let invalid: Vec<_> = r
+        .findings
+        .iter()
+        .filter(|f| f.rule == "invalid-yaml")
+        .collect();
     assert!(invalid.len() <= 2, "{invalid:#?}");
-    assert!(invalid.iter().all(|f| f.title.contains("mapping keys must be plain scalars")), "{invalid:#?}");
+    assert!(
+        invalid
+            .iter()
+            .all(|f| f.title.contains("mapping keys must be plain scalars")),
+        "{invalid:#?}"
+    );
     let mut counts = std::collections::BTreeMap::new();
     for f in &r.findings {
-        *counts.entry(format!("{} {}", f.rule, f.severity)).or_insert(0usize) += 1;
+        *counts
+            .entry(format!("{} {}", f.rule, f.severity))
+            .or_insert(0usize) += 1;
     }
     let text: String = counts.iter().map(|(k, v)| format!("{k}: {v}\n")).collect();
-    insta::assert_snapshot!("corpus_counts", format!("files: {}\n{text}", r.files_scanned));
+    insta::assert_snapshot!(
+        "corpus_counts",
+        format!("files: {}\n{text}", r.files_scanned)
+    );
 }
 
 mod fuzz {
@@ -397,7 +504,10 @@ mod fuzz {
 
     fn fixtures() -> Vec<String> {
         let mut v = Vec::new();
-        for e in std::fs::read_dir("tests/fixtures/workflows").expect("dir").flatten() {
+        for e in std::fs::read_dir("tests/fixtures/workflows")
+            .expect("dir")
+            .flatten()
+        {
             v.push(std::fs::read_to_string(e.path()).expect("read"));
         }
         v

@@ -34,7 +34,7 @@ fn caches(step: &Step) -> bool {
     }
     if a == "actions/setup-go" {
         // setup-go caches unless told not to.
-        return !step.input("cache").is_some_and(|(_, v)| v.trim() == "false");
+        return step.input("cache").is_none_or(|(_, v)| v.trim() != "false");
     }
     SETUP_WITH_CACHE.contains(&a.as_str())
         && step
@@ -43,7 +43,13 @@ fn caches(step: &Step) -> bool {
             .is_some_and(|(_, v)| !v.trim().is_empty() && v.trim() != "false")
 }
 
-const TRUSTED_EVENTS: &[&str] = &["push", "release", "schedule", "workflow_dispatch", "merge_group"];
+const TRUSTED_EVENTS: &[&str] = &[
+    "push",
+    "release",
+    "schedule",
+    "workflow_dispatch",
+    "merge_group",
+];
 
 impl Audit for CachePoisoning {
     fn rule(&self) -> &'static RuleInfo {

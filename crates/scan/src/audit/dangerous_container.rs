@@ -23,7 +23,10 @@ fn option_problems(opts: &str) -> Vec<&'static str> {
     let toks: Vec<String> = opts
         .split(|c: char| c.is_whitespace() || c == '=')
         .filter(|t| !t.is_empty())
-        .map(|t| t.trim_matches(|c| c == '"' || c == '\'').to_ascii_lowercase())
+        .map(|t| {
+            t.trim_matches(|c| c == '"' || c == '\'')
+                .to_ascii_lowercase()
+        })
         .collect();
     let mut out = Vec::new();
     let next_is = |i: usize, v: &[&str]| toks.get(i + 1).is_some_and(|t| v.iter().any(|x| t == x));
@@ -34,11 +37,24 @@ fn option_problems(opts: &str) -> Vec<&'static str> {
             "--pid" if next_is(i, &["host"]) => out.push("host PID namespace"),
             "--ipc" if next_is(i, &["host"]) => out.push("host IPC namespace"),
             "--userns" if next_is(i, &["host"]) => out.push("host user namespace"),
-            "--cap-add" if next_is(i, &["all", "sys_admin", "cap_sys_admin", "sys_ptrace", "net_admin"]) => {
+            "--cap-add"
+                if next_is(
+                    i,
+                    &[
+                        "all",
+                        "sys_admin",
+                        "cap_sys_admin",
+                        "sys_ptrace",
+                        "net_admin",
+                    ],
+                ) =>
+            {
                 out.push("a dangerous capability")
             }
             "--security-opt"
-                if toks.get(i + 1).is_some_and(|t| t == "seccomp" || t == "apparmor")
+                if toks
+                    .get(i + 1)
+                    .is_some_and(|t| t == "seccomp" || t == "apparmor")
                     && toks.get(i + 2).is_some_and(|t| t == "unconfined") =>
             {
                 out.push("seccomp/AppArmor disabled")
@@ -58,7 +74,13 @@ fn volume_problem(v: &str) -> Option<&'static str> {
     let src = v.split(':').next().unwrap_or_default().trim();
     if v.contains("docker.sock") {
         Some("the Docker socket")
-    } else if src == "/" || src == "/proc" || src == "/etc" || src == "/root" || src == "/var/run" || src == "/run" {
+    } else if src == "/"
+        || src == "/proc"
+        || src == "/etc"
+        || src == "/root"
+        || src == "/var/run"
+        || src == "/run"
+    {
         Some("a sensitive host directory")
     } else {
         None
@@ -67,7 +89,9 @@ fn volume_problem(v: &str) -> Option<&'static str> {
 
 /// Problems in one container definition, each with the position of the offending key.
 fn container_problems(n: &Node) -> Vec<(Pos, &'static str)> {
-    let Some(m) = n.as_mapping() else { return Vec::new() };
+    let Some(m) = n.as_mapping() else {
+        return Vec::new();
+    };
     let mut out = Vec::new();
     if let Some((p, o)) = entry(m, "options") {
         if let Some(s) = o.as_scalar() {
@@ -111,7 +135,11 @@ impl Audit for DangerousContainer {
             out.push(
                 self.finding(&wf.path, pos)
                     .severity(on_self_hosted(sh, Severity::Critical, Severity::High))
-                    .confidence(if sh.is_some() { Confidence::High } else { Confidence::Medium })
+                    .confidence(if sh.is_some() {
+                        Confidence::High
+                    } else {
+                        Confidence::Medium
+                    })
                     .title(format!("{what} of job `{}` gets {problem}", job.id))
                     .explain(
                         "A privileged container, the host's network/PID namespace or the Docker \
@@ -135,11 +163,20 @@ mod tests {
 
     #[test]
     fn options_are_tokenised() {
-        assert_eq!(option_problems("--cpus 1 --network=host"), vec!["host network"]);
+        assert_eq!(
+            option_problems("--cpus 1 --network=host"),
+            vec!["host network"]
+        );
         assert_eq!(option_problems("--network host"), vec!["host network"]);
         assert_eq!(option_problems("--network hostile"), Vec::<&str>::new());
-        assert_eq!(option_problems("--privileged -v /var/run/docker.sock:/var/run/docker.sock"), vec!["--privileged", "the Docker socket"]);
+        assert_eq!(
+            option_problems("--privileged -v /var/run/docker.sock:/var/run/docker.sock"),
+            vec!["--privileged", "the Docker socket"]
+        );
         assert!(option_problems("--health-cmd pg_isready --health-interval 10s").is_empty());
-        assert_eq!(option_problems("--security-opt seccomp=unconfined"), vec!["seccomp/AppArmor disabled"]);
+        assert_eq!(
+            option_problems("--security-opt seccomp=unconfined"),
+            vec!["seccomp/AppArmor disabled"]
+        );
     }
 }

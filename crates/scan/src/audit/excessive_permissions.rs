@@ -19,7 +19,9 @@ pub struct ExcessivePermissions;
 
 /// Write scopes in a `permissions:` mapping, with their positions.
 fn write_scopes(n: &Node) -> Vec<(String, Pos)> {
-    let Some(m) = n.as_mapping() else { return Vec::new() };
+    let Some(m) = n.as_mapping() else {
+        return Vec::new();
+    };
     m.iter()
         .filter(|(_, v)| v.as_scalar().is_some_and(|s| s.as_str() == "write"))
         .filter_map(|(k, _)| entry(m, k.as_str()).map(|(p, _)| (k.as_str().to_owned(), p)))
@@ -27,7 +29,15 @@ fn write_scopes(n: &Node) -> Vec<(String, Pos)> {
 }
 
 impl ExcessivePermissions {
-    fn check(&self, wf: &Workflow, scope: &str, pos: Pos, n: &Node, untrusted: bool, out: &mut Sink) {
+    fn check(
+        &self,
+        wf: &Workflow,
+        scope: &str,
+        pos: Pos,
+        n: &Node,
+        untrusted: bool,
+        out: &mut Sink,
+    ) {
         if n.as_scalar().is_some_and(|s| s.as_str() == "write-all") {
             out.push(
                 self.finding(&wf.path, pos)

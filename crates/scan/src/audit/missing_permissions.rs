@@ -31,13 +31,21 @@ impl Audit for MissingPermissions {
         if bare.is_empty() {
             return;
         }
-        let exposed = !untrusted_reach(wf).is_empty() || bare.iter().any(|j| self_hosted(j, cx).is_some());
+        let exposed =
+            !untrusted_reach(wf).is_empty() || bare.iter().any(|j| self_hosted(j, cx).is_some());
         for job in bare {
             out.push(
                 self.finding(&wf.path, job.pos)
-                    .severity(if exposed { Severity::Medium } else { Severity::Low })
+                    .severity(if exposed {
+                        Severity::Medium
+                    } else {
+                        Severity::Low
+                    })
                     .confidence(Confidence::Medium)
-                    .title(format!("job `{}` has no `permissions:` and neither has the workflow", job.id))
+                    .title(format!(
+                        "job `{}` has no `permissions:` and neither has the workflow",
+                        job.id
+                    ))
                     .explain(
                         "Without a permissions block the GITHUB_TOKEN gets the repository's or \
                          organisation's default, which is read-write for many repositories. A job \

@@ -193,9 +193,7 @@ pub fn untrusted_reach(wf: &Workflow) -> Vec<Reach> {
         .map(|t| t.pos)
         .unwrap_or(wf.on_pos);
     for (event, caller) in &wf.inherited {
-        if UNTRUSTED_EVENTS.contains(&event.as_str())
-            && !out.iter().any(|r| &r.event == event)
-        {
+        if UNTRUSTED_EVENTS.contains(&event.as_str()) && !out.iter().any(|r| &r.event == event) {
             out.push(Reach {
                 event: event.clone(),
                 pos: call_pos,

@@ -41,7 +41,11 @@ impl Audit for PersistCredentials {
         let pos = step.uses.as_ref().map(|(p, _)| *p).unwrap_or(step.pos);
         out.push(
             self.finding(&wf.path, pos)
-                .severity(if sh.is_some() { Severity::Medium } else { Severity::Low })
+                .severity(if sh.is_some() {
+                    Severity::Medium
+                } else {
+                    Severity::Low
+                })
                 .title(format!("checkout in job `{}` persists the token", job.id))
                 .explain(WHY)
                 .fix(FIX),

@@ -46,7 +46,10 @@ impl Audit for PolicyPublicGroup {
             .unwrap_or_else(|| "<builtin policy>".to_owned());
         for (name, g) in &p.policy.groups {
             if g.allow_public && g.trust != Trust::Untrusted {
-                let pos = cx.policy_src.map(|s| group_pos(s, name)).unwrap_or_default();
+                let pos = cx
+                    .policy_src
+                    .map(|s| group_pos(s, name))
+                    .unwrap_or_default();
                 out.push(
                     self.finding(&file, Pos { line: pos.line.max(1), col: pos.col.max(1) })
                         .severity(Severity::High)

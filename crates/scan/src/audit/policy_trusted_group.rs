@@ -44,7 +44,10 @@ impl Audit for PolicyTrustedGroup {
             }
         }
         if let Some(g) = &job.runs_on.group {
-            if p.policy.groups.get(g).is_some_and(|gr| gr.trust == Trust::Trusted)
+            if p.policy
+                .groups
+                .get(g)
+                .is_some_and(|gr| gr.trust == Trust::Trusted)
                 && !trusted.contains(&g.as_str())
             {
                 trusted.push(g);

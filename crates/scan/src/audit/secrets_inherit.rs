@@ -23,7 +23,7 @@ impl Audit for SecretsInherit {
         let (Some((_, uses)), Some((pos, secrets))) = (&job.uses, &job.secrets) else {
             return;
         };
-        if !secrets.as_scalar().is_some_and(|s| s.as_str() == "inherit") {
+        if secrets.as_scalar().is_none_or(|s| s.as_str() != "inherit") {
             return;
         }
         let external = !uses.starts_with("./");

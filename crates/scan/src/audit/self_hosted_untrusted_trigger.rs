@@ -1,6 +1,8 @@
 //! A job that can run on a self-hosted runner in a workflow that outsiders can trigger.
 
-use super::{describe_runner, fork_guarded, rule, self_hosted, untrusted_reach, Audit, Context, Sink};
+use super::{
+    describe_runner, fork_guarded, rule, self_hosted, untrusted_reach, Audit, Context, Sink,
+};
 use crate::model::{Job, Workflow};
 use crate::report::{Confidence, RuleInfo, Severity};
 
@@ -42,7 +44,11 @@ impl Audit for SelfHostedUntrustedTrigger {
         };
         let via: Vec<String> = reach
             .iter()
-            .filter_map(|r| r.via.as_ref().map(|v| format!("{} (called from {v})", r.event)))
+            .filter_map(|r| {
+                r.via
+                    .as_ref()
+                    .map(|v| format!("{} (called from {v})", r.event))
+            })
             .collect();
         let trigger_text = if via.is_empty() {
             events.join(", ")

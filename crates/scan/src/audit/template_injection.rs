@@ -67,14 +67,16 @@ fn matches(pattern: &str, path: &str) -> bool {
     p.len() == q.len()
         && p.iter()
             .zip(&q)
-            .all(|(a, b)| *a == "*" || *b == "*" || a == b || (*a == "*" && b.parse::<usize>().is_ok()))
+            .all(|(a, b)| *a == "*" || *b == "*" || a == b)
 }
 
 /// Tainted context paths expanded by `text`.
 pub fn tainted_in(text: &str) -> Vec<String> {
     let mut out = Vec::new();
     for p in expr::pieces(text) {
-        let expr::Piece::Expr(inner, _) = p else { continue };
+        let expr::Piece::Expr(inner, _) = p else {
+            continue;
+        };
         let Ok(e) = expr::parse(inner) else { continue };
         for c in expr::value_contexts(&e) {
             let hit = TAINTED.iter().any(|t| matches(t, &c))
@@ -101,12 +103,22 @@ fn scripts(step: &Step) -> Vec<(Pos, &str, &'static str)> {
     v
 }
 
-fn build(audit: &TemplateInjection, file: &str, pos: Pos, ctxs: &[String], kind: &str, where_: &str) -> Finding {
+fn build(
+    audit: &TemplateInjection,
+    file: &str,
+    pos: Pos,
+    ctxs: &[String],
+    kind: &str,
+    where_: &str,
+) -> Finding {
     audit
         .finding(file, pos)
         .title(format!(
             "{} expanded into a {kind} script {where_}",
-            ctxs.iter().map(|c| format!("`{c}`")).collect::<Vec<_>>().join(", ")
+            ctxs.iter()
+                .map(|c| format!("`{c}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
         ))
         .explain(
             "`${{ }}` is substituted into the script text before the shell runs it, so a pull \
@@ -139,8 +151,15 @@ impl Audit for TemplateInjection {
                 None => Severity::High,
             };
             out.push(
-                build(self, &wf.path, pos, &ctxs, kind, &format!("in job `{}`", job.id))
-                    .severity(sev),
+                build(
+                    self,
+                    &wf.path,
+                    pos,
+                    &ctxs,
+                    kind,
+                    &format!("in job `{}`", job.id),
+                )
+                .severity(sev),
             );
         }
     }
@@ -164,7 +183,10 @@ mod tests {
 
     #[test]
     fn finds_only_value_flows() {
-        assert_eq!(tainted_in("echo ${{ github.event.issue.title }}"), vec!["github.event.issue.title"]);
+        assert_eq!(
+            tainted_in("echo ${{ github.event.issue.title }}"),
+            vec!["github.event.issue.title"]
+        );
         assert!(tainted_in("echo ${{ contains(github.event.issue.title, 'x') }}").is_empty());
         assert!(tainted_in("echo ${{ github.event.issue.number }}").is_empty());
         assert!(tainted_in("echo ${{ github.event.pull_request.head.sha }}").is_empty());
@@ -172,7 +194,10 @@ mod tests {
             tainted_in("echo ${{ github.event.commits[0].message }}"),
             vec!["github.event.commits.0.message"]
         );
-        assert_eq!(tainted_in("x=${{ toJSON(github.event) }}"), vec!["github.event"]);
+        assert_eq!(
+            tainted_in("x=${{ toJSON(github.event) }}"),
+            vec!["github.event"]
+        );
         assert!(tainted_in("x=${{ github.event.issue }}").is_empty());
         assert_eq!(
             tainted_in("x='${{ github.event_name == 'issue_comment' && github.event.comment.body || '' }}'"),

@@ -35,7 +35,15 @@ const FIX: &str = "Pin to the full 40-character commit SHA and keep the tag as a
     (`uses: owner/action@<sha> # v1.2.3`); let Dependabot or Renovate update it.";
 
 impl UnpinnedAction {
-    fn emit(&self, file: &str, pos: Pos, uses: &str, sev: Severity, conf: Confidence, out: &mut Sink) {
+    fn emit(
+        &self,
+        file: &str,
+        pos: Pos,
+        uses: &str,
+        sev: Severity,
+        conf: Confidence,
+        out: &mut Sink,
+    ) {
         out.push(
             self.finding(file, pos)
                 .severity(sev)
@@ -55,7 +63,14 @@ impl Audit for UnpinnedAction {
     fn job(&self, wf: &Workflow, job: &Job, cx: &Context<'_>, out: &mut Sink) {
         if let Some((pos, uses)) = &job.uses {
             if !uses.starts_with("./") && unpinned(uses) {
-                self.emit(&wf.path, *pos, uses, Severity::Medium, Confidence::High, out);
+                self.emit(
+                    &wf.path,
+                    *pos,
+                    uses,
+                    Severity::Medium,
+                    Confidence::High,
+                    out,
+                );
             }
             return;
         }
@@ -90,7 +105,9 @@ mod tests {
         assert!(unpinned("someone/action@v1"));
         assert!(unpinned("someone/action"));
         assert!(unpinned("someone/repo/.github/workflows/x.yml@main"));
-        assert!(!unpinned("someone/action@0123456789abcdef0123456789abcdef01234567"));
+        assert!(!unpinned(
+            "someone/action@0123456789abcdef0123456789abcdef01234567"
+        ));
         assert!(!unpinned("actions/checkout@v4"));
         assert!(!unpinned("./local"));
         assert!(unpinned("docker://alpine:3"));

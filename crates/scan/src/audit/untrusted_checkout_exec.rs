@@ -32,11 +32,47 @@ const HEAD_REFS: &[&str] = &[
 
 /// Commands that run code from the checked-out tree (build scripts, package hooks, tests).
 const EXEC_MARKERS: &[&str] = &[
-    "npm ", "npx ", "yarn", "pnpm ", "make", "cmake", "pip install", "python ", "python3 ",
-    "pytest", "tox", "poetry ", "go build", "go test", "go run", "go generate", "cargo ",
-    "mvn", "./mvnw", "gradle", "./gradlew", "bundle ", "rake", "composer ", "dotnet ",
-    "./", "bash ", "sh ", "node ", "deno ", "bun ", "docker build", "docker compose",
-    "pre-commit", "ant ", "sbt ", "mix ", "swift ", "meson", "ninja", "tsc",
+    "npm ",
+    "npx ",
+    "yarn",
+    "pnpm ",
+    "make",
+    "cmake",
+    "pip install",
+    "python ",
+    "python3 ",
+    "pytest",
+    "tox",
+    "poetry ",
+    "go build",
+    "go test",
+    "go run",
+    "go generate",
+    "cargo ",
+    "mvn",
+    "./mvnw",
+    "gradle",
+    "./gradlew",
+    "bundle ",
+    "rake",
+    "composer ",
+    "dotnet ",
+    "./",
+    "bash ",
+    "sh ",
+    "node ",
+    "deno ",
+    "bun ",
+    "docker build",
+    "docker compose",
+    "pre-commit",
+    "ant ",
+    "sbt ",
+    "mix ",
+    "swift ",
+    "meson",
+    "ninja",
+    "tsc",
 ];
 
 /// Actions that execute the checked-out project.
@@ -63,9 +99,11 @@ fn executes(step: &Step) -> bool {
     if let Some((_, run)) = &step.run {
         let lower = run.to_ascii_lowercase();
         return EXEC_MARKERS.iter().any(|m| {
-            lower
-                .lines()
-                .any(|l| l.trim_start().starts_with(m) || l.contains(&format!(" {m}")) || l.contains(&format!("&& {m}")))
+            lower.lines().any(|l| {
+                l.trim_start().starts_with(m)
+                    || l.contains(&format!(" {m}"))
+                    || l.contains(&format!("&& {m}"))
+            })
         });
     }
     match step.action() {
