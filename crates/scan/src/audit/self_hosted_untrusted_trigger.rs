@@ -4,7 +4,7 @@ use super::{
     describe_runner, fork_guarded, rule, self_hosted, untrusted_reach, Audit, Context, Sink,
 };
 use crate::model::{Job, Workflow};
-use crate::report::{Confidence, RuleInfo, Severity};
+use crate::report::{RuleInfo, Severity};
 
 rule!(
     RULE,
@@ -58,11 +58,7 @@ impl Audit for SelfHostedUntrustedTrigger {
         out.push(
             self.finding(&wf.path, job.runs_on.pos)
                 .severity(severity)
-                .confidence(if conf == Confidence::High && job.runs_on.from_matrix {
-                    Confidence::High
-                } else {
-                    conf
-                })
+                .confidence(conf)
                 .title(format!(
                     "job `{}` runs on {} and is triggered by {}",
                     job.id,
