@@ -224,7 +224,7 @@ fn discover(paths: &[PathBuf]) -> Result<Vec<(PathBuf, Kind)>, ScanError> {
 }
 
 /// A finding for a file that does not parse.
-fn invalid_yaml(file: &str, e: &LoadError) -> Finding {
+fn invalid_yaml(file: &str, text: &str, e: &LoadError) -> Finding {
     let (marker, what) = match e {
         LoadError::TopLevelMustBeMapping(m) => (m, "the top level must be a mapping".to_owned()),
         LoadError::TopLevelMustBeSequence(m) => (m, "the top level must be a sequence".to_owned()),
@@ -232,9 +232,10 @@ fn invalid_yaml(file: &str, e: &LoadError) -> Finding {
             m,
             "YAML anchors are not supported by airlock's scanner".to_owned(),
         ),
-        LoadError::MappingKeyMustBeScalar(m) => {
-            (m, "mapping keys must be plain scalars".to_owned())
-        }
+        LoadError::MappingKeyMustBeScalar(m) => (
+            m,
+            "mapping keys must be plain scalars (GitHub rejects this too)".to_owned(),
+        ),
         LoadError::UnexpectedTag(m) => (
             m,
             "explicit YAML tags are not allowed in workflows".to_owned(),
@@ -245,12 +246,24 @@ fn invalid_yaml(file: &str, e: &LoadError) -> Finding {
             format!("duplicate key {:?}", d.key.as_str()),
         ),
     };
+    let (mut line, mut col) = (marker.line().max(1), marker.column().max(1));
+    if matches!(e, LoadError::UnexpectedAnchor(_)) {
+        // The loader marks the anchored node, which for a block mapping is the next line;
+        // point at the `&` itself instead.
+        let before: String = text.chars().take(marker.character()).collect();
+        if let Some(amp) = before.rfind('&') {
+            let head = &before[..amp];
+            let line_start = head.rfind('\n').map(|i| i + 1).unwrap_or(0);
+            line = head.matches('\n').count() + 1;
+            col = before[line_start..=amp].chars().count();
+        }
+    }
     Finding::new(
         &INVALID_YAML,
         Location {
             file: file.to_owned(),
-            line: marker.line().max(1),
-            col: marker.column().max(1),
+            line,
+            col,
         },
     )
     .title(format!("invalid YAML: {what}"))
@@ -301,7 +314,8 @@ pub enum FileModel {
 }
 
 fn parse(display: &str, text: &str, kind: Kind) -> Result<Parsed, Box<Finding>> {
-    let root = marked_yaml::parse_yaml(0, text).map_err(|e| Box::new(invalid_yaml(display, &e)))?;
+    let root =
+        marked_yaml::parse_yaml(0, text).map_err(|e| Box::new(invalid_yaml(display, text, &e)))?;
     let Some(m) = root.as_mapping() else {
         return Ok(Parsed::Other);
     };

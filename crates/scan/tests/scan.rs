@@ -221,8 +221,8 @@ fn malformed_yaml_is_a_finding_with_position() {
     let f = &r.findings[0];
     assert_eq!((f.rule, f.location.line), ("invalid-yaml", 8));
     let r = wf("anchors.yml");
-    // The parser reports the anchor where the anchored node starts (the next line).
-    assert_eq!(hits(&r, "invalid-yaml"), vec![(4, Severity::Medium)]);
+    assert_eq!(hits(&r, "invalid-yaml"), vec![(3, Severity::Medium)]);
+    assert_eq!(r.findings[0].location.col, 6, "at the `&`");
     assert_eq!(hits(&wf("not-a-workflow.yml"), "invalid-yaml").len(), 1);
 }
 
