@@ -348,8 +348,15 @@ fn link_reusable(workflows: &mut [Workflow]) {
                     continue;
                 };
                 let rel = rel.split('@').next().unwrap_or(rel);
+                // The callee lives in the caller's repository: `<root>/<rel>`.
+                let caller_path = w.path.replace('\\', "/");
+                let root = caller_path
+                    .rfind(".github/workflows/")
+                    .map(|i| &caller_path[..i])
+                    .unwrap_or("");
+                let expected = format!("{root}{rel}");
                 for (i, callee) in workflows.iter().enumerate() {
-                    if callee.path.replace('\\', "/").ends_with(rel)
+                    if callee.path.replace('\\', "/") == expected
                         && callee.has_trigger("workflow_call")
                     {
                         edges.push((i, triggers.clone()));

@@ -324,6 +324,18 @@ fn reusable_workflows_inherit_caller_triggers() {
         .findings
         .iter()
         .any(|f| f.rule == "secrets-inherit" && f.location.file.ends_with("caller.yml")));
+    // A workflow of the same name in another repository is not the callee.
+    let r2 = scan(&["repo-reusable", "repo-reusable-2"]);
+    assert!(!r2
+        .findings
+        .iter()
+        .any(|f| f.location.file.contains("repo-reusable-2")
+            && f.rule == "self-hosted-untrusted-trigger"));
+    assert!(r2.findings.iter().any(|f| f
+        .location
+        .file
+        .ends_with("repo-reusable/.github/workflows/build.yml")
+        && f.rule == "self-hosted-untrusted-trigger"));
     // Nobody calls unused.yml, so nothing untrusted reaches it.
     assert!(!r
         .findings
