@@ -200,6 +200,12 @@ labels = ["deploy"]
     assert!(!pol.groups["internal"].allow_public, "defaults to false");
     let d = diags("version = 1\n[groups.a]\nallow_public = \"yes\"\n");
     assert_eq!(d[0].line, 3);
+    let d = diags("version = 1\n[groups.a]\nlabels = [\"ok\", \" padded\"]\n");
+    assert!(
+        d[0].message.contains("invalid runner label"),
+        "{}",
+        d[0].message
+    );
     let d = diags("version = 1\n[groups.a]\nlabel = [\"x\"]\n");
     assert!(d[0].message.contains("unknown field"), "{}", d[0].message);
 }
