@@ -17,10 +17,8 @@ pub struct Pos {
     pub col: usize,
 }
 
-/// Position of a node's start.
-pub fn pos_of(n: &Node) -> Pos {
-    n.span()
-        .start()
+fn pos_of_span(span: &marked_yaml::Span) -> Pos {
+    span.start()
         .map(|m| Pos {
             line: m.line(),
             col: m.column(),
@@ -28,14 +26,13 @@ pub fn pos_of(n: &Node) -> Pos {
         .unwrap_or(Pos { line: 1, col: 1 })
 }
 
+/// Position of a node's start.
+pub fn pos_of(n: &Node) -> Pos {
+    pos_of_span(n.span())
+}
+
 fn pos_of_scalar(n: &MarkedScalarNode) -> Pos {
-    n.span()
-        .start()
-        .map(|m| Pos {
-            line: m.line(),
-            col: m.column(),
-        })
-        .unwrap_or(Pos { line: 1, col: 1 })
+    pos_of_span(n.span())
 }
 
 /// Looks a key up in a mapping, returning the key's position and the value.

@@ -204,6 +204,16 @@ pub fn untrusted_reach(wf: &Workflow) -> Vec<Reach> {
     out
 }
 
+/// The untrusted triggers that can start `job`: [`untrusted_reach`] minus `pull_request` and
+/// `issue_comment` when the job's `if:` keeps forks/outsiders out ([`fork_guarded`]).
+pub fn job_reach(wf: &Workflow, job: &Job) -> Vec<Reach> {
+    let guarded = fork_guarded(job);
+    untrusted_reach(wf)
+        .into_iter()
+        .filter(|r| !(guarded && matches!(r.event.as_str(), "pull_request" | "issue_comment")))
+        .collect()
+}
+
 /// Whether a job's `if:` restricts pull requests to the same repository (fork PRs skipped)
 /// or comments to the repository's members.
 pub fn fork_guarded(job: &Job) -> bool {

@@ -2,7 +2,7 @@
 
 use airlock_policy::Trust;
 
-use super::{fork_guarded, routed_groups, rule, untrusted_reach, Audit, Context, Sink};
+use super::{job_reach, routed_groups, rule, Audit, Context, Sink};
 use crate::model::{Job, Workflow};
 use crate::report::{Confidence, RuleInfo, Severity};
 
@@ -26,12 +26,7 @@ impl Audit for PolicyTrustedGroup {
         if job.uses.is_some() {
             return;
         }
-        let guarded = fork_guarded(job);
-        let events: Vec<String> = untrusted_reach(wf)
-            .into_iter()
-            .filter(|r| !(guarded && matches!(r.event.as_str(), "pull_request" | "issue_comment")))
-            .map(|r| r.event)
-            .collect();
+        let events: Vec<String> = job_reach(wf, job).into_iter().map(|r| r.event).collect();
         if events.is_empty() {
             return;
         }

@@ -1,8 +1,6 @@
 //! A job that can run on a self-hosted runner in a workflow that outsiders can trigger.
 
-use super::{
-    describe_runner, fork_guarded, rule, self_hosted, untrusted_reach, Audit, Context, Sink,
-};
+use super::{describe_runner, job_reach, rule, self_hosted, Audit, Context, Sink};
 use crate::model::{Job, Workflow};
 use crate::report::{RuleInfo, Severity};
 
@@ -25,13 +23,8 @@ impl Audit for SelfHostedUntrustedTrigger {
         let Some(conf) = self_hosted(job, cx) else {
             return;
         };
-        let reach = untrusted_reach(wf);
-        let guarded = fork_guarded(job);
-        let events: Vec<&str> = reach
-            .iter()
-            .filter(|r| !(guarded && matches!(r.event.as_str(), "pull_request" | "issue_comment")))
-            .map(|r| r.event.as_str())
-            .collect();
+        let reach = job_reach(wf, job);
+        let events: Vec<&str> = reach.iter().map(|r| r.event.as_str()).collect();
         if events.is_empty() {
             return;
         }
