@@ -93,6 +93,12 @@ enum Cmd {
 
 #[derive(Subcommand)]
 enum ScanCmd {
+    /// Audit GitHub Actions workflows and composite actions for self-hosted-runner risk,
+    /// cross-checked against the runner-group policy with --policy.
+    ///
+    /// Exit code 0 if nothing above info was found, 11 low, 12 medium, 13 high, 14 critical
+    /// (the highest severity found), 1 if the scan could not run.
+    Workflows(airlock_scan::WorkflowsArgs),
     /// Evaluate the spec's runner-security checklist on this machine (or a tree under
     /// --root): each item pass, fail or unknown, with its evidence. Never probes the network.
     ///
@@ -470,15 +476,25 @@ fn cmd_run(a: RunArgs, paths: Paths) -> Result<u8> {
 
 fn cmd_scan(s: ScanCmd) -> Result<u8> {
     let mut out = std::io::stdout().lock();
-    let code = match s {
-        ScanCmd::Host(a) => airlock_hostscan::run_host(&a, &mut out),
-        ScanCmd::Org(a) => airlock_hostscan::run_org(&a, &mut out),
+    let (code, failed) = match s {
+        ScanCmd::Workflows(a) => (
+            airlock_scan::run_workflows(&a, &mut out).map_err(anyhow::Error::from),
+            1,
+        ),
+        ScanCmd::Host(a) => (
+            airlock_hostscan::run_host(&a, &mut out).map_err(anyhow::Error::from),
+            2,
+        ),
+        ScanCmd::Org(a) => (
+            airlock_hostscan::run_org(&a, &mut out).map_err(anyhow::Error::from),
+            2,
+        ),
     };
     match code {
-        Ok(c) => Ok(u8::try_from(c.clamp(0, 255)).unwrap_or(2)),
+        Ok(c) => Ok(u8::try_from(c.clamp(0, 255)).unwrap_or(failed)),
         Err(e) => {
             eprintln!("airlock: scan: {e:#}");
-            Ok(2)
+            Ok(failed)
         }
     }
 }

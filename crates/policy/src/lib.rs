@@ -457,6 +457,14 @@ fn validate_group(c: &mut Collector<'_>, name: &str, g: &Group, span: Range<usiz
             "set process_events = false for this group, or use libcontainer or runc",
         );
     }
+    for label in &g.labels {
+        if label.trim().is_empty() || label.trim() != label || label.contains(',') {
+            err(
+                format!("group {name}: invalid runner label {label:?}"),
+                "labels are single words as written in `runs-on`, e.g. \"self-hosted\", \"linux-pr\"",
+            );
+        }
+    }
     let l = &g.limits;
     if l.memory.0 < (16 << 20) {
         err(

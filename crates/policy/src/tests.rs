@@ -299,3 +299,31 @@ fn schema_has_detectors_and_alerts() {
         serde_json::json!(["url", "secret"])
     );
 }
+
+#[test]
+fn group_labels_and_allow_public() {
+    let pol = p(r#"
+version = 1
+default_group = "pr"
+[groups.pr]
+labels = ["self-hosted", "linux-pr"]
+allow_public = true
+[groups.internal]
+trust = "trusted"
+labels = ["deploy"]
+"#)
+    .expect("valid");
+    assert_eq!(pol.groups["pr"].labels, vec!["self-hosted", "linux-pr"]);
+    assert!(pol.groups["pr"].allow_public);
+    assert!(!pol.groups["internal"].allow_public, "defaults to false");
+    let d = diags("version = 1\n[groups.a]\nallow_public = \"yes\"\n");
+    assert_eq!(d[0].line, 3);
+    let d = diags("version = 1\n[groups.a]\nlabels = [\"ok\", \" padded\"]\n");
+    assert!(
+        d[0].message.contains("invalid runner label"),
+        "{}",
+        d[0].message
+    );
+    let d = diags("version = 1\n[groups.a]\nlabel = [\"x\"]\n");
+    assert!(d[0].message.contains("unknown field"), "{}", d[0].message);
+}

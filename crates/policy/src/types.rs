@@ -190,6 +190,15 @@ pub struct Group {
     /// not the denials. `runsc` cannot deliver these events and needs `false`.
     #[serde(default = "default_true")]
     pub process_events: bool,
+    /// Runner labels that route jobs to this group (what a workflow's `runs-on` names).
+    /// Used by `airlock scan workflows --policy` to tell which group a job lands in.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub labels: Vec<String>,
+    /// Whether the group accepts jobs from public repositories (and so from forks' pull
+    /// requests). Only an `untrusted` group should; `airlock scan workflows --policy` reports
+    /// a trusted group that does.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_public: bool,
 }
 
 fn default_true() -> bool {
@@ -259,6 +268,8 @@ impl Default for Group {
             secrets: Vec::new(),
             egress: Egress::default(),
             process_events: true,
+            labels: Vec::new(),
+            allow_public: false,
         }
     }
 }
