@@ -148,6 +148,25 @@ impl GitHubClient {
         *self.inner.cache.lock().await = None;
     }
 
+    /// A call authenticated with the installation token; a 401 drops that token from the
+    /// cache so the next call mints a new one.
+    async fn call(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<&serde_json::Value>,
+    ) -> Result<Reply, Error> {
+        let token = self.installation_token().await?;
+        let result = self.send(method, url, &token, body).await;
+        if let Err(Error::Unauthorized { .. }) = &result {
+            let mut cache = self.inner.cache.lock().await;
+            if cache.as_ref().is_some_and(|c| c.token == token) {
+                *cache = None;
+            }
+        }
+        result
+    }
+
     /// Mints a new installation token narrowed to `request` (per-job credentials). Not cached.
     /// Revoke it with [`GitHubClient::revoke_token`] at teardown.
     pub async fn create_scoped_token(
@@ -203,8 +222,7 @@ impl GitHubClient {
             request: "encoding the JIT request".into(),
             source,
         })?;
-        let token = self.installation_token().await?;
-        let reply = self.send(Method::POST, url, &token, Some(&body)).await?;
+        let reply = self.call(Method::POST, url, Some(&body)).await?;
         decode(&reply, "POST …/actions/runners/generate-jitconfig")
     }
 
@@ -220,8 +238,7 @@ impl GitHubClient {
         let mut segs = scope.runners_segments();
         segs.push(&id);
         let url = self.url(&segs);
-        let token = self.installation_token().await?;
-        let reply = self.send(Method::GET, url, &token, None).await?;
+        let reply = self.call(Method::GET, url, None).await?;
         decode(&reply, "GET …/actions/runners/{id}")
     }
 
@@ -231,8 +248,7 @@ impl GitHubClient {
         let mut segs = scope.runners_segments();
         segs.push(&id);
         let url = self.url(&segs);
-        let token = self.installation_token().await?;
-        self.send(Method::DELETE, url, &token, None).await.map(drop)
+        self.call(Method::DELETE, url, None).await.map(drop)
     }
 
     /// All runner groups of an organisation (every page).
@@ -246,9 +262,8 @@ impl GitHubClient {
         url.query_pairs_mut().append_pair("per_page", "100");
         let mut out = Vec::new();
         loop {
-            let token = self.installation_token().await?;
             let request = format!("GET {}", url.path());
-            let reply = self.send(Method::GET, url.clone(), &token, None).await?;
+            let reply = self.call(Method::GET, url.clone(), None).await?;
             let mut page: serde_json::Value = decode(&reply, &request)?;
             let items = page
                 .get_mut(key)
@@ -313,9 +328,6 @@ impl GitHubClient {
                 Ok(reply) => return Ok(reply),
                 Err(e) => e,
             };
-            if matches!(err, Error::Unauthorized { .. }) {
-                self.invalidate_token().await;
-            }
             if !err.is_retryable() || attempt >= policy.max_attempts.max(1) {
                 return Err(err);
             }
