@@ -11,8 +11,7 @@ use serde::Deserialize;
 use crate::auth::Credentials;
 use crate::error::{AuthError, Error};
 use crate::models::{
-    InstallationToken, JitConfig, JitConfigRequest, Runner, RunnerGroup, RunnerScope,
-    TokenRequest,
+    InstallationToken, JitConfig, JitConfigRequest, Runner, RunnerGroup, RunnerScope, TokenRequest,
 };
 use crate::retry::RetryPolicy;
 use crate::Secret;
@@ -269,11 +268,10 @@ impl GitHubClient {
                 .get_mut(key)
                 .map(serde_json::Value::take)
                 .unwrap_or(serde_json::Value::Array(Vec::new()));
-            let items: Vec<T> =
-                serde_json::from_value(items).map_err(|source| Error::Decode {
-                    request: request.clone(),
-                    source,
-                })?;
+            let items: Vec<T> = serde_json::from_value(items).map_err(|source| Error::Decode {
+                request: request.clone(),
+                source,
+            })?;
             out.extend(items);
             let Some(next) = reply
                 .headers
@@ -322,7 +320,13 @@ impl GitHubClient {
                 .saturating_sub(start.elapsed())
                 .max(Duration::from_millis(1));
             let result = self
-                .attempt(&method, &url, token, body, remaining.min(policy.attempt_timeout))
+                .attempt(
+                    &method,
+                    &url,
+                    token,
+                    body,
+                    remaining.min(policy.attempt_timeout),
+                )
                 .await;
             let err = match result {
                 Ok(reply) => return Ok(reply),
@@ -481,20 +485,39 @@ mod tests {
     #[test]
     fn classification() {
         let mut h = HeaderMap::new();
-        let e = classify("GET /x".into(), StatusCode::FORBIDDEN, &h, br#"{"message":"Resource not accessible by integration"}"#);
-        assert!(matches!(&e, Error::Forbidden { message, .. } if message == "Resource not accessible by integration"));
+        let e = classify(
+            "GET /x".into(),
+            StatusCode::FORBIDDEN,
+            &h,
+            br#"{"message":"Resource not accessible by integration"}"#,
+        );
+        assert!(
+            matches!(&e, Error::Forbidden { message, .. } if message == "Resource not accessible by integration")
+        );
         assert!(!e.is_retryable());
         h.insert("x-ratelimit-remaining", "0".parse().expect("header"));
         let reset = chrono::Utc::now().timestamp() + 30;
-        h.insert("x-ratelimit-reset", reset.to_string().parse().expect("header"));
+        h.insert(
+            "x-ratelimit-reset",
+            reset.to_string().parse().expect("header"),
+        );
         let e = classify("GET /x".into(), StatusCode::FORBIDDEN, &h, b"{}");
         match e {
-            Error::RateLimited { retry_after: Some(d), status: 403, .. } => {
+            Error::RateLimited {
+                retry_after: Some(d),
+                status: 403,
+                ..
+            } => {
                 assert!(d <= Duration::from_secs(30) && d >= Duration::from_secs(28))
             }
             other => panic!("not rate limited: {other:?}"),
         }
-        let e = classify("GET /x".into(), StatusCode::BAD_GATEWAY, &HeaderMap::new(), b"<html>");
+        let e = classify(
+            "GET /x".into(),
+            StatusCode::BAD_GATEWAY,
+            &HeaderMap::new(),
+            b"<html>",
+        );
         assert!(e.is_retryable());
         assert_eq!(e.status(), Some(502));
     }

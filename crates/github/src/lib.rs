@@ -24,8 +24,8 @@ pub use auth::{AppKey, Credentials};
 pub use client::{ClientConfig, GitHubClient};
 pub use error::{AuthError, Error};
 pub use models::{
-    InstallationToken, JitConfig, JitConfigRequest, Runner, RunnerGroup, RunnerLabel,
-    RunnerScope, TokenRequest,
+    InstallationToken, JitConfig, JitConfigRequest, Runner, RunnerGroup, RunnerLabel, RunnerScope,
+    TokenRequest,
 };
 pub use retry::RetryPolicy;
 pub use secret::Secret;

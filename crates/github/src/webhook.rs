@@ -63,10 +63,10 @@ pub fn verify_signature(
         return Err(WebhookError::MalformedSignature);
     }
     // HMAC accepts keys of any length, so new_from_slice cannot fail; map it anyway.
-    let mut mac =
-        Hmac::<Sha256>::new_from_slice(secret).map_err(|_| WebhookError::BadSignature)?;
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).map_err(|_| WebhookError::BadSignature)?;
     mac.update(body);
-    mac.verify_slice(&sig).map_err(|_| WebhookError::BadSignature)
+    mac.verify_slice(&sig)
+        .map_err(|_| WebhookError::BadSignature)
 }
 
 /// Computes the `X-Hub-Signature-256` value for a body (for tests and the fake GitHub).

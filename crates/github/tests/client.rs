@@ -6,10 +6,9 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use airlock_github::fake::{Endpoint, Fault, FakeConfig};
+use airlock_github::fake::{Endpoint, FakeConfig, Fault};
 use airlock_github::{
-    AppKey, AuthError, Credentials, Error, JitConfigRequest, RetryPolicy, RunnerScope,
-    TokenRequest,
+    AppKey, AuthError, Credentials, Error, JitConfigRequest, RetryPolicy, RunnerScope, TokenRequest,
 };
 use base64::Engine as _;
 use common::*;
@@ -107,7 +106,10 @@ async fn narrowed_token_and_revoke() {
         repositories: vec!["octo-repo".into()],
         permissions: BTreeMap::from([("contents".into(), "read".into())]),
     };
-    let tok = client.create_scoped_token(&req).await.expect("scoped token");
+    let tok = client
+        .create_scoped_token(&req)
+        .await
+        .expect("scoped token");
     assert!(tok.expires_at > chrono::Utc::now());
     let state = fake.state();
     let issued = state
@@ -116,14 +118,23 @@ async fn narrowed_token_and_revoke() {
         .find(|t| t.token == tok.token.expose())
         .expect("issued");
     assert_eq!(issued.repositories, ["octo-repo"]);
-    assert_eq!(issued.permissions.get("contents").map(String::as_str), Some("read"));
+    assert_eq!(
+        issued.permissions.get("contents").map(String::as_str),
+        Some("read")
+    );
     assert!(!issued.revoked);
 
     client.revoke_token(&tok.token).await.expect("revoke");
     let state = fake.state();
-    assert!(state.tokens.iter().any(|t| t.token == tok.token.expose() && t.revoked));
+    assert!(state
+        .tokens
+        .iter()
+        .any(|t| t.token == tok.token.expose() && t.revoked));
     // A revoked token is dead.
-    let again = client.revoke_token(&tok.token).await.expect_err("already revoked");
+    let again = client
+        .revoke_token(&tok.token)
+        .await
+        .expect_err("already revoked");
     assert!(matches!(again, Error::Unauthorized { .. }), "{again:?}");
     // The narrowed token is not the cached one.
     let cached = client.installation_token().await.expect("token");
@@ -136,9 +147,15 @@ async fn revoked_cached_token_is_replaced_after_401() {
     let client = app_client(&fake);
     let t = client.installation_token().await.expect("token");
     client.revoke_token(&t).await.expect("revoke");
-    let err = client.list_runner_groups("octo-org").await.expect_err("401");
+    let err = client
+        .list_runner_groups("octo-org")
+        .await
+        .expect_err("401");
     assert!(matches!(err, Error::Unauthorized { .. }), "{err:?}");
-    let groups = client.list_runner_groups("octo-org").await.expect("new token");
+    let groups = client
+        .list_runner_groups("octo-org")
+        .await
+        .expect("new token");
     assert_eq!(groups.len(), 1);
     assert_eq!(fake.state().calls_to(Endpoint::AccessTokens), 2);
 }
@@ -162,7 +179,10 @@ async fn personal_access_token_fallback() {
 async fn jit_get_list_delete_org_and_repo() {
     let fake = fake(config()).await;
     let client = app_client(&fake);
-    for scope in [RunnerScope::org("octo-org"), RunnerScope::repo("octo-org", "octo-repo")] {
+    for scope in [
+        RunnerScope::org("octo-org"),
+        RunnerScope::repo("octo-org", "octo-repo"),
+    ] {
         let jit = client
             .generate_jit_config(&scope, &jit_request("airlock-job-1"))
             .await
@@ -192,8 +212,14 @@ async fn jit_get_list_delete_org_and_repo() {
         assert_eq!(got, jit.runner);
         let all = client.list_runners(&scope).await.expect("list");
         assert_eq!(all.len(), 1);
-        client.delete_runner(&scope, jit.runner.id).await.expect("delete");
-        let gone = client.get_runner(&scope, jit.runner.id).await.expect_err("gone");
+        client
+            .delete_runner(&scope, jit.runner.id)
+            .await
+            .expect("delete");
+        let gone = client
+            .get_runner(&scope, jit.runner.id)
+            .await
+            .expect_err("gone");
         assert!(matches!(gone, Error::NotFound { .. }), "{gone:?}");
     }
     let state = fake.state();
@@ -224,7 +250,10 @@ async fn pagination_follows_link_headers() {
     }
     fake.register_foreign_runner("org:other-org", "elsewhere", &["self-hosted"]);
     let client = app_client(&fake);
-    let runners = client.list_runners(&RunnerScope::org("octo-org")).await.expect("list");
+    let runners = client
+        .list_runners(&RunnerScope::org("octo-org"))
+        .await
+        .expect("list");
     let names: Vec<_> = runners.iter().map(|r| r.name.as_str()).collect();
     assert_eq!(names, ["r0", "r1", "r2", "r3", "r4"]);
     assert_eq!(fake.state().calls_to(Endpoint::ListRunners), 3);
@@ -255,12 +284,18 @@ async fn client_errors_are_typed_and_not_retried() {
     client.installation_token().await.expect("warm the cache");
 
     fake.inject(Endpoint::GenerateJitConfig, Fault::Unprocessable, 1);
-    let err = client.generate_jit_config(&scope, &jit_request("a")).await.expect_err("422");
+    let err = client
+        .generate_jit_config(&scope, &jit_request("a"))
+        .await
+        .expect_err("422");
     assert!(matches!(&err, Error::Unprocessable { message, .. } if message == "Validation Failed"));
     assert_eq!(fake.state().calls_to(Endpoint::GenerateJitConfig), 1);
 
     fake.inject(Endpoint::ListRunnerGroups, Fault::Forbidden, 1);
-    let err = client.list_runner_groups("octo-org").await.expect_err("403");
+    let err = client
+        .list_runner_groups("octo-org")
+        .await
+        .expect_err("403");
     assert!(
         matches!(&err, Error::Forbidden { message, .. } if message == "Resource not accessible by integration"),
         "{err:?}"
@@ -281,7 +316,10 @@ async fn server_errors_are_retried_with_backoff() {
     client.installation_token().await.expect("warm the cache");
     fake.inject(Endpoint::ListRunnerGroups, Fault::ServerError, 2);
     let start = Instant::now();
-    let groups = client.list_runner_groups("octo-org").await.expect("third try succeeds");
+    let groups = client
+        .list_runner_groups("octo-org")
+        .await
+        .expect("third try succeeds");
     let elapsed = start.elapsed();
     assert_eq!(groups.len(), 1);
     assert_eq!(fake.state().calls_to(Endpoint::ListRunnerGroups), 3);
@@ -290,7 +328,10 @@ async fn server_errors_are_retried_with_backoff() {
 
     // Persistent 5xx: exactly max_attempts calls, then the 5xx error.
     fake.inject(Endpoint::GetRunner, Fault::ServerError, 10);
-    let err = client.get_runner(&RunnerScope::org("octo-org"), 1).await.expect_err("5xx");
+    let err = client
+        .get_runner(&RunnerScope::org("octo-org"), 1)
+        .await
+        .expect_err("5xx");
     assert!(matches!(err, Error::Server { status: 500, .. }), "{err:?}");
     assert_eq!(fake.state().calls_to(Endpoint::GetRunner), 4);
 }
@@ -301,25 +342,60 @@ async fn rate_limits_honour_retry_after() {
     let client = app_client(&fake);
     client.installation_token().await.expect("warm the cache");
 
-    fake.inject(Endpoint::ListRunnerGroups, Fault::RateLimited { retry_after_secs: 1 }, 1);
+    fake.inject(
+        Endpoint::ListRunnerGroups,
+        Fault::RateLimited {
+            retry_after_secs: 1,
+        },
+        1,
+    );
     let start = Instant::now();
-    client.list_runner_groups("octo-org").await.expect("after the wait");
-    assert!(start.elapsed() >= Duration::from_secs(1), "{:?}", start.elapsed());
+    client
+        .list_runner_groups("octo-org")
+        .await
+        .expect("after the wait");
+    assert!(
+        start.elapsed() >= Duration::from_secs(1),
+        "{:?}",
+        start.elapsed()
+    );
     assert_eq!(fake.state().calls_to(Endpoint::ListRunnerGroups), 2);
 
-    fake.inject(Endpoint::ListRunners, Fault::TooManyRequests { retry_after_secs: 1 }, 1);
+    fake.inject(
+        Endpoint::ListRunners,
+        Fault::TooManyRequests {
+            retry_after_secs: 1,
+        },
+        1,
+    );
     let start = Instant::now();
-    client.list_runners(&RunnerScope::org("octo-org")).await.expect("after the wait");
+    client
+        .list_runners(&RunnerScope::org("octo-org"))
+        .await
+        .expect("after the wait");
     assert!(start.elapsed() >= Duration::from_secs(1));
     assert_eq!(fake.state().calls_to(Endpoint::ListRunners), 2);
 
     // Beyond the cap (3 s): returned at once so the caller can requeue.
-    fake.inject(Endpoint::GetRunner, Fault::RateLimited { retry_after_secs: 120 }, 1);
+    fake.inject(
+        Endpoint::GetRunner,
+        Fault::RateLimited {
+            retry_after_secs: 120,
+        },
+        1,
+    );
     let start = Instant::now();
-    let err = client.get_runner(&RunnerScope::org("octo-org"), 1).await.expect_err("capped");
+    let err = client
+        .get_runner(&RunnerScope::org("octo-org"), 1)
+        .await
+        .expect_err("capped");
     assert!(start.elapsed() < Duration::from_secs(1));
     match err {
-        Error::RateLimited { status: 403, retry_after: Some(d), .. } => {
+        Error::RateLimited {
+            status: 403,
+            retry_after: Some(d),
+            ..
+        } => {
             assert_eq!(d, Duration::from_secs(120))
         }
         other => panic!("{other:?}"),
@@ -341,8 +417,15 @@ async fn deadline_bounds_a_call() {
     client.installation_token().await.expect("warm the cache");
     fake.inject(Endpoint::ListRunnerGroups, Fault::ServerError, 100);
     let start = Instant::now();
-    let err = client.list_runner_groups("octo-org").await.expect_err("deadline");
-    assert!(start.elapsed() < Duration::from_millis(800), "{:?}", start.elapsed());
+    let err = client
+        .list_runner_groups("octo-org")
+        .await
+        .expect_err("deadline");
+    assert!(
+        start.elapsed() < Duration::from_millis(800),
+        "{:?}",
+        start.elapsed()
+    );
     match err {
         Error::Deadline { attempts, last, .. } => {
             assert!(attempts >= 2);
@@ -364,7 +447,10 @@ async fn network_errors_are_retried() {
         fast_retry(),
     );
     let start = Instant::now();
-    let err = client.list_runner_groups("octo-org").await.expect_err("refused");
+    let err = client
+        .list_runner_groups("octo-org")
+        .await
+        .expect_err("refused");
     assert!(matches!(err, Error::Network { .. }), "{err:?}");
     assert!(err.is_retryable());
     // Three back-offs of at least 10, 20 and 40 ms.

@@ -59,8 +59,15 @@ async fn runner_fetches_runs_and_completes_its_job() {
     });
     let blob = jit(&fake, "airlock-7", &["self-hosted", "airlock", "linux"]).await;
     let output = run_runner(vec!["--jitconfig".into(), blob.expose().into()], vec![]).await;
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    assert_eq!(std::fs::read_to_string(&out).expect("script ran"), "job-output\n");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(&out).expect("script ran"),
+        "job-output\n"
+    );
     let state = fake.state();
     let job = &state.jobs[0];
     assert_eq!(job.status, "completed");
@@ -97,7 +104,10 @@ async fn runner_reads_env_and_waits_for_matching_labels() {
     let output = run_runner(
         vec![],
         vec![
-            ("ACTIONS_RUNNER_INPUT_JITCONFIG".into(), blob.expose().into()),
+            (
+                "ACTIONS_RUNNER_INPUT_JITCONFIG".into(),
+                blob.expose().into(),
+            ),
             ("AIRLOCK_FAKE_RUNNER_WAIT_SECS".into(), "1".into()),
         ],
     )
@@ -112,12 +122,19 @@ async fn runner_reads_env_and_waits_for_matching_labels() {
         script: "exit 0".into(),
         repository: None,
     };
-    let env = vec![("ACTIONS_RUNNER_INPUT_JITCONFIG".to_owned(), blob.expose().to_owned())];
+    let env = vec![(
+        "ACTIONS_RUNNER_INPUT_JITCONFIG".to_owned(),
+        blob.expose().to_owned(),
+    )];
     let handle = tokio::spawn(run_runner(vec![], env));
     tokio::time::sleep(Duration::from_millis(300)).await;
     fake.queue_job(fake_job);
     let output = handle.await.expect("join");
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let state = fake.state();
     assert_eq!(state.jobs[1].status, "completed");
     assert_eq!(state.jobs[1].exit_code, Some(0));
@@ -143,7 +160,9 @@ async fn webhooks_follow_the_job_signed_and_in_order() {
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let hook_addr = listener.local_addr().expect("addr");
     tokio::spawn(async move { axum::serve(listener, app).await });
 
@@ -175,7 +194,12 @@ async fn webhooks_follow_the_job_signed_and_in_order() {
     let mut actions = Vec::new();
     let mut ids = Vec::new();
     for (headers, body) in &got {
-        let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let h = |n: &str| {
+            headers
+                .get(n)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
         verify_signature(&secret, body, h("x-hub-signature-256").as_deref()).expect("signed");
         assert!(verify_signature(b"wrong", body, h("x-hub-signature-256").as_deref()).is_err());
         ids.push(h("x-github-delivery").expect("delivery id"));
@@ -221,12 +245,18 @@ async fn fake_github_binary_serves_and_takes_faults() {
     let stdout = child.stdout.take().expect("stdout");
     let line = tokio::task::spawn_blocking(move || {
         let mut line = String::new();
-        std::io::BufReader::new(stdout).read_line(&mut line).map(|_| line)
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .map(|_| line)
     })
     .await
     .expect("join")
     .expect("read");
-    let url = line.trim().strip_prefix("listening on ").expect("banner").to_owned();
+    let url = line
+        .trim()
+        .strip_prefix("listening on ")
+        .expect("banner")
+        .to_owned();
 
     let http = reqwest::Client::new();
     let r = http
@@ -241,9 +271,15 @@ async fn fake_github_binary_serves_and_takes_faults() {
         airlock_github::Credentials::Token(Secret::new(PAT)),
         fast_retry(),
     );
-    let err = client.list_runner_groups("o").await.expect_err("injected 404");
+    let err = client
+        .list_runner_groups("o")
+        .await
+        .expect_err("injected 404");
     assert_eq!(err.status(), Some(404));
-    assert_eq!(client.list_runner_groups("o").await.expect("then ok").len(), 1);
+    assert_eq!(
+        client.list_runner_groups("o").await.expect("then ok").len(),
+        1
+    );
     let state: serde_json::Value = http
         .get(format!("{url}/_fake/state"))
         .send()

@@ -5,8 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use airlock_github::webhook::{
-    parse_event, parse_workflow_job, sign, verify_signature, Event, JobStatus,
-    WorkflowJobAction,
+    parse_event, parse_workflow_job, sign, verify_signature, Event, JobStatus, WorkflowJobAction,
 };
 use serde_json::Value;
 
@@ -84,7 +83,10 @@ fn every_fixture_validates_and_parses() {
             serde_json::to_value(ev.action).expect("action"),
             Value::String(action.clone())
         );
-        assert_eq!(ev.workflow_job.id, value["workflow_job"]["id"].as_u64().expect("id"));
+        assert_eq!(
+            ev.workflow_job.id,
+            value["workflow_job"]["id"].as_u64().expect("id")
+        );
         assert_eq!(
             ev.workflow_job.labels,
             serde_json::from_value::<Vec<String>>(value["workflow_job"]["labels"].clone())
@@ -92,13 +94,18 @@ fn every_fixture_validates_and_parses() {
         );
         assert_eq!(
             ev.repository.full_name,
-            value["repository"]["full_name"].as_str().expect("full_name")
+            value["repository"]["full_name"]
+                .as_str()
+                .expect("full_name")
         );
         assert_eq!(
             ev.installation.as_ref().map(|i| i.id),
             value["installation"]["id"].as_u64()
         );
-        assert_eq!(ev.organization.is_some(), value.get("organization").is_some());
+        assert_eq!(
+            ev.organization.is_some(),
+            value.get("organization").is_some()
+        );
     }
 }
 
@@ -120,6 +127,8 @@ fn fixture_details() {
     assert_eq!(ev.workflow_job.labels, ["self-hosted", "k8s"]);
 }
 
+type Mutation = Box<dyn Fn(&mut Value)>;
+
 /// Mutations of a valid payload that break GitHub's schema; each must be refused by the
 /// schema and by `parse_workflow_job` (the handler's 400).
 #[test]
@@ -128,11 +137,23 @@ fn schema_breaking_payloads_are_refused() {
     let good = read_json(&path);
     let v = validator("queued");
     assert!(v.is_valid(&good));
-    let mutations: Vec<(&str, Box<dyn Fn(&mut Value)>)> = vec![
-        ("unknown action", Box::new(|p| p["action"] = "exploded".into())),
-        ("labels not strings", Box::new(|p| p["workflow_job"]["labels"] = serde_json::json!([1, 2]))),
-        ("id is a string", Box::new(|p| p["workflow_job"]["id"] = "289782451".into())),
-        ("status unknown", Box::new(|p| p["workflow_job"]["status"] = "running".into())),
+    let mutations: Vec<(&str, Mutation)> = vec![
+        (
+            "unknown action",
+            Box::new(|p| p["action"] = "exploded".into()),
+        ),
+        (
+            "labels not strings",
+            Box::new(|p| p["workflow_job"]["labels"] = serde_json::json!([1, 2])),
+        ),
+        (
+            "id is a string",
+            Box::new(|p| p["workflow_job"]["id"] = "289782451".into()),
+        ),
+        (
+            "status unknown",
+            Box::new(|p| p["workflow_job"]["status"] = "running".into()),
+        ),
         (
             "workflow_job missing",
             Box::new(|p| {
@@ -142,10 +163,16 @@ fn schema_breaking_payloads_are_refused() {
         (
             "labels missing",
             Box::new(|p| {
-                p["workflow_job"].as_object_mut().expect("object").remove("labels");
+                p["workflow_job"]
+                    .as_object_mut()
+                    .expect("object")
+                    .remove("labels");
             }),
         ),
-        ("conclusion unknown", Box::new(|p| p["workflow_job"]["conclusion"] = "exploded".into())),
+        (
+            "conclusion unknown",
+            Box::new(|p| p["workflow_job"]["conclusion"] = "exploded".into()),
+        ),
     ];
     for (what, mutate) in mutations {
         let mut bad = good.clone();
@@ -154,14 +181,19 @@ fn schema_breaking_payloads_are_refused() {
         assert!(!v.is_valid(&bad), "{what}: schema accepted it");
         let body = serde_json::to_vec(&bad).expect("encode");
         let err = parse_workflow_job(&body).expect_err(what);
-        assert!(!err.is_unauthorized(), "{what}: a parse error is a 400, not a 401");
+        assert!(
+            !err.is_unauthorized(),
+            "{what}: a parse error is a 400, not a 401"
+        );
     }
 }
 
 #[test]
 fn signed_fixture_round_trip() {
-    let body = std::fs::read(fixtures().join("workflow_job/completed.success.with-organization.payload.json"))
-        .expect("read");
+    let body = std::fs::read(
+        fixtures().join("workflow_job/completed.success.with-organization.payload.json"),
+    )
+    .expect("read");
     let secret = b"webhook secret for tests";
     let header = sign(secret, &body);
     verify_signature(secret, &body, Some(&header)).expect("verifies");

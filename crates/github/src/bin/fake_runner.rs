@@ -65,7 +65,10 @@ fn main() -> ExitCode {
     let agent = ureq::AgentBuilder::new()
         .timeout(Duration::from_secs(10))
         .build();
-    eprintln!("airlock-fake-runner: {} (id {}) polling {base}", payload.name, payload.runner_id);
+    eprintln!(
+        "airlock-fake-runner: {} (id {}) polling {base}",
+        payload.name, payload.runner_id
+    );
     let deadline = Instant::now() + Duration::from_secs(wait);
     let job: Job = loop {
         match agent

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{
-    Delivery, Endpoint, Fault, FakeJob, FakeRunner, IssuedToken, JitPayload, NewJob, Shared,
+    Delivery, Endpoint, FakeJob, FakeRunner, Fault, IssuedToken, JitPayload, NewJob, Shared,
 };
 use crate::auth::AppClaims;
 use crate::models::{JitConfigRequest, TokenRequest};
@@ -25,7 +25,10 @@ pub(super) fn router(shared: Arc<Shared>) -> Router {
         .route("/app/installations/{id}/access_tokens", post(access_tokens))
         .route("/installation/token", axum::routing::delete(revoke))
         .route("/orgs/{org}/actions/runners/generate-jitconfig", post(jit))
-        .route("/repos/{owner}/{repo}/actions/runners/generate-jitconfig", post(jit))
+        .route(
+            "/repos/{owner}/{repo}/actions/runners/generate-jitconfig",
+            post(jit),
+        )
         .route("/orgs/{org}/actions/runners", get(list_runners))
         .route("/repos/{owner}/{repo}/actions/runners", get(list_runners))
         .route(
@@ -95,8 +98,8 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// Accepts a configured PAT or an issued, unrevoked, unexpired installation token.
-fn authorize(shared: &Shared, headers: &HeaderMap) -> Result<Option<IssuedToken>, Response> {
-    let bad = || gh_error(StatusCode::UNAUTHORIZED, "Bad credentials");
+fn authorize(shared: &Shared, headers: &HeaderMap) -> Result<Option<IssuedToken>, Box<Response>> {
+    let bad = || Box::new(gh_error(StatusCode::UNAUTHORIZED, "Bad credentials"));
     let token = bearer(headers).ok_or_else(bad)?;
     if shared.config.personal_tokens.iter().any(|t| t == token) {
         return Ok(None);
@@ -126,7 +129,10 @@ async fn access_tokens(
         return fault_response(f);
     }
     let Some(jwt) = bearer(&headers) else {
-        return gh_error(StatusCode::UNAUTHORIZED, "A JSON web token could not be decoded");
+        return gh_error(
+            StatusCode::UNAUTHORIZED,
+            "A JSON web token could not be decoded",
+        );
     };
     let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
     validation.set_issuer(&[shared.config.app_id.as_str()]);
@@ -195,7 +201,7 @@ async fn revoke(State(shared): S, headers: HeaderMap) -> Response {
     let token = match authorize(&shared, &headers) {
         Ok(Some(t)) => t,
         Ok(None) => return gh_error(StatusCode::FORBIDDEN, "not an installation token"),
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let mut state = shared.state();
     for t in state.tokens.iter_mut().filter(|t| t.token == token.token) {
@@ -241,7 +247,7 @@ async fn jit(
         return fault_response(f);
     }
     if let Err(r) = authorize(&shared, &headers) {
-        return r;
+        return *r;
     }
     if req.labels.is_empty() || req.labels.len() > 100 {
         return gh_error(
@@ -312,7 +318,10 @@ fn page(
     key: &str,
     items: Vec<serde_json::Value>,
 ) -> Response {
-    let per_page = q.per_page.unwrap_or(30).clamp(1, shared.config.max_per_page.max(1));
+    let per_page = q
+        .per_page
+        .unwrap_or(30)
+        .clamp(1, shared.config.max_per_page.max(1));
     let page = q.page.unwrap_or(1).max(1);
     let total = items.len();
     let last = total.div_ceil(per_page).max(1);
@@ -357,7 +366,7 @@ async fn list_runners(
         return fault_response(f);
     }
     if let Err(r) = authorize(&shared, &headers) {
-        return r;
+        return *r;
     }
     let scope = scope_of(&params);
     let items: Vec<_> = shared
@@ -383,7 +392,7 @@ async fn get_runner(
         return fault_response(f);
     }
     if let Err(r) = authorize(&shared, &headers) {
-        return r;
+        return *r;
     }
     let scope = scope_of(&params);
     let id = runner_id(&params);
@@ -407,7 +416,7 @@ async fn delete_runner(
         return fault_response(f);
     }
     if let Err(r) = authorize(&shared, &headers) {
-        return r;
+        return *r;
     }
     let scope = scope_of(&params);
     let id = runner_id(&params);
@@ -436,7 +445,7 @@ async fn list_groups(
         return fault_response(f);
     }
     if let Err(r) = authorize(&shared, &headers) {
-        return r;
+        return *r;
     }
     let items: Vec<_> = shared
         .config
@@ -484,31 +493,35 @@ fn runner_auth(headers: &HeaderMap) -> Option<u64> {
 
 async fn runner_job(State(shared): S, headers: HeaderMap) -> Response {
     let Some(rid) = runner_auth(&headers) else {
-        return gh_error(StatusCode::UNAUTHORIZED, "missing Authorization: Runner <id>");
+        return gh_error(
+            StatusCode::UNAUTHORIZED,
+            "missing Authorization: Runner <id>",
+        );
     };
-    let taken = {
-        let mut state = shared.state();
-        let state = &mut *state;
-        let Some(runner) = state.runners.iter_mut().find(|r| r.id == rid) else {
-            return gh_error(StatusCode::UNAUTHORIZED, "unknown or removed runner");
+    let taken =
+        {
+            let mut state = shared.state();
+            let state = &mut *state;
+            let Some(runner) = state.runners.iter_mut().find(|r| r.id == rid) else {
+                return gh_error(StatusCode::UNAUTHORIZED, "unknown or removed runner");
+            };
+            runner.status = "online".into();
+            if runner.job_id.is_some() {
+                return gh_error(StatusCode::CONFLICT, "a JIT runner takes one job only");
+            }
+            let Some(job) = state.jobs.iter_mut().find(|j| {
+                j.status == "queued" && j.labels.iter().all(|l| runner.labels.contains(l))
+            }) else {
+                return StatusCode::NO_CONTENT.into_response();
+            };
+            job.status = "in_progress".into();
+            job.runner_id = Some(rid);
+            job.runner_name = Some(runner.name.clone());
+            job.fetches += 1;
+            runner.busy = true;
+            runner.job_id = Some(job.id);
+            (job.id, job.script.clone())
         };
-        runner.status = "online".into();
-        if runner.job_id.is_some() {
-            return gh_error(StatusCode::CONFLICT, "a JIT runner takes one job only");
-        }
-        let Some(job) = state.jobs.iter_mut().find(|j| {
-            j.status == "queued" && j.labels.iter().all(|l| runner.labels.contains(l))
-        }) else {
-            return StatusCode::NO_CONTENT.into_response();
-        };
-        job.status = "in_progress".into();
-        job.runner_id = Some(rid);
-        job.runner_name = Some(runner.name.clone());
-        job.fetches += 1;
-        runner.busy = true;
-        runner.job_id = Some(job.id);
-        (job.id, job.script.clone())
-    };
     shared.webhook("in_progress", taken.0);
     Json(json!({"job_id": taken.0, "script": taken.1})).into_response()
 }
@@ -525,7 +538,10 @@ async fn runner_complete(
     Json(done): Json<Completion>,
 ) -> Response {
     let Some(rid) = runner_auth(&headers) else {
-        return gh_error(StatusCode::UNAUTHORIZED, "missing Authorization: Runner <id>");
+        return gh_error(
+            StatusCode::UNAUTHORIZED,
+            "missing Authorization: Runner <id>",
+        );
     };
     {
         let mut state = shared.state();
@@ -657,11 +673,18 @@ pub(super) async fn webhook_sender(
     while let Some((action, job_id)) = rx.recv().await {
         let job = shared.state().jobs.iter().find(|j| j.id == job_id).cloned();
         let Some(job) = job else { continue };
-        let body = serde_json::to_vec(&workflow_job_payload(&shared, &action, &job))
-            .unwrap_or_default();
+        let body =
+            serde_json::to_vec(&workflow_job_payload(&shared, &action, &job)).unwrap_or_default();
         let g: [u8; 16] = rand::random();
         let h = hex::encode(g);
-        let id = format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..]);
+        let id = format!(
+            "{}-{}-{}-{}-{}",
+            &h[..8],
+            &h[8..12],
+            &h[12..16],
+            &h[16..20],
+            &h[20..]
+        );
         let status = http
             .post(&target.url)
             .header("content-type", "application/json")

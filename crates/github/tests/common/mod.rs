@@ -67,5 +67,9 @@ pub fn app_client(fake: &FakeGitHub) -> GitHubClient {
 }
 
 pub fn pat_client(fake: &FakeGitHub) -> GitHubClient {
-    client_with(&fake.url(), Credentials::Token(Secret::new(PAT)), fast_retry())
+    client_with(
+        &fake.url(),
+        Credentials::Token(Secret::new(PAT)),
+        fast_retry(),
+    )
 }
