@@ -233,6 +233,22 @@ async fn webhooks_follow_the_job_signed_and_in_order() {
     assert_eq!(ids.len(), 3, "distinct delivery ids");
     let deliveries = fake.state().deliveries;
     assert!(deliveries.iter().all(|d| d.status == Some(202)));
+
+    // Redelivery: same delivery id, same body.
+    assert!(fake.redeliver(&deliveries[0].id));
+    assert!(!fake.redeliver("no-such-delivery"));
+    let start = Instant::now();
+    while received.lock().expect("lock").len() < 4 && start.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let got = received.lock().expect("lock").clone();
+    assert_eq!(got.len(), 4);
+    assert_eq!(got[3].1, got[0].1, "same body");
+    assert_eq!(
+        got[3].0.get("x-github-delivery"),
+        got[0].0.get("x-github-delivery")
+    );
+    assert_eq!(fake.state().deliveries.len(), 4);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

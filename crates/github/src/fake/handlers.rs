@@ -13,7 +13,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{
-    Delivery, Endpoint, FakeJob, FakeRunner, Fault, IssuedToken, JitPayload, NewJob, Shared,
+    Delivery, Endpoint, FakeJob, FakeRunner, Fault, IssuedToken, JitPayload, NewJob, Outgoing,
+    Shared,
 };
 use crate::auth::AppClaims;
 use crate::models::{JitConfigRequest, TokenRequest};
@@ -45,6 +46,7 @@ pub(super) fn router(shared: Arc<Shared>) -> Router {
         .route("/_fake/runner/complete", post(runner_complete))
         .route("/_fake/state", get(dump_state))
         .route("/_fake/faults", post(post_fault))
+        .route("/_fake/deliveries/{id}/redeliver", post(post_redeliver))
         .with_state(shared)
 }
 
@@ -661,30 +663,77 @@ pub(super) fn workflow_job_payload(
     })
 }
 
+pub(super) fn redeliver(shared: &Shared, id: &str) -> bool {
+    let known = shared
+        .sent
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .contains_key(id);
+    if let (true, Some(tx)) = (known, &shared.webhooks) {
+        return tx.send(Outgoing::Redeliver(id.to_owned())).is_ok();
+    }
+    false
+}
+
+async fn post_redeliver(State(shared): S, Path(id): Path<String>) -> Response {
+    if redeliver(&shared, &id) {
+        StatusCode::ACCEPTED.into_response()
+    } else {
+        gh_error(StatusCode::NOT_FOUND, "Not Found")
+    }
+}
+
 pub(super) async fn webhook_sender(
     shared: Arc<Shared>,
-    mut rx: tokio::sync::mpsc::UnboundedReceiver<(String, u64)>,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<Outgoing>,
 ) {
     let Some(target) = shared.config.webhook.clone() else {
         return;
     };
     let http = reqwest::Client::new();
     // One at a time, in order: deliveries of a job arrive queued → in_progress → completed.
-    while let Some((action, job_id)) = rx.recv().await {
-        let job = shared.state().jobs.iter().find(|j| j.id == job_id).cloned();
-        let Some(job) = job else { continue };
-        let body =
-            serde_json::to_vec(&workflow_job_payload(&shared, &action, &job)).unwrap_or_default();
-        let g: [u8; 16] = rand::random();
-        let h = hex::encode(g);
-        let id = format!(
-            "{}-{}-{}-{}-{}",
-            &h[..8],
-            &h[8..12],
-            &h[12..16],
-            &h[16..20],
-            &h[20..]
-        );
+    while let Some(work) = rx.recv().await {
+        let (id, action, job_id, body) = match work {
+            Outgoing::New { action, job_id } => {
+                let job = shared.state().jobs.iter().find(|j| j.id == job_id).cloned();
+                let Some(job) = job else { continue };
+                let body = serde_json::to_vec(&workflow_job_payload(&shared, &action, &job))
+                    .unwrap_or_default();
+                let g: [u8; 16] = rand::random();
+                let h = hex::encode(g);
+                let id = format!(
+                    "{}-{}-{}-{}-{}",
+                    &h[..8],
+                    &h[8..12],
+                    &h[12..16],
+                    &h[16..20],
+                    &h[20..]
+                );
+                shared
+                    .sent
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(id.clone(), body.clone());
+                (id, action, job_id, body)
+            }
+            Outgoing::Redeliver(id) => {
+                let body = shared
+                    .sent
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get(&id)
+                    .cloned();
+                let Some(body) = body else { continue };
+                let (action, job_id) = shared
+                    .state()
+                    .deliveries
+                    .iter()
+                    .find(|d| d.id == id)
+                    .map(|d| (d.action.clone(), d.job_id))
+                    .unwrap_or_default();
+                (id, action, job_id, body)
+            }
+        };
         let status = http
             .post(&target.url)
             .header("content-type", "application/json")

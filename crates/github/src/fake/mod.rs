@@ -10,7 +10,8 @@
 //! - `GET /orgs/{org}/actions/runner-groups`
 //! - `POST /_fake/jobs` `{id, labels, script, repository?}`, `GET /_fake/runner/job` and
 //!   `POST /_fake/runner/complete` `{job_id, exit_code}` (header `Authorization: Runner <id>`),
-//!   `GET /_fake/state`, `POST /_fake/faults` `{endpoint, fault, times}`.
+//!   `GET /_fake/state`, `POST /_fake/faults` `{endpoint, fault, times}`,
+//!   `POST /_fake/deliveries/{id}/redeliver`.
 //!
 //! The JIT config it hands out is base64 of JSON [`JitPayload`].
 
@@ -262,13 +263,23 @@ pub struct NewJob {
     pub repository: Option<String>,
 }
 
+/// Work for the webhook sender.
+pub(crate) enum Outgoing {
+    /// A new delivery for a job event.
+    New { action: String, job_id: u64 },
+    /// The same body and delivery id again (GitHub's "Redeliver").
+    Redeliver(String),
+}
+
 pub(crate) struct Shared {
     pub(crate) config: FakeConfig,
     pub(crate) base_url: String,
     pub(crate) state: Mutex<FakeState>,
     faults: Mutex<HashMap<Endpoint, VecDeque<Fault>>>,
     pub(crate) next_id: Mutex<u64>,
-    pub(crate) webhooks: Option<tokio::sync::mpsc::UnboundedSender<(String, u64)>>,
+    pub(crate) webhooks: Option<tokio::sync::mpsc::UnboundedSender<Outgoing>>,
+    /// Bodies of deliveries made, by delivery id, for redelivery.
+    pub(crate) sent: Mutex<HashMap<String, Vec<u8>>>,
 }
 
 impl Shared {
@@ -300,7 +311,10 @@ impl Shared {
 
     pub(crate) fn webhook(&self, action: &str, job_id: u64) {
         if let Some(tx) = &self.webhooks {
-            let _ = tx.send((action.to_owned(), job_id));
+            let _ = tx.send(Outgoing::New {
+                action: action.to_owned(),
+                job_id,
+            });
         }
     }
 }
@@ -330,6 +344,7 @@ impl FakeGitHub {
             faults: Mutex::new(HashMap::new()),
             next_id: Mutex::new(1000),
             webhooks,
+            sent: Mutex::new(HashMap::new()),
         });
         if shared.config.webhook.is_some() {
             tokio::spawn(handlers::webhook_sender(Arc::clone(&shared), rx));
@@ -373,6 +388,12 @@ impl FakeGitHub {
     /// A copy of the state.
     pub fn state(&self) -> FakeState {
         self.shared.state().clone()
+    }
+
+    /// Sends delivery `id` again, same body and same `X-GitHub-Delivery` (as GitHub's
+    /// "Redeliver" does). False when no such delivery was made.
+    pub fn redeliver(&self, id: &str) -> bool {
+        handlers::redeliver(&self.shared, id)
     }
 
     /// Registers a runner directly (as if someone outside airlock had), returning its id.
