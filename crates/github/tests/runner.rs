@@ -308,3 +308,53 @@ async fn fake_github_binary_serves_and_takes_faults() {
     child.kill().expect("kill the fake we started");
     let _ = child.wait();
 }
+
+/// Measurement, not a check: JIT config generated → fake runner started → job fetched, run
+/// and reported, over loopback. `cargo test -p airlock-github --test runner -- --ignored
+/// --nocapture measure`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn measure_jit_to_completion() {
+    let fake = fake(config()).await;
+    let client = app_client(&fake);
+    let mut samples = Vec::new();
+    for i in 0..30u64 {
+        fake.queue_job(NewJob {
+            id: i,
+            labels: vec!["m".into()],
+            script: "true".into(),
+            repository: None,
+        });
+        let start = Instant::now();
+        let blob = client
+            .generate_jit_config(
+                &RunnerScope::org("octo-org"),
+                &JitConfigRequest {
+                    name: format!("m-{i}"),
+                    runner_group_id: 1,
+                    labels: vec!["m".into()],
+                    work_folder: None,
+                },
+            )
+            .await
+            .expect("jit")
+            .encoded_jit_config;
+        let jit_done = start.elapsed();
+        let out = run_runner(vec!["--jitconfig".into(), blob.expose().into()], vec![]).await;
+        assert!(out.status.success());
+        samples.push((jit_done, start.elapsed()));
+    }
+    let mut jit: Vec<_> = samples.iter().map(|s| s.0).collect();
+    let mut total: Vec<_> = samples.iter().map(|s| s.1).collect();
+    jit.sort();
+    total.sort();
+    println!(
+        "generate-jitconfig median {:?} p95 {:?}; JIT → job completed median {:?} p95 {:?} (n={})",
+        jit[jit.len() / 2],
+        jit[jit.len() * 95 / 100],
+        total[total.len() / 2],
+        total[total.len() * 95 / 100],
+        total.len()
+    );
+    assert!(fake.state().jobs.iter().all(|j| j.status == "completed" && j.fetches == 1));
+}
