@@ -167,6 +167,25 @@ pub struct WorkflowJobEvent {
     pub installation: Option<InstallationLite>,
 }
 
+impl WorkflowJobEvent {
+    /// The repository-level runner scope of the job (`/repos/{owner}/{repo}/…`).
+    pub fn repo_scope(&self) -> crate::RunnerScope {
+        crate::RunnerScope::repo(&self.repository.owner.login, &self.repository.name)
+    }
+
+    /// The organisation: `organization.login`, else the repository owner when that is an
+    /// organisation account; `None` for a user's repository.
+    pub fn org_login(&self) -> Option<&str> {
+        self.organization
+            .as_ref()
+            .map(|o| o.login.as_str())
+            .or_else(|| {
+                (self.repository.owner.kind.as_deref() == Some("Organization"))
+                    .then_some(self.repository.owner.login.as_str())
+            })
+    }
+}
+
 /// The job of a `workflow_job` event.
 #[derive(Debug, Clone, Deserialize)]
 pub struct WorkflowJob {

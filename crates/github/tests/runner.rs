@@ -203,6 +203,14 @@ async fn webhooks_follow_the_job_signed_and_in_order() {
         verify_signature(&secret, body, h("x-hub-signature-256").as_deref()).expect("signed");
         assert!(verify_signature(b"wrong", body, h("x-hub-signature-256").as_deref()).is_err());
         ids.push(h("x-github-delivery").expect("delivery id"));
+        // The fake's payloads satisfy GitHub's schema for their action.
+        let value: serde_json::Value = serde_json::from_slice(body).expect("json");
+        let action = value["action"].as_str().expect("action");
+        let errors: Vec<String> = validator(action)
+            .iter_errors(&value)
+            .map(|e| e.to_string())
+            .collect();
+        assert!(errors.is_empty(), "{action}: {errors:?}");
         match parse_event(&h("x-github-event").expect("event"), body).expect("parses") {
             Event::WorkflowJob(ev) => {
                 assert_eq!(ev.workflow_job.id, 55);
@@ -356,5 +364,9 @@ async fn measure_jit_to_completion() {
         total[total.len() * 95 / 100],
         total.len()
     );
-    assert!(fake.state().jobs.iter().all(|j| j.status == "completed" && j.fetches == 1));
+    assert!(fake
+        .state()
+        .jobs
+        .iter()
+        .all(|j| j.status == "completed" && j.fetches == 1));
 }

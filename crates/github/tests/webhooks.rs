@@ -2,11 +2,14 @@
 //! GitHub's JSON schema (octokit/webhooks, see tests/fixtures/webhooks/LICENSE-octokit-webhooks);
 //! payloads that break the schema are refused by both.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use airlock_github::webhook::{
     parse_event, parse_workflow_job, sign, verify_signature, Event, JobStatus, WorkflowJobAction,
 };
+use common::validator;
 use serde_json::Value;
 
 fn fixtures() -> PathBuf {
@@ -16,39 +19,6 @@ fn fixtures() -> PathBuf {
 fn read_json(p: &Path) -> Value {
     let text = std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
-}
-
-/// The schemas' relative `$ref`s resolve under `json-schema:///`. The fixtures ship
-/// `common/workflow-job` (the part airlock relies on); the other common schemas (user,
-/// repository, organization, installation-lite, deployment, workflow-step) are not in the
-/// fixture set and are registered as the empty schema, which accepts anything.
-fn validator(action: &str) -> jsonschema::Validator {
-    let dir = fixtures().join("schemas");
-    let schema = read_json(&dir.join(format!("workflow_job__{action}.schema.json")));
-    let mut workflow_job = read_json(&dir.join("common__workflow-job.schema.json"));
-    // Its `$id` is relative ("common/workflow-job.schema.json"); made absolute so the
-    // `$ref` to workflow-step inside it has a base to resolve against.
-    workflow_job["$id"] = "json-schema:///common/workflow-job.schema.json".into();
-    let resource = |v: Value| jsonschema::Resource::from_contents(v).expect("resource");
-    let mut opts = jsonschema::options().with_resource(
-        "json-schema:///common/workflow-job.schema.json",
-        resource(workflow_job),
-    );
-    for missing in [
-        "organization",
-        "installation-lite",
-        "repository",
-        "user",
-        "deployment",
-        "workflow-step",
-    ] {
-        opts = opts.with_resource(
-            format!("json-schema:///common/{missing}.schema.json"),
-            resource(serde_json::json!({})),
-        );
-    }
-    opts.build(&schema)
-        .unwrap_or_else(|e| panic!("schema {action}: {e}"))
 }
 
 fn payloads() -> Vec<(String, Value)> {
@@ -120,6 +90,12 @@ fn fixture_details() {
     assert_eq!(ev.workflow_job.head_branch.as_deref(), Some("main"));
     assert!(ev.repository.is_public());
     assert!(ev.workflow_job.conclusion.is_none());
+    assert_eq!(
+        ev.repo_scope(),
+        airlock_github::RunnerScope::repo("Octocoders", "Hello-World")
+    );
+    // No `organization` key, but the owner is an organisation account.
+    assert_eq!(ev.org_login(), Some("Octocoders"));
 
     let body = std::fs::read(fixtures().join("workflow_job/waiting.payload.json")).expect("read");
     let ev = parse_workflow_job(&body).expect("parse");

@@ -4,6 +4,8 @@
 use std::time::Duration;
 
 use airlock_github::fake::{FakeConfig, FakeGitHub};
+use serde_json::Value;
+
 use airlock_github::{AppKey, ClientConfig, Credentials, GitHubClient, RetryPolicy, Secret};
 
 /// Test-only key pair, generated for this repository's tests; never used anywhere else.
@@ -72,4 +74,43 @@ pub fn pat_client(fake: &FakeGitHub) -> GitHubClient {
         Credentials::Token(Secret::new(PAT)),
         fast_retry(),
     )
+}
+
+fn read_json_file(p: &std::path::Path) -> Value {
+    let text = std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+/// The schemas' relative `$ref`s resolve under `json-schema:///`. The fixtures ship
+/// `common/workflow-job` (the part airlock relies on); the other common schemas (user,
+/// repository, organization, installation-lite, deployment, workflow-step) are not in the
+/// fixture set and are registered as the empty schema, which accepts anything.
+pub fn validator(action: &str) -> jsonschema::Validator {
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/webhooks/schemas");
+    let schema = read_json_file(&dir.join(format!("workflow_job__{action}.schema.json")));
+    let mut workflow_job = read_json_file(&dir.join("common__workflow-job.schema.json"));
+    // Its `$id` is relative ("common/workflow-job.schema.json"); made absolute so the
+    // `$ref` to workflow-step inside it has a base to resolve against.
+    workflow_job["$id"] = "json-schema:///common/workflow-job.schema.json".into();
+    let resource = |v: Value| jsonschema::Resource::from_contents(v).expect("resource");
+    let mut opts = jsonschema::options().with_resource(
+        "json-schema:///common/workflow-job.schema.json",
+        resource(workflow_job),
+    );
+    for missing in [
+        "organization",
+        "installation-lite",
+        "repository",
+        "user",
+        "deployment",
+        "workflow-step",
+    ] {
+        opts = opts.with_resource(
+            format!("json-schema:///common/{missing}.schema.json"),
+            resource(serde_json::json!({})),
+        );
+    }
+    opts.build(&schema)
+        .unwrap_or_else(|e| panic!("schema {action}: {e}"))
 }
