@@ -76,11 +76,12 @@ struct GitHubMessage {
 impl GitHubClient {
     /// A client for `config.base_url` with these credentials.
     pub fn new(config: ClientConfig, credentials: Credentials) -> Result<Self, Error> {
-        let mut base = Url::parse(&config.base_url).map_err(|_| Error::Status {
-            request: format!("base URL {}", config.base_url),
-            status: 0,
-            message: "not a URL".into(),
-        })?;
+        let mut base = Url::parse(&config.base_url)
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https") && u.has_host())
+            .ok_or_else(|| Error::InvalidBaseUrl {
+                url: config.base_url.clone(),
+            })?;
         if let Ok(mut segs) = base.path_segments_mut() {
             segs.pop_if_empty();
         }
@@ -470,6 +471,27 @@ fn next_link(header: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn base_url_checked_and_prefix_kept() {
+        let cfg = |u: &str| ClientConfig {
+            base_url: u.into(),
+            ..ClientConfig::default()
+        };
+        let pat = || Credentials::Token(Secret::new("t"));
+        for bad in ["not a url", "file:///etc/passwd", "ghe.example/api/v3"] {
+            assert!(matches!(
+                GitHubClient::new(cfg(bad), pat()),
+                Err(Error::InvalidBaseUrl { .. })
+            ));
+        }
+        let c = GitHubClient::new(cfg("https://ghe.example/api/v3/"), pat()).expect("client");
+        let url = c.url(&["orgs", "o/../x", "actions", "runners"]);
+        assert_eq!(
+            url.as_str(),
+            "https://ghe.example/api/v3/orgs/o%2F..%2Fx/actions/runners"
+        );
+    }
 
     #[test]
     fn link_header() {

@@ -107,6 +107,12 @@ pub enum Error {
         /// The link.
         url: String,
     },
+    /// `ClientConfig::base_url` is not an absolute http(s) URL.
+    #[error("the GitHub API base URL {url:?} is not an absolute http(s) URL")]
+    InvalidBaseUrl {
+        /// The configured value.
+        url: String,
+    },
     /// An App credential problem.
     #[error(transparent)]
     Auth(#[from] AuthError),

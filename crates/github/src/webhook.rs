@@ -19,6 +19,10 @@ pub const MAX_BODY_BYTES: usize = 25 * 1024 * 1024;
 /// Why a delivery was refused. Signature variants answer 401, [`WebhookError::Parse`] 400.
 #[derive(Debug, thiserror::Error)]
 pub enum WebhookError {
+    /// The configured secret is empty: an empty HMAC key is forgeable by anyone, so every
+    /// delivery is refused. A configuration error; check it at start-up.
+    #[error("the webhook secret is empty; refusing every delivery")]
+    EmptySecret,
     /// No `X-Hub-Signature-256` header.
     #[error("missing {SIGNATURE_HEADER} header")]
     MissingSignature,
@@ -53,6 +57,9 @@ pub fn verify_signature(
     body: &[u8],
     header: Option<&str>,
 ) -> Result<(), WebhookError> {
+    if secret.is_empty() {
+        return Err(WebhookError::EmptySecret);
+    }
     let header = header.ok_or(WebhookError::MissingSignature)?;
     let hex_sig = header
         .trim()
@@ -339,6 +346,12 @@ mod tests {
             Err(WebhookError::MalformedSignature)
         ));
         assert!(WebhookError::BadSignature.is_unauthorized());
+        // An empty secret refuses even a matching signature.
+        let empty = sign(b"", b"Hello, World!");
+        assert!(matches!(
+            verify_signature(b"", b"Hello, World!", Some(&empty)),
+            Err(WebhookError::EmptySecret)
+        ));
     }
 
     #[test]
