@@ -128,8 +128,7 @@ impl ProcessLauncher {
     }
 
     fn command(&self, dir: &std::path::Path, spec: &LaunchSpec) -> tokio::process::Command {
-        let mut argv: Vec<std::ffi::OsString> =
-            self.wrapper.iter().map(Into::into).collect();
+        let mut argv: Vec<std::ffi::OsString> = self.wrapper.iter().map(Into::into).collect();
         argv.push(self.airlock.clone().into());
         let mut c = tokio::process::Command::new(&argv[0]);
         c.args(&argv[1..])
@@ -202,11 +201,12 @@ impl Launcher for ProcessLauncher {
             .mode(0o700)
             .create(&dir)
             .map_err(io("creating its work directory"))?;
-        let policy = toml::to_string(&Self::derived_policy(&spec)).map_err(|e| LaunchError::Io {
-            key: spec.key.clone(),
-            what: "writing its policy".into(),
-            source: std::io::Error::other(e.to_string()),
-        })?;
+        let policy =
+            toml::to_string(&Self::derived_policy(&spec)).map_err(|e| LaunchError::Io {
+                key: spec.key.clone(),
+                what: "writing its policy".into(),
+                source: std::io::Error::other(e.to_string()),
+            })?;
         std::fs::write(dir.join("policy.toml"), policy).map_err(io("writing its policy"))?;
         let out = std::fs::OpenOptions::new()
             .create(true)
@@ -256,8 +256,7 @@ impl Launcher for ProcessLauncher {
     }
 
     async fn gc(&self) -> Result<Vec<String>, LaunchError> {
-        let mut argv: Vec<std::ffi::OsString> =
-            self.wrapper.iter().map(Into::into).collect();
+        let mut argv: Vec<std::ffi::OsString> = self.wrapper.iter().map(Into::into).collect();
         argv.push(self.airlock.clone().into());
         let out = tokio::process::Command::new(&argv[0])
             .args(&argv[1..])

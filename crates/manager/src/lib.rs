@@ -2,7 +2,7 @@
 //! JIT-registered ephemeral runner per job, each started in its own sandbox by `airlock run`.
 //!
 //! The pieces, each in its own module:
-//! - [`config`]: `serve.toml`;
+//! - [`config`]: the `serve.toml` file;
 //! - [`webhook`]: signature verification and the minimal `workflow_job` model;
 //! - [`github`]: the seam to GitHub's REST API (a trait; the `airlock-github` crate implements it);
 //! - [`routing`]: which runner group of the policy a queued job goes to, or why none;
@@ -29,5 +29,5 @@ pub use config::{ConfigError, ServeConfig};
 pub use github::{ApiError, GitHub, JitConfig, JitRequest, RunnerInfo};
 pub use launcher::{LaunchError, LaunchSpec, Launcher, ProcessLauncher, RunExit};
 pub use manager::{Manager, ManagerError};
-pub use server::{router, serve, AppState};
 pub use manager::{ManagerOptions, ReconcileReport};
+pub use server::{router, serve, AppState};

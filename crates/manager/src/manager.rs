@@ -311,7 +311,9 @@ impl Manager {
         let seq = job.seq;
         let m = &self.inner.metrics;
         let mut state = JobStatus::Provisioning.as_str();
-        let outcome = self.provision_and_run(&job, &ev, &group, stop, &mut state).await;
+        let outcome = self
+            .provision_and_run(&job, &ev, &group, stop, &mut state)
+            .await;
         let st = &self.inner.store;
         let mut errors = Vec::new();
         let (final_status, code, detail, sandbox) = match &outcome.result {
@@ -430,7 +432,7 @@ impl Manager {
             out.result = Err(e.to_string());
             return out;
         }
-        self.inner.metrics.sandbox_state(group, *state, "starting");
+        self.inner.metrics.sandbox_state(group, state, "starting");
         *state = "starting";
         let spec = LaunchSpec {
             key: key.clone(),
@@ -453,7 +455,7 @@ impl Manager {
             }
             match self.inner.store.running(job.seq) {
                 Ok(()) => {
-                    self.inner.metrics.sandbox_state(group, *state, "running");
+                    self.inner.metrics.sandbox_state(group, state, "running");
                     *state = "running";
                 }
                 Err(e) => warn!("job {key}: {e}"),

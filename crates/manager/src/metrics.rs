@@ -84,7 +84,11 @@ impl Metrics {
             webhook_verification_failures.clone(),
         );
         let webhooks = Family::<Outcome, Counter>::default();
-        registry.register("webhooks", "Webhook deliveries by outcome", webhooks.clone());
+        registry.register(
+            "webhooks",
+            "Webhook deliveries by outcome",
+            webhooks.clone(),
+        );
         let alerts = Family::<AlertKind, Counter>::default();
         registry.register("alerts", "Alerts raised, by kind", alerts.clone());
         let jobs_finished = Family::<GroupState, Counter>::default();

@@ -157,24 +157,38 @@ workflows = ["octo-org/*/Release"]
     fn routes_by_labels_repository_workflow_and_trust() {
         let p = policy();
         assert_eq!(
-            route(&p, &ev("a/b", true, &["self-hosted", "Linux", "airlock"], "CI")),
+            route(
+                &p,
+                &ev("a/b", true, &["self-hosted", "Linux", "airlock"], "CI")
+            ),
             Ok("pr".into())
         );
         assert_eq!(
-            route(&p, &ev("octo-org/app", false, &["self-hosted", "airlock-trusted"], "Release")),
+            route(
+                &p,
+                &ev(
+                    "octo-org/app",
+                    false,
+                    &["self-hosted", "airlock-trusted"],
+                    "Release"
+                )
+            ),
             Ok("trusted".into())
         );
         // Wrong workflow.
-        let r = route(&p, &ev("octo-org/app", false, &["airlock-trusted"], "CI"))
-            .expect_err("refused");
+        let r =
+            route(&p, &ev("octo-org/app", false, &["airlock-trusted"], "CI")).expect_err("refused");
         assert!(r.to_string().contains("workflow"), "{r}");
         // Wrong repository.
         let r = route(&p, &ev("evil/app", false, &["airlock-trusted"], "Release"))
             .expect_err("refused");
         assert!(r.to_string().contains("repository evil/app"), "{r}");
         // Public repository never reaches a trusted group.
-        let r = route(&p, &ev("octo-org/app", true, &["airlock-trusted"], "Release"))
-            .expect_err("refused");
+        let r = route(
+            &p,
+            &ev("octo-org/app", true, &["airlock-trusted"], "Release"),
+        )
+        .expect_err("refused");
         assert!(r.to_string().contains("public"), "{r}");
         // A label no group has.
         let r = route(&p, &ev("a/b", false, &["self-hosted", "gpu"], "CI")).expect_err("x");

@@ -137,12 +137,14 @@ pub async fn serve(
     github: Arc<dyn GitHub>,
     airlock: PathBuf,
 ) -> Result<(), ManagerError> {
-    let secret = config.webhook_secret.read("webhook_secret").map_err(|e| {
-        ManagerError::Listen {
-            addr: config.listen,
-            source: std::io::Error::other(e.to_string()),
-        }
-    })?;
+    let secret =
+        config
+            .webhook_secret
+            .read("webhook_secret")
+            .map_err(|e| ManagerError::Listen {
+                addr: config.listen,
+                source: std::io::Error::other(e.to_string()),
+            })?;
     let serve_dir = config.data_dir.join("serve");
     std::fs::create_dir_all(&serve_dir).map_err(|source| ManagerError::Listen {
         addr: config.listen,

@@ -187,7 +187,8 @@ CREATE TABLE IF NOT EXISTS jobs (
   finished_ms INTEGER,
   exit_code INTEGER,
   detail TEXT,
-  gh_action TEXT
+  gh_action TEXT,
+  grant_no INTEGER
 );
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status, seq);
 CREATE TABLE IF NOT EXISTS runners (
@@ -312,9 +313,11 @@ impl Store {
             params![gh, action],
         )?;
         if let Some(r) = runner_name {
+            // Our runner took another job than the one it was registered for (GitHub gives
+            // a JIT runner any job its labels match): note it on the registering job.
             self.lock().execute(
-                "UPDATE jobs SET gh_action = ?2 WHERE runner_name = ?1",
-                params![r, format!("runner:{action}")],
+                "UPDATE jobs SET gh_action = ?2 WHERE runner_name = ?1 AND gh_job_id != ?3",
+                params![r, format!("runner:{action}"), gh],
             )?;
         }
         Ok(())
@@ -351,6 +354,16 @@ impl Store {
         self.select("WHERE status IN ('provisioning', 'starting', 'running')")
     }
 
+    /// Jobs in the order they were given capacity.
+    pub fn grant_order(&self) -> Result<Vec<JobRow>, StateError> {
+        let c = self.lock();
+        let mut st = c.prepare(&format!(
+            "SELECT {COLS} FROM jobs WHERE grant_no IS NOT NULL ORDER BY grant_no"
+        ))?;
+        let rows = st.query_map([], row)?;
+        rows.map(|r| finish_row(r?)).collect()
+    }
+
     /// Every job, oldest first.
     pub fn all(&self) -> Result<Vec<JobRow>, StateError> {
         self.select("")
@@ -368,7 +381,9 @@ impl Store {
         let mut c = self.lock();
         let tx = c.transaction()?;
         let cur: String = tx
-            .query_row("SELECT status FROM jobs WHERE seq = ?1", [seq], |r| r.get(0))
+            .query_row("SELECT status FROM jobs WHERE seq = ?1", [seq], |r| {
+                r.get(0)
+            })
             .optional()?
             .ok_or(StateError::NoJob(seq))?;
         let from = JobStatus::parse(&cur).ok_or(StateError::BadStatus {
@@ -404,7 +419,8 @@ impl Store {
         self.transition_with(
             seq,
             JobStatus::Provisioning,
-            ", grp = ?3, runner_name = ?4, provisioned_ms = ?5",
+            ", grp = ?3, runner_name = ?4, provisioned_ms = ?5, \
+             grant_no = (SELECT COALESCE(MAX(grant_no), 0) + 1 FROM jobs)",
             &[&group, &runner_name, &now],
         )
     }
@@ -439,8 +455,9 @@ impl Store {
     /// Runners registered and not known to be deleted: `(id, name, job seq)`.
     pub fn live_runners(&self) -> Result<Vec<(u64, String, i64)>, StateError> {
         let c = self.lock();
-        let mut st =
-            c.prepare("SELECT id, name, job_seq FROM runners WHERE deleted_ms IS NULL ORDER BY id")?;
+        let mut st = c.prepare(
+            "SELECT id, name, job_seq FROM runners WHERE deleted_ms IS NULL ORDER BY id",
+        )?;
         let rows = st.query_map([], |r| {
             Ok((
                 u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0),
@@ -503,16 +520,19 @@ mod tests {
     fn dedupes_deliveries_and_jobs() {
         let s = Store::open_in_memory().expect("db");
         assert_eq!(
-            s.ingest("d1", "workflow_job", Some("queued"), Some(job(7))).expect("ok"),
+            s.ingest("d1", "workflow_job", Some("queued"), Some(job(7)))
+                .expect("ok"),
             Ingest::Enqueued(1)
         );
         assert_eq!(
-            s.ingest("d1", "workflow_job", Some("queued"), Some(job(7))).expect("ok"),
+            s.ingest("d1", "workflow_job", Some("queued"), Some(job(7)))
+                .expect("ok"),
             Ingest::Duplicate
         );
         // Another delivery of the same job (GitHub re-sent it under a new id): no second job.
         assert_eq!(
-            s.ingest("d2", "workflow_job", Some("queued"), Some(job(7))).expect("ok"),
+            s.ingest("d2", "workflow_job", Some("queued"), Some(job(7)))
+                .expect("ok"),
             Ingest::Recorded
         );
         assert_eq!(s.queued().expect("q").len(), 1);
@@ -522,10 +542,15 @@ mod tests {
     #[test]
     fn guards_refuse_wrong_transitions() {
         let s = Store::open_in_memory().expect("db");
-        s.ingest("d", "workflow_job", None, Some(job(1))).expect("ok");
+        s.ingest("d", "workflow_job", None, Some(job(1)))
+            .expect("ok");
         assert!(matches!(
             s.running(1),
-            Err(StateError::Transition { from: "queued", to: "running", .. })
+            Err(StateError::Transition {
+                from: "queued",
+                to: "running",
+                ..
+            })
         ));
         s.provision(1, "g", "airlock-1").expect("provision");
         assert!(s.provision(1, "g", "airlock-1").is_err(), "twice");
@@ -534,9 +559,15 @@ mod tests {
         s.running(1).expect("running");
         assert_eq!(s.active().expect("a").len(), 1);
         s.finish(1, JobStatus::Done, Some(0), None).expect("done");
-        assert!(s.finish(1, JobStatus::Lost, None, None).is_err(), "terminal");
+        assert!(
+            s.finish(1, JobStatus::Lost, None, None).is_err(),
+            "terminal"
+        );
         let j = s.job(1).expect("job");
-        assert_eq!((j.status, j.runner_id, j.exit_code), (JobStatus::Done, Some(99), Some(0)));
+        assert_eq!(
+            (j.status, j.runner_id, j.exit_code),
+            (JobStatus::Done, Some(99), Some(0))
+        );
         assert_eq!(s.live_runners().expect("r").len(), 1);
         s.runner_deleted(99).expect("del");
         assert!(s.live_runners().expect("r").is_empty());
@@ -548,13 +579,15 @@ mod tests {
         let p = d.path().join("serve.db");
         {
             let s = Store::open(&p).expect("db");
-            s.ingest("d", "workflow_job", None, Some(job(1))).expect("ok");
+            s.ingest("d", "workflow_job", None, Some(job(1)))
+                .expect("ok");
             s.provision(1, "g", "airlock-1").expect("p");
         }
         let s = Store::open(&p).expect("reopen");
         assert_eq!(s.active().expect("a")[0].status, JobStatus::Provisioning);
         assert_eq!(
-            s.ingest("d", "workflow_job", None, Some(job(1))).expect("ok"),
+            s.ingest("d", "workflow_job", None, Some(job(1)))
+                .expect("ok"),
             Ingest::Duplicate
         );
     }

@@ -33,8 +33,7 @@ pub fn verify_signature(
     if sig.len() != 32 {
         return Err(SignatureError::Malformed);
     }
-    let mut mac =
-        Hmac::<Sha256>::new_from_slice(secret).map_err(|_| SignatureError::Mismatch)?;
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).map_err(|_| SignatureError::Mismatch)?;
     mac.update(body);
     mac.verify_slice(&sig).map_err(|_| SignatureError::Mismatch)
 }
@@ -164,8 +163,8 @@ mod tests {
             "completed.success.with-organization.payload.json",
             "completed.failure.with-organization.payload.json",
         ] {
-            let ev: WorkflowJobEvent = serde_json::from_str(&fixture(name))
-                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            let ev: WorkflowJobEvent =
+                serde_json::from_str(&fixture(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
             assert!(ev.workflow_job.id > 0, "{name}");
             assert!(ev.repository.full_name.contains('/'), "{name}");
         }
@@ -175,10 +174,9 @@ mod tests {
         assert_eq!(q.workflow_job.labels, vec!["ubuntu-latest"]);
         assert_eq!(q.repository.full_name, "Codertocat/Hello-World");
         assert!(q.repository.is_public());
-        let c: WorkflowJobEvent = serde_json::from_str(&fixture(
-            "completed.failure.with-organization.payload.json",
-        ))
-        .expect("completed");
+        let c: WorkflowJobEvent =
+            serde_json::from_str(&fixture("completed.failure.with-organization.payload.json"))
+                .expect("completed");
         assert_eq!(c.action, "completed");
         assert_eq!(c.workflow_job.conclusion.as_deref(), Some("failure"));
     }

@@ -225,7 +225,11 @@ fn serve_fields_are_validated() {
     let d = diags(
         "version = 1\n[groups.a]\nmax_runners = 0\nrunner = []\nrepositories = [\"justaname\"]\n",
     );
-    let all = d.iter().map(|x| x.message.clone()).collect::<Vec<_>>().join("\n");
+    let all = d
+        .iter()
+        .map(|x| x.message.clone())
+        .collect::<Vec<_>>()
+        .join("\n");
     assert!(all.contains("max_runners"), "{all}");
     assert!(all.contains("runner command is empty"), "{all}");
     assert!(all.contains("owner/name"), "{all}");
