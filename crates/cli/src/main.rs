@@ -67,6 +67,9 @@ enum Cmd {
     /// Verify and read the tamper-evident audit log.
     #[command(subcommand)]
     Audit(AuditCmd),
+    /// The runner manager: GitHub `workflow_job` webhooks to one JIT-registered ephemeral
+    /// runner per job, each in its own sandbox (docs/serve.md).
+    Serve(ServeArgs),
     /// Remove everything crashed or killed airlock runs left behind (processes, mounts,
     /// cgroups, directories).
     Gc {
@@ -112,6 +115,21 @@ struct RunArgs {
     /// The command and its arguments.
     #[arg(last = true, required = true, value_name = "CMD")]
     command: Vec<String>,
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// The serve configuration (docs/serve.md).
+    #[arg(
+        long,
+        short = 'c',
+        env = "AIRLOCK_SERVE_CONFIG",
+        default_value = "/etc/airlock/serve.toml"
+    )]
+    config: PathBuf,
+    /// Check the configuration, the policy and the webhook secret, print a summary, and exit.
+    #[arg(long)]
+    check: bool,
 }
 
 #[derive(Subcommand)]
@@ -263,6 +281,7 @@ fn real_main(cli: Cli) -> Result<u8> {
         Cmd::Policy(p) => cmd_policy(p),
         Cmd::Image(i) => cmd_image(i, paths),
         Cmd::Audit(a) => cmd_audit(a, paths),
+        Cmd::Serve(a) => cmd_serve(a),
         Cmd::Gc { force, json } => {
             let r = airlock_sandbox::gc(&paths, force);
             if json {
@@ -389,6 +408,37 @@ fn cmd_run(a: RunArgs, paths: Paths) -> Result<u8> {
         return Ok(125);
     }
     Ok(u8::try_from(code.clamp(0, 255)).unwrap_or(125))
+}
+
+fn cmd_serve(a: ServeArgs) -> Result<u8> {
+    let config = airlock_manager::ServeConfig::from_file(&a.config)?;
+    let policy = LoadedPolicy::from_file(&config.policy)?;
+    config.webhook_secret.read("webhook_secret")?;
+    println!(
+        "{}: ok: listen {}, GitHub {} ({:?} level, org {}), runner prefix {:?}, {} at a time",
+        a.config.display(),
+        config.listen,
+        config.github.api_url,
+        config.github.level,
+        config.github.org,
+        config.runner_prefix,
+        config.max_concurrency
+    );
+    for (name, g) in &policy.policy.groups {
+        println!(
+            "  group {name}: {:?}, labels {:?}, repositories {:?}, max {} runners",
+            g.trust, g.labels, g.repositories, g.max_runners
+        );
+    }
+    if a.check {
+        return Ok(0);
+    }
+    require_root("airlock serve")?;
+    // The GitHub REST client (App JWT / installation tokens) is the airlock-github crate;
+    // it plugs in here as `Arc<dyn airlock_manager::GitHub>` and then:
+    //   tokio runtime .block_on(airlock_manager::serve(config, policy.policy, github,
+    //                                                 std::env::current_exe()?))
+    bail!("airlock serve: the GitHub API client is not wired in yet (crate airlock-github); use --check to validate the configuration")
 }
 
 fn humantime_fmt(d: std::time::Duration) -> String {
