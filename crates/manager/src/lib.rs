@@ -30,4 +30,4 @@ pub use github::{ApiError, GitHub, JitConfig, JitRequest, RunnerInfo};
 pub use launcher::{LaunchError, LaunchSpec, Launcher, ProcessLauncher, RunExit};
 pub use manager::{Manager, ManagerError};
 pub use manager::{ManagerOptions, ReconcileReport};
-pub use server::{router, serve, AppState};
+pub use server::{router, serve, serve_with, AppState};

@@ -137,6 +137,23 @@ pub async fn serve(
     github: Arc<dyn GitHub>,
     airlock: PathBuf,
 ) -> Result<(), ManagerError> {
+    let launcher: Arc<dyn Launcher> = Arc::new(ProcessLauncher {
+        airlock,
+        state_dir: config.state_dir.clone(),
+        data_dir: config.data_dir.clone(),
+        work_dir: config.state_dir.join("serve"),
+        wrapper: Vec::new(),
+    });
+    serve_with(config, policy, github, launcher).await
+}
+
+/// [`serve`] with a launcher of the caller's choice.
+pub async fn serve_with(
+    config: ServeConfig,
+    policy: airlock_policy::Policy,
+    github: Arc<dyn GitHub>,
+    launcher: Arc<dyn Launcher>,
+) -> Result<(), ManagerError> {
     let secret =
         config
             .webhook_secret
@@ -152,13 +169,6 @@ pub async fn serve(
     })?;
     let store = Store::open(&serve_dir.join("serve.db"))?;
     let audit = AuditLog::open(&config.data_dir.join("audit"))?;
-    let launcher: Arc<dyn Launcher> = Arc::new(ProcessLauncher {
-        airlock,
-        state_dir: config.state_dir.clone(),
-        data_dir: config.data_dir.clone(),
-        work_dir: config.state_dir.join("serve"),
-        wrapper: Vec::new(),
-    });
     let repository = (config.github.level == Level::Repo).then(|| {
         format!(
             "{}/{}",
