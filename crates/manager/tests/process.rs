@@ -375,9 +375,10 @@ fn jit_config_reaches_the_runner_in_its_environment_only() {
     assert_eq!(gh["jit"], serde_json::json!(["airlock-501"]));
     assert_eq!(gh["runners"], serde_json::json!([]), "runner deleted");
     assert_eq!(bed.sigterm().code(), Some(0), "graceful exit");
-    // The JIT config was never written to a file of serve's.
+    // The JIT config's value (the fake's is `jit-for-<runner id>`; the script's own text
+    // holds only the pattern) was never written to a file: state, audit log, reports, logs.
     let leaked = Command::new("grep")
-        .args(["-rl", "jit-for-"])
+        .args(["-rl", "jit-for-1001"])
         .arg(bed.path("state"))
         .arg(bed.path("data"))
         .output()
@@ -423,9 +424,11 @@ fn kill9_then_restart_reconciles_and_runs_nothing_twice() {
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(bed.sigterm().code(), Some(0));
     let gh = bed.github();
+    let mut jit: Vec<String> = serde_json::from_value(gh["jit"].clone()).expect("jit");
+    jit.sort();
     assert_eq!(
-        gh["jit"],
-        serde_json::json!(["airlock-601", "airlock-602", "airlock-603"]),
+        jit,
+        vec!["airlock-601", "airlock-602", "airlock-603"],
         "every job registered once"
     );
     assert_eq!(gh["runners"], serde_json::json!([]), "no runner left at GitHub");
@@ -435,10 +438,18 @@ fn kill9_then_restart_reconciles_and_runs_nothing_twice() {
         .filter(|r| r.kind == "serve.reconcile.job_lost")
         .count();
     assert_eq!(lost, 2);
-    assert!(airlock_audit::verify(&bed.path("data/audit"))
-        .expect("verify")
-        .problems
-        .is_empty());
+    let v = airlock_audit::verify(&bed.path("data/audit")).expect("verify");
+    assert!(
+        v.problems.is_empty(),
+        "audit log broken: {:?}\n{}",
+        v.problems,
+        std::fs::read_to_string(bed.path("data/audit/audit.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| &l[..l.len().min(300)])
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     if bed.real {
         bed.assert_clean();
     }
