@@ -135,7 +135,9 @@ impl Bed {
         let mut c = match &self.netns {
             Some(ns) => {
                 let mut c = Command::new("nsenter");
-                c.arg(format!("--net=/run/netns/{ns}")).arg("--").arg(TESTBED);
+                c.arg(format!("--net=/run/netns/{ns}"))
+                    .arg("--")
+                    .arg(TESTBED);
                 c
             }
             None => Command::new(TESTBED),
@@ -228,7 +230,10 @@ impl Bed {
                 &[
                     ("X-GitHub-Event", "workflow_job".into()),
                     ("X-GitHub-Delivery", delivery.into()),
-                    ("X-Hub-Signature-256", sign(SECRET.as_bytes(), body.as_bytes())),
+                    (
+                        "X-Hub-Signature-256",
+                        sign(SECRET.as_bytes(), body.as_bytes()),
+                    ),
                     ("Content-Type", "application/json".into()),
                 ],
                 body.as_bytes(),
@@ -278,7 +283,10 @@ impl Bed {
         let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
         let s = state.to_string_lossy();
         assert!(!mounts.contains(s.as_ref()), "mounts left under {s}");
-        assert!(ls(state.join("net/leases")).is_empty(), "address leases left");
+        assert!(
+            ls(state.join("net/leases")).is_empty(),
+            "address leases left"
+        );
         for ex in ["libcontainer", "runc", "runsc"] {
             assert!(ls(state.join(ex)).is_empty(), "{ex} state left");
         }
@@ -370,7 +378,12 @@ fn jit_config_reaches_the_runner_in_its_environment_only() {
         bed.statuses() == vec![JobStatus::Done]
     });
     let j = bed.store().job(1).expect("job");
-    assert_eq!(j.exit_code, Some(0), "runner check failed: {j:?}\n{}", bed.log());
+    assert_eq!(
+        j.exit_code,
+        Some(0),
+        "runner check failed: {j:?}\n{}",
+        bed.log()
+    );
     let gh = bed.github();
     assert_eq!(gh["jit"], serde_json::json!(["airlock-501"]));
     assert_eq!(gh["runners"], serde_json::json!([]), "runner deleted");
@@ -402,8 +415,7 @@ fn kill9_then_restart_reconciles_and_runs_nothing_twice() {
         assert_eq!(bed.deliver(&format!("d-{i}"), *id), 202);
     }
     bed.wait_for("two jobs running", || {
-        bed.statuses()
-            == vec![JobStatus::Running, JobStatus::Running, JobStatus::Queued]
+        bed.statuses() == vec![JobStatus::Running, JobStatus::Running, JobStatus::Queued]
     });
     bed.kill9();
     // PR_SET_PDEATHSIG: the sandboxes get SIGTERM and tear themselves down.
@@ -431,7 +443,11 @@ fn kill9_then_restart_reconciles_and_runs_nothing_twice() {
         vec!["airlock-601", "airlock-602", "airlock-603"],
         "every job registered once"
     );
-    assert_eq!(gh["runners"], serde_json::json!([]), "no runner left at GitHub");
+    assert_eq!(
+        gh["runners"],
+        serde_json::json!([]),
+        "no runner left at GitHub"
+    );
     let audit = airlock_audit::read_all(&bed.path("data/audit")).expect("audit");
     let lost = audit
         .iter()

@@ -49,8 +49,11 @@ impl FileGitHub {
         };
         let out = f(&mut w);
         let tmp = self.path.with_extension("tmp");
-        std::fs::write(&tmp, serde_json::to_vec(&w).map_err(|e| err(e.to_string()))?)
-            .map_err(|e| err(e.to_string()))?;
+        std::fs::write(
+            &tmp,
+            serde_json::to_vec(&w).map_err(|e| err(e.to_string()))?,
+        )
+        .map_err(|e| err(e.to_string()))?;
         std::fs::rename(&tmp, &self.path).map_err(|e| err(e.to_string()))?;
         Ok(out)
     }
