@@ -275,6 +275,15 @@ token = { file = "/etc/airlock/pat" }
     }
 
     #[test]
+    fn the_packaged_example_parses() {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../packaging/serve.toml");
+        let c = ServeConfig::from_file(&p).expect("packaging/serve.toml");
+        assert_eq!(c.github.installation_id, Some(7890123));
+        assert_eq!(c.shutdown_grace, Duration::from_secs(300));
+        assert!(matches!(c.webhook_secret, SecretSource::File(_)));
+    }
+
+    #[test]
     fn secret_from_file_and_env() {
         let d = tempfile::tempdir().expect("tmp");
         let f = d.path().join("s");
