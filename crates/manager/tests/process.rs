@@ -204,21 +204,7 @@ impl Bed {
         req.extend_from_slice(b"\r\n");
         req.extend_from_slice(body);
         let port = self.port;
-        in_netns(self.netns.as_deref(), move || {
-            let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
-            s.set_read_timeout(Some(Duration::from_secs(10)))?;
-            s.write_all(&req)?;
-            let mut out = Vec::new();
-            s.read_to_end(&mut out)?;
-            let text = String::from_utf8_lossy(&out).into_owned();
-            let status = text
-                .split(' ')
-                .nth(1)
-                .and_then(|c| c.parse().ok())
-                .unwrap_or(0);
-            let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_owned();
-            Ok((status, body))
-        })
+        in_netns(self.netns.as_deref(), move || http_raw(port, &req))
     }
 
     fn deliver(&self, delivery: &str, job_id: u64) -> u16 {
@@ -313,6 +299,31 @@ impl Bed {
             assert!(!set.contains("elements"), "firewall elements left:\n{set}");
         }
     }
+}
+
+fn http_raw(port: u16, req: &[u8]) -> std::io::Result<(u16, String)> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    s.write_all(req)?;
+    let mut out = Vec::new();
+    s.read_to_end(&mut out)?;
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_owned();
+    Ok((status, body))
+}
+
+fn webhook_request(delivery: &str, body: &str) -> Vec<u8> {
+    let sig = sign(SECRET.as_bytes(), body.as_bytes());
+    format!(
+        "POST /webhook HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: {}\r\nX-GitHub-Event: workflow_job\r\nX-GitHub-Delivery: {delivery}\r\nX-Hub-Signature-256: {sig}\r\nContent-Type: application/json\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
 }
 
 fn chmod_x(p: &Path) {
@@ -469,4 +480,151 @@ fn kill9_then_restart_reconciles_and_runs_nothing_twice() {
     if bed.real {
         bed.assert_clean();
     }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// Time of the first `process.exec` of sandbox `id` in the audit log.
+fn exec_ms(audit: &[airlock_audit::Record], id: &str) -> Option<u128> {
+    audit
+        .iter()
+        .find(|r| r.kind == "process.exec" && r.job.as_deref() == Some(id))
+        .map(|r| r.time_ms)
+}
+
+/// scripts/bench-serve.sh runs this (release build, root). Prints one `BENCH {json}` line:
+/// webhook received → runner process exec'd in its sandbox (serve path, from the serve
+/// database's receive time to the sandbox's `process.exec` audit record), against the same
+/// command started by `airlock run` directly (baseline: spawn → `process.exec`), and the
+/// sustained rate of accepted webhooks with no delivery lost.
+#[test]
+#[ignore = "benchmark: scripts/bench-serve.sh"]
+fn bench_serve() {
+    let jobs: usize = std::env::var("BENCH_JOBS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(30);
+    let hooks: usize = std::env::var("BENCH_WEBHOOKS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000);
+    let clients = 4usize;
+    let mut bed = Bed::new("exit 0", 4);
+    if !bed.real {
+        eprintln!("SKIPPED bench_serve: needs root and the airlock binary");
+        return;
+    }
+    let airlock = real_airlock().expect("airlock");
+    let ns = bed.netns.clone().expect("netns");
+    // Baseline: `airlock run` of the same command, one after another.
+    let mut base = Vec::new();
+    for i in 0..jobs {
+        let report = bed.path(&format!("base-{i}.json"));
+        let t0 = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("time")
+            .as_millis();
+        let st = Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{ns}"))
+            .arg("--")
+            .arg(&airlock)
+            .arg("--state-dir")
+            .arg(bed.path("state"))
+            .arg("--data-dir")
+            .arg(bed.path("data"))
+            .args(["run", "-q", "--policy"])
+            .arg(bed.path("policy.toml"))
+            .args(["--group", "ci", "--report"])
+            .arg(&report)
+            .args(["--", "/bin/sh", "-c", "exit 0"])
+            .stdin(Stdio::null())
+            .status()
+            .expect("airlock run");
+        assert!(st.success());
+        let id: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&report).expect("report")).expect("json");
+        let id = id["id"].as_str().expect("id").to_owned();
+        let audit = airlock_audit::read_all(&bed.path("data/audit")).expect("audit");
+        let t1 = exec_ms(&audit, &id).expect("exec record");
+        base.push((t1 - t0) as f64);
+    }
+    // Through serve: one webhook at a time, each job to its end.
+    bed.start();
+    let mut lat = Vec::new();
+    for i in 0..jobs {
+        let gh_id = 90_000 + i as u64;
+        assert_eq!(bed.deliver(&format!("b-{i}"), gh_id), 202);
+        bed.wait_for("the job to finish", || {
+            bed.store()
+                .all()
+                .expect("jobs")
+                .last()
+                .is_some_and(|j| j.status == JobStatus::Done)
+        });
+        let j = bed.store().all().expect("jobs").pop().expect("job");
+        let audit = airlock_audit::read_all(&bed.path("data/audit")).expect("audit");
+        let sandbox = audit
+            .iter()
+            .find(|r| {
+                r.kind == "serve.job.finished" && r.job.as_deref() == Some(&format!("gh-{gh_id}"))
+            })
+            .and_then(|r| r.data["sandbox"].as_str().map(str::to_owned))
+            .expect("sandbox id");
+        let t1 = exec_ms(&audit, &sandbox).expect("exec record");
+        lat.push((t1 as i64 - j.queued_ms) as f64);
+    }
+    // Sustained acceptance: `clients` connections in parallel, each delivery a job no group
+    // takes (refused by the dispatcher, so no sandbox work competes with the measurement).
+    let before = bed.store().deliveries().expect("n");
+    let t = Instant::now();
+    let port = bed.port;
+    let per = hooks / clients;
+    let threads: Vec<_> = (0..clients)
+        .map(|c| {
+            let ns = ns.clone();
+            std::thread::spawn(move || {
+                in_netns(Some(&ns), move || {
+                    let mut bad = 0usize;
+                    for i in 0..per {
+                        let id = 1_000_000 + (c * per + i) as u64;
+                        let mut v: serde_json::Value =
+                            serde_json::from_str(&payload(id)).expect("payload");
+                        v["workflow_job"]["labels"] = serde_json::json!(["no-such-group"]);
+                        let req = webhook_request(&format!("t-{id}"), &v.to_string());
+                        match http_raw(port, &req) {
+                            Ok((202, _)) => {}
+                            _ => bad += 1,
+                        }
+                    }
+                    Ok(bad)
+                })
+                .expect("client")
+            })
+        })
+        .collect();
+    let bad: usize = threads.into_iter().map(|h| h.join().expect("join")).sum();
+    let secs = t.elapsed().as_secs_f64();
+    let after = bed.store().deliveries().expect("n");
+    let accepted = (after - before) as usize;
+    assert_eq!(bad, 0, "deliveries refused");
+    assert_eq!(accepted, per * clients, "deliveries lost");
+    assert_eq!(bed.sigterm().code(), Some(0));
+    bed.assert_clean();
+    base.sort_by(f64::total_cmp);
+    lat.sort_by(f64::total_cmp);
+    let out = serde_json::json!({
+        "jobs": jobs,
+        "baseline_run_ms": {"median": percentile(&base, 0.5), "p95": percentile(&base, 0.95)},
+        "serve_ms": {"median": percentile(&lat, 0.5), "p95": percentile(&lat, 0.95)},
+        "webhooks": accepted,
+        "clients": clients,
+        "webhooks_per_s": (accepted as f64 / secs).round(),
+    });
+    println!("BENCH {out}");
 }
