@@ -260,7 +260,21 @@ impl Manager {
                     continue;
                 }
             };
-            let group = match routing::route(&self.inner.policy, &ev) {
+            // Routed once; a job waiting for capacity keeps its group (unless the group
+            // is gone from the policy since, after a restart).
+            let known = job
+                .group
+                .clone()
+                .filter(|g| self.inner.policy.groups.contains_key(g));
+            let routed = match known {
+                Some(g) => Ok(g),
+                None => routing::route(&self.inner.policy, &ev).inspect(|g| {
+                    if let Err(e) = st.set_group(job.seq, g) {
+                        warn!("job {key}: {e}");
+                    }
+                }),
+            };
+            let group = match routed {
                 Ok(g) => g,
                 Err(refusal) => {
                     warn!("refusing job {}: {refusal}", job.gh_job_id);

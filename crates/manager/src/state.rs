@@ -408,6 +408,15 @@ impl Store {
         Ok(())
     }
 
+    /// Remembers the group a queued job was routed to (it stays queued).
+    pub fn set_group(&self, seq: i64, group: &str) -> Result<(), StateError> {
+        self.lock().execute(
+            "UPDATE jobs SET grp = ?2 WHERE seq = ?1 AND status = 'queued'",
+            params![seq, group],
+        )?;
+        Ok(())
+    }
+
     /// Queued → refused, with the reason.
     pub fn refuse(&self, seq: i64, why: &str) -> Result<(), StateError> {
         self.transition_with(seq, JobStatus::Refused, ", detail = ?3", &[&why])

@@ -45,6 +45,24 @@ impl Harness {
         hold: Duration,
         gh: Arc<FakeGitHub>,
     ) -> Self {
+        Self::build(
+            dir,
+            policy_text,
+            max_concurrency,
+            hold,
+            gh,
+            Duration::from_secs(600),
+        )
+    }
+
+    fn build(
+        dir: tempfile::TempDir,
+        policy_text: &str,
+        max_concurrency: u32,
+        hold: Duration,
+        gh: Arc<FakeGitHub>,
+        pickup_timeout: Duration,
+    ) -> Self {
         let launcher = FakeLauncher::new(hold);
         let store = Store::open(&dir.path().join("serve.db")).expect("db");
         let audit = AuditLog::open(&dir.path().join("audit")).expect("audit");
@@ -57,7 +75,7 @@ impl Harness {
             ManagerOptions {
                 runner_prefix: "airlock-".into(),
                 max_concurrency,
-                pickup_timeout: Duration::from_secs(600),
+                pickup_timeout,
                 repository: None,
             },
         );
@@ -551,4 +569,54 @@ async fn shutdown_stops_running_jobs_after_grace() {
         StatusCode::SERVICE_UNAVAILABLE
     );
     assert_eq!(h.get("/readyz").await.0, StatusCode::SERVICE_UNAVAILABLE);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stuck_job_is_torn_down_by_reconcile() {
+    let text = POLICY.replace(
+        "[groups.pr]",
+        "[groups.ci.limits]\ntimeout = \"1s\"\n[groups.pr]",
+    );
+    let dir = tempfile::tempdir().expect("tmp");
+    let h = Harness::build(
+        dir,
+        &text,
+        4,
+        Duration::from_secs(3600),
+        Arc::new(FakeGitHub::default()),
+        Duration::ZERO,
+    );
+    h.manager.start(Duration::from_secs(3600)).await;
+    let body = payload("queued", 51, &["airlock"], "octo-org/app", true);
+    h.deliver("workflow_job", "d-1", &body).await;
+    for _ in 0..200 {
+        if h.manager.store().job(1).expect("job").status == JobStatus::Running {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let r = h.manager.reconcile().await;
+    assert!(r.stuck_jobs.is_empty(), "not past its timeout yet");
+    assert_eq!(
+        h.manager.store().job(1).expect("job").status,
+        JobStatus::Running
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let r = h.manager.reconcile().await;
+    assert_eq!(r.stuck_jobs, vec![1]);
+    h.settle().await;
+    let j = h.manager.store().job(1).expect("job");
+    assert_eq!(
+        (j.status, j.detail.as_deref()),
+        (JobStatus::Done, Some("stopped by serve"))
+    );
+    assert_eq!(h.launcher.s.lock().expect("lock").stopped, vec!["gh-51"]);
+    assert!(
+        h.gh.s.lock().expect("lock").runners.is_empty(),
+        "its runner deleted"
+    );
+    assert!(h
+        .audit()
+        .iter()
+        .any(|r| r.kind == "serve.reconcile.job_stuck"));
 }
