@@ -50,6 +50,18 @@ pub enum ManagerError {
     /// The audit log failed (serve refuses to run jobs it cannot record).
     #[error(transparent)]
     Audit(#[from] airlock_audit::AuditError),
+    /// The configuration (or a secret it names) is unusable.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// serve's own directories could not be created.
+    #[error("creating {path}: {source}")]
+    Dir {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// Listening failed.
     #[error("listening on {addr}: {source}")]
     Listen {
@@ -96,6 +108,9 @@ struct Inner {
     tasks: Mutex<HashMap<i64, watch::Sender<bool>>>,
     received: Mutex<HashMap<i64, Instant>>,
     alerted: Mutex<HashSet<u64>>,
+    /// Held while capacity is given (dispatcher) and while jobs without a task are declared
+    /// lost (reconcile), so reconcile never sees a job between `provisioning` and its task.
+    capacity: Mutex<()>,
 }
 
 /// The runner manager. Cheap to clone.
@@ -134,6 +149,7 @@ impl Manager {
                 tasks: Mutex::new(HashMap::new()),
                 received: Mutex::new(HashMap::new()),
                 alerted: Mutex::new(HashSet::new()),
+                capacity: Mutex::new(()),
             }),
         }
     }
@@ -239,6 +255,7 @@ impl Manager {
 
     /// One pass over the queue: route, refuse, or give capacity, oldest first.
     fn dispatch_once(&self) -> Result<(), StateError> {
+        let _cap = lock(&self.inner.capacity);
         let st = &self.inner.store;
         let queued = st.queued()?;
         let mut per_group: BTreeMap<String, u32> = BTreeMap::new();
@@ -496,6 +513,7 @@ impl Manager {
         let mut r = ReconcileReport::default();
         let st = &self.inner.store;
         let prefix = &self.inner.opts.runner_prefix;
+        let cap = lock(&self.inner.capacity);
         let active = match st.active() {
             Ok(a) => a,
             Err(e) => {
@@ -535,9 +553,14 @@ impl Manager {
                 continue;
             }
             let detail = "serve stopped while the job was active; not run again";
-            if let Err(e) = st.finish(j.seq, JobStatus::Lost, None, Some(detail)) {
-                r.errors.push(e.to_string());
-                continue;
+            match st.finish(j.seq, JobStatus::Lost, None, Some(detail)) {
+                Ok(()) => {}
+                // Its task finished it between the two reads above: nothing to do.
+                Err(StateError::Transition { .. }) => continue,
+                Err(e) => {
+                    r.errors.push(e.to_string());
+                    continue;
+                }
             }
             r.lost_jobs.push(j.seq);
             self.audit(
@@ -546,6 +569,7 @@ impl Manager {
                 json!({"github_job_id": j.gh_job_id, "status_was": j.status.as_str(), "runner_id": j.runner_id}),
             );
         }
+        drop(cap);
         match self.inner.launcher.gc().await {
             Ok(removed) => {
                 for id in removed {
