@@ -237,9 +237,13 @@ impl Bed {
             .unwrap_or(serde_json::Value::Null)
     }
 
-    fn wait_for(&self, what: &str, mut f: impl FnMut() -> bool) {
+    fn wait_for(&self, what: &str, f: impl FnMut() -> bool) {
+        self.wait_within(what, Duration::from_secs(60), f)
+    }
+
+    fn wait_within(&self, what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
         let t = Instant::now();
-        while t.elapsed() < Duration::from_secs(60) {
+        while t.elapsed() < limit {
             if f() {
                 return;
             }
@@ -429,14 +433,19 @@ fn kill9_then_restart_reconciles_and_runs_nothing_twice() {
         bed.statuses() == vec![JobStatus::Running, JobStatus::Running, JobStatus::Queued]
     });
     bed.kill9();
-    // PR_SET_PDEATHSIG: the sandboxes get SIGTERM and tear themselves down.
-    bed.wait_for("the orphaned sandboxes to end", || {
-        let o = Command::new("pgrep")
-            .args(["-f", &bed.path("").to_string_lossy()])
-            .output()
-            .expect("pgrep");
-        String::from_utf8_lossy(&o.stdout).trim().is_empty()
-    });
+    // PR_SET_PDEATHSIG: the sandboxes get SIGTERM and tear themselves down — well before
+    // their runners' 4 s would have ended them.
+    bed.wait_within(
+        "the orphaned sandboxes to end",
+        Duration::from_millis(2500),
+        || {
+            let o = Command::new("pgrep")
+                .args(["-f", &bed.path("").to_string_lossy()])
+                .output()
+                .expect("pgrep");
+            String::from_utf8_lossy(&o.stdout).trim().is_empty()
+        },
+    );
     bed.start();
     bed.wait_for("everything settled", || {
         bed.statuses() == vec![JobStatus::Lost, JobStatus::Lost, JobStatus::Done]
