@@ -248,6 +248,10 @@ async fn happy_path_with_audit_trail() {
         metrics.contains("airlock_serve_jobs_finished_total{group=\"ci\",state=\"done\"} 1"),
         "{metrics}"
     );
+    for state in ["provisioning", "starting", "running"] {
+        let line = format!("airlock_serve_sandboxes{{group=\"ci\",state=\"{state}\"}} 0");
+        assert!(metrics.contains(&line), "{line} missing:\n{metrics}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
