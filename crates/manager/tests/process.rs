@@ -569,14 +569,17 @@ fn bench_serve() {
     for i in 0..jobs {
         let gh_id = 90_000 + i as u64;
         assert_eq!(bed.deliver(&format!("b-{i}"), gh_id), 202);
+        // The finished record comes after the database says done (the runner is deleted
+        // in between).
+        let key = format!("gh-{gh_id}");
         bed.wait_for("the job to finish", || {
-            bed.store()
-                .all()
-                .expect("jobs")
-                .last()
-                .is_some_and(|j| j.status == JobStatus::Done)
+            airlock_audit::read_all(&bed.path("data/audit"))
+                .expect("audit")
+                .iter()
+                .any(|r| r.kind == "serve.job.finished" && r.job.as_deref() == Some(&key))
         });
         let j = bed.store().all().expect("jobs").pop().expect("job");
+        assert_eq!(j.status, JobStatus::Done);
         let audit = airlock_audit::read_all(&bed.path("data/audit")).expect("audit");
         let sandbox = audit
             .iter()
