@@ -244,6 +244,7 @@ impl AuditLog {
         let lp = self.dir.join(LOCK);
         let _g = Locked::take(&self.lock, &lp)?;
         let mut head = self.head()?;
+        self.recover_head(&mut head)?;
         let mut buf = Vec::with_capacity(events.len() * 256);
         let mut out = Vec::with_capacity(events.len());
         for ev in events {
@@ -278,6 +279,59 @@ impl AuditLog {
         let hp = self.dir.join(HEAD);
         std::fs::rename(&tmp, &hp).map_err(io(&hp))?;
         Ok(out)
+    }
+
+    /// A writer killed between appending its records and moving the head (kill -9 of a
+    /// process that writes the log) leaves complete records the head does not name. Taking
+    /// the head as it is would fork the chain (the next record would repeat a sequence number
+    /// and chain to the wrong record), so the head is moved to the log's last record first.
+    /// Called under the lock. Reads only the tail of the log.
+    fn recover_head(&self, head: &mut Head) -> Result<(), AuditError> {
+        use std::io::{Seek, SeekFrom};
+        let log = self.dir.join(LOG);
+        let mut f = match File::open(&log) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io(&log)(e)),
+        };
+        let len = f.metadata().map_err(io(&log))?.len();
+        if len == 0 {
+            return Ok(());
+        }
+        // Read backwards in growing chunks until the last line is whole.
+        let mut chunk = 4096u64;
+        let line = loop {
+            let start = len.saturating_sub(chunk);
+            f.seek(SeekFrom::Start(start)).map_err(io(&log))?;
+            let mut buf = Vec::with_capacity(usize::try_from(len - start).unwrap_or(0));
+            Read::by_ref(&mut f)
+                .take(len - start)
+                .read_to_end(&mut buf)
+                .map_err(io(&log))?;
+            if buf.last() != Some(&b'\n') {
+                // A torn write: nothing the head could name; leave it to `verify`.
+                return Ok(());
+            }
+            let body = &buf[..buf.len() - 1];
+            match body.iter().rposition(|&b| b == b'\n') {
+                Some(i) => break body[i + 1..].to_vec(),
+                None if start == 0 => break body.to_vec(),
+                None => chunk = chunk.saturating_mul(4),
+            }
+        };
+        #[derive(Deserialize)]
+        struct Seq {
+            seq: u64,
+        }
+        if let Ok(last) = serde_json::from_slice::<Seq>(&line) {
+            if last.seq > head.seq {
+                *head = Head {
+                    seq: last.seq,
+                    hash: hash(&line),
+                };
+            }
+        }
+        Ok(())
     }
 
     /// Starts a new segment: the current log becomes `audit.jsonl.<first seq of the next>`; the
@@ -504,6 +558,28 @@ pub fn verify(dir: &Path) -> Result<Verification, AuditError> {
         }),
     }
     Ok(v)
+}
+
+#[cfg(test)]
+mod recover_tests {
+    use super::*;
+
+    #[test]
+    fn a_writer_killed_before_moving_the_head_does_not_fork_the_chain() {
+        let d = tempfile::tempdir().expect("tmp");
+        let mut log = AuditLog::open(d.path()).expect("open");
+        log.append("a", None, serde_json::json!({})).expect("a");
+        let stale = std::fs::read(d.path().join(HEAD)).expect("head");
+        log.append("b", None, serde_json::json!({"x": "y".repeat(9000)}))
+            .expect("b");
+        // The crash: record b is in the log, the head still names a.
+        std::fs::write(d.path().join(HEAD), stale).expect("restore");
+        let mut other = AuditLog::open(d.path()).expect("reopen");
+        other.append("c", None, serde_json::json!({})).expect("c");
+        let v = verify(d.path()).expect("verify");
+        assert!(v.problems.is_empty(), "{:?}", v.problems);
+        assert_eq!(v.records, 3);
+    }
 }
 
 #[cfg(test)]

@@ -67,6 +67,9 @@ enum Cmd {
     /// Verify and read the tamper-evident audit log.
     #[command(subcommand)]
     Audit(AuditCmd),
+    /// The runner manager: GitHub `workflow_job` webhooks to one JIT-registered ephemeral
+    /// runner per job, each in its own sandbox (docs/serve.md).
+    Serve(ServeArgs),
     /// Remove everything crashed or killed airlock runs left behind (processes, mounts,
     /// cgroups, directories).
     Gc {
@@ -160,6 +163,21 @@ struct DrillArgs {
     /// Keep the drill's directory (effective policy, job reports) and print its path.
     #[arg(long)]
     keep: bool,
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// The serve configuration (docs/serve.md).
+    #[arg(
+        long,
+        short = 'c',
+        env = "AIRLOCK_SERVE_CONFIG",
+        default_value = "/etc/airlock/serve.toml"
+    )]
+    config: PathBuf,
+    /// Check the configuration, the policy and the webhook secret, print a summary, and exit.
+    #[arg(long)]
+    check: bool,
 }
 
 #[derive(Subcommand)]
@@ -313,6 +331,7 @@ fn real_main(cli: Cli) -> Result<u8> {
         Cmd::Audit(a) => cmd_audit(a, paths),
         Cmd::Drill(d) => cmd_drill(d),
         Cmd::Scan(s) => cmd_scan(s),
+        Cmd::Serve(a) => cmd_serve(a),
         Cmd::Gc { force, json } => {
             let r = airlock_sandbox::gc(&paths, force);
             if json {
@@ -555,6 +574,45 @@ fn cmd_drill(d: DrillArgs) -> Result<u8> {
         eprintln!("airlock: drill directory kept at {}", k.display());
     }
     Ok(if report.passed { 0 } else { 1 })
+}
+
+fn cmd_serve(a: ServeArgs) -> Result<u8> {
+    let config = airlock_manager::ServeConfig::from_file(&a.config)?;
+    let policy = LoadedPolicy::from_file(&config.policy)?;
+    config.webhook_secret.read("webhook_secret")?;
+    println!(
+        "{}: ok: listen {}, GitHub {} ({:?} level, org {}), runner prefix {:?}, {} at a time",
+        a.config.display(),
+        config.listen,
+        config.github.api_url,
+        config.github.level,
+        config.github.org,
+        config.runner_prefix,
+        config.max_concurrency
+    );
+    for (name, g) in &policy.policy.groups {
+        println!(
+            "  group {name}: {:?}, labels {:?}, repositories {:?}, max {} runners",
+            g.trust, g.labels, g.repositories, g.max_runners
+        );
+    }
+    if a.check {
+        return Ok(0);
+    }
+    require_root("airlock serve")?;
+    let github = airlock_manager::RestGitHub::from_config(&config.github)?;
+    let exe = std::env::current_exe().context("locating the airlock binary")?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(airlock_manager::serve(
+        config,
+        policy.policy,
+        std::sync::Arc::new(github),
+        exe,
+    ))?;
+    Ok(0)
 }
 
 fn humantime_fmt(d: std::time::Duration) -> String {

@@ -535,6 +535,34 @@ fn validate_group(c: &mut Collector<'_>, name: &str, g: &Group, span: Range<usiz
             );
         }
     }
+    if g.max_runners == 0 {
+        err(
+            format!("group {name}: max_runners must be at least 1"),
+            "e.g. max_runners = 4",
+        );
+    }
+    if g.runner.is_empty() || g.runner[0].trim().is_empty() {
+        err(
+            format!("group {name}: runner command is empty"),
+            "e.g. runner = [\"/home/runner/actions-runner/run.sh\"]",
+        );
+    }
+    for r in &g.repositories {
+        if r.split('/').count() != 2 || r.split('/').any(str::is_empty) {
+            err(
+                format!("group {name}: repository {r:?} is not an owner/name glob"),
+                "write \"octo-org/octo-repo\", \"octo-org/*\" or \"*/*\"",
+            );
+        }
+    }
+    for l in &g.labels {
+        if l.trim().is_empty() || l.len() > 100 {
+            err(
+                format!("group {name}: invalid runner label {l:?}"),
+                "labels are 1 to 100 characters",
+            );
+        }
+    }
     if let RootfsSource::Image(r) = &g.rootfs {
         if r.trim().is_empty() {
             err(

@@ -327,3 +327,51 @@ labels = ["deploy"]
     let d = diags("version = 1\n[groups.a]\nlabel = [\"x\"]\n");
     assert!(d[0].message.contains("unknown field"), "{}", d[0].message);
 }
+
+#[test]
+fn serve_fields_parse_with_safe_defaults() {
+    let pol = p(GOOD).expect("valid");
+    let pr = &pol.groups["pr"];
+    assert!(pr.repositories.is_empty(), "no repository unless named");
+    assert!(pr.labels.is_empty());
+    assert_eq!(pr.max_runners, 4);
+    assert_eq!(pr.runner, vec!["/home/runner/actions-runner/run.sh"]);
+    assert_eq!(pr.token_permissions, None);
+    let pol = p(r#"
+version = 1
+[groups.ci]
+labels = ["airlock-ci"]
+repositories = ["octo-org/*"]
+workflows = ["octo-org/*/CI"]
+max_runners = 2
+runner = ["/opt/run.sh", "--once"]
+runner_group_id = 7
+token_permissions = { contents = "read" }
+"#)
+    .expect("valid");
+    let g = &pol.groups["ci"];
+    assert_eq!(g.labels, vec!["airlock-ci"]);
+    assert_eq!(g.max_runners, 2);
+    assert_eq!(g.runner_group_id, 7);
+    assert_eq!(
+        g.token_permissions.as_ref().and_then(|m| m.get("contents")),
+        Some(&"read".to_owned())
+    );
+}
+
+#[test]
+fn serve_fields_are_validated() {
+    let d = diags(
+        "version = 1\n[groups.a]\nmax_runners = 0\nrunner = []\nrepositories = [\"justaname\"]\n",
+    );
+    let all = d
+        .iter()
+        .map(|x| x.message.clone())
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(all.contains("max_runners"), "{all}");
+    assert!(all.contains("runner command is empty"), "{all}");
+    assert!(all.contains("owner/name"), "{all}");
+    let d = diags("version = 1\n[groups.a]\nrunner_labels = [\"x\"]\n");
+    assert!(!d.is_empty(), "unknown field refused");
+}

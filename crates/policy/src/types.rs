@@ -191,7 +191,9 @@ pub struct Group {
     #[serde(default = "default_true")]
     pub process_events: bool,
     /// Runner labels that route jobs to this group (what a workflow's `runs-on` names).
-    /// Used by `airlock scan workflows --policy` to tell which group a job lands in.
+    /// `airlock serve` routes a queued job here only if every one of its labels, besides the
+    /// generic `self-hosted`, `linux` and `x64`, is in this list; `airlock scan workflows
+    /// --policy` uses the same list to tell which group a job lands in.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub labels: Vec<String>,
     /// Whether the group accepts jobs from public repositories (and so from forks' pull
@@ -199,6 +201,41 @@ pub struct Group {
     /// a trusted group that does.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub allow_public: bool,
+    /// Repositories (`owner/name` globs, e.g. `octo-org/*`) whose jobs `airlock serve` may
+    /// run in this group. Empty means none: a group serves no repository until it names one
+    /// (`*/*` for all).
+    #[serde(default)]
+    pub repositories: Vec<String>,
+    /// Workflows allowed in this group (globs). The `workflow_job` webhook names a job's
+    /// workflow only by its display name, so they are matched against
+    /// `owner/name/<workflow name>`; GitHub's own runner-group `selected_workflows` is the
+    /// authoritative check (docs/serve.md). Empty means any.
+    #[serde(default)]
+    pub workflows: Vec<String>,
+    /// At most this many of the group's runners at a time under `airlock serve`.
+    #[serde(default = "default_max_runners")]
+    pub max_runners: u32,
+    /// The runner command `airlock serve` runs in the group's sandbox. It reads its JIT
+    /// configuration from the environment variable `ACTIONS_RUNNER_INPUT_JITCONFIG`.
+    #[serde(default = "default_runner")]
+    pub runner: Vec<String>,
+    /// GitHub runner group (its numeric id) the group's runners are registered in.
+    #[serde(default = "default_runner_group_id")]
+    pub runner_group_id: u64,
+    /// Permissions of the per-job installation token (`contents = "read"`, ...), narrowed to
+    /// the job's repository and revoked when the job ends. Absent: no per-job token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_permissions: Option<BTreeMap<String, String>>,
+}
+
+fn default_max_runners() -> u32 {
+    4
+}
+fn default_runner() -> Vec<String> {
+    vec!["/home/runner/actions-runner/run.sh".to_owned()]
+}
+fn default_runner_group_id() -> u64 {
+    1
 }
 
 fn default_true() -> bool {
@@ -270,6 +307,12 @@ impl Default for Group {
             process_events: true,
             labels: Vec::new(),
             allow_public: false,
+            repositories: Vec::new(),
+            workflows: Vec::new(),
+            max_runners: default_max_runners(),
+            runner: default_runner(),
+            runner_group_id: default_runner_group_id(),
+            token_permissions: None,
         }
     }
 }

@@ -1,0 +1,299 @@
+//! `serve.toml`: how `airlock serve` listens, authenticates to GitHub and runs jobs.
+//! Secrets are never written in this file: it names an environment variable or a file.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::Secret;
+
+/// The whole `serve.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServeConfig {
+    /// Address the webhook endpoint listens on (plain HTTP; put a TLS-terminating reverse
+    /// proxy in front, docs/serve.md).
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Where the webhook secret comes from.
+    pub webhook_secret: SecretSource,
+    /// GitHub settings.
+    pub github: GitHubConfig,
+    /// Name prefix of the runners airlock registers; runners without it are never deleted.
+    #[serde(default = "default_prefix")]
+    pub runner_prefix: String,
+    /// At most this many runners at a time, all groups together.
+    #[serde(default = "default_concurrency")]
+    pub max_concurrency: u32,
+    /// airlock's runtime state directory (the `--state-dir` of the `airlock run` children).
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    /// airlock's data directory (image store, audit log, `serve.db`).
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// The runner-group policy.
+    pub policy: PathBuf,
+    /// Largest webhook body accepted, in bytes (GitHub caps payloads at 25 MB; a
+    /// `workflow_job` is a few KiB).
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+    /// How often reconciliation runs, e.g. `"60s"`.
+    #[serde(default = "default_reconcile", with = "humantime_serde_compat")]
+    pub reconcile_interval: Duration,
+    /// On SIGTERM, how long running jobs may go on before they are torn down.
+    #[serde(default = "default_grace", with = "humantime_serde_compat")]
+    pub shutdown_grace: Duration,
+    /// A job that is not `running` this long after it was queued is given up (its runner
+    /// never picked a job up).
+    #[serde(default = "default_pickup", with = "humantime_serde_compat")]
+    pub pickup_timeout: Duration,
+}
+
+/// Where a secret value comes from.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "lowercase")]
+pub enum SecretSource {
+    /// An environment variable of `airlock serve` (e.g. set by systemd's `LoadCredential`).
+    Env(String),
+    /// A file (trailing newline removed); should be mode 0600 or 0400.
+    File(PathBuf),
+}
+
+/// Whether runners are registered for the organisation or a repository.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    /// `/orgs/{org}/actions/runners/...` (needs "Self-hosted runners: write" on the org).
+    Org,
+    /// `/repos/{owner}/{repo}/actions/runners/...` (needs "Administration: write").
+    Repo,
+}
+
+/// GitHub settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GitHubConfig {
+    /// REST API base URL.
+    #[serde(default = "default_api_url")]
+    pub api_url: String,
+    /// `org` or `repo`.
+    #[serde(default = "default_level")]
+    pub level: Level,
+    /// The organisation (level `org`) or the owner (level `repo`).
+    pub org: String,
+    /// The repository name (level `repo` only).
+    #[serde(default)]
+    pub repo: Option<String>,
+    /// GitHub App id (or client id).
+    #[serde(default)]
+    pub app_id: Option<String>,
+    /// The App's installation id.
+    #[serde(default)]
+    pub installation_id: Option<u64>,
+    /// The App's private key (PEM).
+    #[serde(default)]
+    pub private_key: Option<PathBuf>,
+    /// Fallback: a personal access token from this source (no per-job tokens then).
+    #[serde(default)]
+    pub token: Option<SecretSource>,
+}
+
+/// `serve.toml` could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid.
+    #[error("{path}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// A secret could not be read.
+    #[error("secret {what}: {message}")]
+    Secret {
+        /// Which secret (never its value).
+        what: String,
+        /// Why.
+        message: String,
+    },
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8780))
+}
+fn default_prefix() -> String {
+    "airlock-".to_owned()
+}
+fn default_concurrency() -> u32 {
+    4
+}
+fn default_state_dir() -> PathBuf {
+    PathBuf::from("/run/airlock")
+}
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("/var/lib/airlock")
+}
+fn default_max_body() -> usize {
+    1 << 20
+}
+fn default_reconcile() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_grace() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_pickup() -> Duration {
+    Duration::from_secs(600)
+}
+fn default_api_url() -> String {
+    "https://api.github.com".to_owned()
+}
+fn default_level() -> Level {
+    Level::Org
+}
+
+/// Durations written for people (`"60s"`, `"5m"`).
+mod humantime_serde_compat {
+    use serde::{Deserialize, Deserializer};
+    use std::time::Duration;
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s).map_err(|e| {
+            serde::de::Error::custom(format!("invalid duration {s:?} ({e}); write e.g. \"60s\""))
+        })
+    }
+}
+
+impl ServeConfig {
+    /// Reads and checks a `serve.toml`.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let src = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&src, path)
+    }
+
+    /// Parses and checks the text of a `serve.toml` (`path` names it in errors).
+    pub fn parse(src: &str, path: &Path) -> Result<Self, ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            message,
+        };
+        let c: ServeConfig = toml::from_str(src).map_err(|e| invalid(e.to_string()))?;
+        if c.max_concurrency == 0 {
+            return Err(invalid("max_concurrency must be at least 1".into()));
+        }
+        if c.runner_prefix.len() < 3 {
+            return Err(invalid(
+                "runner_prefix must be at least 3 characters: it is how airlock recognises its own runners".into(),
+            ));
+        }
+        if c.github.level == Level::Repo && c.github.repo.is_none() {
+            return Err(invalid("github.level = \"repo\" needs github.repo".into()));
+        }
+        let app = c.github.app_id.is_some()
+            && c.github.installation_id.is_some()
+            && c.github.private_key.is_some();
+        if !app && c.github.token.is_none() {
+            return Err(invalid(
+                "GitHub authentication: set github.app_id, github.installation_id and github.private_key, or github.token".into(),
+            ));
+        }
+        Ok(c)
+    }
+}
+
+impl SecretSource {
+    /// Reads the value; `what` names it in errors.
+    pub fn read(&self, what: &str) -> Result<Secret, ConfigError> {
+        let err = |message: String| ConfigError::Secret {
+            what: what.to_owned(),
+            message,
+        };
+        let v = match self {
+            SecretSource::Env(name) => std::env::var(name)
+                .map_err(|_| err(format!("environment variable {name} is not set")))?,
+            SecretSource::File(p) => std::fs::read_to_string(p)
+                .map_err(|e| err(format!("cannot read {}: {e}", p.display())))?
+                .trim_end_matches(['\n', '\r'])
+                .to_owned(),
+        };
+        if v.is_empty() {
+            return Err(err("empty".into()));
+        }
+        Ok(Secret::new(v))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_minimal_and_checks() {
+        let c = ServeConfig::parse(
+            r#"
+policy = "/etc/airlock/policy.toml"
+webhook_secret = { env = "AIRLOCK_WEBHOOK_SECRET" }
+[github]
+org = "octo-org"
+token = { file = "/etc/airlock/pat" }
+"#,
+            Path::new("serve.toml"),
+        )
+        .expect("valid");
+        assert_eq!(c.runner_prefix, "airlock-");
+        assert_eq!(c.max_concurrency, 4);
+        assert_eq!(c.github.level, Level::Org);
+        assert_eq!(c.listen.port(), 8780);
+        assert_eq!(c.reconcile_interval, Duration::from_secs(60));
+        let e = ServeConfig::parse(
+            "policy = \"p\"\nwebhook_secret = { env = \"X\" }\n[github]\norg = \"o\"\n",
+            Path::new("serve.toml"),
+        )
+        .expect_err("no auth");
+        assert!(e.to_string().contains("authentication"), "{e}");
+        let e = ServeConfig::parse(
+            "policy = \"p\"\nwebhook_secret = \"inline\"\n[github]\norg = \"o\"\n",
+            Path::new("serve.toml"),
+        )
+        .expect_err("inline secret refused");
+        assert!(e.to_string().contains("serve.toml"), "{e}");
+    }
+
+    #[test]
+    fn the_packaged_example_parses() {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../packaging/serve.toml");
+        let c = ServeConfig::from_file(&p).expect("packaging/serve.toml");
+        assert_eq!(c.github.installation_id, Some(7890123));
+        assert_eq!(c.shutdown_grace, Duration::from_secs(300));
+        assert!(matches!(c.webhook_secret, SecretSource::File(_)));
+    }
+
+    #[test]
+    fn secret_from_file_and_env() {
+        let d = tempfile::tempdir().expect("tmp");
+        let f = d.path().join("s");
+        std::fs::write(&f, "abc\n").expect("write");
+        let s = SecretSource::File(f).read("webhook").expect("read");
+        assert_eq!(s.expose(), "abc");
+        assert_eq!(format!("{s:?}"), "***");
+        let e = SecretSource::Env("AIRLOCK_TEST_SURELY_UNSET_VAR".into())
+            .read("webhook")
+            .expect_err("unset");
+        assert!(e.to_string().contains("not set"));
+    }
+}

@@ -1,0 +1,693 @@
+//! Queue, capacity, lifecycle and reconciliation.
+//!
+//! One dispatcher task owns capacity: it walks the queued jobs oldest first, routes each to a
+//! group (or refuses it), and gives it capacity if both the group's `max_runners` and the
+//! global limit allow. Jobs wait in order within their group; a full group does not hold up
+//! another group's jobs. Each job with capacity gets a lifecycle task:
+//! provisioning (JIT runner registered) → starting (sandbox) → running → done/failed, then the
+//! runner is deleted at GitHub and the per-job token revoked. Every step is persisted before
+//! it is acted on; a job active at a crash is marked `lost` by reconciliation and never run
+//! again.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use airlock_audit::AuditLog;
+use airlock_policy::Policy;
+use serde_json::json;
+use tokio::sync::{oneshot, watch, Notify};
+use tracing::{info, warn};
+
+use crate::github::{GitHub, JitRequest};
+use crate::launcher::{LaunchSpec, Launcher};
+use crate::metrics::{AlertKind, GroupState, Metrics};
+use crate::routing::{self, GENERIC_LABELS};
+use crate::state::{Ingest, JobRow, JobStatus, NewJob, StateError, Store};
+use crate::webhook::WorkflowJobEvent;
+use crate::Secret;
+
+/// Settings of the manager (from `serve.toml`).
+#[derive(Debug, Clone)]
+pub struct ManagerOptions {
+    /// Name prefix of airlock's runners.
+    pub runner_prefix: String,
+    /// Global concurrency.
+    pub max_concurrency: u32,
+    /// Extra time past the group's timeout before an active job is torn down.
+    pub pickup_timeout: Duration,
+    /// `Some(owner/name)` for repository-level runners.
+    pub repository: Option<String>,
+}
+
+/// Errors of the manager.
+#[derive(Debug, thiserror::Error)]
+pub enum ManagerError {
+    /// The state database failed.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// The audit log failed (serve refuses to run jobs it cannot record).
+    #[error(transparent)]
+    Audit(#[from] airlock_audit::AuditError),
+    /// The configuration (or a secret it names) is unusable.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// serve's own directories could not be created.
+    #[error("creating {path}: {source}")]
+    Dir {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Listening failed.
+    #[error("listening on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// What one reconciliation did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ReconcileReport {
+    /// Jobs that were active without a task (serve crashed): now `lost`.
+    pub lost_jobs: Vec<i64>,
+    /// Sandboxes removed by `airlock gc`.
+    pub sandboxes_removed: Vec<String>,
+    /// airlock runners deleted at GitHub because nothing owns them.
+    pub runners_deleted: Vec<u64>,
+    /// Runners without airlock's prefix (alerted once each).
+    pub unauthorized_runners: Vec<u64>,
+    /// Jobs torn down for running past their timeout.
+    pub stuck_jobs: Vec<i64>,
+    /// Everything that failed (reconciliation goes on after a failure).
+    pub errors: Vec<String>,
+}
+
+/// What the webhook handler's call did.
+pub use crate::state::Ingest as IngestOutcome;
+
+struct Inner {
+    store: Store,
+    github: Arc<dyn GitHub>,
+    launcher: Arc<dyn Launcher>,
+    policy: Policy,
+    audit: Mutex<AuditLog>,
+    metrics: Metrics,
+    opts: ManagerOptions,
+    wake: Notify,
+    idle: Notify,
+    accepting: AtomicBool,
+    ready: AtomicBool,
+    tasks: Mutex<HashMap<i64, watch::Sender<bool>>>,
+    received: Mutex<HashMap<i64, Instant>>,
+    alerted: Mutex<HashSet<u64>>,
+    /// Held while capacity is given (dispatcher) and while jobs without a task are declared
+    /// lost (reconcile), so reconcile never sees a job between `provisioning` and its task.
+    capacity: Mutex<()>,
+}
+
+/// The runner manager. Cheap to clone.
+#[derive(Clone)]
+pub struct Manager {
+    inner: Arc<Inner>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Manager {
+    /// A manager over its store, GitHub, launcher, policy and audit log.
+    pub fn new(
+        store: Store,
+        github: Arc<dyn GitHub>,
+        launcher: Arc<dyn Launcher>,
+        policy: Policy,
+        audit: AuditLog,
+        opts: ManagerOptions,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                github,
+                launcher,
+                policy,
+                audit: Mutex::new(audit),
+                metrics: Metrics::new(),
+                opts,
+                wake: Notify::new(),
+                idle: Notify::new(),
+                accepting: AtomicBool::new(true),
+                ready: AtomicBool::new(false),
+                tasks: Mutex::new(HashMap::new()),
+                received: Mutex::new(HashMap::new()),
+                alerted: Mutex::new(HashSet::new()),
+                capacity: Mutex::new(()),
+            }),
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// Whether serve takes new jobs (reconciled at start and not shutting down).
+    pub fn ready(&self) -> bool {
+        self.inner.ready.load(Ordering::SeqCst) && self.inner.accepting.load(Ordering::SeqCst)
+    }
+
+    /// Number of jobs with a lifecycle task.
+    pub fn running_tasks(&self) -> usize {
+        lock(&self.inner.tasks).len()
+    }
+
+    fn audit(&self, kind: &str, job: Option<&str>, data: serde_json::Value) {
+        if let Err(e) = lock(&self.inner.audit).append(kind, job, data) {
+            warn!("audit log: {e}");
+        }
+    }
+
+    /// Records a verified `workflow_job` delivery. Only stores and wakes the dispatcher: the
+    /// webhook handler never does the work itself.
+    pub fn ingest(
+        &self,
+        delivery: &str,
+        ev: &WorkflowJobEvent,
+        raw: &str,
+    ) -> Result<Ingest, StateError> {
+        let job = (ev.action == "queued").then(|| NewJob {
+            gh_job_id: ev.workflow_job.id,
+            repo: &ev.repository.full_name,
+            payload: raw,
+        });
+        let r = self
+            .inner
+            .store
+            .ingest(delivery, "workflow_job", Some(&ev.action), job)?;
+        match r {
+            Ingest::Enqueued(seq) => {
+                lock(&self.inner.received).insert(seq, Instant::now());
+                self.inner.metrics.queue_depth.inc();
+                self.inner.wake.notify_one();
+            }
+            Ingest::Recorded => {
+                if ev.action != "queued" {
+                    self.inner.store.github_action(
+                        ev.workflow_job.id,
+                        &ev.action,
+                        ev.workflow_job.runner_name.as_deref(),
+                    )?;
+                }
+            }
+            Ingest::Duplicate => {}
+        }
+        Ok(r)
+    }
+
+    /// Records a delivery of an event serve does not act on (for deduplication only).
+    pub fn ingest_other(&self, delivery: &str, event: &str) -> Result<Ingest, StateError> {
+        self.inner.store.ingest(delivery, event, None, None)
+    }
+
+    /// Reconciles, then starts the dispatcher and the periodic reconciliation.
+    pub async fn start(&self, reconcile_every: Duration) -> ReconcileReport {
+        let first = self.reconcile().await;
+        self.inner.ready.store(true, Ordering::SeqCst);
+        let me = self.clone();
+        tokio::spawn(async move { me.dispatch_loop().await });
+        let me = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(reconcile_every).await;
+                if !me.inner.accepting.load(Ordering::SeqCst) {
+                    break;
+                }
+                me.reconcile().await;
+            }
+        });
+        first
+    }
+
+    async fn dispatch_loop(&self) {
+        while self.inner.accepting.load(Ordering::SeqCst) {
+            if let Err(e) = self.dispatch_once() {
+                warn!("dispatcher: {e}");
+            }
+            tokio::select! {
+                _ = self.inner.wake.notified() => {}
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+    }
+
+    /// One pass over the queue: route, refuse, or give capacity, oldest first.
+    fn dispatch_once(&self) -> Result<(), StateError> {
+        let _cap = lock(&self.inner.capacity);
+        let st = &self.inner.store;
+        let queued = st.queued()?;
+        let mut per_group: BTreeMap<String, u32> = BTreeMap::new();
+        let mut total = 0u32;
+        for j in st.active()? {
+            total += 1;
+            *per_group.entry(j.group.unwrap_or_default()).or_default() += 1;
+        }
+        let mut waiting = 0i64;
+        for job in queued {
+            if !self.inner.accepting.load(Ordering::SeqCst) {
+                return Ok(());
+            }
+            let key = format!("gh-{}", job.gh_job_id);
+            let ev: WorkflowJobEvent = match serde_json::from_str(&job.payload) {
+                Ok(e) => e,
+                Err(e) => {
+                    st.refuse(job.seq, &format!("unreadable payload: {e}"))?;
+                    continue;
+                }
+            };
+            // Routed once; a job waiting for capacity keeps its group (unless the group
+            // is gone from the policy since, after a restart).
+            let known = job
+                .group
+                .clone()
+                .filter(|g| self.inner.policy.groups.contains_key(g));
+            let routed = match known {
+                Some(g) => Ok(g),
+                None => routing::route(&self.inner.policy, &ev).inspect(|g| {
+                    if let Err(e) = st.set_group(job.seq, g) {
+                        warn!("job {key}: {e}");
+                    }
+                }),
+            };
+            let group = match routed {
+                Ok(g) => g,
+                Err(refusal) => {
+                    warn!("refusing job {}: {refusal}", job.gh_job_id);
+                    st.refuse(job.seq, &refusal.to_string())?;
+                    lock(&self.inner.received).remove(&job.seq);
+                    self.audit(
+                        "serve.job.refused",
+                        Some(&key),
+                        json!({"github_job_id": job.gh_job_id, "repository": job.repo,
+                               "labels": refusal.labels, "reasons": refusal.reasons}),
+                    );
+                    continue;
+                }
+            };
+            let Some(g) = self.inner.policy.groups.get(&group) else {
+                continue;
+            };
+            let used = per_group.get(&group).copied().unwrap_or(0);
+            if total >= self.inner.opts.max_concurrency || used >= g.max_runners {
+                waiting += 1;
+                continue;
+            }
+            let runner_name = format!("{}{}", self.inner.opts.runner_prefix, job.gh_job_id);
+            st.provision(job.seq, &group, &runner_name)?;
+            total += 1;
+            *per_group.entry(group.clone()).or_default() += 1;
+            self.inner
+                .metrics
+                .sandbox_state(&group, "", JobStatus::Provisioning.as_str());
+            let (stop_tx, stop_rx) = watch::channel(false);
+            lock(&self.inner.tasks).insert(job.seq, stop_tx);
+            let me = self.clone();
+            let job = st.job(job.seq)?;
+            tokio::spawn(async move { me.lifecycle(job, ev, group, stop_rx).await });
+        }
+        self.inner.metrics.queue_depth.set(waiting);
+        Ok(())
+    }
+
+    async fn lifecycle(
+        &self,
+        job: JobRow,
+        ev: WorkflowJobEvent,
+        group: String,
+        stop: watch::Receiver<bool>,
+    ) {
+        let key = format!("gh-{}", job.gh_job_id);
+        let seq = job.seq;
+        let m = &self.inner.metrics;
+        let mut state = JobStatus::Provisioning.as_str();
+        let outcome = self
+            .provision_and_run(&job, &ev, &group, stop, &mut state)
+            .await;
+        let st = &self.inner.store;
+        let mut errors = Vec::new();
+        let (final_status, code, detail, sandbox) = match &outcome.result {
+            Ok(exit) => (
+                JobStatus::Done,
+                Some(i64::from(exit.code)),
+                exit.stopped.then(|| "stopped by serve".to_owned()),
+                exit.sandbox_id.clone(),
+            ),
+            Err(e) => (JobStatus::Failed, None, Some(e.clone()), None),
+        };
+        if let Err(e) = st.finish(seq, final_status, code, detail.as_deref()) {
+            errors.push(e.to_string());
+        }
+        m.sandbox_state(&group, state, "");
+        m.jobs_finished
+            .get_or_create(&GroupState {
+                group: group.clone(),
+                state: final_status.as_str().to_owned(),
+            })
+            .inc();
+        // Teardown goes on after a failure and reports every error.
+        if let Some(id) = outcome.runner_id {
+            match self.inner.github.delete_runner(id).await {
+                Ok(()) => {
+                    if let Err(e) = st.runner_deleted(id) {
+                        errors.push(e.to_string());
+                    }
+                }
+                Err(e) => errors.push(format!("deleting runner {id}: {e}")),
+            }
+        }
+        if let Some(t) = &outcome.token {
+            if let Err(e) = self.inner.github.revoke_token(t).await {
+                errors.push(format!("revoking the job token: {e}"));
+            }
+        }
+        for e in &errors {
+            warn!("job {key}: teardown: {e}");
+        }
+        self.audit(
+            "serve.job.finished",
+            Some(&key),
+            json!({"github_job_id": job.gh_job_id, "group": group, "status": final_status.as_str(),
+                   "exit_code": code, "detail": detail, "sandbox": sandbox,
+                   "runner_id": outcome.runner_id, "runner_deleted": outcome.runner_id.is_some() && errors.iter().all(|e| !e.starts_with("deleting")),
+                   "token_revoked": outcome.token.is_some() && errors.iter().all(|e| !e.starts_with("revoking")),
+                   "teardown_errors": errors}),
+        );
+        info!("job {key} ({group}): {}", final_status.as_str());
+        lock(&self.inner.tasks).remove(&seq);
+        self.inner.wake.notify_one();
+        self.inner.idle.notify_waiters();
+    }
+
+    async fn provision_and_run(
+        &self,
+        job: &JobRow,
+        ev: &WorkflowJobEvent,
+        group: &str,
+        stop: watch::Receiver<bool>,
+        state: &mut &'static str,
+    ) -> Outcome {
+        let key = format!("gh-{}", job.gh_job_id);
+        let mut out = Outcome {
+            runner_id: None,
+            token: None,
+            result: Err(String::new()),
+        };
+        let Some(g) = self.inner.policy.groups.get(group) else {
+            out.result = Err(format!("group {group} vanished from the policy"));
+            return out;
+        };
+        let name = job.runner_name.clone().unwrap_or_default();
+        let mut labels: Vec<String> = GENERIC_LABELS.iter().map(|s| s.to_string()).collect();
+        labels.extend(g.labels.iter().cloned());
+        self.audit(
+            "serve.job.provisioning",
+            Some(&key),
+            json!({"github_job_id": job.gh_job_id, "repository": job.repo, "group": group,
+                   "runner": name, "labels": labels, "workflow": ev.workflow_job.workflow_name,
+                   "job_name": ev.workflow_job.name}),
+        );
+        let req = JitRequest {
+            name: name.clone(),
+            runner_group_id: g.runner_group_id,
+            labels,
+            repository: self.inner.opts.repository.clone(),
+        };
+        let jit = match self.inner.github.generate_jitconfig(&req).await {
+            Ok(j) => j,
+            Err(e) => {
+                out.result = Err(format!("generating the JIT runner config: {e}"));
+                return out;
+            }
+        };
+        out.runner_id = Some(jit.runner_id);
+        if let Err(e) = self
+            .inner
+            .store
+            .runner_registered(job.seq, jit.runner_id, &jit.name)
+        {
+            out.result = Err(e.to_string());
+            return out;
+        }
+        if let Some(perms) = &g.token_permissions {
+            match self.inner.github.job_token(&job.repo, perms).await {
+                Ok(t) => out.token = t,
+                Err(e) => {
+                    out.result = Err(format!("minting the job token: {e}"));
+                    return out;
+                }
+            }
+        }
+        if let Err(e) = self.inner.store.starting(job.seq) {
+            out.result = Err(e.to_string());
+            return out;
+        }
+        self.inner.metrics.sandbox_state(group, state, "starting");
+        *state = "starting";
+        let spec = LaunchSpec {
+            key: key.clone(),
+            group: group.to_owned(),
+            policy: g.clone(),
+            detectors: self.inner.policy.detectors.clone(),
+            alerts: self.inner.policy.alerts.clone(),
+            command: g.runner.clone(),
+            jit_config: jit.encoded_jit_config,
+            token: out.token.clone(),
+        };
+        let (started_tx, started_rx) = oneshot::channel();
+        let launcher = self.inner.launcher.clone();
+        let handle = tokio::spawn(async move { launcher.run(spec, started_tx, stop).await });
+        if started_rx.await.is_ok() {
+            let t0 = lock(&self.inner.received).remove(&job.seq);
+            if let Some(t0) = t0 {
+                self.inner
+                    .metrics
+                    .provisioning_seconds
+                    .observe(t0.elapsed().as_secs_f64());
+            }
+            match self.inner.store.running(job.seq) {
+                Ok(()) => {
+                    self.inner.metrics.sandbox_state(group, state, "running");
+                    *state = "running";
+                }
+                Err(e) => warn!("job {key}: {e}"),
+            }
+            self.audit(
+                "serve.job.started",
+                Some(&key),
+                json!({"github_job_id": job.gh_job_id, "group": group, "runner_id": jit.runner_id}),
+            );
+        }
+        out.result = match handle.await {
+            Ok(Ok(exit)) => Ok(exit),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(e) => Err(format!("sandbox task failed: {e}")),
+        };
+        out
+    }
+
+    /// Reconciles state with the world: jobs active without a task become `lost`, sandboxes
+    /// no `airlock run` owns are collected, airlock runners nothing owns are deleted, runners
+    /// airlock did not create raise an alert, jobs past their timeout are torn down. Each with
+    /// an audit event; a failure does not stop the rest.
+    pub async fn reconcile(&self) -> ReconcileReport {
+        let mut r = ReconcileReport::default();
+        let st = &self.inner.store;
+        let prefix = &self.inner.opts.runner_prefix;
+        let cap = lock(&self.inner.capacity);
+        let active = match st.active() {
+            Ok(a) => a,
+            Err(e) => {
+                r.errors.push(e.to_string());
+                Vec::new()
+            }
+        };
+        let tasks: HashSet<i64> = lock(&self.inner.tasks).keys().copied().collect();
+        let mut owned: HashSet<String> = HashSet::new();
+        for j in &active {
+            let key = format!("gh-{}", j.gh_job_id);
+            if tasks.contains(&j.seq) {
+                if let Some(n) = &j.runner_name {
+                    owned.insert(n.clone());
+                }
+                // Stuck: past the group's timeout plus the pick-up allowance.
+                let limit = j
+                    .group
+                    .as_ref()
+                    .and_then(|g| self.inner.policy.groups.get(g))
+                    .map(|g| g.limits.timeout.0)
+                    .unwrap_or(Duration::from_secs(3600))
+                    + self.inner.opts.pickup_timeout;
+                let since = j.provisioned_ms.unwrap_or(j.queued_ms);
+                let age = now_ms().saturating_sub(since);
+                if u128::try_from(age).unwrap_or(0) > limit.as_millis() {
+                    if let Some(tx) = lock(&self.inner.tasks).get(&j.seq) {
+                        let _ = tx.send(true);
+                    }
+                    r.stuck_jobs.push(j.seq);
+                    self.audit(
+                        "serve.reconcile.job_stuck",
+                        Some(&key),
+                        json!({"github_job_id": j.gh_job_id, "age_ms": age, "limit_ms": limit.as_millis()}),
+                    );
+                }
+                continue;
+            }
+            let detail = "serve stopped while the job was active; not run again";
+            match st.finish(j.seq, JobStatus::Lost, None, Some(detail)) {
+                Ok(()) => {}
+                // Its task finished it between the two reads above: nothing to do.
+                Err(StateError::Transition { .. }) => continue,
+                Err(e) => {
+                    r.errors.push(e.to_string());
+                    continue;
+                }
+            }
+            r.lost_jobs.push(j.seq);
+            self.audit(
+                "serve.reconcile.job_lost",
+                Some(&key),
+                json!({"github_job_id": j.gh_job_id, "status_was": j.status.as_str(), "runner_id": j.runner_id}),
+            );
+        }
+        drop(cap);
+        match self.inner.launcher.gc().await {
+            Ok(removed) => {
+                for id in removed {
+                    self.audit(
+                        "serve.reconcile.sandbox_removed",
+                        None,
+                        json!({"sandbox": id}),
+                    );
+                    r.sandboxes_removed.push(id);
+                }
+            }
+            Err(e) => r.errors.push(e.to_string()),
+        }
+        match self.inner.github.list_runners().await {
+            Ok(runners) => {
+                for ru in runners {
+                    if ru.name.starts_with(prefix.as_str()) {
+                        if owned.contains(&ru.name) {
+                            continue;
+                        }
+                        match self.inner.github.delete_runner(ru.id).await {
+                            Ok(()) => {
+                                let _ = st.runner_deleted(ru.id);
+                                r.runners_deleted.push(ru.id);
+                                self.audit(
+                                    "serve.reconcile.runner_deleted",
+                                    None,
+                                    json!({"runner_id": ru.id, "name": ru.name, "status": ru.status, "busy": ru.busy}),
+                                );
+                            }
+                            Err(e) => r.errors.push(format!("deleting runner {}: {e}", ru.id)),
+                        }
+                    } else if lock(&self.inner.alerted).insert(ru.id) {
+                        r.unauthorized_runners.push(ru.id);
+                        warn!(
+                            "runner {} ({}) was not registered by airlock",
+                            ru.name, ru.id
+                        );
+                        self.inner
+                            .metrics
+                            .alerts
+                            .get_or_create(&AlertKind {
+                                kind: "unauthorized-runner".into(),
+                            })
+                            .inc();
+                        self.audit(
+                            "alert",
+                            None,
+                            json!({"detector": "unauthorized-runner", "severity": "high",
+                                   "runner_id": ru.id, "name": ru.name, "labels": ru.labels,
+                                   "message": "a self-hosted runner that airlock did not register is in the organisation"}),
+                        );
+                    }
+                }
+                // Runners gone from GitHub that the database still lists.
+                if let Ok(live) = st.live_runners() {
+                    for (id, name, _) in live {
+                        if !owned.contains(&name) && !r.runners_deleted.contains(&id) {
+                            let _ = st.runner_deleted(id);
+                        }
+                    }
+                }
+            }
+            Err(e) => r.errors.push(format!("listing runners: {e}")),
+        }
+        for e in &r.errors {
+            warn!("reconcile: {e}");
+        }
+        r
+    }
+
+    /// Graceful shutdown: stop taking jobs, let running ones finish for up to `grace`, then
+    /// tear the rest down and wait for their teardown.
+    pub async fn shutdown(&self, grace: Duration) {
+        self.inner.accepting.store(false, Ordering::SeqCst);
+        self.inner.wake.notify_one();
+        let deadline = Instant::now() + grace;
+        while self.running_tasks() > 0 && Instant::now() < deadline {
+            tokio::select! {
+                _ = self.inner.idle.notified() => {}
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            }
+        }
+        let left: Vec<watch::Sender<bool>> = lock(&self.inner.tasks).values().cloned().collect();
+        for tx in left {
+            let _ = tx.send(true);
+        }
+        while self.running_tasks() > 0 {
+            tokio::select! {
+                _ = self.inner.idle.notified() => {}
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            }
+        }
+    }
+
+    /// Stops taking new jobs (the first step of shutdown).
+    pub fn shutdown_begin(&self) {
+        self.inner.accepting.store(false, Ordering::SeqCst);
+        self.inner.wake.notify_one();
+    }
+
+    /// Whether serve still takes jobs.
+    pub fn accepting(&self) -> bool {
+        self.inner.accepting.load(Ordering::SeqCst)
+    }
+}
+
+struct Outcome {
+    runner_id: Option<u64>,
+    token: Option<Secret>,
+    result: Result<crate::launcher::RunExit, String>,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}

@@ -1,0 +1,239 @@
+//! The HTTP side: `/webhook`, `/healthz`, `/readyz`, `/metrics`, and [`serve`], which runs it
+//! all until SIGTERM.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use airlock_audit::AuditLog;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::Router;
+use tracing::{info, warn};
+
+use crate::config::{Level, ServeConfig};
+use crate::github::GitHub;
+use crate::launcher::{Launcher, ProcessLauncher};
+use crate::manager::{Manager, ManagerError, ManagerOptions};
+use crate::state::{Ingest, Store};
+use crate::webhook::{verify_signature, WorkflowJobEvent};
+use crate::Secret;
+
+/// Shared state of the handlers.
+#[derive(Clone)]
+pub struct AppState {
+    /// The manager.
+    pub manager: Manager,
+    /// The webhook secret.
+    pub secret: Arc<Secret>,
+}
+
+/// The router. `max_body` bytes is the largest body read (larger: 413).
+pub fn router(state: AppState, max_body: usize) -> Router {
+    Router::new()
+        .route("/webhook", post(webhook))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(state)
+}
+
+async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
+    if s.manager.ready() {
+        (StatusCode::OK, "ready\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+    }
+}
+
+async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        s.manager.metrics().encode(),
+    )
+}
+
+/// The webhook: the signature is checked before anything is parsed; the work is only
+/// recorded and queued.
+async fn webhook(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> (StatusCode, &'static str) {
+    let m = &s.manager;
+    let sig = headers
+        .get("x-hub-signature-256")
+        .and_then(|v| v.to_str().ok());
+    if let Err(e) = verify_signature(s.secret.expose().as_bytes(), &body, sig) {
+        m.metrics().webhook_verification_failures.inc();
+        m.metrics().webhook("bad_signature");
+        warn!("webhook refused: {e}");
+        return (StatusCode::UNAUTHORIZED, "bad signature\n");
+    }
+    if !m.accepting() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n");
+    }
+    let Some(delivery) = headers
+        .get("x-github-delivery")
+        .and_then(|v| v.to_str().ok())
+        .filter(|d| !d.is_empty() && d.len() <= 100)
+    else {
+        m.metrics().webhook("bad_payload");
+        return (StatusCode::BAD_REQUEST, "missing X-GitHub-Delivery\n");
+    };
+    let event = headers
+        .get("x-github-event")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if event != "workflow_job" {
+        m.metrics().webhook("ignored");
+        return (StatusCode::ACCEPTED, "ignored\n");
+    }
+    let Ok(raw) = std::str::from_utf8(&body) else {
+        m.metrics().webhook("bad_payload");
+        return (StatusCode::BAD_REQUEST, "body is not UTF-8\n");
+    };
+    let ev: WorkflowJobEvent = match serde_json::from_str(raw) {
+        Ok(e) => e,
+        Err(e) => {
+            m.metrics().webhook("bad_payload");
+            warn!("webhook {delivery}: not a workflow_job payload: {e}");
+            return (StatusCode::BAD_REQUEST, "not a workflow_job payload\n");
+        }
+    };
+    match m.ingest(delivery, &ev, raw) {
+        Ok(Ingest::Duplicate) => {
+            m.metrics().webhook("duplicate");
+            (StatusCode::OK, "duplicate delivery\n")
+        }
+        Ok(Ingest::Enqueued(_)) => {
+            m.metrics().webhook("enqueued");
+            (StatusCode::ACCEPTED, "queued\n")
+        }
+        Ok(Ingest::Recorded) => {
+            m.metrics().webhook("recorded");
+            (StatusCode::ACCEPTED, "recorded\n")
+        }
+        Err(e) => {
+            warn!("webhook {delivery}: {e}");
+            (StatusCode::INTERNAL_SERVER_ERROR, "state error\n")
+        }
+    }
+}
+
+/// Runs `airlock serve` until SIGTERM or SIGINT: opens the state, reconciles, listens, and on
+/// the signal stops accepting and shuts down gracefully. `airlock` is the binary the
+/// sandboxes are started with.
+pub async fn serve(
+    config: ServeConfig,
+    policy: airlock_policy::Policy,
+    github: Arc<dyn GitHub>,
+    airlock: PathBuf,
+) -> Result<(), ManagerError> {
+    let launcher: Arc<dyn Launcher> = Arc::new(ProcessLauncher {
+        airlock,
+        state_dir: config.state_dir.clone(),
+        data_dir: config.data_dir.clone(),
+        work_dir: config.state_dir.join("serve"),
+        wrapper: Vec::new(),
+    });
+    serve_with(config, policy, github, launcher).await
+}
+
+/// [`serve`] with a launcher of the caller's choice.
+pub async fn serve_with(
+    config: ServeConfig,
+    policy: airlock_policy::Policy,
+    github: Arc<dyn GitHub>,
+    launcher: Arc<dyn Launcher>,
+) -> Result<(), ManagerError> {
+    let secret =
+        config
+            .webhook_secret
+            .read("webhook_secret")
+            .map_err(|e| ManagerError::Listen {
+                addr: config.listen,
+                source: std::io::Error::other(e.to_string()),
+            })?;
+    let serve_dir = config.data_dir.join("serve");
+    std::fs::create_dir_all(&serve_dir).map_err(|source| ManagerError::Listen {
+        addr: config.listen,
+        source,
+    })?;
+    let store = Store::open(&serve_dir.join("serve.db"))?;
+    let audit = AuditLog::open(&config.data_dir.join("audit"))?;
+    let repository = (config.github.level == Level::Repo).then(|| {
+        format!(
+            "{}/{}",
+            config.github.org,
+            config.github.repo.clone().unwrap_or_default()
+        )
+    });
+    let manager = Manager::new(
+        store,
+        github,
+        launcher,
+        policy,
+        audit,
+        ManagerOptions {
+            runner_prefix: config.runner_prefix.clone(),
+            max_concurrency: config.max_concurrency,
+            pickup_timeout: config.pickup_timeout,
+            repository,
+        },
+    );
+    let first = manager.start(config.reconcile_interval).await;
+    info!("reconciled at start: {first:?}");
+    let app = router(
+        AppState {
+            manager: manager.clone(),
+            secret: Arc::new(secret),
+        },
+        config.max_body_bytes,
+    );
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| ManagerError::Listen {
+            addr: config.listen,
+            source,
+        })?;
+    info!("airlock serve listening on {}", config.listen);
+    let m2 = manager.clone();
+    let grace = config.shutdown_grace;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            info!("shutting down: no new jobs; running jobs get {grace:?}");
+            // Stop taking jobs at once; the HTTP server drains in-flight requests.
+            m2.shutdown_begin();
+        })
+        .await
+        .map_err(|source| ManagerError::Listen {
+            addr: config.listen,
+            source,
+        })?;
+    manager.shutdown(grace).await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+/// How long a test or the benchmark waits for serve to answer.
+pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);

@@ -1,0 +1,227 @@
+//! Fakes and helpers of the manager's tests: an in-process GitHub, a process-free launcher,
+//! signed webhook requests.
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use airlock_manager::launcher::{LaunchError, LaunchSpec, Launcher, RunExit};
+use airlock_manager::{ApiError, GitHub, JitConfig, JitRequest, RunnerInfo, Secret};
+use async_trait::async_trait;
+use tokio::sync::{oneshot, watch};
+
+pub const SECRET: &str = "It's a Secret to Everybody";
+
+/// GitHub in memory.
+#[derive(Default)]
+pub struct FakeGitHub {
+    pub s: Mutex<FakeState>,
+}
+
+#[derive(Default)]
+pub struct FakeState {
+    pub next_id: u64,
+    pub runners: BTreeMap<u64, RunnerInfo>,
+    pub jit_requests: Vec<JitRequest>,
+    pub deleted: Vec<u64>,
+    pub tokens: Vec<String>,
+    pub revoked: Vec<String>,
+    /// Fail the next N JIT requests with this status.
+    pub fail_jit: Option<(u32, u16)>,
+}
+
+#[async_trait]
+impl GitHub for FakeGitHub {
+    async fn generate_jitconfig(&self, req: &JitRequest) -> Result<JitConfig, ApiError> {
+        let mut s = self.s.lock().expect("lock");
+        if let Some((n, status)) = s.fail_jit {
+            if n > 0 {
+                s.fail_jit = Some((n - 1, status));
+                return Err(ApiError::Status {
+                    endpoint: "generate-jitconfig".into(),
+                    status,
+                    message: "fake failure".into(),
+                });
+            }
+        }
+        if s.runners.values().any(|r| r.name == req.name) {
+            return Err(ApiError::Status {
+                endpoint: "generate-jitconfig".into(),
+                status: 409,
+                message: "Already exists".into(),
+            });
+        }
+        s.next_id += 1;
+        let id = 1000 + s.next_id;
+        s.runners.insert(
+            id,
+            RunnerInfo {
+                id,
+                name: req.name.clone(),
+                labels: req.labels.clone(),
+                status: "offline".into(),
+                busy: false,
+            },
+        );
+        s.jit_requests.push(req.clone());
+        Ok(JitConfig {
+            runner_id: id,
+            name: req.name.clone(),
+            encoded_jit_config: Secret::new(format!("jit-for-{id}")),
+        })
+    }
+    async fn list_runners(&self) -> Result<Vec<RunnerInfo>, ApiError> {
+        Ok(self
+            .s
+            .lock()
+            .expect("lock")
+            .runners
+            .values()
+            .cloned()
+            .collect())
+    }
+    async fn delete_runner(&self, id: u64) -> Result<(), ApiError> {
+        let mut s = self.s.lock().expect("lock");
+        s.runners.remove(&id);
+        s.deleted.push(id);
+        Ok(())
+    }
+    async fn job_token(
+        &self,
+        repo: &str,
+        permissions: &BTreeMap<String, String>,
+    ) -> Result<Option<Secret>, ApiError> {
+        let t = format!("ghs_{repo}_{}", permissions.len());
+        self.s.lock().expect("lock").tokens.push(t.clone());
+        Ok(Some(Secret::new(t)))
+    }
+    async fn revoke_token(&self, token: &Secret) -> Result<(), ApiError> {
+        self.s
+            .lock()
+            .expect("lock")
+            .revoked
+            .push(token.expose().to_owned());
+        Ok(())
+    }
+}
+
+/// A launcher without processes: records each start, holds the "sandbox" for `hold`.
+pub struct FakeLauncher {
+    pub hold: Duration,
+    pub s: Mutex<LaunchLog>,
+}
+
+#[derive(Default)]
+pub struct LaunchLog {
+    pub started: Vec<String>,
+    pub running: HashSet<String>,
+    pub max_running: usize,
+    pub max_by_group: BTreeMap<String, usize>,
+    pub by_group_now: BTreeMap<String, usize>,
+    pub tokens_seen: Vec<Option<String>>,
+    pub gc_calls: u32,
+    pub stopped: Vec<String>,
+}
+
+impl FakeLauncher {
+    pub fn new(hold: Duration) -> Arc<Self> {
+        Arc::new(Self {
+            hold,
+            s: Mutex::new(LaunchLog::default()),
+        })
+    }
+}
+
+#[async_trait]
+impl Launcher for FakeLauncher {
+    async fn run(
+        &self,
+        spec: LaunchSpec,
+        started: oneshot::Sender<()>,
+        mut stop: watch::Receiver<bool>,
+    ) -> Result<RunExit, LaunchError> {
+        assert!(
+            spec.jit_config.expose().starts_with("jit-for-"),
+            "the runner gets its JIT config"
+        );
+        {
+            let mut s = self.s.lock().expect("lock");
+            assert!(
+                s.running.insert(spec.key.clone()),
+                "job {} started while already running",
+                spec.key
+            );
+            s.started.push(spec.key.clone());
+            s.tokens_seen
+                .push(spec.token.as_ref().map(|t| t.expose().to_owned()));
+            let n = s.running.len();
+            s.max_running = s.max_running.max(n);
+            let g = s.by_group_now.entry(spec.group.clone()).or_default();
+            *g += 1;
+            let g = *g;
+            let m = s.max_by_group.entry(spec.group.clone()).or_default();
+            *m = (*m).max(g);
+        }
+        let _ = started.send(());
+        let stopped = tokio::select! {
+            _ = tokio::time::sleep(self.hold) => false,
+            _ = stop.wait_for(|v| *v) => true,
+        };
+        let mut s = self.s.lock().expect("lock");
+        s.running.remove(&spec.key);
+        if let Some(g) = s.by_group_now.get_mut(&spec.group) {
+            *g -= 1;
+        }
+        if stopped {
+            s.stopped.push(spec.key.clone());
+        }
+        Ok(RunExit {
+            code: 0,
+            stopped,
+            sandbox_id: Some(format!("sbx-{}", spec.key)),
+        })
+    }
+    async fn gc(&self) -> Result<Vec<String>, LaunchError> {
+        self.s.lock().expect("lock").gc_calls += 1;
+        Ok(Vec::new())
+    }
+}
+
+/// A `workflow_job` payload built from the fixture with another id, labels and repository.
+pub fn payload(action: &str, id: u64, labels: &[&str], repo: &str, private: bool) -> String {
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/fixtures/github/webhooks/workflow_job/queued.payload.json");
+    let mut v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&p).expect("fixture")).expect("json");
+    v["action"] = action.into();
+    v["workflow_job"]["id"] = id.into();
+    v["workflow_job"]["labels"] = labels.iter().map(|s| s.to_string()).collect();
+    v["repository"]["full_name"] = repo.into();
+    v["repository"]["private"] = private.into();
+    v["repository"]["visibility"] = if private { "private" } else { "public" }.into();
+    if action != "queued" {
+        v["workflow_job"]["runner_name"] = format!("airlock-{id}").into();
+    }
+    v.to_string()
+}
+
+pub const POLICY: &str = r#"
+version = 1
+default_group = "ci"
+[groups.ci]
+trust = "trusted"
+labels = ["airlock"]
+repositories = ["octo-org/*"]
+max_runners = 4
+token_permissions = { contents = "read" }
+[groups.pr]
+trust = "untrusted"
+labels = ["airlock-pr"]
+repositories = ["*/*"]
+max_runners = 2
+"#;
+
+pub fn policy(text: &str) -> airlock_policy::Policy {
+    airlock_policy::parse(text, std::path::Path::new("policy.toml")).expect("policy")
+}

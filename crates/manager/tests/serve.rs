@@ -1,0 +1,630 @@
+//! The manager end to end with an in-process fake GitHub and a process-free launcher: the
+//! webhook endpoint through the real router (no sockets), the queue, capacity, lifecycle,
+//! reconciliation and the audit trail.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use airlock_audit::AuditLog;
+use airlock_manager::manager::ManagerOptions;
+use airlock_manager::state::{JobStatus, Store};
+use airlock_manager::webhook::sign;
+use airlock_manager::{router, AppState, Manager, Secret};
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use common::*;
+use http_body_util::BodyExt;
+use tower::ServiceExt;
+
+struct Harness {
+    dir: tempfile::TempDir,
+    gh: Arc<FakeGitHub>,
+    launcher: Arc<FakeLauncher>,
+    manager: Manager,
+    app: axum::Router,
+}
+
+impl Harness {
+    fn new(policy_text: &str, max_concurrency: u32, hold: Duration) -> Self {
+        let dir = tempfile::tempdir().expect("tmp");
+        Self::in_dir(
+            dir,
+            policy_text,
+            max_concurrency,
+            hold,
+            Arc::new(FakeGitHub::default()),
+        )
+    }
+
+    fn in_dir(
+        dir: tempfile::TempDir,
+        policy_text: &str,
+        max_concurrency: u32,
+        hold: Duration,
+        gh: Arc<FakeGitHub>,
+    ) -> Self {
+        Self::build(
+            dir,
+            policy_text,
+            max_concurrency,
+            hold,
+            gh,
+            Duration::from_secs(600),
+        )
+    }
+
+    fn build(
+        dir: tempfile::TempDir,
+        policy_text: &str,
+        max_concurrency: u32,
+        hold: Duration,
+        gh: Arc<FakeGitHub>,
+        pickup_timeout: Duration,
+    ) -> Self {
+        let launcher = FakeLauncher::new(hold);
+        let store = Store::open(&dir.path().join("serve.db")).expect("db");
+        let audit = AuditLog::open(&dir.path().join("audit")).expect("audit");
+        let manager = Manager::new(
+            store,
+            gh.clone(),
+            launcher.clone(),
+            policy(policy_text),
+            audit,
+            ManagerOptions {
+                runner_prefix: "airlock-".into(),
+                max_concurrency,
+                pickup_timeout,
+                repository: None,
+            },
+        );
+        let app = router(
+            AppState {
+                manager: manager.clone(),
+                secret: Arc::new(Secret::new(SECRET)),
+            },
+            64 * 1024,
+        );
+        Self {
+            dir,
+            gh,
+            launcher,
+            manager,
+            app,
+        }
+    }
+
+    async fn post(
+        &self,
+        event: &str,
+        delivery: &str,
+        body: &str,
+        sig: Option<String>,
+    ) -> (StatusCode, String) {
+        let mut req = Request::post("/webhook")
+            .header("x-github-event", event)
+            .header("x-github-delivery", delivery)
+            .header("content-type", "application/json");
+        if let Some(s) = sig {
+            req = req.header("x-hub-signature-256", s);
+        }
+        let resp = self
+            .app
+            .clone()
+            .oneshot(req.body(Body::from(body.to_owned())).expect("request"))
+            .await
+            .expect("response");
+        let status = resp.status();
+        let text = resp.into_body().collect().await.expect("body").to_bytes();
+        (status, String::from_utf8_lossy(&text).into_owned())
+    }
+
+    async fn deliver(&self, event: &str, delivery: &str, body: &str) -> (StatusCode, String) {
+        self.post(
+            event,
+            delivery,
+            body,
+            Some(sign(SECRET.as_bytes(), body.as_bytes())),
+        )
+        .await
+    }
+
+    async fn get(&self, path: &str) -> (StatusCode, String) {
+        let resp = self
+            .app
+            .clone()
+            .oneshot(Request::get(path).body(Body::empty()).expect("request"))
+            .await
+            .expect("response");
+        let status = resp.status();
+        let text = resp.into_body().collect().await.expect("body").to_bytes();
+        (status, String::from_utf8_lossy(&text).into_owned())
+    }
+
+    /// Waits until no job is queued or active.
+    async fn settle(&self) {
+        for _ in 0..2000 {
+            let st = self.manager.store();
+            if st.queued().expect("q").is_empty()
+                && st.active().expect("a").is_empty()
+                && self.manager.running_tasks() == 0
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("jobs did not settle");
+    }
+
+    fn audit(&self) -> Vec<airlock_audit::Record> {
+        airlock_audit::read_all(&self.dir.path().join("audit")).expect("audit")
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn happy_path_with_audit_trail() {
+    let h = Harness::new(POLICY, 4, Duration::from_millis(20));
+    assert_eq!(h.get("/readyz").await.0, StatusCode::SERVICE_UNAVAILABLE);
+    h.manager.start(Duration::from_secs(3600)).await;
+    assert_eq!(h.get("/readyz").await.0, StatusCode::OK);
+    assert_eq!(h.get("/healthz").await.0, StatusCode::OK);
+    let body = payload(
+        "queued",
+        555,
+        &["self-hosted", "airlock"],
+        "octo-org/app",
+        true,
+    );
+    let (st, _) = h.deliver("workflow_job", "d-1", &body).await;
+    assert_eq!(st, StatusCode::ACCEPTED);
+    h.settle().await;
+    // GitHub's side of the job: in_progress and completed are recorded.
+    for (i, a) in ["in_progress", "completed"].iter().enumerate() {
+        let b = payload(a, 555, &["self-hosted", "airlock"], "octo-org/app", true);
+        assert_eq!(
+            h.deliver("workflow_job", &format!("d-x{i}"), &b).await.0,
+            StatusCode::ACCEPTED
+        );
+    }
+    let jobs = h.manager.store().all().expect("jobs");
+    assert_eq!(jobs.len(), 1);
+    let j = &jobs[0];
+    assert_eq!(j.status, JobStatus::Done, "{j:?}");
+    assert_eq!(j.group.as_deref(), Some("ci"));
+    assert_eq!(j.exit_code, Some(0));
+    assert_eq!(j.gh_action.as_deref(), Some("completed"));
+    assert_eq!(j.runner_name.as_deref(), Some("airlock-555"));
+    {
+        let g = h.gh.s.lock().expect("lock");
+        assert_eq!(g.jit_requests.len(), 1);
+        let req = &g.jit_requests[0];
+        assert_eq!(req.name, "airlock-555");
+        assert_eq!(req.labels, vec!["self-hosted", "linux", "x64", "airlock"]);
+        assert_eq!(req.runner_group_id, 1);
+        assert!(g.runners.is_empty(), "runner deleted after the job");
+        assert_eq!(g.deleted, vec![1001]);
+        assert_eq!(g.tokens, vec!["ghs_octo-org/app_1"]);
+        assert_eq!(g.revoked, g.tokens, "per-job token revoked");
+    }
+    assert_eq!(
+        h.launcher.s.lock().expect("lock").tokens_seen,
+        vec![Some("ghs_octo-org/app_1".to_owned())]
+    );
+    let trail: Vec<String> = h
+        .audit()
+        .into_iter()
+        .filter(|r| r.job.as_deref() == Some("gh-555"))
+        .map(|r| r.kind)
+        .collect();
+    assert_eq!(
+        trail,
+        vec![
+            "serve.job.provisioning",
+            "serve.job.started",
+            "serve.job.finished"
+        ]
+    );
+    let fin = h
+        .audit()
+        .into_iter()
+        .find(|r| r.kind == "serve.job.finished")
+        .expect("finished");
+    assert_eq!(fin.data["runner_deleted"], true);
+    assert_eq!(fin.data["token_revoked"], true);
+    assert_eq!(fin.data["sandbox"], "sbx-gh-555");
+    // Neither secret reaches the audit log.
+    let all = std::fs::read_to_string(h.dir.path().join("audit/audit.jsonl")).expect("log");
+    assert!(
+        !all.contains("jit-for-") && !all.contains("ghs_"),
+        "secret in the audit log"
+    );
+    let (_, metrics) = h.get("/metrics").await;
+    assert!(
+        metrics.contains("airlock_serve_provisioning_seconds_count 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("airlock_serve_jobs_finished_total{group=\"ci\",state=\"done\"} 1"),
+        "{metrics}"
+    );
+    for state in ["provisioning", "starting", "running"] {
+        let line = format!("airlock_serve_sandboxes{{group=\"ci\",state=\"{state}\"}} 0");
+        assert!(metrics.contains(&line), "{line} missing:\n{metrics}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_are_refused() {
+    let h = Harness::new(POLICY, 4, Duration::from_millis(1));
+    h.manager.start(Duration::from_secs(3600)).await;
+    let body = payload("queued", 7, &["airlock"], "octo-org/app", true);
+    // Missing and wrong signatures: 401, nothing recorded.
+    assert_eq!(
+        h.post("workflow_job", "d-a", &body, None).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    let wrong = sign(b"not the secret", body.as_bytes());
+    assert_eq!(
+        h.post("workflow_job", "d-b", &body, Some(wrong)).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    // A signature of another body.
+    let other = sign(SECRET.as_bytes(), b"{}");
+    assert_eq!(
+        h.post("workflow_job", "d-c", &body, Some(other)).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(h.manager.store().deliveries().expect("n"), 0);
+    // Oversized: 413 (the limit is 64 KiB here).
+    let big = format!("{{\"pad\":\"{}\"}}", "x".repeat(70 * 1024));
+    assert_eq!(
+        h.deliver("workflow_job", "d-d", &big).await.0,
+        StatusCode::PAYLOAD_TOO_LARGE
+    );
+    // Valid signature, not a workflow_job: 400.
+    let (st, _) = h
+        .deliver(
+            "workflow_job",
+            "d-e",
+            r#"{"action":"queued","workflow_job":{"id":"seven"}}"#,
+        )
+        .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    // Another event: accepted and ignored.
+    assert_eq!(h.deliver("push", "d-f", "{}").await.0, StatusCode::ACCEPTED);
+    // The real one, then its redelivery (same GUID): provisioned once.
+    assert_eq!(
+        h.deliver("workflow_job", "d-g", &body).await.0,
+        StatusCode::ACCEPTED
+    );
+    h.settle().await;
+    let (st, text) = h.deliver("workflow_job", "d-g", &body).await;
+    assert_eq!(
+        (st, text.as_str()),
+        (StatusCode::OK, "duplicate delivery\n")
+    );
+    h.settle().await;
+    assert_eq!(h.launcher.s.lock().expect("lock").started, vec!["gh-7"]);
+    assert_eq!(h.gh.s.lock().expect("lock").jit_requests.len(), 1);
+    let (_, m) = h.get("/metrics").await;
+    assert!(
+        m.contains("airlock_serve_webhook_verification_failures_total 3"),
+        "{m}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_job_is_audited() {
+    let h = Harness::new(POLICY, 4, Duration::from_millis(1));
+    h.manager.start(Duration::from_secs(3600)).await;
+    // A public repository asking for the trusted group's label.
+    let body = payload(
+        "queued",
+        9,
+        &["self-hosted", "airlock"],
+        "stranger/fork",
+        false,
+    );
+    assert_eq!(
+        h.deliver("workflow_job", "d-1", &body).await.0,
+        StatusCode::ACCEPTED
+    );
+    h.settle().await;
+    let j = &h.manager.store().all().expect("jobs")[0];
+    assert_eq!(j.status, JobStatus::Refused);
+    assert!(h.launcher.s.lock().expect("lock").started.is_empty());
+    assert!(h.gh.s.lock().expect("lock").jit_requests.is_empty());
+    let rec = h
+        .audit()
+        .into_iter()
+        .find(|r| r.kind == "serve.job.refused")
+        .expect("refusal audited");
+    let reasons = rec.data["reasons"].to_string();
+    assert!(
+        reasons.contains("stranger/fork is not in its repositories"),
+        "{reasons}"
+    );
+    assert!(
+        reasons.contains("airlock\\\" is not among its labels"),
+        "{reasons}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hundred_jobs_capacity_four_in_order() {
+    let h = Harness::new(POLICY, 4, Duration::from_millis(20));
+    // Half the jobs arrive before the dispatcher runs, half while it works.
+    for i in 0..100u64 {
+        if i == 50 {
+            h.manager.start(Duration::from_secs(3600)).await;
+        }
+        let body = payload("queued", 10_000 + i, &["airlock"], "octo-org/app", true);
+        let (st, _) = h.deliver("workflow_job", &format!("d-{i}"), &body).await;
+        assert_eq!(st, StatusCode::ACCEPTED);
+    }
+    h.settle().await;
+    let l = h.launcher.s.lock().expect("lock");
+    let want: Vec<String> = (0..100u64).map(|i| format!("gh-{}", 10_000 + i)).collect();
+    // Capacity is granted strictly in arrival order...
+    let granted: Vec<String> = h
+        .manager
+        .store()
+        .grant_order()
+        .expect("order")
+        .iter()
+        .map(|j| format!("gh-{}", j.gh_job_id))
+        .collect();
+    assert_eq!(granted, want, "capacity granted in order");
+    // ...and each job runs exactly once; sandboxes of jobs granted together may start in
+    // any order among themselves (their JIT registrations run concurrently), never more
+    // than the capacity apart.
+    let mut sorted = l.started.clone();
+    sorted.sort();
+    assert_eq!(sorted, want, "all ran, once each");
+    for (pos, k) in l.started.iter().enumerate() {
+        let idx = want.iter().position(|w| w == k).expect("known");
+        assert!(
+            pos.abs_diff(idx) < 4,
+            "{k} started at {pos}, queued at {idx}"
+        );
+    }
+    assert_eq!(l.max_running, 4, "capacity used and never exceeded");
+    let jobs = h.manager.store().all().expect("jobs");
+    assert!(jobs.iter().all(|j| j.status == JobStatus::Done));
+    let g = h.gh.s.lock().expect("lock");
+    assert_eq!(g.jit_requests.len(), 100);
+    assert!(g.runners.is_empty(), "every runner deleted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_group_limit_does_not_block_other_groups() {
+    let h = Harness::new(POLICY, 10, Duration::from_millis(30));
+    // Everything is queued before the dispatcher starts, so timing cannot reorder arrivals.
+    for i in 0..6u64 {
+        let body = payload("queued", 100 + i, &["airlock-pr"], "someone/pub", false);
+        h.deliver("workflow_job", &format!("p-{i}"), &body).await;
+    }
+    for i in 0..3u64 {
+        let body = payload("queued", 200 + i, &["airlock"], "octo-org/app", true);
+        h.deliver("workflow_job", &format!("c-{i}"), &body).await;
+    }
+    h.manager.start(Duration::from_secs(3600)).await;
+    h.settle().await;
+    let l = h.launcher.s.lock().expect("lock");
+    assert_eq!(l.max_by_group["pr"], 2, "pr's max_runners");
+    assert_eq!(l.started.len(), 9);
+    let granted: Vec<u64> = h
+        .manager
+        .store()
+        .grant_order()
+        .expect("order")
+        .iter()
+        .map(|j| j.gh_job_id)
+        .collect();
+    let pr: Vec<u64> = granted.iter().copied().filter(|k| *k < 200).collect();
+    assert_eq!(
+        pr,
+        vec![100, 101, 102, 103, 104, 105],
+        "FIFO within the group"
+    );
+    // The ci jobs did not wait for the six pr jobs.
+    let first_ci = granted.iter().position(|k| *k == 200).expect("ci ran");
+    assert_eq!(first_ci, 2, "ci waited behind pr: {granted:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_after_crash_and_unauthorized_runner() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let gh = Arc::new(FakeGitHub::default());
+    // A serve that "crashed" with a job provisioned and its runner registered.
+    {
+        let store = Store::open(&dir.path().join("serve.db")).expect("db");
+        let body = payload("queued", 77, &["airlock"], "octo-org/app", true);
+        store
+            .ingest(
+                "d-77",
+                "workflow_job",
+                Some("queued"),
+                Some(airlock_manager::state::NewJob {
+                    gh_job_id: 77,
+                    repo: "octo-org/app",
+                    payload: &body,
+                }),
+            )
+            .expect("ingest");
+        store.provision(1, "ci", "airlock-77").expect("provision");
+        store
+            .runner_registered(1, 5001, "airlock-77")
+            .expect("runner");
+        store.starting(1).expect("starting");
+        store.running(1).expect("running");
+    }
+    {
+        let mut s = gh.s.lock().expect("lock");
+        for (id, name) in [
+            (5001u64, "airlock-77"),
+            (5002, "airlock-stale"),
+            (6000, "someones-runner"),
+        ] {
+            s.runners.insert(
+                id,
+                airlock_manager::RunnerInfo {
+                    id,
+                    name: name.into(),
+                    labels: vec!["self-hosted".into()],
+                    status: "online".into(),
+                    busy: false,
+                },
+            );
+        }
+    }
+    let h = Harness::in_dir(dir, POLICY, 4, Duration::from_millis(1), gh);
+    let r = h.manager.start(Duration::from_secs(3600)).await;
+    assert_eq!(r.lost_jobs, vec![1]);
+    assert_eq!(r.runners_deleted, vec![5001, 5002]);
+    assert_eq!(r.unauthorized_runners, vec![6000]);
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    assert_eq!(h.launcher.s.lock().expect("lock").gc_calls, 1);
+    {
+        let g = h.gh.s.lock().expect("lock");
+        assert!(
+            g.runners.contains_key(&6000),
+            "a runner airlock did not create is never deleted"
+        );
+        assert_eq!(g.runners.len(), 1);
+    }
+    let j = h.manager.store().job(1).expect("job");
+    assert_eq!(j.status, JobStatus::Lost);
+    // Its redelivery does not run it again.
+    let body = payload("queued", 77, &["airlock"], "octo-org/app", true);
+    h.deliver("workflow_job", "d-77", &body).await;
+    h.deliver("workflow_job", "d-77-again", &body).await;
+    h.settle().await;
+    assert!(
+        h.launcher.s.lock().expect("lock").started.is_empty(),
+        "no job run twice"
+    );
+    let audit = h.audit();
+    let alert = audit
+        .iter()
+        .find(|r| r.kind == "alert")
+        .expect("alert record");
+    assert_eq!(alert.data["detector"], "unauthorized-runner");
+    assert_eq!(alert.data["runner_id"], 6000);
+    assert!(audit.iter().any(|r| r.kind == "serve.reconcile.job_lost"));
+    assert_eq!(
+        audit
+            .iter()
+            .filter(|r| r.kind == "serve.reconcile.runner_deleted")
+            .count(),
+        2
+    );
+    // A second pass alerts once only.
+    let r2 = h.manager.reconcile().await;
+    assert!(r2.unauthorized_runners.is_empty() && r2.runners_deleted.is_empty());
+    let (_, m) = h.get("/metrics").await;
+    assert!(
+        m.contains("airlock_serve_alerts_total{kind=\"unauthorized-runner\"} 1"),
+        "{m}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn github_error_fails_the_job_cleanly() {
+    let h = Harness::new(POLICY, 4, Duration::from_millis(1));
+    h.gh.s.lock().expect("lock").fail_jit = Some((1, 422));
+    h.manager.start(Duration::from_secs(3600)).await;
+    let body = payload("queued", 31, &["airlock"], "octo-org/app", true);
+    h.deliver("workflow_job", "d-1", &body).await;
+    h.settle().await;
+    let j = h.manager.store().job(1).expect("job");
+    assert_eq!(j.status, JobStatus::Failed);
+    assert!(j.detail.as_deref().unwrap_or("").contains("422"), "{j:?}");
+    assert!(h.launcher.s.lock().expect("lock").started.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_stops_running_jobs_after_grace() {
+    let h = Harness::new(POLICY, 4, Duration::from_secs(3600));
+    h.manager.start(Duration::from_secs(3600)).await;
+    let body = payload("queued", 41, &["airlock"], "octo-org/app", true);
+    h.deliver("workflow_job", "d-1", &body).await;
+    for _ in 0..200 {
+        if h.manager.store().job(1).expect("job").status == JobStatus::Running {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let t = std::time::Instant::now();
+    h.manager.shutdown(Duration::from_millis(200)).await;
+    assert!(t.elapsed() >= Duration::from_millis(200), "grace honoured");
+    assert!(t.elapsed() < Duration::from_secs(10));
+    assert_eq!(h.launcher.s.lock().expect("lock").stopped, vec!["gh-41"]);
+    let j = h.manager.store().job(1).expect("job");
+    assert_eq!(j.status, JobStatus::Done);
+    assert_eq!(j.detail.as_deref(), Some("stopped by serve"));
+    assert!(h.gh.s.lock().expect("lock").runners.is_empty());
+    // No new jobs after shutdown.
+    assert_eq!(
+        h.deliver(
+            "workflow_job",
+            "d-2",
+            &payload("queued", 42, &["airlock"], "octo-org/app", true)
+        )
+        .await
+        .0,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_eq!(h.get("/readyz").await.0, StatusCode::SERVICE_UNAVAILABLE);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stuck_job_is_torn_down_by_reconcile() {
+    let text = POLICY.replace(
+        "[groups.pr]",
+        "[groups.ci.limits]\ntimeout = \"1s\"\n[groups.pr]",
+    );
+    let dir = tempfile::tempdir().expect("tmp");
+    let h = Harness::build(
+        dir,
+        &text,
+        4,
+        Duration::from_secs(3600),
+        Arc::new(FakeGitHub::default()),
+        Duration::ZERO,
+    );
+    h.manager.start(Duration::from_secs(3600)).await;
+    let body = payload("queued", 51, &["airlock"], "octo-org/app", true);
+    h.deliver("workflow_job", "d-1", &body).await;
+    for _ in 0..200 {
+        if h.manager.store().job(1).expect("job").status == JobStatus::Running {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let r = h.manager.reconcile().await;
+    assert!(r.stuck_jobs.is_empty(), "not past its timeout yet");
+    assert_eq!(
+        h.manager.store().job(1).expect("job").status,
+        JobStatus::Running
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let r = h.manager.reconcile().await;
+    assert_eq!(r.stuck_jobs, vec![1]);
+    h.settle().await;
+    let j = h.manager.store().job(1).expect("job");
+    assert_eq!(
+        (j.status, j.detail.as_deref()),
+        (JobStatus::Done, Some("stopped by serve"))
+    );
+    assert_eq!(h.launcher.s.lock().expect("lock").stopped, vec!["gh-51"]);
+    assert!(
+        h.gh.s.lock().expect("lock").runners.is_empty(),
+        "its runner deleted"
+    );
+    assert!(h
+        .audit()
+        .iter()
+        .any(|r| r.kind == "serve.reconcile.job_stuck"));
+}
