@@ -39,7 +39,13 @@ pub struct ManagerOptions {
     pub pickup_timeout: Duration,
     /// `Some(owner/name)` for repository-level runners.
     pub repository: Option<String>,
+    /// After GitHub reports a job `completed`, how long the runner that ran it may take to
+    /// exit on its own before serve tears its sandbox down.
+    pub completed_grace: Duration,
 }
+
+/// Default of [`ManagerOptions::completed_grace`].
+pub const COMPLETED_GRACE: Duration = Duration::from_secs(30);
 
 /// Errors of the manager.
 #[derive(Debug, thiserror::Error)]
@@ -211,10 +217,56 @@ impl Manager {
                         ev.workflow_job.runner_name.as_deref(),
                     )?;
                 }
+                if ev.action == "completed" {
+                    self.on_completed(ev)?;
+                }
             }
             Ingest::Duplicate => {}
         }
         Ok(r)
+    }
+
+    /// GitHub says a job is over: a job still waiting here will never need a runner (it was
+    /// cancelled, or another runner took it), and the sandbox of the runner that ran it gets
+    /// `completed_grace` to exit on its own before it is torn down.
+    fn on_completed(&self, ev: &WorkflowJobEvent) -> Result<(), StateError> {
+        let st = &self.inner.store;
+        for j in st.queued()? {
+            if j.gh_job_id == ev.workflow_job.id {
+                let why = "completed on GitHub before a runner was started";
+                st.refuse(j.seq, why)?;
+                self.inner.metrics.queue_depth.dec();
+                self.audit(
+                    "serve.job.cancelled",
+                    Some(&format!("gh-{}", j.gh_job_id)),
+                    json!({"github_job_id": j.gh_job_id, "reason": why}),
+                );
+            }
+        }
+        let Some(runner) = ev.workflow_job.runner_name.clone() else {
+            return Ok(());
+        };
+        for j in st.active()? {
+            if j.runner_name.as_deref() != Some(runner.as_str()) {
+                continue;
+            }
+            let me = self.clone();
+            let (seq, key, runner) = (j.seq, format!("gh-{}", j.gh_job_id), runner.clone());
+            let grace = self.inner.opts.completed_grace;
+            tokio::spawn(async move {
+                tokio::time::sleep(grace).await;
+                let tx = lock(&me.inner.tasks).get(&seq).cloned();
+                if let Some(tx) = tx {
+                    me.audit(
+                        "serve.job.stopped_after_completed",
+                        Some(&key),
+                        json!({"runner": runner, "grace_ms": grace.as_millis() as u64}),
+                    );
+                    let _ = tx.send(true);
+                }
+            });
+        }
+        Ok(())
     }
 
     /// Records a delivery of an event serve does not act on (for deduplication only).

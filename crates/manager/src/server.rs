@@ -187,6 +187,7 @@ pub async fn serve_with(
             max_concurrency: config.max_concurrency,
             pickup_timeout: config.pickup_timeout,
             repository,
+            completed_grace: crate::manager::COMPLETED_GRACE,
         },
     );
     let first = manager.start(config.reconcile_interval).await;

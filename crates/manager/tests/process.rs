@@ -365,7 +365,7 @@ fn free_port(netns: Option<&str>) -> u16 {
 
 fn payload(id: u64) -> String {
     let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/fixtures/github/webhooks/workflow_job/queued.payload.json");
+        .join("../github/tests/fixtures/webhooks/workflow_job/queued.payload.json");
     let mut v: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&p).expect("fixture")).expect("json");
     v["workflow_job"]["id"] = id.into();

@@ -77,6 +77,7 @@ impl Harness {
                 max_concurrency,
                 pickup_timeout,
                 repository: None,
+                completed_grace: Duration::from_millis(200),
             },
         );
         let app = router(
@@ -627,4 +628,77 @@ async fn stuck_job_is_torn_down_by_reconcile() {
         .audit()
         .iter()
         .any(|r| r.kind == "serve.reconcile.job_stuck"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn completed_on_github_stops_the_runner_and_cancels_a_waiting_job() {
+    // Capacity 1: job 61 runs (and would run for an hour), job 62 waits behind it.
+    let h = Harness::new(POLICY, 1, Duration::from_secs(3600));
+    h.manager.start(Duration::from_secs(3600)).await;
+    h.deliver(
+        "workflow_job",
+        "d-1",
+        &payload("queued", 61, &["airlock"], "octo-org/app", true),
+    )
+    .await;
+    h.deliver(
+        "workflow_job",
+        "d-2",
+        &payload("queued", 62, &["airlock"], "octo-org/app", true),
+    )
+    .await;
+    for _ in 0..500 {
+        if h.manager.store().job(1).expect("job").status == JobStatus::Running {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        h.manager.store().job(1).expect("job").status,
+        JobStatus::Running
+    );
+    // GitHub cancels 62 before any runner took it: it must never get one.
+    let mut cancelled = serde_json::from_str::<serde_json::Value>(&payload(
+        "completed",
+        62,
+        &["airlock"],
+        "octo-org/app",
+        true,
+    ))
+    .expect("json");
+    cancelled["workflow_job"]["runner_name"] = serde_json::Value::Null;
+    h.deliver("workflow_job", "d-3", &cancelled.to_string())
+        .await;
+    let j = h.manager.store().job(2).expect("job");
+    assert_eq!(j.status, JobStatus::Refused);
+    // 61 completes on GitHub, but its runner does not exit: serve stops it after the grace.
+    h.deliver(
+        "workflow_job",
+        "d-4",
+        &payload("completed", 61, &["airlock"], "octo-org/app", true),
+    )
+    .await;
+    h.settle().await;
+    assert_eq!(h.launcher.s.lock().expect("lock").stopped, vec!["gh-61"]);
+    assert_eq!(
+        h.manager.store().job(1).expect("job").status,
+        JobStatus::Done
+    );
+    assert!(
+        h.gh.s.lock().expect("lock").runners.is_empty(),
+        "runner deleted"
+    );
+    let kinds: Vec<String> = h.audit().into_iter().map(|r| r.kind).collect();
+    assert!(
+        kinds.iter().any(|k| k == "serve.job.cancelled"),
+        "{kinds:?}"
+    );
+    assert!(
+        kinds
+            .iter()
+            .any(|k| k == "serve.job.stopped_after_completed"),
+        "{kinds:?}"
+    );
+    // Only one sandbox was ever started.
+    assert_eq!(h.launcher.s.lock().expect("lock").started.len(), 1);
 }

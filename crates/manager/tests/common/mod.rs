@@ -191,7 +191,7 @@ impl Launcher for FakeLauncher {
 /// A `workflow_job` payload built from the fixture with another id, labels and repository.
 pub fn payload(action: &str, id: u64, labels: &[&str], repo: &str, private: bool) -> String {
     let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/fixtures/github/webhooks/workflow_job/queued.payload.json");
+        .join("../github/tests/fixtures/webhooks/workflow_job/queued.payload.json");
     let mut v: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&p).expect("fixture")).expect("json");
     v["action"] = action.into();
