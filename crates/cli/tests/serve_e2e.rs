@@ -108,7 +108,10 @@ fn build_runner_image(root: &Path, runner: &Path) -> PathBuf {
     )
     .expect("oci-layout");
     let mut files: Vec<(String, Vec<u8>)> = vec![
-        ("bin/sh".into(), std::fs::read("/usr/bin/dash").expect("dash")),
+        (
+            "bin/sh".into(),
+            std::fs::read("/usr/bin/dash").expect("dash"),
+        ),
         (
             RUNNER.trim_start_matches('/').into(),
             std::fs::read(runner).expect("fake runner"),
@@ -227,10 +230,26 @@ fn world() -> E2e {
     ip(&["-n", &t, "addr", "add", "198.51.100.1/24", "dev", "fhinet"]);
     ip(&["-n", &t, "link", "set", "fhinet", "up"]);
     for a in [FAKE_IP, DNS_IP] {
-        ip(&["-n", &inet, "addr", "add", &format!("{a}/24"), "dev", "eth0"]);
+        ip(&[
+            "-n",
+            &inet,
+            "addr",
+            "add",
+            &format!("{a}/24"),
+            "dev",
+            "eth0",
+        ]);
     }
     ip(&["-n", &inet, "link", "set", "eth0", "up"]);
-    ip(&["-n", &inet, "route", "add", "default", "via", "198.51.100.1"]);
+    ip(&[
+        "-n",
+        &inet,
+        "route",
+        "add",
+        "default",
+        "via",
+        "198.51.100.1",
+    ]);
     ip(&["-n", &t, "route", "add", "default", "via", FAKE_IP]);
 
     let dir = e.w.dir.path().to_owned();
@@ -273,13 +292,12 @@ fn world() -> E2e {
     // The runner image, imported into the data directory serve uses.
     let runner = fake_bin("airlock-fake-runner").expect("fake runner");
     let layout = build_runner_image(&dir, &runner);
-    let o = e
-        .w
-        .cmd()
-        .args(["image", "import"])
-        .arg(&layout)
-        .output()
-        .expect("import");
+    let o =
+        e.w.cmd()
+            .args(["image", "import"])
+            .arg(&layout)
+            .output()
+            .expect("import");
     assert!(o.status.success(), "image import: {}", stderr(&o));
 
     std::fs::write(dir.join("serve-policy.toml"), POLICY).expect("policy");
@@ -355,11 +373,7 @@ impl E2e {
             if let Some(Ok(Some(st))) = self.serve.as_mut().map(Child::try_wait) {
                 panic!("airlock serve exited {st}:\n{}", self.log());
             }
-            assert!(
-                t0.elapsed() < DEADLINE,
-                "serve not ready:\n{}",
-                self.log()
-            );
+            assert!(t0.elapsed() < DEADLINE, "serve not ready:\n{}", self.log());
             std::thread::sleep(Duration::from_millis(250));
         }
     }
@@ -434,7 +448,7 @@ impl E2e {
         serde_json::from_str(&body).expect("state json")
     }
 
-    fn job<'a>(state: &'a Value, id: u64) -> &'a Value {
+    fn job(state: &Value, id: u64) -> &Value {
         state["jobs"]
             .as_array()
             .and_then(|j| j.iter().find(|j| j["id"] == id))
@@ -559,7 +573,10 @@ fn files_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
 /// The JIT config the fake hands out for a runner: base64 of its `JitPayload` JSON
 /// (docs/github.md), rebuilt here to look for it on disk.
 fn jit_config_of(runner_id: u64, name: &str) -> String {
-    base64_encode(format!(r#"{{"runner_id":{runner_id},"name":"{name}","url":"http://api.github.test"}}"#).as_bytes())
+    base64_encode(
+        format!(r#"{{"runner_id":{runner_id},"name":"{name}","url":"http://api.github.test"}}"#)
+            .as_bytes(),
+    )
 }
 
 /// Standard base64 with padding. Hand-written: twelve lines do not justify a new
@@ -693,11 +710,28 @@ fn a_webhook_job_runs_end_to_end_through_the_egress_gateway() {
     );
     assert_eq!(E2e::job(&s, 101)["fetches"], 1, "{s:#}");
 
+    let (code, metrics) = e.curl(&[&format!("http://{SERVE_ADDR}/metrics")]);
+    assert_eq!(code, 200);
+    let failures = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("airlock_serve_webhook_verification_failures_total "))
+        .map(str::trim);
+    assert_eq!(failures, Some("2"), "{metrics}");
+
     e.stop_serve();
     let log = e.log();
+    assert!(
+        cgroups_of(&sandbox).is_empty(),
+        "cgroups of {sandbox} left: {:?}",
+        cgroups_of(&sandbox)
+    );
 
     // The audit log verifies and holds the job's story.
-    let o = e.w.cmd().args(["audit", "verify"]).output().expect("verify");
+    let o =
+        e.w.cmd()
+            .args(["audit", "verify"])
+            .output()
+            .expect("verify");
     assert!(
         o.status.success(),
         "audit verify: {}{}",
@@ -733,11 +767,9 @@ fn a_webhook_job_runs_end_to_end_through_the_egress_gateway() {
     );
     assert!(
         mine.iter().any(|r| r["kind"] == "process.exec"
-            && r["data"]["argv"]
-                .as_array()
-                .is_some_and(|a| a.iter().any(|x| x
-                    .as_str()
-                    .is_some_and(|x| x.contains("hello from job 101"))))),
+            && r["data"]["argv"].as_array().is_some_and(|a| a
+                .iter()
+                .any(|x| x.as_str().is_some_and(|x| x.contains("hello from job 101"))))),
         "the job's script, run by the runner, is on the record: {mine:#?}"
     );
     let net: Vec<&&Value> = mine
@@ -836,12 +868,13 @@ fn github_api_errors_are_retried_or_refuse_the_job_cleanly() {
 
     e.stop_serve();
     let recs = e.audit();
-    let sandboxes = recs
-        .iter()
-        .filter(|r| r["kind"] == "job.requested")
-        .count();
+    let sandboxes = recs.iter().filter(|r| r["kind"] == "job.requested").count();
     assert_eq!(sandboxes, 1, "only job 201 got a sandbox: {recs:#?}");
-    let o = e.w.cmd().args(["audit", "verify"]).output().expect("verify");
+    let o =
+        e.w.cmd()
+            .args(["audit", "verify"])
+            .output()
+            .expect("verify");
     assert!(o.status.success(), "{}", stdout(&o));
     e.assert_clean();
 }
