@@ -113,11 +113,16 @@ fn build_runner_image(root: &Path, runner: &Path) -> PathBuf {
             std::fs::read("/usr/bin/dash").expect("dash"),
         ),
         (
+            "bin/sleep".into(),
+            std::fs::read("/usr/bin/sleep").expect("sleep"),
+        ),
+        (
             RUNNER.trim_start_matches('/').into(),
             std::fs::read(runner).expect("fake runner"),
         ),
     ];
     let mut libs = libs_of(Path::new("/usr/bin/dash"));
+    libs.extend(libs_of(Path::new("/usr/bin/sleep")));
     libs.extend(libs_of(runner));
     libs.sort();
     libs.dedup();
@@ -530,17 +535,36 @@ impl E2e {
     }
 
     /// Asserts that nothing of any job is left: airlock's own checks plus serve's per-job
-    /// work directories.
-    fn assert_clean(&self) {
+    /// work directories, of which only those of `kept_logs` may stay, holding nothing but the
+    /// runner's `output.log` and airlock's report (kept for people after a failed or lost run;
+    /// never the derived policy).
+    fn assert_clean(&self, kept_logs: &[&str]) {
         self.w.assert_clean();
-        let left: Vec<_> = std::fs::read_dir(self.w.state().join("serve"))
-            .map(|rd| {
-                rd.flatten()
-                    .map(|e| e.path())
-                    .filter(|p| p.file_name().is_some_and(|n| n != "serve.db"))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let mut left = Vec::new();
+        for d in std::fs::read_dir(self.w.state().join("serve"))
+            .map(|rd| rd.flatten().map(|e| e.path()).collect::<Vec<_>>())
+            .unwrap_or_default()
+        {
+            let name = d.file_name().map(|n| n.to_string_lossy().into_owned());
+            if name.as_deref().is_some_and(|n| kept_logs.contains(&n)) {
+                let mut files: Vec<_> = std::fs::read_dir(&d)
+                    .map(|rd| {
+                        rd.flatten()
+                            .map(|e| e.file_name().to_string_lossy().into_owned())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                files.retain(|f| f != "report.json");
+                assert_eq!(
+                    files,
+                    ["output.log"],
+                    "only the runner's output (and airlock's report) may stay in {}",
+                    d.display()
+                );
+            } else {
+                left.push(d);
+            }
+        }
         assert!(left.is_empty(), "serve work directories left: {left:?}");
     }
 }
@@ -803,7 +827,7 @@ fn a_webhook_job_runs_end_to_end_through_the_egress_gateway() {
         }
         assert!(!log.contains(needle), "a secret is in serve's log:\n{log}");
     }
-    e.assert_clean();
+    e.assert_clean(&[]);
 }
 
 #[test]
@@ -876,5 +900,86 @@ fn github_api_errors_are_retried_or_refuse_the_job_cleanly() {
             .output()
             .expect("verify");
     assert!(o.status.success(), "{}", stdout(&o));
-    e.assert_clean();
+    e.assert_clean(&[]);
+}
+
+#[test]
+fn kill_9_of_serve_mid_job_then_a_restart_reconciles_everything() {
+    need_root!();
+    need_fakes!();
+    let mut e = world();
+    e.queue_job(301, "sleep 600");
+    e.wait_for("the runner to take job 301", || {
+        E2e::job(&e.state(), 301)["status"] == "in_progress"
+    });
+    let s = e.state();
+    let runner_id = E2e::job(&s, 301)["runner_id"].as_u64().expect("runner id");
+    let sandbox = e
+        .audit()
+        .iter()
+        .find(|r| r["kind"] == "job.requested")
+        .and_then(|r| r["job"].as_str().map(str::to_owned))
+        .expect("the runner's sandbox");
+
+    // kill -9: no graceful anything. Each `airlock run` child gets SIGTERM from the kernel
+    // (PR_SET_PDEATHSIG) and tears its sandbox down.
+    let mut serve = e.serve.take().expect("serve");
+    serve.kill().expect("kill -9");
+    serve.wait().expect("reap");
+
+    e.start_serve();
+    e.wait_for("reconciliation of job 301 and its runner", || {
+        let lost = e
+            .audit()
+            .iter()
+            .any(|r| r["kind"] == "serve.reconcile.job_lost" && r["job"] == "gh-301");
+        let s = e.state();
+        lost && s["runners"].as_array().is_some_and(|r| r.is_empty())
+    });
+    let s = e.state();
+    assert!(
+        s["deleted_runners"]
+            .as_array()
+            .is_some_and(|r| r.iter().any(|r| r["id"] == runner_id)),
+        "the orphaned runner was not deleted: {s:#}"
+    );
+    assert_eq!(
+        E2e::calls(&s, "generate_jit_config"),
+        1,
+        "the job was provisioned again: {s:#}"
+    );
+    let job = E2e::job(&s, 301);
+    assert_eq!(job["fetches"], 1, "the job ran twice: {s:#}");
+    assert_ne!(job["status"], "completed", "{s:#}");
+    let recs = e.audit();
+    assert!(
+        recs.iter()
+            .any(|r| r["kind"] == "serve.reconcile.runner_deleted"),
+        "{recs:#?}"
+    );
+
+    e.stop_serve();
+    e.wait_for("the orphaned sandbox's teardown", || {
+        std::fs::read_dir(e.w.state().join("jobs"))
+            .map(|mut d| d.next().is_none())
+            .unwrap_or(true)
+    });
+    let recs = e.audit();
+    assert!(
+        recs.iter()
+            .any(|r| r["kind"] == "job.ended" && r["job"] == sandbox.as_str()),
+        "the orphaned sandbox's end is on the record: {recs:#?}"
+    );
+    let o =
+        e.w.cmd()
+            .args(["audit", "verify"])
+            .output()
+            .expect("verify");
+    assert!(o.status.success(), "{}", stdout(&o));
+    assert!(
+        cgroups_of(&sandbox).is_empty(),
+        "cgroups of {sandbox} left: {:?}",
+        cgroups_of(&sandbox)
+    );
+    e.assert_clean(&["gh-301"]);
 }
