@@ -534,6 +534,32 @@ impl E2e {
         self.curl(&args).0
     }
 
+    /// Like [`E2e::webhook`], for a body too large for an argument.
+    fn webhook_file(&self, body: &str, sig: &str, delivery: &str) -> u16 {
+        let f = self.w.dir.path().join("body.json");
+        std::fs::write(&f, body).expect("body");
+        let url = format!("http://{SERVE_ADDR}/webhook");
+        let h_del = format!("x-github-delivery: {delivery}");
+        let h_sig = format!("x-hub-signature-256: {sig}");
+        let data = format!("@{}", f.display());
+        self.curl(&[
+            "-X",
+            "POST",
+            "-H",
+            "content-type: application/json",
+            "-H",
+            "x-github-event: workflow_job",
+            "-H",
+            &h_del,
+            "-H",
+            &h_sig,
+            "--data-binary",
+            &data,
+            &url,
+        ])
+        .0
+    }
+
     /// Asserts that nothing of any job is left: airlock's own checks plus serve's per-job
     /// work directories, of which only those of `kept_logs` may stay, holding nothing but the
     /// runner's `output.log` and airlock's report (kept for people after a failed or lost run;
@@ -567,6 +593,18 @@ impl E2e {
         }
         assert!(left.is_empty(), "serve work directories left: {left:?}");
     }
+}
+
+/// `X-Hub-Signature-256` of `body` with the test's webhook secret.
+fn sign(body: &str) -> String {
+    use hmac::Mac;
+    let mut m = hmac::Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).expect("hmac key");
+    m.update(body.as_bytes());
+    let tag = m.finalize().into_bytes();
+    format!(
+        "sha256={}",
+        tag.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    )
 }
 
 /// Every file under `dir` whose bytes contain `needle`.
@@ -724,6 +762,11 @@ fn a_webhook_job_runs_end_to_end_through_the_egress_gateway() {
         401
     );
     assert_eq!(e.webhook(forged, None, "forged-2"), 401);
+    // Correctly signed, but not a workflow_job payload: 400. Over max_body_bytes: 413.
+    let bad = r#"{"action":"queued","workflow_job":{"id":"not a number"}}"#;
+    assert_eq!(e.webhook(bad, Some(&sign(bad)), "bad-schema-1"), 400);
+    let big = format!(r#"{{"action":"queued","pad":"{}"}}"#, "x".repeat(2 << 20));
+    assert_eq!(e.webhook_file(&big, &sign(&big), "oversized-1"), 413);
     // Give a wrongly accepted job every chance to show up before checking.
     std::thread::sleep(Duration::from_secs(2));
     let s = e.state();
@@ -860,40 +903,72 @@ fn github_api_errors_are_retried_or_refuse_the_job_cleanly() {
         "{s:#}"
     );
 
-    // A 422: not retried; the job fails in serve without a runner or a sandbox.
+    // A rate limit (429 with retry-after: 1): waited out, the job runs once.
     assert_eq!(
         e.fake_post(
             "/_fake/faults",
             &serde_json::json!({"endpoint": "generate_jit_config",
-                                "fault": {"kind": "unprocessable"}, "times": 1}),
+                                "fault": {"kind": "too_many_requests", "retry_after_secs": 1},
+                                "times": 1}),
         ),
         204
     );
-    e.queue_job(202, "echo must not run; exit 9");
-    let fin = e.wait_finished(202);
-    assert_eq!(fin["data"]["status"], "failed", "{fin:#}");
-    assert!(
-        fin["data"]["detail"]
-            .as_str()
-            .is_some_and(|d| d.contains("422")),
-        "{fin:#}"
-    );
-    assert_eq!(fin["data"]["sandbox"], Value::Null, "{fin:#}");
-    assert_eq!(fin["data"]["runner_id"], Value::Null, "{fin:#}");
+    e.queue_job(203, "exit 0");
+    let fin = e.wait_finished(203);
+    assert_eq!(fin["data"]["status"], "done", "{fin:#}\n{}", e.log());
     let s = e.state();
-    assert_eq!(E2e::calls(&s, "generate_jit_config"), 4, "{s:#}");
-    let job = E2e::job(&s, 202);
-    assert_eq!(job["status"], "queued", "no runner ever took it: {s:#}");
-    assert_eq!(job["fetches"], 0, "{s:#}");
-    assert!(
-        s["runners"].as_array().is_some_and(|r| r.is_empty()),
-        "{s:#}"
-    );
+    assert_eq!(E2e::calls(&s, "generate_jit_config"), 5, "{s:#}");
+    assert_eq!(E2e::job(&s, 203)["status"], "completed", "{s:#}");
+    assert_eq!(E2e::job(&s, 203)["fetches"], 1, "{s:#}");
+
+    // A 422 and a 403 (permission, not a rate limit): not retried; each job fails in serve
+    // without a runner or a sandbox. (The jobs that fail come last: a later runner would
+    // take a job they leave queued.)
+    for (n, (id, fault, status)) in [(202, "unprocessable", "422"), (204, "forbidden", "403")]
+        .into_iter()
+        .enumerate()
+    {
+        assert_eq!(
+            e.fake_post(
+                "/_fake/faults",
+                &serde_json::json!({"endpoint": "generate_jit_config",
+                                    "fault": {"kind": fault}, "times": 1}),
+            ),
+            204
+        );
+        e.queue_job(id, "echo must not run; exit 9");
+        let fin = e.wait_finished(id);
+        assert_eq!(fin["data"]["status"], "failed", "{fin:#}");
+        assert!(
+            fin["data"]["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains(status)),
+            "{fin:#}"
+        );
+        assert_eq!(fin["data"]["sandbox"], Value::Null, "{fin:#}");
+        assert_eq!(fin["data"]["runner_id"], Value::Null, "{fin:#}");
+        let s = e.state();
+        assert_eq!(
+            E2e::calls(&s, "generate_jit_config"),
+            6 + n as u64,
+            "{fault} is not retried: {s:#}"
+        );
+        let job = E2e::job(&s, id);
+        assert_eq!(job["status"], "queued", "no runner ever took it: {s:#}");
+        assert_eq!(job["fetches"], 0, "{s:#}");
+        assert!(
+            s["runners"].as_array().is_some_and(|r| r.is_empty()),
+            "{s:#}"
+        );
+    }
 
     e.stop_serve();
     let recs = e.audit();
     let sandboxes = recs.iter().filter(|r| r["kind"] == "job.requested").count();
-    assert_eq!(sandboxes, 1, "only job 201 got a sandbox: {recs:#?}");
+    assert_eq!(
+        sandboxes, 2,
+        "only jobs 201 and 203 got a sandbox: {recs:#?}"
+    );
     let o =
         e.w.cmd()
             .args(["audit", "verify"])
