@@ -784,6 +784,14 @@ fn a_webhook_job_runs_end_to_end_through_the_egress_gateway() {
         .find_map(|l| l.strip_prefix("airlock_serve_webhook_verification_failures_total "))
         .map(str::trim);
     assert_eq!(failures, Some("2"), "{metrics}");
+    // A measurement, not an assertion: webhook received → sandbox process started.
+    for l in metrics
+        .lines()
+        .filter(|l| l.starts_with("airlock_serve_provisioning_seconds_"))
+        .filter(|l| l.contains("_sum") || l.contains("_count"))
+    {
+        eprintln!("measured: {l}");
+    }
 
     e.stop_serve();
     let log = e.log();
