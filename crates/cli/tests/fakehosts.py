@@ -6,6 +6,8 @@ creates; every address below belongs to those namespaces.
     fakehosts.py metadata            an IMDS look-alike on 169.254.169.254:80 handing out
                                      "credentials"
     fakehosts.py corp                a "database" on 10.50.0.10:5432 and ssh on :22
+    fakehosts.py dns IP NAME=ADDR…   only the DNS server, on IP, answering the given names
+                                     (the serve end-to-end test's api.github.test)
 """
 import http.server
 import socket
@@ -81,7 +83,7 @@ def serve(addr, handler, ctx=None):
     threading.Thread(target=s.serve_forever, daemon=True).start()
 
 
-def dns(addr):
+def dns(addr, zone=ZONE):
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.bind(addr)
     while True:
@@ -98,7 +100,7 @@ def dns(addr):
         question = q[12 : i + 5]
         qtype = struct.unpack("!H", q[i + 1 : i + 3])[0] if i + 3 <= len(q) else 0
         name = ".".join(labels).lower()
-        ip = ZONE.get(name)
+        ip = zone.get(name)
         if ip and qtype == 1:
             header = struct.pack("!HHHHHH", qid, 0x8180, 1, 1, 0, 0)
             answer = b"\xc0\x0c" + struct.pack("!HHIH", 1, 1, 60, 4) + socket.inet_aton(ip)
@@ -136,6 +138,9 @@ def main():
         threading.Thread(target=dns, args=(("198.51.100.53", 53),), daemon=True).start()
     elif mode == "metadata":
         serve(("169.254.169.254", 80), Metadata)
+    elif mode == "dns":
+        zone = dict(a.lower().split("=", 1) for a in sys.argv[3:])
+        threading.Thread(target=dns, args=((sys.argv[2], 53), zone), daemon=True).start()
     elif mode == "corp":
         listen(("10.50.0.10", 5432))
         listen(("10.50.0.10", 22))

@@ -86,6 +86,12 @@ pub trait Launcher: Send + Sync + 'static {
 
     /// Removes sandboxes that no running `airlock run` owns; returns what it removed.
     async fn gc(&self) -> Result<Vec<String>, LaunchError>;
+
+    /// Cleans up after job `key`, whose `run` never returned (serve died under it): what a
+    /// finished `run` would have removed. The default does nothing.
+    fn forget(&self, key: &str) {
+        let _ = key;
+    }
 }
 
 /// Runs `airlock run` children.
@@ -259,6 +265,12 @@ impl Launcher for ProcessLauncher {
             stopped,
             sandbox_id,
         })
+    }
+
+    /// Removes the derived policy of a job whose `airlock run` outlived serve; its
+    /// `output.log` (and report, once written) stay for people, as after a failed run.
+    fn forget(&self, key: &str) {
+        let _ = std::fs::remove_file(self.work_dir.join(key).join("policy.toml"));
     }
 
     async fn gc(&self) -> Result<Vec<String>, LaunchError> {

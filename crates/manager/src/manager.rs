@@ -617,6 +617,7 @@ impl Manager {
                 }
             }
             r.lost_jobs.push(j.seq);
+            self.inner.launcher.forget(&key);
             self.audit(
                 "serve.reconcile.job_lost",
                 Some(&key),

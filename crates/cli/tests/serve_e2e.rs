@@ -1,0 +1,1068 @@
+//! `airlock serve` end to end against a fake GitHub, in a sealed world (issue 6, "Tests").
+//!
+//! The test's own network namespace holds `airlock serve`, its `airlock run` children and
+//! their egress gateways. Behind it, one more namespace the test creates is the "internet":
+//! the fake GitHub (`airlock-fake-github`) on 198.51.100.20:80 and a DNS server on
+//! 198.51.100.53 that answers `api.github.test` with the fake's address. The fake sends
+//! signed `workflow_job` webhooks to serve (198.51.100.1:8780); serve, through the real REST
+//! client, asks it for a JIT config and starts the group's runner — `airlock-fake-runner`, in
+//! an OCI image the test builds from host files and imports with `airlock image import` —
+//! which fetches its job from `http://api.github.test` through the egress gateway, runs the
+//! script and reports back. Nothing here can send a packet off the machine.
+//!
+//! The fake binaries are built by `cargo build -p airlock-github --features fake --bins`
+//! (CI's `cargo build --workspace --bins` does it); without them, or without root, the
+//! tests skip with a message.
+
+mod common;
+
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+const FAKE_IP: &str = "198.51.100.20";
+const DNS_IP: &str = "198.51.100.53";
+const SERVE_ADDR: &str = "198.51.100.1:8780";
+const PAT: &str = "ghp_e2eFakePersonalAccessToken0123456789";
+const SECRET: &str = "e2e-webhook-secret-5b1d";
+const IMAGE: &str = "fakerunner:1";
+const RUNNER: &str = "/opt/runner/airlock-fake-runner";
+/// Generous: a debug build on a loaded two-core machine.
+const DEADLINE: Duration = Duration::from_secs(180);
+
+/// The fake GitHub binaries, next to the airlock binary in the target directory.
+fn fake_bin(name: &str) -> Option<PathBuf> {
+    let p = Path::new(AIRLOCK).parent()?.join(name);
+    p.is_file().then_some(p)
+}
+
+macro_rules! need_fakes {
+    () => {
+        if fake_bin("airlock-fake-github").is_none() || fake_bin("airlock-fake-runner").is_none()
+        {
+            eprintln!(
+                "SKIPPED {}: build the fakes first: cargo build -p airlock-github --features fake --bins",
+                module_path!()
+            );
+            return;
+        }
+    };
+}
+
+fn ip(args: &[&str]) {
+    let st = Command::new("ip").args(args).status().expect("ip");
+    assert!(st.success(), "ip {args:?}");
+}
+
+// ---------------------------------------------------------------------------------------
+// The runner image: dash as /bin/sh, the fake runner, and the libraries both need.
+
+fn hex(b: &[u8]) -> String {
+    Sha256::digest(b)
+        .iter()
+        .map(|x| format!("{x:02x}"))
+        .collect()
+}
+
+fn tar_header(size: usize, mode: u32, kind: tar::EntryType) -> tar::Header {
+    let mut h = tar::Header::new_gnu();
+    h.set_size(size as u64);
+    h.set_mode(mode);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_entry_type(kind);
+    h
+}
+
+/// The shared libraries `bin` loads, from `ldd`. Hand-parsed: ldd's output is two fixed line
+/// shapes (`name => /path (addr)` and `/path (addr)`), and no crate reads ELF dependencies
+/// with the host's search path the way the dynamic loader does.
+fn libs_of(bin: &Path) -> Vec<String> {
+    let o = Command::new("ldd").arg(bin).output().expect("ldd");
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter_map(|l| {
+            let l = l.trim();
+            let path = match l.split_once("=>") {
+                Some((_, rest)) => rest.trim(),
+                None => l,
+            };
+            let path = path.split_whitespace().next()?;
+            path.starts_with('/').then(|| path.to_owned())
+        })
+        .collect()
+}
+
+/// Builds a one-layer OCI image layout holding the fake runner at [`RUNNER`].
+fn build_runner_image(root: &Path, runner: &Path) -> PathBuf {
+    let layout = root.join("runner-image");
+    std::fs::create_dir_all(layout.join("blobs/sha256")).expect("mkdir");
+    std::fs::write(
+        layout.join("oci-layout"),
+        r#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .expect("oci-layout");
+    let mut files: Vec<(String, Vec<u8>)> = vec![
+        (
+            "bin/sh".into(),
+            std::fs::read("/usr/bin/dash").expect("dash"),
+        ),
+        (
+            "bin/sleep".into(),
+            std::fs::read("/usr/bin/sleep").expect("sleep"),
+        ),
+        (
+            RUNNER.trim_start_matches('/').into(),
+            std::fs::read(runner).expect("fake runner"),
+        ),
+    ];
+    let mut libs = libs_of(Path::new("/usr/bin/dash"));
+    libs.extend(libs_of(Path::new("/usr/bin/sleep")));
+    libs.extend(libs_of(runner));
+    libs.sort();
+    libs.dedup();
+    assert!(
+        libs.iter().any(|l| l.contains("libc.so")),
+        "ldd found no libc: {libs:?}"
+    );
+    for l in libs {
+        let data = std::fs::read(std::fs::canonicalize(&l).expect("lib")).expect("read lib");
+        files.push((l.trim_start_matches('/').to_owned(), data));
+    }
+    let mut dirs = std::collections::BTreeSet::from(["etc".to_owned(), "tmp".to_owned()]);
+    for (p, _) in &files {
+        let mut d = Path::new(p).parent();
+        while let Some(x) = d.filter(|x| !x.as_os_str().is_empty()) {
+            dirs.insert(x.to_string_lossy().into_owned());
+            d = x.parent();
+        }
+    }
+    let mut t = tar::Builder::new(Vec::new());
+    for d in &dirs {
+        let mut h = tar_header(0, 0o755, tar::EntryType::Directory);
+        t.append_data(&mut h, d, &[][..]).expect("dir");
+    }
+    for (p, data) in &files {
+        let mut h = tar_header(data.len(), 0o755, tar::EntryType::Regular);
+        t.append_data(&mut h, p, &data[..]).expect("file");
+    }
+    let layer = t.into_inner().expect("tar");
+    let blob = |media: &str, data: &[u8]| {
+        let h = hex(data);
+        std::fs::write(layout.join("blobs/sha256").join(&h), data).expect("blob");
+        serde_json::json!({ "mediaType": media, "digest": format!("sha256:{h}"), "size": data.len() })
+    };
+    let dl = blob("application/vnd.oci.image.layer.v1.tar", &layer);
+    let config = serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "rootfs": { "type": "layers", "diff_ids": [format!("sha256:{}", hex(&layer))] },
+        "config": {}
+    });
+    let dc = blob(
+        "application/vnd.oci.image.config.v1+json",
+        config.to_string().as_bytes(),
+    );
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": dc, "layers": [dl]
+    });
+    let mut dm = blob(
+        "application/vnd.oci.image.manifest.v1+json",
+        manifest.to_string().as_bytes(),
+    );
+    dm["annotations"] = serde_json::json!({ "org.opencontainers.image.ref.name": IMAGE });
+    let index = serde_json::json!({ "schemaVersion": 2, "manifests": [dm] });
+    std::fs::write(layout.join("index.json"), index.to_string()).expect("index");
+    layout
+}
+
+// ---------------------------------------------------------------------------------------
+// The world.
+
+struct E2e {
+    w: World,
+    inet: String,
+    fakes: Vec<Child>,
+    serve: Option<Child>,
+    serve_log: PathBuf,
+}
+
+impl Drop for E2e {
+    fn drop(&mut self) {
+        self.stop_serve();
+        for p in &mut self.fakes {
+            let _ = p.kill();
+            let _ = p.wait();
+        }
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.inet])
+            .status();
+    }
+}
+
+const POLICY: &str = r#"version = 1
+[groups.ci]
+labels = ["e2e"]
+repositories = ["octo-org/*"]
+rootfs = { image = "fakerunner:1" }
+runner = ["/opt/runner/airlock-fake-runner"]
+egress = { domains = ["api.github.test"], resolver = "198.51.100.53" }
+limits = { timeout = "3m" }
+"#;
+
+fn world() -> E2e {
+    let w = World::new();
+    let t = w.netns.clone().expect("root test has a netns");
+    let inet = format!("{t}inet");
+    ip(&["netns", "add", &inet]);
+    let mut e = E2e {
+        serve_log: w.dir.path().join("serve.log"),
+        w,
+        inet: inet.clone(),
+        fakes: vec![],
+        serve: None,
+    };
+    ip(&["-n", &inet, "link", "set", "lo", "up"]);
+    ip(&[
+        "-n", &t, "link", "add", "fhinet", "type", "veth", "peer", "name", "eth0", "netns", &inet,
+    ]);
+    ip(&["-n", &t, "addr", "add", "198.51.100.1/24", "dev", "fhinet"]);
+    ip(&["-n", &t, "link", "set", "fhinet", "up"]);
+    for a in [FAKE_IP, DNS_IP] {
+        ip(&[
+            "-n",
+            &inet,
+            "addr",
+            "add",
+            &format!("{a}/24"),
+            "dev",
+            "eth0",
+        ]);
+    }
+    ip(&["-n", &inet, "link", "set", "eth0", "up"]);
+    ip(&[
+        "-n",
+        &inet,
+        "route",
+        "add",
+        "default",
+        "via",
+        "198.51.100.1",
+    ]);
+    ip(&["-n", &t, "route", "add", "default", "via", FAKE_IP]);
+
+    let dir = e.w.dir.path().to_owned();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fakehosts.py");
+    let dns = e.spawn_in_inet(
+        &[
+            "/usr/bin/python3",
+            script,
+            "dns",
+            DNS_IP,
+            &format!("api.github.test={FAKE_IP}"),
+        ],
+        "ready",
+    );
+    e.fakes.push(dns);
+    std::fs::write(dir.join("webhook-secret"), SECRET).expect("secret");
+    let fake = fake_bin("airlock-fake-github").expect("fake github");
+    let fake = fake.to_string_lossy().into_owned();
+    let secret_file = dir.join("webhook-secret").display().to_string();
+    let gh = e.spawn_in_inet(
+        &[
+            &fake,
+            "--listen",
+            &format!("{FAKE_IP}:80"),
+            "--public-url",
+            "http://api.github.test",
+            "--pat",
+            PAT,
+            // serve, not the fake, must delete each runner after its job.
+            "--keep-runners-after-job",
+            "--webhook-url",
+            &format!("http://{SERVE_ADDR}/webhook"),
+            "--webhook-secret-file",
+            &secret_file,
+        ],
+        "listening on",
+    );
+    e.fakes.push(gh);
+
+    // The runner image, imported into the data directory serve uses.
+    let runner = fake_bin("airlock-fake-runner").expect("fake runner");
+    let layout = build_runner_image(&dir, &runner);
+    let o =
+        e.w.cmd()
+            .args(["image", "import"])
+            .arg(&layout)
+            .output()
+            .expect("import");
+    assert!(o.status.success(), "image import: {}", stderr(&o));
+
+    std::fs::write(dir.join("serve-policy.toml"), POLICY).expect("policy");
+    std::fs::write(
+        dir.join("serve.toml"),
+        format!(
+            r#"listen = "{SERVE_ADDR}"
+webhook_secret = {{ file = "{secret_file}" }}
+policy = "{d}/serve-policy.toml"
+runner_prefix = "airlock-"
+max_concurrency = 2
+state_dir = "{state}"
+data_dir = "{data}"
+reconcile_interval = "1h"
+shutdown_grace = "20s"
+[github]
+api_url = "http://{FAKE_IP}"
+org = "octo-org"
+token = {{ env = "AIRLOCK_E2E_PAT" }}
+"#,
+            d = dir.display(),
+            state = e.w.state().display(),
+            data = e.w.data().display(),
+        ),
+    )
+    .expect("serve.toml");
+    e.start_serve();
+    e
+}
+
+impl E2e {
+    /// Starts `argv` in the internet namespace with an empty environment (no proxy variables
+    /// can send it elsewhere) and waits for its first line to start with `ready`.
+    fn spawn_in_inet(&self, argv: &[&str], ready: &str) -> Child {
+        let mut c = Command::new("ip")
+            .args(["netns", "exec", &self.inet])
+            .args(argv)
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("fake host");
+        let mut line = String::new();
+        let out = c.stdout.take().expect("stdout");
+        let mut out = std::io::BufReader::new(out);
+        out.read_line(&mut line).expect("ready");
+        assert!(line.starts_with(ready), "{argv:?} did not start: {line:?}");
+        // Keep draining its stdout so it never blocks on a full pipe.
+        std::thread::spawn(move || {
+            let mut sink = String::new();
+            while out.read_line(&mut sink).map(|n| n > 0).unwrap_or(false) {
+                sink.clear();
+            }
+        });
+        c
+    }
+
+    fn start_serve(&mut self) {
+        let log = std::fs::File::create(&self.serve_log).expect("serve log");
+        let mut c = self.w.in_netns(&[AIRLOCK, "serve", "--config"]);
+        c.arg(self.w.dir.path().join("serve.toml"))
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .env("AIRLOCK_LOG", "info")
+            .env("AIRLOCK_E2E_PAT", PAT)
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log);
+        self.serve = Some(c.spawn().expect("airlock serve"));
+        let t0 = Instant::now();
+        while self.curl(&[&format!("http://{SERVE_ADDR}/readyz")]).0 != 200 {
+            if let Some(Ok(Some(st))) = self.serve.as_mut().map(Child::try_wait) {
+                panic!("airlock serve exited {st}:\n{}", self.log());
+            }
+            assert!(t0.elapsed() < DEADLINE, "serve not ready:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    /// SIGTERM to serve (graceful: finish jobs, tear down) and wait for it.
+    fn stop_serve(&mut self) {
+        let Some(mut s) = self.serve.take() else {
+            return;
+        };
+        if let Ok(pid) = i32::try_from(s.id()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(60) {
+            if let Ok(Some(_)) = s.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = s.kill();
+        let _ = s.wait();
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.serve_log).unwrap_or_default()
+    }
+
+    /// curl inside the test's namespace; returns (status, body). No proxy, empty environment.
+    fn curl(&self, args: &[&str]) -> (u16, String) {
+        let mut argv = vec![
+            "curl",
+            "-sS",
+            "--noproxy",
+            "*",
+            "-m",
+            "30",
+            "-w",
+            "\n%{http_code}",
+        ];
+        argv.extend_from_slice(args);
+        let o = self
+            .w
+            .in_netns(&argv)
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .output()
+            .expect("curl");
+        let out = stdout(&o);
+        let (body, code) = out.rsplit_once('\n').unwrap_or(("", out.as_str()));
+        (code.trim().parse().unwrap_or(0), body.to_owned())
+    }
+
+    fn fake_post(&self, path: &str, body: &Value) -> u16 {
+        self.curl(&[
+            "-X",
+            "POST",
+            "-H",
+            "content-type: application/json",
+            "--data-binary",
+            &body.to_string(),
+            &format!("http://{FAKE_IP}{path}"),
+        ])
+        .0
+    }
+
+    fn state(&self) -> Value {
+        let (code, body) = self.curl(&[&format!("http://{FAKE_IP}/_fake/state")]);
+        assert_eq!(code, 200, "fake state: {body}");
+        serde_json::from_str(&body).expect("state json")
+    }
+
+    fn job(state: &Value, id: u64) -> &Value {
+        state["jobs"]
+            .as_array()
+            .and_then(|j| j.iter().find(|j| j["id"] == id))
+            .unwrap_or(&Value::Null)
+    }
+
+    fn calls(state: &Value, endpoint: &str) -> u64 {
+        state["calls"][endpoint].as_u64().unwrap_or(0)
+    }
+
+    fn audit(&self) -> Vec<Value> {
+        std::fs::read_to_string(self.w.data().join("audit/audit.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    fn finished(&self, gh_job: u64) -> Option<Value> {
+        let key = format!("gh-{gh_job}");
+        self.audit()
+            .into_iter()
+            .find(|r| r["kind"] == "serve.job.finished" && r["job"] == key.as_str())
+    }
+
+    /// Polls `ok` until it holds or [`DEADLINE`] passes (then fails with serve's log).
+    fn wait_for(&self, what: &str, mut ok: impl FnMut() -> bool) {
+        let t0 = Instant::now();
+        while !ok() {
+            assert!(
+                t0.elapsed() < DEADLINE,
+                "timed out waiting for {what}; serve's log:\n{}\nfake state: {}",
+                self.log(),
+                self.curl(&[&format!("http://{FAKE_IP}/_fake/state")]).1
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    fn queue_job(&self, id: u64, script: &str) {
+        let code = self.fake_post(
+            "/_fake/jobs",
+            &serde_json::json!({"id": id, "labels": ["self-hosted", "e2e"], "script": script,
+                                "repository": "octo-org/app"}),
+        );
+        assert_eq!(code, 201, "queueing job {id}");
+    }
+
+    /// Waits until serve finished `id` and the fake knows its runner is gone; returns
+    /// serve's `serve.job.finished` record.
+    fn wait_finished(&self, id: u64) -> Value {
+        self.wait_for(&format!("serve to finish job {id}"), || {
+            self.finished(id).is_some()
+        });
+        self.finished(id).expect("finished")
+    }
+
+    /// Delivers `body` to serve's webhook with the given signature header (None: none).
+    fn webhook(&self, body: &str, sig: Option<&str>, delivery: &str) -> u16 {
+        let url = format!("http://{SERVE_ADDR}/webhook");
+        let h_event = "x-github-event: workflow_job".to_owned();
+        let h_del = format!("x-github-delivery: {delivery}");
+        let h_sig = sig.map(|s| format!("x-hub-signature-256: {s}"));
+        let mut args = vec![
+            "-X",
+            "POST",
+            "-H",
+            "content-type: application/json",
+            "-H",
+            &h_event,
+            "-H",
+            &h_del,
+        ];
+        if let Some(h) = &h_sig {
+            args.extend_from_slice(&["-H", h]);
+        }
+        args.extend_from_slice(&["--data-binary", body, &url]);
+        self.curl(&args).0
+    }
+
+    /// Like [`E2e::webhook`], for a body too large for an argument.
+    fn webhook_file(&self, body: &str, sig: &str, delivery: &str) -> u16 {
+        let f = self.w.dir.path().join("body.json");
+        std::fs::write(&f, body).expect("body");
+        let url = format!("http://{SERVE_ADDR}/webhook");
+        let h_del = format!("x-github-delivery: {delivery}");
+        let h_sig = format!("x-hub-signature-256: {sig}");
+        let data = format!("@{}", f.display());
+        self.curl(&[
+            "-X",
+            "POST",
+            "-H",
+            "content-type: application/json",
+            "-H",
+            "x-github-event: workflow_job",
+            "-H",
+            &h_del,
+            "-H",
+            &h_sig,
+            "--data-binary",
+            &data,
+            &url,
+        ])
+        .0
+    }
+
+    /// Asserts that nothing of any job is left: airlock's own checks plus serve's per-job
+    /// work directories, of which only those of `kept_logs` may stay, holding nothing but the
+    /// runner's `output.log` and airlock's report (kept for people after a failed or lost run;
+    /// never the derived policy).
+    fn assert_clean(&self, kept_logs: &[&str]) {
+        self.w.assert_clean();
+        let mut left = Vec::new();
+        for d in std::fs::read_dir(self.w.state().join("serve"))
+            .map(|rd| rd.flatten().map(|e| e.path()).collect::<Vec<_>>())
+            .unwrap_or_default()
+        {
+            let name = d.file_name().map(|n| n.to_string_lossy().into_owned());
+            if name.as_deref().is_some_and(|n| kept_logs.contains(&n)) {
+                let mut files: Vec<_> = std::fs::read_dir(&d)
+                    .map(|rd| {
+                        rd.flatten()
+                            .map(|e| e.file_name().to_string_lossy().into_owned())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                files.retain(|f| f != "report.json");
+                assert_eq!(
+                    files,
+                    ["output.log"],
+                    "only the runner's output (and airlock's report) may stay in {}",
+                    d.display()
+                );
+            } else {
+                left.push(d);
+            }
+        }
+        assert!(left.is_empty(), "serve work directories left: {left:?}");
+    }
+}
+
+/// `X-Hub-Signature-256` of `body` with the test's webhook secret.
+fn sign(body: &str) -> String {
+    use hmac::Mac;
+    let mut m = hmac::Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).expect("hmac key");
+    m.update(body.as_bytes());
+    let tag = m.finalize().into_bytes();
+    format!(
+        "sha256={}",
+        tag.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    )
+}
+
+/// Every file under `dir` whose bytes contain `needle`.
+fn files_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
+    let mut hits = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            let Ok(ft) = e.file_type() else { continue };
+            if ft.is_dir() {
+                stack.push(p);
+            } else if ft.is_file() {
+                if let Ok(b) = std::fs::read(&p) {
+                    if b.windows(needle.len()).any(|w| w == needle) {
+                        hits.push(p);
+                    }
+                }
+            }
+        }
+    }
+    hits
+}
+
+/// The JIT config the fake hands out for a runner: base64 of its `JitPayload` JSON
+/// (docs/github.md), rebuilt here to look for it on disk.
+fn jit_config_of(runner_id: u64, name: &str) -> String {
+    base64_encode(
+        format!(r#"{{"runner_id":{runner_id},"name":"{name}","url":"http://api.github.test"}}"#)
+            .as_bytes(),
+    )
+}
+
+/// Standard base64 with padding. Hand-written: twelve lines do not justify a new
+/// dev-dependency of the CLI crate for one test helper.
+fn base64_encode(b: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for c in b.chunks(3) {
+        let n = (u32::from(c[0]) << 16)
+            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*c.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            if i <= c.len() {
+                out.push(char::from(A[((n >> (18 - 6 * i)) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn base64_helper_matches_the_rfc_vectors() {
+    for (i, o) in [
+        ("", ""),
+        ("f", "Zg=="),
+        ("fo", "Zm8="),
+        ("foo", "Zm9v"),
+        ("foob", "Zm9vYg=="),
+        ("fooba", "Zm9vYmE="),
+        ("foobar", "Zm9vYmFy"),
+    ] {
+        assert_eq!(base64_encode(i.as_bytes()), o);
+    }
+}
+
+#[test]
+fn a_webhook_job_runs_end_to_end_through_the_egress_gateway() {
+    need_root!();
+    need_fakes!();
+    let mut e = world();
+    e.queue_job(101, "echo hello from job 101; exit 3");
+    let fin = e.wait_finished(101);
+
+    // The fake GitHub: job run once, by the runner serve registered, exit code reported,
+    // and the runner deleted by serve.
+    let s = e.state();
+    let job = E2e::job(&s, 101);
+    assert_eq!(job["status"], "completed", "{s:#}");
+    assert_eq!(job["exit_code"], 3, "{s:#}");
+    assert_eq!(job["fetches"], 1, "{s:#}");
+    assert_eq!(job["runner_name"], "airlock-101", "{s:#}");
+    let runner_id = job["runner_id"].as_u64().expect("runner id");
+    assert!(
+        s["runners"].as_array().is_some_and(|r| r.is_empty()),
+        "runner still registered: {s:#}"
+    );
+    assert!(
+        s["deleted_runners"]
+            .as_array()
+            .is_some_and(|r| r.iter().any(|r| r["id"] == runner_id)),
+        "serve did not delete the runner: {s:#}"
+    );
+    assert_eq!(E2e::calls(&s, "generate_jit_config"), 1, "{s:#}");
+    let jit_labels = s["deleted_runners"][0]["labels"].clone();
+    assert_eq!(
+        jit_labels,
+        serde_json::json!(["self-hosted", "linux", "x64", "e2e"]),
+        "{s:#}"
+    );
+
+    // serve's own record of the job.
+    assert_eq!(fin["data"]["status"], "done", "{fin:#}\n{}", e.log());
+    assert_eq!(fin["data"]["exit_code"], 0, "the runner exits 0: {fin:#}");
+    assert_eq!(fin["data"]["runner_deleted"], true, "{fin:#}");
+    assert_eq!(fin["data"]["runner_id"], runner_id, "{fin:#}");
+    let sandbox = fin["data"]["sandbox"]
+        .as_str()
+        .expect("sandbox id")
+        .to_owned();
+
+    // 2. A redelivery of the queued webhook is acknowledged and provisions nothing.
+    let queued = s["deliveries"]
+        .as_array()
+        .and_then(|d| {
+            d.iter()
+                .find(|d| d["action"] == "queued" && d["job_id"] == 101)
+        })
+        .expect("queued delivery")
+        .clone();
+    assert_eq!(queued["status"], 202, "first delivery queued: {queued}");
+    let id = queued["id"].as_str().expect("delivery id").to_owned();
+    let code = e.fake_post(
+        &format!("/_fake/deliveries/{id}/redeliver"),
+        &serde_json::json!({}),
+    );
+    assert_eq!(code, 202);
+    e.wait_for("the redelivery", || {
+        e.state()["deliveries"]
+            .as_array()
+            .is_some_and(|d| d.iter().filter(|d| d["id"] == id.as_str()).count() == 2)
+    });
+    let s = e.state();
+    let again = s["deliveries"]
+        .as_array()
+        .and_then(|d| d.iter().rfind(|d| d["id"] == id.as_str()))
+        .expect("redelivery");
+    assert_eq!(again["status"], 200, "duplicate delivery: {again}");
+
+    // A forged delivery: same body shape, wrong or missing signature → 401, nothing queued.
+    let forged = r#"{"action":"queued","workflow_job":{"id":666}}"#;
+    assert_eq!(
+        e.webhook(
+            forged,
+            Some("sha256=0000000000000000000000000000000000000000000000000000000000000000"),
+            "forged-1"
+        ),
+        401
+    );
+    assert_eq!(e.webhook(forged, None, "forged-2"), 401);
+    // Correctly signed, but not a workflow_job payload: 400. Over max_body_bytes: 413.
+    let bad = r#"{"action":"queued","workflow_job":{"id":"not a number"}}"#;
+    assert_eq!(e.webhook(bad, Some(&sign(bad)), "bad-schema-1"), 400);
+    let big = format!(r#"{{"action":"queued","pad":"{}"}}"#, "x".repeat(2 << 20));
+    assert_eq!(e.webhook_file(&big, &sign(&big), "oversized-1"), 413);
+    // Give a wrongly accepted job every chance to show up before checking.
+    std::thread::sleep(Duration::from_secs(2));
+    let s = e.state();
+    assert_eq!(
+        E2e::calls(&s, "generate_jit_config"),
+        1,
+        "a redelivered or forged webhook provisioned a runner: {s:#}"
+    );
+    assert_eq!(E2e::job(&s, 101)["fetches"], 1, "{s:#}");
+
+    let (code, metrics) = e.curl(&[&format!("http://{SERVE_ADDR}/metrics")]);
+    assert_eq!(code, 200);
+    let failures = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("airlock_serve_webhook_verification_failures_total "))
+        .map(str::trim);
+    assert_eq!(failures, Some("2"), "{metrics}");
+    // A measurement, not an assertion: webhook received → sandbox process started.
+    for l in metrics
+        .lines()
+        .filter(|l| l.starts_with("airlock_serve_provisioning_seconds_"))
+        .filter(|l| l.contains("_sum") || l.contains("_count"))
+    {
+        eprintln!("measured: {l}");
+    }
+
+    e.stop_serve();
+    let log = e.log();
+    assert!(
+        cgroups_of(&sandbox).is_empty(),
+        "cgroups of {sandbox} left: {:?}",
+        cgroups_of(&sandbox)
+    );
+
+    // The audit log verifies and holds the job's story.
+    let o =
+        e.w.cmd()
+            .args(["audit", "verify"])
+            .output()
+            .expect("verify");
+    assert!(
+        o.status.success(),
+        "audit verify: {}{}",
+        stdout(&o),
+        stderr(&o)
+    );
+    let recs = e.audit();
+    let serve_kinds: Vec<&str> = recs
+        .iter()
+        .filter(|r| r["job"] == "gh-101")
+        .filter_map(|r| r["kind"].as_str())
+        .collect();
+    assert_eq!(
+        serve_kinds,
+        [
+            "serve.job.provisioning",
+            "serve.job.started",
+            "serve.job.finished"
+        ],
+        "{recs:#?}"
+    );
+    let mine: Vec<&Value> = recs
+        .iter()
+        .filter(|r| r["job"] == sandbox.as_str())
+        .collect();
+    let kinds: Vec<&str> = mine.iter().filter_map(|r| r["kind"].as_str()).collect();
+    assert_eq!(kinds.first(), Some(&"job.requested"), "{kinds:?}");
+    assert_eq!(kinds.last(), Some(&"job.ended"), "{kinds:?}");
+    assert!(
+        mine.iter()
+            .any(|r| r["kind"] == "process.exec" && r["data"]["path"] == RUNNER),
+        "the runner's exec is on the record: {mine:#?}"
+    );
+    assert!(
+        mine.iter().any(|r| r["kind"] == "process.exec"
+            && r["data"]["argv"].as_array().is_some_and(|a| a
+                .iter()
+                .any(|x| x.as_str().is_some_and(|x| x.contains("hello from job 101"))))),
+        "the job's script, run by the runner, is on the record: {mine:#?}"
+    );
+    let net: Vec<&&Value> = mine
+        .iter()
+        .filter(|r| r["kind"].as_str().is_some_and(|k| k.starts_with("net.")))
+        .collect();
+    assert!(
+        net.iter().any(|r| r["kind"] == "net.dns"
+            && r["data"]["name"] == "api.github.test"
+            && r["data"]["verdict"] == "allow"),
+        "{net:#?}"
+    );
+    assert!(
+        net.iter().any(|r| r["kind"] == "net.http"
+            && r["data"]["name"] == "api.github.test"
+            && r["data"]["verdict"] == "allow"
+            && r["data"]["resolved"] == FAKE_IP),
+        "{net:#?}"
+    );
+    assert!(
+        net.iter().all(|r| r["data"]["verdict"] != "deny"),
+        "the runner needed nothing but api.github.test: {net:#?}"
+    );
+
+    // No JIT config and no token anywhere on disk or in serve's log.
+    let jit = jit_config_of(runner_id, "airlock-101");
+    for needle in [jit.as_str(), PAT, SECRET] {
+        for d in [e.w.state(), e.w.data()] {
+            let hits = files_containing(&d, needle.as_bytes());
+            assert!(hits.is_empty(), "a secret is on disk in {hits:?}");
+        }
+        assert!(!log.contains(needle), "a secret is in serve's log:\n{log}");
+    }
+    e.assert_clean(&[]);
+}
+
+#[test]
+fn github_api_errors_are_retried_or_refuse_the_job_cleanly() {
+    need_root!();
+    need_fakes!();
+    let mut e = world();
+
+    // Two 500s on generate-jitconfig: the client retries, the job runs once.
+    assert_eq!(
+        e.fake_post(
+            "/_fake/faults",
+            &serde_json::json!({"endpoint": "generate_jit_config",
+                                "fault": {"kind": "server_error"}, "times": 2}),
+        ),
+        204
+    );
+    e.queue_job(201, "exit 0");
+    let fin = e.wait_finished(201);
+    assert_eq!(fin["data"]["status"], "done", "{fin:#}\n{}", e.log());
+    let s = e.state();
+    assert_eq!(E2e::calls(&s, "generate_jit_config"), 3, "{s:#}");
+    let job = E2e::job(&s, 201);
+    assert_eq!(job["status"], "completed", "{s:#}");
+    assert_eq!(job["exit_code"], 0, "{s:#}");
+    assert_eq!(job["fetches"], 1, "{s:#}");
+    assert_eq!(
+        s["deleted_runners"].as_array().map(Vec::len),
+        Some(1),
+        "{s:#}"
+    );
+
+    // A rate limit (429 with retry-after: 1): waited out, the job runs once.
+    assert_eq!(
+        e.fake_post(
+            "/_fake/faults",
+            &serde_json::json!({"endpoint": "generate_jit_config",
+                                "fault": {"kind": "too_many_requests", "retry_after_secs": 1},
+                                "times": 1}),
+        ),
+        204
+    );
+    e.queue_job(203, "exit 0");
+    let fin = e.wait_finished(203);
+    assert_eq!(fin["data"]["status"], "done", "{fin:#}\n{}", e.log());
+    let s = e.state();
+    assert_eq!(E2e::calls(&s, "generate_jit_config"), 5, "{s:#}");
+    assert_eq!(E2e::job(&s, 203)["status"], "completed", "{s:#}");
+    assert_eq!(E2e::job(&s, 203)["fetches"], 1, "{s:#}");
+
+    // A 422 and a 403 (permission, not a rate limit): not retried; each job fails in serve
+    // without a runner or a sandbox. (The jobs that fail come last: a later runner would
+    // take a job they leave queued.)
+    for (n, (id, fault, status)) in [(202, "unprocessable", "422"), (204, "forbidden", "403")]
+        .into_iter()
+        .enumerate()
+    {
+        assert_eq!(
+            e.fake_post(
+                "/_fake/faults",
+                &serde_json::json!({"endpoint": "generate_jit_config",
+                                    "fault": {"kind": fault}, "times": 1}),
+            ),
+            204
+        );
+        e.queue_job(id, "echo must not run; exit 9");
+        let fin = e.wait_finished(id);
+        assert_eq!(fin["data"]["status"], "failed", "{fin:#}");
+        assert!(
+            fin["data"]["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains(status)),
+            "{fin:#}"
+        );
+        assert_eq!(fin["data"]["sandbox"], Value::Null, "{fin:#}");
+        assert_eq!(fin["data"]["runner_id"], Value::Null, "{fin:#}");
+        let s = e.state();
+        assert_eq!(
+            E2e::calls(&s, "generate_jit_config"),
+            6 + n as u64,
+            "{fault} is not retried: {s:#}"
+        );
+        let job = E2e::job(&s, id);
+        assert_eq!(job["status"], "queued", "no runner ever took it: {s:#}");
+        assert_eq!(job["fetches"], 0, "{s:#}");
+        assert!(
+            s["runners"].as_array().is_some_and(|r| r.is_empty()),
+            "{s:#}"
+        );
+    }
+
+    e.stop_serve();
+    let recs = e.audit();
+    let sandboxes = recs.iter().filter(|r| r["kind"] == "job.requested").count();
+    assert_eq!(
+        sandboxes, 2,
+        "only jobs 201 and 203 got a sandbox: {recs:#?}"
+    );
+    let o =
+        e.w.cmd()
+            .args(["audit", "verify"])
+            .output()
+            .expect("verify");
+    assert!(o.status.success(), "{}", stdout(&o));
+    e.assert_clean(&[]);
+}
+
+#[test]
+fn kill_9_of_serve_mid_job_then_a_restart_reconciles_everything() {
+    need_root!();
+    need_fakes!();
+    let mut e = world();
+    e.queue_job(301, "sleep 600");
+    e.wait_for("the runner to take job 301", || {
+        E2e::job(&e.state(), 301)["status"] == "in_progress"
+    });
+    let s = e.state();
+    let runner_id = E2e::job(&s, 301)["runner_id"].as_u64().expect("runner id");
+    let sandbox = e
+        .audit()
+        .iter()
+        .find(|r| r["kind"] == "job.requested")
+        .and_then(|r| r["job"].as_str().map(str::to_owned))
+        .expect("the runner's sandbox");
+
+    // kill -9: no graceful anything. Each `airlock run` child gets SIGTERM from the kernel
+    // (PR_SET_PDEATHSIG) and tears its sandbox down.
+    let mut serve = e.serve.take().expect("serve");
+    serve.kill().expect("kill -9");
+    serve.wait().expect("reap");
+
+    e.start_serve();
+    e.wait_for("reconciliation of job 301 and its runner", || {
+        let lost = e
+            .audit()
+            .iter()
+            .any(|r| r["kind"] == "serve.reconcile.job_lost" && r["job"] == "gh-301");
+        let s = e.state();
+        lost && s["runners"].as_array().is_some_and(|r| r.is_empty())
+    });
+    let s = e.state();
+    assert!(
+        s["deleted_runners"]
+            .as_array()
+            .is_some_and(|r| r.iter().any(|r| r["id"] == runner_id)),
+        "the orphaned runner was not deleted: {s:#}"
+    );
+    assert_eq!(
+        E2e::calls(&s, "generate_jit_config"),
+        1,
+        "the job was provisioned again: {s:#}"
+    );
+    let job = E2e::job(&s, 301);
+    assert_eq!(job["fetches"], 1, "the job ran twice: {s:#}");
+    assert_ne!(job["status"], "completed", "{s:#}");
+    let recs = e.audit();
+    assert!(
+        recs.iter()
+            .any(|r| r["kind"] == "serve.reconcile.runner_deleted"),
+        "{recs:#?}"
+    );
+
+    e.stop_serve();
+    e.wait_for("the orphaned sandbox's teardown", || {
+        std::fs::read_dir(e.w.state().join("jobs"))
+            .map(|mut d| d.next().is_none())
+            .unwrap_or(true)
+    });
+    let recs = e.audit();
+    assert!(
+        recs.iter()
+            .any(|r| r["kind"] == "job.ended" && r["job"] == sandbox.as_str()),
+        "the orphaned sandbox's end is on the record: {recs:#?}"
+    );
+    let o =
+        e.w.cmd()
+            .args(["audit", "verify"])
+            .output()
+            .expect("verify");
+    assert!(o.status.success(), "{}", stdout(&o));
+    assert!(
+        cgroups_of(&sandbox).is_empty(),
+        "cgroups of {sandbox} left: {:?}",
+        cgroups_of(&sandbox)
+    );
+    e.assert_clean(&["gh-301"]);
+}
