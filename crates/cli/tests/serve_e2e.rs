@@ -45,6 +45,12 @@ macro_rules! need_fakes {
     () => {
         if fake_bin("airlock-fake-github").is_none() || fake_bin("airlock-fake-runner").is_none()
         {
+            // scripts/test.sh (and so CI) builds the fakes and sets this: there a missing fake
+            // is a failure, never a silent skip.
+            assert!(
+                std::env::var_os("AIRLOCK_TEST_STRICT").is_none(),
+                "the fake GitHub binaries are missing: cargo build -p airlock-github --features fake --bins"
+            );
             eprintln!(
                 "SKIPPED {}: build the fakes first: cargo build -p airlock-github --features fake --bins",
                 module_path!()
