@@ -33,7 +33,7 @@ struct Global {
         default_value = "/run/airlock"
     )]
     state_dir: PathBuf,
-    /// Persistent data (the image store).
+    /// Persistent data: the image store, the audit log, learned baselines, undelivered alerts.
     #[arg(
         long,
         global = true,
