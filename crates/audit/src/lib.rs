@@ -45,6 +45,8 @@ pub const LOG: &str = "audit.jsonl";
 pub const HEAD: &str = "audit.head";
 /// Lock file that serialises writers.
 pub const LOCK: &str = "audit.lock";
+/// The current segment is rotated before a batch that would find it larger than this.
+pub const ROTATE_BYTES: u64 = 256 << 20;
 
 /// Errors of the audit component.
 #[derive(Debug, thiserror::Error)]
@@ -150,6 +152,7 @@ impl Event {
 pub struct AuditLog {
     dir: PathBuf,
     lock: File,
+    rotate_bytes: u64,
 }
 
 /// Holds the log's lock until dropped.
@@ -200,6 +203,7 @@ impl AuditLog {
         let me = Self {
             dir: dir.to_owned(),
             lock,
+            rotate_bytes: ROTATE_BYTES,
         };
         me.head()?;
         Ok(me)
@@ -267,6 +271,9 @@ impl AuditLog {
         }
         // Opened per batch: another process may have rotated the file since.
         let log = self.dir.join(LOG);
+        if std::fs::metadata(&log).is_ok_and(|m| m.len() >= self.rotate_bytes) {
+            self.rotate_locked(out.first().map(|r| r.seq).unwrap_or(head.seq + 1))?;
+        }
         let mut f = OpenOptions::new()
             .create(true)
             .append(true)
@@ -339,9 +346,33 @@ impl AuditLog {
     pub fn rotate(&mut self) -> Result<PathBuf, AuditError> {
         let lp = self.dir.join(LOCK);
         let _g = Locked::take(&self.lock, &lp)?;
-        let head = self.head()?;
+        let mut head = self.head()?;
+        self.recover_head(&mut head)?;
+        self.rotate_locked(head.seq + 1)
+    }
+
+    /// Rotates the segment when it has reached `bytes` (default [`ROTATE_BYTES`]).
+    pub fn set_rotate_bytes(&mut self, bytes: u64) {
+        self.rotate_bytes = bytes.max(1);
+    }
+
+    /// The rotation itself; the caller holds the lock. `next` is the first sequence number
+    /// of the new segment.
+    fn rotate_locked(&self, next: u64) -> Result<PathBuf, AuditError> {
         let log = self.dir.join(LOG);
-        let rotated = self.dir.join(format!("{LOG}.{:020}", head.seq + 1));
+        let rotated = self.dir.join(format!("{LOG}.{next:020}"));
+        // An empty segment is not rotated (its name would be the previous segment's), and an
+        // existing segment is never overwritten.
+        if std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0) == 0 {
+            return Err(io(&log)(std::io::Error::other(
+                "nothing to rotate: the segment is empty",
+            )));
+        }
+        if rotated.exists() {
+            return Err(io(&rotated)(std::io::Error::from(
+                std::io::ErrorKind::AlreadyExists,
+            )));
+        }
         std::fs::rename(&log, &rotated).map_err(io(&log))?;
         OpenOptions::new()
             .create(true)
@@ -667,6 +698,28 @@ mod tests {
             let v = verify(d.path()).expect("verify");
             assert!(!v.problems.is_empty(), "{name} went unnoticed");
         }
+    }
+
+    #[test]
+    fn segments_rotate_by_size_and_an_empty_one_is_not_rotated() {
+        let (d, mut l) = log_with(0);
+        assert!(l.rotate().is_err(), "nothing to rotate");
+        l.set_rotate_bytes(600);
+        for i in 0..40 {
+            l.append("test.event", Some("j1"), json!({ "i": i }))
+                .expect("append");
+        }
+        let segs = segments(d.path());
+        assert!(segs.len() > 3, "{segs:?}");
+        let v = verify(d.path()).expect("verify");
+        assert_eq!((v.records, v.problems.len()), (40, 0), "{:?}", v.problems);
+        let r = l.rotate().expect("rotate");
+        assert!(
+            l.rotate().is_err(),
+            "a second rotation finds an empty segment"
+        );
+        assert!(r.exists());
+        assert_eq!(verify(d.path()).expect("verify").problems.len(), 0);
     }
 
     #[test]

@@ -215,6 +215,13 @@ enum AuditCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Close the current segment (it becomes `audit.jsonl.<first sequence number of the
+    /// next>`); the chain continues across it. Segments also rotate by themselves at 256 MiB.
+    Rotate {
+        /// Audit directory (default: DATA_DIR/audit).
+        #[arg(long)]
+        log: Option<PathBuf>,
+    },
     /// Print records, oldest first.
     Show {
         /// Audit directory (default: DATA_DIR/audit).
@@ -372,7 +379,26 @@ fn cmd_run(a: RunArgs, paths: Paths) -> Result<u8> {
         Some(p) => LoadedPolicy::from_file(p)?,
         None => LoadedPolicy::builtin(),
     };
-    let (group_name, group) = policy.group(a.group.as_deref())?;
+    let (group_name, group) = match policy.group(a.group.as_deref()) {
+        Ok(g) => g,
+        Err(e) => {
+            // A refused job is on the record too (when the log can be written at all).
+            if nix::unistd::geteuid().is_root() {
+                if let Ok(mut log) = airlock_audit::AuditLog::open(&paths.audit()) {
+                    let _ = log.append(
+                        "job.refused",
+                        None,
+                        serde_json::json!({
+                            "group": a.group,
+                            "argv": a.command,
+                            "reason": e.to_string(),
+                        }),
+                    );
+                }
+            }
+            return Err(e.into());
+        }
+    };
     require_root("airlock run")?;
     let secrets = airlock_policy::resolve_secrets(&group.secrets, a.secrets.as_deref(), &|n| {
         std::env::var(n).ok()
@@ -703,6 +729,13 @@ fn cmd_audit(a: AuditCmd, paths: Paths) -> Result<u8> {
                 }
             }
             Ok(if v.problems.is_empty() { 0 } else { 1 })
+        }
+        AuditCmd::Rotate { log } => {
+            let dir = log.unwrap_or_else(|| paths.audit());
+            let mut l = airlock_audit::AuditLog::open(&dir)?;
+            let seg = l.rotate()?;
+            println!("{}: closed segment {}", dir.display(), seg.display());
+            Ok(0)
         }
         AuditCmd::Show {
             log,

@@ -359,3 +359,31 @@ fn attacks_raise_their_alerts_with_evidence() {
     );
     w.assert_clean();
 }
+
+#[test]
+fn a_refused_job_and_a_rotation_are_on_the_record() {
+    need_root!();
+    let w = World::new();
+    let o = w
+        .cmd()
+        .args(["run", "-q", "-g", "nosuch", "--", "/bin/true"])
+        .output()
+        .expect("run");
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let refused = records(&w, "job.refused");
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(refused[0]["data"]["group"], "nosuch");
+    let o = w.cmd().args(["audit", "rotate"]).output().expect("rotate");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("audit.jsonl.0"), "{}", stdout(&o));
+    // A second rotation has nothing to close and says so.
+    let o = w.cmd().args(["audit", "rotate"]).output().expect("rotate");
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("empty"), "{}", stderr(&o));
+    let o = w.sh(&[], "exit 0");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = w.cmd().args(["audit", "verify"]).output().expect("verify");
+    assert!(o.status.success(), "{}", stdout(&o));
+    assert_eq!(records(&w, "job.requested").len(), 1);
+    w.assert_clean();
+}
