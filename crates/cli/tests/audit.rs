@@ -122,16 +122,22 @@ fn concurrent_jobs_share_one_unbroken_chain() {
     w.assert_clean();
 }
 
-fn records(w: &World, kind: &str) -> Vec<serde_json::Value> {
+/// `airlock audit show ARGS`, one JSON value per line.
+fn show(w: &World, args: &[&str]) -> Vec<serde_json::Value> {
     let o = w
         .cmd()
-        .args(["audit", "show", "--json", "--kind", kind])
+        .args(["audit", "show"])
+        .args(args)
         .output()
         .expect("show");
     stdout(&o)
         .lines()
         .map(|l| serde_json::from_str(l).expect("json"))
         .collect()
+}
+
+fn records(w: &World, kind: &str) -> Vec<serde_json::Value> {
+    show(w, &["--json", "--kind", kind])
 }
 
 #[test]
@@ -335,15 +341,7 @@ fn attacks_raise_their_alerts_with_evidence() {
     // Each alert is on the record and names evidence that exists.
     let alerts = records(&w, "alert");
     assert_eq!(alerts.len(), d.len());
-    let shown = w
-        .cmd()
-        .args(["audit", "show", "--json"])
-        .output()
-        .expect("show");
-    let all: Vec<serde_json::Value> = stdout(&shown)
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("json"))
-        .collect();
+    let all = show(&w, &["--json"]);
     for a in &alerts {
         for e in a["data"]["evidence"].as_array().expect("evidence") {
             assert!(
@@ -356,6 +354,16 @@ fn attacks_raise_their_alerts_with_evidence() {
         stderr(&o).contains("privileged-operation"),
         "{}",
         stderr(&o)
+    );
+    // The same log as OCSF events: process launches and a detection finding among them.
+    let ev = show(&w, &["--ocsf"]);
+    assert!(
+        ev.iter().any(|e| e["class_uid"] == 1007),
+        "no Process Activity"
+    );
+    assert!(
+        ev.iter().any(|e| e["class_uid"] == 2004),
+        "no Detection Finding"
     );
     w.assert_clean();
 }
@@ -385,5 +393,33 @@ fn a_refused_job_and_a_rotation_are_on_the_record() {
     let o = w.cmd().args(["audit", "verify"]).output().expect("verify");
     assert!(o.status.success(), "{}", stdout(&o));
     assert_eq!(records(&w, "job.requested").len(), 1);
+    w.assert_clean();
+}
+
+#[test]
+fn a_job_whose_alert_sink_cannot_work_does_not_start() {
+    need_root!();
+    let w = World::new();
+    // The webhook's HMAC key names a secret that exists nowhere: no job may run whose alerts
+    // could not be delivered. Refused before any network is touched.
+    let p = w.policy(
+        "version = 1\n[groups.default]\n[alerts]\nwebhook = { url = \"https://hooks.example.com/airlock\", secret = \"AIRLOCK_TEST_NO_SUCH_KEY\" }\n",
+    );
+    let o = w
+        .cmd()
+        .env_remove("AIRLOCK_TEST_NO_SUCH_KEY")
+        .args(["run", "-q", "-p"])
+        .arg(&p)
+        .args(["--", "/bin/sh", "-c", "echo ran"])
+        .output()
+        .expect("run");
+    assert_ne!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(!stdout(&o).contains("ran"), "the job ran");
+    assert!(
+        stderr(&o).contains("AIRLOCK_TEST_NO_SUCH_KEY"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(records(&w, "job.requested").is_empty());
     w.assert_clean();
 }

@@ -523,17 +523,19 @@ fn run_inner(
                 state.init = ProcRef::of(pid);
                 state.status = Status::Running;
                 state.save(paths)?;
-            }
-            if let (Some(pid), false) = (read_pid(&init_file), started_logged) {
-                started_logged = true;
-                let _ = audit.send(airlock_audit::Event::new(
-                    "job.started",
-                    Some(id),
-                    serde_json::json!({
-                        "pid": pid,
-                        "process_events": watcher.is_some(),
-                    }),
-                ));
+                // Once, even if the init process is already gone (`state.init` stays empty
+                // then and this branch runs again).
+                if !started_logged {
+                    started_logged = true;
+                    let _ = audit.send(airlock_audit::Event::new(
+                        "job.started",
+                        Some(id),
+                        serde_json::json!({
+                            "pid": pid,
+                            "process_events": watcher.is_some(),
+                        }),
+                    ));
+                }
             }
         }
         if let Some((_, since)) = &stop {
