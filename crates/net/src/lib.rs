@@ -21,6 +21,12 @@ use serde::{Deserialize, Serialize};
 pub use gateway::{ConnRecord, Gateway, GatewayConfig};
 pub use pool::{Lease, Pool};
 
+/// Closes the netlink sockets that removed jobs' firewall elements. Call once a teardown's
+/// other work is done: the close waits for an RCU grace period (see `nftnl::DEFERRED`).
+pub fn release_deferred() {
+    nftnl::release_deferred();
+}
+
 /// Errors of the network component.
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {

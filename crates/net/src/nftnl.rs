@@ -50,6 +50,28 @@ fn sock() -> Result<Socket, NetError> {
     Ok(s)
 }
 
+/// Sockets that carried deletions, kept open until [`release_deferred`]. Closing a
+/// NETLINK_NETFILTER socket makes the kernel first flush nf_tables' destroy list, which waits
+/// for an RCU grace period (~9 ms here) that deleted set elements put on it; closed at the very
+/// end of a teardown, that wait overlaps the rest of the teardown instead of adding to it.
+static DEFERRED: std::sync::Mutex<Vec<Socket>> = std::sync::Mutex::new(Vec::new());
+
+fn defer_close(s: Socket) {
+    match DEFERRED.lock() {
+        Ok(mut v) => v.push(s),
+        Err(p) => p.into_inner().push(s),
+    }
+}
+
+/// Closes the sockets kept by deletions (see [`DEFERRED`]); may wait for an RCU grace period.
+pub fn release_deferred() {
+    let socks = match DEFERRED.lock() {
+        Ok(mut v) => std::mem::take(&mut *v),
+        Err(p) => std::mem::take(&mut *p.into_inner()),
+    };
+    drop(socks);
+}
+
 /// Sends messages as one buffer and collects the errno of each acked one (0 = ok).
 fn exchange(
     s: &Socket,
@@ -146,7 +168,11 @@ pub fn job_elements(add: bool, items: &[(&str, Ipv4Addr)]) -> Result<Vec<i32>, N
         msgs.push(msg(inner, flags, 2 + i as u32));
     }
     msgs.push(control(ControlMessage::BatchEnd, 2 + items.len() as u32));
-    exchange(&s, &msgs, items.len())
+    let r = exchange(&s, &msgs, items.len());
+    if !add {
+        defer_close(s);
+    }
+    r
 }
 
 /// One element of the `allowed` set (`ipv4_addr . ipv4_addr . inet_proto . inet_service`,
@@ -216,5 +242,9 @@ pub fn allowed_elements(
         msg(inner, flags, 2),
         control(ControlMessage::BatchEnd, 3),
     ];
-    Ok(exchange(&s, &msgs, 1)?.first().copied().unwrap_or(0))
+    let r = exchange(&s, &msgs, 1);
+    if !add {
+        defer_close(s);
+    }
+    Ok(r?.first().copied().unwrap_or(0))
 }

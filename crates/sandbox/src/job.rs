@@ -302,6 +302,7 @@ pub fn run(
             teardown_errors.push(format!("writing egress log {}: {e}", log.display()));
         }
     }
+    airlock_net::release_deferred();
     Ok(JobReport {
         id: plan.id.clone(),
         group: plan.group.clone(),
@@ -757,6 +758,7 @@ pub fn gc(paths: &Paths, force: bool) -> GcReport {
         let live = |id: &str| JobId::parse(id).is_ok_and(|id| paths.state_file(&id).exists());
         pool.sweep(&live);
     }
+    airlock_net::release_deferred();
     // Leftover temporary state files from an interrupted save.
     if let Ok(rd) = std::fs::read_dir(paths.jobs()) {
         for e in rd.flatten() {
