@@ -34,7 +34,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub mod queue;
+pub mod redact;
 pub use queue::{AuditQueue, AuditSender};
+pub use redact::Redactor;
 use sha2::{Digest, Sha256};
 
 /// The `prev` of the very first record.
@@ -153,6 +155,7 @@ pub struct AuditLog {
     dir: PathBuf,
     lock: File,
     rotate_bytes: u64,
+    redactor: Redactor,
 }
 
 /// Holds the log's lock until dropped.
@@ -204,6 +207,7 @@ impl AuditLog {
             dir: dir.to_owned(),
             lock,
             rotate_bytes: ROTATE_BYTES,
+            redactor: Redactor::default(),
         };
         me.head()?;
         Ok(me)
@@ -251,7 +255,8 @@ impl AuditLog {
         self.recover_head(&mut head)?;
         let mut buf = Vec::with_capacity(events.len() * 256);
         let mut out = Vec::with_capacity(events.len());
-        for ev in events {
+        for mut ev in events {
+            self.redactor.redact_value(&mut ev.data);
             let rec = Record {
                 seq: head.seq + 1,
                 time_ms: ev.time_ms,
@@ -349,6 +354,11 @@ impl AuditLog {
         let mut head = self.head()?;
         self.recover_head(&mut head)?;
         self.rotate_locked(head.seq + 1)
+    }
+
+    /// Replaces these secrets' values in every event appended from now on (see [`redact`]).
+    pub fn set_redactor(&mut self, redactor: Redactor) {
+        self.redactor = redactor;
     }
 
     /// Rotates the segment when it has reached `bytes` (default [`ROTATE_BYTES`]).

@@ -383,6 +383,24 @@ sleep 1.5
     assert!(!err.contains(value) && !out.contains(value));
     let rep = std::fs::read_to_string(&report).expect("report");
     assert!(!rep.contains(value));
+    // The job put the value on a command line (grep's argv): the audit log records the exec,
+    // with the secret's name in place of its value. Nothing in the data dir holds the value.
+    let mut redacted = false;
+    for f in walk(&w.data()) {
+        if let Ok(data) = std::fs::read(&f) {
+            let text = String::from_utf8_lossy(&data);
+            assert!(
+                !text.contains(value),
+                "secret value stored in {}",
+                f.display()
+            );
+            redacted |= text.contains("[secret:TOKEN]");
+        }
+    }
+    assert!(
+        redacted,
+        "the exec with the secret on its command line was not recorded"
+    );
     w.assert_clean();
 }
 

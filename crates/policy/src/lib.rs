@@ -13,7 +13,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 pub use egress::{AllowRule, DomainPattern, EgressRules, Proto, PRESETS};
-pub use secrets::{resolve_secrets, SecretValue, SecretsError};
+pub use secrets::{resolve_secrets, SecretValue, SecretsError, MIN_SECRET_LEN};
 pub use types::*;
 
 use serde::Deserialize;

@@ -32,6 +32,10 @@ impl fmt::Display for SecretValue {
     }
 }
 
+/// Shorter values are refused: the audit log replaces secret values by their names
+/// (docs/audit.md), and a value this short cannot be told apart from ordinary text.
+pub const MIN_SECRET_LEN: usize = 4;
+
 /// Errors while resolving secrets. They name secrets, never values.
 #[derive(Debug, thiserror::Error)]
 pub enum SecretsError {
@@ -51,6 +55,12 @@ pub enum SecretsError {
         path: PathBuf,
         /// What is wrong (never contains a value).
         message: String,
+    },
+    /// A secret's value is too short to be kept out of the audit log.
+    #[error("secret {name:?} is shorter than {MIN_SECRET_LEN} bytes: airlock could not keep it out of the audit log (values are redacted by matching them)")]
+    TooShort {
+        /// The secret's name.
+        name: String,
     },
     /// A secret the group needs has no value anywhere.
     #[error("secret {name:?} is required by the group but is neither in the secrets file nor in airlock's environment")]
@@ -92,8 +102,14 @@ pub fn resolve_secrets(
                 .get(n)
                 .cloned()
                 .or_else(|| env(n))
-                .map(|v| (n.clone(), SecretValue::new(v)))
                 .ok_or_else(|| SecretsError::Missing { name: n.clone() })
+                .and_then(|v| {
+                    if v.len() < MIN_SECRET_LEN {
+                        Err(SecretsError::TooShort { name: n.clone() })
+                    } else {
+                        Ok((n.clone(), SecretValue::new(v)))
+                    }
+                })
         })
         .collect()
 }

@@ -187,6 +187,11 @@ fn secrets_resolve_from_file_then_env_and_never_print() {
     std::fs::write(&f, "A = [\"hunter2\"\n").expect("write");
     let e = resolve_secrets(&["A".into()], Some(&f), &env).expect_err("bad file");
     assert!(!format!("{e:#?}").contains("hunter2"));
+    // Too short to be redacted from the audit log: refused, by name.
+    let short = |_: &str| Some("abc".to_owned());
+    let e = resolve_secrets(&["PIN".into()], None, &short).expect_err("too short");
+    assert!(matches!(e, SecretsError::TooShort { .. }), "{e}");
+    assert!(e.to_string().contains("\"PIN\"") && !e.to_string().contains("abc"));
 }
 
 #[test]

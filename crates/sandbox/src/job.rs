@@ -107,6 +107,10 @@ pub fn run(
     paths.ensure()?;
     // Every job is on the record before anything of it exists; no log, no job.
     let mut log = airlock_audit::AuditLog::open(&paths.audit()).map_err(SandboxError::Audit)?;
+    // A secret the job puts on a command line or in a name is recorded by name, never by value.
+    log.set_redactor(airlock_audit::Redactor::new(
+        plan.secrets.iter().map(|(k, v)| (k.as_str(), v.expose())),
+    ));
     let requested = log
         .append_batch(vec![airlock_audit::Event::new(
             "job.requested",
@@ -203,6 +207,16 @@ pub fn run(
     }
     egress.extend(airlock_net::nflog::take_records(&paths.job_dir(&plan.id)));
     egress.sort_by_key(|r| r.time_ms);
+    // The report and the egress log get the same redaction as the audit log.
+    let redactor =
+        airlock_audit::Redactor::new(plan.secrets.iter().map(|(k, v)| (k.as_str(), v.expose())));
+    for r in &mut egress {
+        for s in [r.name.as_mut(), Some(&mut r.reason)].into_iter().flatten() {
+            if let Some(red) = redactor.redact_str(s) {
+                *s = red;
+            }
+        }
+    }
 
     // What the job left on its filesystem, read before teardown drops it.
     let files = scan_files(plan, &paths.job_dir(&plan.id));
