@@ -337,7 +337,7 @@ fn real_main(cli: Cli) -> Result<u8> {
     };
     match cli.cmd {
         Cmd::Run(a) => cmd_run(a, paths),
-        Cmd::Policy(p) => cmd_policy(p),
+        Cmd::Policy(p) => cmd_policy(p, &paths),
         Cmd::Image(i) => cmd_image(i, paths),
         Cmd::Audit(a) => cmd_audit(a, paths),
         Cmd::Drill(d) => cmd_drill(d),
@@ -649,7 +649,7 @@ fn humantime_fmt(d: std::time::Duration) -> String {
     format!("{}s", d.as_secs())
 }
 
-fn cmd_policy(p: PolicyCmd) -> Result<u8> {
+fn cmd_policy(p: PolicyCmd, paths: &Paths) -> Result<u8> {
     match p {
         PolicyCmd::Check { file } => match LoadedPolicy::from_file(&file) {
             Ok(lp) => {
@@ -695,7 +695,7 @@ fn cmd_policy(p: PolicyCmd) -> Result<u8> {
             }
             print!(
                 "{}",
-                airlock_net::suggest::suggest(&records).to_toml(&group)
+                airlock_net::suggest::suggest(&records, Some(&paths.pool()?)).to_toml(&group)
             );
             Ok(0)
         }

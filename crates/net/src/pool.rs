@@ -62,6 +62,11 @@ impl Pool {
         })
     }
 
+    /// Whether `ip` is in the pool (a job's or a gateway's address).
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        u32::from(ip) & (u32::MAX << (32 - self.prefix)) == self.base
+    }
+
     fn blocks(&self) -> u32 {
         1 << (32 - self.prefix - 2)
     }

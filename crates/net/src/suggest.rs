@@ -28,23 +28,19 @@ fn is_internal(ip: std::net::Ipv4Addr) -> bool {
     crate::gateway::in_list(ip, crate::firewall::INTERNAL)
 }
 
-/// The parent a name collapses into: its last two labels, or three when the second-to-last
-/// is a short public suffix part (`co.uk`, `com.au`).
+/// The parent a name collapses into: the name without its first label, as long as that is
+/// still the registrable domain or below it. Never a public suffix: the Public Suffix List
+/// (`psl`, private section included) keeps `*.github.io`, `*.s3.amazonaws.com` or `*.co.uk`
+/// from ever being suggested, since anyone can host a name under those.
 fn parent(name: &str) -> Option<String> {
-    let labels: Vec<&str> = name.split('.').collect();
-    if labels.len() < 3 {
-        return None;
-    }
-    let keep = if labels[labels.len() - 2].len() <= 3 && labels[labels.len() - 1].len() == 2 {
-        3
-    } else {
-        2
-    };
-    (labels.len() > keep).then(|| labels[labels.len() - keep..].join("."))
+    let (_, p) = name.split_once('.')?;
+    let registrable = psl::domain_str(name)?;
+    (p.len() >= registrable.len()).then(|| p.to_owned())
 }
 
-/// Builds the suggestion from records.
-pub fn suggest(records: &[ConnRecord]) -> Suggestion {
+/// Builds the suggestion from records. Addresses in `pool` (jobs and their gateways) are
+/// never suggested.
+pub fn suggest(records: &[ConnRecord], pool: Option<&crate::Pool>) -> Suggestion {
     let mut s = Suggestion {
         records: records.len(),
         ..Suggestion::default()
@@ -82,7 +78,11 @@ pub fn suggest(records: &[ConnRecord]) -> Suggestion {
             "drop" | "flow" => {
                 if let Some(SocketAddr::V4(a)) = r.dialled {
                     let udp = r.qtype.as_deref() == Some("udp");
-                    if is_internal(*a.ip()) {
+                    if pool.is_some_and(|p| p.contains(*a.ip())) {
+                        notes.insert(format!(
+                            "job address pool (another job or a gateway), not suggested: {a}"
+                        ));
+                    } else if is_internal(*a.ip()) {
                         allow.insert(format!(
                             "{}/32:{}{}",
                             a.ip(),
@@ -196,10 +196,10 @@ mod tests {
             rec("flow", None, Some("10.1.2.53:53"), Some("udp")),
             rec("flow", None, Some("203.0.113.9:22"), Some("tcp")),
         ];
-        let s = suggest(&rs);
+        let s = suggest(&rs, None);
         assert_eq!(
             s.domains,
-            vec!["*.example.com", "deb.debian.org", "github.com"]
+            vec!["*.pkg.example.com", "deb.debian.org", "github.com"]
         );
         assert_eq!(s.allow, vec!["10.1.2.3/32:5432", "10.1.2.53/32:53/udp"]);
         for line in s
@@ -217,5 +217,61 @@ mod tests {
         // The output parses as a policy group.
         let toml = format!("version = 1\n{}", s.to_toml("g"));
         airlock_policy::parse(&toml, std::path::Path::new("s.toml")).expect("valid policy");
+    }
+
+    #[test]
+    fn never_collapses_into_a_public_suffix_or_above_the_registrable_domain() {
+        let names = [
+            // Three Azure blobs: collapse to their own parent, not `*.windows.net`.
+            "a.blob.core.windows.net",
+            "b.blob.core.windows.net",
+            "c.blob.core.windows.net",
+            // Three GitHub Pages sites of different owners: `github.io` is a public suffix.
+            "alice.github.io",
+            "bob.github.io",
+            "carol.github.io",
+            // Three names directly under a registrable domain: `*.example.co.uk`.
+            "x.example.co.uk",
+            "y.example.co.uk",
+            "z.example.co.uk",
+        ];
+        let rs: Vec<_> = names
+            .iter()
+            .map(|n| rec("https", Some(n), None, None))
+            .collect();
+        let s = suggest(&rs, None);
+        assert!(
+            !s.domains.iter().any(|d| d == "*.windows.net"
+                || d == "*.core.windows.net"
+                || d == "*.github.io"
+                || d == "*.co.uk"),
+            "{:?}",
+            s.domains
+        );
+        for n in ["alice.github.io", "bob.github.io", "carol.github.io"] {
+            assert!(s.domains.iter().any(|d| d == n), "{:?}", s.domains);
+        }
+        assert!(
+            s.domains.iter().any(|d| d == "*.example.co.uk"),
+            "{:?}",
+            s.domains
+        );
+    }
+
+    #[test]
+    fn job_pool_addresses_are_never_suggested() {
+        let pool = crate::Pool::new("10.213.0.0/16", "/nonexistent").expect("pool");
+        let rs = vec![
+            rec("drop", None, Some("10.213.0.6:22"), Some("tcp")),
+            rec("drop", None, Some("10.213.4.1:3128"), Some("tcp")),
+            rec("flow", None, Some("10.1.2.3:5432"), Some("tcp")),
+        ];
+        let s = suggest(&rs, Some(&pool));
+        assert_eq!(s.allow, vec!["10.1.2.3/32:5432"]);
+        assert!(
+            s.notes.iter().any(|n| n.contains("10.213.0.6:22")),
+            "{:?}",
+            s.notes
+        );
     }
 }

@@ -322,4 +322,38 @@ mod tests {
         };
         assert_eq!(EgressRules::from_policy(&e).expect_err("bad").len(), 2);
     }
+
+    #[test]
+    fn package_registries_preset_covers_each_ecosystem_and_nothing_else() {
+        let e = Egress {
+            presets: vec!["package-registries".into()],
+            ..Egress::default()
+        };
+        let r = EgressRules::from_policy(&e).expect("ok");
+        // crates.io, PyPI, npm, Debian, Maven Central, the Go module proxy, RubyGems.
+        for host in [
+            "index.crates.io",
+            "static.crates.io",
+            "pypi.org",
+            "files.pythonhosted.org",
+            "registry.npmjs.org",
+            "deb.debian.org",
+            "security.debian.org",
+            "repo1.maven.org",
+            "repo.maven.apache.org",
+            "proxy.golang.org",
+            "sum.golang.org",
+            "rubygems.org",
+            "index.rubygems.org",
+        ] {
+            assert!(r.allows_name(host), "{host} not in package-registries");
+        }
+        for host in [
+            "github.com",
+            "evil.pythonhosted.org.attacker.test",
+            "npmjs.org.evil",
+        ] {
+            assert!(!r.allows_name(host), "{host} allowed by package-registries");
+        }
+    }
 }
