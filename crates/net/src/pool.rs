@@ -32,6 +32,9 @@ impl Lease {
     }
 }
 
+/// `sweep` leaves leases younger than this alone (see there).
+pub const SWEEP_MIN_AGE: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// A pool of /30 blocks.
 #[derive(Debug, Clone)]
 pub struct Pool {
@@ -85,25 +88,32 @@ impl Pool {
             .bytes()
             .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)))
             % n;
+        // The lease is written whole to a temporary file and then linked into place: `link`
+        // fails if the name exists, and the lease is never seen empty by a concurrent `sweep`.
+        let tmp = self
+            .dir
+            .join(format!(".{job_id}.{}.tmp", std::process::id()));
+        std::fs::write(&tmp, job_id)
+            .map_err(|e| NetError::Io(format!("{}: {e}", tmp.display())))?;
+        let mut result = Err(NetError::PoolExhausted(n));
         for i in 0..n {
             let block = self.base + ((start + i) % n) * 4;
             let lease = Lease::of_block(block);
             let path = self.lease_path(&lease);
-            match std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&path)
-            {
-                Ok(_) => {
-                    std::fs::write(&path, job_id)
-                        .map_err(|e| NetError::Io(format!("{}: {e}", path.display())))?;
-                    return Ok(lease);
+            match std::fs::hard_link(&tmp, &path) {
+                Ok(()) => {
+                    result = Ok(lease);
+                    break;
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(NetError::Io(format!("{}: {e}", path.display()))),
+                Err(e) => {
+                    result = Err(NetError::Io(format!("{}: {e}", path.display())));
+                    break;
+                }
             }
         }
-        Err(NetError::PoolExhausted(n))
+        let _ = std::fs::remove_file(&tmp);
+        result
     }
 
     /// Returns a lease.
@@ -127,14 +137,27 @@ impl Pool {
         None
     }
 
-    /// Removes leases whose job `is_live` says is gone; returns how many.
+    /// Removes leases whose job `is_live` says is gone; returns how many. Leases younger
+    /// than [`SWEEP_MIN_AGE`] are kept: a job leases its address a moment before it records
+    /// its state, and a `gc` running then must not hand the address to a second job.
     pub fn sweep(&self, is_live: &dyn Fn(&str) -> bool) -> usize {
         let mut n = 0;
         if let Ok(rd) = std::fs::read_dir(&self.dir) {
             for e in rd.flatten() {
+                let name = e.file_name();
+                let young = e
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_none_or(|age| age < SWEEP_MIN_AGE);
+                if young {
+                    continue;
+                }
+                let stale_tmp = name.to_string_lossy().ends_with(".tmp");
                 let id = std::fs::read_to_string(e.path()).unwrap_or_default();
-                if !is_live(id.trim()) && std::fs::remove_file(e.path()).is_ok() {
-                    n += 1;
+                if (stale_tmp || !is_live(id.trim())) && std::fs::remove_file(e.path()).is_ok() {
+                    n += usize::from(!stale_tmp);
                 }
             }
         }
@@ -183,7 +206,51 @@ mod tests {
         assert_eq!(again, all[3]);
         assert_eq!(pool.lease_of("again"), Some(again));
         assert_eq!(again.gateway, Ipv4Addr::from(u32::from(again.block) + 1));
+        // Young leases survive a sweep (their job may be about to record its state)...
+        assert_eq!(pool.sweep(&|id| id != "again"), 0);
+        // ...old ones of dead jobs do not.
+        let old = std::time::SystemTime::now() - 2 * SWEEP_MIN_AGE;
+        for e in std::fs::read_dir(&dir).expect("dir").flatten() {
+            let f = std::fs::File::options()
+                .write(true)
+                .open(e.path())
+                .expect("open");
+            f.set_modified(old).expect("age");
+        }
         assert_eq!(pool.sweep(&|id| id != "again"), 1);
+        assert_eq!(pool.lease_of("again"), None);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_lease_is_never_visible_without_its_job_id() {
+        let dir = std::env::temp_dir().join(format!("airlock-pool-w{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let pool = Pool::new("10.213.0.0/28", &dir).expect("pool");
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let watcher = {
+            let (dir, stop) = (dir.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut empty = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                        let name = e.file_name().to_string_lossy().into_owned();
+                        if !name.starts_with('.')
+                            && std::fs::read_to_string(e.path()).is_ok_and(|s| s.is_empty())
+                        {
+                            empty += 1;
+                        }
+                    }
+                }
+                empty
+            })
+        };
+        for i in 0..300 {
+            let l = pool.acquire(&format!("job{i}")).expect("lease");
+            pool.release(&l).expect("release");
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(watcher.join().expect("join"), 0, "a lease was seen empty");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
