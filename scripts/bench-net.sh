@@ -48,12 +48,13 @@ TOML
 run() { AIRLOCK_STATE_DIR="$work/state" nsenter --net="/run/netns/$T" "$A" run -q -p "$work/policy.toml" -w "$work/ws" "$@"; }
 
 # 1. attach + detach: from the phase timings of airlock itself vs the CLI tools.
-airlock_net=()
+airlock_net=(); airlock_det=()
 for i in $(seq "$N"); do
-  t=$(AIRLOCK_LOG=debug run -- /bin/true 2>&1 | sed 's/\x1b\[[0-9;]*m//g' | awk '/phase="network ready"/{for(i=1;i<=NF;i++) if($i ~ /^at_us=/){sub("at_us=","",$i); print $i}}')
-  airlock_net+=("$t")
+  log=$(AIRLOCK_LOG=debug run -- /bin/true 2>&1 | sed 's/\x1b\[[0-9;]*m//g')
+  airlock_net+=("$(awk '/phase="network ready"/{for(i=1;i<=NF;i++) if($i ~ /^at_us=/){sub("at_us=","",$i); print $i}}' <<<"$log")")
+  airlock_det+=("$(awk '{for(i=1;i<=NF;i++) if($i ~ /^net_detach_us=/){sub("net_detach_us=","",$i); print $i}}' <<<"$log")")
 done
-cli_net=()
+cli_net=(); cli_det=()
 for i in $(seq "$N"); do
   s=$(date +%s%N)
   ip netns add "${T}b"
@@ -65,6 +66,7 @@ for i in $(seq "$N"); do
   m=$(date +%s%N); cli_net+=($(( (m - s) / 1000 )))
   nsenter --net="/run/netns/$T" nft delete element inet airlock jobs '{ 10.214.0.2 }'
   ip -n "$T" link del benchh; ip netns del "${T}b"
+  e=$(date +%s%N); cli_det+=($(( (e - m) / 1000 )))
 done
 
 # 2-4 run inside jobs, with curl and python from the host's /usr.
@@ -94,18 +96,20 @@ printf '%s' "$probe" > "$work/ws/probe.py"
 read -r gw_hs gw_bw gw_dns < <(run -- /usr/bin/python3 probe.py gateway "$N")
 read -r d_hs d_bw d_dns < <(run -g direct -- /usr/bin/python3 probe.py direct "$N")
 
-python3 - "$work" "${airlock_net[*]}" "${cli_net[*]}" "$gw_hs" "$gw_bw" "$gw_dns" "$d_hs" "$d_bw" "$d_dns" <<'PY'
+python3 - "$work" "${airlock_net[*]}" "${cli_net[*]}" "${airlock_det[*]}" "${cli_det[*]}" "$gw_hs" "$gw_bw" "$gw_dns" "$d_hs" "$d_bw" "$d_dns" <<'PY'
 import sys, statistics, re, datetime, subprocess
-_, work, a, c, gw_hs, gw_bw, gw_dns, d_hs, d_bw, d_dns = sys.argv
-a = [int(x) / 1000 for x in a.split() if x]; c = [int(x) / 1000 for x in c.split() if x]
+_, work, a, c, ad, cd, gw_hs, gw_bw, gw_dns, d_hs, d_bw, d_dns = sys.argv
+ms = lambda s: [int(x) / 1000 for x in s.split() if x]
+a, c, ad, cd = ms(a), ms(c), ms(ad), ms(cd)
 gw_hs, gw_bw, gw_dns, d_hs, d_bw, d_dns = map(float, (gw_hs, gw_bw, gw_dns, d_hs, d_bw, d_dns))
 rows = [
   "| measure | airlock | baseline (same run) | ratio / difference | target |",
   "|---|---|---|---|---|",
   f"| network attach (netns, veth, addresses, routes, nft elements, gateway bind), median | {statistics.median(a):.1f} ms | the same steps with the ip/nft tools: {statistics.median(c):.1f} ms | {statistics.median(a)/statistics.median(c):.2f}x | — |",
+  f"| network detach (nft elements, namespace released, lease returned), median | {statistics.median(ad):.1f} ms | the same with the ip/nft tools: {statistics.median(cd):.1f} ms | {statistics.median(ad)/statistics.median(cd):.2f}x | — |",
   f"| HTTPS bulk download (256 MiB), best of 3 | {gw_bw/1e6:.0f} MB/s via gateway | {d_bw/1e6:.0f} MB/s direct | {gw_bw/d_bw:.2f} | ≥ 0.8 |",
-  f"| connection set-up (TCP + TLS), median | {gw_hs:.2f} ms via gateway | {d_hs:.2f} ms direct | +{gw_hs-d_hs:.2f} ms | ≤ 1 ms |",
-  f"| DNS answer, median | {gw_dns:.2f} ms from gateway | {d_dns:.2f} ms from upstream | +{gw_dns-d_dns:.2f} ms | gateway ≤ 0.5 ms over upstream |",
+  f"| connection set-up (TCP + TLS), median | {gw_hs:.2f} ms via gateway | {d_hs:.2f} ms direct | {gw_hs-d_hs:+.2f} ms | ≤ 1 ms |",
+  f"| DNS answer, median | {gw_dns:.2f} ms from gateway | {d_dns:.2f} ms from upstream | {gw_dns-d_dns:+.2f} ms | gateway ≤ 0.5 ms over upstream |",
 ]
 table = "\n".join(rows); print(table)
 path = "docs/BENCHMARKS.md"; text = open(path).read()

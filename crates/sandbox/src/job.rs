@@ -714,6 +714,7 @@ pub fn teardown(paths: &Paths, state: &JobState, thorough: bool) -> Vec<String> 
     // The network after the processes (nothing holds the namespace any more), before the
     // job dir (the namespace is pinned by a file in it).
     if let Some(st) = &state.net {
+        let t = Instant::now();
         match paths.pool() {
             Ok(pool) => airlock_net::undo(
                 st,
@@ -724,6 +725,8 @@ pub fn teardown(paths: &Paths, state: &JobState, thorough: bool) -> Vec<String> 
             ),
             Err(e) => errors.push(e.to_string()),
         }
+        // scripts/bench-net.sh reads this.
+        tracing::debug!(job = id, net_detach_us = t.elapsed().as_micros() as u64);
     }
     rootfs::teardown(&job_dir, &mut errors);
     if errors.is_empty() {
