@@ -15,8 +15,7 @@ use globset::{GlobBuilder, GlobMatcher};
 
 use crate::webhook::WorkflowJobEvent;
 
-/// Labels every airlock runner carries; they never select a group.
-pub const GENERIC_LABELS: &[&str] = &["self-hosted", "linux", "x64"];
+pub use airlock_policy::GENERIC_LABELS;
 
 /// Why no group takes a job.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -35,12 +34,7 @@ pub struct Refusal {
 /// Returns the name of the group that takes the job, or why none does.
 pub fn route(policy: &Policy, ev: &WorkflowJobEvent) -> Result<String, Refusal> {
     let job = &ev.workflow_job;
-    let wanted: Vec<String> = job
-        .labels
-        .iter()
-        .filter(|l| !GENERIC_LABELS.iter().any(|g| g.eq_ignore_ascii_case(l)))
-        .cloned()
-        .collect();
+    let wanted = airlock_policy::selecting_labels(&job.labels);
     let refuse = |reasons: Vec<String>| Refusal {
         job_id: job.id,
         repository: ev.repository.full_name.clone(),
@@ -67,10 +61,12 @@ pub fn route(policy: &Policy, ev: &WorkflowJobEvent) -> Result<String, Refusal> 
 }
 
 fn check(g: &Group, ev: &WorkflowJobEvent, wanted: &[String]) -> Result<(), String> {
-    if let Some(l) = wanted
-        .iter()
-        .find(|l| !g.labels.iter().any(|gl| gl.eq_ignore_ascii_case(l)))
-    {
+    if !g.takes_labels(wanted) {
+        let l = wanted
+            .iter()
+            .find(|l| !g.labels.iter().any(|gl| gl.eq_ignore_ascii_case(l)))
+            .map(String::as_str)
+            .unwrap_or_default();
         return Err(format!("label {l:?} is not among its labels"));
     }
     let repo = &ev.repository.full_name;

@@ -152,6 +152,34 @@ impl LoadedPolicy {
     }
 }
 
+/// Labels every airlock runner carries; they never select a group (`airlock serve` and
+/// `airlock scan workflows --policy` both route with [`selecting_labels`] and
+/// [`Group::takes_labels`], so the scanner predicts exactly what serve does).
+pub const GENERIC_LABELS: &[&str] = &["self-hosted", "linux", "x64"];
+
+/// The labels of a job's `runs-on` that select a runner group: all but [`GENERIC_LABELS`].
+pub fn selecting_labels<S: AsRef<str>>(labels: &[S]) -> Vec<String> {
+    labels
+        .iter()
+        .map(AsRef::as_ref)
+        .filter(|l| !GENERIC_LABELS.iter().any(|g| g.eq_ignore_ascii_case(l)))
+        .map(str::to_owned)
+        .collect()
+}
+
+impl Group {
+    /// Whether the group takes a job with these selecting labels: there is at least one, and
+    /// every one is among the group's `labels` (case-insensitive, as GitHub compares them).
+    pub fn takes_labels<S: AsRef<str>>(&self, selecting: &[S]) -> bool {
+        !selecting.is_empty()
+            && selecting.iter().all(|l| {
+                self.labels
+                    .iter()
+                    .any(|gl| gl.eq_ignore_ascii_case(l.as_ref()))
+            })
+    }
+}
+
 impl Policy {
     /// The name of the group used when a job names none.
     pub fn default_group_name(&self) -> Option<String> {

@@ -380,3 +380,24 @@ fn serve_fields_are_validated() {
     let d = diags("version = 1\n[groups.a]\nrunner_labels = [\"x\"]\n");
     assert!(!d.is_empty(), "unknown field refused");
 }
+
+#[test]
+fn label_routing_ignores_generic_labels_and_needs_every_other_one() {
+    let pol = p(r#"
+version = 1
+default_group = "none"
+[groups.gpu]
+labels = ["GPU", "cuda"]
+[groups.none]
+"#)
+    .expect("valid");
+    let g = &pol.groups["gpu"];
+    let sel = selecting_labels(&["self-hosted", "Linux", "X64", "gpu"]);
+    assert_eq!(sel, vec!["gpu"]);
+    assert!(g.takes_labels(&sel), "generic labels never stop a group");
+    assert!(g.takes_labels(&selecting_labels(&["gpu", "CUDA"])));
+    assert!(!g.takes_labels(&selecting_labels(&["gpu", "arm64"])));
+    // Only generic labels select nothing, so no group takes the job.
+    assert!(!g.takes_labels(&selecting_labels(&["self-hosted", "linux"])));
+    assert!(!pol.groups["none"].takes_labels(&selecting_labels(&["gpu"])));
+}

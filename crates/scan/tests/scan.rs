@@ -264,7 +264,11 @@ fn policy_cross_checks() {
     insta::assert_snapshot!("policy", compact(&r));
     assert_eq!(
         hits(&r, "policy-trusted-group"),
-        vec![(11, Severity::Critical), (19, Severity::Critical)]
+        vec![
+            (11, Severity::Critical),
+            (19, Severity::Critical),
+            (34, Severity::Critical)
+        ]
     );
     assert_eq!(
         hits(&r, "policy-unrouted-labels"),

@@ -301,18 +301,16 @@ pub fn describe_runner(job: &Job) -> String {
     }
 }
 
-/// The policy groups a label set routes to: a group whose `labels` contain every label of
-/// the set (a runner must carry all of a job's labels).
+/// The policy groups a label set can route to, by the same label rule `airlock serve` uses
+/// (the generic `self-hosted`/`linux`/`x64` never select; every other label must be among the
+/// group's `labels`). Serve also checks repositories and workflows, which a workflow file
+/// alone does not settle, so every group the labels allow is returned.
 pub fn routed_groups<'p>(p: &'p LoadedPolicy, set: &[String]) -> Vec<(&'p str, Trust)> {
+    let selecting = airlock_policy::selecting_labels(set);
     p.policy
         .groups
         .iter()
-        .filter(|(_, g)| {
-            !g.labels.is_empty()
-                && set
-                    .iter()
-                    .all(|l| g.labels.iter().any(|gl| gl.eq_ignore_ascii_case(l)))
-        })
+        .filter(|(_, g)| g.takes_labels(&selecting))
         .map(|(n, g)| (n.as_str(), g.trust))
         .collect()
 }
