@@ -499,7 +499,14 @@ fn cmd_run(a: RunArgs, paths: Paths) -> Result<u8> {
         _ => {}
     }
     for e in &report.teardown_errors {
-        let _ = writeln!(err, "airlock: teardown: {e} (run `airlock gc` to retry)");
+        // What gc can retry (processes, mounts, cgroups, network) gets the hint; a broken
+        // audit log or alert sink does not.
+        let hint = if e.starts_with("audit:") || e.starts_with("detector:") {
+            ""
+        } else {
+            " (run `airlock gc` to retry)"
+        };
+        let _ = writeln!(err, "airlock: teardown: {e}{hint}");
     }
     // Alerts: a summary here, then the policy's sinks (the webhook gets a bounded time; what
     // it cannot deliver stays in the outbox for the next run).

@@ -423,3 +423,65 @@ fn a_job_whose_alert_sink_cannot_work_does_not_start() {
     assert!(records(&w, "job.requested").is_empty());
     w.assert_clean();
 }
+
+/// Clears the immutable flag again, whatever happens in the test.
+struct Immutable(std::path::PathBuf);
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("chattr")
+            .arg("-i")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[test]
+fn execs_are_refused_once_the_audit_log_breaks_mid_job() {
+    need_root!();
+    let w = World::new();
+    let log = w.data().join("audit/audit.jsonl");
+    let mut child = w
+        .cmd()
+        .args([
+            "run",
+            "--",
+            "/bin/sh",
+            "-c",
+            "/bin/sleep 1.5; /bin/sleep 0.5; /bin/sleep 0.5; /bin/echo after-the-break",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    // Once the first sleep is on the record, make the log immutable: even root cannot append.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while !std::fs::read_to_string(&log).is_ok_and(|s| s.contains("\"/bin/sleep\"")) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the job never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let guard = Immutable(log.clone());
+    let st = std::process::Command::new("chattr")
+        .arg("+i")
+        .arg(&log)
+        .status()
+        .expect("chattr");
+    assert!(st.success(), "chattr +i failed");
+    let o = child.wait_with_output().expect("wait");
+    drop(guard);
+    let (out, err) = (stdout(&o), stderr(&o));
+    // The write failure is known after at most the exec in flight; every later exec is
+    // refused (no record, no exec).
+    assert!(!out.contains("after-the-break"), "{out}\n{err}");
+    assert!(err.contains("Operation not permitted"), "{err}");
+    assert!(!o.status.success(), "{err}");
+    assert_eq!(
+        err.matches("the audit log cannot be written").count(),
+        1,
+        "the failure is reported once: {err}"
+    );
+    w.assert_clean();
+}

@@ -310,6 +310,8 @@ pub fn run(
         audit_errors.push(e.to_string());
     }
     drop(audit);
+    // One broken log fails every later write the same way: report it once.
+    audit_errors.dedup();
     teardown_errors.extend(audit_errors.into_iter().map(|e| format!("audit: {e}")));
     if let Some(log) = &opts.egress_log {
         if let Err(e) = append_records(log, &egress) {
