@@ -441,7 +441,7 @@ fn execs_are_refused_once_the_audit_log_breaks_mid_job() {
     need_root!();
     let w = World::new();
     let log = w.data().join("audit/audit.jsonl");
-    let mut child = w
+    let child = w
         .cmd()
         .args([
             "run",
