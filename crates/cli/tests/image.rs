@@ -36,6 +36,16 @@ fn add_dir(t: &mut tar::Builder<Vec<u8>>, path: &str) {
     t.append_data(&mut h, path, &[][..]).expect("dir");
 }
 
+fn add_hardlink(t: &mut tar::Builder<Vec<u8>>, path: &str, target: &str) {
+    let mut h = tar::Header::new_gnu();
+    h.set_size(0);
+    h.set_mode(0o644);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_entry_type(tar::EntryType::Link);
+    t.append_link(&mut h, path, target).expect("hardlink");
+}
+
 fn add_link(t: &mut tar::Builder<Vec<u8>>, path: &str, target: &str) {
     let mut h = tar::Header::new_gnu();
     h.set_size(0);
@@ -44,6 +54,34 @@ fn add_link(t: &mut tar::Builder<Vec<u8>>, path: &str, target: &str) {
     h.set_gid(0);
     h.set_entry_type(tar::EntryType::Symlink);
     t.append_link(&mut h, path, target).expect("link");
+}
+
+/// Directories, dash as `/bin/sh` and the libraries it needs: enough for a job to run.
+fn dash_layer(t: &mut tar::Builder<Vec<u8>>) {
+    for d in [
+        "bin",
+        "etc",
+        "lib",
+        "lib/x86_64-linux-gnu",
+        "lib64",
+        "opq",
+        "tmp",
+    ] {
+        add_dir(t, d);
+    }
+    let sh = std::fs::read("/usr/bin/dash").expect("dash");
+    add_file(t, "bin/sh", &sh, 0o755);
+    for (src, dst) in [
+        (
+            "/lib/x86_64-linux-gnu/libc.so.6",
+            "lib/x86_64-linux-gnu/libc.so.6",
+        ),
+        ("/lib64/ld-linux-x86-64.so.2", "lib64/ld-linux-x86-64.so.2"),
+    ] {
+        let data = std::fs::read(std::fs::canonicalize(src).expect("lib")).expect("read lib");
+        add_file(t, dst, &data, 0o755);
+    }
+    add_link(t, "bin/dash", "sh");
 }
 
 /// Writes a blob into the layout; returns its descriptor JSON.
@@ -63,34 +101,11 @@ fn build_layout(root: &Path) -> (PathBuf, PathBuf) {
     )
     .expect("oci-layout");
 
-    let mut l1 = tar::Builder::new(Vec::new());
-    for d in [
-        "bin",
-        "etc",
-        "lib",
-        "lib/x86_64-linux-gnu",
-        "lib64",
-        "opq",
-        "tmp",
-    ] {
-        add_dir(&mut l1, d);
-    }
-    let sh = std::fs::read("/usr/bin/dash").expect("dash");
-    add_file(&mut l1, "bin/sh", &sh, 0o755);
-    for (src, dst) in [
-        (
-            "/lib/x86_64-linux-gnu/libc.so.6",
-            "lib/x86_64-linux-gnu/libc.so.6",
-        ),
-        ("/lib64/ld-linux-x86-64.so.2", "lib64/ld-linux-x86-64.so.2"),
-    ] {
-        let data = std::fs::read(std::fs::canonicalize(src).expect("lib")).expect("read lib");
-        add_file(&mut l1, dst, &data, 0o755);
-    }
-    add_file(&mut l1, "etc/removed-by-whiteout", b"old\n", 0o644);
-    add_file(&mut l1, "opq/old", b"old\n", 0o644);
-    add_link(&mut l1, "bin/dash", "sh");
-    let l1 = l1.into_inner().expect("tar");
+    let l1 = tar_of(|l1| {
+        dash_layer(l1);
+        add_file(l1, "etc/removed-by-whiteout", b"old\n", 0o644);
+        add_file(l1, "opq/old", b"old\n", 0o644);
+    });
     // The second layer is gzip-compressed, as registries ship them.
     let mut l2 = tar::Builder::new(Vec::new());
     add_file(&mut l2, "etc/.wh.removed-by-whiteout", b"", 0o644);
@@ -102,38 +117,68 @@ fn build_layout(root: &Path) -> (PathBuf, PathBuf) {
     std::io::Write::write_all(&mut gz, &l2).expect("gz");
     let l2 = gz.finish().expect("gz");
 
-    let d1 = blob(&layout, "application/vnd.oci.image.layer.v1.tar", &l1);
-    let d2 = blob(&layout, "application/vnd.oci.image.layer.v1.tar+gzip", &l2);
+    let d = write_image(
+        &layout,
+        "tiny:1",
+        &[
+            ("application/vnd.oci.image.layer.v1.tar", l1),
+            ("application/vnd.oci.image.layer.v1.tar+gzip", l2),
+        ],
+    );
+    let l1_path = layout.join("blobs/sha256").join(
+        d[0]["digest"]
+            .as_str()
+            .expect("digest")
+            .trim_start_matches("sha256:"),
+    );
+    (layout, l1_path)
+}
+
+/// Writes config, manifest and index of an image of `layers` (media type, blob) into an OCI
+/// layout whose `oci-layout` and `blobs/sha256` exist; returns the layers' descriptors.
+fn write_image(layout: &Path, name: &str, layers: &[(&str, Vec<u8>)]) -> Vec<serde_json::Value> {
+    let descs: Vec<_> = layers
+        .iter()
+        .map(|(media, data)| blob(layout, media, data))
+        .collect();
+    // diff_ids name the uncompressed layers.
+    let diff_ids: Vec<_> = layers
+        .iter()
+        .map(|(media, data)| {
+            let mut raw = Vec::new();
+            if media.ends_with("+gzip") {
+                std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&data[..]), &mut raw)
+                    .expect("gunzip");
+            } else {
+                raw.clone_from(data);
+            }
+            format!("sha256:{}", hex(&raw))
+        })
+        .collect();
     let config = serde_json::json!({
         "architecture": "amd64", "os": "linux",
-        "rootfs": { "type": "layers", "diff_ids": [format!("sha256:{}", hex(&l1)), format!("sha256:{}", hex(&l2))] },
+        "rootfs": { "type": "layers", "diff_ids": diff_ids },
         "config": {}
     });
     let dc = blob(
-        &layout,
+        layout,
         "application/vnd.oci.image.config.v1+json",
         config.to_string().as_bytes(),
     );
     let manifest = serde_json::json!({
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": dc, "layers": [d1.clone(), d2]
+        "config": dc, "layers": descs
     });
     let mut dm = blob(
-        &layout,
+        layout,
         "application/vnd.oci.image.manifest.v1+json",
         manifest.to_string().as_bytes(),
     );
-    dm["annotations"] = serde_json::json!({ "org.opencontainers.image.ref.name": "tiny:1" });
+    dm["annotations"] = serde_json::json!({ "org.opencontainers.image.ref.name": name });
     let index = serde_json::json!({ "schemaVersion": 2, "manifests": [dm] });
     std::fs::write(layout.join("index.json"), index.to_string()).expect("index");
-    let l1_path = layout.join("blobs/sha256").join(
-        d1["digest"]
-            .as_str()
-            .expect("digest")
-            .trim_start_matches("sha256:"),
-    );
-    (layout, l1_path)
+    descs
 }
 
 #[test]
@@ -291,5 +336,324 @@ fn a_job_whose_image_is_missing_does_not_start() {
     let o = w.run(&["-p", &p.to_string_lossy()], &["/bin/true"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("no image \"nope:1\""), "{}", stderr(&o));
+    w.assert_clean();
+}
+
+/// A directory outside every image root, with a file and a directory holding a file: what a
+/// hostile layer would try to delete, replace or link to.
+struct Victim {
+    dir: PathBuf,
+}
+
+impl Victim {
+    fn new(w: &World, name: &str) -> Self {
+        let dir = w.dir.path().join(name);
+        std::fs::create_dir_all(dir.join("dir")).expect("victim");
+        std::fs::create_dir_all(dir.join("sub")).expect("victim");
+        std::fs::write(dir.join("file"), "host\n").expect("victim");
+        std::fs::write(dir.join("dir/inner"), "host\n").expect("victim");
+        std::fs::write(dir.join("sub/keep"), "host\n").expect("victim");
+        Victim { dir }
+    }
+
+    /// The victim's path as a symlink target: absolute, or relative with enough `..` to climb
+    /// out of any image root (`..` stops at `/`).
+    fn target(&self, relative: bool) -> String {
+        let abs = self.dir.to_string_lossy().into_owned();
+        if relative {
+            format!("{}{}", "../".repeat(32), abs.trim_start_matches('/'))
+        } else {
+            abs
+        }
+    }
+
+    /// Asserts that the victim is exactly as created: nothing removed, replaced, added or
+    /// hardlinked.
+    fn assert_intact(&self, case: &str) {
+        use std::os::unix::fs::MetadataExt;
+        for f in ["file", "dir/inner", "sub/keep"] {
+            let m = std::fs::symlink_metadata(self.dir.join(f))
+                .unwrap_or_else(|e| panic!("{case}: host file {f} is gone: {e}"));
+            assert!(m.is_file(), "{case}: host {f} was replaced");
+            assert_eq!(
+                m.nlink(),
+                1,
+                "{case}: host {f} was hardlinked into the image"
+            );
+        }
+        let mut names: Vec<_> = std::fs::read_dir(&self.dir)
+            .expect("victim")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            ["dir", "file", "sub"],
+            "{case}: the host dir changed"
+        );
+        for d in ["dir", "sub"] {
+            assert_eq!(
+                std::fs::read_dir(self.dir.join(d)).expect("victim").count(),
+                1,
+                "{case}: host {d}/ changed"
+            );
+        }
+    }
+}
+
+/// Imports an image of `layers` (uncompressed tars) from a fresh layout dir.
+fn import_layers(w: &World, case: &str, layers: Vec<Vec<u8>>) -> std::process::Output {
+    let layout = w.dir.path().join(format!("layout-{case}"));
+    std::fs::create_dir_all(layout.join("blobs/sha256")).expect("mkdir");
+    std::fs::write(
+        layout.join("oci-layout"),
+        r#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .expect("oci-layout");
+    let layers: Vec<_> = layers
+        .into_iter()
+        .map(|l| ("application/vnd.oci.image.layer.v1.tar", l))
+        .collect();
+    write_image(&layout, &format!("{case}:1"), &layers);
+    w.cmd()
+        .args(["image", "import"])
+        .arg(&layout)
+        .output()
+        .expect("import")
+}
+
+/// The import was refused with the layer and entry named, and left no image behind.
+fn assert_refused(w: &World, case: &str, o: &std::process::Output, entry: &str) {
+    let err = stderr(o);
+    assert_eq!(o.status.code(), Some(2), "{case}: not refused: {err}");
+    assert!(
+        err.contains("layer sha256:") && err.contains("refused") && err.contains(entry),
+        "{case}: the refusal does not name the layer and entry {entry:?}: {err}"
+    );
+    let o = w
+        .cmd()
+        .args(["image", "ls", "--json"])
+        .output()
+        .expect("ls");
+    assert_eq!(stdout(&o).trim(), "[]", "{case}");
+    let rootfs = w.data().join("images/rootfs");
+    assert_eq!(
+        std::fs::read_dir(&rootfs).map(|rd| rd.count()).unwrap_or(0),
+        0,
+        "{case}: a refused image left a rootfs"
+    );
+}
+
+fn tar_of(build: impl FnOnce(&mut tar::Builder<Vec<u8>>)) -> Vec<u8> {
+    let mut t = tar::Builder::new(Vec::new());
+    build(&mut t);
+    t.into_inner().expect("tar")
+}
+
+/// The reviewer's repro: layer 1 plants `x -> <host dir>`, layer 2 whites out `x/file` and
+/// makes `x/dir` opaque. Neither may touch the host, whether the symlink is absolute or
+/// climbs out with `..`, and whether it comes from a lower layer or earlier in the same one.
+#[test]
+fn whiteouts_never_follow_a_symlink_out_of_the_image() {
+    need_root!();
+    let w = World::new();
+    for relative in [false, true] {
+        for same_layer in [false, true] {
+            let case = format!("wh-rel{}-same{}", relative as u8, same_layer as u8);
+            let v = Victim::new(&w, &format!("victim-{case}"));
+            let plant = |t: &mut tar::Builder<Vec<u8>>| add_link(t, "x", &v.target(relative));
+            let hit = |t: &mut tar::Builder<Vec<u8>>| {
+                add_file(t, "x/.wh.file", b"", 0o644);
+                add_file(t, "x/dir/.wh..wh..opq", b"", 0o644);
+            };
+            let layers = if same_layer {
+                vec![
+                    tar_of(|t| add_dir(t, "etc")),
+                    tar_of(|t| {
+                        plant(t);
+                        hit(t);
+                    }),
+                ]
+            } else {
+                vec![tar_of(plant), tar_of(hit)]
+            };
+            let o = import_layers(&w, &case, layers);
+            v.assert_intact(&case);
+            assert_refused(&w, &case, &o, "x/.wh.file");
+        }
+    }
+}
+
+/// A later layer's file, directory or symlink at `x/NAME` where `x` is a symlink out of the
+/// image: nothing outside may be replaced (the old dir<->file replacement removed the host's
+/// `sub/` or `file`) or created.
+#[test]
+fn replacing_an_entry_never_follows_a_symlink_out_of_the_image() {
+    need_root!();
+    let w = World::new();
+    type Entry = fn(&mut tar::Builder<Vec<u8>>);
+    let cases: [(&str, &str, Entry); 5] = [
+        ("file-over-dir", "x/sub", |t| {
+            add_file(t, "x/sub", b"img\n", 0o644)
+        }),
+        ("dir-over-file", "x/file", |t| add_dir(t, "x/file")),
+        ("new-file", "x/new", |t| {
+            add_file(t, "x/new", b"img\n", 0o644)
+        }),
+        ("new-symlink", "x/new", |t| {
+            add_link(t, "x/new", "/etc/passwd")
+        }),
+        ("deep-new-dir", "x/sub/deeper", |t| {
+            add_dir(t, "x/sub/deeper")
+        }),
+    ];
+    for relative in [false, true] {
+        for (name, entry, add) in cases {
+            let case = format!("{name}-rel{}", relative as u8);
+            let v = Victim::new(&w, &format!("victim-{case}"));
+            let layers = vec![
+                tar_of(|t| add_link(t, "x", &v.target(relative))),
+                tar_of(add),
+            ];
+            let o = import_layers(&w, &case, layers);
+            v.assert_intact(&case);
+            assert_refused(&w, &case, &o, entry);
+        }
+    }
+}
+
+/// A hardlink may neither be made at a path through a symlink out of the image nor link to a
+/// file outside it, however its target is spelled.
+#[test]
+fn a_hardlink_never_leaves_the_image() {
+    need_root!();
+    let w = World::new();
+    let v = Victim::new(&w, "victim-hardlink");
+    let abs = format!("{}/file", v.dir.display());
+    let climb = format!("{}/file", v.target(true));
+    let cases: [(&str, &str, String); 5] = [
+        // The link's own path goes through the symlink, over the host's `sub/` directory.
+        ("link-path", "x/sub", "etc/hostname".into()),
+        // Its target goes through the symlink.
+        ("target-via-symlink", "h", "x/file".into()),
+        // Its target climbs out with `..`.
+        ("target-with-dotdot", "h", climb),
+        // An absolute target is a path in the image, where nothing of that name exists.
+        ("target-absolute", "h", abs),
+        ("target-missing", "h", "etc/nope".into()),
+    ];
+    for (case, entry, target) in cases {
+        let layers = vec![
+            tar_of(|t| {
+                add_dir(t, "etc");
+                add_file(t, "etc/hostname", b"img\n", 0o644);
+                add_link(t, "x", &v.target(false));
+            }),
+            tar_of(|t| add_hardlink(t, entry, &target)),
+        ];
+        let o = import_layers(&w, case, layers);
+        v.assert_intact(case);
+        assert_refused(&w, case, &o, entry);
+    }
+}
+
+/// Hardlinks resolve in the image: `/bin/sh` means the image's, a hardlink replaces a lower
+/// layer's file, and a hardlink to a symlink links the symlink, not the host file it names.
+/// Whiteouts and opaque dirs keep working on real directories.
+#[test]
+fn hardlinks_and_whiteouts_resolve_inside_the_image() {
+    need_root!();
+    use std::os::unix::fs::MetadataExt;
+    let w = World::new();
+    let layers = vec![
+        tar_of(|t| {
+            add_dir(t, "bin");
+            add_dir(t, "etc");
+            add_dir(t, "opq");
+            add_file(t, "bin/sh", b"#!sh\n", 0o755);
+            add_file(t, "etc/old", b"old\n", 0o644);
+            add_file(t, "etc/gone", b"old\n", 0o644);
+            add_file(t, "opq/old", b"old\n", 0o644);
+            add_link(t, "etc/pw", "/etc/passwd");
+        }),
+        tar_of(|t| {
+            add_hardlink(t, "bin/sh-abs", "/bin/sh");
+            add_hardlink(t, "etc/old", "bin/sh");
+            add_hardlink(t, "etc/pw-link", "etc/pw");
+            add_file(t, "etc/.wh.gone", b"", 0o644);
+            add_file(t, "opq/new", b"new\n", 0o644);
+            add_file(t, "opq/.wh..wh..opq", b"", 0o644);
+        }),
+    ];
+    let o = import_layers(&w, "links", layers);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rootfs = std::fs::read_dir(w.data().join("images/rootfs"))
+        .expect("rootfs")
+        .flatten()
+        .next()
+        .expect("one rootfs")
+        .path();
+    let ino = |p: &str| {
+        std::fs::symlink_metadata(rootfs.join(p))
+            .unwrap_or_else(|e| panic!("{p}: {e}"))
+            .ino()
+    };
+    assert_eq!(ino("bin/sh-abs"), ino("bin/sh"));
+    assert_eq!(ino("etc/old"), ino("bin/sh"));
+    assert_eq!(ino("etc/pw-link"), ino("etc/pw"));
+    assert_eq!(
+        std::fs::read_link(rootfs.join("etc/pw-link")).expect("symlink"),
+        Path::new("/etc/passwd")
+    );
+    assert!(!rootfs.join("etc/gone").exists());
+    let mut opq: Vec<_> = std::fs::read_dir(rootfs.join("opq"))
+        .expect("opq")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    opq.sort();
+    assert_eq!(
+        opq,
+        ["new"],
+        "the opaque dir keeps what its own layer wrote"
+    );
+}
+
+/// The image's `etc/passwd` and `etc/group` are read at job start to add the job user; as
+/// symlinks to host files (absolute, or climbing out with `..`) they must be resolved inside
+/// the image, and the host files must not reach the job.
+#[test]
+fn an_image_symlink_does_not_bring_host_files_into_the_job() {
+    need_root!();
+    let w = World::new();
+    let secret = w.dir.path().join("host-secret");
+    std::fs::write(&secret, "host-secret-line:x:4242:4242::/:/bin/sh\n").expect("secret");
+    let abs = secret.to_string_lossy().into_owned();
+    let climb = format!("{}{}", "../".repeat(32), abs.trim_start_matches('/'));
+    let layers = vec![
+        tar_of(dash_layer),
+        tar_of(|t| {
+            add_link(t, "etc/passwd", &abs);
+            add_link(t, "etc/group", &climb);
+        }),
+    ];
+    let o = import_layers(&w, "leak", layers);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let p = w.policy("version = 1\n[groups.default]\nrootfs = { image = \"leak:1\" }\n");
+    let script = "while read l; do echo \"passwd=$l\"; done < /etc/passwd
+while read l; do echo \"group=$l\"; done < /etc/group";
+    let mut c = w.cmd();
+    c.args(["run", "-p"])
+        .arg(&p)
+        .args(["--", "/bin/sh", "-c", script]);
+    let o = c.output().expect("run");
+    let out = stdout(&o);
+    assert!(o.status.success(), "{out}\n{}", stderr(&o));
+    assert!(
+        !out.contains("host-secret"),
+        "a host file reached the job: {out}"
+    );
+    assert!(out.contains("passwd=runner:x:1001:1001"), "{out}");
     w.assert_clean();
 }

@@ -8,13 +8,21 @@
 //! Import reads an OCI image layout (a directory, or a tar / tar.gz of one), checks every
 //! blob's SHA-256 and size against the descriptor that names it, and unpacks the layers in
 //! order, applying whiteouts (`.wh.NAME` deletes NAME, `.wh..wh..opq` empties a directory of
-//! what lower layers put there). Unpacking goes through the `tar` crate's `unpack_in`, which
-//! refuses entries that would land outside the target (`..`, absolute paths, symlinked
-//! parents).
+//! what lower layers put there).
+//!
+//! A layer is hostile input, and so is every symlink an earlier layer (or an earlier entry of
+//! the same layer) planted in the rootfs. No operation of `apply_layer` leaves the rootfs:
+//! an entry path with `..` is refused (a leading `/` is dropped: layer paths are relative to
+//! the image root), every directory above an entry is walked component by component with
+//! `symlink_metadata` and the layer is refused if one of them is a symlink, the entry's own
+//! last component is never followed (replaced, removed or created in place), and a hardlink's
+//! target is resolved the same way. See "Images" in docs/sandbox.md.
 
 use std::collections::HashSet;
 use std::fs::File;
 use std::io::{BufReader, Read, Seek};
+use std::os::unix::ffi::OsStrExt as _;
+use std::os::unix::fs::DirBuilderExt as _;
 use std::path::{Component, Path, PathBuf};
 
 use oci_spec::image::{Descriptor, ImageIndex, ImageManifest};
@@ -57,6 +65,16 @@ pub enum ImageError {
     /// A name is not acceptable.
     #[error("invalid image name {0:?}: use [A-Za-z0-9._-] and an optional :tag")]
     BadName(String),
+    /// An entry of a layer would act outside the image root, or through a symlink.
+    #[error("layer {digest}: entry {entry:?} refused: {reason}")]
+    UnsafeEntry {
+        /// The layer.
+        digest: String,
+        /// The entry's path as the layer names it.
+        entry: PathBuf,
+        /// Why.
+        reason: String,
+    },
     /// A layer uses a format airlock cannot unpack.
     #[error("layer {digest}: {message}")]
     Unsupported {
@@ -427,7 +445,40 @@ fn decompressed(p: &Path) -> Result<Box<dyn Read>, ImageError> {
     }
 }
 
-/// A path inside a layer, made relative and checked: no `..`, nothing absolute.
+/// Reads a file of an image rootfs as the image's own processes would see it: symlinks are
+/// resolved with `root` as `/` (`openat2` with `RESOLVE_IN_ROOT`), so an image whose
+/// `etc/passwd` links to `/etc/shadow` or `../../../../etc/shadow` reads its own (missing)
+/// shadow file, never the host's. Only a regular file is read.
+pub fn read_in_image(root: &Path, rel: &str) -> std::io::Result<String> {
+    use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
+    use std::os::fd::{AsRawFd as _, FromRawFd as _};
+
+    let dir = File::open(root)?;
+    let how = OpenHow::new()
+        // O_NONBLOCK: a FIFO named like a file we read must not hang job start.
+        .flags(OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOCTTY | OFlag::O_NONBLOCK)
+        .resolve(
+            ResolveFlag::RESOLVE_IN_ROOT
+                | ResolveFlag::RESOLVE_NO_MAGICLINKS
+                | ResolveFlag::RESOLVE_NO_XDEV,
+        );
+    let fd = openat2(dir.as_raw_fd(), rel, how)?;
+    // SAFETY: `openat2` just returned this descriptor; nothing else owns or closes it.
+    let mut f = unsafe { File::from_raw_fd(fd) };
+    if !f.metadata()?.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{rel} is not a regular file in the image"),
+        ));
+    }
+    let mut s = String::new();
+    f.read_to_string(&mut s)?;
+    Ok(s)
+}
+
+/// A path inside a layer, made relative and checked: no `..`. A leading `/` is dropped, not
+/// refused: layer paths (and hardlink targets) are relative to the image root whatever their
+/// spelling.
 fn clean_rel(p: &Path) -> Option<PathBuf> {
     let mut out = PathBuf::new();
     for c in p.components() {
@@ -440,8 +491,11 @@ fn clean_rel(p: &Path) -> Option<PathBuf> {
     Some(out)
 }
 
+/// Removes whatever is at `p` without following it: a symlink is removed, not its target.
+/// `p`'s parent must already be known to be a real directory under the root.
 fn remove_any(p: &Path) -> std::io::Result<()> {
     match std::fs::symlink_metadata(p) {
+        // `remove_dir_all` does not follow symlinks inside the tree it removes.
         Ok(m) if m.is_dir() => std::fs::remove_dir_all(p),
         Ok(_) => std::fs::remove_file(p),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -449,12 +503,99 @@ fn remove_any(p: &Path) -> std::io::Result<()> {
     }
 }
 
-/// Applies one layer on top of `root`.
-fn apply_layer(blob: &Path, root: &Path, digest: &str) -> Result<(), ImageError> {
-    let unsupported = |m: String| ImageError::Unsupported {
-        digest: digest.to_owned(),
-        message: m,
+/// The layer and entry being applied, to name them in a refusal.
+struct At<'a> {
+    digest: &'a str,
+    entry: &'a Path,
+}
+
+impl At<'_> {
+    fn refuse(&self, reason: impl Into<String>) -> ImageError {
+        ImageError::UnsafeEntry {
+            digest: self.digest.to_owned(),
+            entry: self.entry.to_owned(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Finds the directory `dir` (a [`clean_rel`] path) under `root`, one component at a time,
+/// following no symlink. A component that is a symlink refuses the layer, wherever it points:
+/// layers are diffs of real filesystems, so no producer writes an entry below a symlink, and
+/// refusing is simpler to trust than resolving links under the root. With `create`, missing
+/// directories are made (as tar does for parents a layer does not list) and a component that
+/// is not a directory refuses the layer; without it (whiteouts, hardlink targets) `None` means
+/// there is nothing there.
+///
+/// Checking a path and then using it is safe here because the rootfs being unpacked is in the
+/// store's private staging directory: nothing but this function's caller changes it.
+fn dir_in_root(
+    root: &Path,
+    dir: &Path,
+    create: bool,
+    at: &At<'_>,
+) -> Result<Option<PathBuf>, ImageError> {
+    let mut cur = root.to_path_buf();
+    let mut shown = PathBuf::new();
+    for c in dir.components() {
+        cur.push(c);
+        shown.push(c);
+        match std::fs::symlink_metadata(&cur) {
+            Ok(m) if m.file_type().is_symlink() => {
+                let to = std::fs::read_link(&cur)
+                    .map(|t| t.display().to_string())
+                    .unwrap_or_else(|_| "?".into());
+                return Err(at.refuse(format!(
+                    "{} is a symlink (to {to}); nothing is unpacked or removed through a symlink",
+                    shown.display()
+                )));
+            }
+            Ok(m) if m.is_dir() => {}
+            Ok(_) if create => {
+                return Err(at.refuse(format!("{} is not a directory", shown.display())));
+            }
+            Ok(_) => return Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
+                std::fs::DirBuilder::new()
+                    .mode(0o755)
+                    .create(&cur)
+                    .map_err(io("creating", &cur))?;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io("inspecting", &cur)(e)),
+        }
+    }
+    Ok(Some(cur))
+}
+
+/// Where a hardlink entry's target is: inside the root, reached without following a symlink,
+/// existing and not a directory. The link itself is made with `linkat` without
+/// `AT_SYMLINK_FOLLOW`, so a target that is a symlink is linked as the symlink.
+fn hardlink_target(root: &Path, link: Option<&Path>, at: &At<'_>) -> Result<PathBuf, ImageError> {
+    let link = link.ok_or_else(|| at.refuse("hardlink without a target"))?;
+    let rel = clean_rel(link)
+        .ok_or_else(|| at.refuse(format!("hardlink target {link:?} has a `..` component")))?;
+    let (Some(parent), Some(name)) = (rel.parent(), rel.file_name()) else {
+        return Err(at.refuse(format!("hardlink target {link:?} is the image root")));
     };
+    let missing = || {
+        at.refuse(format!(
+            "hardlink target {link:?} does not exist in the image"
+        ))
+    };
+    let dir = dir_in_root(root, parent, false, at)?.ok_or_else(missing)?;
+    let target = dir.join(name);
+    match std::fs::symlink_metadata(&target) {
+        Ok(m) if m.is_dir() => Err(at.refuse(format!("hardlink target {link:?} is a directory"))),
+        Ok(_) => Ok(target),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(missing()),
+        Err(e) => Err(io("inspecting", &target)(e)),
+    }
+}
+
+/// Applies one layer on top of `root`. See the module documentation for what keeps every
+/// operation inside `root`.
+fn apply_layer(blob: &Path, root: &Path, digest: &str) -> Result<(), ImageError> {
     let mut a = tar::Archive::new(decompressed(blob)?);
     a.set_preserve_permissions(true);
     a.set_preserve_ownerships(true);
@@ -462,6 +603,7 @@ fn apply_layer(blob: &Path, root: &Path, digest: &str) -> Result<(), ImageError>
     a.set_overwrite(true);
     // Opaque dirs are emptied once, before this layer's own entries land in them.
     let mut opaque_done: HashSet<PathBuf> = HashSet::new();
+    // What this layer wrote: whiteouts only hide what lower layers put there.
     let mut written: HashSet<PathBuf> = HashSet::new();
     for entry in a.entries().map_err(io("reading layer", blob))? {
         let mut entry = entry.map_err(io("reading layer", blob))?;
@@ -469,18 +611,43 @@ fn apply_layer(blob: &Path, root: &Path, digest: &str) -> Result<(), ImageError>
             .path()
             .map_err(io("reading layer", blob))?
             .into_owned();
-        let rel = clean_rel(&path)
-            .ok_or_else(|| unsupported(format!("entry {path:?} escapes the root")))?;
-        let fname = rel
-            .file_name()
-            .map(|f| f.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let parent = rel.parent().map(Path::to_path_buf).unwrap_or_default();
-        if fname == ".wh..wh..opq" {
-            if opaque_done.insert(parent.clone()) {
-                let dir = root.join(&parent);
-                if let Ok(rd) = std::fs::read_dir(&dir) {
-                    for e in rd.flatten() {
+        let at = At {
+            digest,
+            entry: &path,
+        };
+        let kind = entry.header().entry_type();
+        // Extension headers carry no file of their own (tar skips them too); returning early
+        // keeps their pseudo-names from replacing anything.
+        if kind.is_pax_global_extensions()
+            || kind.is_pax_local_extensions()
+            || kind.is_gnu_longname()
+            || kind.is_gnu_longlink()
+        {
+            continue;
+        }
+        let rel = clean_rel(&path).ok_or_else(|| at.refuse("the path has a `..` component"))?;
+        // Old (non-ustar) headers mark a directory by a trailing slash only; `Entry::unpack`
+        // makes a directory of those, so they must not replace an existing one.
+        let is_dir = kind.is_dir()
+            || (!kind.is_hard_link()
+                && !kind.is_symlink()
+                && entry.header().as_ustar().is_none()
+                && entry.path_bytes().ends_with(b"/"));
+        let (Some(parent), Some(fname)) = (rel.parent(), rel.file_name()) else {
+            // The root itself (`./`): nothing to create, and nothing else may replace it.
+            if is_dir {
+                continue;
+            }
+            return Err(at.refuse("only a directory can stand for the image root"));
+        };
+        let fname_bytes = fname.as_bytes();
+
+        if fname_bytes == b".wh..wh..opq" {
+            if let Some(dir) = dir_in_root(root, parent, false, &at)? {
+                if opaque_done.insert(parent.to_path_buf()) {
+                    let rd = std::fs::read_dir(&dir).map_err(io("reading", &dir))?;
+                    for e in rd {
+                        let e = e.map_err(io("reading", &dir))?;
                         if !written.contains(&parent.join(e.file_name())) {
                             remove_any(&e.path())
                                 .map_err(io("applying opaque whiteout in", &dir))?;
@@ -490,21 +657,185 @@ fn apply_layer(blob: &Path, root: &Path, digest: &str) -> Result<(), ImageError>
             }
             continue;
         }
-        if let Some(target) = fname.strip_prefix(".wh.") {
-            let victim = root.join(&parent).join(target);
-            remove_any(&victim).map_err(io("applying whiteout", &victim))?;
+        if let Some(target) = fname_bytes.strip_prefix(b".wh.") {
+            // `.wh.` alone, `.wh..` and `.wh...` would name the parent or the grandparent.
+            if target.is_empty() || target == b"." || target == b".." {
+                return Err(at.refuse("a whiteout must name an entry of its directory"));
+            }
+            let target = std::ffi::OsStr::from_bytes(target);
+            if let Some(dir) = dir_in_root(root, parent, false, &at)? {
+                if !written.contains(&parent.join(target)) {
+                    let victim = dir.join(target);
+                    remove_any(&victim).map_err(io("applying whiteout", &victim))?;
+                }
+            }
             continue;
         }
-        // A later layer may replace a directory with a file or the other way round.
-        let dest = root.join(&rel);
-        if let Ok(m) = std::fs::symlink_metadata(&dest) {
-            let etype = entry.header().entry_type();
-            if m.is_dir() != etype.is_dir() {
-                remove_any(&dest).map_err(io("replacing", &dest))?;
-            }
+
+        let dir = dir_in_root(root, parent, true, &at)?
+            .ok_or_else(|| at.refuse("its parent directory cannot be created"))?;
+        let dest = dir.join(fname);
+        // A later layer replaces what is there, except that a directory over a directory
+        // merges. What is there is never followed: a symlink is replaced, not its target.
+        match std::fs::symlink_metadata(&dest) {
+            Ok(m) if m.is_dir() && is_dir => {}
+            Ok(_) => remove_any(&dest).map_err(io("replacing", &dest))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io("inspecting", &dest)(e)),
         }
-        entry.unpack_in(root).map_err(io("unpacking into", root))?;
+        if kind.is_hard_link() {
+            // `Entry::unpack` without a target base would resolve the link name against our
+            // working directory; resolve it under the root ourselves.
+            let link = entry.link_name().map_err(io("reading layer", blob))?;
+            let target = hardlink_target(root, link.as_deref(), &at)?;
+            std::fs::hard_link(&target, &dest).map_err(io("hardlinking", &dest))?;
+        } else {
+            // The parent is a real directory and `dest` is absent or a real directory:
+            // files are created with O_EXCL, symlinks are only created (their targets are
+            // resolved inside the job, never here), and ownership, mode and times land on
+            // `dest` itself.
+            entry.unpack(&dest).map_err(io("unpacking", &dest))?;
+        }
         written.insert(rel);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A staging dir holding `rootfs/` and, next to it, `outside/keep`: what an entry that
+    /// climbs out of the root would hit first.
+    struct Stage {
+        dir: tempfile::TempDir,
+    }
+
+    impl Stage {
+        fn new() -> Self {
+            let dir = tempfile::tempdir().expect("tempdir");
+            std::fs::create_dir_all(dir.path().join("rootfs/a/b")).expect("mkdir");
+            std::fs::create_dir_all(dir.path().join("outside")).expect("mkdir");
+            std::fs::write(dir.path().join("rootfs/a/b/file"), "img").expect("write");
+            std::fs::write(dir.path().join("outside/keep"), "host").expect("write");
+            Stage { dir }
+        }
+        fn root(&self) -> PathBuf {
+            self.dir.path().join("rootfs")
+        }
+        /// Applies a layer of `(path, type, link target)` entries, owned by the caller.
+        fn apply(&self, entries: &[(&str, tar::EntryType, &str)]) -> Result<(), ImageError> {
+            let mut t = tar::Builder::new(Vec::new());
+            for (path, kind, link) in entries {
+                let mut h = tar::Header::new_gnu();
+                h.set_size(0);
+                h.set_mode(0o755);
+                h.set_uid(nix::unistd::geteuid().as_raw().into());
+                h.set_gid(nix::unistd::getegid().as_raw().into());
+                h.set_entry_type(*kind);
+                // `append_data` would refuse some of the paths under test; the raw name
+                // field takes them as a hostile layer would carry them.
+                h.as_gnu_mut().expect("gnu").name[..path.len()].copy_from_slice(path.as_bytes());
+                if !link.is_empty() {
+                    h.set_link_name(link).expect("link name");
+                }
+                h.set_cksum();
+                t.append(&h, &[][..]).expect("append");
+            }
+            let blob = self.dir.path().join("layer.tar");
+            std::fs::write(&blob, t.into_inner().expect("tar")).expect("write");
+            apply_layer(&blob, &self.root(), "sha256:test")
+        }
+        fn assert_intact(&self) {
+            assert!(self.dir.path().join("outside/keep").exists());
+            assert!(self.root().join("a/b/file").exists());
+        }
+    }
+
+    fn refused(r: Result<(), ImageError>) -> String {
+        match r {
+            Err(e @ ImageError::UnsafeEntry { .. }) => e.to_string(),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    use tar::EntryType as T;
+
+    #[test]
+    fn a_whiteout_cannot_name_its_directory_or_above() {
+        for path in [".wh...", ".wh..", "a/b/.wh...", "a/.wh.."] {
+            let s = Stage::new();
+            let e = refused(s.apply(&[(path, T::Regular, "")]));
+            assert!(e.contains("must name an entry"), "{path}: {e}");
+            s.assert_intact();
+        }
+    }
+
+    #[test]
+    fn the_root_is_replaced_by_nothing() {
+        let s = Stage::new();
+        refused(s.apply(&[(".", T::Regular, "")]));
+        s.assert_intact();
+        // A directory entry for the root is fine and changes nothing.
+        s.apply(&[("./", T::Directory, "")]).expect("root dir");
+        s.assert_intact();
+    }
+
+    #[test]
+    fn entries_below_a_symlink_are_refused_even_one_pointing_inside() {
+        // Layers are diffs of real filesystems and never put entries below a symlink, so
+        // refusing costs nothing and needs no reasoning about where the link lands.
+        let s = Stage::new();
+        let e = refused(s.apply(&[("l", T::Symlink, "a"), ("l/new", T::Regular, "")]));
+        assert!(e.contains("sha256:test") && e.contains("l/new"), "{e}");
+        assert!(e.contains("l is a symlink (to a)"), "{e}");
+        assert!(!s.root().join("a/new").exists());
+    }
+
+    #[test]
+    fn an_entry_below_a_file_is_refused() {
+        let s = Stage::new();
+        let e = refused(s.apply(&[("a/b/file/x", T::Regular, "")]));
+        assert!(e.contains("a/b/file is not a directory"), "{e}");
+    }
+
+    #[test]
+    fn whiteouts_of_what_is_not_there_do_nothing() {
+        let s = Stage::new();
+        s.apply(&[
+            ("nope/.wh.x", T::Regular, ""),
+            ("a/b/file/.wh.x", T::Regular, ""),
+            ("nope/.wh..wh..opq", T::Regular, ""),
+            ("a/b/.wh.missing", T::Regular, ""),
+        ])
+        .expect("no-op whiteouts");
+        s.assert_intact();
+    }
+
+    #[test]
+    fn a_whiteout_does_not_hide_its_own_layer() {
+        let s = Stage::new();
+        s.apply(&[("a/new", T::Regular, ""), ("a/.wh.new", T::Regular, "")])
+            .expect("apply");
+        assert!(s.root().join("a/new").exists());
+    }
+
+    #[test]
+    fn hardlink_targets_stay_in_the_root() {
+        let s = Stage::new();
+        // Leading `/` is the image root.
+        s.apply(&[("h1", T::Link, "/a/b/file")])
+            .expect("in-root link");
+        assert!(s.root().join("h1").is_file());
+        for (target, why) in [
+            ("../outside/keep", "`..`"),
+            ("a/../../outside/keep", "`..`"),
+            ("outside/keep", "does not exist"),
+            ("a/b", "is a directory"),
+        ] {
+            let e = refused(s.apply(&[("h2", T::Link, target)]));
+            assert!(e.contains(why), "{target}: {e}");
+            s.assert_intact();
+        }
+    }
 }

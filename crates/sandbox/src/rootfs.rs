@@ -271,9 +271,10 @@ pub fn build_base(lower: &Path, plan: &JobPlan, host: &HostLayout) -> Result<(),
             format!("root:x:0:\n{n}:x:{gid}:\nnogroup:x:65534:\n", n = u.name, gid = u.gid),
         ),
         RootfsPlan::Image { dir, .. } => {
-            // Keep the image's own users and add the job user if it is missing.
-            let mut p = std::fs::read_to_string(dir.join("etc/passwd")).unwrap_or_default();
-            let mut g = std::fs::read_to_string(dir.join("etc/group")).unwrap_or_default();
+            // Keep the image's own users and add the job user if it is missing. Read inside the
+            // image: its `etc/passwd` may be a symlink meant for the job's `/`, not the host's.
+            let mut p = crate::image::read_in_image(dir, "etc/passwd").unwrap_or_default();
+            let mut g = crate::image::read_in_image(dir, "etc/group").unwrap_or_default();
             if !p.lines().any(|l| l.split(':').nth(2) == Some(&u.uid.to_string())) {
                 if !p.is_empty() && !p.ends_with('\n') {
                     p.push('\n');
