@@ -5,11 +5,19 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-/// Skips a test that needs root (mounts, cgroups, namespaces) with a clear message.
+/// Skips a test that needs root (mounts, cgroups, namespaces) with a clear message; fails it
+/// instead under `AIRLOCK_TEST_STRICT` (set by scripts/test.sh), where a skip would hide it.
 #[macro_export]
 macro_rules! need_root {
     () => {
         if !nix::unistd::geteuid().is_root() {
+            // scripts/test.sh (and so CI) sets AIRLOCK_TEST_STRICT: there a test that needs
+            // root fails instead of passing as a silent skip.
+            assert!(
+                std::env::var_os("AIRLOCK_TEST_STRICT").is_none(),
+                "{} needs root (mounts, cgroups, namespaces) and AIRLOCK_TEST_STRICT forbids skipping it: run the tests as root",
+                module_path!()
+            );
             eprintln!(
                 "SKIPPED {}: needs root (mounts, cgroups, namespaces); run the tests as root",
                 module_path!()
@@ -223,4 +231,32 @@ pub fn job_id(o: &Output) -> Option<String> {
     let e = stderr(o);
     let i = e.find("job j")?;
     Some(e[i + 4..i + 21].to_owned())
+}
+
+/// Asserts that airlock's output names its job and that no cgroup of that job is left, in
+/// any hierarchy; returns the job id.
+pub fn assert_job_gone(o: &Output) -> String {
+    let id = job_id(o).unwrap_or_else(|| panic!("no job id in airlock's output: {}", stderr(o)));
+    let left = cgroups_of(&id);
+    assert!(left.is_empty(), "cgroups of job {id} left: {left:?}");
+    id
+}
+
+/// `airlock audit show ARGS` in world `w`, one JSON value per line.
+pub fn show(w: &World, args: &[&str]) -> Vec<serde_json::Value> {
+    let o = w
+        .cmd()
+        .args(["audit", "show"])
+        .args(args)
+        .output()
+        .expect("show");
+    stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect()
+}
+
+/// The audit records of one kind (`--kind` matches a prefix: `job` is every `job.*`).
+pub fn records(w: &World, kind: &str) -> Vec<serde_json::Value> {
+    show(w, &["--json", "--kind", kind])
 }
