@@ -30,6 +30,18 @@ macro_rules! need_root {
 pub const AIRLOCK: &str = env!("CARGO_BIN_EXE_airlock");
 pub const PROBE: &str = env!("CARGO_BIN_EXE_airlock-probe");
 
+/// The airlock binary the tests drive: `AIRLOCK_BIN` if set (a copy taken right after the
+/// build, when several worktrees share one target directory and overwrite its binaries),
+/// else cargo's.
+pub fn airlock_bin() -> String {
+    std::env::var("AIRLOCK_BIN").unwrap_or_else(|_| AIRLOCK.to_owned())
+}
+
+/// The probe copied into each workspace: `AIRLOCK_PROBE_BIN` if set, else cargo's.
+pub fn probe_bin() -> String {
+    std::env::var("AIRLOCK_PROBE_BIN").unwrap_or_else(|_| PROBE.to_owned())
+}
+
 /// One test's world: its own state and data directories and, as root, its own network
 /// namespace with nothing but loopback, in which every airlock command runs (the sealed-world
 /// rule of ../shared/ENVIRONMENT.md: a failed block can only hit nothing).
@@ -53,7 +65,7 @@ impl World {
             .tempdir()
             .expect("tempdir");
         std::fs::create_dir_all(dir.path().join("ws")).expect("ws");
-        std::fs::copy(PROBE, dir.path().join("ws/airlock-probe")).expect("copy probe");
+        std::fs::copy(probe_bin(), dir.path().join("ws/airlock-probe")).expect("copy probe");
         let netns = nix::unistd::geteuid().is_root().then(|| {
             let name = format!(
                 "airlock-t{}",
@@ -116,7 +128,7 @@ impl World {
     }
 
     pub fn cmd(&self) -> Command {
-        let mut c = self.in_netns(&[AIRLOCK]);
+        let mut c = self.in_netns(&[&airlock_bin()]);
         c.env("AIRLOCK_STATE_DIR", self.state())
             .env("AIRLOCK_DATA_DIR", self.data())
             .env_remove("AIRLOCK_POLICY")
