@@ -122,24 +122,6 @@ fn concurrent_jobs_share_one_unbroken_chain() {
     w.assert_clean();
 }
 
-/// `airlock audit show ARGS`, one JSON value per line.
-fn show(w: &World, args: &[&str]) -> Vec<serde_json::Value> {
-    let o = w
-        .cmd()
-        .args(["audit", "show"])
-        .args(args)
-        .output()
-        .expect("show");
-    stdout(&o)
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("json"))
-        .collect()
-}
-
-fn records(w: &World, kind: &str) -> Vec<serde_json::Value> {
-    show(w, &["--json", "--kind", kind])
-}
-
 #[test]
 fn every_exec_is_recorded_even_short_lived_ones() {
     need_root!();

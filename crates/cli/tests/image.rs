@@ -657,3 +657,43 @@ while read l; do echo \"group=$l\"; done < /etc/group";
     assert!(out.contains("passwd=runner:x:1001:1001"), "{out}");
     w.assert_clean();
 }
+
+#[test]
+fn a_job_whose_image_rootfs_is_gone_does_not_start() {
+    need_root!();
+    let w = World::new();
+    let (layout, _) = build_layout(w.dir.path());
+    let o = w
+        .cmd()
+        .args(["image", "import"])
+        .arg(&layout)
+        .output()
+        .expect("import");
+    assert!(o.status.success(), "{}", stderr(&o));
+    // The store loses the unpacked rootfs (deleted by hand); the image is still listed.
+    let rootfs: Vec<PathBuf> = std::fs::read_dir(w.data().join("images/rootfs"))
+        .expect("rootfs")
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(rootfs.len(), 1, "{rootfs:?}");
+    std::fs::remove_dir_all(&rootfs[0]).expect("remove rootfs");
+
+    let p = w.policy("version = 1\n[groups.default]\nrootfs = { image = \"tiny:1\" }\n");
+    let o = w.run(
+        &["-p", &p.to_string_lossy()],
+        &["/bin/sh", "-c", "echo should-not-run"],
+    );
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(125), "{err}");
+    assert!(!stdout(&o).contains("should-not-run"));
+    assert!(
+        err.contains("image rootfs cannot be applied")
+            && err.contains(&rootfs[0].to_string_lossy().into_owned())
+            && err.contains("incomplete"),
+        "the error names the protection and the missing rootfs: {err}"
+    );
+    let id = job_id(&o).expect("job id in the error");
+    assert!(cgroups_of(&id).is_empty(), "{:?}", cgroups_of(&id));
+    w.assert_clean();
+}

@@ -11,6 +11,13 @@ use std::process::{Command, Output, Stdio};
 macro_rules! need_root {
     () => {
         if !nix::unistd::geteuid().is_root() {
+            // scripts/test.sh (and so CI) sets AIRLOCK_TEST_STRICT: there a test that needs
+            // root fails instead of passing as a silent skip.
+            assert!(
+                std::env::var_os("AIRLOCK_TEST_STRICT").is_none(),
+                "{} needs root (namespaces, mounts, cgroups) and AIRLOCK_TEST_STRICT forbids skipping it: run the tests as root",
+                module_path!()
+            );
             eprintln!(
                 "SKIPPED {}: needs root (namespaces, mounts, cgroups); run the tests as root",
                 module_path!()

@@ -148,7 +148,7 @@ fn run(args: &HelperArgs) -> Result<Outcome, SandboxError> {
         Ok(p) => p,
         Err(e) => {
             let _ = ex.delete();
-            return Err(e);
+            return Err(attribute_create_error(e));
         }
     };
     let checked = (|| {
@@ -185,10 +185,53 @@ fn wait_for(pid: i32) -> Outcome {
     }
 }
 
+/// Control files whose write failing means that limit cannot be applied, and the protection
+/// to name. The executors report a refused write with the file's path (libcontainer: "failed
+/// to write V to …/pids.max", runc: "write …/pids.max: invalid argument").
+const CGROUP_FILES: &[(&str, &str)] = &[
+    ("pids.max", "cgroup pids limit"),
+    ("memory.max", "cgroup memory limit"),
+    ("memory.limit_in_bytes", "cgroup memory limit"),
+    ("memory.memsw.limit_in_bytes", "cgroup memory limit"),
+    ("memory.swap.max", "cgroup memory limit"),
+    ("cpu.max", "cgroup cpu limit"),
+    ("cpu.cfs_quota_us", "cgroup cpu limit"),
+    ("cpu.cfs_period_us", "cgroup cpu limit"),
+];
+
+/// Names the protection behind an executor's failure to create the container, where its
+/// message shows which one (a refused cgroup limit); the executor's message is the reason.
+pub fn attribute_create_error(e: SandboxError) -> SandboxError {
+    let SandboxError::Executor { executor, message } = &e else {
+        return e;
+    };
+    // The file name ends the path: match it whole, so memory.max is not memory.swap.max.
+    let names_file = |file: &str| {
+        message.match_indices(file).any(|(i, _)| {
+            message[..i].ends_with('/')
+                && !message[i + file.len()..]
+                    .starts_with(|c: char| c.is_ascii_alphanumeric() || c == '.' || c == '_')
+        })
+    };
+    match CGROUP_FILES.iter().find(|(f, _)| names_file(f)) {
+        Some((_, protection)) => SandboxError::ProtectionUnavailable {
+            protection: (*protection).to_owned(),
+            reason: format!("the kernel refused it ({executor}: {message})"),
+        },
+        None => e,
+    }
+}
+
 /// Reads the protections of a process back from `/proc/PID/status`.
 pub fn verify_process(pid: i32) -> Result<(), SandboxError> {
     let path = format!("/proc/{pid}/status");
     let status = std::fs::read_to_string(&path).map_err(SandboxError::io("reading", &path))?;
+    verify_status(&status)
+}
+
+/// Checks the text of a `/proc/PID/status`: `no_new_privs` set, a seccomp filter (mode 2)
+/// installed, every capability set empty. A missing field counts as not in force.
+pub fn verify_status(status: &str) -> Result<(), SandboxError> {
     let field = |name: &str| {
         status
             .lines()
@@ -252,6 +295,101 @@ fn scrub_secrets(config: &Path, names: &[String]) -> Result<(), SandboxError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A `/proc/PID/status` excerpt with the given values.
+    fn status(nnp: &str, seccomp: &str, cap_eff: &str) -> String {
+        format!(
+            "Name:\tsh\nUid:\t1001\t1001\t1001\t1001\nCapInh:\t0000000000000000\n\
+             CapPrm:\t0000000000000000\nCapEff:\t{cap_eff}\nCapBnd:\t0000000000000000\n\
+             CapAmb:\t0000000000000000\nNoNewPrivs:\t{nnp}\nSeccomp:\t{seccomp}\n\
+             Seccomp_filters:\t1\n"
+        )
+    }
+
+    fn refused(text: &str) -> (String, String) {
+        match verify_status(text) {
+            Err(SandboxError::ProtectionUnavailable { protection, reason }) => (protection, reason),
+            other => panic!("must fail closed, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_fully_protected_status_passes() {
+        verify_status(&status("1", "2", "0000000000000000")).expect("all protections in force");
+    }
+
+    #[test]
+    fn a_missing_seccomp_filter_is_refused_by_name() {
+        let (p, r) = refused(&status("1", "0", "0000000000000000"));
+        assert_eq!(p, "seccomp");
+        assert!(r.contains("Seccomp \"0\""), "{r}");
+        // Strict mode (1) is not the filter either, nor is a status without the field.
+        assert_eq!(refused(&status("1", "1", "0000000000000000")).0, "seccomp");
+        let no_field = status("1", "2", "0000000000000000").replace("Seccomp:\t2\n", "");
+        assert_eq!(refused(&no_field).0, "seccomp");
+    }
+
+    #[test]
+    fn a_capability_left_is_refused() {
+        let (p, r) = refused(&status("1", "2", "0000000000000400"));
+        assert_eq!(p, "capability drop");
+        assert!(r.contains("CapEff is 0000000000000400"), "{r}");
+        let bnd = status("1", "2", "0000000000000000")
+            .replace("CapBnd:\t0000000000000000", "CapBnd:\t000001ffffffffff");
+        assert!(refused(&bnd).1.contains("CapBnd"));
+    }
+
+    #[test]
+    fn a_refused_cgroup_write_names_the_limit() {
+        let lc = SandboxError::Executor {
+            executor: "libcontainer",
+            message: "failed to create container: intermediate process error cgroup error: io \
+                      error: failed to write 99999999 to /sys/fs/cgroup/pids/airlock/j1/pids.max: \
+                      Invalid argument (os error 22)"
+                .into(),
+        };
+        let s = attribute_create_error(lc).to_string();
+        assert!(
+            s.contains("cgroup pids limit cannot be applied")
+                && s.contains("Invalid argument")
+                && s.contains("99999999"),
+            "{s}"
+        );
+        let runc = SandboxError::Executor {
+            executor: "runc",
+            message:
+                "unable to set memory limit: write /sys/fs/cgroup/unified/airlock/j1/memory.max: \
+                      invalid argument"
+                    .into(),
+        };
+        assert!(attribute_create_error(runc)
+            .to_string()
+            .contains("cgroup memory limit cannot be applied"));
+        let swap = SandboxError::Executor {
+            executor: "runc",
+            message: "write /sys/fs/cgroup/x/memory.swap.max: invalid argument".into(),
+        };
+        assert!(attribute_create_error(swap)
+            .to_string()
+            .contains("cgroup memory limit"));
+        // Anything else stays the executor's error.
+        let other = SandboxError::Executor {
+            executor: "runc",
+            message: "exec format error".into(),
+        };
+        assert!(matches!(
+            attribute_create_error(other),
+            SandboxError::Executor { .. }
+        ));
+    }
+
+    #[test]
+    fn no_new_privs_unset_is_refused() {
+        assert_eq!(
+            refused(&status("0", "2", "0000000000000000")).0,
+            "no_new_privs"
+        );
+    }
 
     #[test]
     fn an_unprotected_process_fails_verification() {

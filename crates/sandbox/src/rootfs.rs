@@ -79,6 +79,9 @@ pub fn prepare(
     base_cache: &Path,
     resolver: Option<std::net::Ipv4Addr>,
 ) -> Result<RootfsDirs, SandboxError> {
+    if let RootfsPlan::Image { digest, dir } = &plan.rootfs {
+        check_image_rootfs(digest, dir)?;
+    }
     let d = RootfsDirs::new(job_dir);
     mkdir(&d.mnt, 0o700)?;
     mkdir(&d.rootfs, 0o755)?;
@@ -165,6 +168,27 @@ pub fn prepare(
         d.rootfs.display()
     )))?;
     Ok(d)
+}
+
+/// Fails closed when an image's unpacked rootfs is gone from the store (deleted by hand, a
+/// store restored without it): the overlay would otherwise be mounted without its image
+/// layer, or fail with a bare ENOENT that names no image.
+fn check_image_rootfs(digest: &str, dir: &Path) -> Result<(), SandboxError> {
+    match std::fs::symlink_metadata(dir) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err(image_rootfs_unavailable(digest, dir, "is not a directory")),
+        Err(e) => Err(image_rootfs_unavailable(digest, dir, &e.to_string())),
+    }
+}
+
+fn image_rootfs_unavailable(digest: &str, dir: &Path, why: &str) -> SandboxError {
+    SandboxError::ProtectionUnavailable {
+        protection: "image rootfs".to_owned(),
+        reason: format!(
+            "the unpacked rootfs {} of image {digest} is incomplete ({why}); remove the image and import it again",
+            dir.display()
+        ),
+    }
 }
 
 /// The files that differ between jobs: `/etc/hostname`, `/etc/hosts`, and `/etc/resolv.conf`

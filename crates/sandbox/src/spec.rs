@@ -231,6 +231,44 @@ mod tests {
     }
 
     #[test]
+    fn oci_default_read_only_and_masked_paths_are_kept() {
+        let s = build(&plan(), &HostLayout::default(), 4096, None, None).expect("spec");
+        let linux = s.linux().as_ref().expect("linux");
+        // The OCI runtime spec's defaults, written out: a change to them here is deliberate.
+        assert_eq!(
+            linux.readonly_paths().as_deref(),
+            Some(
+                &[
+                    "/proc/bus",
+                    "/proc/fs",
+                    "/proc/irq",
+                    "/proc/sys",
+                    "/proc/sysrq-trigger"
+                ]
+                .map(str::to_owned)[..]
+            )
+        );
+        let masked = linux.masked_paths().as_ref().expect("masked paths");
+        for p in [
+            "/proc/acpi",
+            "/proc/asound",
+            "/proc/kcore",
+            "/proc/keys",
+            "/proc/latency_stats",
+            "/proc/timer_list",
+            "/proc/timer_stats",
+            "/proc/sched_debug",
+            "/sys/firmware",
+            "/proc/scsi",
+            "/proc/kallsyms",
+            "/sys/kernel/debug",
+            "/sys/devices/virtual/powercap",
+        ] {
+            assert!(masked.iter().any(|m| m == p), "{p} is not masked");
+        }
+    }
+
+    #[test]
     fn nofile_is_capped_by_the_hard_limit() {
         let s = build(&plan(), &HostLayout::default(), 64, None, None).expect("spec");
         let rl = s

@@ -7,7 +7,13 @@
 //! filter, the kernel would have answered something other than EPERM ("discriminating").
 //! Those calls prove the filter, not merely missing capabilities, stopped them.
 //!
+//! Each entry also names the syscall it made (`"syscall"`), so a test can find the filter's
+//! record of it in the audit log.
+//!
 //! `airlock-probe alloc MIB` allocates and touches MIB mebibytes, printing progress.
+//!
+//! `airlock-probe spin MS` burns CPU for MS milliseconds of wall time and prints
+//! `wall_ms=… cpu_ms=…`.
 
 use std::ffi::CString;
 
@@ -177,32 +183,18 @@ fn syscalls() {
             serde_json::json!({ "errno": errno, "discriminating": disc }),
         );
     }
-    // clone with a namespace flag, through the raw syscall (fork-like: child exits at once).
-    // SAFETY: raw clone with SIGCHLD and CLONE_NEWUTS only; the child calls _exit at once.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_clone,
-            (libc::CLONE_NEWUTS | libc::SIGCHLD) as libc::c_long,
-            0 as libc::c_long,
-            0 as libc::c_long,
-            0 as libc::c_long,
-            0 as libc::c_long,
-        )
-    };
-    if r == 0 {
-        // SAFETY: in the child; leave without running any Rust destructors.
-        unsafe { libc::_exit(0) };
+    // clone with a namespace flag, through the raw syscall. CLONE_NEWUTS needs
+    // CAP_SYS_ADMIN, so only the filter's record tells who refused it; CLONE_NEWUSER needs
+    // nothing (unprivileged user namespaces are enabled), so without the filter it succeeds.
+    for (name, flag, disc) in [
+        ("clone_newuts", libc::CLONE_NEWUTS, false),
+        ("clone_newuser", libc::CLONE_NEWUSER, true),
+    ] {
+        out.insert(
+            name.to_owned(),
+            serde_json::json!({ "errno": clone_with(flag), "discriminating": disc }),
+        );
     }
-    let clone_errno = errno_of(r);
-    if r > 0 {
-        let mut st = 0;
-        // SAFETY: waits for the child just created.
-        unsafe { libc::waitpid(r as i32, &mut st, 0) };
-    }
-    out.insert(
-        "clone_newuts".to_owned(),
-        serde_json::json!({ "errno": clone_errno, "discriminating": false }),
-    );
     // A plain fork must still work.
     // SAFETY: fork in a single-threaded program; the child exits at once.
     let pid = unsafe { libc::fork() };
@@ -219,7 +211,71 @@ fn syscalls() {
         "fork".to_owned(),
         serde_json::json!({ "errno": if pid > 0 { 0 } else { -1 }, "discriminating": false }),
     );
+    for (name, r) in out.iter_mut() {
+        r["syscall"] = syscall_of(name).into();
+    }
     println!("{}", serde_json::Value::Object(out));
+}
+
+/// The syscall an attempt makes (`unshare_user` is `unshare` with CLONE_NEWUSER, …).
+fn syscall_of(attempt: &str) -> &str {
+    match attempt {
+        "unshare_user" => "unshare",
+        "fork" => "fork",
+        a if a.starts_with("clone_") => "clone",
+        a => a,
+    }
+}
+
+/// `clone(flags | SIGCHLD)` through the raw syscall, fork-like: the child exits at once.
+/// Returns the errno (0: the clone succeeded).
+fn clone_with(flags: libc::c_int) -> i32 {
+    // SAFETY: raw clone with SIGCHLD and a namespace flag, no new stack (fork semantics); the
+    // child calls _exit at once.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            (flags | libc::SIGCHLD) as libc::c_long,
+            0 as libc::c_long,
+            0 as libc::c_long,
+            0 as libc::c_long,
+            0 as libc::c_long,
+        )
+    };
+    if r == 0 {
+        // SAFETY: in the child; leave without running any Rust destructors.
+        unsafe { libc::_exit(0) };
+    }
+    let errno = errno_of(r);
+    if r > 0 {
+        let mut st = 0;
+        // SAFETY: waits for the child just created.
+        unsafe { libc::waitpid(r as i32, &mut st, 0) };
+    }
+    errno
+}
+
+/// Busy-loops for `ms` milliseconds of wall-clock time, then prints the wall time and the CPU
+/// time (user + system) it got, in milliseconds: under a CPU quota the second is a fraction of
+/// the first.
+fn spin(ms: u64) {
+    let start = std::time::Instant::now();
+    let mut x = 0u64;
+    while start.elapsed() < std::time::Duration::from_millis(ms) {
+        for i in 0..10_000u64 {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(i));
+        }
+    }
+    let wall = start.elapsed().as_millis();
+    // SAFETY: getrusage fills the struct it is given.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid pointer to a rusage of this process.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    let ms_of = |t: libc::timeval| t.tv_sec * 1000 + t.tv_usec / 1000;
+    println!(
+        "wall_ms={wall} cpu_ms={}",
+        ms_of(ru.ru_utime) + ms_of(ru.ru_stime)
+    );
 }
 
 fn alloc(mib: usize) {
@@ -238,8 +294,9 @@ fn main() {
     match args.get(1).map(String::as_str) {
         Some("syscalls") => syscalls(),
         Some("alloc") => alloc(args.get(2).and_then(|s| s.parse().ok()).unwrap_or(1024)),
+        Some("spin") => spin(args.get(2).and_then(|s| s.parse().ok()).unwrap_or(1000)),
         _ => {
-            eprintln!("usage: airlock-probe syscalls | alloc MIB");
+            eprintln!("usage: airlock-probe syscalls | alloc MIB | spin MS");
             std::process::exit(2);
         }
     }

@@ -5,11 +5,19 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-/// Skips a test that needs root (mounts, cgroups, namespaces) with a clear message.
+/// Skips a test that needs root (mounts, cgroups, namespaces) with a clear message; fails it
+/// instead under `AIRLOCK_TEST_STRICT` (set by scripts/test.sh), where a skip would hide it.
 #[macro_export]
 macro_rules! need_root {
     () => {
         if !nix::unistd::geteuid().is_root() {
+            // scripts/test.sh (and so CI) sets AIRLOCK_TEST_STRICT: there a test that needs
+            // root fails instead of passing as a silent skip.
+            assert!(
+                std::env::var_os("AIRLOCK_TEST_STRICT").is_none(),
+                "{} needs root (mounts, cgroups, namespaces) and AIRLOCK_TEST_STRICT forbids skipping it: run the tests as root",
+                module_path!()
+            );
             eprintln!(
                 "SKIPPED {}: needs root (mounts, cgroups, namespaces); run the tests as root",
                 module_path!()
@@ -21,6 +29,18 @@ macro_rules! need_root {
 
 pub const AIRLOCK: &str = env!("CARGO_BIN_EXE_airlock");
 pub const PROBE: &str = env!("CARGO_BIN_EXE_airlock-probe");
+
+/// The airlock binary the tests drive: `AIRLOCK_BIN` if set (a copy taken right after the
+/// build, when several worktrees share one target directory and overwrite its binaries),
+/// else cargo's.
+pub fn airlock_bin() -> String {
+    std::env::var("AIRLOCK_BIN").unwrap_or_else(|_| AIRLOCK.to_owned())
+}
+
+/// The probe copied into each workspace: `AIRLOCK_PROBE_BIN` if set, else cargo's.
+pub fn probe_bin() -> String {
+    std::env::var("AIRLOCK_PROBE_BIN").unwrap_or_else(|_| PROBE.to_owned())
+}
 
 /// One test's world: its own state and data directories and, as root, its own network
 /// namespace with nothing but loopback, in which every airlock command runs (the sealed-world
@@ -45,7 +65,7 @@ impl World {
             .tempdir()
             .expect("tempdir");
         std::fs::create_dir_all(dir.path().join("ws")).expect("ws");
-        std::fs::copy(PROBE, dir.path().join("ws/airlock-probe")).expect("copy probe");
+        std::fs::copy(probe_bin(), dir.path().join("ws/airlock-probe")).expect("copy probe");
         let netns = nix::unistd::geteuid().is_root().then(|| {
             let name = format!(
                 "airlock-t{}",
@@ -108,7 +128,7 @@ impl World {
     }
 
     pub fn cmd(&self) -> Command {
-        let mut c = self.in_netns(&[AIRLOCK]);
+        let mut c = self.in_netns(&[&airlock_bin()]);
         c.env("AIRLOCK_STATE_DIR", self.state())
             .env("AIRLOCK_DATA_DIR", self.data())
             .env_remove("AIRLOCK_POLICY")
@@ -223,4 +243,32 @@ pub fn job_id(o: &Output) -> Option<String> {
     let e = stderr(o);
     let i = e.find("job j")?;
     Some(e[i + 4..i + 21].to_owned())
+}
+
+/// Asserts that airlock's output names its job and that no cgroup of that job is left, in
+/// any hierarchy; returns the job id.
+pub fn assert_job_gone(o: &Output) -> String {
+    let id = job_id(o).unwrap_or_else(|| panic!("no job id in airlock's output: {}", stderr(o)));
+    let left = cgroups_of(&id);
+    assert!(left.is_empty(), "cgroups of job {id} left: {left:?}");
+    id
+}
+
+/// `airlock audit show ARGS` in world `w`, one JSON value per line.
+pub fn show(w: &World, args: &[&str]) -> Vec<serde_json::Value> {
+    let o = w
+        .cmd()
+        .args(["audit", "show"])
+        .args(args)
+        .output()
+        .expect("show");
+    stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect()
+}
+
+/// The audit records of one kind (`--kind` matches a prefix: `job` is every `job.*`).
+pub fn records(w: &World, kind: &str) -> Vec<serde_json::Value> {
+    show(w, &["--json", "--kind", kind])
 }
