@@ -2,9 +2,11 @@
 //! handful of set elements added and removed in one batch.
 //!
 //! The order of decisions for a packet from a job (interfaces `alk*`):
-//! 1. IPv6: dropped (IPv6 is also disabled inside the job's namespace).
-//! 2. Never-reachable destinations (metadata endpoints, loopback): refused and recorded, before
-//!    and regardless of anything a policy allows.
+//! 1. IPv6: dropped (IPv6 is also disabled inside the job's namespace); so is a packet whose
+//!    source address is not routed back through the interface it came in on (a job forging
+//!    another job's address to borrow its gateway, allow rules or audit mode).
+//! 2. Never-reachable destinations (metadata endpoints, loopback) and other jobs' addresses:
+//!    refused and recorded, before and regardless of anything a policy allows.
 //! 3. Allowed internal CIDR:port of this job: routed there.
 //! 4. DNS to anywhere, and HTTP(S) to any public address: redirected to the job's gateway
 //!    address, where the egress gateway decides by name.
@@ -14,8 +16,11 @@
 //!    timeouts, and a scan of an internal range finds nothing open — not even the gateway's
 //!    proxy ports. The first packet of each denied flow goes, with its original destination,
 //!    to NFLOG group [`NFLOG_GROUP`], where airlock turns it into a record.
-//! 7. Nothing enters a job's interface unless it answers the job (`ct state established`), so
-//!    jobs cannot reach each other.
+//! 7. A job reaches its own gateway address only (the `job_gw` pairs), never another job's:
+//!    another gateway's DNS or CONNECT proxy would serve it under that job's allow-list.
+//! 8. Nothing enters a job's interface unless it answers the job (`ct state established`),
+//!    checked before anything a job's policy allows, so no job — audit mode and broad allow
+//!    rules included — ever opens a connection to another.
 //!
 //! Forwarding (`net.ipv4.ip_forward`) is needed only for 3 and 5; airlock turns it on when a
 //! job has allow rules or runs in audit mode.
@@ -27,15 +32,16 @@ use std::process::{Command, Stdio};
 use airlock_policy::AllowRule;
 
 use crate::link::IFACE_PREFIX;
+use crate::nftnl::Element;
 use crate::NetError;
 
 /// The table's name.
 pub const TABLE: &str = "airlock";
 /// Marker of this version of the rules, kept as the table's comment: a table without it (an
 /// older airlock) is replaced.
-pub const RULES_VERSION: &str = "airlock-rules-6";
+pub const RULES_VERSION: &str = "airlock-rules-7";
 /// An empty set whose presence marks the current rules (checked over netlink on every attach).
-pub const RULES_VERSION_SET: &str = "rules_v6";
+pub const RULES_VERSION_SET: &str = "rules_v7";
 /// NFLOG group of dropped packets.
 pub const NFLOG_GROUP: u16 = 7141;
 /// Ports the gateway serves on each job's gateway address.
@@ -79,7 +85,8 @@ pub fn ruleset() -> String {
   set {RULES_VERSION_SET} {{ type ipv4_addr; }}
   set jobs {{ type ipv4_addr; }}
   set audit_jobs {{ type ipv4_addr; }}
-  set gateways {{ type ipv4_addr; }}
+  # (job address . its gateway address): each job may use its own gateway only.
+  set job_gw {{ type ipv4_addr . ipv4_addr; }}
   set never {{ type ipv4_addr; flags interval; elements = {{ {never} }} }}
   set internal {{ type ipv4_addr; flags interval; elements = {{ {internal} }} }}
   set allowed {{ type ipv4_addr . ipv4_addr . inet_proto . inet_service; flags interval; }}
@@ -91,12 +98,16 @@ pub fn ruleset() -> String {
     type filter hook prerouting priority -150; policy accept;
     iifname != "{i}*" return
     meta nfproto ipv6 drop
+    fib saddr . iif oif missing drop
+    ct state established,related return
     ip daddr @never jump record
     ip daddr @never return
-    ip daddr @gateways udp dport 53 return
-    ip daddr @gateways tcp dport {{ {ports} }} return
-    ip daddr @gateways jump record
-    ip daddr @gateways return
+    ip saddr . ip daddr @job_gw udp dport 53 return
+    ip saddr . ip daddr @job_gw tcp dport {{ {ports} }} return
+    ip saddr . ip daddr @job_gw jump record
+    ip saddr . ip daddr @job_gw return
+    ip daddr @jobs jump record
+    ip daddr @jobs return
     ip saddr . ip daddr . meta l4proto . th dport @allowed return
     udp dport 53 return
     tcp dport {{ 53, 80, 443 }} ip daddr != @internal return
@@ -115,8 +126,9 @@ pub fn ruleset() -> String {
   chain prerouting {{
     type nat hook prerouting priority dstnat; policy accept;
     iifname != "{i}*" return
-    ip daddr @gateways return
+    ip saddr . ip daddr @job_gw return
     ip daddr @never meta l4proto {{ tcp, udp }} redirect to :9
+    ip daddr @jobs meta l4proto {{ tcp, udp }} redirect to :9
     ip saddr . ip daddr . meta l4proto . th dport @allowed return
     udp dport 53 redirect
     tcp dport {{ 53, 80, 443 }} ip daddr != @internal redirect
@@ -132,16 +144,19 @@ pub fn ruleset() -> String {
   chain from_job_to_host {{
     meta nfproto ipv6 drop
     ct state established,related accept
-    ip daddr @gateways udp dport 53 accept
-    ip daddr @gateways tcp dport {{ {ports} }} accept
+    ip saddr . ip daddr @job_gw udp dport 53 accept
+    ip saddr . ip daddr @job_gw tcp dport {{ {ports} }} accept
     reject with icmpx type admin-prohibited
   }}
 
   chain forward {{
     type filter hook forward priority filter; policy accept;
-    iifname "{i}*" jump from_job
+    # Towards a job only replies, decided before from_job accepts anything: whatever a job's
+    # policy allows (audit mode, an allow rule whose CIDR covers the job pool), it never
+    # opens a connection to another job.
     oifname "{i}*" ct state established,related accept
     oifname "{i}*" drop
+    iifname "{i}*" jump from_job
   }}
 
   chain from_job {{
@@ -202,10 +217,13 @@ pub fn ensure_table() -> Result<(), NetError> {
     ))
 }
 
-fn single_elements(job: Ipv4Addr, gateway: Ipv4Addr, audit: bool) -> Vec<(&'static str, Ipv4Addr)> {
-    let mut v = vec![("jobs", job), ("gateways", gateway)];
+fn single_elements(job: Ipv4Addr, gateway: Ipv4Addr, audit: bool) -> Vec<Element> {
+    let mut v = vec![
+        Element::addr("jobs", job),
+        Element::pair("job_gw", job, gateway),
+    ];
     if audit {
-        v.push(("audit_jobs", job));
+        v.push(Element::addr("audit_jobs", job));
     }
     v
 }
@@ -249,13 +267,14 @@ pub fn detach(
             return detach_allow(job, allow, errors);
         }
     }
-    for (set, addr) in items {
+    for e in items {
         // One element per batch: a missing one (ENOENT) must not keep the others.
-        match crate::nftnl::job_elements(false, &[(set, addr)]) {
+        let set = e.set;
+        match crate::nftnl::job_elements(false, std::slice::from_ref(&e)) {
             Ok(codes) => {
                 if let Some(c) = codes.iter().find(|c| **c != 0 && **c != libc::ENOENT) {
                     errors.push(format!(
-                        "firewall: removing {addr} from {set}: {}",
+                        "firewall: removing {job}'s element from {set}: {}",
                         std::io::Error::from_raw_os_error(*c)
                     ));
                 }

@@ -129,32 +129,52 @@ pub fn table_is_current() -> Result<bool, NetError> {
     Ok(codes.first() == Some(&0))
 }
 
-fn elements(set: &str, addrs: &[Ipv4Addr]) -> SetElementMessage {
+/// One element of a set with a plain key: an address, or a concatenation of addresses (each
+/// field of an `ipv4_addr . ipv4_addr` key is 4 bytes, already register-aligned).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Element {
+    /// The set.
+    pub set: &'static str,
+    /// The key's bytes.
+    pub key: Vec<u8>,
+}
+
+impl Element {
+    /// An element of a set of `ipv4_addr`.
+    pub fn addr(set: &'static str, a: Ipv4Addr) -> Self {
+        Self {
+            set,
+            key: a.octets().to_vec(),
+        }
+    }
+
+    /// An element of a set of `ipv4_addr . ipv4_addr`.
+    pub fn pair(set: &'static str, a: Ipv4Addr, b: Ipv4Addr) -> Self {
+        let mut key = a.octets().to_vec();
+        key.extend_from_slice(&b.octets());
+        Self { set, key }
+    }
+}
+
+fn elements(e: &Element) -> SetElementMessage {
     SetElementMessage {
         attributes: vec![
             SetElementList::Table(TABLE.to_owned()),
-            SetElementList::Set(set.to_owned()),
-            SetElementList::Elements(
-                addrs
-                    .iter()
-                    .map(|a| {
-                        ListAttribute::Element(vec![SetElementAttribute::Key(
-                            DataAttribute::Value(a.octets().to_vec()),
-                        )])
-                    })
-                    .collect(),
-            ),
+            SetElementList::Set(e.set.to_owned()),
+            SetElementList::Elements(vec![ListAttribute::Element(vec![
+                SetElementAttribute::Key(DataAttribute::Value(e.key.clone())),
+            ])]),
         ],
     }
 }
 
-/// Adds (or deletes) the job's single-address elements in one batch. Returns the errno of each
-/// element message (0 = ok).
-pub fn job_elements(add: bool, items: &[(&str, Ipv4Addr)]) -> Result<Vec<i32>, NetError> {
+/// Adds (or deletes) the job's plain elements in one batch. Returns the errno of each element
+/// message (0 = ok).
+pub fn job_elements(add: bool, items: &[Element]) -> Result<Vec<i32>, NetError> {
     let s = sock()?;
     let mut msgs = vec![control(ControlMessage::BatchBegin, 1)];
-    for (i, (set, addr)) in items.iter().enumerate() {
-        let body = elements(set, &[*addr]);
+    for (i, e) in items.iter().enumerate() {
+        let body = elements(e);
         let inner = if add {
             NfTablesMessage::NewSetElement(body)
         } else {
