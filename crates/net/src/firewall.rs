@@ -32,7 +32,7 @@ use std::process::{Command, Stdio};
 use airlock_policy::AllowRule;
 
 use crate::link::IFACE_PREFIX;
-use crate::nftnl::Element;
+use crate::nftnl::{Allowed, Element};
 use crate::NetError;
 
 /// The table's name.
@@ -228,30 +228,41 @@ fn single_elements(job: Ipv4Addr, gateway: Ipv4Addr, audit: bool) -> Vec<Element
     v
 }
 
-/// Adds a job's elements: one netlink batch, and one more for its allow rules if it has any.
+/// The errno of a failed message, if any, named after what it carried.
+fn first_error(codes: &[i32], items: &[Element], ignore: &[i32]) -> Option<(String, i32)> {
+    codes
+        .iter()
+        .enumerate()
+        .find(|(_, c)| **c != 0 && !ignore.contains(c))
+        .map(|(i, c)| {
+            let what = items
+                .get(i)
+                .map_or_else(|| "allowed".to_owned(), |e| e.set.to_owned());
+            (what, *c)
+        })
+}
+
+/// Adds a job's elements, allow rules included: one netlink batch, applied whole or not at
+/// all.
 pub fn attach(
     job: Ipv4Addr,
     gateway: Ipv4Addr,
     audit: bool,
     allow: &[AllowRule],
 ) -> Result<(), NetError> {
-    let codes = crate::nftnl::job_elements(true, &single_elements(job, gateway, audit))?;
-    if let Some(c) = codes.iter().find(|c| **c != 0) {
-        return Err(NetError::Firewall(format!(
-            "adding the job's elements: {}",
-            std::io::Error::from_raw_os_error(*c)
-        )));
-    }
-    match crate::nftnl::allowed_elements(true, job, allow)? {
-        0 => Ok(()),
-        c => Err(NetError::Firewall(format!(
-            "adding the job's allow rules: {}",
+    let items = single_elements(job, gateway, audit);
+    let allowed = Allowed { job, rules: allow };
+    let codes = crate::nftnl::job_elements(true, &items, Some(allowed))?;
+    match first_error(&codes, &items, &[]) {
+        None => Ok(()),
+        Some((set, c)) => Err(NetError::Firewall(format!(
+            "adding the job's elements ({set}): {}",
             std::io::Error::from_raw_os_error(c)
         ))),
     }
 }
 
-/// Removes a job's elements; elements already gone are not errors.
+/// Removes a job's elements, allow rules included; elements already gone are not errors.
 pub fn detach(
     job: Ipv4Addr,
     gateway: Ipv4Addr,
@@ -260,39 +271,159 @@ pub fn detach(
     errors: &mut Vec<String>,
 ) {
     // One batch for all (each nftables commit waits for an RCU grace period); if an element
-    // is already gone the batch is refused as a whole, so fall back to one batch each.
+    // is already gone the batch is refused as a whole, so fall back to one batch per element:
+    // a leaked `allowed` element would be inherited by the next job leasing the address.
     let items = single_elements(job, gateway, audit);
-    if let Ok(codes) = crate::nftnl::job_elements(false, &items) {
+    let allowed = Allowed { job, rules: allow };
+    if let Ok(codes) = crate::nftnl::job_elements(false, &items, Some(allowed)) {
         if codes.iter().all(|c| *c == 0) {
-            return detach_allow(job, allow, errors);
+            return;
         }
     }
-    for e in items {
-        // One element per batch: a missing one (ENOENT) must not keep the others.
-        let set = e.set;
-        match crate::nftnl::job_elements(false, std::slice::from_ref(&e)) {
+    let one_by_one = items
+        .into_iter()
+        .map(|e| (vec![e], None))
+        .chain(allow.iter().map(|r| {
+            (
+                vec![],
+                Some(Allowed {
+                    job,
+                    rules: std::slice::from_ref(r),
+                }),
+            )
+        }));
+    for (items, allowed) in one_by_one {
+        // A missing element (ENOENT) must not keep the others.
+        match crate::nftnl::job_elements(false, &items, allowed) {
             Ok(codes) => {
-                if let Some(c) = codes.iter().find(|c| **c != 0 && **c != libc::ENOENT) {
+                if let Some((set, c)) = first_error(&codes, &items, &[libc::ENOENT]) {
                     errors.push(format!(
                         "firewall: removing {job}'s element from {set}: {}",
-                        std::io::Error::from_raw_os_error(*c)
+                        std::io::Error::from_raw_os_error(c)
                     ));
                 }
             }
             Err(e) => errors.push(format!("firewall: {e}")),
         }
     }
-    detach_allow(job, allow, errors);
 }
 
-fn detach_allow(job: Ipv4Addr, allow: &[AllowRule], errors: &mut Vec<String>) {
-    match crate::nftnl::allowed_elements(false, job, allow) {
-        Ok(0) => {}
-        Ok(c) if c == libc::ENOENT => {}
-        Ok(c) => errors.push(format!(
-            "firewall: removing allow rules of {job}: {}",
-            std::io::Error::from_raw_os_error(c)
-        )),
-        Err(e) => errors.push(format!("firewall: {e}")),
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs `f` in a thread of its own inside a fresh network namespace (nothing in it, no
+    /// packet sent: only the namespace's own nftables tables are touched). `None` when not
+    /// root or `nft` is missing.
+    fn in_fresh_netns<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+        if !nix::unistd::geteuid().is_root() || Command::new("nft").arg("-v").output().is_err() {
+            eprintln!("SKIPPED: needs root and nft");
+            return None;
+        }
+        let t = std::thread::spawn(move || {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare");
+            f()
+        });
+        Some(t.join().expect("thread"))
+    }
+
+    /// The elements of each job-keyed set, as `nft` prints them.
+    fn sets() -> Vec<(&'static str, String)> {
+        ["jobs", "job_gw", "audit_jobs", "allowed"]
+            .into_iter()
+            .map(|s| {
+                let o = Command::new("nft")
+                    .args(["list", "set", "inet", TABLE, s])
+                    .output()
+                    .expect("nft");
+                assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+                let text = String::from_utf8_lossy(&o.stdout);
+                let elems = text
+                    .split_once("elements = {")
+                    .map(|(_, e)| {
+                        e.split('}')
+                            .next()
+                            .unwrap_or("")
+                            .split_whitespace()
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    })
+                    .unwrap_or_default();
+                (s, elems)
+            })
+            .collect()
+    }
+
+    fn rule(s: &str) -> AllowRule {
+        AllowRule::parse(s).expect("rule")
+    }
+
+    #[test]
+    fn a_jobs_elements_come_and_go_together() {
+        let r = in_fresh_netns(|| {
+            ensure_table().expect("table");
+            let (job, gw) = (Ipv4Addr::new(10, 213, 0, 6), Ipv4Addr::new(10, 213, 0, 5));
+            let allow = [rule("10.50.0.10/32:5432"), rule("10.1.0.0/16:53/udp")];
+            attach(job, gw, true, &allow).expect("attach");
+            let with = sets();
+            let mut errors = vec![];
+            detach(job, gw, true, &allow, &mut errors);
+            let without = sets();
+
+            // Detach still removes everything when some elements are already gone.
+            attach(job, gw, false, &allow).expect("attach again");
+            let gone = Command::new("nft")
+                .args(["delete element inet airlock jobs { 10.213.0.6 }"])
+                .status()
+                .expect("nft");
+            assert!(gone.success());
+            let mut errors2 = vec![];
+            detach(job, gw, false, &allow, &mut errors2);
+            (with, errors, without, errors2, sets())
+        });
+        let Some((with, errors, without, errors2, after_partial)) = r else {
+            return;
+        };
+        for (set, elems) in &with {
+            assert!(
+                !elems.is_empty(),
+                "{set} has no element after attach: {with:?}"
+            );
+        }
+        assert!(errors.is_empty(), "{errors:?}");
+        assert!(errors2.is_empty(), "{errors2:?}");
+        for sets in [&without, &after_partial] {
+            for (set, elems) in sets {
+                assert!(
+                    elems.is_empty(),
+                    "{set} kept elements after detach: {sets:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn an_attach_the_kernel_refuses_adds_nothing() {
+        let r = in_fresh_netns(|| {
+            ensure_table().expect("table");
+            let (job, gw) = (Ipv4Addr::new(10, 213, 0, 6), Ipv4Addr::new(10, 213, 0, 5));
+            // Overlapping intervals of one job: the kernel refuses the `allowed` elements
+            // (EEXIST), and with them, in the same batch, the job's other elements.
+            let allow = [rule("10.0.0.0/8:7777"), rule("10.1.0.0/16:7777")];
+            (attach(job, gw, true, &allow), sets())
+        });
+        let Some((attached, sets)) = r else {
+            return;
+        };
+        assert!(
+            attached.is_err(),
+            "the kernel accepted overlapping intervals"
+        );
+        for (set, elems) in &sets {
+            assert!(
+                elems.is_empty(),
+                "{set} has elements of a refused attach: {sets:?}"
+            );
+        }
     }
 }
