@@ -37,7 +37,7 @@ fn ip(args: &[&str]) {
 
 const POLICY: &str = r#"version = 1
 [groups.default]
-egress = { domains = ["allowed.test", "rebind.test", "meta.test"], resolver = "198.51.100.53" }
+egress = { domains = ["allowed.test", "rebind.test", "meta.test", "loop.test", "host.test"], resolver = "198.51.100.53" }
 [groups.db]
 egress = { domains = ["allowed.test"], allow = ["10.50.0.10/32:5432"], resolver = "198.51.100.53" }
 [groups.audit]
@@ -532,6 +532,95 @@ fn jobs_cannot_reach_each_other() {
         "job a's gateway served other jobs: {of_a:#?}; {failures:?}"
     );
     assert!(failures.is_empty(), "{failures:#?}");
+    net.w.assert_clean();
+}
+
+#[test]
+fn the_gateway_never_dials_the_host() {
+    need_root!();
+    let mut net = world();
+    // A service of airlock's host: on the test namespace's own address (its veth to the fake
+    // internet), where airlock and its gateways run.
+    let t = net.w.netns.clone().expect("netns");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fakehosts.py");
+    let mut c = Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{t}"))
+        .args(["--", "/usr/bin/python3", script, "host", "198.51.100.1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("host service");
+    let mut line = String::new();
+    std::io::BufReader::new(c.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("ready");
+    net.procs.push(c);
+    assert_eq!(line.trim(), "ready", "the host service did not start");
+
+    let gw = "$(awk '/^nameserver/{print $2; exit}' /etc/resolv.conf)";
+    let script = format!(
+        r#"
+echo "loop_dns=$({CURL} http://loop.test/ ; echo " rc=$?")"
+echo "host_dns=$({CURL} http://host.test/ ; echo " rc=$?")"
+echo "loop_gw=$({CURL} --resolve loop.test:80:198.51.100.10 http://loop.test/ ; echo " rc=$?")"
+echo "host_gw=$({CURL} --resolve host.test:80:198.51.100.10 http://host.test/ ; echo " rc=$?")"
+echo "host_connect=$({CURL} -p -x http://{gw}:3128 http://host.test/ ; echo " rc=$?")"
+"#
+    );
+    let (out, o) = net.job("default", &script);
+    assert!(
+        o.status.success(),
+        "{out}
+{}",
+        stderr(&o)
+    );
+    let audit = format!(
+        r#"
+echo "pool_dns=$({CURL} http://pool.test/ ; echo " rc=$?")"
+echo "pool_gw=$({CURL} --resolve pool.test:80:198.51.100.10 http://pool.test/ ; echo " rc=$?")"
+echo "host_dns=$({CURL} http://host.test/ ; echo " rc=$?")"
+echo "host_gw=$({CURL} --resolve host.test:80:198.51.100.10 http://host.test/ ; echo " rc=$?")"
+"#
+    );
+    let (audit_out, o) = net.job("audit", &audit);
+    assert!(
+        o.status.success(),
+        "{audit_out}
+{}",
+        stderr(&o)
+    );
+    for (k, v) in results(&out).into_iter().chain(results(&audit_out)) {
+        assert!(
+            !v.ends_with("rc=0") && !v.contains("host="),
+            "{k}: the gateway dialled the host: {v}
+{out}
+{audit_out}"
+        );
+    }
+
+    let recs = net.records();
+    let denied = |kind: &str, name: &str, why: &str| {
+        assert!(
+            recs.iter().any(|r| r["kind"] == kind
+                && r["name"] == name
+                && r["verdict"] == "deny"
+                && r["reason"].as_str().unwrap_or("").contains(why)),
+            "no {kind} record denying {name} as \"{why}\": {recs:#?}"
+        );
+    };
+    denied("dns", "loop.test", "never reachable");
+    denied("http", "loop.test", "never reachable");
+    denied("dns", "host.test", "host address");
+    denied("http", "host.test", "host address");
+    denied("connect", "host.test", "host address");
+    denied("dns", "pool.test", "job address pool");
+    denied("http", "pool.test", "job address pool");
+    assert!(
+        !recs
+            .iter()
+            .any(|r| r["verdict"] == "allow" && r["resolved"] == "198.51.100.1"),
+        "{recs:#?}"
+    );
     net.w.assert_clean();
 }
 
