@@ -168,10 +168,14 @@ impl Ctx {
                 "a host address (in the job address pool {base}/{prefix})"
             ));
         }
-        if host_addrs().await.contains(&ip) {
-            return Some("a host address (an interface of the host)".into());
+        match host_addrs().await {
+            Ok(v) if v.contains(&ip) => Some("a host address (an interface of the host)".into()),
+            Ok(_) => None,
+            // Fail closed: without the list, any address might be the host's.
+            Err(e) => Some(format!(
+                "perhaps a host address (the host's addresses cannot be read: {e})"
+            )),
         }
-        None
     }
 
     /// Whether the gateway may connect to `ip:port`: never to never-reachable or host
@@ -229,30 +233,30 @@ const HOST_ADDRS_TTL: Duration = Duration::from_secs(2);
 /// (shared by every gateway of the process: they all run in the host's namespace).
 static HOST_ADDRS: Mutex<Option<(Instant, Arc<Vec<Ipv4Addr>>)>> = Mutex::new(None);
 
-async fn host_addrs() -> Arc<Vec<Ipv4Addr>> {
+/// The host's addresses; after a failed read the last list read, if there is one.
+async fn host_addrs() -> Result<Arc<Vec<Ipv4Addr>>, String> {
     if let Ok(c) = HOST_ADDRS.lock() {
         if let Some((at, v)) = c.as_ref() {
             if at.elapsed() < HOST_ADDRS_TTL {
-                return v.clone();
+                return Ok(v.clone());
             }
         }
     }
     let v = match read_host_addrs().await {
         Ok(v) => Arc::new(v),
         Err(e) => {
-            // Keep the last list rather than none; the firewall refuses host addresses too.
             tracing::warn!("reading the host's addresses: {e}");
             return HOST_ADDRS
                 .lock()
                 .ok()
                 .and_then(|c| c.as_ref().map(|(_, v)| v.clone()))
-                .unwrap_or_default();
+                .ok_or(e);
         }
     };
     if let Ok(mut c) = HOST_ADDRS.lock() {
         *c = Some((Instant::now(), v.clone()));
     }
-    v
+    Ok(v)
 }
 
 async fn read_host_addrs() -> Result<Vec<Ipv4Addr>, String> {
