@@ -8,6 +8,8 @@ creates; every address below belongs to those namespaces.
     fakehosts.py corp                a "database" on 10.50.0.10:5432 and ssh on :22
     fakehosts.py dns IP NAME=ADDR…   only the DNS server, on IP, answering the given names
                                      (the serve end-to-end test's api.github.test)
+    fakehosts.py host IP             HTTP on IP:80, run in airlock's own namespace: a service
+                                     of the host that no job may reach
 """
 import http.server
 import socket
@@ -23,6 +25,11 @@ ZONE = {
     "rebind.test": "10.50.0.10",
     "meta.test": "169.254.169.254",
     "db.corp.test": "10.50.0.10",
+    # The gateway must never dial the host it runs on: loopback, the test namespace's own
+    # address (airlock's host), an address of the job pool.
+    "loop.test": "127.0.0.1",
+    "host.test": "198.51.100.1",
+    "pool.test": "10.213.255.254",
 }
 
 
@@ -141,6 +148,8 @@ def main():
     elif mode == "dns":
         zone = dict(a.lower().split("=", 1) for a in sys.argv[3:])
         threading.Thread(target=dns, args=((sys.argv[2], 53), zone), daemon=True).start()
+    elif mode == "host":
+        serve((sys.argv[2], 80), Handler)
     elif mode == "corp":
         listen(("10.50.0.10", 5432))
         listen(("10.50.0.10", 22))

@@ -37,11 +37,13 @@ fn ip(args: &[&str]) {
 
 const POLICY: &str = r#"version = 1
 [groups.default]
-egress = { domains = ["allowed.test", "rebind.test", "meta.test"], resolver = "198.51.100.53" }
+egress = { domains = ["allowed.test", "rebind.test", "meta.test", "loop.test", "host.test"], resolver = "198.51.100.53" }
 [groups.db]
 egress = { domains = ["allowed.test"], allow = ["10.50.0.10/32:5432"], resolver = "198.51.100.53" }
 [groups.audit]
 egress = { mode = "audit", resolver = "198.51.100.53" }
+[groups.wide]
+egress = { domains = ["allowed.test"], allow = ["10.0.0.0/8:7777", "10.0.0.0/8:3128", "10.0.0.0/8:53", "10.0.0.0/8:53/udp"], resolver = "198.51.100.53" }
 "#;
 
 fn world() -> Net {
@@ -369,35 +371,256 @@ echo "db=$(timeout 2 bash -c 'exec 3<>/dev/tcp/10.50.0.10/5432; head -c 40 <&3' 
     net.w.assert_clean();
 }
 
+/// Job A (audit mode: its gateway would allow anything) listens on a TCP port until the host
+/// — its gateway address — connects to it, then prints how many connections it accepted
+/// from anyone else.
+const LISTENER: &str = r#"
+/usr/bin/python3 - <<'PY'
+import socket
+gw = [l.split()[1] for l in open('/etc/resolv.conf') if l.startswith('nameserver')][0]
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.connect((gw, 9))
+me = u.getsockname()[0]
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(('0.0.0.0', 7777)); s.listen(16); s.settimeout(120)
+print('%s %s ready' % (me, gw), flush=True)
+others = 0
+while True:
+    c, peer = s.accept()
+    if peer[0] == gw:
+        break
+    others += 1
+    c.sendall(b'hello from job a\n'); c.close()
+print('accepted=%d' % others, flush=True)
+PY
+"#;
+
+/// What job B tries against job A: A's address and port, A's gateway's DNS (UDP and TCP) and
+/// its CONNECT proxy, each for a name A's audit-mode gateway would allow.
+const PROBE_OTHER_JOB: &str = r#"
+/usr/bin/python3 - "$A_IP" "$A_GW" <<'PY'
+import socket, struct, sys
+a_ip, a_gw = sys.argv[1], sys.argv[2]
+def query(name):
+    body = b''.join(bytes([len(p)]) + p.encode() for p in name.split('.')) + b'\0' + struct.pack('!HH', 1, 1)
+    return struct.pack('!HHHHHH', 7, 0x0100, 1, 0, 0, 0) + body
+def job():
+    try:
+        c = socket.create_connection((a_ip, 7777), timeout=3)
+        return 'open:' + c.recv(64).decode().strip()
+    except Exception as e:
+        return 'closed'
+def dns_udp():
+    try:
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(3)
+        s.sendto(query('blocked.test'), (a_gw, 53))
+        r = s.recv(512)
+        return 'rcode%d' % (r[3] & 0xf)
+    except Exception:
+        return 'none'
+def dns_tcp():
+    try:
+        c = socket.create_connection((a_gw, 53), timeout=3)
+        q = query('blocked.test'); c.sendall(struct.pack('!H', len(q)) + q)
+        r = c.recv(512)
+        return 'rcode%d' % (r[5] & 0xf) if len(r) > 5 else 'none'
+    except Exception:
+        return 'closed'
+def proxy():
+    try:
+        c = socket.create_connection((a_gw, 3128), timeout=3)
+        c.sendall(b'CONNECT blocked.test:80 HTTP/1.1\r\nHost: blocked.test:80\r\n\r\n')
+        r = c.recv(200)
+        if not r.startswith(b'HTTP/1.1 200'):
+            return 'refused:' + r.split(b'\r\n')[0].decode()
+        c.sendall(b'GET / HTTP/1.1\r\nHost: blocked.test\r\nConnection: close\r\n\r\n')
+        return 'open:' + c.recv(400).split(b'\r\n')[-1].decode().strip()
+    except Exception:
+        return 'closed'
+print('job=' + job())
+print('dns_udp=' + dns_udp())
+print('dns_tcp=' + dns_tcp())
+print('proxy=' + proxy())
+PY
+"#;
+
 #[test]
 fn jobs_cannot_reach_each_other() {
     need_root!();
     let net = world();
     let p = net.w.policy(POLICY);
     let mut a = net.w.cmd();
-    a.args(["run", "-q", "-p"]).arg(&p).args([
-        "--",
-        "/bin/bash",
-        "-c",
-        "awk '/32 host LOCAL/{print f} {f=$2}' /proc/net/fib_trie | grep -v '^127[.]' | head -n 1; sleep 5",
-    ])
-    .stdout(Stdio::piped())
-    .stderr(Stdio::null());
+    a.args(["run", "-q", "-p"])
+        .arg(&p)
+        .args(["-g", "audit", "-w"])
+        .arg(net.w.ws())
+        .arg("--egress-log")
+        .arg(&net.log)
+        .args(["--", "/bin/bash", "-c", LISTENER])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
     let mut a = a.spawn().expect("job a");
+    let mut a_out = std::io::BufReader::new(a.stdout.take().expect("stdout"));
     let mut line = String::new();
-    std::io::BufReader::new(a.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("a's address");
-    let a_ip = line.split_whitespace().next().unwrap_or("").to_owned();
+    a_out.read_line(&mut line).expect("a's address");
+    let (a_ip, a_gw) = match line.split_whitespace().collect::<Vec<_>>()[..] {
+        [ip, gw, "ready"] => (ip.to_owned(), gw.to_owned()),
+        _ => panic!("job a did not start: {line:?}"),
+    };
     assert!(a_ip.starts_with("10.213."), "job a's address: {line:?}");
-    let (out, _) = net.job(
-        "default",
-        &format!("echo \"reach=$(timeout 2 bash -c 'echo > /dev/tcp/{a_ip}/22' 2>/dev/null; echo $?)\"; echo \"ping_gw_other=$(timeout 2 bash -c 'echo > /dev/tcp/{a_ip}/80' 2>/dev/null; echo $?)\""),
+    let a_id = std::fs::read_dir(net.w.state().join("jobs"))
+        .expect("jobs")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|n| !n.ends_with(".json"))
+        .expect("job a's id");
+
+    // B in the default group, in audit mode, and with an allow rule covering the job pool.
+    let mut failures = vec![];
+    for group in ["default", "audit", "wide"] {
+        let (out, o) = net.job(
+            group,
+            &format!("A_IP={a_ip} A_GW={a_gw}\n{PROBE_OTHER_JOB}"),
+        );
+        assert!(o.status.success(), "{group}: {out}\n{}", stderr(&o));
+        let r = results(&out);
+        if r["job"] != "closed" {
+            failures.push(format!("{group}: job a's port: {}", r["job"]));
+        }
+        if r["proxy"].starts_with("open") {
+            failures.push(format!("{group}: job a's CONNECT proxy: {}", r["proxy"]));
+        }
+        if r["dns_tcp"] != "closed" {
+            failures.push(format!("{group}: job a's DNS over TCP: {}", r["dns_tcp"]));
+        }
+        // UDP DNS to any address is answered by the job's own gateway, if at all: in block
+        // mode blocked.test must not resolve.
+        if group != "audit" && r["dns_udp"] == "rcode0" {
+            failures.push(format!("{group}: blocked.test resolved: {}", r["dns_udp"]));
+        }
+    }
+    // Stop job a: its gateway (airlock's host: the test's namespace, never this process's)
+    // connects to it.
+    let stop = net
+        .w
+        .in_netns(&[
+            "timeout",
+            "5",
+            "bash",
+            "-c",
+            &format!("exec 3<>/dev/tcp/{a_ip}/7777"),
+        ])
+        .status()
+        .expect("bash");
+    assert!(stop.success(), "cannot reach job a from its host");
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut a_out, &mut rest).expect("a's output");
+    let st = a.wait().expect("job a");
+    assert!(st.success(), "job a: {rest}");
+    assert_eq!(
+        rest.trim(),
+        "accepted=0",
+        "other jobs reached job a; {failures:?}"
     );
-    let r = results(&out);
-    assert_ne!(r["reach"], "0", "{out}");
-    assert_ne!(r["ping_gw_other"], "0", "{out}");
-    let _ = a.wait();
+    // Nothing of B's was served, or recorded, by A's gateway.
+    let of_a: Vec<_> = net
+        .records()
+        .into_iter()
+        .filter(|r| r["job"] == a_id.as_str())
+        .collect();
+    assert!(
+        of_a.is_empty(),
+        "job a's gateway served other jobs: {of_a:#?}; {failures:?}"
+    );
+    assert!(failures.is_empty(), "{failures:#?}");
+    net.w.assert_clean();
+}
+
+#[test]
+fn the_gateway_never_dials_the_host() {
+    need_root!();
+    let mut net = world();
+    // A service of airlock's host: on the test namespace's own address (its veth to the fake
+    // internet), where airlock and its gateways run.
+    let t = net.w.netns.clone().expect("netns");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fakehosts.py");
+    let mut c = Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{t}"))
+        .args(["--", "/usr/bin/python3", script, "host", "198.51.100.1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("host service");
+    let mut line = String::new();
+    std::io::BufReader::new(c.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("ready");
+    net.procs.push(c);
+    assert_eq!(line.trim(), "ready", "the host service did not start");
+
+    let gw = "$(awk '/^nameserver/{print $2; exit}' /etc/resolv.conf)";
+    let script = format!(
+        r#"
+echo "loop_dns=$({CURL} http://loop.test/ ; echo " rc=$?")"
+echo "host_dns=$({CURL} http://host.test/ ; echo " rc=$?")"
+echo "loop_gw=$({CURL} --resolve loop.test:80:198.51.100.10 http://loop.test/ ; echo " rc=$?")"
+echo "host_gw=$({CURL} --resolve host.test:80:198.51.100.10 http://host.test/ ; echo " rc=$?")"
+echo "host_connect=$({CURL} -p -x http://{gw}:3128 http://host.test/ ; echo " rc=$?")"
+"#
+    );
+    let (out, o) = net.job("default", &script);
+    assert!(
+        o.status.success(),
+        "{out}
+{}",
+        stderr(&o)
+    );
+    let audit = format!(
+        r#"
+echo "pool_dns=$({CURL} http://pool.test/ ; echo " rc=$?")"
+echo "pool_gw=$({CURL} --resolve pool.test:80:198.51.100.10 http://pool.test/ ; echo " rc=$?")"
+echo "host_dns=$({CURL} http://host.test/ ; echo " rc=$?")"
+echo "host_gw=$({CURL} --resolve host.test:80:198.51.100.10 http://host.test/ ; echo " rc=$?")"
+"#
+    );
+    let (audit_out, o) = net.job("audit", &audit);
+    assert!(
+        o.status.success(),
+        "{audit_out}
+{}",
+        stderr(&o)
+    );
+    for (k, v) in results(&out).into_iter().chain(results(&audit_out)) {
+        assert!(
+            !v.ends_with("rc=0") && !v.contains("host="),
+            "{k}: the gateway dialled the host: {v}
+{out}
+{audit_out}"
+        );
+    }
+
+    let recs = net.records();
+    let denied = |kind: &str, name: &str, why: &str| {
+        assert!(
+            recs.iter().any(|r| r["kind"] == kind
+                && r["name"] == name
+                && r["verdict"] == "deny"
+                && r["reason"].as_str().unwrap_or("").contains(why)),
+            "no {kind} record denying {name} as \"{why}\": {recs:#?}"
+        );
+    };
+    denied("dns", "loop.test", "never reachable");
+    denied("http", "loop.test", "never reachable");
+    denied("dns", "host.test", "host address");
+    denied("http", "host.test", "host address");
+    denied("connect", "host.test", "host address");
+    denied("dns", "pool.test", "job address pool");
+    denied("http", "pool.test", "job address pool");
+    assert!(
+        !recs
+            .iter()
+            .any(|r| r["verdict"] == "allow" && r["resolved"] == "198.51.100.1"),
+        "{recs:#?}"
+    );
     net.w.assert_clean();
 }
 

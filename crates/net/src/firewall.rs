@@ -2,9 +2,11 @@
 //! handful of set elements added and removed in one batch.
 //!
 //! The order of decisions for a packet from a job (interfaces `alk*`):
-//! 1. IPv6: dropped (IPv6 is also disabled inside the job's namespace).
-//! 2. Never-reachable destinations (metadata endpoints, loopback): refused and recorded, before
-//!    and regardless of anything a policy allows.
+//! 1. IPv6: dropped (IPv6 is also disabled inside the job's namespace); so is a packet whose
+//!    source address is not routed back through the interface it came in on (a job forging
+//!    another job's address to borrow its gateway, allow rules or audit mode).
+//! 2. Never-reachable destinations (metadata endpoints, loopback) and other jobs' addresses:
+//!    refused and recorded, before and regardless of anything a policy allows.
 //! 3. Allowed internal CIDR:port of this job: routed there.
 //! 4. DNS to anywhere, and HTTP(S) to any public address: redirected to the job's gateway
 //!    address, where the egress gateway decides by name.
@@ -14,8 +16,11 @@
 //!    timeouts, and a scan of an internal range finds nothing open — not even the gateway's
 //!    proxy ports. The first packet of each denied flow goes, with its original destination,
 //!    to NFLOG group [`NFLOG_GROUP`], where airlock turns it into a record.
-//! 7. Nothing enters a job's interface unless it answers the job (`ct state established`), so
-//!    jobs cannot reach each other.
+//! 7. A job reaches its own gateway address only (the `job_gw` pairs), never another job's:
+//!    another gateway's DNS or CONNECT proxy would serve it under that job's allow-list.
+//! 8. Nothing enters a job's interface unless it answers the job (`ct state established`),
+//!    checked before anything a job's policy allows, so no job — audit mode and broad allow
+//!    rules included — ever opens a connection to another.
 //!
 //! Forwarding (`net.ipv4.ip_forward`) is needed only for 3 and 5; airlock turns it on when a
 //! job has allow rules or runs in audit mode.
@@ -27,15 +32,16 @@ use std::process::{Command, Stdio};
 use airlock_policy::AllowRule;
 
 use crate::link::IFACE_PREFIX;
+use crate::nftnl::{Allowed, Element};
 use crate::NetError;
 
 /// The table's name.
 pub const TABLE: &str = "airlock";
 /// Marker of this version of the rules, kept as the table's comment: a table without it (an
 /// older airlock) is replaced.
-pub const RULES_VERSION: &str = "airlock-rules-6";
+pub const RULES_VERSION: &str = "airlock-rules-7";
 /// An empty set whose presence marks the current rules (checked over netlink on every attach).
-pub const RULES_VERSION_SET: &str = "rules_v6";
+pub const RULES_VERSION_SET: &str = "rules_v7";
 /// NFLOG group of dropped packets.
 pub const NFLOG_GROUP: u16 = 7141;
 /// Ports the gateway serves on each job's gateway address.
@@ -79,7 +85,8 @@ pub fn ruleset() -> String {
   set {RULES_VERSION_SET} {{ type ipv4_addr; }}
   set jobs {{ type ipv4_addr; }}
   set audit_jobs {{ type ipv4_addr; }}
-  set gateways {{ type ipv4_addr; }}
+  # (job address . its gateway address): each job may use its own gateway only.
+  set job_gw {{ type ipv4_addr . ipv4_addr; }}
   set never {{ type ipv4_addr; flags interval; elements = {{ {never} }} }}
   set internal {{ type ipv4_addr; flags interval; elements = {{ {internal} }} }}
   set allowed {{ type ipv4_addr . ipv4_addr . inet_proto . inet_service; flags interval; }}
@@ -91,12 +98,16 @@ pub fn ruleset() -> String {
     type filter hook prerouting priority -150; policy accept;
     iifname != "{i}*" return
     meta nfproto ipv6 drop
+    fib saddr . iif oif missing drop
+    ct state established,related return
     ip daddr @never jump record
     ip daddr @never return
-    ip daddr @gateways udp dport 53 return
-    ip daddr @gateways tcp dport {{ {ports} }} return
-    ip daddr @gateways jump record
-    ip daddr @gateways return
+    ip saddr . ip daddr @job_gw udp dport 53 return
+    ip saddr . ip daddr @job_gw tcp dport {{ {ports} }} return
+    ip saddr . ip daddr @job_gw jump record
+    ip saddr . ip daddr @job_gw return
+    ip daddr @jobs jump record
+    ip daddr @jobs return
     ip saddr . ip daddr . meta l4proto . th dport @allowed return
     udp dport 53 return
     tcp dport {{ 53, 80, 443 }} ip daddr != @internal return
@@ -115,8 +126,9 @@ pub fn ruleset() -> String {
   chain prerouting {{
     type nat hook prerouting priority dstnat; policy accept;
     iifname != "{i}*" return
-    ip daddr @gateways return
+    ip saddr . ip daddr @job_gw return
     ip daddr @never meta l4proto {{ tcp, udp }} redirect to :9
+    ip daddr @jobs meta l4proto {{ tcp, udp }} redirect to :9
     ip saddr . ip daddr . meta l4proto . th dport @allowed return
     udp dport 53 redirect
     tcp dport {{ 53, 80, 443 }} ip daddr != @internal redirect
@@ -132,16 +144,19 @@ pub fn ruleset() -> String {
   chain from_job_to_host {{
     meta nfproto ipv6 drop
     ct state established,related accept
-    ip daddr @gateways udp dport 53 accept
-    ip daddr @gateways tcp dport {{ {ports} }} accept
+    ip saddr . ip daddr @job_gw udp dport 53 accept
+    ip saddr . ip daddr @job_gw tcp dport {{ {ports} }} accept
     reject with icmpx type admin-prohibited
   }}
 
   chain forward {{
     type filter hook forward priority filter; policy accept;
-    iifname "{i}*" jump from_job
+    # Towards a job only replies, decided before from_job accepts anything: whatever a job's
+    # policy allows (audit mode, an allow rule whose CIDR covers the job pool), it never
+    # opens a connection to another job.
     oifname "{i}*" ct state established,related accept
     oifname "{i}*" drop
+    iifname "{i}*" jump from_job
   }}
 
   chain from_job {{
@@ -202,38 +217,52 @@ pub fn ensure_table() -> Result<(), NetError> {
     ))
 }
 
-fn single_elements(job: Ipv4Addr, gateway: Ipv4Addr, audit: bool) -> Vec<(&'static str, Ipv4Addr)> {
-    let mut v = vec![("jobs", job), ("gateways", gateway)];
+fn single_elements(job: Ipv4Addr, gateway: Ipv4Addr, audit: bool) -> Vec<Element> {
+    let mut v = vec![
+        Element::addr("jobs", job),
+        Element::pair("job_gw", job, gateway),
+    ];
     if audit {
-        v.push(("audit_jobs", job));
+        v.push(Element::addr("audit_jobs", job));
     }
     v
 }
 
-/// Adds a job's elements: one netlink batch, and one more for its allow rules if it has any.
+/// The errno of a failed message, if any, named after what it carried.
+fn first_error(codes: &[i32], items: &[Element], ignore: &[i32]) -> Option<(String, i32)> {
+    codes
+        .iter()
+        .enumerate()
+        .find(|(_, c)| **c != 0 && !ignore.contains(c))
+        .map(|(i, c)| {
+            let what = items
+                .get(i)
+                .map_or_else(|| "allowed".to_owned(), |e| e.set.to_owned());
+            (what, *c)
+        })
+}
+
+/// Adds a job's elements, allow rules included: one netlink batch, applied whole or not at
+/// all.
 pub fn attach(
     job: Ipv4Addr,
     gateway: Ipv4Addr,
     audit: bool,
     allow: &[AllowRule],
 ) -> Result<(), NetError> {
-    let codes = crate::nftnl::job_elements(true, &single_elements(job, gateway, audit))?;
-    if let Some(c) = codes.iter().find(|c| **c != 0) {
-        return Err(NetError::Firewall(format!(
-            "adding the job's elements: {}",
-            std::io::Error::from_raw_os_error(*c)
-        )));
-    }
-    match crate::nftnl::allowed_elements(true, job, allow)? {
-        0 => Ok(()),
-        c => Err(NetError::Firewall(format!(
-            "adding the job's allow rules: {}",
+    let items = single_elements(job, gateway, audit);
+    let allowed = Allowed { job, rules: allow };
+    let codes = crate::nftnl::job_elements(true, &items, Some(allowed))?;
+    match first_error(&codes, &items, &[]) {
+        None => Ok(()),
+        Some((set, c)) => Err(NetError::Firewall(format!(
+            "adding the job's elements ({set}): {}",
             std::io::Error::from_raw_os_error(c)
         ))),
     }
 }
 
-/// Removes a job's elements; elements already gone are not errors.
+/// Removes a job's elements, allow rules included; elements already gone are not errors.
 pub fn detach(
     job: Ipv4Addr,
     gateway: Ipv4Addr,
@@ -242,38 +271,159 @@ pub fn detach(
     errors: &mut Vec<String>,
 ) {
     // One batch for all (each nftables commit waits for an RCU grace period); if an element
-    // is already gone the batch is refused as a whole, so fall back to one batch each.
+    // is already gone the batch is refused as a whole, so fall back to one batch per element:
+    // a leaked `allowed` element would be inherited by the next job leasing the address.
     let items = single_elements(job, gateway, audit);
-    if let Ok(codes) = crate::nftnl::job_elements(false, &items) {
+    let allowed = Allowed { job, rules: allow };
+    if let Ok(codes) = crate::nftnl::job_elements(false, &items, Some(allowed)) {
         if codes.iter().all(|c| *c == 0) {
-            return detach_allow(job, allow, errors);
+            return;
         }
     }
-    for (set, addr) in items {
-        // One element per batch: a missing one (ENOENT) must not keep the others.
-        match crate::nftnl::job_elements(false, &[(set, addr)]) {
+    let one_by_one = items
+        .into_iter()
+        .map(|e| (vec![e], None))
+        .chain(allow.iter().map(|r| {
+            (
+                vec![],
+                Some(Allowed {
+                    job,
+                    rules: std::slice::from_ref(r),
+                }),
+            )
+        }));
+    for (items, allowed) in one_by_one {
+        // A missing element (ENOENT) must not keep the others.
+        match crate::nftnl::job_elements(false, &items, allowed) {
             Ok(codes) => {
-                if let Some(c) = codes.iter().find(|c| **c != 0 && **c != libc::ENOENT) {
+                if let Some((set, c)) = first_error(&codes, &items, &[libc::ENOENT]) {
                     errors.push(format!(
-                        "firewall: removing {addr} from {set}: {}",
-                        std::io::Error::from_raw_os_error(*c)
+                        "firewall: removing {job}'s element from {set}: {}",
+                        std::io::Error::from_raw_os_error(c)
                     ));
                 }
             }
             Err(e) => errors.push(format!("firewall: {e}")),
         }
     }
-    detach_allow(job, allow, errors);
 }
 
-fn detach_allow(job: Ipv4Addr, allow: &[AllowRule], errors: &mut Vec<String>) {
-    match crate::nftnl::allowed_elements(false, job, allow) {
-        Ok(0) => {}
-        Ok(c) if c == libc::ENOENT => {}
-        Ok(c) => errors.push(format!(
-            "firewall: removing allow rules of {job}: {}",
-            std::io::Error::from_raw_os_error(c)
-        )),
-        Err(e) => errors.push(format!("firewall: {e}")),
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs `f` in a thread of its own inside a fresh network namespace (nothing in it, no
+    /// packet sent: only the namespace's own nftables tables are touched). `None` when not
+    /// root or `nft` is missing.
+    fn in_fresh_netns<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+        if !nix::unistd::geteuid().is_root() || Command::new("nft").arg("-v").output().is_err() {
+            eprintln!("SKIPPED: needs root and nft");
+            return None;
+        }
+        let t = std::thread::spawn(move || {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("unshare");
+            f()
+        });
+        Some(t.join().expect("thread"))
+    }
+
+    /// The elements of each job-keyed set, as `nft` prints them.
+    fn sets() -> Vec<(&'static str, String)> {
+        ["jobs", "job_gw", "audit_jobs", "allowed"]
+            .into_iter()
+            .map(|s| {
+                let o = Command::new("nft")
+                    .args(["list", "set", "inet", TABLE, s])
+                    .output()
+                    .expect("nft");
+                assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+                let text = String::from_utf8_lossy(&o.stdout);
+                let elems = text
+                    .split_once("elements = {")
+                    .map(|(_, e)| {
+                        e.split('}')
+                            .next()
+                            .unwrap_or("")
+                            .split_whitespace()
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    })
+                    .unwrap_or_default();
+                (s, elems)
+            })
+            .collect()
+    }
+
+    fn rule(s: &str) -> AllowRule {
+        AllowRule::parse(s).expect("rule")
+    }
+
+    #[test]
+    fn a_jobs_elements_come_and_go_together() {
+        let r = in_fresh_netns(|| {
+            ensure_table().expect("table");
+            let (job, gw) = (Ipv4Addr::new(10, 213, 0, 6), Ipv4Addr::new(10, 213, 0, 5));
+            let allow = [rule("10.50.0.10/32:5432"), rule("10.1.0.0/16:53/udp")];
+            attach(job, gw, true, &allow).expect("attach");
+            let with = sets();
+            let mut errors = vec![];
+            detach(job, gw, true, &allow, &mut errors);
+            let without = sets();
+
+            // Detach still removes everything when some elements are already gone.
+            attach(job, gw, false, &allow).expect("attach again");
+            let gone = Command::new("nft")
+                .args(["delete element inet airlock jobs { 10.213.0.6 }"])
+                .status()
+                .expect("nft");
+            assert!(gone.success());
+            let mut errors2 = vec![];
+            detach(job, gw, false, &allow, &mut errors2);
+            (with, errors, without, errors2, sets())
+        });
+        let Some((with, errors, without, errors2, after_partial)) = r else {
+            return;
+        };
+        for (set, elems) in &with {
+            assert!(
+                !elems.is_empty(),
+                "{set} has no element after attach: {with:?}"
+            );
+        }
+        assert!(errors.is_empty(), "{errors:?}");
+        assert!(errors2.is_empty(), "{errors2:?}");
+        for sets in [&without, &after_partial] {
+            for (set, elems) in sets {
+                assert!(
+                    elems.is_empty(),
+                    "{set} kept elements after detach: {sets:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn an_attach_the_kernel_refuses_adds_nothing() {
+        let r = in_fresh_netns(|| {
+            ensure_table().expect("table");
+            let (job, gw) = (Ipv4Addr::new(10, 213, 0, 6), Ipv4Addr::new(10, 213, 0, 5));
+            // Overlapping intervals of one job: the kernel refuses the `allowed` elements
+            // (EEXIST), and with them, in the same batch, the job's other elements.
+            let allow = [rule("10.0.0.0/8:7777"), rule("10.1.0.0/16:7777")];
+            (attach(job, gw, true, &allow), sets())
+        });
+        let Some((attached, sets)) = r else {
+            return;
+        };
+        assert!(
+            attached.is_err(),
+            "the kernel accepted overlapping intervals"
+        );
+        for (set, elems) in &sets {
+            assert!(
+                elems.is_empty(),
+                "{set} has elements of a refused attach: {sets:?}"
+            );
+        }
     }
 }

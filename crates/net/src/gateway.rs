@@ -4,7 +4,9 @@
 //! The gateway decides by name, never by the address a job dialled: it resolves the allowed
 //! name itself and connects there, refuses answers inside internal or never-reachable ranges
 //! (DNS rebinding) unless the group allows that CIDR:port, and splices bytes without
-//! terminating TLS. Every query and connection becomes a [`ConnRecord`].
+//! terminating TLS. It runs on the host, so it never dials the host itself — loopback, the
+//! host's own interface addresses, the job address pool — whatever the group allows, audit
+//! mode included. Every query and connection becomes a [`ConnRecord`].
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::{Arc, Mutex};
@@ -106,6 +108,9 @@ pub struct GatewayConfig {
     pub rules: EgressRules,
     /// The upstream resolver.
     pub upstream: SocketAddr,
+    /// The job address pool (network address and prefix length): other jobs and their
+    /// gateways, never dialled for a job.
+    pub pool: (Ipv4Addr, u8),
 }
 
 struct Ctx {
@@ -149,10 +154,38 @@ impl Ctx {
         }
     }
 
-    /// Whether the gateway may connect to `ip:port` (DNS rebinding guard).
-    fn addr_verdict(&self, ip: Ipv4Addr, port: u16) -> Result<(), String> {
+    /// Which kind of host address `ip` is, if it is one: loopback and `0.0.0.0/8` ("this
+    /// host"), the job pool (other jobs, every job's gateway), the host's interface
+    /// addresses. The gateway runs on the host: dialled from here, they would reach the
+    /// host's own services.
+    async fn host_address(&self, ip: Ipv4Addr) -> Option<String> {
+        if ip.is_loopback() || ip.octets()[0] == 0 {
+            return Some("a host address (loopback)".into());
+        }
+        let (base, prefix) = self.cfg.pool;
+        if in_cidr(ip, base, u32::from(prefix)) {
+            return Some(format!(
+                "a host address (in the job address pool {base}/{prefix})"
+            ));
+        }
+        match host_addrs().await {
+            Ok(v) if v.contains(&ip) => Some("a host address (an interface of the host)".into()),
+            Ok(_) => None,
+            // Fail closed: without the list, any address might be the host's.
+            Err(e) => Some(format!(
+                "perhaps a host address (the host's addresses cannot be read: {e})"
+            )),
+        }
+    }
+
+    /// Whether the gateway may connect to `ip:port`: never to never-reachable or host
+    /// addresses, to internal ranges only through an allow rule (DNS rebinding guard).
+    async fn addr_verdict(&self, ip: Ipv4Addr, port: u16) -> Result<(), String> {
         if in_list(ip, NEVER) {
             return Err(format!("{ip} is never reachable"));
+        }
+        if let Some(what) = self.host_address(ip).await {
+            return Err(format!("{ip} is {what}: never reachable"));
         }
         if in_list(ip, INTERNAL) {
             let allowed = self
@@ -181,9 +214,77 @@ pub(crate) fn in_list(ip: Ipv4Addr, list: &[&str]) -> bool {
         let (Ok(a), Ok(p)) = (a.parse::<Ipv4Addr>(), p.parse::<u32>()) else {
             return false;
         };
-        let mask = if p == 0 { 0 } else { u32::MAX << (32 - p) };
-        u32::from(ip) & mask == u32::from(a) & mask
+        in_cidr(ip, a, p)
     })
+}
+
+fn in_cidr(ip: Ipv4Addr, net: Ipv4Addr, prefix: u32) -> bool {
+    let mask = match prefix {
+        0 => 0,
+        p => u32::MAX.checked_shl(32 - p.min(32)).unwrap_or(0),
+    };
+    u32::from(ip) & mask == u32::from(net) & mask
+}
+
+/// How long the host's interface addresses are reused before they are read again.
+const HOST_ADDRS_TTL: Duration = Duration::from_secs(2);
+
+/// The host's IPv4 interface addresses, read over netlink at most every [`HOST_ADDRS_TTL`]
+/// (shared by every gateway of the process: they all run in the host's namespace).
+static HOST_ADDRS: Mutex<Option<(Instant, Arc<Vec<Ipv4Addr>>)>> = Mutex::new(None);
+
+/// The host's addresses; after a failed read the last list read, if there is one.
+async fn host_addrs() -> Result<Arc<Vec<Ipv4Addr>>, String> {
+    if let Ok(c) = HOST_ADDRS.lock() {
+        if let Some((at, v)) = c.as_ref() {
+            if at.elapsed() < HOST_ADDRS_TTL {
+                return Ok(v.clone());
+            }
+        }
+    }
+    let v = match read_host_addrs().await {
+        Ok(v) => Arc::new(v),
+        Err(e) => {
+            tracing::warn!("reading the host's addresses: {e}");
+            return HOST_ADDRS
+                .lock()
+                .ok()
+                .and_then(|c| c.as_ref().map(|(_, v)| v.clone()))
+                .ok_or(e);
+        }
+    };
+    if let Ok(mut c) = HOST_ADDRS.lock() {
+        *c = Some((Instant::now(), v.clone()));
+    }
+    Ok(v)
+}
+
+async fn read_host_addrs() -> Result<Vec<Ipv4Addr>, String> {
+    use futures_util::TryStreamExt;
+    use rtnetlink::packet_route::address::AddressAttribute;
+    let (conn, handle, _) = rtnetlink::new_connection().map_err(|e| e.to_string())?;
+    let conn = tokio::spawn(conn);
+    let mut out = Vec::new();
+    let mut addrs = handle.address().get().execute();
+    let r = loop {
+        match addrs.try_next().await {
+            Ok(Some(m)) => {
+                for a in m.attributes {
+                    if let AddressAttribute::Address(IpAddr::V4(ip))
+                    | AddressAttribute::Local(IpAddr::V4(ip)) = a
+                    {
+                        if !out.contains(&ip) {
+                            out.push(ip);
+                        }
+                    }
+                }
+            }
+            Ok(None) => break Ok(out),
+            Err(e) => break Err(e.to_string()),
+        }
+    };
+    conn.abort();
+    r
 }
 
 /// Shannon entropy, in bits per character.
@@ -468,10 +569,22 @@ async fn answer(ctx: &Ctx, raw: &[u8]) -> Option<Vec<u8>> {
                     &name,
                     qtype,
                     "deny",
-                    &format!("resolves to never-reachable {bad}"),
+                    &format!("resolves to {bad}: never reachable"),
                     Some(IpAddr::V4(*bad)),
                 ));
                 return reply(&q, ResponseCode::NXDomain);
+            }
+            for a in &addrs {
+                if let Some(what) = ctx.host_address(*a).await {
+                    ctx.record(dns_record(
+                        &name,
+                        qtype,
+                        "deny",
+                        &format!("resolves to {a}, {what}: never reachable"),
+                        Some(IpAddr::V4(*a)),
+                    ));
+                    return reply(&q, ResponseCode::NXDomain);
+                }
             }
             ctx.record(dns_record(
                 &name,
@@ -663,7 +776,7 @@ async fn forward(
     };
     let mut chosen = None;
     for a in &addrs {
-        match ctx.addr_verdict(*a, port) {
+        match ctx.addr_verdict(*a, port).await {
             Ok(()) => {
                 chosen = Some(*a);
                 break;
@@ -881,6 +994,16 @@ mod tests {
         assert!(in_list("10.9.8.7".parse().expect("ip"), INTERNAL));
         assert!(in_list("100.64.1.1".parse().expect("ip"), INTERNAL));
         assert!(!in_list("198.51.100.10".parse().expect("ip"), INTERNAL));
+    }
+
+    #[test]
+    fn cidrs_match() {
+        let ip = |s: &str| s.parse::<Ipv4Addr>().expect("ip");
+        assert!(in_cidr(ip("10.213.7.2"), ip("10.213.0.0"), 16));
+        assert!(!in_cidr(ip("10.214.0.1"), ip("10.213.0.0"), 16));
+        assert!(in_cidr(ip("1.2.3.4"), ip("0.0.0.0"), 0));
+        assert!(in_cidr(ip("1.2.3.4"), ip("1.2.3.4"), 32));
+        assert!(!in_cidr(ip("1.2.3.5"), ip("1.2.3.4"), 32));
     }
 
     #[test]

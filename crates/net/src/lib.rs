@@ -159,6 +159,7 @@ pub fn setup(
             bind: lease.gateway,
             rules: rules.clone(),
             upstream,
+            pool: pool.cidr(),
         })?);
         step("gateway");
         Ok(())

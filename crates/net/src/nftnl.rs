@@ -1,5 +1,5 @@
-//! Per-job firewall elements over netlink: one nfnetlink batch per attach or detach, no `nft`
-//! process on the hot path.
+//! Per-job firewall elements over netlink: one nfnetlink batch per attach or detach (plain
+//! elements and allow rules together), no `nft` process on the hot path.
 
 use std::net::Ipv4Addr;
 
@@ -129,46 +129,85 @@ pub fn table_is_current() -> Result<bool, NetError> {
     Ok(codes.first() == Some(&0))
 }
 
-fn elements(set: &str, addrs: &[Ipv4Addr]) -> SetElementMessage {
+/// One element of a set with a plain key: an address, or a concatenation of addresses (each
+/// field of an `ipv4_addr . ipv4_addr` key is 4 bytes, already register-aligned).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Element {
+    /// The set.
+    pub set: &'static str,
+    /// The key's bytes.
+    pub key: Vec<u8>,
+}
+
+impl Element {
+    /// An element of a set of `ipv4_addr`.
+    pub fn addr(set: &'static str, a: Ipv4Addr) -> Self {
+        Self {
+            set,
+            key: a.octets().to_vec(),
+        }
+    }
+
+    /// An element of a set of `ipv4_addr . ipv4_addr`.
+    pub fn pair(set: &'static str, a: Ipv4Addr, b: Ipv4Addr) -> Self {
+        let mut key = a.octets().to_vec();
+        key.extend_from_slice(&b.octets());
+        Self { set, key }
+    }
+}
+
+fn elements(e: &Element) -> SetElementMessage {
     SetElementMessage {
         attributes: vec![
             SetElementList::Table(TABLE.to_owned()),
-            SetElementList::Set(set.to_owned()),
-            SetElementList::Elements(
-                addrs
-                    .iter()
-                    .map(|a| {
-                        ListAttribute::Element(vec![SetElementAttribute::Key(
-                            DataAttribute::Value(a.octets().to_vec()),
-                        )])
-                    })
-                    .collect(),
-            ),
+            SetElementList::Set(e.set.to_owned()),
+            SetElementList::Elements(vec![ListAttribute::Element(vec![
+                SetElementAttribute::Key(DataAttribute::Value(e.key.clone())),
+            ])]),
         ],
     }
 }
 
-/// Adds (or deletes) the job's single-address elements in one batch. Returns the errno of each
-/// element message (0 = ok).
-pub fn job_elements(add: bool, items: &[(&str, Ipv4Addr)]) -> Result<Vec<i32>, NetError> {
+/// A job's allow rules, as elements of the `allowed` set keyed by its address.
+#[derive(Debug, Clone, Copy)]
+pub struct Allowed<'a> {
+    /// The job's address.
+    pub job: Ipv4Addr,
+    /// Its rules.
+    pub rules: &'a [airlock_policy::AllowRule],
+}
+
+/// Adds (or deletes) a job's elements in one batch: its plain elements, one message each,
+/// then (if it has any allow rules) one message holding all its `allowed` elements. Returns the
+/// errno of each message in that order (0 = ok). A batch is applied whole or not at all.
+pub fn job_elements(
+    add: bool,
+    items: &[Element],
+    allowed: Option<Allowed<'_>>,
+) -> Result<Vec<i32>, NetError> {
+    let allowed = allowed.filter(|a| !a.rules.is_empty());
     let s = sock()?;
     let mut msgs = vec![control(ControlMessage::BatchBegin, 1)];
-    for (i, (set, addr)) in items.iter().enumerate() {
-        let body = elements(set, &[*addr]);
-        let inner = if add {
-            NfTablesMessage::NewSetElement(body)
+    let bodies = items
+        .iter()
+        .map(elements)
+        .chain(allowed.map(allowed_message));
+    for body in bodies {
+        let (inner, flags) = if add {
+            (
+                NfTablesMessage::NewSetElement(body),
+                NLM_F_ACK | NLM_F_CREATE,
+            )
         } else {
-            NfTablesMessage::DeleteSetElement(body)
+            (NfTablesMessage::DeleteSetElement(body), NLM_F_ACK)
         };
-        let flags = if add {
-            NLM_F_ACK | NLM_F_CREATE
-        } else {
-            NLM_F_ACK
-        };
-        msgs.push(msg(inner, flags, 2 + i as u32));
+        let seq = 1 + msgs.len() as u32;
+        msgs.push(msg(inner, flags, seq));
     }
-    msgs.push(control(ControlMessage::BatchEnd, 2 + items.len() as u32));
-    let r = exchange(&s, &msgs, items.len());
+    let acks = msgs.len() - 1;
+    let seq = 1 + msgs.len() as u32;
+    msgs.push(control(ControlMessage::BatchEnd, seq));
+    let r = exchange(&s, &msgs, acks);
     if !add {
         defer_close(s);
     }
@@ -212,39 +251,12 @@ fn allowed_element(
     ])
 }
 
-/// Adds (or deletes) a job's `allowed` elements in one batch; returns the errno (0 = ok).
-pub fn allowed_elements(
-    add: bool,
-    job: Ipv4Addr,
-    rules: &[airlock_policy::AllowRule],
-) -> Result<i32, NetError> {
-    if rules.is_empty() {
-        return Ok(0);
-    }
-    let s = sock()?;
-    let body = SetElementMessage {
+fn allowed_message(a: Allowed<'_>) -> SetElementMessage {
+    SetElementMessage {
         attributes: vec![
             SetElementList::Table(TABLE.to_owned()),
             SetElementList::Set("allowed".to_owned()),
-            SetElementList::Elements(rules.iter().map(|r| allowed_element(job, r)).collect()),
+            SetElementList::Elements(a.rules.iter().map(|r| allowed_element(a.job, r)).collect()),
         ],
-    };
-    let (inner, flags) = if add {
-        (
-            NfTablesMessage::NewSetElement(body),
-            NLM_F_ACK | NLM_F_CREATE,
-        )
-    } else {
-        (NfTablesMessage::DeleteSetElement(body), NLM_F_ACK)
-    };
-    let msgs = [
-        control(ControlMessage::BatchBegin, 1),
-        msg(inner, flags, 2),
-        control(ControlMessage::BatchEnd, 3),
-    ];
-    let r = exchange(&s, &msgs, 1);
-    if !add {
-        defer_close(s);
     }
-    Ok(r?.first().copied().unwrap_or(0))
 }

@@ -70,6 +70,11 @@ impl Pool {
         u32::from(ip) & (u32::MAX << (32 - self.prefix)) == self.base
     }
 
+    /// The pool's network address and prefix length.
+    pub fn cidr(&self) -> (Ipv4Addr, u8) {
+        (Ipv4Addr::from(self.base), self.prefix)
+    }
+
     fn blocks(&self) -> u32 {
         1 << (32 - self.prefix - 2)
     }

@@ -27,6 +27,9 @@ macro_rules! need_root {
     };
 }
 
+/// The firewall's sets whose elements belong to one job (crates/net/src/firewall.rs).
+pub const JOB_SETS: &[&str] = &["jobs", "job_gw", "audit_jobs", "allowed"];
+
 pub const AIRLOCK: &str = env!("CARGO_BIN_EXE_airlock");
 pub const PROBE: &str = env!("CARGO_BIN_EXE_airlock-probe");
 
@@ -192,12 +195,31 @@ impl World {
                 std::thread::sleep(std::time::Duration::from_millis(30));
             }
             assert!(!links.contains(": alk"), "job veths left:\n{links}");
-            let set = self
-                .in_netns(&["nft", "list", "set", "inet", "airlock", "jobs"])
+            // Every set keyed by a job's address: an element left behind (an allow rule, audit
+            // mode) would be inherited by the next job that leases the same address.
+            let table = self
+                .in_netns(&["nft", "list", "table", "inet", "airlock"])
                 .output()
-                .expect("nft");
-            let set = String::from_utf8_lossy(&set.stdout).into_owned();
-            assert!(!set.contains("elements"), "firewall elements left:\n{set}");
+                .expect("nft")
+                .status
+                .success();
+            // No table: this world never started a job's network.
+            for name in JOB_SETS.iter().filter(|_| table) {
+                let o = self
+                    .in_netns(&["nft", "list", "set", "inet", "airlock", name])
+                    .output()
+                    .expect("nft");
+                let set = String::from_utf8_lossy(&o.stdout).into_owned();
+                assert!(
+                    o.status.success(),
+                    "nft list set {name}: {}",
+                    String::from_utf8_lossy(&o.stderr)
+                );
+                assert!(
+                    !set.contains("elements"),
+                    "firewall elements left in {name}:\n{set}"
+                );
+            }
         }
         for ex in ["libcontainer", "runc", "runsc"] {
             let d = self.state().join(ex);
