@@ -168,6 +168,19 @@ impl AllowRule {
         })
     }
 
+    /// Whether both rules cover some same address, port and transport (CIDRs are either
+    /// nested or disjoint, so it is enough to test one network inside the other).
+    pub fn overlaps(&self, other: &AllowRule) -> bool {
+        let (wide, narrow) = if self.prefix <= other.prefix {
+            (self, other)
+        } else {
+            (other, self)
+        };
+        wide.covers(narrow.addr, narrow.port, narrow.proto)
+            && narrow.port == wide.port
+            && narrow.proto == wide.proto
+    }
+
     /// Whether `ip:port` over `proto` falls under this rule.
     pub fn covers(&self, ip: Ipv4Addr, port: u16, proto: Proto) -> bool {
         let mask = if self.prefix == 0 {
@@ -228,10 +241,20 @@ impl EgressRules {
                 )),
             }
         }
-        let mut allow = Vec::new();
+        let mut allow: Vec<AllowRule> = Vec::new();
         for a in &e.allow {
             match AllowRule::parse(a) {
-                Ok(r) => allow.push(r),
+                Ok(r) => {
+                    // The firewall keeps allow rules in an interval set, which refuses
+                    // overlapping elements: the job would fail to start. Say so here.
+                    if let Some(o) = allow.iter().find(|o| o.overlaps(&r)) {
+                        errors.push(format!(
+                            "allow rules \"{o}\" and \"{r}\" overlap (same port, one network inside the other); keep only the wider one"
+                        ));
+                    } else {
+                        allow.push(r);
+                    }
+                }
                 Err(m) => errors.push(m),
             }
         }
@@ -321,6 +344,31 @@ mod tests {
             ..Egress::default()
         };
         assert_eq!(EgressRules::from_policy(&e).expect_err("bad").len(), 2);
+    }
+
+    #[test]
+    fn overlapping_allow_rules_are_refused_by_name() {
+        let rules = |v: &[&str]| Egress {
+            allow: v.iter().map(|s| s.to_string()).collect(),
+            ..Egress::default()
+        };
+        let e = EgressRules::from_policy(&rules(&["10.0.0.0/8:443", "10.1.2.3/32:443"]))
+            .expect_err("overlap");
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(
+            e[0].contains("10.0.0.0/8:443") && e[0].contains("10.1.2.3/32:443"),
+            "{e:?}"
+        );
+        assert!(EgressRules::from_policy(&rules(&["10.1.2.3:5432", "10.1.2.3/32:5432"])).is_err());
+        // Other port, other transport, disjoint networks: fine.
+        let ok = EgressRules::from_policy(&rules(&[
+            "10.0.0.0/8:443",
+            "10.1.2.3/32:5432",
+            "10.0.0.0/8:443/udp",
+            "192.168.0.0/16:443",
+        ]))
+        .expect("no overlap");
+        assert_eq!(ok.allow.len(), 4);
     }
 
     #[test]
