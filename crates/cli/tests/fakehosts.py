@@ -3,13 +3,16 @@ creates; every address below belongs to those namespaces.
 
     fakehosts.py internet CERT KEY   HTTP and HTTPS on 198.51.100.10 and .11 (each says which
                                      address served it), DNS on 198.51.100.53
-    fakehosts.py metadata            an IMDS look-alike on 169.254.169.254:80 handing out
-                                     "credentials"
+    fakehosts.py metadata            an IMDS look-alike on 169.254.169.254:80 and
+                                     [fd00:ec2::254]:80 handing out "credentials"
     fakehosts.py corp                a "database" on 10.50.0.10:5432 and ssh on :22
     fakehosts.py dns IP NAME=ADDR…   only the DNS server, on IP, answering the given names
                                      (the serve end-to-end test's api.github.test)
     fakehosts.py host IP             HTTP on IP:80, run in airlock's own namespace: a service
                                      of the host that no job may reach
+    fakehosts.py echo PORT           UDP echo and a TCP listener on 0.0.0.0:PORT, run in
+                                     airlock's own namespace: reachable on every gateway
+                                     address unless the firewall stops the job
 """
 import http.server
 import socket
@@ -71,6 +74,24 @@ class Metadata(Handler):
 
     do_GET = _reply
     do_PUT = _reply
+
+
+class Server6(socketserver.ThreadingMixIn, http.server.HTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    address_family = socket.AF_INET6
+
+    def server_bind(self):
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = self.server_address[:2]
+
+
+def udp_echo(port):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("0.0.0.0", port))
+    while True:
+        data, peer = s.recvfrom(512)
+        s.sendto(b"echo " + data, peer)
 
 
 class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
@@ -142,14 +163,21 @@ def main():
             serve((ip, 80), Handler)
             serve((ip, 443), Handler, ctx)
             listen((ip, 853))
+            listen((ip, 8080))
         threading.Thread(target=dns, args=(("198.51.100.53", 53),), daemon=True).start()
     elif mode == "metadata":
         serve(("169.254.169.254", 80), Metadata)
+        s6 = Server6(("fd00:ec2::254", 80), Metadata)
+        threading.Thread(target=s6.serve_forever, daemon=True).start()
     elif mode == "dns":
         zone = dict(a.lower().split("=", 1) for a in sys.argv[3:])
         threading.Thread(target=dns, args=((sys.argv[2], 53), zone), daemon=True).start()
     elif mode == "host":
         serve((sys.argv[2], 80), Handler)
+    elif mode == "echo":
+        port = int(sys.argv[2])
+        listen(("0.0.0.0", port))
+        threading.Thread(target=udp_echo, args=(port,), daemon=True).start()
     elif mode == "corp":
         listen(("10.50.0.10", 5432))
         listen(("10.50.0.10", 22))

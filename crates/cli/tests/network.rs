@@ -80,6 +80,30 @@ fn world() -> Net {
         ip(&["-n", &ns, "link", "set", "eth0", "up"]);
         let gw = t_ip.split('/').next().expect("ip");
         ip(&["-n", &ns, "route", "add", "default", "via", gw]);
+        if name == "meta" {
+            // The IPv6 metadata address exists and serves: if a job could send IPv6 at all,
+            // it would reach it.
+            ip(&[
+                "-n",
+                &ns,
+                "addr",
+                "add",
+                "fd00:ec2::254/64",
+                "dev",
+                "eth0",
+                "nodad",
+            ]);
+            ip(&[
+                "-n",
+                &t,
+                "addr",
+                "add",
+                "fd00:ec2::1/64",
+                "dev",
+                &v,
+                "nodad",
+            ]);
+        }
     }
     // The test namespace's "internet" is the fake internet host.
     ip(&["-n", &t, "route", "add", "default", "via", "198.51.100.10"]);
@@ -145,6 +169,21 @@ fn world() -> Net {
         assert_eq!(line.trim(), "ready", "fake host {host} did not start");
         net.procs.push(c);
     }
+    // A UDP echo and a TCP listener on every address of airlock's own namespace (gateway
+    // addresses included): what the firewall must keep jobs from.
+    let mut c = net
+        .w
+        .in_netns(&["/usr/bin/python3", script, "echo", "5353"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("echo host");
+    let mut line = String::new();
+    std::io::BufReader::new(c.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("ready");
+    assert_eq!(line.trim(), "ready", "echo host did not start");
+    net.procs.push(c);
     // The CA certificate of the fake internet, visible to jobs through the workspace.
     std::fs::copy(&cert, net.w.ws().join("ca.pem")).expect("ca");
     net
@@ -200,7 +239,35 @@ echo "sni_elsewhere=$({CURL} --resolve allowed.test:443:198.51.100.11 https://al
 echo "other_port=$(timeout 3 bash -c 'echo > /dev/tcp/198.51.100.11/8080' 2>/dev/null; echo $?)"
 echo "dot=$(timeout 3 bash -c 'echo > /dev/tcp/198.51.100.10/853' 2>/dev/null; echo $?)"
 echo "doh_by_ip=$({CURL} -k https://198.51.100.10/dns-query >/dev/null; echo $?)"
-echo "hardcoded_dns=$(timeout 3 bash -c 'exec 3<>/dev/udp/198.51.100.53/53; printf x >&3' ; getent hosts blocked.test >/dev/null; echo $?)"
+GW=$(awk '/^nameserver/{{print $2; exit}}' /etc/resolv.conf)
+/usr/bin/python3 - "$GW" <<'PY'
+import socket, struct, sys
+gw = sys.argv[1]
+# A query for blocked.test sent to the upstream resolver's address: the resolver would answer
+# 198.51.100.11; the gateway, which takes every DNS packet, answers NXDOMAIN.
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(3)
+q = struct.pack('!HHHHHH', 9, 0x0100, 1, 0, 0, 0) + b'\x07blocked\x04test\x00' + struct.pack('!HH', 1, 1)
+s.sendto(q, ('198.51.100.53', 53))
+try:
+    r = s.recv(512)
+    print('hardcoded_dns=rcode%d answers%d' % (r[3] & 0xf, struct.unpack('!H', r[6:8])[0]))
+except Exception:
+    print('hardcoded_dns=none')
+# UDP other than DNS to the gateway: an echo server listens there on the host.
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.settimeout(2)
+u.sendto(b'ping', (gw, 5353))
+try:
+    print('udp_gw=' + u.recv(64).decode())
+except Exception:
+    print('udp_gw=none')
+# The CONNECT proxy on a port other than 80/443.
+c = socket.create_connection((gw, 3128), timeout=3)
+c.sendall(b'CONNECT allowed.test:22 HTTP/1.1\r\nHost: allowed.test:22\r\n\r\n')
+print('connect_22=' + c.recv(64).decode().split('\r\n')[0])
+PY
+echo "tcp_gw=$(timeout 3 bash -c "echo > /dev/tcp/$GW/5353" 2>/dev/null; echo $?)"
+echo "connect_allowed=$({CURL} -x http://$GW:3128 https://allowed.test/)"
+echo "connect_blocked=$({CURL} -x http://$GW:3128 https://blocked.test/ >/dev/null; echo $?)"
 echo "rebind=$({CURL} --resolve rebind.test:80:198.51.100.11 http://rebind.test/)"
 echo "rebind_direct=$({CURL} http://rebind.test/ >/dev/null; echo $?)"
 "#
@@ -239,7 +306,30 @@ echo "rebind_direct=$({CURL} http://rebind.test/ >/dev/null; echo $?)"
         "DNS over TLS to a hard-coded resolver: {out}"
     );
     assert_ne!(r["doh_by_ip"], "0", "DoH to a hard-coded address: {out}");
-    assert_ne!(r["hardcoded_dns"], "0", "{out}");
+    assert_eq!(
+        r["hardcoded_dns"], "rcode3 answers0",
+        "DNS to a hard-coded resolver must be answered by the gateway: {out}"
+    );
+    assert_eq!(
+        r["udp_gw"], "none",
+        "UDP other than DNS to the gateway: {out}"
+    );
+    assert_ne!(
+        r["tcp_gw"], "0",
+        "a host port on the gateway address: {out}"
+    );
+    assert_eq!(
+        r["connect_allowed"], "host=198.51.100.10 tls host-header=allowed.test",
+        "the CONNECT proxy serves allowed names: {out}"
+    );
+    assert_ne!(
+        r["connect_blocked"], "0",
+        "CONNECT to a blocked name: {out}"
+    );
+    assert!(
+        r["connect_22"].contains(" 403"),
+        "CONNECT to a port other than 80/443: {out}"
+    );
     assert!(
         r["rebind"].starts_with("airlock:"),
         "DNS rebinding to an internal address: {out}"
@@ -271,6 +361,49 @@ echo "rebind_direct=$({CURL} http://rebind.test/ >/dev/null; echo $?)"
         .expect("allowed https record");
     assert_eq!(ok["resolved"], "198.51.100.10");
     assert!(ok["bytes_down"].as_u64().unwrap_or(0) > 0, "{ok}");
+    assert!(ok["bytes_up"].as_u64().unwrap_or(0) > 0, "{ok}");
+    assert_eq!(ok["port"], 443, "{ok}");
+    assert!(
+        ok["job"].as_str().is_some_and(|j| j.starts_with('j')),
+        "{ok}"
+    );
+    assert!(ok["duration_ms"].is_u64(), "{ok}");
+    assert_eq!(ok["dialled"], "198.51.100.10:443", "{ok}");
+    // Each denial has its record.
+    let dropped = |dialled: &str| {
+        recs.iter()
+            .any(|r| r["kind"] == "drop" && r["dialled"] == dialled && r["verdict"] == "deny")
+    };
+    for d in ["198.51.100.10:853", "198.51.100.11:8080"] {
+        assert!(dropped(d), "no drop record for {d}: {recs:#?}");
+    }
+    assert!(
+        recs.iter()
+            .any(|r| r["kind"] == "drop"
+                && r["dialled"].as_str().is_some_and(|d| d.ends_with(":5353"))),
+        "no drop record for UDP/TCP to the gateway's port 5353: {recs:#?}"
+    );
+    assert!(
+        recs.iter().any(|r| r["kind"] == "https"
+            && r["name"].is_null()
+            && r["reason"] == "no SNI in the ClientHello"),
+        "DoH by address (no SNI) not recorded: {recs:#?}"
+    );
+    assert!(
+        recs.iter().any(|r| r["kind"] == "connect"
+            && r["name"] == "allowed.test"
+            && r["port"] == 443
+            && r["verdict"] == "allow"),
+        "{recs:#?}"
+    );
+    assert!(denied("connect", "blocked.test"), "{recs:#?}");
+    assert!(
+        recs.iter().any(|r| r["kind"] == "connect"
+            && r["port"] == 22
+            && r["verdict"] == "deny"
+            && r["reason"].as_str().unwrap_or("").contains("not proxied")),
+        "{recs:#?}"
+    );
     net.w.assert_clean();
 }
 
