@@ -664,6 +664,24 @@ fn jobs_cannot_reach_each_other() {
         of_a.is_empty(),
         "job a's gateway served other jobs: {of_a:#?}; {failures:?}"
     );
+    // B's attempts are on B's record, named for what they were.
+    let lateral = net
+        .records()
+        .into_iter()
+        .filter(|r| {
+            r["job"] != a_id.as_str()
+                && r["kind"] == "drop"
+                && r["dialled"] == format!("{a_ip}:7777").as_str()
+        })
+        .collect::<Vec<_>>();
+    assert!(
+        !lateral.is_empty()
+            && lateral.iter().all(|r| r["reason"]
+                .as_str()
+                .unwrap_or("")
+                .contains("another job's address")),
+        "B's attempts on A's port are not recorded as such: {lateral:#?}"
+    );
     assert!(failures.is_empty(), "{failures:#?}");
     net.w.assert_clean();
 }

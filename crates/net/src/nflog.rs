@@ -122,11 +122,19 @@ fn proto_name(p: u8) -> String {
     }
 }
 
-/// The record of a report, for job `job`.
-pub fn record_of(r: &Report, job: &str) -> ConnRecord {
+/// The record of a report, for job `job`; `to_other_job` when the destination is another
+/// job's address or gateway (lateral movement, named as such in the record).
+pub fn record_of(r: &Report, job: &str, to_other_job: bool) -> ConnRecord {
     let reason = if r.denied {
         if crate::gateway::in_never(r.dst) {
             "never reachable (cloud metadata / loopback)".to_owned()
+        } else if to_other_job {
+            format!(
+                "{} to {}:{}: another job's address, never reachable (jobs cannot reach each other)",
+                proto_name(r.proto),
+                r.dst,
+                r.dport
+            )
         } else {
             format!(
                 "{} to {}:{} is not allowed",
@@ -279,7 +287,9 @@ fn deliver(r: &Report, lease_dir: &Path, jobs_dir: &Path) {
     if !dir.is_dir() {
         return;
     }
-    let Ok(mut line) = serde_json::to_vec(&record_of(r, job)) else {
+    let dst_block = Ipv4Addr::from(u32::from(r.dst) & !3);
+    let to_other_job = dst_block != block && lease_dir.join(dst_block.to_string()).exists();
+    let Ok(mut line) = serde_json::to_vec(&record_of(r, job, to_other_job)) else {
         return;
     };
     line.push(b'\n');
@@ -317,9 +327,50 @@ mod tests {
         assert_eq!(r.src, Ipv4Addr::new(10, 213, 0, 6));
         assert_eq!(r.dst, Ipv4Addr::new(169, 254, 169, 254));
         assert_eq!((r.dport, r.proto, r.denied), (80, 6, true));
-        let rec = record_of(&r, "j1");
+        let rec = record_of(&r, "j1", false);
         assert!(rec.reason.contains("never reachable"), "{}", rec.reason);
         assert!(decode(&[0x60; 40], "x").is_none(), "IPv6 is not decoded");
         assert!(!decode(&p, "airlock-audit").expect("decoded").denied);
+    }
+
+    #[test]
+    fn a_drop_towards_another_job_is_delivered_to_the_sender_and_named() {
+        let d = tempfile::tempdir().expect("tmp");
+        let (leases, jobs) = (d.path().join("leases"), d.path().join("jobs"));
+        for (block, job) in [("10.213.0.4", "ja"), ("10.213.0.8", "jb")] {
+            std::fs::create_dir_all(jobs.join(job)).expect("job dir");
+            std::fs::create_dir_all(&leases).expect("lease dir");
+            std::fs::write(leases.join(block), job).expect("lease");
+        }
+        // Job ja (10.213.0.6) tries job jb's address and then a public one.
+        for (dst, port) in [
+            (Ipv4Addr::new(10, 213, 0, 10), 22),
+            (Ipv4Addr::new(203, 0, 113, 9), 22),
+        ] {
+            let r = Report {
+                src: Ipv4Addr::new(10, 213, 0, 6),
+                dst,
+                dport: port,
+                proto: 6,
+                denied: true,
+            };
+            deliver(&r, &leases, &jobs);
+        }
+        let recs = take_records(&jobs.join("ja"));
+        assert_eq!(recs.len(), 2, "{recs:?}");
+        assert!(
+            recs[0].reason.contains("another job's address"),
+            "{}",
+            recs[0].reason
+        );
+        assert!(
+            !recs[1].reason.contains("another job"),
+            "{}",
+            recs[1].reason
+        );
+        assert!(
+            take_records(&jobs.join("jb")).is_empty(),
+            "the target job gets nothing"
+        );
     }
 }
