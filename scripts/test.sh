@@ -10,6 +10,9 @@ cargo clippy --workspace --all-targets -- -D warnings
 cargo build --workspace --bins
 # The fake GitHub and fake runner of the serve end-to-end tests (feature-gated test doubles).
 cargo build -p airlock-github --features fake --bins
-# Tests that depend on those binaries fail instead of skipping when they are missing.
-export AIRLOCK_TEST_STRICT=1
+# As root (CI), nothing may skip: tests that need root or the fake binaries fail instead of
+# skipping when something is missing. A non-root developer gets skip messages.
+if [ "$(id -u)" = 0 ]; then
+  export AIRLOCK_TEST_STRICT=1
+fi
 cargo test --workspace -- --test-threads=2
