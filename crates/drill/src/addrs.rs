@@ -62,3 +62,11 @@ pub const WORLD_MARKER: &str = "DRILL-WORLD";
 pub const FAKE_SECRET: &str = "DRILL-FAKE-SECRET-AKIADRILLDRILLDRILL";
 /// The text persistence attacks plant; the check looks for it.
 pub const PERSISTENCE_MARKER: &str = "AIRLOCK-DRILL-PERSISTENCE-MARKER";
+
+/// The address pool of the drill's jobs (`airlock --net-pool`): one /24, 64 blocks of /30, so
+/// that a sibling job is somewhere in the /24 the `sibling-job` attack sweeps, as it would be
+/// on a runner host with a small pool. The firewall's rules do not depend on the pool.
+pub const DRILL_POOL: &str = "10.213.0.0/24";
+/// Ports the `sibling-job` victim listens on, on its own job address (unprivileged ports: the
+/// job user cannot bind below 1024).
+pub const VICTIM_PORTS: [u16; 4] = [2222, 3306, 7777, 8080];

@@ -18,6 +18,7 @@
 pub mod addrs;
 pub mod attack;
 pub mod orchestrator;
+mod victim;
 pub mod world;
 
 pub use orchestrator::{

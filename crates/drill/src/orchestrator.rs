@@ -12,8 +12,9 @@ use std::time::{Duration, Instant};
 use airlock_policy::{EgressMode, HumanDuration, LoadedPolicy};
 use serde::Serialize;
 
-use crate::addrs::{ALLOWED_NAME, PERSISTENCE_MARKER, RESOLVER};
+use crate::addrs::{ALLOWED_NAME, DRILL_POOL, PERSISTENCE_MARKER, RESOLVER};
 use crate::attack::{self, Attack, AttackResult, Category, Expect};
+use crate::victim::{Victim, VictimRun};
 use crate::world::{Hit, World, WorldError};
 
 /// The longest any one attack's sandbox may live (the group's timeout is lowered to this).
@@ -80,6 +81,15 @@ pub enum DrillError {
     /// The positive control failed: "blocked" would mean nothing.
     #[error("the drill's world is broken: the control attack (fetch http://{ALLOWED_NAME}/ from a sandbox) failed: {0}")]
     WorldBroken(String),
+    /// The victim of an attack on a sibling job did not start or did not answer: "blocked"
+    /// would mean nothing.
+    #[error("the drill's world is broken: the victim job of {attack} is not alive: {reason}")]
+    VictimBroken {
+        /// The attack that needed it.
+        attack: String,
+        /// What went wrong.
+        reason: String,
+    },
     /// A file operation failed.
     #[error("{what} {}: {source}", path.display())]
     Io {
@@ -289,6 +299,7 @@ impl Scratch {
                 .arg(self.state())
                 .arg("--data-dir")
                 .arg(self.data())
+                .args(["--net-pool", DRILL_POOL])
                 .args(["gc", "--force"])
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
@@ -350,7 +361,14 @@ impl JobRun {
                     .and_then(|e| e.as_array())
                     .map(|e| e.iter().map(|v| v.to_string()).collect())
                     .unwrap_or_default();
-                format!("alert {d} (evidence seq {})", seqs.join(","))
+                // A scan's alert can cite hundreds of records: the range is enough here.
+                let seqs = match seqs.as_slice() {
+                    [first, .., last] if seqs.len() > 8 => {
+                        format!("{first}..{last}, {} records", seqs.len())
+                    }
+                    _ => seqs.join(","),
+                };
+                format!("alert {d} (evidence seq {seqs})")
             })
             .collect()
     }
@@ -374,25 +392,33 @@ struct Runner<'a> {
 }
 
 impl Runner<'_> {
+    /// `airlock run` of `./airlock-attack ID` in workspace `ws`, its report to `report`.
+    fn command(&self, id: &str, ws: &Path, report: &Path) -> Command {
+        let mut c = Command::new(&self.opts.airlock_exe);
+        c.arg("--state-dir")
+            .arg(self.scratch.state())
+            .arg("--data-dir")
+            .arg(self.scratch.data())
+            .args(["--net-pool", DRILL_POOL])
+            .args(["run", "-q", "--policy"])
+            .arg(&self.policy)
+            .args(["--group", &self.group, "--report"])
+            .arg(report)
+            .arg("-w")
+            .arg(ws)
+            .args(["--", "./airlock-attack", id])
+            .env_remove("AIRLOCK_POLICY");
+        c
+    }
+
     fn run(&self, id: &str) -> Result<JobRun, DrillError> {
         let dir = self.scratch.path();
         let ws = dir.join("ws");
         let report = dir.join("reports").join(format!("{id}.json"));
         let _ = std::fs::remove_file(&report);
         let before = self.world.hit_count();
-        let out = Command::new(&self.opts.airlock_exe)
-            .arg("--state-dir")
-            .arg(self.scratch.state())
-            .arg("--data-dir")
-            .arg(self.scratch.data())
-            .args(["run", "-q", "--policy"])
-            .arg(&self.policy)
-            .args(["--group", &self.group, "--report"])
-            .arg(&report)
-            .arg("-w")
-            .arg(&ws)
-            .args(["--", "./airlock-attack", id])
-            .env_remove("AIRLOCK_POLICY")
+        let out = self
+            .command(id, &ws, &report)
             .stdin(Stdio::null())
             .output()
             .map_err(io("running", &self.opts.airlock_exe))?;
@@ -414,15 +440,42 @@ impl Runner<'_> {
         })
     }
 
+    /// Starts the victim helper `id` for attack `attack` in a sandbox of its own (own
+    /// workspace, same group and policy) and proves it alive (see [`crate::victim`]).
+    fn start_victim(&self, attack: &str, id: &str) -> Result<Victim, DrillError> {
+        let dir = self.scratch.path();
+        let ws = dir.join("ws-victim");
+        std::fs::create_dir_all(&ws).map_err(io("creating", &ws))?;
+        let exe = ws.join("airlock-attack");
+        if !exe.is_file() {
+            std::fs::copy(dir.join("ws/airlock-attack"), &exe).map_err(io("copying", &exe))?;
+        }
+        let report = dir.join("reports").join(format!("{id}.json"));
+        let _ = std::fs::remove_file(&report);
+        let nonce = crate::victim::nonce().map_err(io("reading", Path::new("/dev/urandom")))?;
+        let mut cmd = self.command(id, &ws, &report);
+        cmd.arg(&nonce);
+        Victim::start(cmd, report, nonce).map_err(|reason| DrillError::VictimBroken {
+            attack: attack.to_owned(),
+            reason,
+        })
+    }
+
     fn attack(&self, a: &dyn Attack) -> Result<Row, DrillError> {
         let start = Instant::now();
+        // The victim (if any) lives for the whole attack; dropped on an error, it is stopped.
+        let victim = match a.victim() {
+            Some(v) => Some(self.start_victim(a.id(), v)?),
+            None => None,
+        };
         let first = self.run(a.id())?;
+        let victim = victim.map(Victim::stop);
         let mut runs = vec![first];
         if let Some(judge) = a.judged_by() {
             runs.push(self.run(judge)?);
         }
         let duration_ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
-        Ok(judge(a, &runs, duration_ms))
+        Ok(judge(a, &runs, victim.as_ref(), duration_ms))
     }
 }
 
@@ -444,15 +497,16 @@ fn planted_on_host() -> Vec<String> {
     found
 }
 
-/// Compares what happened with what must happen.
-fn judge(a: &dyn Attack, runs: &[JobRun], duration_ms: u64) -> Row {
+/// Compares what happened with what must happen. `victim`: the sibling job an attack on
+/// another job was aimed at; its records count as the world's.
+fn judge(a: &dyn Attack, runs: &[JobRun], victim: Option<&VictimRun>, duration_ms: u64) -> Row {
     let first = &runs[0];
     let last = &runs[runs.len() - 1];
     let world_hits: Vec<Hit> = runs
         .iter()
-        .flat_map(|r| r.hits.iter())
+        .flat_map(|r| r.hits.iter().cloned())
+        .chain(victim.iter().flat_map(|v| v.hits()))
         .filter(|h| !h.allowed())
-        .cloned()
         .collect();
     let mut evidence = Vec::new();
     let (outcome, stopped_by_limit) = first.outcome();
@@ -505,6 +559,14 @@ fn judge(a: &dyn Attack, runs: &[JobRun], duration_ms: u64) -> Row {
         }
     };
     let mut observed = observed;
+    if let Some(v) = victim {
+        evidence.push(v.summary());
+        // A victim that was not listening the whole time cannot vouch for "blocked".
+        if let (Observed::Blocked, Some(why)) = (observed, v.unsound()) {
+            evidence.push(format!("NO VERDICT: {why}"));
+            observed = Observed::Inconclusive;
+        }
+    }
     if a.judged_by().is_some() {
         let host = planted_on_host();
         if !host.is_empty() {
@@ -560,7 +622,11 @@ fn judge(a: &dyn Attack, runs: &[JobRun], duration_ms: u64) -> Row {
         passed,
         evidence: evidence.join("; "),
         world_hits,
-        jobs: runs.iter().filter_map(JobRun::job_id).collect(),
+        jobs: runs
+            .iter()
+            .filter_map(JobRun::job_id)
+            .chain(victim.and_then(VictimRun::job_id))
+            .collect(),
         duration_ms,
     }
 }
@@ -784,6 +850,7 @@ mod tests {
                 Some(&["denied-egress"]),
                 vec![hit("tcp", ATTACKER, "connect")],
             )],
+            None,
             1,
         );
         assert_eq!(r.observed, Observed::Succeeded);
@@ -802,6 +869,7 @@ mod tests {
                 Some(&["metadata-access"]),
                 vec![],
             )],
+            None,
             1,
         );
         assert_eq!(
@@ -822,12 +890,14 @@ mod tests {
                 Some(&["denied-egress"]),
                 vec![],
             )],
+            None,
             1,
         );
         assert_eq!((missing.alert_found, missing.passed), (Some(false), false));
         let unavailable = judge(
             a,
             &[run(Some(("metadata", false)), exited(0), None, vec![])],
+            None,
             1,
         );
         assert_eq!((unavailable.alert_found, unavailable.passed), (None, false));
@@ -843,6 +913,7 @@ mod tests {
         let r = judge(
             canary,
             &[run(Some(("canary", true)), exited(0), None, allowed)],
+            None,
             1,
         );
         assert!(r.passed && r.world_hits.is_empty());
@@ -850,6 +921,7 @@ mod tests {
         let r = judge(
             canary,
             &[run(Some(("canary", true)), exited(0), None, vec![])],
+            None,
             1,
         );
         assert!(!r.passed);
@@ -859,10 +931,10 @@ mod tests {
     fn a_job_killed_by_a_limit_is_blocked_but_silence_is_inconclusive() {
         let mem = attack::find("memory").expect("memory");
         let killed = serde_json::json!({ "kind": "signaled", "value": 9 });
-        let r = judge(mem, &[run(None, killed, None, vec![])], 1);
+        let r = judge(mem, &[run(None, killed, None, vec![])], None, 1);
         assert_eq!(r.observed, Observed::Blocked);
         assert!(r.passed);
-        let r = judge(mem, &[run(None, exited(1), None, vec![])], 1);
+        let r = judge(mem, &[run(None, exited(1), None, vec![])], None, 1);
         assert_eq!(r.observed, Observed::Inconclusive);
         assert!(!r.passed);
     }
@@ -882,7 +954,7 @@ mod tests {
             Some(&[]),
             vec![],
         );
-        let r = judge(p, &[planted, clean], 1);
+        let r = judge(p, &[planted, clean], None, 1);
         assert!(r.passed, "{r:?}");
         let planted = run(
             Some(("persistence", false)),
@@ -896,7 +968,98 @@ mod tests {
             Some(&[]),
             vec![],
         );
-        let r = judge(p, &[planted, found], 1);
+        let r = judge(p, &[planted, found], None, 1);
+        assert_eq!(r.observed, Observed::Succeeded);
+    }
+
+    fn victim(intrusions: usize, checks: usize, egress: &[&str], alive: bool) -> VictimRun {
+        use crate::addrs::VICTIM_PORTS;
+        use crate::attack::sibling_job::{Intrusion, VictimLog, VictimReady};
+        let attacker = std::net::Ipv4Addr::new(10, 213, 0, 10);
+        VictimRun {
+            ready: VictimReady {
+                victim_address: std::net::Ipv4Addr::new(10, 213, 0, 6),
+                gateway: std::net::Ipv4Addr::new(10, 213, 0, 5),
+                ports: VICTIM_PORTS.to_vec(),
+            },
+            log: Some(VictimLog {
+                checks: VICTIM_PORTS
+                    .iter()
+                    .flat_map(|p| std::iter::repeat_n(*p, checks))
+                    .collect(),
+                intrusions: (0..intrusions)
+                    .map(|_| Intrusion {
+                        peer: SocketAddr::from((attacker, 40000)),
+                        port: 7777,
+                        first_bytes: String::new(),
+                    })
+                    .collect(),
+            }),
+            alive_after: if alive {
+                Ok(())
+            } else {
+                Err("connect 10.213.0.6:7777: refused".into())
+            },
+            result: None,
+            report: Some(serde_json::json!({
+                "id": "victim1",
+                "egress": egress
+                    .iter()
+                    .map(|k| serde_json::json!({ "kind": k, "name": "allowed.drill.test", "port": 53, "verdict": "allow", "reason": "r" }))
+                    .collect::<Vec<_>>(),
+            })),
+            stderr: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_sibling_attack_is_judged_by_the_victims_records() {
+        let a = attack::find("sibling-job").expect("attack");
+        let attacker = || {
+            run(
+                Some(("sibling-job", false)),
+                exited(0),
+                Some(&["network-scan"]),
+                vec![],
+            )
+        };
+        // A live victim that saw nothing, the scan detected: blocked, passed.
+        let r = judge(a, &[attacker()], Some(&victim(0, 2, &["drop"], true)), 1);
+        assert_eq!((r.observed, r.passed), (Observed::Blocked, true), "{r:?}");
+        assert_eq!(r.jobs, ["j1", "victim1"]);
+        assert!(
+            r.evidence.contains("victim job 10.213.0.6"),
+            "{}",
+            r.evidence
+        );
+        // The victim accepted a connection the attack did not notice: it got through.
+        let r = judge(a, &[attacker()], Some(&victim(1, 2, &[], true)), 1);
+        assert_eq!(r.observed, Observed::Succeeded);
+        assert!(
+            r.evidence.starts_with("world saw 1: victim"),
+            "{}",
+            r.evidence
+        );
+        // The victim's gateway served someone (the victim itself sends nothing).
+        let r = judge(a, &[attacker()], Some(&victim(0, 2, &["dns"], true)), 1);
+        assert_eq!(r.observed, Observed::Succeeded);
+        assert_eq!(r.world_hits[0].service, "victim-gateway");
+        // A victim that died, or whose log lacks the checks, cannot vouch for "blocked".
+        let r = judge(a, &[attacker()], Some(&victim(0, 2, &[], false)), 1);
+        assert_eq!((r.observed, r.passed), (Observed::Inconclusive, false));
+        let r = judge(a, &[attacker()], Some(&victim(0, 1, &[], true)), 1);
+        assert_eq!(r.observed, Observed::Inconclusive);
+        assert!(
+            r.evidence.contains("1 of the 2 liveness checks"),
+            "{}",
+            r.evidence
+        );
+        let mut silent = victim(0, 2, &[], true);
+        silent.log = None;
+        let r = judge(a, &[attacker()], Some(&silent), 1);
+        assert_eq!(r.observed, Observed::Inconclusive);
+        // But a breach stays a breach whatever became of the victim.
+        let r = judge(a, &[attacker()], Some(&victim(1, 0, &[], false)), 1);
         assert_eq!(r.observed, Observed::Succeeded);
     }
 

@@ -59,7 +59,8 @@ pub enum WorldError {
 pub struct Hit {
     /// Milliseconds since the epoch.
     pub time_ms: u128,
-    /// `tcp`, `http`, `tls` or `dns`.
+    /// `tcp`, `http`, `tls` or `dns`; `victim` and `victim-gateway` for the records of a
+    /// sibling-job victim (a connection it accepted, a request its gateway served).
     pub service: String,
     /// The world address and port that was reached.
     pub local: SocketAddr,

@@ -138,6 +138,22 @@ fn default_policy_blocks_every_attack() {
         "attacks not blocked:\n{}",
         breaches.join("\n")
     );
+    // The attack on a sibling job had its victim: a second job, alive before and after,
+    // whose records (and its gateway's) show nobody else.
+    let sibling = rows
+        .iter()
+        .find(|r| r["attack"] == "sibling-job")
+        .expect("sibling-job row");
+    assert_eq!(
+        sibling["jobs"].as_array().map(Vec::len),
+        Some(2),
+        "attacker and victim: {sibling}"
+    );
+    let ev = sibling["evidence"].as_str().unwrap_or("");
+    assert!(
+        ev.contains("liveness checks answered, 0 other connections, its gateway served 0"),
+        "{sibling}"
+    );
     for cat in ["scenario", "network", "escape", "exhaustion"] {
         assert!(rows.iter().any(|r| r["category"] == cat), "no {cat} attack");
     }
@@ -170,7 +186,15 @@ fn audit_mode_lets_exfiltration_through_and_the_drill_says_so() {
     let p = policy.to_string_lossy().into_owned();
     let o = drill(
         tmp.path(),
-        &["--policy", &p, "--only", "exfil", "mount", "--keep"],
+        &[
+            "--policy",
+            &p,
+            "--only",
+            "exfil",
+            "mount",
+            "sibling-job",
+            "--keep",
+        ],
     );
     let out = String::from_utf8_lossy(&o.stdout);
     let err = String::from_utf8_lossy(&o.stderr);
@@ -185,11 +209,20 @@ fn audit_mode_lets_exfiltration_through_and_the_drill_says_so() {
         exfil.contains("world saw"),
         "the world's records must show it: {exfil}"
     );
+    // Audit mode lets a job's own egress through, never into another job.
+    let sibling = out
+        .lines()
+        .find(|l| l.contains(" sibling-job "))
+        .unwrap_or_else(|| panic!("no sibling-job row:\n{out}"));
+    assert!(
+        !sibling.contains("SUCCEEDED") && !sibling.contains("INCONCLUSIVE"),
+        "{sibling}"
+    );
     assert!(out.contains("1 got through"), "{out}");
     // Only the selected attacks (plus the control) ran.
     assert_eq!(
         err.lines().filter(|l| l.starts_with('[')).count(),
-        3,
+        4,
         "{err}"
     );
     // --keep: the effective policy points the group at the world.

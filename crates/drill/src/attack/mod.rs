@@ -44,6 +44,7 @@ mod rogue_runner;
 mod setns;
 mod setuid;
 mod shadow;
+pub mod sibling_job;
 mod sys_write;
 mod sysrq;
 mod tiocsti;
@@ -162,6 +163,12 @@ pub trait Attack: Sync {
     fn judged_by(&self) -> Option<&'static str> {
         None
     }
+    /// An attack on a SIBLING job: the drill runs this helper (a helper-only attack) in a
+    /// second sandbox of the same group for the whole time the attack runs, checks that it
+    /// is alive before and after, and judges by its records (see docs/drill.md).
+    fn victim(&self) -> Option<&'static str> {
+        None
+    }
     /// Helpers run only on behalf of another attack are not listed in the drill.
     fn helper_only(&self) -> bool {
         false
@@ -184,6 +191,8 @@ pub fn registry() -> &'static [&'static dyn Attack] {
         &hardcoded_ip::HardcodedIp,
         &doh::Doh,
         &rogue_runner::RogueRunner,
+        &sibling_job::SiblingJob,
+        &sibling_job::SiblingVictim,
         // Escape battery.
         &mount::Mount,
         &unshare::Unshare,
@@ -277,6 +286,10 @@ mod tests {
             if let Some(j) = a.judged_by() {
                 let judge = find(j).expect("judge registered");
                 assert!(judge.helper_only(), "{j} must be helper-only");
+            }
+            if let Some(v) = a.victim() {
+                let victim = find(v).expect("victim registered");
+                assert!(victim.helper_only(), "{v} must be helper-only");
             }
         }
         assert_eq!(registry()[0].expect(), Expect::Succeeds, "control first");
