@@ -63,13 +63,39 @@ fn defer_close(s: Socket) {
     }
 }
 
-/// Closes the sockets kept by deletions (see [`DEFERRED`]); may wait for an RCU grace period.
+/// Closes the sockets kept by deletions (see [`DEFERRED`]) without waiting for the grace
+/// period: a short-lived child process holds the last reference and closes it. The child
+/// only makes system calls (`close_range`, `_exit`), which is what is safe after `fork` in a
+/// multi-threaded process; it closes every descriptor, standard output first, so nobody
+/// reading this process's output waits for it.
 pub fn release_deferred() {
     let socks = match DEFERRED.lock() {
         Ok(mut v) => std::mem::take(&mut *v),
         Err(p) => std::mem::take(&mut *p.into_inner()),
     };
-    drop(socks);
+    if socks.is_empty() {
+        return;
+    }
+    // SAFETY: the child calls only async-signal-safe system calls, then exits.
+    match unsafe { nix::unistd::fork() } {
+        // SAFETY: plain system calls on this (child) process's own descriptors, then exit.
+        Ok(nix::unistd::ForkResult::Child) => unsafe {
+            libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0u32);
+            libc::_exit(0)
+        },
+        Ok(nix::unistd::ForkResult::Parent { child }) => {
+            // This process's copies are not the last ones: closing them does not wait.
+            drop(socks);
+            // Reaped in the background (a long-lived `airlock serve` keeps no zombie).
+            let _ = std::thread::Builder::new()
+                .name("netlink-close".into())
+                .spawn(move || {
+                    let _ = nix::sys::wait::waitpid(child, None);
+                });
+        }
+        // No child: close here, and wait.
+        Err(_) => drop(socks),
+    }
 }
 
 /// Sends messages as one buffer and collects the errno of each acked one (0 = ok).

@@ -318,7 +318,9 @@ pub fn run(
             teardown_errors.push(format!("writing egress log {}: {e}", log.display()));
         }
     }
+    let t = Instant::now();
     airlock_net::release_deferred();
+    tracing::debug!(job = %plan.id, release_us = t.elapsed().as_micros() as u64);
     Ok(JobReport {
         id: plan.id.clone(),
         group: plan.group.clone(),
