@@ -664,6 +664,27 @@ fn jobs_cannot_reach_each_other() {
         of_a.is_empty(),
         "job a's gateway served other jobs: {of_a:#?}; {failures:?}"
     );
+    // B's attempts on A's gateway, in every mode (audit included), are refused and on B's
+    // record as lateral movement.
+    let b_ids: std::collections::BTreeSet<String> = net
+        .records()
+        .into_iter()
+        .filter(|r| {
+            r["job"] != a_id.as_str()
+                && r["kind"] == "drop"
+                && r["dialled"] == format!("{a_gw}:3128").as_str()
+                && r["reason"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("another job's address")
+        })
+        .filter_map(|r| r["job"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(
+        b_ids.len(),
+        3,
+        "each of B's three jobs has its attempt on A's proxy recorded: {b_ids:?}"
+    );
     // B's attempts are on B's record, named for what they were.
     let lateral = net
         .records()

@@ -218,6 +218,8 @@ fn audit_mode_lets_exfiltration_through_and_the_drill_says_so() {
         !sibling.contains("SUCCEEDED") && !sibling.contains("INCONCLUSIVE"),
         "{sibling}"
     );
+    // ...and the probes of other jobs' gateways are on the record there too: the scan alert.
+    assert!(sibling.contains("network-scan"), "{sibling}");
     assert!(out.contains("1 got through"), "{out}");
     // Only the selected attacks (plus the control) ran.
     assert_eq!(

@@ -16,8 +16,9 @@
 //!    timeouts, and a scan of an internal range finds nothing open — not even the gateway's
 //!    proxy ports. The first packet of each denied flow goes, with its original destination,
 //!    to NFLOG group [`NFLOG_GROUP`], where airlock turns it into a record.
-//! 7. A job reaches its own gateway address only (the `job_gw` pairs), never another job's:
-//!    another gateway's DNS or CONNECT proxy would serve it under that job's allow-list.
+//! 7. A job reaches its own gateway address only (the `job_gw` pairs), never another job's
+//!    (the `gateways` set, refused and recorded in every mode, audit included): another
+//!    gateway's DNS or CONNECT proxy would serve it under that job's allow-list.
 //! 8. Nothing enters a job's interface unless it answers the job (`ct state established`),
 //!    checked before anything a job's policy allows, so no job — audit mode and broad allow
 //!    rules included — ever opens a connection to another.
@@ -39,9 +40,9 @@ use crate::NetError;
 pub const TABLE: &str = "airlock";
 /// Marker of this version of the rules, kept as the table's comment: a table without it (an
 /// older airlock) is replaced.
-pub const RULES_VERSION: &str = "airlock-rules-7";
+pub const RULES_VERSION: &str = "airlock-rules-8";
 /// An empty set whose presence marks the current rules (checked over netlink on every attach).
-pub const RULES_VERSION_SET: &str = "rules_v7";
+pub const RULES_VERSION_SET: &str = "rules_v8";
 /// NFLOG group of dropped packets.
 pub const NFLOG_GROUP: u16 = 7141;
 /// Ports the gateway serves on each job's gateway address.
@@ -87,6 +88,8 @@ pub fn ruleset() -> String {
   set audit_jobs {{ type ipv4_addr; }}
   # (job address . its gateway address): each job may use its own gateway only.
   set job_gw {{ type ipv4_addr . ipv4_addr; }}
+  # Every job's gateway address: another job's gateway is as off limits as another job.
+  set gateways {{ type ipv4_addr; }}
   set never {{ type ipv4_addr; flags interval; elements = {{ {never} }} }}
   set internal {{ type ipv4_addr; flags interval; elements = {{ {internal} }} }}
   set allowed {{ type ipv4_addr . ipv4_addr . inet_proto . inet_service; flags interval; }}
@@ -108,6 +111,8 @@ pub fn ruleset() -> String {
     ip saddr . ip daddr @job_gw return
     ip daddr @jobs jump record
     ip daddr @jobs return
+    ip daddr @gateways jump record
+    ip daddr @gateways return
     ip saddr . ip daddr . meta l4proto . th dport @allowed return
     udp dport 53 return
     tcp dport {{ 53, 80, 443 }} ip daddr != @internal return
@@ -129,6 +134,7 @@ pub fn ruleset() -> String {
     ip saddr . ip daddr @job_gw return
     ip daddr @never meta l4proto {{ tcp, udp }} redirect to :9
     ip daddr @jobs meta l4proto {{ tcp, udp }} redirect to :9
+    ip daddr @gateways meta l4proto {{ tcp, udp }} redirect to :9
     ip saddr . ip daddr . meta l4proto . th dport @allowed return
     udp dport 53 redirect
     tcp dport {{ 53, 80, 443 }} ip daddr != @internal redirect
@@ -221,6 +227,7 @@ fn single_elements(job: Ipv4Addr, gateway: Ipv4Addr, audit: bool) -> Vec<Element
     let mut v = vec![
         Element::addr("jobs", job),
         Element::pair("job_gw", job, gateway),
+        Element::addr("gateways", gateway),
     ];
     if audit {
         v.push(Element::addr("audit_jobs", job));
@@ -329,7 +336,7 @@ mod tests {
 
     /// The elements of each job-keyed set, as `nft` prints them.
     fn sets() -> Vec<(&'static str, String)> {
-        ["jobs", "job_gw", "audit_jobs", "allowed"]
+        ["jobs", "job_gw", "gateways", "audit_jobs", "allowed"]
             .into_iter()
             .map(|s| {
                 let o = Command::new("nft")

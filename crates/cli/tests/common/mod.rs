@@ -28,7 +28,7 @@ macro_rules! need_root {
 }
 
 /// The firewall's sets whose elements belong to one job (crates/net/src/firewall.rs).
-pub const JOB_SETS: &[&str] = &["jobs", "job_gw", "audit_jobs", "allowed"];
+pub const JOB_SETS: &[&str] = &["jobs", "job_gw", "gateways", "audit_jobs", "allowed"];
 
 pub const AIRLOCK: &str = env!("CARGO_BIN_EXE_airlock");
 pub const PROBE: &str = env!("CARGO_BIN_EXE_airlock-probe");
