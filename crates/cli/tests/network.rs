@@ -752,6 +752,7 @@ echo "pool_dns=$({CURL} http://pool.test/ ; echo " rc=$?")"
 echo "pool_gw=$({CURL} --resolve pool.test:80:198.51.100.10 http://pool.test/ ; echo " rc=$?")"
 echo "host_dns=$({CURL} http://host.test/ ; echo " rc=$?")"
 echo "host_gw=$({CURL} --resolve host.test:80:198.51.100.10 http://host.test/ ; echo " rc=$?")"
+echo "host_direct=$(timeout 3 bash -c 'echo > /dev/tcp/198.51.100.1/5353' 2>/dev/null; echo " rc=$?")"
 "#
     );
     let (audit_out, o) = net.job("audit", &audit);
@@ -787,6 +788,13 @@ echo "host_gw=$({CURL} --resolve host.test:80:198.51.100.10 http://host.test/ ; 
     denied("connect", "host.test", "host address");
     denied("dns", "pool.test", "job address pool");
     denied("http", "pool.test", "job address pool");
+    // An audit-mode job going straight to a host port is refused, and on the record.
+    assert!(
+        recs.iter().any(|r| r["kind"] == "drop"
+            && r["dialled"] == "198.51.100.1:5353"
+            && r["verdict"] == "deny"),
+        "no record of the audit-mode job's connection to a host port: {recs:#?}"
+    );
     assert!(
         !recs
             .iter()

@@ -40,9 +40,9 @@ use crate::NetError;
 pub const TABLE: &str = "airlock";
 /// Marker of this version of the rules, kept as the table's comment: a table without it (an
 /// older airlock) is replaced.
-pub const RULES_VERSION: &str = "airlock-rules-8";
+pub const RULES_VERSION: &str = "airlock-rules-9";
 /// An empty set whose presence marks the current rules (checked over netlink on every attach).
-pub const RULES_VERSION_SET: &str = "rules_v8";
+pub const RULES_VERSION_SET: &str = "rules_v9";
 /// NFLOG group of dropped packets.
 pub const NFLOG_GROUP: u16 = 7141;
 /// Ports the gateway serves on each job's gateway address.
@@ -152,6 +152,9 @@ pub fn ruleset() -> String {
     ct state established,related accept
     ip saddr . ip daddr @job_gw udp dport 53 accept
     ip saddr . ip daddr @job_gw tcp dport {{ {ports} }} accept
+    # An audit-mode job's packet reaches here with its own destination (not redirected): a
+    # host address. Refused, and recorded like any denial.
+    ip saddr @audit_jobs ct status ! dnat jump record
     reject with icmpx type admin-prohibited
   }}
 
