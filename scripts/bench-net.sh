@@ -51,7 +51,8 @@ run() { AIRLOCK_STATE_DIR="$work/state" nsenter --net="/run/netns/$T" "$A" run -
 airlock_net=(); airlock_det=()
 for i in $(seq "$N"); do
   log=$(AIRLOCK_LOG=debug run -- /bin/true 2>&1 | sed 's/\x1b\[[0-9;]*m//g')
-  airlock_net+=("$(awk '/phase="network ready"/{for(i=1;i<=NF;i++) if($i ~ /^at_us=/){sub("at_us=","",$i); print $i}}' <<<"$log")")
+  # The network's own steps, timed from its start (it runs beside the rootfs and helper).
+  airlock_net+=("$(awk '/step="gateway"/{for(i=1;i<=NF;i++) if($i ~ /^at_us=/){sub("at_us=","",$i); print $i}}' <<<"$log")")
   airlock_det+=("$(awk '{for(i=1;i<=NF;i++) if($i ~ /^net_detach_us=/){sub("net_detach_us=","",$i); print $i}}' <<<"$log")")
 done
 cli_net=(); cli_det=()

@@ -907,3 +907,53 @@ echo "meta=$({CURL} http://169.254.169.254/ ; echo " rc=$?")"
     }
     net.w.assert_clean();
 }
+
+#[test]
+fn a_network_that_cannot_be_attached_leaves_nothing_and_runs_nothing() {
+    need_root!();
+    let w = World::new();
+    // No upstream resolver anywhere (the policy names none, and the host's resolv.conf is
+    // empty in a mount namespace of this test's own): attaching the job's network fails on
+    // its thread, after the helper has been started; the helper must never get its go-ahead.
+    let empty = w.dir.path().join("empty-resolv.conf");
+    std::fs::write(&empty, "").expect("empty resolv.conf");
+    let bin = airlock_bin();
+    let mut c = w.in_netns(&[
+        "unshare",
+        "-m",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        "mount --bind \"$0\" /etc/resolv.conf && exec \"$@\"",
+        &empty.to_string_lossy(),
+        &bin,
+        "run",
+        "--",
+        "/bin/echo",
+        "should-not-run",
+    ]);
+    c.env("AIRLOCK_STATE_DIR", w.state())
+        .env("AIRLOCK_DATA_DIR", w.data())
+        .env_remove("AIRLOCK_POLICY")
+        .stdin(Stdio::null());
+    let o = c.output().expect("run");
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(125), "{err}");
+    assert!(!stdout(&o).contains("should-not-run"), "{err}");
+    assert!(err.contains("no upstream resolver"), "{err}");
+    if let Some(id) = job_id(&o) {
+        assert!(cgroups_of(&id).is_empty(), "{:?}", cgroups_of(&id));
+    }
+    // No helper left waiting for its go-ahead.
+    let helpers = std::process::Command::new("pgrep")
+        .args(["-f", &format!("__helper --job-dir {}", w.state().display())])
+        .output()
+        .expect("pgrep");
+    assert!(
+        String::from_utf8_lossy(&helpers.stdout).trim().is_empty(),
+        "helper processes left: {}",
+        String::from_utf8_lossy(&helpers.stdout)
+    );
+    w.assert_clean();
+}

@@ -67,7 +67,8 @@ pub struct NetState {
 }
 
 impl NetState {
-    fn lease(&self) -> Lease {
+    /// The job's addresses.
+    pub fn lease(&self) -> Lease {
         Lease::of_block(u32::from(self.block))
     }
     fn rules(&self) -> Vec<AllowRule> {

@@ -88,6 +88,11 @@ pub const RESULT_FILE: &str = "result.json";
 /// The init pid, written as soon as the container exists.
 pub const INIT_PID_FILE: &str = "init.pid";
 
+/// What airlock writes to the helper's stdin once the job's network namespace exists: the
+/// helper is started while the network is still being attached (their start-up overlaps)
+/// and creates nothing before it reads this.
+pub const GO: &[u8] = b"g";
+
 /// Runs the helper; returns the process exit code.
 pub fn main(args: HelperArgs) -> i32 {
     // SAFETY: prctl with these options only changes this process's own attributes.
@@ -98,6 +103,11 @@ pub fn main(args: HelperArgs) -> i32 {
     if nix::unistd::getppid() == Pid::from_raw(1) {
         // airlock died before PDEATHSIG was armed.
         return 3;
+    }
+    if !go_ahead() {
+        // airlock gave up on the job (its network failed, or it was stopped): nothing was
+        // created, nothing to report.
+        return 4;
     }
     let outcome = match run(&args) {
         Ok(o) => o,
@@ -113,6 +123,22 @@ pub fn main(args: HelperArgs) -> i32 {
             eprintln!("airlock helper: cannot write {}: {e}", path.display());
             2
         }
+    }
+}
+
+/// Waits for [`GO`] on stdin, then puts `/dev/null` there: the job inherits the helper's
+/// standard streams and must not get the pipe.
+fn go_ahead() -> bool {
+    use std::io::Read;
+    let mut b = [0u8; 1];
+    let go = matches!(std::io::stdin().lock().read(&mut b), Ok(1)) && b[..] == *GO;
+    if !go {
+        return false;
+    }
+    match std::fs::File::open("/dev/null") {
+        // SAFETY: dup2 onto fd 0 of this single-threaded process; the old stdin is closed.
+        Ok(null) => unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), 0) >= 0 },
+        Err(_) => false,
     }
 }
 
