@@ -181,8 +181,9 @@ mod tests {
 
     #[test]
     fn leases_never_collide_under_concurrency() {
-        let dir = std::env::temp_dir().join(format!("airlock-pool-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        // Removed on drop, a failing assertion included.
+        let tmp = tempfile::tempdir().expect("tmp");
+        let dir = tmp.path().to_owned();
         let pool = Pool::new("10.213.0.0/26", &dir).expect("pool");
         let handles: Vec<_> = (0..4)
             .map(|t| {
@@ -224,13 +225,13 @@ mod tests {
         }
         assert_eq!(pool.sweep(&|id| id != "again"), 1);
         assert_eq!(pool.lease_of("again"), None);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
     fn a_lease_is_never_visible_without_its_job_id() {
-        let dir = std::env::temp_dir().join(format!("airlock-pool-w{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        // Removed on drop, a failing assertion included.
+        let tmp = tempfile::tempdir().expect("tmp");
+        let dir = tmp.path().to_owned();
         let pool = Pool::new("10.213.0.0/28", &dir).expect("pool");
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let watcher = {
@@ -256,6 +257,5 @@ mod tests {
         }
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         assert_eq!(watcher.join().expect("join"), 0, "a lease was seen empty");
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }
