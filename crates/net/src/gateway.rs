@@ -108,9 +108,8 @@ pub struct GatewayConfig {
     pub rules: EgressRules,
     /// The upstream resolver.
     pub upstream: SocketAddr,
-    /// The job address pool (network address and prefix length): other jobs and their
-    /// gateways, never dialled for a job.
-    pub pool: (Ipv4Addr, u8),
+    /// The job address pool: other jobs and their gateways, never dialled for a job.
+    pub pool: crate::Pool,
 }
 
 struct Ctx {
@@ -162,10 +161,10 @@ impl Ctx {
         if ip.is_loopback() || ip.octets()[0] == 0 {
             return Some("a host address (loopback)".into());
         }
-        let (base, prefix) = self.cfg.pool;
-        if in_cidr(ip, base, u32::from(prefix)) {
+        if self.cfg.pool.contains(ip) {
             return Some(format!(
-                "a host address (in the job address pool {base}/{prefix})"
+                "a host address (in the job address pool {})",
+                self.cfg.pool
             ));
         }
         match host_addrs().await {
@@ -218,7 +217,7 @@ pub(crate) fn in_list(ip: Ipv4Addr, list: &[&str]) -> bool {
     })
 }
 
-fn in_cidr(ip: Ipv4Addr, net: Ipv4Addr, prefix: u32) -> bool {
+pub(crate) fn in_cidr(ip: Ipv4Addr, net: Ipv4Addr, prefix: u32) -> bool {
     let mask = match prefix {
         0 => 0,
         p => u32::MAX.checked_shl(32 - p.min(32)).unwrap_or(0),

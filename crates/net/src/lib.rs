@@ -160,7 +160,7 @@ pub fn setup(
             bind: lease.gateway,
             rules: rules.clone(),
             upstream,
-            pool: pool.cidr(),
+            pool: pool.clone(),
         })?);
         step("gateway");
         Ok(())

@@ -35,12 +35,18 @@ impl Lease {
 /// `sweep` leaves leases younger than this alone (see there).
 pub const SWEEP_MIN_AGE: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// A pool of /30 blocks.
+/// A pool of /30 blocks; displayed as its CIDR.
 #[derive(Debug, Clone)]
 pub struct Pool {
     base: u32,
     prefix: u8,
     dir: PathBuf,
+}
+
+impl std::fmt::Display for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", Ipv4Addr::from(self.base), self.prefix)
+    }
 }
 
 impl Pool {
@@ -67,12 +73,7 @@ impl Pool {
 
     /// Whether `ip` is in the pool (a job's or a gateway's address).
     pub fn contains(&self, ip: Ipv4Addr) -> bool {
-        u32::from(ip) & (u32::MAX << (32 - self.prefix)) == self.base
-    }
-
-    /// The pool's network address and prefix length.
-    pub fn cidr(&self) -> (Ipv4Addr, u8) {
-        (Ipv4Addr::from(self.base), self.prefix)
+        crate::gateway::in_cidr(ip, Ipv4Addr::from(self.base), u32::from(self.prefix))
     }
 
     fn blocks(&self) -> u32 {

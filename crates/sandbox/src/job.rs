@@ -107,10 +107,11 @@ pub fn run(
     paths.ensure()?;
     // Every job is on the record before anything of it exists; no log, no job.
     let mut log = airlock_audit::AuditLog::open(&paths.audit()).map_err(SandboxError::Audit)?;
-    // A secret the job puts on a command line or in a name is recorded by name, never by value.
-    log.set_redactor(airlock_audit::Redactor::new(
-        plan.secrets.iter().map(|(k, v)| (k.as_str(), v.expose())),
-    ));
+    // A secret the job puts on a command line or in a name is recorded by name, never by
+    // value: in the audit log, the report and the egress log alike.
+    let redactor =
+        airlock_audit::Redactor::new(plan.secrets.iter().map(|(k, v)| (k.as_str(), v.expose())));
+    log.set_redactor(redactor.clone());
     let requested = log
         .append_batch(vec![airlock_audit::Event::new(
             "job.requested",
@@ -207,13 +208,20 @@ pub fn run(
     }
     egress.extend(airlock_net::nflog::take_records(&paths.job_dir(&plan.id)));
     egress.sort_by_key(|r| r.time_ms);
-    // The report and the egress log get the same redaction as the audit log.
-    let redactor =
-        airlock_audit::Redactor::new(plan.secrets.iter().map(|(k, v)| (k.as_str(), v.expose())));
-    for r in &mut egress {
-        for s in [r.name.as_mut(), Some(&mut r.reason)].into_iter().flatten() {
-            if let Some(red) = redactor.redact_str(s) {
-                *s = red;
+    if !redactor.is_empty() {
+        // Every string of every record, whatever fields a record has: through its JSON form.
+        for r in &mut egress {
+            let red = serde_json::to_value(&*r).and_then(|mut v| {
+                redactor.redact_value(&mut v);
+                serde_json::from_value(v)
+            });
+            match red {
+                Ok(red) => *r = red,
+                // Never keep what could not be checked.
+                Err(_) => {
+                    r.name = None;
+                    r.reason = "[not recorded: redaction failed]".into();
+                }
             }
         }
     }
@@ -442,23 +450,21 @@ fn run_inner(
             );
         }
     }
-    // Whatever happens next, the network thread is joined and its result kept for teardown.
-    let mut join_net = |net: &mut Option<airlock_net::JobNetwork>| -> Result<(), SandboxError> {
-        match net_thread.take().map(|t| t.join()) {
-            None => Ok(()),
-            Some(Ok(Ok(n))) => {
-                *net = Some(n);
-                phase("network ready");
-                Ok(())
-            }
-            Some(Ok(Err(e))) => Err(SandboxError::Network(e)),
-            Some(Err(_)) => Err(SandboxError::Network(airlock_net::NetError::Unavailable(
-                "the network thread panicked".into(),
-            ))),
-        }
-    };
     let prepared = prepare_and_spawn(plan, opts, state, &job_dir, audit, &phase);
-    let joined = join_net(net);
+    // Whatever happened meanwhile, the network thread is joined and its result kept for
+    // teardown.
+    let joined = match net_thread.map(|t| t.join()) {
+        None => Ok(()),
+        Some(Ok(Ok(n))) => {
+            *net = Some(n);
+            phase("network ready");
+            Ok(())
+        }
+        Some(Ok(Err(e))) => Err(SandboxError::Network(e)),
+        Some(Err(_)) => Err(SandboxError::Network(airlock_net::NetError::Unavailable(
+            "the network thread panicked".into(),
+        ))),
+    };
     let (watcher, mut child) = match (prepared, joined) {
         (Ok(p), Ok(())) => p,
         (Err(e), _) | (Ok(_), Err(e)) => {
