@@ -133,7 +133,7 @@ pub fn summary(alerts: &[Alert]) -> String {
         "airlock: {} alert{} for job {}\n",
         alerts.len(),
         if alerts.len() == 1 { "" } else { "s" },
-        jobs.into_iter().collect::<Vec<_>>().join(", ")
+        airlock_text::escape(&jobs.into_iter().collect::<Vec<_>>().join(", "))
     );
     for a in sorted {
         let mut ev: Vec<String> = a
@@ -150,7 +150,8 @@ pub fn summary(alerts: &[Alert]) -> String {
             a.severity.to_string(),
             a.detector,
             a.technique,
-            a.summary,
+            // The summary quotes what the job did (file names, command lines, DNS names).
+            airlock_text::Escaped(&a.summary),
             ev.join(", ")
         ));
     }
@@ -193,6 +194,24 @@ mod tests {
         assert!(
             lines[3].trim_start().starts_with("MEDIUM   denied-egress"),
             "{s}"
+        );
+    }
+
+    #[test]
+    fn summary_escapes_what_the_job_chose() {
+        let mut a = alert("persistence-attempt", Severity::High, vec![7]);
+        a.summary =
+            "1 persistence written: /etc/cron.d/x\u{1b}[2K\r\nairlock: all clear\u{202e}".into();
+        let s = summary(&[a]);
+        assert_eq!(s.lines().count(), 3, "{s:?}");
+        assert!(
+            !s.chars()
+                .any(|c| c != '\n' && (c.is_control() || c == '\u{202e}')),
+            "{s:?}"
+        );
+        assert!(
+            s.contains("x\\e[2K\\r\\nairlock: all clear\\u{202e}"),
+            "{s:?}"
         );
     }
 

@@ -9,6 +9,7 @@ use airlock_policy::{LoadedPolicy, RootfsSource};
 use airlock_sandbox::helper::{self, HelperArgs};
 use airlock_sandbox::image::ImageStore;
 use airlock_sandbox::{JobOutcome, JobPlan, Paths, RunOptions};
+use airlock_text::Escaped;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 
@@ -293,6 +294,8 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .with_writer(std::io::stderr)
+        // serve logs names that webhooks and jobs chose: every field value is escaped.
+        .fmt_fields(airlock_text::log::escaped_fields())
         .init();
     match real_main(cli) {
         Ok(code) => ExitCode::from(code),
@@ -304,7 +307,8 @@ fn main() -> ExitCode {
             }) {
                 return ExitCode::SUCCESS;
             }
-            eprintln!("airlock: error: {e:#}");
+            // Errors can quote hostile input (an image entry, a workdir file name, a policy value).
+            eprintln!("airlock: error: {}", Escaped(&format!("{e:#}")));
             ExitCode::from(2)
         }
     }
@@ -460,9 +464,20 @@ fn cmd_run(a: RunArgs, paths: Paths) -> Result<u8> {
     }
     let code = report.exit_code();
     let mut err = std::io::stderr().lock();
+    if std::io::IsTerminal::is_terminal(&err) {
+        // The job's own output went to this terminal raw (colours, progress bars): whatever
+        // state it left (hidden text, scroll region, alternate screen) must not hide what
+        // airlock says next. Soft reset, leave the alternate screen, start a fresh line.
+        let _ = write!(err, "\x1b[!p\x1b[?1049l\r\n");
+    }
     match &report.outcome {
         JobOutcome::Failed(m) => {
-            let _ = writeln!(err, "airlock: job {} did not run: {m}", report.id);
+            let _ = writeln!(
+                err,
+                "airlock: job {} did not run: {}",
+                report.id,
+                Escaped(m)
+            );
         }
         JobOutcome::TimedOut => {
             let _ = writeln!(
@@ -506,13 +521,13 @@ fn cmd_run(a: RunArgs, paths: Paths) -> Result<u8> {
         } else {
             " (run `airlock gc` to retry)"
         };
-        let _ = writeln!(err, "airlock: teardown: {e}{hint}");
+        let _ = writeln!(err, "airlock: teardown: {}{hint}", Escaped(e));
     }
     // Alerts: a summary here, then the policy's sinks (the webhook gets a bounded time; what
     // it cannot deliver stays in the outbox for the next run).
     let _ = write!(err, "{}", airlock_audit::summary(&report.alerts));
     for e in sinks.deliver(&report.alerts) {
-        let _ = writeln!(err, "airlock: alert sink: {e}");
+        let _ = writeln!(err, "airlock: alert sink: {}", Escaped(&e.to_string()));
     }
     if let Some(r) = sinks.flush(std::time::Instant::now() + ALERT_FLUSH) {
         if r.pending > 0 {
@@ -549,7 +564,7 @@ fn cmd_scan(s: ScanCmd) -> Result<u8> {
     match code {
         Ok(c) => Ok(u8::try_from(c.clamp(0, 255)).unwrap_or(failed)),
         Err(e) => {
-            eprintln!("airlock: scan: {e:#}");
+            eprintln!("airlock: scan: {}", Escaped(&format!("{e:#}")));
             Ok(failed)
         }
     }
@@ -732,7 +747,12 @@ fn cmd_audit(a: AuditCmd, paths: Paths) -> Result<u8> {
             } else {
                 println!("{}: TAMPERED ({} records read)", dir.display(), v.records);
                 for p in &v.problems {
-                    println!("  {}:{}: {}", p.file.display(), p.line, p.message);
+                    println!(
+                        "  {}:{}: {}",
+                        Escaped(&p.file.display().to_string()),
+                        p.line,
+                        Escaped(&p.message)
+                    );
                 }
             }
             Ok(if v.problems.is_empty() { 0 } else { 1 })
@@ -769,14 +789,16 @@ fn cmd_audit(a: AuditCmd, paths: Paths) -> Result<u8> {
                 } else if json {
                     writeln!(out, "{}", serde_json::to_string(&r)?)?;
                 } else {
+                    // JSON escapes control characters but not bidi or zero-width ones: the
+                    // whole line goes through the one escaping function.
                     writeln!(
                         out,
                         "{:>6} {} {:<18} {:<17} {}",
                         r.seq,
                         r.time_ms,
-                        r.kind,
-                        r.job.as_deref().unwrap_or("-"),
-                        r.data
+                        Escaped(&r.kind),
+                        Escaped(r.job.as_deref().unwrap_or("-")),
+                        Escaped(&r.data.to_string())
                     )?;
                 }
             }
@@ -791,7 +813,12 @@ fn cmd_image(i: ImageCmd, paths: Paths) -> Result<u8> {
         ImageCmd::Import { source, name } => {
             require_root("airlock image import")?;
             let r = store.import(&source, name.as_deref())?;
-            println!("imported {} {} ({} layers)", r.name, r.digest, r.layers);
+            println!(
+                "imported {} {} ({} layers)",
+                Escaped(&r.name),
+                r.digest,
+                r.layers
+            );
         }
         ImageCmd::Ls { json } => {
             let all = store.list()?;
@@ -805,7 +832,8 @@ fn cmd_image(i: ImageCmd, paths: Paths) -> Result<u8> {
                 for r in all {
                     println!(
                         "{:<32} {:<20} {:>7} {:>12}",
-                        r.name,
+                        // An image's name can come from its own index annotations.
+                        Escaped(&r.name),
                         &r.digest[..r.digest.len().min(19)],
                         r.layers,
                         r.size
@@ -815,7 +843,7 @@ fn cmd_image(i: ImageCmd, paths: Paths) -> Result<u8> {
         }
         ImageCmd::Rm { reference } => {
             let r = store.remove(&reference)?;
-            println!("removed {} {}", r.name, r.digest);
+            println!("removed {} {}", Escaped(&r.name), r.digest);
         }
     }
     Ok(0)

@@ -214,7 +214,9 @@ impl DrillReport {
                 _ => {}
             }
             let mark = if r.passed { "ok  " } else { "FAIL" };
-            let mut ev = r.evidence.clone();
+            // Evidence quotes what the job printed and the fake hosts received: escaped
+            // before it is cut, so a cut never leaves a raw control character behind.
+            let mut ev = airlock_text::escape(&r.evidence).into_owned();
             if ev.len() > 160 {
                 let mut cut = 157;
                 while !ev.is_char_boundary(cut) {
@@ -565,6 +567,14 @@ fn judge(a: &dyn Attack, runs: &[JobRun], victim: Option<&VictimRun>, duration_m
         if let (Observed::Blocked, Some(why)) = (observed, v.unsound()) {
             evidence.push(format!("NO VERDICT: {why}"));
             observed = Observed::Inconclusive;
+        }
+    }
+    if a.judges_operator_output() {
+        for r in runs {
+            if let Some(why) = attack::terminal_inject::raw_controls(&r.stderr) {
+                evidence.insert(0, format!("OPERATOR'S TERMINAL: {why}"));
+                observed = Observed::Succeeded;
+            }
         }
     }
     if a.judged_by().is_some() {

@@ -1,6 +1,7 @@
 //! Output formats: plain text (coloured on a terminal), JSON (schema in [`crate::report`]),
 //! SARIF 2.1.0 and a Markdown table.
 
+use airlock_text::{escape, Escaped};
 use std::io::Write;
 
 use anstyle::{AnsiColor, Style};
@@ -68,7 +69,7 @@ fn plain(report: &Report, color: bool, out: &mut dyn Write) -> std::io::Result<(
         "{}",
         paint(
             Style::new().bold(),
-            &format!("airlock scan {what}: {}", report.target)
+            &format!("airlock scan {what}: {}", Escaped(&report.target))
         )
     )?;
     let mut section = None;
@@ -104,13 +105,15 @@ fn plain(report: &Report, color: bool, out: &mut dyn Write) -> std::io::Result<(
             i.title,
             i.id
         )?;
-        writeln!(out, "          {}", i.reason)?;
+        // Reasons and evidence quote what the host and the org API hold (file contents,
+        // runner names, labels): escaped.
+        writeln!(out, "          {}", Escaped(&i.reason))?;
         for e in &i.evidence {
             writeln!(
                 out,
                 "          - {}: {}",
-                paint(Style::new().dimmed(), &e.source),
-                e.detail
+                paint(Style::new().dimmed(), &escape(&e.source)),
+                Escaped(&e.detail)
             )?;
         }
     }
@@ -136,7 +139,7 @@ fn plain(report: &Report, color: bool, out: &mut dyn Write) -> std::io::Result<(
 }
 
 fn md_escape(s: &str) -> String {
-    s.replace('|', "\\|").replace('\n', " ")
+    escape(s).replace('|', "\\|")
 }
 
 fn markdown(report: &Report, out: &mut dyn Write) -> std::io::Result<()> {

@@ -38,6 +38,20 @@ fn parent(name: &str) -> Option<String> {
     (p.len() >= registrable.len()).then(|| p.to_owned())
 }
 
+/// A DNS host name as a policy can allow it: dot-separated labels of letters, digits, `-` and
+/// `_` (service labels), each 1 to 63 bytes, 253 in all, an optional trailing dot.
+fn is_host_name(n: &str) -> bool {
+    let n = n.strip_suffix('.').unwrap_or(n);
+    !n.is_empty()
+        && n.len() <= 253
+        && n.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
 /// Builds the suggestion from records. Addresses in `pool` (jobs and their gateways) are
 /// never suggested.
 pub fn suggest(records: &[ConnRecord], pool: Option<&crate::Pool>) -> Suggestion {
@@ -65,7 +79,11 @@ pub fn suggest(records: &[ConnRecord], pool: Option<&crate::Pool>) -> Suggestion
         match r.kind.as_str() {
             "dns" | "http" | "https" | "connect" => {
                 if let Some(n) = &r.name {
-                    if n.parse::<IpAddr>().is_err() && !n.is_empty() {
+                    if n.parse::<IpAddr>().is_err() && !n.is_empty() && !is_host_name(n) {
+                        // The job chose this name: it never reaches the policy text (a quote
+                        // or a line break would write TOML of the job's choosing).
+                        notes.insert(format!("not a host name, not suggested: {n}"));
+                    } else if n.parse::<IpAddr>().is_err() && !n.is_empty() {
                         names.insert(n.trim_end_matches('.').to_ascii_lowercase());
                     } else if !n.is_empty() {
                         notes.insert(format!(
@@ -148,7 +166,8 @@ impl Suggestion {
             list(&self.allow)
         );
         for n in &self.notes {
-            t.push_str(&format!("# {n}\n"));
+            // Notes quote job-chosen names: escaped, so a line break cannot end the comment.
+            t.push_str(&format!("# {}\n", airlock_text::escape(n)));
         }
         t
     }
@@ -157,6 +176,25 @@ impl Suggestion {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_job_chosen_name_cannot_write_policy_text() {
+        let evil = "x.example.com\",\n]\nmode = \"audit\"\n#";
+        let recs = vec![
+            rec("dns", Some(evil), None, Some("A")),
+            rec("dns", Some("ok.example.com"), None, Some("A")),
+        ];
+        let t = suggest(&recs, None).to_toml("g");
+        let parsed: toml::Table = toml::from_str(&t).expect("still valid TOML");
+        let eg = &parsed["groups"]["g"]["egress"];
+        assert_eq!(eg["mode"].as_str(), Some("block"), "{t}");
+        assert_eq!(
+            eg["domains"].as_array().map(Vec::len),
+            Some(1),
+            "only the real host name: {t}"
+        );
+        assert!(t.contains("not a host name"), "{t}");
+    }
 
     fn rec(
         kind: &str,

@@ -3,6 +3,7 @@
 //! Nothing here knows about workflows: the host and organisation scanners can build
 //! [`Finding`]s and reuse every renderer.
 
+use airlock_text::{escape, Escaped};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::io::{self, Write};
@@ -327,8 +328,10 @@ fn sev_color(s: Severity) -> &'static str {
 }
 
 fn render_plain(report: &Report, color: bool, out: &mut dyn Write) -> io::Result<()> {
+    // File names, titles and explanations quote the workflow files, which whoever opened a
+    // pull request wrote: every one is escaped before it reaches a terminal.
     for n in &report.notes {
-        writeln!(out, "{n}")?;
+        writeln!(out, "{}", Escaped(n))?;
     }
     let mut current: Option<&str> = None;
     for f in &report.findings {
@@ -336,7 +339,7 @@ fn render_plain(report: &Report, color: bool, out: &mut dyn Write) -> io::Result
             if current.is_some() {
                 writeln!(out)?;
             }
-            writeln!(out, "{}", paint(color, "1;4", &f.location.file))?;
+            writeln!(out, "{}", paint(color, "1;4", &escape(&f.location.file)))?;
             current = Some(&f.location.file);
         }
         writeln!(
@@ -350,14 +353,19 @@ fn render_plain(report: &Report, color: bool, out: &mut dyn Write) -> io::Result
                 &format!("{:<8}", f.severity.as_str())
             ),
             paint(color, "1", f.rule),
-            f.title,
+            Escaped(&f.title),
             f.confidence
         )?;
         if !f.explanation.is_empty() {
-            writeln!(out, "      {}", f.explanation)?;
+            writeln!(out, "      {}", Escaped(&f.explanation))?;
         }
         if !f.fix.is_empty() {
-            writeln!(out, "      {} {}", paint(color, "32", "fix:"), f.fix)?;
+            writeln!(
+                out,
+                "      {} {}",
+                paint(color, "32", "fix:"),
+                Escaped(&f.fix)
+            )?;
         }
     }
     if !report.findings.is_empty() {
@@ -411,15 +419,20 @@ fn render_github(report: &Report, out: &mut dyn Write) -> io::Result<()> {
         writeln!(
             out,
             "::{cmd} file={},line={},col={},title={}::{}",
-            gh_prop(&f.location.file),
+            gh_prop(&escape(&f.location.file)),
             f.location.line,
             f.location.col,
             gh_prop(&format!("airlock {} ({})", f.rule, f.severity)),
-            gh_data(&format!("{}\n{}\nFix: {}", f.title, f.explanation, f.fix))
+            gh_data(&format!(
+                "{}\n{}\nFix: {}",
+                escape(&f.title),
+                escape(&f.explanation),
+                escape(&f.fix)
+            ))
         )?;
     }
     for n in &report.notes {
-        writeln!(out, "::notice::{}", gh_data(n))?;
+        writeln!(out, "::notice::{}", gh_data(&escape(n)))?;
     }
     writeln!(out, "{}", gh_data(&report.summary_line()))
 }
@@ -553,10 +566,38 @@ mod tests {
         let s = String::from_utf8(out).expect("utf8");
         let first = s.lines().next().expect("a line");
         assert!(
-            first.starts_with("::warning file=./a b/x.yml,line=1,col=3,title=airlock demo (medium)::a: b, c%25%0Ad%0A"),
+            first.starts_with("::warning file=./a b/x.yml,line=1,col=3,title=airlock demo (medium)::a: b, c%25\\nd%0A"),
             "{first}"
         );
         assert_eq!(s.lines().count(), 3, "{s}");
+    }
+
+    #[test]
+    fn plain_and_github_output_escape_what_the_workflow_chose() {
+        let mut r = report();
+        r.findings[1].title = "job \u{1b}[2K\r\n✔ no findings\u{202e}".into();
+        r.findings[1].location.file = "./.github/workflows/\u{1b}]0;x\u{7}.yml".into();
+        for f in [Format::Plain, Format::Github] {
+            let mut out = Vec::new();
+            render(&r, f, &[RULE], true, &mut out).expect("render");
+            let s = String::from_utf8(out).expect("utf8");
+            // Only airlock's own colours (plain, colour on) may carry ESC: strip them first.
+            let stripped = s
+                .replace("\x1b[0m", "")
+                .replace("\x1b[1m", "")
+                .replace("\x1b[1;4m", "")
+                .replace("\x1b[33m", "")
+                .replace("\x1b[32m", "")
+                .replace("\x1b[1;31m", "")
+                .replace("\x1b[31m", "");
+            assert!(
+                !stripped
+                    .chars()
+                    .any(|c| c != '\n' && (c.is_control() || c == '\u{202e}')),
+                "{f:?}: {stripped:?}"
+            );
+            assert!(!s.lines().any(|l| l.starts_with("✔")), "{s}");
+        }
     }
 
     #[test]

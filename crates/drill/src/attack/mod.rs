@@ -47,6 +47,7 @@ mod shadow;
 pub mod sibling_job;
 mod sys_write;
 mod sysrq;
+pub mod terminal_inject;
 mod tiocsti;
 mod unshare;
 mod userfaultfd;
@@ -169,6 +170,11 @@ pub trait Attack: Sync {
     fn victim(&self) -> Option<&'static str> {
         None
     }
+    /// Whether the attack aims at the operator's terminal: the drill then also judges it by
+    /// airlock's own stderr (a raw control character there means it got through).
+    fn judges_operator_output(&self) -> bool {
+        false
+    }
     /// Helpers run only on behalf of another attack are not listed in the drill.
     fn helper_only(&self) -> bool {
         false
@@ -183,6 +189,7 @@ pub fn registry() -> &'static [&'static dyn Attack] {
         // The spec's three scenarios.
         &persistence::Persistence,
         &persistence::PersistenceCheck,
+        &terminal_inject::TerminalInject,
         &metadata::Metadata,
         &recon::Recon,
         // Network abuse.
