@@ -611,10 +611,17 @@ fn a_truncated_tail_with_a_recomputed_head_fails_against_the_checkpoints() {
     let o = w.cmd().args(["audit", "verify"]).output().expect("verify");
     assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
 
-    // A checkpoint forged to match the truncated log (no key: wrong MAC) fails too.
+    // The second job's checkpoint forged to name the truncated log's head (the attacker has
+    // no key: its MAC no longer verifies) fails too.
     let ck = w.data().join("audit.checkpoints.jsonl");
-    let mut forged: serde_json::Value =
-        serde_json::from_str(shipped.lines().next().expect("a checkpoint")).expect("json");
+    let mut forged: serde_json::Value = serde_json::from_str(
+        shipped
+            .lines()
+            .filter(|l| l.contains("audit.checkpoint"))
+            .last()
+            .expect("a checkpoint"),
+    )
+    .expect("json");
     let last = std::fs::read_to_string(audit.join("audit.head")).expect("head");
     let head: serde_json::Value = serde_json::from_str(&last).expect("head json");
     forged["seq"] = head["seq"].clone();

@@ -168,7 +168,12 @@ pub async fn serve_with(
         source,
     })?;
     let store = Store::open(&serve_dir.join("serve.db"))?;
-    let audit = AuditLog::open(&config.data_dir.join("audit"))?;
+    let mut audit = AuditLog::open(&config.data_dir.join("audit"))?;
+    // The policy's retention and checkpoints apply to serve's own records too.
+    audit.configure(airlock_audit::LogSettings::from_policy(
+        &policy.audit,
+        &config.data_dir,
+    )?)?;
     let repository = (config.github.level == Level::Repo).then(|| {
         format!(
             "{}/{}",
