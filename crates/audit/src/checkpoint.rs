@@ -290,10 +290,13 @@ pub fn append(path: &Path, c: &Checkpoint) -> Result<(), AuditError> {
     f.sync_data().map_err(io(path))
 }
 
+/// A line of a checkpoint file that claims to be a checkpoint but is not: (line, why).
+pub type BadLine = (usize, String);
+
 /// The checkpoints in a file of JSON lines: airlock's own checkpoint file, or a sink's copy
 /// (alert lines are skipped). A line that says it is a checkpoint but does not parse is
 /// returned as an error message with its line number.
-pub fn read(path: &Path) -> Result<(Vec<Checkpoint>, Vec<(usize, String)>), AuditError> {
+pub fn read(path: &Path) -> Result<(Vec<Checkpoint>, Vec<BadLine>), AuditError> {
     let f = std::fs::File::open(path).map_err(io(path))?;
     let mut out = Vec::new();
     let mut bad = Vec::new();

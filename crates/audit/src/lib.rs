@@ -10,9 +10,10 @@
 //! - a truncated tail: the last record is not the one the head names;
 //! - a rotated-away segment: each segment's first record chains to the last of the one before.
 //!
-//! The head cannot protect against someone who rewrites the log *and* the head consistently;
-//! that needs the head (or a periodic checkpoint) copied somewhere the host cannot write — a
-//! later issue ships it to the alert sinks.
+//! The head cannot protect against someone who truncates or rewrites the log *and* recomputes
+//! the head: [`checkpoint`]s (MAC'd heads, written outside the log directory and shipped to the
+//! alert sinks) can, up to the newest checkpoint checked ([`verify_with`]). Retention removes
+//! whole old segments and leaves a MAC'd anchor naming where the retained chain starts.
 #![deny(missing_docs)]
 
 pub mod alert;

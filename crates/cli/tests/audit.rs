@@ -617,8 +617,7 @@ fn a_truncated_tail_with_a_recomputed_head_fails_against_the_checkpoints() {
     let mut forged: serde_json::Value = serde_json::from_str(
         shipped
             .lines()
-            .filter(|l| l.contains("audit.checkpoint"))
-            .last()
+            .rfind(|l| l.contains("audit.checkpoint"))
             .expect("a checkpoint"),
     )
     .expect("json");
