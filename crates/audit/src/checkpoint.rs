@@ -290,6 +290,9 @@ pub fn append(path: &Path, c: &Checkpoint) -> Result<(), AuditError> {
     f.sync_data().map_err(io(path))
 }
 
+/// A checkpoint and its 1-based line number.
+pub type Numbered = (usize, Checkpoint);
+
 /// A line of a checkpoint file that claims to be a checkpoint but is not: (line, why).
 pub type BadLine = (usize, String);
 
@@ -297,6 +300,12 @@ pub type BadLine = (usize, String);
 /// (alert lines are skipped). A line that says it is a checkpoint but does not parse is
 /// returned as an error message with its line number.
 pub fn read(path: &Path) -> Result<(Vec<Checkpoint>, Vec<BadLine>), AuditError> {
+    let (cs, bad) = read_numbered(path)?;
+    Ok((cs.into_iter().map(|(_, c)| c).collect(), bad))
+}
+
+/// [`read`], each checkpoint with its 1-based line number.
+pub fn read_numbered(path: &Path) -> Result<(Vec<Numbered>, Vec<BadLine>), AuditError> {
     let f = std::fs::File::open(path).map_err(io(path))?;
     let mut out = Vec::new();
     let mut bad = Vec::new();
@@ -312,7 +321,7 @@ pub fn read(path: &Path) -> Result<(Vec<Checkpoint>, Vec<BadLine>), AuditError> 
             continue;
         }
         match serde_json::from_value::<Checkpoint>(v) {
-            Ok(c) => out.push(c),
+            Ok(c) => out.push((i + 1, c)),
             Err(e) => bad.push((i + 1, format!("malformed checkpoint: {e}"))),
         }
     }

@@ -945,7 +945,7 @@ pub fn verify_with(dir: &Path, opts: &VerifyOptions) -> Result<Verification, Aud
     let mut cps: Vec<(PathBuf, usize, Checkpoint, bool)> = Vec::new();
     for f in &opts.checkpoint_files {
         v.checkpoints.files.push(f.clone());
-        match checkpoint::read(f) {
+        match checkpoint::read_numbered(f) {
             Ok((cs, bad)) => {
                 for (line, m) in bad {
                     v.problems.push(Problem {
@@ -954,11 +954,7 @@ pub fn verify_with(dir: &Path, opts: &VerifyOptions) -> Result<Verification, Aud
                         message: m,
                     });
                 }
-                cps.extend(
-                    cs.into_iter()
-                        .enumerate()
-                        .map(|(i, c)| (f.clone(), i, c, false)),
-                );
+                cps.extend(cs.into_iter().map(|(line, c)| (f.clone(), line, c, false)));
             }
             Err(e) => v.problems.push(Problem {
                 file: f.clone(),
@@ -975,10 +971,10 @@ pub fn verify_with(dir: &Path, opts: &VerifyOptions) -> Result<Verification, Aud
             MacCheck::NotChecked => {}
             m => v.problems.push(Problem {
                 file: file.clone(),
-                line: 0,
+                line: *n,
                 message: format!(
-                    "checkpoint #{} (record {}, reason {}): {} under key {}: forged or altered, or made with another host's key",
-                    n + 1,
+                    "checkpoint on line {} (record {}, reason {}): {} under key {}: forged or altered, or made with another host's key",
+                    n,
                     c.seq,
                     c.reason,
                     if m == MacCheck::Missing { "no MAC" } else { "the MAC does not verify" },
@@ -1064,12 +1060,13 @@ pub fn verify_with(dir: &Path, opts: &VerifyOptions) -> Result<Verification, Aud
                     Err(m) => problem(m),
                     Ok((seq, p)) => {
                         for &i in by_seq.get(&seq).map(Vec::as_slice).unwrap_or(&[]) {
-                            let (_, n, c, seen) = &mut cps[i];
+                            let (f, n, c, seen) = &mut cps[i];
                             *seen = true;
                             if c.head != h {
                                 problem(format!(
-                                    "record {seq} is not the one checkpoint #{} names: the log was rewritten",
-                                    *n + 1
+                                    "record {seq} is not the one the checkpoint at {}:{} names: the log was rewritten",
+                                    f.display(),
+                                    *n
                                 ));
                             }
                         }
@@ -1142,7 +1139,7 @@ pub fn verify_with(dir: &Path, opts: &VerifyOptions) -> Result<Verification, Aud
         let mut problem = |m: String| {
             v.problems.push(Problem {
                 file: file.clone(),
-                line: 0,
+                line: *n,
                 message: m,
             })
         };
@@ -1151,8 +1148,8 @@ pub fn verify_with(dir: &Path, opts: &VerifyOptions) -> Result<Verification, Aud
                 Some(a) if a.seq == c.seq => {
                     if a.head != c.head {
                         problem(format!(
-                            "checkpoint #{} names record {} differently from the retention anchor",
-                            n + 1,
+                            "checkpoint on line {} names record {} differently from the retention anchor",
+                            n,
                             c.seq
                         ));
                     } else {
@@ -1162,23 +1159,21 @@ pub fn verify_with(dir: &Path, opts: &VerifyOptions) -> Result<Verification, Aud
                 Some(_) => v.checkpoints.before_retention += 1,
                 None if c.seq == 0 && c.head == GENESIS => v.checkpoints.matched += 1,
                 None => problem(format!(
-                    "checkpoint #{} names record {} but the log starts at {}",
-                    n + 1,
-                    c.seq,
-                    v.first_seq
+                    "checkpoint on line {} names record {} but the log starts at {}",
+                    n, c.seq, v.first_seq
                 )),
             }
         } else if c.seq > v.last_seq {
             problem(format!(
-                "checkpoint #{} ({}) names record {} but the log ends at record {}: the tail was truncated (or the log replaced) after it",
-                n + 1,
+                "checkpoint on line {} ({}) names record {} but the log ends at record {}: the tail was truncated (or the log replaced) after it",
+                n,
                 c.reason,
                 c.seq,
                 v.last_seq
             ));
         } else {
             problem(format!(
-                "record {} named by checkpoint #{} is not in the log",
+                "record {} named by checkpoint on line {} is not in the log",
                 c.seq,
                 n + 1
             ));

@@ -851,9 +851,12 @@ fn cmd_verify(
     let own_log = log.is_none();
     let dir = log.unwrap_or_else(|| paths.audit());
     let (default_key, own_file) = airlock_audit::checkpoint::paths(&paths.data);
-    // airlock's own checkpoint file describes the data directory's log only.
+    // airlock's own checkpoint file describes the data directory's log only. Once airlock
+    // has a key it has been checkpointing: a missing file then means a deleted one (checked
+    // below, when the log turns out not to be empty).
+    let own_missing = own_log && !own_file.exists() && default_key.exists();
     if own_log && own_file.exists() && !checkpoints.contains(&own_file) {
-        checkpoints.insert(0, own_file);
+        checkpoints.insert(0, own_file.clone());
     }
     let mut notes = Vec::new();
     let key = match key {
@@ -878,6 +881,15 @@ fn cmd_verify(
             allow_empty,
         },
     )?;
+    let mut v = v;
+    if own_missing && !v.empty {
+        v.problems.push(airlock_audit::Problem {
+            file: own_file,
+            line: 0,
+            message: "airlock's checkpoint file is missing although its key exists: deleted?"
+                .to_owned(),
+        });
+    }
     let ok = v.problems.is_empty();
     if json {
         println!(

@@ -629,6 +629,15 @@ fn a_truncated_tail_with_a_recomputed_head_fails_against_the_checkpoints() {
     let o = w.cmd().args(["audit", "verify"]).output().expect("verify");
     assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
     assert!(stdout(&o).contains("MAC"), "{}", stdout(&o));
+    // Deleting airlock's own checkpoint file does not make the default verify pass.
+    std::fs::remove_file(&ck).expect("rm checkpoints");
+    let o = w.cmd().args(["audit", "verify"]).output().expect("verify");
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("checkpoint file is missing"),
+        "{}",
+        stdout(&o)
+    );
     w.assert_clean();
 }
 
