@@ -166,6 +166,8 @@ pub struct AuditLog {
     /// Records this handle appended since its last checkpoint.
     ck_since: u64,
     ck_last: std::time::Instant,
+    /// When this handle last shipped a checkpoint to the sinks.
+    ship_last: Option<std::time::Instant>,
     /// The head after this handle's last batch.
     last_head: Option<Head>,
     /// (inode, time of the first record) of the current segment, for age rotation.
@@ -380,6 +382,7 @@ impl AuditLog {
             settings: LogSettings::default(),
             ck_since: 0,
             ck_last: std::time::Instant::now(),
+            ship_last: None,
             last_head: None,
             cur_first: None,
         };
@@ -435,8 +438,16 @@ impl AuditLog {
         if let Some(f) = &self.settings.checkpoint_file {
             checkpoint::append(f, &c)?;
         }
-        if let Some(s) = &self.settings.ship {
+        // A job flooding records must not become a flood of POSTs and outbox files: the
+        // count-driven checkpoints reach the sinks at most once per interval; a job's end,
+        // a close and a manual checkpoint always do.
+        let throttled = reason == "records"
+            && self
+                .ship_last
+                .is_some_and(|t| t.elapsed() < self.settings.checkpoint_interval);
+        if let (Some(s), false) = (&self.settings.ship, throttled) {
             s.ship(&c);
+            self.ship_last = Some(std::time::Instant::now());
         }
         self.ck_since = 0;
         self.ck_last = std::time::Instant::now();

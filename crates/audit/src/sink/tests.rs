@@ -329,3 +329,36 @@ fn checkpoints_of_the_log_reach_the_file_and_the_signed_webhook_and_flush_still_
     assert_eq!((cs, bad.len()), (vec![c], 0));
     assert!(log.take_ship_errors().is_empty());
 }
+
+#[test]
+fn a_record_flood_does_not_flood_the_sinks_with_checkpoints() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let alerts = airlock_policy::Alerts {
+        file: Some(dir.path().join("alerts.jsonl")),
+        webhook: None,
+    };
+    let sinks = Sinks::from_policy(&alerts, None, &dir.path().join("outbox")).expect("sinks");
+    let mut log = crate::AuditLog::open(&dir.path().join("audit")).expect("open");
+    log.configure(crate::LogSettings {
+        checkpoint_file: Some(dir.path().join("ck.jsonl")),
+        checkpoint_records: 10,
+        ship: Some(sinks.checkpoint_shipper()),
+        ..crate::LogSettings::default()
+    })
+    .expect("configure");
+    for i in 0..1000 {
+        log.append("syscall.denied", Some("j"), serde_json::json!({ "i": i }))
+            .expect("append");
+    }
+    log.append("job.ended", Some("j"), serde_json::json!({}))
+        .expect("end");
+    let local = crate::checkpoint::read(&dir.path().join("ck.jsonl")).expect("local");
+    let shipped = crate::checkpoint::read(&dir.path().join("alerts.jsonl")).expect("sink");
+    assert_eq!(local.0.len(), 101, "every 10 records, and the job's end");
+    assert_eq!(
+        shipped.0.len(),
+        2,
+        "the first, then only the job's end within the interval"
+    );
+    assert_eq!(shipped.0[1].reason, "job.ended");
+}
