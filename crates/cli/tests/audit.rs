@@ -692,3 +692,30 @@ fn retention_by_size_keeps_verify_ok_and_the_anchor_is_honoured() {
     assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
     w.assert_clean();
 }
+
+#[test]
+fn the_checkpoint_key_never_enters_a_job_through_the_workspace() {
+    need_root!();
+    let w = World::new();
+    let o = w
+        .cmd()
+        .args(["audit", "checkpoint"])
+        .output()
+        .expect("checkpoint");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let key = w.data().join("keys/audit.key");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&key).expect("key").permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    // A workspace that holds the data directory (and so the key) is refused.
+    let o = w
+        .cmd()
+        .args(["run", "-q", "-w"])
+        .arg(w.data())
+        .args(["--", "/bin/true"])
+        .output()
+        .expect("run");
+    assert_ne!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stderr(&o).contains("key directory"), "{}", stderr(&o));
+    w.assert_clean();
+}
