@@ -239,7 +239,8 @@ enum AuditCmd {
         log: Option<PathBuf>,
     },
     /// Close the current segment (it becomes `audit.jsonl.<first sequence number of the
-    /// next>`); the chain continues across it. Segments also rotate by themselves at 256 MiB.
+    /// next>`); the chain continues across it. Segments also rotate by themselves (policy
+    /// `[audit] segment_bytes`, default 256 MiB).
     Rotate {
         /// Audit directory (default: DATA_DIR/audit).
         #[arg(long)]
