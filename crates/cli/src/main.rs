@@ -895,7 +895,7 @@ fn cmd_verify(
     if json {
         println!(
             "{}",
-            serde_json::json!({ "log": dir, "ok": ok, "records": v.records, "verification": v, "notes": notes })
+            serde_json::json!({ "log": dir, "ok": ok, "records": v.records, "problems": v.problems, "verification": v, "notes": notes })
         );
         return Ok(if ok { 0 } else { 1 });
     }
