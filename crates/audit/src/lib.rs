@@ -965,6 +965,16 @@ pub fn verify_with(dir: &Path, opts: &VerifyOptions) -> Result<Verification, Aud
                         message: m,
                     });
                 }
+                // A file given to check against that holds nothing checks nothing: emptied,
+                // or the wrong file. Either way the log is not verified against it.
+                if cs.is_empty() {
+                    v.problems.push(Problem {
+                        file: f.clone(),
+                        line: 0,
+                        message: "no checkpoint in this file (emptied, or not a checkpoint file)"
+                            .to_owned(),
+                    });
+                }
                 cps.extend(cs.into_iter().map(|(line, c)| (f.clone(), line, c, false)));
             }
             Err(e) => v.problems.push(Problem {
@@ -1490,6 +1500,19 @@ mod retention_tests {
         let v = verify_with(&dir, &opts(d.path())).expect("verify");
         assert!(
             v.problems.iter().any(|p| p.message.contains("MAC")),
+            "{:?}",
+            v.problems
+        );
+        // A checkpoint file with nothing in it checks nothing: a problem, not a pass.
+        std::fs::write(d.path().join("empty.jsonl"), "{\"id\":\"an alert\"}\n").expect("w");
+        let mut o = opts(d.path());
+        o.checkpoint_files.push(d.path().join("empty.jsonl"));
+        o.checkpoint_files.remove(0);
+        let v = verify_with(&dir, &o).expect("verify");
+        assert!(
+            v.problems
+                .iter()
+                .any(|p| p.message.contains("no checkpoint")),
             "{:?}",
             v.problems
         );
