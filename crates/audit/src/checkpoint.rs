@@ -65,11 +65,19 @@ impl Key {
         &self.id
     }
 
-    /// Reads the key file. Refuses a key others than its owner could read or write: its MACs
-    /// would prove nothing.
+    /// Reads the key file. Refuses a key another user owns, or others than its owner could
+    /// read or write: its MACs would prove nothing.
     pub fn load(path: &Path) -> Result<Self, AuditError> {
         let mut f = std::fs::File::open(path).map_err(io(path))?;
         let m = f.metadata().map_err(io(path))?;
+        // SAFETY: geteuid has no preconditions.
+        let me = unsafe { libc::geteuid() };
+        if m.uid() != me {
+            return Err(io(path)(std::io::Error::other(format!(
+                "the checkpoint key is owned by uid {}, not by this user ({me})",
+                m.uid()
+            ))));
+        }
         if m.mode() & 0o077 != 0 {
             return Err(io(path)(std::io::Error::other(format!(
                 "the checkpoint key is accessible to others (mode {:o}); chmod 600 it",
@@ -406,6 +414,12 @@ mod tests {
         assert_eq!(dmode, 0o700);
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).expect("chmod");
         assert!(Key::load(&p).is_err());
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            std::os::unix::fs::chown(&p, Some(65534), None).expect("chown");
+            assert!(Key::load(&p).is_err(), "a key someone else owns");
+        }
     }
 
     #[test]
