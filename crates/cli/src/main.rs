@@ -208,6 +208,11 @@ enum PolicyCmd {
 enum AuditCmd {
     /// Check the hash chain and the head: detects edited, deleted, inserted or reordered
     /// records and a truncated tail. Exit 1 if anything is wrong.
+    ///
+    /// Also checks the retention anchor (records removed by retention are reported, not
+    /// flagged) and checkpoints: airlock's own checkpoint file (DATA_DIR/audit.checkpoints.jsonl,
+    /// when --log is not given) and every --checkpoint FILE. A missing or empty log fails
+    /// unless --allow-empty. docs/audit.md says exactly what is and is not detected.
     Verify {
         /// Audit directory (default: DATA_DIR/audit).
         #[arg(long)]
@@ -215,9 +220,28 @@ enum AuditCmd {
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
+        /// A file of checkpoint lines to check the log against: a sink's copy (the alerts
+        /// JSON-lines file, or the webhook receiver's bodies one per line). Repeatable.
+        #[arg(long = "checkpoint", value_name = "FILE")]
+        checkpoints: Vec<PathBuf>,
+        /// The checkpoint key (default: DATA_DIR/keys/audit.key, if readable). Without a key
+        /// MACs are not checked, and the output says so.
+        #[arg(long, value_name = "FILE")]
+        key: Option<PathBuf>,
+        /// A missing or empty log is not a failure (a fresh installation).
+        #[arg(long)]
+        allow_empty: bool,
+    },
+    /// Write a checkpoint of the current head to DATA_DIR/audit.checkpoints.jsonl now, and
+    /// print it (e.g. from cron, to copy it somewhere the host cannot rewrite).
+    Checkpoint {
+        /// Audit directory (default: DATA_DIR/audit).
+        #[arg(long)]
+        log: Option<PathBuf>,
     },
     /// Close the current segment (it becomes `audit.jsonl.<first sequence number of the
-    /// next>`); the chain continues across it. Segments also rotate by themselves at 256 MiB.
+    /// next>`); the chain continues across it. Segments also rotate by themselves (policy
+    /// `[audit] segment_bytes`, default 256 MiB).
     Rotate {
         /// Audit directory (default: DATA_DIR/audit).
         #[arg(long)]
@@ -389,6 +413,13 @@ fn cmd_run(a: RunArgs, paths: Paths) -> Result<u8> {
             // A refused job is on the record too (when the log can be written at all).
             if nix::unistd::geteuid().is_root() {
                 if let Ok(mut log) = airlock_audit::AuditLog::open(&paths.audit()) {
+                    // Checkpointed like any other record (best effort: the job is refused
+                    // either way).
+                    if let Ok(s) =
+                        airlock_audit::LogSettings::from_policy(&policy.policy.audit, &paths.data)
+                    {
+                        let _ = log.configure(s);
+                    }
                     let _ = log.append(
                         "job.refused",
                         None,
@@ -420,6 +451,18 @@ fn cmd_run(a: RunArgs, paths: Paths) -> Result<u8> {
         if !w.is_dir() {
             bail!("--workdir {} is not a directory", w.display());
         }
+        // The workspace is copied into the job: it must never hold the checkpoint key.
+        let keys = paths.data.join(airlock_audit::checkpoint::KEY_FILE);
+        let keys = keys.parent().unwrap_or(&paths.data);
+        if let (Ok(w), Ok(k)) = (std::fs::canonicalize(w), std::fs::canonicalize(keys)) {
+            if k.starts_with(&w) {
+                bail!(
+                    "--workdir {} contains airlock's key directory {}; use another data directory",
+                    w.display(),
+                    k.display()
+                );
+            }
+        }
     }
     let plan = JobPlan::new(
         &group_name,
@@ -446,11 +489,18 @@ fn cmd_run(a: RunArgs, paths: Paths) -> Result<u8> {
     let sinks =
         airlock_audit::Sinks::from_policy(&policy.policy.alerts, key, &paths.alert_outbox())
             .context("opening the alert sinks of the policy's [alerts]")?;
+    // Retention and checkpoints of the audit log; checkpoints also go to the alert sinks.
+    // Without its key no checkpoint can be MAC'd: the job does not start.
+    let mut audit_log = airlock_audit::LogSettings::from_policy(&policy.policy.audit, &paths.data)
+        .context("the audit log cannot be written: its checkpoint key (policy [audit])")?;
+    let shipper = sinks.checkpoint_shipper();
+    audit_log.ship = Some(shipper.clone());
     let opts = RunOptions {
         paths,
         helper_exe: std::env::current_exe().context("locating the airlock binary")?,
         egress_log: a.egress_log.clone(),
         detectors: policy.policy.detectors.clone(),
+        audit_log,
     };
     let report = airlock_sandbox::run(
         &plan,
@@ -528,6 +578,9 @@ fn cmd_run(a: RunArgs, paths: Paths) -> Result<u8> {
     let _ = write!(err, "{}", airlock_audit::summary(&report.alerts));
     for e in sinks.deliver(&report.alerts) {
         let _ = writeln!(err, "airlock: alert sink: {}", Escaped(&e.to_string()));
+    }
+    for e in shipper.take_errors() {
+        let _ = writeln!(err, "airlock: alert sink: {e}");
     }
     if let Some(r) = sinks.flush(std::time::Instant::now() + ALERT_FLUSH) {
         if r.pending > 0 {
@@ -730,32 +783,25 @@ fn cmd_policy(p: PolicyCmd, paths: &Paths) -> Result<u8> {
 
 fn cmd_audit(a: AuditCmd, paths: Paths) -> Result<u8> {
     match a {
-        AuditCmd::Verify { log, json } => {
+        AuditCmd::Verify {
+            log,
+            json,
+            checkpoints,
+            key,
+            allow_empty,
+        } => cmd_verify(&paths, log, json, checkpoints, key, allow_empty),
+        AuditCmd::Checkpoint { log } => {
             let dir = log.unwrap_or_else(|| paths.audit());
-            let v = airlock_audit::verify(&dir)?;
-            if json {
-                println!(
-                    "{}",
-                    serde_json::json!({ "log": dir, "records": v.records, "ok": v.problems.is_empty(), "problems": v.problems })
-                );
-            } else if v.problems.is_empty() {
-                println!(
-                    "{}: ok ({} records, chain and head intact)",
-                    dir.display(),
-                    v.records
-                );
-            } else {
-                println!("{}: TAMPERED ({} records read)", dir.display(), v.records);
-                for p in &v.problems {
-                    println!(
-                        "  {}:{}: {}",
-                        Escaped(&p.file.display().to_string()),
-                        p.line,
-                        Escaped(&p.message)
-                    );
-                }
-            }
-            Ok(if v.problems.is_empty() { 0 } else { 1 })
+            let (key, file) = airlock_audit::checkpoint::paths(&paths.data);
+            let mut l = airlock_audit::AuditLog::open(&dir)?;
+            l.configure(airlock_audit::LogSettings {
+                key: Some(airlock_audit::Key::load_or_create(&key)?),
+                checkpoint_file: Some(file),
+                ..airlock_audit::LogSettings::default()
+            })?;
+            let c = l.checkpoint_now("manual")?;
+            println!("{}", String::from_utf8_lossy(&c.to_line()?));
+            Ok(0)
         }
         AuditCmd::Rotate { log } => {
             let dir = log.unwrap_or_else(|| paths.audit());
@@ -805,6 +851,150 @@ fn cmd_audit(a: AuditCmd, paths: Paths) -> Result<u8> {
             Ok(0)
         }
     }
+}
+
+fn ms_to_utc(ms: u64) -> String {
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms))
+        .to_string()
+}
+
+fn cmd_verify(
+    paths: &Paths,
+    log: Option<PathBuf>,
+    json: bool,
+    mut checkpoints: Vec<PathBuf>,
+    key: Option<PathBuf>,
+    allow_empty: bool,
+) -> Result<u8> {
+    let own_log = log.is_none();
+    let dir = log.unwrap_or_else(|| paths.audit());
+    let (default_key, own_file) = airlock_audit::checkpoint::paths(&paths.data);
+    // airlock's own checkpoint file describes the data directory's log only. Once airlock
+    // has a key it has been checkpointing: a missing file then means a deleted one (checked
+    // below, when the log turns out not to be empty).
+    let own_missing = own_log && !own_file.exists() && default_key.exists();
+    if own_log && own_file.exists() && !checkpoints.contains(&own_file) {
+        checkpoints.insert(0, own_file.clone());
+    }
+    let mut notes = Vec::new();
+    let key = match key {
+        Some(k) => Some(
+            airlock_audit::Key::load(&k)
+                .with_context(|| format!("reading the checkpoint key {}", k.display()))?,
+        ),
+        None if default_key.exists() => match airlock_audit::Key::load(&default_key) {
+            Ok(k) => Some(k),
+            Err(e) => {
+                notes.push(format!("key not used: {e}"));
+                None
+            }
+        },
+        None => None,
+    };
+    let v = airlock_audit::verify_with(
+        &dir,
+        &airlock_audit::VerifyOptions {
+            key,
+            checkpoint_files: checkpoints,
+            allow_empty,
+        },
+    )?;
+    let mut v = v;
+    if own_missing && !v.empty {
+        v.problems.push(airlock_audit::Problem {
+            file: own_file,
+            line: 0,
+            message: "airlock's checkpoint file is missing although its key exists: deleted?"
+                .to_owned(),
+        });
+    }
+    let ok = v.problems.is_empty();
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({ "log": dir, "ok": ok, "records": v.records, "problems": v.problems, "verification": v, "notes": notes })
+        );
+        return Ok(if ok { 0 } else { 1 });
+    }
+    let d = dir.display();
+    if v.empty && ok {
+        println!("{d}: EMPTY: no audit records (accepted because of --allow-empty)");
+    } else if ok {
+        println!("{d}: ok ({} records, chain and head intact)", v.records);
+    } else {
+        println!("{d}: TAMPERED or NOT VERIFIED ({} records read)", v.records);
+        for p in &v.problems {
+            // Problems quote what the log holds (a job's strings): escaped.
+            println!(
+                "  {}:{}: {}",
+                Escaped(&p.file.display().to_string()),
+                p.line,
+                Escaped(&p.message)
+            );
+        }
+    }
+    // What was checked, and what was not.
+    if v.records > 0 {
+        println!("  records {}..{}", v.first_seq, v.last_seq);
+    }
+    match &v.anchor {
+        Some(a) => println!(
+            "  retention: records 1..{} were removed by retention on {} (anchor MAC {})",
+            a.seq,
+            ms_to_utc(a.time_ms),
+            match a.mac {
+                airlock_audit::MacCheck::Valid => "verified",
+                airlock_audit::MacCheck::NotChecked => "NOT checked: no key",
+                _ => "INVALID",
+            }
+        ),
+        None if v.records > 0 => {
+            println!("  retention: nothing removed (the chain starts at record 1)")
+        }
+        None => {}
+    }
+    if v.stale_segments > 0 {
+        println!(
+            "  {} segment(s) older than the anchor skipped (an interrupted retention; removed at the next rotation)",
+            v.stale_segments
+        );
+    }
+    let c = &v.checkpoints;
+    if c.files.is_empty() {
+        println!(
+            "  checkpoints: no checkpoint file given: a truncated tail with a recomputed head is NOT detectable (use --checkpoint FILE)"
+        );
+    } else {
+        println!(
+            "  checkpoints: {} read from {}; {} match the log, {} predate retention",
+            c.read,
+            c.files
+                .iter()
+                .map(|f| f.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            c.matched,
+            c.before_retention
+        );
+        match &v.key_id {
+            Some(k) => println!("  MACs checked with key {k}: {} valid", c.mac_valid),
+            None => {
+                println!("  MACs NOT checked: no key (the checkpoints' own content was trusted)")
+            }
+        }
+        match (c.newest_seq, c.newest_time_ms) {
+            (Some(s), Some(t)) => println!(
+                "  newest checkpoint: record {s} at {}; {} record(s) after it are covered by no checkpoint",
+                ms_to_utc(t),
+                c.uncovered
+            ),
+            _ => println!("  no checkpoint in the files: truncation is NOT detectable"),
+        }
+    }
+    for n in notes {
+        println!("  {n}");
+    }
+    Ok(if ok { 0 } else { 1 })
 }
 
 fn cmd_image(i: ImageCmd, paths: Paths) -> Result<u8> {

@@ -467,3 +467,255 @@ fn execs_are_refused_once_the_audit_log_breaks_mid_job() {
     );
     w.assert_clean();
 }
+
+// ---- issue 15 item 8: `audit verify` can be fooled; item 1: retention ----
+
+fn sha256_hex(b: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(b)
+        .iter()
+        .map(|x| format!("{x:02x}"))
+        .collect()
+}
+
+/// What someone who can write the audit directory does to hide a job: cut the log after
+/// record `keep` and recompute the unkeyed head so the chain and head agree again.
+fn truncate_and_recompute_head(audit: &std::path::Path, keep: usize) {
+    let log = audit.join("audit.jsonl");
+    let raw = std::fs::read_to_string(&log).expect("log");
+    let lines: Vec<&str> = raw.lines().take(keep).collect();
+    std::fs::write(
+        &log,
+        lines.iter().map(|l| format!("{l}\n")).collect::<String>(),
+    )
+    .expect("truncate");
+    let last = lines.last().expect("a record left");
+    let seq = serde_json::from_str::<serde_json::Value>(last).expect("json")["seq"].clone();
+    std::fs::write(
+        audit.join("audit.head"),
+        serde_json::json!({ "seq": seq, "hash": sha256_hex(last.as_bytes()) }).to_string(),
+    )
+    .expect("head");
+}
+
+#[test]
+fn verify_fails_on_a_missing_or_empty_log_unless_allowed() {
+    let w = World::new();
+    let missing = w.dir.path().join("no-such-audit");
+    let o = w
+        .cmd()
+        .args(["audit", "verify", "--log"])
+        .arg(&missing)
+        .output()
+        .expect("verify");
+    assert_ne!(o.status.code(), Some(0), "{}", stdout(&o));
+    assert!(stdout(&o).contains("does not exist"), "{}", stdout(&o));
+    let empty = w.dir.path().join("empty-audit");
+    std::fs::create_dir_all(&empty).expect("mkdir");
+    let o = w
+        .cmd()
+        .args(["audit", "verify", "--log"])
+        .arg(&empty)
+        .output()
+        .expect("verify");
+    assert_ne!(o.status.code(), Some(0), "{}", stdout(&o));
+    assert!(stdout(&o).contains("empty"), "{}", stdout(&o));
+    // An empty log some tool created (lock file, empty segment) is still empty.
+    std::fs::write(empty.join("audit.jsonl"), "").expect("seg");
+    let o = w
+        .cmd()
+        .args(["audit", "verify", "--json", "--log"])
+        .arg(&empty)
+        .output()
+        .expect("verify");
+    assert_ne!(o.status.code(), Some(0), "{}", stdout(&o));
+    let o = w
+        .cmd()
+        .args(["audit", "verify", "--allow-empty", "--log"])
+        .arg(&empty)
+        .output()
+        .expect("verify");
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("EMPTY") && stdout(&o).contains("--allow-empty"),
+        "{}",
+        stdout(&o)
+    );
+}
+
+#[test]
+fn a_truncated_tail_with_a_recomputed_head_fails_against_the_checkpoints() {
+    need_root!();
+    let w = World::new();
+    let sink = w.dir.path().join("alerts.jsonl");
+    let p = w.policy(&format!(
+        "version = 1\n[alerts]\nfile = {:?}\n[groups.default]\n",
+        sink.display().to_string()
+    ));
+    for i in 0..2 {
+        let o = w
+            .cmd()
+            .args(["run", "-q", "-p"])
+            .arg(&p)
+            .args(["--", "/bin/sh", "-c"])
+            .arg(format!("exit {i}"))
+            .output()
+            .expect("run");
+        assert_eq!(o.status.code(), Some(i), "{}", stderr(&o));
+    }
+    let audit = w.data().join("audit");
+    let o = w.cmd().args(["audit", "verify"]).output().expect("verify");
+    assert!(o.status.success(), "{}", stdout(&o));
+    assert!(stdout(&o).contains("checkpoint"), "{}", stdout(&o));
+    // Every job end was shipped to the sink as a checkpoint.
+    let shipped = std::fs::read_to_string(&sink).expect("sink copy");
+    assert!(
+        shipped
+            .lines()
+            .filter(|l| l.contains("audit.checkpoint"))
+            .count()
+            >= 2,
+        "{shipped}"
+    );
+
+    // Hide the second job: keep only the first job's records.
+    let raw = std::fs::read_to_string(audit.join("audit.jsonl")).expect("log");
+    let first_end = raw
+        .lines()
+        .position(|l| l.contains("\"job.ended\""))
+        .expect("first job ended");
+    truncate_and_recompute_head(&audit, first_end + 1);
+    // The old checks pass: chain and head agree (this is what the reviewer showed).
+    let o = w
+        .cmd()
+        .args(["audit", "verify", "--log"])
+        .arg(&audit)
+        .output()
+        .expect("verify");
+    assert!(o.status.success(), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("no checkpoint"),
+        "the output says truncation was not checked: {}",
+        stdout(&o)
+    );
+    // Against the sink's copy of the checkpoints it fails.
+    let o = w
+        .cmd()
+        .args(["audit", "verify", "--checkpoint"])
+        .arg(&sink)
+        .output()
+        .expect("verify");
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert!(stdout(&o).contains("truncated"), "{}", stdout(&o));
+    // And against airlock's own checkpoint file, used by default.
+    let o = w.cmd().args(["audit", "verify"]).output().expect("verify");
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+
+    // The second job's checkpoint forged to name the truncated log's head (the attacker has
+    // no key: its MAC no longer verifies) fails too.
+    let ck = w.data().join("audit.checkpoints.jsonl");
+    let mut forged: serde_json::Value = serde_json::from_str(
+        shipped
+            .lines()
+            .rfind(|l| l.contains("audit.checkpoint"))
+            .expect("a checkpoint"),
+    )
+    .expect("json");
+    let last = std::fs::read_to_string(audit.join("audit.head")).expect("head");
+    let head: serde_json::Value = serde_json::from_str(&last).expect("head json");
+    forged["seq"] = head["seq"].clone();
+    forged["head"] = head["hash"].clone();
+    std::fs::write(&ck, format!("{forged}\n")).expect("forge");
+    let o = w.cmd().args(["audit", "verify"]).output().expect("verify");
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert!(stdout(&o).contains("MAC"), "{}", stdout(&o));
+    // Deleting airlock's own checkpoint file does not make the default verify pass.
+    std::fs::remove_file(&ck).expect("rm checkpoints");
+    let o = w.cmd().args(["audit", "verify"]).output().expect("verify");
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("checkpoint file is missing"),
+        "{}",
+        stdout(&o)
+    );
+    w.assert_clean();
+}
+
+#[test]
+fn retention_by_size_keeps_verify_ok_and_the_anchor_is_honoured() {
+    need_root!();
+    let w = World::new();
+    let p = w.policy(
+        "version = 1\n[audit]\nsegment_bytes = \"4KiB\"\nmax_bytes = \"12KiB\"\n[groups.default]\n",
+    );
+    for _ in 0..8 {
+        let o = w
+            .cmd()
+            .args(["run", "-q", "-p"])
+            .arg(&p)
+            .args(["--", "/bin/sh", "-c", "/bin/true; /bin/true; exit 0"])
+            .output()
+            .expect("run");
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    let audit = w.data().join("audit");
+    let size: u64 = std::fs::read_dir(&audit)
+        .expect("dir")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("audit.jsonl"))
+        .map(|e| e.metadata().map(|m| m.len()).unwrap_or(0))
+        .sum();
+    assert!(
+        size <= 12 * 1024 + 8192,
+        "retention bounds the log: {size} bytes"
+    );
+    assert!(
+        audit.join("audit.anchor").exists(),
+        "older records were removed"
+    );
+    let o = w.cmd().args(["audit", "verify"]).output().expect("verify");
+    assert!(o.status.success(), "{}", stdout(&o));
+    assert!(stdout(&o).contains("retention"), "{}", stdout(&o));
+    // Removing the oldest retained segment without a new anchor is tampering.
+    let mut segs: Vec<_> = std::fs::read_dir(&audit)
+        .expect("dir")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("audit.jsonl."))
+        })
+        .collect();
+    segs.sort();
+    std::fs::remove_file(&segs[0]).expect("rm oldest");
+    let o = w.cmd().args(["audit", "verify"]).output().expect("verify");
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    w.assert_clean();
+}
+
+#[test]
+fn the_checkpoint_key_never_enters_a_job_through_the_workspace() {
+    need_root!();
+    let w = World::new();
+    let o = w
+        .cmd()
+        .args(["audit", "checkpoint"])
+        .output()
+        .expect("checkpoint");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let key = w.data().join("keys/audit.key");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&key).expect("key").permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    // A workspace that holds the data directory (and so the key) is refused.
+    let o = w
+        .cmd()
+        .args(["run", "-q", "-w"])
+        .arg(w.data())
+        .args(["--", "/bin/true"])
+        .output()
+        .expect("run");
+    assert_ne!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stderr(&o).contains("key directory"), "{}", stderr(&o));
+    w.assert_clean();
+}

@@ -34,6 +34,8 @@ pub struct LaunchSpec {
     pub detectors: airlock_policy::Detectors,
     /// The policy's alert sinks, for the job's alerts.
     pub alerts: airlock_policy::Alerts,
+    /// The policy's `[audit]` (retention, checkpoints) for the job's `airlock run`.
+    pub audit: airlock_policy::AuditLogSettings,
     /// The runner command.
     pub command: Vec<String>,
     /// The JIT configuration.
@@ -136,6 +138,7 @@ impl ProcessLauncher {
             groups: BTreeMap::from([(spec.group.clone(), g)]),
             detectors: spec.detectors.clone(),
             alerts: spec.alerts.clone(),
+            audit: spec.audit.clone(),
         }
     }
 

@@ -523,6 +523,7 @@ impl Manager {
             policy: g.clone(),
             detectors: self.inner.policy.detectors.clone(),
             alerts: self.inner.policy.alerts.clone(),
+            audit: self.inner.policy.audit.clone(),
             command: g.runner.clone(),
             jit_config: jit.encoded_jit_config,
             token: out.token.clone(),

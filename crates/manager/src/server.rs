@@ -168,7 +168,31 @@ pub async fn serve_with(
         source,
     })?;
     let store = Store::open(&serve_dir.join("serve.db"))?;
-    let audit = AuditLog::open(&config.data_dir.join("audit"))?;
+    let mut audit = AuditLog::open(&config.data_dir.join("audit"))?;
+    // The policy's retention and checkpoints apply to serve's own records too, and its
+    // checkpoints go to the policy's sinks. Best effort here: each job's `airlock run` opens
+    // the sinks itself and refuses the job if they cannot work.
+    let mut log_settings =
+        airlock_audit::LogSettings::from_policy(&policy.audit, &config.data_dir)?;
+    let sink_key = policy
+        .alerts
+        .webhook
+        .as_ref()
+        .and_then(|w| std::env::var(&w.secret).ok())
+        .map(airlock_policy::SecretValue::new);
+    let sinks = match airlock_audit::Sinks::from_policy(
+        &policy.alerts,
+        sink_key,
+        &config.data_dir.join("alerts").join("outbox"),
+    ) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            warn!("serve's own audit checkpoints go to the local file only: {e}");
+            None
+        }
+    };
+    log_settings.ship = sinks.as_ref().map(airlock_audit::Sinks::checkpoint_shipper);
+    audit.configure(log_settings)?;
     let repository = (config.github.level == Level::Repo).then(|| {
         format!(
             "{}/{}",
@@ -221,6 +245,13 @@ pub async fn serve_with(
             source,
         })?;
     manager.shutdown(grace).await;
+    if let Some(s) = sinks {
+        // What is not delivered by then stays in the outbox for the next run.
+        let _ = tokio::task::spawn_blocking(move || {
+            s.flush(std::time::Instant::now() + Duration::from_secs(5))
+        })
+        .await;
+    }
     Ok(())
 }
 

@@ -220,6 +220,7 @@ pub fn builtin_policy() -> Policy {
         groups,
         detectors: Detectors::default(),
         alerts: Alerts::default(),
+        audit: AuditLogSettings::default(),
     }
 }
 
@@ -237,6 +238,7 @@ struct TopLevel {
     default_group: Option<Spanned<String>>,
     detectors: Option<Spanned<Detectors>>,
     alerts: Option<Spanned<Alerts>>,
+    audit: Option<Spanned<AuditLogSettings>>,
 }
 
 struct Collector<'a> {
@@ -375,7 +377,12 @@ pub fn parse(src: &str, file: &Path) -> Result<Policy, PolicyError> {
     let mut default_group = None;
     let mut detectors = Detectors::default();
     let mut alerts = Alerts::default();
+    let mut audit = AuditLogSettings::default();
     if let Some(top) = top {
+        if let Some(a) = top.audit {
+            validate_audit(&mut c, a.get_ref(), a.span());
+            audit = a.into_inner();
+        }
         if let Some(d) = top.detectors {
             validate_detectors(&mut c, d.get_ref(), d.span());
             detectors = d.into_inner();
@@ -432,7 +439,48 @@ pub fn parse(src: &str, file: &Path) -> Result<Policy, PolicyError> {
         groups,
         detectors,
         alerts,
+        audit,
     })
+}
+
+/// Bounds of `[audit]` that keep retention meaningful and checkpoints frequent enough.
+fn validate_audit(c: &mut Collector<'_>, a: &AuditLogSettings, span: Range<usize>) {
+    let mut err = |msg: String, hint: &str| c.push(Some(span.clone()), msg, Some(hint));
+    let seg = a.segment_bytes();
+    if seg < 4096 {
+        err(
+            format!("audit.segment_bytes must be at least 4KiB, got {seg}"),
+            "the default is the smaller of 256MiB and max_bytes / 4",
+        );
+    }
+    if a.max_bytes.0 < seg.saturating_mul(2) {
+        err(
+            format!(
+                "audit.max_bytes ({}) must be at least twice segment_bytes ({seg})",
+                a.max_bytes
+            ),
+            "retention deletes whole closed segments; the current one is never deleted",
+        );
+    }
+    if a.max_age.0 < std::time::Duration::from_secs(3600) {
+        err(
+            "audit.max_age must be at least 1h".to_owned(),
+            "the default is \"90days\"",
+        );
+    }
+    if !(1..=1_000_000).contains(&a.checkpoint_records) {
+        err(
+            "audit.checkpoint_records must be between 1 and 1000000".to_owned(),
+            "the default is 1000",
+        );
+    }
+    let iv = a.checkpoint_interval.0;
+    if iv < std::time::Duration::from_secs(1) || iv > std::time::Duration::from_secs(86400) {
+        err(
+            "audit.checkpoint_interval must be between 1s and 1day".to_owned(),
+            "the default is \"60s\"",
+        );
+    }
 }
 
 fn check_name(c: &mut Collector<'_>, name: &str, span: Range<usize>, what: &str) {

@@ -401,3 +401,29 @@ labels = ["GPU", "cuda"]
     assert!(!g.takes_labels(&selecting_labels(&["self-hosted", "linux"])));
     assert!(!pol.groups["none"].takes_labels(&selecting_labels(&["gpu"])));
 }
+
+#[test]
+fn the_audit_table_has_safe_defaults_and_refuses_meaningless_bounds() {
+    let g = "version = 1\n[groups.default]\n";
+    let d = p(g).expect("no [audit]");
+    assert_eq!(d.audit, AuditLogSettings::default());
+    assert_eq!(d.audit.max_bytes, ByteSize(4 << 30));
+    assert_eq!(d.audit.segment_bytes(), 256 << 20);
+    let a = p(&format!(
+        "{g}[audit]\nmax_bytes = \"64MiB\"\nmax_age = \"30days\"\ncheckpoint_records = 10\ncheckpoint_interval = \"5s\"\n"
+    ))
+    .expect("good");
+    assert_eq!(a.audit.segment_bytes(), 16 << 20);
+    assert_eq!(a.audit.max_age.0.as_secs(), 30 * 86400);
+    for bad in [
+        "max_bytes = \"1MiB\"\nsegment_bytes = \"1MiB\"",
+        "segment_bytes = \"1KiB\"",
+        "max_age = \"10m\"",
+        "checkpoint_records = 0",
+        "checkpoint_interval = \"2days\"",
+        "keep_forever = true",
+    ] {
+        let ds = diags(&format!("{g}[audit]\n{bad}\n"));
+        assert!(!ds.is_empty(), "{bad} accepted");
+    }
+}

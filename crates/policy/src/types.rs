@@ -27,6 +27,9 @@ pub struct Policy {
     /// Alert sinks besides stderr; none when absent.
     #[serde(default)]
     pub alerts: Alerts,
+    /// The audit log as a whole: retention and checkpoints (`[audit]`); defaults when absent.
+    #[serde(default)]
+    pub audit: AuditLogSettings,
 }
 
 /// How far the code that runs in a group is trusted.
@@ -526,5 +529,62 @@ impl Webhook {
     }
     fn default_retries() -> u32 {
         5
+    }
+}
+
+/// The audit log as a whole (`[audit]`): how much of it is kept, and how often its head is
+/// checkpointed (docs/audit.md, "Retention" and "Checkpoints").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AuditLogSettings {
+    /// All segments together; the oldest closed segments are deleted beyond it.
+    #[serde(default = "AuditLogSettings::default_max_bytes")]
+    pub max_bytes: ByteSize,
+    /// Closed segments whose newest record is older than this are deleted.
+    #[serde(default = "AuditLogSettings::default_max_age")]
+    pub max_age: HumanDuration,
+    /// The current segment is closed at this size (default: the smaller of 256 MiB and a
+    /// quarter of `max_bytes`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segment_bytes: Option<ByteSize>,
+    /// A checkpoint at least every this many records (and at every job end).
+    #[serde(default = "AuditLogSettings::default_checkpoint_records")]
+    pub checkpoint_records: u64,
+    /// A checkpoint at the first append this long after the previous one.
+    #[serde(default = "AuditLogSettings::default_checkpoint_interval")]
+    pub checkpoint_interval: HumanDuration,
+}
+
+impl AuditLogSettings {
+    fn default_max_bytes() -> ByteSize {
+        ByteSize(4 << 30)
+    }
+    fn default_max_age() -> HumanDuration {
+        HumanDuration(Duration::from_secs(90 * 86400))
+    }
+    fn default_checkpoint_records() -> u64 {
+        1000
+    }
+    fn default_checkpoint_interval() -> HumanDuration {
+        HumanDuration(Duration::from_secs(60))
+    }
+    /// The size at which the current segment is closed.
+    pub fn segment_bytes(&self) -> u64 {
+        self.segment_bytes
+            .map(|b| b.0)
+            .unwrap_or_else(|| (256 << 20).min(self.max_bytes.0 / 4))
+            .max(1)
+    }
+}
+
+impl Default for AuditLogSettings {
+    fn default() -> Self {
+        Self {
+            max_bytes: Self::default_max_bytes(),
+            max_age: Self::default_max_age(),
+            segment_bytes: None,
+            checkpoint_records: Self::default_checkpoint_records(),
+            checkpoint_interval: Self::default_checkpoint_interval(),
+        }
     }
 }

@@ -87,6 +87,8 @@ pub struct RunOptions {
     pub egress_log: Option<PathBuf>,
     /// Detector thresholds (the policy's `[detectors]`).
     pub detectors: airlock_policy::Detectors,
+    /// Retention and checkpoints of the audit log (the policy's `[audit]`).
+    pub audit_log: airlock_audit::LogSettings,
 }
 
 enum Event {
@@ -107,6 +109,8 @@ pub fn run(
     paths.ensure()?;
     // Every job is on the record before anything of it exists; no log, no job.
     let mut log = airlock_audit::AuditLog::open(&paths.audit()).map_err(SandboxError::Audit)?;
+    log.configure(opts.audit_log.clone())
+        .map_err(SandboxError::Audit)?;
     // A secret the job puts on a command line or in a name is recorded by name, never by
     // value: in the audit log, the report and the egress log alike.
     let redactor =

@@ -104,6 +104,19 @@ impl Sinks {
         errors
     }
 
+    /// A handle that ships checkpoints (see [`crate::checkpoint`]) to the same sinks, from
+    /// any thread (the audit writer's), without waiting for the network.
+    pub fn checkpoint_shipper(&self) -> CheckpointShipper {
+        CheckpointShipper {
+            file: self.file.clone(),
+            webhook: self
+                .webhook
+                .as_ref()
+                .map(|w| (w.tx.clone(), w.outbox.clone())),
+            errors: Arc::new(Mutex::new(Vec::new())),
+        }
+    }
+
     /// Flushes the webhook until `deadline` (see [`WebhookSink::flush`]); `None` without
     /// a webhook.
     pub fn flush(self, deadline: Instant) -> Option<FlushReport> {
@@ -133,12 +146,21 @@ impl JsonlSink {
     /// Appends `alerts` with one `write` (so lines of concurrent jobs do not interleave) and
     /// syncs the file.
     pub fn append(&self, alerts: &[Alert]) -> Result<(), SinkError> {
-        if alerts.is_empty() {
+        let mut lines = Vec::with_capacity(alerts.len());
+        for a in alerts {
+            lines.push(serde_json::to_vec(&Envelope::of(a))?);
+        }
+        self.append_lines(&lines)
+    }
+
+    /// Appends JSON lines (without their newline) with one `write`, and syncs the file.
+    fn append_lines(&self, lines: &[Vec<u8>]) -> Result<(), SinkError> {
+        if lines.is_empty() {
             return Ok(());
         }
         let mut buf = Vec::new();
-        for a in alerts {
-            serde_json::to_writer(&mut buf, &Envelope::of(a))?;
+        for l in lines {
+            buf.extend_from_slice(l);
             buf.push(b'\n');
         }
         if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -152,6 +174,86 @@ impl JsonlSink {
         f.write_all(&buf).map_err(io(&self.path))?;
         f.sync_data().map_err(io(&self.path))
     }
+}
+
+/// Ships checkpoints to the sinks: a line in the JSON-lines file, a signed POST to the
+/// webhook (through its outbox, like an alert). Cheap to clone; holds no sender of its own,
+/// so [`Sinks::flush`] still ends the webhook thread.
+#[derive(Clone)]
+pub struct CheckpointShipper {
+    file: Option<JsonlSink>,
+    webhook: Option<(SharedTx, PathBuf)>,
+    errors: Arc<Mutex<Vec<String>>>,
+}
+
+impl std::fmt::Debug for CheckpointShipper {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CheckpointShipper")
+            .field("file", &self.file)
+            .field("webhook", &self.webhook.as_ref().map(|w| &w.1))
+            .finish()
+    }
+}
+
+impl CheckpointShipper {
+    /// Hands `c` to every sink; what fails is kept for [`CheckpointShipper::take_errors`]
+    /// (a sink that is down must not stop the log).
+    pub fn ship(&self, c: &crate::Checkpoint) {
+        let mut errs = Vec::new();
+        match c.to_line() {
+            Err(e) => errs.push(format!("checkpoint: {e}")),
+            Ok(body) => {
+                if let Some(f) = &self.file {
+                    if let Err(e) = f.append_lines(std::slice::from_ref(&body)) {
+                        errs.push(format!("checkpoint to {}: {e}", f.path.display()));
+                    }
+                }
+                if let Some((tx, outbox)) = &self.webhook {
+                    if let Err(e) = enqueue(tx, outbox, c.id(), body) {
+                        errs.push(format!("checkpoint to the webhook: {e}"));
+                    }
+                }
+            }
+        }
+        if !errs.is_empty() {
+            if let Ok(mut v) = self.errors.lock() {
+                // Bounded: a sink down for a long time repeats the same error.
+                if v.len() < 16 {
+                    v.extend(errs);
+                }
+            }
+        }
+    }
+
+    /// The shipping errors since the last call.
+    pub fn take_errors(&self) -> Vec<String> {
+        self.errors
+            .lock()
+            .map(|mut v| std::mem::take(&mut *v))
+            .unwrap_or_default()
+    }
+}
+
+/// The webhook's sender, shared with checkpoint shippers; `None` once flushed.
+type SharedTx = Arc<Mutex<Option<SyncSender<Item>>>>;
+
+/// Writes `body` to the outbox as `<id>.json`, then offers it to the thread without waiting.
+fn enqueue(tx: &SharedTx, outbox: &Path, id: String, body: Vec<u8>) -> Result<(), SinkError> {
+    let path = outbox.join(format!("{id}.json"));
+    let tmp = outbox.join(format!(".{id}.tmp"));
+    std::fs::write(&tmp, &body).map_err(io(&tmp))?;
+    std::fs::rename(&tmp, &path).map_err(io(&path))?;
+    if let Some(tx) = tx.lock().ok().as_ref().and_then(|t| t.as_ref()) {
+        match tx.try_send(Item {
+            id,
+            body,
+            attempts: 0,
+            next_try: Instant::now(),
+        }) {
+            Ok(()) | Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {}
+        }
+    }
+    Ok(())
 }
 
 /// What the file and webhook sinks write: the alert and its id.
@@ -246,7 +348,7 @@ struct Shared {
 
 /// The webhook sink: a background thread fed by a bounded channel.
 pub struct WebhookSink {
-    tx: Option<SyncSender<Item>>,
+    tx: SharedTx,
     outbox: PathBuf,
     shared: Arc<Mutex<Shared>>,
     done: Receiver<FlushReport>,
@@ -283,7 +385,7 @@ impl WebhookSink {
             })
             .map_err(SinkError::Thread)?;
         Ok(Self {
-            tx: Some(tx),
+            tx: Arc::new(Mutex::new(Some(tx))),
             outbox,
             shared,
             done,
@@ -294,30 +396,23 @@ impl WebhookSink {
     /// Queues an alert without waiting: it is written to the outbox (a small local file),
     /// then offered to the thread; a full queue leaves it for the next run.
     pub fn send(&self, alert: &Alert) -> Result<(), SinkError> {
-        let id = alert.id();
         let body = serde_json::to_vec(&Envelope::of(alert))?;
-        let path = self.outbox.join(format!("{id}.json"));
-        let tmp = self.outbox.join(format!(".{id}.tmp"));
-        std::fs::write(&tmp, &body).map_err(io(&tmp))?;
-        std::fs::rename(&tmp, &path).map_err(io(&path))?;
-        if let Some(tx) = &self.tx {
-            match tx.try_send(Item {
-                id,
-                body,
-                attempts: 0,
-                next_try: Instant::now(),
-            }) {
-                Ok(()) | Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {}
-            }
-        }
-        Ok(())
+        enqueue(&self.tx, &self.outbox, alert.id(), body)
+    }
+
+    /// Drops the sender: the thread sees the channel close once the queue is drained.
+    fn close(&self) -> bool {
+        self.tx
+            .lock()
+            .map(|mut t| t.take().is_some())
+            .unwrap_or(false)
     }
 
     /// Lets the thread deliver until `deadline`, then returns (at the deadline at the
     /// latest, plus a few milliseconds). Undelivered alerts stay in the outbox.
     pub fn flush(mut self, deadline: Instant) -> FlushReport {
         self.set_deadline(deadline);
-        self.tx = None;
+        self.close();
         let wait = deadline.saturating_duration_since(Instant::now());
         match self.done.recv_timeout(wait + Duration::from_millis(20)) {
             Ok(r) => {
@@ -346,9 +441,8 @@ impl WebhookSink {
 impl Drop for WebhookSink {
     /// Without a flush, the thread stops at once; nothing is lost (the outbox keeps it).
     fn drop(&mut self) {
-        if self.tx.is_some() {
+        if self.close() {
             self.set_deadline(Instant::now());
-            self.tx = None;
         }
     }
 }

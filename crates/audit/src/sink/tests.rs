@@ -281,3 +281,84 @@ fn sinks_from_policy_write_the_file_and_post_the_webhook() {
     assert!(none.deliver(&[alert(1)]).is_empty());
     assert!(none.flush(Instant::now()).is_none());
 }
+
+#[test]
+fn checkpoints_of_the_log_reach_the_file_and_the_signed_webhook_and_flush_still_ends() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (tx, rx) = mpsc::channel();
+    let alerts = airlock_policy::Alerts {
+        file: Some(dir.path().join("alerts.jsonl")),
+        webhook: Some(airlock_policy::Webhook {
+            url: server(vec![], tx),
+            secret: "HOOK_KEY".into(),
+            timeout: airlock_policy::HumanDuration(Duration::from_secs(2)),
+            retries: 1,
+        }),
+    };
+    let sinks = Sinks::from_policy(
+        &alerts,
+        Some(SecretValue::new("s3cret")),
+        &dir.path().join("outbox"),
+    )
+    .expect("sinks");
+    let key = crate::Key::from_bytes(b"checkpoint key for this test....");
+    let mut log = crate::AuditLog::open(&dir.path().join("audit")).expect("open");
+    log.configure(crate::LogSettings {
+        key: Some(key.clone()),
+        ship: Some(sinks.checkpoint_shipper()),
+        ..crate::LogSettings::default()
+    })
+    .expect("configure");
+    log.append("job.ended", Some("j1"), serde_json::json!({}))
+        .expect("append");
+    // The log keeps its shipper (as a job's writer thread would): flush must not wait for it.
+    let t = Instant::now();
+    let r = sinks
+        .flush(Instant::now() + Duration::from_secs(10))
+        .expect("webhook");
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    assert_eq!((r.delivered, r.pending), (1, 0));
+    let reqs: Vec<Req> = rx.try_iter().collect();
+    assert_eq!(reqs.len(), 1);
+    verify(&reqs[0], b"s3cret");
+    let c: crate::Checkpoint = serde_json::from_slice(&reqs[0].body).expect("checkpoint");
+    assert_eq!((c.seq, c.reason.as_str()), (1, "job.ended"));
+    assert_eq!(c.check(Some(&key)), crate::MacCheck::Valid);
+    assert_eq!(reqs[0].header("X-Airlock-Alert-Id"), Some(c.id().as_str()));
+    let (cs, bad) = crate::checkpoint::read(&dir.path().join("alerts.jsonl")).expect("read");
+    assert_eq!((cs, bad.len()), (vec![c], 0));
+    assert!(log.take_ship_errors().is_empty());
+}
+
+#[test]
+fn a_record_flood_does_not_flood_the_sinks_with_checkpoints() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let alerts = airlock_policy::Alerts {
+        file: Some(dir.path().join("alerts.jsonl")),
+        webhook: None,
+    };
+    let sinks = Sinks::from_policy(&alerts, None, &dir.path().join("outbox")).expect("sinks");
+    let mut log = crate::AuditLog::open(&dir.path().join("audit")).expect("open");
+    log.configure(crate::LogSettings {
+        checkpoint_file: Some(dir.path().join("ck.jsonl")),
+        checkpoint_records: 10,
+        ship: Some(sinks.checkpoint_shipper()),
+        ..crate::LogSettings::default()
+    })
+    .expect("configure");
+    for i in 0..1000 {
+        log.append("syscall.denied", Some("j"), serde_json::json!({ "i": i }))
+            .expect("append");
+    }
+    log.append("job.ended", Some("j"), serde_json::json!({}))
+        .expect("end");
+    let local = crate::checkpoint::read(&dir.path().join("ck.jsonl")).expect("local");
+    let shipped = crate::checkpoint::read(&dir.path().join("alerts.jsonl")).expect("sink");
+    assert_eq!(local.0.len(), 101, "every 10 records, and the job's end");
+    assert_eq!(
+        shipped.0.len(),
+        2,
+        "the first, then only the job's end within the interval"
+    );
+    assert_eq!(shipped.0[1].reason, "job.ended");
+}
