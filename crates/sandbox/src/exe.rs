@@ -293,7 +293,8 @@ fn readlink(path: &str) -> Option<String> {
         .map(|p| p.to_string_lossy().into_owned())
 }
 
-fn fstat(fd: RawFd) -> std::io::Result<libc::stat> {
+/// `fstat(2)`.
+pub(crate) fn fstat(fd: RawFd) -> std::io::Result<libc::stat> {
     // SAFETY: stat is plain data, filled by the kernel.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     // SAFETY: a valid fd and a valid out pointer.
