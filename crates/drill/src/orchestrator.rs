@@ -372,6 +372,20 @@ impl JobRun {
             })
             .collect()
     }
+    /// The summaries of this job's alerts of `detector`.
+    fn alert_summaries(&self, detector: &str) -> Vec<String> {
+        self.report
+            .as_ref()
+            .and_then(|r| r.get("alerts"))
+            .and_then(|a| a.as_array())
+            .map(|a| {
+                a.iter()
+                    .filter(|x| x.get("detector").and_then(|d| d.as_str()) == Some(detector))
+                    .filter_map(|x| x.get("summary")?.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
     /// `None` when the report has no `alerts` field at all.
     fn alerts(&self) -> Option<Vec<String>> {
         let a = self.report.as_ref()?.get("alerts")?.as_array()?;
@@ -595,6 +609,20 @@ fn judge(a: &dyn Attack, runs: &[JobRun], victim: Option<&VictimRun>, duration_m
     let alerts: Vec<String> = runs.iter().filter_map(JobRun::alerts).flatten().collect();
     let expected_alert = a.expect().detector();
     let alert_found = expected_alert.and_then(|d| available.then(|| alerts.iter().any(|x| x == d)));
+    // The alert must also have seen through to what the attack hid (its summary names it).
+    let summaries: Vec<String> = expected_alert
+        .map(|d| runs.iter().flat_map(|r| r.alert_summaries(d)).collect())
+        .unwrap_or_default();
+    let unnamed: Vec<&str> = a
+        .alert_names()
+        .iter()
+        .copied()
+        .filter(|n| !summaries.iter().any(|s| s.contains(n)))
+        .collect();
+    if alert_found == Some(true) && !unnamed.is_empty() {
+        evidence.push(format!("the alert does not name {}", unnamed.join(", ")));
+    }
+    let alert_found = alert_found.map(|f| f && unnamed.is_empty());
     if let Some(d) = expected_alert {
         evidence.extend(
             runs.iter()
