@@ -128,7 +128,8 @@ fn exec_records_name_what_actually_ran() {
     assert!(
         actual
             .iter()
-            .any(|r| r["data"]["exe"]["memfd"] == "memfd:hidden" && r["data"]["pid"] == h["data"]["pid"]),
+            .any(|r| r["data"]["exe"]["memfd"] == "memfd:hidden"
+                && r["data"]["pid"] == h["data"]["pid"]),
         "{actual:#?}"
     );
 
@@ -156,7 +157,11 @@ fn exec_records_name_what_actually_ran() {
         .collect();
     assert_eq!(alerts.len(), 1, "{r:#}");
     let sum = alerts[0]["summary"].as_str().expect("summary");
-    for want in ["memfd:payload as '[kworker/0:1]'", "/tmp/.h/gone (deleted)", "memfd:hidden"] {
+    for want in [
+        "memfd:payload as '[kworker/0:1]'",
+        "/tmp/.h/gone (deleted)",
+        "memfd:hidden",
+    ] {
         assert!(sum.contains(want), "{want}: {sum}");
     }
     assert_eq!(alerts[0]["technique"]["id"], "T1620");

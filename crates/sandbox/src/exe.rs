@@ -502,7 +502,8 @@ impl Resolver {
                 exe.fd = link[3..].parse().ok();
             }
             // A plain openat follows the magic link, as the kernel does for the caller.
-            let f = openat(dir.as_raw_fd(), &link, libc::O_PATH).map_err(|e| format!("{path}: {e}"))?;
+            let f =
+                openat(dir.as_raw_fd(), &link, libc::O_PATH).map_err(|e| format!("{path}: {e}"))?;
             if rest.is_empty() {
                 return Ok(f);
             }
@@ -684,8 +685,14 @@ mod tests {
             magic("/proc/thread-self/cwd/x/y"),
             p(Who::Caller, "cwd", vec!["x", "y"])
         );
-        assert_eq!(magic("/proc/42/root/bin/sh"), p(Who::Pid(42), "root", vec!["bin", "sh"]));
-        assert_eq!(magic("/proc/self/task/7/fd/9"), p(Who::Caller, "fd/9", vec![]));
+        assert_eq!(
+            magic("/proc/42/root/bin/sh"),
+            p(Who::Pid(42), "root", vec!["bin", "sh"])
+        );
+        assert_eq!(
+            magic("/proc/self/task/7/fd/9"),
+            p(Who::Caller, "fd/9", vec![])
+        );
         assert_eq!(magic("/dev/fd/4"), p(Who::Caller, "fd/4", vec![]));
         assert_eq!(magic("/dev/stdin"), p(Who::Caller, "fd/0", vec![]));
         assert_eq!(magic("/proc/self/status"), None);
@@ -696,10 +703,19 @@ mod tests {
     #[test]
     fn argv0_is_compared_with_every_name_of_the_executable() {
         assert!(!argv0_mismatch(Some("make"), &["make", "make"]));
-        assert!(!argv0_mismatch(Some("/usr/bin/python3"), &["python3", "python3.11"]));
-        assert!(!argv0_mismatch(Some("python3.11"), &["python3", "python3.11"]));
+        assert!(!argv0_mismatch(
+            Some("/usr/bin/python3"),
+            &["python3", "python3.11"]
+        ));
+        assert!(!argv0_mismatch(
+            Some("python3.11"),
+            &["python3", "python3.11"]
+        ));
         assert!(!argv0_mismatch(Some("-bash"), &["bash"]), "login shell");
-        assert!(!argv0_mismatch(Some("ls"), &["ls", "busybox"]), "multi-call");
+        assert!(
+            !argv0_mismatch(Some("ls"), &["ls", "busybox"]),
+            "multi-call"
+        );
         assert!(argv0_mismatch(Some("[kworker/0:1]"), &["payload"]));
         assert!(argv0_mismatch(Some("sshd"), &["make"]));
         assert!(argv0_mismatch(Some(""), &["make"]));
@@ -806,16 +822,29 @@ mod tests {
         let mut r = Resolver::new();
         let cwd = std::env::current_dir().expect("cwd");
         std::fs::write(cwd.join("exe-test-probe"), b"x").expect("write");
-        let e = r.resolve(tid(), Call::Execve { path: "./exe-test-probe" });
+        let e = r.resolve(
+            tid(),
+            Call::Execve {
+                path: "./exe-test-probe",
+            },
+        );
         let _ = std::fs::remove_file(cwd.join("exe-test-probe"));
         assert_eq!(e.via, "cwd");
         assert_eq!(
             e.path.as_deref(),
             Some(cwd.join("exe-test-probe").to_string_lossy().as_ref())
         );
-        let missing = r.resolve(tid(), Call::Execve { path: "/no/such/exe" });
+        let missing = r.resolve(
+            tid(),
+            Call::Execve {
+                path: "/no/such/exe",
+            },
+        );
         assert!(missing.path.is_none());
-        assert!(missing.error.as_deref().is_some_and(|e| e.contains("/no/such/exe")));
+        assert!(missing
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("/no/such/exe")));
         let bin = r.resolve(tid(), Call::Execve { path: "/bin/sh" });
         assert!(bin.sha256.is_some() && bin.ino.is_some(), "{bin:?}");
     }
@@ -844,7 +873,10 @@ mod tests {
             .and_then(|f| f.set_times(t))
             .expect("times");
         let c = r.resolve(tid(), Call::Execve { path: &path });
-        assert_ne!(a.sha256, c.sha256, "the cache is not fooled by a restored mtime");
+        assert_ne!(
+            a.sha256, c.sha256,
+            "the cache is not fooled by a restored mtime"
+        );
         r.tokens = 0;
         r.refilled = Instant::now();
         r.cache.clear();

@@ -302,10 +302,7 @@ fn handle(
         if notify_id_valid(fd, req.id).is_err() {
             return;
         }
-        let mismatch = exe::argv0_mismatch(
-            argv.first().map(String::as_str),
-            &target.names(&path),
-        );
+        let mismatch = exe::argv0_mismatch(argv.first().map(String::as_str), &target.names(&path));
         let mut data = serde_json::json!({
             "pid": pid,
             "ppid": info.ppid,

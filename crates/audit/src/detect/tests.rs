@@ -624,7 +624,11 @@ fn fileless_execs_raise_one_alert_naming_what_ran() {
     assert_eq!(a.evidence, vec![memfd, unlinked, actual]);
     assert_eq!(a.technique.id, "T1620");
     assert_eq!(a.severity, Severity::High);
-    for want in ["memfd:x as '[kworker/0:1]'", "/tmp/.h/x (deleted) as 'sshd'", "memfd:y"] {
+    for want in [
+        "memfd:x as '[kworker/0:1]'",
+        "/tmp/.h/x (deleted) as 'sshd'",
+        "memfd:y",
+    ] {
         assert!(a.summary.contains(want), "{want}: {}", a.summary);
     }
     assert_eq!(alerts.len(), 1, "{alerts:#?}");
