@@ -57,6 +57,10 @@ s = os.memfd_create('hidden', 0)
 os.write(s, open('/bin/sleep', 'rb').read())
 os.symlink('/proc/self/fd', '/tmp/.h/fds')
 child(lambda: os.execv('/tmp/.h/fds/%d' % s, ['sleep', '0.5']))
+# 7. A script: /proc/PID/exe shows its interpreter, which is no surprise.
+open('/tmp/.h/s.sh', 'w').write('#!/bin/sh\nsleep 0.3\n')
+os.chmod('/tmp/.h/s.sh', 0o755)
+child(lambda: os.execv('/tmp/.h/s.sh', ['s.sh']))
 "#;
 
 #[test]
@@ -131,6 +135,24 @@ fn exec_records_name_what_actually_ran() {
             .any(|r| r["data"]["exe"]["memfd"] == "memfd:hidden"
                 && r["data"]["pid"] == h["data"]["pid"]),
         "{actual:#?}"
+    );
+
+    // 7. A script names its interpreter; running it is not a surprise.
+    let sc = by_argv0("s.sh");
+    let sh = std::fs::canonicalize("/bin/sh").expect("sh");
+    assert_eq!(
+        sc["data"]["exe"]["interpreter"],
+        sh.to_string_lossy().as_ref(),
+        "{sc}"
+    );
+    assert!(
+        !actual.iter().any(|r| r["data"]["pid"] == sc["data"]["pid"]),
+        "{actual:#?}"
+    );
+    assert_eq!(
+        actual.len(),
+        1,
+        "only the hidden memfd was a surprise: {actual:#?}"
     );
 
     // The deleted binary that ran is part of the job's file record, with its hash.

@@ -112,9 +112,15 @@ pub struct Exe {
     /// way, e.g. a `PATH` search trying directories in turn).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The interpreter a `#!` script names (resolved in the job's root when possible).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interpreter: Option<String>,
     /// (device, inode), for the watcher's bookkeeping.
     #[serde(skip)]
     pub key: Option<(u64, u64)>,
+    /// (device, inode) of the interpreter.
+    #[serde(skip)]
+    pub interpreter_key: Option<(u64, u64)>,
     /// Mode bits.
     #[serde(skip)]
     pub mode: u32,
@@ -343,7 +349,18 @@ impl Resolver {
     }
 
     /// Resolves the target of `call` made by thread `tid` (a host tid, stopped in the kernel).
+    /// For a `#!` script, its interpreter is resolved too (what `/proc/PID/exe` will show).
     pub fn resolve(&mut self, tid: i32, call: Call<'_>) -> Exe {
+        let mut exe = self.resolve_one(tid, call);
+        if let Some(i) = exe.file.as_ref().and_then(|f| shebang(f, exe.mode)) {
+            let ie = self.resolve_one(tid, Call::Execve { path: &i });
+            exe.interpreter = Some(ie.path.unwrap_or(i));
+            exe.interpreter_key = ie.key;
+        }
+        exe
+    }
+
+    fn resolve_one(&mut self, tid: i32, call: Call<'_>) -> Exe {
         let proc = format!("/proc/{tid}");
         let (path, dirfd, flags) = match call {
             Call::Execve { path } => (path, libc::AT_FDCWD, 0),
@@ -637,6 +654,36 @@ impl Resolver {
     }
 }
 
+/// The interpreter path of a `#!` script (the kernel reads at most 256 bytes of that line).
+fn shebang(f: &OwnedFd, mode: u32) -> Option<String> {
+    if mode & libc::S_IFMT != libc::S_IFREG {
+        return None;
+    }
+    let mut r = openat(
+        libc::AT_FDCWD,
+        &format!("/proc/self/fd/{}", f.as_raw_fd()),
+        libc::O_RDONLY | libc::O_NOCTTY | libc::O_NONBLOCK,
+    )
+    .map(std::fs::File::from)
+    .ok()?;
+    let mut buf = [0u8; 256];
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    let line = buf[..n].strip_prefix(b"#!")?;
+    let line = line.split(|b| *b == b'\n').next()?;
+    let text = std::str::from_utf8(line).ok()?;
+    text.split([' ', '\t'])
+        .find(|t| !t.is_empty())
+        .map(str::to_owned)
+}
+
 /// The device of the kernel's internal memfd mount, from a memfd of our own.
 fn memfd_dev() -> Option<u64> {
     let name = cstr("airlock-probe").ok()?;
@@ -847,6 +894,25 @@ mod tests {
             .is_some_and(|e| e.contains("/no/such/exe")));
         let bin = r.resolve(tid(), Call::Execve { path: "/bin/sh" });
         assert!(bin.sha256.is_some() && bin.ino.is_some(), "{bin:?}");
+    }
+
+    #[test]
+    fn a_script_names_its_interpreter() {
+        let d = tempfile::tempdir().expect("tmp");
+        let p = d.path().join("s.sh");
+        std::fs::write(&p, b"#!/bin/sh -e\necho hi\n").expect("write");
+        let mut r = Resolver::new();
+        let path = p.to_string_lossy().into_owned();
+        let e = r.resolve(tid(), Call::Execve { path: &path });
+        let sh = std::fs::canonicalize("/bin/sh").expect("sh");
+        assert_eq!(
+            e.interpreter.as_deref(),
+            Some(sh.to_string_lossy().as_ref())
+        );
+        let m = std::fs::metadata(&sh).expect("stat");
+        assert_eq!(e.interpreter_key, Some((m.dev(), m.ino())));
+        let bin = r.resolve(tid(), Call::Execve { path: "/bin/sh" });
+        assert_eq!(bin.interpreter, None);
     }
 
     #[test]

@@ -373,8 +373,10 @@ fn exe_key(pid: i32) -> Option<(u64, u64)> {
 struct Pending {
     /// What the process ran before the exec.
     before: Option<(u64, u64)>,
-    /// What the record says it will run.
+    /// What the record says it will run (and, for a script, its interpreter: what
+    /// /proc/PID/exe shows then).
     expect: Option<(u64, u64)>,
+    interpreter: Option<(u64, u64)>,
     /// The record's path, for the `exec.actual` record.
     recorded: Option<String>,
     since: std::time::Instant,
@@ -410,6 +412,7 @@ impl Execs {
                 Pending {
                     before,
                     expect: target.key,
+                    interpreter: target.interpreter_key,
                     recorded: target.path.clone(),
                     since: std::time::Instant::now(),
                 },
@@ -478,7 +481,9 @@ impl Execs {
             let now_runs = if gone { None } else { exe_key(tgid) };
             match now_runs {
                 None => done.push((tgid, false)),
-                Some(k) if Some(k) == p.expect => done.push((tgid, false)),
+                Some(k) if Some(k) == p.expect || Some(k) == p.interpreter => {
+                    done.push((tgid, false))
+                }
                 Some(k) if Some(k) == p.before => {
                     if now.duration_since(p.since) > CONFIRM_FOR {
                         done.push((tgid, false));
