@@ -887,6 +887,40 @@ mod tests {
     }
 
     #[test]
+    fn an_alert_must_name_what_the_attack_hid() {
+        let a = attack::find("fileless-exec").expect("attack");
+        // An exec record that only says "[kworker/0:1]" with an empty path: not seen through.
+        let blind = judge(
+            a,
+            &[run(
+                Some(("fileless-exec", false)),
+                exited(0),
+                Some(&["fileless-exec"]),
+                vec![],
+            )],
+            None,
+            1,
+        );
+        assert_eq!((blind.alert_found, blind.passed), (Some(false), false));
+        assert!(
+            blind.evidence.contains("does not name"),
+            "{}",
+            blind.evidence
+        );
+        let mut seen = run(Some(("fileless-exec", false)), exited(0), Some(&[]), vec![]);
+        if let Some(r) = seen.report.as_mut() {
+            r["alerts"] = serde_json::json!([{ "detector": "fileless-exec", "summary":
+                "2 execs of a program with no file: memfd:airlock-drill-payload as '[kworker/0:1]', /tmp/.h/sshd (deleted) as 'sshd'",
+                "evidence": [3, 4] }]);
+        }
+        let ok = judge(a, &[seen], None, 1);
+        assert_eq!(
+            (ok.observed, ok.alert_found, ok.passed),
+            (Observed::Blocked, Some(true), true)
+        );
+    }
+
+    #[test]
     fn blocked_and_detected_needs_the_alert() {
         let a = attack::find("metadata").expect("attack");
         let ok = judge(

@@ -167,7 +167,10 @@ pub fn argv0_mismatch(argv0: Option<&str>, names: &[&str]) -> bool {
     if b.is_empty() {
         return true;
     }
-    !names.iter().any(|n| !n.is_empty() && *n == b)
+    !names
+        .iter()
+        .map(|n| n.trim_start_matches('-'))
+        .any(|n| !n.is_empty() && n == b)
 }
 
 /// A `/proc` (or `/dev/fd`) path the kernel resolves through a magic link of a process.
