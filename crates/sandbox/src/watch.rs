@@ -280,6 +280,8 @@ fn handle(
             None => (String::new(), Vec::new(), false),
         };
         let info = ProcInfo::read(pid);
+        // The caller's previous exec is over: settle it before this one replaces it.
+        execs.check_now(info.tgid.unwrap_or(pid), job, audit, live);
         // What the exec will run, resolved from the caller's own fd table, cwd and root while
         // it is stopped. TOCTOU: the kernel resolves the path again after we answer, so a job
         // can swap the file (or the fd, from another thread) in between; the record names what
@@ -380,6 +382,30 @@ struct Pending {
     /// The record's path, for the `exec.actual` record.
     recorded: Option<String>,
     since: std::time::Instant,
+    /// When to look next: 10 ms after the exec, then backing off (20, 40, … ms), so that
+    /// many execs that failed cost a few looks each, not one every 10 ms for 2 s.
+    next: std::time::Instant,
+    step: std::time::Duration,
+}
+
+impl Pending {
+    /// `None`: look again later; `Some(differs)`: settled.
+    fn verdict(&self, tgid: i32, live: &HashMap<i32, OwnedFd>) -> Option<bool> {
+        // A pidfd that polls readable: the process is gone and its pid may be reused.
+        let gone = live.get(&tgid).is_some_and(|f| {
+            let mut fds = [readable(f.as_fd())];
+            poll(&mut fds, PollTimeout::ZERO).unwrap_or(0) > 0
+        });
+        let now_runs = if gone { None } else { exe_key(tgid) };
+        match now_runs {
+            None => Some(false),
+            Some(k) if Some(k) == self.expect || Some(k) == self.interpreter => Some(false),
+            Some(k) if Some(k) == self.before => {
+                (self.since.elapsed() > CONFIRM_FOR).then_some(false)
+            }
+            Some(_) => Some(true),
+        }
+    }
 }
 
 /// An executable that ran, for the end-of-job check.
@@ -415,6 +441,9 @@ impl Execs {
                     interpreter: target.interpreter_key,
                     recorded: target.path.clone(),
                     since: std::time::Instant::now(),
+                    next: std::time::Instant::now()
+                        + std::time::Duration::from_millis(CONFIRM_EVERY_MS.into()),
+                    step: std::time::Duration::from_millis(CONFIRM_EVERY_MS.into()),
                 },
             );
         }
@@ -472,26 +501,37 @@ impl Execs {
         }
         let now = std::time::Instant::now();
         let mut done = Vec::new();
-        for (&tgid, p) in &self.pending {
-            // A pidfd that polls readable: the process is gone and its pid may be reused.
-            let gone = live.get(&tgid).is_some_and(|f| {
-                let mut fds = [readable(f.as_fd())];
-                poll(&mut fds, PollTimeout::ZERO).unwrap_or(0) > 0
-            });
-            let now_runs = if gone { None } else { exe_key(tgid) };
-            match now_runs {
-                None => done.push((tgid, false)),
-                Some(k) if Some(k) == p.expect || Some(k) == p.interpreter => {
-                    done.push((tgid, false))
+        for (&tgid, p) in &mut self.pending {
+            if now < p.next {
+                continue;
+            }
+            match p.verdict(tgid, live) {
+                Some(differs) => done.push((tgid, differs)),
+                None => {
+                    p.step *= 2;
+                    p.next = now + p.step;
                 }
-                Some(k) if Some(k) == p.before => {
-                    if now.duration_since(p.since) > CONFIRM_FOR {
-                        done.push((tgid, false));
-                    }
-                }
-                Some(_) => done.push((tgid, true)),
             }
         }
+        self.settle(done, job, audit);
+    }
+
+    /// Settles the pending exec of `tgid` now, whatever its schedule: called when the process
+    /// stops at its next exec, before that one is let through.
+    fn check_now(
+        &mut self,
+        tgid: i32,
+        job: &str,
+        audit: &AuditSender,
+        live: &HashMap<i32, OwnedFd>,
+    ) {
+        let v = self.pending.get(&tgid).and_then(|p| p.verdict(tgid, live));
+        if let Some(differs) = v {
+            self.settle(vec![(tgid, differs)], job, audit);
+        }
+    }
+
+    fn settle(&mut self, done: Vec<(i32, bool)>, job: &str, audit: &AuditSender) {
         for (tgid, differs) in done {
             let Some(p) = self.pending.remove(&tgid) else {
                 continue;
