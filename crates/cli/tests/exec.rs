@@ -57,6 +57,8 @@ s = os.memfd_create('hidden', 0)
 os.write(s, open('/bin/sleep', 'rb').read())
 os.symlink('/proc/self/fd', '/tmp/.h/fds')
 child(lambda: os.execv('/tmp/.h/fds/%d' % s, ['sleep', '0.5']))
+# 8. The dynamic loader asked to load the memfd.
+child(lambda: os.execv('/lib64/ld-linux-x86-64.so.2', ['ld.so', '/proc/self/fd/%d' % m]))
 # 7. A script: /proc/PID/exe shows its interpreter, which is no surprise.
 open('/tmp/.h/s.sh', 'w').write('#!/bin/sh\nsleep 0.3\n')
 os.chmod('/tmp/.h/s.sh', 0o755)
@@ -137,6 +139,12 @@ fn exec_records_name_what_actually_ran() {
         "{actual:#?}"
     );
 
+    // 8. The dynamic loader's program.
+    let ld = by_argv0("ld.so");
+    assert_eq!(ld["data"]["loaded"]["memfd"], "memfd:payload", "{ld}");
+    assert!(ld["data"]["exe"]["path"]
+        .as_str()
+        .is_some_and(|p| p.contains("ld-linux")));
     // 7. A script names its interpreter; running it is not a surprise.
     let sc = by_argv0("s.sh");
     let sh = std::fs::canonicalize("/bin/sh").expect("sh");
@@ -181,6 +189,7 @@ fn exec_records_name_what_actually_ran() {
     let sum = alerts[0]["summary"].as_str().expect("summary");
     for want in [
         "memfd:payload as '[kworker/0:1]'",
+        "memfd:payload as 'ld.so'",
         "/tmp/.h/gone (deleted)",
         "memfd:hidden",
     ] {

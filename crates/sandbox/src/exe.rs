@@ -657,6 +657,43 @@ impl Resolver {
     }
 }
 
+/// When `target` is the dynamic loader (`ld-linux-x86-64.so.2`, `ld.so`, `ld-musl-*.so.1`)
+/// run as a program, the program it will load: the first argument after its options.
+pub fn loader_program(target: &Exe, argv: &[String]) -> Option<String> {
+    let name = basename(target.path.as_deref()?);
+    let loader = name == "ld.so"
+        || (name.starts_with("ld-") && name.contains(".so"))
+        || name.starts_with("ld64.so");
+    if !loader {
+        return None;
+    }
+    // glibc's and musl's options that take a value.
+    const WITH_VALUE: &[&str] = &[
+        "--library-path",
+        "--inhibit-rpath",
+        "--audit",
+        "--preload",
+        "--argv0",
+        "--glibc-hwcaps-prepend",
+        "--glibc-hwcaps-mask",
+    ];
+    let mut it = argv.iter().skip(1);
+    while let Some(a) = it.next() {
+        if a == "--" {
+            return it.next().cloned();
+        }
+        if WITH_VALUE.contains(&a.as_str()) {
+            it.next();
+            continue;
+        }
+        if a.starts_with("--") {
+            continue;
+        }
+        return Some(a.clone());
+    }
+    None
+}
+
 /// The interpreter path of a `#!` script (the kernel reads at most 256 bytes of that line).
 fn shebang(f: &OwnedFd, mode: u32) -> Option<String> {
     if mode & libc::S_IFMT != libc::S_IFREG {
@@ -897,6 +934,36 @@ mod tests {
             .is_some_and(|e| e.contains("/no/such/exe")));
         let bin = r.resolve(tid(), Call::Execve { path: "/bin/sh" });
         assert!(bin.sha256.is_some() && bin.ino.is_some(), "{bin:?}");
+    }
+
+    #[test]
+    fn the_program_of_the_dynamic_loader_is_found() {
+        let ld = Exe {
+            path: Some("/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2".into()),
+            ..Exe::default()
+        };
+        let v = |a: &[&str]| a.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        assert_eq!(
+            loader_program(
+                &ld,
+                &v(&[
+                    "ld.so",
+                    "--library-path",
+                    "/x",
+                    "--argv0",
+                    "k",
+                    "/proc/self/fd/3",
+                    "-a"
+                ])
+            ),
+            Some("/proc/self/fd/3".into())
+        );
+        assert_eq!(loader_program(&ld, &v(&["ld.so", "--list"])), None);
+        let sh = Exe {
+            path: Some("/usr/bin/dash".into()),
+            ..Exe::default()
+        };
+        assert_eq!(loader_program(&sh, &v(&["sh", "x"])), None);
     }
 
     #[test]

@@ -298,6 +298,10 @@ fn handle(
             }
         };
         let target = execs.resolver.resolve(pid, call);
+        // The dynamic loader run as a program (`ld-linux-x86-64.so.2 /proc/self/fd/3`) maps
+        // the real program itself: resolve that one too.
+        let mut loaded = exe::loader_program(&target, &argv)
+            .map(|p| execs.resolver.resolve(pid, exe::Call::Execve { path: &p }));
         let before = exe_key(pid);
         // The pid could have been reused if the caller died meanwhile: only a still-pending
         // notification proves that what we read belongs to it.
@@ -321,11 +325,17 @@ fn handle(
         if mismatch {
             data["argv0_mismatch"] = true.into();
         }
+        if let Some(l) = &loaded {
+            data["loaded"] = serde_json::to_value(l).unwrap_or_default();
+        }
         match audit.send(Event::new("process.exec", Some(job), data)) {
             Ok(()) => {
                 stats.execs += 1;
                 let tgid = info.tgid.unwrap_or(pid);
                 execs.expect(tgid, before, target);
+                if let Some(l) = loaded.as_mut() {
+                    execs.remember(l);
+                }
                 if let std::collections::hash_map::Entry::Vacant(e) = live.entry(pid) {
                     if let Some(p) = pidfd_open(pid) {
                         e.insert(p);

@@ -27,7 +27,13 @@ pub(crate) fn fileless(rec: &Record) -> Option<String> {
     if rec.kind != "process.exec" && rec.kind != "exec.actual" {
         return None;
     }
-    let exe = rec.data.get("exe")?;
+    // What ran, or the program the dynamic loader was asked to load (`ld.so /proc/self/fd/3`).
+    let exe = ["loaded", "exe"]
+        .iter()
+        .filter_map(|k| rec.data.get(*k))
+        .find(|e| {
+            e.get("memfd").is_some() || e.get("deleted").and_then(Value::as_bool) == Some(true)
+        })?;
     let memfd = exe.get("memfd").and_then(Value::as_str);
     let deleted = exe.get("deleted").and_then(Value::as_bool) == Some(true);
     if memfd.is_none() && !deleted {

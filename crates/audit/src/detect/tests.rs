@@ -633,3 +633,19 @@ fn fileless_execs_raise_one_alert_naming_what_ran() {
     }
     assert_eq!(alerts.len(), 1, "{alerts:#?}");
 }
+
+#[test]
+fn a_fileless_program_given_to_the_dynamic_loader_is_fileless_too() {
+    let mut l = benign_build("f2", "build");
+    let ld = l.push(
+        "process.exec",
+        json!({"pid": 901, "ppid": 1, "cwd": "/tmp", "path": "/lib64/ld-linux-x86-64.so.2",
+               "argv": ["ld.so", "/proc/self/fd/3"],
+               "exe": {"path": "/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2", "via": "path"},
+               "loaded": {"path": "memfd:p", "memfd": "memfd:p", "deleted": true, "via": "fd"}}),
+    );
+    let alerts = detect(&l.recs, &ctx());
+    let a = one(&alerts, "fileless-exec");
+    assert_eq!(a.evidence, vec![ld]);
+    assert!(a.summary.contains("memfd:p as 'ld.so'"), "{}", a.summary);
+}
