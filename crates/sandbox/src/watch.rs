@@ -381,6 +381,15 @@ fn exe_key(pid: i32) -> Option<(u64, u64)> {
         .map(|m| (m.dev(), m.ino()))
 }
 
+/// Whether the file lives on a read-only mount.
+fn read_only(f: &OwnedFd) -> bool {
+    // SAFETY: statvfs is plain data, filled by the kernel.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid fd (O_PATH is enough for fstatvfs) and out pointer.
+    let ok = unsafe { libc::fstatvfs(f.as_raw_fd(), &mut st) } == 0;
+    ok && st.f_flag & libc::ST_RDONLY != 0
+}
+
 /// An exec let through, waiting to be seen in /proc/PID/exe.
 struct Pending {
     /// What the process ran before the exec.
@@ -463,6 +472,11 @@ impl Execs {
     fn remember(&mut self, target: &mut exe::Exe) {
         let Some(key) = target.key else { return };
         if self.ran.contains_key(&key) {
+            return;
+        }
+        // A file on a read-only mount (the image, the host's /usr) cannot be deleted by the
+        // job: nothing to follow.
+        if !target.fileless() && target.file.as_ref().is_some_and(read_only) {
             return;
         }
         if self.ran.len() >= MAX_RAN {
