@@ -374,6 +374,20 @@ impl JobRun {
             })
             .collect()
     }
+    /// The summaries of this job's alerts of `detector`.
+    fn alert_summaries(&self, detector: &str) -> Vec<String> {
+        self.report
+            .as_ref()
+            .and_then(|r| r.get("alerts"))
+            .and_then(|a| a.as_array())
+            .map(|a| {
+                a.iter()
+                    .filter(|x| x.get("detector").and_then(|d| d.as_str()) == Some(detector))
+                    .filter_map(|x| x.get("summary")?.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
     /// `None` when the report has no `alerts` field at all.
     fn alerts(&self) -> Option<Vec<String>> {
         let a = self.report.as_ref()?.get("alerts")?.as_array()?;
@@ -605,6 +619,20 @@ fn judge(a: &dyn Attack, runs: &[JobRun], victim: Option<&VictimRun>, duration_m
     let alerts: Vec<String> = runs.iter().filter_map(JobRun::alerts).flatten().collect();
     let expected_alert = a.expect().detector();
     let alert_found = expected_alert.and_then(|d| available.then(|| alerts.iter().any(|x| x == d)));
+    // The alert must also have seen through to what the attack hid (its summary names it).
+    let summaries: Vec<String> = expected_alert
+        .map(|d| runs.iter().flat_map(|r| r.alert_summaries(d)).collect())
+        .unwrap_or_default();
+    let unnamed: Vec<&str> = a
+        .alert_names()
+        .iter()
+        .copied()
+        .filter(|n| !summaries.iter().any(|s| s.contains(n)))
+        .collect();
+    if alert_found == Some(true) && !unnamed.is_empty() {
+        evidence.push(format!("the alert does not name {}", unnamed.join(", ")));
+    }
+    let alert_found = alert_found.map(|f| f && unnamed.is_empty());
     if let Some(d) = expected_alert {
         evidence.extend(
             runs.iter()
@@ -866,6 +894,40 @@ mod tests {
         assert_eq!(r.observed, Observed::Succeeded);
         assert!(!r.passed);
         assert_eq!(r.world_hits.len(), 1);
+    }
+
+    #[test]
+    fn an_alert_must_name_what_the_attack_hid() {
+        let a = attack::find("fileless-exec").expect("attack");
+        // An exec record that only says "[kworker/0:1]" with an empty path: not seen through.
+        let blind = judge(
+            a,
+            &[run(
+                Some(("fileless-exec", false)),
+                exited(0),
+                Some(&["fileless-exec"]),
+                vec![],
+            )],
+            None,
+            1,
+        );
+        assert_eq!((blind.alert_found, blind.passed), (Some(false), false));
+        assert!(
+            blind.evidence.contains("does not name"),
+            "{}",
+            blind.evidence
+        );
+        let mut seen = run(Some(("fileless-exec", false)), exited(0), Some(&[]), vec![]);
+        if let Some(r) = seen.report.as_mut() {
+            r["alerts"] = serde_json::json!([{ "detector": "fileless-exec", "summary":
+                "2 execs of a program with no file: memfd:airlock-drill-payload as '[kworker/0:1]', /tmp/.h/sshd (deleted) as 'sshd'",
+                "evidence": [3, 4] }]);
+        }
+        let ok = judge(a, &[seen], None, 1);
+        assert_eq!(
+            (ok.observed, ok.alert_found, ok.passed),
+            (Observed::Blocked, Some(true), true)
+        );
     }
 
     #[test]

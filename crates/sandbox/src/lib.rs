@@ -4,6 +4,7 @@
 
 pub mod cgroup;
 pub mod error;
+pub mod exe;
 pub mod executor;
 pub mod filescan;
 pub mod helper;

@@ -27,7 +27,7 @@
 use std::collections::HashMap;
 use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
@@ -37,6 +37,7 @@ use libseccomp::{notify_id_valid, ScmpNotifReq, ScmpNotifResp, ScmpNotifRespFlag
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 use crate::error::SandboxError;
+use crate::exe;
 use crate::seccomp;
 
 /// Socket name in the job directory.
@@ -45,6 +46,16 @@ pub const SOCKET: &str = "seccomp.sock";
 const MAX_ARGS: usize = 512;
 /// At most this many bytes of one string are recorded.
 const MAX_STR: usize = 4096;
+/// While an exec waits for its confirmation, /proc/PID/exe is looked at this often (ms) ...
+const CONFIRM_EVERY_MS: u16 = 10;
+/// ... for at most this long (a failed exec leaves the old program running).
+const CONFIRM_FOR: std::time::Duration = std::time::Duration::from_secs(2);
+/// Execs waiting for confirmation, at most (more are not confirmed).
+const MAX_PENDING: usize = 1024;
+/// Distinct executables remembered for the end-of-job check, at most ...
+const MAX_RAN: usize = 256;
+/// ... of which at most this many are held open (`O_PATH`) to see whether they are deleted.
+const MAX_HELD: usize = 64;
 
 /// A running listener; [`Watcher::stop`] ends it.
 pub struct Watcher {
@@ -141,6 +152,7 @@ fn listen(listener: UnixListener, stop: OwnedFd, job: &str, audit: &AuditSender)
     drop(listener);
     // 2. Answer notifications; follow exec'd processes to their exit.
     let mut live: HashMap<i32, OwnedFd> = HashMap::new();
+    let mut execs = Execs::default();
     loop {
         let pids: Vec<i32> = live.keys().copied().collect();
         let (mut hup, mut stopped, mut ready, mut exited) = (false, false, false, Vec::new());
@@ -151,7 +163,13 @@ fn listen(listener: UnixListener, stop: OwnedFd, job: &str, audit: &AuditSender)
                     .filter_map(|p| live.get(p))
                     .map(|f| readable(f.as_fd())),
             );
-            if poll(&mut fds, PollTimeout::NONE).is_err() {
+            // While an exec waits for its confirmation, look again every few milliseconds.
+            let timeout = if execs.pending.is_empty() {
+                PollTimeout::NONE
+            } else {
+                PollTimeout::from(CONFIRM_EVERY_MS)
+            };
+            if poll(&mut fds, timeout).is_err() {
                 continue;
             }
             let rev = |f: &PollFd| f.revents().unwrap_or(PollFlags::empty());
@@ -169,8 +187,12 @@ fn listen(listener: UnixListener, stop: OwnedFd, job: &str, audit: &AuditSender)
                 }
             }
         }
+        // Before anything else: a process that stopped at its next call (or is running) has
+        // finished its previous exec, and /proc/PID/exe says what that exec ran.
+        execs.confirm(job, audit, &live);
         for pid in exited {
             live.remove(&pid);
+            execs.pending.remove(&pid);
             let (code, signal) = exit_status(pid);
             let mut data = serde_json::json!({ "pid": pid });
             if let Some(c) = code {
@@ -182,10 +204,18 @@ fn listen(listener: UnixListener, stop: OwnedFd, job: &str, audit: &AuditSender)
             let _ = audit.send(Event::new("process.exit", Some(job), data));
         }
         if ready {
-            handle(notify.as_raw_fd(), job, audit, &mut stats, &mut live);
+            handle(
+                notify.as_raw_fd(),
+                job,
+                audit,
+                &mut stats,
+                &mut live,
+                &mut execs,
+            );
         }
         // Every process that holds the filter is gone, or the job is over.
         if hup || stopped {
+            execs.report_gone(job, audit);
             return stats;
         }
     }
@@ -221,6 +251,7 @@ fn handle(
     audit: &AuditSender,
     stats: &mut Stats,
     live: &mut HashMap<i32, OwnedFd>,
+    execs: &mut Execs,
 ) {
     let req = match ScmpNotifReq::receive(fd) {
         Ok(r) => r,
@@ -249,11 +280,35 @@ fn handle(
             None => (String::new(), Vec::new(), false),
         };
         let info = ProcInfo::read(pid);
+        // The caller's previous exec is over: settle it before this one replaces it.
+        execs.check_now(info.tgid.unwrap_or(pid), job, audit, live);
+        // What the exec will run, resolved from the caller's own fd table, cwd and root while
+        // it is stopped. TOCTOU: the kernel resolves the path again after we answer, so a job
+        // can swap the file (or the fd, from another thread) in between; the record names what
+        // was there at notification, and `Execs::confirm` compares it with /proc/PID/exe once
+        // the exec has happened, recording `exec.actual` when they differ.
+        let call = if name == "execve" {
+            exe::Call::Execve { path: &path }
+        } else {
+            exe::Call::Execveat {
+                // The kernel reads these as ints: only the low 32 bits count.
+                dirfd: req.data.args[0] as u32 as i32,
+                path: &path,
+                flags: req.data.args[4] as u32 as i32,
+            }
+        };
+        let target = execs.resolver.resolve(pid, call);
+        // The dynamic loader run as a program (`ld-linux-x86-64.so.2 /proc/self/fd/3`) maps
+        // the real program itself: resolve that one too.
+        let mut loaded = exe::loader_program(&target, &argv)
+            .map(|p| execs.resolver.resolve(pid, exe::Call::Execve { path: &p }));
+        let before = exe_key(pid);
         // The pid could have been reused if the caller died meanwhile: only a still-pending
         // notification proves that what we read belongs to it.
         if notify_id_valid(fd, req.id).is_err() {
             return;
         }
+        let mismatch = exe::argv0_mismatch(argv.first().map(String::as_str), &target.names(&path));
         let mut data = serde_json::json!({
             "pid": pid,
             "ppid": info.ppid,
@@ -262,13 +317,25 @@ fn handle(
             "cwd": info.cwd,
             "path": path,
             "argv": argv,
+            "exe": target,
         });
         if truncated {
             data["argv_truncated"] = true.into();
         }
+        if mismatch {
+            data["argv0_mismatch"] = true.into();
+        }
+        if let Some(l) = &loaded {
+            data["loaded"] = serde_json::to_value(l).unwrap_or_default();
+        }
         match audit.send(Event::new("process.exec", Some(job), data)) {
             Ok(()) => {
                 stats.execs += 1;
+                let tgid = info.tgid.unwrap_or(pid);
+                execs.expect(tgid, before, target);
+                if let Some(l) = loaded.as_mut() {
+                    execs.remember(l);
+                }
                 if let std::collections::hash_map::Entry::Vacant(e) = live.entry(pid) {
                     if let Some(p) = pidfd_open(pid) {
                         e.insert(p);
@@ -305,6 +372,232 @@ fn handle(
         stats.unrecorded += 1;
     }
     respond(deny());
+}
+
+/// (device, inode) of what a process runs now.
+fn exe_key(pid: i32) -> Option<(u64, u64)> {
+    std::fs::metadata(format!("/proc/{pid}/exe"))
+        .ok()
+        .map(|m| (m.dev(), m.ino()))
+}
+
+/// Whether the file lives on a read-only mount.
+fn read_only(f: &OwnedFd) -> bool {
+    // SAFETY: statvfs is plain data, filled by the kernel.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid fd (O_PATH is enough for fstatvfs) and out pointer.
+    let ok = unsafe { libc::fstatvfs(f.as_raw_fd(), &mut st) } == 0;
+    ok && st.f_flag & libc::ST_RDONLY != 0
+}
+
+/// An exec let through, waiting to be seen in /proc/PID/exe.
+struct Pending {
+    /// What the process ran before the exec.
+    before: Option<(u64, u64)>,
+    /// What the record says it will run (and, for a script, its interpreter: what
+    /// /proc/PID/exe shows then).
+    expect: Option<(u64, u64)>,
+    interpreter: Option<(u64, u64)>,
+    /// The record's path, for the `exec.actual` record.
+    recorded: Option<String>,
+    since: std::time::Instant,
+    /// When to look next: 10 ms after the exec, then backing off (20, 40, … ms), so that
+    /// many execs that failed cost a few looks each, not one every 10 ms for 2 s.
+    next: std::time::Instant,
+    step: std::time::Duration,
+}
+
+impl Pending {
+    /// `None`: look again later; `Some(differs)`: settled.
+    fn verdict(&self, tgid: i32, live: &HashMap<i32, OwnedFd>) -> Option<bool> {
+        // A pidfd that polls readable: the process is gone and its pid may be reused.
+        let gone = live.get(&tgid).is_some_and(|f| {
+            let mut fds = [readable(f.as_fd())];
+            poll(&mut fds, PollTimeout::ZERO).unwrap_or(0) > 0
+        });
+        let now_runs = if gone { None } else { exe_key(tgid) };
+        match now_runs {
+            None => Some(false),
+            Some(k) if Some(k) == self.expect || Some(k) == self.interpreter => Some(false),
+            Some(k) if Some(k) == self.before => {
+                (self.since.elapsed() > CONFIRM_FOR).then_some(false)
+            }
+            Some(_) => Some(true),
+        }
+    }
+}
+
+/// An executable that ran, for the end-of-job check.
+struct Ran {
+    data: serde_json::Value,
+    /// Fileless when it ran (memfd, deleted): gone by definition.
+    fileless: bool,
+    /// Held `O_PATH`, to see at the end whether it still has a name.
+    file: Option<OwnedFd>,
+}
+
+/// The exec bookkeeping of one job: resolution (and its hash cache and budget), execs waiting
+/// for confirmation, and the executables that ran. Every part is bounded.
+#[derive(Default)]
+struct Execs {
+    resolver: exe::Resolver,
+    /// By thread-group id: a process has at most one exec in flight.
+    pending: HashMap<i32, Pending>,
+    ran: HashMap<(u64, u64), Ran>,
+    held: usize,
+    untracked: u64,
+}
+
+impl Execs {
+    /// Remembers an exec let through: for the confirmation and the end-of-job check.
+    fn expect(&mut self, tgid: i32, before: Option<(u64, u64)>, mut target: exe::Exe) {
+        if self.pending.len() < MAX_PENDING || self.pending.contains_key(&tgid) {
+            self.pending.insert(
+                tgid,
+                Pending {
+                    before,
+                    expect: target.key,
+                    interpreter: target.interpreter_key,
+                    recorded: target.path.clone(),
+                    since: std::time::Instant::now(),
+                    next: std::time::Instant::now()
+                        + std::time::Duration::from_millis(CONFIRM_EVERY_MS.into()),
+                    step: std::time::Duration::from_millis(CONFIRM_EVERY_MS.into()),
+                },
+            );
+        }
+        self.remember(&mut target);
+    }
+
+    fn remember(&mut self, target: &mut exe::Exe) {
+        let Some(key) = target.key else { return };
+        if self.ran.contains_key(&key) {
+            return;
+        }
+        // A file on a read-only mount (the image, the host's /usr) cannot be deleted by the
+        // job: nothing to follow.
+        if !target.fileless() && target.file.as_ref().is_some_and(read_only) {
+            return;
+        }
+        if self.ran.len() >= MAX_RAN {
+            self.untracked += 1;
+            return;
+        }
+        let fileless = target.fileless();
+        let file = match target.file.take() {
+            Some(f) if !fileless && self.held < MAX_HELD => {
+                self.held += 1;
+                Some(f)
+            }
+            _ => None,
+        };
+        let mut data = serde_json::json!({
+            "path": target.path,
+            "change": "deleted",
+            "executed": true,
+            "size": target.size,
+            "mode": format!("{:o}", target.mode),
+            "dev": target.dev,
+            "ino": target.ino,
+        });
+        if let Some(h) = &target.sha256 {
+            data["sha256"] = h.clone().into();
+        }
+        if let Some(m) = &target.memfd {
+            data["memfd"] = m.clone().into();
+        }
+        self.ran.insert(
+            key,
+            Ran {
+                data,
+                fileless,
+                file,
+            },
+        );
+    }
+
+    /// Compares each pending exec with what its process runs now: the same as recorded (or
+    /// the exec failed and the old program still runs) is the normal case and leaves no
+    /// trace; anything else is recorded as `exec.actual`, described like the record's `exe`.
+    fn confirm(&mut self, job: &str, audit: &AuditSender, live: &HashMap<i32, OwnedFd>) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let now = std::time::Instant::now();
+        let mut done = Vec::new();
+        for (&tgid, p) in &mut self.pending {
+            if now < p.next {
+                continue;
+            }
+            match p.verdict(tgid, live) {
+                Some(differs) => done.push((tgid, differs)),
+                None => {
+                    p.step *= 2;
+                    p.next = now + p.step;
+                }
+            }
+        }
+        self.settle(done, job, audit);
+    }
+
+    /// Settles the pending exec of `tgid` now, whatever its schedule: called when the process
+    /// stops at its next exec, before that one is let through.
+    fn check_now(
+        &mut self,
+        tgid: i32,
+        job: &str,
+        audit: &AuditSender,
+        live: &HashMap<i32, OwnedFd>,
+    ) {
+        let v = self.pending.get(&tgid).and_then(|p| p.verdict(tgid, live));
+        if let Some(differs) = v {
+            self.settle(vec![(tgid, differs)], job, audit);
+        }
+    }
+
+    fn settle(&mut self, done: Vec<(i32, bool)>, job: &str, audit: &AuditSender) {
+        for (tgid, differs) in done {
+            let Some(p) = self.pending.remove(&tgid) else {
+                continue;
+            };
+            if !differs {
+                continue;
+            }
+            let Some(mut actual) = self.resolver.running(tgid) else {
+                continue;
+            };
+            let data = serde_json::json!({
+                "pid": tgid,
+                "recorded": p.recorded,
+                "exe": &actual,
+            });
+            let _ = audit.send(Event::new("exec.actual", Some(job), data));
+            self.remember(&mut actual);
+        }
+    }
+
+    /// At the end of the job: every executable that ran and has no name left (deleted
+    /// afterwards, or fileless from the start) becomes a `file.changed` record — the file
+    /// scan cannot see a file that was created and removed again.
+    fn report_gone(&mut self, job: &str, audit: &AuditSender) {
+        for (_, r) in std::mem::take(&mut self.ran) {
+            let gone = r.fileless
+                || r.file
+                    .as_ref()
+                    .and_then(|f| exe::fstat(f.as_raw_fd()).ok())
+                    .is_some_and(|st| st.st_nlink == 0);
+            if gone {
+                let _ = audit.send(Event::new("file.changed", Some(job), r.data));
+            }
+        }
+        if self.untracked > 0 {
+            let _ = audit.send(Event::new(
+                "exec.untracked",
+                Some(job),
+                serde_json::json!({ "executables": self.untracked, "tracked": MAX_RAN }),
+            ));
+        }
+    }
 }
 
 fn read_str(mem: &std::fs::File, mut at: u64) -> Option<String> {
@@ -352,6 +645,7 @@ fn read_argv(mem: &std::fs::File, at: u64) -> (Vec<String>, bool) {
 
 #[derive(Default)]
 struct ProcInfo {
+    tgid: Option<i32>,
     ppid: Option<i32>,
     uid: Option<u32>,
     ns_pid: Option<i32>,
@@ -363,7 +657,9 @@ impl ProcInfo {
         let mut i = Self::default();
         if let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
             for l in s.lines() {
-                if let Some(v) = l.strip_prefix("PPid:") {
+                if let Some(v) = l.strip_prefix("Tgid:") {
+                    i.tgid = v.trim().parse().ok();
+                } else if let Some(v) = l.strip_prefix("PPid:") {
                     i.ppid = v.trim().parse().ok();
                 } else if let Some(v) = l.strip_prefix("Uid:") {
                     // real, effective, saved, fs: the effective one decides.

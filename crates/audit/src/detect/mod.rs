@@ -12,6 +12,7 @@
 
 mod denied_egress;
 mod dns_tunnelling;
+mod fileless_exec;
 mod metadata_access;
 mod network_scan;
 mod new_destination;
@@ -30,6 +31,7 @@ use crate::Record;
 
 pub use denied_egress::DeniedEgress;
 pub use dns_tunnelling::{parent_domain, DnsTunnelling};
+pub use fileless_exec::FilelessExec;
 pub use metadata_access::{MetadataAccess, METADATA_ADDRS, METADATA_NAMES};
 pub use network_scan::NetworkScan;
 pub use new_destination::{Baseline, NewDestination};
@@ -109,6 +111,7 @@ pub const DETECTORS: &[&str] = &[
     "persistence-attempt",
     "privileged-operation",
     "rogue-runner",
+    "fileless-exec",
     "new-destination",
 ];
 
@@ -126,6 +129,7 @@ pub fn registry(ctx: &DetectContext) -> Vec<Box<dyn Detector>> {
         Box::new(PersistenceAttempt::default()),
         Box::new(PrivilegedOperation::default()),
         Box::new(RogueRunner::default()),
+        Box::new(FilelessExec::default()),
     ];
     if let (true, Some(dir)) = (s.new_destination, &ctx.baseline_dir) {
         v.push(Box::new(NewDestination::new(

@@ -83,6 +83,16 @@ impl Exec {
         if let Some(p) = d.get("path").and_then(Value::as_str) {
             programs.push(absolute(cwd, p));
         }
+        // What the exec really ran (an execveat relative to a directory fd names only a
+        // basename in `path`).
+        if let Some(p) = d
+            .get("exe")
+            .and_then(|e| e.get("path"))
+            .and_then(Value::as_str)
+            .filter(|p| p.starts_with('/'))
+        {
+            programs.push(PathBuf::from(p));
+        }
         if let Some(a0) = argv.first() {
             programs.push(absolute(cwd, a0));
         }
@@ -149,6 +159,10 @@ fn might_be_runner(d: &Value) -> bool {
     let mention =
         |s: &str| RUNNER_NAMES.iter().any(|n| s.ends_with(n)) || s.contains("actions-runner-");
     d.get("path").and_then(Value::as_str).is_some_and(mention)
+        || d.get("exe")
+            .and_then(|e| e.get("path"))
+            .and_then(Value::as_str)
+            .is_some_and(mention)
         || strings(d, "argv").into_iter().any(mention)
 }
 

@@ -585,3 +585,67 @@ fn throughput() {
         n as f64 / el.as_secs_f64()
     );
 }
+
+#[test]
+fn fileless_execs_raise_one_alert_naming_what_ran() {
+    let mut l = benign_build("f1", "build");
+    // A normal exec with its resolved target: nothing.
+    l.push(
+        "process.exec",
+        json!({"pid": 900, "ppid": 1, "cwd": "/tmp", "path": "make", "argv": ["make"],
+               "exe": {"path": "/tmp/.h/make", "via": "dirfd", "fd": 3, "dev": "0:50", "ino": 7}}),
+    );
+    // Ran, then deleted at the end: recorded, not fileless.
+    l.push(
+        "file.changed",
+        json!({"path": "/tmp/.h/make", "change": "deleted", "executed": true}),
+    );
+    assert!(only(&detect(&l.recs, &ctx()), "fileless-exec").is_empty());
+    let memfd = l.push(
+        "process.exec",
+        json!({"pid": 901, "ppid": 1, "cwd": "/tmp", "path": "", "argv": ["[kworker/0:1]"],
+               "argv0_mismatch": true,
+               "exe": {"path": "memfd:x", "memfd": "memfd:x", "deleted": true, "via": "fd",
+                       "fd": 4, "sha256": "ab"}}),
+    );
+    let unlinked = l.push(
+        "process.exec",
+        json!({"pid": 902, "ppid": 1, "cwd": "/tmp", "path": "", "argv": ["sshd"],
+               "exe": {"path": "/tmp/.h/x", "deleted": true, "via": "fd", "fd": 5}}),
+    );
+    // Seen only after the exec (the record's target was swapped).
+    let actual = l.push(
+        "exec.actual",
+        json!({"pid": 903, "recorded": "/bin/true",
+               "exe": {"path": "memfd:y", "memfd": "memfd:y", "deleted": true, "via": "exe"}}),
+    );
+    let alerts = detect(&l.recs, &ctx());
+    let a = one(&alerts, "fileless-exec");
+    assert_eq!(a.evidence, vec![memfd, unlinked, actual]);
+    assert_eq!(a.technique.id, "T1620");
+    assert_eq!(a.severity, Severity::High);
+    for want in [
+        "memfd:x as '[kworker/0:1]'",
+        "/tmp/.h/x (deleted) as 'sshd'",
+        "memfd:y",
+    ] {
+        assert!(a.summary.contains(want), "{want}: {}", a.summary);
+    }
+    assert_eq!(alerts.len(), 1, "{alerts:#?}");
+}
+
+#[test]
+fn a_fileless_program_given_to_the_dynamic_loader_is_fileless_too() {
+    let mut l = benign_build("f2", "build");
+    let ld = l.push(
+        "process.exec",
+        json!({"pid": 901, "ppid": 1, "cwd": "/tmp", "path": "/lib64/ld-linux-x86-64.so.2",
+               "argv": ["ld.so", "/proc/self/fd/3"],
+               "exe": {"path": "/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2", "via": "path"},
+               "loaded": {"path": "memfd:p", "memfd": "memfd:p", "deleted": true, "via": "fd"}}),
+    );
+    let alerts = detect(&l.recs, &ctx());
+    let a = one(&alerts, "fileless-exec");
+    assert_eq!(a.evidence, vec![ld]);
+    assert!(a.summary.contains("memfd:p as 'ld.so'"), "{}", a.summary);
+}

@@ -224,8 +224,18 @@ pub fn to_ocsf(rec: &Record) -> Option<Value> {
     };
     let ev = match rec.kind.as_str() {
         "process.exec" => {
-            let path = d.get("path").and_then(Value::as_str).unwrap_or("");
+            // What ran (the watcher's resolved target) before what the caller said.
+            let exe = d.get("exe");
+            let path = exe
+                .and_then(|x| x.get("path"))
+                .or_else(|| d.get("path"))
+                .and_then(Value::as_str)
+                .unwrap_or("");
             let argv: Vec<&str> = crate::detect::strings(d, "argv");
+            let mut file = json!({ "path": path, "name": base_name(path) });
+            if let Some(h) = exe.and_then(|x| x.get("sha256")).and_then(Value::as_str) {
+                file["hashes"] = json!([{ "algorithm_id": 3, "algorithm": "SHA-256", "value": h }]);
+            }
             let mut e = event(
                 &PROCESS,
                 1,
@@ -238,7 +248,7 @@ pub fn to_ocsf(rec: &Record) -> Option<Value> {
                         "pid": d.get("pid"),
                         "name": base_name(path),
                         "cmd_line": argv.join(" "),
-                        "file": { "path": path, "name": base_name(path) },
+                        "file": file,
                         "user": { "uid": d.get("uid").map(|u| u.to_string()) },
                         "parent_process": { "pid": d.get("ppid") },
                     },
@@ -246,6 +256,14 @@ pub fn to_ocsf(rec: &Record) -> Option<Value> {
                     "unmapped": { "cwd": d.get("cwd"), "argv": d.get("argv") },
                 }),
             );
+            // The resolved target and what the caller said, when the record has them.
+            if let Some(u) = e.get_mut("unmapped").and_then(Value::as_object_mut) {
+                if exe.is_some() {
+                    put(u, "path", d.get("path").cloned());
+                }
+                put(u, "exe", exe.cloned());
+                put(u, "argv0_mismatch", d.get("argv0_mismatch").cloned());
+            }
             merge(&mut e, json!({"status_id": 1, "status": "Success"}));
             e
         }

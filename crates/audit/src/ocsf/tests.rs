@@ -262,3 +262,25 @@ fn alerts_are_detection_findings() {
     assert_eq!(e2["metadata"]["uid"], "40");
     assert!(to_ocsf(&rec(41, "alert", json!({"not": "an alert"}))).is_none());
 }
+
+#[test]
+fn an_exec_names_what_ran_with_its_hash() {
+    let e = to_ocsf(&rec(
+        9,
+        "process.exec",
+        json!({"pid": 5, "ppid": 4, "uid": 1001, "cwd": "/tmp", "path": "",
+               "argv": ["[kworker/0:1]"], "argv0_mismatch": true,
+               "exe": {"path": "memfd:x", "memfd": "memfd:x", "deleted": true, "via": "fd",
+                       "fd": 3, "sha256": "ab12"}}),
+    ))
+    .expect("mapped");
+    assert_eq!(e["process"]["name"], "memfd:x");
+    assert_eq!(
+        e["process"]["file"],
+        json!({"path": "memfd:x", "name": "memfd:x",
+               "hashes": [{"algorithm_id": 3, "algorithm": "SHA-256", "value": "ab12"}]})
+    );
+    assert_eq!(e["unmapped"]["path"], "");
+    assert_eq!(e["unmapped"]["exe"]["memfd"], "memfd:x");
+    assert_eq!(e["unmapped"]["argv0_mismatch"], true);
+}

@@ -21,6 +21,7 @@ mod dns_tunnel;
 mod docker_socket;
 mod doh;
 mod exfil;
+mod fileless_exec;
 mod fork_bomb;
 mod hardcoded_ip;
 mod host_pids;
@@ -70,6 +71,8 @@ pub mod detector {
     pub const ROGUE_RUNNER: &str = "rogue-runner";
     /// DNS tunnelling suspected.
     pub const DNS_TUNNELLING: &str = "dns-tunnelling";
+    /// A program exec'd from a memfd or a deleted file.
+    pub const FILELESS_EXEC: &str = "fileless-exec";
 }
 
 /// The group an attack belongs to (for the table and the docs).
@@ -86,6 +89,8 @@ pub enum Category {
     Escape,
     /// Resource exhaustion.
     Exhaustion,
+    /// Hiding what the job runs from airlock's records.
+    Evasion,
 }
 
 /// What must happen to an attack.
@@ -175,6 +180,11 @@ pub trait Attack: Sync {
     fn judges_operator_output(&self) -> bool {
         false
     }
+    /// Strings the expected alert's summary must contain (what the alert must have seen
+    /// through to, e.g. a memfd's name); an alert that fires without them does not count.
+    fn alert_names(&self) -> &'static [&'static str] {
+        &[]
+    }
     /// Helpers run only on behalf of another attack are not listed in the drill.
     fn helper_only(&self) -> bool {
         false
@@ -227,6 +237,8 @@ pub fn registry() -> &'static [&'static dyn Attack] {
         &tiocsti::Tiocsti,
         &io_uring::IoUring,
         &iopl::Iopl,
+        // Evasion.
+        &fileless_exec::FilelessExec,
         // Exhaustion (last: slowest).
         &fork_bomb::ForkBomb,
         &memory::Memory,
