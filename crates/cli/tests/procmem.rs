@@ -11,7 +11,7 @@ use common::*;
 const ATTACKER: &str = r#"
 import ctypes, os, re, sys
 secret = os.environ["SECRET_TOKEN"].encode()
-pp = os.getppid()
+pp = int(os.environ.get("TARGET_PID", os.getppid()))
 def say(k, v): print(f"{k}={v}", flush=True)
 
 def scan(pid):
@@ -73,10 +73,124 @@ with open("/proc/self/mem", "rb", buffering=0) as f:
 #[test]
 fn a_child_cannot_read_the_entry_process_memory_or_environment() {
     need_root!();
+    attack_the_entry_process("", true);
+}
+
+/// gVisor is its own kernel: the execute-only copy is not used there (it refuses to load a
+/// program its user cannot read); its Yama-like "relational" ptrace scope keeps the entry
+/// process's memory closed. Its `/proc/PID/environ` and `/proc/PID/fd` are not behind that
+/// check: a known gap (docs/sandbox.md), not asserted here.
+#[test]
+fn a_child_cannot_read_the_entry_process_memory_under_runsc() {
+    need_root!();
+    if std::process::Command::new("runsc")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("SKIPPED: runsc not installed");
+        return;
+    }
+    attack_the_entry_process("executor = \"runsc\"\nprocess_events = false\n", false);
+}
+
+#[test]
+fn runc_keeps_the_entry_process_closed_too() {
+    need_root!();
+    attack_the_entry_process("executor = \"runc\"\n", true);
+}
+
+/// The shape of the GitHub runner under `airlock serve`: a script entry starts a long-lived
+/// `Runner.Worker` (a program the group lists in `protect`) holding the job's secrets in
+/// memory and environment, which starts each step through a shell. The step's process
+/// cannot read the worker, nor its own ancestors.
+#[test]
+fn a_step_cannot_read_a_protected_runner_worker() {
+    need_root!();
+    let w = World::new();
+    std::fs::write(w.ws().join("attacker.py"), ATTACKER).expect("attacker");
+    std::fs::create_dir_all(w.ws().join("bin")).expect("bin");
+    // A stand-in for the runner's .NET apphost: an ELF program holding secrets.
+    let python = std::fs::canonicalize("/usr/bin/python3").expect("python3");
+    std::fs::copy(&python, w.ws().join("bin/Runner.Worker")).expect("copy");
+    std::fs::write(
+        w.ws().join("worker.py"),
+        r#"
+import os, subprocess
+held = (os.environ["SECRET_TOKEN"] + "-in-worker-memory").encode()
+env = dict(os.environ, TARGET_PID=str(os.getpid()))
+r = subprocess.run(["/bin/sh", "-c", "python3 attacker.py"], env=env)
+print("worker_still_holds=" + str(held.endswith(b"-in-worker-memory")), flush=True)
+"#,
+    )
+    .expect("worker");
+    std::fs::write(
+        w.ws().join("run.sh"),
+        "#!/bin/sh
+./bin/Runner.Worker worker.py
+echo run_sh_done=1
+",
+    )
+    .expect("run.sh");
+    std::fs::set_permissions(
+        w.ws().join("run.sh"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod");
+    let p = w.policy(
+        "version = 1\n[groups.default]\nsecrets = [\"SECRET_TOKEN\"]\n\
+         protect = [\"/home/runner/work/bin/Runner.Worker\"]\n",
+    );
+    let secret = "worker-secret-51f0c3a9";
+    let mut c = w.cmd();
+    c.env("SECRET_TOKEN", secret)
+        .args(["run", "-p"])
+        .arg(&p)
+        .arg("-w")
+        .arg(w.ws())
+        .args(["--", "./run.sh"]);
+    let o = c.output().expect("run");
+    let out = String::from_utf8_lossy(&o.stdout);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "job failed: {out}\n{err}");
+    for k in ["parent_mem", "pid1_mem", "parent_environ", "pid1_environ", "parent_fd"] {
+        let v = out
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{k}=")))
+            .unwrap_or_else(|| panic!("no {k}:\n{out}\n{err}"));
+        assert!(v.starts_with("denied:"), "{k}: {v}\n{out}");
+    }
+    assert!(out.contains("self_mem=ok"), "{out}");
+    assert!(out.contains("worker_still_holds=True") && out.contains("run_sh_done=1"), "{out}");
+    assert!(!out.contains("LEAK") && !out.contains(secret), "{out}");
+    w.assert_clean();
+}
+
+/// A program the group asks to protect that is not in the job refuses the job: its
+/// processes would otherwise run unprotected.
+#[test]
+fn a_protected_program_that_is_missing_refuses_the_job() {
+    need_root!();
+    let w = World::new();
+    let p = w.policy("version = 1\n[groups.default]\nprotect = [\"/opt/runner/Runner.Worker\"]\n");
+    let o = w.run(&["-p", &p.to_string_lossy()], &["/bin/true"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(125), "{err}");
+    assert!(
+        err.contains("memory protection of the entry process cannot be applied")
+            && err.contains("/opt/runner"),
+        "{err}"
+    );
+    w.assert_clean();
+}
+
+fn attack_the_entry_process(group_extra: &str, environ_closed: bool) {
     let w = World::new();
     std::fs::write(w.ws().join("attacker.py"), ATTACKER).expect("attacker");
     let secret = "runner-secret-9d1c7e55a0";
-    let p = w.policy("version = 1\n[groups.default]\nsecrets = [\"SECRET_TOKEN\"]\n");
+    let p = w.policy(&format!(
+        "version = 1\n[groups.default]\nsecrets = [\"SECRET_TOKEN\"]\n{group_extra}"
+    ));
     // The entry process (pid 1 of the job, like the runner) keeps the secret in its memory
     // (a shell variable) and environment, spawns a child and outlives it.
     let script = r#"
@@ -103,15 +217,21 @@ echo "ps_sees_entry=$(ps -eo pid=,args= | awk '$1 == 1 && /held/ {print "yes"}')
     };
     // Every channel to the entry process (the parent, and pid 1 — the same process here) is
     // refused, not merely empty.
-    for k in ["parent_mem", "pid1_mem", "parent_environ", "pid1_environ"] {
+    let mut closed = vec!["parent_mem", "pid1_mem"];
+    if environ_closed {
+        closed.extend(["parent_environ", "pid1_environ", "parent_fd"]);
+    }
+    for k in closed {
         let v = get(k);
         assert!(v.starts_with("denied:"), "{k}: {v}\n{out}");
     }
-    assert!(get("parent_fd").starts_with("denied:"), "{out}");
     assert_eq!(get("process_vm_readv"), "denied:1", "{out}");
     // A process's own memory is still its own, and `ps` still lists the entry process.
     assert_eq!(get("self_mem"), "ok", "{out}");
     assert_eq!(get("ps_sees_entry"), "yes", "{out}");
     assert!(!out.contains(secret), "secret printed: {out}");
+    if environ_closed {
+        assert!(!out.contains("LEAK"), "{out}");
+    }
     w.assert_clean();
 }

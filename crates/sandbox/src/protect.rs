@@ -196,6 +196,12 @@ pub fn prepare(
     rootfs: &Path,
     host: &HostLayout,
 ) -> Result<Vec<Protected>, SandboxError> {
+    if plan.executor == airlock_policy::ExecutorKind::Runsc {
+        // gVisor's own kernel refuses to load a program its user cannot read, and applies
+        // Yama's "relational" ptrace scope itself: a job process there can reach only its
+        // descendants (docs/sandbox.md; tested).
+        return Ok(Vec::new());
+    }
     let view = View::new(plan, rootfs, host);
     let argv0 = plan.argv.first().ok_or(SandboxError::EmptyCommand)?;
     let mut programs = vec![view
@@ -209,7 +215,7 @@ pub fn prepare(
         let r = view
             .resolve(p, WORKSPACE)
             .and_then(|e| view.final_program(&e))
-            .map_err(|e| unavailable(format!("protect: {e}")))?;
+            .map_err(|e| unavailable(format!("protect: {p}: {e}")))?;
         if !programs.contains(&r) {
             programs.push(r);
         }
