@@ -36,6 +36,7 @@ mod mount;
 mod open_by_handle;
 mod perf_event;
 mod persistence;
+mod proc_mem;
 mod proc_self_exe;
 mod ptrace;
 mod raw_socket;
@@ -198,6 +199,8 @@ pub fn registry() -> &'static [&'static dyn Attack] {
         &unshare::Unshare,
         &setns::Setns,
         &ptrace::Ptrace,
+        &proc_mem::ProcMemRead,
+        &proc_mem::ProcMemReadStep,
         &module_load::ModuleLoad,
         &raw_socket::RawSocket,
         &sysrq::Sysrq,
