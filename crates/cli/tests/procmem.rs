@@ -153,7 +153,13 @@ echo run_sh_done=1
     let out = String::from_utf8_lossy(&o.stdout);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "job failed: {out}\n{err}");
-    for k in ["parent_mem", "pid1_mem", "parent_environ", "pid1_environ", "parent_fd"] {
+    for k in [
+        "parent_mem",
+        "pid1_mem",
+        "parent_environ",
+        "pid1_environ",
+        "parent_fd",
+    ] {
         let v = out
             .lines()
             .find_map(|l| l.strip_prefix(&format!("{k}=")))
@@ -161,7 +167,10 @@ echo run_sh_done=1
         assert!(v.starts_with("denied:"), "{k}: {v}\n{out}");
     }
     assert!(out.contains("self_mem=ok"), "{out}");
-    assert!(out.contains("worker_still_holds=True") && out.contains("run_sh_done=1"), "{out}");
+    assert!(
+        out.contains("worker_still_holds=True") && out.contains("run_sh_done=1"),
+        "{out}"
+    );
     assert!(!out.contains("LEAK") && !out.contains(secret), "{out}");
     w.assert_clean();
 }

@@ -32,7 +32,8 @@ pub const PROTECTION: &str = "memory protection of the entry process";
 /// Directory (in the job dir) of the execute-only copies.
 pub const DIR: &str = "protect";
 
-/// Mode of an execute-only copy: anyone may execute it, no job process may read it.
+/// The mode bits a copy keeps: the original's execute bits, nothing else (no read, no
+/// write, no setuid: a copy never lets anyone run what they could not run before).
 pub const EXEC_ONLY: u32 = 0o111;
 
 /// Symlinks followed while resolving one path (the kernel's own limit).
@@ -82,10 +83,12 @@ impl View {
 
     /// The host path of an absolute, normalized job path.
     fn host(&self, path: &str) -> PathBuf {
-        let bound = self
-            .host_binds
-            .iter()
-            .any(|b| path == b || path.strip_prefix(b.as_str()).is_some_and(|r| r.starts_with('/')));
+        let bound = self.host_binds.iter().any(|b| {
+            path == b
+                || path
+                    .strip_prefix(b.as_str())
+                    .is_some_and(|r| r.starts_with('/'))
+        });
         if bound {
             PathBuf::from(path)
         } else {
@@ -210,7 +213,9 @@ pub fn prepare(
         .map_err(|e| unavailable(format!("cannot resolve the job's command: {e}")))?];
     for p in &plan.protect {
         if !p.starts_with('/') {
-            return Err(unavailable(format!("protect: {p:?} is not an absolute path")));
+            return Err(unavailable(format!(
+                "protect: {p:?} is not an absolute path"
+            )));
         }
         let r = view
             .resolve(p, WORKSPACE)
@@ -235,7 +240,7 @@ pub fn prepare(
         .collect()
 }
 
-/// Copies the regular file `from` to a new file `to`, mode [`EXEC_ONLY`], owned by airlock
+/// Copies the regular file `from` to a new file `to` with only its execute bits, owned by airlock
 /// (root). The source is opened without following a symlink and checked on the open file.
 fn copy_exec_only(from: &Path, to: &Path) -> Result<(), SandboxError> {
     let mut src = std::fs::OpenOptions::new()
@@ -244,8 +249,11 @@ fn copy_exec_only(from: &Path, to: &Path) -> Result<(), SandboxError> {
         .open(from)
         .map_err(SandboxError::io("opening", from))?;
     let m = src.metadata().map_err(SandboxError::io("stat", from))?;
-    if !m.is_file() {
-        return Err(unavailable(format!("{} is not a regular file", from.display())));
+    if !m.is_file() || m.mode() & EXEC_ONLY == 0 {
+        return Err(unavailable(format!(
+            "{} is not an executable regular file",
+            from.display()
+        )));
     }
     let mut dst = std::fs::OpenOptions::new()
         .write(true)
@@ -255,20 +263,20 @@ fn copy_exec_only(from: &Path, to: &Path) -> Result<(), SandboxError> {
         .map_err(SandboxError::io("creating", to))?;
     std::io::copy(&mut src, &mut dst).map_err(SandboxError::io("copying to", to))?;
     dst.flush().map_err(SandboxError::io("writing", to))?;
-    dst.set_permissions(std::fs::Permissions::from_mode(EXEC_ONLY))
+    dst.set_permissions(std::fs::Permissions::from_mode(m.mode() & EXEC_ONLY))
         .map_err(SandboxError::io("chmod", to))
 }
 
 /// Reads back, through the job's init process (created, not started), that each protected
 /// path is the execute-only copy in the job's mount namespace: a regular file, root's, with
-/// no read or write bit for anyone. Anything else refuses the job.
+/// execute bits only (no read, write or set-id bit). Anything else refuses the job.
 pub fn verify(init_pid: i32, paths: &[String]) -> Result<(), SandboxError> {
     for p in paths {
         let host = format!("/proc/{init_pid}/root{p}");
         let m = std::fs::symlink_metadata(&host)
             .map_err(|e| unavailable(format!("{p} in the job: {e}")))?;
         let mode = m.mode() & 0o7777;
-        if !m.is_file() || m.uid() != 0 || mode != EXEC_ONLY {
+        if !m.is_file() || m.uid() != 0 || mode & !EXEC_ONLY != 0 || mode == 0 {
             return Err(unavailable(format!(
                 "{p} in the job is not execute-only (mode {mode:o}, uid {}): its processes \
                  would be readable by every process of the job",
@@ -310,11 +318,17 @@ mod tests {
         let v = view(r);
         assert_eq!(v.entry("sh").as_deref(), Ok("/usr/bin/dash"));
         assert_eq!(v.resolve("/bin/sh", "/").as_deref(), Ok("/usr/bin/dash"));
-        assert_eq!(v.final_program("/usr/bin/dash").as_deref(), Ok("/usr/bin/dash"));
+        assert_eq!(
+            v.final_program("/usr/bin/dash").as_deref(),
+            Ok("/usr/bin/dash")
+        );
         let run = v.entry("./run.sh").expect("entry");
         assert_eq!(run, "/home/runner/work/run.sh");
         assert_eq!(v.final_program(&run).as_deref(), Ok("/usr/bin/dash"));
-        assert_eq!(v.final_program("/home/runner/work/plain").as_deref(), Ok("/usr/bin/dash"));
+        assert_eq!(
+            v.final_program("/home/runner/work/plain").as_deref(),
+            Ok("/usr/bin/dash")
+        );
         assert!(v.entry("nonexistent").is_err());
         symlink("loop", r.join("loop")).expect("ln");
         assert!(v.resolve("/loop", "/").is_err());
@@ -325,10 +339,18 @@ mod tests {
         let d = tempfile::tempdir().expect("tmp");
         let from = d.path().join("prog");
         std::fs::write(&from, b"\x7fELF-bytes").expect("w");
+        std::fs::set_permissions(&from, PermissionsExt::from_mode(0o4755)).expect("chmod");
         let to = d.path().join("copy");
         copy_exec_only(&from, &to).expect("copy");
         let m = std::fs::metadata(&to).expect("stat");
-        assert_eq!(m.mode() & 0o7777, EXEC_ONLY);
+        assert_eq!(m.mode() & 0o7777, 0o111);
+        // Execute bits are kept, never added: a program the job could not run stays so.
+        std::fs::set_permissions(&from, PermissionsExt::from_mode(0o700)).expect("chmod");
+        copy_exec_only(&from, &d.path().join("c0")).expect("copy");
+        let m = std::fs::metadata(d.path().join("c0")).expect("stat");
+        assert_eq!(m.mode() & 0o7777, 0o100);
+        std::fs::set_permissions(&from, PermissionsExt::from_mode(0o644)).expect("chmod");
+        assert!(copy_exec_only(&from, &d.path().join("c1")).is_err());
         // A symlink is never copied through.
         symlink(&from, d.path().join("link")).expect("ln");
         assert!(copy_exec_only(&d.path().join("link"), &d.path().join("c2")).is_err());
@@ -338,8 +360,11 @@ mod tests {
     fn a_readable_program_fails_verification() {
         // Our own executable, seen through our own /proc/PID/root, is readable.
         let me = std::fs::read_link("/proc/self/exe").expect("exe");
-        let e = verify(std::process::id() as i32, &[me.to_string_lossy().into_owned()])
-            .expect_err("must fail closed");
+        let e = verify(
+            std::process::id() as i32,
+            &[me.to_string_lossy().into_owned()],
+        )
+        .expect_err("must fail closed");
         assert!(e.to_string().contains("not execute-only"), "{e}");
     }
 }

@@ -170,7 +170,11 @@ pub fn add_protected(spec: &mut Spec, protected: &[crate::protect::Protected]) {
                 .destination(&p.path)
                 .typ("bind")
                 .source(&p.copy)
-                .options(["bind", "ro", "nosuid", "nodev"].map(str::to_owned).to_vec())
+                .options(
+                    ["bind", "ro", "nosuid", "nodev"]
+                        .map(str::to_owned)
+                        .to_vec(),
+                )
                 .build()
                 .expect("every field of a bind mount is set"),
         );

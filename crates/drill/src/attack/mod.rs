@@ -54,6 +54,10 @@ mod userfaultfd;
 
 pub use persistence::PERSISTENCE_PATHS;
 
+/// A readable copy of `airlock-attack` in the job's workspace (the one the job runs is
+/// execute-only there: docs/sandbox.md), for attacks that plant a copy of themselves.
+pub const PAYLOAD: &str = "airlock-attack.payload";
+
 /// Detector names (the `detector` field of a report's alerts).
 pub mod detector {
     /// A request to a cloud metadata endpoint.

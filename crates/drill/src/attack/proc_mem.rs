@@ -273,7 +273,10 @@ impl Attack for ProcMemReadStep {
         // SAFETY: the local iovec points into `zeros`, only read by the kernel.
         let n = unsafe { libc::process_vm_writev(pid_t, &local, 1, &remote, 1, 0) };
         s.push(if n < 0 {
-            Step::failed("process_vm_writev into the victim's scratch buffer", errno())
+            Step::failed(
+                "process_vm_writev into the victim's scratch buffer",
+                errno(),
+            )
         } else {
             Step::ok(
                 "process_vm_writev into the victim's scratch buffer",
