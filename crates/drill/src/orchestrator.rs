@@ -774,6 +774,10 @@ pub fn drill(opts: &DrillOptions, progress: &mut dyn Progress) -> Result<DrillRe
         }
         let attack_copy = dir.join("ws/airlock-attack");
         std::fs::copy(&opts.attack_exe, &attack_copy).map_err(io("copying", &opts.attack_exe))?;
+        // A second, readable copy: in the job the entry's program is execute-only
+        // (docs/sandbox.md), and an attack that plants a copy of itself reads this one.
+        let payload = dir.join("ws").join(crate::attack::PAYLOAD);
+        std::fs::copy(&opts.attack_exe, &payload).map_err(io("copying", &opts.attack_exe))?;
         let policy = dir.join("policy.toml");
         std::fs::write(&policy, &policy_text).map_err(io("writing", &policy))?;
 

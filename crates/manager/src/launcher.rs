@@ -96,6 +96,25 @@ pub trait Launcher: Send + Sync + 'static {
     }
 }
 
+/// The runner's own long-lived programs when the command is the GitHub runner's `run.sh`:
+/// `Runner.Listener` (holds the runner's credentials) and `Runner.Worker` (holds the job's
+/// secrets and token), started by the runner itself, so not the sandbox's entry process.
+/// Listed in the job's `protect`, no step can read their memory or environment
+/// (docs/sandbox.md); a runner image without them refuses the job.
+pub fn runner_programs(command: &[String]) -> Vec<String> {
+    let Some(dir) = command
+        .first()
+        .and_then(|c| c.strip_suffix("/run.sh"))
+        .filter(|d| d.starts_with('/'))
+    else {
+        return Vec::new();
+    };
+    ["Runner.Listener", "Runner.Worker"]
+        .iter()
+        .map(|b| format!("{dir}/bin/{b}"))
+        .collect()
+}
+
 /// Runs `airlock run` children.
 #[derive(Debug, Clone)]
 pub struct ProcessLauncher {
@@ -129,6 +148,11 @@ impl ProcessLauncher {
     fn derived_policy(spec: &LaunchSpec) -> Policy {
         let mut g = spec.policy.clone();
         g.secrets.push(JITCONFIG_ENV.to_owned());
+        for p in runner_programs(&spec.command) {
+            if !g.protect.contains(&p) {
+                g.protect.push(p);
+            }
+        }
         if spec.token.is_some() {
             g.secrets.push(JOB_TOKEN_ENV.to_owned());
         }
@@ -300,5 +324,24 @@ impl Launcher for ProcessLauncher {
             return Err(LaunchError::Gc(r.errors.join("; ")));
         }
         Ok(r.removed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_runner_programs_are_protected_when_the_command_is_run_sh() {
+        let cmd = vec!["/home/runner/actions-runner/run.sh".to_owned()];
+        assert_eq!(
+            runner_programs(&cmd),
+            [
+                "/home/runner/actions-runner/bin/Runner.Listener",
+                "/home/runner/actions-runner/bin/Runner.Worker"
+            ]
+        );
+        assert!(runner_programs(&["/usr/bin/airlock-fake-runner".to_owned()]).is_empty());
+        assert!(runner_programs(&["run.sh".to_owned()]).is_empty());
     }
 }

@@ -193,6 +193,12 @@ pub struct Group {
     /// not the denials. `runsc` cannot deliver these events and needs `false`.
     #[serde(default = "default_true")]
     pub process_events: bool,
+    /// Programs (absolute paths inside the job) whose processes no other process of the job
+    /// may read or write the memory of, like the job's entry process, which is always
+    /// protected (docs/sandbox.md): e.g. the runner's `bin/Runner.Listener` and
+    /// `bin/Runner.Worker`. A path that does not exist in the job refuses the job.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub protect: Vec<String>,
     /// Runner labels that route jobs to this group (what a workflow's `runs-on` names).
     /// `airlock serve` routes a queued job here only if every one of its labels, besides the
     /// generic `self-hosted`, `linux` and `x64`, is in this list; `airlock scan workflows
@@ -308,6 +314,7 @@ impl Default for Group {
             secrets: Vec::new(),
             egress: Egress::default(),
             process_events: true,
+            protect: Vec::new(),
             labels: Vec::new(),
             allow_public: false,
             repositories: Vec::new(),

@@ -164,6 +164,7 @@ fn run(args: &HelperArgs) -> Result<Outcome, SandboxError> {
         message: format!("cannot load {}: {e}", config.display()),
     })?;
     let expected = Expected::from_spec(&spec);
+    let protected = crate::spec::protected_paths(&spec, &args.job_dir);
     let mut ex = executor::make(
         args.executor,
         &args.id,
@@ -184,6 +185,7 @@ fn run(args: &HelperArgs) -> Result<Outcome, SandboxError> {
         if ex.protections_in_force_after_create() {
             verify_process(pid)?;
         }
+        verify_protected(args.executor, pid, &protected)?;
         scrub_secrets(&config, &args.scrub)
     })();
     if let Err(e) = checked {
@@ -246,6 +248,27 @@ pub fn attribute_create_error(e: SandboxError) -> SandboxError {
         },
         None => e,
     }
+}
+
+/// Reads back that the entry's program (and any other protected one) is execute-only in the
+/// job (crate::protect). The job always has one; none means the spec lost them. gVisor's
+/// `/proc/PID/root` of the sandbox is not the job's root, so there it is not checked
+/// (docs/sandbox.md).
+fn verify_protected(
+    executor: ExecutorKind,
+    pid: i32,
+    protected: &[String],
+) -> Result<(), SandboxError> {
+    if executor == ExecutorKind::Runsc {
+        return Ok(());
+    }
+    if protected.is_empty() {
+        return Err(SandboxError::ProtectionUnavailable {
+            protection: crate::protect::PROTECTION.to_owned(),
+            reason: "the job's spec protects no program".to_owned(),
+        });
+    }
+    crate::protect::verify(pid, protected)
 }
 
 /// Reads the protections of a process back from `/proc/PID/status`.

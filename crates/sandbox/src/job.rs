@@ -632,13 +632,21 @@ fn prepare_and_spawn(
             )))
         }
     };
-    let spec = spec::build(
+    let mut spec = spec::build(
         plan,
         &layout,
         nofile_max,
         ns_file.as_deref(),
         watcher.as_ref().map(|w| w.socket.as_path()),
     )?;
+    // The entry process's memory, closed to the rest of the job (crate::protect).
+    let protected = crate::protect::prepare(
+        job_dir,
+        plan,
+        &rootfs::RootfsDirs::new(job_dir).rootfs,
+        &layout,
+    )?;
+    spec::add_protected(&mut spec, &protected);
     let config = job_dir.join("config.json");
     {
         use std::os::unix::fs::OpenOptionsExt;

@@ -11,6 +11,7 @@ pub mod helper;
 pub mod image;
 pub mod job;
 pub mod plan;
+pub mod protect;
 pub mod rootfs;
 pub mod seccomp;
 pub mod spec;

@@ -112,6 +112,8 @@ pub struct JobPlan {
     pub egress: EgressRules,
     /// Whether execs and denied calls are recorded (crate::watch).
     pub process_events: bool,
+    /// Programs (job paths) whose processes are protected like the entry's (crate::protect).
+    pub protect: Vec<String>,
 }
 
 impl JobPlan {
@@ -170,6 +172,7 @@ impl JobPlan {
             argv,
             workspace,
             process_events: group.process_events,
+            protect: group.protect.clone(),
         })
     }
 }

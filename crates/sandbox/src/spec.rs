@@ -159,6 +159,41 @@ pub fn build(
     serde_json::from_value(doc).map_err(SandboxError::Spec)
 }
 
+/// Bind-mounts each protected program's execute-only copy over its path in the job
+/// (crate::protect), after every other mount so that a path below `/usr` lands on the host's
+/// `/usr` bind. Read-only: the job cannot chmod or replace it.
+pub fn add_protected(spec: &mut Spec, protected: &[crate::protect::Protected]) {
+    let mut mounts = spec.mounts().clone().unwrap_or_default();
+    for p in protected {
+        mounts.push(
+            oci_spec::runtime::MountBuilder::default()
+                .destination(&p.path)
+                .typ("bind")
+                .source(&p.copy)
+                .options(
+                    ["bind", "ro", "nosuid", "nodev"]
+                        .map(str::to_owned)
+                        .to_vec(),
+                )
+                .build()
+                .expect("every field of a bind mount is set"),
+        );
+    }
+    spec.set_mounts(Some(mounts));
+}
+
+/// The job paths of the protected programs in a spec: the destinations of the mounts whose
+/// source is in `job_dir`'s protect directory.
+pub fn protected_paths(spec: &Spec, job_dir: &Path) -> Vec<String> {
+    let dir = job_dir.join(crate::protect::DIR);
+    spec.mounts()
+        .iter()
+        .flatten()
+        .filter(|m| m.source().as_deref().is_some_and(|s| s.starts_with(&dir)))
+        .map(|m| m.destination().to_string_lossy().into_owned())
+        .collect()
+}
+
 /// OCI's default masked paths plus the few that the OCI list predates.
 fn masked_paths() -> Vec<String> {
     let mut m = oci_spec::runtime::get_default_maskedpaths();

@@ -37,6 +37,7 @@ mod mount;
 mod open_by_handle;
 mod perf_event;
 mod persistence;
+mod proc_mem;
 mod proc_self_exe;
 mod ptrace;
 mod raw_socket;
@@ -54,6 +55,10 @@ mod unshare;
 mod userfaultfd;
 
 pub use persistence::PERSISTENCE_PATHS;
+
+/// A readable copy of `airlock-attack` in the job's workspace (the one the job runs is
+/// execute-only there: docs/sandbox.md), for attacks that plant a copy of themselves.
+pub const PAYLOAD: &str = "airlock-attack.payload";
 
 /// Detector names (the `detector` field of a report's alerts).
 pub mod detector {
@@ -215,6 +220,8 @@ pub fn registry() -> &'static [&'static dyn Attack] {
         &unshare::Unshare,
         &setns::Setns,
         &ptrace::Ptrace,
+        &proc_mem::ProcMemRead,
+        &proc_mem::ProcMemReadStep,
         &module_load::ModuleLoad,
         &raw_socket::RawSocket,
         &sysrq::Sysrq,

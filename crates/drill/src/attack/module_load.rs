@@ -33,7 +33,9 @@ impl Attack for ModuleLoad {
             )
         };
         let mut s = vec![syscall_step("init_module(64 zero bytes)", r, false)];
-        match std::fs::File::open("/proc/self/exe") {
+        // Any readable file will do (the running program is execute-only in the job).
+        match std::fs::File::open(super::PAYLOAD).or_else(|_| std::fs::File::open("/proc/self/exe"))
+        {
             Ok(f) => {
                 use std::os::fd::AsRawFd;
                 // SAFETY: a valid fd and a NUL-terminated parameter string.

@@ -61,7 +61,10 @@ pub fn as_fake_runner(args: &[String]) -> Option<i32> {
 fn plant(dir: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(dir.join("bin"))?;
     let listener = dir.join("bin/Runner.Listener");
-    std::fs::copy("/proc/self/exe", &listener)?;
+    // The running program is execute-only in the job (docs/sandbox.md); the drill leaves a
+    // readable copy beside it, as an attacker would bring their own.
+    std::fs::copy(super::PAYLOAD, &listener)
+        .or_else(|_| std::fs::copy("/proc/self/exe", &listener))?;
     std::fs::set_permissions(&listener, std::fs::Permissions::from_mode(0o755))?;
     let config = dir.join("config.sh");
     std::fs::write(

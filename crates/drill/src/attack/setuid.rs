@@ -80,7 +80,8 @@ impl Attack for Setuid {
         // A setuid bit on the job's own copy of a binary: only a root-owned file would help,
         // and the job cannot chown to root.
         let copy = "/tmp/drill-suid";
-        let r = std::fs::copy("/proc/self/exe", copy)
+        let r = std::fs::copy(super::PAYLOAD, copy)
+            .or_else(|_| std::fs::copy("/proc/self/exe", copy))
             .and_then(|_| std::fs::set_permissions(copy, std::fs::Permissions::from_mode(0o4755)))
             .and_then(|_| {
                 nix::unistd::chown(copy, Some(nix::unistd::Uid::from_raw(0)), None)
