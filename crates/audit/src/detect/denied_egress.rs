@@ -9,11 +9,12 @@
 //! In an `audit`-mode group nothing outside the never-reachable targets is denied, yet a
 //! connection to a hard-coded address is still what this detector is for: the same alert
 //! lists every connection let through by audit mode to an address no DNS answer of the job
-//! named (a routed flow to such an address, or HTTP/TLS/CONNECT with an address as the name).
+//! had named before (a routed flow to such an address, or HTTP/TLS/CONNECT with an address as
+//! the name; an answer that comes later does not make an earlier connection looked-up).
 //! Names that audit mode let through are `new-destination`'s business; a flow to an address
 //! the job resolved (`ssh` to a host it looked up) is not hard-coded.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 
 use super::{net, some_of, DetectError, Detector, Evidence};
@@ -24,10 +25,11 @@ use crate::Record;
 #[derive(Debug, Default)]
 pub struct DeniedEgress {
     denied: Vec<(String, Record)>,
-    /// Let through by audit mode: (destination, dialled or named address, record).
-    let_through: Vec<(String, Option<IpAddr>, Record)>,
-    /// Every address a DNS answer (or the gateway's own resolution of a name) gave the job.
-    answered: HashSet<IpAddr>,
+    /// Let through by audit mode: (event time, destination, dialled or named address, record).
+    let_through: Vec<(u128, String, Option<IpAddr>, Record)>,
+    /// Every address a DNS answer (or the gateway's own resolution of a name) gave the job,
+    /// and when it first did.
+    answered: HashMap<IpAddr, u128>,
     /// The job's group is in `audit` egress mode.
     audit: bool,
 }
@@ -46,9 +48,13 @@ impl Detector for DeniedEgress {
                 self.denied.push((n.destination(), rec.clone()));
             } else if n.let_through_by_audit(self.audit) {
                 let addr = n.ip_name().or(n.dialled.map(|d| d.ip()));
-                self.let_through.push((n.destination(), addr, rec.clone()));
+                self.let_through
+                    .push((n.time_ms, n.destination(), addr, rec.clone()));
             } else if !n.denied && n.ip_name().is_none() {
-                self.answered.extend(n.answers.iter().copied());
+                for a in &n.answers {
+                    let t = self.answered.entry(*a).or_insert(n.time_ms);
+                    *t = (*t).min(n.time_ms);
+                }
             }
         }
     }
@@ -67,8 +73,10 @@ impl Detector for DeniedEgress {
             }
         }
         let mut raw = BTreeSet::new();
-        for (d, addr, r) in &self.let_through {
-            let named = addr.is_some_and(|a| self.answered.contains(&a));
+        for (t, d, addr, r) in &self.let_through {
+            let named = addr
+                .and_then(|a| self.answered.get(&a))
+                .is_some_and(|first| first <= t);
             if !named && !explained.contains(&r.seq) {
                 ev.add(r);
                 raw.insert(d.clone());

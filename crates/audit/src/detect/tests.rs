@@ -589,6 +589,12 @@ fn audit_mode_still_sees_a_hard_coded_address() {
         json!({"name": "203.0.113.7", "resolved": "203.0.113.7", "dialled": "203.0.113.7:80",
                "port": 80, "reason": "audit mode"}),
     );
+    // A name looked up afterwards that points there does not make them looked-up.
+    l.net(
+        "dns",
+        json!({"name": "exfil.example", "qtype": "A", "resolved": "203.0.113.7",
+               "answers": ["203.0.113.7"], "port": 53}),
+    );
     let alerts = detect(&l.recs, &ctx());
     let a = one(&alerts, "denied-egress");
     assert_eq!(a.evidence, vec![f, h]);
