@@ -1033,7 +1033,10 @@ echo "new=$({CURL} http://blocked.test/)"
     let new = alert(&other, "new-destination")
         .unwrap_or_else(|| panic!("no new-destination: {other:#?}"));
     assert!(
-        new["summary"].as_str().unwrap_or("").contains("blocked.test"),
+        new["summary"]
+            .as_str()
+            .unwrap_or("")
+            .contains("blocked.test"),
         "{new}"
     );
     assert!(alert(&other, "network-scan").is_none(), "{other:#?}");

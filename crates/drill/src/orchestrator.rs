@@ -229,11 +229,7 @@ impl DrillReport {
             ));
         }
         let failed = self.rows.iter().filter(|r| !r.passed).count();
-        let by_design = self
-            .succeeded()
-            .iter()
-            .filter(|r| r.passed)
-            .count();
+        let by_design = self.succeeded().iter().filter(|r| r.passed).count();
         out.push_str(&format!(
             "\n{} attacks against group {} ({}): {} got through{}, {} rows failed, {:.1} s{}\n",
             self.rows.len(),
@@ -970,9 +966,17 @@ mod tests {
                 (Observed::Succeeded, Some(true), true),
                 "{id}"
             );
-            assert!(seen.expected.starts_with("through (audit)"), "{}", seen.expected);
+            assert!(
+                seen.expected.starts_with("through (audit)"),
+                "{}",
+                seen.expected
+            );
             let unseen = through(&[]);
-            assert_eq!((unseen.alert_found, unseen.passed), (Some(false), false), "{id}");
+            assert_eq!(
+                (unseen.alert_found, unseen.passed),
+                (Some(false), false),
+                "{id}"
+            );
         }
         // What only never-reachable targets stop is blocked in audit mode too.
         let m = attack::find("metadata").expect("attack");

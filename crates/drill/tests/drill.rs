@@ -218,7 +218,10 @@ fn audit_mode_lets_exfiltration_through_and_the_drill_says_so() {
         assert!(r.starts_with("ok"), "{r}");
         assert!(r.contains("through (audit)"), "{r}");
         assert!(r.contains(&format!("SUCCEEDED + {detector}")), "{r}");
-        assert!(r.contains("world saw"), "the world's records must show it: {r}");
+        assert!(
+            r.contains("world saw"),
+            "the world's records must show it: {r}"
+        );
     }
     // Audit mode lets a job's own egress through, never into another job.
     let sibling = out

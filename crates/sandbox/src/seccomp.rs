@@ -111,9 +111,15 @@ pub const DENIED: &[(&str, &str)] = &[
 pub const REFUSED_QUIETLY: &[(&str, &str)] = &[
     ("get_mempolicy", "NUMA probe (libnuma's numa_available)"),
     ("set_mempolicy", "NUMA policy of the caller's memory"),
-    ("set_mempolicy_home_node", "NUMA policy of the caller's memory"),
+    (
+        "set_mempolicy_home_node",
+        "NUMA policy of the caller's memory",
+    ),
     ("mbind", "NUMA policy of a range of the caller's memory"),
-    ("migrate_pages", "moves another process's pages between NUMA nodes"),
+    (
+        "migrate_pages",
+        "moves another process's pages between NUMA nodes",
+    ),
     ("move_pages", "moves or queries pages' NUMA nodes"),
 ];
 
@@ -309,15 +315,28 @@ mod tests {
             serde_json::from_value(p).expect("valid OCI seccomp section");
         let rules = s.syscalls().as_ref().expect("rules");
         use oci_spec::runtime::LinuxSeccompAction::*;
-        for name in ["get_mempolicy", "set_mempolicy", "mbind", "migrate_pages", "move_pages"] {
+        for name in [
+            "get_mempolicy",
+            "set_mempolicy",
+            "mbind",
+            "migrate_pages",
+            "move_pages",
+        ] {
             let r: Vec<_> = rules
                 .iter()
                 .filter(|r| r.names().iter().any(|n| n == name))
                 .collect();
             assert_eq!(r.len(), 1, "{name}: {r:?}");
-            assert_eq!(r[0].action(), ScmpActErrno, "{name} must not reach the listener");
+            assert_eq!(
+                r[0].action(),
+                ScmpActErrno,
+                "{name} must not reach the listener"
+            );
             assert_eq!(r[0].errno_ret(), Some(libc::EPERM as u32), "{name}");
-            assert!(!DENIED.iter().any(|(n, _)| *n == name), "{name} in both lists");
+            assert!(
+                !DENIED.iter().any(|(n, _)| *n == name),
+                "{name} in both lists"
+            );
         }
     }
 

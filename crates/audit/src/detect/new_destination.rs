@@ -158,9 +158,10 @@ impl Detector for NewDestination {
         if n.denied || !matches!(n.kind, "dns" | "http" | "https" | "connect") {
             return;
         }
-        let Some(name) = n.name.filter(|x| {
-            !x.is_empty() && x.parse::<IpAddr>().is_err() && !self.listed.contains(x)
-        }) else {
+        let Some(name) = n
+            .name
+            .filter(|x| !x.is_empty() && x.parse::<IpAddr>().is_err() && !self.listed.contains(x))
+        else {
             return;
         };
         let e = self

@@ -269,7 +269,10 @@ fn refused_reads_of_ordinary_tools_are_records_not_alerts() {
         );
     }
     let alerts = detect(&l.recs, &ctx());
-    assert!(only(&alerts, "privileged-operation").is_empty(), "{alerts:#?}");
+    assert!(
+        only(&alerts, "privileged-operation").is_empty(),
+        "{alerts:#?}"
+    );
     // The escape-class calls beside them still alert, and only they are its evidence.
     let b = l.push(
         "syscall.denied",
@@ -581,7 +584,11 @@ fn audit_mode_still_sees_a_hard_coded_address() {
                "answers": ["198.51.100.4", "198.51.100.5"], "port": 53}),
     );
     flow(&mut l, "198.51.100.5:22");
-    assert!(detect(&l.recs, &ctx()).is_empty(), "{:#?}", detect(&l.recs, &ctx()));
+    assert!(
+        detect(&l.recs, &ctx()).is_empty(),
+        "{:#?}",
+        detect(&l.recs, &ctx())
+    );
     // Straight to an address, no DNS; and HTTP with the address as Host.
     let f = flow(&mut l, "203.0.113.7:4444");
     let h = l.net(
