@@ -228,9 +228,11 @@ for pat in ["/proc/[0-9]*/status", "/proc/[0-9]*/stat", "/proc/[0-9]*/cmdline",
 print("proc ok", n)
 "#;
 
-/// `(name, workspace files, script)`: ordinary work, one job each. Each script ends with
-/// `echo CORPUS-OK`, under `set -e`.
-fn corpus() -> Vec<(&'static str, Vec<(String, String)>, String)> {
+/// One piece of ordinary work: `(name, workspace files as (path, contents), script)`.
+type Work = (&'static str, Vec<(String, String)>, String);
+
+/// Ordinary work, one job each. Each script ends with `echo CORPUS-OK`, under `set -e`.
+fn corpus() -> Vec<Work> {
     let mut c_files: Vec<(String, String)> = (0..16)
         .map(|i| {
             (
