@@ -12,7 +12,14 @@ PACKAGES=(
   bubblewrap       # benchmark baseline only
   hyperfine        # benchmarks
   iproute2         # tests: network namespaces
-  procps           # tests: ps/pgrep checks
+  procps           # tests: ps/pgrep checks; the benign corpus (ps, top, free, vmstat)
+  git              # tests: the benign corpus and the offline build test
+  make             # tests: the benign corpus (make -j)
+  gcc              # tests: the benign corpus (a C build)
+  zstd             # tests: the benign corpus (tar --zstd, zstd -T0)
+  curl             # tests: network tests and the benign corpus, inside jobs
+  python3          # tests: the fake hosts (fakehosts.py) and the benign corpus
+  nodejs           # tests: the benign corpus (/usr/bin/node)
   psmisc
   util-linux       # unshare, mount, findmnt
   ca-certificates  # copied read-only into the sandbox's /etc/ssl

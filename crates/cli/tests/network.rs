@@ -957,3 +957,88 @@ fn a_network_that_cannot_be_attached_leaves_nothing_and_runs_nothing() {
     );
     w.assert_clean();
 }
+
+/// The detectors of a job's report.
+fn alerts_of(report: &std::path::Path) -> Vec<serde_json::Value> {
+    let r: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(report).expect("report")).expect("json");
+    r["alerts"].as_array().expect("alerts").clone()
+}
+
+fn alert<'a>(alerts: &'a [serde_json::Value], detector: &str) -> Option<&'a serde_json::Value> {
+    alerts.iter().find(|a| a["detector"] == detector)
+}
+
+#[test]
+fn audit_mode_lets_traffic_through_but_keeps_seeing_it() {
+    need_root!();
+    let net = world();
+    let p = net.w.policy(POLICY);
+    let run = |name: &str, script: &str| {
+        let rep = net.w.dir.path().join(format!("{name}.json"));
+        let o = net
+            .w
+            .cmd()
+            .args(["run", "-q", "-p"])
+            .arg(&p)
+            .args(["-g", "audit", "--report"])
+            .arg(&rep)
+            .arg("-w")
+            .arg(net.w.ws())
+            .args(["--", "/bin/bash", "-c", script])
+            .output()
+            .expect("run");
+        assert!(o.status.success(), "{}", stderr(&o));
+        (stdout(&o), alerts_of(&rep))
+    };
+    // A scan of an internal range: 6 hosts x 3 ports, let through (audit mode), most of them
+    // answered by nobody.
+    let (_, scan) = run(
+        "scan",
+        "for h in 2 3 4 5 6 10; do for p in 22 80 5432; do \
+         (timeout 1 bash -c \"echo > /dev/tcp/10.50.0.$h/$p\" 2>/dev/null &); done; done; sleep 1.5; true",
+    );
+    let a = alert(&scan, "network-scan").unwrap_or_else(|| panic!("no network-scan: {scan:#?}"));
+    assert_eq!(a["severity"], "high", "{a}");
+    assert!(
+        a["summary"].as_str().unwrap_or("").contains("10.50.0."),
+        "{a}"
+    );
+    // A hard-coded address, a first-seen name; and a port of a host the job looked up,
+    // which is not hard-coded.
+    let (out, other) = run(
+        "other",
+        &format!(
+            r#"
+echo "raw=$(timeout 3 bash -c 'echo > /dev/tcp/198.51.100.11/853' 2>/dev/null; echo $?)"
+echo "looked_up=$(timeout 3 bash -c 'echo > /dev/tcp/allowed.test/853' 2>/dev/null; echo $?)"
+echo "new=$({CURL} http://blocked.test/)"
+"#
+        ),
+    );
+    let r = results(&out);
+    assert_eq!(r["raw"], "0", "audit mode lets it through: {out}");
+    assert_eq!(
+        r["new"], "host=198.51.100.11 plain host-header=blocked.test",
+        "{out}"
+    );
+    let raw = alert(&other, "denied-egress")
+        .unwrap_or_else(|| panic!("no alert for the hard-coded address: {other:#?}"));
+    let s = raw["summary"].as_str().unwrap_or("");
+    assert!(
+        s.contains("hard-coded address") && s.contains("198.51.100.11:853"),
+        "{raw}"
+    );
+    assert!(!s.contains("198.51.100.10:853"), "a looked-up host: {raw}");
+    let new = alert(&other, "new-destination")
+        .unwrap_or_else(|| panic!("no new-destination: {other:#?}"));
+    assert!(
+        new["summary"]
+            .as_str()
+            .unwrap_or("")
+            .contains("blocked.test"),
+        "{new}"
+    );
+    assert!(alert(&other, "network-scan").is_none(), "{other:#?}");
+    net.w.assert_clean();
+}

@@ -231,12 +231,18 @@ impl DrillReport {
             ));
         }
         let failed = self.rows.iter().filter(|r| !r.passed).count();
+        let by_design = self.succeeded().iter().filter(|r| r.passed).count();
         out.push_str(&format!(
-            "\n{} attacks against group {} ({}): {} got through, {} rows failed, {:.1} s{}\n",
+            "\n{} attacks against group {} ({}): {} got through{}, {} rows failed, {:.1} s{}\n",
             self.rows.len(),
             self.group,
             self.policy,
             self.succeeded().len(),
+            if by_design > 0 {
+                format!(" ({by_design} let through by the group's audit mode, as expected there)")
+            } else {
+                String::new()
+            },
             failed,
             self.duration_ms as f64 / 1000.0,
             if self.detection_available {
@@ -405,6 +411,8 @@ struct Runner<'a> {
     policy: PathBuf,
     group: String,
     world: &'a World,
+    /// The group's egress is in `audit` mode: attacks expect [`Attack::expect_in_audit_mode`].
+    audit: bool,
 }
 
 impl Runner<'_> {
@@ -491,7 +499,12 @@ impl Runner<'_> {
             runs.push(self.run(judge)?);
         }
         let duration_ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
-        Ok(judge(a, &runs, victim.as_ref(), duration_ms))
+        let expect = if self.audit {
+            a.expect_in_audit_mode()
+        } else {
+            a.expect()
+        };
+        Ok(judge_as(a, expect, &runs, victim.as_ref(), duration_ms))
     }
 }
 
@@ -515,7 +528,19 @@ fn planted_on_host() -> Vec<String> {
 
 /// Compares what happened with what must happen. `victim`: the sibling job an attack on
 /// another job was aimed at; its records count as the world's.
+#[cfg(test)]
 fn judge(a: &dyn Attack, runs: &[JobRun], victim: Option<&VictimRun>, duration_ms: u64) -> Row {
+    judge_as(a, a.expect(), runs, victim, duration_ms)
+}
+
+/// [`judge`] against `expect` (the attack's own expectation for the group's egress mode).
+fn judge_as(
+    a: &dyn Attack,
+    expect: Expect,
+    runs: &[JobRun],
+    victim: Option<&VictimRun>,
+    duration_ms: u64,
+) -> Row {
     let first = &runs[0];
     let last = &runs[runs.len() - 1];
     let world_hits: Vec<Hit> = runs
@@ -528,7 +553,7 @@ fn judge(a: &dyn Attack, runs: &[JobRun], victim: Option<&VictimRun>, duration_m
     let (outcome, stopped_by_limit) = first.outcome();
     // The verdict of the attack itself: for a judged attack, the judge's.
     let verdict_run = last;
-    let observed = match (&verdict_run.result, a.expect()) {
+    let observed = match (&verdict_run.result, expect) {
         (Some(r), Expect::Succeeds) => {
             evidence.push(r.detail.clone());
             let reached = runs
@@ -617,7 +642,7 @@ fn judge(a: &dyn Attack, runs: &[JobRun], victim: Option<&VictimRun>, duration_m
     // Alerts: persistence alerts come from the first job's teardown scan; any job counts.
     let available = runs.iter().all(|r| r.alerts().is_some());
     let alerts: Vec<String> = runs.iter().filter_map(JobRun::alerts).flatten().collect();
-    let expected_alert = a.expect().detector();
+    let expected_alert = expect.detector();
     let alert_found = expected_alert.and_then(|d| available.then(|| alerts.iter().any(|x| x == d)));
     // The alert must also have seen through to what the attack hid (its summary names it).
     let summaries: Vec<String> = expected_alert
@@ -640,10 +665,12 @@ fn judge(a: &dyn Attack, runs: &[JobRun], victim: Option<&VictimRun>, duration_m
                 .filter(|e| e.starts_with(&format!("alert {d} "))),
         );
     }
-    let passed = match a.expect() {
+    let passed = match expect {
         Expect::Succeeds => observed == Observed::Succeeded,
         Expect::Blocked => observed == Observed::Blocked,
         Expect::BlockedAndDetected(_) => observed == Observed::Blocked && alert_found == Some(true),
+        // Let through by design or not, it must have been seen.
+        Expect::Detected(_) => observed != Observed::Inconclusive && alert_found == Some(true),
     };
     let mut alerts = alerts;
     alerts.sort();
@@ -652,7 +679,7 @@ fn judge(a: &dyn Attack, runs: &[JobRun], victim: Option<&VictimRun>, duration_m
         attack: a.id().into(),
         title: a.title().into(),
         category: a.category(),
-        expected: a.expect().to_string(),
+        expected: expect.to_string(),
         observed,
         expected_alert: expected_alert.map(str::to_owned),
         alert_found,
@@ -727,6 +754,11 @@ pub fn drill(opts: &DrillOptions, progress: &mut dyn Progress) -> Result<DrillRe
         None => LoadedPolicy::builtin(),
     };
     let (group, policy_text) = effective_policy(&lp, opts.group.as_deref())?;
+    let egress_audit = lp
+        .policy
+        .groups
+        .get(&group)
+        .is_some_and(|g| g.egress.mode == EgressMode::Audit);
     let egress_none = lp
         .policy
         .groups
@@ -789,6 +821,7 @@ pub fn drill(opts: &DrillOptions, progress: &mut dyn Progress) -> Result<DrillRe
             policy,
             group: group.clone(),
             world: &world,
+            audit: egress_audit,
         };
         let mut rows = Vec::new();
         let total = selected.len();
@@ -824,7 +857,12 @@ pub fn drill(opts: &DrillOptions, progress: &mut dyn Progress) -> Result<DrillRe
                 .map_or("built-in".into(), |p| p.display().to_string()),
             group: group.clone(),
             detection_available,
-            passed: rows.iter().all(|r| r.passed),
+            // What got through fails the drill even where the group lets it through by
+            // design (audit mode): the exit code says whether this group stops attacks.
+            passed: rows.iter().all(|r| r.passed)
+                && rows
+                    .iter()
+                    .all(|r| r.category == Category::Control || r.observed != Observed::Succeeded),
             rows,
             duration_ms: u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX),
             kept,
@@ -977,6 +1015,50 @@ mod tests {
             1,
         );
         assert_eq!((unavailable.alert_found, unavailable.passed), (None, false));
+    }
+
+    #[test]
+    fn in_audit_mode_what_gets_through_must_still_be_detected() {
+        for (id, detector) in [
+            ("recon", "network-scan"),
+            ("exfil", "new-destination"),
+            ("hardcoded-ip", "denied-egress"),
+        ] {
+            let a = attack::find(id).expect("attack");
+            let expect = a.expect_in_audit_mode();
+            assert_eq!(expect, Expect::Detected(detector), "{id}");
+            let through = |alerts: &[&str]| {
+                judge_as(
+                    a,
+                    expect,
+                    &[run(Some((id, true)), exited(0), Some(alerts), vec![])],
+                    None,
+                    1,
+                )
+            };
+            let seen = through(&[detector]);
+            assert_eq!(
+                (seen.observed, seen.alert_found, seen.passed),
+                (Observed::Succeeded, Some(true), true),
+                "{id}"
+            );
+            assert!(
+                seen.expected.starts_with("through (audit)"),
+                "{}",
+                seen.expected
+            );
+            let unseen = through(&[]);
+            assert_eq!(
+                (unseen.alert_found, unseen.passed),
+                (Some(false), false),
+                "{id}"
+            );
+        }
+        // What only never-reachable targets stop is blocked in audit mode too.
+        let m = attack::find("metadata").expect("attack");
+        assert_eq!(m.expect_in_audit_mode(), m.expect());
+        let s = attack::find("sibling-job").expect("attack");
+        assert_eq!(s.expect_in_audit_mode(), s.expect());
     }
 
     #[test]

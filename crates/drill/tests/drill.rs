@@ -190,7 +190,9 @@ fn audit_mode_lets_exfiltration_through_and_the_drill_says_so() {
             "--policy",
             &p,
             "--only",
+            "recon",
             "exfil",
+            "hardcoded-ip",
             "mount",
             "sibling-job",
             "--keep",
@@ -198,17 +200,29 @@ fn audit_mode_lets_exfiltration_through_and_the_drill_says_so() {
     );
     let out = String::from_utf8_lossy(&o.stdout);
     let err = String::from_utf8_lossy(&o.stderr);
+    // Exfiltration got through: the drill fails, whatever the mode.
     assert_eq!(o.status.code(), Some(1), "stdout:\n{out}\nstderr:\n{err}");
-    let exfil = out
-        .lines()
-        .find(|l| l.contains(" exfil "))
-        .unwrap_or_else(|| panic!("no exfil row:\n{out}"));
-    assert!(exfil.starts_with("FAIL"), "{exfil}");
-    assert!(exfil.contains("SUCCEEDED"), "{exfil}");
-    assert!(
-        exfil.contains("world saw"),
-        "the world's records must show it: {exfil}"
-    );
+    let row = |id: &str| {
+        out.lines()
+            .find(|l| l.contains(&format!(" {id} ")))
+            .unwrap_or_else(|| panic!("no {id} row:\n{out}"))
+            .to_owned()
+    };
+    // Audit mode lets them through by design, and must still see each of them.
+    for (id, detector) in [
+        ("recon", "network-scan"),
+        ("exfil", "new-destination"),
+        ("hardcoded-ip", "denied-egress"),
+    ] {
+        let r = row(id);
+        assert!(r.starts_with("ok"), "{r}");
+        assert!(r.contains("through (audit)"), "{r}");
+        assert!(r.contains(&format!("SUCCEEDED + {detector}")), "{r}");
+        assert!(
+            r.contains("world saw"),
+            "the world's records must show it: {r}"
+        );
+    }
     // Audit mode lets a job's own egress through, never into another job.
     let sibling = out
         .lines()
@@ -220,11 +234,15 @@ fn audit_mode_lets_exfiltration_through_and_the_drill_says_so() {
     );
     // ...and the probes of other jobs' gateways are on the record there too: the scan alert.
     assert!(sibling.contains("network-scan"), "{sibling}");
-    assert!(out.contains("1 got through"), "{out}");
+    assert!(
+        out.contains("3 got through (3 let through by the group's audit mode"),
+        "{out}"
+    );
+    assert!(out.contains(", 0 rows failed"), "{out}");
     // Only the selected attacks (plus the control) ran.
     assert_eq!(
         err.lines().filter(|l| l.starts_with('[')).count(),
-        4,
+        6,
         "{err}"
     );
     // --keep: the effective policy points the group at the world.

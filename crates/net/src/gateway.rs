@@ -54,6 +54,10 @@ pub struct ConnRecord {
     /// The address the job dialled (transparent proxies; informational only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dialled: Option<SocketAddr>,
+    /// DNS: every address of the answer the job got (`resolved` is the first). The detectors
+    /// tell a connection to an address the job looked up from a hard-coded one by these.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub answers: Vec<IpAddr>,
     /// Destination port.
     pub port: u16,
     /// Bytes from job to destination.
@@ -83,6 +87,7 @@ impl ConnRecord {
             qtype: None,
             resolved: None,
             dialled: None,
+            answers: vec![],
             port,
             bytes_up: 0,
             bytes_down: 0,
@@ -585,13 +590,15 @@ async fn answer(ctx: &Ctx, raw: &[u8]) -> Option<Vec<u8>> {
                     return reply(&q, ResponseCode::NXDomain);
                 }
             }
-            ctx.record(dns_record(
+            let mut rec = dns_record(
                 &name,
                 qtype,
                 "allow",
                 "allow-listed",
                 addrs.first().map(|a| IpAddr::V4(*a)),
-            ));
+            );
+            rec.answers = addrs.iter().map(|a| IpAddr::V4(*a)).collect();
+            ctx.record(rec);
             Some(resp)
         }
         Err(e) => {

@@ -210,6 +210,7 @@ mod tests {
             qtype: qtype.map(str::to_owned),
             resolved: None,
             dialled: dialled.map(|d| d.parse().expect("addr")),
+            answers: vec![],
             port: 443,
             bytes_up: 0,
             bytes_down: 0,

@@ -295,6 +295,13 @@ pub fn run(
         settings: opts.detectors.clone(),
         baseline_dir: Some(paths.baselines()),
         group: Some(plan.group.clone()),
+        listed_names: plan
+            .egress
+            .domains
+            .iter()
+            .filter(|d| !d.wildcard)
+            .map(|d| d.name.clone())
+            .collect(),
     };
     let detection = airlock_audit::detect_report(&records, &ctx);
     teardown_errors.extend(detection.errors.iter().map(|e| format!("detector: {e}")));

@@ -97,10 +97,30 @@ pub const DENIED: &[(&str, &str)] = &[
         "io_uring_register",
         "io_uring bypasses seccomp for the operations it performs",
     ),
-    ("mbind", "NUMA policy of host memory"),
-    ("set_mempolicy", "NUMA policy of host memory"),
-    ("migrate_pages", "moves other processes' pages"),
-    ("move_pages", "moves other processes' pages"),
+];
+
+/// Refused in the kernel with EPERM, sent to no listener and never recorded: the NUMA
+/// memory-policy calls. Ordinary software makes them all the time — `ps` and `top` (procps asks
+/// libnuma which node a process runs on), the JVM, hwloc, OpenMP and PyTorch runtimes — and
+/// copes with EPERM, which is what Docker's and containerd's default profiles answer without
+/// `CAP_SYS_NICE`: libnuma's `numa_available()` fails on `get_mempolicy`, so the rest is never
+/// asked. They act only on the caller's memory placement (or, `migrate_pages`/`move_pages`,
+/// on processes the caller could ptrace: inside the job), so a refusal is worth neither an
+/// alert nor a record; they stay refused because the mempolicy code has had kernel bugs
+/// (CVE-2018-10675, CVE-2023-4611) and a job has no need of NUMA placement.
+pub const REFUSED_QUIETLY: &[(&str, &str)] = &[
+    ("get_mempolicy", "NUMA probe (libnuma's numa_available)"),
+    ("set_mempolicy", "NUMA policy of the caller's memory"),
+    (
+        "set_mempolicy_home_node",
+        "NUMA policy of the caller's memory",
+    ),
+    ("mbind", "NUMA policy of a range of the caller's memory"),
+    (
+        "migrate_pages",
+        "moves another process's pages between NUMA nodes",
+    ),
+    ("move_pages", "moves or queries pages' NUMA nodes"),
 ];
 
 /// Namespace flags a job may not pass to `clone`: creating namespaces is `unshare` by
@@ -168,6 +188,12 @@ pub fn oci_profile(listener: Option<&std::path::Path>) -> Value {
     let mut syscalls = vec![deny(json!({
         "names": DENIED.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
     }))];
+    // Ordinary software's NUMA probes: answered in the kernel, no listener, no record.
+    syscalls.push(json!({
+        "names": REFUSED_QUIETLY.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+        "action": "SCMP_ACT_ERRNO",
+        "errnoRet": eperm,
+    }));
     // clone3 passes its flags in memory, where seccomp cannot look: answer ENOSYS so that
     // libc falls back to clone(2), whose flags are filtered below. Not recorded: every new
     // thread tries clone3 first.
@@ -283,8 +309,44 @@ mod tests {
     }
 
     #[test]
+    fn numa_probes_are_refused_in_the_kernel_unrecorded() {
+        let p = oci_profile(Some(std::path::Path::new("/run/x.sock")));
+        let s: oci_spec::runtime::LinuxSeccomp =
+            serde_json::from_value(p).expect("valid OCI seccomp section");
+        let rules = s.syscalls().as_ref().expect("rules");
+        use oci_spec::runtime::LinuxSeccompAction::*;
+        for name in [
+            "get_mempolicy",
+            "set_mempolicy",
+            "mbind",
+            "migrate_pages",
+            "move_pages",
+        ] {
+            let r: Vec<_> = rules
+                .iter()
+                .filter(|r| r.names().iter().any(|n| n == name))
+                .collect();
+            assert_eq!(r.len(), 1, "{name}: {r:?}");
+            assert_eq!(
+                r[0].action(),
+                ScmpActErrno,
+                "{name} must not reach the listener"
+            );
+            assert_eq!(r[0].errno_ret(), Some(libc::EPERM as u32), "{name}");
+            assert!(
+                !DENIED.iter().any(|(n, _)| *n == name),
+                "{name} in both lists"
+            );
+        }
+    }
+
+    #[test]
     fn no_duplicates() {
-        let mut names: Vec<_> = DENIED.iter().map(|(n, _)| *n).collect();
+        let mut names: Vec<_> = DENIED
+            .iter()
+            .chain(REFUSED_QUIETLY)
+            .map(|(n, _)| *n)
+            .collect();
         names.sort_unstable();
         let before = names.len();
         names.dedup();

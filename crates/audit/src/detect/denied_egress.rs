@@ -5,8 +5,17 @@
 //! detector (`metadata-access`, `network-scan`, `dns-tunnelling`) has already explained, so
 //! an attack is reported once under its most specific name. Upstream failures of allowed
 //! destinations (resolver down, connect refused) are not denials and are ignored.
+//!
+//! In an `audit`-mode group nothing outside the never-reachable targets is denied, yet a
+//! connection to a hard-coded address is still what this detector is for: the same alert
+//! lists every connection let through by audit mode to an address no DNS answer of the job
+//! had named before (a routed flow to such an address, or HTTP/TLS/CONNECT with an address as
+//! the name; an answer that comes later does not make an earlier connection looked-up).
+//! Names that audit mode let through are `new-destination`'s business; a flow to an address
+//! the job resolved (`ssh` to a host it looked up) is not hard-coded.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::net::IpAddr;
 
 use super::{net, some_of, DetectError, Detector, Evidence};
 use crate::alert::{Alert, Severity, Technique};
@@ -16,6 +25,13 @@ use crate::Record;
 #[derive(Debug, Default)]
 pub struct DeniedEgress {
     denied: Vec<(String, Record)>,
+    /// Let through by audit mode: (event time, destination, dialled or named address, record).
+    let_through: Vec<(u128, String, Option<IpAddr>, Record)>,
+    /// Every address a DNS answer (or the gateway's own resolution of a name) gave the job,
+    /// and when it first did.
+    answered: HashMap<IpAddr, u128>,
+    /// The job's group is in `audit` egress mode.
+    audit: bool,
 }
 
 impl Detector for DeniedEgress {
@@ -24,9 +40,21 @@ impl Detector for DeniedEgress {
     }
 
     fn observe(&mut self, rec: &Record, _out: &mut Vec<Alert>) {
+        if rec.kind == "job.requested" {
+            self.audit = super::audit_mode(rec);
+        }
         if let Some(n) = net(rec) {
             if n.policy_denied() {
                 self.denied.push((n.destination(), rec.clone()));
+            } else if n.let_through_by_audit(self.audit) {
+                let addr = n.ip_name().or(n.dialled.map(|d| d.ip()));
+                self.let_through
+                    .push((n.time_ms, n.destination(), addr, rec.clone()));
+            } else if !n.denied && n.ip_name().is_none() {
+                for a in &n.answers {
+                    let t = self.answered.entry(*a).or_insert(n.time_ms);
+                    *t = (*t).min(n.time_ms);
+                }
             }
         }
     }
@@ -44,19 +72,42 @@ impl Detector for DeniedEgress {
                 dests.insert(d.clone());
             }
         }
+        let mut raw = BTreeSet::new();
+        for (t, d, addr, r) in &self.let_through {
+            let named = addr
+                .and_then(|a| self.answered.get(&a))
+                .is_some_and(|first| first <= t);
+            if !named && !explained.contains(&r.seq) {
+                ev.add(r);
+                raw.insert(d.clone());
+            }
+        }
         if ev.is_empty() {
             return Ok(());
         }
-        let n = dests.len();
+        let plural = |n: usize| if n == 1 { "" } else { "s" };
+        let mut parts = Vec::new();
+        if !dests.is_empty() {
+            let n = dests.len();
+            parts.push(format!(
+                "egress to {n} destination{} outside the group's allow-list was refused: {}",
+                plural(n),
+                some_of(dests.into_iter(), 6)
+            ));
+        }
+        if !raw.is_empty() {
+            let n = raw.len();
+            parts.push(format!(
+                "{n} connection{} to a hard-coded address (no DNS answer named it) let through by audit mode: {}",
+                plural(n),
+                some_of(raw.into_iter(), 6)
+            ));
+        }
         out.push(ev.alert(
             self.id(),
             Technique::new("T1041", "Exfiltration Over C2 Channel"),
             Severity::Medium,
-            format!(
-                "egress to {n} destination{} outside the group's allow-list was refused: {}",
-                if n == 1 { "" } else { "s" },
-                some_of(dests.into_iter(), 6)
-            ),
+            parts.join("; "),
         ));
         Ok(())
     }

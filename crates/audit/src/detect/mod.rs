@@ -73,6 +73,9 @@ pub struct DetectContext {
     pub baseline_dir: Option<PathBuf>,
     /// The job's group; when `None`, taken from the job's `job.requested` record.
     pub group: Option<String>,
+    /// Names the group's allow-list names exactly (presets expanded, no wildcards): the
+    /// policy's author named them, so `new-destination` never calls them new.
+    pub listed_names: Vec<String>,
 }
 
 impl DetectContext {
@@ -83,6 +86,7 @@ impl DetectContext {
             settings: policy.detectors.clone(),
             baseline_dir,
             group: None,
+            listed_names: Vec::new(),
         }
     }
 }
@@ -132,10 +136,10 @@ pub fn registry(ctx: &DetectContext) -> Vec<Box<dyn Detector>> {
         Box::new(FilelessExec::default()),
     ];
     if let (true, Some(dir)) = (s.new_destination, &ctx.baseline_dir) {
-        v.push(Box::new(NewDestination::new(
-            dir.clone(),
-            ctx.group.clone(),
-        )));
+        v.push(Box::new(
+            NewDestination::new(dir.clone(), ctx.group.clone())
+                .listing(ctx.listed_names.iter().cloned()),
+        ));
     }
     v
 }
@@ -265,6 +269,8 @@ pub(crate) struct Net<'a> {
     pub resolved: Option<IpAddr>,
     /// The address the job dialled.
     pub dialled: Option<SocketAddr>,
+    /// Every address of a DNS answer (`answers`, and `resolved`).
+    pub answers: Vec<IpAddr>,
     /// Destination port.
     pub port: u16,
     /// The verdict was `deny`.
@@ -295,6 +301,23 @@ impl Net<'_> {
         self.denied && !FAILURE_REASONS.iter().any(|p| self.reason.starts_with(p))
     }
 
+    /// The name (HTTP `Host`, TLS SNI, `CONNECT` target) is an IP address, not a name.
+    pub fn ip_name(&self) -> Option<IpAddr> {
+        self.name.as_deref().and_then(|n| n.parse().ok())
+    }
+
+    /// Let through only because the job's group is in `audit` mode (`audit`: from its
+    /// `job.requested`), where a `block` policy would refuse it whatever its allow-list: a
+    /// routed flow (the firewall records a flow only for an audit-mode job, and only traffic
+    /// no allow rule covers and the gateway does not serve), or a gateway connection to an
+    /// address written as the name. Audit mode lets traffic pass; it must not stop seeing.
+    pub fn let_through_by_audit(&self, audit: bool) -> bool {
+        audit
+            && !self.denied
+            && (self.kind == "flow"
+                || (matches!(self.kind, "http" | "https" | "connect") && self.ip_name().is_some()))
+    }
+
     /// The destination as people write it: `name:port`, `ip:port` or `name`.
     pub fn destination(&self) -> String {
         match (&self.dialled, &self.name) {
@@ -309,6 +332,12 @@ impl Net<'_> {
     }
 }
 
+/// Whether `rec` is the `job.requested` of a job whose group is in `audit` egress mode.
+pub(crate) fn audit_mode(rec: &Record) -> bool {
+    rec.kind == "job.requested"
+        && rec.data.get("egress_mode").and_then(Value::as_str) == Some("audit")
+}
+
 /// Lower case, no trailing dot.
 pub(crate) fn normalize_name(n: &str) -> String {
     n.trim_end_matches('.').to_ascii_lowercase()
@@ -320,11 +349,17 @@ pub(crate) fn net(rec: &Record) -> Option<Net<'_>> {
     let d = &rec.data;
     let s = |k: &str| d.get(k).and_then(Value::as_str);
     let dialled: Option<SocketAddr> = s("dialled").and_then(|v| v.parse().ok());
+    let resolved: Option<IpAddr> = s("resolved").and_then(|v| v.parse().ok());
     Some(Net {
         kind,
         name: s("name").map(normalize_name),
-        resolved: s("resolved").and_then(|v| v.parse().ok()),
+        resolved,
         dialled,
+        answers: strings(d, "answers")
+            .into_iter()
+            .filter_map(|a| a.parse().ok())
+            .chain(resolved)
+            .collect(),
         port: d
             .get("port")
             .and_then(Value::as_u64)

@@ -1,5 +1,11 @@
 //! `network-scan`: many distinct denied destinations (address or name, and port) within a
 //! short window — a job probing the internal network or sweeping ports.
+//!
+//! In an `audit`-mode group the probes are let through, not denied: there the destinations
+//! that count are those a `block` policy would refuse whatever its allow-list (routed flows,
+//! connections to an address written as the name; `Net::let_through_by_audit`). Allowed
+//! connections by name through the gateway never count, in any mode: a link checker talking
+//! to fifty web sites is not scanning.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::time::Duration;
@@ -15,6 +21,8 @@ pub struct NetworkScan {
     window_ms: u128,
     /// Denied connection attempts: (event time, destination, record).
     seen: Vec<(u128, String, Record)>,
+    /// The job's group is in `audit` egress mode.
+    audit: bool,
 }
 
 impl NetworkScan {
@@ -24,6 +32,7 @@ impl NetworkScan {
             threshold: usize::try_from(destinations).unwrap_or(usize::MAX).max(1),
             window_ms: window.as_millis(),
             seen: Vec::new(),
+            audit: false,
         }
     }
 }
@@ -36,8 +45,11 @@ impl Detector for NetworkScan {
     fn observe(&mut self, rec: &Record, _out: &mut Vec<Alert>) {
         // DNS denials are names, not probes of hosts and ports: they are left to
         // `denied-egress` and `dns-tunnelling`.
+        if rec.kind == "job.requested" {
+            self.audit = super::audit_mode(rec);
+        }
         if let Some(n) = net(rec) {
-            if n.kind != "dns" && n.policy_denied() {
+            if n.kind != "dns" && (n.policy_denied() || n.let_through_by_audit(self.audit)) {
                 self.seen.push((n.time_ms, n.destination(), rec.clone()));
             }
         }
@@ -87,8 +99,13 @@ impl Detector for NetworkScan {
             Technique::new("T1046", "Network Service Discovery"),
             Severity::High,
             format!(
-                "{} distinct denied destinations, at least {} of them within {} ms: {}",
+                "{} distinct {} destinations, at least {} of them within {} ms: {}",
                 dests.len(),
+                if self.audit {
+                    "denied or (audit mode) let-through"
+                } else {
+                    "denied"
+                },
                 self.threshold,
                 self.window_ms,
                 some_of(dests.into_iter(), 6)

@@ -4,8 +4,14 @@
 //!
 //! The baseline is learned: one JSON file per group, `<baseline_dir>/<group>.json`.
 //! Decisions:
-//! - The first job of a group (no baseline file yet) only learns: its domains become the
-//!   baseline and it raises no alert. Seed the baseline from a run you trust.
+//! - The first job of a `block`-mode group (no baseline file yet) only learns: its domains
+//!   become the baseline and it raises no alert (its allow-list vouched for them). Seed the
+//!   baseline from a run you trust. In an `audit`-mode group nothing vouches for any name —
+//!   that is where users start, and where a first job's exfiltration would otherwise be
+//!   learned in silence — so the first job alerts too.
+//! - A name the group's allow-list names exactly (`DetectContext::listed_names`) is never
+//!   new: the policy's author wrote it down. Only names reached through a wildcard (or, in
+//!   audit mode, anything not listed) are.
 //! - Later jobs alert on each domain not in the baseline, once: the domain is added to the
 //!   baseline with the alert, so the next job using it is quiet.
 //! - Only allowed traffic counts (DNS answers, HTTP Host, TLS SNI, CONNECT names); refused
@@ -22,7 +28,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{net, some_of, DetectError, Detector, Evidence};
+use super::{net, normalize_name, some_of, DetectError, Detector, Evidence};
 use crate::alert::{Alert, Severity, Technique};
 use crate::Record;
 
@@ -101,6 +107,10 @@ pub struct NewDestination {
     /// domain → (first use time, its records).
     used: BTreeMap<String, (u128, Evidence)>,
     job: String,
+    /// Names the allow-list names exactly.
+    listed: BTreeSet<String>,
+    /// The job's group is in `audit` egress mode (from `job.requested`).
+    audit: bool,
 }
 
 impl NewDestination {
@@ -111,7 +121,15 @@ impl NewDestination {
             group,
             used: BTreeMap::new(),
             job: String::new(),
+            listed: BTreeSet::new(),
+            audit: false,
         }
+    }
+
+    /// Names the group's allow-list names exactly: never new.
+    pub fn listing(mut self, names: impl IntoIterator<Item = String>) -> Self {
+        self.listed = names.into_iter().map(|n| normalize_name(&n)).collect();
+        self
     }
 }
 
@@ -126,12 +144,15 @@ impl Detector for NewDestination {
                 self.job.clone_from(j);
             }
         }
-        if rec.kind == "job.requested" && self.group.is_none() {
-            self.group = rec
-                .data
-                .get("group")
-                .and_then(Value::as_str)
-                .map(str::to_owned);
+        if rec.kind == "job.requested" {
+            self.audit = super::audit_mode(rec);
+            if self.group.is_none() {
+                self.group = rec
+                    .data
+                    .get("group")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned);
+            }
         }
         let Some(n) = net(rec) else { return };
         if n.denied || !matches!(n.kind, "dns" | "http" | "https" | "connect") {
@@ -139,7 +160,7 @@ impl Detector for NewDestination {
         }
         let Some(name) = n
             .name
-            .filter(|x| !x.is_empty() && x.parse::<IpAddr>().is_err())
+            .filter(|x| !x.is_empty() && x.parse::<IpAddr>().is_err() && !self.listed.contains(x))
         else {
             return;
         };
@@ -163,7 +184,7 @@ impl Detector for NewDestination {
                     version: 1,
                     ..Baseline::default()
                 },
-                true,
+                !self.audit,
             ),
         };
         let mut ev = Evidence::default();
@@ -195,8 +216,13 @@ impl Detector for NewDestination {
             Technique::new("T1071.001", "Application Layer Protocol: Web Protocols"),
             Severity::Low,
             format!(
-                "{n} domain{} never used before by group {group}: {}",
+                "{n} domain{} never used before by group {group}{}: {}",
                 if n == 1 { "" } else { "s" },
+                if self.audit {
+                    " (audit mode: let through, nothing allow-listed vouches for it)"
+                } else {
+                    ""
+                },
                 some_of(fresh.into_iter(), 6)
             ),
         ));

@@ -2,6 +2,13 @@
 //! mount, unshare, load a module, ptrace, … (the escape battery's territory).
 //!
 //! One alert per technique: the calls are grouped by what they are for.
+//!
+//! Not every refused call is an attack. Calls that ordinary software makes to read something
+//! (`dmesg` reads the kernel log with `syslog`, NTP tools and exporters read the clock's state
+//! with `adjtimex`, quota tools query with `quotactl`, legacy binaries call `ustat`/`sysfs`)
+//! stay refused and on the record, but raise no alert: see [`RECORD_ONLY`] and the decision
+//! table in docs/audit.md. (The NUMA calls of `ps`, `top`, the JVM never reach the record at
+//! all: the seccomp profile answers them in the kernel.)
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -10,6 +17,23 @@ use serde_json::Value;
 use super::{some_of, DetectError, Detector, Evidence};
 use crate::alert::{Alert, Severity, Technique};
 use crate::Record;
+
+/// Refused calls that are recorded but raise no alert: ordinary software makes them to read
+/// state (and copes with the refusal), or they are legacy calls that change nothing outside
+/// the caller. Each with why.
+pub const RECORD_ONLY: &[(&str, &str)] = &[
+    ("syslog", "`dmesg` reads the kernel log this way; a diagnostic step of many CI jobs"),
+    ("adjtimex", "read-only clock status queries (modes 0) by NTP tools and exporters"),
+    ("clock_adjtime", "read-only clock status queries, as adjtimex"),
+    ("quotactl", "quota tools query a user's disk quota"),
+    ("name_to_handle_at", "systemd and util-linux tools use it to identify mount points; harmless without open_by_handle_at"),
+    ("ustat", "legacy file system statistics, read only"),
+    ("sysfs", "legacy file system type query, read only"),
+    ("_sysctl", "legacy sysctl reads"),
+    ("lookup_dcookie", "profiling interface; needs CAP_SYS_ADMIN, so it fails anyway"),
+    ("nfsservctl", "removed from the kernel in 3.1: ENOSYS everywhere"),
+    ("vhangup", "login programs hang up their own terminal"),
+];
 
 /// The technique (id, name) a refused system call belongs to.
 fn technique_of(syscall: &str) -> (&'static str, &'static str) {
@@ -55,6 +79,9 @@ impl Detector for PrivilegedOperation {
                 None => "unknown syscall".to_owned(),
             },
         };
+        if RECORD_ONLY.iter().any(|(n, _)| *n == name) {
+            return;
+        }
         let e = self.by_technique.entry(technique_of(&name)).or_default();
         e.0.insert(name);
         e.1.add(rec);

@@ -259,6 +259,31 @@ fn privileged_operations_are_grouped_by_technique() {
     assert_eq!(inj.evidence, vec![p]);
 }
 
+#[test]
+fn refused_reads_of_ordinary_tools_are_records_not_alerts() {
+    let mut l = benign_build("o2", "build");
+    for (name, nr) in [("syslog", 103), ("adjtimex", 159), ("quotactl", 179)] {
+        l.push(
+            "syscall.denied",
+            json!({"pid": 4242, "syscall": name, "nr": nr, "reason": "seccomp"}),
+        );
+    }
+    let alerts = detect(&l.recs, &ctx());
+    assert!(
+        only(&alerts, "privileged-operation").is_empty(),
+        "{alerts:#?}"
+    );
+    // The escape-class calls beside them still alert, and only they are its evidence.
+    let b = l.push(
+        "syscall.denied",
+        json!({"pid": 4242, "syscall": "bpf", "nr": 321, "reason": "seccomp"}),
+    );
+    let alerts = detect(&l.recs, &ctx());
+    let a = one(&alerts, "privileged-operation");
+    assert_eq!(a.evidence, vec![b]);
+    assert_eq!(a.severity, Severity::High);
+}
+
 /// A job that downloads a runner, registers it against another repository and starts it.
 fn runner_on_runner(l: &mut Log) -> Vec<u64> {
     let d = "/tmp/x";
@@ -461,6 +486,139 @@ fn new_destination_learns_first_then_alerts_once_per_domain() {
     let mut l = benign_build("n5", "build");
     l.https_ok("brand-new.example.com");
     assert!(only(&detect(&l.recs, &off), "new-destination").is_empty());
+}
+
+#[test]
+fn new_destination_never_calls_a_listed_name_new_and_audit_mode_alerts_from_the_first_job() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let c = DetectContext {
+        baseline_dir: Some(dir.path().to_owned()),
+        listed_names: vec!["Allowed.Example.".into()],
+        ..ctx()
+    };
+    // A block-mode group whose first job did not use the network: an empty baseline.
+    let mut l = Log::new("l1");
+    l.requested("ci", &["true"], "block");
+    assert!(detect(&l.recs, &c).is_empty());
+    // Its next job curls a name the allow-list names exactly: not new.
+    let mut l = Log::new("l2");
+    l.requested("ci", &["curl"], "block");
+    l.dns_ok("allowed.example");
+    l.https_ok("allowed.example");
+    assert!(detect(&l.recs, &c).is_empty(), "{:#?}", detect(&l.recs, &c));
+
+    // The first job of an audit-mode group: nothing vouches for what it reached.
+    let mut l = Log::new("a1");
+    l.requested("learn", &["sh"], "audit");
+    l.dns_ok("allowed.example");
+    let d = l.dns_ok("exfil.attacker.example");
+    let h = l.net(
+        "http",
+        json!({"name": "exfil.attacker.example", "resolved": "203.0.113.7", "port": 80, "reason": "audit mode"}),
+    );
+    let alerts = detect(&l.recs, &c);
+    let a = one(&alerts, "new-destination");
+    assert_eq!(a.evidence, vec![d, h]);
+    assert!(
+        a.summary.contains("audit mode") && a.summary.contains("exfil.attacker.example"),
+        "{}",
+        a.summary
+    );
+    // ... and it was learned: the next job is quiet.
+    let mut l = Log::new("a2");
+    l.requested("learn", &["sh"], "audit");
+    l.dns_ok("exfil.attacker.example");
+    assert!(only(&detect(&l.recs, &c), "new-destination").is_empty());
+}
+
+/// An audit-mode job: the firewall's routed flows and the gateway's let-through records.
+fn audit_job(job: &str) -> Log {
+    let mut l = Log::new(job);
+    l.requested("learn", &["sh"], "audit");
+    l
+}
+
+fn flow(l: &mut Log, dialled: &str) -> u64 {
+    let port: u16 = dialled
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    l.net(
+        "flow",
+        json!({"qtype": "tcp", "dialled": dialled, "port": port, "reason": "audit mode"}),
+    )
+}
+
+#[test]
+fn audit_mode_still_sees_a_scan_of_an_internal_range() {
+    let mut l = audit_job("s1");
+    let mut seqs = Vec::new();
+    for host in 1..=6 {
+        for port in [22, 80, 5432] {
+            seqs.push(flow(&mut l, &format!("192.168.77.{host}:{port}")));
+        }
+    }
+    let alerts = detect(&l.recs, &ctx());
+    let a = one(&alerts, "network-scan");
+    assert_eq!(a.evidence, seqs);
+    assert!(a.summary.contains("let-through"), "{}", a.summary);
+    // The scan is one alert: its flows are not listed again as hard-coded addresses.
+    assert!(only(&alerts, "denied-egress").is_empty(), "{alerts:#?}");
+
+    // Many allowed connections by name (a link checker) are no scan, in audit mode either.
+    let mut l = audit_job("s2");
+    for i in 0..30 {
+        l.https_ok(&format!("site{i}.example.org"));
+    }
+    assert!(detect(&l.recs, &ctx()).is_empty());
+}
+
+#[test]
+fn audit_mode_still_sees_a_hard_coded_address() {
+    let mut l = audit_job("h1");
+    // ssh to a host the job looked up: not hard-coded.
+    l.net(
+        "dns",
+        json!({"name": "git.example.org", "qtype": "A", "resolved": "198.51.100.4",
+               "answers": ["198.51.100.4", "198.51.100.5"], "port": 53}),
+    );
+    flow(&mut l, "198.51.100.5:22");
+    assert!(
+        detect(&l.recs, &ctx()).is_empty(),
+        "{:#?}",
+        detect(&l.recs, &ctx())
+    );
+    // Straight to an address, no DNS; and HTTP with the address as Host.
+    let f = flow(&mut l, "203.0.113.7:4444");
+    let h = l.net(
+        "http",
+        json!({"name": "203.0.113.7", "resolved": "203.0.113.7", "dialled": "203.0.113.7:80",
+               "port": 80, "reason": "audit mode"}),
+    );
+    // A name looked up afterwards that points there does not make them looked-up.
+    l.net(
+        "dns",
+        json!({"name": "exfil.example", "qtype": "A", "resolved": "203.0.113.7",
+               "answers": ["203.0.113.7"], "port": 53}),
+    );
+    let alerts = detect(&l.recs, &ctx());
+    let a = one(&alerts, "denied-egress");
+    assert_eq!(a.evidence, vec![f, h]);
+    assert!(
+        a.summary.contains("hard-coded address") && a.summary.contains("203.0.113.7:4444"),
+        "{}",
+        a.summary
+    );
+    // The same records in a block-mode job do not exist (no flows); an allowed IP name there
+    // is one the policy lists.
+    let mut l = Log::new("h2");
+    l.requested("ci", &["sh"], "block");
+    l.net(
+        "http",
+        json!({"name": "203.0.113.7", "resolved": "203.0.113.7", "port": 80}),
+    );
+    assert!(detect(&l.recs, &ctx()).is_empty());
 }
 
 #[test]

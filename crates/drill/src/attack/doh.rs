@@ -28,6 +28,10 @@ impl Attack for Doh {
     fn expect(&self) -> Expect {
         Expect::BlockedAndDetected(detector::DENIED_EGRESS)
     }
+    fn expect_in_audit_mode(&self) -> Expect {
+        // Audit mode: DoH by name passes there; the ClientHello without SNI is refused in every mode.
+        Expect::Detected(detector::DENIED_EGRESS)
+    }
     fn run(&self) -> AttackResult {
         let ip = DOH.to_string();
         let post = b"POST /dns-query HTTP/1.1\r\nContent-Type: application/dns-message\r\n\r\n";

@@ -25,6 +25,10 @@ impl Attack for Exfil {
     fn expect(&self) -> Expect {
         Expect::BlockedAndDetected(detector::DENIED_EGRESS)
     }
+    fn expect_in_audit_mode(&self) -> Expect {
+        // Audit mode: the unknown host is let through there; a name the group never used is still news.
+        Expect::Detected(detector::NEW_DESTINATION)
+    }
     fn run(&self) -> AttackResult {
         let ip = ATTACKER.to_string();
         let s = vec![

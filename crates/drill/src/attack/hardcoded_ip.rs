@@ -40,6 +40,10 @@ impl Attack for HardcodedIp {
     fn expect(&self) -> Expect {
         Expect::BlockedAndDetected(detector::DENIED_EGRESS)
     }
+    fn expect_in_audit_mode(&self) -> Expect {
+        // Audit mode: the connection is let through there; an address no DNS answer named is still hard-coded.
+        Expect::Detected(detector::DENIED_EGRESS)
+    }
     fn run(&self) -> AttackResult {
         AttackResult::from_steps(self.id(), &[c2(ATTACKER_TCP_PORT), c2(22)])
     }

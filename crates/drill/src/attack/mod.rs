@@ -78,6 +78,8 @@ pub mod detector {
     pub const DNS_TUNNELLING: &str = "dns-tunnelling";
     /// A program exec'd from a memfd or a deleted file.
     pub const FILELESS_EXEC: &str = "fileless-exec";
+    /// A domain the group never used before (learned baseline).
+    pub const NEW_DESTINATION: &str = "new-destination";
 }
 
 /// The group an attack belongs to (for the table and the docs).
@@ -107,13 +109,18 @@ pub enum Expect {
     Blocked,
     /// It must fail and this detector must raise an alert.
     BlockedAndDetected(&'static str),
+    /// The group lets it through by design (egress `audit` mode: everything but the
+    /// never-reachable targets passes), so getting through is expected — and still counted
+    /// as got through — but this detector must raise an alert: audit mode must not stop
+    /// seeing.
+    Detected(&'static str),
 }
 
 impl Expect {
     /// The detector that must fire, if any.
     pub fn detector(self) -> Option<&'static str> {
         match self {
-            Expect::BlockedAndDetected(d) => Some(d),
+            Expect::BlockedAndDetected(d) | Expect::Detected(d) => Some(d),
             _ => None,
         }
     }
@@ -125,6 +132,7 @@ impl std::fmt::Display for Expect {
             Expect::Succeeds => f.write_str("succeeds (control)"),
             Expect::Blocked => f.write_str("blocked"),
             Expect::BlockedAndDetected(d) => write!(f, "blocked + {d}"),
+            Expect::Detected(d) => write!(f, "through (audit) + {d}"),
         }
     }
 }
@@ -166,6 +174,12 @@ pub trait Attack: Sync {
     /// What must happen.
     fn expect(&self) -> Expect {
         Expect::Blocked
+    }
+    /// What must happen when the group's egress is in `audit` mode. Attacks that only the
+    /// egress allow-list stops get through there by design and say which alert must still
+    /// fire ([`Expect::Detected`]); the rest expect the same as in `block` mode.
+    fn expect_in_audit_mode(&self) -> Expect {
+        self.expect()
     }
     /// Performs the attack (inside the sandbox).
     fn run(&self) -> AttackResult;

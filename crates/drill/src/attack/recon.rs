@@ -46,6 +46,10 @@ impl Attack for Recon {
     fn expect(&self) -> Expect {
         Expect::BlockedAndDetected(detector::NETWORK_SCAN)
     }
+    fn expect_in_audit_mode(&self) -> Expect {
+        // Audit mode: the probes of the internal range are routed flows there; the scan is still a scan.
+        Expect::Detected(detector::NETWORK_SCAN)
+    }
     fn run(&self) -> AttackResult {
         let [a, b, c] = INTERNAL_NET;
         let handles: Vec<_> = (1u8..=16)

@@ -87,6 +87,10 @@ impl Attack for RogueRunner {
     fn expect(&self) -> Expect {
         Expect::BlockedAndDetected(detector::ROGUE_RUNNER)
     }
+    fn expect_in_audit_mode(&self) -> Expect {
+        // Audit mode: the registration reaches the world there; a runner airlock did not start is still one.
+        Expect::Detected(detector::ROGUE_RUNNER)
+    }
     fn run(&self) -> AttackResult {
         let cwd = std::env::current_dir().unwrap_or_else(|_| "/tmp".into());
         let dir = cwd.join("actions-runner");
