@@ -1204,9 +1204,9 @@ def ask(qd, questions, an=b'', nan=0, ns=b'', nns=0, ar=b'', nar=0, qid=0x4242):
     # Skip the questions, then read the A records of the answer.
     i = 12
     for _ in range(rqd):
-        while r[i] != 0:
+        while r[i] != 0 and not r[i] & 0xc0:
             i += 1 + r[i]
-        i += 5
+        i += 6 if r[i] & 0xc0 else 5
     ips = []
     for _ in range(ran):
         if r[i] & 0xc0:
