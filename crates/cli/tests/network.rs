@@ -1140,8 +1140,7 @@ fn every_http_request_on_every_connection_is_checked() {
         "upgrade_h2c",
     ] {
         let v = &r[k];
-        if !(v.starts_with("400 airlock:") || v.starts_with("403 airlock:")) || v.contains("|200")
-        {
+        if !(v.starts_with("400 airlock:") || v.starts_with("403 airlock:")) || v.contains("|200") {
             failures.push(format!("{k}: not refused: {v}"));
         }
     }
@@ -1163,7 +1162,9 @@ fn every_http_request_on_every_connection_is_checked() {
         ("connect", "SNI"),
     ] {
         if !denied(kind, "blocked.test", why) {
-            failures.push(format!("no {kind} record refusing blocked.test for \"{why}\""));
+            failures.push(format!(
+                "no {kind} record refusing blocked.test for \"{why}\""
+            ));
         }
     }
     if !denied("connect", "rebind.test", "internal") {
@@ -1249,7 +1250,13 @@ fn dns_sends_upstream_only_queries_airlock_built_and_filters_internal_answers() 
     expect("plain", "rcode0 198.51.100.10", &mut failures);
     expect("edns_option", "rcode0 198.51.100.10", &mut failures);
     // Ambiguous queries are refused as malformed (FORMERR), never forwarded.
-    for k in ["two_questions", "no_question", "additional", "authority", "answer_in_query"] {
+    for k in [
+        "two_questions",
+        "no_question",
+        "additional",
+        "authority",
+        "answer_in_query",
+    ] {
         expect(k, "rcode1", &mut failures);
     }
     // Internal and never-reachable addresses are removed from answers.
@@ -1331,7 +1338,15 @@ fn host_services_on_the_gateway_ports_stop_no_job() {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fakehosts.py");
     let mut c = net
         .w
-        .in_netns(&["/usr/bin/python3", script, "squat", "53", "80", "443", "3128"])
+        .in_netns(&[
+            "/usr/bin/python3",
+            script,
+            "squat",
+            "53",
+            "80",
+            "443",
+            "3128",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()

@@ -77,7 +77,8 @@ impl Hit {
     /// time (anything more in a query reached the resolver on the job's behalf).
     pub fn allowed(&self) -> bool {
         let is = |n: &str, want: &str| {
-            n.trim_end_matches('.').eq_ignore_ascii_case(want.trim_end_matches('.'))
+            n.trim_end_matches('.')
+                .eq_ignore_ascii_case(want.trim_end_matches('.'))
         };
         if self.local.ip() == IpAddr::V4(ALLOWED) {
             return match self.service.as_str() {
@@ -447,10 +448,8 @@ async fn read_until_into(
 async fn serve_http(mut s: TcpStream, local: SocketAddr, peer: SocketAddr, hits: &Hits) {
     let mut buf = Vec::new();
     loop {
-        let more = read_until_into(&mut s, &mut buf, |b| {
-            b.windows(4).any(|w| w == b"\r\n\r\n")
-        })
-        .await;
+        let more =
+            read_until_into(&mut s, &mut buf, |b| b.windows(4).any(|w| w == b"\r\n\r\n")).await;
         if buf.is_empty() {
             return;
         }
@@ -495,7 +494,8 @@ async fn serve_http(mut s: TcpStream, local: SocketAddr, peer: SocketAddr, hits:
                             .unwrap_or(0),
                     )
                 };
-                let keep = req.version == Some(1) && header("connection").as_deref() != Some("close");
+                let keep =
+                    req.version == Some(1) && header("connection").as_deref() != Some("close");
                 (
                     n,
                     format!("{method} host={host} {}", req.path.unwrap_or("?")),
@@ -505,11 +505,23 @@ async fn serve_http(mut s: TcpStream, local: SocketAddr, peer: SocketAddr, hits:
             }
             Ok(httparse::Status::Partial) => {
                 let why = if more { "too large" } else { "incomplete" };
-                record(hits, "http", local, peer, format!("{why} request ({} bytes)", buf.len()));
+                record(
+                    hits,
+                    "http",
+                    local,
+                    peer,
+                    format!("{why} request ({} bytes)", buf.len()),
+                );
                 return;
             }
             Err(e) => {
-                record(hits, "http", local, peer, format!("unparsable request ({} bytes): {e}", buf.len()));
+                record(
+                    hits,
+                    "http",
+                    local,
+                    peer,
+                    format!("unparsable request ({} bytes): {e}", buf.len()),
+                );
                 return;
             }
         };
@@ -565,7 +577,8 @@ async fn skip_chunked(s: &mut TcpStream, buf: &mut Vec<u8>) {
             }
         };
         let size = String::from_utf8_lossy(&buf[..line_end]);
-        let size = usize::from_str_radix(size.split(';').next().unwrap_or("").trim(), 16).unwrap_or(0);
+        let size =
+            usize::from_str_radix(size.split(';').next().unwrap_or("").trim(), 16).unwrap_or(0);
         buf.drain(..line_end + 2);
         if size == 0 {
             // Trailers up to the empty line.
@@ -655,7 +668,10 @@ pub fn dns_answer(raw: &[u8]) -> (Option<Vec<u8>>, String) {
     // Whatever a query carries beyond one bare question reached this resolver: note it.
     let mut extras = vec![];
     if q.queries().len() > 1 {
-        let more: Vec<String> = q.queries()[1..].iter().map(|x| x.name().to_ascii()).collect();
+        let more: Vec<String> = q.queries()[1..]
+            .iter()
+            .map(|x| x.name().to_ascii())
+            .collect();
         extras.push(format!("questions {}", more.join(",")));
     }
     for (what, n) in [
@@ -762,7 +778,12 @@ mod tests {
         // Fronting: the allowed host's address, another host's name.
         assert!(h("http", ALLOWED, "GET host=allowed.drill.test:80 /").allowed());
         assert!(!h("http", ALLOWED, "GET host=exfil.attacker.test /").allowed());
-        assert!(!h("http", ALLOWED, "GET host=allowed.drill.test:80,exfil.attacker.test /").allowed());
+        assert!(!h(
+            "http",
+            ALLOWED,
+            "GET host=allowed.drill.test:80,exfil.attacker.test /"
+        )
+        .allowed());
         assert!(h("tls", ALLOWED, "sni=allowed.drill.test").allowed());
         assert!(!h("tls", ALLOWED, "sni=exfil.attacker.test").allowed());
         assert!(h("tls", ALLOWED, "not TLS (0 bytes)").allowed());
@@ -788,7 +809,10 @@ mod tests {
             RecordType::A,
         ));
         let (_, d) = dns_answer(&m.to_vec().expect("encode"));
-        assert!(d.contains(SMUGGLED_TAG) && d.contains("loot.t.attacker.test"), "{d}");
+        assert!(
+            d.contains(SMUGGLED_TAG) && d.contains("loot.t.attacker.test"),
+            "{d}"
+        );
         let (r, d) = dns_answer(&query("rebind-mixed.drill.test."));
         let m = Message::from_vec(&r.expect("answer")).expect("decode");
         assert_eq!(m.answers().len(), 2, "{d}");

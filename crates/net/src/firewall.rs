@@ -406,30 +406,37 @@ mod tests {
 
     /// The elements of each job-keyed set, as `nft` prints them.
     fn sets() -> Vec<(&'static str, String)> {
-        ["jobs", "job_gw", "gateways", "audit_jobs", "allowed", "gw_ports"]
-            .into_iter()
-            .map(|s| {
-                let kind = if s == "gw_ports" { "map" } else { "set" };
-                let o = Command::new("nft")
-                    .args(["list", kind, "inet", TABLE, s])
-                    .output()
-                    .expect("nft");
-                assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-                let text = String::from_utf8_lossy(&o.stdout);
-                let elems = text
-                    .split_once("elements = {")
-                    .map(|(_, e)| {
-                        e.split('}')
-                            .next()
-                            .unwrap_or("")
-                            .split_whitespace()
-                            .collect::<Vec<_>>()
-                            .join(" ")
-                    })
-                    .unwrap_or_default();
-                (s, elems)
-            })
-            .collect()
+        [
+            "jobs",
+            "job_gw",
+            "gateways",
+            "audit_jobs",
+            "allowed",
+            "gw_ports",
+        ]
+        .into_iter()
+        .map(|s| {
+            let kind = if s == "gw_ports" { "map" } else { "set" };
+            let o = Command::new("nft")
+                .args(["list", kind, "inet", TABLE, s])
+                .output()
+                .expect("nft");
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+            let text = String::from_utf8_lossy(&o.stdout);
+            let elems = text
+                .split_once("elements = {")
+                .map(|(_, e)| {
+                    e.split('}')
+                        .next()
+                        .unwrap_or("")
+                        .split_whitespace()
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                })
+                .unwrap_or_default();
+            (s, elems)
+        })
+        .collect()
     }
 
     const PORTS: GatewayPorts = GatewayPorts {

@@ -191,15 +191,10 @@ impl Ctx {
             return Err(format!("{ip} is {what}: never reachable"));
         }
         if in_list(ip, INTERNAL) {
-            let allowed = self
-                .cfg
-                .rules
-                .allow
-                .iter()
-                .any(|r| match port {
-                    Some(p) => r.covers(ip, p, Proto::Tcp),
-                    None => r.covers(ip, r.port, r.proto),
-                });
+            let allowed = self.cfg.rules.allow.iter().any(|r| match port {
+                Some(p) => r.covers(ip, p, Proto::Tcp),
+                None => r.covers(ip, r.port, r.proto),
+            });
             if !allowed && !self.audit() {
                 return Err(format!("{ip} is in an internal range (DNS rebinding?)"));
             }

@@ -210,13 +210,15 @@ fn elements(e: &Element) -> SetElementMessage {
             SetElementList::Table(TABLE.to_owned()),
             SetElementList::Set(e.set.to_owned()),
             SetElementList::Elements(vec![ListAttribute::Element(
-                std::iter::once(SetElementAttribute::Key(DataAttribute::Value(e.key.clone())))
-                    .chain(
-                        e.data
-                            .clone()
-                            .map(|d| SetElementAttribute::Data(DataAttribute::Value(d))),
-                    )
-                    .collect(),
+                std::iter::once(SetElementAttribute::Key(DataAttribute::Value(
+                    e.key.clone(),
+                )))
+                .chain(
+                    e.data
+                        .clone()
+                        .map(|d| SetElementAttribute::Data(DataAttribute::Value(d))),
+                )
+                .collect(),
             )]),
         ],
     }

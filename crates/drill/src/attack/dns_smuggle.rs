@@ -33,7 +33,10 @@ fn name(n: &str) -> Result<Name, String> {
 fn query(add: impl FnOnce(&mut Message) -> Result<(), String>) -> Result<Vec<u8>, String> {
     let mut m = Message::new();
     m.set_id(0x5151).set_recursion_desired(true);
-    m.add_query(Query::query(name(&format!("{ALLOWED_NAME}."))?, RecordType::A));
+    m.add_query(Query::query(
+        name(&format!("{ALLOWED_NAME}."))?,
+        RecordType::A,
+    ));
     add(&mut m)?;
     m.to_vec().map_err(|e| e.to_string())
 }
@@ -67,15 +70,16 @@ fn udp(gw: Ipv4Addr, q: &[u8]) -> Result<Vec<u8>, String> {
 }
 
 fn tcp(gw: Ipv4Addr, q: &[u8]) -> Result<Vec<u8>, String> {
-    let mut s = TcpStream::connect_timeout(&(gw, 53).into(), NET_TIMEOUT)
-        .map_err(|e| e.to_string())?;
+    let mut s =
+        TcpStream::connect_timeout(&(gw, 53).into(), NET_TIMEOUT).map_err(|e| e.to_string())?;
     let _ = s.set_read_timeout(Some(NET_TIMEOUT));
     let l = u16::try_from(q.len()).map_err(|e| e.to_string())?;
     s.write_all(&l.to_be_bytes())
         .and_then(|_| s.write_all(q))
         .map_err(|e| e.to_string())?;
     let mut len = [0u8; 2];
-    s.read_exact(&mut len).map_err(|e| format!("no answer: {e}"))?;
+    s.read_exact(&mut len)
+        .map_err(|e| format!("no answer: {e}"))?;
     let mut buf = vec![0u8; usize::from(u16::from_be_bytes(len))];
     s.read_exact(&mut buf).map_err(|e| e.to_string())?;
     Ok(buf)

@@ -61,7 +61,9 @@ fn verdict(resp: Result<String, String>) -> Result<String, String> {
         .map(|l| l.get(9..12).unwrap_or("?"))
         .collect();
     if fronted(&resp) {
-        Ok(format!("the world served {EXFIL_NAME} (statuses {statuses:?})"))
+        Ok(format!(
+            "the world served {EXFIL_NAME} (statuses {statuses:?})"
+        ))
     } else {
         Err(format!("not served (statuses {statuses:?})"))
     }
@@ -77,7 +79,9 @@ fn plain(parts: &[&[u8]]) -> Result<String, String> {
             break;
         }
         if i + 1 < parts.len() {
-            all.push_str(&read_until(&mut s, |t| t.contains(WORLD_MARKER) || t.contains("airlock")));
+            all.push_str(&read_until(&mut s, |t| {
+                t.contains(WORLD_MARKER) || t.contains("airlock")
+            }));
         }
     }
     all.push_str(&read_until(&mut s, |_| false));
@@ -101,7 +105,9 @@ fn tunnel(target: &str, parts: &[&[u8]]) -> Result<String, String> {
             break;
         }
         if i + 1 < parts.len() {
-            all.push_str(&read_until(&mut s, |t| t.contains(WORLD_MARKER) || t.contains("airlock")));
+            all.push_str(&read_until(&mut s, |t| {
+                t.contains(WORLD_MARKER) || t.contains("airlock")
+            }));
         }
     }
     all.push_str(&read_until(&mut s, |_| false));
@@ -160,9 +166,15 @@ impl Attack for HttpFronting {
             Step::from("keep-alive: 2nd request", verdict(plain(&[ok, evil]))),
             Step::from("pipelined", verdict(plain(&[&both]))),
             Step::from("in the body of a GET", verdict(plain(&[&get_body]))),
-            Step::from("Transfer-Encoding + Content-Length", verdict(plain(&[&te_cl]))),
+            Step::from(
+                "Transfer-Encoding + Content-Length",
+                verdict(plain(&[&te_cl])),
+            ),
             Step::from("after a chunked body", verdict(plain(&[&chunked]))),
-            Step::from("absolute-form target", verdict(plain(&[absolute.as_bytes()]))),
+            Step::from(
+                "absolute-form target",
+                verdict(plain(&[absolute.as_bytes()])),
+            ),
             Step::from("two Host headers", verdict(plain(&[two_hosts.as_bytes()]))),
             Step::from(
                 format!("CONNECT {target80}, then Host {EXFIL_NAME}"),

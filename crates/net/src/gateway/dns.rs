@@ -87,7 +87,7 @@ fn formerr_raw(raw: &[u8]) -> Option<Vec<u8>> {
     let mut r = vec![0u8; 12];
     r[..2].copy_from_slice(&raw[..2]);
     r[2] = 0x80 | (raw[2] & 0x79); // QR, the opcode and RD of the query
-    r[3] = 0x80 | u8::from(ResponseCode::FormErr.low()); // RA, FORMERR
+    r[3] = 0x80 | ResponseCode::FormErr.low(); // RA, FORMERR
     Some(r)
 }
 
@@ -134,10 +134,7 @@ fn malformed(q: &Message) -> Option<String> {
     let sections = [
         ("answer", q.answers().len()),
         ("authority", q.name_servers().len()),
-        (
-            "additional",
-            q.additionals().len() + q.signature().len(),
-        ),
+        ("additional", q.additionals().len() + q.signature().len()),
     ];
     sections
         .iter()
@@ -204,8 +201,7 @@ pub(super) async fn answer(ctx: &Ctx, raw: &[u8], udp: bool) -> Option<Vec<u8>> 
         return refuse("only A and AAAA are answered", ResponseCode::Refused);
     }
     let mut flags = vec![];
-    if q
-        .extensions()
+    if q.extensions()
         .as_ref()
         .is_some_and(|e| !e.options().as_ref().is_empty())
     {
@@ -366,8 +362,8 @@ async fn lookup(upstream: SocketAddr, name: &Name) -> Result<Message, String> {
     let mut resp =
         Message::from_vec(&upstream_udp(upstream, &raw).await?).map_err(|e| e.to_string())?;
     if resp.truncated() {
-        resp = Message::from_vec(&upstream_tcp(upstream, &raw).await?)
-            .map_err(|e| e.to_string())?;
+        resp =
+            Message::from_vec(&upstream_tcp(upstream, &raw).await?).map_err(|e| e.to_string())?;
     }
     if resp.id() != m.id() || resp.message_type() != MessageType::Response {
         return Err("answer id mismatch".into());
@@ -445,16 +441,20 @@ mod tests {
 
     #[test]
     fn only_one_bare_question_is_well_formed() {
-        assert_eq!(malformed(&query(|m| {
-            m.add_query(q("a.test."));
-        })), None);
+        assert_eq!(
+            malformed(&query(|m| {
+                m.add_query(q("a.test."));
+            })),
+            None
+        );
         let with_edns = query(|m| {
             m.add_query(q("a.test."));
             let mut e = Edns::new();
-            e.options_mut().insert(hickory_proto::rr::rdata::opt::EdnsOption::Unknown(
-                65001,
-                b"x".to_vec(),
-            ));
+            e.options_mut()
+                .insert(hickory_proto::rr::rdata::opt::EdnsOption::Unknown(
+                    65001,
+                    b"x".to_vec(),
+                ));
             m.set_edns(e);
         });
         let parsed = Message::from_vec(&with_edns.to_vec().expect("encode")).expect("decode");
@@ -471,21 +471,33 @@ mod tests {
             RData::A(A::new(1, 2, 3, 4)),
         );
         for (what, m) in [
-            ("answer", query(|m| {
-                m.add_query(q("a.test."));
-                m.add_answer(rr.clone());
-            })),
-            ("authority", query(|m| {
-                m.add_query(q("a.test."));
-                m.add_name_server(rr.clone());
-            })),
-            ("additional", query(|m| {
-                m.add_query(q("a.test."));
-                m.add_additional(rr.clone());
-            })),
+            (
+                "answer",
+                query(|m| {
+                    m.add_query(q("a.test."));
+                    m.add_answer(rr.clone());
+                }),
+            ),
+            (
+                "authority",
+                query(|m| {
+                    m.add_query(q("a.test."));
+                    m.add_name_server(rr.clone());
+                }),
+            ),
+            (
+                "additional",
+                query(|m| {
+                    m.add_query(q("a.test."));
+                    m.add_additional(rr.clone());
+                }),
+            ),
         ] {
             let parsed = Message::from_vec(&m.to_vec().expect("encode")).expect("decode");
-            assert!(malformed(&parsed).is_some_and(|w| w.contains(what)), "{what}");
+            assert!(
+                malformed(&parsed).is_some_and(|w| w.contains(what)),
+                "{what}"
+            );
         }
     }
 
@@ -514,8 +526,7 @@ mod tests {
             })
             .collect();
         let query = ask.queries()[0].clone();
-        let udp = build(&ask, &query, ResponseCode::NoError, answers.clone(), true)
-            .expect("udp");
+        let udp = build(&ask, &query, ResponseCode::NoError, answers.clone(), true).expect("udp");
         let m = Message::from_vec(&udp).expect("decode");
         assert!(m.truncated() && m.answers().is_empty() && udp.len() <= 512);
         let tcp = build(&ask, &query, ResponseCode::NoError, answers, false).expect("tcp");

@@ -126,8 +126,7 @@ pub(crate) fn host_name(v: &[u8]) -> Option<String> {
     let h = h.strip_suffix('.').unwrap_or(h);
     let ok = !h.is_empty()
         && h.len() <= 253
-        && h
-            .bytes()
+        && h.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'));
     ok.then(|| h.to_ascii_lowercase())
 }
@@ -204,7 +203,9 @@ pub(crate) fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, Refused> {
         let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
         if authority.contains('@') || host_name(authority.as_bytes()).as_deref() != h {
             return Err(bad(
-                format!("ambiguous request: the target {target:?} names another host than Host {host}"),
+                format!(
+                    "ambiguous request: the target {target:?} names another host than Host {host}"
+                ),
                 h,
             ));
         }
@@ -225,12 +226,7 @@ pub(crate) fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, Refused> {
                 h,
             ))
         }
-        (_, [_, _, ..]) => {
-            return Err(bad(
-                "ambiguous request: several Content-Length headers",
-                h,
-            ))
-        }
+        (_, [_, _, ..]) => return Err(bad("ambiguous request: several Content-Length headers", h)),
         ([_], [_]) => {
             return Err(bad(
                 "ambiguous request: both Transfer-Encoding and Content-Length",
@@ -276,7 +272,9 @@ pub(crate) fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, Refused> {
     // Servers commonly ignore a body on these: its bytes would be read as the next request.
     if body != Body::Empty && ["GET", "HEAD", "OPTIONS", "TRACE"].contains(&method) {
         return Err(bad(
-            format!("ambiguous request: a body on {method} (a server may read it as the next request)"),
+            format!(
+                "ambiguous request: a body on {method} (a server may read it as the next request)"
+            ),
             h,
         ));
     }
@@ -385,12 +383,16 @@ impl ClientIn {
                 let line = self.buf[..i - 1].to_vec();
                 self.buf.drain(..=i);
                 if line.contains(&b'\r') {
-                    return Err(BodyError::Framing("malformed chunked body (bare CR)".into()));
+                    return Err(BodyError::Framing(
+                        "malformed chunked body (bare CR)".into(),
+                    ));
                 }
                 return Ok(line);
             }
             if self.buf.len() > max + 2 {
-                return Err(BodyError::Framing("malformed chunked body (long line)".into()));
+                return Err(BodyError::Framing(
+                    "malformed chunked body (long line)".into(),
+                ));
             }
             if self.fill().await.map_err(|_| BodyError::Io)? == 0 {
                 return Err(BodyError::Framing("chunked body cut short".into()));
@@ -469,12 +471,7 @@ async fn deny_http<W: AsyncWrite + Unpin>(w: &mut W, status: u16, msg: &str) {
 
 /// Resolves `name`, checks its addresses and connects to the first one allowed. Fills
 /// `rec.resolved`; on failure returns the reason.
-async fn dial(
-    ctx: &Ctx,
-    name: &str,
-    port: u16,
-    rec: &mut ConnRecord,
-) -> Result<TcpStream, String> {
+async fn dial(ctx: &Ctx, name: &str, port: u16, rec: &mut ConnRecord) -> Result<TcpStream, String> {
     let addrs = resolve_cached(ctx, name)
         .await
         .map_err(|e| format!("cannot resolve: {e}"))?;
@@ -665,10 +662,7 @@ pub(super) async fn http(ctx: &Ctx, s: TcpStream) {
     let dialled = original_dst(&s);
     let port = dialled.map_or(80, |d| d.port());
     let (r, mut cw) = s.into_split();
-    let mut cin = ClientIn {
-        r,
-        buf: Vec::new(),
-    };
+    let mut cin = ClientIn { r, buf: Vec::new() };
     let head = match cin.head(true).await {
         Ok(Some(h)) => h,
         Ok(None) => {
@@ -775,10 +769,7 @@ pub(super) async fn https(ctx: &Ctx, s: TcpStream) {
     let dialled = original_dst(&s);
     let port = dialled.map_or(443, |d| d.port());
     let (r, cw) = s.into_split();
-    let mut cin = ClientIn {
-        r,
-        buf: Vec::new(),
-    };
+    let mut cin = ClientIn { r, buf: Vec::new() };
     if !read_hello(&mut cin).await {
         let mut r = conn_record("https", None, port, dialled);
         r.reason = "no complete TLS ClientHello".into();
@@ -860,10 +851,7 @@ pub(crate) fn parse_connect(buf: &[u8]) -> Result<Option<(String, u16, usize)>, 
 pub(super) async fn connect(ctx: &Ctx, s: TcpStream) {
     let started = Instant::now();
     let (r, mut cw) = s.into_split();
-    let mut cin = ClientIn {
-        r,
-        buf: Vec::new(),
-    };
+    let mut cin = ClientIn { r, buf: Vec::new() };
     let deadline = Instant::now() + IO_TIMEOUT;
     let (host, port) = loop {
         match parse_connect(&cin.buf) {
@@ -914,10 +902,7 @@ pub(super) async fn connect(ctx: &Ctx, s: TcpStream) {
     }
     allowed(ctx, &mut rec);
     let (up, down) = if port == 80 {
-        let done = relay(
-            ctx, "connect", cin, cw, None, upstream, &host, port, None,
-        )
-        .await;
+        let done = relay(ctx, "connect", cin, cw, None, upstream, &host, port, None).await;
         with_requests(&mut rec.reason, done.requests, &host);
         (done.up, done.down)
     } else {
@@ -1061,8 +1046,10 @@ mod tests {
             parse_connect(b"CONNECT a.test:443 HTTP/1.1\r\n\r\n"),
             Ok(Some(("a.test".into(), 443, 31)))
         );
-        assert!(parse_connect(b"CONNECT a.test:443 HTTP/1.1\r\nHost: b.test\r\n\r\n")
-            .is_err_and(|e| e.contains("disagrees")));
+        assert!(
+            parse_connect(b"CONNECT a.test:443 HTTP/1.1\r\nHost: b.test\r\n\r\n")
+                .is_err_and(|e| e.contains("disagrees"))
+        );
         assert!(parse_connect(b"CONNECT a.test HTTP/1.1\r\n\r\n").is_err());
         assert!(parse_connect(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").is_err());
         assert_eq!(parse_connect(b"CONNECT a.test:443 HTTP/1.1\r\n"), Ok(None));
