@@ -550,9 +550,10 @@ struct Relayed {
 /// Relays the requests of one client connection to `upstream`, which serves `bound` only:
 /// every request head (the first one possibly already read: `first`) is parsed and must name
 /// `bound`; it is forwarded rebuilt, then its body by its framing. Responses are copied back
-/// as they come. A request with a body is the connection's last (its response delivered, the
-/// connection ends). A refused request is recorded (`kind`), answered after the responses to
-/// the requests before it, and ends the connection: nothing after it is forwarded.
+/// as they come; the upstream's write side is closed only when the client's is (a server
+/// behind a reverse proxy may take an early end for an aborted request). A refused request is
+/// recorded (`kind`), answered after the responses to the requests before it, and ends the
+/// connection: nothing after it is forwarded.
 #[allow(clippy::too_many_arguments)]
 async fn relay(
     ctx: &Ctx,
@@ -605,9 +606,6 @@ async fn relay(
                 Err(BodyError::Framing(e)) => {
                     break refuse(Some(head.host), 400, format!("malformed request body: {e}"))
                 }
-            }
-            if head.body != Body::Empty {
-                break None;
             }
         };
         // The server answers what it got, then sees the end.
