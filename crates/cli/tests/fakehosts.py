@@ -13,8 +13,16 @@ creates; every address below belongs to those namespaces.
     fakehosts.py echo PORT           UDP echo and a TCP listener on 0.0.0.0:PORT, run in
                                      airlock's own namespace: reachable on every gateway
                                      address unless the firewall stops the job
+    fakehosts.py squat PORT…         a host service on 0.0.0.0 and [::] of each PORT (TCP and
+                                     UDP), run in airlock's own namespace: answers "SQUATTER"
+                                     to anyone (the gateway must bind and work around it)
+
+With FAKEHOSTS_DNS_LOG set, the DNS server appends one JSON line per query it receives (its
+sections, names and EDNS options): what reached the upstream resolver.
 """
 import http.server
+import json
+import os
 import socket
 import socketserver
 import ssl
@@ -26,6 +34,8 @@ ZONE = {
     "allowed.test": "198.51.100.10",
     "blocked.test": "198.51.100.11",
     "rebind.test": "10.50.0.10",
+    # One public and one internal address: only the internal one is a rebinding answer.
+    "mixed.test": ["198.51.100.10", "10.50.0.10"],
     "meta.test": "169.254.169.254",
     "db.corp.test": "10.50.0.10",
     # The gateway must never dial the host it runs on: loopback, the test namespace's own
@@ -37,7 +47,25 @@ ZONE = {
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
+    # Keep-alive and pipelining: every request on a connection is answered in turn, each
+    # naming the Host it carried.
+    protocol_version = "HTTP/1.1"
+
+    def _read_body(self):
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    return
+                self.rfile.read(size + 2)
+        n = int(self.headers.get("Content-Length") or 0)
+        if n:
+            self.rfile.read(n)
+
     def _reply(self):
+        self._read_body()
         if self.path.startswith("/big/"):
             # /big/N: N MiB of zeros, for throughput benchmarks.
             n = int(self.path.split("/")[2])
@@ -66,6 +94,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
 class Metadata(Handler):
     def _reply(self):
+        self._read_body()
         body = b'{"AccessKeyId":"ASIAFAKE","SecretAccessKey":"stolen-if-you-read-this"}\n'
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
@@ -111,11 +140,50 @@ def serve(addr, handler, ctx=None):
     threading.Thread(target=s.serve_forever, daemon=True).start()
 
 
+def describe_query(q):
+    """The sections of a query as a dict (names, counts, EDNS options), for the log."""
+    d = {"hex": q.hex()}
+    try:
+        qid, flags, qd, an, ns, ar = struct.unpack("!HHHHHH", q[:12])
+        d.update(id=qid, qd=qd, an=an, ns=ns, ar=ar, names=[], rr=[])
+        i = 12
+
+        def name():
+            nonlocal i
+            labels = []
+            while q[i] != 0:
+                if q[i] & 0xC0:
+                    labels.append("<ptr>")
+                    i += 2
+                    return ".".join(labels)
+                labels.append(q[i + 1 : i + 1 + q[i]].decode(errors="replace"))
+                i += 1 + q[i]
+            i += 1
+            return ".".join(labels)
+
+        for _ in range(qd):
+            d["names"].append(name())
+            i += 4
+        for _ in range(an + ns + ar):
+            n = name()
+            rtype, _cls, _ttl, rdlen = struct.unpack("!HHIH", q[i : i + 10])
+            i += 10
+            d["rr"].append({"name": n, "type": rtype, "rdlen": rdlen})
+            i += rdlen
+    except Exception as e:  # a malformed query is logged as such
+        d["error"] = str(e)
+    return d
+
+
 def dns(addr, zone=ZONE):
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.bind(addr)
+    log = os.environ.get("FAKEHOSTS_DNS_LOG")
     while True:
-        q, peer = s.recvfrom(512)
+        q, peer = s.recvfrom(4096)
+        if log:
+            with open(log, "a") as f:
+                f.write(json.dumps(describe_query(q)) + "\n")
         if len(q) < 12:
             continue
         (qid,) = struct.unpack("!H", q[:2])
@@ -130,8 +198,11 @@ def dns(addr, zone=ZONE):
         name = ".".join(labels).lower()
         ip = zone.get(name)
         if ip and qtype == 1:
-            header = struct.pack("!HHHHHH", qid, 0x8180, 1, 1, 0, 0)
-            answer = b"\xc0\x0c" + struct.pack("!HHIH", 1, 1, 60, 4) + socket.inet_aton(ip)
+            ips = ip if isinstance(ip, list) else [ip]
+            header = struct.pack("!HHHHHH", qid, 0x8180, 1, len(ips), 0, 0)
+            answer = b"".join(
+                b"\xc0\x0c" + struct.pack("!HHIH", 1, 1, 60, 4) + socket.inet_aton(a) for a in ips
+            )
             s.sendto(header + question + answer, peer)
         else:
             rcode = 0 if ip else 3
@@ -152,6 +223,35 @@ def listen(addr):
             c.close()
 
     threading.Thread(target=loop, daemon=True).start()
+
+
+def squat(port):
+    """A host service on 0.0.0.0 and [::] (IPv6 only) of `port`, TCP and UDP."""
+    for family, any_addr in ((socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::")):
+        t = socket.socket(family, socket.SOCK_STREAM)
+        u = socket.socket(family, socket.SOCK_DGRAM)
+        for x in (t, u):
+            if family == socket.AF_INET6:
+                x.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            x.bind((any_addr, port))
+        t.listen(16)
+
+        def tcp(t=t):
+            while True:
+                c, _ = t.accept()
+                try:
+                    c.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: 9\r\n\r\nSQUATTER\n")
+                finally:
+                    c.close()
+
+        def udp(u=u):
+            while True:
+                data, peer = u.recvfrom(4096)
+                # Echo the DNS id so a resolver would take it: "SQUATTER" as the answer.
+                u.sendto(data[:2] + b"\x81\x80SQUATTER", peer)
+
+        threading.Thread(target=tcp, daemon=True).start()
+        threading.Thread(target=udp, daemon=True).start()
 
 
 def main():
@@ -178,6 +278,9 @@ def main():
         port = int(sys.argv[2])
         listen(("0.0.0.0", port))
         threading.Thread(target=udp_echo, args=(port,), daemon=True).start()
+    elif mode == "squat":
+        for p in sys.argv[2:]:
+            squat(int(p))
     elif mode == "corp":
         listen(("10.50.0.10", 5432))
         listen(("10.50.0.10", 22))

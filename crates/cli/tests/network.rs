@@ -37,7 +37,7 @@ fn ip(args: &[&str]) {
 
 const POLICY: &str = r#"version = 1
 [groups.default]
-egress = { domains = ["allowed.test", "rebind.test", "meta.test", "loop.test", "host.test"], resolver = "198.51.100.53" }
+egress = { domains = ["allowed.test", "rebind.test", "meta.test", "loop.test", "host.test", "mixed.test"], resolver = "198.51.100.53" }
 [groups.db]
 egress = { domains = ["allowed.test"], allow = ["10.50.0.10/32:5432"], resolver = "198.51.100.53" }
 [groups.audit]
@@ -157,6 +157,8 @@ fn world() -> Net {
                 script,
             ])
             .args(&args)
+            // What reaches the fake upstream resolver, query by query.
+            .env("FAKEHOSTS_DNS_LOG", dir.join("dns-upstream.jsonl"))
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -202,6 +204,15 @@ impl Net {
             .args(["--", "/bin/bash", "-c", script]);
         let o = c.output().expect("run");
         (stdout(&o), o)
+    }
+
+    /// The queries the fake upstream resolver received (fakehosts.py `describe_query`).
+    fn upstream_queries(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.w.dir.path().join("dns-upstream.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("query"))
+            .collect()
     }
 
     fn records(&self) -> Vec<serde_json::Value> {
@@ -1040,5 +1051,452 @@ echo "new=$({CURL} http://blocked.test/)"
         "{new}"
     );
     assert!(alert(&other, "network-scan").is_none(), "{other:#?}");
+    net.w.assert_clean();
+}
+
+/// HTTP clients of the job that control every byte: a second request on a kept-alive
+/// connection, pipelined requests, requests inside CONNECT tunnels, and requests that two
+/// parsers could read differently. Each prints `name=STATUS BODY|STATUS BODY…`.
+const HTTP_TRICKS: &str = r#"
+/usr/bin/python3 - <<'PY'
+import socket, ssl
+gw = [l.split()[1] for l in open('/etc/resolv.conf') if l.startswith('nameserver')][0]
+def req(host, extra=b''):
+    return b'GET / HTTP/1.1\r\nHost: ' + host.encode() + b'\r\n' + extra + b'\r\n'
+def response(f):
+    status = f.readline()
+    if not status:
+        return 'closed'
+    n = 0
+    while True:
+        l = f.readline()
+        if l in (b'\r\n', b'\n', b''):
+            break
+        k, _, v = l.decode().partition(':')
+        if k.strip().lower() == 'content-length':
+            n = int(v)
+    body = f.read(n) if n else b''
+    return status.decode().split(' ')[1] + ' ' + body.decode().strip()
+def responses(f, n):
+    out = []
+    for _ in range(n):
+        try:
+            r = response(f)
+        except Exception as e:
+            r = 'error:' + type(e).__name__
+        out.append(r)
+        if r == 'closed' or r.startswith('error'):
+            break
+    return '|'.join(out)
+def plain(ip, *reqs, together=False, n=None):
+    c = socket.create_connection((ip, 80), timeout=5)
+    f = c.makefile('rb')
+    if together:
+        c.sendall(b''.join(reqs))
+        return responses(f, n or len(reqs))
+    out = []
+    for r in reqs:
+        try:
+            c.sendall(r)
+        except Exception as e:
+            out.append('error:' + type(e).__name__)
+            break
+        out.append(responses(f, 1))
+        if out[-1] == 'closed' or out[-1].startswith('error'):
+            break
+    return '|'.join(out)
+def tunnel(target):
+    c = socket.create_connection((gw, 3128), timeout=5)
+    c.sendall(b'CONNECT ' + target.encode() + b' HTTP/1.1\r\nHost: ' + target.encode() + b'\r\n\r\n')
+    head = b''
+    while b'\r\n\r\n' not in head:
+        b = c.recv(1)
+        if not b:
+            break
+        head += b
+    return c, head.split(b'\r\n')[0].decode()
+def in_tunnel(target, *reqs):
+    c, status = tunnel(target)
+    if ' 200' not in status:
+        return 'refused:' + status
+    f = c.makefile('rb')
+    out = []
+    for r in reqs:
+        try:
+            c.sendall(r)
+        except Exception as e:
+            out.append('error:' + type(e).__name__)
+            break
+        out.append(responses(f, 1))
+    return '|'.join(out)
+def tls_in_tunnel(target, sni, host):
+    c, status = tunnel(target)
+    if ' 200' not in status:
+        return 'refused:' + status
+    try:
+        ctx = ssl.create_default_context(cafile='ca.pem')
+        t = ctx.wrap_socket(c, server_hostname=sni)
+        t.sendall(req(host, b'Connection: close\r\n'))
+        return responses(t.makefile('rb'), 1)
+    except Exception as e:
+        return 'error:' + type(e).__name__
+def catch(f, *a, **k):
+    try:
+        return f(*a, **k)
+    except Exception as e:
+        return 'error:' + type(e).__name__
+A = '198.51.100.10'
+print('keepalive=' + catch(plain, A, req('allowed.test'), req('blocked.test')))
+print('pipelined=' + catch(plain, A, req('allowed.test'), req('blocked.test'), together=True))
+print('chunked_then_evil=' + catch(plain, A,
+    b'POST / HTTP/1.1\r\nHost: allowed.test\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n',
+    req('blocked.test'), together=True))
+print('tunnel80=' + catch(in_tunnel, 'allowed.test:80', req('blocked.test')))
+print('tunnel80_second=' + catch(in_tunnel, 'allowed.test:80', req('allowed.test'), req('blocked.test')))
+print('tunnel443_sni=' + catch(tls_in_tunnel, 'allowed.test:443', 'blocked.test', 'blocked.test'))
+print('tunnel443_ok=' + catch(tls_in_tunnel, 'allowed.test:443', 'allowed.test', 'allowed.test'))
+print('connect_blocked=' + catch(lambda: tunnel('blocked.test:443')[1]))
+print('connect_rebind=' + catch(lambda: tunnel('rebind.test:443')[1]))
+print('connect_host=' + catch(lambda: tunnel('host.test:80')[1]))
+# Requests two parsers could read differently: refused, never forwarded.
+print('te_cl=' + catch(plain, A, b'POST / HTTP/1.1\r\nHost: allowed.test\r\nContent-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n' + req('blocked.test'), together=True, n=2))
+print('te_other=' + catch(plain, A, b'POST / HTTP/1.1\r\nHost: allowed.test\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n', together=True))
+print('two_cl=' + catch(plain, A, b'POST / HTTP/1.1\r\nHost: allowed.test\r\nContent-Length: 0\r\nContent-Length: 40\r\n\r\n' + req('blocked.test'), together=True, n=2))
+print('obs_fold=' + catch(plain, A, b'GET / HTTP/1.1\r\nHost: allowed.test\r\nX-A: a\r\n b\r\n\r\n', together=True))
+print('abs_uri=' + catch(plain, A, b'GET http://blocked.test/ HTTP/1.1\r\nHost: allowed.test\r\n\r\n', together=True))
+print('two_hosts=' + catch(plain, A, b'GET / HTTP/1.1\r\nHost: allowed.test\r\nHost: blocked.test\r\n\r\n', together=True))
+print('no_host10=' + catch(plain, A, b'GET / HTTP/1.0\r\n\r\n', together=True))
+print('upgrade_h2c=' + catch(plain, A, b'GET / HTTP/1.1\r\nHost: allowed.test\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n', together=True))
+print('ok_twice=' + catch(plain, A, req('allowed.test'), req('Allowed.Test:80')))
+# Bodies are forwarded by their framing and the connection stays usable.
+print('ok_after_bodies=' + catch(plain, A,
+    b'POST / HTTP/1.1\r\nHost: allowed.test\r\nContent-Length: 5\r\n\r\nhello',
+    b'PUT / HTTP/1.1\r\nHost: allowed.test\r\nTransfer-Encoding: chunked\r\n\r\n5;x=1\r\nhello\r\n0\r\nT: 1\r\n\r\n',
+    req('allowed.test')))
+PY
+"#;
+
+#[test]
+fn every_http_request_on_every_connection_is_checked() {
+    need_root!();
+    let net = world();
+    let (out, o) = net.job("default", HTTP_TRICKS);
+    assert!(o.status.success(), "{out}\n{}", stderr(&o));
+    let r = results(&out);
+    let ok = "200 host=198.51.100.10 plain host-header=allowed.test";
+    let mut failures = vec![];
+    for (k, v) in &r {
+        if v.contains("host-header=blocked.test") {
+            failures.push(format!("{k}: the evil Host reached a server: {v}"));
+        }
+    }
+    // The allowed request before the evil one is served; the evil one is refused (403 from
+    // airlock, or the connection closed), never forwarded.
+    for k in ["keepalive", "pipelined", "tunnel80_second"] {
+        let v = &r[k];
+        let (first, second) = v.split_once('|').unwrap_or((v, ""));
+        if first != ok || !(second.starts_with("403 airlock:") || second == "closed") {
+            failures.push(format!("{k}: {v}"));
+        }
+    }
+    let v = &r["chunked_then_evil"];
+    if !v.starts_with("200 host=198.51.100.10 plain host-header=allowed.test|403 airlock:") {
+        failures.push(format!("chunked_then_evil: {v}"));
+    }
+    if !(r["tunnel80"].starts_with("403 airlock:") || r["tunnel80"] == "closed") {
+        failures.push(format!("tunnel80: {}", r["tunnel80"]));
+    }
+    if !r["tunnel443_sni"].starts_with("error:") {
+        failures.push(format!("tunnel443_sni: {}", r["tunnel443_sni"]));
+    }
+    if r["tunnel443_ok"] != "200 host=198.51.100.10 tls host-header=allowed.test" {
+        failures.push(format!("tunnel443_ok: {}", r["tunnel443_ok"]));
+    }
+    for k in ["connect_blocked", "connect_rebind", "connect_host"] {
+        if r[k].contains(" 200") || !r[k].starts_with("HTTP/1.1 ") {
+            failures.push(format!("{k}: CONNECT answered before judging: {}", r[k]));
+        }
+    }
+    for k in [
+        "te_cl",
+        "te_other",
+        "two_cl",
+        "obs_fold",
+        "abs_uri",
+        "two_hosts",
+        "no_host10",
+        "upgrade_h2c",
+    ] {
+        let v = &r[k];
+        if !(v.starts_with("400 airlock:") || v.starts_with("403 airlock:")) || v.contains("|200") {
+            failures.push(format!("{k}: not refused: {v}"));
+        }
+    }
+    if r["ok_after_bodies"] != [ok, ok, ok].join("|") {
+        failures.push(format!("ok_after_bodies: {}", r["ok_after_bodies"]));
+    }
+    if r["ok_twice"] != format!("{ok}|{}", ok.replace("=allowed.test", "=Allowed.Test:80")) {
+        failures.push(format!("ok_twice: {}", r["ok_twice"]));
+    }
+    let recs = net.records();
+    let denied = |kind: &str, name: &str, why: &str| {
+        recs.iter().any(|r| {
+            r["kind"] == kind
+                && r["name"] == name
+                && r["verdict"] == "deny"
+                && r["reason"].as_str().unwrap_or("").contains(why)
+        })
+    };
+    for (kind, why) in [
+        ("http", "this connection"),
+        ("connect", "this connection"),
+        ("connect", "SNI"),
+    ] {
+        if !denied(kind, "blocked.test", why) {
+            failures.push(format!(
+                "no {kind} record refusing blocked.test for \"{why}\""
+            ));
+        }
+    }
+    if !denied("connect", "rebind.test", "internal") {
+        failures.push("no connect record refusing rebind.test".into());
+    }
+    if !recs.iter().any(|r| {
+        r["kind"] == "http"
+            && r["verdict"] == "deny"
+            && r["reason"].as_str().unwrap_or("").contains("ambiguous")
+    }) {
+        failures.push("no record of an ambiguous request".into());
+    }
+    assert!(failures.is_empty(), "{failures:#?}\n{out}\n{recs:#?}");
+    net.w.assert_clean();
+}
+
+/// DNS queries a job can craft: extra questions, EDNS options, records in the other sections,
+/// and names whose answers point inside. Each prints `name=RCODE ANSWERS`.
+const DNS_TRICKS: &str = r#"
+/usr/bin/python3 - <<'PY'
+import socket, struct
+gw = [l.split()[1] for l in open('/etc/resolv.conf') if l.startswith('nameserver')][0]
+def qname(n):
+    return b''.join(bytes([len(p)]) + p.encode() for p in n.split('.')) + b'\0'
+def question(n, t=1):
+    return qname(n) + struct.pack('!HH', t, 1)
+def rr(n, t, data, cls=1):
+    return qname(n) + struct.pack('!HHIH', t, cls, 60, len(data)) + data
+OPT_SECRET = b'\0' + struct.pack('!HHIH', 41, 1232, 0, 4 + 20) + struct.pack('!HH', 65001, 20) + b'SMUGGLED-EDNS-OPTION'
+def ask(qd, questions, an=b'', nan=0, ns=b'', nns=0, ar=b'', nar=0, qid=0x4242):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(3)
+    s.sendto(struct.pack('!HHHHHH', qid, 0x0100, qd, nan, nns, nar) + questions + an + ns + ar, (gw, 53))
+    try:
+        r = s.recv(4096)
+    except Exception:
+        return 'none'
+    rid, flags, rqd, ran = struct.unpack('!HHHH', r[:8])
+    # Skip the questions, then read the A records of the answer.
+    i = 12
+    for _ in range(rqd):
+        while r[i] != 0 and not r[i] & 0xc0:
+            i += 1 + r[i]
+        i += 6 if r[i] & 0xc0 else 5
+    ips = []
+    for _ in range(ran):
+        if r[i] & 0xc0:
+            i += 2
+        else:
+            while r[i] != 0:
+                i += 1 + r[i]
+            i += 1
+        t, _, _, l = struct.unpack('!HHIH', r[i:i + 10]); i += 10
+        if t == 1:
+            ips.append(socket.inet_ntoa(r[i:i + 4]))
+        i += l
+    return 'rcode%d %s%s' % (flags & 0xf, ','.join(ips), '' if rid == qid else ' wrong-id')
+print('plain=' + ask(1, question('allowed.test')))
+print('two_questions=' + ask(2, question('allowed.test') + question('smuggled-question.blocked.test')))
+print('no_question=' + ask(0, b''))
+print('edns_option=' + ask(1, question('allowed.test'), ar=OPT_SECRET, nar=1))
+print('additional=' + ask(1, question('allowed.test'), ar=rr('smuggled-additional.blocked.test', 1, b'\x01\x02\x03\x04'), nar=1))
+print('authority=' + ask(1, question('allowed.test'), ns=rr('smuggled-authority.blocked.test', 16, b'\x05hello'), nns=1))
+print('answer_in_query=' + ask(1, question('allowed.test'), an=rr('smuggled-answer.blocked.test', 1, b'\x01\x02\x03\x04'), nan=1))
+print('rebind=' + ask(1, question('rebind.test')))
+print('mixed=' + ask(1, question('mixed.test')))
+print('loop=' + ask(1, question('loop.test')))
+PY
+"#;
+
+#[test]
+fn dns_sends_upstream_only_queries_airlock_built_and_filters_internal_answers() {
+    need_root!();
+    let net = world();
+    let (out, o) = net.job("default", DNS_TRICKS);
+    assert!(o.status.success(), "{out}\n{}", stderr(&o));
+    let r = results(&out);
+    let mut failures = vec![];
+    let expect = |k: &str, v: &str, failures: &mut Vec<String>| {
+        if r[k] != v {
+            failures.push(format!("{k}: {} (expected {v})", r[k]));
+        }
+    };
+    expect("plain", "rcode0 198.51.100.10", &mut failures);
+    expect("edns_option", "rcode0 198.51.100.10", &mut failures);
+    // Ambiguous queries are refused as malformed (FORMERR), never forwarded.
+    for k in [
+        "two_questions",
+        "no_question",
+        "additional",
+        "authority",
+        "answer_in_query",
+    ] {
+        expect(k, "rcode1", &mut failures);
+    }
+    // Internal and never-reachable addresses are removed from answers.
+    expect("rebind", "rcode3", &mut failures);
+    expect("mixed", "rcode0 198.51.100.10", &mut failures);
+    expect("loop", "rcode3", &mut failures);
+
+    // What reached the upstream resolver: one question of an allowed name, a fresh id,
+    // nothing else the job chose.
+    let queries = net.upstream_queries();
+    assert!(!queries.is_empty(), "the upstream resolver saw nothing");
+    for q in &queries {
+        let names: Vec<&str> = q["names"]
+            .as_array()
+            .map(|v| v.iter().filter_map(|n| n.as_str()).collect())
+            .unwrap_or_default();
+        let hex = q["hex"].as_str().unwrap_or("");
+        let smuggled = hex.contains(&hex_of("SMUGGLED")) || hex.contains(&hex_of("smuggled"));
+        let rr_ok = q["rr"].as_array().is_some_and(|rr| {
+            rr.iter()
+                .all(|x| x["type"] == 41 && x["name"] == "" && x["rdlen"] == 0)
+        });
+        if q["qd"] != 1
+            || q["an"] != 0
+            || q["ns"] != 0
+            || !rr_ok
+            || q["id"] == 0x4242
+            || smuggled
+            || names
+                .iter()
+                .any(|n| !["allowed.test", "rebind.test", "mixed.test", "loop.test"].contains(n))
+        {
+            failures.push(format!("upstream saw a query the job chose: {q}"));
+        }
+    }
+    let recs = net.records();
+    let dns_denied = |name: &str, why: &str| {
+        recs.iter().any(|r| {
+            r["kind"] == "dns"
+                && r["name"] == name
+                && r["verdict"] == "deny"
+                && r["reason"].as_str().unwrap_or("").contains(why)
+        })
+    };
+    for (name, why) in [
+        ("allowed.test", "2 questions"),
+        ("allowed.test", "additional"),
+        ("allowed.test", "authority"),
+        ("allowed.test", "answer"),
+        ("rebind.test", "internal"),
+        ("loop.test", "never reachable"),
+    ] {
+        if !dns_denied(name, why) {
+            failures.push(format!("no dns record refusing {name} for \"{why}\""));
+        }
+    }
+    if !recs.iter().any(|r| {
+        r["kind"] == "dns"
+            && r["name"] == "mixed.test"
+            && r["verdict"] == "allow"
+            && r["reason"].as_str().unwrap_or("").contains("10.50.0.10")
+    }) {
+        failures.push("the removed answer of mixed.test is not on its record".into());
+    }
+    assert!(failures.is_empty(), "{failures:#?}\n{out}\n{recs:#?}");
+    net.w.assert_clean();
+}
+
+fn hex_of(s: &str) -> String {
+    s.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+#[test]
+fn host_services_on_the_gateway_ports_stop_no_job() {
+    need_root!();
+    let mut net = world();
+    // dnsmasq, nginx and a proxy of the host: listening on 0.0.0.0 and [::] of every port the
+    // gateway serves, in the namespace airlock and its gateways run in.
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fakehosts.py");
+    let mut c = net
+        .w
+        .in_netns(&[
+            "/usr/bin/python3",
+            script,
+            "squat",
+            "53",
+            "80",
+            "443",
+            "3128",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("host services");
+    let mut line = String::new();
+    std::io::BufReader::new(c.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("ready");
+    net.procs.push(c);
+    assert_eq!(line.trim(), "ready", "the host services did not start");
+
+    let script = format!(
+        r#"
+GW=$(awk '/^nameserver/{{print $2; exit}}' /etc/resolv.conf)
+echo "dns=$(getent hosts allowed.test | awk '{{print $1}}')"
+echo "dns_blocked=$(getent hosts blocked.test >/dev/null; echo $?)"
+echo "http=$({CURL} http://allowed.test/)"
+echo "https=$({CURL} https://allowed.test/)"
+echo "connect=$({CURL} -x http://$GW:3128 https://allowed.test/)"
+echo "gw_http=$({CURL} -H 'Host: allowed.test' http://$GW/)"
+echo "blocked=$({CURL} --resolve blocked.test:80:198.51.100.11 http://blocked.test/)"
+echo "blocked_tls=$({CURL} --resolve blocked.test:443:198.51.100.11 https://blocked.test/ >/dev/null; echo $?)"
+echo "gw_raw=$(timeout 3 bash -c "exec 3<>/dev/tcp/$GW/443; echo hi >&3; head -c 20 <&3" 2>/dev/null)"
+"#
+    );
+    for group in ["default", "audit"] {
+        let (out, o) = net.job(group, &script);
+        assert!(
+            o.status.success(),
+            "{group}: the job did not run: {out}\n{}",
+            stderr(&o)
+        );
+        assert!(
+            !out.contains("SQUATTER"),
+            "{group}: a host service answered the job: {out}"
+        );
+        let r = results(&out);
+        assert_eq!(r["dns"], "198.51.100.10", "{group}: {out}");
+        assert_eq!(
+            r["http"], "host=198.51.100.10 plain host-header=allowed.test",
+            "{group}: {out}"
+        );
+        assert_eq!(
+            r["https"], "host=198.51.100.10 tls host-header=allowed.test",
+            "{group}: {out}"
+        );
+        assert_eq!(
+            r["connect"], "host=198.51.100.10 tls host-header=allowed.test",
+            "{group}: {out}"
+        );
+        assert_eq!(
+            r["gw_http"], "host=198.51.100.10 plain host-header=allowed.test",
+            "{group}: {out}"
+        );
+        if group == "default" {
+            assert_ne!(r["dns_blocked"], "0", "{out}");
+            assert!(r["blocked"].starts_with("airlock:"), "{out}");
+            assert_ne!(r["blocked_tls"], "0", "{out}");
+        }
+    }
     net.w.assert_clean();
 }

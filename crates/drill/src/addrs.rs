@@ -40,6 +40,16 @@ pub const TUNNEL_SUFFIX: &str = "t.attacker.test";
 pub const INTERNAL_NAME: &str = "db.corp.internal";
 /// GCP's metadata name (resolves to [`METADATA`] at the world's resolver).
 pub const GCP_METADATA_NAME: &str = "metadata.google.internal";
+/// An allowed name whose address is internal ([`INTERNAL`]): DNS rebinding. Added to the drill
+/// group's egress domains, like [`ALLOWED_NAME`].
+pub const REBIND_NAME: &str = "rebind.drill.test";
+/// An allowed name with one public ([`ALLOWED`]) and one internal ([`INTERNAL`]) address.
+pub const REBIND_MIXED_NAME: &str = "rebind-mixed.drill.test";
+/// Every name the drill adds to the group's egress domains.
+pub const POLICY_NAMES: [&str; 3] = [ALLOWED_NAME, REBIND_NAME, REBIND_MIXED_NAME];
+/// What the world's resolver appends to a query's record when the query carried more than
+/// one bare question (more questions, EDNS options, records in its other sections).
+pub const SMUGGLED_TAG: &str = "+smuggled";
 
 /// What the world's resolver answers: exact names and names below a suffix.
 pub fn world_lookup(name: &str) -> Option<Ipv4Addr> {
@@ -49,10 +59,22 @@ pub fn world_lookup(name: &str) -> Option<Ipv4Addr> {
         EXFIL_NAME | "attacker.test" | "api.github.com" | "github.com" => Some(ATTACKER),
         DOH_NAME => Some(DOH),
         GCP_METADATA_NAME | "instance-data.ec2.internal" => Some(METADATA),
-        INTERNAL_NAME | "git.corp.internal" | "jenkins.corp.internal" => Some(INTERNAL),
+        INTERNAL_NAME | "git.corp.internal" | "jenkins.corp.internal" | REBIND_NAME => {
+            Some(INTERNAL)
+        }
+        REBIND_MIXED_NAME => Some(ALLOWED),
         _ if n.ends_with(&format!(".{TUNNEL_SUFFIX}")) => Some(ATTACKER),
         _ => None,
     }
+}
+
+/// Every address the world's resolver answers for `name`.
+pub fn world_lookup_all(name: &str) -> Vec<Ipv4Addr> {
+    let n = name.trim_end_matches('.').to_ascii_lowercase();
+    if n == REBIND_MIXED_NAME {
+        return vec![ALLOWED, INTERNAL];
+    }
+    world_lookup(&n).into_iter().collect()
 }
 
 /// The marker every world server puts in its answers: an attack that reads it reached the

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use airlock_policy::{EgressMode, HumanDuration, LoadedPolicy};
 use serde::Serialize;
 
-use crate::addrs::{ALLOWED_NAME, DRILL_POOL, PERSISTENCE_MARKER, RESOLVER};
+use crate::addrs::{ALLOWED_NAME, DRILL_POOL, PERSISTENCE_MARKER, POLICY_NAMES, RESOLVER};
 use crate::attack::{self, Attack, AttackResult, Category, Expect};
 use crate::victim::{Victim, VictimRun};
 use crate::world::{Hit, World, WorldError};
@@ -719,8 +719,11 @@ pub fn effective_policy(
     let mut policy = lp.policy.clone();
     if let Some(g) = policy.groups.get_mut(&name) {
         g.egress.resolver = Some(RESOLVER.to_string());
-        if !g.egress.domains.iter().any(|d| d == ALLOWED_NAME) {
-            g.egress.domains.push(ALLOWED_NAME.to_owned());
+        // The allowed host, and the allowed names whose answers are internal (dns-rebind).
+        for name in POLICY_NAMES {
+            if !g.egress.domains.iter().any(|d| d == name) {
+                g.egress.domains.push(name.to_owned());
+            }
         }
         if g.limits.timeout.0 > ATTACK_TIMEOUT {
             g.limits.timeout = HumanDuration(ATTACK_TIMEOUT);

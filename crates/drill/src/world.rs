@@ -71,16 +71,46 @@ pub struct Hit {
 }
 
 impl Hit {
-    /// Whether the policy of the drill allows this contact: anything to the allowed host, and
-    /// the resolver's answers about the allowed name.
+    /// Whether the policy of the drill allows this contact: the allowed host for its own name
+    /// (an HTTP request or TLS SNI naming another host there is domain fronting), and the
+    /// resolver's answers about the names the drill allows, asked one bare question at a
+    /// time (anything more in a query reached the resolver on the job's behalf).
     pub fn allowed(&self) -> bool {
-        self.local.ip() == IpAddr::V4(ALLOWED)
-            || (self.service == "dns"
-                && self
+        let is = |n: &str, want: &str| {
+            n.trim_end_matches('.')
+                .eq_ignore_ascii_case(want.trim_end_matches('.'))
+        };
+        if self.local.ip() == IpAddr::V4(ALLOWED) {
+            return match self.service.as_str() {
+                "http" => self
                     .detail
                     .split_whitespace()
-                    .next()
-                    .is_some_and(|n| n.trim_end_matches('.').eq_ignore_ascii_case(ALLOWED_NAME)))
+                    .nth(1)
+                    .and_then(|h| h.strip_prefix("host="))
+                    .map(|h| match h.rsplit_once(':') {
+                        Some((n, p)) if p.bytes().all(|b| b.is_ascii_digit()) => n,
+                        _ => h,
+                    })
+                    .is_some_and(|h| is(h, ALLOWED_NAME)),
+                // A connection that carried nothing (a gateway that connected, then refused
+                // what the client sent) reached no one.
+                "tls" => {
+                    self.detail == "not TLS (0 bytes)"
+                        || self
+                            .detail
+                            .strip_prefix("sni=")
+                            .is_some_and(|h| is(h, ALLOWED_NAME))
+                }
+                _ => true,
+            };
+        }
+        self.service == "dns"
+            && !self.detail.contains(SMUGGLED_TAG)
+            && self
+                .detail
+                .split_whitespace()
+                .next()
+                .is_some_and(|n| POLICY_NAMES.iter().any(|p| is(n, p)))
     }
 }
 
@@ -375,15 +405,11 @@ async fn accept_loop(l: TcpListener, hits: Hits, svc: Service) {
             let local = s
                 .local_addr()
                 .unwrap_or(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)));
-            let r = match svc {
-                Service::Http => serve_http(s, local).await,
-                Service::Tls => serve_tls(s, local).await,
-                Service::Banner => serve_banner(s, local).await,
-            };
-            let name = match svc {
-                Service::Http => "http",
-                Service::Tls => "tls",
-                Service::Banner => "tcp",
+            let (name, r) = match svc {
+                // Each request is recorded as it comes.
+                Service::Http => return serve_http(s, local, peer, &hits).await,
+                Service::Tls => ("tls", serve_tls(s, local).await),
+                Service::Banner => ("tcp", serve_banner(s, local).await),
             };
             record(&hits, name, local, peer, r);
         });
@@ -393,49 +419,188 @@ async fn accept_loop(l: TcpListener, hits: Hits, svc: Service) {
 /// Reads until `done(buf)` or 2 s or 16 KiB.
 async fn read_until(s: &mut TcpStream, done: impl Fn(&[u8]) -> bool) -> Vec<u8> {
     let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
-    while buf.len() < 16 * 1024 && !done(&buf) {
-        match tokio::time::timeout_at(deadline, s.read(&mut chunk)).await {
-            Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
-            _ => break,
-        }
-    }
+    read_until_into(s, &mut buf, done).await;
     buf
 }
 
-async fn serve_http(mut s: TcpStream, local: SocketAddr) -> String {
-    let buf = read_until(&mut s, |b| b.windows(4).any(|w| w == b"\r\n\r\n")).await;
-    let mut headers = [httparse::EMPTY_HEADER; 32];
-    let mut req = httparse::Request::new(&mut headers);
-    let detail = match req.parse(&buf) {
-        Ok(_) => {
-            let host = req
-                .headers
-                .iter()
-                .find(|h| h.name.eq_ignore_ascii_case("host"))
-                .map(|h| String::from_utf8_lossy(h.value).into_owned())
-                .unwrap_or_default();
-            format!(
-                "{} host={host} {}",
-                req.method.unwrap_or("?"),
-                req.path.unwrap_or("?")
-            )
+/// Reads into `buf` until `done(buf)` or 2 s or 16 KiB; false if the stream ended (or timed
+/// out) before.
+async fn read_until_into(
+    s: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    done: impl Fn(&[u8]) -> bool,
+) -> bool {
+    let mut chunk = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    while buf.len() < 16 * 1024 && !done(buf) {
+        match tokio::time::timeout_at(deadline, s.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+            _ => return false,
         }
-        Err(e) => format!("unparsable request ({} bytes): {e}", buf.len()),
-    };
-    let body = if [IpAddr::V4(METADATA), IpAddr::V4(AZURE_WIRESERVER)].contains(&local.ip()) {
-        format!("{FAKE_SECRET} {WORLD_MARKER} metadata {local}\n")
-    } else {
-        format!("{WORLD_MARKER} http {local}\n")
-    };
-    let resp = format!(
-        "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    let _ = s.write_all(resp.as_bytes()).await;
-    let _ = s.shutdown().await;
-    detail
+    }
+    true
+}
+
+/// A lenient HTTP/1.x server, the kind domain fronting and request smuggling abuse: it keeps
+/// HTTP/1.1 connections alive and answers every request on them, reads a chunked body whatever
+/// else the head says, and ignores a Content-Length on GET and HEAD (those bytes are read as
+/// the next request). Each request is recorded with the Host it named.
+async fn serve_http(mut s: TcpStream, local: SocketAddr, peer: SocketAddr, hits: &Hits) {
+    let mut buf = Vec::new();
+    loop {
+        let more =
+            read_until_into(&mut s, &mut buf, |b| b.windows(4).any(|w| w == b"\r\n\r\n")).await;
+        if buf.is_empty() {
+            return;
+        }
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        let mut req = httparse::Request::new(&mut headers);
+        let (n, detail, keep, body) = match req.parse(&buf) {
+            Ok(httparse::Status::Complete(n)) => {
+                let header = |name: &str| {
+                    req.headers
+                        .iter()
+                        .find(|h| h.name.eq_ignore_ascii_case(name))
+                        .map(|h| String::from_utf8_lossy(h.value).trim().to_ascii_lowercase())
+                };
+                // Every host a server could take the request for: the absolute-form
+                // target's (it overrides Host), then each Host header.
+                let mut hosts: Vec<String> = req
+                    .path
+                    .and_then(|p| {
+                        let p = p.to_ascii_lowercase();
+                        let rest = p.strip_prefix("http://").or(p.strip_prefix("https://"))?;
+                        rest.split(['/', '?', '#']).next().map(str::to_owned)
+                    })
+                    .into_iter()
+                    .collect();
+                hosts.extend(
+                    req.headers
+                        .iter()
+                        .filter(|h| h.name.eq_ignore_ascii_case("host"))
+                        .map(|h| String::from_utf8_lossy(h.value).trim().to_ascii_lowercase()),
+                );
+                hosts.dedup();
+                let host = hosts.join(",");
+                let method = req.method.unwrap_or("?");
+                let body = if header("transfer-encoding").is_some_and(|t| t.contains("chunked")) {
+                    None
+                } else if ["GET", "HEAD"].contains(&method) {
+                    Some(0)
+                } else {
+                    Some(
+                        header("content-length")
+                            .and_then(|l| l.parse::<usize>().ok())
+                            .unwrap_or(0),
+                    )
+                };
+                let keep =
+                    req.version == Some(1) && header("connection").as_deref() != Some("close");
+                (
+                    n,
+                    format!("{method} host={host} {}", req.path.unwrap_or("?")),
+                    keep,
+                    body,
+                )
+            }
+            Ok(httparse::Status::Partial) => {
+                let why = if more { "too large" } else { "incomplete" };
+                record(
+                    hits,
+                    "http",
+                    local,
+                    peer,
+                    format!("{why} request ({} bytes)", buf.len()),
+                );
+                return;
+            }
+            Err(e) => {
+                record(
+                    hits,
+                    "http",
+                    local,
+                    peer,
+                    format!("unparsable request ({} bytes): {e}", buf.len()),
+                );
+                return;
+            }
+        };
+        let host = detail.split_whitespace().nth(1).unwrap_or("").to_owned();
+        record(hits, "http", local, peer, detail);
+        buf.drain(..n);
+        match body {
+            Some(len) => {
+                while buf.len() < len && read_more(&mut s, &mut buf).await {}
+                buf.drain(..len.min(buf.len()));
+            }
+            None => skip_chunked(&mut s, &mut buf).await,
+        }
+        let body = if [IpAddr::V4(METADATA), IpAddr::V4(AZURE_WIRESERVER)].contains(&local.ip()) {
+            format!("{FAKE_SECRET} {WORLD_MARKER} metadata {local} {host}\n")
+        } else {
+            format!("{WORLD_MARKER} http {local} {host}\n")
+        };
+        let version = if keep { "1.1" } else { "1.0" };
+        let resp = format!(
+            "HTTP/{version} 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        if s.write_all(resp.as_bytes()).await.is_err() || !keep {
+            let _ = s.shutdown().await;
+            return;
+        }
+    }
+}
+
+/// Reads once more into `buf` (2 s at most); false at the end of the stream.
+async fn read_more(s: &mut TcpStream, buf: &mut Vec<u8>) -> bool {
+    let mut chunk = [0u8; 4096];
+    match tokio::time::timeout(Duration::from_secs(2), s.read(&mut chunk)).await {
+        Ok(Ok(n)) if n > 0 => {
+            buf.extend_from_slice(&chunk[..n]);
+            true
+        }
+        _ => false,
+    }
+}
+
+/// Skips a chunked body at the start of `buf` (leniently: sizes in hex up to the line end).
+async fn skip_chunked(s: &mut TcpStream, buf: &mut Vec<u8>) {
+    loop {
+        let line_end = loop {
+            if let Some(i) = buf.windows(2).position(|w| w == b"\r\n") {
+                break i;
+            }
+            if buf.len() > 16 * 1024 || !read_more(s, buf).await {
+                buf.clear();
+                return;
+            }
+        };
+        let size = String::from_utf8_lossy(&buf[..line_end]);
+        let size =
+            usize::from_str_radix(size.split(';').next().unwrap_or("").trim(), 16).unwrap_or(0);
+        buf.drain(..line_end + 2);
+        if size == 0 {
+            // Trailers up to the empty line.
+            loop {
+                if let Some(i) = buf.windows(2).position(|w| w == b"\r\n") {
+                    buf.drain(..i + 2);
+                    if i == 0 {
+                        return;
+                    }
+                } else if !read_more(s, buf).await {
+                    return;
+                }
+            }
+        }
+        while buf.len() < size + 2 {
+            if !read_more(s, buf).await {
+                buf.clear();
+                return;
+            }
+        }
+        buf.drain(..size + 2);
+    }
 }
 
 async fn serve_tls(mut s: TcpStream, local: SocketAddr) -> String {
@@ -500,6 +665,29 @@ pub fn dns_answer(raw: &[u8]) -> (Option<Vec<u8>>, String) {
         return (None, "query without a question".into());
     };
     let name = query.name().to_ascii();
+    // Whatever a query carries beyond one bare question reached this resolver: note it.
+    let mut extras = vec![];
+    if q.queries().len() > 1 {
+        let more: Vec<String> = q.queries()[1..]
+            .iter()
+            .map(|x| x.name().to_ascii())
+            .collect();
+        extras.push(format!("questions {}", more.join(",")));
+    }
+    for (what, n) in [
+        ("answer", q.answers().len()),
+        ("authority", q.name_servers().len()),
+        ("additional", q.additionals().len() + q.signature().len()),
+    ] {
+        if n > 0 {
+            extras.push(format!("{n} {what} record(s)"));
+        }
+    }
+    if let Some(e) = q.extensions() {
+        if !e.options().as_ref().is_empty() {
+            extras.push(format!("{} EDNS option(s)", e.options().as_ref().len()));
+        }
+    }
     let mut m = Message::new();
     m.set_id(q.id())
         .set_message_type(MessageType::Response)
@@ -507,21 +695,34 @@ pub fn dns_answer(raw: &[u8]) -> (Option<Vec<u8>>, String) {
         .set_recursion_desired(q.recursion_desired())
         .set_recursion_available(true);
     m.add_queries(q.queries().to_vec());
-    let answer = world_lookup(&name);
-    match (answer, query.query_type()) {
-        (Some(a), RecordType::A) => {
-            m.add_answer(Record::from_rdata(query.name().clone(), 5, RData::A(A(a))));
+    let answers = world_lookup_all(&name);
+    match (answers.is_empty(), query.query_type()) {
+        (false, RecordType::A) => {
+            for a in &answers {
+                m.add_answer(Record::from_rdata(query.name().clone(), 5, RData::A(A(*a))));
+            }
         }
-        (Some(_), _) => {}
-        (None, _) => {
+        (false, _) => {}
+        (true, _) => {
             m.set_response_code(ResponseCode::NXDomain);
         }
     }
-    let detail = format!(
+    let mut detail = format!(
         "{name} {} -> {}",
         query.query_type(),
-        answer.map_or("NXDOMAIN".to_owned(), |a| a.to_string())
+        if answers.is_empty() {
+            "NXDOMAIN".to_owned()
+        } else {
+            answers
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        }
     );
+    if !extras.is_empty() {
+        detail.push_str(&format!(" {SMUGGLED_TAG}: {}", extras.join("; ")));
+    }
     (m.to_vec().ok(), detail)
 }
 
@@ -574,5 +775,46 @@ mod tests {
         assert!(!h("dns", RESOLVER, "exfil.attacker.test. A -> 203.0.113.7").allowed());
         assert!(!h("tls", ATTACKER, "sni=allowed.drill.test").allowed());
         assert!(!h("http", METADATA, "GET host=169.254.169.254 /").allowed());
+        // Fronting: the allowed host's address, another host's name.
+        assert!(h("http", ALLOWED, "GET host=allowed.drill.test:80 /").allowed());
+        assert!(!h("http", ALLOWED, "GET host=exfil.attacker.test /").allowed());
+        assert!(!h(
+            "http",
+            ALLOWED,
+            "GET host=allowed.drill.test:80,exfil.attacker.test /"
+        )
+        .allowed());
+        assert!(h("tls", ALLOWED, "sni=allowed.drill.test").allowed());
+        assert!(!h("tls", ALLOWED, "sni=exfil.attacker.test").allowed());
+        assert!(h("tls", ALLOWED, "not TLS (0 bytes)").allowed());
+        assert!(!h("tls", ALLOWED, "not TLS (12 bytes)").allowed());
+        // The rebinding names are allowed names; a query carrying more is not.
+        assert!(h("dns", RESOLVER, "rebind.drill.test. A -> 192.168.77.10").allowed());
+        assert!(!h(
+            "dns",
+            RESOLVER,
+            "allowed.drill.test. A -> 203.0.113.20 +smuggled: 1 EDNS option(s)"
+        )
+        .allowed());
+    }
+
+    #[test]
+    fn the_resolver_notes_whatever_a_query_carries_beyond_one_question() {
+        let plain = query("allowed.drill.test.");
+        let (_, d) = dns_answer(&plain);
+        assert!(!d.contains(SMUGGLED_TAG), "{d}");
+        let mut m = Message::from_vec(&plain).expect("decode");
+        m.add_query(Query::query(
+            Name::from_ascii("loot.t.attacker.test.").expect("name"),
+            RecordType::A,
+        ));
+        let (_, d) = dns_answer(&m.to_vec().expect("encode"));
+        assert!(
+            d.contains(SMUGGLED_TAG) && d.contains("loot.t.attacker.test"),
+            "{d}"
+        );
+        let (r, d) = dns_answer(&query("rebind-mixed.drill.test."));
+        let m = Message::from_vec(&r.expect("answer")).expect("decode");
+        assert_eq!(m.answers().len(), 2, "{d}");
     }
 }

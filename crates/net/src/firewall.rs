@@ -8,8 +8,11 @@
 //! 2. Never-reachable destinations (metadata endpoints, loopback) and other jobs' addresses:
 //!    refused and recorded, before and regardless of anything a policy allows.
 //! 3. Allowed internal CIDR:port of this job: routed there.
-//! 4. DNS to anywhere, and HTTP(S) to any public address: redirected to the job's gateway
-//!    address, where the egress gateway decides by name.
+//! 4. DNS to anywhere, HTTP(S) to any public address, and the gateway's own service ports
+//!    (53, 80, 443, 3128) on the job's gateway address: redirected to the job's gateway
+//!    address, on the ports its gateway bound (kernel-chosen, in the `gw_ports` map: a host
+//!    service listening on 0.0.0.0 of a service port never stops a job, and is never reached
+//!    by one), where the egress gateway decides by name.
 //! 5. Audit mode: anything else is routed (and recorded).
 //! 6. Everything else: redirected to port 9 of the job's gateway address and refused there
 //!    (ICMP administratively prohibited), so a build fails at once instead of hanging on
@@ -40,13 +43,43 @@ use crate::NetError;
 pub const TABLE: &str = "airlock";
 /// Marker of this version of the rules, kept as the table's comment: a table without it (an
 /// older airlock) is replaced.
-pub const RULES_VERSION: &str = "airlock-rules-9";
+pub const RULES_VERSION: &str = "airlock-rules-10";
 /// An empty set whose presence marks the current rules (checked over netlink on every attach).
-pub const RULES_VERSION_SET: &str = "rules_v9";
+pub const RULES_VERSION_SET: &str = "rules_v10";
 /// NFLOG group of dropped packets.
 pub const NFLOG_GROUP: u16 = 7141;
-/// Ports the gateway serves on each job's gateway address.
+/// Ports the gateway serves on each job's gateway address, as the job sees them (the gateway
+/// itself listens on ports the kernel chose; the `gw_ports` map redirects to them).
 pub const GATEWAY_TCP_PORTS: &[u16] = &[53, 80, 443, 3128];
+
+/// Where a job's gateway listens: for each service port a job dials (UDP 53, TCP 53, 80,
+/// 443, 3128), the port its gateway bound on the job's gateway address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GatewayPorts {
+    /// DNS over UDP.
+    pub dns_udp: u16,
+    /// DNS over TCP.
+    pub dns_tcp: u16,
+    /// Transparent HTTP.
+    pub http: u16,
+    /// Transparent HTTPS.
+    pub https: u16,
+    /// The CONNECT proxy.
+    pub connect: u16,
+}
+
+impl GatewayPorts {
+    /// (protocol number, service port, gateway port) of each service.
+    pub fn entries(&self) -> [(u8, u16, u16); 5] {
+        [
+            (17, 53, self.dns_udp),
+            (6, 53, self.dns_tcp),
+            (6, 80, self.http),
+            (6, 443, self.https),
+            (6, 3128, self.connect),
+        ]
+    }
+}
 
 /// Never reachable, whatever a policy says. `metadata.google.internal` is refused by name in
 /// the DNS gateway; its address is 169.254.169.254, listed here.
@@ -93,6 +126,8 @@ pub fn ruleset() -> String {
   set never {{ type ipv4_addr; flags interval; elements = {{ {never} }} }}
   set internal {{ type ipv4_addr; flags interval; elements = {{ {internal} }} }}
   set allowed {{ type ipv4_addr . ipv4_addr . inet_proto . inet_service; flags interval; }}
+  # (job . protocol . service port) : the port its gateway listens on.
+  map gw_ports {{ type ipv4_addr . inet_proto . inet_service : inet_service; }}
   set dropped {{ type ipv4_addr . ipv4_addr . inet_proto . inet_service; flags dynamic, timeout; timeout 60s; size 65536; }}
 
   # Decides, before any address rewriting, whether a packet from a job is denied, and
@@ -128,16 +163,20 @@ pub fn ruleset() -> String {
   # Everything a job sends lands on its gateway address: DNS and HTTP(S) at the gateway's
   # services, denied traffic at port 9, where the input chain refuses it at once. Only
   # allowed internal services (and, in audit mode, other traffic) are routed onwards.
+  # A redirect to the gateway looks its port up in gw_ports; a job without an element there
+  # matches nothing and falls through to port 9.
   chain prerouting {{
     type nat hook prerouting priority dstnat; policy accept;
     iifname != "{i}*" return
+    ip saddr . ip daddr @job_gw udp dport 53 redirect to : {gw}
+    ip saddr . ip daddr @job_gw tcp dport {{ {ports} }} redirect to : {gw}
     ip saddr . ip daddr @job_gw return
     ip daddr @never meta l4proto {{ tcp, udp }} redirect to :9
     ip daddr @jobs meta l4proto {{ tcp, udp }} redirect to :9
     ip daddr @gateways meta l4proto {{ tcp, udp }} redirect to :9
     ip saddr . ip daddr . meta l4proto . th dport @allowed return
-    udp dport 53 redirect
-    tcp dport {{ 53, 80, 443 }} ip daddr != @internal redirect
+    udp dport 53 redirect to : {gw}
+    tcp dport {{ 53, 80, 443 }} ip daddr != @internal redirect to : {gw}
     ip saddr @audit_jobs ip daddr != @never return
     meta l4proto {{ tcp, udp }} redirect to :9
   }}
@@ -147,11 +186,13 @@ pub fn ruleset() -> String {
     iifname "{i}*" jump from_job_to_host
   }}
 
+  # The gateway's ports are reached only through the redirect of a service port (never
+  # dialled directly, never port 9): nothing else of the host, whatever listens on it.
   chain from_job_to_host {{
     meta nfproto ipv6 drop
     ct state established,related accept
-    ip saddr . ip daddr @job_gw udp dport 53 accept
-    ip saddr . ip daddr @job_gw tcp dport {{ {ports} }} accept
+    ip saddr . ip daddr @job_gw meta l4proto udp ct status dnat ct original proto-dst 53 udp dport != 9 accept
+    ip saddr . ip daddr @job_gw meta l4proto tcp ct status dnat ct original proto-dst {{ {ports} }} tcp dport != 9 accept
     # An audit-mode job's packet reaches here with its own destination (not redirected): a
     # host address. Refused, and recorded like any denial.
     ip saddr @audit_jobs ct status ! dnat jump record
@@ -186,6 +227,7 @@ pub fn ruleset() -> String {
 "#,
         never = NEVER.join(", "),
         internal = INTERNAL.join(", "),
+        gw = "ip saddr . meta l4proto . th dport map @gw_ports",
     )
 }
 
@@ -226,7 +268,14 @@ pub fn ensure_table() -> Result<(), NetError> {
     ))
 }
 
-fn single_elements(job: Ipv4Addr, gateway: Ipv4Addr, audit: bool) -> Vec<Element> {
+/// A job's plain elements; `ports` = its gateway's ports when adding (`None` when removing:
+/// the map's keys are enough).
+fn single_elements(
+    job: Ipv4Addr,
+    gateway: Ipv4Addr,
+    audit: bool,
+    ports: Option<&GatewayPorts>,
+) -> Vec<Element> {
     let mut v = vec![
         Element::addr("jobs", job),
         Element::pair("job_gw", job, gateway),
@@ -234,6 +283,23 @@ fn single_elements(job: Ipv4Addr, gateway: Ipv4Addr, audit: bool) -> Vec<Element
     ];
     if audit {
         v.push(Element::addr("audit_jobs", job));
+    }
+    // Any ports serve to compute the keys of a removal.
+    let keys = GatewayPorts {
+        dns_udp: 0,
+        dns_tcp: 0,
+        http: 0,
+        https: 0,
+        connect: 0,
+    };
+    for (proto, service, to) in ports.unwrap_or(&keys).entries() {
+        v.push(Element::port_map(
+            "gw_ports",
+            job,
+            proto,
+            service,
+            ports.map(|_| to),
+        ));
     }
     v
 }
@@ -252,15 +318,16 @@ fn first_error(codes: &[i32], items: &[Element], ignore: &[i32]) -> Option<(Stri
         })
 }
 
-/// Adds a job's elements, allow rules included: one netlink batch, applied whole or not at
-/// all.
+/// Adds a job's elements, allow rules and the redirects to its gateway's `ports` included:
+/// one netlink batch, applied whole or not at all.
 pub fn attach(
     job: Ipv4Addr,
     gateway: Ipv4Addr,
     audit: bool,
     allow: &[AllowRule],
+    ports: &GatewayPorts,
 ) -> Result<(), NetError> {
-    let items = single_elements(job, gateway, audit);
+    let items = single_elements(job, gateway, audit, Some(ports));
     let allowed = Allowed { job, rules: allow };
     let codes = crate::nftnl::job_elements(true, &items, Some(allowed))?;
     match first_error(&codes, &items, &[]) {
@@ -283,7 +350,7 @@ pub fn detach(
     // One batch for all (each nftables commit waits for an RCU grace period); if an element
     // is already gone the batch is refused as a whole, so fall back to one batch per element:
     // a leaked `allowed` element would be inherited by the next job leasing the address.
-    let items = single_elements(job, gateway, audit);
+    let items = single_elements(job, gateway, audit, None);
     let allowed = Allowed { job, rules: allow };
     if let Ok(codes) = crate::nftnl::job_elements(false, &items, Some(allowed)) {
         if codes.iter().all(|c| *c == 0) {
@@ -339,30 +406,46 @@ mod tests {
 
     /// The elements of each job-keyed set, as `nft` prints them.
     fn sets() -> Vec<(&'static str, String)> {
-        ["jobs", "job_gw", "gateways", "audit_jobs", "allowed"]
-            .into_iter()
-            .map(|s| {
-                let o = Command::new("nft")
-                    .args(["list", "set", "inet", TABLE, s])
-                    .output()
-                    .expect("nft");
-                assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-                let text = String::from_utf8_lossy(&o.stdout);
-                let elems = text
-                    .split_once("elements = {")
-                    .map(|(_, e)| {
-                        e.split('}')
-                            .next()
-                            .unwrap_or("")
-                            .split_whitespace()
-                            .collect::<Vec<_>>()
-                            .join(" ")
-                    })
-                    .unwrap_or_default();
-                (s, elems)
-            })
-            .collect()
+        [
+            "jobs",
+            "job_gw",
+            "gateways",
+            "audit_jobs",
+            "allowed",
+            "gw_ports",
+        ]
+        .into_iter()
+        .map(|s| {
+            let kind = if s == "gw_ports" { "map" } else { "set" };
+            let o = Command::new("nft")
+                .args(["list", kind, "inet", TABLE, s])
+                .output()
+                .expect("nft");
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+            let text = String::from_utf8_lossy(&o.stdout);
+            let elems = text
+                .split_once("elements = {")
+                .map(|(_, e)| {
+                    e.split('}')
+                        .next()
+                        .unwrap_or("")
+                        .split_whitespace()
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                })
+                .unwrap_or_default();
+            (s, elems)
+        })
+        .collect()
     }
+
+    const PORTS: GatewayPorts = GatewayPorts {
+        dns_udp: 40001,
+        dns_tcp: 40002,
+        http: 40003,
+        https: 40004,
+        connect: 40005,
+    };
 
     fn rule(s: &str) -> AllowRule {
         AllowRule::parse(s).expect("rule")
@@ -374,14 +457,14 @@ mod tests {
             ensure_table().expect("table");
             let (job, gw) = (Ipv4Addr::new(10, 213, 0, 6), Ipv4Addr::new(10, 213, 0, 5));
             let allow = [rule("10.50.0.10/32:5432"), rule("10.1.0.0/16:53/udp")];
-            attach(job, gw, true, &allow).expect("attach");
+            attach(job, gw, true, &allow, &PORTS).expect("attach");
             let with = sets();
             let mut errors = vec![];
             detach(job, gw, true, &allow, &mut errors);
             let without = sets();
 
             // Detach still removes everything when some elements are already gone.
-            attach(job, gw, false, &allow).expect("attach again");
+            attach(job, gw, false, &allow, &PORTS).expect("attach again");
             let gone = Command::new("nft")
                 .args(["delete element inet airlock jobs { 10.213.0.6 }"])
                 .status()
@@ -400,6 +483,12 @@ mod tests {
                 "{set} has no element after attach: {with:?}"
             );
         }
+        let map = &with.iter().find(|(s, _)| *s == "gw_ports").expect("map").1;
+        assert!(
+            map.contains("10.213.0.6 . tcp . 80 : 40003")
+                && map.contains("10.213.0.6 . udp . 53 : 40001"),
+            "{map}"
+        );
         assert!(errors.is_empty(), "{errors:?}");
         assert!(errors2.is_empty(), "{errors2:?}");
         for sets in [&without, &after_partial] {
@@ -420,7 +509,7 @@ mod tests {
             // Overlapping intervals of one job: the kernel refuses the `allowed` elements
             // (EEXIST), and with them, in the same batch, the job's other elements.
             let allow = [rule("10.0.0.0/8:7777"), rule("10.1.0.0/16:7777")];
-            (attach(job, gw, true, &allow), sets())
+            (attach(job, gw, true, &allow, &PORTS), sets())
         });
         let Some((attached, sets)) = r else {
             return;

@@ -13,14 +13,17 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use airlock_policy::{EgressMode, EgressRules, Proto};
-use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
-use hickory_proto::rr::{Name, RData, RecordType};
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::net::{TcpListener, UdpSocket};
 
-use crate::firewall::{INTERNAL, NEVER};
+use crate::firewall::{GatewayPorts, INTERNAL, NEVER};
 use crate::NetError;
+
+mod dns;
+mod http;
+
+use dns::resolve_cached;
+pub use http::sni_of;
 
 /// Names refused whatever the policy says.
 pub const NEVER_NAMES: &[&str] = &[
@@ -182,9 +185,10 @@ impl Ctx {
         }
     }
 
-    /// Whether the gateway may connect to `ip:port`: never to never-reachable or host
-    /// addresses, to internal ranges only through an allow rule (DNS rebinding guard).
-    async fn addr_verdict(&self, ip: Ipv4Addr, port: u16) -> Result<(), String> {
+    /// Whether the gateway may connect to `ip:port` (`port` `None`: whether a DNS answer may
+    /// hold `ip`): never to never-reachable or host addresses, to internal ranges only through
+    /// an allow rule, on any of its ports for a DNS answer (DNS rebinding guard).
+    async fn addr_verdict(&self, ip: Ipv4Addr, port: Option<u16>) -> Result<(), String> {
         if in_list(ip, NEVER) {
             return Err(format!("{ip} is never reachable"));
         }
@@ -192,12 +196,10 @@ impl Ctx {
             return Err(format!("{ip} is {what}: never reachable"));
         }
         if in_list(ip, INTERNAL) {
-            let allowed = self
-                .cfg
-                .rules
-                .allow
-                .iter()
-                .any(|r| r.covers(ip, port, Proto::Tcp));
+            let allowed = self.cfg.rules.allow.iter().any(|r| match port {
+                Some(p) => r.covers(ip, p, Proto::Tcp),
+                None => r.covers(ip, r.port, r.proto),
+            });
             if !allowed && !self.audit() {
                 return Err(format!("{ip} is in an internal range (DNS rebinding?)"));
             }
@@ -320,13 +322,16 @@ pub fn tunnelling_suspect(name: &str) -> bool {
 /// A running gateway.
 pub struct Gateway {
     records: Records,
+    ports: GatewayPorts,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Gateway {
     /// Binds every socket (so a failure stops the job before it starts) and serves in a thread
-    /// of its own.
+    /// of its own. The sockets are bound on ports the kernel picks on the job's gateway
+    /// address, never on the ports a job dials (a host service on 0.0.0.0 of those would make
+    /// the bind fail): the firewall redirects the job's ports to [`Gateway::ports`].
     pub fn start(cfg: GatewayConfig) -> Result<Self, NetError> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -340,17 +345,26 @@ impl Gateway {
             records: records.clone(),
             cache: Mutex::default(),
         });
-        let bind = |port| SocketAddr::V4(SocketAddrV4::new(cfg.bind, port));
-        let (udp, dns_tcp, http, https, connect) = rt
-            .block_on(async {
-                Ok::<_, std::io::Error>((
-                    UdpSocket::bind(bind(53)).await?,
-                    TcpListener::bind(bind(53)).await?,
-                    TcpListener::bind(bind(80)).await?,
-                    TcpListener::bind(bind(443)).await?,
-                    TcpListener::bind(bind(3128)).await?,
-                ))
-            })
+        let any = SocketAddr::V4(SocketAddrV4::new(cfg.bind, 0));
+        let bound = rt.block_on(async {
+            let udp = UdpSocket::bind(any).await?;
+            let tcp = [
+                TcpListener::bind(any).await?,
+                TcpListener::bind(any).await?,
+                TcpListener::bind(any).await?,
+                TcpListener::bind(any).await?,
+            ];
+            let port = |a: std::io::Result<SocketAddr>| a.map(|a| a.port());
+            let ports = GatewayPorts {
+                dns_udp: port(udp.local_addr())?,
+                dns_tcp: port(tcp[0].local_addr())?,
+                http: port(tcp[1].local_addr())?,
+                https: port(tcp[2].local_addr())?,
+                connect: port(tcp[3].local_addr())?,
+            };
+            Ok::<_, std::io::Error>((udp, tcp, ports))
+        });
+        let (udp, [dns_tcp, http, https, connect], ports) = bound
             .map_err(|e| NetError::Gateway(format!("binding the gateway on {}: {e}", cfg.bind)))?;
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::Builder::new()
@@ -358,7 +372,7 @@ impl Gateway {
             .spawn(move || {
                 rt.block_on(async move {
                     let udp = Arc::new(udp);
-                    tokio::spawn(serve_dns_udp(ctx.clone(), udp));
+                    tokio::spawn(dns::serve_udp(ctx.clone(), udp));
                     tokio::spawn(accept_loop(ctx.clone(), dns_tcp, Kind::DnsTcp));
                     tokio::spawn(accept_loop(ctx.clone(), http, Kind::Http));
                     tokio::spawn(accept_loop(ctx.clone(), https, Kind::Https));
@@ -371,9 +385,15 @@ impl Gateway {
             .map_err(|e| NetError::Gateway(format!("gateway thread: {e}")))?;
         Ok(Self {
             records,
+            ports,
             stop: Some(tx),
             thread: Some(thread),
         })
+    }
+
+    /// Where it listens, for the firewall's redirects.
+    pub fn ports(&self) -> GatewayPorts {
+        self.ports
     }
 
     /// Stops serving and returns every record.
@@ -414,566 +434,16 @@ async fn accept_loop(ctx: Arc<Ctx>, l: TcpListener, kind: Kind) {
         let ctx = ctx.clone();
         tokio::spawn(async move {
             match kind {
-                Kind::DnsTcp => dns_tcp(ctx, s).await,
-                Kind::Http => http(ctx, s).await,
-                Kind::Https => https(ctx, s).await,
-                Kind::Connect => connect(ctx, s).await,
+                Kind::DnsTcp => dns::serve_tcp(&ctx, s).await,
+                Kind::Http => http::http(&ctx, s).await,
+                Kind::Https => http::https(&ctx, s).await,
+                Kind::Connect => http::connect(&ctx, s).await,
             }
         });
     }
 }
 
-// ---------- DNS ----------
-
-async fn serve_dns_udp(ctx: Arc<Ctx>, sock: Arc<UdpSocket>) {
-    let mut buf = vec![0u8; 4096];
-    loop {
-        let Ok((n, peer)) = sock.recv_from(&mut buf).await else {
-            continue;
-        };
-        let q = buf[..n].to_vec();
-        let ctx = ctx.clone();
-        let sock = sock.clone();
-        tokio::spawn(async move {
-            if let Some(resp) = answer(&ctx, &q).await {
-                let _ = sock.send_to(&resp, peer).await;
-            }
-        });
-    }
-}
-
-async fn dns_tcp(ctx: Arc<Ctx>, mut s: TcpStream) {
-    loop {
-        let mut len = [0u8; 2];
-        if tokio::time::timeout(IO_TIMEOUT, s.read_exact(&mut len))
-            .await
-            .is_err()
-        {
-            return;
-        }
-        let n = usize::from(u16::from_be_bytes(len));
-        let mut q = vec![0u8; n];
-        match tokio::time::timeout(IO_TIMEOUT, s.read_exact(&mut q)).await {
-            Ok(Ok(_)) => {}
-            _ => return,
-        }
-        let Some(resp) = answer(&ctx, &q).await else {
-            return;
-        };
-        let Ok(l) = u16::try_from(resp.len()) else {
-            return;
-        };
-        if s.write_all(&l.to_be_bytes()).await.is_err() || s.write_all(&resp).await.is_err() {
-            return;
-        }
-    }
-}
-
-fn reply(q: &Message, code: ResponseCode) -> Option<Vec<u8>> {
-    let mut m = Message::new();
-    m.set_id(q.id())
-        .set_message_type(MessageType::Response)
-        .set_op_code(q.op_code())
-        .set_recursion_desired(q.recursion_desired())
-        .set_recursion_available(true)
-        .set_response_code(code);
-    m.add_queries(q.queries().to_vec());
-    m.to_vec().ok()
-}
-
-fn dns_record(
-    name: &str,
-    qtype: RecordType,
-    verdict: &str,
-    reason: &str,
-    resolved: Option<IpAddr>,
-) -> ConnRecord {
-    let mut flags = vec![];
-    if tunnelling_suspect(name) {
-        flags.push("dns-tunnelling-suspect".to_owned());
-    }
-    ConnRecord {
-        name: Some(name.to_owned()),
-        qtype: Some(qtype.to_string()),
-        resolved,
-        verdict: verdict.into(),
-        reason: reason.into(),
-        flags,
-        ..ConnRecord::new("dns", 53)
-    }
-}
-
-/// Answers one DNS query (wire format), or `None` to stay silent on garbage.
-async fn answer(ctx: &Ctx, raw: &[u8]) -> Option<Vec<u8>> {
-    let q = Message::from_vec(raw).ok()?;
-    if q.message_type() != MessageType::Query || q.op_code() != OpCode::Query {
-        return reply(&q, ResponseCode::NotImp);
-    }
-    let Some(query) = q.queries().first() else {
-        return reply(&q, ResponseCode::FormErr);
-    };
-    let name = query
-        .name()
-        .to_ascii()
-        .trim_end_matches('.')
-        .to_ascii_lowercase();
-    let qtype = query.query_type();
-    if matches!(qtype, RecordType::AXFR | RecordType::IXFR | RecordType::ANY) {
-        ctx.record(dns_record(
-            &name,
-            qtype,
-            "deny",
-            "zone transfers and ANY are refused",
-            None,
-        ));
-        return reply(&q, ResponseCode::Refused);
-    }
-    if let Err(reason) = ctx.name_verdict(&name) {
-        ctx.record(dns_record(&name, qtype, "deny", &reason, None));
-        return reply(&q, ResponseCode::NXDomain);
-    }
-    if !matches!(qtype, RecordType::A | RecordType::AAAA) {
-        ctx.record(dns_record(
-            &name,
-            qtype,
-            "deny",
-            "only A and AAAA are answered",
-            None,
-        ));
-        return reply(&q, ResponseCode::Refused);
-    }
-    if qtype == RecordType::AAAA {
-        // IPv6 is disabled inside jobs: an empty answer makes clients use IPv4 at once.
-        ctx.record(dns_record(
-            &name,
-            qtype,
-            "allow",
-            "no IPv6 in jobs: empty answer",
-            None,
-        ));
-        return reply(&q, ResponseCode::NoError);
-    }
-    match upstream_query(ctx.cfg.upstream, raw).await {
-        Ok(resp) => {
-            let parsed = Message::from_vec(&resp).ok();
-            let addrs: Vec<Ipv4Addr> = parsed
-                .as_ref()
-                .map(|m| {
-                    m.answers()
-                        .iter()
-                        .filter_map(|r| match r.data() {
-                            RData::A(a) => Some(a.0),
-                            _ => None,
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            if let Some(bad) = addrs.iter().find(|a| in_list(**a, NEVER)) {
-                ctx.record(dns_record(
-                    &name,
-                    qtype,
-                    "deny",
-                    &format!("resolves to {bad}: never reachable"),
-                    Some(IpAddr::V4(*bad)),
-                ));
-                return reply(&q, ResponseCode::NXDomain);
-            }
-            for a in &addrs {
-                if let Some(what) = ctx.host_address(*a).await {
-                    ctx.record(dns_record(
-                        &name,
-                        qtype,
-                        "deny",
-                        &format!("resolves to {a}, {what}: never reachable"),
-                        Some(IpAddr::V4(*a)),
-                    ));
-                    return reply(&q, ResponseCode::NXDomain);
-                }
-            }
-            let mut rec = dns_record(
-                &name,
-                qtype,
-                "allow",
-                "allow-listed",
-                addrs.first().map(|a| IpAddr::V4(*a)),
-            );
-            rec.answers = addrs.iter().map(|a| IpAddr::V4(*a)).collect();
-            ctx.record(rec);
-            Some(resp)
-        }
-        Err(e) => {
-            ctx.record(dns_record(
-                &name,
-                qtype,
-                "deny",
-                &format!("upstream resolver failed: {e}"),
-                None,
-            ));
-            reply(&q, ResponseCode::ServFail)
-        }
-    }
-}
-
-async fn upstream_query(upstream: SocketAddr, raw: &[u8]) -> Result<Vec<u8>, String> {
-    let local: SocketAddr = if upstream.is_ipv4() {
-        "0.0.0.0:0"
-    } else {
-        "[::]:0"
-    }
-    .parse()
-    .map_err(|_| "bad local address".to_owned())?;
-    let s = UdpSocket::bind(local).await.map_err(|e| e.to_string())?;
-    s.connect(upstream).await.map_err(|e| e.to_string())?;
-    let mut buf = vec![0u8; 4096];
-    for _ in 0..2 {
-        s.send(raw).await.map_err(|e| e.to_string())?;
-        if let Ok(Ok(n)) = tokio::time::timeout(DNS_TIMEOUT, s.recv(&mut buf)).await {
-            buf.truncate(n);
-            return Ok(buf);
-        }
-    }
-    Err(format!("no answer from {upstream}"))
-}
-
-/// Resolves through the cache of the proxies.
-async fn resolve_cached(ctx: &Ctx, name: &str) -> Result<Vec<Ipv4Addr>, String> {
-    let key = name.trim_end_matches('.').to_ascii_lowercase();
-    if let Ok(c) = ctx.cache.lock() {
-        if let Some((until, v)) = c.get(&key) {
-            if Instant::now() < *until {
-                return Ok(v.clone());
-            }
-        }
-    }
-    let (v, ttl) = resolve(ctx.cfg.upstream, &key).await?;
-    if let Ok(mut c) = ctx.cache.lock() {
-        c.insert(key, (Instant::now() + ttl.min(CACHE_MAX_TTL), v.clone()));
-    }
-    Ok(v)
-}
-
-/// Resolves `name` to IPv4 addresses through the upstream resolver; also returns the smallest
-/// TTL of the answers.
-async fn resolve(upstream: SocketAddr, name: &str) -> Result<(Vec<Ipv4Addr>, Duration), String> {
-    let n =
-        Name::from_ascii(format!("{}.", name.trim_end_matches('.'))).map_err(|e| e.to_string())?;
-    let mut m = Message::new();
-    m.set_id(rand_id()).set_recursion_desired(true);
-    m.add_query(Query::query(n, RecordType::A));
-    let raw = m.to_vec().map_err(|e| e.to_string())?;
-    let resp =
-        Message::from_vec(&upstream_query(upstream, &raw).await?).map_err(|e| e.to_string())?;
-    if resp.id() != m.id() {
-        return Err("answer id mismatch".into());
-    }
-    let v: Vec<Ipv4Addr> = resp
-        .answers()
-        .iter()
-        .filter_map(|r| match r.data() {
-            RData::A(a) => Some(a.0),
-            _ => None,
-        })
-        .collect();
-    let ttl = resp.answers().iter().map(|r| r.ttl()).min().unwrap_or(0);
-    if v.is_empty() {
-        Err(format!(
-            "{name} has no IPv4 address ({})",
-            resp.response_code()
-        ))
-    } else {
-        Ok((v, Duration::from_secs(u64::from(ttl))))
-    }
-}
-
-fn rand_id() -> u16 {
-    let mut b = [0u8; 2];
-    // SAFETY: the buffer is valid for 2 bytes.
-    unsafe { libc::getrandom(b.as_mut_ptr().cast(), 2, 0) };
-    u16::from_ne_bytes(b)
-}
-
-// ---------- HTTP, HTTPS, CONNECT ----------
-
-/// The destination the job dialled, before the redirect (conntrack's SO_ORIGINAL_DST).
-fn original_dst(s: &TcpStream) -> Option<SocketAddr> {
-    use std::os::fd::AsRawFd;
-    // SAFETY: sockaddr_in is plain data, zero is a valid value.
-    let mut addr: libc::sockaddr_in = unsafe { std::mem::zeroed() };
-    let mut len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-    // SAFETY: getsockopt writes at most `len` bytes into `addr`.
-    let r = unsafe {
-        libc::getsockopt(
-            s.as_raw_fd(),
-            libc::SOL_IP,
-            80, // SO_ORIGINAL_DST
-            (&mut addr as *mut libc::sockaddr_in).cast(),
-            &mut len,
-        )
-    };
-    (r == 0).then(|| {
-        SocketAddr::V4(SocketAddrV4::new(
-            Ipv4Addr::from(u32::from_be(addr.sin_addr.s_addr)),
-            u16::from_be(addr.sin_port),
-        ))
-    })
-}
-
-fn conn_record(
-    kind: &str,
-    name: Option<String>,
-    port: u16,
-    dialled: Option<SocketAddr>,
-) -> ConnRecord {
-    ConnRecord {
-        name,
-        dialled,
-        ..ConnRecord::new(kind, port)
-    }
-}
-
-/// Reads until `done(buf)` says a complete head is there, within limits.
-async fn read_head(s: &mut TcpStream, done: impl Fn(&[u8]) -> bool) -> Option<Vec<u8>> {
-    let mut buf = Vec::with_capacity(2048);
-    let mut chunk = [0u8; 4096];
-    let deadline = Instant::now() + IO_TIMEOUT;
-    while !done(&buf) {
-        if buf.len() >= MAX_HEAD {
-            return None;
-        }
-        let left = deadline.checked_duration_since(Instant::now())?;
-        let n = tokio::time::timeout(left, s.read(&mut chunk))
-            .await
-            .ok()?
-            .ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-    Some(buf)
-}
-
-/// Resolves, checks and connects; on success splices and fills the record. A refusal is
-/// recorded and, for plain HTTP (`http_errors`), explained to the client with a 403.
-#[allow(clippy::too_many_arguments)]
-async fn forward(
-    ctx: &Ctx,
-    mut rec: ConnRecord,
-    client: TcpStream,
-    name: &str,
-    port: u16,
-    first: &[u8],
-    started: Instant,
-    http_errors: bool,
-) {
-    let refuse = |rec: ConnRecord, client: TcpStream| async move {
-        let msg = format!("{name}: {}", rec.reason);
-        ctx.record(rec);
-        if http_errors {
-            deny_http(client, &msg).await;
-        }
-    };
-    let addrs = match resolve_cached(ctx, name).await {
-        Ok(a) => a,
-        Err(e) => {
-            rec.reason = format!("cannot resolve: {e}");
-            return refuse(rec, client).await;
-        }
-    };
-    let mut chosen = None;
-    for a in &addrs {
-        match ctx.addr_verdict(*a, port).await {
-            Ok(()) => {
-                chosen = Some(*a);
-                break;
-            }
-            Err(reason) => rec.reason = reason,
-        }
-    }
-    let Some(ip) = chosen else {
-        rec.resolved = addrs.first().map(|a| IpAddr::V4(*a));
-        return refuse(rec, client).await;
-    };
-    rec.resolved = Some(IpAddr::V4(ip));
-    let mut upstream = match tokio::time::timeout(IO_TIMEOUT, TcpStream::connect((ip, port))).await
-    {
-        Ok(Ok(u)) => u,
-        Ok(Err(e)) => {
-            rec.reason = format!("connect {ip}:{port}: {e}");
-            return refuse(rec, client).await;
-        }
-        Err(_) => {
-            rec.reason = format!("connect {ip}:{port}: timed out");
-            return refuse(rec, client).await;
-        }
-    };
-    if !first.is_empty() && upstream.write_all(first).await.is_err() {
-        rec.reason = "upstream closed".into();
-        return refuse(rec, client).await;
-    }
-    rec.verdict = "allow".into();
-    rec.reason = if ctx.audit() {
-        "audit mode".into()
-    } else {
-        "allow-listed".into()
-    };
-    let mut client = client;
-    // 64 KiB buffers: the default 8 KiB costs a third of bulk throughput.
-    let (up, down) =
-        tokio::io::copy_bidirectional_with_sizes(&mut client, &mut upstream, 1 << 16, 1 << 16)
-            .await
-            .unwrap_or((0, 0));
-    rec.bytes_up = up + first.len() as u64;
-    rec.bytes_down = down;
-    rec.duration_ms = started.elapsed().as_millis() as u64;
-    ctx.record(rec);
-}
-
-fn host_of(head: &[u8]) -> Option<String> {
-    let mut headers = [httparse::EMPTY_HEADER; 64];
-    let mut req = httparse::Request::new(&mut headers);
-    req.parse(head).ok()?;
-    let host = req
-        .headers
-        .iter()
-        .find(|h| h.name.eq_ignore_ascii_case("host"))?;
-    let host = std::str::from_utf8(host.value).ok()?.trim();
-    // Strip a port; IPv6 literals are not served.
-    let name = host.rsplit_once(':').map_or(host, |(h, p)| {
-        if p.bytes().all(|b| b.is_ascii_digit()) {
-            h
-        } else {
-            host
-        }
-    });
-    Some(name.to_ascii_lowercase())
-}
-
-async fn deny_http(mut s: TcpStream, msg: &str) {
-    let body = format!("airlock: {msg}\n");
-    let resp = format!(
-        "HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let _ = s.write_all(resp.as_bytes()).await;
-    let _ = s.shutdown().await;
-}
-
-async fn http(ctx: Arc<Ctx>, mut s: TcpStream) {
-    let started = Instant::now();
-    let dialled = original_dst(&s);
-    let port = dialled.map_or(80, |d| d.port());
-    let Some(head) = read_head(&mut s, |b| b.windows(4).any(|w| w == b"\r\n\r\n")).await else {
-        let mut r = conn_record("http", None, port, dialled);
-        r.reason = "no complete request head".into();
-        ctx.record(r);
-        return;
-    };
-    let name = host_of(&head);
-    let mut rec = conn_record("http", name.clone(), port, dialled);
-    let Some(name) = name else {
-        rec.reason = "no Host header".into();
-        ctx.record(rec);
-        return deny_http(s, "requests need a Host header").await;
-    };
-    if let Err(reason) = ctx.name_verdict(&name) {
-        rec.reason = reason.clone();
-        ctx.record(rec);
-        return deny_http(s, &format!("{name}: {reason}")).await;
-    }
-    forward(&ctx, rec, s, &name, port, &head, started, true).await;
-}
-
-/// The SNI of a TLS ClientHello, if the buffer holds a complete one.
-pub fn sni_of(buf: &[u8]) -> Option<String> {
-    use tls_parser::{
-        parse_tls_extensions, parse_tls_plaintext, TlsExtension, TlsMessage, TlsMessageHandshake,
-    };
-    let (_, rec) = parse_tls_plaintext(buf).ok()?;
-    for m in rec.msg {
-        if let TlsMessage::Handshake(TlsMessageHandshake::ClientHello(ch)) = m {
-            let (_, exts) = parse_tls_extensions(ch.ext?).ok()?;
-            for e in exts {
-                if let TlsExtension::SNI(names) = e {
-                    for (_, n) in names {
-                        if let Ok(s) = std::str::from_utf8(n) {
-                            return Some(s.to_ascii_lowercase());
-                        }
-                    }
-                }
-            }
-        }
-    }
-    None
-}
-
-fn tls_record_complete(b: &[u8]) -> bool {
-    b.len() >= 5 && b.len() >= 5 + usize::from(u16::from_be_bytes([b[3], b[4]]))
-}
-
-async fn https(ctx: Arc<Ctx>, mut s: TcpStream) {
-    let started = Instant::now();
-    let dialled = original_dst(&s);
-    let port = dialled.map_or(443, |d| d.port());
-    let Some(hello) = read_head(&mut s, tls_record_complete).await else {
-        let mut r = conn_record("https", None, port, dialled);
-        r.reason = "no complete TLS ClientHello".into();
-        ctx.record(r);
-        return;
-    };
-    let name = sni_of(&hello);
-    let mut rec = conn_record("https", name.clone(), port, dialled);
-    let Some(name) = name else {
-        rec.reason = "no SNI in the ClientHello".into();
-        ctx.record(rec);
-        return;
-    };
-    if let Err(reason) = ctx.name_verdict(&name) {
-        rec.reason = reason;
-        ctx.record(rec);
-        return;
-    }
-    forward(&ctx, rec, s, &name, port, &hello, started, false).await;
-}
-
-async fn connect(ctx: Arc<Ctx>, mut s: TcpStream) {
-    let started = Instant::now();
-    let Some(head) = read_head(&mut s, |b| b.windows(4).any(|w| w == b"\r\n\r\n")).await else {
-        return;
-    };
-    let line = String::from_utf8_lossy(&head);
-    let mut parts = line.split_whitespace();
-    let (Some(method), Some(target)) = (parts.next(), parts.next()) else {
-        return deny_http(s, "bad request").await;
-    };
-    let (host, port) = match target.rsplit_once(':').map(|(h, p)| (h, p.parse::<u16>())) {
-        Some((h, Ok(p))) => (h.to_ascii_lowercase(), p),
-        _ => return deny_http(s, "CONNECT needs host:port").await,
-    };
-    let mut rec = conn_record("connect", Some(host.clone()), port, None);
-    if !method.eq_ignore_ascii_case("CONNECT") {
-        rec.reason = format!("method {method} on the CONNECT proxy");
-        ctx.record(rec);
-        return deny_http(s, "only CONNECT is served here").await;
-    }
-    if port != 443 && port != 80 && !ctx.audit() {
-        rec.reason = format!("port {port} is not proxied (80 and 443 only)");
-        ctx.record(rec);
-        return deny_http(s, "only ports 80 and 443").await;
-    }
-    if let Err(reason) = ctx.name_verdict(&host) {
-        rec.reason = reason.clone();
-        ctx.record(rec);
-        return deny_http(s, &format!("{host}: {reason}")).await;
-    }
-    if s.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
-        .await
-        .is_err()
-    {
-        return;
-    }
-    forward(&ctx, rec, s, &host, port, &[], started, false).await;
-}
+// ---------- DNS, HTTP, HTTPS, CONNECT: see the submodules ----------
 
 #[cfg(test)]
 mod tests {
@@ -1010,12 +480,5 @@ mod tests {
         assert!(in_cidr(ip("1.2.3.4"), ip("0.0.0.0"), 0));
         assert!(in_cidr(ip("1.2.3.4"), ip("1.2.3.4"), 32));
         assert!(!in_cidr(ip("1.2.3.5"), ip("1.2.3.4"), 32));
-    }
-
-    #[test]
-    fn host_header_is_read_without_port() {
-        let h = b"GET / HTTP/1.1\r\nHost: Example.COM:8080\r\n\r\n";
-        assert_eq!(host_of(h).as_deref(), Some("example.com"));
-        assert_eq!(host_of(b"GET / HTTP/1.1\r\n\r\n"), None);
     }
 }

@@ -147,7 +147,20 @@ pub fn setup(
         step("table");
         link::attach(&ns_file, &st.iface, &lease)?;
         step("links");
-        firewall::attach(lease.job, lease.gateway, st.audit, &st.rules())?;
+        // The gateway binds first, on ports the kernel picks on the job's gateway address (a
+        // host service on 0.0.0.0:53/80/443/3128 cannot stop it); the firewall elements then
+        // redirect the job's service ports there.
+        let gateway = Gateway::start(GatewayConfig {
+            job: job_id.to_owned(),
+            bind: lease.gateway,
+            rules: rules.clone(),
+            upstream,
+            pool: pool.clone(),
+        })?;
+        let ports = gateway.ports();
+        net.gateway = Some(gateway);
+        step("gateway");
+        firewall::attach(lease.job, lease.gateway, st.audit, &st.rules(), &ports)?;
         step("elements");
         if st.audit || !st.allow.is_empty() {
             // Allowed internal services and audit mode are routed, not proxied: the host must
@@ -155,14 +168,6 @@ pub fn setup(
             std::fs::write("/proc/sys/net/ipv4/ip_forward", b"1")
                 .map_err(|e| NetError::Unavailable(format!("enabling IPv4 forwarding: {e}")))?;
         }
-        net.gateway = Some(Gateway::start(GatewayConfig {
-            job: job_id.to_owned(),
-            bind: lease.gateway,
-            rules: rules.clone(),
-            upstream,
-            pool: pool.clone(),
-        })?);
-        step("gateway");
         Ok(())
     })();
     match r {

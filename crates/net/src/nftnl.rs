@@ -156,13 +156,16 @@ pub fn table_is_current() -> Result<bool, NetError> {
 }
 
 /// One element of a set with a plain key: an address, or a concatenation of addresses (each
-/// field of an `ipv4_addr . ipv4_addr` key is 4 bytes, already register-aligned).
+/// field of an `ipv4_addr . ipv4_addr` key is 4 bytes, already register-aligned); with data
+/// when the set is a map.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Element {
     /// The set.
     pub set: &'static str,
     /// The key's bytes.
     pub key: Vec<u8>,
+    /// The mapped value's bytes (maps only; not needed to delete).
+    pub data: Option<Vec<u8>>,
 }
 
 impl Element {
@@ -171,6 +174,7 @@ impl Element {
         Self {
             set,
             key: a.octets().to_vec(),
+            data: None,
         }
     }
 
@@ -178,7 +182,25 @@ impl Element {
     pub fn pair(set: &'static str, a: Ipv4Addr, b: Ipv4Addr) -> Self {
         let mut key = a.octets().to_vec();
         key.extend_from_slice(&b.octets());
-        Self { set, key }
+        Self {
+            set,
+            key,
+            data: None,
+        }
+    }
+
+    /// An element of a map `ipv4_addr . inet_proto . inet_service : inet_service` (each field
+    /// of the key padded to 4 bytes); `to` = `None` for a deletion.
+    pub fn port_map(set: &'static str, a: Ipv4Addr, proto: u8, port: u16, to: Option<u16>) -> Self {
+        let mut key = a.octets().to_vec();
+        key.extend_from_slice(&[proto, 0, 0, 0]);
+        key.extend_from_slice(&port.to_be_bytes());
+        key.extend_from_slice(&[0, 0]);
+        Self {
+            set,
+            key,
+            data: to.map(|p| p.to_be_bytes().to_vec()),
+        }
     }
 }
 
@@ -187,9 +209,17 @@ fn elements(e: &Element) -> SetElementMessage {
         attributes: vec![
             SetElementList::Table(TABLE.to_owned()),
             SetElementList::Set(e.set.to_owned()),
-            SetElementList::Elements(vec![ListAttribute::Element(vec![
-                SetElementAttribute::Key(DataAttribute::Value(e.key.clone())),
-            ])]),
+            SetElementList::Elements(vec![ListAttribute::Element(
+                std::iter::once(SetElementAttribute::Key(DataAttribute::Value(
+                    e.key.clone(),
+                )))
+                .chain(
+                    e.data
+                        .clone()
+                        .map(|d| SetElementAttribute::Data(DataAttribute::Value(d))),
+                )
+                .collect(),
+            )]),
         ],
     }
 }

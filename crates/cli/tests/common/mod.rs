@@ -28,7 +28,14 @@ macro_rules! need_root {
 }
 
 /// The firewall's sets whose elements belong to one job (crates/net/src/firewall.rs).
-pub const JOB_SETS: &[&str] = &["jobs", "job_gw", "gateways", "audit_jobs", "allowed"];
+pub const JOB_SETS: &[&str] = &[
+    "jobs",
+    "job_gw",
+    "gateways",
+    "audit_jobs",
+    "allowed",
+    "gw_ports",
+];
 
 pub const AIRLOCK: &str = env!("CARGO_BIN_EXE_airlock");
 pub const PROBE: &str = env!("CARGO_BIN_EXE_airlock-probe");
@@ -205,8 +212,10 @@ impl World {
                 .success();
             // No table: this world never started a job's network.
             for name in JOB_SETS.iter().filter(|_| table) {
+                // gw_ports is a map (job's service port : its gateway's port).
+                let kind = if *name == "gw_ports" { "map" } else { "set" };
                 let o = self
-                    .in_netns(&["nft", "list", "set", "inet", "airlock", name])
+                    .in_netns(&["nft", "list", kind, "inet", "airlock", name])
                     .output()
                     .expect("nft");
                 let set = String::from_utf8_lossy(&o.stdout).into_owned();

@@ -17,6 +17,8 @@ mod cgroup_release_agent;
 mod chroot;
 mod dev_mem;
 mod disk_fill;
+mod dns_rebind;
+mod dns_smuggle;
 mod dns_tunnel;
 mod docker_socket;
 mod doh;
@@ -25,6 +27,7 @@ mod fileless_exec;
 mod fork_bomb;
 mod hardcoded_ip;
 mod host_pids;
+mod http_fronting;
 mod io_uring;
 mod iopl;
 mod kcore;
@@ -226,6 +229,9 @@ pub fn registry() -> &'static [&'static dyn Attack] {
         &dns_tunnel::DnsTunnel,
         &hardcoded_ip::HardcodedIp,
         &doh::Doh,
+        &http_fronting::HttpFronting,
+        &dns_smuggle::DnsSmuggle,
+        &dns_rebind::DnsRebind,
         &rogue_runner::RogueRunner,
         &sibling_job::SiblingJob,
         &sibling_job::SiblingVictim,
