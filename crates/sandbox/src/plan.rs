@@ -112,6 +112,8 @@ pub struct JobPlan {
     pub egress: EgressRules,
     /// Whether execs and denied calls are recorded (crate::watch).
     pub process_events: bool,
+    /// Bounds on the records the job can cause (the group's `audit`).
+    pub audit: airlock_policy::AuditLimits,
 }
 
 impl JobPlan {
@@ -170,6 +172,7 @@ impl JobPlan {
             argv,
             workspace,
             process_events: group.process_events,
+            audit: group.audit.clone(),
         })
     }
 }

@@ -8,14 +8,19 @@
 
 use std::collections::{BTreeSet, HashSet};
 
-use super::{net, some_of, DetectError, Detector, Evidence};
+use super::{insert_capped, net, some_of, DetectError, Detector, Evidence, MAX_TRACE};
 use crate::alert::{Alert, Severity, Technique};
 use crate::Record;
 
 /// The detector.
 #[derive(Debug, Default)]
 pub struct DeniedEgress {
-    denied: Vec<(String, Record)>,
+    /// (destination index in `dests`, or none past the cap; sequence number; time), at most
+    /// [`MAX_TRACE`].
+    denied: Vec<(Option<u32>, u64, u128)>,
+    dests: Vec<String>,
+    index: std::collections::HashMap<String, u32>,
+    job: String,
 }
 
 impl Detector for DeniedEgress {
@@ -25,8 +30,24 @@ impl Detector for DeniedEgress {
 
     fn observe(&mut self, rec: &Record, _out: &mut Vec<Alert>) {
         if let Some(n) = net(rec) {
-            if n.policy_denied() {
-                self.denied.push((n.destination(), rec.clone()));
+            if n.policy_denied() && self.denied.len() < MAX_TRACE {
+                let d = n.destination();
+                let id = match self.index.get(&d) {
+                    Some(i) => Some(*i),
+                    None if self.dests.len() < super::MAX_DISTINCT => {
+                        let i = u32::try_from(self.dests.len()).unwrap_or(u32::MAX);
+                        self.index.insert(d.clone(), i);
+                        self.dests.push(d);
+                        Some(i)
+                    }
+                    None => None,
+                };
+                self.denied.push((id, rec.seq, n.time_ms));
+                if self.job.is_empty() {
+                    if let Some(j) = &rec.job {
+                        self.job.clone_from(j);
+                    }
+                }
             }
         }
     }
@@ -38,11 +59,20 @@ impl Detector for DeniedEgress {
             .collect();
         let mut ev = Evidence::default();
         let mut dests = BTreeSet::new();
-        for (d, r) in &self.denied {
-            if !explained.contains(&r.seq) {
-                ev.add(r);
-                dests.insert(d.clone());
+        let mut unnamed = false;
+        for (d, seq, t) in &self.denied {
+            if !explained.contains(seq) {
+                ev.add_parts(*seq, *t, &self.job);
+                match d.and_then(|i| self.dests.get(i as usize)) {
+                    Some(d) => {
+                        insert_capped(&mut dests, d.clone());
+                    }
+                    None => unnamed = true,
+                }
             }
+        }
+        if unnamed {
+            dests.insert("(more)".to_owned());
         }
         if ev.is_empty() {
             return Ok(());

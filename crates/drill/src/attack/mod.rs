@@ -40,6 +40,7 @@ mod proc_self_exe;
 mod ptrace;
 mod raw_socket;
 mod recon;
+mod record_flood;
 mod rogue_runner;
 mod setns;
 mod setuid;
@@ -69,6 +70,8 @@ pub mod detector {
     pub const ROGUE_RUNNER: &str = "rogue-runner";
     /// DNS tunnelling suspected.
     pub const DNS_TUNNELLING: &str = "dns-tunnelling";
+    /// The job flooded airlock's records (aggregated past the group's audit bounds).
+    pub const RECORD_FLOOD: &str = "record-flood";
 }
 
 /// The group an attack belongs to (for the table and the docs).
@@ -173,6 +176,11 @@ pub trait Attack: Sync {
     fn helper_only(&self) -> bool {
         false
     }
+    /// An attack on airlock's own records: the job's records in the audit log must stay
+    /// below this many, or the attack got through (the drill counts them).
+    fn record_bound(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// Every attack, in the order the drill runs them. The control comes first: if it fails, the
@@ -224,6 +232,7 @@ pub fn registry() -> &'static [&'static dyn Attack] {
         &fork_bomb::ForkBomb,
         &memory::Memory,
         &disk_fill::DiskFill,
+        &record_flood::RecordFlood,
     ];
     ALL
 }
