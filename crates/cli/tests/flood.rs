@@ -189,11 +189,24 @@ fn a_million_files_scan_is_bounded_and_summarised() {
         .collect();
     assert_eq!(scans.len(), 1, "{scans:?}");
     let s = &scans[0]["data"];
-    // Everything counted; only the first few thousand listed one by one.
-    assert!(s["total"].as_u64().unwrap_or(0) > n, "{s}");
-    assert!(changed < 10_000, "{changed} file.changed records");
+    // Only the first few thousand listed one by one, everything counted by category.
+    assert!(changed <= 5_000, "{changed} file.changed records");
     assert_eq!(s["listed"].as_u64(), Some(changed as u64), "{s}");
-    assert!(s["by_category"]["created"].as_u64().unwrap_or(0) > n, "{s}");
+    assert_eq!(s["total"], s["by_category"]["created"], "{s}");
+    if s["complete"] == true {
+        assert!(s["total"].as_u64().unwrap_or(0) > n, "{s}");
+    } else {
+        // A loaded machine (debug build) may reach the scan's time bound first: then the
+        // scan says where it stopped, and that is an alert.
+        assert_eq!(s["stopped"], "time", "{s}");
+        assert!(s["total"].as_u64().unwrap_or(0) > 10_000, "{s}");
+        assert!(
+            records(&w, "alert")
+                .iter()
+                .any(|r| r["job"] == job.as_str() && r["data"]["detector"] == "record-flood"),
+            "an incomplete scan raised no record-flood alert"
+        );
+    }
     assert!(
         peak <= idle + 64 * 1024,
         "airlock peaked at {peak} KiB, idle {idle} KiB"

@@ -245,12 +245,12 @@ pub fn scan_bounded(
             if !existed {
                 c.note(change(&job_path, "created", &st, path_dirs));
             }
+            let fd = top.fd;
             if stack.len() >= limits.depth {
                 c.r.too_deep += 1;
                 c.r.stopped.get_or_insert("depth");
                 continue;
             }
-            let fd = top.fd;
             if let Some((it, fd)) = open_dir(Some(fd), name) {
                 stack.push(Frame {
                     it,
@@ -302,7 +302,9 @@ fn under(path: &str, dir: &str) -> bool {
 pub fn classify(path: &str, path_dirs: &[String]) -> Option<&'static str> {
     let home = HOME;
     let name = path.rsplit('/').next().unwrap_or("");
-    let in_home = |rel: &str| under(path, &format!("{home}/{rel}"));
+    // Without building `{home}/{rel}` for every file: the scan calls this for each entry.
+    let below_home = path.strip_prefix(home).and_then(|r| r.strip_prefix('/'));
+    let in_home = |rel: &str| below_home.is_some_and(|r| under(r, rel));
     if under(path, "/var/spool/cron")
         || under(path, "/etc/crontab")
         || [
