@@ -538,7 +538,9 @@ mod tests {
     fn a_flood_of_one_key_is_written_up_to_its_burst_then_aggregated_with_its_count() {
         let mut l = Limiter::new(limits(10, 100, 1_000_000));
         // 100k calls within one second.
-        let evs: Vec<Event> = (0..100_000u128).map(|i| denied(1000 + i / 100, "acct")).collect();
+        let evs: Vec<Event> = (0..100_000u128)
+            .map(|i| denied(1000 + i / 100, "acct"))
+            .collect();
         let out = run(&mut l, evs);
         let written = count(&out, "syscall.denied");
         assert!((100..=112).contains(&written), "{written}");
@@ -566,7 +568,10 @@ mod tests {
             .iter()
             .any(|e| e.kind == "syscall.denied" && e.data["syscall"] == "mount"));
         let mut quiet = Limiter::new(AuditLimits::default());
-        let out = run(&mut quiet, (0..50u128).map(|i| denied(i * 10, "acct")).collect());
+        let out = run(
+            &mut quiet,
+            (0..50u128).map(|i| denied(i * 10, "acct")).collect(),
+        );
         assert_eq!(count(&out, "syscall.denied"), 50);
         assert_eq!(count(&out, AGGREGATED) + count(&out, FLOOD), 0);
     }

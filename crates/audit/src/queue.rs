@@ -439,8 +439,12 @@ mod tests {
             q.send(e).expect("send");
         }
         // Another job's events are not this job's business.
-        q.send(Event::new("syscall.denied", Some("k"), json!({ "syscall": "acct" })))
-            .expect("send");
+        q.send(Event::new(
+            "syscall.denied",
+            Some("k"),
+            json!({ "syscall": "acct" }),
+        ))
+        .expect("send");
         let done = q.finish("j").expect("finish");
         assert_eq!(done.limits.written + done.limits.aggregated, n);
         assert!(done.limits.written < 100, "{:?}", done.limits);
@@ -457,7 +461,11 @@ mod tests {
             .iter()
             .find(|a| a.detector == "record-flood")
             .expect("flood");
-        assert!(flood.summary.contains("syscall.denied"), "{}", flood.summary);
+        assert!(
+            flood.summary.contains("syscall.denied"),
+            "{}",
+            flood.summary
+        );
         let priv_op = done
             .detection
             .alerts
@@ -465,13 +473,18 @@ mod tests {
             .find(|a| a.detector == "privileged-operation")
             .expect("privileged-operation");
         assert!(
-            priv_op.summary.contains(&format!("refused {n} privileged calls")),
+            priv_op
+                .summary
+                .contains(&format!("refused {n} privileged calls")),
             "{}",
             priv_op.summary
         );
         q.close().expect("close");
         let recs = crate::read_all(d.path()).expect("read");
-        let of_j = recs.iter().filter(|r| r.job.as_deref() == Some("j")).count();
+        let of_j = recs
+            .iter()
+            .filter(|r| r.job.as_deref() == Some("j"))
+            .count();
         assert!(of_j < 100, "{of_j} records written");
         let agg = recs
             .iter()

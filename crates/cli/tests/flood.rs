@@ -70,7 +70,10 @@ fn a_record_flood_is_bounded_aggregated_and_alerted() {
     let out = stdout(&o);
     assert!(o.status.success(), "{out}\n{}", stderr(&o));
     let (calls, queries) = (count_of(&out, "syscall"), count_of(&out, "dns"));
-    assert!(calls > 20_000, "the flood was too slow to test anything: {out}");
+    assert!(
+        calls > 20_000,
+        "the flood was too slow to test anything: {out}"
+    );
     assert!(queries > 2_000, "the DNS flood was too slow: {out}");
 
     let all = show(&w, &["--json"]);
@@ -115,7 +118,10 @@ fn a_record_flood_is_bounded_aggregated_and_alerted() {
     );
     for a in &aggs {
         let d = &a["data"];
-        assert!(d["first_seq"].as_u64().is_some() && d["last_seq"].as_u64().is_some(), "{a}");
+        assert!(
+            d["first_seq"].as_u64().is_some() && d["last_seq"].as_u64().is_some(),
+            "{a}"
+        );
         assert!(d["first_ms"].as_u64() <= d["last_ms"].as_u64(), "{a}");
     }
     // The DNS flood is aggregated too (at the gateway or in the log).
@@ -130,7 +136,10 @@ fn a_record_flood_is_bounded_aggregated_and_alerted() {
             .filter(|r| r["kind"] == "audit.aggregated" && r["data"]["kind"] == "net.dns")
             .map(|r| r["data"]["count"].as_u64().unwrap_or(0))
             .sum::<u64>();
-    assert!(dns_written < queries, "{dns_written} DNS records for {queries} queries");
+    assert!(
+        dns_written < queries,
+        "{dns_written} DNS records for {queries} queries"
+    );
     assert!(
         dns_counted >= queries * 9 / 10 && dns_counted <= queries,
         "DNS: {dns_counted} counted for {queries} queries"
@@ -166,11 +175,7 @@ fn a_million_files_scan_is_bounded_and_summarised() {
     let (idle, o) = run_measured(&w, &[], "sleep 1");
     assert!(o.status.success(), "{}", stderr(&o));
     let t = std::time::Instant::now();
-    let (peak, o) = run_measured(
-        &w,
-        &[],
-        &format!("./airlock-probe flood files 60000 {n}"),
-    );
+    let (peak, o) = run_measured(&w, &[], &format!("./airlock-probe flood files 60000 {n}"));
     let took = t.elapsed();
     let out = stdout(&o);
     assert!(o.status.success(), "{out}\n{}", stderr(&o));

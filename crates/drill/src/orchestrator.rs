@@ -928,7 +928,11 @@ mod tests {
         r.audit_records = Some(600_000);
         let row = judge(a, &[r], None, 1);
         assert_eq!(row.observed, Observed::Succeeded, "{row:?}");
-        assert!(row.evidence.contains("600000 audit records"), "{}", row.evidence);
+        assert!(
+            row.evidence.contains("600000 audit records"),
+            "{}",
+            row.evidence
+        );
         let r = run(Some(("record-flood", false)), exited(0), Some(&[]), vec![]);
         let row = judge(a, &[r], None, 1);
         assert!(!row.passed, "uncounted is not blocked: {row:?}");

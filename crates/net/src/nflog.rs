@@ -60,9 +60,14 @@ fn ack(sock: &Socket) -> std::io::Result<()> {
     }
 }
 
+/// How often the kernel reported that NFLOG reports were lost (socket overrun) since start.
+pub static OVERRUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 fn bind() -> std::io::Result<Socket> {
     let mut sock = Socket::new(NETLINK_NETFILTER)?;
     sock.bind_auto()?;
+    // Room for bursts of reports (a flood of denied flows) before the kernel must drop any.
+    let _ = sock.set_rx_buf_sz(8i32 << 20);
     let mut m = config_request(
         NetfilterProtoFamily::IPv4,
         0,
@@ -252,6 +257,19 @@ fn serve(sock: &Socket, lease_dir: &Path, jobs_dir: &Path, wake: std::os::fd::Bo
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                 if stopping {
                     return;
+                }
+                continue;
+            }
+            // A flood of denied packets overran the socket: the kernel dropped reports it
+            // could not queue. Keep listening (leaving would blind every later job); what
+            // was lost is counted.
+            Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                let n = OVERRUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if n.is_power_of_two() {
+                    tracing::warn!(
+                        overruns = n + 1,
+                        "NFLOG reports lost to a flood of denied packets"
+                    );
                 }
                 continue;
             }
@@ -465,6 +483,8 @@ mod tests {
         let counted: u64 = recs.iter().map(|r| r.count).sum();
         assert_eq!(counted, n, "every drop is counted");
         assert!(recs.len() < 25_000, "{}", recs.len());
-        assert!(recs.iter().any(|r| r.count > 1 && r.reason.contains("counted")));
+        assert!(recs
+            .iter()
+            .any(|r| r.count > 1 && r.reason.contains("counted")));
     }
 }

@@ -651,7 +651,10 @@ fn validate_audit(
     check(
         "records_per_second",
         (1..=1_000_000).contains(&a.records_per_second),
-        format!("must be between 1 and 1000000, got {}", a.records_per_second),
+        format!(
+            "must be between 1 and 1000000, got {}",
+            a.records_per_second
+        ),
         "the default is 20 records a second per kind and key",
     );
     check(

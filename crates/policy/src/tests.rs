@@ -412,7 +412,13 @@ fn audit_bounds_have_safe_defaults_and_are_read() {
         .expect("valid");
     let a = &pol.groups["a"].audit;
     assert_eq!(
-        (a.records_per_second, a.burst, a.max_records, a.max_bytes, a.max_file_changes),
+        (
+            a.records_per_second,
+            a.burst,
+            a.max_records,
+            a.max_bytes,
+            a.max_file_changes
+        ),
         (5, 50, 1000, ByteSize(1 << 20), 10)
     );
     assert_eq!(a.max_keys, 256, "default applies");
@@ -429,7 +435,8 @@ fn audit_bounds_that_are_no_bound_point_at_the_value() {
         "{d:?}"
     );
     assert!(
-        d[0].message.contains("group default: audit.records_per_second"),
+        d[0].message
+            .contains("group default: audit.records_per_second"),
         "{}",
         d[0]
     );

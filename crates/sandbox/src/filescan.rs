@@ -151,6 +151,16 @@ struct Frame {
     path: String,
     /// Whether it exists in a lower layer (if not, nothing below it can).
     in_lower: bool,
+    /// Whether its path can make the search-anywhere classification rules match.
+    deep: bool,
+}
+
+/// [`might_hide`] of a directory's path, for one more component `name`.
+fn name_hides(name: &str) -> bool {
+    name.starts_with('.')
+        || name.contains("git-core")
+        || name.contains("actions-runner")
+        || name.contains("_diag")
 }
 
 fn open_dir(at: Option<RawFd>, name: &std::ffi::CStr) -> Option<(OwningIter, RawFd)> {
@@ -195,6 +205,7 @@ pub fn scan_bounded(
         fd,
         path: String::new(),
         in_lower: true,
+        deep: false,
     }];
     'walk: while let Some(top) = stack.last_mut() {
         let Some(entry) = top.it.next() else {
@@ -221,12 +232,14 @@ pub fn scan_bounded(
         let Ok(st) = fstatat(Some(top.fd), name, AtFlags::AT_SYMLINK_NOFOLLOW) else {
             continue;
         };
-        let job_path = format!("{}/{}", top.path, name.to_string_lossy());
+        let name_str = name.to_string_lossy();
+        let deep = top.deep || name_hides(&name_str);
+        let job_path = format!("{}/{}", top.path, name_str);
         let kind = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT;
         // overlayfs marks a deleted lower file with a 0/0 character device.
         if kind == SFlag::S_IFCHR && st.st_rdev == 0 {
             c.note(FileChange {
-                persistence: classify(&job_path, path_dirs),
+                persistence: classify_in(&job_path, path_dirs, deep),
                 path: job_path,
                 change: "deleted",
                 size: 0,
@@ -243,7 +256,7 @@ pub fn scan_bounded(
             // A directory in upper is either new or the copied-up parent of a change; only a
             // new one is a change in itself.
             if !existed {
-                c.note(change(&job_path, "created", &st, path_dirs));
+                c.note(change(&job_path, "created", &st, path_dirs, deep));
             }
             let fd = top.fd;
             if stack.len() >= limits.depth {
@@ -257,12 +270,13 @@ pub fn scan_bounded(
                     fd,
                     path: job_path,
                     in_lower: existed,
+                    deep,
                 });
             }
             continue;
         }
         let kind = if existed { "modified" } else { "created" };
-        c.note(change(&job_path, kind, &st, path_dirs));
+        c.note(change(&job_path, kind, &st, path_dirs, deep));
     }
     c.r.complete = c.r.stopped.is_none();
     c.persist.sort_by(|a, b| a.path.cmp(&b.path));
@@ -272,7 +286,13 @@ pub fn scan_bounded(
     c.r
 }
 
-fn change(path: &str, kind: &'static str, st: &FileStat, path_dirs: &[String]) -> FileChange {
+fn change(
+    path: &str,
+    kind: &'static str,
+    st: &FileStat,
+    path_dirs: &[String],
+    deep: bool,
+) -> FileChange {
     let mut p = path.to_owned();
     let cut = p.len() > MAX_PATH;
     if cut {
@@ -283,7 +303,7 @@ fn change(path: &str, kind: &'static str, st: &FileStat, path_dirs: &[String]) -
         p.truncate(i);
     }
     FileChange {
-        persistence: classify(path, path_dirs),
+        persistence: classify_in(path, path_dirs, deep),
         path: p,
         change: kind,
         size: u64::try_from(st.st_size).unwrap_or(0),
@@ -300,6 +320,22 @@ fn under(path: &str, dir: &str) -> bool {
 /// places that survive a job on a persistent runner, by technique (MITRE ATT&CK T1053 cron,
 /// T1543 systemd, T1546.004 shell start-up, T1098.004 SSH keys, T1574.006 ld.so.preload, …).
 pub fn classify(path: &str, path_dirs: &[String]) -> Option<&'static str> {
+    classify_in(path, path_dirs, might_hide(path))
+}
+
+/// Whether a path (or a directory's path) has a component the search-anywhere rules below
+/// look for (a dot-directory, `git-core`, `actions-runner`, `_diag`). When a directory has
+/// none, none of its entries can match those rules except by their own name: the scan
+/// decides this once per directory instead of searching every long path.
+fn might_hide(path: &str) -> bool {
+    path.contains("/.")
+        || path.contains("git-core")
+        || path.contains("actions-runner")
+        || path.contains("_diag")
+}
+
+/// [`classify`], told whether the search-anywhere rules can match (`deep`).
+fn classify_in(path: &str, path_dirs: &[String], deep: bool) -> Option<&'static str> {
     let home = HOME;
     let name = path.rsplit('/').next().unwrap_or("");
     // Without building `{home}/{rel}` for every file: the scan calls this for each entry.
@@ -324,12 +360,11 @@ pub fn classify(path: &str, path_dirs: &[String]) -> Option<&'static str> {
     if under(path, "/etc/systemd")
         || under(path, "/lib/systemd")
         || under(path, "/usr/lib/systemd")
-        || path.contains("/.config/systemd/")
-        || path.ends_with("/.config/systemd")
+        || deep && (path.contains("/.config/systemd/") || path.ends_with("/.config/systemd"))
     {
         return Some("systemd-unit");
     }
-    if path.contains("/.ssh/") && (name.starts_with("authorized_keys") || name == "rc")
+    if deep && path.contains("/.ssh/") && (name.starts_with("authorized_keys") || name == "rc")
         || under(path, "/etc/ssh")
     {
         return Some("authorized-keys");
@@ -374,7 +409,7 @@ pub fn classify(path: &str, path_dirs: &[String]) -> Option<&'static str> {
         return Some("shell-rc");
     }
     if under(path, "/etc/xdg/autostart")
-        || path.contains("/.config/autostart")
+        || deep && path.contains("/.config/autostart")
         || under(path, "/etc/rc.local")
         || under(path, "/etc/init.d")
         || under(path, "/etc/update-motd.d")
@@ -383,17 +418,18 @@ pub fn classify(path: &str, path_dirs: &[String]) -> Option<&'static str> {
     }
     let in_ws = under(path, WORKSPACE);
     if !in_ws
-        && (path.contains("/.git/hooks/")
+        && (deep && path.contains("/.git/hooks/")
             || name == ".gitconfig"
             || path == "/etc/gitconfig"
-            || path.contains("/git-core/templates/"))
+            || deep && path.contains("/git-core/templates/"))
     {
         return Some("git-hook");
     }
     if !in_ws
-        && (path
-            .split('/')
-            .any(|c| c == "actions-runner" || c == "_diag")
+        && (deep
+            && path
+                .split('/')
+                .any(|c| c == "actions-runner" || c == "_diag")
             || [
                 ".runner",
                 ".credentials",
@@ -462,6 +498,43 @@ mod tests {
     }
 
     #[test]
+    fn the_per_directory_shortcut_classifies_like_the_full_rules() {
+        let d = tempfile::tempdir().expect("tmp");
+        let upper = d.path().join("upper");
+        let paths = [
+            "home/runner/.ssh/authorized_keys",
+            "home/runner/.config/systemd/user/x.service",
+            "home/runner/.config/autostart/x.desktop",
+            "home/runner/src/.git/hooks/pre-commit",
+            "usr/share/git-core/templates/hooks/x",
+            "opt/actions-runner/run.sh",
+            "opt/x/_diag/log",
+            "home/runner/.gitconfig",
+            "opt/plain/file",
+        ];
+        for p in paths {
+            let f = upper.join(p);
+            std::fs::create_dir_all(f.parent().expect("parent")).expect("mk");
+            std::fs::write(&f, "x").expect("w");
+        }
+        let r = scan(&upper, &[], &path_dirs());
+        assert!(r.complete);
+        for c in &r.changes {
+            assert_eq!(c.persistence, classify(&c.path, &path_dirs()), "{}", c.path);
+        }
+        let classes: Vec<&str> = r.changes.iter().filter_map(|c| c.persistence).collect();
+        for want in [
+            "authorized-keys",
+            "systemd-unit",
+            "autostart",
+            "git-hook",
+            "runner-dir",
+        ] {
+            assert!(classes.contains(&want), "{want} missing: {classes:?}");
+        }
+    }
+
+    #[test]
     fn created_modified_and_deleted_are_told_apart() {
         let d = tempfile::tempdir().expect("tmp");
         let (upper, lower) = (d.path().join("upper"), d.path().join("lower"));
@@ -503,7 +576,10 @@ mod tests {
     fn a_flood_of_files_is_counted_in_bounded_memory_and_persistence_stays_listed() {
         let d = tempfile::tempdir().expect("tmp");
         let upper = d.path().join("upper");
-        let deep = upper.join("tmp/flood").join("d".repeat(200)).join("e".repeat(200));
+        let deep = upper
+            .join("tmp/flood")
+            .join("d".repeat(200))
+            .join("e".repeat(200));
         let n = 200_000;
         for b in 0..(n / 1000) {
             let dir = deep.join(format!("{b:04}"));
@@ -523,9 +599,17 @@ mod tests {
         assert_eq!(r.changes.len(), 100);
         assert!(r.total > n, "{}", r.total);
         assert!(r.by_category["created"] > n as u64);
-        assert_eq!(r.by_category.get("crontab"), Some(&2), "{:?}", r.by_category);
+        assert_eq!(
+            r.by_category.get("crontab"),
+            Some(&2),
+            "{:?}",
+            r.by_category
+        );
         assert_eq!(r.changes[0].path, "/etc/cron.d", "persistence first");
-        assert!(r.changes.iter().any(|c| c.path == "/etc/cron.d/zz-backdoor"));
+        assert!(r
+            .changes
+            .iter()
+            .any(|c| c.path == "/etc/cron.d/zz-backdoor"));
         let summary = r.summary();
         assert_eq!(summary["listed"], 100);
         // Bounds hold: a scan told to stop early says so.

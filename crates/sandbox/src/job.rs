@@ -237,7 +237,9 @@ pub fn run(
     }
 
     // What the job left on its filesystem, read before teardown drops it.
+    let t = Instant::now();
     let files = scan_files(plan, &paths.job_dir(&plan.id));
+    tracing::debug!(job = %plan.id, scan_us = t.elapsed().as_micros() as u64, entries = files.as_ref().map(|f| f.entries).unwrap_or(0));
     let t = Instant::now();
     // After a clean exit the helper has deleted the container; anything else gets the full
     // search for stray processes.
@@ -369,10 +371,7 @@ fn scan_files(plan: &JobPlan, job_dir: &Path) -> Option<crate::filescan::ScanRes
         ..crate::filescan::ScanLimits::default()
     };
     Some(crate::filescan::scan_bounded(
-        &upper,
-        &lowers,
-        &path_dirs,
-        &limits,
+        &upper, &lowers, &path_dirs, &limits,
     ))
 }
 

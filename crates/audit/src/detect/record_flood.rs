@@ -62,12 +62,14 @@ impl Detector for RecordFlood {
                     .map(|(k, n)| format!("{k} ×{n}"))
                     .collect::<Vec<_>>()
                     .join(", ");
-                self.why
-                    .push(format!("{n} records aggregated instead of written ({list})"));
+                self.why.push(format!(
+                    "{n} records aggregated instead of written ({list})"
+                ));
                 if let Some(c) = capped {
                     self.capped = true;
-                    self.why
-                        .push(format!("the job reached its audit cap {c}; everything after it was only counted"));
+                    self.why.push(format!(
+                        "the job reached its audit cap {c}; everything after it was only counted"
+                    ));
                 }
             }
             "file.scan" => {
@@ -76,7 +78,10 @@ impl Detector for RecordFlood {
                     self.capped = true;
                     self.ev.add(rec);
                     let seen = d.get("total").and_then(Value::as_u64).unwrap_or(0);
-                    let why = d.get("stopped").and_then(Value::as_str).unwrap_or("a bound");
+                    let why = d
+                        .get("stopped")
+                        .and_then(Value::as_str)
+                        .unwrap_or("a bound");
                     self.why.push(format!(
                         "the teardown file scan stopped at {why} after {seen} entries: files past it were not examined"
                     ));

@@ -17,8 +17,9 @@
 //!
 //! `airlock-probe flood KIND MS [N]` floods airlock's records for MS milliseconds: `syscall`
 //! calls the denied `acct(0)` in a loop, `dns` sends DNS queries for names outside any
-//! allow-list to the job's resolver, `files` creates up to N files with long paths. Prints
-//! `flood=KIND count=…` (how many it made).
+//! allow-list to the job's resolver, `drops` sends UDP packets to ports of 10.99.0.1 (which
+//! the firewall drops; sealed worlds only), `files` creates up to N files with long paths.
+//! Prints `flood=KIND count=…` (how many it made).
 
 use std::ffi::CString;
 
@@ -352,6 +353,22 @@ fn flood(kind: &str, ms: u64, n: u64) {
                 }
             }
         }
+        "drops" => {
+            // UDP to ports of an address no policy allows: each new port is a new flow the
+            // firewall drops and reports. Run only inside a sealed network namespace.
+            let Ok(sock) = std::net::UdpSocket::bind("0.0.0.0:0") else {
+                println!("flood=drops error=bind");
+                return;
+            };
+            let mut port = 1024u16;
+            while std::time::Instant::now() < until {
+                let to = std::net::SocketAddr::from(([10, 99, 0, 1], port));
+                if sock.send_to(b"x", to).is_ok() {
+                    count += 1;
+                }
+                port = if port == u16::MAX { 1024 } else { port + 1 };
+            }
+        }
         "files" => {
             // Deep directories make long paths (a few KiB each), the costly case.
             let seg = "d".repeat(200);
@@ -372,7 +389,9 @@ fn flood(kind: &str, ms: u64, n: u64) {
                     if count >= n || std::time::Instant::now() >= until {
                         break 'outer;
                     }
-                    if std::fs::File::create(sub.join(format!("{i:04}-{}", "f".repeat(100)))).is_err() {
+                    if std::fs::File::create(sub.join(format!("{i:04}-{}", "f".repeat(100))))
+                        .is_err()
+                    {
                         break 'outer;
                     }
                     count += 1;

@@ -82,10 +82,7 @@ impl Attack for RecordFlood {
                 let end = until(FLOOD_MS);
                 while std::time::Instant::now() < end {
                     let name = format!("n{}.flood.invalid", queries % 8);
-                    if sock
-                        .send_to(&query(queries as u16, &name), to)
-                        .is_ok()
-                    {
+                    if sock.send_to(&query(queries as u16, &name), to).is_ok() {
                         queries += 1;
                         let _ = sock.recv(&mut buf);
                     }
