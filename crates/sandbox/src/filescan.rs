@@ -221,7 +221,7 @@ pub fn scan_bounded(
             continue;
         }
         c.r.entries += 1;
-        if c.r.entries % 4096 == 0 && started.elapsed() > limits.time {
+        if c.r.entries.is_multiple_of(4096) && started.elapsed() > limits.time {
             c.r.stopped = Some("time");
             break 'walk;
         }

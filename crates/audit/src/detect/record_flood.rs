@@ -55,7 +55,7 @@ impl Detector for RecordFlood {
                             .collect()
                     })
                     .unwrap_or_default();
-                kinds.sort_by(|a, b| b.1.cmp(&a.1));
+                kinds.sort_by_key(|k| std::cmp::Reverse(k.1));
                 let list = kinds
                     .iter()
                     .take(6)
@@ -72,20 +72,15 @@ impl Detector for RecordFlood {
                     ));
                 }
             }
-            "file.scan" => {
-                if d.get("complete").and_then(Value::as_bool) == Some(false) {
-                    self.fired = true;
-                    self.capped = true;
-                    self.ev.add(rec);
-                    let seen = d.get("total").and_then(Value::as_u64).unwrap_or(0);
-                    let why = d
-                        .get("stopped")
-                        .and_then(Value::as_str)
-                        .unwrap_or("a bound");
-                    self.why.push(format!(
-                        "the teardown file scan stopped at {why} after {seen} entries: files past it were not examined"
-                    ));
-                }
+            "file.scan" if d.get("complete").and_then(Value::as_bool) == Some(false) => {
+                self.fired = true;
+                self.capped = true;
+                self.ev.add(rec);
+                let seen = d.get("entries").and_then(Value::as_u64).unwrap_or(0);
+                let why = d.get("stopped").and_then(Value::as_str).unwrap_or("a");
+                self.why.push(format!(
+                    "the teardown file scan stopped at its {why} bound after {seen} entries: files past it were not examined"
+                ));
             }
             _ => {}
         }

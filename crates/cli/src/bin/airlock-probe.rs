@@ -342,7 +342,7 @@ fn flood(kind: &str, ms: u64, n: u64) {
             let mut buf = [0u8; 512];
             while std::time::Instant::now() < until {
                 // Ten distinct names and one repeated one: both kinds of key.
-                let name = if count % 2 == 0 {
+                let name = if count.is_multiple_of(2) {
                     format!("n{}.flood.test", count % 10)
                 } else {
                     "refused.flood.test".to_owned()
