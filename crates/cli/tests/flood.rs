@@ -219,3 +219,36 @@ fn a_million_files_scan_is_bounded_and_summarised() {
     assert!(took < Duration::from_secs(120), "took {took:?}");
     w.assert_clean();
 }
+
+#[test]
+fn one_jobs_flood_of_denied_flows_does_not_silence_the_next_job() {
+    need_root!();
+    let w = World::new();
+    // More new denied flows than the firewall's shared set of reported flows holds (65536).
+    let o = w.sh(&[], "./airlock-probe flood drops 20000 100000");
+    let out = stdout(&o);
+    assert!(o.status.success(), "{out}\n{}", stderr(&o));
+    assert!(count_of(&out, "drops") >= 70_000, "{out}");
+    // Within the set's 60 s, another job is refused one packet: it must still be recorded.
+    let report = w.dir.path().join("b.json");
+    let o = w.sh(
+        &["--report", &report.to_string_lossy()],
+        "python3 -c \"import socket; socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b'x', ('10.98.7.7', 4444))\"; sleep 1",
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rep: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&report).expect("report")).expect("json");
+    let recorded = rep["egress"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .any(|r| r["kind"] == "drop" && r["dialled"] == "10.98.7.7:4444")
+        })
+        .unwrap_or(false);
+    assert!(
+        recorded,
+        "the second job's drop went unrecorded: {}",
+        rep["egress"]
+    );
+    w.assert_clean();
+}

@@ -360,13 +360,18 @@ fn flood(kind: &str, ms: u64, n: u64) {
                 println!("flood=drops error=bind");
                 return;
             };
-            let mut port = 1024u16;
-            while std::time::Instant::now() < until {
-                let to = std::net::SocketAddr::from(([10, 99, 0, 1], port));
+            let (mut port, mut host) = (1024u16, 1u8);
+            while std::time::Instant::now() < until && count < n {
+                let to = std::net::SocketAddr::from(([10, 99, 0, host], port));
                 if sock.send_to(b"x", to).is_ok() {
                     count += 1;
                 }
-                port = if port == u16::MAX { 1024 } else { port + 1 };
+                if port == u16::MAX {
+                    port = 1024;
+                    host = host % 8 + 1;
+                } else {
+                    port += 1;
+                }
             }
         }
         "files" => {
