@@ -265,8 +265,15 @@ impl Limiter {
                 self.stats.aggregated += w - 1;
                 *self.by_kind.entry(ev.kind.clone()).or_default() += w - 1;
             }
+            // A pending aggregate goes out before this record only once it is due: under a
+            // sustained flood every let-through record would otherwise bring one along,
+            // doubling the volume.
+            let flush = b
+                .pending
+                .as_ref()
+                .is_some_and(|p| now_ms() >= p.since_ms + AGGREGATE_EVERY_MS);
             return Admit::Write {
-                flush: b.pending.is_some(),
+                flush,
                 key: (ev.kind.clone(), key),
             };
         }
