@@ -24,7 +24,7 @@ if [[ -z "${BIN:-}" ]]; then
   PROBE="${PROBE:-$dir/airlock-probe}"
 fi
 PROBE="${PROBE:-$(dirname "$BIN")/airlock-probe}"
-PROFILE="$(basename "$(dirname "$BIN")")"
+PROFILE="${PROFILE:-$(basename "$(dirname "$BIN")")}"
 T="airlock-bflood-$$"
 work="$(mktemp -d /run/airlock-bench-flood.XXXXXX)"
 cleanup() {
@@ -39,7 +39,7 @@ audit="$work/data/audit"
 
 audit_bytes() { cat "$audit"/audit.jsonl* 2>/dev/null | wc -c; }
 
-# run NAME CMD…: one job; prints "peak_kib audit_bytes records made wall_s".
+# run NAME CMD…: one job; prints "peak_kib audit_bytes records made wall_s exit note".
 run() {
   local name="$1"; shift
   local before; before=$(audit_bytes)
@@ -52,31 +52,36 @@ run() {
     [[ -n "$v" && "$v" -gt "$peak" ]] && peak=$v
     sleep 0.2
   done
-  wait "$pid" || true
+  local rc=0
+  wait "$pid" || rc=$?
   local end; end=$(date +%s%N)
   local after; after=$(audit_bytes)
   local job; job=$(grep -h '"kind":"job.ended"' "$audit"/audit.jsonl | tail -1 | sed 's/.*"job":"\([^"]*\)".*/\1/')
   local records; records=$(cat "$audit"/audit.jsonl* | grep -c "\"job\":\"$job\"" || true)
   local made; made=$(sed -n 's/^flood=[a-z]* count=\([0-9]*\).*/\1/p' "$work/$name.out" | tail -1)
-  echo "$peak $((after - before)) $records ${made:-0} $(( (end - start) / 1000000000 ))"
+  # What the teardown scan saw (the files flood).
+  local scan; scan=$(grep -h '"kind":"file.scan"' "$audit"/audit.jsonl | grep "\"job\":\"$job\"" | tail -1 \
+    | sed -n 's/.*"complete":\([a-z]*\),"entries":\([0-9]*\),"listed":\([0-9]*\).*/scan:_\2_entries,_\3_listed,_complete=\1/p')
+  echo "$peak $((after - before)) $records ${made:-?} $(( (end - start) / 1000000000 )) $rc ${scan// /_}"
 }
 
 ms=$((DURATION * 1000))
 declare -A res
 res[idle]=$(run idle sleep "$DURATION")
 for k in syscall dns drops files; do
-  res[$k]=$(run "$k" ./airlock-probe flood "$k" "$ms")
+  # Files: at most a million (the issue's case), as many as fit in the time.
+  res[$k]=$(run "$k" ./airlock-probe flood "$k" "$ms" 1000000)
   echo "$k: ${res[$k]}" >&2
 done
-read -r idle_kib idle_bytes idle_recs _ idle_wall <<<"${res[idle]}"
+read -r idle_kib idle_bytes idle_recs _ idle_wall _ <<<"${res[idle]}"
 
-table="| flood (${DURATION} s, one job) | events the job made | job's audit records | audit bytes for the job | vs idle | airlock peak RSS | above idle | wall (s) |
-|---|---|---|---|---|---|---|---|
-| idle (\`sleep ${DURATION}\`), baseline | 0 | $idle_recs | $idle_bytes | — | $((idle_kib / 1024)) MiB | — | $idle_wall |"
+table="| flood (${DURATION} s, one job) | events the job made | job's audit records | audit bytes for the job | vs idle | airlock peak RSS | above idle | wall (s) | airlock exit | notes |
+|---|---|---|---|---|---|---|---|---|---|
+| idle (\`sleep ${DURATION}\`), baseline | 0 | $idle_recs | $idle_bytes | — | $((idle_kib / 1024)) MiB | — | $idle_wall | 0 | |"
 for k in syscall dns drops files; do
-  read -r kib bytes recs made wall <<<"${res[$k]}"
+  read -r kib bytes recs made wall rc note <<<"${res[$k]}"
   table+="
-| $k | $made | $recs | $bytes | +$(( (bytes - idle_bytes) / 1024 )) KiB | $((kib / 1024)) MiB | +$(( (kib - idle_kib) / 1024 )) MiB | $wall |"
+| $k | $made | $recs | $bytes | +$(( (bytes - idle_bytes) / 1024 )) KiB | $((kib / 1024)) MiB | +$(( (kib - idle_kib) / 1024 )) MiB | $wall | $rc | ${note//_/ } |"
 done
 echo "$table"
 
