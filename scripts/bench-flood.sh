@@ -39,7 +39,9 @@ audit="$work/data/audit"
 
 audit_bytes() { cat "$audit"/audit.jsonl* 2>/dev/null | wc -c; }
 
-# run NAME CMD…: one job; prints "peak_kib audit_bytes records made wall_s exit note".
+# run NAME CMD…: one job; prints "peak_kib audit_bytes records made wall_s exit note". The
+# exit is airlock's: the job's code, or 128+signal (137: the job was killed, e.g. by its own
+# memory limit, which the kernel memory of a million inodes reaches).
 run() {
   local name="$1"; shift
   local before; before=$(audit_bytes)
@@ -61,6 +63,7 @@ run() {
   local made; made=$(sed -n 's/^flood=[a-z]* count=\([0-9]*\).*/\1/p' "$work/$name.out" | tail -1)
   # What the teardown scan saw (the files flood).
   local scan; scan=$(grep -h '"kind":"file.scan"' "$audit"/audit.jsonl | grep "\"job\":\"$job\"" | tail -1 \
+    | grep -v '"entries":0,' \
     | sed -n 's/.*"complete":\([a-z]*\),"entries":\([0-9]*\),"listed":\([0-9]*\).*/scan:_\2_entries,_\3_listed,_complete=\1/p')
   echo "$peak $((after - before)) $records ${made:-?} $(( (end - start) / 1000000000 )) $rc ${scan// /_}"
 }
@@ -70,7 +73,8 @@ declare -A res
 res[idle]=$(run idle sleep "$DURATION")
 for k in syscall dns drops files; do
   # Files: at most a million (the issue's case), as many as fit in the time.
-  res[$k]=$(run "$k" ./airlock-probe flood "$k" "$ms" 1000000)
+  n=""; [[ $k == files ]] && n=1000000
+  res[$k]=$(run "$k" ./airlock-probe flood "$k" "$ms" $n)
   echo "$k: ${res[$k]}" >&2
 done
 read -r idle_kib idle_bytes idle_recs _ idle_wall _ <<<"${res[idle]}"
