@@ -39,9 +39,10 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub mod limit;
 pub mod queue;
 pub mod redact;
-pub use queue::{AuditQueue, AuditSender};
+pub use queue::{AuditQueue, AuditSender, JobAudit};
 pub use redact::Redactor;
 use sha2::{Digest, Sha256};
 

@@ -9,6 +9,8 @@ use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
+use crate::detect::{DetectContext, Detection, Stream};
+use crate::limit::{Admit, LimitStats, Limiter};
 use crate::{AuditError, AuditLog, Event, Record};
 
 /// Events the writer takes into one batch at most.
@@ -17,13 +19,29 @@ const MAX_BATCH: usize = 8192;
 enum Msg {
     Event(Event),
     Sync(mpsc::Sender<Result<u64, String>>),
+    Track(String, Box<Tracked>),
+    Finish(String, mpsc::Sender<Result<JobAudit, String>>),
+}
+
+/// What the writer keeps for a job it tracks: bounded whatever the job does (the limiter's
+/// buckets and the detectors' summaries, never the records themselves).
+struct Tracked {
+    limiter: Limiter,
+    stream: Stream,
+}
+
+/// What [`AuditQueue::finish`] returns for a tracked job.
+#[derive(Debug, Default)]
+pub struct JobAudit {
+    /// The detectors' findings over every record written for the job.
+    pub detection: Detection,
+    /// What the limiter wrote, aggregated and capped.
+    pub limits: LimitStats,
 }
 
 #[derive(Default)]
 struct Shared {
     failed: Option<String>,
-    /// Records written, by job, for the jobs being collected (detectors read them at job end).
-    collected: HashMap<String, Vec<Record>>,
 }
 
 /// A bounded queue in front of an [`AuditLog`], with one writer thread.
@@ -93,34 +111,56 @@ impl AuditQueue {
         }
     }
 
-    /// Keeps a copy of every record written for `job`, for [`AuditQueue::take`].
-    pub fn collect(&self, job: &str) {
-        if let Ok(mut s) = self.shared.lock() {
-            s.collected.entry(job.to_owned()).or_default();
-        }
-    }
-
-    /// Waits until everything queued before it is durable; returns the last sequence number.
-    pub fn sync(&self) -> Result<u64, AuditError> {
-        let (tx, rx) = mpsc::channel();
+    fn post(&self, m: Msg) -> Result<(), AuditError> {
         let q = self
             .tx
             .as_ref()
             .ok_or_else(|| broken("queue closed".into()))?;
-        q.send(Msg::Sync(tx))
-            .map_err(|_| broken(failed(&self.shared).unwrap_or_else(|| "writer stopped".into())))?;
+        q.send(m)
+            .map_err(|_| broken(failed(&self.shared).unwrap_or_else(|| "writer stopped".into())))
+    }
+
+    /// From now on, `job`'s events pass its limiter (`limits`: rate limits and caps, see
+    /// [`crate::limit`]) and every record written for it is shown to the detectors as it is
+    /// written; `seed` are its records written before (its `job.requested`). Nothing of
+    /// the records is kept: [`AuditQueue::finish`] returns the detectors' findings.
+    pub fn track(
+        &self,
+        job: &str,
+        limits: airlock_policy::AuditLimits,
+        ctx: &DetectContext,
+        seed: &[Record],
+    ) -> Result<(), AuditError> {
+        let mut stream = Stream::new(ctx);
+        for r in seed {
+            stream.observe(r);
+        }
+        self.post(Msg::Track(
+            job.to_owned(),
+            Box::new(Tracked {
+                limiter: Limiter::new(limits),
+                stream,
+            }),
+        ))
+    }
+
+    /// Ends the tracking of `job` after everything queued before: writes its pending
+    /// aggregates and flood summary, then runs the detectors' end of job.
+    pub fn finish(&self, job: &str) -> Result<JobAudit, AuditError> {
+        let (tx, rx) = mpsc::channel();
+        self.post(Msg::Finish(job.to_owned(), tx))?;
         rx.recv()
             .map_err(|_| broken("writer stopped".into()))?
             .map_err(broken)
     }
 
-    /// The records written for `job` since [`AuditQueue::collect`] (call after `sync`).
-    pub fn take(&self, job: &str) -> Vec<Record> {
-        self.shared
-            .lock()
-            .ok()
-            .and_then(|mut s| s.collected.remove(job))
-            .unwrap_or_default()
+    /// Waits until everything queued before it is durable; returns the last sequence number.
+    pub fn sync(&self) -> Result<u64, AuditError> {
+        let (tx, rx) = mpsc::channel();
+        self.post(Msg::Sync(tx))?;
+        rx.recv()
+            .map_err(|_| broken("writer stopped".into()))?
+            .map_err(broken)
     }
 
     /// Drains the queue, stops the writer and hands the log back.
@@ -147,57 +187,190 @@ impl Drop for AuditQueue {
     }
 }
 
-fn writer(mut log: AuditLog, rx: Receiver<Msg>, shared: Arc<Mutex<Shared>>) -> AuditLog {
-    let mut last = 0u64;
+/// The writer's state: the log, the batch being built and the tracked jobs.
+struct Writer {
+    log: AuditLog,
+    shared: Arc<Mutex<Shared>>,
+    batch: Vec<Event>,
+    /// For each event of the batch, the limiter bucket it was admitted through.
+    slots: Vec<Option<(String, String)>>,
+    tracked: HashMap<String, Tracked>,
+    last: u64,
+}
+
+impl Writer {
+    fn push(&mut self, e: Event, slot: Option<(String, String)>) {
+        self.batch.push(e);
+        self.slots.push(slot);
+    }
+
+    /// Writes the batch; records of tracked jobs go to their detectors and name their
+    /// limiter bucket's sequence numbers.
+    fn commit(&mut self) -> Result<(), String> {
+        // Once failed, nothing more is written and everyone is told.
+        if let Some(m) = failed(&self.shared) {
+            return Err(m);
+        }
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::take(&mut self.batch);
+        let slots = std::mem::take(&mut self.slots);
+        let recs = self.log.append_batch(batch).map_err(|e| e.to_string())?;
+        if let Some(r) = recs.last() {
+            self.last = r.seq;
+        }
+        if !self.tracked.is_empty() {
+            for (r, slot) in recs.iter().zip(slots) {
+                if let Some(t) = r.job.as_ref().and_then(|j| self.tracked.get_mut(j)) {
+                    if let Some(k) = slot {
+                        t.limiter.written(&k, r.seq);
+                    }
+                    t.stream.observe(r);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn event(&mut self, e: Event) -> Result<(), String> {
+        let Some(job) = e.job.clone().filter(|j| self.tracked.contains_key(j)) else {
+            self.push(e, None);
+            return Ok(());
+        };
+        let admit = match self.tracked.get_mut(&job) {
+            Some(t) => t.limiter.admit(&e),
+            None => Admit::Free,
+        };
+        match admit {
+            Admit::Free => self.push(e, None),
+            Admit::Aggregated => {}
+            Admit::Write { key, flush } => {
+                if flush {
+                    // The aggregate names the key's last written record: it needs its number.
+                    if self
+                        .tracked
+                        .get(&job)
+                        .is_some_and(|t| t.limiter.has_unwritten(&key))
+                    {
+                        self.commit()?;
+                    }
+                    if let Some(a) = self
+                        .tracked
+                        .get_mut(&job)
+                        .and_then(|t| t.limiter.flush(&job, &key))
+                    {
+                        self.push(a, None);
+                    }
+                }
+                self.push(e, Some(key));
+            }
+        }
+        Ok(())
+    }
+
+    fn due(&mut self) {
+        let mut due = Vec::new();
+        for (job, t) in &mut self.tracked {
+            due.extend(t.limiter.due(job));
+        }
+        for e in due {
+            self.push(e, None);
+        }
+    }
+
+    fn finish(&mut self, job: &str) -> Result<JobAudit, String> {
+        self.commit()?;
+        let Some(mut t) = self.tracked.remove(job) else {
+            return Ok(JobAudit::default());
+        };
+        let end = t.limiter.finish(job);
+        let limits = t.limiter.stats().clone();
+        // Written while still tracked, so the detectors see the aggregates and the summary.
+        self.tracked.insert(job.to_owned(), t);
+        for e in end {
+            self.push(e, None);
+        }
+        let r = self.commit();
+        let t = self.tracked.remove(job);
+        r?;
+        Ok(JobAudit {
+            detection: t.map(|t| t.stream.finish()).unwrap_or_default(),
+            limits,
+        })
+    }
+
+    fn fail(&mut self, m: &str) {
+        if let Ok(mut s) = self.shared.lock() {
+            s.failed.get_or_insert(m.to_owned());
+        }
+        self.batch.clear();
+        self.slots.clear();
+    }
+}
+
+fn writer(log: AuditLog, rx: Receiver<Msg>, shared: Arc<Mutex<Shared>>) -> AuditLog {
+    let mut w = Writer {
+        log,
+        shared,
+        batch: Vec::new(),
+        slots: Vec::new(),
+        tracked: HashMap::new(),
+        last: 0,
+    };
     while let Ok(first) = rx.recv() {
-        let mut batch = Vec::new();
         let mut syncs = Vec::new();
         let mut next = Some(first);
+        let mut taken = 0usize;
+        let mut result: Result<(), String> = Ok(());
         while let Some(m) = next {
             match m {
-                Msg::Event(e) => batch.push(e),
+                Msg::Event(e) => {
+                    taken += 1;
+                    if result.is_ok() {
+                        result = w.event(e);
+                    }
+                }
                 Msg::Sync(s) => syncs.push(s),
+                Msg::Track(job, t) => {
+                    w.tracked.insert(job, *t);
+                }
+                Msg::Finish(job, reply) => {
+                    let r = match &result {
+                        Ok(()) => w.finish(&job),
+                        Err(m) => Err(m.clone()),
+                    };
+                    if let Err(m) = &r {
+                        result = Err(m.clone());
+                    }
+                    let _ = reply.send(r);
+                }
             }
-            next = if batch.len() < MAX_BATCH {
+            next = if taken < MAX_BATCH {
                 rx.try_recv().ok()
             } else {
                 None
             };
         }
-        let result = if failed(&shared).is_some() {
-            Err(failed(&shared).unwrap_or_default())
-        } else {
-            log.append_batch(batch).map_err(|e| e.to_string())
-        };
+        if result.is_ok() {
+            w.due();
+            result = w.commit();
+        }
         match result {
-            Ok(recs) => {
-                if let Some(r) = recs.last() {
-                    last = r.seq;
-                }
-                if let Ok(mut s) = shared.lock() {
-                    if !s.collected.is_empty() {
-                        for r in recs {
-                            if let Some(v) = r.job.as_ref().and_then(|j| s.collected.get_mut(j)) {
-                                v.push(r);
-                            }
-                        }
-                    }
-                }
+            Ok(()) => {
                 for s in syncs {
-                    let _ = s.send(Ok(last));
+                    let _ = s.send(Ok(w.last));
                 }
             }
             Err(m) => {
-                if let Ok(mut s) = shared.lock() {
-                    s.failed.get_or_insert(m.clone());
-                }
+                w.fail(&m);
                 for s in syncs {
                     let _ = s.send(Err(m.clone()));
                 }
             }
         }
     }
-    log
+    w.log
 }
 
 #[cfg(test)]
@@ -209,7 +382,17 @@ mod tests {
     fn many_producers_one_linear_chain_and_nothing_dropped() {
         let d = tempfile::tempdir().expect("tmp");
         let q = AuditQueue::start(AuditLog::open(d.path()).expect("open"), 16);
-        q.collect("j");
+        q.track(
+            "j",
+            airlock_policy::AuditLimits {
+                records_per_second: 1_000_000,
+                burst: 1_000_000,
+                ..Default::default()
+            },
+            &DetectContext::default(),
+            &[],
+        )
+        .expect("track");
         let threads: Vec<_> = (0..4)
             .map(|t| {
                 let s = q.sender().expect("sender");
@@ -225,10 +408,91 @@ mod tests {
             t.join().expect("join");
         }
         assert_eq!(q.sync().expect("sync"), 2000);
-        assert_eq!(q.take("j").len(), 2000);
+        let done = q.finish("j").expect("finish");
+        assert_eq!((done.limits.written, done.limits.aggregated), (2000, 0));
         q.close().expect("close");
         let v = crate::verify(d.path()).expect("verify");
         assert_eq!((v.records, v.problems.len()), (2000, 0), "{:?}", v.problems);
+    }
+
+    #[test]
+    fn a_tracked_flood_is_aggregated_detected_and_never_kept_in_memory() {
+        let d = tempfile::tempdir().expect("tmp");
+        let q = AuditQueue::start(AuditLog::open(d.path()).expect("open"), 64);
+        let limits = airlock_policy::AuditLimits {
+            records_per_second: 10,
+            burst: 50,
+            flood_alert: 1000,
+            ..Default::default()
+        };
+        q.track("j", limits, &DetectContext::default(), &[])
+            .expect("track");
+        let n = 50_000u64;
+        for i in 0..n {
+            let mut e = Event::new(
+                "syscall.denied",
+                Some("j"),
+                json!({ "syscall": "acct", "nr": 163, "i": i }),
+            );
+            // All within two seconds of job time.
+            e.time_ms = 1_000_000 + u128::from(i / 25);
+            q.send(e).expect("send");
+        }
+        // Another job's events are not this job's business.
+        q.send(Event::new(
+            "syscall.denied",
+            Some("k"),
+            json!({ "syscall": "acct" }),
+        ))
+        .expect("send");
+        let done = q.finish("j").expect("finish");
+        assert_eq!(done.limits.written + done.limits.aggregated, n);
+        assert!(done.limits.written < 100, "{:?}", done.limits);
+        let ids: Vec<&str> = done
+            .detection
+            .alerts
+            .iter()
+            .map(|a| a.detector.as_str())
+            .collect();
+        assert!(ids.contains(&"record-flood"), "{ids:?}");
+        let flood = done
+            .detection
+            .alerts
+            .iter()
+            .find(|a| a.detector == "record-flood")
+            .expect("flood");
+        assert!(
+            flood.summary.contains("syscall.denied"),
+            "{}",
+            flood.summary
+        );
+        let priv_op = done
+            .detection
+            .alerts
+            .iter()
+            .find(|a| a.detector == "privileged-operation")
+            .expect("privileged-operation");
+        assert!(
+            priv_op
+                .summary
+                .contains(&format!("refused {n} privileged calls")),
+            "{}",
+            priv_op.summary
+        );
+        q.close().expect("close");
+        let recs = crate::read_all(d.path()).expect("read");
+        let of_j = recs
+            .iter()
+            .filter(|r| r.job.as_deref() == Some("j"))
+            .count();
+        assert!(of_j < 100, "{of_j} records written");
+        let agg = recs
+            .iter()
+            .find(|r| r.kind == crate::limit::AGGREGATED)
+            .expect("aggregate");
+        assert_eq!(agg.data["key"], "acct");
+        assert!(agg.data["last_seq"].as_u64().is_some(), "{}", agg.data);
+        assert!(crate::verify(d.path()).expect("verify").problems.is_empty());
     }
 
     #[test]

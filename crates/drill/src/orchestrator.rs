@@ -333,6 +333,31 @@ struct JobRun {
     report: Option<serde_json::Value>,
     stderr: String,
     hits: Vec<Hit>,
+    /// The job's records in the audit log (counted for attacks on airlock's records).
+    audit_records: Option<u64>,
+}
+
+/// How many records of job `job` the audit log in `dir` holds (every segment), read line by
+/// line.
+fn count_job_records(dir: &Path, job: &str) -> Option<u64> {
+    use std::io::BufRead;
+    let needle = format!("\"job\":\"{job}\"");
+    let mut n = 0u64;
+    let mut any = false;
+    for e in std::fs::read_dir(dir).ok()?.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !name.starts_with("audit.jsonl") {
+            continue;
+        }
+        any = true;
+        let f = std::fs::File::open(e.path()).ok()?;
+        for line in std::io::BufReader::new(f).lines() {
+            if line.ok()?.contains(&needle) {
+                n += 1;
+            }
+        }
+    }
+    any.then_some(n)
 }
 
 impl JobRun {
@@ -456,12 +481,19 @@ impl Runner<'_> {
         let report = std::fs::read(&report)
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok());
-        Ok(JobRun {
+        let mut run = JobRun {
             result,
             report,
             stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
             hits: self.world.hits_since(before),
-        })
+            audit_records: None,
+        };
+        if attack::find(id).is_some_and(|a| a.record_bound().is_some()) {
+            run.audit_records = run
+                .job_id()
+                .and_then(|j| count_job_records(&self.scratch.data().join("audit"), &j));
+        }
+        Ok(run)
     }
 
     /// Starts the victim helper `id` for attack `attack` in a sandbox of its own (own
@@ -600,6 +632,22 @@ fn judge_as(
         }
     };
     let mut observed = observed;
+    // An attack on airlock's own records got through if the job's records were not bounded.
+    if let Some(bound) = a.record_bound() {
+        match first.audit_records {
+            Some(n) if n > bound => {
+                evidence.push(format!("{n} audit records for the job, bound {bound}"));
+                observed = Observed::Succeeded;
+            }
+            Some(n) => evidence.push(format!("{n} audit records for the job (bound {bound})")),
+            None => {
+                evidence.push("the job's audit records could not be counted".to_owned());
+                if observed == Observed::Blocked {
+                    observed = Observed::Inconclusive;
+                }
+            }
+        }
+    }
     if let Some(v) = victim {
         evidence.push(v.summary());
         // A victim that was not listening the whole time cannot vouch for "blocked".
@@ -915,6 +963,7 @@ mod tests {
             report: Some(report),
             stderr: String::new(),
             hits,
+            audit_records: None,
         }
     }
 
@@ -973,6 +1022,37 @@ mod tests {
             (ok.observed, ok.alert_found, ok.passed),
             (Observed::Blocked, Some(true), true)
         );
+    }
+
+    #[test]
+    fn a_record_flood_is_judged_by_the_jobs_audit_volume() {
+        let a = attack::find("record-flood").expect("attack");
+        let mut r = run(
+            Some(("record-flood", false)),
+            exited(0),
+            Some(&["record-flood"]),
+            vec![],
+        );
+        r.audit_records = Some(3_000);
+        let row = judge(a, &[r], None, 1);
+        assert!(row.passed, "{row:?}");
+        let mut r = run(
+            Some(("record-flood", false)),
+            exited(0),
+            Some(&["record-flood"]),
+            vec![],
+        );
+        r.audit_records = Some(600_000);
+        let row = judge(a, &[r], None, 1);
+        assert_eq!(row.observed, Observed::Succeeded, "{row:?}");
+        assert!(
+            row.evidence.contains("600000 audit records"),
+            "{}",
+            row.evidence
+        );
+        let r = run(Some(("record-flood", false)), exited(0), Some(&[]), vec![]);
+        let row = judge(a, &[r], None, 1);
+        assert!(!row.passed, "uncounted is not blocked: {row:?}");
     }
 
     #[test]

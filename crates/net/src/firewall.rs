@@ -18,7 +18,9 @@
 //!    (ICMP administratively prohibited), so a build fails at once instead of hanging on
 //!    timeouts, and a scan of an internal range finds nothing open — not even the gateway's
 //!    proxy ports. The first packet of each denied flow goes, with its original destination,
-//!    to NFLOG group [`NFLOG_GROUP`], where airlock turns it into a record.
+//!    to NFLOG group [`NFLOG_GROUP`], where airlock turns it into a record. When a flood has
+//!    filled the (shared) set of reported flows, denials are still reported at a bounded rate
+//!    per job address, so one job's flood cannot silence another job's records.
 //! 7. A job reaches its own gateway address only (the `job_gw` pairs), never another job's
 //!    (the `gateways` set, refused and recorded in every mode, audit included): another
 //!    gateway's DNS or CONNECT proxy would serve it under that job's allow-list.
@@ -43,9 +45,9 @@ use crate::NetError;
 pub const TABLE: &str = "airlock";
 /// Marker of this version of the rules, kept as the table's comment: a table without it (an
 /// older airlock) is replaced.
-pub const RULES_VERSION: &str = "airlock-rules-10";
+pub const RULES_VERSION: &str = "airlock-rules-11";
 /// An empty set whose presence marks the current rules (checked over netlink on every attach).
-pub const RULES_VERSION_SET: &str = "rules_v10";
+pub const RULES_VERSION_SET: &str = "rules_v11";
 /// NFLOG group of dropped packets.
 pub const NFLOG_GROUP: u16 = 7141;
 /// Ports the gateway serves on each job's gateway address, as the job sees them (the gateway
@@ -129,6 +131,9 @@ pub fn ruleset() -> String {
   # (job . protocol . service port) : the port its gateway listens on.
   map gw_ports {{ type ipv4_addr . inet_proto . inet_service : inet_service; }}
   set dropped {{ type ipv4_addr . ipv4_addr . inet_proto . inet_service; flags dynamic, timeout; timeout 60s; size 65536; }}
+  # When a flood of new denied flows has filled `dropped` (it is shared by every job), each
+  # job's denials are still reported, at a bounded rate per job address.
+  set drop_rate {{ type ipv4_addr; flags dynamic, timeout; timeout 60s; size 65536; }}
 
   # Decides, before any address rewriting, whether a packet from a job is denied, and
   # reports the first packet of each denied flow with its original destination.
@@ -157,7 +162,9 @@ pub fn ruleset() -> String {
 
   chain record {{
     ip saddr . ip daddr . meta l4proto . th dport @dropped return
-    update @dropped {{ ip saddr . ip daddr . meta l4proto . th dport }} log group {NFLOG_GROUP} prefix "airlock-drop"
+    update @dropped {{ ip saddr . ip daddr . meta l4proto . th dport }} log group {NFLOG_GROUP} prefix "airlock-drop" return
+    # Reached only when `dropped` is full: one job's flood must not silence the others.
+    update @drop_rate {{ ip saddr limit rate 50/second burst 100 packets }} log group {NFLOG_GROUP} prefix "airlock-drop"
   }}
 
   # Everything a job sends lands on its gateway address: DNS and HTTP(S) at the gateway's

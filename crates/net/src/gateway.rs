@@ -76,6 +76,102 @@ pub struct ConnRecord {
     /// Detector hints, e.g. `dns-tunnelling-suspect`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub flags: Vec<String>,
+    /// How many queries or connections this record stands for: more than 1 for an aggregate
+    /// of a flood (then `time_ms` is the first, `last_ms` the last, bytes are summed).
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub count: u64,
+    /// Unix time in milliseconds of the last event of an aggregate.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub last_ms: u128,
+}
+
+fn one() -> u64 {
+    1
+}
+fn is_one(n: &u64) -> bool {
+    *n == 1
+}
+fn is_zero(n: &u128) -> bool {
+    *n == 0
+}
+
+impl ConnRecord {
+    /// The key records of a flood are aggregated under: kind, verdict and destination.
+    pub fn flood_key(&self) -> String {
+        let dest = match (&self.name, &self.dialled, &self.resolved) {
+            (Some(n), _, _) => n.clone(),
+            (None, Some(d), _) => d.ip().to_string(),
+            (None, None, Some(r)) => r.to_string(),
+            (None, None, None) => String::new(),
+        };
+        format!("{} {} {dest}:{}", self.kind, self.verdict, self.port)
+    }
+
+    /// Folds `other` (same key) into this aggregate.
+    pub fn absorb(&mut self, other: ConnRecord) {
+        self.count += other.count;
+        self.time_ms = self.time_ms.min(other.time_ms);
+        self.last_ms = self
+            .last_ms
+            .max(other.last_ms)
+            .max(other.time_ms)
+            .max(self.time_ms);
+        self.bytes_up = self.bytes_up.saturating_add(other.bytes_up);
+        self.bytes_down = self.bytes_down.saturating_add(other.bytes_down);
+        self.duration_ms = self.duration_ms.max(other.duration_ms);
+        for f in other.flags {
+            if !self.flags.contains(&f) && self.flags.len() < 8 {
+                self.flags.push(f);
+            }
+        }
+    }
+}
+
+/// Records kept whole per job until it ends (the report, the audit log); later ones are
+/// aggregated by [`ConnRecord::flood_key`] into at most [`BOOK_KEYS`] records with a count.
+/// With the limits of the audit log on top (crates/audit/src/limit.rs), a job that asks a
+/// million refused names costs airlock a few MiB, not gigabytes.
+pub const BOOK_RECORDS: usize = 20_000;
+/// Aggregates kept per job (then one `(other)` aggregate takes the rest).
+pub const BOOK_KEYS: usize = 1024;
+
+/// A bounded book of one job's records (see [`BOOK_RECORDS`]).
+#[derive(Debug)]
+pub struct RecordBook(airlock_audit::limit::Book<ConnRecord>);
+
+impl Default for RecordBook {
+    fn default() -> Self {
+        Self::new(BOOK_RECORDS, BOOK_KEYS)
+    }
+}
+
+impl RecordBook {
+    /// A book keeping `records` whole and `keys` aggregates.
+    pub fn new(records: usize, keys: usize) -> Self {
+        Self(airlock_audit::limit::Book::new(records, keys))
+    }
+
+    /// Adds one record.
+    pub fn add(&mut self, r: ConnRecord) {
+        self.0.add(ConnRecord::flood_key, r, ConnRecord::absorb);
+    }
+
+    /// Records offered so far.
+    pub fn total(&self) -> u64 {
+        self.0.total
+    }
+
+    /// The kept records, then the aggregates (each with its `count`).
+    pub fn into_records(self) -> Vec<ConnRecord> {
+        let (mut kept, folded) = self.0.into_parts();
+        kept.extend(folded.into_iter().map(|(mut r, n)| {
+            if n > 1 && r.last_ms == 0 {
+                r.last_ms = r.time_ms;
+            }
+            r
+        }));
+        kept
+    }
 }
 
 impl ConnRecord {
@@ -98,12 +194,14 @@ impl ConnRecord {
             verdict: "deny".into(),
             reason: String::new(),
             flags: vec![],
+            count: 1,
+            last_ms: 0,
         }
     }
 }
 
-/// Where records go.
-pub type Records = Arc<Mutex<Vec<ConnRecord>>>;
+/// Where records go: a bounded book, whatever the job does.
+pub type Records = Arc<Mutex<RecordBook>>;
 
 /// What the gateway of one job needs.
 #[derive(Debug, Clone)]
@@ -140,7 +238,7 @@ impl Ctx {
             .unwrap_or(0);
         tracing::debug!(job = %r.job, kind = %r.kind, name = ?r.name, verdict = %r.verdict, reason = %r.reason);
         if let Ok(mut v) = self.records.lock() {
-            v.push(r);
+            v.add(r);
         }
     }
 
@@ -396,10 +494,14 @@ impl Gateway {
         self.ports
     }
 
-    /// Stops serving and returns every record.
+    /// Stops serving and returns its records: every one up to [`BOOK_RECORDS`], then
+    /// aggregates with their counts.
     pub fn stop(mut self) -> Vec<ConnRecord> {
         self.shutdown();
-        self.records.lock().map(|v| v.clone()).unwrap_or_default()
+        self.records
+            .lock()
+            .map(|mut v| std::mem::take(&mut *v).into_records())
+            .unwrap_or_default()
     }
 
     fn shutdown(&mut self) {

@@ -24,6 +24,20 @@ use crate::gateway::ConnRecord;
 
 /// File in a job's directory where its firewall records are appended.
 pub const DROPS_FILE: &str = "drops.jsonl";
+/// File in a job's directory counting the records past [`DROPS_MAX_BYTES`].
+pub const DROPS_OVER: &str = "drops.over";
+/// Bytes of firewall records kept per job (about 15,000 records); later ones are only
+/// counted (in [`DROPS_OVER`]), so a job sending a flood of denied packets cannot fill the
+/// host's disk or airlock's memory.
+pub const DROPS_MAX_BYTES: u64 = 4 << 20;
+
+/// What [`DROPS_OVER`] holds.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct Over {
+    count: u64,
+    first_ms: u128,
+    last_ms: u128,
+}
 
 fn send(sock: &Socket, msg: NetlinkMessage<NetfilterMessage>) -> std::io::Result<()> {
     let mut buf = vec![0; msg.header.length as usize];
@@ -46,9 +60,14 @@ fn ack(sock: &Socket) -> std::io::Result<()> {
     }
 }
 
+/// How often the kernel reported that NFLOG reports were lost (socket overrun) since start.
+pub static OVERRUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 fn bind() -> std::io::Result<Socket> {
     let mut sock = Socket::new(NETLINK_NETFILTER)?;
     sock.bind_auto()?;
+    // Room for bursts of reports (a flood of denied flows) before the kernel must drop any.
+    let _ = sock.set_rx_buf_sz(8i32 << 20);
     let mut m = config_request(
         NetfilterProtoFamily::IPv4,
         0,
@@ -241,6 +260,19 @@ fn serve(sock: &Socket, lease_dir: &Path, jobs_dir: &Path, wake: std::os::fd::Bo
                 }
                 continue;
             }
+            // A flood of denied packets overran the socket: the kernel dropped reports it
+            // could not queue. Keep listening (leaving would blind every later job); what
+            // was lost is counted.
+            Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                let n = OVERRUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if n.is_power_of_two() {
+                    tracing::warn!(
+                        overruns = n + 1,
+                        "NFLOG reports lost to a flood of denied packets"
+                    );
+                }
+                continue;
+            }
             Err(_) => return,
         };
         let mut off = 0;
@@ -289,28 +321,79 @@ fn deliver(r: &Report, lease_dir: &Path, jobs_dir: &Path) {
     }
     let dst_block = Ipv4Addr::from(u32::from(r.dst) & !3);
     let to_other_job = dst_block != block && lease_dir.join(dst_block.to_string()).exists();
-    let Ok(mut line) = serde_json::to_vec(&record_of(r, job, to_other_job)) else {
+    let rec = record_of(r, job, to_other_job);
+    let drops = dir.join(DROPS_FILE);
+    if std::fs::metadata(&drops).is_ok_and(|m| m.len() >= DROPS_MAX_BYTES) {
+        // Past the cap: counted, never dropped silently, in a file of constant size.
+        let over_path = dir.join(DROPS_OVER);
+        let mut over: Over = std::fs::read(&over_path)
+            .ok()
+            .and_then(|d| serde_json::from_slice(&d).ok())
+            .unwrap_or_default();
+        if over.count == 0 {
+            over.first_ms = rec.time_ms;
+        }
+        over.count += 1;
+        over.last_ms = rec.time_ms;
+        if let Ok(d) = serde_json::to_vec(&over) {
+            let _ = std::fs::write(&over_path, d);
+        }
+        return;
+    }
+    let Ok(mut line) = serde_json::to_vec(&rec) else {
         return;
     };
     line.push(b'\n');
     if let Ok(mut f) = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(dir.join(DROPS_FILE))
+        .open(drops)
     {
         let _ = f.write_all(&line);
     }
 }
 
-/// Reads (and removes) the firewall records collected for a job.
+/// Reads (and removes) the firewall records collected for a job, line by line into a
+/// bounded book; the records counted past [`DROPS_MAX_BYTES`] become one aggregate record.
 pub fn take_records(job_dir: &Path) -> Vec<ConnRecord> {
+    use std::io::BufRead;
     let p = job_dir.join(DROPS_FILE);
-    let v = std::fs::read_to_string(&p)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
+    let mut book = crate::gateway::RecordBook::default();
+    if let Ok(f) = std::fs::File::open(&p) {
+        for line in std::io::BufReader::new(f).lines() {
+            let Ok(line) = line else { break };
+            if let Ok(r) = serde_json::from_str::<ConnRecord>(&line) {
+                book.add(r);
+            }
+        }
+    }
     let _ = std::fs::remove_file(&p);
+    let mut v = book.into_records();
+    let op = job_dir.join(DROPS_OVER);
+    if let Some(over) = std::fs::read(&op)
+        .ok()
+        .and_then(|d| serde_json::from_slice::<Over>(&d).ok())
+        .filter(|o| o.count > 0)
+    {
+        let job = job_dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        v.push(ConnRecord {
+            time_ms: over.first_ms,
+            last_ms: over.last_ms,
+            count: over.count,
+            job,
+            verdict: "deny".into(),
+            reason: format!(
+                "{} more packets dropped by the firewall, past the job's {} MiB of drop records: counted, not listed",
+                over.count,
+                DROPS_MAX_BYTES >> 20
+            ),
+            ..ConnRecord::new("drop", 0)
+        });
+    }
+    let _ = std::fs::remove_file(&op);
     v
 }
 
@@ -372,5 +455,36 @@ mod tests {
             take_records(&jobs.join("jb")).is_empty(),
             "the target job gets nothing"
         );
+    }
+
+    #[test]
+    fn a_flood_of_drops_is_capped_on_disk_and_counted() {
+        let d = tempfile::tempdir().expect("tmp");
+        let (leases, jobs) = (d.path().join("leases"), d.path().join("jobs"));
+        std::fs::create_dir_all(jobs.join("ja")).expect("job dir");
+        std::fs::create_dir_all(&leases).expect("lease dir");
+        std::fs::write(leases.join("10.213.0.4"), "ja").expect("lease");
+        let n = 30_000u64;
+        for i in 0..n {
+            let r = Report {
+                src: Ipv4Addr::new(10, 213, 0, 6),
+                dst: Ipv4Addr::new(203, 0, 113, 9),
+                dport: (i % 60_000) as u16 + 1,
+                proto: 6,
+                denied: true,
+            };
+            deliver(&r, &leases, &jobs);
+        }
+        let size = std::fs::metadata(jobs.join("ja").join(DROPS_FILE))
+            .expect("drops")
+            .len();
+        assert!(size <= DROPS_MAX_BYTES + 1024, "{size}");
+        let recs = take_records(&jobs.join("ja"));
+        let counted: u64 = recs.iter().map(|r| r.count).sum();
+        assert_eq!(counted, n, "every drop is counted");
+        assert!(recs.len() < 25_000, "{}", recs.len());
+        assert!(recs
+            .iter()
+            .any(|r| r.count > 1 && r.reason.contains("counted")));
     }
 }

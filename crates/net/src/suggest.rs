@@ -218,6 +218,8 @@ mod tests {
             verdict: "allow".into(),
             reason: "audit mode".into(),
             flags: vec![],
+            count: 1,
+            last_ms: 0,
         }
     }
 

@@ -349,9 +349,11 @@ pub fn parse(src: &str, file: &Path) -> Result<Policy, PolicyError> {
                         let name = name.into_inner().into_owned();
                         check_name(&mut c, &name, name_span.clone(), "group");
                         all_names.push(name.clone());
+                        let audit_at = audit_spans(&value);
                         match Group::deserialize(ValueDeserializer::from(value)) {
                             Ok(g) => {
                                 validate_group(&mut c, &name, &g, name_span.clone());
+                                validate_audit(&mut c, &name, &g.audit, &audit_at, &name_span);
                                 groups.insert(name, g);
                             }
                             Err(e) => c.push_toml(&e),
@@ -380,7 +382,7 @@ pub fn parse(src: &str, file: &Path) -> Result<Policy, PolicyError> {
     let mut audit = AuditLogSettings::default();
     if let Some(top) = top {
         if let Some(a) = top.audit {
-            validate_audit(&mut c, a.get_ref(), a.span());
+            validate_audit_log(&mut c, a.get_ref(), a.span());
             audit = a.into_inner();
         }
         if let Some(d) = top.detectors {
@@ -444,7 +446,7 @@ pub fn parse(src: &str, file: &Path) -> Result<Policy, PolicyError> {
 }
 
 /// Bounds of `[audit]` that keep retention meaningful and checkpoints frequent enough.
-fn validate_audit(c: &mut Collector<'_>, a: &AuditLogSettings, span: Range<usize>) {
+fn validate_audit_log(c: &mut Collector<'_>, a: &AuditLogSettings, span: Range<usize>) {
     let mut err = |msg: String, hint: &str| c.push(Some(span.clone()), msg, Some(hint));
     let seg = a.segment_bytes();
     if seg < 4096 {
@@ -647,6 +649,98 @@ fn validate_group(c: &mut Collector<'_>, name: &str, g: &Group, span: Range<usiz
             );
         }
     }
+}
+
+/// Where the keys of a group's `audit = { … }` are (key → span of its value; `""` → the
+/// table itself), so each bound's error points at the bound.
+fn audit_spans(group: &Spanned<DeValue<'_>>) -> BTreeMap<String, Range<usize>> {
+    let mut out = BTreeMap::new();
+    let DeValue::Table(t) = group.get_ref() else {
+        return out;
+    };
+    for (k, v) in t.iter() {
+        if k.get_ref().as_ref() != "audit" {
+            continue;
+        }
+        out.insert(String::new(), v.span());
+        if let DeValue::Table(a) = v.get_ref() {
+            for (ak, av) in a.iter() {
+                out.insert(ak.get_ref().to_string(), av.span());
+            }
+        }
+    }
+    out
+}
+
+/// Semantic checks of a group's `audit` bounds: each must be a bound (no zero that would
+/// mean "nothing recorded", no value so large that it means "unbounded").
+fn validate_audit(
+    c: &mut Collector<'_>,
+    name: &str,
+    a: &AuditLimits,
+    at: &BTreeMap<String, Range<usize>>,
+    group_span: &Range<usize>,
+) {
+    let span = |k: &str| {
+        at.get(k)
+            .or_else(|| at.get(""))
+            .cloned()
+            .unwrap_or_else(|| group_span.clone())
+    };
+    let mut check = |key: &str, ok: bool, msg: String, hint: &str| {
+        if !ok {
+            c.push(
+                Some(span(key)),
+                format!("group {name}: audit.{key} {msg}"),
+                Some(hint),
+            );
+        }
+    };
+    check(
+        "records_per_second",
+        (1..=1_000_000).contains(&a.records_per_second),
+        format!(
+            "must be between 1 and 1000000, got {}",
+            a.records_per_second
+        ),
+        "the default is 20 records a second per kind and key",
+    );
+    check(
+        "burst",
+        (1..=1_000_000).contains(&a.burst),
+        format!("must be between 1 and 1000000, got {}", a.burst),
+        "the default is 500",
+    );
+    check(
+        "max_records",
+        (100..=10_000_000).contains(&a.max_records),
+        format!("must be between 100 and 10000000, got {}", a.max_records),
+        "the default is 50000 records per job",
+    );
+    check(
+        "max_bytes",
+        ((64 << 10)..=(4 << 30)).contains(&a.max_bytes.0),
+        format!("must be between 64KiB and 4GiB, got {}", a.max_bytes),
+        "the default is \"32MiB\" per job",
+    );
+    check(
+        "max_keys",
+        (1..=65_536).contains(&a.max_keys),
+        format!("must be between 1 and 65536, got {}", a.max_keys),
+        "the default is 256 keys per kind",
+    );
+    check(
+        "max_file_changes",
+        a.max_file_changes <= 1_000_000,
+        format!("must be at most 1000000, got {}", a.max_file_changes),
+        "the default is 5000 files listed one by one",
+    );
+    check(
+        "flood_alert",
+        a.flood_alert >= 1,
+        "must be at least 1".to_owned(),
+        "the default is 10000 aggregated records",
+    );
 }
 
 /// Semantic checks of `[detectors]`; positions point at the table.

@@ -427,3 +427,49 @@ fn the_audit_table_has_safe_defaults_and_refuses_meaningless_bounds() {
         assert!(!ds.is_empty(), "{bad} accepted");
     }
 }
+
+#[test]
+fn audit_bounds_have_safe_defaults_and_are_read() {
+    let pol = p("version = 1\n[groups.a]\n").expect("valid");
+    let a = &pol.groups["a"].audit;
+    assert_eq!(*a, AuditLimits::default());
+    assert!(a.max_records > 0 && a.max_records <= 10_000_000);
+    let pol = p("version = 1\n[groups.a]\naudit = { records_per_second = 5, burst = 50, max_records = 1000, max_bytes = \"1MiB\", max_file_changes = 10 }\n")
+        .expect("valid");
+    let a = &pol.groups["a"].audit;
+    assert_eq!(
+        (
+            a.records_per_second,
+            a.burst,
+            a.max_records,
+            a.max_bytes,
+            a.max_file_changes
+        ),
+        (5, 50, 1000, ByteSize(1 << 20), 10)
+    );
+    assert_eq!(a.max_keys, 256, "default applies");
+}
+
+#[test]
+fn audit_bounds_that_are_no_bound_point_at_the_value() {
+    let src = "version = 1\n[groups.default]\naudit = { records_per_second = 0, max_records = 99999999999 }\n[groups.b.audit]\nburst = 0\nmax_bytes = \"1KiB\"\nmax_keys = 0\nflood_alert = 0\n";
+    let d = diags(src);
+    let at: Vec<(usize, usize)> = d.iter().map(|d| (d.line, d.col)).collect();
+    assert_eq!(
+        at,
+        vec![(3, 32), (3, 49), (5, 9), (6, 13), (7, 12), (8, 15)],
+        "{d:?}"
+    );
+    assert!(
+        d[0].message
+            .contains("group default: audit.records_per_second"),
+        "{}",
+        d[0]
+    );
+    assert!(d[1].message.contains("audit.max_records"), "{}", d[1]);
+    assert!(d[3].message.contains("audit.max_bytes"), "{}", d[3]);
+    assert!(d.iter().all(|d| d.hint.is_some()));
+    // An unknown key inside `audit` is an error like everywhere else.
+    let d = diags("version = 1\n[groups.a]\naudit = { max_record = 5 }\n");
+    assert!(d[0].message.contains("unknown field `max_record`"), "{d:?}");
+}

@@ -235,6 +235,83 @@ pub struct Group {
     /// the job's repository and revoked when the job ends. Absent: no per-job token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_permissions: Option<BTreeMap<String, String>>,
+    /// Bounds on what one job can make airlock record (docs/audit.md, "Floods"): rate limits
+    /// per kind and key, caps per job, after which records are aggregated with their count.
+    #[serde(default)]
+    pub audit: AuditLimits,
+}
+
+/// Bounds on the records one job can cause (`audit = { … }` in a group). A job decides how
+/// many denied calls, DNS queries, dropped packets, processes and files it makes; these keep
+/// airlock's memory and the audit log bounded whatever it does. Past a bound, records are
+/// aggregated (`audit.aggregated`: kind, key, count, time span), never dropped silently.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AuditLimits {
+    /// Sustained records per second written one by one for one kind and key (a syscall
+    /// name, a DNS name, a destination, a program): a token bucket refilled at this rate.
+    #[serde(default = "AuditLimits::default_records_per_second")]
+    pub records_per_second: u32,
+    /// Records of one kind and key written one by one before the rate applies (the bucket's
+    /// size).
+    #[serde(default = "AuditLimits::default_burst")]
+    pub burst: u32,
+    /// Records written one by one for one job, all kinds together; past it everything the
+    /// job causes is aggregated.
+    #[serde(default = "AuditLimits::default_max_records")]
+    pub max_records: u64,
+    /// Bytes of records written one by one for one job (their data, as JSON), e.g. `"32MiB"`.
+    #[serde(default = "AuditLimits::default_max_bytes")]
+    pub max_bytes: ByteSize,
+    /// Distinct keys tracked per kind; further keys share one bucket, `(other)`.
+    #[serde(default = "AuditLimits::default_max_keys")]
+    pub max_keys: u32,
+    /// Files the teardown scan lists one by one (persistence locations first); the rest are
+    /// counted by category in the `file.scan` summary.
+    #[serde(default = "AuditLimits::default_max_file_changes")]
+    pub max_file_changes: u32,
+    /// Aggregated records in one job that raise the `record-flood` alert (reaching
+    /// `max_records` or `max_bytes` always does).
+    #[serde(default = "AuditLimits::default_flood_alert")]
+    pub flood_alert: u64,
+}
+
+impl AuditLimits {
+    fn default_records_per_second() -> u32 {
+        20
+    }
+    fn default_burst() -> u32 {
+        500
+    }
+    fn default_max_records() -> u64 {
+        50_000
+    }
+    fn default_max_bytes() -> ByteSize {
+        ByteSize(32 << 20)
+    }
+    fn default_max_keys() -> u32 {
+        256
+    }
+    fn default_max_file_changes() -> u32 {
+        5_000
+    }
+    fn default_flood_alert() -> u64 {
+        10_000
+    }
+}
+
+impl Default for AuditLimits {
+    fn default() -> Self {
+        Self {
+            records_per_second: Self::default_records_per_second(),
+            burst: Self::default_burst(),
+            max_records: Self::default_max_records(),
+            max_bytes: Self::default_max_bytes(),
+            max_keys: Self::default_max_keys(),
+            max_file_changes: Self::default_max_file_changes(),
+            flood_alert: Self::default_flood_alert(),
+        }
+    }
 }
 
 fn default_max_runners() -> u32 {
@@ -323,6 +400,7 @@ impl Default for Group {
             runner: default_runner(),
             runner_group_id: default_runner_group_id(),
             token_permissions: None,
+            audit: AuditLimits::default(),
         }
     }
 }

@@ -134,7 +134,25 @@ pub fn run(
         .map_err(SandboxError::Audit)?;
     // From here on events go through the bounded queue (back-pressure, group commit).
     let audit = airlock_audit::AuditQueue::start(log, 4096);
-    audit.collect(plan.id.as_str());
+    // The job's events pass its limiter (rate limits, caps, aggregation: the group's
+    // `audit`), and the detectors see each record as it is written: nothing of the job's
+    // record is held in memory, whatever the job does.
+    let ctx = airlock_audit::DetectContext {
+        settings: opts.detectors.clone(),
+        baseline_dir: Some(paths.baselines()),
+        group: Some(plan.group.clone()),
+        // A name the group's allow-list names exactly is never a "new destination".
+        listed_names: plan
+            .egress
+            .domains
+            .iter()
+            .filter(|d| !d.wildcard)
+            .map(|d| d.name.clone())
+            .collect(),
+    };
+    audit
+        .track(plan.id.as_str(), plan.audit.clone(), &ctx, &requested)
+        .map_err(SandboxError::Audit)?;
     if !plan.secrets.is_empty() {
         // Names only, never values.
         audit
@@ -231,7 +249,9 @@ pub fn run(
     }
 
     // What the job left on its filesystem, read before teardown drops it.
+    let t = Instant::now();
     let files = scan_files(plan, &paths.job_dir(&plan.id));
+    tracing::debug!(job = %plan.id, scan_us = t.elapsed().as_micros() as u64, entries = files.as_ref().map(|f| f.entries).unwrap_or(0));
     let t = Instant::now();
     // After a clean exit the helper has deleted the container; anything else gets the full
     // search for stray processes.
@@ -249,61 +269,51 @@ pub fn run(
         }
     };
     // The job's network records and its end go into the audit log; a failure here is a
-    // teardown error (the job has already run).
+    // teardown error (the job has already run). Sent one by one (the queue is bounded), never
+    // gathered into one more copy.
     let mut audit_errors = Vec::new();
     let job = Some(plan.id.as_str());
-    let mut events: Vec<airlock_audit::Event> = egress
-        .iter()
-        .map(|r| {
-            let mut e = airlock_audit::Event::new(
-                &format!("net.{}", r.kind),
-                job,
-                serde_json::to_value(r).unwrap_or_default(),
-            );
-            e.time_ms = r.time_ms;
-            e
-        })
-        .collect();
-    if let Some(files) = &files {
-        for c in &files.changes {
-            events.push(airlock_audit::Event::new(
-                "file.changed",
-                job,
-                serde_json::to_value(c).unwrap_or_default(),
-            ));
-        }
-        events.push(airlock_audit::Event::new(
-            "file.scan",
+    let net_events = egress.iter().map(|r| {
+        let mut e = airlock_audit::Event::new(
+            &format!("net.{}", r.kind),
             job,
-            serde_json::json!({ "total": files.total, "listed": files.changes.len() }),
-        ));
-    }
-    for e in events {
+            serde_json::to_value(r).unwrap_or_default(),
+        );
+        e.time_ms = r.time_ms;
+        e
+    });
+    let file_events = files.iter().flat_map(|f| {
+        f.changes
+            .iter()
+            .map(|c| {
+                airlock_audit::Event::new(
+                    "file.changed",
+                    job,
+                    serde_json::to_value(c).unwrap_or_default(),
+                )
+            })
+            .chain(std::iter::once(airlock_audit::Event::new(
+                "file.scan",
+                job,
+                f.summary(),
+            )))
+    });
+    for e in net_events.chain(file_events) {
         if let Err(e) = audit.send(e) {
             audit_errors.push(e.to_string());
             break;
         }
     }
-    if let Err(e) = audit.sync() {
-        audit_errors.push(e.to_string());
-    }
-    // The detectors read the job's whole record (as written, with sequence numbers, so each
-    // alert can name its evidence); their alerts go on the record before the job's end.
-    let mut records = requested;
-    records.extend(audit.take(plan.id.as_str()));
-    let ctx = airlock_audit::DetectContext {
-        settings: opts.detectors.clone(),
-        baseline_dir: Some(paths.baselines()),
-        group: Some(plan.group.clone()),
-        listed_names: plan
-            .egress
-            .domains
-            .iter()
-            .filter(|d| !d.wildcard)
-            .map(|d| d.name.clone())
-            .collect(),
+    // The job's pending aggregates and flood summary are written, then the detectors, which
+    // have seen every record of the job as it was written (with its sequence number, so each
+    // alert names its evidence), finish; their alerts go on the record before the job's end.
+    let detection = match audit.finish(plan.id.as_str()) {
+        Ok(j) => j.detection,
+        Err(e) => {
+            audit_errors.push(e.to_string());
+            airlock_audit::Detection::default()
+        }
     };
-    let detection = airlock_audit::detect_report(&records, &ctx);
     teardown_errors.extend(detection.errors.iter().map(|e| format!("detector: {e}")));
     for a in &detection.alerts {
         let mut data = serde_json::to_value(a).unwrap_or_default();
@@ -368,20 +378,26 @@ fn scan_files(plan: &JobPlan, job_dir: &Path) -> Option<crate::filescan::ScanRes
         .map(|(_, v)| v.as_str())
         .unwrap_or(crate::plan::PATH);
     let path_dirs: Vec<String> = path.split(':').map(str::to_owned).collect();
-    Some(crate::filescan::scan(&upper, &lowers, &path_dirs))
+    let limits = crate::filescan::ScanLimits {
+        listed: usize::try_from(plan.audit.max_file_changes).unwrap_or(usize::MAX),
+        ..crate::filescan::ScanLimits::default()
+    };
+    Some(crate::filescan::scan_bounded(
+        &upper, &lowers, &path_dirs, &limits,
+    ))
 }
 
 fn append_records(path: &Path, records: &[airlock_net::ConnRecord]) -> std::io::Result<()> {
-    let mut buf = Vec::new();
-    for r in records {
-        serde_json::to_writer(&mut buf, r).map_err(std::io::Error::other)?;
-        buf.push(b'\n');
-    }
-    let mut f = std::fs::OpenOptions::new()
+    let f = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(path)?;
-    f.write_all(&buf)
+    let mut w = std::io::BufWriter::new(f);
+    for r in records {
+        serde_json::to_writer(&mut w, r).map_err(std::io::Error::other)?;
+        w.write_all(b"\n")?;
+    }
+    w.flush()
 }
 
 fn pump(mut from: impl Read, mut to: Box<dyn Write + Send>) {

@@ -114,6 +114,8 @@ pub struct JobPlan {
     pub process_events: bool,
     /// Programs (job paths) whose processes are protected like the entry's (crate::protect).
     pub protect: Vec<String>,
+    /// Bounds on the records the job can cause (the group's `audit`).
+    pub audit: airlock_policy::AuditLimits,
 }
 
 impl JobPlan {
@@ -173,6 +175,7 @@ impl JobPlan {
             workspace,
             process_events: group.process_events,
             protect: group.protect.clone(),
+            audit: group.audit.clone(),
         })
     }
 }

@@ -17,18 +17,24 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 
-use super::{net, some_of, DetectError, Detector, Evidence};
+use super::{insert_capped, net, some_of, DetectError, Detector, Evidence, MAX_TRACE};
 use crate::alert::{Alert, Severity, Technique};
 use crate::Record;
 
 /// The detector.
 #[derive(Debug, Default)]
 pub struct DeniedEgress {
-    denied: Vec<(String, Record)>,
-    /// Let through by audit mode: (event time, destination, dialled or named address, record).
-    let_through: Vec<(u128, String, Option<IpAddr>, Record)>,
+    /// (destination index in `dests`, or none past the cap; sequence number; time), at most
+    /// [`MAX_TRACE`].
+    denied: Vec<(Option<u32>, u64, u128)>,
+    dests: Vec<String>,
+    index: std::collections::HashMap<String, u32>,
+    job: String,
+    /// Let through by audit mode: (event time, destination, dialled or named address,
+    /// sequence number), at most [`MAX_TRACE`].
+    let_through: Vec<(u128, String, Option<IpAddr>, u64)>,
     /// Every address a DNS answer (or the gateway's own resolution of a name) gave the job,
-    /// and when it first did.
+    /// and when it first did; at most [`super::MAX_DISTINCT`] addresses.
     answered: HashMap<IpAddr, u128>,
     /// The job's group is in `audit` egress mode.
     audit: bool,
@@ -44,16 +50,38 @@ impl Detector for DeniedEgress {
             self.audit = super::audit_mode(rec);
         }
         if let Some(n) = net(rec) {
-            if n.policy_denied() {
-                self.denied.push((n.destination(), rec.clone()));
-            } else if n.let_through_by_audit(self.audit) {
-                let addr = n.ip_name().or(n.dialled.map(|d| d.ip()));
-                self.let_through
-                    .push((n.time_ms, n.destination(), addr, rec.clone()));
+            if n.policy_denied() && self.denied.len() < MAX_TRACE {
+                let d = n.destination();
+                let id = match self.index.get(&d) {
+                    Some(i) => Some(*i),
+                    None if self.dests.len() < super::MAX_DISTINCT => {
+                        let i = u32::try_from(self.dests.len()).unwrap_or(u32::MAX);
+                        self.index.insert(d.clone(), i);
+                        self.dests.push(d);
+                        Some(i)
+                    }
+                    None => None,
+                };
+                self.denied.push((id, rec.seq, n.time_ms));
+            } else if n.let_through_by_audit(self.audit) && !n.policy_denied() {
+                if self.let_through.len() < MAX_TRACE {
+                    let addr = n.ip_name().or(n.dialled.map(|d| d.ip()));
+                    self.let_through
+                        .push((n.time_ms, n.destination(), addr, rec.seq));
+                }
             } else if !n.denied && n.ip_name().is_none() {
                 for a in &n.answers {
+                    if self.answered.len() >= super::MAX_DISTINCT && !self.answered.contains_key(a)
+                    {
+                        break;
+                    }
                     let t = self.answered.entry(*a).or_insert(n.time_ms);
                     *t = (*t).min(n.time_ms);
+                }
+            }
+            if self.job.is_empty() {
+                if let Some(j) = &rec.job {
+                    self.job.clone_from(j);
                 }
             }
         }
@@ -66,20 +94,29 @@ impl Detector for DeniedEgress {
             .collect();
         let mut ev = Evidence::default();
         let mut dests = BTreeSet::new();
-        for (d, r) in &self.denied {
-            if !explained.contains(&r.seq) {
-                ev.add(r);
-                dests.insert(d.clone());
+        let mut unnamed = false;
+        for (d, seq, t) in &self.denied {
+            if !explained.contains(seq) {
+                ev.add_parts(*seq, *t, &self.job);
+                match d.and_then(|i| self.dests.get(i as usize)) {
+                    Some(d) => {
+                        insert_capped(&mut dests, d.clone());
+                    }
+                    None => unnamed = true,
+                }
             }
         }
+        if unnamed {
+            dests.insert("(more)".to_owned());
+        }
         let mut raw = BTreeSet::new();
-        for (t, d, addr, r) in &self.let_through {
+        for (t, d, addr, seq) in &self.let_through {
             let named = addr
                 .and_then(|a| self.answered.get(&a))
                 .is_some_and(|first| first <= t);
-            if !named && !explained.contains(&r.seq) {
-                ev.add(r);
-                raw.insert(d.clone());
+            if !named && !explained.contains(seq) {
+                ev.add_parts(*seq, *t, &self.job);
+                insert_capped(&mut raw, d.clone());
             }
         }
         if ev.is_empty() {

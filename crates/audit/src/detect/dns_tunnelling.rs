@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::{net, some_of, DetectError, Detector, Evidence};
+use super::{hash64, insert_capped, net, some_of, DetectError, Detector, Evidence, MAX_DISTINCT};
 use crate::alert::{Alert, Severity, Technique};
 use crate::Record;
 
@@ -43,8 +43,9 @@ pub struct DnsTunnelling {
     threshold: usize,
     flagged: Evidence,
     flagged_names: BTreeSet<String>,
-    /// parent → (distinct names, their records).
-    below: BTreeMap<String, (BTreeSet<String>, Evidence)>,
+    /// parent → (distinct names by hash, their records): at most [`MAX_DISTINCT`] parents
+    /// of at most [`MAX_DISTINCT`] names each (a parent past that is a tunnel anyway).
+    below: BTreeMap<String, (BTreeSet<u64>, Evidence)>,
 }
 
 impl DnsTunnelling {
@@ -74,12 +75,19 @@ impl Detector for DnsTunnelling {
         };
         if n.flags.contains(&"dns-tunnelling-suspect") {
             self.flagged.add(rec);
-            self.flagged_names.insert(name.to_owned());
+            insert_capped(&mut self.flagged_names, name.to_owned());
         }
         let parent = parent_domain(name);
         if parent != name {
+            if !self.below.contains_key(&parent) && self.below.len() >= MAX_DISTINCT {
+                // Full: parents with a single name cannot be a tunnel yet; make room.
+                self.below.retain(|_, (names, _)| names.len() > 1);
+                if self.below.len() >= MAX_DISTINCT {
+                    return;
+                }
+            }
             let e = self.below.entry(parent).or_default();
-            e.0.insert(name.to_owned());
+            insert_capped(&mut e.0, hash64(name));
             e.1.add(rec);
         }
     }

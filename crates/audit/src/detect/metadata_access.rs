@@ -4,7 +4,9 @@
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
-use super::{net, normalize_name, some_of, strings, DetectError, Detector, Evidence};
+use super::{
+    insert_capped, net, normalize_name, some_of, strings, DetectError, Detector, Evidence,
+};
 use crate::alert::{Alert, Severity, Technique};
 use crate::Record;
 
@@ -95,7 +97,7 @@ impl Detector for MetadataAccess {
     fn observe(&mut self, rec: &Record, _out: &mut Vec<Alert>) {
         if let Some((target, allowed)) = is_metadata_record(rec) {
             self.ev.add(rec);
-            self.targets.insert(target);
+            insert_capped(&mut self.targets, target);
             self.reached |= allowed;
         }
     }

@@ -18,9 +18,10 @@ mod network_scan;
 mod new_destination;
 mod persistence_attempt;
 mod privileged_operation;
+mod record_flood;
 mod rogue_runner;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
@@ -37,6 +38,7 @@ pub use network_scan::NetworkScan;
 pub use new_destination::{Baseline, NewDestination};
 pub use persistence_attempt::PersistenceAttempt;
 pub use privileged_operation::PrivilegedOperation;
+pub use record_flood::RecordFlood;
 pub use rogue_runner::RogueRunner;
 
 /// Errors of the detectors. Detection itself never fails; only the learned baseline of
@@ -116,13 +118,14 @@ pub const DETECTORS: &[&str] = &[
     "privileged-operation",
     "rogue-runner",
     "fileless-exec",
+    "record-flood",
     "new-destination",
 ];
 
 /// Every detector, fresh, in the order they run.
-pub fn registry(ctx: &DetectContext) -> Vec<Box<dyn Detector>> {
+pub fn registry(ctx: &DetectContext) -> Vec<Box<dyn Detector + Send>> {
     let s = &ctx.settings;
-    let mut v: Vec<Box<dyn Detector>> = vec![
+    let mut v: Vec<Box<dyn Detector + Send>> = vec![
         Box::new(MetadataAccess::default()),
         Box::new(NetworkScan::new(
             s.network_scan.destinations,
@@ -134,6 +137,7 @@ pub fn registry(ctx: &DetectContext) -> Vec<Box<dyn Detector>> {
         Box::new(PrivilegedOperation::default()),
         Box::new(RogueRunner::default()),
         Box::new(FilelessExec::default()),
+        Box::new(RecordFlood::default()),
     ];
     if let (true, Some(dir)) = (s.new_destination, &ctx.baseline_dir) {
         v.push(Box::new(
@@ -153,22 +157,52 @@ pub struct Detection {
     pub errors: Vec<DetectError>,
 }
 
+/// The detectors of one job, fed one record at a time as the records are written (the audit
+/// queue does this), so no job's records are ever held in memory: each detector keeps only
+/// a bounded summary of what it has seen.
+pub struct Stream {
+    dets: Vec<Box<dyn Detector + Send>>,
+    observed: Vec<Vec<Alert>>,
+}
+
+impl Stream {
+    /// Fresh detectors for one job.
+    pub fn new(ctx: &DetectContext) -> Self {
+        let dets = registry(ctx);
+        let observed = dets.iter().map(|_| Vec::new()).collect();
+        Self { dets, observed }
+    }
+
+    /// Shows one record (of the job, in log order) to every detector.
+    pub fn observe(&mut self, r: &Record) {
+        for (d, out) in self.dets.iter_mut().zip(self.observed.iter_mut()) {
+            d.observe(r, out);
+        }
+    }
+
+    /// The job is over: every detector's findings, in registry order.
+    pub fn finish(self) -> Detection {
+        let mut d = Detection::default();
+        for (mut det, mut observed) in self.dets.into_iter().zip(self.observed) {
+            d.alerts.append(&mut observed);
+            let mut out = Vec::new();
+            if let Err(e) = det.finish(&d.alerts, &mut out) {
+                d.errors.push(e);
+            }
+            d.alerts.append(&mut out);
+        }
+        d
+    }
+}
+
 /// Runs every detector over one job's records; problems with the baseline are returned
 /// beside the alerts.
 pub fn detect_report(records: &[Record], ctx: &DetectContext) -> Detection {
-    let mut d = Detection::default();
-    for mut det in registry(ctx) {
-        let mut out = Vec::new();
-        for r in records {
-            det.observe(r, &mut out);
-        }
-        d.alerts.append(&mut out);
-        if let Err(e) = det.finish(&d.alerts, &mut out) {
-            d.errors.push(e);
-        }
-        d.alerts.append(&mut out);
+    let mut s = Stream::new(ctx);
+    for r in records {
+        s.observe(r);
     }
-    d
+    s.finish()
 }
 
 /// Runs every detector over one job's records (the records of one job, in log order).
@@ -201,17 +235,31 @@ pub fn detect_jobs(records: &[Record], ctx: &DetectContext) -> Detection {
     all
 }
 
+/// At most this many evidence records are named per alert (the rest are counted): an alert
+/// about a flood must not be a flood itself.
+pub const MAX_EVIDENCE: usize = 1000;
+
+/// At most this many distinct things (destinations, names, paths) a detector remembers for
+/// one summary; past it, it counts.
+pub(crate) const MAX_DISTINCT: usize = 4096;
+
 /// The records behind one alert.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Evidence {
     seqs: Vec<u64>,
+    /// Evidence records past [`MAX_EVIDENCE`].
+    more: u64,
     time_ms: u128,
     job: String,
 }
 
 impl Evidence {
     pub(crate) fn add(&mut self, r: &Record) {
-        self.seqs.push(r.seq);
+        if self.seqs.len() < MAX_EVIDENCE {
+            self.seqs.push(r.seq);
+        } else {
+            self.more += 1;
+        }
         self.time_ms = self.time_ms.max(r.time_ms);
         if self.job.is_empty() {
             if let Some(j) = &r.job {
@@ -220,20 +268,36 @@ impl Evidence {
         }
     }
 
+    /// Adds a record known by its parts (detectors that keep only these).
+    pub(crate) fn add_parts(&mut self, seq: u64, time_ms: u128, job: &str) {
+        if self.seqs.len() < MAX_EVIDENCE {
+            self.seqs.push(seq);
+        } else {
+            self.more += 1;
+        }
+        self.time_ms = self.time_ms.max(time_ms);
+        if self.job.is_empty() {
+            job.clone_into(&mut self.job);
+        }
+    }
+
     pub(crate) fn merge(&mut self, other: Evidence) {
-        self.seqs.extend(other.seqs);
+        let room = MAX_EVIDENCE.saturating_sub(self.seqs.len());
+        self.more += other.more + other.seqs.len().saturating_sub(room) as u64;
+        self.seqs.extend(other.seqs.into_iter().take(room));
         self.time_ms = self.time_ms.max(other.time_ms);
         if self.job.is_empty() {
             self.job = other.job;
         }
     }
 
-    pub(crate) fn len(&self) -> usize {
-        self.seqs.len()
-    }
-
     pub(crate) fn is_empty(&self) -> bool {
         self.seqs.is_empty()
+    }
+
+    /// Records behind the alert, those past [`MAX_EVIDENCE`] included.
+    pub(crate) fn len(&self) -> u64 {
+        self.seqs.len() as u64 + self.more
     }
 
     pub(crate) fn alert(
@@ -337,6 +401,29 @@ pub(crate) fn audit_mode(rec: &Record) -> bool {
     rec.kind == "job.requested"
         && rec.data.get("egress_mode").and_then(Value::as_str) == Some("audit")
 }
+
+/// A 64-bit hash of a string: detectors count distinct destinations by it instead of keeping
+/// every string.
+pub(crate) fn hash64(s: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    s.hash(&mut h);
+    h.finish()
+}
+
+/// Inserts into a set that stops growing at [`MAX_DISTINCT`]; returns whether it is full.
+pub(crate) fn insert_capped<T: Ord>(set: &mut BTreeSet<T>, v: T) -> bool {
+    if set.len() < MAX_DISTINCT {
+        set.insert(v);
+        false
+    } else {
+        true
+    }
+}
+
+/// At most this many records a detector keeps a trace of (sequence number, time, hash) for
+/// an end-of-job decision; the audit limiter keeps a job far below it.
+pub(crate) const MAX_TRACE: usize = 200_000;
 
 /// Lower case, no trailing dot.
 pub(crate) fn normalize_name(n: &str) -> String {

@@ -164,6 +164,10 @@ impl Detector for NewDestination {
         else {
             return;
         };
+        if !self.used.contains_key(&name) && self.used.len() >= super::MAX_DISTINCT {
+            // Bounded: past this many new domains in one job, the rest wait for a later job.
+            return;
+        }
         let e = self
             .used
             .entry(name)

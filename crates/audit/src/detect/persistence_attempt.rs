@@ -91,7 +91,9 @@ impl Detector for PersistenceAttempt {
             .and_then(Value::as_str)
             .unwrap_or("changed");
         let e = self.by_class.entry(c.to_owned()).or_default();
-        e.0.push(format!("{path} ({change})"));
+        if e.0.len() < 100 {
+            e.0.push(format!("{path} ({change})"));
+        }
         e.1.add(rec);
     }
 

@@ -60,7 +60,9 @@ fn technique_of(syscall: &str) -> (&'static str, &'static str) {
 /// The detector.
 #[derive(Debug, Default)]
 pub struct PrivilegedOperation {
-    by_technique: BTreeMap<(&'static str, &'static str), (BTreeSet<String>, Evidence)>,
+    /// technique → (the calls, their records, how many calls: aggregated records count
+    /// every call they stand for).
+    by_technique: BTreeMap<(&'static str, &'static str), (BTreeSet<String>, Evidence, u64)>,
 }
 
 impl Detector for PrivilegedOperation {
@@ -69,6 +71,24 @@ impl Detector for PrivilegedOperation {
     }
 
     fn observe(&mut self, rec: &Record, _out: &mut Vec<Alert>) {
+        // A flood of one call is aggregated (crate::limit): the aggregate names the call
+        // (its key) and how many there were.
+        if rec.kind == crate::limit::AGGREGATED
+            && rec.data.get("kind").and_then(Value::as_str) == Some("syscall.denied")
+        {
+            let name = rec
+                .data
+                .get("key")
+                .and_then(Value::as_str)
+                .unwrap_or("unknown syscall")
+                .to_owned();
+            let n = rec.data.get("count").and_then(Value::as_u64).unwrap_or(1);
+            let e = self.by_technique.entry(technique_of(&name)).or_default();
+            e.0.insert(name);
+            e.1.add(rec);
+            e.2 += n;
+            return;
+        }
         if rec.kind != "syscall.denied" {
             return;
         }
@@ -85,11 +105,11 @@ impl Detector for PrivilegedOperation {
         let e = self.by_technique.entry(technique_of(&name)).or_default();
         e.0.insert(name);
         e.1.add(rec);
+        e.2 += 1;
     }
 
     fn finish(&mut self, _earlier: &[Alert], out: &mut Vec<Alert>) -> Result<(), DetectError> {
-        for ((id, name), (calls, ev)) in std::mem::take(&mut self.by_technique) {
-            let n = ev.len();
+        for ((id, name), (calls, ev, n)) in std::mem::take(&mut self.by_technique) {
             out.push(ev.alert(
                 self.id(),
                 Technique::new(id, name),

@@ -257,7 +257,7 @@ impl Detector for RogueRunner {
                 let ppid = d.get("ppid").and_then(Value::as_u64).unwrap_or(0);
                 self.parent.insert(pid, ppid);
                 // Only execs that can be part of a runner are kept whole.
-                if might_be_runner(d) {
+                if might_be_runner(d) && self.execs.len() < super::MAX_TRACE {
                     if let Some(e) = Exec::of(rec) {
                         self.execs.push(e);
                     }

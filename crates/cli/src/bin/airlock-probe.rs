@@ -14,6 +14,12 @@
 //!
 //! `airlock-probe spin MS` burns CPU for MS milliseconds of wall time and prints
 //! `wall_ms=… cpu_ms=…`.
+//!
+//! `airlock-probe flood KIND MS [N]` floods airlock's records for MS milliseconds: `syscall`
+//! calls the denied `acct(0)` in a loop, `dns` sends DNS queries for names outside any
+//! allow-list to the job's resolver, `drops` sends UDP packets to ports of 10.99.0.1 (which
+//! the firewall drops; sealed worlds only), `files` creates up to N files with long paths.
+//! Prints `flood=KIND count=…` (how many it made).
 
 use std::ffi::CString;
 
@@ -289,14 +295,135 @@ fn alloc(mib: usize) {
     println!("allocated all {mib} MiB");
 }
 
+/// The job's resolver: the first `nameserver` of /etc/resolv.conf.
+fn resolver() -> Option<std::net::SocketAddr> {
+    let conf = std::fs::read_to_string("/etc/resolv.conf").ok()?;
+    conf.lines()
+        .filter_map(|l| l.strip_prefix("nameserver"))
+        .find_map(|a| a.trim().parse::<std::net::IpAddr>().ok())
+        .map(|ip| std::net::SocketAddr::new(ip, 53))
+}
+
+/// A DNS query for `name` (type A, recursion desired).
+fn dns_query(id: u16, name: &str) -> Vec<u8> {
+    let mut q = Vec::with_capacity(64);
+    q.extend_from_slice(&id.to_be_bytes());
+    q.extend_from_slice(&[1, 0, 0, 1, 0, 0, 0, 0, 0, 0]);
+    for label in name.split('.') {
+        q.push(label.len() as u8);
+        q.extend_from_slice(label.as_bytes());
+    }
+    q.extend_from_slice(&[0, 0, 1, 0, 1]);
+    q
+}
+
+fn flood(kind: &str, ms: u64, n: u64) {
+    let until = std::time::Instant::now() + std::time::Duration::from_millis(ms);
+    let mut count = 0u64;
+    match kind {
+        "syscall" => {
+            while std::time::Instant::now() < until {
+                for _ in 0..64 {
+                    let _ = sc!(libc::SYS_acct, 0);
+                    count += 1;
+                }
+            }
+        }
+        "dns" => {
+            let Some(to) = resolver() else {
+                println!("flood=dns error=no-resolver");
+                return;
+            };
+            let Ok(sock) = std::net::UdpSocket::bind("0.0.0.0:0") else {
+                println!("flood=dns error=bind");
+                return;
+            };
+            let _ = sock.set_read_timeout(Some(std::time::Duration::from_millis(200)));
+            let mut buf = [0u8; 512];
+            while std::time::Instant::now() < until {
+                // Ten distinct names and one repeated one: both kinds of key.
+                let name = if count.is_multiple_of(2) {
+                    format!("n{}.flood.test", count % 10)
+                } else {
+                    "refused.flood.test".to_owned()
+                };
+                if sock.send_to(&dns_query(count as u16, &name), to).is_ok() {
+                    count += 1;
+                    let _ = sock.recv(&mut buf);
+                }
+            }
+        }
+        "drops" => {
+            // UDP to ports of an address no policy allows: each new port is a new flow the
+            // firewall drops and reports. Run only inside a sealed network namespace.
+            let Ok(sock) = std::net::UdpSocket::bind("0.0.0.0:0") else {
+                println!("flood=drops error=bind");
+                return;
+            };
+            let (mut port, mut host) = (1024u16, 1u8);
+            while std::time::Instant::now() < until && count < n {
+                let to = std::net::SocketAddr::from(([10, 99, 0, host], port));
+                if sock.send_to(b"x", to).is_ok() {
+                    count += 1;
+                }
+                if port == u16::MAX {
+                    port = 1024;
+                    host = host % 8 + 1;
+                } else {
+                    port += 1;
+                }
+            }
+        }
+        "files" => {
+            // Deep directories make long paths (a few KiB each), the costly case.
+            let seg = "d".repeat(200);
+            let mut dir = std::path::PathBuf::from("/tmp/flood");
+            for _ in 0..12 {
+                dir.push(&seg);
+            }
+            if std::fs::create_dir_all(&dir).is_err() {
+                println!("flood=files error=mkdir");
+                return;
+            }
+            'outer: for d in 0.. {
+                let sub = dir.join(format!("{d:05}"));
+                if std::fs::create_dir(&sub).is_err() {
+                    break;
+                }
+                for i in 0..1000 {
+                    if count >= n || std::time::Instant::now() >= until {
+                        break 'outer;
+                    }
+                    if std::fs::File::create(sub.join(format!("{i:04}-{}", "f".repeat(100))))
+                        .is_err()
+                    {
+                        break 'outer;
+                    }
+                    count += 1;
+                }
+            }
+        }
+        _ => {
+            eprintln!("flood: unknown kind {kind}");
+            std::process::exit(2);
+        }
+    }
+    println!("flood={kind} count={count}");
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     match args.get(1).map(String::as_str) {
+        Some("flood") => flood(
+            args.get(2).map(String::as_str).unwrap_or("syscall"),
+            args.get(3).and_then(|s| s.parse().ok()).unwrap_or(3000),
+            args.get(4).and_then(|s| s.parse().ok()).unwrap_or(u64::MAX),
+        ),
         Some("syscalls") => syscalls(),
         Some("alloc") => alloc(args.get(2).and_then(|s| s.parse().ok()).unwrap_or(1024)),
         Some("spin") => spin(args.get(2).and_then(|s| s.parse().ok()).unwrap_or(1000)),
         _ => {
-            eprintln!("usage: airlock-probe syscalls | alloc MIB | spin MS");
+            eprintln!("usage: airlock-probe syscalls | alloc MIB | spin MS | flood KIND MS [N]");
             std::process::exit(2);
         }
     }

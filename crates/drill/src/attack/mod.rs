@@ -45,6 +45,7 @@ mod proc_self_exe;
 mod ptrace;
 mod raw_socket;
 mod recon;
+mod record_flood;
 mod rogue_runner;
 mod setns;
 mod setuid;
@@ -83,6 +84,8 @@ pub mod detector {
     pub const FILELESS_EXEC: &str = "fileless-exec";
     /// A domain the group never used before (learned baseline).
     pub const NEW_DESTINATION: &str = "new-destination";
+    /// The job flooded airlock's records (aggregated past the group's audit bounds).
+    pub const RECORD_FLOOD: &str = "record-flood";
 }
 
 /// The group an attack belongs to (for the table and the docs).
@@ -211,6 +214,11 @@ pub trait Attack: Sync {
     fn helper_only(&self) -> bool {
         false
     }
+    /// An attack on airlock's own records: the job's records in the audit log must stay
+    /// below this many, or the attack got through (the drill counts them).
+    fn record_bound(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// Every attack, in the order the drill runs them. The control comes first: if it fails, the
@@ -270,6 +278,7 @@ pub fn registry() -> &'static [&'static dyn Attack] {
         &fork_bomb::ForkBomb,
         &memory::Memory,
         &disk_fill::DiskFill,
+        &record_flood::RecordFlood,
     ];
     ALL
 }
