@@ -406,6 +406,22 @@ pub(crate) fn copy_workspace(
     gid: u32,
     limit: u64,
 ) -> Result<(), SandboxError> {
+    copy_workspace_bounded(
+        src,
+        dst,
+        (uid, gid),
+        limit,
+        (WORKSPACE_MAX_DEPTH, WORKSPACE_MAX_ENTRIES),
+    )
+}
+
+fn copy_workspace_bounded(
+    src: &Path,
+    dst: &Path,
+    (uid, gid): (u32, u32),
+    limit: u64,
+    (max_depth, max_entries): (usize, u64),
+) -> Result<(), SandboxError> {
     use nix::fcntl::OFlag;
     // The workspace directory itself is the operator's choice: its own path may go through
     // symlinks. Nothing below it is followed.
@@ -426,6 +442,8 @@ pub(crate) fn copy_workspace(
         uid,
         gid,
         limit,
+        max_depth,
+        max_entries,
         used: DIR_COST,
         entries: 0,
         skipped: Vec::new(),
@@ -480,6 +498,8 @@ struct WsCopy<'a> {
     uid: u32,
     gid: u32,
     limit: u64,
+    max_depth: usize,
+    max_entries: u64,
     used: u64,
     entries: u64,
     /// The first few entries not copied, for the warning.
@@ -535,11 +555,12 @@ impl WsCopy<'_> {
                 continue;
             }
             self.entries += 1;
-            if self.entries > WORKSPACE_MAX_ENTRIES {
+            if self.entries > self.max_entries {
                 return Err(SandboxError::Workspace {
                     path: self.root.to_owned(),
                     reason: format!(
-                        "more than {WORKSPACE_MAX_ENTRIES} entries; shrink the workspace"
+                        "more than {} entries; shrink the workspace",
+                        self.max_entries
                     ),
                 });
             }
@@ -603,12 +624,13 @@ impl WsCopy<'_> {
             )
             .map_err(self.err(rel, "chown"))?;
         } else if kind == SFlag::S_IFDIR {
-            if depth + 1 > WORKSPACE_MAX_DEPTH {
+            if depth + 1 > self.max_depth {
                 return Err(SandboxError::Workspace {
                     path: self.root.to_owned(),
                     reason: format!(
-                        "{} is nested deeper than {WORKSPACE_MAX_DEPTH} directories",
-                        rel.display()
+                        "{} is nested deeper than {} directories",
+                        rel.display(),
+                        self.max_depth
                     ),
                 });
             }
@@ -828,5 +850,77 @@ mod tests {
             &leaks[..leaks.len().min(5)]
         );
         assert!(copied > 0, "no copy ever completed under the race");
+    }
+
+    /// What is copied, and how: symlinks as symlinks (never followed, even to a file in the
+    /// workspace), specials skipped without being opened (a fifo would block), no setuid bit,
+    /// everything owned by the job user; the size counts as the copy goes.
+    #[test]
+    fn copies_links_as_links_skips_specials_and_counts_the_size() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("SKIPPED: needs root (chown to the job user)");
+            return;
+        }
+        use std::os::unix::fs::FileTypeExt;
+        let t = tempfile::tempdir().expect("tempdir");
+        let ws = t.path().join("ws");
+        std::fs::create_dir_all(ws.join("sub/deeper")).expect("ws");
+        std::fs::write(ws.join("sub/deeper/file"), "data").expect("file");
+        std::fs::write(ws.join("suid"), "x").expect("suid");
+        std::fs::set_permissions(ws.join("suid"), std::fs::Permissions::from_mode(0o4755))
+            .expect("chmod");
+        std::os::unix::fs::symlink("/etc/shadow", ws.join("abs")).expect("abs");
+        std::os::unix::fs::symlink("sub/deeper/file", ws.join("rel")).expect("rel");
+        nix::unistd::mkfifo(&ws.join("fifo"), nix::sys::stat::Mode::S_IRWXU).expect("fifo");
+        let _sock = std::os::unix::net::UnixListener::bind(ws.join("sock")).expect("sock");
+        let dst = t.path().join("dst");
+        std::fs::create_dir(&dst).expect("dst");
+        copy_workspace(&ws, &dst, 1001, 1002, 1 << 20).expect("copy");
+        assert_eq!(
+            std::fs::read_link(dst.join("abs")).expect("abs"),
+            Path::new("/etc/shadow")
+        );
+        assert_eq!(
+            std::fs::read_link(dst.join("rel")).expect("rel"),
+            Path::new("sub/deeper/file")
+        );
+        assert_eq!(
+            std::fs::read_to_string(dst.join("sub/deeper/file")).expect("file"),
+            "data"
+        );
+        let m = std::fs::symlink_metadata(dst.join("suid")).expect("suid");
+        assert_eq!(m.mode() & 0o7777, 0o755, "setuid dropped");
+        for p in ["abs", "sub", "sub/deeper", "sub/deeper/file", "suid"] {
+            let m = std::fs::symlink_metadata(dst.join(p)).expect("copied");
+            assert_eq!((m.uid(), m.gid()), (1001, 1002), "{p} owned by the job user");
+        }
+        for p in ["fifo", "sock"] {
+            assert!(!dst.join(p).exists(), "{p} must not be copied");
+        }
+        assert!(std::fs::symlink_metadata(ws.join("fifo"))
+            .expect("fifo")
+            .file_type()
+            .is_fifo());
+
+        // The workspace needs 3 directories, 26 bytes of link targets and 5 bytes of files.
+        let small = t.path().join("small");
+        std::fs::create_dir(&small).expect("small");
+        let e = copy_workspace(&ws, &small, 1001, 1001, 3 * DIR_COST + 10).expect_err("too big");
+        assert!(e.to_string().contains("does not fit"), "{e}");
+        // Bounds: depth and entry count refuse with the reason.
+        for (bounds, needle) in [((1, 100), "nested deeper than 1"), ((10, 3), "more than 3")] {
+            let d = tempfile::tempdir_in(t.path()).expect("dst");
+            let e = copy_workspace_bounded(&ws, d.path(), (1001, 1001), 1 << 20, bounds)
+                .expect_err("bounded");
+            assert!(e.to_string().contains(needle), "{e}");
+        }
+        // A symlink to a directory is not entered, even when it is the workspace's own.
+        std::os::unix::fs::symlink("/", ws.join("root")).expect("root link");
+        let d = tempfile::tempdir_in(t.path()).expect("dst");
+        copy_workspace(&ws, d.path(), 1001, 1001, 1 << 20).expect("copy with a link to /");
+        assert!(std::fs::symlink_metadata(d.path().join("root"))
+            .expect("root")
+            .file_type()
+            .is_symlink());
     }
 }
