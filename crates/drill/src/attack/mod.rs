@@ -25,6 +25,7 @@ mod fork_bomb;
 mod hardcoded_ip;
 mod host_pids;
 mod io_uring;
+mod ioctl_high_bits;
 mod iopl;
 mod kcore;
 mod keyctl;
@@ -33,6 +34,7 @@ mod metadata;
 mod mknod;
 mod module_load;
 mod mount;
+mod oom_score;
 mod open_by_handle;
 mod perf_event;
 mod persistence;
@@ -50,6 +52,7 @@ mod sysrq;
 mod tiocsti;
 mod unshare;
 mod userfaultfd;
+mod workspace_race;
 
 pub use persistence::PERSISTENCE_PATHS;
 
@@ -169,6 +172,12 @@ pub trait Attack: Sync {
     fn victim(&self) -> Option<&'static str> {
         None
     }
+    /// An attack on the workspace copy: the drill runs it in a workspace of bait entries
+    /// that a host-side thread keeps swapping with symlinks to a root-only host file while
+    /// airlock copies it (see docs/drill.md).
+    fn races_workspace(&self) -> bool {
+        false
+    }
     /// Helpers run only on behalf of another attack are not listed in the drill.
     fn helper_only(&self) -> bool {
         false
@@ -218,12 +227,15 @@ pub fn registry() -> &'static [&'static dyn Attack] {
         &userfaultfd::Userfaultfd,
         &open_by_handle::OpenByHandle,
         &tiocsti::Tiocsti,
+        &ioctl_high_bits::IoctlHighBits,
         &io_uring::IoUring,
         &iopl::Iopl,
+        &workspace_race::WorkspaceRace,
         // Exhaustion (last: slowest).
         &fork_bomb::ForkBomb,
         &memory::Memory,
         &disk_fill::DiskFill,
+        &oom_score::OomScoreLower,
     ];
     ALL
 }
