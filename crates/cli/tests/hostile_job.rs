@@ -27,14 +27,20 @@ fn a_racing_workspace_writer_gets_no_host_file_into_the_job() {
     let secret = outside.join("secret");
     std::fs::write(&secret, MARKER).expect("secret");
     std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).expect("0600");
-    std::fs::write(outside.join("dir/inner"), MARKER).expect("inner");
-    const PAIRS: usize = 48;
+    // A copy that walks `dN` by path while it becomes a symlink reads these from then on.
+    const DIR_FILES: usize = 64;
+    for j in 0..DIR_FILES {
+        std::fs::write(outside.join(format!("dir/n{j}")), MARKER).expect("host dir file");
+    }
+    const PAIRS: usize = 16;
     let ws = w.ws();
     for i in 0..PAIRS {
         std::fs::write(ws.join(format!("f{i}")), "ok").expect("f");
         std::os::unix::fs::symlink(&secret, ws.join(format!("l{i}"))).expect("l");
         std::fs::create_dir(ws.join(format!("d{i}"))).expect("d");
-        std::fs::write(ws.join(format!("d{i}/x")), "ok").expect("x");
+        for j in 0..DIR_FILES {
+            std::fs::write(ws.join(format!("d{i}/n{j}")), "ok").expect("n");
+        }
         std::os::unix::fs::symlink(outside.join("dir"), ws.join(format!("m{i}"))).expect("m");
     }
     let stop = Arc::new(AtomicBool::new(false));

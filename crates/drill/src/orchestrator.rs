@@ -506,38 +506,40 @@ impl Runner<'_> {
 
 /// Bait pairs of the `workspace-race` workspace: `fN` (a file) ↔ `lN` (a symlink to the
 /// root-only host file) and `dN` (a directory) ↔ `mN` (a symlink to a host directory).
-const RACE_PAIRS: usize = 64;
+const RACE_PAIRS: usize = 16;
+/// Files in each bait directory, and in the host directory under the same names: a copy that
+/// walks `dN` by path while `dN` becomes a symlink reads the host's files from then on, so
+/// the race window is the whole copy of the directory, not one syscall.
+const RACE_DIR_FILES: usize = 128;
 
 /// Builds the `workspace-race` workspace under `dir` (the drill's 0700 directory): the bait
 /// pairs and `airlock-attack`, and outside it the root-only host file (mode 0600) and host
-/// directory their symlinks point at, both holding [`WORKSPACE_SECRET_MARKER`].
+/// directory their symlinks point at, every file holding [`WORKSPACE_SECRET_MARKER`].
 fn race_workspace(dir: &Path) -> Result<PathBuf, DrillError> {
     use std::os::unix::fs::PermissionsExt;
     let (ws, host) = (dir.join("ws-race"), dir.join("race-host"));
+    // A previous run's swapper may have left any pair exchanged: start afresh.
+    let _ = std::fs::remove_dir_all(&ws);
     for d in [&ws, &host.join("dir")] {
         std::fs::create_dir_all(d).map_err(io("creating", d))?;
     }
     let secret = host.join("secret");
-    let inner = host.join("dir/inner");
-    for f in [&secret, &inner] {
-        std::fs::write(f, WORKSPACE_SECRET_MARKER).map_err(io("writing", f))?;
-        std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o600))
-            .map_err(io("setting permissions of", f))?;
+    let host_files = (0..RACE_DIR_FILES).map(|j| host.join(format!("dir/n{j}")));
+    for f in std::iter::once(secret.clone()).chain(host_files) {
+        std::fs::write(&f, WORKSPACE_SECRET_MARKER).map_err(io("writing", &f))?;
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600))
+            .map_err(io("setting permissions of", &f))?;
     }
     let exe = ws.join("airlock-attack");
-    if !exe.is_file() {
-        std::fs::copy(dir.join("ws/airlock-attack"), &exe).map_err(io("copying", &exe))?;
-    }
+    std::fs::copy(dir.join("ws/airlock-attack"), &exe).map_err(io("copying", &exe))?;
     for i in 0..RACE_PAIRS {
-        // A previous attack's swapper may have left any pair exchanged: start afresh.
-        for n in ["f", "l", "d", "m"] {
-            let p = ws.join(format!("{n}{i}"));
-            let _ = std::fs::remove_file(&p).or_else(|_| std::fs::remove_dir_all(&p));
-        }
         let (f, d) = (ws.join(format!("f{i}")), ws.join(format!("d{i}")));
         std::fs::write(&f, "bait").map_err(io("writing", &f))?;
         std::fs::create_dir(&d).map_err(io("creating", &d))?;
-        std::fs::write(d.join("x"), "bait").map_err(io("writing", &d))?;
+        for j in 0..RACE_DIR_FILES {
+            let n = d.join(format!("n{j}"));
+            std::fs::write(&n, "bait").map_err(io("writing", &n))?;
+        }
         for (link, target) in [("l", &secret), ("m", &host.join("dir"))] {
             let l = ws.join(format!("{link}{i}"));
             std::os::unix::fs::symlink(target, &l).map_err(io("symlinking", &l))?;
