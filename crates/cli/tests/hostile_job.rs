@@ -80,7 +80,11 @@ fn a_racing_workspace_writer_gets_no_host_file_into_the_job() {
     for o in &outputs {
         assert!(o.status.success(), "{}\n{}", stdout(o), stderr(o));
         assert!(stdout(o).contains("searched"), "{}", stdout(o));
-        assert!(!stdout(o).contains("LEAK"), "host file in the job:\n{}", stdout(o));
+        assert!(
+            !stdout(o).contains("LEAK"),
+            "host file in the job:\n{}",
+            stdout(o)
+        );
         assert_job_gone(o);
     }
     w.assert_clean();
@@ -127,7 +131,9 @@ fn argument_rules_hold_with_the_upper_32_bits_set() {
                 .iter()
                 .any(|d| d["data"]["syscall"] == *syscall && d["data"]["args"][i] == *arg)
             {
-                problems.push(format!("{name}: no syscall.denied record: the filter let it through"));
+                problems.push(format!(
+                    "{name}: no syscall.denied record: the filter let it through"
+                ));
             }
         }
         assert!(
@@ -136,12 +142,14 @@ fn argument_rules_hold_with_the_upper_32_bits_set() {
             problems.join("\n")
         );
         // The reason names the request, high bits or not.
-        assert!(denied
-            .iter()
-            .any(|d| d["data"]["reason"].as_str().unwrap_or("").starts_with("TIOCSTI")));
-        assert!(denied
-            .iter()
-            .any(|d| d["data"]["reason"].as_str().unwrap_or("").starts_with("TIOCLINUX")));
+        assert!(denied.iter().any(|d| d["data"]["reason"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("TIOCSTI")));
+        assert!(denied.iter().any(|d| d["data"]["reason"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("TIOCLINUX")));
         w.assert_clean();
     }
 }

@@ -492,8 +492,9 @@ impl Runner<'_> {
         let duration_ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
         let mut row = judge(a, &runs, victim.as_ref(), duration_ms);
         if let Some(n) = swaps {
-            row.evidence
-                .push_str(&format!("; host-side swapper: {n} exchanges during the job"));
+            row.evidence.push_str(&format!(
+                "; host-side swapper: {n} exchanges during the job"
+            ));
             // A swapper that never ran cannot vouch for "blocked".
             if n == 0 && row.observed == Observed::Blocked {
                 row.observed = Observed::Inconclusive;
@@ -592,10 +593,7 @@ impl Racer {
     /// Stops the threads; the number of exchanges they made.
     fn stop(mut self) -> u64 {
         self.stop.store(true, Ordering::Relaxed);
-        self.threads
-            .drain(..)
-            .map(|t| t.join().unwrap_or(0))
-            .sum()
+        self.threads.drain(..).map(|t| t.join().unwrap_or(0)).sum()
     }
 }
 

@@ -281,8 +281,7 @@ pub fn proc_mount_read_only(mountinfo: &str) -> Result<(), String> {
     // Fields: id parent major:minor root MOUNTPOINT OPTIONS [optional…] - FSTYPE …
     let m = mountinfo
         .lines()
-        .filter(|l| l.split(' ').nth(4) == Some("/proc"))
-        .last()
+        .rfind(|l| l.split(' ').nth(4) == Some("/proc"))
         .ok_or("the job has no /proc mount")?;
     let f: Vec<&str> = m.split(' ').collect();
     let fstype = f

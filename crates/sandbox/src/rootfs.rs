@@ -467,7 +467,12 @@ fn open_fd(
     flags: nix::fcntl::OFlag,
 ) -> nix::Result<std::os::fd::OwnedFd> {
     use std::os::fd::FromRawFd;
-    let fd = nix::fcntl::openat(dir, p, flags, nix::sys::stat::Mode::from_bits_truncate(0o600))?;
+    let fd = nix::fcntl::openat(
+        dir,
+        p,
+        flags,
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )?;
     // SAFETY: `openat` just returned this descriptor; nothing else owns or closes it.
     Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
 }
@@ -634,8 +639,8 @@ impl WsCopy<'_> {
                     ),
                 });
             }
-            let Some(d) = reopen(OFlag::O_RDONLY | OFlag::O_DIRECTORY)
-                .map_err(self.err(rel, "opening"))?
+            let Some(d) =
+                reopen(OFlag::O_RDONLY | OFlag::O_DIRECTORY).map_err(self.err(rel, "opening"))?
             else {
                 self.skip(rel, "changed during the copy");
                 return Ok(());
@@ -892,7 +897,11 @@ mod tests {
         assert_eq!(m.mode() & 0o7777, 0o755, "setuid dropped");
         for p in ["abs", "sub", "sub/deeper", "sub/deeper/file", "suid"] {
             let m = std::fs::symlink_metadata(dst.join(p)).expect("copied");
-            assert_eq!((m.uid(), m.gid()), (1001, 1002), "{p} owned by the job user");
+            assert_eq!(
+                (m.uid(), m.gid()),
+                (1001, 1002),
+                "{p} owned by the job user"
+            );
         }
         for p in ["fifo", "sock"] {
             assert!(!dst.join(p).exists(), "{p} must not be copied");

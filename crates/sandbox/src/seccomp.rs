@@ -216,9 +216,7 @@ pub fn oci_profile(listener: Option<&std::path::Path>) -> Value {
 /// written both ways: under either reading one of the two is the intended test, and the other
 /// asks for `(argument & value) == 0xffffffff`, which no `value` below 2^32 - 1 can satisfy.
 fn masked_eq32(index: u32, value: u64) -> [Value; 2] {
-    let arg = |v: u64, v2: u64| {
-        json!({ "index": index, "value": v, "valueTwo": v2, "op": "SCMP_CMP_MASKED_EQ" })
-    };
+    let arg = |v: u64, v2: u64| json!({ "index": index, "value": v, "valueTwo": v2, "op": "SCMP_CMP_MASKED_EQ" });
     [arg(ARG32, value), arg(value, ARG32)]
 }
 
@@ -245,7 +243,11 @@ mod tests {
             .as_array()
             .expect("rules")
             .iter()
-            .filter(|r| r["names"].as_array().is_some_and(|n| n.iter().any(|x| x == name)))
+            .filter(|r| {
+                r["names"]
+                    .as_array()
+                    .is_some_and(|n| n.iter().any(|x| x == name))
+            })
             .filter_map(|r| r["args"].as_array())
             .any(|args| {
                 args.iter()
@@ -267,7 +269,10 @@ mod tests {
                 }
                 for (flag, name) in CLONE_NAMESPACE_FLAGS {
                     let flags = high | flag | libc::SIGCHLD as u64;
-                    assert!(denied(&p, "clone", 0, flags, value_is_mask), "{name} {high:#x}");
+                    assert!(
+                        denied(&p, "clone", 0, flags, value_is_mask),
+                        "{name} {high:#x}"
+                    );
                     assert!(reason("clone", &[flags, 0, 0, 0, 0, 0]).contains(name));
                 }
                 // Ordinary calls stay allowed: TCGETS, a plain fork-like clone.
@@ -280,7 +285,10 @@ mod tests {
             for a in r["args"].as_array().into_iter().flatten() {
                 assert_eq!(a["op"], "SCMP_CMP_MASKED_EQ", "{r}");
                 let (v, v2) = (a["value"].as_u64(), a["valueTwo"].as_u64());
-                assert!(v.is_some_and(|v| v <= ARG32) && v2.is_some_and(|v| v <= ARG32), "{r}");
+                assert!(
+                    v.is_some_and(|v| v <= ARG32) && v2.is_some_and(|v| v <= ARG32),
+                    "{r}"
+                );
             }
         }
     }

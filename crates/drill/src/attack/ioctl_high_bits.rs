@@ -55,7 +55,9 @@ fn tiocsti_as_ctty(req: u64) -> Result<(libc::c_long, nix::errno::Errno), String
             }
         }
         ForkResult::Parent { child } => match nix::sys::wait::waitpid(child, None) {
-            Ok(nix::sys::wait::WaitStatus::Exited(_, 0)) => Ok((0, nix::errno::Errno::UnknownErrno)),
+            Ok(nix::sys::wait::WaitStatus::Exited(_, 0)) => {
+                Ok((0, nix::errno::Errno::UnknownErrno))
+            }
             Ok(nix::sys::wait::WaitStatus::Exited(_, e)) => {
                 Ok((-1, nix::errno::Errno::from_raw(e)))
             }
@@ -93,9 +95,7 @@ impl Attack for IoctlHighBits {
                     let req = high | TIOCLINUX;
                     let c: u8 = 0;
                     // SAFETY: ioctl on our own pty with a pointer to one byte.
-                    let r = unsafe {
-                        libc::syscall(libc::SYS_ioctl, p.slave.as_raw_fd(), req, &c)
-                    };
+                    let r = unsafe { libc::syscall(libc::SYS_ioctl, p.slave.as_raw_fd(), req, &c) };
                     s.push(judged(
                         format!("ioctl(own pty, {req:#x} = TIOCLINUX)"),
                         r,
