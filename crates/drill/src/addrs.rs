@@ -85,6 +85,10 @@ pub const FAKE_SECRET: &str = "DRILL-FAKE-SECRET-AKIADRILLDRILLDRILL";
 /// The text persistence attacks plant; the check looks for it.
 pub const PERSISTENCE_MARKER: &str = "AIRLOCK-DRILL-PERSISTENCE-MARKER";
 
+/// The content of the root-only host file the drill's swapper tries to race into the
+/// `workspace-race` job's workspace copy.
+pub const WORKSPACE_SECRET_MARKER: &str = "AIRLOCK-DRILL-ROOT-ONLY-HOST-FILE";
+
 /// The address pool of the drill's jobs (`airlock --net-pool`): one /24, 64 blocks of /30, so
 /// that a sibling job is somewhere in the /24 the `sibling-job` attack sweeps, as it would be
 /// on a runner host with a small pool. The firewall's rules do not depend on the pool.

@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use airlock_policy::{EgressMode, HumanDuration, LoadedPolicy};
 use serde::Serialize;
 
-use crate::addrs::{ALLOWED_NAME, DRILL_POOL, PERSISTENCE_MARKER, POLICY_NAMES, RESOLVER};
+use crate::addrs::{
+    ALLOWED_NAME, DRILL_POOL, PERSISTENCE_MARKER, POLICY_NAMES, RESOLVER, WORKSPACE_SECRET_MARKER,
+};
 use crate::attack::{self, Attack, AttackResult, Category, Expect};
 use crate::victim::{Victim, VictimRun};
 use crate::world::{Hit, World, WorldError};
@@ -461,13 +463,17 @@ impl Runner<'_> {
     }
 
     fn run(&self, id: &str) -> Result<JobRun, DrillError> {
+        self.run_in(id, &self.scratch.path().join("ws"))
+    }
+
+    /// `run` with workspace `ws`.
+    fn run_in(&self, id: &str, ws: &Path) -> Result<JobRun, DrillError> {
         let dir = self.scratch.path();
-        let ws = dir.join("ws");
         let report = dir.join("reports").join(format!("{id}.json"));
         let _ = std::fs::remove_file(&report);
         let before = self.world.hit_count();
         let out = self
-            .command(id, &ws, &report)
+            .command(id, ws, &report)
             .stdin(Stdio::null())
             .output()
             .map_err(io("running", &self.opts.airlock_exe))?;
@@ -524,7 +530,16 @@ impl Runner<'_> {
             Some(v) => Some(self.start_victim(a.id(), v)?),
             None => None,
         };
-        let first = self.run(a.id())?;
+        // An attack on the workspace copy runs in a bait workspace that a host-side thread
+        // keeps swapping for the whole job (the copy happens at its start).
+        let (first, swaps) = if a.races_workspace() {
+            let ws = race_workspace(self.scratch.path())?;
+            let racer = Racer::start(&ws);
+            let run = self.run_in(a.id(), &ws);
+            (run?, Some(racer.stop()))
+        } else {
+            (self.run(a.id())?, None)
+        };
         let victim = victim.map(Victim::stop);
         let mut runs = vec![first];
         if let Some(judge) = a.judged_by() {
@@ -536,7 +551,116 @@ impl Runner<'_> {
         } else {
             a.expect()
         };
-        Ok(judge_as(a, expect, &runs, victim.as_ref(), duration_ms))
+        let mut row = judge_as(a, expect, &runs, victim.as_ref(), duration_ms);
+        if let Some(n) = swaps {
+            row.evidence.push_str(&format!(
+                "; host-side swapper: {n} exchanges during the job"
+            ));
+            // A swapper that never ran cannot vouch for "blocked".
+            if n == 0 && row.observed == Observed::Blocked {
+                row.observed = Observed::Inconclusive;
+                row.passed = false;
+            }
+        }
+        Ok(row)
+    }
+}
+
+/// Bait pairs of the `workspace-race` workspace: `fN` (a file) ↔ `lN` (a symlink to the
+/// root-only host file) and `dN` (a directory) ↔ `mN` (a symlink to a host directory).
+const RACE_PAIRS: usize = 16;
+/// Files in each bait directory, and in the host directory under the same names: a copy that
+/// walks `dN` by path while `dN` becomes a symlink reads the host's files from then on, so
+/// the race window is the whole copy of the directory, not one syscall.
+const RACE_DIR_FILES: usize = 128;
+
+/// Builds the `workspace-race` workspace under `dir` (the drill's 0700 directory): the bait
+/// pairs and `airlock-attack`, and outside it the root-only host file (mode 0600) and host
+/// directory their symlinks point at, every file holding [`WORKSPACE_SECRET_MARKER`].
+fn race_workspace(dir: &Path) -> Result<PathBuf, DrillError> {
+    use std::os::unix::fs::PermissionsExt;
+    let (ws, host) = (dir.join("ws-race"), dir.join("race-host"));
+    // A previous run's swapper may have left any pair exchanged: start afresh.
+    let _ = std::fs::remove_dir_all(&ws);
+    for d in [&ws, &host.join("dir")] {
+        std::fs::create_dir_all(d).map_err(io("creating", d))?;
+    }
+    let secret = host.join("secret");
+    let host_files = (0..RACE_DIR_FILES).map(|j| host.join(format!("dir/n{j}")));
+    for f in std::iter::once(secret.clone()).chain(host_files) {
+        std::fs::write(&f, WORKSPACE_SECRET_MARKER).map_err(io("writing", &f))?;
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600))
+            .map_err(io("setting permissions of", &f))?;
+    }
+    let exe = ws.join("airlock-attack");
+    std::fs::copy(dir.join("ws/airlock-attack"), &exe).map_err(io("copying", &exe))?;
+    for i in 0..RACE_PAIRS {
+        let (f, d) = (ws.join(format!("f{i}")), ws.join(format!("d{i}")));
+        std::fs::write(&f, "bait").map_err(io("writing", &f))?;
+        std::fs::create_dir(&d).map_err(io("creating", &d))?;
+        for j in 0..RACE_DIR_FILES {
+            let n = d.join(format!("n{j}"));
+            std::fs::write(&n, "bait").map_err(io("writing", &n))?;
+        }
+        for (link, target) in [("l", &secret), ("m", &host.join("dir"))] {
+            let l = ws.join(format!("{link}{i}"));
+            std::os::unix::fs::symlink(target, &l).map_err(io("symlinking", &l))?;
+        }
+    }
+    Ok(ws)
+}
+
+/// The host-side swapper of `workspace-race`: two threads exchanging every bait pair with
+/// `renameat2(RENAME_EXCHANGE)` as fast as they can, until stopped.
+struct Racer {
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<u64>>,
+}
+
+impl Racer {
+    fn start(ws: &Path) -> Racer {
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads = [("f", "l"), ("d", "m")]
+            .into_iter()
+            .map(|(a, b)| {
+                let (ws, stop) = (ws.to_owned(), stop.clone());
+                std::thread::spawn(move || {
+                    let pairs: Vec<(PathBuf, PathBuf)> = (0..RACE_PAIRS)
+                        .map(|i| (ws.join(format!("{a}{i}")), ws.join(format!("{b}{i}"))))
+                        .collect();
+                    let mut n = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        for (x, y) in &pairs {
+                            if nix::fcntl::renameat2(
+                                None,
+                                x,
+                                None,
+                                y,
+                                nix::fcntl::RenameFlags::RENAME_EXCHANGE,
+                            )
+                            .is_ok()
+                            {
+                                n += 1;
+                            }
+                        }
+                    }
+                    n
+                })
+            })
+            .collect();
+        Racer { stop, threads }
+    }
+
+    /// Stops the threads; the number of exchanges they made.
+    fn stop(mut self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        self.threads.drain(..).map(|t| t.join().unwrap_or(0)).sum()
+    }
+}
+
+impl Drop for Racer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
     }
 }
 

@@ -70,6 +70,14 @@ pub enum SandboxError {
         /// The disk limit.
         limit: u64,
     },
+    /// The workspace cannot be copied within its bounds.
+    #[error("workspace {path}: {reason}")]
+    Workspace {
+        /// The workspace.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
     /// The executor failed.
     #[error("executor {executor} failed: {message}")]
     Executor {

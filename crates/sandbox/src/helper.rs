@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use crate::cgroup::{self, Expected};
 use crate::error::SandboxError;
 use crate::executor;
+use crate::spec;
 
 /// The hidden subcommand that runs the helper.
 pub const SUBCOMMAND: &str = "__helper";
@@ -186,6 +187,11 @@ fn run(args: &HelperArgs) -> Result<Outcome, SandboxError> {
             verify_process(pid)?;
         }
         verify_protected(args.executor, pid, &protected)?;
+        // gVisor's /proc is its own: the host's OOM killer sees only the sandbox's processes,
+        // whose score nothing inside can reach.
+        if args.executor != ExecutorKind::Runsc {
+            verify_oom_score_locked(pid)?;
+        }
         scrub_secrets(&config, &args.scrub)
     })();
     if let Err(e) = checked {
@@ -269,6 +275,51 @@ fn verify_protected(
         });
     }
     crate::protect::verify(pid, protected)
+}
+
+/// Checks that the job's init process runs with `oom_score_adj` [`spec::OOM_SCORE_ADJ`] and
+/// that it cannot lower it: its `/proc` is mounted read-only (so no process of the job can
+/// open any `/proc/PID/oom_score_adj` for writing, whatever its owner).
+pub fn verify_oom_score_locked(pid: i32) -> Result<(), SandboxError> {
+    let fail = |reason: String| SandboxError::ProtectionUnavailable {
+        protection: "OOM score (the job dies first)".to_owned(),
+        reason,
+    };
+    let p = format!("/proc/{pid}/oom_score_adj");
+    let adj = std::fs::read_to_string(&p).map_err(SandboxError::io("reading", &p))?;
+    if adj.trim() != spec::OOM_SCORE_ADJ.to_string() {
+        return Err(fail(format!(
+            "the job's init has oom_score_adj {}, not {}",
+            adj.trim(),
+            spec::OOM_SCORE_ADJ
+        )));
+    }
+    let p = format!("/proc/{pid}/mountinfo");
+    let info = std::fs::read_to_string(&p).map_err(SandboxError::io("reading", &p))?;
+    proc_mount_read_only(&info).map_err(fail)
+}
+
+/// Whether the last mount on `/proc` in a mountinfo text is a read-only procfs.
+pub fn proc_mount_read_only(mountinfo: &str) -> Result<(), String> {
+    // Fields: id parent major:minor root MOUNTPOINT OPTIONS [optional…] - FSTYPE …
+    let m = mountinfo
+        .lines()
+        .rfind(|l| l.split(' ').nth(4) == Some("/proc"))
+        .ok_or("the job has no /proc mount")?;
+    let f: Vec<&str> = m.split(' ').collect();
+    let fstype = f
+        .iter()
+        .position(|x| *x == "-")
+        .and_then(|i| f.get(i + 1))
+        .copied()
+        .unwrap_or("");
+    let opts = f.get(5).copied().unwrap_or("");
+    if fstype != "proc" || !opts.split(',').any(|o| o == "ro") {
+        return Err(format!(
+            "the job's /proc is {fstype} mounted {opts}, not a read-only proc: the job could lower its oom_score_adj"
+        ));
+    }
+    Ok(())
 }
 
 /// Reads the protections of a process back from `/proc/PID/status`.
@@ -360,6 +411,22 @@ mod tests {
             Err(SandboxError::ProtectionUnavailable { protection, reason }) => (protection, reason),
             other => panic!("must fail closed, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn proc_must_be_a_read_only_procfs() {
+        let ro = "22 21 0:5 / /proc ro,nosuid,nodev,noexec,relatime - proc proc ro\n";
+        let rw = "22 21 0:5 / /proc rw,nosuid,nodev,noexec,relatime - proc proc rw\n";
+        let sys = "23 22 0:6 / /proc/sys ro,relatime - proc proc rw\n";
+        assert!(proc_mount_read_only(&format!("{ro}{sys}")).is_ok());
+        let e = proc_mount_read_only(&format!("{rw}{sys}")).expect_err("rw");
+        assert!(e.contains("rw,nosuid"), "{e}");
+        // The last mount on /proc is the one the job sees.
+        assert!(proc_mount_read_only(&format!("{ro}{rw}")).is_err());
+        assert!(proc_mount_read_only(&format!("{rw}{ro}")).is_ok());
+        let tmpfs = "22 21 0:5 / /proc ro,relatime - tmpfs tmpfs ro\n";
+        assert!(proc_mount_read_only(tmpfs).is_err());
+        assert!(proc_mount_read_only(sys).is_err());
     }
 
     #[test]

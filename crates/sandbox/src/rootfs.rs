@@ -380,62 +380,319 @@ fn copy_host_alternatives(etc: &Path) -> Result<(), SandboxError> {
     Ok(())
 }
 
-/// Copies the workspace into the job's layer, owned by the job user. Device nodes, sockets
-/// and fifos are skipped: a workspace must not smuggle a device into the sandbox.
-fn copy_workspace(
+/// Deepest directory nesting copied from a workspace; deeper refuses the job. Each level holds
+/// two descriptors (source and copy) while its subtree is copied.
+pub const WORKSPACE_MAX_DEPTH: usize = 128;
+/// Most entries (files, directories, symlinks, skipped specials) copied from a workspace; more
+/// refuses the job. Every entry is an inode on the job's tmpfs, which its size limit does not
+/// count.
+pub const WORKSPACE_MAX_ENTRIES: u64 = 1_000_000;
+/// What a directory costs against `limits.disk` besides its entries.
+const DIR_COST: u64 = 4096;
+
+/// Copies the workspace into the job's layer, owned by the job user, without ever following a
+/// symlink inside it. Whoever can write inside the workspace may change it during the copy
+/// (swap an entry for a symlink to a host file with `renameat2(RENAME_EXCHANGE)`): so every
+/// entry is opened relative to its parent's descriptor with `openat2(RESOLVE_BENEATH |
+/// RESOLVE_NO_SYMLINKS)`, its type is taken from `fstat` of that descriptor, and what is
+/// copied is read from it. Symlinks are copied as symlinks; device nodes, sockets and fifos
+/// are skipped, never opened. An entry that changes between the two opens is skipped.
+/// The size is counted as the copy goes (no separate walk a racer could fool), against
+/// `limit`, with [`WORKSPACE_MAX_DEPTH`] and [`WORKSPACE_MAX_ENTRIES`].
+pub(crate) fn copy_workspace(
     src: &Path,
     dst: &Path,
     uid: u32,
     gid: u32,
     limit: u64,
 ) -> Result<(), SandboxError> {
-    let total = tree_size(src)?;
-    if total > limit {
-        return Err(SandboxError::WorkspaceTooLarge {
-            path: src.to_owned(),
-            limit,
-        });
-    }
-    copy_tree(src, dst, uid, gid)
+    copy_workspace_bounded(
+        src,
+        dst,
+        (uid, gid),
+        limit,
+        (WORKSPACE_MAX_DEPTH, WORKSPACE_MAX_ENTRIES),
+    )
 }
 
-fn tree_size(p: &Path) -> Result<u64, SandboxError> {
-    let m = std::fs::symlink_metadata(p).map_err(SandboxError::io("reading workspace", p))?;
-    if !m.is_dir() {
-        return Ok(m.len());
-    }
-    let mut n = 4096;
-    for e in std::fs::read_dir(p).map_err(SandboxError::io("reading workspace", p))? {
-        let e = e.map_err(SandboxError::io("reading workspace", p))?;
-        n += tree_size(&e.path())?;
-    }
-    Ok(n)
-}
-
-fn copy_tree(src: &Path, dst: &Path, uid: u32, gid: u32) -> Result<(), SandboxError> {
-    for e in std::fs::read_dir(src).map_err(SandboxError::io("reading workspace", src))? {
-        let e = e.map_err(SandboxError::io("reading workspace", src))?;
-        let from = e.path();
-        let to = dst.join(e.file_name());
-        let m = std::fs::symlink_metadata(&from).map_err(SandboxError::io("reading", &from))?;
-        let ft = m.file_type();
-        if ft.is_symlink() {
-            let t = std::fs::read_link(&from).map_err(SandboxError::io("reading link", &from))?;
-            std::os::unix::fs::symlink(t, &to).map_err(SandboxError::io("symlinking", &to))?;
-        } else if ft.is_dir() {
-            mkdir(&to, m.mode() & 0o777)?;
-            copy_tree(&from, &to, uid, gid)?;
-        } else if ft.is_file() {
-            std::fs::copy(&from, &to).map_err(SandboxError::io("copying", &from))?;
-            // No setuid/setgid bits: the copy belongs to the job user.
-            std::fs::set_permissions(&to, std::fs::Permissions::from_mode(m.mode() & 0o777))
-                .map_err(SandboxError::io("setting permissions of", &to))?;
-        } else {
-            continue;
-        }
-        chown(&to, uid, gid)?;
+fn copy_workspace_bounded(
+    src: &Path,
+    dst: &Path,
+    (uid, gid): (u32, u32),
+    limit: u64,
+    (max_depth, max_entries): (usize, u64),
+) -> Result<(), SandboxError> {
+    use nix::fcntl::OFlag;
+    // The workspace directory itself is the operator's choice: its own path may go through
+    // symlinks. Nothing below it is followed.
+    let src_fd = open_fd(
+        None,
+        src,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+    )
+    .map_err(|e| SandboxError::io("opening workspace", src)(e.into()))?;
+    let dst_fd = open_fd(
+        None,
+        dst,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+    )
+    .map_err(|e| SandboxError::io("opening", dst)(e.into()))?;
+    let mut c = WsCopy {
+        root: src,
+        uid,
+        gid,
+        limit,
+        max_depth,
+        max_entries,
+        used: DIR_COST,
+        entries: 0,
+        skipped: Vec::new(),
+        skipped_count: 0,
+    };
+    c.dir(src_fd, &dst_fd, Path::new(""), 0)?;
+    if c.skipped_count > 0 {
+        tracing::warn!(
+            workspace = %src.display(),
+            skipped = c.skipped_count,
+            first = ?c.skipped,
+            "workspace entries not copied (special files, or changed during the copy)"
+        );
     }
     Ok(())
+}
+
+fn open_fd(
+    dir: Option<std::os::fd::RawFd>,
+    p: &Path,
+    flags: nix::fcntl::OFlag,
+) -> nix::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    let fd = nix::fcntl::openat(
+        dir,
+        p,
+        flags,
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )?;
+    // SAFETY: `openat` just returned this descriptor; nothing else owns or closes it.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
+/// `name` in the directory `parent`, never through a symlink or a magic link, never outside.
+fn open_beneath(
+    parent: std::os::fd::RawFd,
+    name: &std::ffi::OsStr,
+    flags: nix::fcntl::OFlag,
+) -> nix::Result<std::os::fd::OwnedFd> {
+    use nix::fcntl::{OpenHow, ResolveFlag};
+    use std::os::fd::FromRawFd;
+    let how = OpenHow::new()
+        .flags(flags | nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_CLOEXEC)
+        .resolve(
+            ResolveFlag::RESOLVE_BENEATH
+                | ResolveFlag::RESOLVE_NO_SYMLINKS
+                | ResolveFlag::RESOLVE_NO_MAGICLINKS,
+        );
+    let fd = nix::fcntl::openat2(parent, name, how)?;
+    // SAFETY: `openat2` just returned this descriptor; nothing else owns or closes it.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
+/// One workspace copy in progress.
+struct WsCopy<'a> {
+    root: &'a Path,
+    uid: u32,
+    gid: u32,
+    limit: u64,
+    max_depth: usize,
+    max_entries: u64,
+    used: u64,
+    entries: u64,
+    /// The first few entries not copied, for the warning.
+    skipped: Vec<String>,
+    skipped_count: u64,
+}
+
+impl WsCopy<'_> {
+    fn path(&self, rel: &Path) -> PathBuf {
+        self.root.join(rel)
+    }
+
+    fn err(&self, rel: &Path, what: &'static str) -> impl FnOnce(nix::Error) -> SandboxError {
+        let path = self.path(rel);
+        move |e| SandboxError::io(what, path)(e.into())
+    }
+
+    fn charge(&mut self, bytes: u64) -> Result<(), SandboxError> {
+        self.used = self.used.saturating_add(bytes);
+        if self.used > self.limit {
+            return Err(SandboxError::WorkspaceTooLarge {
+                path: self.root.to_owned(),
+                limit: self.limit,
+            });
+        }
+        Ok(())
+    }
+
+    fn skip(&mut self, rel: &Path, why: &str) {
+        self.skipped_count += 1;
+        if self.skipped.len() < 8 {
+            self.skipped.push(format!("{} ({why})", rel.display()));
+        }
+    }
+
+    /// Copies the entries of the directory `src` into `dst`.
+    fn dir(
+        &mut self,
+        src: std::os::fd::OwnedFd,
+        dst: &std::os::fd::OwnedFd,
+        rel: &Path,
+        depth: usize,
+    ) -> Result<(), SandboxError> {
+        use std::os::fd::{AsRawFd, IntoRawFd};
+        use std::os::unix::ffi::OsStrExt;
+        let mut dir =
+            nix::dir::Dir::from_fd(src.into_raw_fd()).map_err(self.err(rel, "reading"))?;
+        let mut names = Vec::new();
+        for e in dir.iter() {
+            let e = e.map_err(self.err(rel, "reading"))?;
+            let name = e.file_name().to_bytes();
+            if name == b"." || name == b".." {
+                continue;
+            }
+            self.entries += 1;
+            if self.entries > self.max_entries {
+                return Err(SandboxError::Workspace {
+                    path: self.root.to_owned(),
+                    reason: format!(
+                        "more than {} entries; shrink the workspace",
+                        self.max_entries
+                    ),
+                });
+            }
+            names.push(std::ffi::OsStr::from_bytes(name).to_owned());
+        }
+        for name in names {
+            self.entry(dir.as_raw_fd(), dst, &name, &rel.join(&name), depth)?;
+        }
+        Ok(())
+    }
+
+    fn entry(
+        &mut self,
+        parent: std::os::fd::RawFd,
+        dst: &std::os::fd::OwnedFd,
+        name: &std::ffi::OsStr,
+        rel: &Path,
+        depth: usize,
+    ) -> Result<(), SandboxError> {
+        use nix::fcntl::{AtFlags, OFlag};
+        use nix::sys::stat::{fstat, Mode, SFlag};
+        use nix::unistd::{Gid, Uid};
+        use std::os::fd::AsRawFd;
+        let (uid, gid) = (Some(Uid::from_raw(self.uid)), Some(Gid::from_raw(self.gid)));
+        // O_PATH opens nothing: no device is touched, no fifo blocks; a symlink is itself.
+        let p = match open_beneath(parent, name, OFlag::O_PATH) {
+            Ok(p) => p,
+            Err(nix::errno::Errno::ENOENT) => {
+                self.skip(rel, "removed during the copy");
+                return Ok(());
+            }
+            Err(e) => return Err(self.err(rel, "opening")(e)),
+        };
+        let st = fstat(p.as_raw_fd()).map_err(self.err(rel, "reading"))?;
+        let kind = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT;
+        let mode = Mode::from_bits_truncate(st.st_mode & 0o777);
+        // Reopens the entry for reading; `None` if it is no longer the object `st` describes.
+        let reopen = |flags: OFlag| -> Result<Option<std::os::fd::OwnedFd>, nix::Error> {
+            match open_beneath(parent, name, flags) {
+                Ok(fd) => {
+                    let now = fstat(fd.as_raw_fd())?;
+                    Ok((now.st_dev == st.st_dev && now.st_ino == st.st_ino).then_some(fd))
+                }
+                Err(nix::errno::Errno::ELOOP | nix::errno::Errno::ENOENT) => Ok(None),
+                Err(e) => Err(e),
+            }
+        };
+        if kind == SFlag::S_IFLNK {
+            // The link the O_PATH descriptor holds, whatever the name points at now.
+            let target = nix::fcntl::readlinkat(Some(p.as_raw_fd()), "")
+                .map_err(self.err(rel, "reading link"))?;
+            self.charge(target.len() as u64)?;
+            nix::unistd::symlinkat(target.as_os_str(), Some(dst.as_raw_fd()), name)
+                .map_err(self.err(rel, "symlinking"))?;
+            nix::unistd::fchownat(
+                Some(dst.as_raw_fd()),
+                name,
+                uid,
+                gid,
+                AtFlags::AT_SYMLINK_NOFOLLOW,
+            )
+            .map_err(self.err(rel, "chown"))?;
+        } else if kind == SFlag::S_IFDIR {
+            if depth + 1 > self.max_depth {
+                return Err(SandboxError::Workspace {
+                    path: self.root.to_owned(),
+                    reason: format!(
+                        "{} is nested deeper than {} directories",
+                        rel.display(),
+                        self.max_depth
+                    ),
+                });
+            }
+            let Some(d) =
+                reopen(OFlag::O_RDONLY | OFlag::O_DIRECTORY).map_err(self.err(rel, "opening"))?
+            else {
+                self.skip(rel, "changed during the copy");
+                return Ok(());
+            };
+            self.charge(DIR_COST)?;
+            nix::sys::stat::mkdirat(Some(dst.as_raw_fd()), name, Mode::S_IRWXU)
+                .map_err(self.err(rel, "creating directory for"))?;
+            let nd = open_fd(
+                Some(dst.as_raw_fd()),
+                Path::new(name),
+                OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            )
+            .map_err(self.err(rel, "opening the copy of"))?;
+            self.dir(d, &nd, rel, depth + 1)?;
+            nix::unistd::fchown(nd.as_raw_fd(), uid, gid).map_err(self.err(rel, "chown"))?;
+            nix::sys::stat::fchmod(nd.as_raw_fd(), mode).map_err(self.err(rel, "chmod"))?;
+        } else if kind == SFlag::S_IFREG {
+            let Some(f) = reopen(OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_NOCTTY)
+                .map_err(self.err(rel, "opening"))?
+            else {
+                self.skip(rel, "changed during the copy");
+                return Ok(());
+            };
+            let out = open_fd(
+                Some(dst.as_raw_fd()),
+                Path::new(name),
+                OFlag::O_WRONLY
+                    | OFlag::O_CREAT
+                    | OFlag::O_EXCL
+                    | OFlag::O_NOFOLLOW
+                    | OFlag::O_CLOEXEC,
+            )
+            .map_err(self.err(rel, "creating the copy of"))?;
+            let (src, mut out) = (std::fs::File::from(f), std::fs::File::from(out));
+            // One byte more than the room left: a file that grows past it is caught.
+            let room = self.limit.saturating_sub(self.used);
+            let n = match std::io::copy(&mut std::io::Read::take(&src, room + 1), &mut out) {
+                Ok(n) => n,
+                Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => u64::MAX,
+                Err(e) => return Err(SandboxError::io("copying", self.path(rel))(e)),
+            };
+            self.charge(n)?;
+            // No setuid/setgid bits: the copy belongs to the job user.
+            nix::unistd::fchown(out.as_raw_fd(), uid, gid).map_err(self.err(rel, "chown"))?;
+            nix::sys::stat::fchmod(out.as_raw_fd(), mode).map_err(self.err(rel, "chmod"))?;
+        } else {
+            // Device nodes, sockets and fifos: a workspace must not smuggle a device into the
+            // sandbox, and opening a fifo would block the copy.
+            self.skip(rel, "not a regular file, directory or symlink");
+        }
+        Ok(())
+    }
 }
 
 /// Mount points at or below `dir`, deepest first, from `/proc/self/mountinfo`.
@@ -494,5 +751,185 @@ pub fn teardown(job_dir: &Path, errors: &mut Vec<String>) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => errors.push(format!("removing {}: {e}", job_dir.display())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    const MARKER: &str = "ROOT-ONLY-HOST-SECRET-7f3a";
+
+    /// Every regular file under `dir` (never following a symlink) that holds the marker.
+    fn leaked(dir: &Path) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return out;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            let Ok(m) = std::fs::symlink_metadata(&p) else {
+                continue;
+            };
+            if m.is_dir() {
+                out.extend(leaked(&p));
+            } else if m.is_file()
+                && std::fs::read(&p).is_ok_and(|b| String::from_utf8_lossy(&b).contains(MARKER))
+            {
+                out.push(p);
+            }
+        }
+        out
+    }
+
+    /// A workspace whose writer swaps files and directories with symlinks to a root-only
+    /// file and a directory outside it (`renameat2(RENAME_EXCHANGE)`, as fast as it can)
+    /// while the copy runs: nothing outside the workspace may ever be copied.
+    #[test]
+    fn a_racing_writer_never_gets_a_host_file_into_the_copy() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("SKIPPED: needs root (chown to the job user)");
+            return;
+        }
+        let t = tempfile::tempdir().expect("tempdir");
+        let outside = t.path().join("outside");
+        let ws = t.path().join("ws");
+        std::fs::create_dir_all(outside.join("secretdir")).expect("outside");
+        std::fs::create_dir_all(&ws).expect("ws");
+        let secret = outside.join("secret");
+        std::fs::write(&secret, MARKER).expect("secret");
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).expect("0600");
+        std::fs::write(outside.join("secretdir/inner"), MARKER).expect("inner");
+        const PAIRS: usize = 8;
+        for i in 0..PAIRS {
+            std::fs::write(ws.join(format!("f{i}")), "ok").expect("f");
+            std::os::unix::fs::symlink(&secret, ws.join(format!("l{i}"))).expect("l");
+            std::fs::create_dir(ws.join(format!("d{i}"))).expect("d");
+            std::fs::write(ws.join(format!("d{i}/x")), "ok").expect("x");
+            std::os::unix::fs::symlink(outside.join("secretdir"), ws.join(format!("m{i}")))
+                .expect("m");
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let swappers: Vec<_> = [("f", "l"), ("d", "m")]
+            .into_iter()
+            .map(|(a, b)| {
+                let (ws, stop) = (ws.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    let mut swaps = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        for i in 0..PAIRS {
+                            let _ = nix::fcntl::renameat2(
+                                None,
+                                &ws.join(format!("{a}{i}")),
+                                None,
+                                &ws.join(format!("{b}{i}")),
+                                nix::fcntl::RenameFlags::RENAME_EXCHANGE,
+                            );
+                            swaps += 1;
+                        }
+                    }
+                    swaps
+                })
+            })
+            .collect();
+        let mut leaks = Vec::new();
+        let mut copied = 0;
+        for n in 0..200 {
+            let dst = t.path().join(format!("copy{n}"));
+            std::fs::create_dir(&dst).expect("dst");
+            if copy_workspace(&ws, &dst, 1001, 1001, 1 << 30).is_ok() {
+                copied += 1;
+            }
+            leaks.extend(leaked(&dst));
+            let _ = std::fs::remove_dir_all(&dst);
+        }
+        stop.store(true, Ordering::Relaxed);
+        let swaps: u64 = swappers.into_iter().map(|h| h.join().unwrap_or(0)).sum();
+        assert!(swaps > 1000, "the swapper barely ran ({swaps} swaps)");
+        assert!(
+            leaks.is_empty(),
+            "{} host files leaked into 200 copies ({copied} completed): {:?}",
+            leaks.len(),
+            &leaks[..leaks.len().min(5)]
+        );
+        assert!(copied > 0, "no copy ever completed under the race");
+    }
+
+    /// What is copied, and how: symlinks as symlinks (never followed, even to a file in the
+    /// workspace), specials skipped without being opened (a fifo would block), no setuid bit,
+    /// everything owned by the job user; the size counts as the copy goes.
+    #[test]
+    fn copies_links_as_links_skips_specials_and_counts_the_size() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("SKIPPED: needs root (chown to the job user)");
+            return;
+        }
+        use std::os::unix::fs::FileTypeExt;
+        let t = tempfile::tempdir().expect("tempdir");
+        let ws = t.path().join("ws");
+        std::fs::create_dir_all(ws.join("sub/deeper")).expect("ws");
+        std::fs::write(ws.join("sub/deeper/file"), "data").expect("file");
+        std::fs::write(ws.join("suid"), "x").expect("suid");
+        std::fs::set_permissions(ws.join("suid"), std::fs::Permissions::from_mode(0o4755))
+            .expect("chmod");
+        std::os::unix::fs::symlink("/etc/shadow", ws.join("abs")).expect("abs");
+        std::os::unix::fs::symlink("sub/deeper/file", ws.join("rel")).expect("rel");
+        nix::unistd::mkfifo(&ws.join("fifo"), nix::sys::stat::Mode::S_IRWXU).expect("fifo");
+        let _sock = std::os::unix::net::UnixListener::bind(ws.join("sock")).expect("sock");
+        let dst = t.path().join("dst");
+        std::fs::create_dir(&dst).expect("dst");
+        copy_workspace(&ws, &dst, 1001, 1002, 1 << 20).expect("copy");
+        assert_eq!(
+            std::fs::read_link(dst.join("abs")).expect("abs"),
+            Path::new("/etc/shadow")
+        );
+        assert_eq!(
+            std::fs::read_link(dst.join("rel")).expect("rel"),
+            Path::new("sub/deeper/file")
+        );
+        assert_eq!(
+            std::fs::read_to_string(dst.join("sub/deeper/file")).expect("file"),
+            "data"
+        );
+        let m = std::fs::symlink_metadata(dst.join("suid")).expect("suid");
+        assert_eq!(m.mode() & 0o7777, 0o755, "setuid dropped");
+        for p in ["abs", "sub", "sub/deeper", "sub/deeper/file", "suid"] {
+            let m = std::fs::symlink_metadata(dst.join(p)).expect("copied");
+            assert_eq!(
+                (m.uid(), m.gid()),
+                (1001, 1002),
+                "{p} owned by the job user"
+            );
+        }
+        for p in ["fifo", "sock"] {
+            assert!(!dst.join(p).exists(), "{p} must not be copied");
+        }
+        assert!(std::fs::symlink_metadata(ws.join("fifo"))
+            .expect("fifo")
+            .file_type()
+            .is_fifo());
+
+        // The workspace needs 3 directories, 26 bytes of link targets and 5 bytes of files.
+        let small = t.path().join("small");
+        std::fs::create_dir(&small).expect("small");
+        let e = copy_workspace(&ws, &small, 1001, 1001, 3 * DIR_COST + 10).expect_err("too big");
+        assert!(e.to_string().contains("does not fit"), "{e}");
+        // Bounds: depth and entry count refuse with the reason.
+        for (bounds, needle) in [((1, 100), "nested deeper than 1"), ((10, 3), "more than 3")] {
+            let d = tempfile::tempdir_in(t.path()).expect("dst");
+            let e = copy_workspace_bounded(&ws, d.path(), (1001, 1001), 1 << 20, bounds)
+                .expect_err("bounded");
+            assert!(e.to_string().contains(needle), "{e}");
+        }
+        // A symlink to a directory is not entered, even when it is the workspace's own.
+        std::os::unix::fs::symlink("/", ws.join("root")).expect("root link");
+        let d = tempfile::tempdir_in(t.path()).expect("dst");
+        copy_workspace(&ws, d.path(), 1001, 1001, 1 << 20).expect("copy with a link to /");
+        assert!(std::fs::symlink_metadata(d.path().join("root"))
+            .expect("root")
+            .file_type()
+            .is_symlink());
     }
 }

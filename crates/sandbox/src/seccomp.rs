@@ -136,6 +136,13 @@ pub const CLONE_NAMESPACE_FLAGS: &[(u64, &str)] = &[
     (0x80, "CLONE_NEWTIME"),
 ];
 
+/// The arguments the rules compare are all 32-bit (`int`, `unsigned int`) to the kernel: it
+/// reads only the lower half of the 64-bit register (`ioctl`'s request is `unsigned int`;
+/// `clone` keeps `lower_32_bits(flags)`). Seccomp sees the whole register, so every comparison
+/// masks it to these 32 bits: `ioctl(fd, 0x1_0000_5412)` is TIOCSTI to the kernel and must be
+/// to the filter too.
+pub const ARG32: u64 = 0xffff_ffff;
+
 /// ioctls on terminals that inject input into, or take over, a terminal the job may share.
 pub const DENIED_IOCTLS: &[(u64, &str)] = &[
     (0x5412, "TIOCSTI: pushes keystrokes into a terminal's input"),
@@ -150,13 +157,13 @@ pub fn reason(syscall: &str, args: &[u64; 6]) -> String {
     if syscall == "clone" {
         let names: Vec<&str> = CLONE_NAMESPACE_FLAGS
             .iter()
-            .filter(|(f, _)| args[0] & f == *f)
+            .filter(|(f, _)| args[0] & ARG32 & f == *f)
             .map(|(_, n)| *n)
             .collect();
         return format!("clone with {}: new namespaces", names.join("|"));
     }
     if syscall == "ioctl" {
-        if let Some((_, why)) = DENIED_IOCTLS.iter().find(|(r, _)| *r == args[1]) {
+        if let Some((_, why)) = DENIED_IOCTLS.iter().find(|(r, _)| *r == args[1] & ARG32) {
             return (*why).to_owned();
         }
     }
@@ -203,7 +210,8 @@ pub fn oci_profile(listener: Option<&std::path::Path>) -> Value {
         "errnoRet": libc::ENOSYS as u32,
     }));
     // Rules for one syscall are ORed; the conditions within a rule are ANDed. One rule per
-    // flag therefore denies a clone that carries any of them.
+    // flag therefore denies a clone that carries any of them. Mask and value are the flag
+    // itself, a bit below 2^32: the upper half of the register is never compared.
     for (flag, _) in CLONE_NAMESPACE_FLAGS {
         syscalls.push(deny(json!({
             "names": ["clone"],
@@ -211,10 +219,9 @@ pub fn oci_profile(listener: Option<&std::path::Path>) -> Value {
         })));
     }
     for (req, _) in DENIED_IOCTLS {
-        syscalls.push(deny(json!({
-            "names": ["ioctl"],
-            "args": [{ "index": 1, "value": req, "op": "SCMP_CMP_EQ" }],
-        })));
+        for arg in masked_eq32(1, *req) {
+            syscalls.push(deny(json!({ "names": ["ioctl"], "args": [arg] })));
+        }
     }
     let mut profile = json!({
         "defaultAction": "SCMP_ACT_ALLOW",
@@ -229,9 +236,88 @@ pub fn oci_profile(listener: Option<&std::path::Path>) -> Value {
     profile
 }
 
+/// `(argument & 0xffffffff) == value`, as OCI rule arguments. Runtimes disagree on which OCI
+/// field of `SCMP_CMP_MASKED_EQ` is the mask: runc and gVisor take `value` as the mask and
+/// `valueTwo` as the datum, youki's libcontainer 0.7 the other way round. So the comparison is
+/// written both ways: under either reading one of the two is the intended test, and the other
+/// asks for `(argument & value) == 0xffffffff`, which no `value` below 2^32 - 1 can satisfy.
+fn masked_eq32(index: u32, value: u64) -> [Value; 2] {
+    let arg = |v: u64, v2: u64| json!({ "index": index, "value": v, "valueTwo": v2, "op": "SCMP_CMP_MASKED_EQ" });
+    [arg(ARG32, value), arg(value, ARG32)]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Whether rule argument `a` matches `arg`, reading `SCMP_CMP_MASKED_EQ` the way runc
+    /// does (`value` is the mask) or libcontainer does (`valueTwo` is the mask).
+    fn matches(a: &Value, arg: u64, value_is_mask: bool) -> bool {
+        let v = a["value"].as_u64().unwrap_or(0);
+        let v2 = a["valueTwo"].as_u64().unwrap_or(0);
+        match a["op"].as_str() {
+            Some("SCMP_CMP_MASKED_EQ") if value_is_mask => arg & v == v2,
+            Some("SCMP_CMP_MASKED_EQ") => arg & v2 == v,
+            Some("SCMP_CMP_EQ") => arg == v,
+            op => panic!("unexpected op {op:?}"),
+        }
+    }
+
+    /// Whether a `name` call with argument `index` = `arg` hits a deny rule.
+    fn denied(p: &Value, name: &str, index: u64, arg: u64, value_is_mask: bool) -> bool {
+        p["syscalls"]
+            .as_array()
+            .expect("rules")
+            .iter()
+            .filter(|r| {
+                r["names"]
+                    .as_array()
+                    .is_some_and(|n| n.iter().any(|x| x == name))
+            })
+            .filter_map(|r| r["args"].as_array())
+            .any(|args| {
+                args.iter()
+                    .all(|a| a["index"] == index && matches(a, arg, value_is_mask))
+            })
+    }
+
+    #[test]
+    fn argument_rules_ignore_the_upper_32_bits_under_either_mask_reading() {
+        let p = oci_profile(None);
+        for value_is_mask in [true, false] {
+            for high in [0, 1u64 << 32, 0xdead_beef_u64 << 32, 0xffff_ffff_u64 << 32] {
+                for (req, why) in DENIED_IOCTLS {
+                    assert!(
+                        denied(&p, "ioctl", 1, high | req, value_is_mask),
+                        "{why} with high bits {high:#x} passes (value_is_mask {value_is_mask})"
+                    );
+                    assert!(reason("ioctl", &[0, high | req, 0, 0, 0, 0]) == *why);
+                }
+                for (flag, name) in CLONE_NAMESPACE_FLAGS {
+                    let flags = high | flag | libc::SIGCHLD as u64;
+                    assert!(
+                        denied(&p, "clone", 0, flags, value_is_mask),
+                        "{name} {high:#x}"
+                    );
+                    assert!(reason("clone", &[flags, 0, 0, 0, 0, 0]).contains(name));
+                }
+                // Ordinary calls stay allowed: TCGETS, a plain fork-like clone.
+                assert!(!denied(&p, "ioctl", 1, high | 0x5401, value_is_mask));
+                assert!(!denied(&p, "clone", 0, high | 0x11, value_is_mask));
+            }
+        }
+        // Every comparison masks to 32 bits: no EQ on a whole register, no mask above 2^32.
+        for r in p["syscalls"].as_array().expect("rules") {
+            for a in r["args"].as_array().into_iter().flatten() {
+                assert_eq!(a["op"], "SCMP_CMP_MASKED_EQ", "{r}");
+                let (v, v2) = (a["value"].as_u64(), a["valueTwo"].as_u64());
+                assert!(
+                    v.is_some_and(|v| v <= ARG32) && v2.is_some_and(|v| v <= ARG32),
+                    "{r}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn issue_minimum_is_denied() {

@@ -15,6 +15,9 @@ use crate::seccomp;
 
 /// Parent of every job's cgroup, on v1 (per controller) and v2 alike.
 pub const CGROUP_PARENT: &str = "airlock";
+/// The job's `oom_score_adj`: the highest, so that under host memory pressure the job dies
+/// first. The job cannot lower it: its `/proc` is read-only (checked before it starts).
+pub const OOM_SCORE_ADJ: i32 = 1000;
 /// CFS period used for the CPU quota.
 pub const CPU_PERIOD_US: u64 = 100_000;
 
@@ -84,8 +87,12 @@ pub fn build(
     let nofile = plan.limits.nofile.min(rlimit_nofile_max);
 
     let mut mounts = vec![
+        // Read-only: a job must not write its own (or its pid 1's) /proc files. Above all
+        // `oom_score_adj`, which it could otherwise lower from 1000 ("the job dies first")
+        // to its floor — raised to 1000 itself only with CAP_SYS_RESOURCE, which not every
+        // host gives root (docs/sandbox.md).
         json!({"destination": "/proc", "type": "proc", "source": "proc",
-               "options": ["nosuid", "noexec", "nodev"]}),
+               "options": ["nosuid", "noexec", "nodev", "ro"]}),
         json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
                "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
         json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts",
@@ -136,7 +143,7 @@ pub fn build(
                 { "type": "RLIMIT_CORE", "hard": 0, "soft": 0 }
             ],
             "noNewPrivileges": true,
-            "oomScoreAdj": 1000
+            "oomScoreAdj": OOM_SCORE_ADJ
         },
         "mounts": mounts,
         "linux": {
@@ -263,6 +270,16 @@ mod tests {
             .all(|m| m.source().as_deref() != Some(Path::new("/var/run/docker.sock"))));
         let r = linux.resources().as_ref().expect("resources");
         assert_eq!(r.pids().as_ref().map(|p| p.limit()), Some(512));
+        let proc = mounts
+            .iter()
+            .find(|m| m.destination() == Path::new("/proc"))
+            .expect("/proc");
+        assert!(proc
+            .options()
+            .as_ref()
+            .expect("opts")
+            .contains(&"ro".to_owned()));
+        assert_eq!(p.oom_score_adj(), Some(OOM_SCORE_ADJ));
     }
 
     #[test]

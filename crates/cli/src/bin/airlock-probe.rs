@@ -2,6 +2,11 @@
 //! kernel answered. Used by the test suite (and the drills to come); never run it outside a
 //! sandbox.
 //!
+//! `airlock-probe high-bits` makes every call an argument rule of the seccomp profile denies
+//! (each denied ioctl request, `clone` with each namespace flag) with the upper 32 bits of the
+//! compared argument set, which the kernel ignores: one JSON object, `{attempt: {errno,
+//! syscall, index, arg}}`.
+//!
 //! `airlock-probe syscalls` prints one JSON object: for each attempted call, the errno it got
 //! (0 = it succeeded) and whether the arguments were chosen so that, without the seccomp
 //! filter, the kernel would have answered something other than EPERM ("discriminating").
@@ -411,6 +416,65 @@ fn flood(kind: &str, ms: u64, n: u64) {
     println!("flood={kind} count={count}");
 }
 
+/// See the module doc: every argument-filtered rule, with garbage in the upper 32 bits.
+fn high_bits() {
+    use airlock_sandbox::seccomp::{CLONE_NAMESPACE_FLAGS, DENIED_IOCTLS};
+    use std::os::fd::AsRawFd;
+    let mut out = serde_json::Map::new();
+    let mut put = |name: String, syscall: &str, index: u32, arg: u64, errno: i32| {
+        out.insert(
+            name,
+            serde_json::json!({ "errno": errno, "syscall": syscall, "index": index, "arg": arg }),
+        );
+    };
+    // A terminal of the job's own: a request that got through acts on it, nothing else.
+    let pty = nix::pty::openpty(None, None).ok();
+    let fd = pty.as_ref().map_or(0, |p| p.slave.as_raw_fd());
+    for high in [1u64 << 32, 0xdead_beef_u64 << 32] {
+        for (req, why) in DENIED_IOCTLS {
+            let name = why.split(':').next().unwrap_or("ioctl");
+            let arg = high | req;
+            let c: u8 = b' ';
+            put(
+                format!("ioctl_{name}_{arg:#x}"),
+                "ioctl",
+                1,
+                arg,
+                sc!(libc::SYS_ioctl, fd, arg, &c as *const u8),
+            );
+        }
+        for (flag, name) in CLONE_NAMESPACE_FLAGS {
+            let arg = high | flag | libc::SIGCHLD as u64;
+            put(
+                format!("clone_{name}_{arg:#x}"),
+                "clone",
+                0,
+                arg,
+                clone_raw(arg),
+            );
+        }
+    }
+    println!("{}", serde_json::Value::Object(out));
+}
+
+/// `clone(flags)` through the raw syscall with the whole 64-bit register as given; the child
+/// (if any) exits at once. Returns the errno (0: the clone succeeded).
+fn clone_raw(flags: u64) -> i32 {
+    // SAFETY: raw clone with fork semantics (no new stack); the child calls _exit at once.
+    let r = unsafe { libc::syscall(libc::SYS_clone, flags, 0u64, 0u64, 0u64, 0u64) };
+    if r == 0 {
+        // SAFETY: in the child; leave without running any Rust destructors.
+        unsafe { libc::_exit(0) };
+    }
+    let errno = errno_of(r);
+    if r > 0 {
+        let mut st = 0;
+        // SAFETY: waits for the child just created.
+        unsafe { libc::waitpid(r as i32, &mut st, 0) };
+    }
+    errno
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     match args.get(1).map(String::as_str) {
@@ -420,10 +484,11 @@ fn main() {
             args.get(4).and_then(|s| s.parse().ok()).unwrap_or(u64::MAX),
         ),
         Some("syscalls") => syscalls(),
+        Some("high-bits") => high_bits(),
         Some("alloc") => alloc(args.get(2).and_then(|s| s.parse().ok()).unwrap_or(1024)),
         Some("spin") => spin(args.get(2).and_then(|s| s.parse().ok()).unwrap_or(1000)),
         _ => {
-            eprintln!("usage: airlock-probe syscalls | alloc MIB | spin MS | flood KIND MS [N]");
+            eprintln!("usage: airlock-probe syscalls | high-bits | alloc MIB | spin MS | flood KIND MS [N]");
             std::process::exit(2);
         }
     }

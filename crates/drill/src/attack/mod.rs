@@ -29,6 +29,7 @@ mod hardcoded_ip;
 mod host_pids;
 mod http_fronting;
 mod io_uring;
+mod ioctl_high_bits;
 mod iopl;
 mod kcore;
 mod keyctl;
@@ -37,6 +38,7 @@ mod metadata;
 mod mknod;
 mod module_load;
 mod mount;
+mod oom_score;
 mod open_by_handle;
 mod perf_event;
 mod persistence;
@@ -57,6 +59,7 @@ pub mod terminal_inject;
 mod tiocsti;
 mod unshare;
 mod userfaultfd;
+mod workspace_race;
 
 pub use persistence::PERSISTENCE_PATHS;
 
@@ -210,6 +213,12 @@ pub trait Attack: Sync {
     fn alert_names(&self) -> &'static [&'static str] {
         &[]
     }
+    /// An attack on the workspace copy: the drill runs it in a workspace of bait entries
+    /// that a host-side thread keeps swapping with symlinks to a root-only host file while
+    /// airlock copies it (see docs/drill.md).
+    fn races_workspace(&self) -> bool {
+        false
+    }
     /// Helpers run only on behalf of another attack are not listed in the drill.
     fn helper_only(&self) -> bool {
         false
@@ -270,15 +279,18 @@ pub fn registry() -> &'static [&'static dyn Attack] {
         &userfaultfd::Userfaultfd,
         &open_by_handle::OpenByHandle,
         &tiocsti::Tiocsti,
+        &ioctl_high_bits::IoctlHighBits,
         &io_uring::IoUring,
         &iopl::Iopl,
         // Evasion.
         &fileless_exec::FilelessExec,
+        &workspace_race::WorkspaceRace,
         // Exhaustion (last: slowest).
         &fork_bomb::ForkBomb,
         &memory::Memory,
         &disk_fill::DiskFill,
         &record_flood::RecordFlood,
+        &oom_score::OomScoreLower,
     ];
     ALL
 }
