@@ -609,7 +609,14 @@ impl WsCopy<'_> {
                     let now = fstat(fd.as_raw_fd())?;
                     Ok((now.st_dev == st.st_dev && now.st_ino == st.st_ino).then_some(fd))
                 }
-                Err(nix::errno::Errno::ELOOP | nix::errno::Errno::ENOENT) => Ok(None),
+                // Swapped since the O_PATH open: a symlink now (ELOOP), gone (ENOENT), a file
+                // where a directory was (ENOTDIR), or a path out of the tree (EXDEV).
+                Err(
+                    nix::errno::Errno::ELOOP
+                    | nix::errno::Errno::ENOENT
+                    | nix::errno::Errno::ENOTDIR
+                    | nix::errno::Errno::EXDEV,
+                ) => Ok(None),
                 Err(e) => Err(e),
             }
         };

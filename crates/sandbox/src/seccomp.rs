@@ -8,6 +8,7 @@
 //! through another ABI (32-bit `int 0x80`, x32), so the list cannot be bypassed that way.
 //! See docs/sandbox.md for the limits of a deny list.
 
+use airlock_policy::ExecutorKind;
 use serde_json::{json, Value};
 
 /// `(syscall, why it is denied)`. Each is answered with EPERM.
@@ -180,7 +181,7 @@ pub fn reason(syscall: &str, args: &[u64; 6]) -> String {
 /// call are sent to airlock instead of being answered in the kernel: execs are recorded and let
 /// through, denied calls recorded and answered EPERM. Should the listener be gone, the kernel
 /// answers ENOSYS: still denied, and no exec goes unrecorded.
-pub fn oci_profile(listener: Option<&std::path::Path>) -> Value {
+pub fn oci_profile(listener: Option<&std::path::Path>, executor: ExecutorKind) -> Value {
     let eperm = libc::EPERM as u32;
     let deny = |extra: Value| {
         let mut r = match listener {
@@ -219,9 +220,8 @@ pub fn oci_profile(listener: Option<&std::path::Path>) -> Value {
         })));
     }
     for (req, _) in DENIED_IOCTLS {
-        for arg in masked_eq32(1, *req) {
-            syscalls.push(deny(json!({ "names": ["ioctl"], "args": [arg] })));
-        }
+        let arg = masked_eq32(1, *req, value_is_mask(executor));
+        syscalls.push(deny(json!({ "names": ["ioctl"], "args": [arg] })));
     }
     let mut profile = json!({
         "defaultAction": "SCMP_ACT_ALLOW",
@@ -236,14 +236,25 @@ pub fn oci_profile(listener: Option<&std::path::Path>) -> Value {
     profile
 }
 
-/// `(argument & 0xffffffff) == value`, as OCI rule arguments. Runtimes disagree on which OCI
-/// field of `SCMP_CMP_MASKED_EQ` is the mask: runc and gVisor take `value` as the mask and
-/// `valueTwo` as the datum, youki's libcontainer 0.7 the other way round. So the comparison is
-/// written both ways: under either reading one of the two is the intended test, and the other
-/// asks for `(argument & value) == 0xffffffff`, which no `value` below 2^32 - 1 can satisfy.
-fn masked_eq32(index: u32, value: u64) -> [Value; 2] {
-    let arg = |v: u64, v2: u64| json!({ "index": index, "value": v, "valueTwo": v2, "op": "SCMP_CMP_MASKED_EQ" });
-    [arg(ARG32, value), arg(value, ARG32)]
+/// Whether `executor` reads the OCI `value` of `SCMP_CMP_MASKED_EQ` as the mask (runc and
+/// gVisor, through libseccomp-golang's `MakeCondition(arg, op, mask, datum)`) or `valueTwo`
+/// (youki's libcontainer 0.7). The two readings cannot be served by one rule written both
+/// ways: libseccomp stores the datum already masked (`datum & mask`), so the "impossible"
+/// copy `(arg & req) == (0xffffffff & req)` matches every request that has all of `req`'s
+/// bits — FIONREAD, TIOCGWINSZ, … — and refused ordinary ioctls. One rule, per executor.
+pub fn value_is_mask(executor: ExecutorKind) -> bool {
+    !matches!(executor, ExecutorKind::Libcontainer)
+}
+
+/// `(argument & 0xffffffff) == value`, as one OCI rule argument for an executor that reads
+/// the mask from `value` (`value_is_mask`) or from `valueTwo`.
+fn masked_eq32(index: u32, value: u64, value_is_mask: bool) -> Value {
+    let (v, v2) = if value_is_mask {
+        (ARG32, value)
+    } else {
+        (value, ARG32)
+    };
+    json!({ "index": index, "value": v, "valueTwo": v2, "op": "SCMP_CMP_MASKED_EQ" })
 }
 
 #[cfg(test)]
@@ -256,8 +267,9 @@ mod tests {
         let v = a["value"].as_u64().unwrap_or(0);
         let v2 = a["valueTwo"].as_u64().unwrap_or(0);
         match a["op"].as_str() {
-            Some("SCMP_CMP_MASKED_EQ") if value_is_mask => arg & v == v2,
-            Some("SCMP_CMP_MASKED_EQ") => arg & v2 == v,
+            // libseccomp stores the datum masked: `(arg & mask) == (datum & mask)`.
+            Some("SCMP_CMP_MASKED_EQ") if value_is_mask => arg & v == v2 & v,
+            Some("SCMP_CMP_MASKED_EQ") => arg & v2 == v & v2,
             Some("SCMP_CMP_EQ") => arg == v,
             op => panic!("unexpected op {op:?}"),
         }
@@ -283,8 +295,13 @@ mod tests {
 
     #[test]
     fn argument_rules_ignore_the_upper_32_bits_under_either_mask_reading() {
-        let p = oci_profile(None);
-        for value_is_mask in [true, false] {
+        for executor in [
+            ExecutorKind::Libcontainer,
+            ExecutorKind::Runc,
+            ExecutorKind::Runsc,
+        ] {
+            let p = oci_profile(None, executor);
+            let value_is_mask = value_is_mask(executor);
             for high in [0, 1u64 << 32, 0xdead_beef_u64 << 32, 0xffff_ffff_u64 << 32] {
                 for (req, why) in DENIED_IOCTLS {
                     assert!(
@@ -301,12 +318,19 @@ mod tests {
                     );
                     assert!(reason("clone", &[flags, 0, 0, 0, 0, 0]).contains(name));
                 }
-                // Ordinary calls stay allowed: TCGETS, a plain fork-like clone.
-                assert!(!denied(&p, "ioctl", 1, high | 0x5401, value_is_mask));
+                // Ordinary calls stay allowed: TCGETS, FIONREAD and TIOCGWINSZ (which share
+                // bits with TIOCSTI), FIONBIO, a plain fork-like clone.
+                for ok in [0x5401u64, 0x541B, 0x5413, 0x5421, 0x5410, 0x5416] {
+                    assert!(
+                        !denied(&p, "ioctl", 1, high | ok, value_is_mask),
+                        "{executor:?}: ordinary ioctl {ok:#x} refused"
+                    );
+                }
                 assert!(!denied(&p, "clone", 0, high | 0x11, value_is_mask));
             }
         }
         // Every comparison masks to 32 bits: no EQ on a whole register, no mask above 2^32.
+        let p = oci_profile(None, ExecutorKind::Runc);
         for r in p["syscalls"].as_array().expect("rules") {
             for a in r["args"].as_array().into_iter().flatten() {
                 assert_eq!(a["op"], "SCMP_CMP_MASKED_EQ", "{r}");
@@ -354,7 +378,7 @@ mod tests {
         for r in required {
             assert!(DENIED.iter().any(|(n, _)| *n == r), "{r} must be denied");
         }
-        let p = oci_profile(None);
+        let p = oci_profile(None, ExecutorKind::Libcontainer);
         let s: oci_spec::runtime::LinuxSeccomp =
             serde_json::from_value(p).expect("valid OCI seccomp section");
         let rules = s.syscalls().as_ref().expect("rules");
@@ -368,7 +392,10 @@ mod tests {
 
     #[test]
     fn with_a_listener_denials_and_execs_are_notified() {
-        let p = oci_profile(Some(std::path::Path::new("/run/x.sock")));
+        let p = oci_profile(
+            Some(std::path::Path::new("/run/x.sock")),
+            ExecutorKind::Libcontainer,
+        );
         let s: oci_spec::runtime::LinuxSeccomp =
             serde_json::from_value(p).expect("valid OCI seccomp section");
         assert_eq!(
@@ -396,7 +423,10 @@ mod tests {
 
     #[test]
     fn numa_probes_are_refused_in_the_kernel_unrecorded() {
-        let p = oci_profile(Some(std::path::Path::new("/run/x.sock")));
+        let p = oci_profile(
+            Some(std::path::Path::new("/run/x.sock")),
+            ExecutorKind::Libcontainer,
+        );
         let s: oci_spec::runtime::LinuxSeccomp =
             serde_json::from_value(p).expect("valid OCI seccomp section");
         let rules = s.syscalls().as_ref().expect("rules");

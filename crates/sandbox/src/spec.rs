@@ -160,7 +160,7 @@ pub fn build(
             },
             "maskedPaths": masked_paths(),
             "readonlyPaths": oci_spec::runtime::get_default_readonly_paths(),
-            "seccomp": seccomp::oci_profile(seccomp_listener)
+            "seccomp": seccomp::oci_profile(seccomp_listener, plan.executor)
         }
     });
     serde_json::from_value(doc).map_err(SandboxError::Spec)
