@@ -101,10 +101,17 @@ fn argument_rules_hold_with_the_upper_32_bits_set() {
         let p = w.policy(&format!(
             "version = 1\n[groups.default]\nexecutor = \"{executor}\"\n"
         ));
-        let o = w.run(
-            &["-p", &p.to_string_lossy()],
-            &["./airlock-probe", "high-bits"],
-        );
+        // The profile's own argument rules, handed to the probe.
+        let mut cmd = vec!["./airlock-probe".to_owned(), "high-bits".to_owned()];
+        for (req, why) in airlock_sandbox::seccomp::DENIED_IOCTLS {
+            let name = why.split(':').next().unwrap_or("ioctl");
+            cmd.push(format!("ioctl:{req:#x}:{name}"));
+        }
+        for (flag, name) in airlock_sandbox::seccomp::CLONE_NAMESPACE_FLAGS {
+            cmd.push(format!("clone:{flag:#x}:{name}"));
+        }
+        let cmd: Vec<&str> = cmd.iter().map(String::as_str).collect();
+        let o = w.run(&["-p", &p.to_string_lossy()], &cmd);
         assert!(o.status.success(), "{executor}: {}", stderr(&o));
         let id = assert_job_gone(&o);
         let out = stdout(&o);

@@ -417,9 +417,29 @@ fn flood(kind: &str, ms: u64, n: u64) {
 }
 
 /// See the module doc: every argument-filtered rule, with garbage in the upper 32 bits.
-fn high_bits() {
-    use airlock_sandbox::seccomp::{CLONE_NAMESPACE_FLAGS, DENIED_IOCTLS};
+/// The rules come on the command line as `ioctl:REQ:NAME` and `clone:FLAG:NAME` (hex or
+/// decimal), from the test that knows the profile: linking the sandbox crate into the probe
+/// would make it too big for the workspace of a small job.
+fn high_bits(rules: &[String]) {
     use std::os::fd::AsRawFd;
+    let parse = |v: &str| match v.strip_prefix("0x") {
+        Some(h) => u64::from_str_radix(h, 16).ok(),
+        None => v.parse().ok(),
+    };
+    let (mut ioctls, mut clones) = (Vec::new(), Vec::new());
+    for r in rules {
+        let mut it = r.splitn(3, ':');
+        match (it.next(), it.next().and_then(parse), it.next()) {
+            (Some("ioctl"), Some(v), Some(n)) => ioctls.push((v, n.to_owned())),
+            (Some("clone"), Some(v), Some(n)) => clones.push((v, n.to_owned())),
+            _ => {
+                eprintln!(
+                    "airlock-probe high-bits: bad rule {r:?} (ioctl:REQ:NAME | clone:FLAG:NAME)"
+                );
+                std::process::exit(2);
+            }
+        }
+    }
     let mut out = serde_json::Map::new();
     let mut put = |name: String, syscall: &str, index: u32, arg: u64, errno: i32| {
         out.insert(
@@ -431,8 +451,7 @@ fn high_bits() {
     let pty = nix::pty::openpty(None, None).ok();
     let fd = pty.as_ref().map_or(0, |p| p.slave.as_raw_fd());
     for high in [1u64 << 32, 0xdead_beef_u64 << 32] {
-        for (req, why) in DENIED_IOCTLS {
-            let name = why.split(':').next().unwrap_or("ioctl");
+        for (req, name) in &ioctls {
             let arg = high | req;
             let c: u8 = b' ';
             put(
@@ -443,7 +462,7 @@ fn high_bits() {
                 sc!(libc::SYS_ioctl, fd, arg, &c as *const u8),
             );
         }
-        for (flag, name) in CLONE_NAMESPACE_FLAGS {
+        for (flag, name) in &clones {
             let arg = high | flag | libc::SIGCHLD as u64;
             put(
                 format!("clone_{name}_{arg:#x}"),
@@ -484,7 +503,7 @@ fn main() {
             args.get(4).and_then(|s| s.parse().ok()).unwrap_or(u64::MAX),
         ),
         Some("syscalls") => syscalls(),
-        Some("high-bits") => high_bits(),
+        Some("high-bits") => high_bits(&args[2..]),
         Some("alloc") => alloc(args.get(2).and_then(|s| s.parse().ok()).unwrap_or(1024)),
         Some("spin") => spin(args.get(2).and_then(|s| s.parse().ok()).unwrap_or(1000)),
         _ => {
