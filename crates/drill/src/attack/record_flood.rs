@@ -30,17 +30,6 @@ fn resolver() -> Option<std::net::SocketAddr> {
         .map(|ip| std::net::SocketAddr::new(ip, 53))
 }
 
-fn query(id: u16, name: &str) -> Vec<u8> {
-    let mut q = id.to_be_bytes().to_vec();
-    q.extend_from_slice(&[1, 0, 0, 1, 0, 0, 0, 0, 0, 0]);
-    for l in name.split('.') {
-        q.push(u8::try_from(l.len()).unwrap_or(63));
-        q.extend_from_slice(l.as_bytes());
-    }
-    q.extend_from_slice(&[0, 0, 1, 0, 1]);
-    q
-}
-
 fn until(ms: u64) -> std::time::Instant {
     std::time::Instant::now() + std::time::Duration::from_millis(ms)
 }
@@ -82,7 +71,10 @@ impl Attack for RecordFlood {
                 let end = until(FLOOD_MS);
                 while std::time::Instant::now() < end {
                     let name = format!("n{}.flood.invalid", queries % 8);
-                    if sock.send_to(&query(queries as u16, &name), to).is_ok() {
+                    let Some(q) = super::util::dns_a_query(queries as u16, &name) else {
+                        break;
+                    };
+                    if sock.send_to(&q, to).is_ok() {
                         queries += 1;
                         let _ = sock.recv(&mut buf);
                     }

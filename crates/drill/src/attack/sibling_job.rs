@@ -23,8 +23,7 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
-use hickory_proto::op::{Message, Query};
-use hickory_proto::rr::{Name, RecordType};
+use hickory_proto::op::Message;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -156,17 +155,9 @@ async fn tcp_probe(addr: SocketAddrV4, connect_to: Option<Ipv4Addr>) -> Probe {
     Probe::Accepted(said.lines().next().unwrap_or("").to_owned())
 }
 
-fn dns_query(id: u16) -> Option<Vec<u8>> {
-    let mut q = Message::new();
-    q.set_id(id).set_recursion_desired(true);
-    let name = Name::from_ascii(format!("{ALLOWED_NAME}.")).ok()?;
-    q.add_query(Query::query(name, RecordType::A));
-    q.to_vec().ok()
-}
-
 /// The answer of `server` to an A query for the allowed name: `rcode answers`, or `None`.
 async fn dns_probe(server: Ipv4Addr, id: u16) -> Option<String> {
-    let raw = dns_query(id)?;
+    let raw = super::util::dns_a_query(id, &format!("{ALLOWED_NAME}."))?;
     let u = tokio::net::UdpSocket::bind("0.0.0.0:0").await.ok()?;
     u.send_to(&raw, (server, 53)).await.ok()?;
     let mut buf = [0u8; 512];

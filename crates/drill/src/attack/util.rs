@@ -262,6 +262,16 @@ pub fn tls(host: &str, port: u16, sni: Option<&str>, payload: &[u8]) -> Result<S
     }
 }
 
+/// A DNS query (type A, recursion desired) for `name`, as bytes for a UDP socket.
+pub fn dns_a_query(id: u16, name: &str) -> Option<Vec<u8>> {
+    use hickory_proto::op::{Message, Query};
+    use hickory_proto::rr::{Name, RecordType};
+    let mut q = Message::new();
+    q.set_id(id).set_recursion_desired(true);
+    q.add_query(Query::query(Name::from_ascii(name).ok()?, RecordType::A));
+    q.to_vec().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
