@@ -20,6 +20,8 @@ pub mod alert;
 pub mod checkpoint;
 pub mod detect;
 pub mod ocsf;
+pub mod record;
+pub mod report;
 pub mod sink;
 
 pub use alert::{summary, Alert, Severity, Technique};
@@ -28,6 +30,8 @@ pub use detect::{
     detect, detect_jobs, detect_report, DetectContext, DetectError, Detection, Detector,
 };
 pub use ocsf::{alert_to_ocsf, to_ocsf};
+pub use record::ConnRecord;
+pub use report::{Failure, FailureKind, JobOutcome, JobReport, TeardownFailure, TeardownStep};
 pub use sink::{
     signature, CheckpointShipper, FlushReport, JsonlSink, SinkError, Sinks, WebhookConfig,
     WebhookSink,

@@ -5,10 +5,11 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use airlock_policy::{LoadedPolicy, RootfsSource};
+use airlock_job::{Engine, JobOutcome, JobReport, JobRequest};
+use airlock_policy::LoadedPolicy;
 use airlock_sandbox::helper::{self, HelperArgs};
 use airlock_sandbox::image::ImageStore;
-use airlock_sandbox::{JobOutcome, JobPlan, Paths, RunOptions};
+use airlock_sandbox::Paths;
 use airlock_text::Escaped;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
@@ -339,12 +340,10 @@ fn main() -> ExitCode {
 }
 
 fn run_helper(h: HelperCli) -> i32 {
-    let executor = match h.executor.as_str() {
-        "libcontainer" => airlock_policy::ExecutorKind::Libcontainer,
-        "runc" => airlock_policy::ExecutorKind::Runc,
-        "runsc" => airlock_policy::ExecutorKind::Runsc,
-        other => {
-            eprintln!("airlock helper: unknown executor {other}");
+    let executor = match h.executor.parse::<airlock_policy::ExecutorKind>() {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("airlock helper: {}", Escaped(&e.to_string()));
             return 2;
         }
     };
@@ -361,18 +360,19 @@ fn real_main(cli: Cli) -> Result<u8> {
     let paths = Paths {
         state: cli.global.state_dir,
         data: cli.global.data_dir,
-        net_pool: cli.global.net_pool,
     };
+    let net_pool = cli.global.net_pool;
     match cli.cmd {
-        Cmd::Run(a) => cmd_run(a, paths),
-        Cmd::Policy(p) => cmd_policy(p, &paths),
+        Cmd::Run(a) => cmd_run(a, paths, &net_pool),
+        Cmd::Policy(p) => cmd_policy(p, &paths, &net_pool),
         Cmd::Image(i) => cmd_image(i, paths),
         Cmd::Audit(a) => cmd_audit(a, paths),
         Cmd::Drill(d) => cmd_drill(d),
         Cmd::Scan(s) => cmd_scan(s),
         Cmd::Serve(a) => cmd_serve(a),
         Cmd::Gc { force, json } => {
-            let r = airlock_sandbox::gc(&paths, force);
+            let pool = paths.pool(&net_pool)?;
+            let r = airlock_job::gc(&Engine::new(paths, pool)?, force);
             if json {
                 println!("{}", serde_json::to_string_pretty(&r)?);
             } else {
@@ -383,7 +383,7 @@ fn real_main(cli: Cli) -> Result<u8> {
                     println!("skipped job {id}: its airlock is still running (use --force)");
                 }
                 for e in &r.errors {
-                    eprintln!("airlock: gc: {e}");
+                    eprintln!("airlock: gc: {}", Escaped(&e.to_string()));
                 }
                 if r.removed.is_empty() && r.errors.is_empty() && r.skipped_live.is_empty() {
                     println!("nothing to collect");
@@ -402,109 +402,21 @@ fn require_root(what: &str) -> Result<()> {
     Ok(())
 }
 
-fn cmd_run(a: RunArgs, paths: Paths) -> Result<u8> {
-    let policy = match &a.policy {
-        Some(p) => LoadedPolicy::from_file(p)?,
-        None => LoadedPolicy::builtin(),
+fn cmd_run(a: RunArgs, paths: Paths, net_pool: &str) -> Result<u8> {
+    let pool = paths.pool(net_pool)?;
+    let engine = Engine::new(paths, pool)?;
+    let request = JobRequest {
+        policy: a.policy,
+        group: a.group,
+        command: a.command,
+        workdir: a.workdir,
+        secrets_file: a.secrets,
+        egress_log: a.egress_log,
     };
-    let (group_name, group) = match policy.group(a.group.as_deref()) {
-        Ok(g) => g,
-        Err(e) => {
-            // A refused job is on the record too (when the log can be written at all).
-            if nix::unistd::geteuid().is_root() {
-                if let Ok(mut log) = airlock_audit::AuditLog::open(&paths.audit()) {
-                    // Checkpointed like any other record (best effort: the job is refused
-                    // either way).
-                    if let Ok(s) =
-                        airlock_audit::LogSettings::from_policy(&policy.policy.audit, &paths.data)
-                    {
-                        let _ = log.configure(s);
-                    }
-                    let _ = log.append(
-                        "job.refused",
-                        None,
-                        serde_json::json!({
-                            "group": a.group,
-                            "argv": a.command,
-                            "reason": e.to_string(),
-                        }),
-                    );
-                }
-            }
-            return Err(e.into());
-        }
-    };
-    require_root("airlock run")?;
-    let secrets = airlock_policy::resolve_secrets(&group.secrets, a.secrets.as_deref(), &|n| {
-        std::env::var(n).ok()
-    })?;
-    let image = match &group.rootfs {
-        RootfsSource::Host => None,
-        RootfsSource::Image(r) => {
-            let store = ImageStore::new(paths.images());
-            let img = store.resolve(r)?;
-            let dir = store.rootfs_dir(&img.digest);
-            Some((img.digest, dir))
-        }
-    };
-    if let Some(w) = &a.workdir {
-        if !w.is_dir() {
-            bail!("--workdir {} is not a directory", w.display());
-        }
-        // The workspace is copied into the job: it must never hold the checkpoint key.
-        let keys = paths.data.join(airlock_audit::checkpoint::KEY_FILE);
-        let keys = keys.parent().unwrap_or(&paths.data);
-        if let (Ok(w), Ok(k)) = (std::fs::canonicalize(w), std::fs::canonicalize(keys)) {
-            if k.starts_with(&w) {
-                bail!(
-                    "--workdir {} contains airlock's key directory {}; use another data directory",
-                    w.display(),
-                    k.display()
-                );
-            }
-        }
-    }
-    let plan = JobPlan::new(
-        &group_name,
-        group,
-        a.command,
-        a.workdir.clone(),
-        &|n| std::env::var(n).ok(),
-        secrets,
-        image,
-    )?;
-    // Alert sinks are opened before the job: a misconfigured sink refuses the job rather than
-    // losing its alerts.
-    let key = match &policy.policy.alerts.webhook {
-        Some(w) => airlock_policy::resolve_secrets(
-            std::slice::from_ref(&w.secret),
-            a.secrets.as_deref(),
-            &|n| std::env::var(n).ok(),
-        )?
-        .into_iter()
-        .next()
-        .map(|(_, v)| v),
-        None => None,
-    };
-    let sinks =
-        airlock_audit::Sinks::from_policy(&policy.policy.alerts, key, &paths.alert_outbox())
-            .context("opening the alert sinks of the policy's [alerts]")?;
-    // Retention and checkpoints of the audit log; checkpoints also go to the alert sinks.
-    // Without its key no checkpoint can be MAC'd: the job does not start.
-    let mut audit_log = airlock_audit::LogSettings::from_policy(&policy.policy.audit, &paths.data)
-        .context("the audit log cannot be written: its checkpoint key (policy [audit])")?;
-    let shipper = sinks.checkpoint_shipper();
-    audit_log.ship = Some(shipper.clone());
-    let opts = RunOptions {
-        paths,
-        helper_exe: std::env::current_exe().context("locating the airlock binary")?,
-        egress_log: a.egress_log.clone(),
-        detectors: policy.policy.detectors.clone(),
-        audit_log,
-    };
-    let report = airlock_sandbox::run(
-        &plan,
-        &opts,
+    let job = engine.prepare(request, &|n| std::env::var(n).ok())?;
+    let timeout = job.timeout();
+    let report = engine.run(
+        &job,
         Box::new(std::io::stdout()),
         Box::new(std::io::stderr()),
     )?;
@@ -512,7 +424,6 @@ fn cmd_run(a: RunArgs, paths: Paths) -> Result<u8> {
         std::fs::write(p, serde_json::to_vec_pretty(&report)?)
             .with_context(|| format!("writing report {}", p.display()))?;
     }
-    let code = report.exit_code();
     let mut err = std::io::stderr().lock();
     if std::io::IsTerminal::is_terminal(&err) {
         // The job's own output went to this terminal raw (colours, progress bars): whatever
@@ -520,82 +431,81 @@ fn cmd_run(a: RunArgs, paths: Paths) -> Result<u8> {
         // airlock says next. Soft reset, leave the alternate screen, start a fresh line.
         let _ = write!(err, "\x1b[!p\x1b[?1049l\r\n");
     }
-    match &report.outcome {
-        JobOutcome::Failed(m) => {
-            let _ = writeln!(
-                err,
-                "airlock: job {} did not run: {}",
-                report.id,
-                Escaped(m)
-            );
-        }
-        JobOutcome::TimedOut => {
-            let _ = writeln!(
-                err,
-                "airlock: job {} killed: wall-clock timeout of {} expired",
-                report.id,
-                humantime_fmt(group.limits.timeout.0)
-            );
-        }
-        JobOutcome::Interrupted(s) => {
-            let _ = writeln!(err, "airlock: job {} stopped on signal {s}", report.id);
-        }
-        JobOutcome::Signaled(s) if !a.quiet => {
-            let _ = writeln!(
-                err,
-                "airlock: job {} (group {}) killed by signal {s}{} in {} ms",
-                report.id,
-                report.group,
-                if *s == 9 {
-                    " (memory limit or kill)"
-                } else {
-                    ""
-                },
-                report.duration_ms
-            );
-        }
-        JobOutcome::Exited(c) if !a.quiet => {
-            let _ = writeln!(
-                err,
-                "airlock: job {} (group {}) exited {c} in {} ms",
-                report.id, report.group, report.duration_ms
-            );
-        }
-        _ => {}
-    }
+    print_outcome(&mut err, &report, timeout, a.quiet);
     for e in &report.teardown_errors {
         // What gc can retry (processes, mounts, cgroups, network) gets the hint; a broken
         // audit log or alert sink does not.
-        let hint = if e.starts_with("audit:") || e.starts_with("detector:") {
-            ""
-        } else {
+        let hint = if e.step.gc_can_retry() {
             " (run `airlock gc` to retry)"
+        } else {
+            ""
         };
-        let _ = writeln!(err, "airlock: teardown: {}{hint}", Escaped(e));
+        let _ = writeln!(err, "airlock: teardown: {}{hint}", Escaped(&e.to_string()));
     }
     // Alerts: a summary here, then the policy's sinks (the webhook gets a bounded time; what
     // it cannot deliver stays in the outbox for the next run).
     let _ = write!(err, "{}", airlock_audit::summary(&report.alerts));
-    for e in sinks.deliver(&report.alerts) {
-        let _ = writeln!(err, "airlock: alert sink: {}", Escaped(&e.to_string()));
+    let outbox = engine.paths.alert_outbox();
+    let delivery = engine.deliver(job, &report, ALERT_FLUSH);
+    for e in &delivery.errors {
+        let _ = writeln!(err, "airlock: alert sink: {}", Escaped(e));
     }
-    for e in shipper.take_errors() {
-        let _ = writeln!(err, "airlock: alert sink: {e}");
+    if delivery.pending > 0 {
+        let _ = writeln!(
+            err,
+            "airlock: {} alert(s) not delivered yet; kept in {}",
+            delivery.pending,
+            outbox.display()
+        );
     }
-    if let Some(r) = sinks.flush(std::time::Instant::now() + ALERT_FLUSH) {
-        if r.pending > 0 {
-            let _ = writeln!(
+    Ok(u8::try_from(report.exit_code().clamp(0, 255)).unwrap_or(125))
+}
+
+/// One line on how the job ended (with `quiet`, only when it did not end by itself).
+fn print_outcome(
+    err: &mut impl Write,
+    report: &JobReport,
+    timeout: std::time::Duration,
+    quiet: bool,
+) {
+    let id = &report.id;
+    let _ = match &report.outcome {
+        JobOutcome::Failed(f) => {
+            let hint = f
+                .kind
+                .hint()
+                .map(|h| format!("\nairlock: hint: {h}"))
+                .unwrap_or_default();
+            writeln!(
                 err,
-                "airlock: {} alert(s) not delivered yet; kept in {}",
-                r.pending,
-                opts.paths.alert_outbox().display()
-            );
+                "airlock: job {id} did not run: {}{hint}",
+                Escaped(&f.message)
+            )
         }
-    }
-    if !report.teardown_errors.is_empty() && code == 0 {
-        return Ok(125);
-    }
-    Ok(u8::try_from(code.clamp(0, 255)).unwrap_or(125))
+        JobOutcome::TimedOut => writeln!(
+            err,
+            "airlock: job {id} killed: wall-clock timeout of {} expired",
+            humantime::format_duration(timeout)
+        ),
+        JobOutcome::Interrupted(s) => writeln!(err, "airlock: job {id} stopped on signal {s}"),
+        JobOutcome::Signaled(s) if !quiet => writeln!(
+            err,
+            "airlock: job {id} (group {}) killed by signal {s}{} in {} ms",
+            report.group,
+            if *s == 9 {
+                " (memory limit or kill)"
+            } else {
+                ""
+            },
+            report.duration_ms
+        ),
+        JobOutcome::Exited(c) if !quiet => writeln!(
+            err,
+            "airlock: job {id} (group {}) exited {c} in {} ms",
+            report.group, report.duration_ms
+        ),
+        _ => Ok(()),
+    };
 }
 
 fn cmd_scan(s: ScanCmd) -> Result<u8> {
@@ -720,11 +630,7 @@ fn cmd_serve(a: ServeArgs) -> Result<u8> {
     Ok(0)
 }
 
-fn humantime_fmt(d: std::time::Duration) -> String {
-    format!("{}s", d.as_secs())
-}
-
-fn cmd_policy(p: PolicyCmd, paths: &Paths) -> Result<u8> {
+fn cmd_policy(p: PolicyCmd, paths: &Paths, net_pool: &str) -> Result<u8> {
     match p {
         PolicyCmd::Check { file } => match LoadedPolicy::from_file(&file) {
             Ok(lp) => {
@@ -770,7 +676,8 @@ fn cmd_policy(p: PolicyCmd, paths: &Paths) -> Result<u8> {
             }
             print!(
                 "{}",
-                airlock_net::suggest::suggest(&records, Some(&paths.pool()?)).to_toml(&group)
+                airlock_net::suggest::suggest(&records, Some(&paths.pool(net_pool)?))
+                    .to_toml(&group)
             );
             Ok(0)
         }

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use airlock_audit::{JobOutcome, JobReport};
 use airlock_policy::{EgressMode, HumanDuration, LoadedPolicy};
 use serde::Serialize;
 
@@ -332,7 +333,10 @@ impl Drop for Scratch {
 /// One sandbox run.
 struct JobRun {
     result: Option<AttackResult>,
-    report: Option<serde_json::Value>,
+    report: Option<JobReport>,
+    /// Whether the job's detectors ran (a report exists; the unit tests model an airlock
+    /// without detectors by clearing it).
+    detected: bool,
     stderr: String,
     hits: Vec<Hit>,
     /// The job's records in the audit log (counted for attacks on airlock's records).
@@ -364,38 +368,31 @@ fn count_job_records(dir: &Path, job: &str) -> Option<u64> {
 
 impl JobRun {
     fn outcome(&self) -> (String, bool) {
-        let Some(o) = self.report.as_ref().and_then(|r| r.get("outcome")) else {
+        let Some(r) = &self.report else {
             return ("no job report".into(), false);
         };
-        let kind = o.get("kind").and_then(|k| k.as_str()).unwrap_or("?");
-        let value = o.get("value").map(|v| v.to_string()).unwrap_or_default();
-        let stopped_by_limit = matches!(kind, "signaled" | "timed_out");
-        (
-            format!("{kind} {value}").trim().to_owned(),
-            stopped_by_limit,
-        )
+        let stopped_by_limit = matches!(r.outcome, JobOutcome::Signaled(_) | JobOutcome::TimedOut);
+        let text = match &r.outcome {
+            JobOutcome::Exited(c) => format!("exited {c}"),
+            JobOutcome::Signaled(s) => format!("signaled {s}"),
+            JobOutcome::TimedOut => "timed_out".into(),
+            JobOutcome::Interrupted(s) => format!("interrupted {s}"),
+            JobOutcome::Failed(f) => format!("failed {:?}", f.message),
+        };
+        (text, stopped_by_limit)
     }
     fn job_id(&self) -> Option<String> {
-        self.report.as_ref()?.get("id")?.as_str().map(str::to_owned)
+        self.report.as_ref().map(|r| r.id.clone())
     }
     /// `detector: evidence seqs` of each alert.
     fn alert_evidence(&self) -> Vec<String> {
-        let Some(a) = self
-            .report
-            .as_ref()
-            .and_then(|r| r.get("alerts"))
-            .and_then(|a| a.as_array())
-        else {
+        let Some(r) = &self.report else {
             return Vec::new();
         };
-        a.iter()
+        r.alerts
+            .iter()
             .map(|x| {
-                let d = x.get("detector").and_then(|d| d.as_str()).unwrap_or("?");
-                let seqs: Vec<String> = x
-                    .get("evidence")
-                    .and_then(|e| e.as_array())
-                    .map(|e| e.iter().map(|v| v.to_string()).collect())
-                    .unwrap_or_default();
+                let seqs: Vec<String> = x.evidence.iter().map(ToString::to_string).collect();
                 // A scan's alert can cite hundreds of records: the range is enough here.
                 let seqs = match seqs.as_slice() {
                     [first, .., last] if seqs.len() > 8 => {
@@ -403,32 +400,23 @@ impl JobRun {
                     }
                     _ => seqs.join(","),
                 };
-                format!("alert {d} (evidence seq {seqs})")
+                format!("alert {} (evidence seq {seqs})", x.detector)
             })
             .collect()
     }
     /// The summaries of this job's alerts of `detector`.
     fn alert_summaries(&self, detector: &str) -> Vec<String> {
         self.report
-            .as_ref()
-            .and_then(|r| r.get("alerts"))
-            .and_then(|a| a.as_array())
-            .map(|a| {
-                a.iter()
-                    .filter(|x| x.get("detector").and_then(|d| d.as_str()) == Some(detector))
-                    .filter_map(|x| x.get("summary")?.as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default()
+            .iter()
+            .flat_map(|r| &r.alerts)
+            .filter(|x| x.detector == detector)
+            .map(|x| x.summary.clone())
+            .collect()
     }
-    /// `None` when the report has no `alerts` field at all.
+    /// `None` when this job's detectors did not run.
     fn alerts(&self) -> Option<Vec<String>> {
-        let a = self.report.as_ref()?.get("alerts")?.as_array()?;
-        Some(
-            a.iter()
-                .filter_map(|x| x.get("detector")?.as_str().map(str::to_owned))
-                .collect(),
-        )
+        let r = self.report.as_ref().filter(|_| self.detected)?;
+        Some(r.alerts.iter().map(|x| x.detector.clone()).collect())
     }
 }
 
@@ -484,11 +472,10 @@ impl Runner<'_> {
             .lines()
             .rev()
             .find_map(|l| serde_json::from_str::<AttackResult>(l).ok());
-        let report = std::fs::read(&report)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok());
+        let report = JobReport::read(&report).ok();
         let mut run = JobRun {
             result,
+            detected: report.is_some(),
             report,
             stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
             hits: self.world.hits_since(before),
@@ -1071,14 +1058,21 @@ mod tests {
         alerts: Option<&[&str]>,
         hits: Vec<Hit>,
     ) -> JobRun {
-        let mut report = serde_json::json!({ "id": "j1", "outcome": outcome });
-        if let Some(a) = alerts {
-            report["alerts"] = a
+        let report = JobReport {
+            id: "j1".into(),
+            group: "g".into(),
+            outcome: serde_json::from_value(outcome).expect("an outcome"),
+            duration_ms: 0,
+            teardown_errors: Vec::new(),
+            egress: Vec::new(),
+            alerts: alerts
+                .unwrap_or_default()
                 .iter()
-                .map(|d| serde_json::json!({ "detector": d, "technique": "t", "severity": "high", "summary": "s", "evidence": [1] }))
-                .collect();
-        }
+                .map(|d| alert(d, "s", &[1]))
+                .collect(),
+        };
         JobRun {
+            detected: alerts.is_some(),
             result: result.map(|(attack, succeeded)| AttackResult {
                 attack: attack.into(),
                 succeeded,
@@ -1088,6 +1082,18 @@ mod tests {
             stderr: String::new(),
             hits,
             audit_records: None,
+        }
+    }
+
+    fn alert(detector: &str, summary: &str, evidence: &[u64]) -> airlock_audit::Alert {
+        airlock_audit::Alert {
+            detector: detector.into(),
+            technique: airlock_audit::Technique::new("T0000", "t"),
+            severity: airlock_audit::Severity::High,
+            job: "j1".into(),
+            summary: summary.into(),
+            evidence: evidence.to_vec(),
+            time_ms: 0,
         }
     }
 
@@ -1137,9 +1143,11 @@ mod tests {
         );
         let mut seen = run(Some(("fileless-exec", false)), exited(0), Some(&[]), vec![]);
         if let Some(r) = seen.report.as_mut() {
-            r["alerts"] = serde_json::json!([{ "detector": "fileless-exec", "summary":
+            r.alerts = vec![alert(
+                "fileless-exec",
                 "2 execs of a program with no file: memfd:airlock-drill-payload as '[kworker/0:1]', /tmp/.h/sshd (deleted) as 'sshd'",
-                "evidence": [3, 4] }]);
+                &[3, 4],
+            )];
         }
         let ok = judge(a, &[seen], None, 1);
         assert_eq!(
@@ -1366,13 +1374,24 @@ mod tests {
                 Err("connect 10.213.0.6:7777: refused".into())
             },
             result: None,
-            report: Some(serde_json::json!({
-                "id": "victim1",
-                "egress": egress
+            report: Some(JobReport {
+                id: "victim1".into(),
+                group: "g".into(),
+                outcome: JobOutcome::Exited(0),
+                duration_ms: 0,
+                teardown_errors: Vec::new(),
+                egress: egress
                     .iter()
-                    .map(|k| serde_json::json!({ "kind": k, "name": "allowed.drill.test", "port": 53, "verdict": "allow", "reason": "r" }))
-                    .collect::<Vec<_>>(),
-            })),
+                    .map(|k| {
+                        let mut r = airlock_audit::ConnRecord::new(k, 53);
+                        r.name = Some("allowed.drill.test".into());
+                        r.verdict = "allow".into();
+                        r.reason = "r".into();
+                        r
+                    })
+                    .collect(),
+                alerts: Vec::new(),
+            }),
             stderr: String::new(),
         }
     }

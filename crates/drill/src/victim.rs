@@ -23,6 +23,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use airlock_audit::JobReport;
+
 use crate::attack::sibling_job::{VictimLog, VictimReady, VICTIM_ALIVE, VICTIM_CHECK, VICTIM_STOP};
 use crate::attack::AttackResult;
 use crate::world::Hit;
@@ -53,7 +55,7 @@ pub(crate) struct VictimRun {
     /// Its own result line.
     pub result: Option<AttackResult>,
     /// Its job report.
-    pub report: Option<serde_json::Value>,
+    pub report: Option<JobReport>,
     /// What its airlock printed on stderr.
     pub stderr: String,
 }
@@ -231,9 +233,7 @@ impl Victim {
             log,
             alive_after,
             result,
-            report: std::fs::read(&self.report)
-                .ok()
-                .and_then(|b| serde_json::from_slice(&b).ok()),
+            report: JobReport::read(&self.report).ok(),
             stderr,
         }
     }
@@ -262,34 +262,19 @@ impl VictimRun {
                 detail: format!("accepted a connection; it sent {:?}", i.first_bytes),
             });
         }
-        let egress = self
-            .report
-            .as_ref()
-            .and_then(|r| r.get("egress"))
-            .and_then(|e| e.as_array())
-            .cloned()
-            .unwrap_or_default();
-        for r in egress {
-            let s = |k: &str| r.get(k).and_then(|v| v.as_str()).unwrap_or("").to_owned();
-            if s("kind") == "drop" {
-                continue;
-            }
-            let port = r
-                .get("port")
-                .and_then(|p| p.as_u64())
-                .and_then(|p| u16::try_from(p).ok())
-                .unwrap_or(0);
+        let egress = self.report.iter().flat_map(|r| &r.egress);
+        for r in egress.filter(|r| r.kind != "drop") {
             hits.push(Hit {
                 time_ms: 0,
                 service: "victim-gateway".into(),
-                local: SocketAddr::from((self.ready.gateway, port)),
+                local: SocketAddr::from((self.ready.gateway, r.port)),
                 peer: unknown,
                 detail: format!(
                     "served {} {} ({} {})",
-                    s("kind"),
-                    s("name"),
-                    s("verdict"),
-                    s("reason")
+                    r.kind,
+                    r.name.as_deref().unwrap_or(""),
+                    r.verdict,
+                    r.reason
                 ),
             });
         }
@@ -340,6 +325,6 @@ impl VictimRun {
 
     /// The victim's job id.
     pub(crate) fn job_id(&self) -> Option<String> {
-        self.report.as_ref()?.get("id")?.as_str().map(str::to_owned)
+        self.report.as_ref().map(|r| r.id.clone())
     }
 }

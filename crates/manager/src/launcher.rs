@@ -7,9 +7,9 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::PathBuf;
 use std::process::Stdio;
 
+use airlock_audit::report::{GcReport, JobReport};
 use airlock_policy::{Group, Policy};
 use async_trait::async_trait;
-use serde::Deserialize;
 use tokio::sync::{oneshot, watch};
 
 use crate::Secret;
@@ -128,17 +128,6 @@ pub struct ProcessLauncher {
     pub work_dir: PathBuf,
     /// Command prefix run before airlock, e.g. `nsenter --net=…` in tests (empty normally).
     pub wrapper: Vec<String>,
-}
-
-#[derive(Deserialize)]
-struct Report {
-    id: String,
-}
-
-#[derive(Deserialize)]
-struct Gc {
-    removed: Vec<String>,
-    errors: Vec<String>,
 }
 
 impl ProcessLauncher {
@@ -273,10 +262,7 @@ impl Launcher for ProcessLauncher {
                 }
             }
         };
-        let sandbox_id = std::fs::read(dir.join("report.json"))
-            .ok()
-            .and_then(|b| serde_json::from_slice::<Report>(&b).ok())
-            .map(|r| r.id);
+        let sandbox_id = JobReport::read(&dir.join("report.json")).ok().map(|r| r.id);
         use std::os::unix::process::ExitStatusExt;
         let code = status
             .code()
@@ -314,14 +300,15 @@ impl Launcher for ProcessLauncher {
             .output()
             .await
             .map_err(|e| LaunchError::Gc(e.to_string()))?;
-        let r: Gc = serde_json::from_slice(&out.stdout).map_err(|e| {
+        let r: GcReport = serde_json::from_slice(&out.stdout).map_err(|e| {
             LaunchError::Gc(format!(
                 "unreadable output ({e}): {}",
                 String::from_utf8_lossy(&out.stderr)
             ))
         })?;
         if !r.errors.is_empty() {
-            return Err(LaunchError::Gc(r.errors.join("; ")));
+            let errors: Vec<String> = r.errors.iter().map(ToString::to_string).collect();
+            return Err(LaunchError::Gc(errors.join("; ")));
         }
         Ok(r.removed)
     }

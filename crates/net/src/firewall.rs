@@ -245,20 +245,21 @@ fn nft(script: &str) -> Result<(), NetError> {
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| NetError::Unavailable(format!("cannot run nft ({e}); install nftables")))?;
+        .map_err(NetError::unavailable("cannot run nft; install nftables"))?;
     if let Some(mut s) = child.stdin.take() {
         s.write_all(script.as_bytes())
-            .map_err(|e| NetError::Firewall(format!("writing to nft: {e}")))?;
+            .map_err(NetError::firewall("writing to nft"))?;
     }
     let out = child
         .wait_with_output()
-        .map_err(|e| NetError::Firewall(format!("nft: {e}")))?;
+        .map_err(NetError::firewall("waiting for nft"))?;
     if out.status.success() {
         Ok(())
     } else {
-        Err(NetError::Firewall(
-            String::from_utf8_lossy(&out.stderr).trim().to_owned(),
-        ))
+        Err(NetError::Firewall {
+            what: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+            source: None,
+        })
     }
 }
 
@@ -339,10 +340,9 @@ pub fn attach(
     let codes = crate::nftnl::job_elements(true, &items, Some(allowed))?;
     match first_error(&codes, &items, &[]) {
         None => Ok(()),
-        Some((set, c)) => Err(NetError::Firewall(format!(
-            "adding the job's elements ({set}): {}",
-            std::io::Error::from_raw_os_error(c)
-        ))),
+        Some((set, c)) => Err(NetError::firewall(format!(
+            "adding the job's elements ({set})"
+        ))(std::io::Error::from_raw_os_error(c))),
     }
 }
 
@@ -352,7 +352,7 @@ pub fn detach(
     gateway: Ipv4Addr,
     audit: bool,
     allow: &[AllowRule],
-    errors: &mut Vec<String>,
+    errors: &mut Vec<crate::TeardownFailure>,
 ) {
     // One batch for all (each nftables commit waits for an RCU grace period); if an element
     // is already gone the batch is refused as a whole, so fall back to one batch per element:
@@ -381,13 +381,13 @@ pub fn detach(
         match crate::nftnl::job_elements(false, &items, allowed) {
             Ok(codes) => {
                 if let Some((set, c)) = first_error(&codes, &items, &[libc::ENOENT]) {
-                    errors.push(format!(
-                        "firewall: removing {job}'s element from {set}: {}",
-                        std::io::Error::from_raw_os_error(c)
-                    ));
+                    let e = NetError::firewall(format!("removing {job}'s element from {set}"))(
+                        std::io::Error::from_raw_os_error(c),
+                    );
+                    errors.push(crate::failure(&e));
                 }
             }
-            Err(e) => errors.push(format!("firewall: {e}")),
+            Err(e) => errors.push(crate::failure(&e)),
         }
     }
 }

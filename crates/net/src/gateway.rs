@@ -13,11 +13,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use airlock_policy::{EgressMode, EgressRules, Proto};
-use serde::{Deserialize, Serialize};
 use tokio::net::{TcpListener, UdpSocket};
 
 use crate::firewall::{GatewayPorts, INTERNAL, NEVER};
 use crate::NetError;
+
+/// Records live in the audit crate, which owns every record type a job produces (the job
+/// report, read back by serve and the drill, holds them too).
+pub use airlock_audit::ConnRecord;
 
 mod dns;
 mod http;
@@ -35,97 +38,6 @@ pub const NEVER_NAMES: &[&str] = &[
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
 const DNS_TIMEOUT: Duration = Duration::from_secs(2);
 const MAX_HEAD: usize = 16 * 1024;
-
-/// One query or connection as the gateway saw it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ConnRecord {
-    /// Unix time in milliseconds.
-    pub time_ms: u128,
-    /// The job.
-    pub job: String,
-    /// `dns`, `http`, `https`, `connect` or `drop` (a packet the firewall dropped).
-    pub kind: String,
-    /// The name asked for or connected to.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-    /// DNS query type.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub qtype: Option<String>,
-    /// The address the gateway resolved and used.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub resolved: Option<IpAddr>,
-    /// The address the job dialled (transparent proxies; informational only).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub dialled: Option<SocketAddr>,
-    /// DNS: every address of the answer the job got (`resolved` is the first). The detectors
-    /// tell a connection to an address the job looked up from a hard-coded one by these.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub answers: Vec<IpAddr>,
-    /// Destination port.
-    pub port: u16,
-    /// Bytes from job to destination.
-    pub bytes_up: u64,
-    /// Bytes from destination to job.
-    pub bytes_down: u64,
-    /// Duration in milliseconds.
-    pub duration_ms: u64,
-    /// `allow` or `deny`.
-    pub verdict: String,
-    /// Why.
-    pub reason: String,
-    /// Detector hints, e.g. `dns-tunnelling-suspect`.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub flags: Vec<String>,
-    /// How many queries or connections this record stands for: more than 1 for an aggregate
-    /// of a flood (then `time_ms` is the first, `last_ms` the last, bytes are summed).
-    #[serde(default = "one", skip_serializing_if = "is_one")]
-    pub count: u64,
-    /// Unix time in milliseconds of the last event of an aggregate.
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub last_ms: u128,
-}
-
-fn one() -> u64 {
-    1
-}
-fn is_one(n: &u64) -> bool {
-    *n == 1
-}
-fn is_zero(n: &u128) -> bool {
-    *n == 0
-}
-
-impl ConnRecord {
-    /// The key records of a flood are aggregated under: kind, verdict and destination.
-    pub fn flood_key(&self) -> String {
-        let dest = match (&self.name, &self.dialled, &self.resolved) {
-            (Some(n), _, _) => n.clone(),
-            (None, Some(d), _) => d.ip().to_string(),
-            (None, None, Some(r)) => r.to_string(),
-            (None, None, None) => String::new(),
-        };
-        format!("{} {} {dest}:{}", self.kind, self.verdict, self.port)
-    }
-
-    /// Folds `other` (same key) into this aggregate.
-    pub fn absorb(&mut self, other: ConnRecord) {
-        self.count += other.count;
-        self.time_ms = self.time_ms.min(other.time_ms);
-        self.last_ms = self
-            .last_ms
-            .max(other.last_ms)
-            .max(other.time_ms)
-            .max(self.time_ms);
-        self.bytes_up = self.bytes_up.saturating_add(other.bytes_up);
-        self.bytes_down = self.bytes_down.saturating_add(other.bytes_down);
-        self.duration_ms = self.duration_ms.max(other.duration_ms);
-        for f in other.flags {
-            if !self.flags.contains(&f) && self.flags.len() < 8 {
-                self.flags.push(f);
-            }
-        }
-    }
-}
 
 /// Records kept whole per job until it ends (the report, the audit log); later ones are
 /// aggregated by [`ConnRecord::flood_key`] into at most [`BOOK_KEYS`] records with a count.
@@ -171,32 +83,6 @@ impl RecordBook {
             r
         }));
         kept
-    }
-}
-
-impl ConnRecord {
-    /// An empty record of `kind` on `port`: verdict `deny` until something allows it; job and
-    /// time are filled in when it is recorded.
-    pub fn new(kind: &str, port: u16) -> Self {
-        Self {
-            time_ms: 0,
-            job: String::new(),
-            kind: kind.into(),
-            name: None,
-            qtype: None,
-            resolved: None,
-            dialled: None,
-            answers: vec![],
-            port,
-            bytes_up: 0,
-            bytes_down: 0,
-            duration_ms: 0,
-            verdict: "deny".into(),
-            reason: String::new(),
-            flags: vec![],
-            count: 1,
-            last_ms: 0,
-        }
     }
 }
 
@@ -436,7 +322,7 @@ impl Gateway {
             .thread_name("airlock-gateway")
             .enable_all()
             .build()
-            .map_err(|e| NetError::Gateway(format!("runtime: {e}")))?;
+            .map_err(NetError::gateway("starting its runtime"))?;
         let records: Records = Arc::default();
         let ctx = Arc::new(Ctx {
             cfg: cfg.clone(),
@@ -462,8 +348,8 @@ impl Gateway {
             };
             Ok::<_, std::io::Error>((udp, tcp, ports))
         });
-        let (udp, [dns_tcp, http, https, connect], ports) = bound
-            .map_err(|e| NetError::Gateway(format!("binding the gateway on {}: {e}", cfg.bind)))?;
+        let (udp, [dns_tcp, http, https, connect], ports) =
+            bound.map_err(NetError::gateway(format!("binding on {}", cfg.bind)))?;
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::Builder::new()
             .name("airlock-gateway".into())
@@ -480,7 +366,7 @@ impl Gateway {
                 // Open connections are cut with the job; nothing waits for them.
                 rt.shutdown_background();
             })
-            .map_err(|e| NetError::Gateway(format!("gateway thread: {e}")))?;
+            .map_err(NetError::gateway("starting its thread"))?;
         Ok(Self {
             records,
             ports,

@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use airlock_policy::{AllowRule, EgressMode, EgressRules};
 use serde::{Deserialize, Serialize};
 
+pub use airlock_audit::{TeardownFailure, TeardownStep};
 pub use gateway::{ConnRecord, Gateway, GatewayConfig};
 pub use pool::{Lease, Pool};
 
@@ -27,18 +28,40 @@ pub fn release_deferred() {
     nftnl::release_deferred();
 }
 
-/// Errors of the network component.
+/// The cause of a [`NetError`]: whatever the kernel, netlink or a tool reported.
+pub type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Errors of the network component. Each says what airlock was doing; the cause is the
+/// error's source (print the chain, e.g. with `{:#}` through anyhow, to see both).
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {
-    /// A netlink operation failed.
-    #[error("netlink: {0}")]
-    Netlink(String),
-    /// nftables refused the rules.
-    #[error("nftables: {0}")]
-    Firewall(String),
+    /// A netlink operation failed (links, addresses, the namespace).
+    #[error("netlink: {what}")]
+    Netlink {
+        /// What airlock was doing.
+        what: String,
+        /// The cause, when there is one beyond `what`.
+        #[source]
+        source: Option<Cause>,
+    },
+    /// nftables refused the rules or could not be reached.
+    #[error("nftables: {what}")]
+    Firewall {
+        /// What airlock was doing.
+        what: String,
+        /// The cause, when there is one beyond `what`.
+        #[source]
+        source: Option<Cause>,
+    },
     /// A required tool or kernel feature is missing.
-    #[error("network isolation unavailable: {0}")]
-    Unavailable(String),
+    #[error("network isolation unavailable: {what}")]
+    Unavailable {
+        /// What is missing.
+        what: String,
+        /// The cause.
+        #[source]
+        source: Option<Cause>,
+    },
     /// Configuration is invalid.
     #[error("{0}")]
     Config(String),
@@ -46,11 +69,70 @@ pub enum NetError {
     #[error("address pool exhausted ({0} blocks in use)")]
     PoolExhausted(u32),
     /// The gateway could not start.
-    #[error("egress gateway: {0}")]
-    Gateway(String),
-    /// Filesystem error.
-    #[error("{0}")]
-    Io(String),
+    #[error("egress gateway: {what}")]
+    Gateway {
+        /// What airlock was doing.
+        what: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file of the network's state could not be used.
+    #[error("{what} {}", path.display())]
+    Io {
+        /// What airlock was doing.
+        what: &'static str,
+        /// On what.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A thread of the network setup panicked.
+    #[error("the {0} thread panicked")]
+    Panicked(&'static str),
+}
+
+impl NetError {
+    pub(crate) fn netlink<E: Into<Cause>>(what: impl Into<String>) -> impl FnOnce(E) -> Self {
+        let what = what.into();
+        move |e| Self::Netlink {
+            what,
+            source: Some(e.into()),
+        }
+    }
+    /// A netlink answer that was not what the kernel should have said (no cause beyond it).
+    pub(crate) fn netlink_state(what: impl Into<String>) -> Self {
+        Self::Netlink {
+            what: what.into(),
+            source: None,
+        }
+    }
+    pub(crate) fn firewall<E: Into<Cause>>(what: impl Into<String>) -> impl FnOnce(E) -> Self {
+        let what = what.into();
+        move |e| Self::Firewall {
+            what,
+            source: Some(e.into()),
+        }
+    }
+    pub(crate) fn unavailable<E: Into<Cause>>(what: impl Into<String>) -> impl FnOnce(E) -> Self {
+        let what = what.into();
+        move |e| Self::Unavailable {
+            what,
+            source: Some(e.into()),
+        }
+    }
+    pub(crate) fn gateway(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Self {
+        let what = what.into();
+        move |source| Self::Gateway { what, source }
+    }
+    pub(crate) fn io(
+        what: &'static str,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(std::io::Error) -> Self {
+        let path = path.into();
+        move |source| Self::Io { what, path, source }
+    }
 }
 
 /// What must be persisted (in the job's state file) to undo a job's network after a crash.
@@ -166,13 +248,15 @@ pub fn setup(
             // Allowed internal services and audit mode are routed, not proxied: the host must
             // forward. The firewall's forward chain decides what may pass.
             std::fs::write("/proc/sys/net/ipv4/ip_forward", b"1")
-                .map_err(|e| NetError::Unavailable(format!("enabling IPv4 forwarding: {e}")))?;
+                .map_err(NetError::unavailable("enabling IPv4 forwarding"))?;
         }
         Ok(())
     })();
     match r {
         Ok(()) => Ok(net),
         Err(e) => {
+            // The setup's own error is the one that matters; its cleanup is best effort and
+            // anything it leaves is found by gc (the lease is persisted).
             let mut ignored = Vec::new();
             net.teardown_thorough(&mut ignored);
             Err(e)
@@ -183,7 +267,7 @@ pub fn setup(
 impl JobNetwork {
     /// Stops the gateway, removes firewall elements, veth and namespace, returns the lease.
     /// Returns the gateway's records; failures are appended to `errors`.
-    fn teardown_thorough(mut self, errors: &mut Vec<String>) {
+    fn teardown_thorough(mut self, errors: &mut Vec<TeardownFailure>) {
         if let Some(g) = self.gateway.take() {
             g.stop();
         }
@@ -199,11 +283,22 @@ impl JobNetwork {
 
 /// Undoes a job's network from its persisted state (teardown and `gc`; `thorough` for gc and
 /// abnormal ends, see [`link::detach`]).
-pub fn undo(st: &NetState, ns_file: &Path, pool: &Pool, thorough: bool, errors: &mut Vec<String>) {
+pub fn undo(
+    st: &NetState,
+    ns_file: &Path,
+    pool: &Pool,
+    thorough: bool,
+    errors: &mut Vec<TeardownFailure>,
+) {
     let lease = st.lease();
     firewall::detach(lease.job, lease.gateway, st.audit, &st.rules(), errors);
     link::detach(ns_file, &st.iface, thorough, errors);
     if let Err(e) = pool.release(&lease) {
-        errors.push(e.to_string());
+        errors.push(failure(&e));
     }
+}
+
+/// A teardown failure of the network step, with the error's whole chain.
+pub(crate) fn failure(e: &(dyn std::error::Error + 'static)) -> TeardownFailure {
+    TeardownFailure::new(TeardownStep::Network, airlock_text::ErrorChain(e))
 }

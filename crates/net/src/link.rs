@@ -29,11 +29,11 @@ fn rt() -> Result<tokio::runtime::Runtime, NetError> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| NetError::Netlink(format!("runtime: {e}")))
+        .map_err(NetError::netlink("starting a runtime"))
 }
 
-fn nl(what: &str) -> impl Fn(rtnetlink::Error) -> NetError + '_ {
-    move |e| NetError::Netlink(format!("{what}: {e}"))
+fn nl(what: &str) -> impl FnOnce(rtnetlink::Error) -> NetError {
+    NetError::netlink(what.to_owned())
 }
 
 async fn index_of(h: &Handle, name: &str) -> Result<Option<u32>, NetError> {
@@ -43,13 +43,13 @@ async fn index_of(h: &Handle, name: &str) -> Result<Option<u32>, NetError> {
         Ok(None) => Ok(None),
         // ENODEV: no such link.
         Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ENODEV => Ok(None),
-        Err(e) => Err(NetError::Netlink(format!("looking up {name}: {e}"))),
+        Err(e) => Err(NetError::netlink(format!("looking up {name}"))(e)),
     }
 }
 
 fn connect() -> Result<(Handle, tokio::task::JoinHandle<()>), NetError> {
-    let (conn, handle, _) = rtnetlink::new_connection()
-        .map_err(|e| NetError::Netlink(format!("netlink socket: {e}")))?;
+    let (conn, handle, _) =
+        rtnetlink::new_connection().map_err(NetError::netlink("opening a netlink socket"))?;
     Ok((handle, tokio::spawn(conn)))
 }
 
@@ -57,15 +57,14 @@ fn connect() -> Result<(Handle, tokio::task::JoinHandle<()>), NetError> {
 /// routes: host side `iface` = gateway/30, job side `eth0` = job/30 with a default route via the
 /// gateway. IPv6 is disabled inside the namespace.
 pub fn attach(ns_file: &Path, iface: &str, lease: &Lease) -> Result<(), NetError> {
-    std::fs::write(ns_file, b"")
-        .map_err(|e| NetError::Io(format!("creating {}: {e}", ns_file.display())))?;
+    std::fs::write(ns_file, b"").map_err(NetError::io("creating", ns_file))?;
     let ns_path = ns_file.to_owned();
     let lease2 = *lease;
     // Step 1, in a thread of its own: a new namespace, pinned by a bind mount, lo up,
     // IPv6 off. The thread ends afterwards; the mount keeps the namespace.
     std::thread::spawn(move || -> Result<(), NetError> {
         nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
-            .map_err(|e| NetError::Netlink(format!("unshare(CLONE_NEWNET): {e}")))?;
+            .map_err(NetError::netlink("unshare(CLONE_NEWNET)"))?;
         mount(
             Some("/proc/thread-self/ns/net"),
             &ns_path,
@@ -74,21 +73,19 @@ pub fn attach(ns_file: &Path, iface: &str, lease: &Lease) -> Result<(), NetError
             None::<&str>,
         )
         .map_err(|e| {
-            NetError::Netlink(format!(
-                "pinning the namespace at {}: {e}",
-                ns_path.display()
-            ))
+            NetError::netlink(format!("pinning the namespace at {}", ns_path.display()))(e)
         })?;
         // /proc/sys/net belongs to the namespace of the task that opens it.
         for k in ["all", "default"] {
             let p = format!("/proc/sys/net/ipv6/conf/{k}/disable_ipv6");
-            std::fs::write(&p, b"1").map_err(|e| NetError::Io(format!("{p}: {e}")))?;
+            std::fs::write(&p, b"1")
+                .map_err(NetError::io("disabling IPv6 in the job's namespace:", &p))?;
         }
         rt()?.block_on(async {
             let (h, _c) = connect()?;
             let lo = index_of(&h, "lo")
                 .await?
-                .ok_or_else(|| NetError::Netlink("no lo".into()))?;
+                .ok_or_else(|| NetError::netlink_state("the new namespace has no lo"))?;
             h.link()
                 .set(LinkUnspec::new_with_index(lo).up().build())
                 .execute()
@@ -97,13 +94,12 @@ pub fn attach(ns_file: &Path, iface: &str, lease: &Lease) -> Result<(), NetError
         })
     })
     .join()
-    .map_err(|_| NetError::Netlink("namespace thread panicked".into()))??;
+    .map_err(|_| NetError::Panicked("namespace"))??;
 
     // Step 2, host side: the veth pair, its peer created directly inside the job's namespace
     // as `eth0` (moving an existing interface between namespaces costs an unregister and a
     // register, most of the attach time).
-    let ns_fd = std::fs::File::open(ns_file)
-        .map_err(|e| NetError::Io(format!("{}: {e}", ns_file.display())))?;
+    let ns_fd = std::fs::File::open(ns_file).map_err(NetError::io("opening", ns_file))?;
     rt()?.block_on(async {
         use rtnetlink::packet_route::link::{InfoData, InfoKind, InfoVeth};
         use rtnetlink::LinkMessageBuilder;
@@ -124,7 +120,7 @@ pub fn attach(ns_file: &Path, iface: &str, lease: &Lease) -> Result<(), NetError
             .map_err(nl("creating veth"))?;
         let host_idx = index_of(&h, iface)
             .await?
-            .ok_or_else(|| NetError::Netlink("veth vanished".into()))?;
+            .ok_or_else(|| NetError::netlink_state("the new veth vanished"))?;
         h.address()
             .add(host_idx, lease2.gateway.into(), 30)
             .execute()
@@ -140,15 +136,14 @@ pub fn attach(ns_file: &Path, iface: &str, lease: &Lease) -> Result<(), NetError
     // Step 3, inside the namespace again: name, address, default route.
     let ns_path = ns_file.to_owned();
     std::thread::spawn(move || -> Result<(), NetError> {
-        let f = std::fs::File::open(&ns_path)
-            .map_err(|e| NetError::Io(format!("{}: {e}", ns_path.display())))?;
+        let f = std::fs::File::open(&ns_path).map_err(NetError::io("opening", &ns_path))?;
         nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET)
-            .map_err(|e| NetError::Netlink(format!("setns: {e}")))?;
+            .map_err(NetError::netlink("setns"))?;
         rt()?.block_on(async {
             let (h, _c) = connect()?;
             let idx = index_of(&h, "eth0")
                 .await?
-                .ok_or_else(|| NetError::Netlink("eth0 not in the job's namespace".into()))?;
+                .ok_or_else(|| NetError::netlink_state("eth0 not in the job's namespace"))?;
             h.address()
                 .add(idx, lease2.job.into(), 30)
                 .execute()
@@ -171,7 +166,7 @@ pub fn attach(ns_file: &Path, iface: &str, lease: &Lease) -> Result<(), NetError
         })
     })
     .join()
-    .map_err(|_| NetError::Netlink("namespace thread panicked".into()))??;
+    .map_err(|_| NetError::Panicked("namespace"))??;
     Ok(())
 }
 
@@ -179,15 +174,21 @@ pub fn attach(ns_file: &Path, iface: &str, lease: &Lease) -> Result<(), NetError
 /// background (deleting the veth synchronously costs ~20 ms of RCU grace periods on the job's
 /// teardown path). `thorough` (gc) also deletes a host-side veth that is still there, e.g.
 /// because its namespace was never pinned. Every failure is collected.
-pub fn detach(ns_file: &Path, iface: &str, thorough: bool, errors: &mut Vec<String>) {
+pub fn detach(
+    ns_file: &Path,
+    iface: &str,
+    thorough: bool,
+    errors: &mut Vec<crate::TeardownFailure>,
+) {
     if ns_file.exists() {
         if let Err(e) = umount2(ns_file, MntFlags::MNT_DETACH) {
             if e != nix::errno::Errno::EINVAL {
-                errors.push(format!("unmounting {}: {e}", ns_file.display()));
+                let e = NetError::netlink(format!("unmounting {}", ns_file.display()))(e);
+                errors.push(crate::failure(&e));
             }
         }
         if let Err(e) = std::fs::remove_file(ns_file) {
-            errors.push(format!("removing {}: {e}", ns_file.display()));
+            errors.push(crate::failure(&NetError::io("removing", ns_file)(e)));
         }
     }
     if !thorough {
@@ -201,14 +202,14 @@ pub fn detach(ns_file: &Path, iface: &str, thorough: bool, errors: &mut Vec<Stri
                     Ok(()) => {}
                     // Gone meanwhile with its namespace: fine.
                     Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ENODEV => {}
-                    Err(e) => return Err(NetError::Netlink(format!("deleting veth: {e}"))),
+                    Err(e) => return Err(NetError::netlink("deleting veth")(e)),
                 }
             }
             Ok(())
         })
     }) {
         Ok(()) => {}
-        Err(e) => errors.push(format!("network: {e}")),
+        Err(e) => errors.push(crate::failure(&e)),
     }
 }
 

@@ -40,13 +40,13 @@ fn control(c: ControlMessage, seq: u32) -> NetlinkMessage<NetfilterMessage> {
 }
 
 fn sock() -> Result<Socket, NetError> {
-    let mut s = Socket::new(NETLINK_NETFILTER)
-        .map_err(|e| NetError::Firewall(format!("netlink socket: {e}")))?;
+    let mut s =
+        Socket::new(NETLINK_NETFILTER).map_err(NetError::firewall("opening a netlink socket"))?;
     s.bind_auto()
-        .map_err(|e| NetError::Firewall(format!("netlink bind: {e}")))?;
+        .map_err(NetError::firewall("binding a netlink socket"))?;
     let tv = nix::sys::time::TimeVal::new(2, 0);
     nix::sys::socket::setsockopt(&s, nix::sys::socket::sockopt::ReceiveTimeout, &tv)
-        .map_err(|e| NetError::Firewall(format!("netlink timeout: {e}")))?;
+        .map_err(NetError::firewall("setting the netlink timeout"))?;
     Ok(s)
 }
 
@@ -111,13 +111,13 @@ fn exchange(
         buf.extend_from_slice(&b);
     }
     s.send(&buf, 0)
-        .map_err(|e| NetError::Firewall(format!("netlink send: {e}")))?;
+        .map_err(NetError::firewall("sending to netlink"))?;
     let mut codes = Vec::new();
     let mut rbuf = vec![0u8; 65536];
     while codes.len() < acks {
         let n = s
             .recv(&mut &mut rbuf[..], 0)
-            .map_err(|e| NetError::Firewall(format!("netlink receive: {e}")))?;
+            .map_err(NetError::firewall("receiving from netlink"))?;
         let mut off = 0;
         while off < n {
             let Ok(m) = NetlinkMessage::<NetfilterMessage>::deserialize(&rbuf[off..n]) else {

@@ -88,7 +88,7 @@ impl Pool {
     /// concurrent jobs rarely race for the same file.
     pub fn acquire(&self, job_id: &str) -> Result<Lease, NetError> {
         std::fs::create_dir_all(&self.dir)
-            .map_err(|e| NetError::Io(format!("{}: {e}", self.dir.display())))?;
+            .map_err(NetError::io("creating the lease directory", &self.dir))?;
         let n = self.blocks();
         let start = job_id
             .bytes()
@@ -99,8 +99,7 @@ impl Pool {
         let tmp = self
             .dir
             .join(format!(".{job_id}.{}.tmp", std::process::id()));
-        std::fs::write(&tmp, job_id)
-            .map_err(|e| NetError::Io(format!("{}: {e}", tmp.display())))?;
+        std::fs::write(&tmp, job_id).map_err(NetError::io("writing", &tmp))?;
         let mut result = Err(NetError::PoolExhausted(n));
         for i in 0..n {
             let block = self.base + ((start + i) % n) * 4;
@@ -113,7 +112,7 @@ impl Pool {
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
                 Err(e) => {
-                    result = Err(NetError::Io(format!("{}: {e}", path.display())));
+                    result = Err(NetError::io("leasing", &path)(e));
                     break;
                 }
             }
@@ -124,10 +123,11 @@ impl Pool {
 
     /// Returns a lease.
     pub fn release(&self, lease: &Lease) -> Result<(), NetError> {
-        match std::fs::remove_file(self.lease_path(lease)) {
+        let path = self.lease_path(lease);
+        match std::fs::remove_file(&path) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(NetError::Io(format!("releasing {}: {e}", lease.block))),
+            Err(e) => Err(NetError::io("releasing the lease", path)(e)),
         }
     }
 

@@ -103,14 +103,27 @@ pub struct LoadedPolicy {
     pub policy: Policy,
     /// The file it was read from, or `None` for the built-in policy.
     pub path: Option<PathBuf>,
+    /// SHA-256 (hex) of the policy's text: the file's bytes as read, or what
+    /// `airlock policy default` prints. Recorded with every job, so a changed policy shows.
+    pub sha256: String,
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(data))
 }
 
 impl LoadedPolicy {
     /// The built-in policy: one group, `default`, the most restrictive settings airlock has.
     pub fn builtin() -> Self {
+        let policy = builtin_policy();
+        // A builtin policy that cannot be printed cannot happen (its types all serialise);
+        // the empty text's digest would still name it consistently.
+        let text = toml::to_string(&policy).unwrap_or_default();
         Self {
-            policy: builtin_policy(),
+            policy,
             path: None,
+            sha256: sha256_hex(text.as_bytes()),
         }
     }
 
@@ -124,6 +137,7 @@ impl LoadedPolicy {
         Ok(Self {
             policy,
             path: Some(path.to_owned()),
+            sha256: sha256_hex(src.as_bytes()),
         })
     }
 

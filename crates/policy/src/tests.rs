@@ -142,6 +142,7 @@ fn asking_for_a_missing_group_names_the_groups() {
     let lp = LoadedPolicy {
         policy: p(GOOD).expect("valid"),
         path: Some("x.toml".into()),
+        sha256: String::new(),
     };
     let e = lp.group(Some("nope")).expect_err("missing");
     let s = e.to_string();

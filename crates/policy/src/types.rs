@@ -60,8 +60,45 @@ pub enum ExecutorKind {
     Libcontainer,
     /// The `runc` binary, through an OCI bundle.
     Runc,
-    /// gVisor's `runsc`, through an OCI bundle (see docs/executors.md for its limits).
+    /// gVisor's `runsc`, through an OCI bundle (see docs/sandbox.md, "Executors", for its
+    /// limits).
     Runsc,
+}
+
+impl ExecutorKind {
+    /// Every executor, in the order the docs list them.
+    pub const ALL: [ExecutorKind; 3] = [Self::Libcontainer, Self::Runc, Self::Runsc];
+
+    /// The name written in policies, on the helper's command line, in state files and records
+    /// (the one place it is spelled).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Libcontainer => "libcontainer",
+            Self::Runc => "runc",
+            Self::Runsc => "runsc",
+        }
+    }
+}
+
+impl fmt::Display for ExecutorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A name that is not an executor.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown executor {0:?}: expected libcontainer, runc or runsc")]
+pub struct UnknownExecutor(pub String);
+
+impl FromStr for ExecutorKind {
+    type Err = UnknownExecutor;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| UnknownExecutor(s.to_owned()))
+    }
 }
 
 /// The unprivileged user a job runs as.

@@ -216,7 +216,7 @@ pub fn procs(rel: &str) -> Vec<i32> {
 }
 
 /// Kills whatever is left in the job's cgroups and removes them. Errors are collected.
-pub fn remove(rel: &str, errors: &mut Vec<String>) {
+pub fn remove(rel: &str, errors: &mut Vec<airlock_audit::TeardownFailure>) {
     let h = Hierarchies::detect();
     for dir in h.dirs_of(rel) {
         if !dir.exists() {
@@ -245,7 +245,10 @@ pub fn remove(rel: &str, errors: &mut Vec<String>) {
             }
         }
         if !removed {
-            errors.push(format!("cannot remove cgroup {}", dir.display()));
+            errors.push(airlock_audit::TeardownFailure::new(
+                airlock_audit::TeardownStep::Cgroup,
+                format!("cannot remove cgroup {}", dir.display()),
+            ));
         }
     }
 }

@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use airlock_audit::FailureKind;
+
 /// Errors of the sandbox component.
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
@@ -36,6 +38,9 @@ pub enum SandboxError {
     /// The configuration is invalid.
     #[error("{0}")]
     Config(String),
+    /// No cgroup hierarchy is mounted in airlock's mount namespace, so no limit can be set.
+    #[error("refusing to start the job: no cgroup hierarchy is mounted where airlock runs (is it under `ip netns exec`, which mounts a fresh /sys? enter only the network namespace: `nsenter --net=/run/netns/NAME airlock …`)")]
+    CgroupsNotMounted,
     /// The job's network could not be set up.
     #[error("refusing to start the job: network isolation cannot be applied")]
     Network(#[source] airlock_net::NetError),
@@ -94,20 +99,32 @@ pub enum SandboxError {
         /// What is wrong.
         message: String,
     },
-    /// Teardown left something behind; every failure is listed.
-    #[error("teardown of job {job} incomplete:\n  {}", .errors.join("\n  "))]
-    Teardown {
-        /// The job.
-        job: String,
-        /// Every failure.
-        errors: Vec<String>,
-    },
     /// Image store errors.
     #[error(transparent)]
     Image(#[from] crate::image::ImageError),
 }
 
 impl SandboxError {
+    /// What kind of failure this is for a job that could not run (callers decide on the
+    /// kind, never on the message).
+    pub fn kind(&self) -> FailureKind {
+        match self {
+            Self::Io { .. } | Self::Sys { .. } | Self::State { .. } => FailureKind::Host,
+            Self::ProtectionUnavailable { .. } => FailureKind::Protection,
+            Self::CgroupsNotMounted => FailureKind::Cgroups,
+            Self::Config(_)
+            | Self::EmptyCommand
+            | Self::BadJobId(_)
+            | Self::LimitTooLarge { .. }
+            | Self::WorkspaceTooLarge { .. }
+            | Self::Workspace { .. } => FailureKind::Request,
+            Self::Network(_) => FailureKind::Network,
+            Self::Audit(_) => FailureKind::Audit,
+            Self::ImageNotResolved(_) | Self::Image(_) => FailureKind::Image,
+            Self::Spec(_) | Self::Executor { .. } => FailureKind::Executor,
+        }
+    }
+
     pub(crate) fn io(
         what: &'static str,
         path: impl Into<PathBuf>,

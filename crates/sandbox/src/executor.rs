@@ -203,8 +203,8 @@ pub fn make(kind: ExecutorKind, id: &str, bundle: PathBuf, root: PathBuf) -> Box
             bundle,
         }),
         // Debian's gVisor build works here only with its own network stack disabled and the
-        // ptrace platform (docs/executors.md); the job then has loopback only, as with the
-        // other executors today.
+        // ptrace platform (docs/sandbox.md, "Executors"): a runsc job has loopback only, no
+        // per-job network and no egress gateway (the job engine skips them for runsc).
         ExecutorKind::Runsc => Box::new(OciCli {
             bin: "runsc",
             global: vec![

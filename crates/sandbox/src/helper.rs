@@ -53,22 +53,13 @@ impl HelperArgs {
             .arg("--id")
             .arg(&self.id)
             .arg("--executor")
-            .arg(executor_name(self.executor))
+            .arg(self.executor.as_str())
             .arg("--executor-root")
             .arg(&self.executor_root);
         for s in &self.scrub {
             c.arg("--scrub").arg(s);
         }
         c
-    }
-}
-
-/// The executor's name as written in policies and on the helper's command line.
-pub fn executor_name(k: ExecutorKind) -> &'static str {
-    match k {
-        ExecutorKind::Libcontainer => "libcontainer",
-        ExecutorKind::Runc => "runc",
-        ExecutorKind::Runsc => "runsc",
     }
 }
 
@@ -112,7 +103,7 @@ pub fn main(args: HelperArgs) -> i32 {
     }
     let outcome = match run(&args) {
         Ok(o) => o,
-        Err(e) => Outcome::Failed(format!("{:#}", ErrChain(&e))),
+        Err(e) => Outcome::Failed(airlock_text::ErrorChain(&e).to_string()),
     };
     let path = args.job_dir.join(RESULT_FILE);
     match serde_json::to_vec(&outcome)
@@ -140,21 +131,6 @@ fn go_ahead() -> bool {
         // SAFETY: dup2 onto fd 0 of this single-threaded process; the old stdin is closed.
         Ok(null) => unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), 0) >= 0 },
         Err(_) => false,
-    }
-}
-
-/// Displays an error with its sources.
-pub struct ErrChain<'a>(pub &'a (dyn std::error::Error + 'static));
-
-impl std::fmt::Display for ErrChain<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0)?;
-        let mut s = self.0.source();
-        while let Some(e) = s {
-            write!(f, ": {e}")?;
-            s = e.source();
-        }
-        Ok(())
     }
 }
 

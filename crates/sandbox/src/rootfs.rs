@@ -13,6 +13,7 @@
 //! certificates). Putting `/tmp` and `/home/runner` inside the overlay (not separate tmpfs
 //! mounts) makes every write of the job land in one upper dir under one size limit.
 
+use airlock_audit::{TeardownFailure, TeardownStep};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -739,25 +740,26 @@ fn unescape_mountinfo(s: &str) -> String {
 /// Unmounts everything under the job dir and removes it. Every failure is collected; the
 /// directory is removed only once nothing is mounted below it, so a failed unmount can never
 /// turn into deleting files through a mount.
-pub fn teardown(job_dir: &Path, errors: &mut Vec<String>) {
+pub fn teardown(job_dir: &Path, errors: &mut Vec<TeardownFailure>) {
+    let fail = |m: String| TeardownFailure::new(TeardownStep::Rootfs, m);
     for m in mounts_under(job_dir) {
         if let Err(e) = umount2(&m, MntFlags::MNT_DETACH) {
-            errors.push(format!("unmounting {}: {e}", m.display()));
+            errors.push(fail(format!("unmounting {}: {e}", m.display())));
         }
     }
     let left = mounts_under(job_dir);
     if !left.is_empty() {
-        errors.push(format!(
+        errors.push(fail(format!(
             "still mounted, not removing {}: {:?}",
             job_dir.display(),
             left
-        ));
+        )));
         return;
     }
     match std::fs::remove_dir_all(job_dir) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => errors.push(format!("removing {}: {e}", job_dir.display())),
+        Err(e) => errors.push(fail(format!("removing {}: {e}", job_dir.display()))),
     }
 }
 

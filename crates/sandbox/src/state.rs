@@ -20,8 +20,6 @@ pub struct Paths {
     pub state: PathBuf,
     /// Persistent data: the image store and the audit log (CLI default `/var/lib/airlock`).
     pub data: PathBuf,
-    /// The IPv4 range jobs' addresses come from (`AIRLOCK_NET_POOL`).
-    pub net_pool: String,
 }
 
 impl Paths {
@@ -39,19 +37,15 @@ impl Paths {
     }
     /// The state root of an executor.
     pub fn executor_root(&self, e: ExecutorKind) -> PathBuf {
-        self.state.join(match e {
-            ExecutorKind::Libcontainer => "libcontainer",
-            ExecutorKind::Runc => "runc",
-            ExecutorKind::Runsc => "runsc",
-        })
+        self.state.join(e.as_str())
     }
     /// Shared, read-only base layers of `host` jobs.
     pub fn base_cache(&self) -> PathBuf {
         self.state.join("base")
     }
-    /// The address pool.
-    pub fn pool(&self) -> Result<airlock_net::Pool, SandboxError> {
-        airlock_net::Pool::new(&self.net_pool, airlock_net::pool::lease_dir(&self.state))
+    /// The address pool of `range` (`AIRLOCK_NET_POOL`), its leases kept in the state dir.
+    pub fn pool(&self, range: &str) -> Result<airlock_net::Pool, SandboxError> {
+        airlock_net::Pool::new(range, airlock_net::pool::lease_dir(&self.state))
             .map_err(SandboxError::Network)
     }
     /// The audit log directory.

@@ -1,0 +1,43 @@
+//! Why a job request is refused before anything of the job exists.
+
+use std::path::PathBuf;
+
+use airlock_sandbox::SandboxError;
+
+/// Errors of [`crate::Engine::prepare`]: the request cannot become a job. Nothing of the job
+/// exists yet; the refusal of a group is on the audit record (`job.refused`).
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    /// The policy file cannot be read or is invalid, or it has no such group.
+    #[error(transparent)]
+    Policy(#[from] airlock_policy::PolicyError),
+    /// A secret the group names cannot be found.
+    #[error(transparent)]
+    Secrets(#[from] airlock_policy::SecretsError),
+    /// The plan cannot be made (image, command, workspace, limits).
+    #[error(transparent)]
+    Sandbox(#[from] SandboxError),
+    /// The policy's alert sinks cannot be opened: the job is refused rather than its alerts
+    /// lost.
+    #[error("opening the alert sinks of the policy's [alerts]")]
+    Sinks(#[source] airlock_audit::SinkError),
+    /// The audit log's settings cannot be applied (its checkpoint key).
+    #[error("the audit log cannot be written: its checkpoint key (policy [audit])")]
+    AuditSettings(#[source] airlock_audit::AuditError),
+    /// Jobs need root.
+    #[error(
+        "airlock run needs root (it creates mounts, cgroups and namespaces); run it with sudo"
+    )]
+    NotRoot,
+    /// The workspace is not a directory.
+    #[error("--workdir {} is not a directory", .0.display())]
+    WorkdirNotADirectory(PathBuf),
+    /// The workspace would copy airlock's checkpoint key into the job.
+    #[error("--workdir {} contains airlock's key directory {}; use another data directory", workdir.display(), keys.display())]
+    WorkdirHoldsKeys {
+        /// The workspace.
+        workdir: PathBuf,
+        /// The key directory.
+        keys: PathBuf,
+    },
+}

@@ -1,0 +1,186 @@
+//! Phase 1, request → plan: the policy and group, the secrets, the image, the workspace, the
+//! alert sinks and the audit log's settings. Nothing of the job exists yet; a refused group is
+//! recorded (`job.refused`), every other refusal is an error to the caller.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use airlock_policy::{LoadedPolicy, RootfsSource, SecretValue};
+use airlock_sandbox::image::ImageStore;
+use airlock_sandbox::{JobPlan, Paths};
+
+use crate::error::JobError;
+use crate::Engine;
+
+/// What a caller asks for: a command, in a group of a policy.
+#[derive(Debug, Clone, Default)]
+pub struct JobRequest {
+    /// The policy file; `None` for the built-in policy.
+    pub policy: Option<PathBuf>,
+    /// The group; `None` for the policy's default group.
+    pub group: Option<String>,
+    /// The command and its arguments.
+    pub command: Vec<String>,
+    /// A directory copied into the job as its workspace.
+    pub workdir: Option<PathBuf>,
+    /// A TOML file of secrets (`NAME = "value"`); secrets not in it come from the environment.
+    pub secrets_file: Option<PathBuf>,
+    /// Append the job's network records (JSON lines) to this file.
+    pub egress_log: Option<PathBuf>,
+}
+
+/// An accepted request: the plan, and what the engine needs to run and finish it.
+pub struct Job {
+    /// The plan.
+    pub plan: JobPlan,
+    /// The policy it came from.
+    pub policy: LoadedPolicy,
+    pub(crate) audit_log: airlock_audit::LogSettings,
+    pub(crate) egress_log: Option<PathBuf>,
+    pub(crate) sinks: airlock_audit::Sinks,
+    pub(crate) shipper: airlock_audit::CheckpointShipper,
+}
+
+impl Job {
+    /// The wall-clock limit of the job.
+    pub fn timeout(&self) -> Duration {
+        self.plan.limits.timeout.0
+    }
+}
+
+impl Engine {
+    /// Turns a request into a job, or refuses it. `env` is airlock's own environment (the
+    /// group's `env` and secrets not in the secrets file are read from it).
+    pub fn prepare(
+        &self,
+        req: JobRequest,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Job, JobError> {
+        let policy = match &req.policy {
+            Some(p) => LoadedPolicy::from_file(p)?,
+            None => LoadedPolicy::builtin(),
+        };
+        let (group_name, group) = match policy.group(req.group.as_deref()) {
+            Ok(g) => g,
+            Err(e) => {
+                self.record_refusal(&policy, &req, &e);
+                return Err(e.into());
+            }
+        };
+        if !nix::unistd::geteuid().is_root() {
+            return Err(JobError::NotRoot);
+        }
+        let secrets =
+            airlock_policy::resolve_secrets(&group.secrets, req.secrets_file.as_deref(), env)?;
+        let image = match &group.rootfs {
+            RootfsSource::Host => None,
+            RootfsSource::Image(r) => {
+                let store = ImageStore::new(self.paths.images());
+                let img = store
+                    .resolve(r)
+                    .map_err(airlock_sandbox::SandboxError::from)?;
+                let dir = store.rootfs_dir(&img.digest);
+                Some((img.digest, dir))
+            }
+        };
+        if let Some(w) = &req.workdir {
+            check_workdir(w, &self.paths)?;
+        }
+        let plan = JobPlan::new(
+            &group_name,
+            group,
+            req.command,
+            req.workdir,
+            env,
+            secrets,
+            image,
+        )?;
+        // Alert sinks are opened before the job: a misconfigured sink refuses the job rather
+        // than losing its alerts.
+        let key = webhook_key(&policy, req.secrets_file.as_deref(), env)?;
+        let sinks = airlock_audit::Sinks::from_policy(
+            &policy.policy.alerts,
+            key,
+            &self.paths.alert_outbox(),
+        )
+        .map_err(JobError::Sinks)?;
+        // Retention and checkpoints of the audit log; checkpoints also go to the alert sinks.
+        // Without its key no checkpoint can be MAC'd: the job does not start.
+        let mut audit_log =
+            airlock_audit::LogSettings::from_policy(&policy.policy.audit, &self.paths.data)
+                .map_err(JobError::AuditSettings)?;
+        let shipper = sinks.checkpoint_shipper();
+        audit_log.ship = Some(shipper.clone());
+        Ok(Job {
+            plan,
+            policy,
+            audit_log,
+            egress_log: req.egress_log,
+            sinks,
+            shipper,
+        })
+    }
+
+    /// A refused job is on the record too (when the log can be written at all: the job is
+    /// refused either way, so this is best effort).
+    fn record_refusal(&self, policy: &LoadedPolicy, req: &JobRequest, e: &dyn std::fmt::Display) {
+        if !nix::unistd::geteuid().is_root() {
+            return;
+        }
+        let Ok(mut log) = airlock_audit::AuditLog::open(&self.paths.audit()) else {
+            return;
+        };
+        // Checkpointed like any other record.
+        if let Ok(s) =
+            airlock_audit::LogSettings::from_policy(&policy.policy.audit, &self.paths.data)
+        {
+            let _ = log.configure(s);
+        }
+        let _ = log.append(
+            "job.refused",
+            None,
+            serde_json::json!({
+                "group": req.group,
+                "argv": req.command,
+                "reason": e.to_string(),
+                "policy_sha256": policy.sha256,
+            }),
+        );
+    }
+}
+
+/// The value of the secret that signs the policy's alert webhook, if it has one.
+fn webhook_key(
+    policy: &LoadedPolicy,
+    secrets_file: Option<&std::path::Path>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<SecretValue>, JobError> {
+    let Some(w) = &policy.policy.alerts.webhook else {
+        return Ok(None);
+    };
+    Ok(
+        airlock_policy::resolve_secrets(std::slice::from_ref(&w.secret), secrets_file, env)?
+            .into_iter()
+            .next()
+            .map(|(_, v)| v),
+    )
+}
+
+/// The workspace is copied into the job: it must be a directory and must never hold the
+/// checkpoint key.
+fn check_workdir(w: &std::path::Path, paths: &Paths) -> Result<(), JobError> {
+    if !w.is_dir() {
+        return Err(JobError::WorkdirNotADirectory(w.to_owned()));
+    }
+    let keys = paths.data.join(airlock_audit::checkpoint::KEY_FILE);
+    let keys = keys.parent().unwrap_or(&paths.data);
+    if let (Ok(w), Ok(k)) = (std::fs::canonicalize(w), std::fs::canonicalize(keys)) {
+        if k.starts_with(&w) {
+            return Err(JobError::WorkdirHoldsKeys {
+                workdir: w,
+                keys: k,
+            });
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,187 @@
+//! Starting one sandbox: its root filesystem, bundle and exec listener, and the
+//! single-threaded helper that drives the executor. The job engine (crate `airlock-job`)
+//! decides when; this module only builds.
+
+use std::io::Write;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use crate::error::SandboxError;
+use crate::helper::{self, HelperArgs};
+use crate::plan::JobPlan;
+use crate::spec::{self, HostLayout};
+use crate::state::{JobState, Paths, ProcRef, Status};
+use crate::{cgroup, rootfs};
+
+/// The job network a sandbox joins.
+#[derive(Debug, Clone)]
+pub struct SandboxNet {
+    /// The network namespace file the runtime joins.
+    pub ns_file: PathBuf,
+    /// The resolver written into the sandbox's `/etc/resolv.conf` (the job's gateway).
+    pub resolver: std::net::Ipv4Addr,
+}
+
+/// A started helper, waiting for its go-ahead.
+pub struct Launched {
+    /// The exec listener, when the policy records process events.
+    pub watcher: Option<crate::watch::Watcher>,
+    /// The helper process; its stdout and stderr carry the job's output.
+    pub child: std::process::Child,
+}
+
+impl Launched {
+    /// Lets the helper create the container (the namespace its spec names exists now). A
+    /// helper that never gets it exits without creating anything when its stdin closes.
+    pub fn go(&mut self) {
+        if let Some(mut go) = self.child.stdin.take() {
+            let _ = go.write_all(helper::GO);
+        }
+    }
+}
+
+/// Prepares the rootfs, the exec listener and the bundle, and starts the helper, which waits
+/// for [`helper::GO`] on its stdin (see [`Launched::go`]; the job's network may still be
+/// attaching meanwhile). `net` is the job's network (its namespace file and the resolver the
+/// sandbox uses), `None` for a loopback-only sandbox. Everything it creates is recorded in
+/// `state` before it exists, so [`crate::teardown`] (or `gc`) can undo it.
+pub fn spawn(
+    plan: &JobPlan,
+    paths: &Paths,
+    helper_exe: &Path,
+    state: &mut JobState,
+    net: Option<SandboxNet>,
+    events: Option<airlock_audit::AuditSender>,
+    phase: &dyn Fn(&str),
+) -> Result<Launched, SandboxError> {
+    let job_dir = paths.job_dir(&plan.id);
+    let job_dir = job_dir.as_path();
+    // libcontainer fails late and vaguely without a cgroup hierarchy (e.g. under
+    // `ip netns exec`, which mounts a fresh /sys); say so before anything exists.
+    let h = cgroup::Hierarchies::detect();
+    if h.v1.is_empty() && h.v2.is_none() {
+        return Err(SandboxError::CgroupsNotMounted);
+    }
+    let resolver = net.as_ref().map(|n| n.resolver);
+    let ns_file = net.map(|n| n.ns_file);
+    let layout = HostLayout::detect(Path::new("/"));
+    rootfs::prepare(job_dir, plan, &layout, &paths.base_cache(), resolver)?;
+    phase("rootfs ready");
+    let nofile_max = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map(|(_, hard)| hard)
+        .unwrap_or(1024);
+    // Process and denied-call events (crate::watch). Without them (a policy choice; runsc
+    // cannot deliver them) the deny list is answered in the kernel, unrecorded.
+    let watcher = match (plan.process_events, events) {
+        (false, _) => None,
+        (true, Some(s)) => Some(crate::watch::Watcher::start(job_dir, plan.id.as_str(), s)?),
+        (true, None) => {
+            return Err(SandboxError::Audit(airlock_audit::AuditError::Writer(
+                "queue closed".into(),
+            )))
+        }
+    };
+    let mut spec = spec::build(
+        plan,
+        &layout,
+        nofile_max,
+        ns_file.as_deref(),
+        watcher.as_ref().map(|w| w.socket.as_path()),
+    )?;
+    // The entry process's memory, closed to the rest of the job (crate::protect).
+    let protected = crate::protect::prepare(
+        job_dir,
+        plan,
+        &rootfs::RootfsDirs::new(job_dir).rootfs,
+        &layout,
+    )?;
+    spec::add_protected(&mut spec, &protected);
+    let config = job_dir.join("config.json");
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&config)
+            .map_err(SandboxError::io("creating", &config))?;
+        let data = serde_json::to_vec(&spec).map_err(SandboxError::Spec)?;
+        let mut f = f;
+        f.write_all(&data)
+            .map_err(SandboxError::io("writing", &config))?;
+    }
+
+    phase("bundle written");
+    state.status = Status::Creating;
+    state.save(paths)?;
+    let args = HelperArgs {
+        job_dir: job_dir.to_owned(),
+        id: plan.id.to_string(),
+        executor: plan.executor,
+        executor_root: paths.executor_root(plan.executor),
+        scrub: plan.secrets.iter().map(|(k, _)| k.clone()).collect(),
+    };
+    let mut cmd = args.command(helper_exe);
+    // stdin carries the go-ahead (helper::GO) once the network is attached.
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .env_clear()
+        .env(
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        )
+        // Its own process group: a terminal's Ctrl-C reaches airlock, which then stops the
+        // job in order, instead of killing the helper halfway through.
+        .process_group(0);
+    let child = cmd
+        .spawn()
+        .map_err(SandboxError::io("starting helper", helper_exe))?;
+    state.helper = ProcRef::of(child.id() as i32);
+    state.save(paths)?;
+    Ok(Launched { watcher, child })
+}
+
+/// The pid in a pid file the helper wrote (`None`: not there yet, or not a pid).
+pub fn read_pid(p: &Path) -> Option<i32> {
+    std::fs::read_to_string(p).ok()?.trim().parse().ok()
+}
+
+/// Whether `pid` is in the cgroup of job `id` (so a recycled pid is never killed).
+pub fn in_job_cgroup(pid: i32, id: &str) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        .map(|s| {
+            s.lines()
+                .any(|l| l.ends_with(&format!("/{}/{id}", spec::CGROUP_PARENT)))
+        })
+        .unwrap_or(false)
+}
+
+/// Kills every process of job `id`: those in its cgroup, and forks of its helper that are
+/// not in the cgroup yet (a container whose creation was interrupted), recognised by the
+/// helper's command line, which names the job.
+pub fn kill_strays(id: &str, cgroup_rel: &str) {
+    let mut pids = cgroup::procs(cgroup_rel);
+    if let Ok(rd) = std::fs::read_dir("/proc") {
+        for e in rd.flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+                continue;
+            };
+            let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
+                continue;
+            };
+            let mut args = cmd.split(|b| *b == 0);
+            let is_helper = args.nth(1) == Some(helper::SUBCOMMAND.as_bytes());
+            if is_helper && cmd.split(|b| *b == 0).any(|a| a == id.as_bytes()) {
+                pids.push(pid);
+            }
+        }
+    }
+    for pid in pids {
+        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+    }
+}
