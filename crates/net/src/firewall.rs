@@ -45,9 +45,9 @@ use crate::NetError;
 pub const TABLE: &str = "airlock";
 /// Marker of this version of the rules, kept as the table's comment: a table without it (an
 /// older airlock) is replaced.
-pub const RULES_VERSION: &str = "airlock-rules-11";
+pub const RULES_VERSION: &str = "airlock-rules-12";
 /// An empty set whose presence marks the current rules (checked over netlink on every attach).
-pub const RULES_VERSION_SET: &str = "rules_v11";
+pub const RULES_VERSION_SET: &str = "rules_v12";
 /// NFLOG group of dropped packets.
 pub const NFLOG_GROUP: u16 = 7141;
 /// Ports the gateway serves on each job's gateway address, as the job sees them (the gateway
@@ -83,14 +83,14 @@ impl GatewayPorts {
     }
 }
 
-/// Never reachable, whatever a policy says. `metadata.google.internal` is refused by name in
-/// the DNS gateway; its address is 169.254.169.254, listed here.
-pub const NEVER: &[&str] = &[
-    "169.254.169.254", // AWS, GCP, Azure, OpenStack, DigitalOcean… instance metadata
-    "168.63.129.16",   // Azure wireserver
-    "100.100.100.200", // Alibaba Cloud metadata
-    "127.0.0.0/8",     // loopback (of the host, if a packet ever got there)
-];
+/// Never reachable, whatever a policy says: the metadata services
+/// (`airlock_policy::endpoints`, whose names the gateway refuses) and loopback (of the host,
+/// if a packet ever got there).
+pub fn never() -> Vec<&'static str> {
+    let mut v = airlock_policy::endpoints::METADATA_V4.to_vec();
+    v.push("127.0.0.0/8");
+    v
+}
 
 /// Internal ranges: reachable only through an explicit allow rule.
 pub const INTERNAL: &[&str] = &[
@@ -232,7 +232,7 @@ pub fn ruleset() -> String {
   }}
 }}
 "#,
-        never = NEVER.join(", "),
+        never = never().join(", "),
         internal = INTERNAL.join(", "),
         gw = "ip saddr . meta l4proto . th dport map @gw_ports",
     )

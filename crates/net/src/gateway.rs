@@ -15,7 +15,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use airlock_policy::{EgressMode, EgressRules, Proto};
 use tokio::net::{TcpListener, UdpSocket};
 
-use crate::firewall::{GatewayPorts, INTERNAL, NEVER};
+use crate::firewall::{never, GatewayPorts, INTERNAL};
 use crate::NetError;
 
 /// Records live in the audit crate, which owns every record type a job produces (the job
@@ -28,12 +28,9 @@ mod http;
 use dns::resolve_cached;
 pub use http::sni_of;
 
-/// Names refused whatever the policy says.
-pub const NEVER_NAMES: &[&str] = &[
-    "metadata.google.internal",
-    "metadata",
-    "instance-data.ec2.internal",
-];
+/// Names refused whatever the policy says: the metadata services' (one table for the
+/// firewall, the gateway and the detector).
+pub use airlock_policy::endpoints::METADATA_NAMES as NEVER_NAMES;
 
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
 const DNS_TIMEOUT: Duration = Duration::from_secs(2);
@@ -173,7 +170,7 @@ impl Ctx {
     /// hold `ip`): never to never-reachable or host addresses, to internal ranges only through
     /// an allow rule, on any of its ports for a DNS answer (DNS rebinding guard).
     async fn addr_verdict(&self, ip: Ipv4Addr, port: Option<u16>) -> Result<(), String> {
-        if in_list(ip, NEVER) {
+        if in_never(ip) {
             return Err(format!("{ip} is never reachable"));
         }
         if let Some(what) = self.host_address(ip).await {
@@ -194,7 +191,7 @@ impl Ctx {
 
 /// Whether `ip` is never reachable.
 pub fn in_never(ip: Ipv4Addr) -> bool {
-    in_list(ip, NEVER)
+    in_list(ip, &never())
 }
 
 /// Whether `ip` falls in one of the CIDRs of `list`.
@@ -454,10 +451,46 @@ mod tests {
 
     #[test]
     fn internal_and_never_lists_match() {
-        assert!(in_list("169.254.169.254".parse().expect("ip"), NEVER));
+        assert!(in_never("169.254.169.254".parse().expect("ip")));
+        assert!(in_never("169.254.170.2".parse().expect("ip")));
         assert!(in_list("10.9.8.7".parse().expect("ip"), INTERNAL));
         assert!(in_list("100.64.1.1".parse().expect("ip"), INTERNAL));
         assert!(!in_list("198.51.100.10".parse().expect("ip"), INTERNAL));
+    }
+
+    #[test]
+    fn every_metadata_name_is_refused_even_in_audit_mode() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let rules = EgressRules {
+            mode: EgressMode::Audit,
+            domains: Vec::new(),
+            allow: Vec::new(),
+            resolver: None,
+        };
+        let ctx = Ctx {
+            cfg: GatewayConfig {
+                job: "j".into(),
+                bind: Ipv4Addr::LOCALHOST,
+                rules,
+                upstream: SocketAddr::from((Ipv4Addr::LOCALHOST, 53)),
+                pool: crate::Pool::new("10.213.0.0/16", dir.path().to_owned()).expect("pool"),
+            },
+            records: Arc::default(),
+            cache: Mutex::default(),
+        };
+        // The gateway and the detector read one table: the names the detector alerts on are
+        // exactly the ones the gateway refuses (they disagreed before: metadata.goog).
+        for n in airlock_policy::endpoints::METADATA_NAMES {
+            assert!(ctx.name_verdict(n).is_err(), "{n}");
+            assert!(
+                ctx.name_verdict(&format!("{}.", n.to_uppercase())).is_err(),
+                "{n}"
+            );
+        }
+        assert!(
+            ctx.name_verdict("example.com").is_ok(),
+            "audit mode lets others through"
+        );
     }
 
     #[test]

@@ -12,6 +12,7 @@ use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
+pub mod endpoints;
 pub use egress::{AllowRule, DomainPattern, EgressRules, Proto, PRESETS};
 pub use secrets::{resolve_secrets, SecretValue, SecretsError, MIN_SECRET_LEN};
 pub use types::*;

@@ -10,29 +10,10 @@ use super::{
 use crate::alert::{Alert, Severity, Technique};
 use crate::Record;
 
-/// Metadata service addresses: AWS/GCP/Azure/OpenStack/Oracle/DigitalOcean IMDS, AWS IMDS
-/// over IPv6, the Azure wireserver, Alibaba Cloud, and the ECS task credentials endpoint.
-pub const METADATA_ADDRS: &[&str] = &[
-    "169.254.169.254",
-    "fd00:ec2::254",
-    "168.63.129.16",
-    "100.100.100.200",
-    "169.254.170.2",
-];
-
-/// Metadata service names.
-pub const METADATA_NAMES: &[&str] = &[
-    "metadata.google.internal",
-    "metadata.goog",
-    "metadata",
-    "instance-data",
-    "instance-data.ec2.internal",
-];
+pub use airlock_policy::endpoints::METADATA_NAMES;
 
 fn is_metadata_ip(ip: IpAddr) -> bool {
-    METADATA_ADDRS
-        .iter()
-        .any(|a| a.parse::<IpAddr>().is_ok_and(|m| m == ip))
+    airlock_policy::endpoints::metadata_addrs().any(|a| a.parse::<IpAddr>().is_ok_and(|m| m == ip))
 }
 
 fn is_metadata_name(n: &str) -> bool {
@@ -57,7 +38,7 @@ fn arg_names_metadata(arg: &str) -> bool {
         return false;
     }
     let lower = arg.to_ascii_lowercase();
-    METADATA_ADDRS.iter().any(|a| lower.contains(a))
+    airlock_policy::endpoints::metadata_addrs().any(|a| lower.contains(a))
         || METADATA_NAMES
             .iter()
             .filter(|n| n.contains('.'))

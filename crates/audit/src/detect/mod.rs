@@ -10,6 +10,7 @@
 //! Records that do not have the expected fields are skipped, never an error: the log is
 //! external input.
 
+mod config_changed;
 mod denied_egress;
 mod dns_tunnelling;
 mod fileless_exec;
@@ -30,10 +31,11 @@ use serde_json::Value;
 use crate::alert::{Alert, Severity, Technique};
 use crate::Record;
 
+pub use config_changed::ConfigChanged;
 pub use denied_egress::DeniedEgress;
 pub use dns_tunnelling::{parent_domain, DnsTunnelling};
 pub use fileless_exec::FilelessExec;
-pub use metadata_access::{MetadataAccess, METADATA_ADDRS, METADATA_NAMES};
+pub use metadata_access::{MetadataAccess, METADATA_NAMES};
 pub use network_scan::NetworkScan;
 pub use new_destination::{Baseline, NewDestination};
 pub use persistence_attempt::PersistenceAttempt;
@@ -119,6 +121,7 @@ pub const DETECTORS: &[&str] = &[
     "rogue-runner",
     "fileless-exec",
     "record-flood",
+    "config-changed",
     "new-destination",
 ];
 
@@ -138,6 +141,7 @@ pub fn registry(ctx: &DetectContext) -> Vec<Box<dyn Detector + Send>> {
         Box::new(RogueRunner::default()),
         Box::new(FilelessExec::default()),
         Box::new(RecordFlood::default()),
+        Box::new(ConfigChanged::default()),
     ];
     if let (true, Some(dir)) = (s.new_destination, &ctx.baseline_dir) {
         v.push(Box::new(

@@ -807,3 +807,23 @@ fn a_fileless_program_given_to_the_dynamic_loader_is_fileless_too() {
     assert_eq!(a.evidence, vec![ld]);
     assert!(a.summary.contains("memfd:p as 'ld.so'"), "{}", a.summary);
 }
+
+#[test]
+fn a_changed_policy_is_an_alert_and_an_unchanged_one_is_not() {
+    let quiet = benign_build("c0", "build");
+    assert!(only(&detect(&quiet.recs, &ctx()), "config-changed").is_empty());
+    let mut l = benign_build("c1", "build");
+    let seq = l.push(
+        "config.changed",
+        json!({"group": "ci", "previous": "a".repeat(64), "current": "b".repeat(64)}),
+    );
+    let alerts = detect(&l.recs, &ctx());
+    let a = one(&alerts, "config-changed");
+    assert_eq!(a.evidence, vec![seq]);
+    assert_eq!(a.technique.id, "T1562.001");
+    assert!(
+        a.summary.contains("group ci") && a.summary.contains("aaaaaaaaaaaa"),
+        "{}",
+        a.summary
+    );
+}
