@@ -724,3 +724,71 @@ fn the_checkpoint_key_never_enters_a_job_through_the_workspace() {
     assert!(stderr(&o).contains("key directory"), "{}", stderr(&o));
     w.assert_clean();
 }
+
+/// Checklist item 25: airlock's configuration is watched. Every job records the digest of
+/// its policy; a group whose policy changed between two jobs raises `config-changed`.
+#[test]
+fn a_changed_policy_is_recorded_and_alerted_once() {
+    need_root!();
+    let w = World::new();
+    let rep = w.dir.path().join("report.json");
+    let run = |policy: &str| {
+        let p = w.policy(policy);
+        let o = w
+            .cmd()
+            .args(["run", "-q", "--report"])
+            .arg(&rep)
+            .arg("-p")
+            .arg(&p)
+            .args(["--", "/bin/true"])
+            .output()
+            .expect("run");
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        detectors(&report(&rep))
+    };
+    let a = "version = 1\n[groups.ci]\nlimits = { pids = 100 }\n";
+    let b = "version = 1\n[groups.ci]\nlimits = { pids = 200 }\n";
+    assert!(
+        !run(a).contains(&"config-changed".to_owned()),
+        "a group's first job"
+    );
+    assert!(
+        !run(a).contains(&"config-changed".to_owned()),
+        "same policy"
+    );
+    assert!(
+        run(b).contains(&"config-changed".to_owned()),
+        "changed policy"
+    );
+    assert!(
+        !run(b).contains(&"config-changed".to_owned()),
+        "alerted once"
+    );
+
+    let o = w
+        .cmd()
+        .args(["audit", "show", "--json"])
+        .output()
+        .expect("show");
+    let recs: Vec<serde_json::Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    let digest = |t: &str| sha256_hex(t.as_bytes());
+    let want = [digest(a), digest(a), digest(b), digest(b)];
+    for kind in ["job.requested", "job.started"] {
+        let got: Vec<&str> = recs
+            .iter()
+            .filter(|r| r["kind"] == kind)
+            .filter_map(|r| r["data"]["policy_sha256"].as_str())
+            .collect();
+        assert_eq!(got, want, "{kind}");
+    }
+    let changed: Vec<&serde_json::Value> = recs
+        .iter()
+        .filter(|r| r["kind"] == "config.changed")
+        .collect();
+    assert_eq!(changed.len(), 1, "{changed:?}");
+    assert_eq!(changed[0]["data"]["previous"], digest(a));
+    assert_eq!(changed[0]["data"]["current"], digest(b));
+}

@@ -261,6 +261,22 @@ fn watch(
     let id = plan.id.as_str();
     let mut sup = Supervisor::new(Instant::now() + plan.limits.timeout.0);
     let mut started_logged = false;
+    // `job.started`, once, even if the init process is already gone: a job that ends before
+    // the loop first looks still gets its record after the loop.
+    let mut log_started = |pid: i32| {
+        if !std::mem::replace(&mut started_logged, true) {
+            let _ = audit.send(airlock_audit::Event::new(
+                "job.started",
+                Some(id),
+                serde_json::json!({
+                    "pid": pid,
+                    "process_events": process_events,
+                    // What the job runs under, for `scan host`'s config item.
+                    "policy_sha256": job.policy.sha256,
+                }),
+            ));
+        }
+    };
     loop {
         let now = Instant::now();
         if state.init.is_none() {
@@ -268,21 +284,7 @@ fn watch(
                 state.init = ProcRef::of(pid);
                 state.status = Status::Running;
                 state.save(&engine.paths)?;
-                // Once, even if the init process is already gone (`state.init` stays empty
-                // then and this branch runs again).
-                if !started_logged {
-                    started_logged = true;
-                    let _ = audit.send(airlock_audit::Event::new(
-                        "job.started",
-                        Some(id),
-                        serde_json::json!({
-                            "pid": pid,
-                            "process_events": process_events,
-                            // What the job runs under, for `scan host`'s config item.
-                            "policy_sha256": job.policy.sha256,
-                        }),
-                    ));
-                }
+                log_started(pid);
             }
         }
         // Only a job being stopped needs its init's pid checked against its cgroup.
@@ -302,6 +304,9 @@ fn watch(
             Ok(Event::Signal(s)) => sup.signal(s, Instant::now()),
             Err(mpsc::RecvTimeoutError::Timeout) => {}
         }
+    }
+    if let Some(pid) = read_pid(&init_file) {
+        log_started(pid);
     }
     tracing::debug!(job = %plan.id, phase = "helper exited");
     Ok(sup.stop())
