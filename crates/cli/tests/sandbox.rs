@@ -1256,3 +1256,45 @@ fn home_stays_writable_with_a_workspace() {
     assert_job_gone(&o);
     w.assert_clean();
 }
+
+/// airlock started where no cgroup hierarchy is mounted (as under `ip netns exec`, which mounts
+/// a fresh /sys): the job does not start, the report says why by kind (`cgroups`, which serve
+/// decides on), and the operator is told what to do. Nothing of the job is left.
+#[test]
+fn without_a_cgroup_hierarchy_the_job_is_refused_with_a_typed_reason_and_a_hint() {
+    need_root!();
+    let w = World::new();
+    let report = w.dir.path().join("report.json");
+    let airlock = airlock_bin();
+    let script = r#"for m in $(awk '$9 ~ /^cgroup/ {print $5}' /proc/self/mountinfo | sort -r); do umount -l "$m" || exit 97; done; exec "$@""#;
+    let mut c = w.in_netns(&[
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        script,
+        "sh",
+        &airlock,
+        "run",
+        "--report",
+        report.to_str().expect("utf-8 path"),
+        "--",
+        "/bin/true",
+    ]);
+    c.env("AIRLOCK_STATE_DIR", w.state())
+        .env("AIRLOCK_DATA_DIR", w.data());
+    let o = c.output().expect("run");
+    assert_eq!(o.status.code(), Some(125), "{}", stderr(&o));
+    assert!(stderr(&o).contains("nsenter --net"), "{}", stderr(&o));
+    let r: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&report).expect("report")).expect("json");
+    assert_eq!(r["outcome"]["kind"], "failed", "{r}");
+    assert_eq!(r["outcome"]["value"]["kind"], "cgroups", "{r}");
+    assert!(
+        r["teardown_errors"].as_array().is_some_and(Vec::is_empty),
+        "{r}"
+    );
+    w.assert_clean();
+}

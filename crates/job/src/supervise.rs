@@ -233,15 +233,16 @@ pub(crate) fn supervise(
     let outcome: Outcome = std::fs::read(job_dir.join(RESULT_FILE))
         .ok()
         .and_then(|d| serde_json::from_slice(&d).ok())
-        .unwrap_or_else(|| Outcome::Failed("the helper ended without reporting a result".into()));
+        .unwrap_or_else(|| {
+            Outcome::Failed(airlock_audit::Failure {
+                kind: airlock_audit::FailureKind::Executor,
+                message: "the helper ended without reporting a result".into(),
+            })
+        });
     Ok(match outcome {
         Outcome::Exited(c) => JobOutcome::Exited(c),
         Outcome::Signaled(s) => JobOutcome::Signaled(s),
-        Outcome::Failed(m) => JobOutcome::Failed(airlock_audit::Failure {
-            // The helper reports what the executor said while creating or starting.
-            kind: airlock_audit::FailureKind::Executor,
-            message: m,
-        }),
+        Outcome::Failed(f) => JobOutcome::Failed(f),
     })
 }
 

@@ -71,8 +71,9 @@ pub enum Outcome {
     Exited(i32),
     /// The command was killed by this signal.
     Signaled(i32),
-    /// The job could not be run; the message says why.
-    Failed(String),
+    /// The job could not be run: why, typed (helper and parent are the same binary, so the
+    /// file's form never crosses versions).
+    Failed(airlock_audit::Failure),
 }
 
 /// File names inside the job dir.
@@ -103,7 +104,10 @@ pub fn main(args: HelperArgs) -> i32 {
     }
     let outcome = match run(&args) {
         Ok(o) => o,
-        Err(e) => Outcome::Failed(airlock_text::ErrorChain(&e).to_string()),
+        Err(e) => Outcome::Failed(airlock_audit::Failure {
+            kind: e.kind(),
+            message: airlock_text::ErrorChain(&e).to_string(),
+        }),
     };
     let path = args.job_dir.join(RESULT_FILE);
     match serde_json::to_vec(&outcome)
@@ -190,7 +194,12 @@ fn wait_for(pid: i32) -> Outcome {
             Ok(WaitStatus::Signaled(_, sig, _)) => return Outcome::Signaled(sig as i32),
             Ok(_) => continue,
             Err(nix::errno::Errno::EINTR) => continue,
-            Err(e) => return Outcome::Failed(format!("waiting for the job's init process: {e}")),
+            Err(e) => {
+                return Outcome::Failed(airlock_audit::Failure {
+                    kind: airlock_audit::FailureKind::Host,
+                    message: format!("waiting for the job's init process: {e}"),
+                })
+            }
         }
     }
 }
