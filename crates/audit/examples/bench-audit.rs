@@ -10,7 +10,7 @@ use serde_json::json;
 
 fn event(i: u64) -> Event {
     Event::new(
-        "process.exec",
+        airlock_audit::Kind::ProcessExec,
         Some("j0123456789abcdef"),
         json!({ "pid": 1000 + i, "ppid": 999, "uid": 1001, "cwd": "/home/runner/work",
                 "path": "/usr/bin/cc", "argv": ["cc", "-c", "x.c", "-o", "x.o"] }),

@@ -20,9 +20,9 @@ use sha2::{Digest, Sha256};
 use crate::AuditError;
 
 /// The `event` of every checkpoint line (sink copies mix them with alerts).
-pub const EVENT: &str = "audit.checkpoint";
+pub const EVENT: &str = crate::Kind::AuditCheckpoint.as_str();
 /// The anchor file in the log directory.
-pub const ANCHOR: &str = "audit.anchor";
+pub const ANCHOR: &str = crate::Kind::AuditAnchor.as_str();
 /// The key file, relative to airlock's data directory.
 pub const KEY_FILE: &str = "keys/audit.key";
 /// airlock's own checkpoint file, relative to the data directory (outside the log directory).

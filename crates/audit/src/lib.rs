@@ -19,6 +19,7 @@
 pub mod alert;
 pub mod checkpoint;
 pub mod detect;
+pub mod kind;
 pub mod ocsf;
 pub mod record;
 pub mod report;
@@ -29,6 +30,7 @@ pub use checkpoint::{Checkpoint, Key, MacCheck};
 pub use detect::{
     detect, detect_jobs, detect_report, DetectContext, DetectError, Detection, Detector,
 };
+pub use kind::Kind;
 pub use ocsf::{alert_to_ocsf, to_ocsf};
 pub use record::ConnRecord;
 pub use report::{Failure, FailureKind, JobOutcome, JobReport, TeardownFailure, TeardownStep};
@@ -107,6 +109,19 @@ pub struct Record {
     pub prev: String,
 }
 
+impl Record {
+    /// Whether this record is of kind `k`.
+    pub fn is(&self, k: Kind) -> bool {
+        self.kind == k.as_str()
+    }
+
+    /// Its kind, if it is one this airlock writes (the log is external input: `None` for
+    /// anything else, which readers skip).
+    pub fn known_kind(&self) -> Option<Kind> {
+        Kind::parse(&self.kind)
+    }
+}
+
 /// The checkpointed head.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Head {
@@ -139,8 +154,8 @@ fn now_ms() -> u128 {
 pub struct Event {
     /// Unix time in milliseconds, taken when the event happened (not when it was written).
     pub time_ms: u128,
-    /// Event kind, e.g. `process.exec`.
-    pub kind: String,
+    /// Event kind.
+    pub kind: Kind,
     /// The job it concerns.
     pub job: Option<String>,
     /// Event fields.
@@ -149,10 +164,10 @@ pub struct Event {
 
 impl Event {
     /// An event that happens now.
-    pub fn new(kind: &str, job: Option<&str>, data: serde_json::Value) -> Self {
+    pub fn new(kind: Kind, job: Option<&str>, data: serde_json::Value) -> Self {
         Self {
             time_ms: now_ms(),
-            kind: kind.to_owned(),
+            kind,
             job: job.map(str::to_owned),
             data,
         }
@@ -588,7 +603,7 @@ impl AuditLog {
     /// returns (the record is fsynced before the head names it).
     pub fn append(
         &mut self,
-        kind: &str,
+        kind: Kind,
         job: Option<&str>,
         data: serde_json::Value,
     ) -> Result<u64, AuditError> {
@@ -613,7 +628,7 @@ impl AuditLog {
             let rec = Record {
                 seq: head.seq + 1,
                 time_ms: ev.time_ms,
-                kind: ev.kind,
+                kind: ev.kind.as_str().to_owned(),
                 job: ev.job,
                 data: ev.data,
                 prev: std::mem::take(&mut head.hash),
@@ -655,9 +670,9 @@ impl AuditLog {
         if self.settings.checkpoints() {
             self.ck_since += out.len() as u64;
             // A job's end is checkpointed at once: its records are then covered.
-            let ended = out.iter().rev().find(|r| r.kind == "job.ended");
+            let ended = out.iter().rev().find(|r| r.is(Kind::JobEnded));
             let reason = if ended.is_some() {
-                Some("job.ended")
+                Some(Kind::JobEnded.as_str())
             } else if self.ck_since >= self.settings.checkpoint_records {
                 Some("records")
             } else if self.ck_last.elapsed() >= self.settings.checkpoint_interval {
@@ -1223,14 +1238,21 @@ mod recover_tests {
     fn a_writer_killed_before_moving_the_head_does_not_fork_the_chain() {
         let d = tempfile::tempdir().expect("tmp");
         let mut log = AuditLog::open(d.path()).expect("open");
-        log.append("a", None, serde_json::json!({})).expect("a");
+        log.append(Kind::ProcessExit, None, serde_json::json!({}))
+            .expect("a");
         let stale = std::fs::read(d.path().join(HEAD)).expect("head");
-        log.append("b", None, serde_json::json!({"x": "y".repeat(9000)}))
-            .expect("b");
+        log.append(
+            Kind::ProcessExit,
+            None,
+            serde_json::json!({"x": "y".repeat(9000)}),
+        )
+        .expect("b");
         // The crash: record b is in the log, the head still names a.
         std::fs::write(d.path().join(HEAD), stale).expect("restore");
         let mut other = AuditLog::open(d.path()).expect("reopen");
-        other.append("c", None, serde_json::json!({})).expect("c");
+        other
+            .append(Kind::ProcessExit, None, serde_json::json!({}))
+            .expect("c");
         let v = verify(d.path()).expect("verify");
         assert!(v.problems.is_empty(), "{:?}", v.problems);
         assert_eq!(v.records, 3);
@@ -1246,7 +1268,7 @@ mod tests {
         let d = tempfile::tempdir().expect("tmp");
         let mut l = AuditLog::open(d.path()).expect("open");
         for i in 0..n {
-            l.append("test.event", Some("j1"), json!({ "i": i }))
+            l.append(Kind::ProcessExit, Some("j1"), json!({ "i": i }))
                 .expect("append");
         }
         (d, l)
@@ -1273,7 +1295,11 @@ mod tests {
         let (d, l) = log_with(5);
         drop(l);
         let mut l = AuditLog::open(d.path()).expect("reopen");
-        assert_eq!(l.append("x", None, json!({})).expect("append"), 6);
+        assert_eq!(
+            l.append(Kind::ProcessExit, None, json!({}))
+                .expect("append"),
+            6
+        );
         let v = verify(d.path()).expect("verify");
         assert_eq!((v.records, v.problems.len()), (6, 0), "{:?}", v.problems);
     }
@@ -1310,7 +1336,7 @@ mod tests {
                 "edit last",
                 Box::new(|l: &mut Vec<String>| {
                     let n = l.len() - 1;
-                    l[n] = l[n].replace("test.event", "test.evenT");
+                    l[n] = l[n].replace("process.exit", "process.exiT");
                 }),
             ),
         ];
@@ -1330,7 +1356,7 @@ mod tests {
         assert!(l.rotate().is_err(), "nothing to rotate");
         l.set_rotate_bytes(600);
         for i in 0..40 {
-            l.append("test.event", Some("j1"), json!({ "i": i }))
+            l.append(Kind::ProcessExit, Some("j1"), json!({ "i": i }))
                 .expect("append");
         }
         let segs = segments(d.path());
@@ -1350,7 +1376,8 @@ mod tests {
     fn rotation_keeps_the_chain_and_a_missing_segment_is_detected() {
         let (d, mut l) = log_with(3);
         let rotated = l.rotate().expect("rotate");
-        l.append("after", None, json!({})).expect("append");
+        l.append(Kind::ProcessExit, None, json!({}))
+            .expect("append");
         let v = verify(d.path()).expect("verify");
         assert_eq!((v.records, v.problems.len()), (4, 0), "{:?}", v.problems);
         std::fs::remove_file(rotated).expect("rm");
@@ -1402,13 +1429,13 @@ mod retention_tests {
         let mut evs: Vec<Event> = (0..n)
             .map(|i| {
                 Event::new(
-                    "process.exec",
+                    Kind::ProcessExec,
                     Some("j"),
                     json!({ "i": i, "pad": "x".repeat(200) }),
                 )
             })
             .collect();
-        evs.push(Event::new("job.ended", Some("j"), json!({})));
+        evs.push(Event::new(Kind::JobEnded, Some("j"), json!({})));
         if let Some(t) = time_ms {
             for e in &mut evs {
                 e.time_ms = t;
@@ -1479,7 +1506,8 @@ mod retention_tests {
         // Rewriting the cut records instead (same count, different content) fails too.
         let mut l = AuditLog::open(&dir).expect("reopen");
         for _ in 0..4 {
-            l.append("innocent", Some("j"), json!({})).expect("append");
+            l.append(Kind::ProcessExit, Some("j"), json!({}))
+                .expect("append");
         }
         let v = verify_with(&dir, &opts(d.path())).expect("verify");
         assert!(

@@ -23,7 +23,7 @@ use std::collections::{BTreeMap, HashMap};
 use airlock_policy::AuditLimits;
 use serde_json::{json, Value};
 
-use crate::Event;
+use crate::{Event, Kind};
 
 /// A pending aggregate is written at least this often (wall clock) while its flood lasts.
 pub const AGGREGATE_EVERY_MS: u128 = 30_000;
@@ -37,30 +37,37 @@ pub const MAX_KEY: usize = 256;
 pub const OTHER: &str = "(other)";
 
 /// Kind of the aggregate records.
-pub const AGGREGATED: &str = "audit.aggregated";
+pub const AGGREGATED: Kind = Kind::AuditAggregated;
 /// Kind of the per-job flood summary.
-pub const FLOOD: &str = "audit.flood";
+pub const FLOOD: Kind = Kind::AuditFlood;
 
-/// Whether events of `kind` are limited (see the module documentation for the exceptions).
-pub fn limited(kind: &str) -> bool {
-    !(kind.starts_with("job.")
-        || kind == "alert"
-        || kind.starts_with("audit.")
-        || kind.starts_with("secret.")
-        || kind.starts_with("file."))
+/// Whether events of `kind` are limited: what a job causes at will (execs, denied calls,
+/// network records); never the job's own lifecycle, alerts, the log's own records, secrets
+/// or the file scan (each bounded by construction).
+pub fn limited(kind: Kind) -> bool {
+    use crate::Kind::*;
+    match kind {
+        ProcessExec | ProcessExit | ExecActual | ExecUntracked | SyscallDenied => true,
+        k if k.is_net() => true,
+        JobRequested | JobRefused | JobStarted | JobEnded | SecretInjected | ConfigChanged
+        | FileChanged | FileScan | Alert | AuditAggregated | AuditFlood | AuditCheckpoint
+        | AuditAnchor => false,
+        // serve's records are not a job's.
+        _ => false,
+    }
 }
 
 /// The key of an event within its kind.
-pub fn key_of(kind: &str, data: &Value) -> String {
+pub fn key_of(kind: Kind, data: &Value) -> String {
     let s = |k: &str| data.get(k).and_then(Value::as_str);
     let key = match kind {
-        "syscall.denied" => s("syscall").map(str::to_owned).or_else(|| {
+        Kind::SyscallDenied => s("syscall").map(str::to_owned).or_else(|| {
             data.get("nr")
                 .and_then(Value::as_u64)
                 .map(|n| format!("#{n}"))
         }),
-        "process.exec" => s("path").map(str::to_owned),
-        k if k.starts_with("net.") => s("name")
+        Kind::ProcessExec => s("path").map(str::to_owned),
+        k if k.is_net() => s("name")
             .or_else(|| s("dialled"))
             .or_else(|| s("resolved"))
             .map(str::to_owned),
@@ -144,7 +151,7 @@ pub enum Admit {
     /// sequence numbers).
     Write {
         /// The (kind, key) bucket, for [`Limiter::written`].
-        key: (String, String),
+        key: (Kind, String),
         /// Whether a pending aggregate of this key must be written first.
         flush: bool,
     },
@@ -171,12 +178,12 @@ pub struct LimitStats {
 #[derive(Debug)]
 pub struct Limiter {
     cfg: AuditLimits,
-    kinds: HashMap<String, KindState>,
+    kinds: HashMap<Kind, KindState>,
     bytes: u64,
     stats: LimitStats,
     capped_at_ms: Option<u128>,
     /// Aggregated events by kind (for the flood summary).
-    by_kind: BTreeMap<String, u64>,
+    by_kind: BTreeMap<Kind, u64>,
     next_due_ms: u128,
 }
 
@@ -208,17 +215,17 @@ impl Limiter {
 
     /// Decides about one event.
     pub fn admit(&mut self, ev: &Event) -> Admit {
-        if !limited(&ev.kind) {
+        if !limited(ev.kind) {
             return Admit::Free;
         }
         let w = weight(&ev.data);
-        let key = key_of(&ev.kind, &ev.data);
+        let key = key_of(ev.kind, &ev.data);
         let (burst, rate) = (
             f64::from(self.cfg.burst.max(1)),
             f64::from(self.cfg.records_per_second.max(1)),
         );
         let max_keys = usize::try_from(self.cfg.max_keys.max(1)).unwrap_or(usize::MAX);
-        let ks = self.kinds.entry(ev.kind.clone()).or_default();
+        let ks = self.kinds.entry(ev.kind).or_default();
         let key = if ks.keys.contains_key(&key) || ks.keys.len() < max_keys {
             key
         } else {
@@ -263,7 +270,7 @@ impl Limiter {
             // A pre-aggregated record stands for `w` events, `w - 1` of them not one by one.
             if w > 1 {
                 self.stats.aggregated += w - 1;
-                *self.by_kind.entry(ev.kind.clone()).or_default() += w - 1;
+                *self.by_kind.entry(ev.kind).or_default() += w - 1;
             }
             // A pending aggregate goes out before this record only once it is due: under a
             // sustained flood every let-through record would otherwise bring one along,
@@ -274,11 +281,11 @@ impl Limiter {
                 .is_some_and(|p| now_ms() >= p.since_ms + AGGREGATE_EVERY_MS);
             return Admit::Write {
                 flush,
-                key: (ev.kind.clone(), key),
+                key: (ev.kind, key),
             };
         }
         self.stats.aggregated += w;
-        *self.by_kind.entry(ev.kind.clone()).or_default() += w;
+        *self.by_kind.entry(ev.kind).or_default() += w;
         match &mut b.pending {
             Some(p) => {
                 p.count += w;
@@ -307,16 +314,16 @@ impl Limiter {
 
     /// Whether the bucket `key` still has records without a sequence number (then the batch
     /// must be written before its aggregate can name them).
-    pub fn has_unwritten(&self, key: &(String, String)) -> bool {
+    pub fn has_unwritten(&self, key: &(Kind, String)) -> bool {
         self.bucket(key).is_some_and(|b| b.unwritten > 0)
     }
 
-    fn bucket(&self, key: &(String, String)) -> Option<&Bucket> {
+    fn bucket(&self, key: &(Kind, String)) -> Option<&Bucket> {
         self.kinds.get(&key.0).and_then(|k| k.keys.get(&key.1))
     }
 
     /// A record of bucket `key` was written as `seq`.
-    pub fn written(&mut self, key: &(String, String), seq: u64) {
+    pub fn written(&mut self, key: &(Kind, String), seq: u64) {
         if let Some(b) = self
             .kinds
             .get_mut(&key.0)
@@ -330,14 +337,14 @@ impl Limiter {
 
     /// The aggregate of bucket `key`'s pending events, as an event for `job` (none pending:
     /// `None`).
-    pub fn flush(&mut self, job: &str, key: &(String, String)) -> Option<Event> {
+    pub fn flush(&mut self, job: &str, key: &(Kind, String)) -> Option<Event> {
         let b = self
             .kinds
             .get_mut(&key.0)
             .and_then(|k| k.keys.get_mut(&key.1))?;
         let p = b.pending.take()?;
         self.stats.aggregates += 1;
-        Some(aggregate_event(job, &key.0, &key.1, b, p))
+        Some(aggregate_event(job, key.0, &key.1, b, p))
     }
 
     /// Aggregates that have waited [`AGGREGATE_EVERY`] (none once the job's cap is reached:
@@ -361,7 +368,7 @@ impl Limiter {
                 };
                 if due {
                     if let Some(p) = b.pending.take() {
-                        out.push(aggregate_event(job, kind, key, b, p));
+                        out.push(aggregate_event(job, *kind, key, b, p));
                     }
                 }
             }
@@ -377,14 +384,14 @@ impl Limiter {
     /// over.
     pub fn finish(&mut self, job: &str) -> Vec<Event> {
         let mut out = Vec::new();
-        let mut kinds: Vec<(&String, &mut KindState)> = self.kinds.iter_mut().collect();
+        let mut kinds: Vec<(&Kind, &mut KindState)> = self.kinds.iter_mut().collect();
         kinds.sort_by(|a, b| a.0.cmp(b.0));
         for (kind, ks) in kinds {
             let mut keys: Vec<(&String, &mut Bucket)> = ks.keys.iter_mut().collect();
             keys.sort_by(|a, b| a.0.cmp(b.0));
             for (key, b) in keys {
                 if let Some(p) = b.pending.take() {
-                    out.push(aggregate_event(job, kind, key, b, p));
+                    out.push(aggregate_event(job, *kind, key, b, p));
                 }
             }
         }
@@ -415,7 +422,7 @@ impl Limiter {
     }
 }
 
-fn aggregate_event(job: &str, kind: &str, key: &str, b: &Bucket, p: Pending) -> Event {
+fn aggregate_event(job: &str, kind: Kind, key: &str, b: &Bucket, p: Pending) -> Event {
     let mut e = Event::new(
         AGGREGATED,
         Some(job),
@@ -509,7 +516,7 @@ mod tests {
     }
 
     fn denied(t: u128, call: &str) -> Event {
-        let mut e = Event::new("syscall.denied", Some("j"), json!({ "syscall": call }));
+        let mut e = Event::new(Kind::SyscallDenied, Some("j"), json!({ "syscall": call }));
         e.time_ms = t;
         e
     }
@@ -537,7 +544,7 @@ mod tests {
         out
     }
 
-    fn count(evs: &[Event], kind: &str) -> usize {
+    fn count(evs: &[Event], kind: Kind) -> usize {
         evs.iter().filter(|e| e.kind == kind).count()
     }
 
@@ -549,7 +556,7 @@ mod tests {
             .map(|i| denied(1000 + i / 100, "acct"))
             .collect();
         let out = run(&mut l, evs);
-        let written = count(&out, "syscall.denied");
+        let written = count(&out, Kind::SyscallDenied);
         assert!((100..=112).contains(&written), "{written}");
         let aggs: Vec<&Event> = out.iter().filter(|e| e.kind == AGGREGATED).collect();
         let counted: u64 = aggs
@@ -573,13 +580,13 @@ mod tests {
         let out = run(&mut l, evs);
         assert!(out
             .iter()
-            .any(|e| e.kind == "syscall.denied" && e.data["syscall"] == "mount"));
+            .any(|e| e.kind == Kind::SyscallDenied && e.data["syscall"] == "mount"));
         let mut quiet = Limiter::new(AuditLimits::default());
         let out = run(
             &mut quiet,
             (0..50u128).map(|i| denied(i * 10, "acct")).collect(),
         );
-        assert_eq!(count(&out, "syscall.denied"), 50);
+        assert_eq!(count(&out, Kind::SyscallDenied), 50);
         assert_eq!(count(&out, AGGREGATED) + count(&out, FLOOD), 0);
     }
 
@@ -594,7 +601,7 @@ mod tests {
             .map(|i| denied(i, &format!("call{i}")))
             .collect();
         let out = run(&mut l, evs);
-        assert_eq!(count(&out, "syscall.denied"), 100);
+        assert_eq!(count(&out, Kind::SyscallDenied), 100);
         let aggs: Vec<&Event> = out.iter().filter(|e| e.kind == AGGREGATED).collect();
         assert!(aggs.len() <= 5, "{}", aggs.len());
         assert!(aggs.iter().any(|e| e.data["key"] == OTHER));
@@ -613,7 +620,7 @@ mod tests {
         let evs: Vec<Event> = (0..100u128)
             .map(|i| {
                 let mut e = Event::new(
-                    "process.exec",
+                    Kind::ProcessExec,
                     Some("j"),
                     json!({ "path": "/bin/x", "argv": [big] }),
                 );
@@ -622,7 +629,7 @@ mod tests {
             })
             .collect();
         let out = run(&mut l, evs);
-        assert_eq!(count(&out, "process.exec"), 8);
+        assert_eq!(count(&out, Kind::ProcessExec), 8);
         let agg = out.iter().find(|e| e.kind == AGGREGATED).expect("agg");
         assert!(json_len(&agg.data) < 1024, "{}", agg.data);
     }

@@ -11,7 +11,7 @@ use std::thread::JoinHandle;
 
 use crate::detect::{DetectContext, Detection, Stream};
 use crate::limit::{Admit, LimitStats, Limiter};
-use crate::{AuditError, AuditLog, Event, Record};
+use crate::{AuditError, AuditLog, Event, Kind, Record};
 
 /// Events the writer takes into one batch at most.
 const MAX_BATCH: usize = 8192;
@@ -193,13 +193,13 @@ struct Writer {
     shared: Arc<Mutex<Shared>>,
     batch: Vec<Event>,
     /// For each event of the batch, the limiter bucket it was admitted through.
-    slots: Vec<Option<(String, String)>>,
+    slots: Vec<Option<(Kind, String)>>,
     tracked: HashMap<String, Tracked>,
     last: u64,
 }
 
 impl Writer {
-    fn push(&mut self, e: Event, slot: Option<(String, String)>) {
+    fn push(&mut self, e: Event, slot: Option<(Kind, String)>) {
         self.batch.push(e);
         self.slots.push(slot);
     }
@@ -398,8 +398,12 @@ mod tests {
                 let s = q.sender().expect("sender");
                 std::thread::spawn(move || {
                     for i in 0..500 {
-                        s.send(Event::new("t", Some("j"), json!({ "t": t, "i": i })))
-                            .expect("send");
+                        s.send(Event::new(
+                            Kind::ProcessExit,
+                            Some("j"),
+                            json!({ "t": t, "i": i }),
+                        ))
+                        .expect("send");
                     }
                 })
             })
@@ -430,7 +434,7 @@ mod tests {
         let n = 50_000u64;
         for i in 0..n {
             let mut e = Event::new(
-                "syscall.denied",
+                Kind::SyscallDenied,
                 Some("j"),
                 json!({ "syscall": "acct", "nr": 163, "i": i }),
             );
@@ -440,7 +444,7 @@ mod tests {
         }
         // Another job's events are not this job's business.
         q.send(Event::new(
-            "syscall.denied",
+            Kind::SyscallDenied,
             Some("k"),
             json!({ "syscall": "acct" }),
         ))
@@ -503,12 +507,14 @@ mod tests {
         let mut b = AuditLog::open(d.path()).expect("b");
         let ta = std::thread::spawn(move || {
             for i in 0..200 {
-                a.append("a", None, json!({ "i": i })).expect("a");
+                a.append(Kind::ProcessExit, None, json!({ "i": i }))
+                    .expect("a");
             }
             a
         });
         for i in 0..200 {
-            b.append("b", None, json!({ "i": i })).expect("b");
+            b.append(Kind::ProcessExit, None, json!({ "i": i }))
+                .expect("b");
             if i == 100 {
                 b.rotate().expect("rotate");
             }
@@ -522,15 +528,18 @@ mod tests {
     fn a_write_failure_is_reported_to_every_later_caller() {
         let d = tempfile::tempdir().expect("tmp");
         let q = AuditQueue::start(AuditLog::open(d.path()).expect("open"), 4);
-        q.send(Event::new("ok", None, json!({}))).expect("send");
+        q.send(Event::new(Kind::ProcessExit, None, json!({})))
+            .expect("send");
         q.sync().expect("sync");
         // The head becomes a directory: the next batch cannot move it.
         std::fs::remove_file(d.path().join(crate::HEAD)).expect("rm head");
         std::fs::create_dir(d.path().join(crate::HEAD)).expect("mkdir");
-        q.send(Event::new("lost?", None, json!({})))
+        q.send(Event::new(Kind::ProcessExit, None, json!({})))
             .expect("queued");
         assert!(q.sync().is_err());
-        assert!(q.send(Event::new("after", None, json!({}))).is_err());
+        assert!(q
+            .send(Event::new(Kind::ProcessExit, None, json!({})))
+            .is_err());
         assert!(q.close().is_err());
     }
 }

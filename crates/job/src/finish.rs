@@ -50,13 +50,13 @@ pub(crate) fn finish(
     for a in &detection.alerts {
         let mut data = serde_json::to_value(a).unwrap_or_default();
         data["id"] = a.id().into();
-        if let Err(e) = audit.send(Event::new("alert", job_id, data)) {
+        if let Err(e) = audit.send(Event::new(airlock_audit::Kind::Alert, job_id, data)) {
             audit_errors.push(e);
             break;
         }
     }
     let ended = Event::new(
-        "job.ended",
+        airlock_audit::Kind::JobEnded,
         job_id,
         serde_json::json!({
             "outcome": outcome,
@@ -112,7 +112,7 @@ fn record_leftovers(
     let job = Some(job);
     for r in &collected.egress {
         let mut e = Event::new(
-            &format!("net.{}", r.kind),
+            airlock_audit::Kind::net(&r.kind),
             job,
             serde_json::to_value(r).unwrap_or_default(),
         );
@@ -122,9 +122,9 @@ fn record_leftovers(
     if let Some(f) = &collected.files {
         for c in &f.changes {
             let data = serde_json::to_value(c).unwrap_or_default();
-            audit.send(Event::new("file.changed", job, data))?;
+            audit.send(Event::new(airlock_audit::Kind::FileChanged, job, data))?;
         }
-        audit.send(Event::new("file.scan", job, f.summary()))?;
+        audit.send(Event::new(airlock_audit::Kind::FileScan, job, f.summary()))?;
     }
     Ok(())
 }

@@ -57,7 +57,7 @@ pub(crate) fn open(engine: &Engine, job: &Job) -> Result<JobRecord, SandboxError
     if !plan.secrets.is_empty() {
         audit
             .send(Event::new(
-                "secret.injected",
+                airlock_audit::Kind::SecretInjected,
                 Some(plan.id.as_str()),
                 // Names only, never values.
                 serde_json::json!({ "names": secret_names(plan) }),
@@ -74,7 +74,7 @@ fn secret_names(plan: &JobPlan) -> Vec<&str> {
 fn requested(job: &Job) -> Event {
     let plan = &job.plan;
     Event::new(
-        "job.requested",
+        airlock_audit::Kind::JobRequested,
         Some(plan.id.as_str()),
         serde_json::json!({
             "group": plan.group,
@@ -130,7 +130,7 @@ fn config_change(
     }
     let previous = previous.filter(|p| *p != policy.sha256)?;
     Some(Event::new(
-        "config.changed",
+        airlock_audit::Kind::ConfigChanged,
         Some(plan.id.as_str()),
         serde_json::json!({
             "group": plan.group,

@@ -137,7 +137,7 @@ impl Engine {
             let _ = log.configure(s);
         }
         let _ = log.append(
-            "job.refused",
+            airlock_audit::Kind::JobRefused,
             None,
             serde_json::json!({
                 "group": req.group,

@@ -267,7 +267,7 @@ fn watch(
     let mut log_started = |pid: i32| {
         if !std::mem::replace(&mut started_logged, true) {
             let _ = audit.send(airlock_audit::Event::new(
-                "job.started",
+                airlock_audit::Kind::JobStarted,
                 Some(id),
                 serde_json::json!({
                     "pid": pid,

@@ -180,7 +180,7 @@ impl Manager {
         lock(&self.inner.tasks).len()
     }
 
-    fn audit(&self, kind: &str, job: Option<&str>, data: serde_json::Value) {
+    fn audit(&self, kind: airlock_audit::Kind, job: Option<&str>, data: serde_json::Value) {
         if let Err(e) = lock(&self.inner.audit).append(kind, job, data) {
             warn!("audit log: {e}");
         }
@@ -237,7 +237,7 @@ impl Manager {
                 st.refuse(j.seq, why)?;
                 self.inner.metrics.queue_depth.dec();
                 self.audit(
-                    "serve.job.cancelled",
+                    airlock_audit::Kind::ServeJobCancelled,
                     Some(&format!("gh-{}", j.gh_job_id)),
                     json!({"github_job_id": j.gh_job_id, "reason": why}),
                 );
@@ -258,7 +258,7 @@ impl Manager {
                 let tx = lock(&me.inner.tasks).get(&seq).cloned();
                 if let Some(tx) = tx {
                     me.audit(
-                        "serve.job.stopped_after_completed",
+                        airlock_audit::Kind::ServeJobStoppedAfterCompleted,
                         Some(&key),
                         json!({"runner": runner, "grace_ms": grace.as_millis() as u64}),
                     );
@@ -350,7 +350,7 @@ impl Manager {
                     st.refuse(job.seq, &refusal.to_string())?;
                     lock(&self.inner.received).remove(&job.seq);
                     self.audit(
-                        "serve.job.refused",
+                        airlock_audit::Kind::ServeJobRefused,
                         Some(&key),
                         json!({"github_job_id": job.gh_job_id, "repository": job.repo,
                                "labels": refusal.labels, "reasons": refusal.reasons}),
@@ -438,7 +438,7 @@ impl Manager {
             warn!("job {key}: teardown: {e}");
         }
         self.audit(
-            "serve.job.finished",
+            airlock_audit::Kind::ServeJobFinished,
             Some(&key),
             json!({"github_job_id": job.gh_job_id, "group": group, "status": final_status.as_str(),
                    "exit_code": code, "detail": detail, "sandbox": sandbox,
@@ -474,7 +474,7 @@ impl Manager {
         let mut labels: Vec<String> = GENERIC_LABELS.iter().map(|s| s.to_string()).collect();
         labels.extend(g.labels.iter().cloned());
         self.audit(
-            "serve.job.provisioning",
+            airlock_audit::Kind::ServeJobProvisioning,
             Some(&key),
             json!({"github_job_id": job.gh_job_id, "repository": job.repo, "group": group,
                    "runner": name, "labels": labels, "workflow": ev.workflow_job.workflow_name,
@@ -547,7 +547,7 @@ impl Manager {
                 Err(e) => warn!("job {key}: {e}"),
             }
             self.audit(
-                "serve.job.started",
+                airlock_audit::Kind::ServeJobStarted,
                 Some(&key),
                 json!({"github_job_id": job.gh_job_id, "group": group, "runner_id": jit.runner_id}),
             );
@@ -600,7 +600,7 @@ impl Manager {
                     }
                     r.stuck_jobs.push(j.seq);
                     self.audit(
-                        "serve.reconcile.job_stuck",
+                        airlock_audit::Kind::ServeReconcileJobStuck,
                         Some(&key),
                         json!({"github_job_id": j.gh_job_id, "age_ms": age, "limit_ms": limit.as_millis()}),
                     );
@@ -620,7 +620,7 @@ impl Manager {
             r.lost_jobs.push(j.seq);
             self.inner.launcher.forget(&key);
             self.audit(
-                "serve.reconcile.job_lost",
+                airlock_audit::Kind::ServeReconcileJobLost,
                 Some(&key),
                 json!({"github_job_id": j.gh_job_id, "status_was": j.status.as_str(), "runner_id": j.runner_id}),
             );
@@ -630,7 +630,7 @@ impl Manager {
             Ok(removed) => {
                 for id in removed {
                     self.audit(
-                        "serve.reconcile.sandbox_removed",
+                        airlock_audit::Kind::ServeReconcileSandboxRemoved,
                         None,
                         json!({"sandbox": id}),
                     );
@@ -651,7 +651,7 @@ impl Manager {
                                 let _ = st.runner_deleted(ru.id);
                                 r.runners_deleted.push(ru.id);
                                 self.audit(
-                                    "serve.reconcile.runner_deleted",
+                                    airlock_audit::Kind::ServeReconcileRunnerDeleted,
                                     None,
                                     json!({"runner_id": ru.id, "name": ru.name, "status": ru.status, "busy": ru.busy}),
                                 );
@@ -672,7 +672,7 @@ impl Manager {
                             })
                             .inc();
                         self.audit(
-                            "alert",
+                            airlock_audit::Kind::Alert,
                             None,
                             json!({"detector": "unauthorized-runner", "severity": "high",
                                    "runner_id": ru.id, "name": ru.name, "labels": ru.labels,

@@ -201,7 +201,11 @@ fn listen(listener: UnixListener, stop: OwnedFd, job: &str, audit: &AuditSender)
             if let Some(s) = signal {
                 data["signal"] = s.into();
             }
-            let _ = audit.send(Event::new("process.exit", Some(job), data));
+            let _ = audit.send(Event::new(
+                airlock_audit::Kind::ProcessExit,
+                Some(job),
+                data,
+            ));
         }
         if ready {
             handle(
@@ -328,7 +332,11 @@ fn handle(
         if let Some(l) = &loaded {
             data["loaded"] = serde_json::to_value(l).unwrap_or_default();
         }
-        match audit.send(Event::new("process.exec", Some(job), data)) {
+        match audit.send(Event::new(
+            airlock_audit::Kind::ProcessExec,
+            Some(job),
+            data,
+        )) {
             Ok(()) => {
                 stats.execs += 1;
                 let tgid = info.tgid.unwrap_or(pid);
@@ -364,7 +372,11 @@ fn handle(
         "reason": reason,
     });
     if audit
-        .send(Event::new("syscall.denied", Some(job), data))
+        .send(Event::new(
+            airlock_audit::Kind::SyscallDenied,
+            Some(job),
+            data,
+        ))
         .is_ok()
     {
         stats.denied += 1;
@@ -571,7 +583,7 @@ impl Execs {
                 "recorded": p.recorded,
                 "exe": &actual,
             });
-            let _ = audit.send(Event::new("exec.actual", Some(job), data));
+            let _ = audit.send(Event::new(airlock_audit::Kind::ExecActual, Some(job), data));
             self.remember(&mut actual);
         }
     }
@@ -587,12 +599,16 @@ impl Execs {
                     .and_then(|f| exe::fstat(f.as_raw_fd()).ok())
                     .is_some_and(|st| st.st_nlink == 0);
             if gone {
-                let _ = audit.send(Event::new("file.changed", Some(job), r.data));
+                let _ = audit.send(Event::new(
+                    airlock_audit::Kind::FileChanged,
+                    Some(job),
+                    r.data,
+                ));
             }
         }
         if self.untracked > 0 {
             let _ = audit.send(Event::new(
-                "exec.untracked",
+                airlock_audit::Kind::ExecUntracked,
                 Some(job),
                 serde_json::json!({ "executables": self.untracked, "tracked": MAX_RAN }),
             ));

@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use super::{DetectError, Detector, Evidence};
 use crate::alert::{Alert, Severity, Technique};
-use crate::Record;
+use crate::{Kind, Record};
 
 /// The detector.
 #[derive(Debug, Default)]
@@ -23,7 +23,7 @@ impl Detector for ConfigChanged {
     }
 
     fn observe(&mut self, rec: &Record, _out: &mut Vec<Alert>) {
-        if rec.kind != "config.changed" {
+        if !rec.is(Kind::ConfigChanged) {
             return;
         }
         let s = |k: &str| {

@@ -19,7 +19,7 @@ use std::net::IpAddr;
 
 use super::{insert_capped, net, some_of, DetectError, Detector, Evidence, MAX_TRACE};
 use crate::alert::{Alert, Severity, Technique};
-use crate::Record;
+use crate::{Kind, Record};
 
 /// The detector.
 #[derive(Debug, Default)]
@@ -46,7 +46,7 @@ impl Detector for DeniedEgress {
     }
 
     fn observe(&mut self, rec: &Record, _out: &mut Vec<Alert>) {
-        if rec.kind == "job.requested" {
+        if rec.is(Kind::JobRequested) {
             self.audit = super::audit_mode(rec);
         }
         if let Some(n) = net(rec) {

@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use super::{some_of, DetectError, Detector, Evidence};
 use crate::alert::{Alert, Severity, Technique};
-use crate::Record;
+use crate::{Kind, Record};
 
 /// The detector.
 #[derive(Debug, Default)]
@@ -24,7 +24,7 @@ pub struct FilelessExec {
 
 /// `what ran, as 'argv0'` for a fileless exec record, else `None`.
 pub(crate) fn fileless(rec: &Record) -> Option<String> {
-    if rec.kind != "process.exec" && rec.kind != "exec.actual" {
+    if !rec.is(Kind::ProcessExec) && !rec.is(Kind::ExecActual) {
         return None;
     }
     // What ran, or the program the dynamic loader was asked to load (`ld.so /proc/self/fd/3`).

@@ -8,7 +8,7 @@ use super::{
     insert_capped, net, normalize_name, some_of, strings, DetectError, Detector, Evidence,
 };
 use crate::alert::{Alert, Severity, Technique};
-use crate::Record;
+use crate::{Kind, Record};
 
 pub use airlock_policy::endpoints::METADATA_NAMES;
 
@@ -53,7 +53,7 @@ pub(crate) fn is_metadata_record(rec: &Record) -> Option<(String, bool)> {
             || n.resolved.is_some_and(is_metadata_ip);
         return hit.then(|| (n.destination(), !n.denied));
     }
-    if rec.kind == "process.exec" {
+    if rec.is(Kind::ProcessExec) {
         let argv = strings(&rec.data, "argv");
         if let Some(a) = argv.iter().find(|a| arg_names_metadata(a)) {
             return Some((format!("exec {a}"), false));

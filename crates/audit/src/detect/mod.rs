@@ -29,7 +29,7 @@ use std::path::PathBuf;
 use serde_json::Value;
 
 use crate::alert::{Alert, Severity, Technique};
-use crate::Record;
+use crate::{Kind, Record};
 
 pub use config_changed::ConfigChanged;
 pub use denied_egress::DeniedEgress;
@@ -402,7 +402,7 @@ impl Net<'_> {
 
 /// Whether `rec` is the `job.requested` of a job whose group is in `audit` egress mode.
 pub(crate) fn audit_mode(rec: &Record) -> bool {
-    rec.kind == "job.requested"
+    rec.is(Kind::JobRequested)
         && rec.data.get("egress_mode").and_then(Value::as_str) == Some("audit")
 }
 
@@ -436,7 +436,11 @@ pub(crate) fn normalize_name(n: &str) -> String {
 
 /// Reads a `net.*` record; `None` for any other kind.
 pub(crate) fn net(rec: &Record) -> Option<Net<'_>> {
-    let kind = rec.kind.strip_prefix("net.")?;
+    let kind = rec
+        .known_kind()
+        .filter(|k| k.is_net())?
+        .as_str()
+        .strip_prefix("net.")?;
     let d = &rec.data;
     let s = |k: &str| d.get(k).and_then(Value::as_str);
     let dialled: Option<SocketAddr> = s("dialled").and_then(|v| v.parse().ok());

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use super::{hash64, insert_capped, net, some_of, DetectError, Detector, Evidence, MAX_TRACE};
 use crate::alert::{Alert, Severity, Technique};
-use crate::Record;
+use crate::{Kind, Record};
 
 /// The detector.
 #[derive(Debug)]
@@ -51,7 +51,7 @@ impl Detector for NetworkScan {
     fn observe(&mut self, rec: &Record, _out: &mut Vec<Alert>) {
         // DNS denials are names, not probes of hosts and ports: they are left to
         // `denied-egress` and `dns-tunnelling`.
-        if rec.kind == "job.requested" {
+        if rec.is(Kind::JobRequested) {
             self.audit = super::audit_mode(rec);
         }
         if let Some(n) = net(rec) {

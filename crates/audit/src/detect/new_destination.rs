@@ -30,7 +30,7 @@ use serde_json::Value;
 
 use super::{net, normalize_name, some_of, DetectError, Detector, Evidence};
 use crate::alert::{Alert, Severity, Technique};
-use crate::Record;
+use crate::{Kind, Record};
 
 /// What a group's baseline remembers of a domain.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -144,7 +144,7 @@ impl Detector for NewDestination {
                 self.job.clone_from(j);
             }
         }
-        if rec.kind == "job.requested" {
+        if rec.is(Kind::JobRequested) {
             self.audit = super::audit_mode(rec);
             if self.group.is_none() {
                 self.group = rec

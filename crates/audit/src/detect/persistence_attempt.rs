@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use super::{some_of, DetectError, Detector, Evidence};
 use crate::alert::{Alert, Severity, Technique};
-use crate::Record;
+use crate::{Kind, Record};
 
 /// The technique (id, name) and severity of a `persistence` class of `file.changed`.
 fn class(c: &str) -> (&'static str, &'static str, Severity) {
@@ -78,7 +78,7 @@ impl Detector for PersistenceAttempt {
     }
 
     fn observe(&mut self, rec: &Record, _out: &mut Vec<Alert>) {
-        if rec.kind != "file.changed" {
+        if !rec.is(Kind::FileChanged) {
             return;
         }
         let Some(c) = rec.data.get("persistence").and_then(Value::as_str) else {

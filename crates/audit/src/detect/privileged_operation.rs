@@ -16,7 +16,7 @@ use serde_json::Value;
 
 use super::{some_of, DetectError, Detector, Evidence};
 use crate::alert::{Alert, Severity, Technique};
-use crate::Record;
+use crate::{Kind, Record};
 
 /// Refused calls that are recorded but raise no alert: ordinary software makes them to read
 /// state (and copes with the refusal), or they are legacy calls that change nothing outside
@@ -74,7 +74,7 @@ impl Detector for PrivilegedOperation {
         // A flood of one call is aggregated (crate::limit): the aggregate names the call
         // (its key) and how many there were.
         if rec.kind == crate::limit::AGGREGATED
-            && rec.data.get("kind").and_then(Value::as_str) == Some("syscall.denied")
+            && rec.data.get("kind").and_then(Value::as_str) == Some(Kind::SyscallDenied.as_str())
         {
             let name = rec
                 .data
@@ -89,7 +89,7 @@ impl Detector for PrivilegedOperation {
             e.2 += n;
             return;
         }
-        if rec.kind != "syscall.denied" {
+        if !rec.is(Kind::SyscallDenied) {
             return;
         }
         let name = match rec.data.get("syscall").and_then(Value::as_str) {

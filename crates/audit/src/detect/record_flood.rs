@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use super::{DetectError, Detector, Evidence};
 use crate::alert::{Alert, Severity, Technique};
-use crate::Record;
+use crate::{Kind, Record};
 
 /// The detector.
 #[derive(Debug, Default)]
@@ -32,9 +32,9 @@ impl Detector for RecordFlood {
 
     fn observe(&mut self, rec: &Record, _out: &mut Vec<Alert>) {
         let d = &rec.data;
-        match rec.kind.as_str() {
-            crate::limit::AGGREGATED => self.ev.add(rec),
-            crate::limit::FLOOD => {
+        match rec.known_kind() {
+            Some(Kind::AuditAggregated) => self.ev.add(rec),
+            Some(Kind::AuditFlood) => {
                 let n = d.get("aggregated").and_then(Value::as_u64).unwrap_or(0);
                 let threshold = d
                     .get("flood_alert")
@@ -72,7 +72,7 @@ impl Detector for RecordFlood {
                     ));
                 }
             }
-            "file.scan" if d.get("complete").and_then(Value::as_bool) == Some(false) => {
+            Some(Kind::FileScan) if d.get("complete").and_then(Value::as_bool) == Some(false) => {
                 self.fired = true;
                 self.capped = true;
                 self.ev.add(rec);

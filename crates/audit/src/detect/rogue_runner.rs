@@ -17,7 +17,7 @@ use serde_json::Value;
 
 use super::{some_of, strings, DetectError, Detector, Evidence};
 use crate::alert::{Alert, Severity, Technique};
-use crate::Record;
+use crate::{Kind, Record};
 
 const SHELLS: &[&str] = &["sh", "bash", "dash", "zsh", "ksh", "busybox", "env"];
 
@@ -73,7 +73,7 @@ fn absolute(cwd: &str, p: &str) -> PathBuf {
 
 impl Exec {
     fn of(rec: &Record) -> Option<Self> {
-        if rec.kind != "process.exec" {
+        if !rec.is(Kind::ProcessExec) {
             return None;
         }
         let d = &rec.data;
@@ -241,17 +241,17 @@ impl Detector for RogueRunner {
     }
 
     fn observe(&mut self, rec: &Record, _out: &mut Vec<Alert>) {
-        match rec.kind.as_str() {
-            "job.requested" => {
+        match rec.known_kind() {
+            Some(Kind::JobRequested) => {
                 self.airlock_started_one = starts_runner(&strings(&rec.data, "argv"));
             }
-            "job.started" => self.init_pid = rec.data.get("pid").and_then(Value::as_u64),
-            "process.exit" => {
+            Some(Kind::JobStarted) => self.init_pid = rec.data.get("pid").and_then(Value::as_u64),
+            Some(Kind::ProcessExit) => {
                 if let Some(pid) = rec.data.get("pid").and_then(Value::as_u64) {
                     self.exited.insert(pid, rec.seq);
                 }
             }
-            "process.exec" => {
+            Some(Kind::ProcessExec) => {
                 let d = &rec.data;
                 let pid = d.get("pid").and_then(Value::as_u64).unwrap_or(0);
                 let ppid = d.get("ppid").and_then(Value::as_u64).unwrap_or(0);

@@ -22,7 +22,7 @@
 use serde_json::{json, Map, Value};
 
 use crate::alert::Alert;
-use crate::Record;
+use crate::{Kind, Record};
 
 /// The OCSF schema version the events follow.
 pub const OCSF_VERSION: &str = "1.4.0";
@@ -222,8 +222,8 @@ pub fn to_ocsf(rec: &Record) -> Option<Value> {
             "dialled": d.get("dialled"),
         })
     };
-    let ev = match rec.kind.as_str() {
-        "process.exec" => {
+    let ev = match rec.known_kind() {
+        Some(Kind::ProcessExec) => {
             // What ran (the watcher's resolved target) before what the caller said.
             let exe = d.get("exe");
             let path = exe
@@ -267,7 +267,7 @@ pub fn to_ocsf(rec: &Record) -> Option<Value> {
             merge(&mut e, json!({"status_id": 1, "status": "Success"}));
             e
         }
-        "process.exit" => {
+        Some(Kind::ProcessExit) => {
             let mut f = json!({
                 "process": { "pid": d.get("pid") },
                 "actor": { "process": { "pid": d.get("pid") } },
@@ -280,7 +280,7 @@ pub fn to_ocsf(rec: &Record) -> Option<Value> {
             }
             event(&PROCESS, 2, "Terminate", t, 1, meta(), f)
         }
-        "net.dns" => {
+        Some(Kind::NetDns) => {
             let mut q = Map::new();
             put(&mut q, "hostname", d.get("name").cloned());
             put(&mut q, "type", d.get("qtype").cloned());
@@ -303,8 +303,8 @@ pub fn to_ocsf(rec: &Record) -> Option<Value> {
             merge(&mut e, disposition(denied, d.get("reason")));
             e
         }
-        "net.http" | "net.connect" => {
-            let connect = rec.kind == "net.connect";
+        Some(k @ (Kind::NetHttp | Kind::NetConnect)) => {
+            let connect = k == Kind::NetConnect;
             let mut url = Map::new();
             put(&mut url, "hostname", d.get("name").cloned());
             put(&mut url, "port", d.get("port").cloned());
@@ -340,9 +340,9 @@ pub fn to_ocsf(rec: &Record) -> Option<Value> {
             merge(&mut e, disposition(denied, d.get("reason")));
             e
         }
-        "net.https" | "net.drop" | "net.flow" => {
-            let (id, name) = match rec.kind.as_str() {
-                "net.flow" => (6, "Traffic"),
+        Some(k @ (Kind::NetHttps | Kind::NetDrop | Kind::NetFlow)) => {
+            let (id, name) = match k {
+                Kind::NetFlow => (6, "Traffic"),
                 _ if denied => (5, "Refuse"),
                 _ => (1, "Open"),
             };
@@ -355,7 +355,7 @@ pub fn to_ocsf(rec: &Record) -> Option<Value> {
                 },
                 "unmapped": net_unmapped(),
             });
-            if rec.kind == "net.https" {
+            if k == Kind::NetHttps {
                 if let (Some(o), Some(n)) = (f.as_object_mut(), d.get("name")) {
                     o.insert("tls".into(), json!({ "sni": n }));
                 }
@@ -364,7 +364,7 @@ pub fn to_ocsf(rec: &Record) -> Option<Value> {
             merge(&mut e, disposition(denied, d.get("reason")));
             e
         }
-        "file.changed" => {
+        Some(Kind::FileChanged) => {
             let path = d.get("path").and_then(Value::as_str).unwrap_or("");
             let (id, name) = match d.get("change").and_then(Value::as_str) {
                 Some("created") => (1, "Create"),
@@ -404,7 +404,7 @@ pub fn to_ocsf(rec: &Record) -> Option<Value> {
                 }),
             )
         }
-        "syscall.denied" => {
+        Some(Kind::SyscallDenied) => {
             let mut e = event(
                 &KERNEL,
                 4,
@@ -426,7 +426,7 @@ pub fn to_ocsf(rec: &Record) -> Option<Value> {
             merge(&mut e, disposition(true, d.get("reason")));
             e
         }
-        "alert" => {
+        Some(Kind::Alert) => {
             let a: Alert = serde_json::from_value(d.clone()).ok()?;
             let mut e = alert_to_ocsf(&a);
             merge(

@@ -1,3 +1,4 @@
+use crate::Kind;
 use std::io::{BufRead, BufReader, Read};
 use std::net::{TcpListener, TcpStream};
 use std::sync::mpsc::Sender;
@@ -309,7 +310,7 @@ fn checkpoints_of_the_log_reach_the_file_and_the_signed_webhook_and_flush_still_
         ..crate::LogSettings::default()
     })
     .expect("configure");
-    log.append("job.ended", Some("j1"), serde_json::json!({}))
+    log.append(Kind::JobEnded, Some("j1"), serde_json::json!({}))
         .expect("append");
     // The log keeps its shipper (as a job's writer thread would): flush must not wait for it.
     let t = Instant::now();
@@ -347,10 +348,14 @@ fn a_record_flood_does_not_flood_the_sinks_with_checkpoints() {
     })
     .expect("configure");
     for i in 0..1000 {
-        log.append("syscall.denied", Some("j"), serde_json::json!({ "i": i }))
-            .expect("append");
+        log.append(
+            Kind::SyscallDenied,
+            Some("j"),
+            serde_json::json!({ "i": i }),
+        )
+        .expect("append");
     }
-    log.append("job.ended", Some("j"), serde_json::json!({}))
+    log.append(Kind::JobEnded, Some("j"), serde_json::json!({}))
         .expect("end");
     let local = crate::checkpoint::read(&dir.path().join("ck.jsonl")).expect("local");
     let shipped = crate::checkpoint::read(&dir.path().join("alerts.jsonl")).expect("sink");
