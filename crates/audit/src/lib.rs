@@ -21,6 +21,7 @@ pub mod checkpoint;
 pub mod detect;
 pub mod kind;
 pub mod ocsf;
+pub mod payload;
 pub mod record;
 pub mod report;
 pub mod sink;

@@ -6,6 +6,7 @@ use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use airlock_audit::payload::JobEnded;
 use airlock_audit::{
     AuditQueue, ConnRecord, Event, JobOutcome, JobReport, TeardownFailure, TeardownStep,
 };
@@ -55,15 +56,14 @@ pub(crate) fn finish(
             break;
         }
     }
-    let ended = Event::new(
-        airlock_audit::Kind::JobEnded,
+    let ended = Event::of(
         job_id,
-        serde_json::json!({
-            "outcome": outcome,
-            "duration_ms": started.elapsed().as_millis() as u64,
-            "teardown_errors": failures,
-            "alerts": detection.alerts.len(),
-        }),
+        &JobEnded {
+            outcome: outcome.clone(),
+            duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            teardown_errors: failures.clone(),
+            alerts: detection.alerts.len(),
+        },
     );
     if let Err(e) = audit.send(ended).and_then(|()| audit.sync()) {
         audit_errors.push(e);

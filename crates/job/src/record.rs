@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use airlock_audit::payload::{ConfigChanged, JobRequested, JobUser, SecretInjected};
 use airlock_audit::{AuditQueue, Event, Redactor};
 use airlock_sandbox::{JobPlan, SandboxError};
 
@@ -55,39 +56,38 @@ pub(crate) fn open(engine: &Engine, job: &Job) -> Result<JobRecord, SandboxError
         .track(plan.id.as_str(), plan.audit.clone(), &ctx, &written)
         .map_err(SandboxError::Audit)?;
     if !plan.secrets.is_empty() {
+        // Names only, never values.
+        let names = secret_names(plan);
         audit
-            .send(Event::new(
-                airlock_audit::Kind::SecretInjected,
-                Some(plan.id.as_str()),
-                // Names only, never values.
-                serde_json::json!({ "names": secret_names(plan) }),
-            ))
+            .send(Event::of(Some(plan.id.as_str()), &SecretInjected { names }))
             .map_err(SandboxError::Audit)?;
     }
     Ok(JobRecord { audit, redactor })
 }
 
-fn secret_names(plan: &JobPlan) -> Vec<&str> {
-    plan.secrets.iter().map(|(k, _)| k.as_str()).collect()
+fn secret_names(plan: &JobPlan) -> Vec<String> {
+    plan.secrets.iter().map(|(k, _)| k.clone()).collect()
 }
 
 fn requested(job: &Job) -> Event {
     let plan = &job.plan;
-    Event::new(
-        airlock_audit::Kind::JobRequested,
+    Event::of(
         Some(plan.id.as_str()),
-        serde_json::json!({
-            "group": plan.group,
-            "trust": plan.trust,
-            "executor": plan.executor,
-            "argv": plan.argv,
-            "user": { "uid": plan.user.uid, "gid": plan.user.gid },
-            "egress_mode": plan.egress.mode,
+        &JobRequested {
+            group: plan.group.clone(),
+            trust: plan.trust,
+            executor: plan.executor,
+            argv: plan.argv.clone(),
+            user: JobUser {
+                uid: plan.user.uid,
+                gid: plan.user.gid,
+            },
+            egress_mode: plan.egress.mode,
             // Names only, never values.
-            "secrets": secret_names(plan),
-            "policy": job.policy.path,
-            "policy_sha256": job.policy.sha256,
-        }),
+            secrets: secret_names(plan),
+            policy: job.policy.path.clone(),
+            policy_sha256: job.policy.sha256.clone(),
+        },
     )
 }
 
@@ -129,14 +129,13 @@ fn config_change(
         }
     }
     let previous = previous.filter(|p| *p != policy.sha256)?;
-    Some(Event::new(
-        airlock_audit::Kind::ConfigChanged,
+    Some(Event::of(
         Some(plan.id.as_str()),
-        serde_json::json!({
-            "group": plan.group,
-            "policy": policy.path,
-            "previous": previous,
-            "current": policy.sha256,
-        }),
+        &ConfigChanged {
+            group: plan.group.clone(),
+            policy: policy.path.clone(),
+            previous,
+            current: policy.sha256.clone(),
+        },
     ))
 }

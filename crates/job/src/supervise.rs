@@ -266,16 +266,13 @@ fn watch(
     // the loop first looks still gets its record after the loop.
     let mut log_started = |pid: i32| {
         if !std::mem::replace(&mut started_logged, true) {
-            let _ = audit.send(airlock_audit::Event::new(
-                airlock_audit::Kind::JobStarted,
-                Some(id),
-                serde_json::json!({
-                    "pid": pid,
-                    "process_events": process_events,
-                    // What the job runs under, for `scan host`'s config item.
-                    "policy_sha256": job.policy.sha256,
-                }),
-            ));
+            let started = airlock_audit::payload::JobStarted {
+                pid: u64::try_from(pid).unwrap_or_default(),
+                process_events,
+                // What the job runs under, for `scan host`'s config item.
+                policy_sha256: job.policy.sha256.clone(),
+            };
+            let _ = audit.send(airlock_audit::Event::of(Some(id), &started));
         }
     };
     loop {

@@ -29,7 +29,7 @@ use std::path::PathBuf;
 use serde_json::Value;
 
 use crate::alert::{Alert, Severity, Technique};
-use crate::{Kind, Record};
+use crate::Record;
 
 pub use config_changed::ConfigChanged;
 pub use denied_egress::DeniedEgress;
@@ -402,8 +402,8 @@ impl Net<'_> {
 
 /// Whether `rec` is the `job.requested` of a job whose group is in `audit` egress mode.
 pub(crate) fn audit_mode(rec: &Record) -> bool {
-    rec.is(Kind::JobRequested)
-        && rec.data.get("egress_mode").and_then(Value::as_str) == Some("audit")
+    rec.payload::<crate::payload::JobRequested>()
+        .is_some_and(|r| r.egress_mode == airlock_policy::EgressMode::Audit)
 }
 
 /// A 64-bit hash of a string: detectors count distinct destinations by it instead of keeping

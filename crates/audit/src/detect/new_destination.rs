@@ -26,10 +26,10 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 use super::{net, normalize_name, some_of, DetectError, Detector, Evidence};
 use crate::alert::{Alert, Severity, Technique};
+use crate::payload::JobRequested;
 use crate::{Kind, Record};
 
 /// What a group's baseline remembers of a domain.
@@ -147,11 +147,7 @@ impl Detector for NewDestination {
         if rec.is(Kind::JobRequested) {
             self.audit = super::audit_mode(rec);
             if self.group.is_none() {
-                self.group = rec
-                    .data
-                    .get("group")
-                    .and_then(Value::as_str)
-                    .map(str::to_owned);
+                self.group = rec.payload::<JobRequested>().map(|r| r.group);
             }
         }
         let Some(n) = net(rec) else { return };

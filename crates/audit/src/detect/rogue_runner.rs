@@ -17,6 +17,7 @@ use serde_json::Value;
 
 use super::{some_of, strings, DetectError, Detector, Evidence};
 use crate::alert::{Alert, Severity, Technique};
+use crate::payload::{JobRequested, JobStarted};
 use crate::{Kind, Record};
 
 const SHELLS: &[&str] = &["sh", "bash", "dash", "zsh", "ksh", "busybox", "env"];
@@ -243,9 +244,14 @@ impl Detector for RogueRunner {
     fn observe(&mut self, rec: &Record, _out: &mut Vec<Alert>) {
         match rec.known_kind() {
             Some(Kind::JobRequested) => {
-                self.airlock_started_one = starts_runner(&strings(&rec.data, "argv"));
+                let argv = rec
+                    .payload::<JobRequested>()
+                    .map(|r| r.argv)
+                    .unwrap_or_default();
+                let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+                self.airlock_started_one = starts_runner(&argv);
             }
-            Some(Kind::JobStarted) => self.init_pid = rec.data.get("pid").and_then(Value::as_u64),
+            Some(Kind::JobStarted) => self.init_pid = rec.payload::<JobStarted>().map(|s| s.pid),
             Some(Kind::ProcessExit) => {
                 if let Some(pid) = rec.data.get("pid").and_then(Value::as_u64) {
                     self.exited.insert(pid, rec.seq);

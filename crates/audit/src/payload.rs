@@ -1,0 +1,168 @@
+//! The fields of the job's own records, typed: the job engine writes these structs and the
+//! detectors read them back (`Record::payload`). A record from disk that does not have the
+//! expected shape reads as `None` and is skipped, never an error: the log is external input.
+//! (The exec listener's, the gateway's and the file scan's records have their own types:
+//! `ConnRecord` here, `FileChange` in the sandbox crate.)
+
+use std::path::PathBuf;
+
+use airlock_policy::{EgressMode, ExecutorKind, Trust};
+use serde::{Deserialize, Serialize};
+
+use crate::{JobOutcome, Kind, TeardownFailure};
+
+/// A record's payload type, with the kind it is written as.
+pub trait Payload: Serialize {
+    /// The kind of record this payload is.
+    const KIND: Kind;
+}
+
+/// The job's uid and gid.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobUser {
+    /// uid.
+    pub uid: u32,
+    /// gid.
+    pub gid: u32,
+}
+
+/// `job.requested`: written before anything of the job exists.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobRequested {
+    /// The group.
+    pub group: String,
+    /// Its trust.
+    pub trust: Trust,
+    /// Its executor.
+    pub executor: ExecutorKind,
+    /// The command.
+    pub argv: Vec<String>,
+    /// Who it runs as.
+    pub user: JobUser,
+    /// How its egress is enforced.
+    pub egress_mode: EgressMode,
+    /// Names of the injected secrets (never values).
+    pub secrets: Vec<String>,
+    /// The policy file (`None`: the built-in policy).
+    #[serde(default)]
+    pub policy: Option<PathBuf>,
+    /// SHA-256 of the policy's text.
+    #[serde(default)]
+    pub policy_sha256: String,
+}
+
+impl Payload for JobRequested {
+    const KIND: Kind = Kind::JobRequested;
+}
+
+/// `job.started`: the job's init exists.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobStarted {
+    /// The init's pid on the host.
+    pub pid: u64,
+    /// Whether execs are recorded.
+    pub process_events: bool,
+    /// SHA-256 of the policy's text.
+    #[serde(default)]
+    pub policy_sha256: String,
+}
+
+impl Payload for JobStarted {
+    const KIND: Kind = Kind::JobStarted;
+}
+
+/// `job.ended`: the job is over and torn down.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobEnded {
+    /// How it ended.
+    pub outcome: JobOutcome,
+    /// Wall-clock time from request to teardown.
+    pub duration_ms: u64,
+    /// What teardown left.
+    pub teardown_errors: Vec<TeardownFailure>,
+    /// How many alerts the detectors raised.
+    pub alerts: usize,
+}
+
+impl Payload for JobEnded {
+    const KIND: Kind = Kind::JobEnded;
+}
+
+/// `config.changed`: the group's policy differs from its previous job's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigChanged {
+    /// The group.
+    pub group: String,
+    /// The policy file (`None`: the built-in policy).
+    pub policy: Option<PathBuf>,
+    /// SHA-256 of the previous policy text.
+    pub previous: String,
+    /// SHA-256 of the current policy text.
+    pub current: String,
+}
+
+impl Payload for ConfigChanged {
+    const KIND: Kind = Kind::ConfigChanged;
+}
+
+/// `secret.injected`: the names of the secrets put into the job's environment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretInjected {
+    /// Names only, never values.
+    pub names: Vec<String>,
+}
+
+impl Payload for SecretInjected {
+    const KIND: Kind = Kind::SecretInjected;
+}
+
+impl crate::Event {
+    /// The event of a typed payload, happening now.
+    pub fn of<P: Payload>(job: Option<&str>, payload: &P) -> Self {
+        // Serialising these plain structs cannot fail; an empty object would still be a
+        // record of the right kind.
+        let data = serde_json::to_value(payload).unwrap_or_default();
+        Self::new(P::KIND, job, data)
+    }
+}
+
+impl crate::Record {
+    /// The record's payload, if it is of `P`'s kind and has its shape.
+    pub fn payload<P: Payload + serde::de::DeserializeOwned>(&self) -> Option<P> {
+        if !self.is(P::KIND) {
+            return None;
+        }
+        serde_json::from_value(self.data.clone()).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_payload_reads_back_from_its_record_and_not_from_another_kind() {
+        let p = JobStarted {
+            pid: 42,
+            process_events: true,
+            policy_sha256: "ab".into(),
+        };
+        let e = crate::Event::of(Some("j"), &p);
+        let rec = crate::Record {
+            seq: 1,
+            time_ms: e.time_ms,
+            kind: e.kind.as_str().into(),
+            job: e.job.clone(),
+            data: e.data.clone(),
+            prev: String::new(),
+        };
+        assert_eq!(rec.payload::<JobStarted>(), Some(p));
+        assert_eq!(rec.payload::<SecretInjected>(), None);
+        // An older record without the digest still reads.
+        let old = crate::Record {
+            data: serde_json::json!({"pid": 7, "process_events": false}),
+            ..rec
+        };
+        assert_eq!(old.payload::<JobStarted>().map(|s| s.pid), Some(7));
+    }
+}
