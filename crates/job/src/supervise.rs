@@ -280,8 +280,13 @@ fn watch(
         if state.init.is_none() {
             if let Some(pid) = read_pid(&init_file) {
                 state.init = ProcRef::of(pid);
-                state.status = Status::Running;
-                state.save(&engine.paths)?;
+                // Again (only the pid's start time) when the init was gone before it could
+                // be read the first time.
+                if state.status == Status::Running {
+                    state.save(&engine.paths)?;
+                } else {
+                    state.advance(Status::Running, &engine.paths)?;
+                }
                 log_started(pid);
             }
         }

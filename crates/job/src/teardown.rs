@@ -41,6 +41,7 @@ pub fn teardown(host: &dyn Host, state: &JobState, thorough: bool) -> Vec<Teardo
     // Persisted before acting, like every other step (gc then knows a teardown was under way).
     let mut marked = state.clone();
     marked.status = Status::TearingDown;
+    debug_assert!(state.status.can_become(Status::TearingDown));
     if let Err(e) = host.save_state(&marked) {
         errors.push(TeardownFailure::new(
             TeardownStep::State,

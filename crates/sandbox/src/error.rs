@@ -99,6 +99,25 @@ pub enum SandboxError {
         /// What is wrong.
         message: String,
     },
+    /// A state file is not valid JSON of a job's state.
+    #[error("job state {}", path.display())]
+    StateFormat {
+        /// The state file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A lifecycle step out of order (a bug, refused rather than persisted).
+    #[error("job {job}: cannot go from {from:?} to {to:?}")]
+    Transition {
+        /// The job.
+        job: String,
+        /// Where it is.
+        from: crate::state::Status,
+        /// Where it was asked to go.
+        to: crate::state::Status,
+    },
     /// Image store errors.
     #[error(transparent)]
     Image(#[from] crate::image::ImageError),
@@ -109,7 +128,11 @@ impl SandboxError {
     /// kind, never on the message).
     pub fn kind(&self) -> FailureKind {
         match self {
-            Self::Io { .. } | Self::Sys { .. } | Self::State { .. } => FailureKind::Host,
+            Self::Io { .. }
+            | Self::Sys { .. }
+            | Self::State { .. }
+            | Self::StateFormat { .. }
+            | Self::Transition { .. } => FailureKind::Host,
             Self::ProtectionUnavailable { .. } => FailureKind::Protection,
             Self::CgroupsNotMounted => FailureKind::Cgroups,
             Self::Config(_)

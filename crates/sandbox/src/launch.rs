@@ -116,8 +116,7 @@ pub fn spawn(
     }
 
     phase("bundle written");
-    state.status = Status::Creating;
-    state.save(paths)?;
+    state.advance(Status::Creating, paths)?;
     let args = HelperArgs {
         job_dir: job_dir.to_owned(),
         id: plan.id.to_string(),

@@ -93,6 +93,20 @@ pub enum Status {
     TearingDown,
 }
 
+impl Status {
+    /// Guard: whether a job may move from `self` to `to`. A job only moves forward; teardown
+    /// may start from anywhere (and again, when gc finishes one a crash interrupted).
+    pub fn can_become(self, to: Status) -> bool {
+        use Status::*;
+        match to {
+            Preparing => false,
+            Creating => self == Preparing,
+            Running => self == Creating,
+            TearingDown => true,
+        }
+    }
+}
+
 /// A process, identified so that a recycled pid is never mistaken for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProcRef {
@@ -161,9 +175,9 @@ impl JobState {
     pub fn save(&self, paths: &Paths) -> Result<(), SandboxError> {
         let path = paths.state_file(&self.id);
         let tmp = path.with_extension("json.tmp");
-        let data = serde_json::to_vec_pretty(self).map_err(|e| SandboxError::State {
+        let data = serde_json::to_vec_pretty(self).map_err(|source| SandboxError::StateFormat {
             path: path.clone(),
-            message: e.to_string(),
+            source,
         })?;
         let mut f = std::fs::File::create(&tmp).map_err(SandboxError::io("writing", &tmp))?;
         f.write_all(&data)
@@ -171,12 +185,26 @@ impl JobState {
         std::fs::rename(&tmp, &path).map_err(SandboxError::io("renaming", &path))
     }
 
+    /// Moves the job to `to` (refused by [`Status::can_become`] unless it is the next step)
+    /// and persists it before the step is taken.
+    pub fn advance(&mut self, to: Status, paths: &Paths) -> Result<(), SandboxError> {
+        if !self.status.can_become(to) {
+            return Err(SandboxError::Transition {
+                job: self.id.to_string(),
+                from: self.status,
+                to,
+            });
+        }
+        self.status = to;
+        self.save(paths)
+    }
+
     /// Reads a state file.
     pub fn load(path: &Path) -> Result<Self, SandboxError> {
         let data = std::fs::read(path).map_err(SandboxError::io("reading", path))?;
-        serde_json::from_slice(&data).map_err(|e| SandboxError::State {
+        serde_json::from_slice(&data).map_err(|source| SandboxError::StateFormat {
             path: path.to_owned(),
-            message: e.to_string(),
+            source,
         })
     }
 
@@ -206,4 +234,52 @@ pub fn now() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_job_only_moves_forward_and_teardown_is_always_allowed() {
+        use Status::*;
+        let all = [Preparing, Creating, Running, TearingDown];
+        for from in all {
+            assert!(from.can_become(TearingDown), "{from:?}");
+            assert!(!from.can_become(Preparing), "{from:?}");
+        }
+        assert!(Preparing.can_become(Creating) && Creating.can_become(Running));
+        assert!(!Preparing.can_become(Running) && !Running.can_become(Creating));
+        assert!(!TearingDown.can_become(Running) && !Running.can_become(Running));
+    }
+
+    #[test]
+    fn a_refused_step_is_not_persisted() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let paths = Paths {
+            state: dir.path().to_owned(),
+            data: dir.path().to_owned(),
+        };
+        paths.ensure().expect("dirs");
+        let mut st = JobState {
+            id: JobId::random(),
+            group: "g".into(),
+            executor: ExecutorKind::Libcontainer,
+            status: Status::Preparing,
+            owner: ProcRef::of(std::process::id() as i32).expect("own start time"),
+            helper: None,
+            init: None,
+            cgroup: "airlock/x".into(),
+            created: 0,
+            net: None,
+        };
+        assert!(matches!(
+            st.advance(Status::Running, &paths),
+            Err(SandboxError::Transition { .. })
+        ));
+        assert!(!paths.state_file(&st.id).exists());
+        st.advance(Status::Creating, &paths).expect("next step");
+        let back = JobState::load(&paths.state_file(&st.id)).expect("saved");
+        assert_eq!(back.status, Status::Creating);
+    }
 }
