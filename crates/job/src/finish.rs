@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use airlock_audit::payload::JobEnded;
 use airlock_audit::{
-    AuditQueue, ConnRecord, Event, JobOutcome, JobReport, TeardownFailure, TeardownStep,
+    AuditQueue, ConnRecord, Event, JobOutcome, JobReport, Kind, TeardownFailure, TeardownStep,
 };
 
 use crate::collect::Collected;
@@ -26,59 +26,13 @@ pub(crate) fn finish(
     started: Instant,
 ) -> JobReport {
     let plan = &job.plan;
-    let audit = rec.audit;
-    let mut audit_errors = Vec::new();
-    if let Err(e) = record_leftovers(&audit, plan.id.as_str(), &collected) {
-        audit_errors.push(e);
-    }
-    // The job's pending aggregates and flood summary are written, then the detectors, which
-    // have seen every record of the job as it was written (with its sequence number, so each
-    // alert names its evidence), finish; their alerts go on the record before the job's end.
-    let detection = match audit.finish(plan.id.as_str()) {
-        Ok(j) => j.detection,
-        Err(e) => {
-            audit_errors.push(e);
-            airlock_audit::Detection::default()
-        }
-    };
-    failures.extend(
-        detection
-            .errors
-            .iter()
-            .map(|e| TeardownFailure::new(TeardownStep::Detector, airlock_text::ErrorChain(e))),
-    );
-    let job_id = Some(plan.id.as_str());
-    for a in &detection.alerts {
-        let mut data = serde_json::to_value(a).unwrap_or_default();
-        data["id"] = a.id().into();
-        if let Err(e) = audit.send(Event::new(airlock_audit::Kind::Alert, job_id, data)) {
-            audit_errors.push(e);
-            break;
-        }
-    }
-    let ended = Event::of(
-        job_id,
-        &JobEnded {
-            outcome: outcome.clone(),
-            duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-            teardown_errors: failures.clone(),
-            alerts: detection.alerts.len(),
-        },
-    );
-    if let Err(e) = audit.send(ended).and_then(|()| audit.sync()) {
-        audit_errors.push(e);
-    }
-    drop(audit);
-    // One broken log fails every later write the same way: report it once.
-    let mut messages: Vec<String> = audit_errors
-        .iter()
-        .map(|e| airlock_text::ErrorChain(e).to_string())
-        .collect();
-    messages.dedup();
-    failures.extend(
-        messages
-            .into_iter()
-            .map(|m| TeardownFailure::new(TeardownStep::Audit, m)),
+    let detection = record_end(
+        rec,
+        plan.id.as_str(),
+        &outcome,
+        &collected,
+        &mut failures,
+        started,
     );
     if let Some(log) = &job.egress_log {
         if let Err(e) = append_records(log, &collected.egress) {
@@ -102,6 +56,72 @@ pub(crate) fn finish(
     }
 }
 
+/// The job's end on the record: its leftovers, the detectors' results and alerts, and
+/// `job.ended` (synced). What cannot be written is added to `failures`.
+fn record_end(
+    rec: JobRecord,
+    job: &str,
+    outcome: &JobOutcome,
+    collected: &Collected,
+    failures: &mut Vec<TeardownFailure>,
+    started: Instant,
+) -> airlock_audit::Detection {
+    let audit = rec.audit;
+    let mut audit_errors = Vec::new();
+    if let Err(e) = record_leftovers(&audit, job, collected) {
+        audit_errors.push(e);
+    }
+    // The job's pending aggregates and flood summary are written, then the detectors, which
+    // have seen every record of the job as it was written (with its sequence number, so each
+    // alert names its evidence), finish; their alerts go on the record before the job's end.
+    let detection = match audit.finish(job) {
+        Ok(j) => j.detection,
+        Err(e) => {
+            audit_errors.push(e);
+            airlock_audit::Detection::default()
+        }
+    };
+    failures.extend(
+        detection
+            .errors
+            .iter()
+            .map(|e| TeardownFailure::new(TeardownStep::Detector, airlock_text::ErrorChain(e))),
+    );
+    for a in &detection.alerts {
+        let mut data = serde_json::to_value(a).unwrap_or_default();
+        data["id"] = a.id().into();
+        if let Err(e) = audit.send(Event::new(Kind::Alert, Some(job), data)) {
+            audit_errors.push(e);
+            break;
+        }
+    }
+    let ended = Event::of(
+        Some(job),
+        &JobEnded {
+            outcome: outcome.clone(),
+            duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            teardown_errors: failures.clone(),
+            alerts: detection.alerts.len(),
+        },
+    );
+    if let Err(e) = audit.send(ended).and_then(|()| audit.sync()) {
+        audit_errors.push(e);
+    }
+    drop(audit);
+    // One broken log fails every later write the same way: report it once.
+    let mut messages: Vec<String> = audit_errors
+        .iter()
+        .map(|e| airlock_text::ErrorChain(e).to_string())
+        .collect();
+    messages.dedup();
+    failures.extend(
+        messages
+            .into_iter()
+            .map(|m| TeardownFailure::new(TeardownStep::Audit, m)),
+    );
+    detection
+}
+
 /// The job's network records and file changes, sent one by one (the queue is bounded),
 /// never gathered into one more copy.
 fn record_leftovers(
@@ -112,7 +132,7 @@ fn record_leftovers(
     let job = Some(job);
     for r in &collected.egress {
         let mut e = Event::new(
-            airlock_audit::Kind::net(&r.kind),
+            Kind::net(&r.kind),
             job,
             serde_json::to_value(r).unwrap_or_default(),
         );

@@ -59,73 +59,92 @@ pub fn spawn(
     phase: &dyn Fn(&str),
 ) -> Result<Launched, SandboxError> {
     let job_dir = paths.job_dir(&plan.id);
-    let job_dir = job_dir.as_path();
     // libcontainer fails late and vaguely without a cgroup hierarchy (e.g. under
     // `ip netns exec`, which mounts a fresh /sys); say so before anything exists.
     let h = cgroup::Hierarchies::detect();
     if h.v1.is_empty() && h.v2.is_none() {
         return Err(SandboxError::CgroupsNotMounted);
     }
-    let resolver = net.as_ref().map(|n| n.resolver);
-    let ns_file = net.map(|n| n.ns_file);
     let layout = HostLayout::detect(Path::new("/"));
-    rootfs::prepare(job_dir, plan, &layout, &paths.base_cache(), resolver)?;
+    rootfs::prepare(
+        &job_dir,
+        plan,
+        &layout,
+        &paths.base_cache(),
+        net.as_ref().map(|n| n.resolver),
+    )?;
     phase("rootfs ready");
-    let nofile_max = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
-        .map(|(_, hard)| hard)
-        .unwrap_or(1024);
     // Process and denied-call events (crate::watch). Without them (a policy choice; runsc
     // cannot deliver them) the deny list is answered in the kernel, unrecorded.
     let watcher = match (plan.process_events, events) {
         (false, _) => None,
-        (true, Some(s)) => Some(crate::watch::Watcher::start(job_dir, plan.id.as_str(), s)?),
+        (true, Some(s)) => Some(crate::watch::Watcher::start(&job_dir, plan.id.as_str(), s)?),
         (true, None) => {
             return Err(SandboxError::Audit(airlock_audit::AuditError::Writer(
                 "queue closed".into(),
             )))
         }
     };
-    let mut spec = spec::build(
+    let socket = watcher.as_ref().map(|w| w.socket.as_path());
+    write_bundle(
         plan,
+        &job_dir,
         &layout,
-        nofile_max,
-        ns_file.as_deref(),
-        watcher.as_ref().map(|w| w.socket.as_path()),
+        net.map(|n| n.ns_file).as_deref(),
+        socket,
     )?;
-    // The entry process's memory, closed to the rest of the job (crate::protect).
-    let protected = crate::protect::prepare(
-        job_dir,
-        plan,
-        &rootfs::RootfsDirs::new(job_dir).rootfs,
-        &layout,
-    )?;
-    spec::add_protected(&mut spec, &protected);
-    let config = job_dir.join("config.json");
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        let f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&config)
-            .map_err(SandboxError::io("creating", &config))?;
-        let data = serde_json::to_vec(&spec).map_err(SandboxError::Spec)?;
-        let mut f = f;
-        f.write_all(&data)
-            .map_err(SandboxError::io("writing", &config))?;
-    }
-
     phase("bundle written");
     state.advance(Status::Creating, paths)?;
+    let child = start_helper(plan, paths, helper_exe)?;
+    state.helper = ProcRef::of(child.id() as i32);
+    state.save(paths)?;
+    Ok(Launched { watcher, child })
+}
+
+/// The OCI bundle's `config.json` (owner-only: it holds the job's secrets until the helper
+/// scrubs them), with the entry program's memory closed to the rest of the job.
+fn write_bundle(
+    plan: &JobPlan,
+    job_dir: &Path,
+    layout: &HostLayout,
+    ns_file: Option<&Path>,
+    exec_socket: Option<&Path>,
+) -> Result<(), SandboxError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let nofile_max = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map(|(_, hard)| hard)
+        .unwrap_or(1024);
+    let mut spec = spec::build(plan, layout, nofile_max, ns_file, exec_socket)?;
+    // The entry process's memory, closed to the rest of the job (crate::protect).
+    let rootfs = rootfs::RootfsDirs::new(job_dir).rootfs;
+    let protected = crate::protect::prepare(job_dir, plan, &rootfs, layout)?;
+    spec::add_protected(&mut spec, &protected);
+    let config = job_dir.join("config.json");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&config)
+        .map_err(SandboxError::io("creating", &config))?;
+    let data = serde_json::to_vec(&spec).map_err(SandboxError::Spec)?;
+    f.write_all(&data)
+        .map_err(SandboxError::io("writing", &config))
+}
+
+/// Spawns the helper with an empty environment, its stdin carrying the go-ahead.
+fn start_helper(
+    plan: &JobPlan,
+    paths: &Paths,
+    helper_exe: &Path,
+) -> Result<std::process::Child, SandboxError> {
     let args = HelperArgs {
-        job_dir: job_dir.to_owned(),
+        job_dir: paths.job_dir(&plan.id),
         id: plan.id.to_string(),
         executor: plan.executor,
         executor_root: paths.executor_root(plan.executor),
         scrub: plan.secrets.iter().map(|(k, _)| k.clone()).collect(),
     };
     let mut cmd = args.command(helper_exe);
-    // stdin carries the go-ahead (helper::GO) once the network is attached.
     cmd.stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -137,12 +156,8 @@ pub fn spawn(
         // Its own process group: a terminal's Ctrl-C reaches airlock, which then stops the
         // job in order, instead of killing the helper halfway through.
         .process_group(0);
-    let child = cmd
-        .spawn()
-        .map_err(SandboxError::io("starting helper", helper_exe))?;
-    state.helper = ProcRef::of(child.id() as i32);
-    state.save(paths)?;
-    Ok(Launched { watcher, child })
+    cmd.spawn()
+        .map_err(SandboxError::io("starting helper", helper_exe))
 }
 
 /// The pid in a pid file the helper wrote (`None`: not there yet, or not a pid).

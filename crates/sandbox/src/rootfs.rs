@@ -14,6 +14,8 @@
 //! mounts) makes every write of the job land in one upper dir under one size limit.
 
 use airlock_audit::{TeardownFailure, TeardownStep};
+use std::ffi::OsStr;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -98,44 +100,21 @@ pub fn prepare(
         "mounting the job's tmpfs on {}",
         d.mnt.display()
     )))?;
-
-    let job_layer = d.mnt.join("job");
     let mut lowers = vec![];
     if let Some(ws) = &plan.workspace {
-        let ws_layer = d.mnt.join("ws");
-        let target = ws_layer.join(WORKSPACE.trim_start_matches('/'));
-        mkdir(&target, 0o755)?;
-        chown(&target, plan.user.uid, plan.user.gid)?;
-        // This layer lies above the base: its copy of the home directory hides the base's, so
-        // it must be the job user's too, or $HOME becomes read-only for the job.
-        chown(
-            &ws_layer.join(HOME.trim_start_matches('/')),
-            plan.user.uid,
-            plan.user.gid,
-        )?;
-        copy_workspace(
-            ws,
-            &target,
-            plan.user.uid,
-            plan.user.gid,
-            plan.limits.disk.0,
-        )?;
-        lowers.push(ws_layer);
+        lowers.push(workspace_layer(&d, ws, plan)?);
     }
-    match &plan.rootfs {
-        RootfsPlan::Host => {
-            let base = cached_host_base(base_cache, plan, host)?;
-            write_job_etc(&job_layer, plan, resolver)?;
-            lowers.push(job_layer);
-            lowers.push(base);
-        }
+    let job_layer = d.mnt.join("job");
+    let base = match &plan.rootfs {
+        RootfsPlan::Host => cached_host_base(base_cache, plan, host)?,
         RootfsPlan::Image { dir, .. } => {
             build_base(&job_layer, plan, host)?;
-            write_job_etc(&job_layer, plan, resolver)?;
-            lowers.push(job_layer);
-            lowers.push(dir.clone());
+            dir.clone()
         }
-    }
+    };
+    write_job_etc(&job_layer, plan, resolver)?;
+    lowers.push(job_layer);
+    lowers.push(base);
     // Kept for the teardown scan, which tells a created file from a changed one.
     let lp = job_dir.join(LOWERS_FILE);
     std::fs::write(
@@ -143,6 +122,35 @@ pub fn prepare(
         serde_json::to_vec(&lowers).map_err(|e| SandboxError::io("encoding", &lp)(e.into()))?,
     )
     .map_err(SandboxError::io("writing", &lp))?;
+    mount_overlay(&d, &lowers)?;
+    Ok(d)
+}
+
+/// The workspace's layer: the copy at `WORKSPACE`, owned by the job user.
+fn workspace_layer(d: &RootfsDirs, ws: &Path, plan: &JobPlan) -> Result<PathBuf, SandboxError> {
+    let ws_layer = d.mnt.join("ws");
+    let target = ws_layer.join(WORKSPACE.trim_start_matches('/'));
+    mkdir(&target, 0o755)?;
+    chown(&target, plan.user.uid, plan.user.gid)?;
+    // This layer lies above the base: its copy of the home directory hides the base's, so it
+    // must be the job user's too, or $HOME becomes read-only for the job.
+    chown(
+        &ws_layer.join(HOME.trim_start_matches('/')),
+        plan.user.uid,
+        plan.user.gid,
+    )?;
+    copy_workspace(
+        ws,
+        &target,
+        plan.user.uid,
+        plan.user.gid,
+        plan.limits.disk.0,
+    )?;
+    Ok(ws_layer)
+}
+
+/// The job's root: `lowers` read-only (first on top), the writable upper on the job's tmpfs.
+fn mount_overlay(d: &RootfsDirs, lowers: &[PathBuf]) -> Result<(), SandboxError> {
     let upper = d.upper();
     let work = d.mnt.join("work");
     mkdir(&upper, 0o755)?;
@@ -167,8 +175,7 @@ pub fn prepare(
     .map_err(SandboxError::sys(format!(
         "mounting the job's overlay on {}",
         d.rootfs.display()
-    )))?;
-    Ok(d)
+    )))
 }
 
 /// Fails closed when an image's unpacked rootfs is gone from the store (deleted by hand, a
@@ -578,19 +585,19 @@ impl WsCopy<'_> {
         Ok(())
     }
 
+    /// Copies one entry of the directory `parent` into `dst`, by descriptor only: opened
+    /// `O_PATH` beneath `parent`, judged by `fstat` of that descriptor, reopened for reading
+    /// only if it is still the same object.
     fn entry(
         &mut self,
-        parent: std::os::fd::RawFd,
-        dst: &std::os::fd::OwnedFd,
-        name: &std::ffi::OsStr,
+        parent: RawFd,
+        dst: &OwnedFd,
+        name: &OsStr,
         rel: &Path,
         depth: usize,
     ) -> Result<(), SandboxError> {
-        use nix::fcntl::{AtFlags, OFlag};
-        use nix::sys::stat::{fstat, Mode, SFlag};
-        use nix::unistd::{Gid, Uid};
-        use std::os::fd::AsRawFd;
-        let (uid, gid) = (Some(Uid::from_raw(self.uid)), Some(Gid::from_raw(self.gid)));
+        use nix::fcntl::OFlag;
+        use nix::sys::stat::{fstat, SFlag};
         // O_PATH opens nothing: no device is touched, no fifo blocks; a symlink is itself.
         let p = match open_beneath(parent, name, OFlag::O_PATH) {
             Ok(p) => p,
@@ -601,105 +608,145 @@ impl WsCopy<'_> {
             Err(e) => return Err(self.err(rel, "opening")(e)),
         };
         let st = fstat(p.as_raw_fd()).map_err(self.err(rel, "reading"))?;
-        let kind = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT;
-        let mode = Mode::from_bits_truncate(st.st_mode & 0o777);
-        // Reopens the entry for reading; `None` if it is no longer the object `st` describes.
-        let reopen = |flags: OFlag| -> Result<Option<std::os::fd::OwnedFd>, nix::Error> {
-            match open_beneath(parent, name, flags) {
-                Ok(fd) => {
-                    let now = fstat(fd.as_raw_fd())?;
-                    Ok((now.st_dev == st.st_dev && now.st_ino == st.st_ino).then_some(fd))
-                }
-                // Swapped since the O_PATH open: a symlink now (ELOOP), gone (ENOENT), a file
-                // where a directory was (ENOTDIR), or a path out of the tree (EXDEV).
-                Err(
-                    nix::errno::Errno::ELOOP
-                    | nix::errno::Errno::ENOENT
-                    | nix::errno::Errno::ENOTDIR
-                    | nix::errno::Errno::EXDEV,
-                ) => Ok(None),
-                Err(e) => Err(e),
-            }
+        let e = Entry {
+            parent,
+            name,
+            rel,
+            st,
         };
+        let kind = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT;
         if kind == SFlag::S_IFLNK {
-            // The link the O_PATH descriptor holds, whatever the name points at now.
-            let target = nix::fcntl::readlinkat(Some(p.as_raw_fd()), "")
-                .map_err(self.err(rel, "reading link"))?;
-            self.charge(target.len() as u64)?;
-            nix::unistd::symlinkat(target.as_os_str(), Some(dst.as_raw_fd()), name)
-                .map_err(self.err(rel, "symlinking"))?;
-            nix::unistd::fchownat(
-                Some(dst.as_raw_fd()),
-                name,
-                uid,
-                gid,
-                AtFlags::AT_SYMLINK_NOFOLLOW,
-            )
-            .map_err(self.err(rel, "chown"))?;
+            self.copy_link(&p, dst, &e)
         } else if kind == SFlag::S_IFDIR {
-            if depth + 1 > self.max_depth {
-                return Err(SandboxError::Workspace {
-                    path: self.root.to_owned(),
-                    reason: format!(
-                        "{} is nested deeper than {} directories",
-                        rel.display(),
-                        self.max_depth
-                    ),
-                });
-            }
-            let Some(d) =
-                reopen(OFlag::O_RDONLY | OFlag::O_DIRECTORY).map_err(self.err(rel, "opening"))?
-            else {
-                self.skip(rel, "changed during the copy");
-                return Ok(());
-            };
-            self.charge(DIR_COST)?;
-            nix::sys::stat::mkdirat(Some(dst.as_raw_fd()), name, Mode::S_IRWXU)
-                .map_err(self.err(rel, "creating directory for"))?;
-            let nd = open_fd(
-                Some(dst.as_raw_fd()),
-                Path::new(name),
-                OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-            )
-            .map_err(self.err(rel, "opening the copy of"))?;
-            self.dir(d, &nd, rel, depth + 1)?;
-            nix::unistd::fchown(nd.as_raw_fd(), uid, gid).map_err(self.err(rel, "chown"))?;
-            nix::sys::stat::fchmod(nd.as_raw_fd(), mode).map_err(self.err(rel, "chmod"))?;
+            self.copy_dir(dst, &e, depth)
         } else if kind == SFlag::S_IFREG {
-            let Some(f) = reopen(OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_NOCTTY)
-                .map_err(self.err(rel, "opening"))?
-            else {
-                self.skip(rel, "changed during the copy");
-                return Ok(());
-            };
-            let out = open_fd(
-                Some(dst.as_raw_fd()),
-                Path::new(name),
-                OFlag::O_WRONLY
-                    | OFlag::O_CREAT
-                    | OFlag::O_EXCL
-                    | OFlag::O_NOFOLLOW
-                    | OFlag::O_CLOEXEC,
-            )
-            .map_err(self.err(rel, "creating the copy of"))?;
-            let (src, mut out) = (std::fs::File::from(f), std::fs::File::from(out));
-            // One byte more than the room left: a file that grows past it is caught.
-            let room = self.limit.saturating_sub(self.used);
-            let n = match std::io::copy(&mut std::io::Read::take(&src, room + 1), &mut out) {
-                Ok(n) => n,
-                Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => u64::MAX,
-                Err(e) => return Err(SandboxError::io("copying", self.path(rel))(e)),
-            };
-            self.charge(n)?;
-            // No setuid/setgid bits: the copy belongs to the job user.
-            nix::unistd::fchown(out.as_raw_fd(), uid, gid).map_err(self.err(rel, "chown"))?;
-            nix::sys::stat::fchmod(out.as_raw_fd(), mode).map_err(self.err(rel, "chmod"))?;
+            self.copy_file(dst, &e)
         } else {
             // Device nodes, sockets and fifos: a workspace must not smuggle a device into the
             // sandbox, and opening a fifo would block the copy.
             self.skip(rel, "not a regular file, directory or symlink");
+            Ok(())
         }
-        Ok(())
+    }
+
+    fn owner(&self) -> (Option<nix::unistd::Uid>, Option<nix::unistd::Gid>) {
+        (
+            Some(nix::unistd::Uid::from_raw(self.uid)),
+            Some(nix::unistd::Gid::from_raw(self.gid)),
+        )
+    }
+
+    /// The link the O_PATH descriptor `p` holds, whatever the name points at now.
+    fn copy_link(&mut self, p: &OwnedFd, dst: &OwnedFd, e: &Entry) -> Result<(), SandboxError> {
+        let (uid, gid) = self.owner();
+        let target = nix::fcntl::readlinkat(Some(p.as_raw_fd()), "")
+            .map_err(self.err(e.rel, "reading link"))?;
+        self.charge(target.len() as u64)?;
+        nix::unistd::symlinkat(target.as_os_str(), Some(dst.as_raw_fd()), e.name)
+            .map_err(self.err(e.rel, "symlinking"))?;
+        nix::unistd::fchownat(
+            Some(dst.as_raw_fd()),
+            e.name,
+            uid,
+            gid,
+            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .map_err(self.err(e.rel, "chown"))
+    }
+
+    fn copy_dir(&mut self, dst: &OwnedFd, e: &Entry, depth: usize) -> Result<(), SandboxError> {
+        use nix::fcntl::OFlag;
+        use nix::sys::stat::Mode;
+        let (uid, gid) = self.owner();
+        if depth + 1 > self.max_depth {
+            return Err(SandboxError::Workspace {
+                path: self.root.to_owned(),
+                reason: format!(
+                    "{} is nested deeper than {} directories",
+                    e.rel.display(),
+                    self.max_depth
+                ),
+            });
+        }
+        let Some(d) = e
+            .reopen(OFlag::O_RDONLY | OFlag::O_DIRECTORY)
+            .map_err(self.err(e.rel, "opening"))?
+        else {
+            self.skip(e.rel, "changed during the copy");
+            return Ok(());
+        };
+        self.charge(DIR_COST)?;
+        nix::sys::stat::mkdirat(Some(dst.as_raw_fd()), e.name, Mode::S_IRWXU)
+            .map_err(self.err(e.rel, "creating directory for"))?;
+        let nd = open_fd(
+            Some(dst.as_raw_fd()),
+            Path::new(e.name),
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        )
+        .map_err(self.err(e.rel, "opening the copy of"))?;
+        self.dir(d, &nd, e.rel, depth + 1)?;
+        nix::unistd::fchown(nd.as_raw_fd(), uid, gid).map_err(self.err(e.rel, "chown"))?;
+        nix::sys::stat::fchmod(nd.as_raw_fd(), e.mode()).map_err(self.err(e.rel, "chmod"))
+    }
+
+    fn copy_file(&mut self, dst: &OwnedFd, e: &Entry) -> Result<(), SandboxError> {
+        use nix::fcntl::OFlag;
+        let (uid, gid) = self.owner();
+        let Some(f) = e
+            .reopen(OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_NOCTTY)
+            .map_err(self.err(e.rel, "opening"))?
+        else {
+            self.skip(e.rel, "changed during the copy");
+            return Ok(());
+        };
+        let out = open_fd(
+            Some(dst.as_raw_fd()),
+            Path::new(e.name),
+            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        )
+        .map_err(self.err(e.rel, "creating the copy of"))?;
+        let (src, mut out) = (std::fs::File::from(f), std::fs::File::from(out));
+        // One byte more than the room left: a file that grows past it is caught.
+        let room = self.limit.saturating_sub(self.used);
+        let n = match std::io::copy(&mut std::io::Read::take(&src, room + 1), &mut out) {
+            Ok(n) => n,
+            Err(err) if err.raw_os_error() == Some(libc::ENOSPC) => u64::MAX,
+            Err(err) => return Err(SandboxError::io("copying", self.path(e.rel))(err)),
+        };
+        self.charge(n)?;
+        // No setuid/setgid bits: the copy belongs to the job user.
+        nix::unistd::fchown(out.as_raw_fd(), uid, gid).map_err(self.err(e.rel, "chown"))?;
+        nix::sys::stat::fchmod(out.as_raw_fd(), e.mode()).map_err(self.err(e.rel, "chmod"))
+    }
+}
+
+/// One workspace entry being copied: where it is, and what `fstat` of its `O_PATH`
+/// descriptor said it was.
+struct Entry<'a> {
+    parent: RawFd,
+    name: &'a OsStr,
+    rel: &'a Path,
+    st: nix::sys::stat::FileStat,
+}
+
+impl Entry<'_> {
+    fn mode(&self) -> nix::sys::stat::Mode {
+        nix::sys::stat::Mode::from_bits_truncate(self.st.st_mode & 0o777)
+    }
+
+    /// Reopens the entry for reading; `None` if it is no longer the object `st` describes.
+    fn reopen(&self, flags: nix::fcntl::OFlag) -> Result<Option<OwnedFd>, nix::Error> {
+        use nix::errno::Errno;
+        match open_beneath(self.parent, self.name, flags) {
+            Ok(fd) => {
+                let now = nix::sys::stat::fstat(fd.as_raw_fd())?;
+                Ok((now.st_dev == self.st.st_dev && now.st_ino == self.st.st_ino).then_some(fd))
+            }
+            // Swapped since the O_PATH open: a symlink now (ELOOP), gone (ENOENT), a file where
+            // a directory was (ENOTDIR), or a path out of the tree (EXDEV).
+            Err(Errno::ELOOP | Errno::ENOENT | Errno::ENOTDIR | Errno::EXDEV) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 }
 
