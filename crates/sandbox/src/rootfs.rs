@@ -294,34 +294,7 @@ pub fn build_base(lower: &Path, plan: &JobPlan, host: &HostLayout) -> Result<(),
         &etc.join("nsswitch.conf"),
         "passwd: files\ngroup: files\nshadow: files\nhosts: files dns\nnetworks: files\nprotocols: files\nservices: files\n",
     )?;
-    let (passwd, group) = match &plan.rootfs {
-        RootfsPlan::Host => (
-            format!(
-                "root:x:0:0:root:/root:/usr/sbin/nologin\n{n}:x:{uid}:{gid}:airlock job user:{HOME}:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
-                n = u.name, uid = u.uid, gid = u.gid
-            ),
-            format!("root:x:0:\n{n}:x:{gid}:\nnogroup:x:65534:\n", n = u.name, gid = u.gid),
-        ),
-        RootfsPlan::Image { dir, .. } => {
-            // Keep the image's own users and add the job user if it is missing. Read inside the
-            // image: its `etc/passwd` may be a symlink meant for the job's `/`, not the host's.
-            let mut p = crate::image::read_in_image(dir, "etc/passwd").unwrap_or_default();
-            let mut g = crate::image::read_in_image(dir, "etc/group").unwrap_or_default();
-            if !p.lines().any(|l| l.split(':').nth(2) == Some(&u.uid.to_string())) {
-                if !p.is_empty() && !p.ends_with('\n') {
-                    p.push('\n');
-                }
-                p.push_str(&format!("{}:x:{}:{}::{HOME}:/bin/sh\n", u.name, u.uid, u.gid));
-            }
-            if !g.lines().any(|l| l.split(':').nth(2) == Some(&u.gid.to_string())) {
-                if !g.is_empty() && !g.ends_with('\n') {
-                    g.push('\n');
-                }
-                g.push_str(&format!("{}:x:{}:\n", u.name, u.gid));
-            }
-            (p, g)
-        }
-    };
+    let (passwd, group) = users(plan);
     write(&etc.join("passwd"), &passwd)?;
     write(&etc.join("group"), &group)?;
 
@@ -349,6 +322,40 @@ pub fn build_base(lower: &Path, plan: &JobPlan, host: &HostLayout) -> Result<(),
         copy_host_alternatives(&etc)?;
     }
     Ok(())
+}
+
+/// The job's `/etc/passwd` and `/etc/group`: root, the job user and nobody on a host rootfs;
+/// an image's own, with the job user added when missing.
+fn users(plan: &JobPlan) -> (String, String) {
+    let u = &plan.user;
+    match &plan.rootfs {
+        RootfsPlan::Host => (
+            format!(
+                "root:x:0:0:root:/root:/usr/sbin/nologin\n{n}:x:{uid}:{gid}:airlock job user:{HOME}:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
+                n = u.name, uid = u.uid, gid = u.gid
+            ),
+            format!("root:x:0:\n{n}:x:{gid}:\nnogroup:x:65534:\n", n = u.name, gid = u.gid),
+        ),
+        RootfsPlan::Image { dir, .. } => {
+            // Keep the image's own users and add the job user if it is missing. Read inside the
+            // image: its `etc/passwd` may be a symlink meant for the job's `/`, not the host's.
+            let mut p = crate::image::read_in_image(dir, "etc/passwd").unwrap_or_default();
+            let mut g = crate::image::read_in_image(dir, "etc/group").unwrap_or_default();
+            if !p.lines().any(|l| l.split(':').nth(2) == Some(&u.uid.to_string())) {
+                if !p.is_empty() && !p.ends_with('\n') {
+                    p.push('\n');
+                }
+                p.push_str(&format!("{}:x:{}:{}::{HOME}:/bin/sh\n", u.name, u.uid, u.gid));
+            }
+            if !g.lines().any(|l| l.split(':').nth(2) == Some(&u.gid.to_string())) {
+                if !g.is_empty() && !g.ends_with('\n') {
+                    g.push('\n');
+                }
+                g.push_str(&format!("{}:x:{}:\n", u.name, u.gid));
+            }
+            (p, g)
+        }
+    }
 }
 
 fn copy_host_etc(etc: &Path, name: &str) -> Result<(), SandboxError> {

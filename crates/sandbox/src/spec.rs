@@ -68,24 +68,9 @@ fn ro_bind(source: &str, dest: &str) -> Value {
     })
 }
 
-/// Builds the OCI runtime spec of a job. `rlimit_nofile_max` is the hard RLIMIT_NOFILE airlock
-/// itself runs with: hard limits cannot be raised here (no CAP_SYS_RESOURCE), so the job's
-/// limit is the policy's value or that ceiling, whichever is lower.
-pub fn build(
-    plan: &JobPlan,
-    host: &HostLayout,
-    rlimit_nofile_max: u64,
-    netns: Option<&Path>,
-    seccomp_listener: Option<&Path>,
-) -> Result<Spec, SandboxError> {
-    let mut env: Vec<String> = plan.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    env.extend(
-        plan.secrets
-            .iter()
-            .map(|(k, v)| format!("{k}={}", v.expose())),
-    );
-    let nofile = plan.limits.nofile.min(rlimit_nofile_max);
-
+/// The job's mounts: kernel filesystems (its `/proc` read-only), and for a host-rootfs job
+/// the host's `/usr` and its symlinked top directories, read-only.
+fn mounts(plan: &JobPlan, host: &HostLayout) -> Vec<serde_json::Value> {
     let mut mounts = vec![
         // Read-only: a job must not write its own (or its pid 1's) /proc files. Above all
         // `oom_score_adj`, which it could otherwise lower from 1000 ("the job dies first")
@@ -113,6 +98,28 @@ pub fn build(
         }
         mounts.push(ro_bind("/etc/ssl/certs", "/etc/ssl/certs"));
     }
+    mounts
+}
+
+/// Builds the OCI runtime spec of a job. `rlimit_nofile_max` is the hard RLIMIT_NOFILE airlock
+/// itself runs with: hard limits cannot be raised here (no CAP_SYS_RESOURCE), so the job's
+/// limit is the policy's value or that ceiling, whichever is lower.
+pub fn build(
+    plan: &JobPlan,
+    host: &HostLayout,
+    rlimit_nofile_max: u64,
+    netns: Option<&Path>,
+    seccomp_listener: Option<&Path>,
+) -> Result<Spec, SandboxError> {
+    let mut env: Vec<String> = plan.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    env.extend(
+        plan.secrets
+            .iter()
+            .map(|(k, v)| format!("{k}={}", v.expose())),
+    );
+    let nofile = plan.limits.nofile.min(rlimit_nofile_max);
+
+    let mounts = mounts(plan, host);
 
     let cpus = plan.limits.cpus;
     let quota = ((cpus * CPU_PERIOD_US as f64).round() as i64).max(1000);
