@@ -165,7 +165,7 @@ pub fn run_host(args: &HostArgs, out: &mut dyn std::io::Write) -> Result<i32, Ho
     })?;
     let mut report = scan_host(&host, SystemTime::now());
     if let Some(org) = &args.org {
-        let token = org::Token::from_env().ok_or(HostScanError::NoToken)?;
+        let token = org::token_from_env().ok_or(HostScanError::NoToken)?;
         report.merge_org(&scan_org(org, &args.api_url, token)?);
     }
     render::render(&report, args.output.format(), args.output.color(), out)
@@ -175,7 +175,7 @@ pub fn run_host(args: &HostArgs, out: &mut dyn std::io::Write) -> Result<i32, Ho
 
 /// Runs `airlock scan org`: writes the report to `out`, returns the exit code (0 or 1).
 pub fn run_org(args: &OrgArgs, out: &mut dyn std::io::Write) -> Result<i32, HostScanError> {
-    let token = org::Token::from_env().ok_or(HostScanError::NoToken)?;
+    let token = org::token_from_env().ok_or(HostScanError::NoToken)?;
     let report = scan_org(&args.org, &args.api_url, token)?;
     render::render(&report, args.output.format(), args.output.color(), out)
         .map_err(HostScanError::Write)?;

@@ -22,36 +22,13 @@ use crate::checks;
 use crate::error::HostScanError;
 use crate::report::{Evidence, ItemResult, Outcome, Report, ReportKind};
 
-/// A GitHub token. `Debug` and `Display` print `***`.
-#[derive(Clone)]
-pub struct Token(String);
+/// A GitHub token: airlock's one secret type. Read from `GITHUB_TOKEN`, then
+/// `AIRLOCK_GITHUB_TOKEN` ([`token_from_env`]).
+pub use airlock_secret::Secret as Token;
 
-impl Token {
-    /// Wraps a token.
-    pub fn new(s: impl Into<String>) -> Self {
-        Self(s.into())
-    }
-
-    /// Reads `GITHUB_TOKEN`, then `AIRLOCK_GITHUB_TOKEN`.
-    pub fn from_env() -> Option<Self> {
-        ["GITHUB_TOKEN", "AIRLOCK_GITHUB_TOKEN"]
-            .iter()
-            .filter_map(|k| std::env::var(k).ok())
-            .find(|v| !v.trim().is_empty())
-            .map(|v| Self(v.trim().to_owned()))
-    }
-}
-
-impl std::fmt::Debug for Token {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("***")
-    }
-}
-
-impl std::fmt::Display for Token {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("***")
-    }
+/// Reads `GITHUB_TOKEN`, then `AIRLOCK_GITHUB_TOKEN`.
+pub fn token_from_env() -> Option<Token> {
+    Token::from_env(&["GITHUB_TOKEN", "AIRLOCK_GITHUB_TOKEN"])
 }
 
 /// A runner group, as GitHub documents it (fields the checks use).
@@ -170,7 +147,7 @@ impl Client {
         let mut resp = self
             .agent
             .get(url)
-            .header("Authorization", &format!("Bearer {}", self.token.0))
+            .header("Authorization", &format!("Bearer {}", self.token.expose()))
             .header("Accept", "application/vnd.github+json")
             .header("X-GitHub-Api-Version", "2022-11-28")
             .call()

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use airlock_policy::{LoadedPolicy, RootfsSource, SecretValue};
+use airlock_policy::{LoadedPolicy, RootfsSource, Secret};
 use airlock_sandbox::image::ImageStore;
 use airlock_sandbox::{JobPlan, Paths};
 
@@ -154,7 +154,7 @@ fn webhook_key(
     policy: &LoadedPolicy,
     secrets_file: Option<&std::path::Path>,
     env: &dyn Fn(&str) -> Option<String>,
-) -> Result<Option<SecretValue>, JobError> {
+) -> Result<Option<Secret>, JobError> {
     let Some(w) = &policy.policy.alerts.webhook else {
         return Ok(None);
     };

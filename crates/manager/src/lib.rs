@@ -25,7 +25,7 @@ pub mod server;
 pub mod state;
 pub mod webhook;
 
-pub use airlock_policy::SecretValue as Secret;
+pub use airlock_secret::Secret;
 pub use config::{ConfigError, ServeConfig};
 pub use github::{ApiError, GitHub, JitConfig, JitRequest, RunnerInfo};
 pub use launcher::{LaunchError, LaunchSpec, Launcher, ProcessLauncher, RunExit};

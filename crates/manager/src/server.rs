@@ -179,7 +179,7 @@ pub async fn serve_with(
         .webhook
         .as_ref()
         .and_then(|w| std::env::var(&w.secret).ok())
-        .map(airlock_policy::SecretValue::new);
+        .map(airlock_policy::Secret::new);
     let sinks = match airlock_audit::Sinks::from_policy(
         &policy.alerts,
         sink_key,

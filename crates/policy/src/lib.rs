@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 pub mod endpoints;
 pub use egress::{AllowRule, DomainPattern, EgressRules, Proto, PRESETS};
-pub use secrets::{resolve_secrets, SecretValue, SecretsError, MIN_SECRET_LEN};
+pub use secrets::{resolve_secrets, Secret, SecretsError, MIN_SECRET_LEN};
 pub use types::*;
 
 use serde::Deserialize;

@@ -2,35 +2,9 @@
 //! held in a type that never prints its value.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::path::{Path, PathBuf};
 
-/// A secret's value. `Debug` and `Display` print `***`; the only way to the bytes is
-/// [`SecretValue::expose`], which the executor calls when it builds the job's environment.
-#[derive(Clone, PartialEq, Eq)]
-pub struct SecretValue(String);
-
-impl SecretValue {
-    /// Wraps a value.
-    pub fn new(v: impl Into<String>) -> Self {
-        Self(v.into())
-    }
-    /// The value itself; only for injecting into the job's environment.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for SecretValue {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
-impl fmt::Display for SecretValue {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
+pub use airlock_secret::Secret;
 
 /// Shorter values are refused: the audit log replaces secret values by their names
 /// (docs/audit.md), and a value this short cannot be told apart from ordinary text.
@@ -76,7 +50,7 @@ pub fn resolve_secrets(
     names: &[String],
     secrets_file: Option<&Path>,
     env: &dyn Fn(&str) -> Option<String>,
-) -> Result<Vec<(String, SecretValue)>, SecretsError> {
+) -> Result<Vec<(String, Secret)>, SecretsError> {
     let from_file: BTreeMap<String, String> = match secrets_file {
         None => BTreeMap::new(),
         Some(path) => {
@@ -107,7 +81,7 @@ pub fn resolve_secrets(
                     if v.len() < MIN_SECRET_LEN {
                         Err(SecretsError::TooShort { name: n.clone() })
                     } else {
-                        Ok((n.clone(), SecretValue::new(v)))
+                        Ok((n.clone(), Secret::new(v)))
                     }
                 })
         })

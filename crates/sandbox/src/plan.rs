@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use airlock_policy::{
-    EgressRules, ExecutorKind, Group, JobUser, Limits, RootfsSource, SecretValue, Trust,
+    EgressRules, ExecutorKind, Group, JobUser, Limits, RootfsSource, Secret, Trust,
 };
 
 use crate::error::SandboxError;
@@ -103,7 +103,7 @@ pub struct JobPlan {
     /// Environment variables (names and values) other than secrets.
     pub env: Vec<(String, String)>,
     /// Secrets: injected as environment variables, never written anywhere.
-    pub secrets: Vec<(String, SecretValue)>,
+    pub secrets: Vec<(String, Secret)>,
     /// The command.
     pub argv: Vec<String>,
     /// Host directory copied into the workspace, if any.
@@ -127,7 +127,7 @@ impl JobPlan {
         argv: Vec<String>,
         workspace: Option<PathBuf>,
         host_env: &dyn Fn(&str) -> Option<String>,
-        secrets: Vec<(String, SecretValue)>,
+        secrets: Vec<(String, Secret)>,
         image_dir: Option<(String, PathBuf)>,
     ) -> Result<Self, SandboxError> {
         if argv.is_empty() {

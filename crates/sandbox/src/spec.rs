@@ -225,7 +225,7 @@ fn masked_paths() -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use airlock_policy::{Group, SecretValue};
+    use airlock_policy::{Group, Secret};
 
     fn plan() -> JobPlan {
         JobPlan::new(
@@ -234,7 +234,7 @@ mod tests {
             vec!["id".into()],
             None,
             &|_| None,
-            vec![("TOKEN".into(), SecretValue::new("s3cret"))],
+            vec![("TOKEN".into(), Secret::new("s3cret"))],
             None,
         )
         .expect("plan")

@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use airlock_policy::SecretValue;
+use airlock_policy::Secret;
 use hmac::{Hmac, Mac};
 use serde::Serialize;
 use sha2::Sha256;
@@ -67,7 +67,7 @@ impl Sinks {
     /// `outbox` is the webhook's outbox directory, e.g. `DATA_DIR/alerts/outbox`.
     pub fn from_policy(
         alerts: &airlock_policy::Alerts,
-        key: Option<SecretValue>,
+        key: Option<Secret>,
         outbox: &Path,
     ) -> Result<Self, SinkError> {
         let webhook = match &alerts.webhook {
@@ -290,7 +290,7 @@ pub struct WebhookConfig {
     /// Where to POST.
     pub url: String,
     /// The HMAC key.
-    pub key: SecretValue,
+    pub key: Secret,
     /// Timeout of one attempt.
     pub timeout: Duration,
     /// Attempts after the first, per alert and per sink lifetime.
@@ -307,7 +307,7 @@ pub struct WebhookConfig {
 
 impl WebhookConfig {
     /// From the policy's `[alerts.webhook]`, the resolved key and an outbox directory.
-    pub fn from_policy(w: &airlock_policy::Webhook, key: SecretValue, outbox: PathBuf) -> Self {
+    pub fn from_policy(w: &airlock_policy::Webhook, key: Secret, outbox: PathBuf) -> Self {
         Self {
             url: w.url.clone(),
             key,

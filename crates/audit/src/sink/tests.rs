@@ -101,7 +101,7 @@ fn black_hole() -> String {
 fn config(url: String, outbox: &Path) -> WebhookConfig {
     WebhookConfig {
         url,
-        key: SecretValue::new("k3y"),
+        key: Secret::new("k3y"),
         timeout: Duration::from_secs(5),
         retries: 5,
         backoff: Duration::from_millis(20),
@@ -265,8 +265,7 @@ fn sinks_from_policy_write_the_file_and_post_the_webhook() {
         Sinks::from_policy(&alerts, None, &outbox),
         Err(SinkError::MissingKey { name }) if name == "HOOK_KEY"
     ));
-    let sinks =
-        Sinks::from_policy(&alerts, Some(SecretValue::new("s3cret")), &outbox).expect("sinks");
+    let sinks = Sinks::from_policy(&alerts, Some(Secret::new("s3cret")), &outbox).expect("sinks");
     assert!(sinks.deliver(&[alert(1), alert(5)]).is_empty());
     let r = sinks
         .flush(Instant::now() + Duration::from_secs(10))
@@ -298,7 +297,7 @@ fn checkpoints_of_the_log_reach_the_file_and_the_signed_webhook_and_flush_still_
     };
     let sinks = Sinks::from_policy(
         &alerts,
-        Some(SecretValue::new("s3cret")),
+        Some(Secret::new("s3cret")),
         &dir.path().join("outbox"),
     )
     .expect("sinks");
