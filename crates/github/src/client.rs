@@ -12,7 +12,11 @@ use crate::auth::Credentials;
 use crate::error::{AuthError, Error};
 use crate::models::{
     InstallationToken, JitConfig, JitConfigRequest, Runner, RunnerGroup, RunnerScope, TokenRequest,
+    WorkflowPermissions,
 };
+
+/// Pages followed at most per listing (100 items each): more is a loop in the `Link` headers.
+const MAX_PAGES: usize = 100;
 use crate::retry::RetryPolicy;
 use crate::Secret;
 
@@ -257,11 +261,19 @@ impl GitHubClient {
         self.paginate(url, "runner_groups").await
     }
 
+    /// An organisation's default `GITHUB_TOKEN` permissions.
+    pub async fn workflow_permissions(&self, org: &str) -> Result<WorkflowPermissions, Error> {
+        let url = self.url(&["orgs", org, "actions", "permissions", "workflow"]);
+        let reply = self.call(Method::GET, url, None).await?;
+        decode(&reply, "GET /orgs/{org}/actions/permissions/workflow")
+    }
+
     async fn paginate<T: DeserializeOwned>(&self, first: Url, key: &str) -> Result<Vec<T>, Error> {
+        let first_path = first.path().to_owned();
         let mut url = first;
         url.query_pairs_mut().append_pair("per_page", "100");
         let mut out = Vec::new();
-        loop {
+        for _ in 0..MAX_PAGES {
             let request = format!("GET {}", url.path());
             let reply = self.call(Method::GET, url.clone(), None).await?;
             let mut page: serde_json::Value = decode(&reply, &request)?;
@@ -289,6 +301,10 @@ impl GitHubClient {
                 None => return Err(Error::ForeignLink { request, url: next }),
             }
         }
+        Err(Error::TooManyPages {
+            request: format!("GET {}", first_path),
+            max: MAX_PAGES,
+        })
     }
 
     fn same_api(&self, url: &Url) -> bool {

@@ -99,6 +99,14 @@ pub enum Error {
         #[source]
         last: Box<Error>,
     },
+    /// More pages than any listing has (a loop in the `Link` headers).
+    #[error("{request}: more than {max} pages; stopping")]
+    TooManyPages {
+        /// `METHOD path` of the first page.
+        request: String,
+        /// The page limit.
+        max: usize,
+    },
     /// A `Link: rel="next"` pointing outside the configured base URL (the token is not sent).
     #[error("{request}: pagination link {url} leaves the API base URL")]
     ForeignLink {

@@ -141,6 +141,17 @@ pub struct RunnerGroup {
     pub selected_workflows: Vec<String>,
 }
 
+/// An organisation's default `GITHUB_TOKEN` permissions
+/// (`GET /orgs/{org}/actions/permissions/workflow`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkflowPermissions {
+    /// `read` or `write`.
+    pub default_workflow_permissions: String,
+    /// Whether Actions may approve pull requests.
+    #[serde(default)]
+    pub can_approve_pull_request_reviews: bool,
+}
+
 /// Body of `POST /app/installations/{id}/access_tokens` narrowing the token.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct TokenRequest {

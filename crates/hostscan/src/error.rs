@@ -27,15 +27,17 @@ pub enum HostScanError {
     /// `--api-url` is not an http(s) URL.
     #[error("invalid --api-url {0:?}: expected http:// or https://")]
     ApiUrl(String),
-    /// The request did not get an HTTP answer (DNS, connect, TLS, timeout).
-    #[error("GET {url}")]
-    Http {
-        /// The URL requested.
-        url: String,
+    /// The request did not get an HTTP answer (DNS, connect, TLS, timeout), or another
+    /// failure of the GitHub client.
+    #[error("GitHub API")]
+    GitHub {
         /// What went wrong.
         #[source]
-        source: Box<ureq::Error>,
+        source: Box<airlock_github::error::Error>,
     },
+    /// The scan's runtime for the GitHub client could not start.
+    #[error("starting the runtime of the GitHub client")]
+    Runtime(#[source] std::io::Error),
     /// GitHub answered with a status other than 200.
     #[error("GET {url}: HTTP {status}: {message}")]
     Status {
@@ -74,4 +76,41 @@ pub enum HostScanError {
     /// Writing the report failed.
     #[error("writing the report")]
     Write(#[source] std::io::Error),
+}
+
+impl From<airlock_github::error::Error> for HostScanError {
+    /// GitHub's answers keep their status and message (the checks and people read them);
+    /// everything else keeps the client's error as its source.
+    fn from(e: airlock_github::error::Error) -> Self {
+        use airlock_github::error::Error as E;
+        let status = |request: String, status: u16, message: String| HostScanError::Status {
+            url: request,
+            status,
+            message,
+        };
+        match e {
+            E::Unauthorized { request, message } => status(request, 401, message),
+            E::Forbidden { request, message } => status(request, 403, message),
+            E::NotFound { request, message } => status(request, 404, message),
+            E::Unprocessable { request, message } => status(request, 422, message),
+            E::Server {
+                request,
+                status: s,
+                message,
+            }
+            | E::Status {
+                request,
+                status: s,
+                message,
+            } => status(request, s, message),
+            E::ForeignLink { request, url } => HostScanError::ForeignLink {
+                url: request,
+                next: url,
+            },
+            E::TooManyPages { request, max } => HostScanError::TooManyPages { url: request, max },
+            other => HostScanError::GitHub {
+                source: Box::new(other),
+            },
+        }
+    }
 }

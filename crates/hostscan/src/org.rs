@@ -11,12 +11,9 @@
 //! - `/orgs/{org}/actions/permissions/workflow` → `{default_workflow_permissions,
 //!   can_approve_pull_request_reviews}`
 //!
-//! The token is sent only to the API base URL: a `Link` pointing elsewhere is refused, and
-//! redirects never carry it (ureq's default).
-
-use std::time::Duration;
-
-use serde::Deserialize;
+//! Read through airlock's one GitHub client (`airlock_github::GitHubClient`, with the token as
+//! a PAT credential): the token is sent only to the API base URL, a `Link` pointing elsewhere
+//! is refused, a listing stops after 100 pages.
 
 use crate::checks;
 use crate::error::HostScanError;
@@ -31,67 +28,11 @@ pub fn token_from_env() -> Option<Token> {
     Token::from_env(&["GITHUB_TOKEN", "AIRLOCK_GITHUB_TOKEN"])
 }
 
-/// A runner group, as GitHub documents it (fields the checks use).
-#[derive(Debug, Clone, Deserialize)]
-pub struct RunnerGroup {
-    /// Id.
-    pub id: u64,
-    /// Name.
-    pub name: String,
-    /// `all`, `selected` or `private`.
-    #[serde(default)]
-    pub visibility: String,
-    /// The organisation's default group.
-    #[serde(default)]
-    pub default: bool,
-    /// Public repositories may use it.
-    #[serde(default)]
-    pub allows_public_repositories: bool,
-    /// Limited to `selected_workflows`.
-    #[serde(default)]
-    pub restricted_to_workflows: bool,
-}
+pub use airlock_github::models::{Runner, RunnerGroup, WorkflowPermissions};
 
-/// A runner label.
-#[derive(Debug, Clone, Deserialize)]
-pub struct Label {
-    /// Label name.
-    pub name: String,
-}
-
-/// A registered self-hosted runner.
-#[derive(Debug, Clone, Deserialize)]
-pub struct Runner {
-    /// Id.
-    pub id: u64,
-    /// Name.
-    pub name: String,
-    /// `online` or `offline`.
-    #[serde(default)]
-    pub status: String,
-    /// Labels.
-    #[serde(default)]
-    pub labels: Vec<Label>,
-    /// Ephemeral (newer API versions only).
-    #[serde(default)]
-    pub ephemeral: Option<bool>,
-}
-
-impl Runner {
-    /// Created by airlock: name prefix `airlock-` or label `airlock`.
-    pub fn by_airlock(&self) -> bool {
-        self.name.starts_with("airlock-") || self.labels.iter().any(|l| l.name == "airlock")
-    }
-}
-
-/// The organisation's default `GITHUB_TOKEN` permissions.
-#[derive(Debug, Clone, Deserialize)]
-pub struct WorkflowPermissions {
-    /// `read` or `write`.
-    pub default_workflow_permissions: String,
-    /// Whether Actions may approve pull requests.
-    #[serde(default)]
-    pub can_approve_pull_request_reviews: bool,
+/// Created by airlock: name prefix `airlock-` or label `airlock`.
+pub fn by_airlock(r: &Runner) -> bool {
+    r.name.starts_with("airlock-") || r.label_names().any(|l| l == "airlock")
 }
 
 /// Everything read from the organisation.
@@ -107,24 +48,10 @@ pub struct OrgData {
     pub workflow: WorkflowPermissions,
 }
 
-#[derive(Deserialize)]
-struct GroupsPage {
-    runner_groups: Vec<RunnerGroup>,
-}
-
-#[derive(Deserialize)]
-struct RunnersPage {
-    runners: Vec<Runner>,
-}
-
-/// Pages followed at most per listing (100 per page).
-const MAX_PAGES: usize = 100;
-
-/// A minimal GitHub REST client.
+/// The organisation's API, read-only.
 pub struct Client {
-    base: String,
-    token: Token,
-    agent: ureq::Agent,
+    github: airlock_github::GitHubClient,
+    runtime: tokio::runtime::Runtime,
 }
 
 impl Client {
@@ -134,87 +61,20 @@ impl Client {
         if !(base.starts_with("https://") || base.starts_with("http://")) {
             return Err(HostScanError::ApiUrl(base));
         }
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(30)))
-            .user_agent("airlock-hostscan")
+        let config = airlock_github::ClientConfig {
+            base_url: base.clone(),
+            user_agent: "airlock-hostscan".into(),
+            ..airlock_github::ClientConfig::default()
+        };
+        let github =
+            airlock_github::GitHubClient::new(config, airlock_github::Credentials::Token(token))
+                .map_err(|_| HostScanError::ApiUrl(base))?;
+        // The scan is synchronous; one small runtime for its few calls.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
             .build()
-            .into();
-        Ok(Self { base, token, agent })
-    }
-
-    fn get(&self, url: &str) -> Result<(String, Option<String>), HostScanError> {
-        let mut resp = self
-            .agent
-            .get(url)
-            .header("Authorization", &format!("Bearer {}", self.token.expose()))
-            .header("Accept", "application/vnd.github+json")
-            .header("X-GitHub-Api-Version", "2022-11-28")
-            .call()
-            .map_err(|e| HostScanError::Http {
-                url: url.to_owned(),
-                source: Box::new(e),
-            })?;
-        let status = resp.status().as_u16();
-        let link = resp
-            .headers()
-            .get("link")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let body = resp
-            .body_mut()
-            .read_to_string()
-            .map_err(|e| HostScanError::Http {
-                url: url.to_owned(),
-                source: Box::new(e),
-            })?;
-        if status != 200 {
-            let message = serde_json::from_str::<serde_json::Value>(&body)
-                .ok()
-                .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(str::to_owned))
-                .unwrap_or_else(|| body.chars().take(200).collect());
-            return Err(HostScanError::Status {
-                url: url.to_owned(),
-                status,
-                message,
-            });
-        }
-        Ok((body, link.and_then(|l| next_link(&l))))
-    }
-
-    fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, HostScanError> {
-        let url = format!("{}{path}", self.base);
-        let (body, _) = self.get(&url)?;
-        serde_json::from_str(&body).map_err(|source| HostScanError::Body { url, source })
-    }
-
-    /// Fetches every page of a listing and returns the pages' bodies parsed.
-    fn pages<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<Vec<T>, HostScanError> {
-        let first = format!("{}{path}?per_page=100", self.base);
-        let mut url = first.clone();
-        let mut out = Vec::new();
-        for _ in 0..MAX_PAGES {
-            let (body, next) = self.get(&url)?;
-            out.push(
-                serde_json::from_str(&body).map_err(|source| HostScanError::Body {
-                    url: url.clone(),
-                    source,
-                })?,
-            );
-            match next {
-                None => return Ok(out),
-                Some(n) => {
-                    if !n.starts_with(&format!("{}/", self.base)) {
-                        return Err(HostScanError::ForeignLink { url, next: n });
-                    }
-                    url = n;
-                }
-            }
-        }
-        Err(HostScanError::TooManyPages {
-            url: first,
-            max: MAX_PAGES,
-        })
+            .map_err(HostScanError::Runtime)?;
+        Ok(Self { github, runtime })
     }
 
     /// Reads the organisation's runner groups, runners and workflow permissions.
@@ -226,17 +86,14 @@ impl Client {
         {
             return Err(HostScanError::OrgName(org.to_owned()));
         }
-        let groups = self
-            .pages::<GroupsPage>(&format!("/orgs/{org}/actions/runner-groups"))?
-            .into_iter()
-            .flat_map(|p| p.runner_groups)
-            .collect();
-        let runners = self
-            .pages::<RunnersPage>(&format!("/orgs/{org}/actions/runners"))?
-            .into_iter()
-            .flat_map(|p| p.runners)
-            .collect();
-        let workflow = self.get_json(&format!("/orgs/{org}/actions/permissions/workflow"))?;
+        let gh = &self.github;
+        let scope = airlock_github::models::RunnerScope::org(org);
+        let (groups, runners, workflow) = self.runtime.block_on(async {
+            let groups = gh.list_runner_groups(org).await?;
+            let runners = gh.list_runners(&scope).await?;
+            let workflow = gh.workflow_permissions(org).await?;
+            Ok::<_, airlock_github::error::Error>((groups, runners, workflow))
+        })?;
         Ok(OrgData {
             org: org.to_owned(),
             groups,
@@ -244,24 +101,6 @@ impl Client {
             workflow,
         })
     }
-}
-
-/// The `rel="next"` URL of a `Link` header.
-///
-/// Hand-written: the header is a comma-separated list of `<url>; rel="…"` and GitHub's URLs
-/// contain no commas; a full RFC 8288 parser would add a dependency for one lookup.
-pub fn next_link(header: &str) -> Option<String> {
-    header.split(',').find_map(|part| {
-        let (url, params) = part.split_once(';')?;
-        let url = url.trim().strip_prefix('<')?.strip_suffix('>')?;
-        params
-            .split(';')
-            .any(|p| {
-                let p = p.trim();
-                p == "rel=\"next\"" || p == "rel=next"
-            })
-            .then(|| url.to_owned())
-    })
 }
 
 /// Evaluates the org-level checks into a report over all 26 items (the ones the org cannot
@@ -395,11 +234,16 @@ pub fn evaluate(data: &OrgData) -> Report {
     let offline: Vec<Evidence> = data
         .runners
         .iter()
-        .filter(|r| r.status != "online")
+        .filter(|r| r.status.as_deref() != Some("online"))
         .map(|r| {
             Evidence::new(
                 src("runners"),
-                format!("{} (id {}): {}", r.name, r.id, r.status),
+                format!(
+                    "{} (id {}): {}",
+                    r.name,
+                    r.id,
+                    r.status.as_deref().unwrap_or("no status")
+                ),
             )
         })
         .collect();
@@ -416,7 +260,7 @@ pub fn evaluate(data: &OrgData) -> Report {
     let foreign: Vec<Evidence> = data
         .runners
         .iter()
-        .filter(|r| !r.by_airlock())
+        .filter(|r| !by_airlock(r))
         .map(|r| {
             Evidence::new(
                 src("runners"),
@@ -458,16 +302,6 @@ pub fn evaluate(data: &OrgData) -> Report {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn link_header_next() {
-        let h = r#"<https://api.github.com/organizations/1/actions/runners?per_page=100&page=2>; rel="next", <https://api.github.com/organizations/1/actions/runners?per_page=100&page=5>; rel="last""#;
-        assert_eq!(
-            next_link(h).as_deref(),
-            Some("https://api.github.com/organizations/1/actions/runners?per_page=100&page=2")
-        );
-        assert_eq!(next_link(r#"<https://x/y?page=1>; rel="prev""#), None);
-    }
 
     #[test]
     fn token_is_never_printed() {
