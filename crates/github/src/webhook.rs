@@ -129,6 +129,18 @@ pub enum WorkflowJobAction {
     Completed,
 }
 
+impl WorkflowJobAction {
+    /// The name GitHub gives it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Waiting => "waiting",
+            Self::InProgress => "in_progress",
+            Self::Completed => "completed",
+        }
+    }
+}
+
 /// `workflow_job.status`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]

@@ -25,7 +25,7 @@ use crate::launcher::{LaunchSpec, Launcher};
 use crate::metrics::{AlertKind, GroupState, Metrics};
 use crate::routing::{self, GENERIC_LABELS};
 use crate::state::{Ingest, JobRow, JobStatus, NewJob, StateError, Store};
-use crate::webhook::WorkflowJobEvent;
+use crate::webhook::{WorkflowJobAction, WorkflowJobEvent};
 use crate::Secret;
 
 /// Settings of the manager (from `serve.toml`).
@@ -194,7 +194,7 @@ impl Manager {
         ev: &WorkflowJobEvent,
         raw: &str,
     ) -> Result<Ingest, StateError> {
-        let job = (ev.action == "queued").then(|| NewJob {
+        let job = (ev.action == WorkflowJobAction::Queued).then(|| NewJob {
             gh_job_id: ev.workflow_job.id,
             repo: &ev.repository.full_name,
             payload: raw,
@@ -202,7 +202,7 @@ impl Manager {
         let r = self
             .inner
             .store
-            .ingest(delivery, "workflow_job", Some(&ev.action), job)?;
+            .ingest(delivery, "workflow_job", Some(ev.action.as_str()), job)?;
         match r {
             Ingest::Enqueued(seq) => {
                 lock(&self.inner.received).insert(seq, Instant::now());
@@ -210,14 +210,14 @@ impl Manager {
                 self.inner.wake.notify_one();
             }
             Ingest::Recorded => {
-                if ev.action != "queued" {
+                if ev.action != WorkflowJobAction::Queued {
                     self.inner.store.github_action(
                         ev.workflow_job.id,
-                        &ev.action,
+                        ev.action.as_str(),
                         ev.workflow_job.runner_name.as_deref(),
                     )?;
                 }
-                if ev.action == "completed" {
+                if ev.action == WorkflowJobAction::Completed {
                     self.on_completed(ev)?;
                 }
             }

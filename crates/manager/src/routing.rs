@@ -105,28 +105,21 @@ fn glob_match(pattern: &str, text: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::webhook::{Repository, WorkflowJob};
 
+    /// GitHub's own `queued` payload (the github component's fixture), with this job's
+    /// repository, visibility, labels and workflow.
     fn ev(repo: &str, public: bool, labels: &[&str], wf: &str) -> WorkflowJobEvent {
-        WorkflowJobEvent {
-            action: "queued".into(),
-            workflow_job: WorkflowJob {
-                id: 42,
-                run_id: 1,
-                name: "build".into(),
-                labels: labels.iter().map(|s| s.to_string()).collect(),
-                workflow_name: Some(wf.into()),
-                head_branch: Some("main".into()),
-                runner_id: None,
-                runner_name: None,
-                conclusion: None,
-            },
-            repository: Repository {
-                full_name: repo.into(),
-                private: !public,
-                visibility: Some(if public { "public" } else { "private" }.into()),
-            },
-        }
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../github/tests/fixtures/webhooks/workflow_job/queued.payload.json");
+        let mut v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).expect("fixture")).expect("json");
+        v["workflow_job"]["id"] = 42.into();
+        v["workflow_job"]["labels"] = labels.iter().map(|s| s.to_string()).collect();
+        v["workflow_job"]["workflow_name"] = wf.into();
+        v["repository"]["full_name"] = repo.into();
+        v["repository"]["private"] = (!public).into();
+        v["repository"]["visibility"] = if public { "public" } else { "private" }.into();
+        serde_json::from_value(v).expect("a workflow_job event")
     }
 
     fn policy() -> Policy {

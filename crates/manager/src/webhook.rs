@@ -1,69 +1,13 @@
-//! Webhook signature verification and the minimal `workflow_job` model.
-
-use serde::Deserialize;
+//! Webhook signature verification and the `workflow_job` model serve uses: both the github
+//! component's.
 
 // One implementation of the signature check, in the github component (constant time; an
 // empty secret refuses everything).
 pub use airlock_github::webhook::{sign, verify_signature, WebhookError as SignatureError};
 
-/// The `workflow_job` webhook payload: only the fields airlock uses. Unknown fields are
-/// ignored (GitHub adds fields); a missing or mistyped used field is a schema mismatch.
-#[derive(Debug, Clone, Deserialize)]
-pub struct WorkflowJobEvent {
-    /// `queued`, `waiting`, `in_progress` or `completed`.
-    pub action: String,
-    /// The job.
-    pub workflow_job: WorkflowJob,
-    /// The repository the job belongs to.
-    pub repository: Repository,
-}
-
-/// The job part of the payload.
-#[derive(Debug, Clone, Deserialize)]
-pub struct WorkflowJob {
-    /// Job id (unique across GitHub).
-    pub id: u64,
-    /// Workflow run id.
-    pub run_id: u64,
-    /// Job name.
-    pub name: String,
-    /// `runs-on` labels.
-    pub labels: Vec<String>,
-    /// The workflow's display name (absent in old payloads).
-    #[serde(default)]
-    pub workflow_name: Option<String>,
-    /// Branch of the run.
-    #[serde(default)]
-    pub head_branch: Option<String>,
-    /// The runner that took the job (in_progress/completed).
-    #[serde(default)]
-    pub runner_id: Option<u64>,
-    /// Its name.
-    #[serde(default)]
-    pub runner_name: Option<String>,
-    /// `success`, `failure`, ... once completed.
-    #[serde(default)]
-    pub conclusion: Option<String>,
-}
-
-/// The repository part of the payload.
-#[derive(Debug, Clone, Deserialize)]
-pub struct Repository {
-    /// `owner/name`.
-    pub full_name: String,
-    /// Whether the repository is private.
-    pub private: bool,
-    /// `public`, `private` or `internal` (absent in old payloads).
-    #[serde(default)]
-    pub visibility: Option<String>,
-}
-
-impl Repository {
-    /// Public repositories run code from anyone who can open a pull request.
-    pub fn is_public(&self) -> bool {
-        !self.private || self.visibility.as_deref() == Some("public")
-    }
-}
+// One model of the `workflow_job` payload, in the github component: a payload GitHub's
+// schema refuses (an unknown action, a mistyped field) is refused here too.
+pub use airlock_github::webhook::{Repository, WorkflowJob, WorkflowJobAction, WorkflowJobEvent};
 
 #[cfg(test)]
 mod tests {
@@ -114,15 +58,18 @@ mod tests {
         }
         let q: WorkflowJobEvent =
             serde_json::from_str(&fixture("queued.payload.json")).expect("queued");
-        assert_eq!(q.action, "queued");
+        assert_eq!(q.action, WorkflowJobAction::Queued);
         assert_eq!(q.workflow_job.labels, vec!["ubuntu-latest"]);
         assert_eq!(q.repository.full_name, "Codertocat/Hello-World");
         assert!(q.repository.is_public());
         let c: WorkflowJobEvent =
             serde_json::from_str(&fixture("completed.failure.with-organization.payload.json"))
                 .expect("completed");
-        assert_eq!(c.action, "completed");
-        assert_eq!(c.workflow_job.conclusion.as_deref(), Some("failure"));
+        assert_eq!(c.action, WorkflowJobAction::Completed);
+        assert_eq!(
+            c.workflow_job.conclusion,
+            Some(airlock_github::webhook::Conclusion::Failure)
+        );
     }
 
     #[test]
