@@ -418,10 +418,13 @@ impl Manager {
                 state: final_status.as_str().to_owned(),
             })
             .inc();
-        // Teardown goes on after a failure and reports every error.
+        // Teardown goes on after a failure and reports every error; what was done is known
+        // from the steps' results, never read back from the error text.
+        let mut runner_deleted = false;
         if let Some(id) = outcome.runner_id {
             match self.inner.github.delete_runner(id).await {
                 Ok(()) => {
+                    runner_deleted = true;
                     if let Err(e) = st.runner_deleted(id) {
                         errors.push(e.to_string());
                     }
@@ -429,9 +432,11 @@ impl Manager {
                 Err(e) => errors.push(format!("deleting runner {id}: {e}")),
             }
         }
+        let mut token_revoked = false;
         if let Some(t) = &outcome.token {
-            if let Err(e) = self.inner.github.revoke_token(t).await {
-                errors.push(format!("revoking the job token: {e}"));
+            match self.inner.github.revoke_token(t).await {
+                Ok(()) => token_revoked = true,
+                Err(e) => errors.push(format!("revoking the job token: {e}")),
             }
         }
         for e in &errors {
@@ -442,8 +447,8 @@ impl Manager {
             Some(&key),
             json!({"github_job_id": job.gh_job_id, "group": group, "status": final_status.as_str(),
                    "exit_code": code, "detail": detail, "sandbox": sandbox,
-                   "runner_id": outcome.runner_id, "runner_deleted": outcome.runner_id.is_some() && errors.iter().all(|e| !e.starts_with("deleting")),
-                   "token_revoked": outcome.token.is_some() && errors.iter().all(|e| !e.starts_with("revoking")),
+                   "runner_id": outcome.runner_id, "runner_deleted": runner_deleted,
+                   "token_revoked": token_revoked,
                    "teardown_errors": errors}),
         );
         info!("job {key} ({group}): {}", final_status.as_str());
