@@ -10,103 +10,33 @@
 //! approximated.
 
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::Ipv4Addr;
 
 use crate::report::Evidence;
 
-/// An IPv4 or IPv6 prefix.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cidr {
-    /// Network address; an IPv4 address is held in the low 32 bits (host bits may be set;
-    /// they are masked on use).
-    pub addr: u128,
-    /// Prefix length: 0..=32 for IPv4, 0..=128 for IPv6.
-    pub len: u8,
-    /// IPv6.
-    pub v6: bool,
+/// An IPv4 or IPv6 prefix: airlock's one CIDR type (`ipnet`, through `airlock_policy`).
+pub use airlock_policy::endpoints::IpNet as Cidr;
+
+/// Parses `a.b.c.d[/n]` or `x:y::z[/n]` as written in firewall rules (a trailing `,` or
+/// quotes are ignored); host bits are kept as written (they are masked on use).
+pub fn parse_cidr(s: &str) -> Option<Cidr> {
+    let s = s.trim().trim_matches(|c| c == ',' || c == '"');
+    s.parse::<Cidr>()
+        .ok()
+        .or_else(|| s.parse::<std::net::IpAddr>().ok().map(Cidr::from))
 }
 
-impl Cidr {
-    /// Parses `a.b.c.d[/n]` or `x:y::z[/n]`.
-    pub fn parse(s: &str) -> Option<Self> {
-        let s = s.trim().trim_matches(|c| c == ',' || c == '"');
-        let (a, l) = match s.split_once('/') {
-            Some((a, l)) => (a, Some(l.parse::<u8>().ok()?)),
-            None => (s, None),
-        };
-        if let Ok(ip) = a.parse::<Ipv4Addr>() {
-            let len = l.unwrap_or(32);
-            return (len <= 32).then_some(Self {
-                addr: u128::from(u32::from(ip)),
-                len,
-                v6: false,
-            });
-        }
-        let ip: Ipv6Addr = a.parse().ok()?;
-        let len = l.unwrap_or(128);
-        (len <= 128).then_some(Self {
-            addr: u128::from(ip),
-            len,
-            v6: true,
-        })
-    }
-
-    fn bits(self) -> u8 {
-        if self.v6 {
-            128
-        } else {
-            32
-        }
-    }
-
-    fn mask(self) -> u128 {
-        let full: u128 = if self.v6 {
-            u128::MAX
-        } else {
-            u128::from(u32::MAX)
-        };
-        if self.len == 0 {
-            0
-        } else {
-            (full << (self.bits() - self.len.min(self.bits()))) & full
-        }
-    }
-
-    /// Whether every address of `other` is inside this prefix (same family only).
-    pub fn covers(self, other: Cidr) -> bool {
-        self.v6 == other.v6
-            && self.len <= other.len
-            && (other.addr & self.mask()) == (self.addr & self.mask())
-    }
-
-    /// Whether the two prefixes share an address.
-    pub fn overlaps(self, other: Cidr) -> bool {
-        self.covers(other) || other.covers(self)
-    }
+/// Whether two prefixes share an address (same family only).
+pub fn overlaps(a: Cidr, b: Cidr) -> bool {
+    airlock_policy::endpoints::overlaps(&a, &b)
 }
 
-impl std::fmt::Display for Cidr {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.v6 {
-            write!(f, "{}/{}", Ipv6Addr::from(self.addr), self.len)
-        } else {
-            let v4 = u32::try_from(self.addr & u128::from(u32::MAX)).unwrap_or(0);
-            write!(f, "{}/{}", Ipv4Addr::from(v4), self.len)
-        }
-    }
-}
-
-/// The cloud metadata address.
-pub const METADATA: &str = "169.254.169.254/32";
+/// The cloud metadata address (airlock's one table of them: `airlock_policy::endpoints`).
+pub const METADATA: &str = airlock_policy::endpoints::METADATA_V4[0];
 /// AWS's IPv6 metadata address (Nitro instances with the IPv6 endpoint enabled).
-pub const METADATA_V6: &str = "fd00:ec2::254/128";
+pub const METADATA_V6: &str = airlock_policy::endpoints::METADATA_V6[0];
 /// RFC 1918 private ranges plus carrier-grade NAT, the ranges production systems live in.
-pub const PRIVATE: [&str; 4] = [
-    "10.0.0.0/8",
-    "172.16.0.0/12",
-    "192.168.0.0/16",
-    "100.64.0.0/10",
-];
+pub use airlock_policy::endpoints::PRIVATE;
 
 /// One IPv4 route.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -146,11 +76,10 @@ pub fn parse_proc_route(text: &str) -> Vec<Route> {
         let len = u8::try_from(mask.count_ones()).unwrap_or(32);
         out.push(Route {
             iface: f[0].to_owned(),
-            dest: Cidr {
-                addr: u128::from(dest),
-                len,
-                v6: false,
-            },
+            dest: Cidr::V4(
+                airlock_policy::endpoints::Ipv4Net::new(std::net::Ipv4Addr::from(dest), len)
+                    .unwrap_or_default(),
+            ),
             reject: flags & RTF_REJECT != 0,
         });
     }
@@ -180,11 +109,9 @@ pub fn parse_proc_ipv6_route(text: &str) -> Vec<Route> {
         }
         out.push(Route {
             iface: f[9].to_owned(),
-            dest: Cidr {
-                addr: dest,
-                len,
-                v6: true,
-            },
+            dest: Cidr::V6(
+                ipnet::Ipv6Net::new(std::net::Ipv6Addr::from(dest), len).unwrap_or_default(),
+            ),
             reject: flags & RTF_REJECT != 0,
         });
     }
@@ -196,9 +123,9 @@ pub fn parse_proc_ipv6_route(text: &str) -> Vec<Route> {
 pub fn routes_to(routes: &[Route], target: Cidr) -> Vec<&Route> {
     let mut v: Vec<&Route> = routes
         .iter()
-        .filter(|r| !r.reject && r.iface != "lo" && r.dest.overlaps(target))
+        .filter(|r| !r.reject && r.iface != "lo" && overlaps(r.dest, target))
         .collect();
-    v.sort_by_key(|r| std::cmp::Reverse(r.dest.len));
+    v.sort_by_key(|r| std::cmp::Reverse(r.dest.prefix_len()));
     v
 }
 
@@ -579,7 +506,7 @@ pub fn daddrs(rule: &str) -> Option<Vec<Cidr>> {
             if words.get(j) == Some(&"{") || words.get(j).is_some_and(|x| x.starts_with('{')) {
                 while j < words.len() {
                     let t = words[j].trim_start_matches('{').trim_end_matches('}');
-                    if let Some(c) = Cidr::parse(t) {
+                    if let Some(c) = parse_cidr(t) {
                         v.push(c);
                     }
                     if words[j].ends_with('}') {
@@ -589,7 +516,7 @@ pub fn daddrs(rule: &str) -> Option<Vec<Cidr>> {
                 }
             } else if let Some(t) = words.get(j) {
                 for part in t.split(',') {
-                    if let Some(c) = Cidr::parse(part) {
+                    if let Some(c) = parse_cidr(part) {
                         v.push(c);
                     }
                 }
@@ -697,10 +624,10 @@ impl Firewall {
     /// covers the target or accepts without a destination match (and is not just
     /// established/loopback traffic).
     pub fn reach(&self, target: Cidr) -> Reach {
-        for (c, r) in self.egress_rules_for(target.v6) {
+        for (c, r) in self.egress_rules_for(matches!(target, Cidr::V6(_))) {
             if verdict(r) == Verdict::Deny {
                 if let Some(d) = daddrs(r) {
-                    if d.iter().any(|n| n.covers(target)) {
+                    if d.iter().any(|n| n.contains(&target)) {
                         return Reach::DeniedByRule(Evidence::new(
                             &c.source,
                             format!("{} {}: {r}", c.table, c.name),
@@ -709,7 +636,9 @@ impl Firewall {
                 }
             }
         }
-        let outs: Vec<&Chain> = self.output_chains_for(target.v6).collect();
+        let outs: Vec<&Chain> = self
+            .output_chains_for(matches!(target, Cidr::V6(_)))
+            .collect();
         if outs.is_empty() {
             return Reach::NoFirewall;
         }
@@ -718,12 +647,12 @@ impl Firewall {
             .find(|c| matches!(c.policy.as_deref(), Some("drop") | Some("reject")));
         match dropping {
             Some(dc) => {
-                for (c, r) in self.egress_rules_for(target.v6) {
+                for (c, r) in self.egress_rules_for(matches!(target, Cidr::V6(_))) {
                     if verdict(r) != Verdict::Accept {
                         continue;
                     }
                     let hit = match daddrs(r) {
-                        Some(d) => d.iter().any(|n| n.overlaps(target)),
+                        Some(d) => d.iter().any(|n| overlaps(*n, target)),
                         None => !benign_accept(r),
                     };
                     if hit {
@@ -804,7 +733,7 @@ mod tests {
         assert_eq!(r[0].dest.to_string(), "0.0.0.0/0");
         assert_eq!(r[1].dest.to_string(), "192.168.2.0/24");
         assert!(r[2].reject);
-        let md = Cidr::parse(METADATA).expect("cidr");
+        let md = parse_cidr(METADATA).expect("cidr");
         assert_eq!(routes_to(&r, md).len(), 1, "reject route is not a way out");
     }
 
@@ -833,14 +762,14 @@ mod tests {
         assert_eq!(fw.chains[0].hook.as_deref(), Some("output"));
         assert_eq!(fw.chains[0].policy.as_deref(), Some("accept"));
         for n in PRIVATE.iter().chain([METADATA].iter()) {
-            let c = Cidr::parse(n).expect("cidr");
+            let c = parse_cidr(n).expect("cidr");
             assert!(
                 fw.reach(c).denied(),
                 "{n} should be denied: {:?}",
                 fw.chains[0].rules
             );
         }
-        let public = Cidr::parse("140.82.112.3").expect("cidr");
+        let public = parse_cidr("140.82.112.3").expect("cidr");
         assert!(matches!(fw.reach(public), Reach::AllowedByPolicy(_)));
     }
 
@@ -851,7 +780,7 @@ mod tests {
             chains: parse_iptables(t, "x", "iptables"),
             sources: vec![],
         };
-        let md = Cidr::parse(METADATA).expect("cidr");
+        let md = parse_cidr(METADATA).expect("cidr");
         assert!(matches!(fw.reach(md), Reach::AllowedByRule(_)));
         let t2 = "*filter\n:OUTPUT DROP [0:0]\n-A OUTPUT -o lo -j ACCEPT\n-A OUTPUT -d 140.82.112.0/20 -p tcp --dport 443 -j ACCEPT\nCOMMIT\n";
         let fw2 = Firewall {
@@ -917,7 +846,7 @@ mod tests {
         };
         let targets: Vec<Cidr> = [METADATA, PRIVATE[0], "0.0.0.0/0"]
             .iter()
-            .filter_map(|t| Cidr::parse(t))
+            .filter_map(|t| parse_cidr(t))
             .collect();
         for _ in 0..3000 {
             let n = usize::try_from(next() % 60).unwrap_or(0);
@@ -956,9 +885,9 @@ mod tests {
             "the kernel's unreachable default on lo is not up"
         );
         assert_eq!(r[0].dest.to_string(), "::/0");
-        let md6 = Cidr::parse(METADATA_V6).expect("cidr");
+        let md6 = parse_cidr(METADATA_V6).expect("cidr");
         assert_eq!(routes_to(&r, md6).len(), 1);
-        let md4 = Cidr::parse(METADATA).expect("cidr");
+        let md4 = parse_cidr(METADATA).expect("cidr");
         assert!(
             routes_to(&r, md4).is_empty(),
             "an IPv6 route does not carry IPv4"

@@ -42,9 +42,6 @@ pub(crate) fn finish(
             ));
         }
     }
-    let t = Instant::now();
-    airlock_net::release_deferred();
-    tracing::debug!(job = %plan.id, release_us = t.elapsed().as_micros() as u64);
     JobReport {
         id: plan.id.to_string(),
         group: plan.group.clone(),

@@ -130,7 +130,6 @@ pub fn gc(engine: &Engine, force: bool) -> GcReport {
     // Address leases of jobs that have no state (a crash between leasing and saving).
     let live = |id: &str| JobId::parse(id).is_ok_and(|id| paths.state_file(&id).exists());
     engine.pool.sweep(&live);
-    airlock_net::release_deferred();
     // Leftover temporary state files from an interrupted save.
     if let Ok(rd) = std::fs::read_dir(paths.jobs()) {
         for e in rd.flatten() {

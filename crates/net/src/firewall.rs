@@ -38,73 +38,18 @@ use std::process::{Command, Stdio};
 use airlock_policy::AllowRule;
 
 use crate::link::IFACE_PREFIX;
+use airlock_policy::endpoints::{never, INTERNAL};
+
+pub use crate::gateway::GatewayPorts;
 use crate::nftnl::{Allowed, Element};
+pub use crate::nftnl::{RULES_VERSION, RULES_VERSION_SET, TABLE};
 use crate::NetError;
 
-/// The table's name.
-pub const TABLE: &str = "airlock";
-/// Marker of this version of the rules, kept as the table's comment: a table without it (an
-/// older airlock) is replaced.
-pub const RULES_VERSION: &str = "airlock-rules-12";
-/// An empty set whose presence marks the current rules (checked over netlink on every attach).
-pub const RULES_VERSION_SET: &str = "rules_v12";
 /// NFLOG group of dropped packets.
 pub const NFLOG_GROUP: u16 = 7141;
 /// Ports the gateway serves on each job's gateway address, as the job sees them (the gateway
 /// itself listens on ports the kernel chose; the `gw_ports` map redirects to them).
 pub const GATEWAY_TCP_PORTS: &[u16] = &[53, 80, 443, 3128];
-
-/// Where a job's gateway listens: for each service port a job dials (UDP 53, TCP 53, 80,
-/// 443, 3128), the port its gateway bound on the job's gateway address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct GatewayPorts {
-    /// DNS over UDP.
-    pub dns_udp: u16,
-    /// DNS over TCP.
-    pub dns_tcp: u16,
-    /// Transparent HTTP.
-    pub http: u16,
-    /// Transparent HTTPS.
-    pub https: u16,
-    /// The CONNECT proxy.
-    pub connect: u16,
-}
-
-impl GatewayPorts {
-    /// (protocol number, service port, gateway port) of each service.
-    pub fn entries(&self) -> [(u8, u16, u16); 5] {
-        [
-            (17, 53, self.dns_udp),
-            (6, 53, self.dns_tcp),
-            (6, 80, self.http),
-            (6, 443, self.https),
-            (6, 3128, self.connect),
-        ]
-    }
-}
-
-/// Never reachable, whatever a policy says: the metadata services
-/// (`airlock_policy::endpoints`, whose names the gateway refuses) and loopback (of the host,
-/// if a packet ever got there).
-pub fn never() -> Vec<&'static str> {
-    let mut v = airlock_policy::endpoints::METADATA_V4.to_vec();
-    v.push("127.0.0.0/8");
-    v
-}
-
-/// Internal ranges: reachable only through an explicit allow rule.
-pub const INTERNAL: &[&str] = &[
-    "0.0.0.0/8",
-    "10.0.0.0/8",
-    "100.64.0.0/10",
-    "127.0.0.0/8",
-    "169.254.0.0/16",
-    "172.16.0.0/12",
-    "192.0.0.0/24",
-    "192.168.0.0/16",
-    "198.18.0.0/15",
-    "224.0.0.0/3",
-];
 
 /// The whole table, as one nft script. Applied with `nft -f`, it replaces any older airlock
 /// table atomically; per-job elements are added afterwards.

@@ -8,14 +8,16 @@
 //! host's own interface addresses, the job address pool — whatever the group allows, audit
 //! mode included. Every query and connection becomes a [`ConnRecord`].
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use airlock_policy::{EgressMode, EgressRules, Proto};
 use tokio::net::{TcpListener, UdpSocket};
 
-use crate::firewall::{never, GatewayPorts, INTERNAL};
+use airlock_policy::endpoints::{in_list, is_never, INTERNAL};
+
+pub use crate::records::{RecordBook, Records, BOOK_KEYS, BOOK_RECORDS};
 use crate::NetError;
 
 /// Records live in the audit crate, which owns every record type a job produces (the job
@@ -23,10 +25,14 @@ use crate::NetError;
 pub use airlock_audit::ConnRecord;
 
 mod dns;
+mod hosts;
 mod http;
+mod tunnel;
 
 use dns::resolve_cached;
+use hosts::host_addrs;
 pub use http::sni_of;
+pub use tunnel::tunnelling_suspect;
 
 /// Names refused whatever the policy says: the metadata services' (one table for the
 /// firewall, the gateway and the detector).
@@ -35,56 +41,6 @@ pub use airlock_policy::endpoints::METADATA_NAMES as NEVER_NAMES;
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
 const DNS_TIMEOUT: Duration = Duration::from_secs(2);
 const MAX_HEAD: usize = 16 * 1024;
-
-/// Records kept whole per job until it ends (the report, the audit log); later ones are
-/// aggregated by [`ConnRecord::flood_key`] into at most [`BOOK_KEYS`] records with a count.
-/// With the limits of the audit log on top (crates/audit/src/limit.rs), a job that asks a
-/// million refused names costs airlock a few MiB, not gigabytes.
-pub const BOOK_RECORDS: usize = 20_000;
-/// Aggregates kept per job (then one `(other)` aggregate takes the rest).
-pub const BOOK_KEYS: usize = 1024;
-
-/// A bounded book of one job's records (see [`BOOK_RECORDS`]).
-#[derive(Debug)]
-pub struct RecordBook(airlock_audit::limit::Book<ConnRecord>);
-
-impl Default for RecordBook {
-    fn default() -> Self {
-        Self::new(BOOK_RECORDS, BOOK_KEYS)
-    }
-}
-
-impl RecordBook {
-    /// A book keeping `records` whole and `keys` aggregates.
-    pub fn new(records: usize, keys: usize) -> Self {
-        Self(airlock_audit::limit::Book::new(records, keys))
-    }
-
-    /// Adds one record.
-    pub fn add(&mut self, r: ConnRecord) {
-        self.0.add(ConnRecord::flood_key, r, ConnRecord::absorb);
-    }
-
-    /// Records offered so far.
-    pub fn total(&self) -> u64 {
-        self.0.total
-    }
-
-    /// The kept records, then the aggregates (each with its `count`).
-    pub fn into_records(self) -> Vec<ConnRecord> {
-        let (mut kept, folded) = self.0.into_parts();
-        kept.extend(folded.into_iter().map(|(mut r, n)| {
-            if n > 1 && r.last_ms == 0 {
-                r.last_ms = r.time_ms;
-            }
-            r
-        }));
-        kept
-    }
-}
-
-/// Where records go: a bounded book, whatever the job does.
-pub type Records = Arc<Mutex<RecordBook>>;
 
 /// What the gateway of one job needs.
 #[derive(Debug, Clone)]
@@ -170,7 +126,7 @@ impl Ctx {
     /// hold `ip`): never to never-reachable or host addresses, to internal ranges only through
     /// an allow rule, on any of its ports for a DNS answer (DNS rebinding guard).
     async fn addr_verdict(&self, ip: Ipv4Addr, port: Option<u16>) -> Result<(), String> {
-        if in_never(ip) {
+        if is_never(ip) {
             return Err(format!("{ip} is never reachable"));
         }
         if let Some(what) = self.host_address(ip).await {
@@ -189,115 +145,33 @@ impl Ctx {
     }
 }
 
-/// Whether `ip` is never reachable.
-pub fn in_never(ip: Ipv4Addr) -> bool {
-    in_list(ip, &never())
+/// Where a job's gateway listens: for each service port a job dials (UDP 53, TCP 53, 80,
+/// 443, 3128), the port its gateway bound on the job's gateway address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GatewayPorts {
+    /// DNS over UDP.
+    pub dns_udp: u16,
+    /// DNS over TCP.
+    pub dns_tcp: u16,
+    /// Transparent HTTP.
+    pub http: u16,
+    /// Transparent HTTPS.
+    pub https: u16,
+    /// The CONNECT proxy.
+    pub connect: u16,
 }
 
-/// Whether `ip` falls in one of the CIDRs of `list`.
-pub(crate) fn in_list(ip: Ipv4Addr, list: &[&str]) -> bool {
-    list.iter().any(|c| {
-        let (a, p) = c.split_once('/').unwrap_or((c, "32"));
-        let (Ok(a), Ok(p)) = (a.parse::<Ipv4Addr>(), p.parse::<u32>()) else {
-            return false;
-        };
-        in_cidr(ip, a, p)
-    })
-}
-
-pub(crate) fn in_cidr(ip: Ipv4Addr, net: Ipv4Addr, prefix: u32) -> bool {
-    let mask = match prefix {
-        0 => 0,
-        p => u32::MAX.checked_shl(32 - p.min(32)).unwrap_or(0),
-    };
-    u32::from(ip) & mask == u32::from(net) & mask
-}
-
-/// How long the host's interface addresses are reused before they are read again.
-const HOST_ADDRS_TTL: Duration = Duration::from_secs(2);
-
-/// The host's IPv4 interface addresses, read over netlink at most every [`HOST_ADDRS_TTL`]
-/// (shared by every gateway of the process: they all run in the host's namespace).
-static HOST_ADDRS: Mutex<Option<(Instant, Arc<Vec<Ipv4Addr>>)>> = Mutex::new(None);
-
-/// The host's addresses; after a failed read the last list read, if there is one.
-async fn host_addrs() -> Result<Arc<Vec<Ipv4Addr>>, String> {
-    if let Ok(c) = HOST_ADDRS.lock() {
-        if let Some((at, v)) = c.as_ref() {
-            if at.elapsed() < HOST_ADDRS_TTL {
-                return Ok(v.clone());
-            }
-        }
+impl GatewayPorts {
+    /// (protocol number, service port, gateway port) of each service.
+    pub fn entries(&self) -> [(u8, u16, u16); 5] {
+        [
+            (17, 53, self.dns_udp),
+            (6, 53, self.dns_tcp),
+            (6, 80, self.http),
+            (6, 443, self.https),
+            (6, 3128, self.connect),
+        ]
     }
-    let v = match read_host_addrs().await {
-        Ok(v) => Arc::new(v),
-        Err(e) => {
-            tracing::warn!("reading the host's addresses: {e}");
-            return HOST_ADDRS
-                .lock()
-                .ok()
-                .and_then(|c| c.as_ref().map(|(_, v)| v.clone()))
-                .ok_or(e);
-        }
-    };
-    if let Ok(mut c) = HOST_ADDRS.lock() {
-        *c = Some((Instant::now(), v.clone()));
-    }
-    Ok(v)
-}
-
-async fn read_host_addrs() -> Result<Vec<Ipv4Addr>, String> {
-    use futures_util::TryStreamExt;
-    use rtnetlink::packet_route::address::AddressAttribute;
-    let (conn, handle, _) = rtnetlink::new_connection().map_err(|e| e.to_string())?;
-    let conn = tokio::spawn(conn);
-    let mut out = Vec::new();
-    let mut addrs = handle.address().get().execute();
-    let r = loop {
-        match addrs.try_next().await {
-            Ok(Some(m)) => {
-                for a in m.attributes {
-                    if let AddressAttribute::Address(IpAddr::V4(ip))
-                    | AddressAttribute::Local(IpAddr::V4(ip)) = a
-                    {
-                        if !out.contains(&ip) {
-                            out.push(ip);
-                        }
-                    }
-                }
-            }
-            Ok(None) => break Ok(out),
-            Err(e) => break Err(e.to_string()),
-        }
-    };
-    conn.abort();
-    r
-}
-
-/// Shannon entropy, in bits per character.
-fn entropy(s: &str) -> f64 {
-    let mut counts = [0u32; 256];
-    for b in s.bytes() {
-        counts[usize::from(b)] += 1;
-    }
-    let n = s.len() as f64;
-    counts
-        .iter()
-        .filter(|c| **c > 0)
-        .map(|c| {
-            let p = f64::from(*c) / n;
-            -p * p.log2()
-        })
-        .sum()
-}
-
-/// Flags a name that looks like data smuggled through DNS: very long, a very long label, or a
-/// long label of high entropy.
-pub fn tunnelling_suspect(name: &str) -> bool {
-    let n = name.trim_end_matches('.');
-    n.len() > 120
-        || n.split('.')
-            .any(|l| l.len() > 52 || (l.len() >= 24 && entropy(l) > 3.8))
 }
 
 /// A running gateway.
@@ -450,15 +324,6 @@ mod tests {
     }
 
     #[test]
-    fn internal_and_never_lists_match() {
-        assert!(in_never("169.254.169.254".parse().expect("ip")));
-        assert!(in_never("169.254.170.2".parse().expect("ip")));
-        assert!(in_list("10.9.8.7".parse().expect("ip"), INTERNAL));
-        assert!(in_list("100.64.1.1".parse().expect("ip"), INTERNAL));
-        assert!(!in_list("198.51.100.10".parse().expect("ip"), INTERNAL));
-    }
-
-    #[test]
     fn every_metadata_name_is_refused_even_in_audit_mode() {
         let dir = tempfile::tempdir().expect("tempdir");
         let rules = EgressRules {
@@ -491,15 +356,5 @@ mod tests {
             ctx.name_verdict("example.com").is_ok(),
             "audit mode lets others through"
         );
-    }
-
-    #[test]
-    fn cidrs_match() {
-        let ip = |s: &str| s.parse::<Ipv4Addr>().expect("ip");
-        assert!(in_cidr(ip("10.213.7.2"), ip("10.213.0.0"), 16));
-        assert!(!in_cidr(ip("10.214.0.1"), ip("10.213.0.0"), 16));
-        assert!(in_cidr(ip("1.2.3.4"), ip("0.0.0.0"), 0));
-        assert!(in_cidr(ip("1.2.3.4"), ip("1.2.3.4"), 32));
-        assert!(!in_cidr(ip("1.2.3.5"), ip("1.2.3.4"), 32));
     }
 }

@@ -10,6 +10,7 @@ pub mod link;
 pub mod nflog;
 mod nftnl;
 pub mod pool;
+mod records;
 pub mod suggest;
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -21,12 +22,6 @@ use serde::{Deserialize, Serialize};
 pub use airlock_audit::{TeardownFailure, TeardownStep};
 pub use gateway::{ConnRecord, Gateway, GatewayConfig};
 pub use pool::{Lease, Pool};
-
-/// Closes the netlink sockets that removed jobs' firewall elements. Call once a teardown's
-/// other work is done: the close waits for an RCU grace period (see `nftnl::DEFERRED`).
-pub fn release_deferred() {
-    nftnl::release_deferred();
-}
 
 /// The cause of a [`NetError`]: whatever the kernel, netlink or a tool reported.
 pub type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -296,6 +291,9 @@ pub fn undo(
     if let Err(e) = pool.release(&lease) {
         errors.push(failure(&e));
     }
+    // The sockets that deleted the job's elements are closed by a short-lived child, so the
+    // RCU grace period their close waits for is nobody's wait (nftnl::DEFERRED).
+    nftnl::release_deferred();
 }
 
 /// A teardown failure of the network step, with the error's whole chain.

@@ -20,7 +20,7 @@ use netlink_packet_netfilter::{NetfilterMessage, NetfilterMessageInner, Netfilte
 use netlink_sys::{constants::NETLINK_NETFILTER, Socket};
 
 use crate::firewall::NFLOG_GROUP;
-use crate::gateway::ConnRecord;
+use airlock_audit::ConnRecord;
 
 /// File in a job's directory where its firewall records are appended.
 pub const DROPS_FILE: &str = "drops.jsonl";
@@ -145,7 +145,7 @@ fn proto_name(p: u8) -> String {
 /// job's address or gateway (lateral movement, named as such in the record).
 pub fn record_of(r: &Report, job: &str, to_other_job: bool) -> ConnRecord {
     let reason = if r.denied {
-        if crate::gateway::in_never(r.dst) {
+        if airlock_policy::endpoints::is_never(r.dst) {
             "never reachable (cloud metadata / loopback)".to_owned()
         } else if to_other_job {
             format!(
@@ -358,7 +358,7 @@ fn deliver(r: &Report, lease_dir: &Path, jobs_dir: &Path) {
 pub fn take_records(job_dir: &Path) -> Vec<ConnRecord> {
     use std::io::BufRead;
     let p = job_dir.join(DROPS_FILE);
-    let mut book = crate::gateway::RecordBook::default();
+    let mut book = crate::records::RecordBook::default();
     if let Ok(f) = std::fs::File::open(&p) {
         for line in std::io::BufReader::new(f).lines() {
             let Ok(line) = line else { break };

@@ -12,9 +12,15 @@ use netlink_packet_netfilter::none::ControlMessage;
 use netlink_packet_netfilter::{NetfilterHeader, NetfilterMessage, NetfilterProtoFamily};
 use netlink_sys::{constants::NETLINK_NETFILTER, Socket};
 
-use crate::firewall::{RULES_VERSION_SET, TABLE};
 use crate::NetError;
 
+/// The table's name.
+pub const TABLE: &str = "airlock";
+/// Marker of this version of the rules, kept as the table's comment: a table without it (an
+/// older airlock) is replaced.
+pub const RULES_VERSION: &str = "airlock-rules-12";
+/// An empty set whose presence marks the current rules (checked over netlink on every attach).
+pub const RULES_VERSION_SET: &str = "rules_v12";
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
 
 fn msg(inner: NfTablesMessage, flags: u16, seq: u32) -> NetlinkMessage<NetfilterMessage> {
@@ -68,7 +74,7 @@ fn defer_close(s: Socket) {
 /// only makes system calls (`close_range`, `_exit`), which is what is safe after `fork` in a
 /// multi-threaded process; it closes every descriptor, standard output first, so nobody
 /// reading this process's output waits for it.
-pub fn release_deferred() {
+pub(crate) fn release_deferred() {
     let socks = match DEFERRED.lock() {
         Ok(mut v) => std::mem::take(&mut *v),
         Err(p) => std::mem::take(&mut *p.into_inner()),
@@ -277,13 +283,8 @@ fn allowed_element(
     job: Ipv4Addr,
     r: &airlock_policy::AllowRule,
 ) -> ListAttribute<SetElementAttribute> {
-    let mask = if r.prefix == 0 {
-        0
-    } else {
-        u32::MAX << (32 - r.prefix)
-    };
-    let first = u32::from(r.addr) & mask;
-    let last = first | !mask;
+    let first = u32::from(r.net.network());
+    let last = u32::from(r.net.broadcast());
     let proto: u8 = match r.proto {
         airlock_policy::Proto::Tcp => 6,
         airlock_policy::Proto::Udp => 17,

@@ -38,14 +38,13 @@ pub const SWEEP_MIN_AGE: std::time::Duration = std::time::Duration::from_secs(60
 /// A pool of /30 blocks; displayed as its CIDR.
 #[derive(Debug, Clone)]
 pub struct Pool {
-    base: u32,
-    prefix: u8,
+    net: airlock_policy::endpoints::Ipv4Net,
     dir: PathBuf,
 }
 
 impl std::fmt::Display for Pool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", Ipv4Addr::from(self.base), self.prefix)
+        write!(f, "{}", self.net)
     }
 }
 
@@ -57,27 +56,25 @@ impl Pool {
                 "invalid address pool {cidr:?}: write an IPv4 CIDR of /8 to /29"
             ))
         };
-        let (a, p) = cidr.split_once('/').ok_or_else(bad)?;
-        let a: Ipv4Addr = a.parse().map_err(|_| bad())?;
-        let prefix: u8 = p.parse().map_err(|_| bad())?;
-        if !(8..=29).contains(&prefix) {
-            return Err(bad());
-        }
-        let mask = u32::MAX << (32 - prefix);
+        let net = cidr
+            .contains('/')
+            .then(|| airlock_policy::endpoints::parse_v4(cidr))
+            .flatten()
+            .filter(|n| (8..=29).contains(&n.prefix_len()))
+            .ok_or_else(bad)?;
         Ok(Self {
-            base: u32::from(a) & mask,
-            prefix,
+            net,
             dir: dir.into(),
         })
     }
 
     /// Whether `ip` is in the pool (a job's or a gateway's address).
     pub fn contains(&self, ip: Ipv4Addr) -> bool {
-        crate::gateway::in_cidr(ip, Ipv4Addr::from(self.base), u32::from(self.prefix))
+        self.net.contains(&ip)
     }
 
     fn blocks(&self) -> u32 {
-        1 << (32 - self.prefix - 2)
+        1 << (32 - self.net.prefix_len() - 2)
     }
 
     fn lease_path(&self, l: &Lease) -> PathBuf {
@@ -102,7 +99,7 @@ impl Pool {
         std::fs::write(&tmp, job_id).map_err(NetError::io("writing", &tmp))?;
         let mut result = Err(NetError::PoolExhausted(n));
         for i in 0..n {
-            let block = self.base + ((start + i) % n) * 4;
+            let block = u32::from(self.net.network()) + ((start + i) % n) * 4;
             let lease = Lease::of_block(block);
             let path = self.lease_path(&lease);
             match std::fs::hard_link(&tmp, &path) {

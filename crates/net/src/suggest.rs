@@ -5,7 +5,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 
-use crate::gateway::{in_never, ConnRecord, NEVER_NAMES};
+use airlock_audit::ConnRecord;
+use airlock_policy::endpoints::{is_never as in_never, METADATA_NAMES as NEVER_NAMES};
 
 /// How many names under one parent domain collapse into `*.parent`.
 pub const COLLAPSE_AT: usize = 3;
@@ -25,7 +26,7 @@ pub struct Suggestion {
 }
 
 fn is_internal(ip: std::net::Ipv4Addr) -> bool {
-    crate::gateway::in_list(ip, crate::firewall::INTERNAL)
+    airlock_policy::endpoints::is_internal(ip)
 }
 
 /// The parent a name collapses into: the name without its first label, as long as that is

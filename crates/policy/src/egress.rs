@@ -121,10 +121,8 @@ pub enum Proto {
 /// `CIDR:PORT[/udp]`: an internal service a group may reach directly.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AllowRule {
-    /// Network address (host bits cleared).
-    pub addr: Ipv4Addr,
-    /// Prefix length.
-    pub prefix: u8,
+    /// The network (host bits cleared).
+    pub net: crate::endpoints::Ipv4Net,
     /// Port.
     pub port: u16,
     /// Transport.
@@ -147,54 +145,27 @@ impl AllowRule {
         if port == 0 {
             return Err(bad());
         }
-        let (addr, prefix) = match net.split_once('/') {
-            Some((a, p)) => (a, p.parse::<u8>().map_err(|_| bad())?),
-            None => (net, 32),
-        };
-        let addr: Ipv4Addr = addr.parse().map_err(|_| bad())?;
-        if prefix > 32 {
-            return Err(bad());
-        }
-        let mask = if prefix == 0 {
-            0
-        } else {
-            u32::MAX << (32 - prefix)
-        };
-        Ok(Self {
-            addr: Ipv4Addr::from(u32::from(addr) & mask),
-            prefix,
-            port,
-            proto,
-        })
+        let net = crate::endpoints::parse_v4(net).ok_or_else(bad)?;
+        Ok(Self { net, port, proto })
     }
 
     /// Whether both rules cover some same address, port and transport (CIDRs are either
     /// nested or disjoint, so it is enough to test one network inside the other).
     pub fn overlaps(&self, other: &AllowRule) -> bool {
-        let (wide, narrow) = if self.prefix <= other.prefix {
-            (self, other)
-        } else {
-            (other, self)
-        };
-        wide.covers(narrow.addr, narrow.port, narrow.proto)
-            && narrow.port == wide.port
-            && narrow.proto == wide.proto
+        (self.net.contains(&other.net) || other.net.contains(&self.net))
+            && self.port == other.port
+            && self.proto == other.proto
     }
 
     /// Whether `ip:port` over `proto` falls under this rule.
     pub fn covers(&self, ip: Ipv4Addr, port: u16, proto: Proto) -> bool {
-        let mask = if self.prefix == 0 {
-            0
-        } else {
-            u32::MAX << (32 - self.prefix)
-        };
-        proto == self.proto && port == self.port && (u32::from(ip) & mask) == u32::from(self.addr)
+        proto == self.proto && port == self.port && self.net.contains(&ip)
     }
 }
 
 impl std::fmt::Display for AllowRule {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}:{}", self.addr, self.prefix, self.port)?;
+        write!(f, "{}:{}", self.net, self.port)?;
         if self.proto == Proto::Udp {
             f.write_str("/udp")?;
         }

@@ -82,7 +82,7 @@ pub fn attested(facts: &Facts<'_>, id: &str, max_days: u64, what: &str) -> Optio
 /// Whether a host process can reach `target`, with the evidence: `None` when the routes
 /// of its address family are unknown.
 pub fn reachable(facts: &Facts<'_>, target: Cidr) -> Option<(bool, Vec<Evidence>)> {
-    let (routes, file) = if target.v6 {
+    let (routes, file) = if matches!(target, crate::net::Cidr::V6(_)) {
         (facts.routes6.as_ref()?, "/proc/net/ipv6_route")
     } else {
         (facts.routes.as_ref()?, "/proc/net/route")

@@ -8,7 +8,7 @@
 
 use super::{common, item, Check};
 use crate::facts::Facts;
-use crate::net::{Cidr, METADATA, METADATA_V6};
+use crate::net::{parse_cidr, METADATA, METADATA_V6};
 use crate::report::{ItemMeta, Outcome, Section};
 
 /// See the module documentation.
@@ -31,7 +31,7 @@ impl Check for MetadataEndpoint {
                 common::airlock_evidence(facts),
             );
         }
-        let (Some(md), Some(md6)) = (Cidr::parse(METADATA), Cidr::parse(METADATA_V6)) else {
+        let (Some(md), Some(md6)) = (parse_cidr(METADATA), parse_cidr(METADATA_V6)) else {
             return Outcome::unknown("internal: metadata address", vec![]);
         };
         let Some((open4, mut ev)) = common::reachable(facts, md) else {

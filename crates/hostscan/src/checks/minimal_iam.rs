@@ -8,7 +8,7 @@
 
 use super::{common, item, Check};
 use crate::facts::Facts;
-use crate::net::{Cidr, METADATA};
+use crate::net::{parse_cidr, METADATA};
 use crate::report::{ItemMeta, Outcome, Section};
 
 /// See the module documentation.
@@ -46,7 +46,7 @@ impl Check for MinimalIam {
         if facts.runners.is_empty() {
             return Outcome::unknown("no runner installation found on this host", vec![]);
         }
-        let Some(md) = Cidr::parse(METADATA) else {
+        let Some(md) = parse_cidr(METADATA) else {
             return Outcome::unknown("internal: metadata address", vec![]);
         };
         match common::reachable(facts, md) {

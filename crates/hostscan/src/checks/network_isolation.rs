@@ -7,7 +7,7 @@
 
 use super::{common, item, Check};
 use crate::facts::Facts;
-use crate::net::{Cidr, PRIVATE};
+use crate::net::{parse_cidr, PRIVATE};
 use crate::report::{ItemMeta, Outcome, Section};
 
 /// See the module documentation.
@@ -30,7 +30,7 @@ impl Check for NetworkIsolation {
         let mut open = Vec::new();
         let mut closed = Vec::new();
         for p in PRIVATE {
-            let Some(c) = Cidr::parse(p) else { continue };
+            let Some(c) = parse_cidr(p) else { continue };
             let Some((reach, ev)) = common::reachable(facts, c) else {
                 return Outcome::unknown("routes could not be read (/proc/net/route)", vec![]);
             };
