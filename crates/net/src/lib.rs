@@ -2,6 +2,26 @@
 //! pool, nftables rules that deny by default and never reach metadata endpoints, and the
 //! egress gateway that allows only listed names and records every query and connection.
 //! See docs/network.md.
+//!
+//! A job's network has three calls: [`plan`] (lease, persisted by the caller), [`setup`]
+//! (namespace, veth, firewall elements, gateway; all or nothing) and, at the end,
+//! [`JobNetwork::stop_gateway`] (its records) then [`undo`] (everything else, from the
+//! persisted [`NetState`], also after a crash). Netlink timing — batching, the RCU wait of
+//! closing nf_tables sockets — stays inside.
+//!
+//! Modules, each depending only on those below it (no cycles):
+//! - `firewall` (the nftables table and a job's elements) → `gateway` (for the ports it
+//!   maps), `link`, `nftnl`;
+//! - `nflog` (dropped packets → records) → `firewall`, `records`;
+//! - `gateway` (DNS in `gateway/dns.rs`, HTTP/TLS/CONNECT in `gateway/http.rs`, the host's
+//!   addresses in `gateway/hosts.rs`, the tunnelling heuristic in `gateway/tunnel.rs`) →
+//!   `records`;
+//! - `link` (namespace and veth over rtnetlink) → `pool` (address leases);
+//! - `nftnl` (netlink encoding of nf_tables messages), `records` (bounded record book),
+//!   `suggest` (policy from records): leaves.
+//!
+//! Address ranges (metadata, internal, never-reachable) and the CIDR type come from
+//! `airlock_policy::endpoints`; record types from `airlock_audit`.
 #![deny(missing_docs)]
 
 pub mod firewall;
