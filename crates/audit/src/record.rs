@@ -44,6 +44,11 @@ pub struct ConnRecord {
     pub verdict: String,
     /// Why.
     pub reason: String,
+    /// A `deny` that is not the policy's: the destination is allowed, but the upstream failed
+    /// (no answer, no connection) or the query type is not served. Not an egress attempt;
+    /// the detectors skip these by this field, never by the reason's text.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allowed_but_failed: bool,
     /// Detector hints, e.g. `dns-tunnelling-suspect`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub flags: Vec<String>,
@@ -85,6 +90,7 @@ impl ConnRecord {
             duration_ms: 0,
             verdict: "deny".into(),
             reason: String::new(),
+            allowed_but_failed: false,
             flags: vec![],
             count: 1,
             last_ms: 0,

@@ -44,6 +44,8 @@ egress = { domains = ["allowed.test"], allow = ["10.50.0.10/32:5432"], resolver 
 egress = { mode = "audit", resolver = "198.51.100.53" }
 [groups.wide]
 egress = { domains = ["allowed.test"], allow = ["10.0.0.0/8:7777", "10.0.0.0/8:3128", "10.0.0.0/8:53", "10.0.0.0/8:53/udp"], resolver = "198.51.100.53" }
+[groups.deadns]
+egress = { domains = ["allowed.test"], resolver = "198.51.100.99" }
 "#;
 
 fn world() -> Net {
@@ -852,6 +854,22 @@ PY
     assert_eq!(r["tunnel"], "3", "{out}");
     assert_eq!(r["udp123"], "closed", "{out}");
     let recs = net.records();
+    // An allowed name's refused TXT query is not an egress attempt, and says so by a field.
+    let txt = recs
+        .iter()
+        .find(|r| r["kind"] == "dns" && r["qtype"] == "TXT")
+        .expect("the TXT query's record");
+    assert_eq!(txt["allowed_but_failed"], true, "{txt}");
+    let tunnel = recs
+        .iter()
+        .find(|r| {
+            r["kind"] == "dns"
+                && r["name"]
+                    .as_str()
+                    .is_some_and(|n| n.ends_with("blocked.test"))
+        })
+        .expect("the blocked name's record");
+    assert!(tunnel.get("allowed_but_failed").is_none(), "{tunnel}");
     assert!(
         recs.iter().any(|r| r["kind"] == "dns"
             && r["flags"]
@@ -967,6 +985,50 @@ fn a_network_that_cannot_be_attached_leaves_nothing_and_runs_nothing() {
         String::from_utf8_lossy(&helpers.stdout)
     );
     w.assert_clean();
+}
+
+/// An allowed name whose upstream resolver does not answer: the job's lookups and requests
+/// fail, their records say `allowed_but_failed` (by a field, not by their reason's text) and
+/// no detector calls them egress attempts.
+#[test]
+fn an_allowed_name_whose_upstream_fails_is_not_an_egress_attempt() {
+    need_root!();
+    let net = world();
+    let report = net.w.dir.path().join("deadns.json");
+    let p = net.w.policy(POLICY);
+    let o = net
+        .w
+        .cmd()
+        .args(["run", "-q", "-p"])
+        .arg(&p)
+        .args(["-g", "deadns", "-w"])
+        .arg(net.w.ws())
+        .arg("--report")
+        .arg(&report)
+        .args(["--", "/bin/bash", "-c"])
+        .arg(format!(
+            "getent hosts allowed.test; {CURL} http://allowed.test/ -o /dev/null; echo done"
+        ))
+        .output()
+        .expect("run");
+    assert!(stdout(&o).contains("done"), "{}", stderr(&o));
+    let r: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&report).expect("report")).expect("json");
+    let failed: Vec<&serde_json::Value> = r["egress"]
+        .as_array()
+        .expect("egress")
+        .iter()
+        .filter(|e| e["verdict"] == "deny")
+        .collect();
+    assert!(!failed.is_empty(), "{r:#}");
+    assert!(
+        failed.iter().all(|e| e["allowed_but_failed"] == true),
+        "{failed:#?}"
+    );
+    let alerts = alerts_of(&report);
+    assert!(alert(&alerts, "denied-egress").is_none(), "{alerts:#?}");
+    assert!(alert(&alerts, "network-scan").is_none(), "{alerts:#?}");
+    net.w.assert_clean();
 }
 
 /// The detectors of a job's report.

@@ -218,6 +218,7 @@ mod tests {
             duration_ms: 0,
             verdict: "allow".into(),
             reason: "audit mode".into(),
+            allowed_but_failed: false,
             flags: vec![],
             count: 1,
             last_ms: 0,

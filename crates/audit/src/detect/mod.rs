@@ -343,8 +343,8 @@ pub(crate) struct Net<'a> {
     pub port: u16,
     /// The verdict was `deny`.
     pub denied: bool,
-    /// Why.
-    pub reason: &'a str,
+    /// An allowed destination whose upstream failed (`ConnRecord::allowed_but_failed`).
+    pub allowed_but_failed: bool,
     /// Detector hints.
     pub flags: Vec<&'a str>,
     /// When it happened: the record's own `time_ms` (the gateway's clock at the event),
@@ -352,21 +352,10 @@ pub(crate) struct Net<'a> {
     pub time_ms: u128,
 }
 
-/// Reasons the gateway gives when an *allowed* destination failed (upstream trouble, not a
-/// policy decision). The gateway records these with verdict `deny`; the detectors do not
-/// treat them as denied egress.
-const FAILURE_REASONS: &[&str] = &[
-    "upstream resolver failed",
-    "cannot resolve",
-    "connect ",
-    "upstream closed",
-    "only A and AAAA are answered",
-];
-
 impl Net<'_> {
     /// Denied by policy (not an upstream failure of an allowed destination).
     pub fn policy_denied(&self) -> bool {
-        self.denied && !FAILURE_REASONS.iter().any(|p| self.reason.starts_with(p))
+        self.denied && !self.allowed_but_failed
     }
 
     /// The name (HTTP `Host`, TLS SNI, `CONNECT` target) is an IP address, not a name.
@@ -462,7 +451,10 @@ pub(crate) fn net(rec: &Record) -> Option<Net<'_>> {
             .or(dialled.map(|a| a.port()))
             .unwrap_or(0),
         denied: s("verdict") == Some("deny"),
-        reason: s("reason").unwrap_or(""),
+        allowed_but_failed: d
+            .get("allowed_but_failed")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
         flags: d
             .get("flags")
             .and_then(Value::as_array)

@@ -155,7 +155,7 @@ pub(crate) fn benign_build(job: &str, group: &str) -> Log {
         l.net(
             "dns",
             json!({"name": host, "qtype": "HTTPS", "port": 53, "verdict": "deny",
-                   "reason": "only A and AAAA are answered"}),
+                   "reason": "only A and AAAA are answered", "allowed_but_failed": true}),
         );
     }
     for _ in 0..30 {

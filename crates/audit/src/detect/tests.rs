@@ -178,7 +178,7 @@ fn denied_egress_lists_every_refusal_once_and_ignores_upstream_failures() {
     l.net(
         "https",
         json!({"name": "static.crates.io", "port": 443, "verdict": "deny",
-               "reason": "connect 203.0.113.10:443: timed out"}),
+               "reason": "connect 203.0.113.10:443: timed out", "allowed_but_failed": true}),
     );
     let alerts = detect(&l.recs, &ctx());
     let al = one(&alerts, "denied-egress");

@@ -198,7 +198,11 @@ pub(super) async fn answer(ctx: &Ctx, raw: &[u8], udp: bool) -> Option<Vec<u8>> 
         return refuse(&reason, ResponseCode::NXDomain);
     }
     if !matches!(qtype, RecordType::A | RecordType::AAAA) {
-        return refuse("only A and AAAA are answered", ResponseCode::Refused);
+        // An allowed name, a query type the gateway does not serve: not an egress attempt.
+        let mut r = dns_record(&name, qtype, "deny", "only A and AAAA are answered", None);
+        r.allowed_but_failed = true;
+        ctx.record(r);
+        return reply(&q, ResponseCode::Refused);
     }
     let mut flags = vec![];
     if q.extensions()
@@ -225,7 +229,12 @@ pub(super) async fn answer(ctx: &Ctx, raw: &[u8], udp: bool) -> Option<Vec<u8>> 
     let resp = match lookup(ctx.cfg.upstream, &asked).await {
         Ok(r) => r,
         Err(e) => {
-            record("deny", &format!("upstream resolver failed: {e}"), &[], &[]);
+            // An allowed name whose upstream did not answer: not an egress attempt.
+            let reason = format!("upstream resolver failed: {e}");
+            let mut r = dns_record(&name, qtype, "deny", &reason, None);
+            r.allowed_but_failed = true;
+            r.flags.extend(flags.iter().cloned());
+            ctx.record(r);
             return reply(&q, ResponseCode::ServFail);
         }
     };

@@ -472,9 +472,12 @@ async fn deny_http<W: AsyncWrite + Unpin>(w: &mut W, status: u16, msg: &str) {
 /// Resolves `name`, checks its addresses and connects to the first one allowed. Fills
 /// `rec.resolved`; on failure returns the reason.
 async fn dial(ctx: &Ctx, name: &str, port: u16, rec: &mut ConnRecord) -> Result<TcpStream, String> {
-    let addrs = resolve_cached(ctx, name)
-        .await
-        .map_err(|e| format!("cannot resolve: {e}"))?;
+    // Upstream trouble (no answer, no connection) of an allowed name is marked on the record:
+    // it is not an egress attempt. A refused address is the policy's decision.
+    let addrs = resolve_cached(ctx, name).await.map_err(|e| {
+        rec.allowed_but_failed = true;
+        format!("cannot resolve: {e}")
+    })?;
     let mut why = String::from("no address");
     let mut chosen = None;
     for a in &addrs {
@@ -491,11 +494,13 @@ async fn dial(ctx: &Ctx, name: &str, port: u16, rec: &mut ConnRecord) -> Result<
         return Err(why);
     };
     rec.resolved = Some(IpAddr::V4(ip));
-    match tokio::time::timeout(IO_TIMEOUT, TcpStream::connect((ip, port))).await {
+    let r = match tokio::time::timeout(IO_TIMEOUT, TcpStream::connect((ip, port))).await {
         Ok(Ok(u)) => Ok(u),
         Ok(Err(e)) => Err(format!("connect {ip}:{port}: {e}")),
         Err(_) => Err(format!("connect {ip}:{port}: timed out")),
-    }
+    };
+    rec.allowed_but_failed = r.is_err();
+    r
 }
 
 fn allowed(ctx: &Ctx, rec: &mut ConnRecord) {
