@@ -233,6 +233,19 @@ impl JobReport {
         }
     }
 
+    /// The report of a request refused before it became a job (no id yet, nothing ran).
+    pub fn refused(group: Option<&str>, failure: Failure) -> Self {
+        Self {
+            id: String::new(),
+            group: group.unwrap_or_default().to_owned(),
+            outcome: JobOutcome::Failed(failure),
+            duration_ms: 0,
+            teardown_errors: Vec::new(),
+            egress: Vec::new(),
+            alerts: Vec::new(),
+        }
+    }
+
     /// Reads a report written by `airlock run --report`.
     pub fn read(path: &Path) -> Result<Self, ReportError> {
         let data = std::fs::read(path).map_err(|source| ReportError::Read {

@@ -27,31 +27,23 @@ struct Cli {
 
 #[derive(Args)]
 struct Global {
-    /// Runtime state (job directories, executor state).
-    #[arg(
-        long,
-        global = true,
-        env = "AIRLOCK_STATE_DIR",
-        default_value = "/run/airlock"
-    )]
-    state_dir: PathBuf,
-    /// Persistent data: the image store, the audit log, learned baselines, undelivered alerts.
-    #[arg(
-        long,
-        global = true,
-        env = "AIRLOCK_DATA_DIR",
-        default_value = "/var/lib/airlock"
-    )]
-    data_dir: PathBuf,
-    /// IPv4 range jobs' addresses come from (one /30 per job).
-    #[arg(
-        long,
-        global = true,
-        env = "AIRLOCK_NET_POOL",
-        default_value = "10.213.0.0/16"
-    )]
-    net_pool: String,
+    /// Runtime state (job directories, executor state) [default: /run/airlock; for serve:
+    /// serve.toml's `state_dir`, which this overrides].
+    #[arg(long, global = true, env = "AIRLOCK_STATE_DIR")]
+    state_dir: Option<PathBuf>,
+    /// Persistent data: the image store, the audit log, learned baselines, undelivered alerts
+    /// [default: /var/lib/airlock; for serve: serve.toml's `data_dir`, which this overrides].
+    #[arg(long, global = true, env = "AIRLOCK_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// IPv4 range jobs' addresses come from, one /30 per job [default: 10.213.0.0/16; for
+    /// serve: serve.toml's `net_pool`, which this overrides].
+    #[arg(long, global = true, env = "AIRLOCK_NET_POOL")]
+    net_pool: Option<String>,
 }
+
+const DEFAULT_STATE_DIR: &str = "/run/airlock";
+const DEFAULT_DATA_DIR: &str = "/var/lib/airlock";
+const DEFAULT_NET_POOL: &str = "10.213.0.0/16";
 
 #[derive(Subcommand)]
 enum Cmd {
@@ -177,9 +169,15 @@ struct ServeArgs {
         default_value = "/etc/airlock/serve.toml"
     )]
     config: PathBuf,
-    /// Check the configuration, the policy and the webhook secret, print a summary, and exit.
+    /// Check everything serve needs without side effects — the configuration, the policy, the
+    /// webhook secret, the GitHub credentials (App key parsed, token variable set), every
+    /// group's image in the image store, the listen address — print a summary, and exit 1 if
+    /// serve could not work.
     #[arg(long)]
     check: bool,
+    /// With --check: also make one authenticated read call to GitHub (list the runners).
+    #[arg(long, requires = "check")]
+    online: bool,
 }
 
 #[derive(Subcommand)]
@@ -319,6 +317,9 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .with_writer(std::io::stderr)
+        // Colour only on a terminal: a log file (serve under systemd, `2>serve.log`) gets
+        // plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         // serve logs names that webhooks and jobs chose: every field value is escaped.
         .fmt_fields(airlock_text::log::escaped_fields())
         .init();
@@ -357,11 +358,21 @@ fn run_helper(h: HelperCli) -> i32 {
 }
 
 fn real_main(cli: Cli) -> Result<u8> {
+    let g = &cli.global;
     let paths = Paths {
-        state: cli.global.state_dir,
-        data: cli.global.data_dir,
+        state: g
+            .state_dir
+            .clone()
+            .unwrap_or_else(|| DEFAULT_STATE_DIR.into()),
+        data: g
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| DEFAULT_DATA_DIR.into()),
     };
-    let net_pool = cli.global.net_pool;
+    let net_pool = g
+        .net_pool
+        .clone()
+        .unwrap_or_else(|| DEFAULT_NET_POOL.into());
     match cli.cmd {
         Cmd::Run(a) => cmd_run(a, paths, &net_pool),
         Cmd::Policy(p) => cmd_policy(p, &paths, &net_pool),
@@ -369,7 +380,7 @@ fn real_main(cli: Cli) -> Result<u8> {
         Cmd::Audit(a) => cmd_audit(a, paths),
         Cmd::Drill(d) => cmd_drill(d),
         Cmd::Scan(s) => cmd_scan(s),
-        Cmd::Serve(a) => cmd_serve(a),
+        Cmd::Serve(a) => cmd_serve(a, &cli.global),
         Cmd::Gc { force, json } => {
             let pool = paths.pool(&net_pool)?;
             let r = airlock_job::gc(&Engine::new(paths, pool)?, force);
@@ -413,7 +424,23 @@ fn cmd_run(a: RunArgs, paths: Paths, net_pool: &str) -> Result<u8> {
         secrets_file: a.secrets,
         egress_log: a.egress_log,
     };
-    let job = engine.prepare(request, &|n| std::env::var(n).ok())?;
+    let group = request.group.clone();
+    let job = match engine.prepare(request, &|n| std::env::var(n).ok()) {
+        Ok(j) => j,
+        Err(e) => {
+            // A caller reading the report (serve, the drill) learns why, by kind.
+            if let Some(p) = &a.report {
+                let failure = airlock_job::Failure {
+                    kind: e.kind(),
+                    message: airlock_text::ErrorChain(&e).to_string(),
+                };
+                let report = JobReport::refused(group.as_deref(), failure);
+                std::fs::write(p, serde_json::to_vec_pretty(&report)?)
+                    .with_context(|| format!("writing report {}", p.display()))?;
+            }
+            return Err(e.into());
+        }
+    };
     let timeout = job.timeout();
     let report = engine.run(
         &job,
@@ -591,8 +618,25 @@ fn cmd_drill(d: DrillArgs) -> Result<u8> {
     Ok(if report.passed { 0 } else { 1 })
 }
 
-fn cmd_serve(a: ServeArgs) -> Result<u8> {
-    let config = airlock_manager::ServeConfig::from_file(&a.config)?;
+fn cmd_serve(a: ServeArgs, g: &Global) -> Result<u8> {
+    let mut config = airlock_manager::ServeConfig::from_file(&a.config)?;
+    // The command line and the environment win over serve.toml, which wins over the defaults.
+    let from = |given: bool| {
+        if given {
+            "--flag or environment"
+        } else {
+            "serve.toml or default"
+        }
+    };
+    if let Some(d) = &g.state_dir {
+        config.state_dir.clone_from(d);
+    }
+    if let Some(d) = &g.data_dir {
+        config.data_dir.clone_from(d);
+    }
+    if let Some(p) = &g.net_pool {
+        config.net_pool = Some(p.clone());
+    }
     let policy = LoadedPolicy::from_file(&config.policy)?;
     config.webhook_secret.read("webhook_secret")?;
     println!(
@@ -605,17 +649,27 @@ fn cmd_serve(a: ServeArgs) -> Result<u8> {
         config.runner_prefix,
         config.max_concurrency
     );
-    for (name, g) in &policy.policy.groups {
+    println!(
+        "  state dir {} ({}), data dir {} ({}), address pool {} ({})",
+        config.state_dir.display(),
+        from(g.state_dir.is_some()),
+        config.data_dir.display(),
+        from(g.data_dir.is_some()),
+        config.net_pool.as_deref().unwrap_or(DEFAULT_NET_POOL),
+        from(g.net_pool.is_some()),
+    );
+    for (name, gr) in &policy.policy.groups {
         println!(
             "  group {name}: {:?}, labels {:?}, repositories {:?}, max {} runners",
-            g.trust, g.labels, g.repositories, g.max_runners
+            gr.trust, gr.labels, gr.repositories, gr.max_runners
         );
     }
+    let github = airlock_manager::RestGitHub::from_config(&config.github);
     if a.check {
-        return Ok(0);
+        return check_serve(&config, &policy, github, a.online);
     }
     require_root("airlock serve")?;
-    let github = airlock_manager::RestGitHub::from_config(&config.github)?;
+    let github = github?;
     let exe = std::env::current_exe().context("locating the airlock binary")?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -628,6 +682,52 @@ fn cmd_serve(a: ServeArgs) -> Result<u8> {
         exe,
     ))?;
     Ok(0)
+}
+
+/// The rest of `serve --check`: every problem is printed, then exit 1 if there was one.
+fn check_serve(
+    config: &airlock_manager::ServeConfig,
+    policy: &LoadedPolicy,
+    github: Result<airlock_manager::RestGitHub, airlock_manager::ConfigError>,
+    online: bool,
+) -> Result<u8> {
+    let mut problems = Vec::new();
+    if config.listen.ip().is_unspecified() {
+        println!(
+            "  warning: listen {} takes connections on every interface; docs/serve.md puts serve on loopback behind a TLS proxy",
+            config.listen
+        );
+    }
+    let store = ImageStore::new(config.data_dir.join("images"));
+    for (name, g) in &policy.policy.groups {
+        if let airlock_policy::RootfsSource::Image(r) = &g.rootfs {
+            if let Err(e) = store.resolve(r) {
+                problems.push(format!("group {name}: image {r:?}: {e:#}"));
+            }
+        }
+    }
+    match github {
+        Err(e) => problems.push(format!("GitHub credentials: {:#}", anyhow::Error::from(e))),
+        Ok(gh) if online => {
+            use airlock_manager::GitHub as _;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            match rt.block_on(gh.list_runners()) {
+                Ok(r) => println!(
+                    "  GitHub: reachable with these credentials ({} runners listed)",
+                    r.len()
+                ),
+                Err(e) => problems.push(format!("GitHub: {e}")),
+            }
+        }
+        Ok(_) => println!("  GitHub credentials: read (add --online to try them)"),
+    }
+    for p in &problems {
+        println!("  error: {}", Escaped(p));
+    }
+    Ok(u8::from(!problems.is_empty()))
 }
 
 fn cmd_policy(p: PolicyCmd, paths: &Paths, net_pool: &str) -> Result<u8> {

@@ -220,6 +220,21 @@ rootfs = { image = "fakerunner:1" }
 runner = ["/opt/runner/airlock-fake-runner"]
 egress = { domains = ["api.github.test"], resolver = "198.51.100.53" }
 limits = { timeout = "3m" }
+# A runner that exits non-zero at once.
+[groups.broken]
+labels = ["e2e-broken"]
+repositories = ["octo-org/*"]
+rootfs = { image = "fakerunner:1" }
+runner = ["/bin/sh", "-c", "exit 3"]
+egress = { domains = ["api.github.test"], resolver = "198.51.100.53" }
+# A sandbox that cannot start: a program to protect that the image does not have.
+[groups.nostart]
+labels = ["e2e-nostart"]
+repositories = ["octo-org/*"]
+rootfs = { image = "fakerunner:1" }
+runner = ["/opt/runner/airlock-fake-runner"]
+protect = ["/opt/runner/not-there"]
+egress = { domains = ["api.github.test"], resolver = "198.51.100.53" }
 "#;
 
 fn world() -> E2e {
@@ -500,9 +515,13 @@ impl E2e {
     }
 
     fn queue_job(&self, id: u64, script: &str) {
+        self.queue_job_labelled(id, &["self-hosted", "e2e"], script);
+    }
+
+    fn queue_job_labelled(&self, id: u64, labels: &[&str], script: &str) {
         let code = self.fake_post(
             "/_fake/jobs",
-            &serde_json::json!({"id": id, "labels": ["self-hosted", "e2e"], "script": script,
+            &serde_json::json!({"id": id, "labels": labels, "script": script,
                                 "repository": "octo-org/app"}),
         );
         assert_eq!(code, 201, "queueing job {id}");
@@ -1071,4 +1090,74 @@ fn kill_9_of_serve_mid_job_then_a_restart_reconciles_everything() {
         cgroups_of(&sandbox)
     );
     e.assert_clean(&["gh-301"]);
+}
+
+/// serve tells the truth about a runner that failed: one whose command exits non-zero and one
+/// whose sandbox cannot start are `failed`, with the reason, in the audit record, the log and
+/// the metrics. Then SIGTERM: while the running job drains, webhooks and `/readyz` answer 503
+/// (GitHub can redeliver; a load balancer sees not-ready) and `/healthz` still answers.
+#[test]
+fn failed_runners_are_failed_with_their_reason_and_a_drain_answers_503() {
+    need_root!();
+    need_fakes!();
+    let mut e = world();
+
+    e.queue_job_labelled(301, &["self-hosted", "e2e-broken"], "exit 0");
+    let fin = e.wait_finished(301);
+    assert_eq!(fin["data"]["status"], "failed", "{fin:#}\n{}", e.log());
+    assert_eq!(fin["data"]["exit_code"], 3, "{fin:#}");
+    let why = fin["data"]["detail"].as_str().unwrap_or_default();
+    assert!(why.contains("exited 3"), "{fin:#}");
+
+    e.queue_job_labelled(302, &["self-hosted", "e2e-nostart"], "exit 0");
+    let fin = e.wait_finished(302);
+    assert_eq!(fin["data"]["status"], "failed", "{fin:#}\n{}", e.log());
+    assert_eq!(fin["data"]["exit_code"], 125, "{fin:#}");
+    let why = fin["data"]["detail"].as_str().unwrap_or_default();
+    assert!(
+        why.contains("did not start") && why.contains("not-there"),
+        "the reason names what could not be applied: {fin:#}"
+    );
+    assert!(e.log().contains("failed:"), "{}", e.log());
+    let (code, metrics) = e.curl(&[&format!("http://{SERVE_ADDR}/metrics")]);
+    assert_eq!(code, 200);
+    let failed = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("airlock_serve_jobs_finished_total") && l.contains("state=\"failed\"")
+        })
+        .unwrap_or_else(|| panic!("no failed jobs counted:\n{metrics}"));
+    assert!(
+        failed.contains("group=\"broken\"") || metrics.contains("group=\"nostart\""),
+        "{metrics}"
+    );
+    assert!(
+        !metrics
+            .lines()
+            .any(|l| l.starts_with("airlock_serve_jobs_finished_total")
+                && l.contains("state=\"done\"")),
+        "nothing here is done: {metrics}"
+    );
+
+    // A job that runs for a while, then SIGTERM to serve mid-job.
+    e.queue_job(303, "sleep 12; exit 0");
+    e.wait_for("job 303 to be taken by its runner", || {
+        E2e::job(&e.state(), 303)["status"] == "in_progress"
+    });
+    let serve = e.serve.as_ref().expect("serve runs");
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(serve.id()).expect("pid"));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+    let body = serde_json::json!({"zen": "drain"}).to_string();
+    e.wait_for("the webhook to answer 503 during the drain", || {
+        e.webhook(&body, Some(&sign(&body)), "drain-1") == 503
+    });
+    assert_eq!(e.curl(&[&format!("http://{SERVE_ADDR}/readyz")]).0, 503);
+    assert_eq!(e.curl(&[&format!("http://{SERVE_ADDR}/healthz")]).0, 200);
+    let (_, metrics) = e.curl(&[&format!("http://{SERVE_ADDR}/metrics")]);
+    assert!(metrics.contains("outcome=\"shutting_down\""), "{metrics}");
+    // The running job finishes within the grace; then serve exits.
+    let fin = e.wait_finished(303);
+    assert_eq!(fin["data"]["status"], "done", "{fin:#}\n{}", e.log());
+    e.stop_serve();
+    e.assert_clean(&["gh-301", "gh-302"]);
 }

@@ -32,6 +32,9 @@ pub enum JobError {
     /// The workspace is not a directory.
     #[error("--workdir {} is not a directory", .0.display())]
     WorkdirNotADirectory(PathBuf),
+    /// airlock's own binary cannot be located (it is the sandboxes' helper).
+    #[error("locating the airlock binary")]
+    HelperExe(#[source] std::io::Error),
     /// The workspace would copy airlock's checkpoint key into the job.
     #[error("--workdir {} contains airlock's key directory {}; use another data directory", workdir.display(), keys.display())]
     WorkdirHoldsKeys {
@@ -40,4 +43,20 @@ pub enum JobError {
         /// The key directory.
         keys: PathBuf,
     },
+}
+
+impl JobError {
+    /// What kind of failure this is, for a report of a job that could not run.
+    pub fn kind(&self) -> airlock_audit::FailureKind {
+        use airlock_audit::FailureKind;
+        match self {
+            Self::Policy(_)
+            | Self::Secrets(_)
+            | Self::WorkdirNotADirectory(_)
+            | Self::WorkdirHoldsKeys { .. } => FailureKind::Request,
+            Self::Sandbox(e) => e.kind(),
+            Self::Sinks(_) | Self::AuditSettings(_) => FailureKind::Audit,
+            Self::NotRoot | Self::HelperExe(_) => FailureKind::Host,
+        }
+    }
 }

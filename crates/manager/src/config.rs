@@ -33,6 +33,10 @@ pub struct ServeConfig {
     /// airlock's data directory (image store, audit log, `serve.db`).
     #[serde(default = "default_data_dir")]
     pub data_dir: PathBuf,
+    /// The IPv4 range jobs' addresses come from (`airlock run --net-pool`); `None`: airlock's
+    /// default, or `AIRLOCK_NET_POOL` in serve's environment.
+    #[serde(default)]
+    pub net_pool: Option<String>,
     /// The runner-group policy.
     pub policy: PathBuf,
     /// Largest webhook body accepted, in bytes (GitHub caps payloads at 25 MB; a
@@ -86,11 +90,11 @@ pub struct GitHubConfig {
     /// The repository name (level `repo` only).
     #[serde(default)]
     pub repo: Option<String>,
-    /// GitHub App id (or client id).
-    #[serde(default)]
+    /// GitHub App id (or client id): `123456` or `"123456"` (or `"Iv1.…"`).
+    #[serde(default, deserialize_with = "string_or_number")]
     pub app_id: Option<String>,
-    /// The App's installation id.
-    #[serde(default)]
+    /// The App's installation id: `7890123` or `"7890123"`.
+    #[serde(default, deserialize_with = "number_or_string")]
     pub installation_id: Option<u64>,
     /// The App's private key (PEM).
     #[serde(default)]
@@ -238,6 +242,31 @@ impl SecretSource {
     }
 }
 
+/// An id GitHub shows as a number, written either way in serve.toml.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Id {
+    Number(u64),
+    Text(String),
+}
+
+fn string_or_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(Option::<Id>::deserialize(d)?.map(|id| match id {
+        Id::Number(n) => n.to_string(),
+        Id::Text(t) => t,
+    }))
+}
+
+fn number_or_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    match Option::<Id>::deserialize(d)? {
+        None => Ok(None),
+        Some(Id::Number(n)) => Ok(Some(n)),
+        Some(Id::Text(t)) => t.trim().parse().map(Some).map_err(|_| {
+            serde::de::Error::custom(format!("installation_id {t:?} is not a number"))
+        }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -272,6 +301,27 @@ token = { file = "/etc/airlock/pat" }
         )
         .expect_err("inline secret refused");
         assert!(e.to_string().contains("serve.toml"), "{e}");
+    }
+
+    #[test]
+    fn ids_are_accepted_as_numbers_or_strings() {
+        for (app, inst) in [("123", "456"), ("\"123\"", "\"456\"")] {
+            let c = ServeConfig::parse(
+                &format!(
+                    "policy = \"p\"\nwebhook_secret = {{ file = \"s\" }}\n[github]\norg = \"o\"\napp_id = {app}\ninstallation_id = {inst}\nprivate_key = \"k.pem\"\n"
+                ),
+                Path::new("serve.toml"),
+            )
+            .expect("valid");
+            assert_eq!(c.github.app_id.as_deref(), Some("123"));
+            assert_eq!(c.github.installation_id, Some(456));
+        }
+        let e = ServeConfig::parse(
+            "policy = \"p\"\nwebhook_secret = { file = \"s\" }\n[github]\norg = \"o\"\napp_id = 1\ninstallation_id = \"x\"\nprivate_key = \"k.pem\"\n",
+            Path::new("serve.toml"),
+        )
+        .expect_err("not a number");
+        assert!(e.to_string().contains("installation_id"), "{e}");
     }
 
     #[test]

@@ -53,6 +53,8 @@ pub struct RunExit {
     pub stopped: bool,
     /// airlock's job id of the sandbox, from its report.
     pub sandbox_id: Option<String>,
+    /// Why the sandbox did not run, from its report (typed), when it says.
+    pub failure: Option<airlock_audit::Failure>,
 }
 
 /// Why a sandbox could not be run.
@@ -124,6 +126,8 @@ pub struct ProcessLauncher {
     pub state_dir: PathBuf,
     /// `--data-dir` of the children.
     pub data_dir: PathBuf,
+    /// `--net-pool` of the children (`None`: theirs, or `AIRLOCK_NET_POOL` passed through).
+    pub net_pool: Option<String>,
     /// Where per-job files (derived policy, report, runner output) go; 0700.
     pub work_dir: PathBuf,
     /// Command prefix run before airlock, e.g. `nsenter --net=…` in tests (empty normally).
@@ -164,6 +168,11 @@ impl ProcessLauncher {
             .arg(&self.state_dir)
             .arg("--data-dir")
             .arg(&self.data_dir)
+            .args(
+                self.net_pool
+                    .iter()
+                    .flat_map(|p| ["--net-pool", p.as_str()]),
+            )
             .arg("run")
             .arg("--policy")
             .arg(dir.join("policy.toml"))
@@ -262,7 +271,12 @@ impl Launcher for ProcessLauncher {
                 }
             }
         };
-        let sandbox_id = JobReport::read(&dir.join("report.json")).ok().map(|r| r.id);
+        let report = JobReport::read(&dir.join("report.json")).ok();
+        let failure = report.as_ref().and_then(|r| match &r.outcome {
+            airlock_audit::JobOutcome::Failed(f) => Some(f.clone()),
+            _ => None,
+        });
+        let sandbox_id = report.map(|r| r.id).filter(|id| !id.is_empty());
         use std::os::unix::process::ExitStatusExt;
         let code = status
             .code()
@@ -277,6 +291,7 @@ impl Launcher for ProcessLauncher {
             code,
             stopped,
             sandbox_id,
+            failure,
         })
     }
 

@@ -111,7 +111,11 @@ struct Inner {
     idle: Notify,
     accepting: AtomicBool,
     ready: AtomicBool,
+    /// The last reconcile could read GitHub with serve's credentials.
+    github_ok: AtomicBool,
     tasks: Mutex<HashMap<i64, watch::Sender<bool>>>,
+    /// Why serve stopped a job's sandbox (set before the stop is sent).
+    stop_reasons: Mutex<HashMap<i64, StopReason>>,
     received: Mutex<HashMap<i64, Instant>>,
     alerted: Mutex<HashSet<u64>>,
     /// Held while capacity is given (dispatcher) and while jobs without a task are declared
@@ -152,7 +156,9 @@ impl Manager {
                 idle: Notify::new(),
                 accepting: AtomicBool::new(true),
                 ready: AtomicBool::new(false),
+                github_ok: AtomicBool::new(false),
                 tasks: Mutex::new(HashMap::new()),
+                stop_reasons: Mutex::new(HashMap::new()),
                 received: Mutex::new(HashMap::new()),
                 alerted: Mutex::new(HashSet::new()),
                 capacity: Mutex::new(()),
@@ -172,7 +178,9 @@ impl Manager {
 
     /// Whether serve takes new jobs (reconciled at start and not shutting down).
     pub fn ready(&self) -> bool {
-        self.inner.ready.load(Ordering::SeqCst) && self.inner.accepting.load(Ordering::SeqCst)
+        self.inner.ready.load(Ordering::SeqCst)
+            && self.inner.accepting.load(Ordering::SeqCst)
+            && self.inner.github_ok.load(Ordering::SeqCst)
     }
 
     /// Number of jobs with a lifecycle task.
@@ -262,6 +270,7 @@ impl Manager {
                         Some(&key),
                         json!({"runner": runner, "grace_ms": grace.as_millis() as u64}),
                     );
+                    lock(&me.inner.stop_reasons).insert(seq, StopReason::CompletedOnGitHub);
                     let _ = tx.send(true);
                 }
             });
@@ -400,12 +409,16 @@ impl Manager {
         let st = &self.inner.store;
         let mut errors = Vec::new();
         let (final_status, code, detail, sandbox) = match &outcome.result {
-            Ok(exit) => (
-                JobStatus::Done,
-                Some(i64::from(exit.code)),
-                exit.stopped.then(|| "stopped by serve".to_owned()),
-                exit.sandbox_id.clone(),
-            ),
+            Ok(exit) => {
+                let stopped_because = lock(&self.inner.stop_reasons).remove(&seq);
+                let (status, why) = judge(exit, stopped_because);
+                (
+                    status,
+                    Some(i64::from(exit.code)),
+                    why,
+                    exit.sandbox_id.clone(),
+                )
+            }
             Err(e) => (JobStatus::Failed, None, Some(e.clone()), None),
         };
         if let Err(e) = st.finish(seq, final_status, code, detail.as_deref()) {
@@ -451,7 +464,19 @@ impl Manager {
                    "token_revoked": token_revoked,
                    "teardown_errors": errors}),
         );
-        info!("job {key} ({group}): {}", final_status.as_str());
+        match &detail {
+            Some(why) if final_status == JobStatus::Failed => {
+                warn!("job {key} ({group}): failed: {why}");
+                if outcome.runner_id.is_some() {
+                    // A JIT runner takes any queued job with its labels: the job this runner
+                    // was made for may have gone to another runner, and one may stay queued.
+                    warn!(
+                        "job {key}: GitHub may have given this job to another runner of the group; a job left queued gets a runner from its next webhook or the reconcile (docs/serve.md)"
+                    );
+                }
+            }
+            _ => info!("job {key} ({group}): {}", final_status.as_str()),
+        }
         lock(&self.inner.tasks).remove(&seq);
         self.inner.wake.notify_one();
         self.inner.idle.notify_waiters();
@@ -601,6 +626,7 @@ impl Manager {
                 let age = now_ms().saturating_sub(since);
                 if u128::try_from(age).unwrap_or(0) > limit.as_millis() {
                     if let Some(tx) = lock(&self.inner.tasks).get(&j.seq) {
+                        lock(&self.inner.stop_reasons).insert(j.seq, StopReason::Stuck);
                         let _ = tx.send(true);
                     }
                     r.stuck_jobs.push(j.seq);
@@ -644,7 +670,11 @@ impl Manager {
             }
             Err(e) => r.errors.push(e.to_string()),
         }
-        match self.inner.github.list_runners().await {
+        let listed = self.inner.github.list_runners().await;
+        // Ready only while GitHub answers serve's credentials (a wrong App id or a revoked
+        // token makes every job fail: a load balancer must see that).
+        self.inner.github_ok.store(listed.is_ok(), Ordering::SeqCst);
+        match listed {
             Ok(runners) => {
                 for ru in runners {
                     if ru.name.starts_with(prefix.as_str()) {
@@ -714,8 +744,14 @@ impl Manager {
                 _ = tokio::time::sleep(Duration::from_millis(100)) => {}
             }
         }
-        let left: Vec<watch::Sender<bool>> = lock(&self.inner.tasks).values().cloned().collect();
-        for tx in left {
+        let left: Vec<(i64, watch::Sender<bool>)> = lock(&self.inner.tasks)
+            .iter()
+            .map(|(k, v)| (*k, v.clone()))
+            .collect();
+        for (seq, tx) in left {
+            lock(&self.inner.stop_reasons)
+                .entry(seq)
+                .or_insert(StopReason::Shutdown);
             let _ = tx.send(true);
         }
         while self.running_tasks() > 0 {
@@ -736,6 +772,65 @@ impl Manager {
     pub fn accepting(&self) -> bool {
         self.inner.accepting.load(Ordering::SeqCst)
     }
+}
+
+/// What became of a job whose sandbox ran: done only when `airlock run` exited 0 and serve did
+/// not stop it; otherwise failed, with the reason (typed from airlock's report where it has
+/// one, else from the exit code).
+fn judge(
+    exit: &crate::launcher::RunExit,
+    stopped_because: Option<StopReason>,
+) -> (JobStatus, Option<String>) {
+    if exit.stopped {
+        return match stopped_because {
+            // GitHub says the job is over; its runner only failed to exit.
+            Some(StopReason::CompletedOnGitHub) => (
+                JobStatus::Done,
+                Some("stopped by serve after GitHub completed the job".into()),
+            ),
+            Some(StopReason::Stuck) => (
+                JobStatus::Failed,
+                Some("stopped by serve: past the group's timeout".into()),
+            ),
+            Some(StopReason::Shutdown) | None => (
+                JobStatus::Failed,
+                Some("stopped by serve: shut down before the job finished".into()),
+            ),
+        };
+    }
+    if let Some(f) = &exit.failure {
+        let hint = f.kind.hint().map(|h| format!("; {h}")).unwrap_or_default();
+        let why = format!(
+            "the runner's sandbox did not start ({:?}): {}{hint}",
+            f.kind, f.message
+        );
+        return (
+            JobStatus::Failed,
+            Some(airlock_text::escape(&why).into_owned()),
+        );
+    }
+    let why = match exit.code {
+        0 => return (JobStatus::Done, None),
+        2 => "airlock run refused the job (bad policy or request; see its output.log)".to_owned(),
+        124 => "the runner hit the group's wall-clock timeout".to_owned(),
+        125 => {
+            "the runner's sandbox could not be set up or torn down (see its output.log)".to_owned()
+        }
+        c if c > 128 => format!("the runner was killed by signal {}", c - 128),
+        c => format!("the runner exited {c}"),
+    };
+    (JobStatus::Failed, Some(why))
+}
+
+/// Why serve stopped a job's sandbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StopReason {
+    /// GitHub completed the job and its runner did not exit within the grace.
+    CompletedOnGitHub,
+    /// The job ran past its group's timeout (reconcile).
+    Stuck,
+    /// serve shut down and the grace ran out.
+    Shutdown,
 }
 
 struct Outcome {

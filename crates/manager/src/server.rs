@@ -65,9 +65,26 @@ async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
 async fn webhook(
     State(s): State<AppState>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> (StatusCode, &'static str) {
     let m = &s.manager;
+    // An oversized body is refused by the body limit before it is read; counted like every
+    // other outcome.
+    let body = match body {
+        Ok(b) => b,
+        Err(r) if r.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            m.metrics().webhook("too_large");
+            return (StatusCode::PAYLOAD_TOO_LARGE, "body too large\n");
+        }
+        Err(r) => {
+            m.metrics().webhook("bad_payload");
+            warn!(
+                "webhook body unreadable: {}",
+                airlock_text::escape(&r.body_text())
+            );
+            return (StatusCode::BAD_REQUEST, "unreadable body\n");
+        }
+    };
     let sig = headers
         .get("x-hub-signature-256")
         .and_then(|v| v.to_str().ok());
@@ -78,6 +95,7 @@ async fn webhook(
         return (StatusCode::UNAUTHORIZED, "bad signature\n");
     }
     if !m.accepting() {
+        m.metrics().webhook("shutting_down");
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n");
     }
     let Some(delivery) = headers
@@ -141,6 +159,7 @@ pub async fn serve(
         airlock,
         state_dir: config.state_dir.clone(),
         data_dir: config.data_dir.clone(),
+        net_pool: config.net_pool.clone(),
         work_dir: config.state_dir.join("serve"),
         wrapper: Vec::new(),
     });
@@ -236,15 +255,20 @@ pub async fn serve_with(
         .with_graceful_shutdown(async move {
             shutdown_signal().await;
             info!("shutting down: no new jobs; running jobs get {grace:?}");
-            // Stop taking jobs at once; the HTTP server drains in-flight requests.
+            // Stop taking jobs at once, but keep answering while running jobs drain: webhooks
+            // get 503 (GitHub records a failed delivery that can be redelivered) and
+            // `/readyz` 503 (a load balancer sees not-ready); `/healthz` and `/metrics` go on.
             m2.shutdown_begin();
+            m2.shutdown(grace).await;
+            info!("drained; closing the listener");
         })
         .await
         .map_err(|source| ManagerError::Listen {
             addr: config.listen,
             source,
         })?;
-    manager.shutdown(grace).await;
+    // Every job is over by now (the drain ran inside the shutdown above); this only confirms.
+    manager.shutdown(Duration::ZERO).await;
     if let Some(s) = sinks {
         // What is not delivered by then stays in the outbox for the next run.
         let _ = tokio::task::spawn_blocking(move || {

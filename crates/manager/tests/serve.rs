@@ -563,8 +563,12 @@ async fn shutdown_stops_running_jobs_after_grace() {
     assert!(t.elapsed() < Duration::from_secs(10));
     assert_eq!(h.launcher.s.lock().expect("lock").stopped, vec!["gh-41"]);
     let j = h.manager.store().job(1).expect("job");
-    assert_eq!(j.status, JobStatus::Done);
-    assert_eq!(j.detail.as_deref(), Some("stopped by serve"));
+    // Stopped before it finished: failed, and why (it used to say "done").
+    assert_eq!(j.status, JobStatus::Failed);
+    assert_eq!(
+        j.detail.as_deref(),
+        Some("stopped by serve: shut down before the job finished")
+    );
     assert!(h.gh.s.lock().expect("lock").runners.is_empty());
     // No new jobs after shutdown.
     assert_eq!(
@@ -617,7 +621,10 @@ async fn stuck_job_is_torn_down_by_reconcile() {
     let j = h.manager.store().job(1).expect("job");
     assert_eq!(
         (j.status, j.detail.as_deref()),
-        (JobStatus::Done, Some("stopped by serve"))
+        (
+            JobStatus::Failed,
+            Some("stopped by serve: past the group's timeout")
+        )
     );
     assert_eq!(h.launcher.s.lock().expect("lock").stopped, vec!["gh-51"]);
     assert!(

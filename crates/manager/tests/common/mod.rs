@@ -180,6 +180,7 @@ impl Launcher for FakeLauncher {
             code: 0,
             stopped,
             sandbox_id: Some(format!("sbx-{}", spec.key)),
+            failure: None,
         })
     }
     async fn gc(&self) -> Result<Vec<String>, LaunchError> {
