@@ -30,6 +30,10 @@ fn serve_check_summarises_a_good_configuration() {
     let o = Command::new(AIRLOCK)
         .args(["serve", "--check", "--config"])
         .arg(d.path().join("serve.toml"))
+        .env("AIRLOCK_TEST_PAT", "ghp_not_a_real_token")
+        .env_remove("AIRLOCK_STATE_DIR")
+        .env_remove("AIRLOCK_DATA_DIR")
+        .env_remove("AIRLOCK_NET_POOL")
         .output()
         .expect("run");
     let out = String::from_utf8_lossy(&o.stdout);
@@ -44,6 +48,67 @@ fn serve_check_summarises_a_good_configuration() {
         "{out}"
     );
     assert!(!out.contains("s3cret"), "the secret is never printed");
+    assert!(
+        out.contains("state dir /run/airlock (serve.toml or default), data dir /var/lib/airlock (serve.toml or default)"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("ghp_not_a_real_token"),
+        "the token is never printed"
+    );
+}
+
+/// `--check` tries what it can without side effects: an unset token variable, a group's
+/// image that is not imported and a listen address on every interface are reported; the
+/// global directories override serve.toml's and the summary says which ones serve will use.
+#[test]
+fn serve_check_finds_what_would_stop_serve() {
+    let d = setup();
+    let policy = d.path().join("policy.toml");
+    let mut text = std::fs::read_to_string(&policy).expect("policy");
+    text.push_str("rootfs = { image = \"missing:1\" }\n");
+    std::fs::write(&policy, text).expect("policy");
+    let conf = d.path().join("serve.toml");
+    let text = std::fs::read_to_string(&conf).expect("serve.toml");
+    std::fs::write(&conf, format!("listen = \"0.0.0.0:8780\"\n{text}")).expect("serve.toml");
+    let data = d.path().join("data");
+    let o = Command::new(AIRLOCK)
+        .args(["serve", "--check", "--data-dir"])
+        .arg(&data)
+        .arg("--config")
+        .arg(&conf)
+        .env_remove("AIRLOCK_TEST_PAT")
+        .env_remove("AIRLOCK_STATE_DIR")
+        .env_remove("AIRLOCK_DATA_DIR")
+        .output()
+        .expect("run");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        out.contains("error: GitHub credentials"),
+        "unset token: {out}"
+    );
+    assert!(
+        out.contains("AIRLOCK_TEST_PAT"),
+        "names the variable: {out}"
+    );
+    assert!(
+        out.contains("error: group ci: image \"missing:1\""),
+        "{out}"
+    );
+    assert!(out.contains("warning: listen 0.0.0.0:8780"), "{out}");
+    assert!(
+        out.contains(&format!(
+            "data dir {} (--flag or environment)",
+            data.display()
+        )),
+        "{out}"
+    );
 }
 
 #[test]
