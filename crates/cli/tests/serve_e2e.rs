@@ -213,6 +213,7 @@ impl Drop for E2e {
 }
 
 const POLICY: &str = r#"version = 1
+default_group = "ci"
 [groups.ci]
 labels = ["e2e"]
 repositories = ["octo-org/*"]
