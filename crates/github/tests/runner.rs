@@ -370,3 +370,17 @@ async fn measure_jit_to_completion() {
         .iter()
         .all(|j| j.status == "completed" && j.fetches == 1));
 }
+
+/// A person trying the fake runner by hand gets its usage, not an error about a missing
+/// config.
+#[test]
+fn the_fake_runner_explains_itself() {
+    let o = std::process::Command::new(RUNNER)
+        .arg("--help")
+        .output()
+        .expect("run");
+    assert!(o.status.success());
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("Usage: airlock-fake-runner"), "{out}");
+    assert!(out.contains("ACTIONS_RUNNER_INPUT_JITCONFIG"), "{out}");
+}

@@ -92,8 +92,32 @@ pub struct ReconcileReport {
     pub unauthorized_runners: Vec<u64>,
     /// Jobs torn down for running past their timeout.
     pub stuck_jobs: Vec<i64>,
+    /// GitHub's ids of `lost_jobs` (what people look up).
+    pub lost_github_jobs: Vec<u64>,
+    /// GitHub's ids of `stuck_jobs`.
+    pub stuck_github_jobs: Vec<u64>,
     /// Everything that failed (reconciliation goes on after a failure).
     pub errors: Vec<String>,
+}
+
+impl std::fmt::Display for ReconcileReport {
+    /// For the log: GitHub's job ids and runner ids, never serve's internal row numbers.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} lost job(s) {:?}, {} stuck job(s) {:?}, {} sandbox(es) removed, {} runner(s) deleted {:?}, {} unauthorized runner(s) {:?}, {} error(s)",
+            self.lost_github_jobs.len(),
+            self.lost_github_jobs,
+            self.stuck_github_jobs.len(),
+            self.stuck_github_jobs,
+            self.sandboxes_removed.len(),
+            self.runners_deleted.len(),
+            self.runners_deleted,
+            self.unauthorized_runners.len(),
+            self.unauthorized_runners,
+            self.errors.len()
+        )
+    }
 }
 
 /// What the webhook handler's call did.
@@ -630,6 +654,7 @@ impl Manager {
                         let _ = tx.send(true);
                     }
                     r.stuck_jobs.push(j.seq);
+                    r.stuck_github_jobs.push(j.gh_job_id);
                     self.audit(
                         airlock_audit::Kind::ServeReconcileJobStuck,
                         Some(&key),
@@ -649,6 +674,7 @@ impl Manager {
                 }
             }
             r.lost_jobs.push(j.seq);
+            r.lost_github_jobs.push(j.gh_job_id);
             self.inner.launcher.forget(&key);
             self.audit(
                 airlock_audit::Kind::ServeReconcileJobLost,

@@ -234,7 +234,7 @@ pub async fn serve_with(
         },
     );
     let first = manager.start(config.reconcile_interval).await;
-    info!("reconciled at start: {first:?}");
+    info!("reconciled at start: {first}");
     let app = router(
         AppState {
             manager: manager.clone(),

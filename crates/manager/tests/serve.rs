@@ -617,6 +617,9 @@ async fn stuck_job_is_torn_down_by_reconcile() {
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let r = h.manager.reconcile().await;
     assert_eq!(r.stuck_jobs, vec![1]);
+    // What the log says names GitHub's job id, not serve's row number.
+    assert_eq!(r.stuck_github_jobs, vec![51]);
+    assert!(r.to_string().contains("1 stuck job(s) [51]"), "{r}");
     h.settle().await;
     let j = h.manager.store().job(1).expect("job");
     assert_eq!(

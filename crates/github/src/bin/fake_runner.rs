@@ -40,7 +40,29 @@ fn jitconfig() -> Option<String> {
     std::env::var("ACTIONS_RUNNER_INPUT_JITCONFIG").ok()
 }
 
+const USAGE: &str = "\
+airlock-fake-runner: a stand-in for GitHub's runner (`run.sh --jitconfig BLOB`) in airlock's
+tests and local dry runs with airlock-fake-github.
+
+Usage: airlock-fake-runner [--jitconfig BLOB]
+
+The JIT config comes from --jitconfig or ACTIONS_RUNNER_INPUT_JITCONFIG (what airlock serve
+sets). The runner fetches its one job from the fake GitHub named in the config, runs the
+job's script with /bin/sh -c, reports its exit code, and exits 0.
+
+Environment:
+  ACTIONS_RUNNER_INPUT_JITCONFIG  the JIT config, when --jitconfig is not given
+  AIRLOCK_FAKE_RUNNER_WAIT_SECS   how long to wait for a job (default 60)
+
+Exit codes: 0 job run and reported; 2 bad or missing config; 3 no job in time; 4 the fake
+GitHub could not be reached.
+";
+
 fn main() -> ExitCode {
+    if std::env::args().skip(1).any(|a| a == "-h" || a == "--help") {
+        print!("{USAGE}");
+        return ExitCode::SUCCESS;
+    }
     let Some(blob) = jitconfig() else {
         eprintln!("airlock-fake-runner: no --jitconfig and no ACTIONS_RUNNER_INPUT_JITCONFIG");
         return ExitCode::from(2);
