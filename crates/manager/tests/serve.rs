@@ -313,6 +313,25 @@ async fn bad_requests_are_refused() {
         m.contains("airlock_serve_webhook_verification_failures_total 3"),
         "{m}"
     );
+    // Every answer is counted by its outcome, the 413 of the body limit included.
+    assert!(
+        m.contains("airlock_serve_webhooks_total{outcome=\"too_large\"} 1"),
+        "{m}"
+    );
+}
+
+/// Ready means serve can reach GitHub with its credentials: with the runner listing refused
+/// (a wrong App id, a revoked token), `/readyz` says 503 while `/healthz` stays 200.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_follows_github_reachability() {
+    let h = Harness::new(POLICY, 4, Duration::from_secs(3600));
+    h.gh.s.lock().expect("lock").fail_list = true;
+    h.manager.start(Duration::from_secs(3600)).await;
+    assert_eq!(h.get("/readyz").await.0, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(h.get("/healthz").await.0, StatusCode::OK);
+    h.gh.s.lock().expect("lock").fail_list = false;
+    h.manager.reconcile().await;
+    assert_eq!(h.get("/readyz").await.0, StatusCode::OK);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

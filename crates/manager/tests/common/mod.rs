@@ -29,6 +29,8 @@ pub struct FakeState {
     pub revoked: Vec<String>,
     /// Fail the next N JIT requests with this status.
     pub fail_jit: Option<(u32, u16)>,
+    /// Refuse runner listings (401), as for a wrong App id or a revoked token.
+    pub fail_list: bool,
 }
 
 #[async_trait]
@@ -72,6 +74,13 @@ impl GitHub for FakeGitHub {
         })
     }
     async fn list_runners(&self) -> Result<Vec<RunnerInfo>, ApiError> {
+        if self.s.lock().expect("lock").fail_list {
+            return Err(ApiError::Status {
+                endpoint: "list-runners".into(),
+                status: 401,
+                message: "Bad credentials".into(),
+            });
+        }
         Ok(self
             .s
             .lock()
