@@ -1121,7 +1121,11 @@ fn failed_runners_are_failed_with_their_reason_and_a_drain_answers_503() {
     );
     assert!(e.log().contains("failed:"), "{}", e.log());
     // serve's log is a file here: plain text, no terminal colour codes.
-    assert!(!e.log().contains('\x1b'), "ANSI codes in a log file: {:?}", e.log());
+    assert!(
+        !e.log().contains('\x1b'),
+        "ANSI codes in a log file: {:?}",
+        e.log()
+    );
     let (code, metrics) = e.curl(&[&format!("http://{SERVE_ADDR}/metrics")]);
     assert_eq!(code, 200);
     let failed = metrics

@@ -11,6 +11,7 @@ pub mod config;
 pub mod expr;
 pub mod model;
 pub mod report;
+pub mod yaml;
 
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
@@ -224,14 +225,25 @@ fn discover(paths: &[PathBuf]) -> Result<Vec<(PathBuf, Kind)>, ScanError> {
 }
 
 /// A finding for a file that does not parse.
-fn invalid_yaml(file: &str, text: &str, e: &LoadError) -> Finding {
+fn invalid_yaml(file: &str, text: &str, e: &yaml::YamlError) -> Finding {
+    let e = match e {
+        yaml::YamlError::Load(e) => e,
+        yaml::YamlError::AliasBomb(m) => {
+            return invalid_at(
+                file,
+                m.line().max(1),
+                m.column().max(1),
+                format!(
+                    "its aliases expand past {} nodes (an alias bomb?); the file was not expanded",
+                    yaml::MAX_NODES
+                ),
+            )
+        }
+    };
     let (marker, what) = match e {
         LoadError::TopLevelMustBeMapping(m) => (m, "the top level must be a mapping".to_owned()),
         LoadError::TopLevelMustBeSequence(m) => (m, "the top level must be a sequence".to_owned()),
-        LoadError::UnexpectedAnchor(m) => (
-            m,
-            "YAML anchors are not supported by airlock's scanner".to_owned(),
-        ),
+        LoadError::UnexpectedAnchor(m) => (m, "an alias to an unknown anchor".to_owned()),
         LoadError::MappingKeyMustBeScalar(m) => (
             m,
             "mapping keys must be plain scalars (GitHub rejects this too)".to_owned(),
@@ -246,18 +258,11 @@ fn invalid_yaml(file: &str, text: &str, e: &LoadError) -> Finding {
             format!("duplicate key {:?}", d.key.as_str()),
         ),
     };
-    let (mut line, mut col) = (marker.line().max(1), marker.column().max(1));
-    if matches!(e, LoadError::UnexpectedAnchor(_)) {
-        // The loader marks the anchored node, which for a block mapping is the next line;
-        // point at the `&` itself instead.
-        let before: String = text.chars().take(marker.character()).collect();
-        if let Some(amp) = before.rfind('&') {
-            let head = &before[..amp];
-            let line_start = head.rfind('\n').map(|i| i + 1).unwrap_or(0);
-            line = head.matches('\n').count() + 1;
-            col = before[line_start..=amp].chars().count();
-        }
-    }
+    let _ = text;
+    invalid_at(file, marker.line().max(1), marker.column().max(1), what)
+}
+
+fn invalid_at(file: &str, line: usize, col: usize, what: String) -> Finding {
     Finding::new(
         &INVALID_YAML,
         Location {
@@ -314,8 +319,7 @@ pub enum FileModel {
 }
 
 fn parse(display: &str, text: &str, kind: Kind) -> Result<Parsed, Box<Finding>> {
-    let root =
-        marked_yaml::parse_yaml(0, text).map_err(|e| Box::new(invalid_yaml(display, text, &e)))?;
+    let root = yaml::load(text).map_err(|e| Box::new(invalid_yaml(display, text, &e)))?;
     let Some(m) = root.as_mapping() else {
         return Ok(Parsed::Other);
     };

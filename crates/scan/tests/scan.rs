@@ -220,10 +220,27 @@ fn malformed_yaml_is_a_finding_with_position() {
     assert_eq!(r.findings.len(), 1);
     let f = &r.findings[0];
     assert_eq!((f.rule, f.location.line), ("invalid-yaml", 8));
-    let r = wf("anchors.yml");
-    assert_eq!(hits(&r, "invalid-yaml"), vec![(3, Severity::Medium)]);
-    assert_eq!(r.findings[0].location.col, 6, "at the `&`");
     assert_eq!(hits(&wf("not-a-workflow.yml"), "invalid-yaml").len(), 1);
+}
+
+#[test]
+fn anchors_aliases_and_merge_keys_are_audited_and_bombs_bounded() {
+    // GitHub accepts anchors: the file is audited, not refused.
+    assert!(hits(&wf("anchors.yml"), "invalid-yaml").is_empty());
+    // A self-hosted runs-on hidden behind an alias, on a fork-reachable trigger: found, at the
+    // alias (line 7), which expands the anchor of line 2.
+    let r = wf("anchors-self-hosted.yml");
+    assert!(hits(&r, "invalid-yaml").is_empty(), "{:?}", r.findings);
+    let sh = hits(&r, "self-hosted-untrusted-trigger");
+    assert_eq!(sh.len(), 1, "{:?}", r.findings);
+    assert_eq!(sh[0].0, 7, "{:?}", r.findings);
+    // A billion laughs is a finding, quickly, not a hang.
+    let t = std::time::Instant::now();
+    let r = wf("alias-bomb.yml");
+    assert!(t.elapsed() < std::time::Duration::from_secs(10));
+    let f = &r.findings[0];
+    assert_eq!(f.rule, "invalid-yaml");
+    assert!(f.title.contains("alias bomb"), "{}", f.title);
 }
 
 #[test]

@@ -1,0 +1,373 @@
+//! Loading a workflow's YAML into `marked_yaml` nodes (positions kept), with what GitHub accepts
+//! and `marked_yaml`'s own loader refuses: anchors, aliases and merge keys (`<<:`).
+//!
+//! Why not another crate: `marked_yaml` 0.8 refuses anchors outright, `saphyr`/`yaml_rust2`'s
+//! document loaders resolve aliases but drop positions, and `serde_yaml` is unmaintained. This
+//! keeps `yaml_rust2`'s parser (the one `marked_yaml` uses) and builds the same nodes from its
+//! events, resolving each alias to a copy of its anchored node. The copy's top node is placed
+//! at the alias (a finding about `runs-on: *runner` points at the alias), the nodes inside it
+//! stay at the anchor. An alias bomb (billion laughs) is bounded: a document that expands past
+//! [`MAX_NODES`] nodes is refused, not built.
+
+use std::collections::HashMap;
+
+use marked_yaml::types::{MarkedMappingNode, MarkedScalarNode, MarkedSequenceNode};
+use marked_yaml::{LoadError, Marker, Node, Span};
+use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
+use yaml_rust2::scanner::{Marker as YamlMarker, TScalarStyle};
+
+/// Nodes a document may expand to, aliases counted at their expanded size. Real workflows
+/// have a few thousand; this leaves room for the largest and stops a bomb early.
+pub const MAX_NODES: usize = 200_000;
+
+/// Why a file could not be loaded.
+#[derive(Debug)]
+pub enum YamlError {
+    /// What `marked_yaml`'s loader would have said.
+    Load(LoadError),
+    /// The aliases expand past [`MAX_NODES`] nodes.
+    AliasBomb(Marker),
+}
+
+/// Loads one YAML document whose top level is a mapping (or anything, which the caller then
+/// ignores).
+pub fn load(text: &str) -> Result<Node, YamlError> {
+    let mut l = Loader::default();
+    let mut parser = Parser::new(text.chars());
+    if let Err(se) = parser.load(&mut l, false) {
+        let m = marker(*se.marker());
+        return Err(YamlError::Load(LoadError::ScanError(m, se)));
+    }
+    if let Some(e) = l.error {
+        return Err(e);
+    }
+    match l.root {
+        // As `marked_yaml::parse_yaml` does: the top level of a workflow is a mapping.
+        Some(n) if n.as_mapping().is_none() => {
+            let at = n
+                .span()
+                .start()
+                .copied()
+                .unwrap_or_else(|| Marker::new(0, 0, 1, 1));
+            Err(YamlError::Load(LoadError::TopLevelMustBeMapping(at)))
+        }
+        Some(n) => Ok(n),
+        None => Ok(Node::from(MarkedMappingNode::new_empty(Span::new_blank()))),
+    }
+}
+
+fn marker(m: YamlMarker) -> Marker {
+    Marker::new(0, m.index(), m.line(), m.col() + 1)
+}
+
+enum Frame {
+    Seq {
+        start: Marker,
+        anchor: usize,
+        items: Vec<Node>,
+    },
+    Map {
+        start: Marker,
+        anchor: usize,
+        entries: Vec<(MarkedScalarNode, Node)>,
+        /// Entries merged in with `<<:`; explicit keys win over them.
+        merged: Vec<(MarkedScalarNode, Node)>,
+        key: Option<MarkedScalarNode>,
+        key_plain: bool,
+    },
+}
+
+#[derive(Default)]
+struct Loader {
+    stack: Vec<Frame>,
+    anchors: HashMap<usize, Node>,
+    root: Option<Node>,
+    error: Option<YamlError>,
+    nodes: usize,
+}
+
+/// How many nodes `n` holds (itself included).
+fn size(n: &Node) -> usize {
+    match n {
+        Node::Scalar(_) => 1,
+        Node::Sequence(s) => 1 + s.iter().map(size).sum::<usize>(),
+        Node::Mapping(m) => 1 + m.values().map(|v| 1 + size(v)).sum::<usize>(),
+    }
+}
+
+/// A copy of `n` whose own position is `at` (its children keep theirs).
+fn placed_at(n: &Node, at: Marker) -> Node {
+    let span = Span::new_start(at);
+    match n {
+        Node::Scalar(s) => Node::from(MarkedScalarNode::new(span, s.as_str())),
+        Node::Sequence(s) => Node::from(MarkedSequenceNode::new(span, s.to_vec())),
+        Node::Mapping(m) => {
+            let mut c = MarkedMappingNode::new_empty(span);
+            for (k, v) in m.iter() {
+                c.insert(k.clone(), v.clone());
+            }
+            Node::from(c)
+        }
+    }
+}
+
+impl Loader {
+    fn fail(&mut self, e: YamlError) {
+        self.error.get_or_insert(e);
+    }
+
+    /// A finished node goes where the parser is: the root, a sequence item, a key or a value.
+    /// `plain`: the node is a plain (unquoted) scalar (only a plain `<<` is a merge key).
+    fn value(&mut self, node: Node, anchor: usize, plain: bool) {
+        if anchor != 0 {
+            self.anchors.insert(anchor, node.clone());
+        }
+        match self.stack.last_mut() {
+            None => self.root = Some(node),
+            Some(Frame::Seq { items, .. }) => items.push(node),
+            Some(Frame::Map {
+                entries,
+                merged,
+                key,
+                key_plain,
+                ..
+            }) => match key.take() {
+                None => match node {
+                    Node::Scalar(s) => {
+                        *key = Some(s);
+                        *key_plain = plain;
+                    }
+                    other => {
+                        let at = other
+                            .span()
+                            .start()
+                            .copied()
+                            .unwrap_or_else(|| Marker::new(0, 0, 1, 1));
+                        self.fail(YamlError::Load(LoadError::MappingKeyMustBeScalar(at)));
+                    }
+                },
+                Some(k) if k.as_str() == "<<" && *key_plain => {
+                    // A merge key: a mapping, or a sequence of mappings, whose entries this
+                    // mapping takes unless it has them itself.
+                    let sources: Vec<&Node> = match &node {
+                        Node::Mapping(_) => vec![&node],
+                        Node::Sequence(s) => s.iter().collect(),
+                        Node::Scalar(_) => vec![],
+                    };
+                    for src in sources {
+                        if let Node::Mapping(m) = src {
+                            for (mk, mv) in m.iter() {
+                                if !merged.iter().any(|(x, _)| x.as_str() == mk.as_str()) {
+                                    merged.push((mk.clone(), mv.clone()));
+                                }
+                            }
+                        }
+                    }
+                }
+                Some(k) => {
+                    // As `marked_yaml::parse_yaml`: a repeated key's last value wins.
+                    entries.retain(|(x, _)| x.as_str() != k.as_str());
+                    entries.push((k, node));
+                }
+            },
+        }
+    }
+
+    fn count(&mut self, n: usize, at: Marker) -> bool {
+        self.nodes = self.nodes.saturating_add(n);
+        if self.nodes > MAX_NODES {
+            self.fail(YamlError::AliasBomb(at));
+            return false;
+        }
+        true
+    }
+}
+
+impl MarkedEventReceiver for Loader {
+    fn on_event(&mut self, ev: Event, mark: YamlMarker) {
+        if self.error.is_some() {
+            return;
+        }
+        let at = marker(mark);
+        match ev {
+            Event::Scalar(v, style, anchor, tag) => {
+                if tag.is_some() {
+                    return self.fail(YamlError::Load(LoadError::UnexpectedTag(at)));
+                }
+                if !self.count(1, at) {
+                    return;
+                }
+                let s = MarkedScalarNode::new(Span::new_start(at), v);
+                self.value(Node::from(s), anchor, matches!(style, TScalarStyle::Plain));
+            }
+            Event::SequenceStart(anchor, tag) | Event::MappingStart(anchor, tag)
+                if tag.is_some() =>
+            {
+                let _ = anchor;
+                self.fail(YamlError::Load(LoadError::UnexpectedTag(at)));
+            }
+            Event::SequenceStart(anchor, _) => {
+                if self.count(1, at) {
+                    self.stack.push(Frame::Seq {
+                        start: at,
+                        anchor,
+                        items: Vec::new(),
+                    });
+                }
+            }
+            Event::MappingStart(anchor, _) => {
+                if self.count(1, at) {
+                    self.stack.push(Frame::Map {
+                        start: at,
+                        anchor,
+                        entries: Vec::new(),
+                        merged: Vec::new(),
+                        key: None,
+                        key_plain: false,
+                    });
+                }
+            }
+            Event::SequenceEnd => {
+                if let Some(Frame::Seq {
+                    start,
+                    anchor,
+                    items,
+                }) = self.stack.pop()
+                {
+                    let node = MarkedSequenceNode::new(Span::new_with_marks(start, at), items);
+                    self.value(Node::from(node), anchor, false);
+                }
+            }
+            Event::MappingEnd => {
+                if let Some(Frame::Map {
+                    start,
+                    anchor,
+                    entries,
+                    merged,
+                    ..
+                }) = self.stack.pop()
+                {
+                    let mut m = MarkedMappingNode::new_empty(Span::new_with_marks(start, at));
+                    for (k, v) in merged {
+                        if !entries.iter().any(|(x, _)| x.as_str() == k.as_str()) {
+                            m.insert(k, v);
+                        }
+                    }
+                    for (k, v) in entries {
+                        m.insert(k, v);
+                    }
+                    self.value(Node::from(m), anchor, false);
+                }
+            }
+            Event::Alias(id) => {
+                let Some(target) = self.anchors.get(&id).cloned() else {
+                    // The parser refuses unknown anchors before this; never expand nothing.
+                    return self.fail(YamlError::Load(LoadError::UnexpectedAnchor(at)));
+                };
+                if self.count(size(&target), at) {
+                    self.value(placed_at(&target, at), 0, false);
+                }
+            }
+            Event::Nothing
+            | Event::StreamStart
+            | Event::StreamEnd
+            | Event::DocumentStart
+            | Event::DocumentEnd => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn runs_on(n: &Node) -> Vec<String> {
+        let job = n
+            .as_mapping()
+            .and_then(|m| m.get_mapping("jobs"))
+            .and_then(|j| j.get_mapping("build"))
+            .expect("jobs.build");
+        match job.get_node("runs-on").expect("runs-on") {
+            Node::Sequence(s) => s
+                .iter()
+                .filter_map(|x| x.as_scalar())
+                .map(|x| x.as_str().to_owned())
+                .collect(),
+            Node::Scalar(s) => vec![s.as_str().to_owned()],
+            Node::Mapping(_) => vec![],
+        }
+    }
+
+    #[test]
+    fn aliases_expand_to_their_anchor_and_sit_at_the_alias() {
+        let text = "x-runner: &runner [self-hosted, linux]\non: pull_request\njobs:\n  build:\n    runs-on: *runner\n    steps: []\n";
+        let n = load(text).expect("loads");
+        assert_eq!(runs_on(&n), ["self-hosted", "linux"]);
+        let job = n
+            .as_mapping()
+            .and_then(|m| m.get_mapping("jobs"))
+            .and_then(|j| j.get_mapping("build"))
+            .expect("job");
+        let at = job
+            .get_node("runs-on")
+            .and_then(|r| r.span().start().copied())
+            .expect("pos");
+        assert_eq!((at.line(), at.column()), (5, 14), "the alias's position");
+    }
+
+    #[test]
+    fn merge_keys_fill_in_and_explicit_keys_win() {
+        let text = "defaults: &d\n  runs-on: [self-hosted, gpu]\n  timeout-minutes: 5\njobs:\n  build:\n    <<: *d\n    timeout-minutes: 9\n";
+        let n = load(text).expect("loads");
+        assert_eq!(runs_on(&n), ["self-hosted", "gpu"]);
+        let t = n
+            .as_mapping()
+            .and_then(|m| m.get_mapping("jobs"))
+            .and_then(|j| j.get_mapping("build"))
+            .and_then(|b| b.get_scalar("timeout-minutes"))
+            .map(|s| s.as_str().to_owned());
+        assert_eq!(t.as_deref(), Some("9"));
+    }
+
+    #[test]
+    fn an_alias_bomb_is_refused_quickly_not_built() {
+        let mut text = String::from("a: &a [x, x, x, x, x, x, x, x, x, x]\n");
+        let mut prev = 'a';
+        for c in "bcdefghijk".chars() {
+            text.push_str(&format!(
+                "{c}: &{c} [*{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}]\n"
+            ));
+            prev = c;
+        }
+        let t = std::time::Instant::now();
+        assert!(matches!(load(&text), Err(YamlError::AliasBomb(_))));
+        assert!(t.elapsed() < std::time::Duration::from_secs(5));
+    }
+
+    #[test]
+    fn tags_and_bad_syntax_are_still_errors_as_marked_yaml_has_them() {
+        assert!(matches!(
+            load("a: !!str x\n"),
+            Err(YamlError::Load(LoadError::UnexpectedTag(_)))
+        ));
+        assert!(matches!(
+            load("- a\n"),
+            Err(YamlError::Load(LoadError::TopLevelMustBeMapping(_)))
+        ));
+        assert!(matches!(
+            load("a: [\n"),
+            Err(YamlError::Load(LoadError::ScanError(..)))
+        ));
+        assert!(matches!(
+            load("a: *nope\n"),
+            Err(YamlError::Load(LoadError::ScanError(..)))
+        ));
+    }
+
+    #[test]
+    fn only_a_plain_merge_key_merges() {
+        let n = load("d: &d {x: 1}\nm:\n  '<<': *d\n").expect("loads");
+        let m = n.as_mapping().and_then(|m| m.get_mapping("m")).expect("m");
+        assert!(m.get_node("<<").is_some() && m.get_node("x").is_none());
+    }
+}
