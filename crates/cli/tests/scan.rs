@@ -96,3 +96,19 @@ fn scan_host_grades_fixture_trees() {
         String::from_utf8_lossy(&o.stderr)
     );
 }
+
+/// A directory with files but no workflow anywhere below it: exit 0, but a warning on stderr
+/// (with `--format json` too), so a wrong path is not read as a clean result.
+#[test]
+fn scanning_a_non_empty_directory_without_workflows_warns() {
+    let d = tempfile::tempdir().expect("tmp");
+    std::fs::write(d.path().join("README.md"), "hello\n").expect("file");
+    let o = airlock()
+        .args(["scan", "workflows", "--format", "json"])
+        .arg(d.path())
+        .output()
+        .expect("run");
+    assert_eq!(o.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("warning: 0 files scanned"), "{err}");
+}

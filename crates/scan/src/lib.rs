@@ -120,6 +120,19 @@ impl Default for WorkflowsArgs {
 /// nothing above `info` was found, else 11 low, 12 medium, 13 high, 14 critical).
 pub fn run_workflows(args: &WorkflowsArgs, out: &mut dyn Write) -> Result<i32, ScanError> {
     let report = scan_workflows(args)?;
+    if report.files_scanned == 0 {
+        // Pointed at a folder that has files but no workflows (a typo, the wrong level): a
+        // clean result would mislead, so say it where a person sees it even with --format json.
+        for p in &args.paths {
+            let non_empty = std::fs::read_dir(p).is_ok_and(|mut rd| rd.next().is_some());
+            if non_empty {
+                eprintln!(
+                    "airlock: warning: 0 files scanned in {}, which is not empty: no .github/workflows/*.yml|yaml or action.yml|yaml below it",
+                    airlock_text::escape(&p.display().to_string())
+                );
+            }
+        }
+    }
     let color = match args.color {
         ColorChoice::Always => true,
         ColorChoice::Never => false,
@@ -168,7 +181,7 @@ fn read_dir_sorted(dir: &Path) -> Result<Vec<PathBuf>, ScanError> {
     Ok(v)
 }
 
-/// Directories never descended into when looking for `action.yml`.
+/// Directories never descended into when looking for workflows and `action.yml`.
 const SKIP_DIRS: &[&str] = &[".git", "node_modules", "target", "vendor", ".venv"];
 
 fn find_actions(dir: &Path, depth: usize, out: &mut Vec<(PathBuf, Kind)>) -> Result<(), ScanError> {
@@ -178,7 +191,15 @@ fn find_actions(dir: &Path, depth: usize, out: &mut Vec<(PathBuf, Kind)>) -> Res
     for p in read_dir_sorted(dir)? {
         let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
         if p.is_dir() {
-            if !SKIP_DIRS.contains(&name) && !p.ends_with(".github/workflows") {
+            if p.ends_with(".github/workflows") {
+                // Another repository's workflows below the scanned directory (a monorepo, a
+                // folder of checkouts): scanned too.
+                for w in read_dir_sorted(&p)? {
+                    if w.is_file() && is_yaml(&w) {
+                        out.push((w, Kind::Workflow));
+                    }
+                }
+            } else if !SKIP_DIRS.contains(&name) {
                 find_actions(&p, depth + 1, out)?;
             }
         } else if is_action_file(&p) {
@@ -220,7 +241,9 @@ fn discover(paths: &[PathBuf]) -> Result<Vec<(PathBuf, Kind)>, ScanError> {
         }
         find_actions(root, 0, &mut out)?;
     }
-    out.dedup();
+    // A file found twice (the root's own workflows, again by the walk) is scanned once.
+    let mut seen = std::collections::HashSet::new();
+    out.retain(|(p, _)| seen.insert(p.clone()));
     Ok(out)
 }
 

@@ -399,6 +399,30 @@ fn empty_directory_says_so() {
     assert!(matches!(e, Err(ScanError::NoSuchPath { .. })));
 }
 
+/// A monorepo or a folder of checkouts: every `.github/workflows` below it is scanned, and
+/// composite actions anywhere (before, only `DIR/.github/workflows` was read: "0 files").
+#[test]
+fn workflows_below_the_scanned_directory_are_found() {
+    let r = scan(&["monorepo"]);
+    assert_eq!(r.files_scanned, 2, "{:?}", r.findings);
+    let files: Vec<&str> = r
+        .findings
+        .iter()
+        .map(|f| f.location.file.as_str())
+        .collect();
+    assert!(
+        files
+            .iter()
+            .any(|f| f.ends_with("services/api/.github/workflows/ci.yml")),
+        "{files:?}"
+    );
+    assert!(
+        !hits(&r, "self-hosted-untrusted-trigger").is_empty(),
+        "the nested workflow is audited: {:?}",
+        r.findings
+    );
+}
+
 fn render(paths: &[&str], format: Format, min: Severity) -> (i32, String) {
     let mut a = args(paths);
     a.format = format;
