@@ -29,9 +29,55 @@ pub enum YamlError {
     AliasBomb(Marker),
 }
 
-/// Loads one YAML document whose top level is a mapping (or anything, which the caller then
-/// ignores).
+/// Closing brackets re-indented at most (each costs one more parse).
+const MAX_REINDENTS: usize = 64;
+
+/// Loads one YAML document whose top level is a mapping.
+///
+/// GitHub (Go's yaml) accepts a multi-line flow collection whose closing `]` or `}` sits at
+/// its key's column (`paths: [` … `]`), which the YAML spec and `yaml-rust2` refuse ("invalid
+/// indentation"; yaml-rust2#30, saphyr#55). Such a line is re-indented to the line above it and
+/// the text parsed again: only that line's columns move.
 pub fn load(text: &str) -> Result<Node, YamlError> {
+    let mut text = std::borrow::Cow::Borrowed(text);
+    for _ in 0..MAX_REINDENTS {
+        match load_once(&text) {
+            Err(YamlError::Load(LoadError::ScanError(m, se)))
+                if se.info() == "invalid indentation" =>
+            {
+                match reindent_closing(&text, m.line()) {
+                    Some(t) => text = std::borrow::Cow::Owned(t),
+                    None => return Err(YamlError::Load(LoadError::ScanError(m, se))),
+                }
+            }
+            other => return other,
+        }
+    }
+    load_once(&text)
+}
+
+/// `text` with line `line` (1-based) indented like the nearest non-blank line above it, if
+/// that line starts with a closing `]` or `}` and needs it.
+fn reindent_closing(text: &str, line: usize) -> Option<String> {
+    let lines: Vec<&str> = text.split('\n').collect();
+    let i = line.checked_sub(1)?;
+    let target = *lines.get(i)?;
+    let body = target.trim_start_matches(' ');
+    if !(body.starts_with(']') || body.starts_with('}')) {
+        return None;
+    }
+    let indent = |l: &str| l.len() - l.trim_start_matches(' ').len();
+    let above = lines[..i].iter().rev().find(|l| !l.trim().is_empty())?;
+    let want = indent(above);
+    if want <= indent(target) {
+        return None;
+    }
+    let mut out: Vec<String> = lines.iter().map(|l| (*l).to_owned()).collect();
+    out[i] = format!("{}{body}", " ".repeat(want));
+    Some(out.join("\n"))
+}
+
+fn load_once(text: &str) -> Result<Node, YamlError> {
     let mut l = Loader::default();
     let mut parser = Parser::new(text.chars());
     if let Err(se) = parser.load(&mut l, false) {
@@ -362,6 +408,23 @@ mod tests {
             load("a: *nope\n"),
             Err(YamlError::Load(LoadError::ScanError(..)))
         ));
+    }
+
+    #[test]
+    fn a_closing_bracket_at_its_keys_column_is_accepted_as_github_does() {
+        // llama.cpp's build-self-hosted.yml and accelerate's workflows are written like this.
+        let text = "on:\n  pull_request:\n    paths: [\n      'src/**',\n      'ggml/**'\n    ]\njobs:\n  build:\n    runs-on: [self-hosted, gpu]\n    steps: []\n";
+        let n = load(text).expect("loads");
+        assert_eq!(runs_on(&n), ["self-hosted", "gpu"]);
+        let paths = n
+            .as_mapping()
+            .and_then(|m| m.get_mapping("on"))
+            .and_then(|o| o.get_mapping("pull_request"))
+            .and_then(|p| p.get_sequence("paths"))
+            .map(|s| s.len());
+        assert_eq!(paths, Some(2));
+        // Block indentation errors elsewhere are still errors.
+        assert!(load("a:\n  b: 1\n c: 2\n").is_err());
     }
 
     #[test]

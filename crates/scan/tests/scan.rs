@@ -234,6 +234,15 @@ fn anchors_aliases_and_merge_keys_are_audited_and_bombs_bounded() {
     let sh = hits(&r, "self-hosted-untrusted-trigger");
     assert_eq!(sh.len(), 1, "{:?}", r.findings);
     assert_eq!(sh[0].0, 7, "{:?}", r.findings);
+    // A closing bracket at its key's column (llama.cpp, accelerate): audited as GitHub runs it.
+    let r = wf("flow-closing.yml");
+    assert!(hits(&r, "invalid-yaml").is_empty(), "{:?}", r.findings);
+    assert_eq!(
+        hits(&r, "self-hosted-untrusted-trigger").len(),
+        1,
+        "{:?}",
+        r.findings
+    );
     // A billion laughs is a finding, quickly, not a hang.
     let t = std::time::Instant::now();
     let r = wf("alias-bomb.yml");
