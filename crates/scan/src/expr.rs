@@ -28,7 +28,18 @@ pub enum BinOp {
     /// `||`
     Or,
     /// `==`, `!=`, `<`, `<=`, `>`, `>=`
-    Cmp,
+    Cmp(CmpOp),
+}
+
+/// Which comparison.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CmpOp {
+    /// `==`
+    Eq,
+    /// `!=`
+    Ne,
+    /// `<`, `<=`, `>`, `>=`
+    Order,
 }
 
 /// A parsed expression.
@@ -73,7 +84,7 @@ enum Tok {
     Not,
     And,
     Or,
-    Cmp,
+    Cmp(CmpOp),
 }
 
 fn lex(src: &str) -> Result<Vec<(usize, Tok)>, ExprError> {
@@ -121,7 +132,7 @@ fn lex(src: &str) -> Result<Vec<(usize, Tok)>, ExprError> {
                 i += 1;
             }
             b'!' if b.get(i + 1) == Some(&b'=') => {
-                out.push((start, Tok::Cmp));
+                out.push((start, Tok::Cmp(CmpOp::Ne)));
                 i += 2;
             }
             b'!' => {
@@ -129,12 +140,12 @@ fn lex(src: &str) -> Result<Vec<(usize, Tok)>, ExprError> {
                 i += 1;
             }
             b'=' if b.get(i + 1) == Some(&b'=') => {
-                out.push((start, Tok::Cmp));
+                out.push((start, Tok::Cmp(CmpOp::Eq)));
                 i += 2;
             }
             b'<' | b'>' => {
                 i += if b.get(i + 1) == Some(&b'=') { 2 } else { 1 };
-                out.push((start, Tok::Cmp));
+                out.push((start, Tok::Cmp(CmpOp::Order)));
             }
             b'&' if b.get(i + 1) == Some(&b'&') => {
                 out.push((start, Tok::And));
@@ -266,10 +277,10 @@ impl Parser {
     }
     fn cmp(&mut self) -> Result<Expr, ExprError> {
         let mut l = self.unary()?;
-        while self.peek() == Some(&Tok::Cmp) {
+        while let Some(Tok::Cmp(op)) = self.peek().cloned() {
             self.pos += 1;
             let r = self.unary()?;
-            l = Expr::Bin(BinOp::Cmp, Box::new(l), Box::new(r));
+            l = Expr::Bin(BinOp::Cmp(op), Box::new(l), Box::new(r));
         }
         Ok(l)
     }
@@ -457,7 +468,7 @@ pub fn value_contexts(e: &Expr) -> Vec<String> {
 
 fn flow(e: &Expr, out: &mut Vec<String>) {
     match e {
-        Expr::Lit(_) | Expr::Not(_) | Expr::Bin(BinOp::Cmp, _, _) => {}
+        Expr::Lit(_) | Expr::Not(_) | Expr::Bin(BinOp::Cmp(_), _, _) => {}
         Expr::Ctx(h, segs) => out.push(ctx_path(h, segs)),
         Expr::Index(inner, _) => flow(inner, out),
         // `a && b` yields a falsy `a` or `b`; `a || b` yields a truthy `a` or `b`: both sides
@@ -588,7 +599,7 @@ pub fn eval(e: &Expr, matrix: &Value) -> Vec<Possible> {
                 Unknown => Unknown,
             })
             .collect(),
-        Expr::Not(_) | Expr::Bin(BinOp::Cmp, ..) => {
+        Expr::Not(_) | Expr::Bin(BinOp::Cmp(_), ..) => {
             vec![Known(Value::Bool(true)), Known(Value::Bool(false))]
         }
         Expr::Bin(op, a, b) => {

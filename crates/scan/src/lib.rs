@@ -9,6 +9,7 @@
 pub mod audit;
 pub mod config;
 pub mod expr;
+pub mod guard;
 pub mod model;
 pub mod report;
 pub mod yaml;

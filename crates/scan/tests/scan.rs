@@ -432,6 +432,26 @@ fn workflows_below_the_scanned_directory_are_found() {
     );
 }
 
+/// A guard is what keeps every fork out, decided by evaluating `if:`: `!(same repo)` runs only
+/// for forks and a label lets a fork in (both found, where text matching called them
+/// guarded); `event_name == 'push'` and the same-repository check do keep forks out.
+#[test]
+fn fork_guards_are_evaluated_not_matched_as_text() {
+    let r = wf("guards-evaluated.yml");
+    let jobs: Vec<&str> = r
+        .findings
+        .iter()
+        .filter(|f| f.rule == "self-hosted-untrusted-trigger")
+        .map(|f| f.title.as_str())
+        .collect();
+    assert_eq!(jobs.len(), 2, "{jobs:#?}");
+    assert!(jobs.iter().any(|t| t.contains("`only-forks`")), "{jobs:#?}");
+    assert!(
+        jobs.iter().any(|t| t.contains("`labelled-forks`")),
+        "{jobs:#?}"
+    );
+}
+
 fn render(paths: &[&str], format: Format, min: Severity) -> (i32, String) {
     let mut a = args(paths);
     a.format = format;

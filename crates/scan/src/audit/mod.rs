@@ -204,30 +204,21 @@ pub fn untrusted_reach(wf: &Workflow) -> Vec<Reach> {
     out
 }
 
-/// The untrusted triggers that can start `job`: [`untrusted_reach`] minus `pull_request` and
-/// `issue_comment` when the job's `if:` keeps forks/outsiders out ([`fork_guarded`]).
+/// The untrusted triggers that can start `job`: [`untrusted_reach`] minus the events its `if:`
+/// keeps outsiders out of, decided by evaluating the condition ([`crate::guard`]).
 pub fn job_reach(wf: &Workflow, job: &Job) -> Vec<Reach> {
-    let guarded = fork_guarded(job);
     untrusted_reach(wf)
         .into_iter()
-        .filter(|r| !(guarded && matches!(r.event.as_str(), "pull_request" | "issue_comment")))
+        .filter(|r| !fork_guarded(job, &r.event))
         .collect()
 }
 
-/// Whether a job's `if:` restricts pull requests to the same repository (fork PRs skipped)
-/// or comments to the repository's members.
-pub fn fork_guarded(job: &Job) -> bool {
-    let Some(c) = job.cond.as_deref() else {
-        return false;
-    };
-    let c = c.to_ascii_lowercase().replace(' ', "");
-    (c.contains("head.repo.full_name==github.repository")
-        || c.contains("github.repository==github.event.pull_request.head.repo.full_name")
-        || c.contains("head.repo.fork==false")
-        || c.contains("!github.event.pull_request.head.repo.fork"))
-        || (c.contains("author_association")
-            && !c.contains("!=")
-            && (c.contains("'owner'") || c.contains("'member'") || c.contains("'collaborator'")))
+/// Whether a job's `if:` is false for every `event` an outsider can cause (a fork's pull
+/// request, an outsider's comment).
+pub fn fork_guarded(job: &Job, event: &str) -> bool {
+    job.cond
+        .as_deref()
+        .is_some_and(|c| crate::guard::keeps_outsiders_out(c, event))
 }
 
 /// Labels of GitHub-hosted runners.
