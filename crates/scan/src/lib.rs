@@ -24,7 +24,7 @@ use marked_yaml::loader::LoadError;
 use audit::{Context, INVALID_YAML};
 use config::{inline_ignores, Config, CONFIG_FILE};
 use model::{CompositeAction, Workflow};
-use report::{Finding, Format, Location, Report, Severity};
+use report::{Finding, Format, Location, Related, Report, Severity};
 
 /// Errors that stop a scan (problems *in* scanned files are findings, not errors).
 #[derive(Debug, thiserror::Error)]
@@ -343,18 +343,70 @@ pub enum FileModel {
 }
 
 fn parse(display: &str, text: &str, kind: Kind) -> Result<Parsed, Box<Finding>> {
-    let root = yaml::load(text).map_err(|e| Box::new(invalid_yaml(display, text, &e)))?;
+    parse_doc(display, text, kind).map(|(p, _)| p)
+}
+
+/// As [`parse`], with the aliases the file used.
+fn parse_doc(
+    display: &str,
+    text: &str,
+    kind: Kind,
+) -> Result<(Parsed, Vec<yaml::AliasUse>), Box<Finding>> {
+    let doc = yaml::load_doc(text).map_err(|e| Box::new(invalid_yaml(display, text, &e)))?;
+    let parsed = parse_root(display, &doc.root, kind);
+    Ok((parsed, doc.aliases))
+}
+
+/// Most aliases named by one finding about an anchor.
+const MAX_RELATED: usize = 5;
+
+/// Adds to each finding the other end of the aliases on its line: the anchor an alias there
+/// expands, or the aliases that expand an anchor whose content holds the line. A finding in
+/// an expanded anchor is about every place it is used, and the file says so in two places.
+fn relate(findings: &mut [Finding], aliases: &BTreeMap<String, Vec<yaml::AliasUse>>) {
+    for f in findings {
+        let Some(uses) = aliases.get(&f.location.file) else {
+            continue;
+        };
+        let line = f.location.line;
+        let mut related: Vec<Related> = Vec::new();
+        for u in uses.iter().filter(|u| u.alias.0 == line) {
+            related.push(Related {
+                line: u.anchor.0,
+                col: u.anchor.1,
+                message: format!("the anchor &{} that *{} expands", u.name, u.name),
+            });
+        }
+        if related.is_empty() {
+            for u in uses
+                .iter()
+                .filter(|u| (u.anchor_lines.0..=u.anchor_lines.1).contains(&line))
+                .take(MAX_RELATED)
+            {
+                related.push(Related {
+                    line: u.alias.0,
+                    col: u.alias.1,
+                    message: format!("used here too, by the alias *{}", u.name),
+                });
+            }
+        }
+        related.dedup();
+        f.related = related;
+    }
+}
+
+fn parse_root(display: &str, root: &marked_yaml::Node, kind: Kind) -> Parsed {
     let Some(m) = root.as_mapping() else {
-        return Ok(Parsed::Other);
+        return Parsed::Other;
     };
     let looks_like_action = model::entry(m, "runs").is_some() && model::entry(m, "jobs").is_none();
     if kind == Kind::Action || looks_like_action {
-        return Ok(match CompositeAction::from_root(display, m) {
+        return match CompositeAction::from_root(display, m) {
             Some(a) => Parsed::Action(a),
             None => Parsed::Other,
-        });
+        };
     }
-    Ok(Parsed::Workflow(Box::new(Workflow::from_root(display, m))))
+    Parsed::Workflow(Box::new(Workflow::from_root(display, m)))
 }
 
 /// Makes `workflow_call` workflows inherit the triggers of the workflows in the scan that
@@ -444,6 +496,7 @@ pub fn scan_workflows(args: &WorkflowsArgs) -> Result<Report, ScanError> {
     let mut findings = Vec::new();
     let mut workflows = Vec::new();
     let mut actions = Vec::new();
+    let mut aliases: BTreeMap<String, Vec<yaml::AliasUse>> = BTreeMap::new();
     for (path, kind) in &files {
         let bytes = std::fs::read(path).map_err(|source| ScanError::Read {
             path: path.clone(),
@@ -451,10 +504,17 @@ pub fn scan_workflows(args: &WorkflowsArgs) -> Result<Report, ScanError> {
         })?;
         let text = String::from_utf8_lossy(&bytes).into_owned();
         let display = path.display().to_string();
-        match parse(&display, &text, *kind) {
-            Ok(Parsed::Workflow(w)) => workflows.push(*w),
-            Ok(Parsed::Action(a)) => actions.push(a),
-            Ok(Parsed::Other) => {}
+        match parse_doc(&display, &text, *kind) {
+            Ok((parsed, uses)) => {
+                match parsed {
+                    Parsed::Workflow(w) => workflows.push(*w),
+                    Parsed::Action(a) => actions.push(a),
+                    Parsed::Other => {}
+                }
+                if !uses.is_empty() {
+                    aliases.insert(display.clone(), uses);
+                }
+            }
             Err(f) => findings.push(*f),
         }
         sources.insert(display, text);
@@ -477,6 +537,7 @@ pub fn scan_workflows(args: &WorkflowsArgs) -> Result<Report, ScanError> {
         }
         a.policy(&cx, &mut findings);
     }
+    relate(&mut findings, &aliases);
 
     let mut report = Report {
         scan: "workflows".to_owned(),
@@ -533,18 +594,24 @@ pub fn scan_source(
         policy_src: None,
     };
     let mut out = Vec::new();
-    match parse_file(display, text, action) {
+    let kind = if action { Kind::Action } else { Kind::Workflow };
+    match parse_doc(display, text, kind) {
         Err(f) => out.push(*f),
-        Ok(None) => {}
-        Ok(Some(FileModel::Workflow(w))) => {
-            for a in audit::registry() {
-                a.workflow(&w, &cx, &mut out);
+        Ok((parsed, uses)) => {
+            match parsed {
+                Parsed::Other => {}
+                Parsed::Workflow(w) => {
+                    for a in audit::registry() {
+                        a.workflow(&w, &cx, &mut out);
+                    }
+                }
+                Parsed::Action(act) => {
+                    for a in audit::registry() {
+                        a.action(&act, &cx, &mut out);
+                    }
+                }
             }
-        }
-        Ok(Some(FileModel::Action(act))) => {
-            for a in audit::registry() {
-                a.action(&act, &cx, &mut out);
-            }
+            relate(&mut out, &BTreeMap::from([(display.to_owned(), uses)]));
         }
     }
     out

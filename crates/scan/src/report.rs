@@ -149,6 +149,21 @@ pub struct Finding {
     pub explanation: String,
     /// How to fix it.
     pub fix: String,
+    /// Other places the finding is about (the anchor an alias expands, the aliases that
+    /// expand an anchor).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub related: Vec<Related>,
+}
+
+/// A second place a finding points at, in the same file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Related {
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column.
+    pub col: usize,
+    /// What is there, e.g. "the anchor &runner".
+    pub message: String,
 }
 
 impl Finding {
@@ -163,6 +178,7 @@ impl Finding {
             title: rule.summary.to_owned(),
             explanation: String::new(),
             fix: String::new(),
+            related: Vec::new(),
         }
     }
     /// Sets the severity.
@@ -367,6 +383,15 @@ fn render_plain(report: &Report, color: bool, out: &mut dyn Write) -> io::Result
                 Escaped(&f.fix)
             )?;
         }
+        for r in &f.related {
+            writeln!(
+                out,
+                "      also {}:{}: {}",
+                r.line,
+                r.col,
+                Escaped(&r.message)
+            )?;
+        }
     }
     if !report.findings.is_empty() {
         writeln!(out)?;
@@ -424,10 +449,14 @@ fn render_github(report: &Report, out: &mut dyn Write) -> io::Result<()> {
             f.location.col,
             gh_prop(&format!("airlock {} ({})", f.rule, f.severity)),
             gh_data(&format!(
-                "{}\n{}\nFix: {}",
+                "{}\n{}\nFix: {}{}",
                 escape(&f.title),
                 escape(&f.explanation),
-                escape(&f.fix)
+                escape(&f.fix),
+                f.related
+                    .iter()
+                    .map(|r| format!("\nAlso {}:{}: {}", r.line, r.col, escape(&r.message)))
+                    .collect::<String>()
             ))
         )?;
     }
@@ -486,6 +515,27 @@ pub fn sarif(report: &Report, rules: &[RuleInfo]) -> serde_json::Value {
             });
             if let (Some(i), Some(obj)) = (index.get(f.rule), r.as_object_mut()) {
                 obj.insert("ruleIndex".to_owned(), json!(i));
+            }
+            if let (false, Some(obj)) = (f.related.is_empty(), r.as_object_mut()) {
+                let related: Vec<_> = f
+                    .related
+                    .iter()
+                    .enumerate()
+                    .map(|(id, x)| {
+                        json!({
+                            "id": id,
+                            "message": { "text": x.message },
+                            "physicalLocation": {
+                                "artifactLocation": { "uri": sarif_uri(&f.location.file) },
+                                "region": {
+                                    "startLine": x.line.max(1),
+                                    "startColumn": x.col.max(1),
+                                },
+                            },
+                        })
+                    })
+                    .collect();
+                obj.insert("relatedLocations".to_owned(), json!(related));
             }
             r
         })

@@ -29,6 +29,32 @@ pub enum YamlError {
     AliasBomb(Marker),
 }
 
+/// Alias uses remembered for findings (a file with more still loads; later uses are not
+/// named in findings).
+const MAX_ALIAS_USES: usize = 10_000;
+
+/// Where an alias was used and the anchor it expands, so a finding can name both.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AliasUse {
+    /// The anchor's name, without `&`/`*` (empty when it could not be read back).
+    pub name: String,
+    /// 1-based line and column of the `*alias`.
+    pub alias: (usize, usize),
+    /// 1-based line and column of the anchored node.
+    pub anchor: (usize, usize),
+    /// First and last line of the anchored node's content.
+    pub anchor_lines: (usize, usize),
+}
+
+/// A loaded document and the aliases it used.
+#[derive(Debug)]
+pub struct Doc {
+    /// The top-level node, aliases expanded.
+    pub root: Node,
+    /// Every alias use, in file order (at most [`MAX_ALIAS_USES`]).
+    pub aliases: Vec<AliasUse>,
+}
+
 /// Closing brackets re-indented at most (each costs one more parse).
 const MAX_REINDENTS: usize = 64;
 
@@ -39,6 +65,11 @@ const MAX_REINDENTS: usize = 64;
 /// indentation"; yaml-rust2#30, saphyr#55). Such a line is re-indented to the line above it and
 /// the text parsed again: only that line's columns move.
 pub fn load(text: &str) -> Result<Node, YamlError> {
+    load_doc(text).map(|d| d.root)
+}
+
+/// As [`load`], with the aliases the document used.
+pub fn load_doc(text: &str) -> Result<Doc, YamlError> {
     let mut text = std::borrow::Cow::Borrowed(text);
     for _ in 0..MAX_REINDENTS {
         match load_once(&text) {
@@ -77,7 +108,7 @@ fn reindent_closing(text: &str, line: usize) -> Option<String> {
     Some(out.join("\n"))
 }
 
-fn load_once(text: &str) -> Result<Node, YamlError> {
+fn load_once(text: &str) -> Result<Doc, YamlError> {
     let mut l = Loader::default();
     let mut parser = Parser::new(text.chars());
     if let Err(se) = parser.load(&mut l, false) {
@@ -87,7 +118,11 @@ fn load_once(text: &str) -> Result<Node, YamlError> {
     if let Some(e) = l.error {
         return Err(e);
     }
-    match l.root {
+    let mut aliases = std::mem::take(&mut l.uses);
+    for u in &mut aliases {
+        u.name = alias_name(text, u.alias);
+    }
+    let root = match l.root {
         // As `marked_yaml::parse_yaml` does: the top level of a workflow is a mapping.
         Some(n) if n.as_mapping().is_none() => {
             let at = n
@@ -95,10 +130,54 @@ fn load_once(text: &str) -> Result<Node, YamlError> {
                 .start()
                 .copied()
                 .unwrap_or_else(|| Marker::new(0, 0, 1, 1));
-            Err(YamlError::Load(LoadError::TopLevelMustBeMapping(at)))
+            return Err(YamlError::Load(LoadError::TopLevelMustBeMapping(at)));
         }
-        Some(n) => Ok(n),
-        None => Ok(Node::from(MarkedMappingNode::new_empty(Span::new_blank()))),
+        Some(n) => n,
+        None => Node::from(MarkedMappingNode::new_empty(Span::new_blank())),
+    };
+    Ok(Doc { root, aliases })
+}
+
+/// The name of the alias written at `at` (`*name`), read back from the text.
+fn alias_name(text: &str, (line, col): (usize, usize)) -> String {
+    let Some(l) = text.split('\n').nth(line.saturating_sub(1)) else {
+        return String::new();
+    };
+    l.chars()
+        .skip(col.saturating_sub(1))
+        .skip_while(|c| *c == '*')
+        .take_while(|c| !c.is_whitespace() && !matches!(c, ',' | ']' | '}'))
+        .take(100)
+        .collect()
+}
+
+/// First and last line of every node start within `n` (keys included).
+fn line_range(n: &Node) -> (usize, usize) {
+    fn walk(n: &Node, r: &mut (usize, usize)) {
+        if let Some(m) = n.span().start() {
+            r.0 = r.0.min(m.line());
+            r.1 = r.1.max(m.line());
+        }
+        match n {
+            Node::Scalar(_) => {}
+            Node::Sequence(s) => s.iter().for_each(|x| walk(x, r)),
+            Node::Mapping(m) => {
+                for (k, v) in m.iter() {
+                    if let Some(km) = k.span().start() {
+                        r.0 = r.0.min(km.line());
+                        r.1 = r.1.max(km.line());
+                    }
+                    walk(v, r);
+                }
+            }
+        }
+    }
+    let mut r = (usize::MAX, 0);
+    walk(n, &mut r);
+    if r.0 > r.1 {
+        (0, 0)
+    } else {
+        r
     }
 }
 
@@ -126,7 +205,9 @@ enum Frame {
 #[derive(Default)]
 struct Loader {
     stack: Vec<Frame>,
-    anchors: HashMap<usize, Node>,
+    /// Anchored nodes by the parser's id, with their position and line range.
+    anchors: HashMap<usize, (Node, (usize, usize), (usize, usize))>,
+    uses: Vec<AliasUse>,
     root: Option<Node>,
     error: Option<YamlError>,
     nodes: usize,
@@ -166,7 +247,13 @@ impl Loader {
     /// `plain`: the node is a plain (unquoted) scalar (only a plain `<<` is a merge key).
     fn value(&mut self, node: Node, anchor: usize, plain: bool) {
         if anchor != 0 {
-            self.anchors.insert(anchor, node.clone());
+            let at = node
+                .span()
+                .start()
+                .map(|m| (m.line(), m.column()))
+                .unwrap_or((0, 0));
+            let lines = line_range(&node);
+            self.anchors.insert(anchor, (node.clone(), at, lines));
         }
         match self.stack.last_mut() {
             None => self.root = Some(node),
@@ -306,10 +393,18 @@ impl MarkedEventReceiver for Loader {
                 }
             }
             Event::Alias(id) => {
-                let Some(target) = self.anchors.get(&id).cloned() else {
+                let Some((target, anchor_at, anchor_lines)) = self.anchors.get(&id).cloned() else {
                     // The parser refuses unknown anchors before this; never expand nothing.
                     return self.fail(YamlError::Load(LoadError::UnexpectedAnchor(at)));
                 };
+                if self.uses.len() < MAX_ALIAS_USES {
+                    self.uses.push(AliasUse {
+                        name: String::new(),
+                        alias: (at.line(), at.column()),
+                        anchor: anchor_at,
+                        anchor_lines,
+                    });
+                }
                 if self.count(size(&target), at) {
                     self.value(placed_at(&target, at), 0, false);
                 }
@@ -359,6 +454,21 @@ mod tests {
             .and_then(|r| r.span().start().copied())
             .expect("pos");
         assert_eq!((at.line(), at.column()), (5, 14), "the alias's position");
+    }
+
+    #[test]
+    fn alias_uses_name_the_alias_and_its_anchor() {
+        let text = "x-steps: &setup\n  - run: make\n  - run: ./test\nx-r: &runner [self-hosted, linux]\njobs:\n  build:\n    runs-on: *runner\n    steps: *setup\n";
+        let d = load_doc(text).expect("loads");
+        let got: Vec<_> = d
+            .aliases
+            .iter()
+            .map(|u| (u.name.as_str(), u.alias, u.anchor_lines))
+            .collect();
+        assert_eq!(
+            got,
+            [("runner", (7, 14), (4, 4)), ("setup", (8, 12), (2, 3))]
+        );
     }
 
     #[test]

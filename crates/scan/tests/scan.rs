@@ -234,6 +234,38 @@ fn anchors_aliases_and_merge_keys_are_audited_and_bombs_bounded() {
     let sh = hits(&r, "self-hosted-untrusted-trigger");
     assert_eq!(sh.len(), 1, "{:?}", r.findings);
     assert_eq!(sh[0].0, 7, "{:?}", r.findings);
+    // The finding names the anchor it expands too, and a finding inside an anchor names the
+    // alias that uses it.
+    let f = r
+        .findings
+        .iter()
+        .find(|f| f.rule == "self-hosted-untrusted-trigger")
+        .expect("finding");
+    let rel: Vec<(usize, &str)> = f
+        .related
+        .iter()
+        .map(|x| (x.line, x.message.as_str()))
+        .collect();
+    assert_eq!(rel, [(2, "the anchor &runner that *runner expands")]);
+    let ti: Vec<_> = r
+        .findings
+        .iter()
+        .filter(|f| f.rule == "template-injection")
+        .collect();
+    assert!(!ti.is_empty(), "{:?}", r.findings);
+    for f in ti {
+        assert_eq!(f.location.line, 13, "{f:?}");
+        let rel: Vec<(usize, &str)> = f
+            .related
+            .iter()
+            .map(|x| (x.line, x.message.as_str()))
+            .collect();
+        assert_eq!(
+            rel,
+            [(16, "used here too, by the alias *greeting")],
+            "{f:?}"
+        );
+    }
     // A closing bracket at its key's column (llama.cpp, accelerate): audited as GitHub runs it.
     let r = wf("flow-closing.yml");
     assert!(hits(&r, "invalid-yaml").is_empty(), "{:?}", r.findings);
