@@ -202,11 +202,14 @@ enum Frame {
     },
 }
 
+/// An anchored node, where it starts (line, column) and the lines its content spans.
+type Anchored = (Node, (usize, usize), (usize, usize));
+
 #[derive(Default)]
 struct Loader {
     stack: Vec<Frame>,
     /// Anchored nodes by the parser's id, with their position and line range.
-    anchors: HashMap<usize, (Node, (usize, usize), (usize, usize))>,
+    anchors: HashMap<usize, Anchored>,
     uses: Vec<AliasUse>,
     root: Option<Node>,
     error: Option<YamlError>,
