@@ -410,11 +410,14 @@ fn parse_root(display: &str, root: &marked_yaml::Node, kind: Kind) -> Parsed {
 }
 
 /// Makes `workflow_call` workflows inherit the triggers of the workflows in the scan that
-/// call them with `uses: ./.github/workflows/x.yml`.
+/// call them with `uses: ./.github/workflows/x.yml`, and the inputs those callers fill with
+/// the pull request's head (a head SHA handed to a reusable workflow that checks it out).
 fn link_reusable(workflows: &mut [Workflow]) {
+    /// (callee, (event, caller) triggers, input names carrying the head, caller path).
+    type Edge = (usize, Vec<(String, String)>, Vec<String>, String);
     for _round in 0..5 {
         let mut changed = false;
-        let mut edges: Vec<(usize, Vec<(String, String)>)> = Vec::new();
+        let mut edges: Vec<Edge> = Vec::new();
         for w in workflows.iter() {
             let mut triggers: Vec<(String, String)> = w
                 .triggers
@@ -435,23 +438,35 @@ fn link_reusable(workflows: &mut [Workflow]) {
                     .map(|i| &caller_path[..i])
                     .unwrap_or("");
                 let expected = format!("{root}{rel}");
+                let heads: Vec<String> = job
+                    .with
+                    .iter()
+                    .filter(|(_, _, v)| audit::names_pr_head(v, w))
+                    .map(|(k, _, _)| k.to_ascii_lowercase())
+                    .collect();
                 for (i, callee) in workflows.iter().enumerate() {
                     if callee.path.replace('\\', "/") == expected
                         && callee.has_trigger("workflow_call")
                     {
-                        edges.push((i, triggers.clone()));
+                        edges.push((i, triggers.clone(), heads.clone(), w.path.clone()));
                     }
                 }
             }
         }
-        for (i, ts) in edges {
+        for (i, ts, heads, caller) in edges {
+            let w = &mut workflows[i];
             for (event, from) in ts {
                 if event == "workflow_call" {
                     continue;
                 }
-                let w = &mut workflows[i];
                 if !w.inherited.iter().any(|(e, _)| e == &event) {
                     w.inherited.push((event, from));
+                    changed = true;
+                }
+            }
+            for h in heads {
+                if !w.head_inputs.iter().any(|(x, _)| x == &h) {
+                    w.head_inputs.push((h, caller.clone()));
                     changed = true;
                 }
             }

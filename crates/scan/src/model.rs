@@ -108,22 +108,7 @@ impl Step {
         let m = n.as_mapping()?;
         let uses = scalar(m, "uses").map(|(p, s)| (p, s.to_owned()));
         let run = scalar(m, "run").map(|(p, s)| (p, s.to_owned()));
-        let with = entry(m, "with")
-            .and_then(|(_, w)| w.as_mapping())
-            .map(|w| {
-                w.iter()
-                    .filter_map(|(k, v)| {
-                        v.as_scalar().map(|s| {
-                            (
-                                k.as_str().to_owned(),
-                                pos_of_scalar(k),
-                                s.as_str().to_owned(),
-                            )
-                        })
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+        let with = with_of(m);
         let name = scalar(m, "name")
             .or_else(|| scalar(m, "id"))
             .map(|(_, s)| s.to_owned())
@@ -153,6 +138,26 @@ impl Step {
             .as_ref()
             .map(|(_, u)| u.split('@').next().unwrap_or_default().to_ascii_lowercase())
     }
+}
+
+/// A step's or a reusable-workflow call's `with:` inputs: key, key position, value (scalars).
+fn with_of(m: &MarkedMappingNode) -> Vec<(String, Pos, String)> {
+    entry(m, "with")
+        .and_then(|(_, w)| w.as_mapping())
+        .map(|w| {
+            w.iter()
+                .filter_map(|(k, v)| {
+                    v.as_scalar().map(|s| {
+                        (
+                            k.as_str().to_owned(),
+                            pos_of_scalar(k),
+                            s.as_str().to_owned(),
+                        )
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 fn steps_of(n: Option<&Node>) -> Vec<Step> {
@@ -399,6 +404,8 @@ pub struct Job {
     pub uses: Option<(Pos, String)>,
     /// `secrets:` of a reusable-workflow call (the raw node) and its key's position.
     pub secrets: Option<(Pos, Node)>,
+    /// `with:` inputs of a reusable-workflow call: key, key position, value (scalars).
+    pub with: Vec<(String, Pos, String)>,
     /// `container:` value and its key's position.
     pub container: Option<(Pos, Node)>,
     /// `services:` value and its key's position.
@@ -423,6 +430,9 @@ pub struct Workflow {
     /// Triggers inherited from workflows in the scan that call this one (for
     /// `workflow_call` workflows), as (event, caller path).
     pub inherited: Vec<(String, String)>,
+    /// Inputs (`inputs.NAME`) that a caller in the scan fills with the pull request's head,
+    /// as (input name, caller path).
+    pub head_inputs: Vec<(String, String)>,
 }
 
 impl Workflow {
@@ -479,6 +489,7 @@ impl Workflow {
                     permissions: owned("permissions"),
                     uses: scalar(m, "uses").map(|(p, s)| (p, s.to_owned())),
                     secrets: owned("secrets"),
+                    with: with_of(m),
                     container: owned("container"),
                     services: owned("services"),
                     steps: steps_of(entry(m, "steps").map(|(_, n)| n)),
@@ -492,6 +503,7 @@ impl Workflow {
             permissions: entry(root, "permissions").map(|(p, n)| (p, n.clone())),
             jobs,
             inherited: Vec::new(),
+            head_inputs: Vec::new(),
         }
     }
 

@@ -671,3 +671,45 @@ mod fuzz {
         }
     }
 }
+
+/// The pull request's code reaches a privileged job by more roads than `actions/checkout`'s
+/// `ref:`: `gh pr checkout`, a fetched `pull/N/head` then `FETCH_HEAD`, the artifacts of the
+/// run that triggered a `workflow_run` job, a head SHA handed to a reusable workflow.
+#[test]
+fn pull_request_code_taken_by_other_roads_is_found() {
+    let r = wf("checkout-variants.yml");
+    let jobs: Vec<(usize, String)> = r
+        .findings
+        .iter()
+        .filter(|f| f.rule == "untrusted-checkout-exec")
+        .map(|f| (f.location.line, f.title.clone()))
+        .collect();
+    let has = |job: &str, line: usize, what: &str| {
+        jobs.iter()
+            .any(|(l, t)| *l == line && t.contains(&format!("job `{job}`")) && t.contains(what))
+    };
+    assert!(has("gh-cli", 13, "gh pr checkout"), "{jobs:#?}");
+    assert!(has("fetch-head", 19, "FETCH_HEAD"), "{jobs:#?}");
+    assert!(has("artifact", 25, "artifacts"), "{jobs:#?}");
+    // Reading an artifact, or fetching a pull ref only to diff it, runs nothing of it.
+    for safe in ["artifact-read-only", "fetch-diff-only"] {
+        assert!(
+            !jobs
+                .iter()
+                .any(|(_, t)| t.contains(&format!("job `{safe}`"))),
+            "{safe}: {jobs:#?}"
+        );
+    }
+    assert_eq!(jobs.len(), 3, "{jobs:#?}");
+
+    let r = scan(&["reusable-head"]);
+    let uce: Vec<_> = r
+        .findings
+        .iter()
+        .filter(|f| f.rule == "untrusted-checkout-exec")
+        .collect();
+    assert_eq!(uce.len(), 1, "{:#?}", r.findings);
+    assert!(uce[0].location.file.ends_with("build.yml"), "{:?}", uce[0]);
+    assert!(uce[0].title.contains("job `build`"), "{}", uce[0].title);
+    assert!(uce[0].title.contains("input `sha`"), "{}", uce[0].title);
+}

@@ -163,6 +163,32 @@ pub const PRIVILEGED_UNTRUSTED_EVENTS: &[&str] = &[
     "issues",
 ];
 
+/// Expressions and refs that name the pull request's (attacker's) commit or branch.
+pub const HEAD_REFS: &[&str] = &[
+    "github.event.pull_request.head.sha",
+    "github.event.pull_request.head.ref",
+    "github.event.pull_request.merge_commit_sha",
+    "github.event.pull_request.number",
+    "github.head_ref",
+    "github.event.workflow_run.head_sha",
+    "github.event.workflow_run.head_branch",
+    "github.event.workflow_run.head_commit.id",
+    "github.event.issue.number",
+    "refs/pull/",
+    "steps.",
+];
+
+/// Whether `text` names the pull request's head: one of [`HEAD_REFS`], or an input that a
+/// caller in the scan fills with it (`inputs.ref` of a reusable workflow).
+pub fn names_pr_head(text: &str, wf: &Workflow) -> bool {
+    let t = text.to_ascii_lowercase();
+    HEAD_REFS.iter().any(|h| t.contains(h))
+        || wf
+            .head_inputs
+            .iter()
+            .any(|(name, _)| t.contains(&format!("inputs.{name}")))
+}
+
 /// An untrusted trigger that can reach a workflow, with where it is declared.
 #[derive(Debug, Clone)]
 pub struct Reach {
