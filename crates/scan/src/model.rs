@@ -410,6 +410,8 @@ pub struct Job {
     pub container: Option<(Pos, Node)>,
     /// `services:` value and its key's position.
     pub services: Option<(Pos, Node)>,
+    /// `environment:` name (a scalar, or the mapping's `name:`) and its key's position.
+    pub environment: Option<(Pos, String)>,
     /// Steps.
     pub steps: Vec<Step>,
 }
@@ -492,6 +494,11 @@ impl Workflow {
                     with: with_of(m),
                     container: owned("container"),
                     services: owned("services"),
+                    environment: entry(m, "environment").and_then(|(p, n)| match n {
+                        Node::Scalar(s) => Some((p, s.as_str().to_owned())),
+                        Node::Mapping(e) => scalar(e, "name").map(|(_, s)| (p, s.to_owned())),
+                        Node::Sequence(_) => None,
+                    }),
                     steps: steps_of(entry(m, "steps").map(|(_, n)| n)),
                 });
             }

@@ -28,6 +28,16 @@ pub enum Severity {
 }
 
 impl Severity {
+    /// One level less severe (`Info` stays `Info`).
+    pub fn lower(self) -> Severity {
+        match self {
+            Severity::Critical => Severity::High,
+            Severity::High => Severity::Medium,
+            Severity::Medium => Severity::Low,
+            Severity::Low | Severity::Info => Severity::Info,
+        }
+    }
+
     /// All severities, least severe first.
     pub const ALL: [Severity; 5] = [
         Severity::Info,

@@ -247,6 +247,25 @@ pub fn fork_guarded(job: &Job, event: &str) -> bool {
         .is_some_and(|c| crate::guard::keeps_outsiders_out(c, event))
 }
 
+/// A finding about a job that waits for a deployment environment: lowered one level and
+/// saying why. Environments with required reviewers hold the job until someone approves it,
+/// so an outsider cannot make it run alone. Whether `name` has reviewers is a repository
+/// setting the workflow file cannot show, hence the caveat rather than silence.
+pub fn behind_environment(f: Finding, job: &Job) -> Finding {
+    let Some((_, name)) = &job.environment else {
+        return f;
+    };
+    let severity = f.severity.lower();
+    let explanation = format!(
+        "{} Mitigated if the environment `{name}` requires reviewers: the job then waits for \
+         an approval before it reaches a runner (a repository setting this file cannot show; \
+         check Settings → Environments), so the severity is one level lower.",
+        f.explanation
+    );
+    f.severity(severity)
+        .explain(explanation.trim_start().to_owned())
+}
+
 /// Labels of GitHub-hosted runners.
 pub fn is_github_hosted_label(l: &str) -> bool {
     let l = l.to_ascii_lowercase();

@@ -1,6 +1,8 @@
 //! A job that can run on a self-hosted runner in a workflow that outsiders can trigger.
 
-use super::{describe_runner, job_reach, rule, self_hosted, Audit, Context, Sink};
+use super::{
+    behind_environment, describe_runner, job_reach, rule, self_hosted, Audit, Context, Sink,
+};
 use crate::model::{Job, Workflow};
 use crate::report::{RuleInfo, Severity};
 
@@ -48,8 +50,8 @@ impl Audit for SelfHostedUntrustedTrigger {
         } else {
             via.join(", ")
         };
-        out.push(
-            self.finding(&wf.path, job.runs_on.pos)
+        let f = self
+            .finding(&wf.path, job.runs_on.pos)
                 .severity(severity)
                 .confidence(conf)
                 .title(format!(
@@ -69,7 +71,7 @@ impl Audit for SelfHostedUntrustedTrigger {
                      airlock `untrusted` group (ephemeral sandbox, closed network). If only \
                      same-repository pull requests should reach it, add \
                      `if: github.event.pull_request.head.repo.full_name == github.repository`.",
-                ),
-        );
+            );
+        out.push(behind_environment(f, job));
     }
 }

@@ -4,7 +4,7 @@
 //! execute them with the base repository's privileges.
 
 use super::{
-    names_pr_head, on_self_hosted, rule, self_hosted, Audit, Context, Sink,
+    behind_environment, names_pr_head, on_self_hosted, rule, self_hosted, Audit, Context, Sink,
     PRIVILEGED_UNTRUSTED_EVENTS,
 };
 use crate::model::{Job, Pos, Step, Workflow};
@@ -304,7 +304,8 @@ impl Audit for UntrustedCheckoutExec {
         let sh = self_hosted(job, cx);
         if let Some(t) = takes_head(job, wf) {
             if let Some((step, line)) = executed_after(job, &t, false) {
-                out.push(self.checkout_finding(wf, job, &events, &t, sh, &step, line));
+                let f = self.checkout_finding(wf, job, &events, &t, sh, &step, line);
+                out.push(behind_environment(f, job));
                 return;
             }
         }
@@ -312,7 +313,8 @@ impl Audit for UntrustedCheckoutExec {
             let taken = job.steps.iter().find_map(downloads_run_artifact);
             if let Some(t) = taken {
                 if let Some((step, line)) = executed_after(job, &t, true) {
-                    out.push(self.artifact_finding(wf, job, &t, sh, &step, line));
+                    let f = self.artifact_finding(wf, job, &t, sh, &step, line);
+                    out.push(behind_environment(f, job));
                 }
             }
         }
