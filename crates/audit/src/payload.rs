@@ -166,3 +166,31 @@ mod tests {
         assert_eq!(old.payload::<JobStarted>().map(|s| s.pid), Some(7));
     }
 }
+
+/// `drill.completed`: an `airlock drill` ran against this host's airlock (checklist item 26,
+/// read by `scan host`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrillCompleted {
+    /// The policy attacked (`None`: the built-in policy).
+    #[serde(default)]
+    pub policy: Option<String>,
+    /// The group attacked.
+    pub group: String,
+    /// Attacks run (the control not counted).
+    pub attacks: usize,
+    /// Attacks that got through.
+    pub got_through: usize,
+    /// Rows that failed for another reason (an expected alert missing, an attack that could
+    /// not run).
+    pub failed: usize,
+    /// Every row passed.
+    pub passed: bool,
+    /// Wall-clock time of the drill.
+    pub duration_ms: u64,
+    /// The airlock version that ran it.
+    pub version: String,
+}
+
+impl Payload for DrillCompleted {
+    const KIND: Kind = Kind::DrillCompleted;
+}

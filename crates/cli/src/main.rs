@@ -378,7 +378,7 @@ fn real_main(cli: Cli) -> Result<u8> {
         Cmd::Policy(p) => cmd_policy(p, &paths, &net_pool),
         Cmd::Image(i) => cmd_image(i, paths),
         Cmd::Audit(a) => cmd_audit(a, paths),
-        Cmd::Drill(d) => cmd_drill(d),
+        Cmd::Drill(d) => cmd_drill(d, &paths),
         Cmd::Scan(s) => cmd_scan(s),
         Cmd::Serve(a) => cmd_serve(a, &cli.global),
         Cmd::Gc { force, json } => {
@@ -585,7 +585,7 @@ impl airlock_drill::Progress for DrillProgress {
     }
 }
 
-fn cmd_drill(d: DrillArgs) -> Result<u8> {
+fn cmd_drill(d: DrillArgs, paths: &Paths) -> Result<u8> {
     // The drill moves this (still single-threaded) process into its own network namespace
     // before anything else starts.
     let mut opts =
@@ -615,7 +615,39 @@ fn cmd_drill(d: DrillArgs) -> Result<u8> {
     if let Some(k) = &report.kept {
         eprintln!("airlock: drill directory kept at {}", k.display());
     }
+    // The host's audit log keeps the drill's result: `scan host` credits checklist item 26
+    // from it. A drill that could not be recorded still reports what it found.
+    if let Err(e) = record_drill(&report, paths) {
+        eprintln!(
+            "airlock: the drill's result was not written to the audit log in {}: {}",
+            paths.audit().display(),
+            Escaped(&e.to_string())
+        );
+    }
     Ok(if report.passed { 0 } else { 1 })
+}
+
+fn record_drill(r: &airlock_drill::DrillReport, paths: &Paths) -> Result<()> {
+    use airlock_audit::payload::DrillCompleted;
+    let attacks: Vec<&airlock_drill::Row> = r
+        .rows
+        .iter()
+        .filter(|x| x.category != airlock_drill::attack::Category::Control)
+        .collect();
+    let got_through = r.succeeded().len();
+    let payload = DrillCompleted {
+        policy: (r.policy != "built-in").then(|| r.policy.clone()),
+        group: r.group.clone(),
+        attacks: attacks.len(),
+        got_through,
+        failed: r.rows.iter().filter(|x| !x.passed).count(),
+        passed: r.passed,
+        duration_ms: r.duration_ms,
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+    };
+    let mut log = airlock_audit::AuditLog::open(&paths.audit())?;
+    log.append_batch(vec![airlock_audit::Event::of(None, &payload)])?;
+    Ok(())
 }
 
 fn cmd_serve(a: ServeArgs, g: &Global) -> Result<u8> {

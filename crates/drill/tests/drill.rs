@@ -41,12 +41,14 @@ fn airlock() -> PathBuf {
     p
 }
 
-/// Runs `airlock drill ARGS` with its temporary files under `tmp`.
-fn drill(tmp: &std::path::Path, args: &[&str]) -> Output {
+/// Runs `airlock drill ARGS` with its temporary files under `tmp` and airlock's data
+/// directory (where the drill records its result) at `data`.
+fn drill(tmp: &std::path::Path, data: &std::path::Path, args: &[&str]) -> Output {
     Command::new(airlock())
         .arg("drill")
         .args(args)
         .env("TMPDIR", tmp)
+        .env("AIRLOCK_DATA_DIR", data)
         .env_remove("AIRLOCK_POLICY")
         .stdin(Stdio::null())
         .output()
@@ -101,8 +103,9 @@ fn assert_nothing_left(tmp: &std::path::Path, links_before: &str) {
 fn default_policy_blocks_every_attack() {
     need_root!();
     let tmp = tempfile::tempdir().expect("tmp");
+    let data = tempfile::tempdir().expect("data");
     let before = host_links();
-    let o = drill(tmp.path(), &["--json"]);
+    let o = drill(tmp.path(), data.path(), &["--json"]);
     let stderr = String::from_utf8_lossy(&o.stderr);
     let report: serde_json::Value = serde_json::from_slice(&o.stdout)
         .unwrap_or_else(|e| panic!("no JSON report ({e}); stderr:\n{stderr}"));
@@ -168,6 +171,16 @@ fn default_policy_blocks_every_attack() {
         missing_alerts.join("\n")
     );
     assert_eq!(o.status.code(), Some(0), "{stderr}");
+    // The host's audit log keeps the drill's result (checklist item 26, for `scan host`).
+    let log = std::fs::read_to_string(data.path().join("audit/audit.jsonl")).expect("audit log");
+    let rec: serde_json::Value = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|r| r["kind"] == "drill.completed")
+        .unwrap_or_else(|| panic!("no drill.completed record in:\n{log}"));
+    assert_eq!(rec["data"]["passed"], true, "{rec}");
+    assert_eq!(rec["data"]["got_through"], 0, "{rec}");
+    assert_eq!(rec["data"]["attacks"], rows.len() - 1, "{rec}");
     assert_nothing_left(tmp.path(), &before);
 }
 
@@ -184,8 +197,10 @@ fn audit_mode_lets_exfiltration_through_and_the_drill_says_so() {
     )
     .expect("policy");
     let p = policy.to_string_lossy().into_owned();
+    let data = tempfile::tempdir().expect("data");
     let o = drill(
         tmp.path(),
+        data.path(),
         &[
             "--policy",
             &p,
@@ -262,7 +277,8 @@ fn audit_mode_lets_exfiltration_through_and_the_drill_says_so() {
 fn unknown_attack_is_refused() {
     need_root!();
     let tmp = tempfile::tempdir().expect("tmp");
-    let o = drill(tmp.path(), &["--only", "no-such-attack"]);
+    let data = tempfile::tempdir().expect("data");
+    let o = drill(tmp.path(), data.path(), &["--only", "no-such-attack"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("unknown attack no-such-attack"));
 }

@@ -97,10 +97,92 @@ pub struct Airlock {
     pub installed: Vec<Evidence>,
     /// An enabled `airlock*.service` unit (the runner manager, `airlock serve`).
     pub serve_unit: Option<Unit>,
-    /// The audit log, if present and non-empty: (path, records, network records).
-    pub audit_log: Option<(String, usize, usize)>,
+    /// What airlock's audit log shows, if it has records.
+    pub audit: Option<AuditSummary>,
     /// Policy files under `/etc/airlock`.
     pub policies: Vec<String>,
+}
+
+/// What `scan host` reads from airlock's audit log: counts, and the newest drill.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditSummary {
+    /// The log's directory.
+    pub dir: String,
+    /// Records read.
+    pub records: usize,
+    /// Network records (`net.*`).
+    pub net_records: usize,
+    /// Jobs that ended (`job.ended`): the detectors ran on each.
+    pub jobs_ended: usize,
+    /// Alerts the detectors raised (`alert` records).
+    pub alerts: usize,
+    /// Jobs that recorded their policy's SHA-256 (`job.requested` with `policy_sha256`).
+    pub policy_digests: usize,
+    /// `config.changed` records.
+    pub config_changes: usize,
+    /// The newest `drill.completed`: when (ms since the epoch) and what it found.
+    pub last_drill: Option<(u128, airlock_audit::payload::DrillCompleted)>,
+    /// Every segment was read (false when the byte budget ran out first).
+    pub complete: bool,
+}
+
+/// Bytes of audit log `scan host` reads at most (newest segments first).
+const AUDIT_BUDGET: u64 = 2 << 30;
+
+impl AuditSummary {
+    fn add(&mut self, line: &str) {
+        use airlock_audit::{payload::DrillCompleted, Kind, Record};
+        if line.trim().is_empty() {
+            return;
+        }
+        self.records += 1;
+        // Most records are network and process records: only the few kinds read here are
+        // parsed whole.
+        if line.contains("\"kind\":\"net.") {
+            self.net_records += 1;
+            return;
+        }
+        let wanted = [
+            Kind::JobEnded,
+            Kind::Alert,
+            Kind::JobRequested,
+            Kind::ConfigChanged,
+            Kind::DrillCompleted,
+        ];
+        if !wanted
+            .iter()
+            .any(|k| line.contains(&format!("\"kind\":\"{}\"", k.as_str())))
+        {
+            return;
+        }
+        let Ok(r) = serde_json::from_str::<Record>(line) else {
+            return;
+        };
+        match r.known_kind() {
+            Some(Kind::JobEnded) => self.jobs_ended += 1,
+            Some(Kind::Alert) => self.alerts += 1,
+            Some(Kind::ConfigChanged) => self.config_changes += 1,
+            Some(Kind::JobRequested)
+                if r.data["policy_sha256"]
+                    .as_str()
+                    .is_some_and(|s| s.len() == 64) =>
+            {
+                self.policy_digests += 1;
+            }
+            Some(Kind::DrillCompleted) => {
+                if let Some(d) = r.payload::<DrillCompleted>() {
+                    if self
+                        .last_drill
+                        .as_ref()
+                        .is_none_or(|(t, _)| r.time_ms >= *t)
+                    {
+                        self.last_drill = Some((r.time_ms, d));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
 }
 
 /// Everything gathered.
@@ -548,6 +630,33 @@ fn read_firewall(host: &Host) -> Firewall {
 
 /// Where airlock keeps its audit log by default.
 pub const AUDIT_LOG: &str = "/var/lib/airlock/audit/audit.jsonl";
+/// The audit log's directory (the current segment and the rotated ones).
+pub const AUDIT_DIR: &str = "/var/lib/airlock/audit";
+
+/// Reads airlock's audit log, every segment, newest first, within [`AUDIT_BUDGET`] bytes.
+fn read_audit(host: &Host) -> Option<AuditSummary> {
+    let mut segs: Vec<String> = host
+        .list(AUDIT_DIR)
+        .into_iter()
+        .filter(|n| n.starts_with("audit.jsonl."))
+        .collect();
+    segs.sort();
+    segs.push("audit.jsonl".to_owned());
+    let mut sum = AuditSummary {
+        dir: AUDIT_DIR.to_owned(),
+        complete: true,
+        ..AuditSummary::default()
+    };
+    let mut budget = AUDIT_BUDGET;
+    for name in segs.iter().rev() {
+        if budget == 0 {
+            sum.complete = false;
+            break;
+        }
+        host.for_each_line(&join(AUDIT_DIR, name), &mut budget, |l| sum.add(l));
+    }
+    (sum.records > 0).then_some(sum)
+}
 
 fn read_airlock(host: &Host, units: &[Unit]) -> Airlock {
     let mut a = Airlock::default();
@@ -572,20 +681,12 @@ fn read_airlock(host: &Host, units: &[Unit]) -> Airlock {
         a.installed
             .push(Evidence::new(&u.path, "enabled airlock serve unit"));
     }
-    if let Some(text) = host.read(AUDIT_LOG) {
-        let records = text.lines().filter(|l| !l.trim().is_empty()).count();
-        let netrec = text
-            .lines()
-            .filter(|l| l.contains("\"kind\":\"net."))
-            .count();
-        if records > 0 {
-            a.audit_log = Some((AUDIT_LOG.to_owned(), records, netrec));
-        }
-    }
+    a.audit = read_audit(host);
     a.policies = host
         .list("/etc/airlock")
         .into_iter()
-        .filter(|n| n.ends_with(".toml"))
+        // attestations.toml is the operators' record for `scan host`, not a policy.
+        .filter(|n| n.ends_with(".toml") && n != "attestations.toml")
         .map(|n| join("/etc/airlock", &n))
         .collect();
     a

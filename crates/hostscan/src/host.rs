@@ -12,6 +12,9 @@ use std::process::{Command, Stdio};
 /// Files larger than this are not read (a checklist never needs them).
 const MAX_READ: u64 = 4 * 1024 * 1024;
 
+/// Longest line [`Host::for_each_line`] hands over.
+pub const MAX_LINE: usize = 1024 * 1024;
+
 /// Source of command output on the live host.
 pub trait Commands {
     /// Runs `program args…` and returns its standard output if it exited 0.
@@ -171,6 +174,54 @@ impl Host {
         let bytes = fs::read(&p).ok()?;
         let s = String::from_utf8_lossy(&bytes).into_owned();
         Some(s.strip_prefix('\u{feff}').map(str::to_owned).unwrap_or(s))
+    }
+
+    /// Calls `f` with each line of `/abs` (lossy UTF-8), reading at most `budget` bytes (the
+    /// budget is reduced by what was read). Lines longer than [`MAX_LINE`] are skipped
+    /// without being held. `false` if the file could not be opened or leads outside the root.
+    /// For files that may be far larger than [`Host::read`] allows (airlock's audit log).
+    pub fn for_each_line(&self, abs: &str, budget: &mut u64, mut f: impl FnMut(&str)) -> bool {
+        use std::io::BufRead;
+        let p = self.path(abs);
+        if !self.inside(&p) || !p.is_file() {
+            return false;
+        }
+        let Ok(file) = fs::File::open(&p) else {
+            return false;
+        };
+        let mut r = std::io::BufReader::new(std::io::Read::take(file, *budget));
+        let mut line: Vec<u8> = Vec::new();
+        let mut too_long = false;
+        loop {
+            let buf = match r.fill_buf() {
+                Ok([]) | Err(_) => break,
+                Ok(b) => b,
+            };
+            let (chunk, done) = match buf.iter().position(|b| *b == b'\n') {
+                Some(i) => (&buf[..i], i + 1),
+                None => (buf, buf.len()),
+            };
+            let ended = done > chunk.len();
+            if !too_long && line.len() + chunk.len() <= MAX_LINE {
+                line.extend_from_slice(chunk);
+            } else {
+                too_long = true;
+                line.clear();
+            }
+            r.consume(done);
+            *budget = budget.saturating_sub(done as u64);
+            if ended {
+                if !too_long {
+                    f(&String::from_utf8_lossy(&line));
+                }
+                line.clear();
+                too_long = false;
+            }
+        }
+        if !line.is_empty() && !too_long {
+            f(&String::from_utf8_lossy(&line));
+        }
+        true
     }
 
     /// Metadata of `/abs` (a final symlink is not followed).

@@ -736,16 +736,40 @@ fn container_options_are_graded_and_environments_mitigate() {
     assert_eq!(sev("rocm", "/dev/kfd"), [Severity::Medium], "{got:#?}");
     assert_eq!(sev("rocm", "IPC"), [Severity::Medium], "{got:#?}");
     // Behind an environment: one level lower, and the finding says so.
-    assert_eq!(sev("rocm-reviewed", "/dev/kfd"), [Severity::Low], "{got:#?}");
-    assert_eq!(sev("rocm-reviewed", "--privileged"), [Severity::High], "{got:#?}");
-    assert_eq!(sev("rocm-reviewed", "runs on"), [Severity::High], "{got:#?}");
+    assert_eq!(
+        sev("rocm-reviewed", "/dev/kfd"),
+        [Severity::Low],
+        "{got:#?}"
+    );
+    assert_eq!(
+        sev("rocm-reviewed", "--privileged"),
+        [Severity::High],
+        "{got:#?}"
+    );
+    assert_eq!(
+        sev("rocm-reviewed", "runs on"),
+        [Severity::High],
+        "{got:#?}"
+    );
     let f = r
         .findings
         .iter()
         .find(|f| f.title.contains("rocm-reviewed") && f.title.contains("--privileged"))
         .expect("finding");
-    assert!(f.explanation.contains("environment `gpu-ci`"), "{}", f.explanation);
+    assert!(
+        f.explanation.contains("environment `gpu-ci`"),
+        "{}",
+        f.explanation
+    );
     // Not reachable by outsiders: the device is low, --privileged stays critical.
-    assert_eq!(sev("cuda-push-only", "nvidia0"), [Severity::Low], "{got:#?}");
-    assert_eq!(sev("cuda-push-only", "--privileged"), [Severity::Critical], "{got:#?}");
+    assert_eq!(
+        sev("cuda-push-only", "nvidia0"),
+        [Severity::Low],
+        "{got:#?}"
+    );
+    assert_eq!(
+        sev("cuda-push-only", "--privileged"),
+        [Severity::Critical],
+        "{got:#?}"
+    );
 }

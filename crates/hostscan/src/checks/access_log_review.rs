@@ -3,7 +3,10 @@
 //! Logs can only be reviewed regularly where they are collected: pass if the host ships logs
 //! (rsyslog forwarding `@host`/`@@host`/`omfwd`, systemd-journal-upload, or a Vector,
 //! Fluent Bit, Promtail, Filebeat or OpenTelemetry collector configuration), or an attestation
-//! `[access-log-review]` is at most 90 days old. Fail otherwise (a stale attestation too).
+//! `[access-log-review]` is at most 90 days old, or airlock runs the jobs and its policy ships
+//! alerts and the audit log's signed checkpoints to a webhook (`[alerts] webhook`): what the
+//! jobs did is then reviewed off the host, and a rewritten log no longer matches what was
+//! shipped. Fail otherwise (a stale attestation too).
 
 use super::{common, item, Check};
 use crate::facts::Facts;
@@ -76,6 +79,22 @@ impl Check for AccessLogReview {
     fn evaluate(&self, facts: &Facts<'_>) -> Outcome {
         if let Some(e) = forwarding(facts) {
             return Outcome::pass("logs leave the host for central review", vec![e]);
+        }
+        let hooks: Vec<Evidence> = common::airlock_alert_sinks(facts)
+            .into_iter()
+            .filter(|(_, sink, _)| *sink == "webhook")
+            .map(|(f, _, host)| {
+                Evidence::new(
+                    f,
+                    format!("[alerts] webhook to {host}: alerts and audit checkpoints"),
+                )
+            })
+            .collect();
+        if !hooks.is_empty() && common::airlock_runs_jobs(facts) {
+            return Outcome::pass(
+                "airlock ships every alert and its audit log's signed checkpoints off the host",
+                hooks,
+            );
         }
         common::attested(facts, "access-log-review", 90, "access log review").unwrap_or_else(|| {
             Outcome::fail(

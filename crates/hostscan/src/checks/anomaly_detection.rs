@@ -1,11 +1,14 @@
 //! 18. Anomaly detection configured for unusual behavior.
 //!
-//! Pass if a runtime detector is configured: Falco, Tetragon, Tracee or osquery (their
-//! configuration directory, or an enabled unit). Fail otherwise.
+//! Pass if airlock runs the jobs and its audit log shows its detectors at work (every job that
+//! ended was read by the eight detectors; their alerts are `alert` records), or a runtime
+//! detector is configured: Falco, Tetragon, Tracee or osquery (their configuration directory,
+//! or an enabled unit). Unknown when airlock is set up but no job has ended yet. Fail
+//! otherwise.
 
 use super::{common, item, Check};
 use crate::facts::Facts;
-use crate::report::{ItemMeta, Outcome, Section};
+use crate::report::{Evidence, ItemMeta, Outcome, Section};
 
 /// See the module documentation.
 pub struct AnomalyDetection;
@@ -21,6 +24,9 @@ impl Check for AnomalyDetection {
     }
 
     fn evaluate(&self, facts: &Facts<'_>) -> Outcome {
+        if let Some(o) = airlock_detectors(facts) {
+            return o;
+        }
         let found = common::enabled_unit(facts, &["falco", "tetragon", "tracee", "osqueryd"])
             .or_else(|| {
                 common::first_existing(
@@ -40,5 +46,42 @@ impl Check for AnomalyDetection {
                 vec![],
             ),
         }
+    }
+}
+
+/// airlock's own detectors, judged from its policy and audit log.
+fn airlock_detectors(facts: &Facts<'_>) -> Option<Outcome> {
+    let a = &facts.airlock;
+    if !common::airlock_runs_jobs(facts) {
+        return None;
+    }
+    let mut ev: Vec<Evidence> = a
+        .policies
+        .iter()
+        .map(|p| {
+            Evidence::new(
+                p,
+                "airlock policy: detectors run on every job ([detectors])",
+            )
+        })
+        .collect();
+    match a.audit.as_ref().filter(|l| l.jobs_ended > 0) {
+        Some(l) => {
+            ev.push(Evidence::new(
+                &l.dir,
+                format!(
+                    "{} jobs read by airlock's detectors, {} alerts recorded",
+                    l.jobs_ended, l.alerts
+                ),
+            ));
+            Some(Outcome::pass(
+                "airlock's detectors read every job's records and their alerts are in the audit log",
+                ev,
+            ))
+        }
+        None => Some(Outcome::unknown(
+            "airlock is set up but no job has ended yet: its detectors have not run here",
+            ev,
+        )),
     }
 }

@@ -23,8 +23,11 @@ impl Check for AuditLogging {
 
     fn evaluate(&self, facts: &Facts<'_>) -> Outcome {
         let mut ev = Vec::new();
-        if let Some((p, n, _)) = &facts.airlock.audit_log {
-            ev.push(Evidence::new(p, format!("airlock audit log: {n} records")));
+        if let Some(a) = &facts.airlock.audit {
+            ev.push(Evidence::new(
+                &a.dir,
+                format!("airlock audit log: {} records", a.records),
+            ));
         }
         let rules = common::audit_rules(facts);
         let auditd = common::auditd_enabled(facts);
@@ -35,7 +38,7 @@ impl Check for AuditLogging {
         if let Some((f, _)) = rules.first() {
             ev.push(Evidence::new(f, format!("audit rules: {}", rules.len())));
         }
-        if facts.airlock.audit_log.is_some() || auditd_ok {
+        if facts.airlock.audit.is_some() || auditd_ok {
             Outcome::pass("an audit log is being written", ev)
         } else {
             Outcome::fail(

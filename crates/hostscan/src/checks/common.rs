@@ -127,6 +127,50 @@ pub fn airlock_evidence(facts: &Facts<'_>) -> Vec<Evidence> {
         .collect()
 }
 
+/// Alert sinks of airlock's policies (`[alerts]`): (file, sink, target) with sink `webhook`
+/// (target: the URL's host) or `file` (target: the path).
+pub fn airlock_alert_sinks(facts: &Facts<'_>) -> Vec<(String, &'static str, String)> {
+    let mut out = Vec::new();
+    for p in &facts.airlock.policies {
+        let Some(t) = facts.host.read(p) else {
+            continue;
+        };
+        let Ok(v) = t.parse::<toml::Table>() else {
+            continue;
+        };
+        let Some(alerts) = v.get("alerts") else {
+            continue;
+        };
+        if let Some(url) = alerts
+            .get("webhook")
+            .and_then(|w| w.get("url"))
+            .and_then(|u| u.as_str())
+        {
+            let host = url
+                .split("://")
+                .nth(1)
+                .and_then(|r| r.split(['/', '?']).next())
+                .unwrap_or(url);
+            out.push((p.clone(), "webhook", host.to_owned()));
+        }
+        if let Some(f) = alerts.get("file").and_then(|f| f.as_str()) {
+            out.push((p.clone(), "file", f.to_owned()));
+        }
+    }
+    out
+}
+
+/// Whether airlock runs jobs here: a serve unit, or a policy and an audit log with jobs.
+pub fn airlock_runs_jobs(facts: &Facts<'_>) -> bool {
+    facts.airlock.serve_unit.is_some()
+        || (!facts.airlock.policies.is_empty()
+            && facts
+                .airlock
+                .audit
+                .as_ref()
+                .is_some_and(|a| a.jobs_ended > 0))
+}
+
 /// Egress modes of every group in airlock's policies: (file, group, mode).
 pub fn airlock_egress_modes(facts: &Facts<'_>) -> Vec<(String, String, String)> {
     let mut out = Vec::new();

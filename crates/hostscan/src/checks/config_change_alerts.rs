@@ -1,6 +1,8 @@
 //! 25. Alert on runner configuration changes.
 //!
-//! Pass if auditd (enabled) has a watch (`-w`) on a runner directory or its `.runner`, on
+//! Pass if airlock runs the jobs and records each job's policy digest (`job.requested`'s
+//! `policy_sha256`; a change is a `config.changed` record and a `config-changed` alert), or
+//! auditd (enabled) has a watch (`-w`) on a runner directory or its `.runner`, on
 //! `/etc/airlock`, or on `/etc/systemd/system`. Fail otherwise.
 
 use super::{common, item, Check};
@@ -21,6 +23,23 @@ impl Check for ConfigChangeAlerts {
     }
 
     fn evaluate(&self, facts: &Facts<'_>) -> Outcome {
+        let digests = facts
+            .airlock
+            .audit
+            .as_ref()
+            .filter(|a| a.policy_digests > 0 && common::airlock_runs_jobs(facts));
+        if let Some(a) = digests {
+            return Outcome::pass(
+                "airlock records every job's policy digest and alerts when a group's policy changes",
+                vec![Evidence::new(
+                    &a.dir,
+                    format!(
+                        "{} jobs recorded their policy's SHA-256; {} config.changed records",
+                        a.policy_digests, a.config_changes
+                    ),
+                )],
+            );
+        }
         let mut targets: Vec<String> = facts.runners.iter().map(|r| r.dir.clone()).collect();
         targets.push("/etc/airlock".to_owned());
         targets.push("/etc/systemd/system".to_owned());

@@ -23,10 +23,11 @@ impl Check for NetworkConnectionLogging {
 
     fn evaluate(&self, facts: &Facts<'_>) -> Outcome {
         let mut ev = Vec::new();
-        if let Some((p, _, n)) = &facts.airlock.audit_log {
-            if *n > 0 {
-                ev.push(Evidence::new(p, format!("{n} network records")));
-            }
+        if let Some(a) = facts.airlock.audit.as_ref().filter(|a| a.net_records > 0) {
+            ev.push(Evidence::new(
+                &a.dir,
+                format!("{} network records", a.net_records),
+            ));
         }
         ev.extend(facts.firewall.log_rules());
         if ev.is_empty() {
