@@ -23,6 +23,10 @@ PACKAGES=(
   psmisc
   util-linux       # unshare, mount, findmnt
   ca-certificates  # copied read-only into the sandbox's /etc/ssl
+  docker-registry  # tests: a real OCI registry for `airlock image pull`
+  skopeo           # tests: pushes the test images to that registry
+  apache2-utils    # tests: htpasswd for the registry's basic auth
+  openssl          # tests: the registry's CA and certificate
 )
 
 missing=()

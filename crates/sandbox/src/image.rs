@@ -3,8 +3,12 @@
 //! ```text
 //! STORE/blobs/sha256/<hex>     every blob, verified against its digest and size
 //! STORE/rootfs/<hex>/          the unpacked root filesystem of manifest <hex> (read-only lower)
-//! STORE/refs/<name>.json       name → manifest digest
+//! STORE/refs/<name>.json       name → manifest digest (`/` and `:` of registry names encoded)
+//! STORE/.lock                  shared while an import or pull writes, exclusive for blob gc
 //! ```
+//! Pulled images (`airlock image pull`, crate `airlock-registry`) land in the same store: their
+//! blobs are written here as they arrive (verified), then [`ImageStore::install`] unpacks the
+//! layers exactly as an import does.
 //! Import reads an OCI image layout (a directory, or a tar / tar.gz of one), checks every
 //! blob's SHA-256 and size against the descriptor that names it, and unpacks the layers in
 //! order, applying whiteouts (`.wh.NAME` deletes NAME, `.wh..wh..opq` empties a directory of
@@ -63,7 +67,7 @@ pub enum ImageError {
     #[error("no image {0:?} in the store; see `airlock image ls`")]
     NotFound(String),
     /// A name is not acceptable.
-    #[error("invalid image name {0:?}: use [A-Za-z0-9._-] and an optional :tag")]
+    #[error("invalid image name {0:?}: use [A-Za-z0-9._-/], an optional registry host[:port]/ and an optional :tag")]
     BadName(String),
     /// An entry of a layer would act outside the image root, or through a symlink.
     #[error("layer {digest}: entry {entry:?} refused: {reason}")]
@@ -101,8 +105,11 @@ pub struct ImageRef {
     pub size: u64,
     /// Number of layers.
     pub layers: usize,
-    /// Unix time of import.
+    /// Unix time of import (or pull).
     pub imported: u64,
+    /// The registry reference it was pulled from (`None`: imported from a layout).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
 }
 
 /// The image store rooted at a directory.
@@ -110,17 +117,23 @@ pub struct ImageStore {
     root: PathBuf,
 }
 
+/// A local name (`tiny:1`) or a registry reference without digest
+/// (`registry.example:5000/team/runner:2.330`).
 fn valid_name(n: &str) -> bool {
     !n.is_empty()
-        && n.len() <= 128
-        && !n.starts_with('.')
+        && n.len() <= 255
+        && !n.starts_with(['.', '/'])
+        && !n.ends_with('/')
         && n.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "._-:".contains(c))
-        && n.matches(':').count() <= 1
+            .all(|c| c.is_ascii_alphanumeric() || "._-:/".contains(c))
+        && n.split('/').all(|c| !c.is_empty() && c != "." && c != "..")
+        && n.rsplit('/').next().is_some_and(|last| last.matches(':').count() <= 1)
 }
 
+/// `name` with `:latest` when its last path component has no tag (`host:5000/x` has none).
 fn normalize_name(n: &str) -> String {
-    if n.contains(':') {
+    let last = n.rsplit('/').next().unwrap_or(n);
+    if last.contains(':') {
         n.to_owned()
     } else {
         format!("{n}:latest")
@@ -133,6 +146,11 @@ impl ImageStore {
         Self { root: root.into() }
     }
 
+    /// The store's directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
     fn blob_path(&self, hex: &str) -> PathBuf {
         self.root.join("blobs/sha256").join(hex)
     }
@@ -143,9 +161,109 @@ impl ImageStore {
             .join(digest.trim_start_matches("sha256:"))
     }
     fn ref_path(&self, name: &str) -> PathBuf {
-        self.root
-            .join("refs")
-            .join(format!("{}.json", name.replace(':', "@")))
+        // One file per name, flat: `/` and `:` of registry names are encoded (`%` first, so
+        // the encoding cannot collide).
+        let file = name
+            .replace('%', "%25")
+            .replace('/', "%2F")
+            .replace(':', "@");
+        self.root.join("refs").join(format!("{file}.json"))
+    }
+
+    /// Takes the store's lock: shared while blobs are written and images installed, exclusive
+    /// while unreferenced blobs are collected (so a pull's fresh blobs are never collected
+    /// before its image names them).
+    pub fn lock(&self, exclusive: bool) -> Result<File, ImageError> {
+        use std::os::fd::AsRawFd;
+        std::fs::create_dir_all(&self.root).map_err(io("creating", &self.root))?;
+        let p = self.root.join(".lock");
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&p)
+            .map_err(io("opening", &p))?;
+        let op = if exclusive {
+            libc::LOCK_EX
+        } else {
+            libc::LOCK_SH
+        };
+        loop {
+            // SAFETY: flock on a descriptor we own; released when the file is closed.
+            if unsafe { libc::flock(f.as_raw_fd(), op) } == 0 {
+                return Ok(f);
+            }
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                return Err(io("locking", &p)(e));
+            }
+        }
+    }
+
+    /// Whether the blob `sha256:<hex>` is in the store with `size` bytes (it was verified
+    /// against its digest when stored).
+    pub fn has_blob(&self, digest: &str, size: u64) -> bool {
+        let hex = digest.trim_start_matches("sha256:");
+        std::fs::metadata(self.blob_path(hex)).is_ok_and(|m| m.is_file() && m.len() == size)
+    }
+
+    /// A file to download a blob into, in the blob directory (so storing it is a rename);
+    /// named `.partial-*`: a killed pull's leftovers are collected, never taken for a blob.
+    pub fn blob_partial(&self) -> Result<tempfile::NamedTempFile, ImageError> {
+        let parent = self.root.join("blobs/sha256");
+        std::fs::create_dir_all(&parent).map_err(io("creating", &parent))?;
+        tempfile::Builder::new()
+            .prefix(".partial-")
+            .tempfile_in(&parent)
+            .map_err(io("creating temp in", &parent))
+    }
+
+    /// Stores a downloaded blob whose digest the caller verified while it streamed; its size
+    /// is checked here.
+    pub fn store_blob(
+        &self,
+        partial: tempfile::NamedTempFile,
+        digest: &str,
+        size: u64,
+    ) -> Result<(), ImageError> {
+        let hex = digest
+            .strip_prefix("sha256:")
+            .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+            .ok_or_else(|| ImageError::Verify {
+                digest: digest.to_owned(),
+                message: "only sha256 digests are supported".into(),
+            })?;
+        let got = partial
+            .as_file()
+            .metadata()
+            .map_err(io("reading", partial.path()))?
+            .len();
+        if got != size {
+            return Err(ImageError::Verify {
+                digest: digest.to_owned(),
+                message: format!("size is {got}, descriptor says {size}"),
+            });
+        }
+        let dst = self.blob_path(hex);
+        partial.persist(&dst).map_err(|e| ImageError::Io {
+            what: "storing blob",
+            path: dst.clone(),
+            source: e.error,
+        })?;
+        Ok(())
+    }
+
+    /// Reads a stored blob (manifests, configs), at most 4 MiB.
+    pub fn read_blob(&self, digest: &str) -> Result<Vec<u8>, ImageError> {
+        let hex = digest.trim_start_matches("sha256:");
+        let p = self.blob_path(hex);
+        let mut f = File::open(&p).map_err(io("opening blob", &p))?;
+        let mut out = Vec::new();
+        (&mut f)
+            .take(4 << 20)
+            .read_to_end(&mut out)
+            .map_err(io("reading", &p))?;
+        Ok(out)
     }
 
     /// Imports an OCI image layout directory or archive under `name` (default: the layout's
@@ -160,6 +278,7 @@ impl ImageStore {
     }
 
     fn import_inner(&self, src: &Path, name: Option<&str>) -> Result<ImageRef, ImageError> {
+        let _shared = self.lock(false)?;
         let meta = std::fs::metadata(src).map_err(io("reading", src))?;
         let tmp_root = self.root.join("tmp");
         std::fs::create_dir_all(&tmp_root).map_err(io("creating", &tmp_root))?;
@@ -216,14 +335,35 @@ impl ImageStore {
         let manifest: ImageManifest = serde_json::from_slice(&manifest_bytes)
             .map_err(|e| bad(&format!("manifest {}: {e}", desc.digest())))?;
         self.take_blob(&layout, manifest.config())?;
-        let mut size = 0;
         for l in manifest.layers() {
             self.take_blob(&layout, l)?;
-            size += l.size();
         }
-        let digest = desc.digest().to_string();
-        let rootfs = self.rootfs_dir(&digest);
+        self.install_locked(&name, desc.digest().as_ref(), &manifest, None)
+    }
+
+    /// Installs an image whose manifest, config and layers are all in the store: unpacks its
+    /// layers (the same hardened [`apply_layer`] as an import) into a staging directory that
+    /// becomes the rootfs by one rename, then names it. Until the name is written nothing of
+    /// it is visible. The caller holds [`ImageStore::lock`] (shared).
+    pub fn install_locked(
+        &self,
+        name: &str,
+        digest: &str,
+        manifest: &ImageManifest,
+        source: Option<&str>,
+    ) -> Result<ImageRef, ImageError> {
+        if !valid_name(name) {
+            return Err(ImageError::BadName(name.to_owned()));
+        }
+        let name = normalize_name(name);
+        let rootfs = self.rootfs_dir(digest);
         if !rootfs.exists() {
+            let tmp_root = self.root.join("tmp");
+            std::fs::create_dir_all(&tmp_root).map_err(io("creating", &tmp_root))?;
+            let staging = tempfile::Builder::new()
+                .prefix("unpack-")
+                .tempdir_in(&tmp_root)
+                .map_err(io("creating staging dir in", &tmp_root))?;
             let unpack = staging.path().join("rootfs");
             std::fs::create_dir_all(&unpack).map_err(io("creating", &unpack))?;
             for l in manifest.layers() {
@@ -232,19 +372,37 @@ impl ImageStore {
             }
             let parent = self.root.join("rootfs");
             std::fs::create_dir_all(&parent).map_err(io("creating", &parent))?;
-            std::fs::rename(&unpack, &rootfs).map_err(io("storing", &rootfs))?;
+            match std::fs::rename(&unpack, &rootfs) {
+                Ok(()) => {}
+                // A concurrent install of the same image won the rename: same content.
+                Err(_) if rootfs.is_dir() => {}
+                Err(e) => return Err(io("storing", &rootfs)(e)),
+            }
         }
         let r = ImageRef {
             name: name.clone(),
-            digest,
-            size,
+            digest: digest.to_owned(),
+            size: manifest.layers().iter().map(|l| l.size()).sum(),
             layers: manifest.layers().len(),
             imported: crate::state::now(),
+            source: source.map(str::to_owned),
         };
         let rp = self.ref_path(&name);
-        std::fs::create_dir_all(self.root.join("refs")).map_err(io("creating", &self.root))?;
-        let data = serde_json::to_vec_pretty(&r).map_err(|e| bad(&e.to_string()))?;
-        std::fs::write(&rp, data).map_err(io("writing", &rp))?;
+        let refs = self.root.join("refs");
+        std::fs::create_dir_all(&refs).map_err(io("creating", &refs))?;
+        let data = serde_json::to_vec_pretty(&r).map_err(|e| ImageError::Io {
+            what: "encoding",
+            path: rp.clone(),
+            source: std::io::Error::other(e),
+        })?;
+        // Written whole, then renamed: a reader sees the old name or the new one.
+        let mut tmp = tempfile::NamedTempFile::new_in(&refs).map_err(io("creating temp in", &refs))?;
+        std::io::Write::write_all(&mut tmp, &data).map_err(io("writing", &rp))?;
+        tmp.persist(&rp).map_err(|e| ImageError::Io {
+            what: "writing",
+            path: rp.clone(),
+            source: e.error,
+        })?;
         Ok(r)
     }
 
@@ -307,6 +465,9 @@ impl ImageStore {
         };
         for e in rd.flatten() {
             let p = e.path();
+            if p.extension().is_none_or(|x| x != "json") {
+                continue;
+            }
             let data = std::fs::read(&p).map_err(io("reading", &p))?;
             if let Ok(r) = serde_json::from_slice::<ImageRef>(&data) {
                 out.push(r);
@@ -350,8 +511,9 @@ impl ImageStore {
         Ok(r)
     }
 
-    /// Removes blobs no remaining image refers to.
+    /// Removes blobs no remaining image refers to, and partial downloads of killed pulls.
     fn gc_blobs(&self) -> Result<(), ImageError> {
+        let _exclusive = self.lock(true)?;
         let mut keep = HashSet::new();
         for r in self.list()? {
             let hex = r.digest.trim_start_matches("sha256:").to_owned();
@@ -436,10 +598,8 @@ fn decompressed(p: &Path) -> Result<Box<dyn Read>, ImageError> {
     if n >= 2 && magic[..2] == [0x1f, 0x8b] {
         Ok(Box::new(flate2::read::GzDecoder::new(BufReader::new(f))))
     } else if n == 4 && magic == [0x28, 0xb5, 0x2f, 0xfd] {
-        Err(ImageError::Unsupported {
-            digest: p.display().to_string(),
-            message: "zstd-compressed layers are not supported yet; re-export with gzip".into(),
-        })
+        let d = zstd::stream::read::Decoder::new(f).map_err(io("reading zstd", p))?;
+        Ok(Box::new(d))
     } else {
         Ok(Box::new(BufReader::new(f)))
     }
