@@ -278,6 +278,35 @@ enum ImageCmd {
         #[arg(long)]
         name: Option<String>,
     },
+    /// Pull an image from a registry (OCI distribution; anonymous, bearer-token or basic
+    /// auth). Prints the pinned reference (`registry/repo@sha256:…`) to put in a policy.
+    ///
+    /// Every blob is verified against its digest while it streams; blobs the store has are
+    /// not fetched again; nothing is visible until the layers are unpacked (with the same
+    /// checks as `import`). Credentials: `--credentials FILE`, else `$DOCKER_CONFIG/config.json`
+    /// or `~/.docker/config.json` (the `auths` of `docker login`); never on the command line.
+    Pull {
+        /// Image reference, e.g. `ghcr.io/actions/actions-runner:2.330.0` or `…@sha256:…`.
+        reference: String,
+        /// Platform to take from an image index.
+        #[arg(long, default_value = "linux/amd64")]
+        platform: airlock_registry::Platform,
+        /// Name to store it under (default: the reference without its digest).
+        #[arg(long)]
+        name: Option<String>,
+        /// A `config.json`-style credentials file (`{"auths": {"HOST": {"auth": …}}}`).
+        #[arg(long, env = "AIRLOCK_REGISTRY_AUTH_FILE")]
+        credentials: Option<PathBuf>,
+        /// A registry (`host:port`) to speak plain HTTP to (a loopback test registry).
+        #[arg(long = "insecure-registry", value_name = "HOST:PORT")]
+        insecure: Vec<String>,
+        /// A PEM file of a CA to trust besides the system's (repeatable).
+        #[arg(long = "ca-file", value_name = "PEM")]
+        ca_files: Vec<PathBuf>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// List imported images.
     Ls {
         /// Print JSON.
@@ -1036,6 +1065,21 @@ fn cmd_verify(
     Ok(if ok { 0 } else { 1 })
 }
 
+/// Pull progress on a terminal: one line per blob, on stderr.
+struct PullProgress {
+    on: bool,
+}
+
+impl airlock_registry::Progress for PullProgress {
+    fn blob(&mut self, index: usize, total: usize, digest: &str, size: u64, reused: bool) {
+        if self.on {
+            let short = digest.get(..19).unwrap_or(digest);
+            let what = if reused { "already here" } else { "fetching" };
+            eprintln!("[{index}/{total}] {short} {size} bytes: {what}");
+        }
+    }
+}
+
 fn cmd_image(i: ImageCmd, paths: Paths) -> Result<u8> {
     let store = ImageStore::new(paths.images());
     match i {
@@ -1048,6 +1092,42 @@ fn cmd_image(i: ImageCmd, paths: Paths) -> Result<u8> {
                 r.digest,
                 r.layers
             );
+        }
+        ImageCmd::Pull {
+            reference,
+            platform,
+            name,
+            credentials,
+            insecure,
+            ca_files,
+            json,
+        } => {
+            require_root("airlock image pull")?;
+            let opts = airlock_registry::PullOptions {
+                platform,
+                insecure,
+                ca_files,
+                credentials: credentials.or_else(airlock_registry::default_credentials),
+                name,
+            };
+            let mut progress = PullProgress {
+                on: std::io::IsTerminal::is_terminal(&std::io::stderr()) && !json,
+            };
+            let p = airlock_registry::pull(&store, &reference, &opts, &mut progress)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&p)?);
+            } else {
+                println!(
+                    "pulled {} {} ({} layers, {} blobs fetched, {} bytes; {} already here)",
+                    Escaped(&p.image.name),
+                    p.image.digest,
+                    p.image.layers,
+                    p.fetched,
+                    p.fetched_bytes,
+                    p.reused
+                );
+                println!("pinned: {}", Escaped(&p.pinned));
+            }
         }
         ImageCmd::Ls { json } => {
             let all = store.list()?;

@@ -6,90 +6,8 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
+use common::oci::*;
 use common::*;
-use sha2::{Digest, Sha256};
-
-fn hex(b: &[u8]) -> String {
-    Sha256::digest(b)
-        .iter()
-        .map(|x| format!("{x:02x}"))
-        .collect()
-}
-
-fn add_file(t: &mut tar::Builder<Vec<u8>>, path: &str, data: &[u8], mode: u32) {
-    let mut h = tar::Header::new_gnu();
-    h.set_size(data.len() as u64);
-    h.set_mode(mode);
-    h.set_uid(0);
-    h.set_gid(0);
-    h.set_entry_type(tar::EntryType::Regular);
-    t.append_data(&mut h, path, data).expect("append");
-}
-
-fn add_dir(t: &mut tar::Builder<Vec<u8>>, path: &str) {
-    let mut h = tar::Header::new_gnu();
-    h.set_size(0);
-    h.set_mode(0o755);
-    h.set_uid(0);
-    h.set_gid(0);
-    h.set_entry_type(tar::EntryType::Directory);
-    t.append_data(&mut h, path, &[][..]).expect("dir");
-}
-
-fn add_hardlink(t: &mut tar::Builder<Vec<u8>>, path: &str, target: &str) {
-    let mut h = tar::Header::new_gnu();
-    h.set_size(0);
-    h.set_mode(0o644);
-    h.set_uid(0);
-    h.set_gid(0);
-    h.set_entry_type(tar::EntryType::Link);
-    t.append_link(&mut h, path, target).expect("hardlink");
-}
-
-fn add_link(t: &mut tar::Builder<Vec<u8>>, path: &str, target: &str) {
-    let mut h = tar::Header::new_gnu();
-    h.set_size(0);
-    h.set_mode(0o777);
-    h.set_uid(0);
-    h.set_gid(0);
-    h.set_entry_type(tar::EntryType::Symlink);
-    t.append_link(&mut h, path, target).expect("link");
-}
-
-/// Directories, dash as `/bin/sh` and the libraries it needs: enough for a job to run.
-fn dash_layer(t: &mut tar::Builder<Vec<u8>>) {
-    for d in [
-        "bin",
-        "etc",
-        "lib",
-        "lib/x86_64-linux-gnu",
-        "lib64",
-        "opq",
-        "tmp",
-    ] {
-        add_dir(t, d);
-    }
-    let sh = std::fs::read("/usr/bin/dash").expect("dash");
-    add_file(t, "bin/sh", &sh, 0o755);
-    for (src, dst) in [
-        (
-            "/lib/x86_64-linux-gnu/libc.so.6",
-            "lib/x86_64-linux-gnu/libc.so.6",
-        ),
-        ("/lib64/ld-linux-x86-64.so.2", "lib64/ld-linux-x86-64.so.2"),
-    ] {
-        let data = std::fs::read(std::fs::canonicalize(src).expect("lib")).expect("read lib");
-        add_file(t, dst, &data, 0o755);
-    }
-    add_link(t, "bin/dash", "sh");
-}
-
-/// Writes a blob into the layout; returns its descriptor JSON.
-fn blob(layout: &Path, media: &str, data: &[u8]) -> serde_json::Value {
-    let h = hex(data);
-    std::fs::write(layout.join("blobs/sha256").join(&h), data).expect("blob");
-    serde_json::json!({ "mediaType": media, "digest": format!("sha256:{h}"), "size": data.len() })
-}
 
 /// Builds a two-layer OCI image layout; returns (dir, path of the first layer blob).
 fn build_layout(root: &Path) -> (PathBuf, PathBuf) {
@@ -443,12 +361,6 @@ fn assert_refused(w: &World, case: &str, o: &std::process::Output, entry: &str) 
         0,
         "{case}: a refused image left a rootfs"
     );
-}
-
-fn tar_of(build: impl FnOnce(&mut tar::Builder<Vec<u8>>)) -> Vec<u8> {
-    let mut t = tar::Builder::new(Vec::new());
-    build(&mut t);
-    t.into_inner().expect("tar")
 }
 
 /// The reviewer's repro: layer 1 plants `x -> <host dir>`, layer 2 whites out `x/file` and

@@ -583,7 +583,9 @@ mod tests {
 
     #[test]
     fn registry_references_are_told_from_store_names() {
-        assert!(is_registry_reference("ghcr.io/actions/actions-runner:2.330.0"));
+        assert!(is_registry_reference(
+            "ghcr.io/actions/actions-runner:2.330.0"
+        ));
         assert!(is_registry_reference("127.0.0.1:5000/t/tiny:1"));
         assert!(is_registry_reference("localhost/x"));
         assert!(!is_registry_reference("tiny:1"));
@@ -615,7 +617,9 @@ mod tests {
             RegistryAuth::Anonymous
         );
         std::fs::write(&p, "{\"auths\": {\"x\": {\"auth\": \"s3cret-pw\"").expect("write");
-        let e = credentials_for(Some(&p), "x").err().expect("error").to_string();
+        let e = credentials_for(Some(&p), "x")
+            .expect_err("error")
+            .to_string();
         assert!(e.contains("line 1"), "{e}");
         assert!(!e.contains("s3cret"), "{e}");
     }

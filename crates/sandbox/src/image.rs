@@ -127,7 +127,9 @@ fn valid_name(n: &str) -> bool {
         && n.chars()
             .all(|c| c.is_ascii_alphanumeric() || "._-:/".contains(c))
         && n.split('/').all(|c| !c.is_empty() && c != "." && c != "..")
-        && n.rsplit('/').next().is_some_and(|last| last.matches(':').count() <= 1)
+        && n.rsplit('/')
+            .next()
+            .is_some_and(|last| last.matches(':').count() <= 1)
 }
 
 /// `name` with `:latest` when its last path component has no tag (`host:5000/x` has none).
@@ -396,7 +398,8 @@ impl ImageStore {
             source: std::io::Error::other(e),
         })?;
         // Written whole, then renamed: a reader sees the old name or the new one.
-        let mut tmp = tempfile::NamedTempFile::new_in(&refs).map_err(io("creating temp in", &refs))?;
+        let mut tmp =
+            tempfile::NamedTempFile::new_in(&refs).map_err(io("creating temp in", &refs))?;
         std::io::Write::write_all(&mut tmp, &data).map_err(io("writing", &rp))?;
         tmp.persist(&rp).map_err(|e| ImageError::Io {
             what: "writing",

@@ -2,6 +2,8 @@
 //! in its own state and data directories, and check that nothing of a job is left behind.
 #![allow(dead_code)]
 
+pub mod oci;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 

@@ -1,0 +1,658 @@
+//! `airlock image pull` against a real registry: Debian's `docker-registry` (the CNCF
+//! distribution registry) started by the test inside the test's sealed network namespace, on
+//! its loopback, with images the test builds and pushes with `skopeo`. Once over plain HTTP
+//! and anonymous, once with TLS from a CA the test makes and htpasswd (basic) auth.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Output, Stdio};
+
+use common::oci::*;
+use common::*;
+
+const LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
+/// Layers pushed as they are: skopeo compresses uncompressed layers on the way to a
+/// registry, which would change the manifest the test compares with.
+const GZ: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+
+/// A registry process in the world's namespace, killed (by its PID) when dropped.
+struct Registry {
+    child: Child,
+    storage: PathBuf,
+    addr: String,
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn have(tool: &str) -> bool {
+    std::process::Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Skips (or, under AIRLOCK_TEST_STRICT, fails) without the registry tools.
+macro_rules! need_registry_tools {
+    () => {
+        for t in ["docker-registry", "skopeo", "htpasswd", "openssl"] {
+            if !have(t) {
+                assert!(
+                    std::env::var_os("AIRLOCK_TEST_STRICT").is_none(),
+                    "{t} is missing: run scripts/setup.sh"
+                );
+                eprintln!("skipping: {t} is missing (scripts/setup.sh installs it)");
+                return;
+            }
+        }
+    };
+}
+
+/// Starts a registry on 127.0.0.1:`port` of the world's namespace; `tls`: (cert, key),
+/// `htpasswd`: the password file.
+fn registry(
+    w: &World,
+    port: u16,
+    tls: Option<(&Path, &Path)>,
+    htpasswd: Option<&Path>,
+) -> Registry {
+    let dir = w.dir.path().join(format!("registry-{port}"));
+    let storage = dir.join("storage");
+    std::fs::create_dir_all(&storage).expect("storage");
+    let addr = format!("127.0.0.1:{port}");
+    let mut cfg = format!(
+        "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
+        storage.display()
+    );
+    if let Some((cert, key)) = tls {
+        cfg.push_str(&format!(
+            "  tls:\n    certificate: {}\n    key: {}\n",
+            cert.display(),
+            key.display()
+        ));
+    }
+    if let Some(h) = htpasswd {
+        cfg.push_str(&format!(
+            "auth:\n  htpasswd:\n    realm: airlock-test\n    path: {}\n",
+            h.display()
+        ));
+    }
+    let cfg_path = dir.join("config.yml");
+    std::fs::write(&cfg_path, cfg).expect("config");
+    let child = w
+        .in_netns(&["docker-registry", "serve", &cfg_path.to_string_lossy()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start docker-registry");
+    let reg = Registry {
+        child,
+        storage,
+        addr: addr.clone(),
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    for _ in 0..100 {
+        let o = w
+            .in_netns(&[
+                "curl",
+                "-sk",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                &format!("{scheme}://{addr}/v2/"),
+            ])
+            .output()
+            .expect("curl");
+        let code = String::from_utf8_lossy(&o.stdout).into_owned();
+        if code == "200" || code == "401" {
+            return reg;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("the registry did not start on {addr}");
+}
+
+/// Pushes the image `name` of `layout` to `dest` (`host:port/repo:tag`) with skopeo.
+fn push(w: &World, layout: &Path, name: &str, dest: &str, extra: &[&str], all: bool) {
+    let src = format!("oci:{}:{name}", layout.display());
+    let dst = format!("docker://{dest}");
+    let mut argv = vec!["skopeo", "--insecure-policy", "copy", "-q"];
+    if all {
+        argv.push("--all");
+    }
+    argv.extend_from_slice(extra);
+    argv.push(&src);
+    argv.push(&dst);
+    let o = w
+        .in_netns(&argv)
+        .env("HOME", w.dir.path())
+        .output()
+        .expect("skopeo");
+    assert!(o.status.success(), "skopeo copy: {}", stderr(&o));
+}
+
+/// `airlock image pull ARGS` in the world.
+fn pull(w: &World, args: &[&str]) -> Output {
+    w.cmd()
+        .args(["image", "pull", "--json"])
+        .args(args)
+        .env_remove("DOCKER_CONFIG")
+        .env("HOME", w.dir.path())
+        .output()
+        .expect("pull")
+}
+
+fn pulled(o: &Output) -> serde_json::Value {
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(o));
+    serde_json::from_slice(&o.stdout).expect("json")
+}
+
+fn image_names(w: &World) -> Vec<String> {
+    let o = w
+        .cmd()
+        .args(["image", "ls", "--json"])
+        .output()
+        .expect("ls");
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|i| i["name"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A single-platform image: dash (gzip) and a marker layer compressed as `marker_media`.
+fn tiny(layout: &Path, name: &str, marker: &str, zstd_marker: bool) -> serde_json::Value {
+    new_layout(layout);
+    let l1 = gzip(&tar_of(dash_layer));
+    let l2 = tar_of(|t| add_file(t, "marker", marker.as_bytes(), 0o644));
+    let (media, l2) = if zstd_marker {
+        (format!("{LAYER}+zstd"), zstd(&l2))
+    } else {
+        (format!("{LAYER}+gzip"), gzip(&l2))
+    };
+    let dm = write_manifest(
+        layout,
+        "amd64",
+        &[(&format!("{LAYER}+gzip"), l1), (&media, l2)],
+    );
+    write_index_json(layout, name, &dm);
+    dm
+}
+
+#[test]
+fn pull_verifies_shares_blobs_and_runs_a_job() {
+    need_root!();
+    need_registry_tools!();
+    let w = World::new();
+    let reg = registry(&w, 5000, None, None);
+    let insecure = ["--insecure-registry", "127.0.0.1:5000"];
+    let plain = ["--dest-tls-verify=false"];
+
+    // A gzip + zstd image: pulled, every blob fetched, the pinned digest printed.
+    let la = w.dir.path().join("a");
+    tiny(&la, "1", "from-the-registry\n", true);
+    push(
+        &w,
+        &la,
+        "1",
+        &format!("{}/t/tiny:1", reg.addr),
+        &plain,
+        false,
+    );
+    let v = pulled(&pull(
+        &w,
+        &[&insecure[..], &["127.0.0.1:5000/t/tiny:1"]].concat(),
+    ));
+    assert_eq!(v["fetched"], 3, "{v}");
+    assert_eq!(v["reused"], 0, "{v}");
+    let digest = v["image"]["digest"].as_str().expect("digest").to_owned();
+    assert_eq!(
+        v["pinned"].as_str(),
+        Some(format!("127.0.0.1:5000/t/tiny@{digest}").as_str())
+    );
+    assert_eq!(v["image"]["name"], "127.0.0.1:5000/t/tiny:1");
+
+    // A job runs in it.
+    let policy = w.policy(
+        "version = 1\n[groups.default]\nrootfs = { image = \"127.0.0.1:5000/t/tiny:1\" }\n",
+    );
+    let o = w
+        .cmd()
+        .args(["run", "-q", "-p"])
+        .arg(&policy)
+        .args(["--", "/bin/sh", "-c", "read m < /marker; echo \"$m\""])
+        .output()
+        .expect("run");
+    assert_eq!(stdout(&o).trim(), "from-the-registry", "{}", stderr(&o));
+
+    // A second tag sharing the dash layer fetches only what is new.
+    let lb = w.dir.path().join("b");
+    tiny(&lb, "2", "second\n", false);
+    push(
+        &w,
+        &lb,
+        "2",
+        &format!("{}/t/tiny:2", reg.addr),
+        &plain,
+        false,
+    );
+    let v = pulled(&pull(
+        &w,
+        &[&insecure[..], &["127.0.0.1:5000/t/tiny:2"]].concat(),
+    ));
+    assert_eq!(
+        (v["fetched"].as_u64(), v["reused"].as_u64()),
+        (Some(2), Some(1)),
+        "{v}"
+    );
+
+    // Pulling by digest gives the same image; a digest the registry's content does not have
+    // is refused.
+    let by_digest = format!("127.0.0.1:5000/t/tiny@{digest}");
+    let v = pulled(&pull(&w, &[&insecure[..], &[&by_digest[..]]].concat()));
+    assert_eq!(v["image"]["digest"].as_str(), Some(digest.as_str()));
+    assert_eq!(v["fetched"], 0, "{v}");
+    w.assert_clean();
+}
+
+#[test]
+fn an_index_is_resolved_by_platform() {
+    need_root!();
+    need_registry_tools!();
+    let w = World::new();
+    let reg = registry(&w, 5000, None, None);
+    let l = w.dir.path().join("multi");
+    new_layout(&l);
+    let amd = write_manifest(
+        &l,
+        "amd64",
+        &[(
+            GZ,
+            gzip(&tar_of(|t| add_file(t, "arch", b"amd64\n", 0o644))),
+        )],
+    );
+    let arm = write_manifest(
+        &l,
+        "arm64",
+        &[(
+            GZ,
+            gzip(&tar_of(|t| add_file(t, "arch", b"arm64\n", 0o644))),
+        )],
+    );
+    write_multi(&l, "m", &[amd.clone(), arm.clone()]);
+    push(
+        &w,
+        &l,
+        "m",
+        &format!("{}/t/multi:1", reg.addr),
+        &["--dest-tls-verify=false"],
+        true,
+    );
+    let insecure = ["--insecure-registry", "127.0.0.1:5000"];
+    let v = pulled(&pull(
+        &w,
+        &[&insecure[..], &["127.0.0.1:5000/t/multi:1"]].concat(),
+    ));
+    assert_eq!(v["image"]["digest"], amd["digest"], "{v}");
+    let v = pulled(&pull(
+        &w,
+        &[
+            &insecure[..],
+            &[
+                "--platform",
+                "linux/arm64",
+                "--name",
+                "multi-arm:1",
+                "127.0.0.1:5000/t/multi:1",
+            ],
+        ]
+        .concat(),
+    ));
+    assert_eq!(v["image"]["digest"], arm["digest"], "{v}");
+    let o = pull(
+        &w,
+        &[
+            &insecure[..],
+            &["--platform", "linux/s390x", "127.0.0.1:5000/t/multi:1"],
+        ]
+        .concat(),
+    );
+    assert_ne!(o.status.code(), Some(0));
+    let e = stderr(&o);
+    assert!(
+        e.contains("no image for linux/s390x") && e.contains("linux/arm64"),
+        "{e}"
+    );
+}
+
+#[test]
+fn tampered_blobs_and_hostile_layers_leave_no_image() {
+    need_root!();
+    need_registry_tools!();
+    let w = World::new();
+    let reg = registry(&w, 5000, None, None);
+    let insecure = ["--insecure-registry", "127.0.0.1:5000"];
+    let plain = ["--dest-tls-verify=false"];
+
+    // A blob altered in the registry's storage: refused, nothing visible, nothing left.
+    let la = w.dir.path().join("a");
+    let dm = tiny(&la, "1", "original\n", false);
+    push(
+        &w,
+        &la,
+        "1",
+        &format!("{}/t/tampered:1", reg.addr),
+        &plain,
+        false,
+    );
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            la.join("blobs/sha256").join(
+                dm["digest"]
+                    .as_str()
+                    .expect("d")
+                    .trim_start_matches("sha256:"),
+            ),
+        )
+        .expect("manifest"),
+    )
+    .expect("json");
+    let layer = manifest["layers"][1]["digest"]
+        .as_str()
+        .expect("layer")
+        .trim_start_matches("sha256:")
+        .to_owned();
+    let data = reg
+        .storage
+        .join("docker/registry/v2/blobs/sha256")
+        .join(&layer[..2])
+        .join(&layer)
+        .join("data");
+    let mut bytes = std::fs::read(&data).expect("stored blob");
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&data, bytes).expect("tamper");
+    let o = pull(
+        &w,
+        &[&insecure[..], &["127.0.0.1:5000/t/tampered:1"]].concat(),
+    );
+    assert_ne!(o.status.code(), Some(0), "a tampered blob was accepted");
+    assert!(image_names(&w).is_empty(), "{:?}", image_names(&w));
+    let rootfs = w.data().join("images/rootfs");
+    assert_eq!(
+        std::fs::read_dir(&rootfs).map(|r| r.count()).unwrap_or(0),
+        0
+    );
+
+    // A hostile layer (an entry climbing out of the image) is refused after a pull exactly
+    // as after an import.
+    let lh = w.dir.path().join("h");
+    new_layout(&lh);
+    let evil = tar_of(|t| {
+        add_link(t, "x", "/etc");
+        add_file(t, "x/airlock-pwned", b"owned\n", 0o644);
+    });
+    let dm = write_manifest(&lh, "amd64", &[(GZ, gzip(&evil))]);
+    write_index_json(&lh, "1", &dm);
+    push(
+        &w,
+        &lh,
+        "1",
+        &format!("{}/t/hostile:1", reg.addr),
+        &plain,
+        false,
+    );
+    let o = pull(
+        &w,
+        &[&insecure[..], &["127.0.0.1:5000/t/hostile:1"]].concat(),
+    );
+    assert_ne!(o.status.code(), Some(0), "a hostile layer was accepted");
+    assert!(stderr(&o).contains("refused"), "{}", stderr(&o));
+    assert!(!Path::new("/etc/airlock-pwned").exists());
+    assert!(image_names(&w).is_empty(), "{:?}", image_names(&w));
+}
+
+#[test]
+fn concurrent_and_killed_pulls_stay_consistent() {
+    need_root!();
+    need_registry_tools!();
+    let w = World::new();
+    let reg = registry(&w, 5000, None, None);
+    let plain = ["--dest-tls-verify=false"];
+    // 24 MiB of incompressible data, so a pull takes long enough to be killed midway.
+    let mut big = vec![0u8; 24 << 20];
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for b in big.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x as u8;
+    }
+    let l = w.dir.path().join("big");
+    new_layout(&l);
+    let layer = tar_of(|t| {
+        dash_layer(t);
+        add_file(t, "big", &big, 0o644);
+    });
+    let dm = write_manifest(&l, "amd64", &[(GZ, gzip(&layer))]);
+    write_index_json(&l, "1", &dm);
+    push(&w, &l, "1", &format!("{}/t/big:1", reg.addr), &plain, false);
+    let args = [
+        "--insecure-registry",
+        "127.0.0.1:5000",
+        "127.0.0.1:5000/t/big:1",
+    ];
+
+    // Killed midway: no image is visible; the next pull succeeds.
+    let mut c = w
+        .cmd()
+        .args(["image", "pull", "--json"])
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("pull");
+    std::thread::sleep(std::time::Duration::from_millis(150));
+    let _ = c.kill();
+    let status = c.wait().expect("wait");
+    if !status.success() {
+        assert!(image_names(&w).is_empty(), "{:?}", image_names(&w));
+    }
+    let v = pulled(&pull(&w, &args));
+    assert_eq!(v["image"]["digest"], dm["digest"]);
+    let o = w
+        .cmd()
+        .args(["image", "rm", "127.0.0.1:5000/t/big:1"])
+        .output()
+        .expect("rm");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let blobs = w.data().join("images/blobs/sha256");
+    let left: Vec<_> = std::fs::read_dir(&blobs)
+        .map(|r| r.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(
+        left.is_empty(),
+        "blobs (or partial downloads) left: {left:?}"
+    );
+
+    // Two pulls at once: both succeed with the same image, the blobs fetched once.
+    let spawn = || {
+        w.cmd()
+            .args(["image", "pull", "--json"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("pull")
+    };
+    let (a, b) = (spawn(), spawn());
+    let (a, b) = (
+        a.wait_with_output().expect("a"),
+        b.wait_with_output().expect("b"),
+    );
+    let (a, b) = (pulled(&a), pulled(&b));
+    assert_eq!(a["image"]["digest"], b["image"]["digest"]);
+    assert_eq!(
+        a["fetched"].as_u64().unwrap_or(0) + b["fetched"].as_u64().unwrap_or(0),
+        2,
+        "config and layer fetched once: {a} {b}"
+    );
+}
+
+/// A CA and a certificate for 127.0.0.1 made with openssl; returns (ca.crt, cert, key).
+fn make_tls(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let run = |args: &[&str]| {
+        let o = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl");
+        assert!(o.status.success(), "openssl {args:?}: {}", stderr(&o));
+    };
+    std::fs::create_dir_all(dir).expect("tls dir");
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=airlock test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    ]);
+    std::fs::write(dir.join("ext.cnf"), "subjectAltName=IP:127.0.0.1\n").expect("ext");
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+        "-out",
+        "server.crt",
+    ]);
+    (
+        dir.join("ca.crt"),
+        dir.join("server.crt"),
+        dir.join("server.key"),
+    )
+}
+
+#[test]
+fn tls_and_basic_auth() {
+    need_root!();
+    need_registry_tools!();
+    let w = World::new();
+    let tls = w.dir.path().join("tls");
+    let (ca, cert, key) = make_tls(&tls);
+    let htpasswd = w.dir.path().join("htpasswd");
+    let o = std::process::Command::new("htpasswd")
+        .args(["-Bbc"])
+        .arg(&htpasswd)
+        .args(["ci", "pull-pass-7d2f"])
+        .output()
+        .expect("htpasswd");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let reg = registry(&w, 5443, Some((&cert, &key)), Some(&htpasswd));
+    // skopeo trusts the CA from a certs directory.
+    let certs = w.dir.path().join("certs.d");
+    std::fs::create_dir_all(&certs).expect("certs");
+    std::fs::copy(&ca, certs.join("ca.crt")).expect("ca");
+    let l = w.dir.path().join("a");
+    tiny(&l, "1", "behind-auth\n", false);
+    let cert_dir = format!("--dest-cert-dir={}", certs.display());
+    push(
+        &w,
+        &l,
+        "1",
+        &format!("{}/t/private:1", reg.addr),
+        &[&cert_dir, "--dest-creds=ci:pull-pass-7d2f"],
+        false,
+    );
+    let ca_arg = ca.to_string_lossy().into_owned();
+    let image = "127.0.0.1:5443/t/private:1";
+
+    // Without the CA: the certificate is not trusted.
+    let o = pull(&w, &[image]);
+    assert_ne!(
+        o.status.code(),
+        Some(0),
+        "an untrusted certificate was accepted"
+    );
+    // With the CA but no credentials: refused by the registry.
+    let o = pull(&w, &["--ca-file", &ca_arg, image]);
+    assert_ne!(o.status.code(), Some(0), "pulled without credentials");
+    // With a credentials file: pulled; the password is never printed.
+    let auth = w.dir.path().join("auth.json");
+    std::fs::write(
+        &auth,
+        r#"{"auths":{"127.0.0.1:5443":{"username":"ci","password":"pull-pass-7d2f"}}}"#,
+    )
+    .expect("auth");
+    let o = pull(
+        &w,
+        &[
+            "--ca-file",
+            &ca_arg,
+            "--credentials",
+            &auth.to_string_lossy(),
+            image,
+        ],
+    );
+    let v = pulled(&o);
+    assert_eq!(v["image"]["name"], image);
+    assert!(!stdout(&o).contains("pull-pass") && !stderr(&o).contains("pull-pass"));
+    // A wrong password: refused, and not echoed either.
+    std::fs::write(
+        &auth,
+        r#"{"auths":{"127.0.0.1:5443":{"username":"ci","password":"wrong-pass-0000"}}}"#,
+    )
+    .expect("auth");
+    let o = pull(
+        &w,
+        &[
+            "--ca-file",
+            &ca_arg,
+            "--credentials",
+            &auth.to_string_lossy(),
+            "--name",
+            "again:1",
+            image,
+        ],
+    );
+    assert_ne!(o.status.code(), Some(0));
+    assert!(!stderr(&o).contains("wrong-pass"), "{}", stderr(&o));
+}
