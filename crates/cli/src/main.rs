@@ -762,7 +762,15 @@ fn check_serve(
     let store = ImageStore::new(config.data_dir.join("images"));
     for (name, g) in &policy.policy.groups {
         if let airlock_policy::RootfsSource::Image(r) = &g.rootfs {
-            if let Err(e) = store.resolve(r) {
+            if airlock_policy::registry_host(r).is_some() {
+                // Pulled by the job's `airlock run` on first use (its start time counts it).
+                if store.resolve(r).is_err() {
+                    println!(
+                        "  group {name}: image {} is pulled on first use",
+                        Escaped(r)
+                    );
+                }
+            } else if let Err(e) = store.resolve(r) {
                 problems.push(format!("group {name}: image {r:?}: {e:#}"));
             }
         }
@@ -807,6 +815,9 @@ fn cmd_policy(p: PolicyCmd, paths: &Paths, net_pool: &str) -> Result<u8> {
                         .collect::<Vec<_>>()
                         .join(", ")
                 );
+                for w in lp.warnings() {
+                    eprintln!("warning: {}", Escaped(&w));
+                }
                 Ok(0)
             }
             Err(e) => {

@@ -656,3 +656,109 @@ fn tls_and_basic_auth() {
     assert_ne!(o.status.code(), Some(0));
     assert!(!stderr(&o).contains("wrong-pass"), "{}", stderr(&o));
 }
+
+#[test]
+fn a_pinned_policy_pulls_on_first_use_and_a_moved_tag_changes_nothing() {
+    need_root!();
+    need_registry_tools!();
+    let w = World::new();
+    let reg = registry(&w, 5000, None, None);
+    let plain = ["--dest-tls-verify=false"];
+    let la = w.dir.path().join("a");
+    let dm = tiny(&la, "1", "first\n", false);
+    let digest = dm["digest"].as_str().expect("digest").to_owned();
+    push(
+        &w,
+        &la,
+        "1",
+        &format!("{}/t/runner:1", reg.addr),
+        &plain,
+        false,
+    );
+
+    // A trusted group must pin: a bare tag is refused by `policy check`.
+    let bare = w.policy(
+        "version = 1\n[images]\ninsecure = [\"127.0.0.1:5000\"]\n[groups.default]\ntrust = \"trusted\"\nrootfs = { image = \"127.0.0.1:5000/t/runner:1\" }\n",
+    );
+    let o = w
+        .cmd()
+        .args(["policy", "check"])
+        .arg(&bare)
+        .output()
+        .expect("check");
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert!(stderr(&o).contains("has no digest"), "{}", stderr(&o));
+
+    // Pinned: the first job pulls it (nothing was pulled by hand) and runs in it.
+    let policy = w.policy(&format!(
+        "version = 1\n[images]\ninsecure = [\"127.0.0.1:5000\"]\n[groups.default]\ntrust = \"trusted\"\nrootfs = {{ image = \"127.0.0.1:5000/t/runner:1@{digest}\" }}\n"
+    ));
+    let o = w
+        .cmd()
+        .args(["policy", "check"])
+        .arg(&policy)
+        .output()
+        .expect("check");
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("warning"), "{}", stderr(&o));
+    let job = |w: &World| {
+        w.cmd()
+            .args(["run", "-q", "-p"])
+            .arg(&policy)
+            .args(["--", "/bin/sh", "-c", "read m < /marker; echo \"$m\""])
+            .output()
+            .expect("run")
+    };
+    let o = job(&w);
+    assert_eq!(stdout(&o).trim(), "first", "{}", stderr(&o));
+
+    // The tag moves to other content: the pinned policy still runs what it pinned.
+    let lb = w.dir.path().join("b");
+    let moved = tiny(&lb, "1", "moved\n", false);
+    assert_ne!(moved["digest"], dm["digest"]);
+    push(
+        &w,
+        &lb,
+        "1",
+        &format!("{}/t/runner:1", reg.addr),
+        &plain,
+        false,
+    );
+    let o = job(&w);
+    assert_eq!(stdout(&o).trim(), "first", "{}", stderr(&o));
+
+    // An untrusted group with the bare tag: accepted with a warning, and it gets the moved
+    // content only when pulled anew (here: a store without it).
+    let warned = w.policy(
+        "version = 1\n[images]\ninsecure = [\"127.0.0.1:5000\"]\n[groups.default]\nrootfs = { image = \"127.0.0.1:5000/t/runner:1\" }\n",
+    );
+    let o = w
+        .cmd()
+        .args(["policy", "check"])
+        .arg(&warned)
+        .output()
+        .expect("check");
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stderr(&o).contains("without a digest"), "{}", stderr(&o));
+
+    // A registry that cannot be reached refuses the job before it exists (as a missing
+    // image does: exit 2), nothing runs.
+    let gone = w.policy(
+        "version = 1\n[images]\ninsecure = [\"127.0.0.1:5999\"]\n[groups.default]\nrootfs = { image = \"127.0.0.1:5999/t/none:1\" }\n",
+    );
+    let o = w
+        .cmd()
+        .args(["run", "-q", "-p"])
+        .arg(&gone)
+        .args(["--", "/bin/sh", "-c", "echo ran"])
+        .output()
+        .expect("run");
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(!stdout(&o).contains("ran"));
+    assert!(
+        stderr(&o).contains("pulling the group's image"),
+        "{}",
+        stderr(&o)
+    );
+    w.assert_clean();
+}

@@ -17,6 +17,9 @@ pub enum JobError {
     /// The plan cannot be made (image, command, workspace, limits).
     #[error(transparent)]
     Sandbox(#[from] SandboxError),
+    /// The group's registry image could not be pulled.
+    #[error("pulling the group's image")]
+    Pull(#[source] airlock_registry::RegistryError),
     /// The policy's alert sinks cannot be opened: the job is refused rather than its alerts
     /// lost.
     #[error("opening the alert sinks of the policy's [alerts]")]
@@ -55,6 +58,7 @@ impl JobError {
             | Self::WorkdirNotADirectory(_)
             | Self::WorkdirHoldsKeys { .. } => FailureKind::Request,
             Self::Sandbox(e) => e.kind(),
+            Self::Pull(_) => FailureKind::Image,
             Self::Sinks(_) | Self::AuditSettings(_) => FailureKind::Audit,
             Self::NotRoot | Self::HelperExe(_) => FailureKind::Host,
         }

@@ -76,9 +76,7 @@ impl Engine {
             RootfsSource::Host => None,
             RootfsSource::Image(r) => {
                 let store = ImageStore::new(self.paths.images());
-                let img = store
-                    .resolve(r)
-                    .map_err(airlock_sandbox::SandboxError::from)?;
+                let img = resolve_image(&store, r, &policy.policy.images)?;
                 let dir = store.rootfs_dir(&img.digest);
                 Some((img.digest, dir))
             }
@@ -183,4 +181,46 @@ fn check_workdir(w: &std::path::Path, paths: &Paths) -> Result<(), JobError> {
         }
     }
     Ok(())
+}
+
+/// The store's image for a group's `rootfs` reference, pulled first if it is a registry
+/// reference the store does not have. A pinned reference (`…@sha256:…`) is only ever
+/// satisfied by that digest: a tag moved in the registry since the policy pinned it cannot
+/// change what runs.
+fn resolve_image(
+    store: &ImageStore,
+    reference: &str,
+    settings: &airlock_policy::ImageSettings,
+) -> Result<airlock_sandbox::image::ImageRef, JobError> {
+    if airlock_policy::registry_host(reference).is_none() {
+        return Ok(store
+            .resolve(reference)
+            .map_err(airlock_sandbox::SandboxError::from)?);
+    }
+    let pinned = reference
+        .split_once("@sha256:")
+        .map(|(_, h)| format!("sha256:{h}"));
+    let have = match &pinned {
+        Some(d) => store
+            .list()
+            .map_err(airlock_sandbox::SandboxError::from)?
+            .into_iter()
+            .find(|i| &i.digest == d),
+        None => airlock_registry::parse_reference(reference)
+            .ok()
+            .and_then(|r| store.resolve(&airlock_registry::store_name(&r)).ok()),
+    };
+    if let Some(i) = have {
+        return Ok(i);
+    }
+    let opts = airlock_registry::PullOptions {
+        platform: airlock_registry::Platform::default(),
+        insecure: settings.insecure.clone(),
+        ca_files: settings.ca_files.clone(),
+        credentials: settings.credentials.clone(),
+        name: None,
+    };
+    let pulled = airlock_registry::pull(store, reference, &opts, &mut airlock_registry::Quiet)
+        .map_err(JobError::Pull)?;
+    Ok(pulled.image)
 }

@@ -36,6 +36,8 @@ pub struct LaunchSpec {
     pub alerts: airlock_policy::Alerts,
     /// The policy's `[audit]` (retention, checkpoints) for the job's `airlock run`.
     pub audit: airlock_policy::AuditLogSettings,
+    /// The policy's `[images]` (registries, credentials) for a first-use pull.
+    pub images: airlock_policy::ImageSettings,
     /// The runner command.
     pub command: Vec<String>,
     /// The JIT configuration.
@@ -156,6 +158,7 @@ impl ProcessLauncher {
             detectors: spec.detectors.clone(),
             alerts: spec.alerts.clone(),
             audit: spec.audit.clone(),
+            images: spec.images.clone(),
         }
     }
 

@@ -578,6 +578,7 @@ impl Manager {
             detectors: self.inner.policy.detectors.clone(),
             alerts: self.inner.policy.alerts.clone(),
             audit: self.inner.policy.audit.clone(),
+            images: self.inner.policy.images.clone(),
             command: g.runner.clone(),
             jit_config: jit.encoded_jit_config,
             token: out.token.clone(),

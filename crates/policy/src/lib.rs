@@ -236,6 +236,7 @@ pub fn builtin_policy() -> Policy {
         detectors: Detectors::default(),
         alerts: Alerts::default(),
         audit: AuditLogSettings::default(),
+        images: ImageSettings::default(),
     }
 }
 
@@ -254,6 +255,7 @@ struct TopLevel {
     detectors: Option<Spanned<Detectors>>,
     alerts: Option<Spanned<Alerts>>,
     audit: Option<Spanned<AuditLogSettings>>,
+    images: Option<Spanned<ImageSettings>>,
 }
 
 struct Collector<'a> {
@@ -395,7 +397,13 @@ pub fn parse(src: &str, file: &Path) -> Result<Policy, PolicyError> {
     let mut detectors = Detectors::default();
     let mut alerts = Alerts::default();
     let mut audit = AuditLogSettings::default();
+    let mut images = ImageSettings::default();
+    let mut images_span = doc_span.start..doc_span.start;
     if let Some(top) = top {
+        if let Some(i) = top.images {
+            images_span = i.span();
+            images = i.into_inner();
+        }
         if let Some(a) = top.audit {
             validate_audit_log(&mut c, a.get_ref(), a.span());
             audit = a.into_inner();
@@ -446,6 +454,7 @@ pub fn parse(src: &str, file: &Path) -> Result<Policy, PolicyError> {
             Some("set `default_group = \"NAME\"` or name one group `default`"),
         );
     }
+    validate_images(&mut c, &groups, &images, images_span);
     if !c.diags.is_empty() {
         c.diags.sort_by_key(|d| (d.line, d.col));
         return Err(PolicyError::Invalid(c.diags));
@@ -457,7 +466,67 @@ pub fn parse(src: &str, file: &Path) -> Result<Policy, PolicyError> {
         detectors,
         alerts,
         audit,
+        images,
     })
+}
+
+/// Registry images: a digest where the group requires one, a registry the allow-list has.
+fn validate_images(
+    c: &mut Collector<'_>,
+    groups: &BTreeMap<String, Group>,
+    images: &ImageSettings,
+    span: Range<usize>,
+) {
+    for (name, g) in groups {
+        let RootfsSource::Image(r) = &g.rootfs else {
+            continue;
+        };
+        let Some(host) = registry_host(r) else {
+            continue;
+        };
+        if g.requires_digest() && !r.contains("@sha256:") {
+            c.push(
+                Some(span.clone()),
+                format!("group {name}: image {r:?} has no digest, and the group requires one"),
+                Some("pin it: `airlock image pull REF` prints `…@sha256:…`; or set `require_digest = false`"),
+            );
+        }
+        if !images.registries.is_empty() && !images.registries.iter().any(|a| a == host) {
+            c.push(
+                Some(span.clone()),
+                format!("group {name}: registry {host} is not in images.registries"),
+                Some("add it to `[images] registries`, or use an image from an allowed registry"),
+            );
+        }
+    }
+    for i in &images.insecure {
+        let h = i.split(':').next().unwrap_or("");
+        if h != "127.0.0.1" && h != "localhost" && h != "[::1]" {
+            c.push(
+                Some(span.clone()),
+                format!("images.insecure: {i:?} is not a loopback registry"),
+                Some("plain HTTP only to a registry on this machine; give a remote one a CA (`ca_files`)"),
+            );
+        }
+    }
+}
+
+impl LoadedPolicy {
+    /// Things a valid policy does that an operator should know: registry images named by a
+    /// tag alone (the image can change under the policy).
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (name, g) in &self.policy.groups {
+            if let RootfsSource::Image(r) = &g.rootfs {
+                if registry_host(r).is_some() && !r.contains("@sha256:") {
+                    out.push(format!(
+                        "group {name}: image {r:?} is a tag without a digest: what runs can change without the policy changing; pin it with @sha256:… (`airlock image pull` prints it)"
+                    ));
+                }
+            }
+        }
+        out
+    }
 }
 
 /// Bounds of `[audit]` that keep retention meaningful and checkpoints frequent enough.

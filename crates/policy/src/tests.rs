@@ -474,3 +474,57 @@ fn audit_bounds_that_are_no_bound_point_at_the_value() {
     let d = diags("version = 1\n[groups.a]\naudit = { max_record = 5 }\n");
     assert!(d[0].message.contains("unknown field `max_record`"), "{d:?}");
 }
+
+#[test]
+fn registry_images_need_a_digest_where_the_group_requires_one() {
+    let d = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    // Trusted groups require a digest by default; untrusted ones may opt in.
+    let e = diags(
+        "version = 1\n[groups.default]\ntrust = \"trusted\"\nrootfs = { image = \"ghcr.io/actions/actions-runner:2.330.0\" }\n",
+    );
+    assert!(e[0].message.contains("has no digest"), "{e:?}");
+    let ok = format!(
+        "version = 1\n[groups.default]\ntrust = \"trusted\"\nrootfs = {{ image = \"ghcr.io/actions/actions-runner:2.330.0@{d}\" }}\n"
+    );
+    assert!(p(&ok).is_ok());
+    let e = diags(
+        "version = 1\n[groups.default]\nrequire_digest = true\nrootfs = { image = \"ghcr.io/a/b:1\" }\n",
+    );
+    assert!(e[0].message.contains("has no digest"), "{e:?}");
+    // An untrusted group may use a tag, with a warning; a local store name is no registry.
+    let src = "version = 1\n[groups.default]\nrootfs = { image = \"ghcr.io/a/b:1\" }\n[groups.local]\nrootfs = { image = \"tiny:1\" }\n";
+    let pol = p(src).expect("valid");
+    let lp = LoadedPolicy {
+        policy: pol,
+        path: None,
+        sha256: String::new(),
+    };
+    let w = lp.warnings();
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(w[0].contains("ghcr.io/a/b:1") && w[0].contains("without a digest"));
+}
+
+#[test]
+fn registries_follow_the_allow_list_and_plain_http_stays_on_loopback() {
+    let e = diags(
+        "version = 1\n[images]\nregistries = [\"registry.internal:5000\"]\n[groups.default]\nrootfs = { image = \"ghcr.io/a/b:1\" }\n",
+    );
+    assert!(
+        e[0].message
+            .contains("registry ghcr.io is not in images.registries"),
+        "{e:?}"
+    );
+    assert!(p("version = 1\n[images]\nregistries = [\"ghcr.io\"]\n[groups.default]\nrootfs = { image = \"ghcr.io/a/b:1\" }\n").is_ok());
+    let e =
+        diags("version = 1\n[images]\ninsecure = [\"registry.example:5000\"]\n[groups.default]\n");
+    assert!(e[0].message.contains("not a loopback registry"), "{e:?}");
+    assert!(
+        p("version = 1\n[images]\ninsecure = [\"127.0.0.1:5000\"]\n[groups.default]\n").is_ok()
+    );
+    assert_eq!(
+        registry_host("127.0.0.1:5000/t/x:1"),
+        Some("127.0.0.1:5000")
+    );
+    assert_eq!(registry_host("library/ubuntu"), None);
+    assert_eq!(registry_host("tiny:1"), None);
+}

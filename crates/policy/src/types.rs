@@ -30,6 +30,37 @@ pub struct Policy {
     /// The audit log as a whole: retention and checkpoints (`[audit]`); defaults when absent.
     #[serde(default)]
     pub audit: AuditLogSettings,
+    /// Where registry images of the groups may come from and how to reach them (`[images]`).
+    #[serde(default)]
+    pub images: ImageSettings,
+}
+
+/// `[images]`: registries images are pulled from on first use (docs/images.md).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ImageSettings {
+    /// Registries (`host[:port]`) images may be pulled from. Empty: only the registries the
+    /// groups' `rootfs` images name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub registries: Vec<String>,
+    /// A `config.json`-style credentials file (`{"auths": {"HOST": {"auth": …}}}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<std::path::PathBuf>,
+    /// Registries spoken to over plain HTTP (loopback mirrors only; never a remote one).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub insecure: Vec<String>,
+    /// PEM files of CAs trusted for registries besides the system's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ca_files: Vec<std::path::PathBuf>,
+}
+
+/// The registry host of an image reference (`ghcr.io/x/y:1` → `ghcr.io`), or `None` for a
+/// name of the local store (`tiny:1`, `sha256:…`). As Docker reads it: the first component
+/// is a registry when it has a `.` or `:` or is `localhost`.
+pub fn registry_host(reference: &str) -> Option<&str> {
+    let (first, rest) = reference.split_once('/')?;
+    (!rest.is_empty() && (first.contains('.') || first.contains(':') || first == "localhost"))
+        .then_some(first)
 }
 
 /// How far the code that runs in a group is trusted.
@@ -48,7 +79,8 @@ pub enum Trust {
 pub enum RootfsSource {
     /// The host's `/usr` read-only and a synthesized `/etc`; nothing else of the host.
     Host,
-    /// An image imported with `airlock image import`, named by `name[:tag]` or `sha256:<digest>`.
+    /// An image of the store, named by `name[:tag]` or `sha256:<digest>`, or a registry
+    /// reference (`registry/repo:tag`, `…@sha256:…`) pulled on first use.
     Image(String),
 }
 
@@ -276,6 +308,17 @@ pub struct Group {
     /// per kind and key, caps per job, after which records are aggregated with their count.
     #[serde(default)]
     pub audit: AuditLimits,
+    /// A registry `rootfs` image must be pinned by digest (`…@sha256:…`). Default: true for
+    /// `trust = "trusted"`, false otherwise (`policy check` then warns on a bare tag).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub require_digest: Option<bool>,
+}
+
+impl Group {
+    /// Whether a registry image of this group must carry a digest.
+    pub fn requires_digest(&self) -> bool {
+        self.require_digest.unwrap_or(self.trust == Trust::Trusted)
+    }
 }
 
 /// Bounds on the records one job can cause (`audit = { … }` in a group). A job decides how
@@ -438,6 +481,7 @@ impl Default for Group {
             runner_group_id: default_runner_group_id(),
             token_permissions: None,
             audit: AuditLimits::default(),
+            require_digest: None,
         }
     }
 }
