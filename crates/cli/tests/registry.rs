@@ -6,136 +6,16 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Output, Stdio};
+use std::process::{Output, Stdio};
 
 use common::oci::*;
+use common::registry::*;
 use common::*;
 
 const LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
 /// Layers pushed as they are: skopeo compresses uncompressed layers on the way to a
 /// registry, which would change the manifest the test compares with.
 const GZ: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
-
-/// A registry process in the world's namespace, killed (by its PID) when dropped.
-struct Registry {
-    child: Child,
-    storage: PathBuf,
-    addr: String,
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn have(tool: &str) -> bool {
-    std::process::Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
-/// Skips (or, under AIRLOCK_TEST_STRICT, fails) without the registry tools.
-macro_rules! need_registry_tools {
-    () => {
-        for t in ["docker-registry", "skopeo", "htpasswd", "openssl"] {
-            if !have(t) {
-                assert!(
-                    std::env::var_os("AIRLOCK_TEST_STRICT").is_none(),
-                    "{t} is missing: run scripts/setup.sh"
-                );
-                eprintln!("skipping: {t} is missing (scripts/setup.sh installs it)");
-                return;
-            }
-        }
-    };
-}
-
-/// Starts a registry on 127.0.0.1:`port` of the world's namespace; `tls`: (cert, key),
-/// `htpasswd`: the password file.
-fn registry(
-    w: &World,
-    port: u16,
-    tls: Option<(&Path, &Path)>,
-    htpasswd: Option<&Path>,
-) -> Registry {
-    let dir = w.dir.path().join(format!("registry-{port}"));
-    let storage = dir.join("storage");
-    std::fs::create_dir_all(&storage).expect("storage");
-    let addr = format!("127.0.0.1:{port}");
-    let mut cfg = format!(
-        "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
-        storage.display()
-    );
-    if let Some((cert, key)) = tls {
-        cfg.push_str(&format!(
-            "  tls:\n    certificate: {}\n    key: {}\n",
-            cert.display(),
-            key.display()
-        ));
-    }
-    if let Some(h) = htpasswd {
-        cfg.push_str(&format!(
-            "auth:\n  htpasswd:\n    realm: airlock-test\n    path: {}\n",
-            h.display()
-        ));
-    }
-    let cfg_path = dir.join("config.yml");
-    std::fs::write(&cfg_path, cfg).expect("config");
-    let child = w
-        .in_netns(&["docker-registry", "serve", &cfg_path.to_string_lossy()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start docker-registry");
-    let reg = Registry {
-        child,
-        storage,
-        addr: addr.clone(),
-    };
-    let scheme = if tls.is_some() { "https" } else { "http" };
-    for _ in 0..100 {
-        let o = w
-            .in_netns(&[
-                "curl",
-                "-sk",
-                "-o",
-                "/dev/null",
-                "-w",
-                "%{http_code}",
-                &format!("{scheme}://{addr}/v2/"),
-            ])
-            .output()
-            .expect("curl");
-        let code = String::from_utf8_lossy(&o.stdout).into_owned();
-        if code == "200" || code == "401" {
-            return reg;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    panic!("the registry did not start on {addr}");
-}
-
-/// Pushes the image `name` of `layout` to `dest` (`host:port/repo:tag`) with skopeo.
-fn push(w: &World, layout: &Path, name: &str, dest: &str, extra: &[&str], all: bool) {
-    let src = format!("oci:{}:{name}", layout.display());
-    let dst = format!("docker://{dest}");
-    let mut argv = vec!["skopeo", "--insecure-policy", "copy", "-q"];
-    if all {
-        argv.push("--all");
-    }
-    argv.extend_from_slice(extra);
-    argv.push(&src);
-    argv.push(&dst);
-    let o = w
-        .in_netns(&argv)
-        .env("HOME", w.dir.path())
-        .output()
-        .expect("skopeo");
-    assert!(o.status.success(), "skopeo copy: {}", stderr(&o));
-}
 
 /// `airlock image pull ARGS` in the world.
 fn pull(w: &World, args: &[&str]) -> Output {
@@ -193,7 +73,7 @@ fn pull_verifies_shares_blobs_and_runs_a_job() {
     need_root!();
     need_registry_tools!();
     let w = World::new();
-    let reg = registry(&w, 5000, None, None);
+    let reg = start_registry(&w, 5000, None, None);
     let insecure = ["--insecure-registry", "127.0.0.1:5000"];
     let plain = ["--dest-tls-verify=false"];
 
@@ -269,7 +149,7 @@ fn an_index_is_resolved_by_platform() {
     need_root!();
     need_registry_tools!();
     let w = World::new();
-    let reg = registry(&w, 5000, None, None);
+    let reg = start_registry(&w, 5000, None, None);
     let l = w.dir.path().join("multi");
     new_layout(&l);
     let amd = write_manifest(
@@ -339,7 +219,7 @@ fn tampered_blobs_and_hostile_layers_leave_no_image() {
     need_root!();
     need_registry_tools!();
     let w = World::new();
-    let reg = registry(&w, 5000, None, None);
+    let reg = start_registry(&w, 5000, None, None);
     let insecure = ["--insecure-registry", "127.0.0.1:5000"];
     let plain = ["--dest-tls-verify=false"];
 
@@ -426,7 +306,7 @@ fn concurrent_and_killed_pulls_stay_consistent() {
     need_root!();
     need_registry_tools!();
     let w = World::new();
-    let reg = registry(&w, 5000, None, None);
+    let reg = start_registry(&w, 5000, None, None);
     let plain = ["--dest-tls-verify=false"];
     // 24 MiB of incompressible data, so a pull takes long enough to be killed midway.
     let mut big = vec![0u8; 24 << 20];
@@ -586,7 +466,7 @@ fn tls_and_basic_auth() {
         .output()
         .expect("htpasswd");
     assert!(o.status.success(), "{}", stderr(&o));
-    let reg = registry(&w, 5443, Some((&cert, &key)), Some(&htpasswd));
+    let reg = start_registry(&w, 5443, Some((&cert, &key)), Some(&htpasswd));
     // skopeo trusts the CA from a certs directory.
     let certs = w.dir.path().join("certs.d");
     std::fs::create_dir_all(&certs).expect("certs");
@@ -662,7 +542,7 @@ fn a_pinned_policy_pulls_on_first_use_and_a_moved_tag_changes_nothing() {
     need_root!();
     need_registry_tools!();
     let w = World::new();
-    let reg = registry(&w, 5000, None, None);
+    let reg = start_registry(&w, 5000, None, None);
     let plain = ["--dest-tls-verify=false"];
     let la = w.dir.path().join("a");
     let dm = tiny(&la, "1", "first\n", false);

@@ -6,7 +6,9 @@
 //! 198.51.100.53 that answers `api.github.test` with the fake's address. The fake sends
 //! signed `workflow_job` webhooks to serve (198.51.100.1:8780); serve, through the real REST
 //! client, asks it for a JIT config and starts the group's runner — `airlock-fake-runner`, in
-//! an OCI image the test builds from host files and imports with `airlock image import` —
+//! an OCI image the test builds from host files and pushes (skopeo) to a real registry
+//! (`docker-registry` on the test namespace's loopback), which each job's `airlock run` pulls
+//! on first use —
 //! which fetches its job from `http://api.github.test` through the egress gateway, runs the
 //! script and reports back. Nothing here can send a packet off the machine.
 //!
@@ -30,7 +32,9 @@ const DNS_IP: &str = "198.51.100.53";
 const SERVE_ADDR: &str = "198.51.100.1:8780";
 const PAT: &str = "ghp_e2eFakePersonalAccessToken0123456789";
 const SECRET: &str = "e2e-webhook-secret-5b1d";
-const IMAGE: &str = "fakerunner:1";
+const IMAGE: &str = "1";
+/// Where the runner image is served from: a registry in the test's own namespace.
+const REGISTRY: &str = "127.0.0.1:5000";
 const RUNNER: &str = "/opt/runner/airlock-fake-runner";
 /// Generous: a debug build on a loaded two-core machine.
 const DEADLINE: Duration = Duration::from_secs(180);
@@ -192,6 +196,8 @@ fn build_runner_image(root: &Path, runner: &Path) -> PathBuf {
 // The world.
 
 struct E2e {
+    /// The runner image's registry; dropped (killed) with the world.
+    registry: Option<common::registry::Registry>,
     w: World,
     inet: String,
     fakes: Vec<Child>,
@@ -214,10 +220,12 @@ impl Drop for E2e {
 
 const POLICY: &str = r#"version = 1
 default_group = "ci"
+[images]
+insecure = ["127.0.0.1:5000"]
 [groups.ci]
 labels = ["e2e"]
 repositories = ["octo-org/*"]
-rootfs = { image = "fakerunner:1" }
+rootfs = { image = "127.0.0.1:5000/e2e/fakerunner:1" }
 runner = ["/opt/runner/airlock-fake-runner"]
 egress = { domains = ["api.github.test"], resolver = "198.51.100.53" }
 limits = { timeout = "3m" }
@@ -225,14 +233,14 @@ limits = { timeout = "3m" }
 [groups.broken]
 labels = ["e2e-broken"]
 repositories = ["octo-org/*"]
-rootfs = { image = "fakerunner:1" }
+rootfs = { image = "127.0.0.1:5000/e2e/fakerunner:1" }
 runner = ["/bin/sh", "-c", "exit 3"]
 egress = { domains = ["api.github.test"], resolver = "198.51.100.53" }
 # A sandbox that cannot start: a program to protect that the image does not have.
 [groups.nostart]
 labels = ["e2e-nostart"]
 repositories = ["octo-org/*"]
-rootfs = { image = "fakerunner:1" }
+rootfs = { image = "127.0.0.1:5000/e2e/fakerunner:1" }
 runner = ["/opt/runner/airlock-fake-runner"]
 protect = ["/opt/runner/not-there"]
 egress = { domains = ["api.github.test"], resolver = "198.51.100.53" }
@@ -244,6 +252,7 @@ fn world() -> E2e {
     let inet = format!("{t}inet");
     ip(&["netns", "add", &inet]);
     let mut e = E2e {
+        registry: None,
         serve_log: w.dir.path().join("serve.log"),
         w,
         inet: inet.clone(),
@@ -316,16 +325,19 @@ fn world() -> E2e {
     );
     e.fakes.push(gh);
 
-    // The runner image, imported into the data directory serve uses.
+    // The runner image, in a registry: each job's `airlock run` pulls it on first use.
     let runner = fake_bin("airlock-fake-runner").expect("fake runner");
     let layout = build_runner_image(&dir, &runner);
-    let o =
-        e.w.cmd()
-            .args(["image", "import"])
-            .arg(&layout)
-            .output()
-            .expect("import");
-    assert!(o.status.success(), "image import: {}", stderr(&o));
+    let reg = common::registry::start_registry(&e.w, 5000, None, None);
+    common::registry::push(
+        &e.w,
+        &layout,
+        IMAGE,
+        &format!("{REGISTRY}/e2e/fakerunner:1"),
+        &["--dest-tls-verify=false"],
+        false,
+    );
+    e.registry = Some(reg);
 
     std::fs::write(dir.join("serve-policy.toml"), POLICY).expect("policy");
     std::fs::write(
@@ -708,9 +720,31 @@ fn base64_helper_matches_the_rfc_vectors() {
 fn a_webhook_job_runs_end_to_end_through_the_egress_gateway() {
     need_root!();
     need_fakes!();
+    need_registry_tools!();
     let mut e = world();
     e.queue_job(101, "echo hello from job 101; exit 3");
     let fin = e.wait_finished(101);
+
+    // The runner image was pulled from the registry by the job, on first use.
+    let o =
+        e.w.cmd()
+            .args(["image", "ls", "--json"])
+            .output()
+            .expect("ls");
+    let imgs: Value = serde_json::from_slice(&o.stdout).expect("image ls");
+    let img = imgs
+        .as_array()
+        .and_then(|a| {
+            a.iter()
+                .find(|i| i["name"] == "127.0.0.1:5000/e2e/fakerunner:1")
+        })
+        .unwrap_or_else(|| panic!("runner image not pulled: {imgs:#}"));
+    assert!(
+        img["source"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("127.0.0.1:5000/e2e/fakerunner@sha256:")),
+        "{img:#}"
+    );
 
     // The fake GitHub: job run once, by the runner serve registered, exit code reported,
     // and the runner deleted by serve.
@@ -911,6 +945,7 @@ fn a_webhook_job_runs_end_to_end_through_the_egress_gateway() {
 fn github_api_errors_are_retried_or_refuse_the_job_cleanly() {
     need_root!();
     need_fakes!();
+    need_registry_tools!();
     let mut e = world();
 
     // Two 500s on generate-jitconfig: the client retries, the job runs once.
@@ -1016,6 +1051,7 @@ fn github_api_errors_are_retried_or_refuse_the_job_cleanly() {
 fn kill_9_of_serve_mid_job_then_a_restart_reconciles_everything() {
     need_root!();
     need_fakes!();
+    need_registry_tools!();
     let mut e = world();
     e.queue_job(301, "sleep 600");
     e.wait_for("the runner to take job 301", || {
@@ -1101,6 +1137,7 @@ fn kill_9_of_serve_mid_job_then_a_restart_reconciles_everything() {
 fn failed_runners_are_failed_with_their_reason_and_a_drain_answers_503() {
     need_root!();
     need_fakes!();
+    need_registry_tools!();
     let mut e = world();
 
     e.queue_job_labelled(301, &["self-hosted", "e2e-broken"], "exit 0");
