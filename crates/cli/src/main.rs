@@ -303,6 +303,9 @@ enum ImageCmd {
         /// A PEM file of a CA to trust besides the system's (repeatable).
         #[arg(long = "ca-file", value_name = "PEM")]
         ca_files: Vec<PathBuf>,
+        /// Refuse the image unless it carries a cosign signature by this public key (PEM).
+        #[arg(long = "verify-key", value_name = "PEM")]
+        verify_key: Option<PathBuf>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -1111,6 +1114,7 @@ fn cmd_image(i: ImageCmd, paths: Paths) -> Result<u8> {
             credentials,
             insecure,
             ca_files,
+            verify_key,
             json,
         } => {
             require_root("airlock image pull")?;
@@ -1120,6 +1124,7 @@ fn cmd_image(i: ImageCmd, paths: Paths) -> Result<u8> {
                 ca_files,
                 credentials: credentials.or_else(airlock_registry::default_credentials),
                 name,
+                verify_key,
             };
             let mut progress = PullProgress {
                 on: std::io::IsTerminal::is_terminal(&std::io::stderr()) && !json,

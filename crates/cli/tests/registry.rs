@@ -642,3 +642,201 @@ fn a_pinned_policy_pulls_on_first_use_and_a_moved_tag_changes_nothing() {
     );
     w.assert_clean();
 }
+
+/// Signs `digest` for `docker_ref` with the openssl key `key` and pushes the cosign signature
+/// manifest (tag `sha256-<hex>.sig`) next to the image.
+fn push_signature(w: &World, key: &Path, repo: &str, digest: &str) {
+    let dir = w.dir.path().join(format!("sig-{}", &digest[7..19]));
+    new_layout(&dir);
+    let payload = format!(
+        r#"{{"critical":{{"identity":{{"docker-reference":"{repo}"}},"image":{{"docker-manifest-digest":"{digest}"}},"type":"cosign container image signature"}},"optional":null}}"#
+    );
+    std::fs::write(dir.join("payload.json"), &payload).expect("payload");
+    let o = std::process::Command::new("openssl")
+        .args(["dgst", "-sha256", "-sign"])
+        .arg(key)
+        .arg("-out")
+        .arg(dir.join("sig.der"))
+        .arg(dir.join("payload.json"))
+        .output()
+        .expect("openssl");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let sig = std::fs::read(dir.join("sig.der")).expect("sig");
+    let o = std::process::Command::new("base64")
+        .args(["-w0"])
+        .arg(dir.join("sig.der"))
+        .output()
+        .expect("base64");
+    let sig_b64 = String::from_utf8(o.stdout).expect("b64");
+    assert!(!sig.is_empty());
+    let mut layer = blob(
+        &dir,
+        "application/vnd.dev.cosign.simplesigning.v1+json",
+        payload.as_bytes(),
+    );
+    layer["annotations"] = serde_json::json!({ "dev.cosignproject.cosign/signature": sig_b64 });
+    let config = serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "rootfs": { "type": "layers", "diff_ids": [layer["digest"].clone()] },
+        "config": {}
+    });
+    let dc = blob(
+        &dir,
+        "application/vnd.oci.image.config.v1+json",
+        config.to_string().as_bytes(),
+    );
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": dc, "layers": [layer]
+    });
+    let dm = blob(
+        &dir,
+        "application/vnd.oci.image.manifest.v1+json",
+        manifest.to_string().as_bytes(),
+    );
+    write_index_json(&dir, "sig", &dm);
+    let tag = format!("{}.sig", digest.replace(':', "-"));
+    push(
+        w,
+        &dir,
+        "sig",
+        &format!("{repo}:{tag}"),
+        &["--dest-tls-verify=false", "--preserve-digests"],
+        false,
+    );
+}
+
+fn ec_key(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let key = dir.join(format!("{name}.key"));
+    let public = dir.join(format!("{name}.pub"));
+    let run = |args: &[&std::ffi::OsStr]| {
+        let o = std::process::Command::new("openssl")
+            .args(args)
+            .output()
+            .expect("openssl");
+        assert!(o.status.success(), "{}", stderr(&o));
+    };
+    run(&[
+        "ecparam".as_ref(),
+        "-name".as_ref(),
+        "prime256v1".as_ref(),
+        "-genkey".as_ref(),
+        "-noout".as_ref(),
+        "-out".as_ref(),
+        key.as_os_str(),
+    ]);
+    run(&[
+        "ec".as_ref(),
+        "-in".as_ref(),
+        key.as_os_str(),
+        "-pubout".as_ref(),
+        "-out".as_ref(),
+        public.as_os_str(),
+    ]);
+    (key, public)
+}
+
+#[test]
+fn signatures_are_verified_with_the_policy_key() {
+    need_root!();
+    need_registry_tools!();
+    let w = World::new();
+    let reg = start_registry(&w, 5000, None, None);
+    let plain = ["--dest-tls-verify=false"];
+    let (key, public) = ec_key(w.dir.path(), "cosign");
+    let (other_key, _) = ec_key(w.dir.path(), "other");
+    let repo = format!("{}/t/signed", reg.addr);
+
+    let l = w.dir.path().join("a");
+    let dm = tiny(&l, "1", "signed\n", false);
+    let digest = dm["digest"].as_str().expect("digest").to_owned();
+    push(&w, &l, "1", &format!("{repo}:1"), &plain, false);
+    let pub_arg = public.to_string_lossy().into_owned();
+    let insecure = ["--insecure-registry", "127.0.0.1:5000"];
+
+    // Not signed yet: refused, nothing visible.
+    let o = pull(
+        &w,
+        &[
+            &insecure[..],
+            &["--verify-key", &pub_arg, &format!("{repo}:1")],
+        ]
+        .concat(),
+    );
+    assert_ne!(o.status.code(), Some(0));
+    assert!(stderr(&o).contains("no signature found"), "{}", stderr(&o));
+    assert!(image_names(&w).is_empty());
+
+    // Signed by another key: refused.
+    push_signature(&w, &other_key, &repo, &digest);
+    let o = pull(
+        &w,
+        &[
+            &insecure[..],
+            &["--verify-key", &pub_arg, &format!("{repo}:1")],
+        ]
+        .concat(),
+    );
+    assert_ne!(o.status.code(), Some(0));
+    assert!(stderr(&o).contains("not the key's"), "{}", stderr(&o));
+    assert!(image_names(&w).is_empty());
+
+    // Signed by the key: pulled and recorded as verified.
+    push_signature(&w, &key, &repo, &digest);
+    let v = pulled(&pull(
+        &w,
+        &[
+            &insecure[..],
+            &["--verify-key", &pub_arg, &format!("{repo}:1")],
+        ]
+        .concat(),
+    ));
+    assert!(
+        v["image"]["verified"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("cosign key sha256:")),
+        "{v}"
+    );
+
+    // The policy asks for the key: a job pulls and verifies on first use (a fresh store);
+    // keyless verification is refused rather than pretended.
+    let w2 = World::new();
+    let reg2 = start_registry(&w2, 5000, None, None);
+    push(
+        &w2,
+        &l,
+        "1",
+        &format!("{}/t/signed:1", reg2.addr),
+        &plain,
+        false,
+    );
+    push_signature(&w2, &key, &format!("{}/t/signed", reg2.addr), &digest);
+    let policy = w2.policy(&format!(
+        "version = 1\n[images]\ninsecure = [\"127.0.0.1:5000\"]\nverify = {{ key = \"{pub_arg}\" }}\n[groups.default]\nrootfs = {{ image = \"127.0.0.1:5000/t/signed:1@{digest}\" }}\n"
+    ));
+    let o = w2
+        .cmd()
+        .args(["run", "-q", "-p"])
+        .arg(&policy)
+        .args(["--", "/bin/sh", "-c", "read m < /marker; echo \"$m\""])
+        .output()
+        .expect("run");
+    assert_eq!(stdout(&o).trim(), "signed", "{}", stderr(&o));
+    let keyless = w2.policy(
+        "version = 1\n[images]\nverify = { issuer = \"https://token.actions.githubusercontent.com\", identity = \"x\" }\n[groups.default]\n",
+    );
+    let o = w2
+        .cmd()
+        .args(["policy", "check"])
+        .arg(&keyless)
+        .output()
+        .expect("check");
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("keyless verification"),
+        "{}",
+        stderr(&o)
+    );
+    w2.assert_clean();
+}

@@ -210,10 +210,18 @@ fn resolve_image(
             .ok()
             .and_then(|r| store.resolve(&airlock_registry::store_name(&r)).ok()),
     };
-    if let Some(i) = have {
+    let key = settings.verify.as_ref().and_then(|v| v.key.clone());
+    // An image pulled before the policy asked for signatures (or under another key) is
+    // pulled again, which verifies it.
+    let fingerprint = match &key {
+        Some(k) => Some(key_fingerprint(k)?),
+        None => None,
+    };
+    if let Some(i) = have.filter(|i| fingerprint.is_none() || i.verified == fingerprint) {
         return Ok(i);
     }
     let opts = airlock_registry::PullOptions {
+        verify_key: key,
         platform: airlock_registry::Platform::default(),
         insecure: settings.insecure.clone(),
         ca_files: settings.ca_files.clone(),
@@ -223,4 +231,18 @@ fn resolve_image(
     let pulled = airlock_registry::pull(store, reference, &opts, &mut airlock_registry::Quiet)
         .map_err(JobError::Pull)?;
     Ok(pulled.image)
+}
+
+/// How an image verified with the key at `path` is recorded (`cosign key sha256:…`).
+fn key_fingerprint(path: &std::path::Path) -> Result<String, JobError> {
+    let file = |message: String| {
+        JobError::Pull(airlock_registry::RegistryError::File {
+            path: path.to_owned(),
+            message,
+        })
+    };
+    let pem = std::fs::read_to_string(path)
+        .map_err(|e| file(format!("cannot read the verification key: {e}")))?;
+    let key = airlock_registry::verify::Key::from_pem(&pem).map_err(file)?;
+    Ok(format!("cosign key {}", key.fingerprint))
 }

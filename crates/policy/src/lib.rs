@@ -499,6 +499,21 @@ fn validate_images(
             );
         }
     }
+    if let Some(v) = &images.verify {
+        if v.issuer.is_some() || v.identity.is_some() {
+            c.push(
+                Some(span.clone()),
+                "images.verify: keyless verification (issuer, identity) is not supported",
+                Some("verify with a key: `verify = { key = \"/etc/airlock/cosign.pub\" }` (docs/images.md)"),
+            );
+        } else if v.key.is_none() {
+            c.push(
+                Some(span.clone()),
+                "images.verify has no key",
+                Some("`verify = { key = \"/etc/airlock/cosign.pub\" }`"),
+            );
+        }
+    }
     for i in &images.insecure {
         let h = i.split(':').next().unwrap_or("");
         if h != "127.0.0.1" && h != "localhost" && h != "[::1]" {

@@ -52,6 +52,25 @@ pub struct ImageSettings {
     /// PEM files of CAs trusted for registries besides the system's.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ca_files: Vec<std::path::PathBuf>,
+    /// Signatures every registry image must carry (cosign); absent: none checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify: Option<ImageVerify>,
+}
+
+/// How registry images are verified (`[images] verify = { key = "…" }`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ImageVerify {
+    /// A cosign public key (PEM, ECDSA P-256) the images must be signed with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<std::path::PathBuf>,
+    /// Keyless: the OIDC issuer of the signer's certificate. Not supported yet (it needs
+    /// Fulcio and Rekor); a policy naming it is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    /// Keyless: the signer's identity. Not supported yet, as `issuer`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
 }
 
 /// The registry host of an image reference (`ghcr.io/x/y:1` → `ghcr.io`), or `None` for a

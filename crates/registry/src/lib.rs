@@ -17,6 +17,8 @@
 //! Credentials come from a `~/.docker/config.json`-style file (`auths.HOST.auth` =
 //! base64(user:password), or `username`/`password`); they are never printed or logged.
 
+pub mod verify;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -73,6 +75,14 @@ pub enum RegistryError {
     /// A manifest airlock cannot use.
     #[error("{reference}: {message}")]
     Unsupported {
+        /// The reference.
+        reference: String,
+        /// Why.
+        message: String,
+    },
+    /// The image is not signed by the key the policy names.
+    #[error("{reference}: signature verification failed: {message}")]
+    Signature {
         /// The reference.
         reference: String,
         /// Why.
@@ -165,6 +175,8 @@ pub struct PullOptions {
     pub credentials: Option<PathBuf>,
     /// The name to store it under (default: the reference without its digest).
     pub name: Option<String>,
+    /// A cosign public key (PEM) the image must be signed with.
+    pub verify_key: Option<PathBuf>,
 }
 
 /// What a pull did.
@@ -341,7 +353,13 @@ async fn pull_async(
         check_digest(reference, &m, &d, Some(&want))?;
         (m, want)
     } else {
-        (top, top_digest)
+        (top, top_digest.clone())
+    };
+    // Signatures name what the reference names (an index's digest for a multi-platform
+    // image): checked before anything is stored.
+    let verified = match &opts.verify_key {
+        Some(k) => Some(verify_signature(&client, &auth, &r, reference, &top_digest, k).await?),
+        None => None,
     };
     let manifest: ImageManifest =
         serde_json::from_slice(&manifest_bytes).map_err(|e| RegistryError::Unsupported {
@@ -357,6 +375,7 @@ async fn pull_async(
             layers: 0,
             imported: 0,
             source: None,
+            verified: None,
         },
         pinned: format!("{}/{}@{manifest_digest}", r.registry(), r.repository()),
         fetched: 0,
@@ -403,8 +422,86 @@ async fn pull_async(
         out.fetched += 1;
         out.fetched_bytes += d.size();
     }
-    out.image = store.install_locked(&name, &manifest_digest, &manifest, Some(&out.pinned))?;
+    out.image = store.install_locked(
+        &name,
+        &manifest_digest,
+        &manifest,
+        Some(&out.pinned),
+        verified.as_deref(),
+    )?;
     Ok(out)
+}
+
+/// Finds a signature of `digest` by the key at `key_path` in the image's repository; returns
+/// how the image is recorded as verified (`cosign key sha256:<fingerprint>`).
+async fn verify_signature(
+    client: &Client,
+    auth: &RegistryAuth,
+    r: &Reference,
+    reference: &str,
+    digest: &str,
+    key_path: &Path,
+) -> Result<String, RegistryError> {
+    let fail = |message: String| RegistryError::Signature {
+        reference: reference.to_owned(),
+        message,
+    };
+    let pem = std::fs::read_to_string(key_path).map_err(|e| RegistryError::File {
+        path: key_path.to_owned(),
+        message: format!("cannot read the verification key: {e}"),
+    })?;
+    let key = verify::Key::from_pem(&pem).map_err(|message| RegistryError::File {
+        path: key_path.to_owned(),
+        message,
+    })?;
+    let tag = verify::signature_tag(digest);
+    let sig_ref = Reference::with_tag(
+        r.registry().to_owned(),
+        r.repository().to_owned(),
+        tag.clone(),
+    );
+    let (body, _) = client
+        .pull_manifest_raw(
+            &sig_ref,
+            auth,
+            &[OCI_IMAGE_MEDIA_TYPE, IMAGE_MANIFEST_MEDIA_TYPE],
+        )
+        .await
+        .map_err(|e| fail(format!("no signature found (tag {tag}): {e}")))?;
+    let m: ImageManifest = serde_json::from_slice(&body)
+        .map_err(|e| fail(format!("the signature manifest does not parse: {e}")))?;
+    let mut reasons = Vec::new();
+    for layer in m.layers() {
+        let Some(sig) = layer
+            .annotations()
+            .as_ref()
+            .and_then(|a| a.get(verify::SIGNATURE_ANNOTATION))
+        else {
+            continue;
+        };
+        if layer.size() > (1 << 20) {
+            reasons.push("a payload over 1 MiB".to_owned());
+            continue;
+        }
+        let mut payload: Vec<u8> = Vec::new();
+        let d = layer.digest().to_string();
+        if let Err(e) = client.pull_blob(r, d.as_str(), &mut payload).await {
+            reasons.push(format!("payload {d}: {e}"));
+            continue;
+        }
+        match key.check(&payload, sig, digest) {
+            Ok(()) => return Ok(format!("cosign key {}", key.fingerprint)),
+            Err(why) => reasons.push(why),
+        }
+    }
+    if reasons.is_empty() {
+        reasons.push("the signature manifest holds no signature".to_owned());
+    }
+    Err(fail(format!(
+        "no signature by key {} for {digest}: {}",
+        key.fingerprint,
+        reasons.join("; ")
+    )))
 }
 
 /// A manifest must be what its digest says, and what the reference pinned.

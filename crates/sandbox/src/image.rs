@@ -110,6 +110,9 @@ pub struct ImageRef {
     /// The registry reference it was pulled from (`None`: imported from a layout).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
+    /// How its signature was verified when it was pulled (`cosign key sha256:…`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verified: Option<String>,
 }
 
 /// The image store rooted at a directory.
@@ -340,7 +343,7 @@ impl ImageStore {
         for l in manifest.layers() {
             self.take_blob(&layout, l)?;
         }
-        self.install_locked(&name, desc.digest().as_ref(), &manifest, None)
+        self.install_locked(&name, desc.digest().as_ref(), &manifest, None, None)
     }
 
     /// Installs an image whose manifest, config and layers are all in the store: unpacks its
@@ -353,6 +356,7 @@ impl ImageStore {
         digest: &str,
         manifest: &ImageManifest,
         source: Option<&str>,
+        verified: Option<&str>,
     ) -> Result<ImageRef, ImageError> {
         if !valid_name(name) {
             return Err(ImageError::BadName(name.to_owned()));
@@ -388,6 +392,7 @@ impl ImageStore {
             layers: manifest.layers().len(),
             imported: crate::state::now(),
             source: source.map(str::to_owned),
+            verified: verified.map(str::to_owned),
         };
         let rp = self.ref_path(&name);
         let refs = self.root.join("refs");
