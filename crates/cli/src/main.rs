@@ -316,6 +316,22 @@ enum ImageCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Remove pulled images no job used for a while, and every blob, unpacked root
+    /// filesystem and leftover of a killed pull or import that no image needs.
+    ///
+    /// Imported images are never removed by age (they cannot be fetched again); remove them
+    /// with `airlock image rm`.
+    Gc {
+        /// Pulled images whose last job (or pull) is older than this go, e.g. `30d`.
+        #[arg(long, default_value = "30d", value_parser = humantime::parse_duration)]
+        unused_for: std::time::Duration,
+        /// Only print what would be removed.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Remove an image by name or digest.
     Rm {
         /// Name (`name:tag`) or digest.
@@ -1150,18 +1166,49 @@ fn cmd_image(i: ImageCmd, paths: Paths) -> Result<u8> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&all)?);
             } else {
+                let when = |t: Option<u64>| match t {
+                    Some(t) if t > 0 => humantime::format_rfc3339_seconds(
+                        std::time::UNIX_EPOCH + std::time::Duration::from_secs(t),
+                    )
+                    .to_string(),
+                    _ => "never".to_owned(),
+                };
                 println!(
-                    "{:<32} {:<20} {:>7} {:>12}",
-                    "NAME", "DIGEST", "LAYERS", "SIZE"
+                    "{:<40} {:<20} {:>7} {:>12} {:<20} {:<20} SIGNED",
+                    "NAME", "DIGEST", "LAYERS", "SIZE", "PULLED/IMPORTED", "LAST USED"
                 );
                 for r in all {
                     println!(
-                        "{:<32} {:<20} {:>7} {:>12}",
+                        "{:<40} {:<20} {:>7} {:>12} {:<20} {:<20} {}",
                         // An image's name can come from its own index annotations.
                         Escaped(&r.name),
                         &r.digest[..r.digest.len().min(19)],
                         r.layers,
-                        r.size
+                        r.size,
+                        when(Some(r.imported)),
+                        when(r.last_used),
+                        if r.verified.is_some() { "yes" } else { "-" }
+                    );
+                }
+            }
+        }
+        ImageCmd::Gc {
+            unused_for,
+            dry_run,
+            json,
+        } => {
+            let r = store.gc(unused_for, dry_run)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                let verb = if dry_run { "would remove" } else { "removed" };
+                for n in &r.images {
+                    println!("{verb} {}", Escaped(n));
+                }
+                if !dry_run {
+                    println!(
+                        "removed {} blobs ({} bytes) and {} directories",
+                        r.blobs, r.bytes, r.dirs
                     );
                 }
             }

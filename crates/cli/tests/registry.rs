@@ -840,3 +840,101 @@ fn signatures_are_verified_with_the_policy_key() {
     );
     w2.assert_clean();
 }
+
+#[test]
+fn ls_shows_use_and_gc_removes_only_unused_pulled_images() {
+    need_root!();
+    need_registry_tools!();
+    let w = World::new();
+    let reg = start_registry(&w, 5000, None, None);
+    let l = w.dir.path().join("a");
+    tiny(&l, "1", "gc\n", false);
+    push(
+        &w,
+        &l,
+        "1",
+        &format!("{}/t/gc:1", reg.addr),
+        &["--dest-tls-verify=false"],
+        false,
+    );
+    pulled(&pull(
+        &w,
+        &[
+            "--insecure-registry",
+            "127.0.0.1:5000",
+            "127.0.0.1:5000/t/gc:1",
+        ],
+    ));
+    // The same layout imported under a local name: never removed by age.
+    let o = w
+        .cmd()
+        .args(["image", "import", "--name", "local:1"])
+        .arg(&l)
+        .output()
+        .expect("import");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let policy =
+        w.policy("version = 1\n[groups.default]\nrootfs = { image = \"127.0.0.1:5000/t/gc:1\" }\n");
+    let o = w
+        .cmd()
+        .args(["run", "-q", "-p"])
+        .arg(&policy)
+        .args(["--", "/bin/sh", "-c", "exit 0"])
+        .output()
+        .expect("run");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = w
+        .cmd()
+        .args(["image", "ls", "--json"])
+        .output()
+        .expect("ls");
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    let pulled_img = v
+        .as_array()
+        .and_then(|a| a.iter().find(|i| i["name"] == "127.0.0.1:5000/t/gc:1"))
+        .expect("listed");
+    assert!(pulled_img["last_used"].as_u64().is_some(), "{pulled_img}");
+    assert!(pulled_img["source"].as_str().is_some(), "{pulled_img}");
+    let o = w.cmd().args(["image", "ls"]).output().expect("ls");
+    assert!(stdout(&o).contains("LAST USED"), "{}", stdout(&o));
+
+    // Used just now: a 1h bound keeps it.
+    let o = w
+        .cmd()
+        .args(["image", "gc", "--json", "--unused-for", "1h"])
+        .output()
+        .expect("gc");
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(r["images"], serde_json::json!([]), "{r}");
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    let o = w
+        .cmd()
+        .args(["image", "gc", "--json", "--dry-run", "--unused-for", "1s"])
+        .output()
+        .expect("gc");
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(
+        r["images"],
+        serde_json::json!(["127.0.0.1:5000/t/gc:1"]),
+        "{r}"
+    );
+    assert_eq!(image_names(&w).len(), 2, "a dry run removed something");
+    let o = w
+        .cmd()
+        .args(["image", "gc", "--json", "--unused-for", "1s"])
+        .output()
+        .expect("gc");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(image_names(&w), ["local:1"]);
+    // The imported image still runs (its blobs and rootfs were kept).
+    let local = w.policy("version = 1\n[groups.default]\nrootfs = { image = \"local:1\" }\n");
+    let o = w
+        .cmd()
+        .args(["run", "-q", "-p"])
+        .arg(&local)
+        .args(["--", "/bin/sh", "-c", "read m < /marker; echo \"$m\""])
+        .output()
+        .expect("run");
+    assert_eq!(stdout(&o).trim(), "gc", "{}", stderr(&o));
+    w.assert_clean();
+}

@@ -77,6 +77,10 @@ impl Engine {
             RootfsSource::Image(r) => {
                 let store = ImageStore::new(self.paths.images());
                 let img = resolve_image(&store, r, &policy.policy.images)?;
+                if let Err(e) = store.mark_used(&img.digest) {
+                    // Only `image gc`'s notion of "unused" depends on it.
+                    tracing::warn!("recording the image's use: {e}");
+                }
                 let dir = store.rootfs_dir(&img.digest);
                 Some((img.digest, dir))
             }

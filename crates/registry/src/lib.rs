@@ -376,6 +376,7 @@ async fn pull_async(
             imported: 0,
             source: None,
             verified: None,
+            last_used: None,
         },
         pinned: format!("{}/{}@{manifest_digest}", r.registry(), r.repository()),
         fetched: 0,

@@ -113,6 +113,22 @@ pub struct ImageRef {
     /// How its signature was verified when it was pulled (`cosign key sha256:…`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verified: Option<String>,
+    /// Unix time a job last started on it (from `STORE/used/<hex>`; not stored in the ref).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_used: Option<u64>,
+}
+
+/// What `airlock image gc` removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct GcReport {
+    /// Pulled images not used within the bound, by name.
+    pub images: Vec<String>,
+    /// Blobs no image refers to (and partial downloads).
+    pub blobs: usize,
+    /// Bytes those blobs held.
+    pub bytes: u64,
+    /// Unpacked root filesystems no image names, and staging directories of killed runs.
+    pub dirs: usize,
 }
 
 /// The image store rooted at a directory.
@@ -393,6 +409,7 @@ impl ImageStore {
             imported: crate::state::now(),
             source: source.map(str::to_owned),
             verified: verified.map(str::to_owned),
+            last_used: None,
         };
         let rp = self.ref_path(&name);
         let refs = self.root.join("refs");
@@ -477,7 +494,8 @@ impl ImageStore {
                 continue;
             }
             let data = std::fs::read(&p).map_err(io("reading", &p))?;
-            if let Ok(r) = serde_json::from_slice::<ImageRef>(&data) {
+            if let Ok(mut r) = serde_json::from_slice::<ImageRef>(&data) {
+                r.last_used = self.last_used(&r.digest);
                 out.push(r);
             }
         }
@@ -519,9 +537,92 @@ impl ImageStore {
         Ok(r)
     }
 
+    fn used_path(&self, digest: &str) -> PathBuf {
+        self.root
+            .join("used")
+            .join(digest.trim_start_matches("sha256:"))
+    }
+
+    /// Records that a job starts on the image `digest` now (its mtime is the last use).
+    pub fn mark_used(&self, digest: &str) -> Result<(), ImageError> {
+        let p = self.used_path(digest);
+        let dir = self.root.join("used");
+        std::fs::create_dir_all(&dir).map_err(io("creating", &dir))?;
+        std::fs::write(&p, b"").map_err(io("writing", &p))
+    }
+
+    /// When a job last started on the image `digest` (Unix time).
+    pub fn last_used(&self, digest: &str) -> Option<u64> {
+        let m = std::fs::metadata(self.used_path(digest)).ok()?;
+        let t = m.modified().ok()?;
+        t.duration_since(std::time::UNIX_EPOCH)
+            .ok()
+            .map(|d| d.as_secs())
+    }
+
+    /// Removes pulled images no job used within `unused_for` (imported images are kept: they
+    /// cannot be fetched again), then every blob, root filesystem and staging directory no
+    /// image needs. `dry_run`: only says what would go.
+    pub fn gc(
+        &self,
+        unused_for: std::time::Duration,
+        dry_run: bool,
+    ) -> Result<GcReport, ImageError> {
+        let mut report = GcReport::default();
+        let now = crate::state::now();
+        for r in self.list()? {
+            let last = r.last_used.unwrap_or(r.imported).max(r.imported);
+            if r.source.is_some() && now.saturating_sub(last) > unused_for.as_secs() {
+                report.images.push(r.name.clone());
+                if !dry_run {
+                    let rp = self.ref_path(&r.name);
+                    std::fs::remove_file(&rp).map_err(io("removing", &rp))?;
+                }
+            }
+        }
+        if dry_run {
+            return Ok(report);
+        }
+        let _exclusive = self.lock(true)?;
+        let live: HashSet<String> = self
+            .list()?
+            .iter()
+            .map(|r| r.digest.trim_start_matches("sha256:").to_owned())
+            .collect();
+        for sub in ["rootfs", "used"] {
+            let dir = self.root.join(sub);
+            for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                let n = e.file_name().to_string_lossy().into_owned();
+                if !live.contains(&n) {
+                    remove_any(&e.path()).map_err(io("removing", e.path()))?;
+                    if sub == "rootfs" {
+                        report.dirs += 1;
+                    }
+                }
+            }
+        }
+        // Staging directories of imports and pulls that were killed (none is running:
+        // the exclusive lock waits for them).
+        let tmp = self.root.join("tmp");
+        for e in std::fs::read_dir(&tmp).into_iter().flatten().flatten() {
+            remove_any(&e.path()).map_err(io("removing", e.path()))?;
+            report.dirs += 1;
+        }
+        let (blobs, bytes) = self.gc_blobs_locked()?;
+        report.blobs = blobs;
+        report.bytes = bytes;
+        Ok(report)
+    }
+
     /// Removes blobs no remaining image refers to, and partial downloads of killed pulls.
     fn gc_blobs(&self) -> Result<(), ImageError> {
         let _exclusive = self.lock(true)?;
+        self.gc_blobs_locked().map(|_| ())
+    }
+
+    /// [`Self::gc_blobs`] with the exclusive lock held; returns (blobs, bytes) removed.
+    fn gc_blobs_locked(&self) -> Result<(usize, u64), ImageError> {
+        let mut removed = (0, 0);
         let mut keep = HashSet::new();
         for r in self.list()? {
             let hex = r.digest.trim_start_matches("sha256:").to_owned();
@@ -539,11 +640,14 @@ impl ImageStore {
             for e in rd.flatten() {
                 let n = e.file_name().to_string_lossy().into_owned();
                 if !keep.contains(&n) {
+                    let len = e.metadata().map(|m| m.len()).unwrap_or(0);
                     std::fs::remove_file(e.path()).map_err(io("removing", e.path()))?;
+                    removed.0 += 1;
+                    removed.1 += len;
                 }
             }
         }
-        Ok(())
+        Ok(removed)
     }
 }
 
