@@ -722,6 +722,15 @@ fn decompressed(p: &Path) -> Result<Box<dyn Read>, ImageError> {
 /// `etc/passwd` links to `/etc/shadow` or `../../../../etc/shadow` reads its own (missing)
 /// shadow file, never the host's. Only a regular file is read.
 pub fn read_in_image(root: &Path, rel: &str) -> std::io::Result<String> {
+    let mut f = open_in_image(root, rel)?;
+    let mut s = String::new();
+    f.read_to_string(&mut s)?;
+    Ok(s)
+}
+
+/// Opens a regular file of an image rootfs as [`read_in_image`] reads it (symlinks resolved
+/// inside `root`, never leaving it).
+pub fn open_in_image(root: &Path, rel: &str) -> std::io::Result<File> {
     use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
     use std::os::fd::{AsRawFd as _, FromRawFd as _};
 
@@ -736,16 +745,14 @@ pub fn read_in_image(root: &Path, rel: &str) -> std::io::Result<String> {
         );
     let fd = openat2(dir.as_raw_fd(), rel, how)?;
     // SAFETY: `openat2` just returned this descriptor; nothing else owns or closes it.
-    let mut f = unsafe { File::from_raw_fd(fd) };
+    let f = unsafe { File::from_raw_fd(fd) };
     if !f.metadata()?.is_file() {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidData,
             format!("{rel} is not a regular file in the image"),
         ));
     }
-    let mut s = String::new();
-    f.read_to_string(&mut s)?;
-    Ok(s)
+    Ok(f)
 }
 
 /// A path inside a layer, made relative and checked: no `..`. A leading `/` is dropped, not
