@@ -25,7 +25,12 @@ pub fn scan(image: &str, digest: &str, root: &Path, db_dir: &Path) -> ScanReport
     let names: HashSet<String> = inv
         .packages
         .iter()
-        .flat_map(|p| std::iter::once(p.name.clone()).chain(p.source.clone()))
+        .flat_map(|p| {
+            let normalized = (p.ecosystem == Ecosystem::PyPI).then(|| osv::pep503(&p.name));
+            std::iter::once(p.name.clone())
+                .chain(p.source.clone())
+                .chain(normalized)
+        })
         .collect();
     let db = osv::Db::load(db_dir, &names);
     let findings = db.matches(&inv.packages);

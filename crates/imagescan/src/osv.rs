@@ -218,7 +218,8 @@ impl Db {
         self.read += 1;
         match serde_json::from_reader::<_, Entry>(r) {
             Ok(e) => {
-                if e.affected.iter().any(|a| names.contains(&a.package.name)) {
+                let named = |n: &str| names.contains(n) || names.contains(&pep503(n));
+                if e.affected.iter().any(|a| named(&a.package.name)) {
                     self.entries.push(e);
                 }
             }
@@ -282,7 +283,11 @@ fn affects(a: &Affected, p: &Package) -> Option<Option<String>> {
     if !same_ecosystem(&a.package.ecosystem, &p.ecosystem) {
         return None;
     }
-    let named = a.package.name == p.name || p.source.as_deref() == Some(&a.package.name);
+    let named = if p.ecosystem == Ecosystem::PyPI {
+        pep503(&a.package.name) == pep503(&p.name)
+    } else {
+        a.package.name == p.name || p.source.as_deref() == Some(&a.package.name)
+    };
     if !named {
         return None;
     }
@@ -299,6 +304,21 @@ fn affects(a: &Affected, p: &Package) -> Option<Option<String>> {
         }
     }
     None
+}
+
+/// A Python package name as PEP 503 compares them: lower case, runs of `-_.` as one `-`.
+pub fn pep503(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for c in name.chars() {
+        if matches!(c, '-' | '_' | '.') {
+            if !out.ends_with('-') {
+                out.push('-');
+            }
+        } else {
+            out.push(c.to_ascii_lowercase());
+        }
+    }
+    out
 }
 
 fn event<'a>(e: &'a serde_json::Map<String, serde_json::Value>, k: &str) -> Option<&'a str> {
