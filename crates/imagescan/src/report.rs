@@ -44,7 +44,7 @@ impl ScanReport {
         self.findings.retain(|f| {
             !ignore
                 .iter()
-                .any(|i| i.id == f.id || f.aliases.iter().any(|a| *a == i.id))
+                .any(|i| i.id == f.id || f.aliases.contains(&i.id))
         });
         before - self.findings.len()
     }
