@@ -79,6 +79,8 @@ kinds! {
     AuditCheckpoint = "audit.checkpoint",
     /// Where the kept chain starts after retention removed older segments.
     AuditAnchor = "audit.anchor",
+    /// `airlock image scan` scanned an image against OSV data.
+    ImageScanned = "image.scanned",
     /// `airlock drill` finished: what it attacked and what got through.
     DrillCompleted = "drill.completed",
     /// serve: a job is being given a runner.

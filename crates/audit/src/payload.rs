@@ -194,3 +194,26 @@ pub struct DrillCompleted {
 impl Payload for DrillCompleted {
     const KIND: Kind = Kind::DrillCompleted;
 }
+
+/// `image.scanned`: an image's packages were matched against OSV data (checklist item 20,
+/// read by `scan host`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageScanned {
+    /// The image's name.
+    pub image: String,
+    /// Its manifest digest.
+    pub digest: String,
+    /// Packages found.
+    pub packages: usize,
+    /// Vulnerable packages found (after the ignore list).
+    pub findings: usize,
+    /// The most severe (`None`: no finding).
+    #[serde(default)]
+    pub max_severity: Option<String>,
+    /// OSV entries read (0: the database was empty, nothing was checked).
+    pub osv_entries: usize,
+}
+
+impl Payload for ImageScanned {
+    const KIND: Kind = Kind::ImageScanned;
+}

@@ -2,7 +2,7 @@
 //! library crates.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use airlock_job::{Engine, JobOutcome, JobReport, JobRequest};
@@ -310,6 +310,25 @@ enum ImageCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Scan an image for known vulnerabilities: its packages (dpkg, apk, rpm, npm lock
+    /// files, Python) matched against the OSV data of `airlock image db update`.
+    ///
+    /// Exit code by the highest severity: 0 none, 11 low, 12 medium (and unknown), 13 high,
+    /// 14 critical; 1 if the scan could not run. The result is recorded in the audit log
+    /// (`image.scanned`), which `airlock scan host` reads.
+    Scan {
+        /// Image name or digest (`airlock image ls`).
+        reference: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "plain")]
+        format: ImageScanFormat,
+        /// Also write a CycloneDX 1.5 JSON SBOM of the image to this file.
+        #[arg(long, value_name = "FILE")]
+        sbom: Option<PathBuf>,
+    },
+    /// The vulnerability data `image scan` reads (OSV, per ecosystem).
+    #[command(subcommand)]
+    Db(ImageDbCmd),
     /// List imported images.
     Ls {
         /// Print JSON.
@@ -336,6 +355,28 @@ enum ImageCmd {
     Rm {
         /// Name (`name:tag`) or digest.
         reference: String,
+    },
+}
+
+/// Output of `airlock image scan`.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ImageScanFormat {
+    Plain,
+    Json,
+    Sarif,
+}
+
+#[derive(Subcommand)]
+enum ImageDbCmd {
+    /// Fetch OSV's archives (`<source>/<ecosystem>/all.zip`) into DATA/osv.
+    Update {
+        /// Where to fetch from (https://, or http:// to a loopback mirror).
+        #[arg(long, default_value = airlock_imagescan::db::DEFAULT_SOURCE)]
+        source: String,
+        /// An ecosystem to fetch (repeatable); default: Debian, Ubuntu, Alpine, Rocky Linux,
+        /// AlmaLinux, Red Hat, npm, PyPI.
+        #[arg(long = "ecosystem")]
+        ecosystems: Vec<String>,
     },
 }
 
@@ -1095,6 +1136,44 @@ fn cmd_verify(
     Ok(if ok { 0 } else { 1 })
 }
 
+fn image_scan(
+    store: &ImageStore,
+    paths: &Paths,
+    reference: &str,
+    format: ImageScanFormat,
+    sbom: Option<&Path>,
+) -> Result<u8> {
+    let img = store.resolve(reference)?;
+    let root = store.rootfs_dir(&img.digest);
+    let report = airlock_imagescan::scan(&img.name, &img.digest, &root, &paths.data.join("osv"));
+    if let Some(p) = sbom {
+        std::fs::write(p, serde_json::to_vec_pretty(&report.cyclonedx())?)
+            .with_context(|| format!("writing the SBOM to {}", p.display()))?;
+    }
+    match format {
+        ImageScanFormat::Plain => report.render_plain(&mut std::io::stdout())?,
+        ImageScanFormat::Json => println!("{}", serde_json::to_string_pretty(&report.json())?),
+        ImageScanFormat::Sarif => println!("{}", serde_json::to_string_pretty(&report.sarif())?),
+    }
+    let record = airlock_audit::payload::ImageScanned {
+        image: img.name.clone(),
+        digest: img.digest.clone(),
+        packages: report.packages.len(),
+        findings: report.findings.len(),
+        max_severity: report.max_severity().map(|s| s.as_str().to_owned()),
+        osv_entries: report.osv_entries_read,
+    };
+    let written = airlock_audit::AuditLog::open(&paths.audit())
+        .and_then(|mut log| log.append_batch(vec![airlock_audit::Event::of(None, &record)]));
+    if let Err(e) = written {
+        eprintln!(
+            "airlock: the scan was not recorded in the audit log: {}",
+            Escaped(&e.to_string())
+        );
+    }
+    Ok(report.exit_code())
+}
+
 /// Pull progress on a terminal: one line per blob, on stderr.
 struct PullProgress {
     on: bool,
@@ -1159,6 +1238,29 @@ fn cmd_image(i: ImageCmd, paths: Paths) -> Result<u8> {
                     p.reused
                 );
                 println!("pinned: {}", Escaped(&p.pinned));
+            }
+        }
+        ImageCmd::Scan {
+            reference,
+            format,
+            sbom,
+        } => return image_scan(&store, &paths, &reference, format, sbom.as_deref()),
+        ImageCmd::Db(ImageDbCmd::Update { source, ecosystems }) => {
+            let ecosystems = if ecosystems.is_empty() {
+                airlock_imagescan::db::DEFAULT_ECOSYSTEMS
+                    .iter()
+                    .map(|s| (*s).to_owned())
+                    .collect()
+            } else {
+                ecosystems
+            };
+            for f in airlock_imagescan::db::update(&paths.data.join("osv"), &source, &ecosystems)? {
+                println!(
+                    "{}: {} entries ({} bytes)",
+                    Escaped(&f.ecosystem),
+                    f.entries,
+                    f.bytes
+                );
             }
         }
         ImageCmd::Ls { json } => {

@@ -75,6 +75,33 @@ fn a_live_airlock_host_passes_every_item_it_can_decide() {
         .expect("drill");
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
 
+    // An image imported and scanned against OSV data (the fixture entries, copied where
+    // `airlock image db update` puts them).
+    let osv = data.join("osv/Debian");
+    std::fs::create_dir_all(&osv).expect("osv");
+    let fixtures =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../imagescan/tests/fixtures/osv/Debian");
+    for e in std::fs::read_dir(&fixtures).expect("fixtures").flatten() {
+        std::fs::copy(e.path(), osv.join(e.file_name())).expect("copy");
+    }
+    let layout = w.dir.path().join("deb");
+    common::oci::debian_layout(&layout, "deb:1");
+    let o = w
+        .cmd()
+        .env("AIRLOCK_DATA_DIR", &data)
+        .args(["image", "import"])
+        .arg(&layout)
+        .output()
+        .expect("import");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = w
+        .cmd()
+        .env("AIRLOCK_DATA_DIR", &data)
+        .args(["image", "scan", "deb:1"])
+        .output()
+        .expect("image scan");
+    assert_eq!(o.status.code(), Some(13), "{}", stderr(&o));
+
     let o = std::process::Command::new(airlock_bin())
         .args(["scan", "host", "--json", "--root"])
         .arg(&root)
@@ -91,8 +118,6 @@ fn a_live_airlock_host_passes_every_item_it_can_decide() {
             | "unauthorized-registration-monitoring"
             | "decommission-runners"
             | "runner-auto-update" => "unknown",
-            // Registry images and their scanning are not built yet (issue 11).
-            "image-vulnerability-scanning" => "fail",
             _ => "pass",
         };
         assert_eq!(i["status"], want, "{id}: {i:#}");
@@ -108,5 +133,6 @@ fn a_live_airlock_host_passes_every_item_it_can_decide() {
     assert!(reason("config-change-alerts").contains("1 jobs recorded their policy's SHA-256"));
     assert!(reason("penetration-testing").contains("airlock drill passed 0 days ago"));
     assert!(reason("access-log-review").contains("webhook to 127.0.0.1:9"));
+    assert!(reason("image-vulnerability-scanning").contains("image deb:1 scanned at"));
     w.assert_clean();
 }

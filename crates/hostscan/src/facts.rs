@@ -122,6 +122,8 @@ pub struct AuditSummary {
     pub config_changes: usize,
     /// The newest `drill.completed`: when (ms since the epoch) and what it found.
     pub last_drill: Option<(u128, airlock_audit::payload::DrillCompleted)>,
+    /// The newest `image.scanned` per image digest (at most 50 images): when and what.
+    pub image_scans: Vec<(u128, airlock_audit::payload::ImageScanned)>,
     /// Every segment was read (false when the byte budget ran out first).
     pub complete: bool,
 }
@@ -148,6 +150,7 @@ impl AuditSummary {
             Kind::JobRequested,
             Kind::ConfigChanged,
             Kind::DrillCompleted,
+            Kind::ImageScanned,
         ];
         if !wanted
             .iter()
@@ -168,6 +171,24 @@ impl AuditSummary {
                     .is_some_and(|s| s.len() == 64) =>
             {
                 self.policy_digests += 1;
+            }
+            Some(Kind::ImageScanned) => {
+                if let Some(s) = r.payload::<airlock_audit::payload::ImageScanned>() {
+                    let at = self
+                        .image_scans
+                        .iter()
+                        .position(|(_, x)| x.digest == s.digest);
+                    match at {
+                        Some(i) if self.image_scans[i].0 <= r.time_ms => {
+                            self.image_scans[i] = (r.time_ms, s)
+                        }
+                        Some(_) => {}
+                        None if self.image_scans.len() < 50 => {
+                            self.image_scans.push((r.time_ms, s))
+                        }
+                        None => {}
+                    }
+                }
             }
             Some(Kind::DrillCompleted) => {
                 if let Some(d) = r.payload::<DrillCompleted>() {

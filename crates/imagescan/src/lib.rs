@@ -52,3 +52,5 @@ pub fn scan(image: &str, digest: &str, root: &Path, db_dir: &Path) -> ScanReport
         notes,
     }
 }
+
+pub mod db;

@@ -177,3 +177,32 @@ pub fn write_multi(layout: &Path, name: &str, manifests: &[serde_json::Value]) {
     let index = serde_json::json!({ "schemaVersion": 2, "manifests": [di] });
     std::fs::write(layout.join("index.json"), index.to_string()).expect("index");
 }
+
+/// A layout whose rootfs says Debian 12 with a vulnerable libssl3 (source openssl).
+pub fn debian_layout(dir: &Path, name: &str) {
+    new_layout(dir);
+    let layer = tar_of(|t| {
+        add_dir(t, "etc");
+        add_file(
+            t,
+            "etc/os-release",
+            b"ID=debian\nVERSION_ID=\"12\"\n",
+            0o644,
+        );
+        for d in ["var", "var/lib", "var/lib/dpkg"] {
+            add_dir(t, d);
+        }
+        add_file(
+            t,
+            "var/lib/dpkg/status",
+            b"Package: libssl3\nStatus: install ok installed\nSource: openssl\nVersion: 3.0.11-1~deb12u1\n\nPackage: bash\nStatus: install ok installed\nVersion: 5.2.15-2+b2\n",
+            0o644,
+        );
+    });
+    let dm = write_manifest(
+        dir,
+        "amd64",
+        &[("application/vnd.oci.image.layer.v1.tar+gzip", gzip(&layer))],
+    );
+    write_index_json(dir, name, &dm);
+}
