@@ -147,3 +147,84 @@ fn db_update_and_scan_an_image() {
     // Each scan is in the audit log, for `scan host`.
     assert_eq!(records(&w, "image.scanned").len(), 3);
 }
+
+#[test]
+fn the_policy_refuses_images_with_findings_at_its_threshold() {
+    need_root!();
+    let w = World::new();
+    // OSV data where `airlock image db update` puts it (the fixture entries).
+    let osv = w.data().join("osv/Debian");
+    std::fs::create_dir_all(&osv).expect("osv");
+    for e in std::fs::read_dir(format!("{OSV_FIXTURES}/Debian"))
+        .expect("fixtures")
+        .flatten()
+    {
+        std::fs::copy(e.path(), osv.join(e.file_name())).expect("copy");
+    }
+    let l = w.dir.path().join("deb");
+    common::oci::debian_layout(&l, "deb:1");
+    let o = w
+        .cmd()
+        .args(["image", "import"])
+        .arg(&l)
+        .output()
+        .expect("import");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let run = |policy: &str| {
+        let p = w.policy(policy);
+        w.cmd()
+            .args(["run", "-q", "-p"])
+            .arg(&p)
+            .args(["--", "/nonexistent"])
+            .output()
+            .expect("run")
+    };
+    let base = "version = 1\n[groups.default]\nrootfs = { image = \"deb:1\" }\n[images]\n";
+    // High finding, threshold high: refused before the job exists, with the finding named.
+    let o = run(&format!("{base}scan = {{ max_severity = \"high\" }}\n"));
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("known vulnerabilities at or above high")
+            && stderr(&o).contains("AIRLOCK-TEST-DEB-1 (libssl3 3.0.11-1~deb12u1, high)"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(records(&w, "job.requested").is_empty());
+    assert_eq!(records(&w, "image.scanned").len(), 1);
+    // Ignored by an alias, with a reason: the job gets past the check (and fails on its
+    // command, which the image does not have: exit 125, not the refusal's 2).
+    let o = run(&format!(
+        "{base}scan = {{ max_severity = \"high\", ignore = [{{ id = \"CVE-2099-0001\", reason = \"TLS is not used by these jobs\" }}] }}\n"
+    ));
+    assert_ne!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        !stderr(&o).contains("known vulnerabilities"),
+        "{}",
+        stderr(&o)
+    );
+    // A higher threshold lets it through too; the cached scan is reused (no new record).
+    let o = run(&format!("{base}scan = {{ max_severity = \"critical\" }}\n"));
+    assert!(
+        !stderr(&o).contains("known vulnerabilities"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(records(&w, "image.scanned").len(), 1);
+    // An ignore without a reason is refused by the policy.
+    let p = w.policy(&format!(
+        "{base}scan = {{ max_severity = \"high\", ignore = [{{ id = \"CVE-2099-0001\", reason = \"\" }}] }}\n"
+    ));
+    let o = w
+        .cmd()
+        .args(["policy", "check"])
+        .arg(&p)
+        .output()
+        .expect("check");
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("needs an id and a reason"),
+        "{}",
+        stderr(&o)
+    );
+    w.assert_clean();
+}

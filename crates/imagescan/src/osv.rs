@@ -131,7 +131,7 @@ pub struct Range {
 }
 
 /// A package of the inventory that an entry affects.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize)]
 pub struct Finding {
     /// The entry's id.
     pub id: String,

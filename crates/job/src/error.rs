@@ -20,6 +20,16 @@ pub enum JobError {
     /// The group's registry image could not be pulled.
     #[error("pulling the group's image")]
     Pull(#[source] airlock_registry::RegistryError),
+    /// The image has known vulnerabilities at or above the policy's `max_severity`.
+    #[error("image {image} has known vulnerabilities at or above {threshold} ([images] scan): {}", findings.join(", "))]
+    Vulnerable {
+        /// The image.
+        image: String,
+        /// The threshold.
+        threshold: String,
+        /// `ID (package version, severity)`, at most 20.
+        findings: Vec<String>,
+    },
     /// The policy's alert sinks cannot be opened: the job is refused rather than its alerts
     /// lost.
     #[error("opening the alert sinks of the policy's [alerts]")]
@@ -58,7 +68,7 @@ impl JobError {
             | Self::WorkdirNotADirectory(_)
             | Self::WorkdirHoldsKeys { .. } => FailureKind::Request,
             Self::Sandbox(e) => e.kind(),
-            Self::Pull(_) => FailureKind::Image,
+            Self::Pull(_) | Self::Vulnerable { .. } => FailureKind::Image,
             Self::Sinks(_) | Self::AuditSettings(_) => FailureKind::Audit,
             Self::NotRoot | Self::HelperExe(_) => FailureKind::Host,
         }

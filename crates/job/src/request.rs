@@ -77,6 +77,9 @@ impl Engine {
             RootfsSource::Image(r) => {
                 let store = ImageStore::new(self.paths.images());
                 let img = resolve_image(&store, r, &policy.policy.images)?;
+                if let Some(scan) = &policy.policy.images.scan {
+                    check_vulnerabilities(&store, &img, &self.paths, scan)?;
+                }
                 if let Err(e) = store.mark_used(&img.digest) {
                     // Only `image gc`'s notion of "unused" depends on it.
                     tracing::warn!("recording the image's use: {e}");
@@ -249,4 +252,142 @@ fn key_fingerprint(path: &std::path::Path) -> Result<String, JobError> {
         .map_err(|e| file(format!("cannot read the verification key: {e}")))?;
     let key = airlock_registry::verify::Key::from_pem(&pem).map_err(file)?;
     Ok(format!("cosign key {}", key.fingerprint))
+}
+
+/// Refuses an image with known vulnerabilities at or above the policy's threshold. The scan
+/// of a digest against one state of the OSV data is kept (`DATA/images/scans/<hex>.json`):
+/// a job starts without rescanning until the image or the data changes.
+fn check_vulnerabilities(
+    store: &ImageStore,
+    img: &airlock_sandbox::image::ImageRef,
+    paths: &airlock_sandbox::Paths,
+    policy: &airlock_policy::ImageScanPolicy,
+) -> Result<(), JobError> {
+    use airlock_imagescan::report::Ignore;
+    let osv = paths.data.join("osv");
+    let stamp = osv_stamp(&osv);
+    let cache = store
+        .root()
+        .join("scans")
+        .join(format!("{}.json", img.digest.trim_start_matches("sha256:")));
+    let cached = std::fs::read(&cache)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .filter(|v| v["stamp"] == stamp.as_str())
+        .and_then(|v| {
+            serde_json::from_value::<Vec<airlock_imagescan::Finding>>(v["findings"].clone()).ok()
+        });
+    let findings = match cached {
+        Some(f) => f,
+        None => {
+            let report = airlock_imagescan::scan(
+                &img.name,
+                &img.digest,
+                &store.rootfs_dir(&img.digest),
+                &osv,
+            );
+            record_scan(paths, img, &report);
+            let v = serde_json::json!({ "stamp": stamp, "findings": report.findings });
+            if let Some(dir) = cache.parent() {
+                let _ = std::fs::create_dir_all(dir);
+            }
+            if let Err(e) = std::fs::write(&cache, v.to_string()) {
+                tracing::warn!("keeping the image's scan: {e}");
+            }
+            report.findings
+        }
+    };
+    let threshold = airlock_imagescan::Severity::from_word(&policy.max_severity)
+        .unwrap_or(airlock_imagescan::Severity::Critical);
+    let ignore: Vec<Ignore> = policy
+        .ignore
+        .iter()
+        .map(|i| Ignore {
+            id: i.id.clone(),
+            reason: i.reason.clone(),
+        })
+        .collect();
+    let mut report = airlock_imagescan::ScanReport {
+        image: img.name.clone(),
+        digest: img.digest.clone(),
+        os: None,
+        packages: Vec::new(),
+        findings,
+        osv_entries_read: 0,
+        notes: Vec::new(),
+    };
+    report.apply_ignores(&ignore);
+    let over: Vec<String> = report
+        .at_or_above(threshold)
+        .iter()
+        .take(20)
+        .map(|f| {
+            format!(
+                "{} ({} {}, {})",
+                f.id,
+                f.package,
+                f.version,
+                f.severity.as_str()
+            )
+        })
+        .collect();
+    if over.is_empty() {
+        return Ok(());
+    }
+    Err(JobError::Vulnerable {
+        image: img.name.clone(),
+        threshold: policy.max_severity.clone(),
+        findings: over,
+    })
+}
+
+/// A fingerprint of the OSV data's state: names, sizes and times of its files.
+fn osv_stamp(dir: &std::path::Path) -> String {
+    use std::hash::{Hash as _, Hasher as _};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    let mut stack = vec![dir.to_owned()];
+    let mut n = 0usize;
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        let mut entries: Vec<_> = rd.flatten().collect();
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            n += 1;
+            if n > 1_000_000 {
+                break;
+            }
+            let Ok(m) = e.metadata() else { continue };
+            if m.is_dir() {
+                stack.push(e.path());
+            } else {
+                e.file_name().hash(&mut h);
+                m.len().hash(&mut h);
+                m.modified().ok().hash(&mut h);
+            }
+        }
+    }
+    format!("{:016x}", h.finish())
+}
+
+/// Records a scan made at job start in the audit log (as `airlock image scan` does).
+fn record_scan(
+    paths: &airlock_sandbox::Paths,
+    img: &airlock_sandbox::image::ImageRef,
+    report: &airlock_imagescan::ScanReport,
+) {
+    let record = airlock_audit::payload::ImageScanned {
+        image: img.name.clone(),
+        digest: img.digest.clone(),
+        packages: report.packages.len(),
+        findings: report.findings.len(),
+        max_severity: report.max_severity().map(|s| s.as_str().to_owned()),
+        osv_entries: report.osv_entries_read,
+    };
+    let written = airlock_audit::AuditLog::open(&paths.audit())
+        .and_then(|mut log| log.append_batch(vec![airlock_audit::Event::of(None, &record)]));
+    if let Err(e) = written {
+        tracing::warn!("recording the image's scan: {e}");
+    }
 }

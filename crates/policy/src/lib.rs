@@ -514,6 +514,30 @@ fn validate_images(
             );
         }
     }
+    if let Some(s) = &images.scan {
+        if !matches!(
+            s.max_severity.as_str(),
+            "low" | "medium" | "high" | "critical"
+        ) {
+            c.push(
+                Some(span.clone()),
+                format!(
+                    "images.scan.max_severity {:?} is not a severity",
+                    s.max_severity
+                ),
+                Some("one of \"low\", \"medium\", \"high\", \"critical\""),
+            );
+        }
+        for i in &s.ignore {
+            if i.id.trim().is_empty() || i.reason.trim().is_empty() {
+                c.push(
+                    Some(span.clone()),
+                    format!("images.scan.ignore: {:?} needs an id and a reason", i.id),
+                    Some("`{ id = \"CVE-…\", reason = \"why it does not matter here\" }`"),
+                );
+            }
+        }
+    }
     for i in &images.insecure {
         let h = i.split(':').next().unwrap_or("");
         if h != "127.0.0.1" && h != "localhost" && h != "[::1]" {

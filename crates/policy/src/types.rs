@@ -55,6 +55,32 @@ pub struct ImageSettings {
     /// Signatures every registry image must carry (cosign); absent: none checked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verify: Option<ImageVerify>,
+    /// Known vulnerabilities that refuse an image (`airlock image scan` before a job starts
+    /// on it); absent: images are not scanned at job start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scan: Option<ImageScanPolicy>,
+}
+
+/// `[images] scan = { max_severity = "high", ignore = [...] }`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ImageScanPolicy {
+    /// Findings at or above this (`low`, `medium`, `high`, `critical`; advisories without a
+    /// severity count as `medium`) refuse the image.
+    pub max_severity: String,
+    /// Accepted vulnerabilities, each with its reason.
+    #[serde(default)]
+    pub ignore: Vec<IgnoredVulnerability>,
+}
+
+/// One accepted vulnerability.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IgnoredVulnerability {
+    /// `CVE-…`, `GHSA-…`, an OSV id or alias.
+    pub id: String,
+    /// Why it does not matter here.
+    pub reason: String,
 }
 
 /// How registry images are verified (`[images] verify = { key = "…" }`).
