@@ -75,11 +75,13 @@ fn server(statuses: Vec<u16>, seen: Sender<Req>) -> String {
                 continue;
             };
             let code = statuses.next().unwrap_or(200);
+            // Recorded before the answer: the sink may report delivery (and the test read
+            // what the server saw) as soon as it has the answer.
+            let _ = seen.send(req);
             let _ = (&s).write_all(
                 format!("HTTP/1.1 {code} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
                     .as_bytes(),
             );
-            let _ = seen.send(req);
         }
     });
     format!("http://{addr}/hook")
