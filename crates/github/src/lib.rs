@@ -17,6 +17,7 @@ pub mod error;
 pub mod fake;
 pub mod models;
 pub mod retry;
+pub mod scaleset;
 mod secret;
 pub mod webhook;
 
