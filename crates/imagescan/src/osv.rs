@@ -356,9 +356,29 @@ fn first_fix(a: &Affected) -> Option<String> {
 }
 
 /// The entry's severity: the advisory's own word (GitHub's `database_specific.severity`,
-/// Debian's and Ubuntu's per-package severity/urgency, an `Ubuntu` score), else unknown.
-/// CVSS vectors alone are not scored here.
+/// Debian's and Ubuntu's per-package severity/urgency, an `Ubuntu` score), else the worst
+/// of its CVSS vectors scored (`cvss`: v2, v3.x, v4), else unknown.
 fn severity(e: &Entry, a: &Affected) -> Severity {
+    word_severity(e, a).unwrap_or_else(|| cvss_severity(e).unwrap_or(Severity::Unknown))
+}
+
+/// The worst severity of the entry's CVSS vectors (a score of 0, "none", is low here: it is
+/// still an advisory about the package).
+fn cvss_severity(e: &Entry) -> Option<Severity> {
+    e.severity
+        .iter()
+        .filter(|s| s.kind.starts_with("CVSS_"))
+        .filter_map(|s| s.score.parse::<cvss::Cvss>().ok())
+        .map(|c| match c.severity() {
+            cvss::Severity::Critical => Severity::Critical,
+            cvss::Severity::High => Severity::High,
+            cvss::Severity::Medium => Severity::Medium,
+            _ => Severity::Low,
+        })
+        .max_by_key(|s| s.rank())
+}
+
+fn word_severity(e: &Entry, a: &Affected) -> Option<Severity> {
     let words = [
         e.database_specific
             .as_ref()
@@ -380,7 +400,6 @@ fn severity(e: &Entry, a: &Affected) -> Severity {
                 .map(|s| s.score.as_str()),
         )
         .find_map(Severity::from_word)
-        .unwrap_or(Severity::Unknown)
 }
 
 #[cfg(test)]
@@ -457,6 +476,25 @@ mod tests {
             .collect();
         assert_eq!(got, [("jinja2", "2.10"), ("lodash", "4.17.20")]);
         assert!(f.iter().all(|x| x.severity == Severity::Critical));
+    }
+
+    #[test]
+    fn a_cvss_vector_gives_the_severity_when_no_word_does() {
+        let e = entry(
+            r#"{"id":"X","severity":[{"type":"CVSS_V3","score":"CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H"}],
+               "affected":[{"package":{"ecosystem":"npm","name":"x"},"versions":["1.0.0"]}]}"#,
+        );
+        assert_eq!(severity(&e, &e.affected[0]), Severity::Critical);
+        let e = entry(
+            r#"{"id":"Y","severity":[{"type":"CVSS_V3","score":"CVSS:3.1/AV:L/AC:H/PR:H/UI:R/S:U/C:L/I:N/A:N"}],
+               "database_specific":{"severity":"HIGH"},
+               "affected":[{"package":{"ecosystem":"npm","name":"x"},"versions":["1.0.0"]}]}"#,
+        );
+        // The advisory's own word wins over the vector.
+        assert_eq!(severity(&e, &e.affected[0]), Severity::High);
+        let e =
+            entry(r#"{"id":"Z","severity":[{"type":"CVSS_V3","score":"garbage"}],"affected":[]}"#);
+        assert_eq!(cvss_severity(&e), None);
     }
 
     #[test]
