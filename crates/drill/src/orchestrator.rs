@@ -512,6 +512,9 @@ impl Runner<'_> {
 
     fn attack(&self, a: &dyn Attack) -> Result<Row, DrillError> {
         let start = Instant::now();
+        if a.host_side_image() {
+            return self.hostile_images(a, start);
+        }
         // The victim (if any) lives for the whole attack; dropped on an error, it is stopped.
         let victim = match a.victim() {
             Some(v) => Some(self.start_victim(a.id(), v)?),
@@ -551,6 +554,181 @@ impl Runner<'_> {
         }
         Ok(row)
     }
+}
+
+impl Runner<'_> {
+    /// `hostile-image`: imports each hostile image with the airlock binary into the drill's
+    /// own store and judges by the host side only: a file planted in the bait directory, the
+    /// bait deleted, or the bait file's inode inside an unpacked image.
+    fn hostile_images(&self, a: &dyn Attack, start: Instant) -> Result<Row, DrillError> {
+        use std::os::unix::fs::MetadataExt as _;
+        let dir = self.scratch.path().join("hostile-image");
+        let bait_dir = dir.join("bait");
+        let bait_file = dir.join("bait-secret");
+        std::fs::create_dir_all(&bait_dir).map_err(io("creating", &bait_dir))?;
+        std::fs::write(bait_dir.join("victim"), "bait\n").map_err(io("writing", &bait_dir))?;
+        std::fs::write(&bait_file, "bait\n").map_err(io("writing", &bait_file))?;
+        let secret_ino = std::fs::metadata(&bait_file)
+            .map_err(io("reading", &bait_file))?
+            .ino();
+        let mut notes = Vec::new();
+        let mut through = Vec::new();
+        for (i, v) in attack::hostile_image::variants(&bait_dir, &bait_file)
+            .iter()
+            .enumerate()
+        {
+            let layout = dir.join(format!("layout-{i}"));
+            let digest = write_layout(&layout, &v.layers)?;
+            let name = format!("drill-hostile-{i}:1");
+            let out = self
+                .airlock()
+                .args(["image", "import", "--name", &name])
+                .arg(&layout)
+                .stdin(Stdio::null())
+                .output()
+                .map_err(io("running", &self.opts.airlock_exe))?;
+            if out.status.success() {
+                let linked = walk_inodes(&self.scratch.data().join("images/rootfs").join(&digest))
+                    .contains(&secret_ino);
+                if linked {
+                    through.push(format!("{}: the host file is inside the image", v.name));
+                }
+                notes.push(format!("{}: imported, contained", v.name));
+                let _ = self.airlock().args(["image", "rm", &name]).output();
+            } else {
+                let why = String::from_utf8_lossy(&out.stderr);
+                let why = why
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .chars()
+                    .take(160)
+                    .collect::<String>();
+                notes.push(format!(
+                    "{}: refused ({})",
+                    v.name,
+                    airlock_text::escape(&why)
+                ));
+            }
+        }
+        let planted: Vec<String> = std::fs::read_dir(&bait_dir)
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n != "victim")
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !planted.is_empty() {
+            through.push(format!("planted next to the bait: {}", planted.join(", ")));
+        }
+        if !bait_dir.join("victim").exists() {
+            through.push("the bait was deleted".to_owned());
+        }
+        let observed = if through.is_empty() {
+            Observed::Blocked
+        } else {
+            Observed::Succeeded
+        };
+        let mut evidence = notes.join("; ");
+        if !through.is_empty() {
+            evidence = format!("GOT THROUGH: {}; {evidence}", through.join("; "));
+        }
+        Ok(Row {
+            attack: a.id().to_owned(),
+            title: a.title().to_owned(),
+            category: a.category(),
+            expected: a.expect().to_string(),
+            observed,
+            expected_alert: None,
+            alert_found: None,
+            alerts: Vec::new(),
+            passed: observed == Observed::Blocked,
+            evidence,
+            world_hits: Vec::new(),
+            jobs: Vec::new(),
+            duration_ms: u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX),
+        })
+    }
+
+    /// The airlock binary with the drill's state and data directories.
+    fn airlock(&self) -> Command {
+        let mut c = Command::new(&self.opts.airlock_exe);
+        c.arg("--state-dir")
+            .arg(self.scratch.state())
+            .arg("--data-dir")
+            .arg(self.scratch.data());
+        c
+    }
+}
+
+/// Writes an OCI layout of one image with `layers` (uncompressed); returns the manifest's
+/// hex digest.
+fn write_layout(dir: &Path, layers: &[Vec<u8>]) -> Result<String, DrillError> {
+    use sha2::{Digest as _, Sha256};
+    let hex = |b: &[u8]| -> String {
+        Sha256::digest(b)
+            .iter()
+            .map(|x| format!("{x:02x}"))
+            .collect()
+    };
+    let blobs = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).map_err(io("creating", &blobs))?;
+    let put = |media: &str, data: &[u8]| -> Result<serde_json::Value, DrillError> {
+        let h = hex(data);
+        let p = blobs.join(&h);
+        std::fs::write(&p, data).map_err(io("writing", &p))?;
+        Ok(
+            serde_json::json!({ "mediaType": media, "digest": format!("sha256:{h}"), "size": data.len() }),
+        )
+    };
+    let mut descs = Vec::new();
+    for l in layers {
+        descs.push(put("application/vnd.oci.image.layer.v1.tar", l)?);
+    }
+    let diff_ids: Vec<String> = layers
+        .iter()
+        .map(|l| format!("sha256:{}", hex(l)))
+        .collect();
+    let config = serde_json::json!({ "architecture": "amd64", "os": "linux", "config": {},
+        "rootfs": { "type": "layers", "diff_ids": diff_ids } });
+    let dc = put(
+        "application/vnd.oci.image.config.v1+json",
+        config.to_string().as_bytes(),
+    )?;
+    let manifest = serde_json::json!({ "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json", "config": dc, "layers": descs });
+    let mbytes = manifest.to_string().into_bytes();
+    let dm = put("application/vnd.oci.image.manifest.v1+json", &mbytes)?;
+    let index = serde_json::json!({ "schemaVersion": 2, "manifests": [dm] });
+    let p = dir.join("index.json");
+    std::fs::write(&p, index.to_string()).map_err(io("writing", &p))?;
+    let p = dir.join("oci-layout");
+    std::fs::write(&p, r#"{"imageLayoutVersion":"1.0.0"}"#).map_err(io("writing", &p))?;
+    Ok(hex(&mbytes))
+}
+
+/// Inodes of the regular files below `root` (no symlink followed; bounded).
+fn walk_inodes(root: &Path) -> Vec<u64> {
+    use std::os::unix::fs::MetadataExt as _;
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_owned()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten().take(10_000) {
+            let Ok(m) = std::fs::symlink_metadata(e.path()) else {
+                continue;
+            };
+            if m.is_dir() {
+                stack.push(e.path());
+            } else if m.is_file() {
+                out.push(m.ino());
+            }
+        }
+    }
+    out
 }
 
 /// Bait pairs of the `workspace-race` workspace: `fN` (a file) ↔ `lN` (a symlink to the

@@ -27,6 +27,7 @@ mod fileless_exec;
 mod fork_bomb;
 mod hardcoded_ip;
 mod host_pids;
+pub mod hostile_image;
 mod http_fronting;
 mod io_uring;
 mod ioctl_high_bits;
@@ -219,6 +220,11 @@ pub trait Attack: Sync {
     fn races_workspace(&self) -> bool {
         false
     }
+    /// An attack through an image's layers: the drill builds hostile images on the host side
+    /// and imports them with the airlock binary (no job runs), then checks its bait.
+    fn host_side_image(&self) -> bool {
+        false
+    }
     /// Helpers run only on behalf of another attack are not listed in the drill.
     fn helper_only(&self) -> bool {
         false
@@ -285,6 +291,7 @@ pub fn registry() -> &'static [&'static dyn Attack] {
         // Evasion.
         &fileless_exec::FilelessExec,
         &workspace_race::WorkspaceRace,
+        &hostile_image::HostileImage,
         // Exhaustion (last: slowest).
         &fork_bomb::ForkBomb,
         &memory::Memory,
