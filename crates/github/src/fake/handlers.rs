@@ -47,6 +47,7 @@ pub(super) fn router(shared: Arc<Shared>) -> Router {
         .route("/_fake/state", get(dump_state))
         .route("/_fake/faults", post(post_fault))
         .route("/_fake/deliveries/{id}/redeliver", post(post_redeliver))
+        .merge(super::actions::routes())
         .with_state(shared)
 }
 
@@ -62,7 +63,7 @@ fn gh_error(status: StatusCode, message: &str) -> Response {
         .into_response()
 }
 
-fn fault_response(fault: Fault) -> Response {
+pub(super) fn fault_response(fault: Fault) -> Response {
     let rate_limited = |status: StatusCode, secs: u64, remaining_zero: bool| {
         let mut r = gh_error(status, "API rate limit exceeded");
         let h = r.headers_mut();
@@ -100,7 +101,10 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// Accepts a configured PAT or an issued, unrevoked, unexpired installation token.
-fn authorize(shared: &Shared, headers: &HeaderMap) -> Result<Option<IssuedToken>, Box<Response>> {
+pub(super) fn authorize(
+    shared: &Shared,
+    headers: &HeaderMap,
+) -> Result<Option<IssuedToken>, Box<Response>> {
     let bad = || Box::new(gh_error(StatusCode::UNAUTHORIZED, "Bad credentials"));
     let token = bearer(headers).ok_or_else(bad)?;
     if shared.config.personal_tokens.iter().any(|t| t == token) {
@@ -474,7 +478,31 @@ pub(super) fn queue_job(shared: &Shared, job: NewJob) -> FakeJob {
     };
     shared.state().jobs.push(job.clone());
     shared.webhook("queued", job.id);
+    super::actions::job_event(shared, "JobAssigned", &job, json!({}));
     job
+}
+
+pub(super) fn cancel_job(shared: &Shared, id: u64) -> bool {
+    let job = {
+        let mut state = shared.state();
+        let Some(j) = state
+            .jobs
+            .iter_mut()
+            .find(|j| j.id == id && j.status == "queued")
+        else {
+            return false;
+        };
+        j.status = "completed".into();
+        j.clone()
+    };
+    shared.webhook("completed", id);
+    super::actions::job_event(
+        shared,
+        "JobCompleted",
+        &job,
+        json!({ "result": "canceled", "runnerId": 0, "runnerName": "" }),
+    );
+    true
 }
 
 async fn post_job(State(shared): S, Json(job): Json<NewJob>) -> Response {
@@ -522,9 +550,15 @@ async fn runner_job(State(shared): S, headers: HeaderMap) -> Response {
             job.fetches += 1;
             runner.busy = true;
             runner.job_id = Some(job.id);
-            (job.id, job.script.clone())
+            (job.id, job.script.clone(), job.clone(), runner.name.clone())
         };
     shared.webhook("in_progress", taken.0);
+    super::actions::job_event(
+        &shared,
+        "JobStarted",
+        &taken.2,
+        json!({ "runnerId": rid, "runnerName": taken.3 }),
+    );
     Json(json!({"job_id": taken.0, "script": taken.1})).into_response()
 }
 
@@ -545,6 +579,7 @@ async fn runner_complete(
             "missing Authorization: Runner <id>",
         );
     };
+    let mut finished = None;
     {
         let mut state = shared.state();
         let Some(pos) = state
@@ -557,6 +592,7 @@ async fn runner_complete(
         if let Some(job) = state.jobs.iter_mut().find(|j| j.id == done.job_id) {
             job.status = "completed".into();
             job.exit_code = Some(done.exit_code);
+            finished = Some((job.clone(), state.runners[pos].name.clone()));
         }
         if shared.config.remove_runner_after_job {
             let mut r = state.runners.remove(pos);
@@ -567,6 +603,19 @@ async fn runner_complete(
         }
     }
     shared.webhook("completed", done.job_id);
+    if let Some((job, runner_name)) = finished {
+        let result = if done.exit_code == 0 {
+            "succeeded"
+        } else {
+            "failed"
+        };
+        super::actions::job_event(
+            &shared,
+            "JobCompleted",
+            &job,
+            json!({ "result": result, "runnerId": rid, "runnerName": runner_name }),
+        );
+    }
     StatusCode::NO_CONTENT.into_response()
 }
 

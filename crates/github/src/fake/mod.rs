@@ -14,8 +14,16 @@
 //!   `POST /_fake/deliveries/{id}/redeliver`.
 //!
 //! The JIT config it hands out is base64 of JSON [`JitPayload`].
+//!
+//! And the Actions service of runner scale sets (module `actions`): `POST
+//! /orgs/{org}/actions/runners/registration-token`, `POST /actions/runner-registration`, and
+//! under `/_actions/`: runner groups, scale sets, sessions, JIT configs, `acquirejobs` and the
+//! long-poll message queue (`/_actions/queue/{scale set}`).
 
+mod actions;
 mod handlers;
+
+pub use actions::{ActionsState, FakeMessage, FakeScaleSet, FakeSession};
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -69,6 +77,8 @@ pub struct FakeConfig {
     pub remove_runner_after_job: bool,
     /// Send `workflow_job` webhooks for queued / in_progress / completed.
     pub webhook: Option<WebhookTarget>,
+    /// How long the scale-set message queue holds a poll before answering 202 (GitHub: ~50 s).
+    pub poll_timeout: Duration,
 }
 
 impl Default for FakeConfig {
@@ -93,6 +103,7 @@ impl Default for FakeConfig {
             public_url: None,
             remove_runner_after_job: true,
             webhook: None,
+            poll_timeout: Duration::from_secs(2),
         }
     }
 }
@@ -115,6 +126,22 @@ pub enum Endpoint {
     DeleteRunner,
     /// `GET /orgs/{org}/actions/runner-groups`.
     ListRunnerGroups,
+    /// `POST /orgs/{org}/actions/runners/registration-token`.
+    RegistrationToken,
+    /// `POST /actions/runner-registration`.
+    RunnerRegistration,
+    /// Runner groups and scale sets of the Actions service.
+    ScaleSets,
+    /// Message sessions (open, refresh, close).
+    Sessions,
+    /// The long-poll message queue.
+    MessageQueue,
+    /// Acknowledging a message.
+    AcknowledgeMessage,
+    /// `acquirejobs`.
+    AcquireJobs,
+    /// A scale set's `generatejitconfig`.
+    ScaleSetJitConfig,
 }
 
 /// An injected failure.
@@ -230,6 +257,9 @@ pub struct FakeState {
     pub calls: BTreeMap<String, u32>,
     /// Webhooks sent.
     pub deliveries: Vec<Delivery>,
+    /// The Actions service (scale sets, sessions, messages).
+    #[serde(default)]
+    pub actions: ActionsState,
 }
 
 impl FakeState {
@@ -280,6 +310,8 @@ pub(crate) struct Shared {
     pub(crate) webhooks: Option<tokio::sync::mpsc::UnboundedSender<Outgoing>>,
     /// Bodies of deliveries made, by delivery id, for redelivery.
     pub(crate) sent: Mutex<HashMap<String, Vec<u8>>>,
+    /// Wakes long polls of the message queue when a message is added.
+    pub(crate) poll_wake: tokio::sync::Notify,
 }
 
 impl Shared {
@@ -345,6 +377,7 @@ impl FakeGitHub {
             next_id: Mutex::new(1000),
             webhooks,
             sent: Mutex::new(HashMap::new()),
+            poll_wake: tokio::sync::Notify::new(),
         });
         if shared.config.webhook.is_some() {
             tokio::spawn(handlers::webhook_sender(Arc::clone(&shared), rx));
@@ -394,6 +427,20 @@ impl FakeGitHub {
     /// "Redeliver" does). False when no such delivery was made.
     pub fn redeliver(&self, id: &str) -> bool {
         handlers::redeliver(&self.shared, id)
+    }
+
+    /// Expires every message-queue token (the next poll answers 401 until the session is
+    /// refreshed).
+    pub fn expire_queue_tokens(&self) {
+        for s in &mut self.shared.state().actions.sessions {
+            s.token = format!("{}-expired", s.token);
+        }
+    }
+
+    /// Cancels a queued job: it is completed with result `canceled` (a `JobCompleted`
+    /// message for its scale set). False when no such queued job exists.
+    pub fn cancel_job(&self, id: u64) -> bool {
+        handlers::cancel_job(&self.shared, id)
     }
 
     /// Registers a runner directly (as if someone outside airlock had), returning its id.
