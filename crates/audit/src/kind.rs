@@ -103,6 +103,20 @@ kinds! {
     ServeReconcileRunnerDeleted = "serve.reconcile.runner_deleted",
     /// serve's reconcile: a sandbox left behind was removed.
     ServeReconcileSandboxRemoved = "serve.reconcile.sandbox_removed",
+    /// serve's reconcile: a scale-set runner active when serve stopped (not run again).
+    ServeReconcileRunnerLost = "serve.reconcile.runner_lost",
+    /// serve: a scale set was found, created or updated, by name.
+    ServeScaleSetReady = "serve.scaleset.ready",
+    /// serve: another message session is live for a scale set (409); retried.
+    ServeScaleSetConflict = "serve.scaleset.session_conflict",
+    /// serve: a scale-set message was committed (then acknowledged).
+    ServeScaleSetMessage = "serve.scaleset.message",
+    /// serve: a scale-set runner is being registered and started.
+    ServeRunnerProvisioning = "serve.runner.provisioning",
+    /// serve: a scale-set runner's sandbox is up, waiting for a job.
+    ServeRunnerReady = "serve.runner.ready",
+    /// serve: a scale-set runner ended without a job (retired, or failed before one).
+    ServeRunnerFinished = "serve.runner.finished",
 }
 
 impl Kind {

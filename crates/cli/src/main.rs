@@ -178,6 +178,27 @@ struct ServeArgs {
     /// With --check: also make one authenticated read call to GitHub (list the runners).
     #[arg(long, requires = "check")]
     online: bool,
+    #[command(subcommand)]
+    cmd: Option<ServeCmd>,
+}
+
+#[derive(Subcommand)]
+enum ServeCmd {
+    /// The runner scale sets of serve.toml's policy, at GitHub (docs/serve.md, "Scale sets").
+    #[command(subcommand)]
+    Scaleset(ScalesetCmd),
+}
+
+#[derive(Subcommand)]
+enum ScalesetCmd {
+    /// List the policy's scale sets as GitHub has them (id and statistics, or missing).
+    Ls,
+    /// Delete a scale set at GitHub; its runners go with it. Stop `airlock serve` first, or
+    /// it creates the scale set again.
+    Delete {
+        /// The scale set's name (its `runs-on` label), as in the policy.
+        name: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -759,7 +780,30 @@ fn cmd_serve(a: ServeArgs, g: &Global) -> Result<u8> {
         config.net_pool = Some(p.clone());
     }
     let policy = LoadedPolicy::from_file(&config.policy)?;
-    config.webhook_secret.read("webhook_secret")?;
+    if let Some(cmd) = a.cmd {
+        return cmd_serve_scaleset(cmd, &config, &policy);
+    }
+    if let Some(s) = &config.webhook_secret {
+        s.read("webhook_secret")?;
+    }
+    let mut seen = std::collections::BTreeMap::new();
+    for (name, gr) in &policy.policy.groups {
+        if let Some(ss) = &gr.scale_set {
+            if let Some(other) = seen.insert(ss.name.clone(), name.clone()) {
+                anyhow::bail!(
+                    "{}: groups {other} and {name} both name scale set {:?}",
+                    config.policy.display(),
+                    ss.name
+                );
+            }
+        }
+    }
+    if config.webhook_secret.is_none() && seen.is_empty() {
+        anyhow::bail!(
+            "{}: nothing to serve: set webhook_secret (webhook mode), or give a group of the policy a scale_set (docs/serve.md)",
+            a.config.display()
+        );
+    }
     println!(
         "{}: ok: listen {}, GitHub {} ({:?} level, org {}), runner prefix {:?}, {} at a time",
         a.config.display(),
@@ -779,11 +823,32 @@ fn cmd_serve(a: ServeArgs, g: &Global) -> Result<u8> {
         config.net_pool.as_deref().unwrap_or(DEFAULT_NET_POOL),
         from(g.net_pool.is_some()),
     );
+    println!(
+        "  webhooks: {}",
+        if config.webhook_secret.is_some() {
+            "on (POST /webhook)"
+        } else {
+            "off (no webhook_secret)"
+        }
+    );
     for (name, gr) in &policy.policy.groups {
-        println!(
-            "  group {name}: {:?}, labels {:?}, repositories {:?}, max {} runners",
-            gr.trust, gr.labels, gr.repositories, gr.max_runners
-        );
+        match &gr.scale_set {
+            Some(ss) => println!(
+                "  group {name}: {:?}, scale set {} in runner group {} (labels {:?}, {} warm, idle retired after {}), repositories {:?}, max {} runners",
+                gr.trust,
+                Escaped(&ss.name),
+                Escaped(&ss.runner_group),
+                ss.labels,
+                ss.min_idle,
+                humantime::format_duration(ss.idle_retire.0),
+                gr.repositories,
+                gr.max_runners
+            ),
+            None => println!(
+                "  group {name}: {:?}, labels {:?}, repositories {:?}, max {} runners",
+                gr.trust, gr.labels, gr.repositories, gr.max_runners
+            ),
+        }
     }
     let github = airlock_manager::RestGitHub::from_config(&config.github);
     if a.check {
@@ -803,6 +868,84 @@ fn cmd_serve(a: ServeArgs, g: &Global) -> Result<u8> {
         exe,
     ))?;
     Ok(0)
+}
+
+/// `airlock serve scaleset ls|delete`.
+fn cmd_serve_scaleset(
+    cmd: ServeCmd,
+    config: &airlock_manager::ServeConfig,
+    policy: &LoadedPolicy,
+) -> Result<u8> {
+    let ServeCmd::Scaleset(cmd) = cmd;
+    let github = airlock_manager::RestGitHub::from_config(&config.github)?;
+    let opts = airlock_manager::ScaleSetOptions {
+        api_url: config.github.api_url.clone(),
+        registration_url: config.github.registration_url(),
+        ..Default::default()
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let sets: Vec<(String, String)> = policy
+        .policy
+        .groups
+        .values()
+        .filter_map(|g| g.scale_set.as_ref())
+        .map(|s| (s.runner_group.clone(), s.name.clone()))
+        .collect();
+    match cmd {
+        ScalesetCmd::Ls => {
+            let list = rt
+                .block_on(airlock_manager::list_scale_sets(&github, &opts, &sets))
+                .map_err(|e| anyhow::anyhow!(e))?;
+            if list.is_empty() {
+                println!("the policy names no scale sets");
+            }
+            for (name, id, stats) in list {
+                match id {
+                    Some(id) => println!(
+                        "{}\tid {id}\tassigned {}\trunning {}\trunners {}",
+                        Escaped(&name),
+                        stats.map(|s| s.total_assigned_jobs).unwrap_or(0),
+                        stats.map(|s| s.total_running_jobs).unwrap_or(0),
+                        stats.map(|s| s.total_registered_runners).unwrap_or(0)
+                    ),
+                    None => println!(
+                        "{}\tmissing (airlock serve creates it)",
+                        Escaped(&name)
+                    ),
+                }
+            }
+            Ok(0)
+        }
+        ScalesetCmd::Delete { name } => {
+            let group = sets
+                .iter()
+                .find(|(_, n)| *n == name)
+                .map(|(g, _)| g.clone())
+                .unwrap_or_else(|| "Default".to_owned());
+            match rt
+                .block_on(airlock_manager::delete_scale_set(
+                    &github, &opts, &group, &name,
+                ))
+                .map_err(|e| anyhow::anyhow!(e))?
+            {
+                Some(id) => {
+                    println!("deleted scale set {} (id {id})", Escaped(&name));
+                    Ok(0)
+                }
+                None => {
+                    eprintln!(
+                        "no scale set {} in runner group {}",
+                        Escaped(&name),
+                        Escaped(&group)
+                    );
+                    Ok(1)
+                }
+            }
+        }
+    }
 }
 
 /// The rest of `serve --check`: every problem is printed, then exit 1 if there was one.

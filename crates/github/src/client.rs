@@ -255,6 +255,19 @@ impl GitHubClient {
         self.call(Method::DELETE, url, None).await.map(drop)
     }
 
+    /// Cancels a workflow run (`POST /repos/{owner}/{repo}/actions/runs/{id}/cancel`; needs
+    /// "Actions: write"). GitHub answers 202 and cancels asynchronously.
+    pub async fn cancel_workflow_run(
+        &self,
+        owner: &str,
+        repo: &str,
+        run_id: u64,
+    ) -> Result<(), Error> {
+        let id = run_id.to_string();
+        let url = self.url(&["repos", owner, repo, "actions", "runs", &id, "cancel"]);
+        self.call(Method::POST, url, None).await.map(drop)
+    }
+
     /// All runner groups of an organisation (every page).
     pub async fn list_runner_groups(&self, org: &str) -> Result<Vec<RunnerGroup>, Error> {
         let url = self.url(&["orgs", org, "actions", "runner-groups"]);

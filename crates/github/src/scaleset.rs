@@ -523,6 +523,21 @@ impl ActionsService {
         send(req, "POST runnerscalesets").await
     }
 
+    /// Updates scale set `id` (name, runner group, labels) to `s`.
+    pub async fn update_scale_set(
+        &self,
+        id: i64,
+        s: &RunnerScaleSet,
+    ) -> Result<RunnerScaleSet, ScaleSetError> {
+        let req = self
+            .request(
+                Method::PATCH,
+                &format!("_apis/runtime/runnerscalesets/{id}"),
+            )
+            .json(s);
+        send(req, "PATCH runnerscalesets/{id}").await
+    }
+
     /// Deletes a scale set.
     pub async fn delete_scale_set(&self, id: i64) -> Result<(), ScaleSetError> {
         let req = self.request(
@@ -620,6 +635,11 @@ impl Queue {
             url: session.message_queue_url.clone(),
             token: session.message_queue_access_token.clone(),
         }
+    }
+
+    /// The queue's token (what `acquirejobs` authenticates with).
+    pub fn token(&self) -> &Secret {
+        &self.token
     }
 
     /// Long-polls for the next message after `last` with this manager's free capacity.

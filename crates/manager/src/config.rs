@@ -17,8 +17,10 @@ pub struct ServeConfig {
     /// proxy in front, docs/serve.md).
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
-    /// Where the webhook secret comes from.
-    pub webhook_secret: SecretSource,
+    /// Where the webhook secret comes from. Absent: no webhook endpoint (every group is
+    /// served by a scale set, or none is served).
+    #[serde(default)]
+    pub webhook_secret: Option<SecretSource>,
     /// GitHub settings.
     pub github: GitHubConfig,
     /// Name prefix of the runners airlock registers; runners without it are never deleted.
@@ -102,6 +104,32 @@ pub struct GitHubConfig {
     /// Fallback: a personal access token from this source (no per-job tokens then).
     #[serde(default)]
     pub token: Option<SecretSource>,
+    /// The web URL of the organisation or repository that scale sets register for (default:
+    /// derived from `api_url`: `https://github.com/{org}`, or the GHES host).
+    #[serde(default)]
+    pub config_url: Option<String>,
+}
+
+impl GitHubConfig {
+    /// The web URL scale sets register for: `config_url`, else `https://github.com/{org}`
+    /// (or `/{org}/{repo}`), with the GHES host when `api_url` ends in `/api/v3`.
+    pub fn registration_url(&self) -> String {
+        if let Some(u) = &self.config_url {
+            return u.trim_end_matches('/').to_owned();
+        }
+        let api = self.api_url.trim_end_matches('/');
+        let web = if api == "https://api.github.com" {
+            "https://github.com".to_owned()
+        } else if let Some(h) = api.strip_suffix("/api/v3") {
+            h.to_owned()
+        } else {
+            api.to_owned()
+        };
+        match (self.level, &self.repo) {
+            (Level::Repo, Some(r)) => format!("{web}/{}/{r}", self.org),
+            _ => format!("{web}/{}", self.org),
+        }
+    }
 }
 
 /// `serve.toml` could not be used.
@@ -304,6 +332,25 @@ token = { file = "/etc/airlock/pat" }
     }
 
     #[test]
+    fn a_config_without_webhook_secret_and_registration_urls() {
+        let c = ServeConfig::parse(
+            "policy = \"p\"\n[github]\norg = \"o\"\ntoken = { env = \"T\" }\n",
+            Path::new("serve.toml"),
+        )
+        .expect("valid");
+        assert!(c.webhook_secret.is_none());
+        assert_eq!(c.github.registration_url(), "https://github.com/o");
+        let mut g = c.github.clone();
+        g.api_url = "https://ghe.example.com/api/v3".into();
+        assert_eq!(g.registration_url(), "https://ghe.example.com/o");
+        g.level = Level::Repo;
+        g.repo = Some("r".into());
+        assert_eq!(g.registration_url(), "https://ghe.example.com/o/r");
+        g.config_url = Some("https://x.test/o/".into());
+        assert_eq!(g.registration_url(), "https://x.test/o");
+    }
+
+    #[test]
     fn ids_are_accepted_as_numbers_or_strings() {
         for (app, inst) in [("123", "456"), ("\"123\"", "\"456\"")] {
             let c = ServeConfig::parse(
@@ -330,7 +377,7 @@ token = { file = "/etc/airlock/pat" }
         let c = ServeConfig::from_file(&p).expect("packaging/serve.toml");
         assert_eq!(c.github.installation_id, Some(7890123));
         assert_eq!(c.shutdown_grace, Duration::from_secs(300));
-        assert!(matches!(c.webhook_secret, SecretSource::File(_)));
+        assert!(matches!(c.webhook_secret, Some(SecretSource::File(_))));
     }
 
     #[test]

@@ -90,4 +90,22 @@ pub trait GitHub: Send + Sync + 'static {
     ) -> Result<Option<Secret>, ApiError>;
     /// Revokes a token minted by [`GitHub::job_token`].
     async fn revoke_token(&self, token: &Secret) -> Result<(), ApiError>;
+
+    /// A runner registration token for the scope (`POST …/actions/runners/registration-token`):
+    /// what opens the Actions service connection of scale sets. The default: unsupported.
+    async fn registration_token(&self) -> Result<Secret, ApiError> {
+        Err(ApiError::Transport {
+            endpoint: "registration-token".into(),
+            message: "this GitHub connection does not support scale sets".into(),
+        })
+    }
+
+    /// Cancels workflow run `run_id` of `repo` (`owner/name`). The default: unsupported.
+    async fn cancel_run(&self, repo: &str, run_id: u64) -> Result<(), ApiError> {
+        let _ = (repo, run_id);
+        Err(ApiError::Transport {
+            endpoint: "cancel run".into(),
+            message: "this GitHub connection cannot cancel runs".into(),
+        })
+    }
 }

@@ -1,5 +1,7 @@
 //! `airlock serve`: the runner manager. GitHub `workflow_job` webhooks become one
-//! JIT-registered ephemeral runner per job, each started in its own sandbox by `airlock run`.
+//! JIT-registered ephemeral runner per job, each started in its own sandbox by `airlock run`;
+//! groups with a `scale_set` get their jobs from GitHub's runner scale sets instead (a long
+//! poll from inside the network, no inbound endpoint).
 //!
 //! The pieces, each in its own module:
 //! - [`config`]: the `serve.toml` file;
@@ -30,6 +32,7 @@ pub use config::{ConfigError, ServeConfig};
 pub use github::{ApiError, GitHub, JitConfig, JitRequest, RunnerInfo};
 pub use launcher::{LaunchError, LaunchSpec, Launcher, ProcessLauncher, RunExit};
 pub use manager::{Manager, ManagerError};
+pub use manager::{delete_scale_set, list_scale_sets, ScaleSetOptions};
 pub use manager::{ManagerOptions, ReconcileReport};
 pub use rest::RestGitHub;
 pub use server::{router, serve, serve_with, AppState};

@@ -28,6 +28,9 @@ use crate::state::{Ingest, JobRow, JobStatus, NewJob, StateError, Store};
 use crate::webhook::{WorkflowJobAction, WorkflowJobEvent};
 use crate::Secret;
 
+mod scaleset;
+pub use scaleset::{delete_scale_set, list_scale_sets, ScaleSetOptions};
+
 /// Settings of the manager (from `serve.toml`).
 #[derive(Debug, Clone)]
 pub struct ManagerOptions {
@@ -42,6 +45,8 @@ pub struct ManagerOptions {
     /// After GitHub reports a job `completed`, how long the runner that ran it may take to
     /// exit on its own before serve tears its sandbox down.
     pub completed_grace: Duration,
+    /// Scale-set listeners.
+    pub scale_sets: ScaleSetOptions,
 }
 
 /// Default of [`ManagerOptions::completed_grace`].
@@ -96,6 +101,8 @@ pub struct ReconcileReport {
     pub lost_github_jobs: Vec<u64>,
     /// GitHub's ids of `stuck_jobs`.
     pub stuck_github_jobs: Vec<u64>,
+    /// Scale-set runners that were active when serve stopped: now `lost`.
+    pub lost_runners: Vec<String>,
     /// Everything that failed (reconciliation goes on after a failure).
     pub errors: Vec<String>,
 }
@@ -105,9 +112,11 @@ impl std::fmt::Display for ReconcileReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} lost job(s) {:?}, {} stuck job(s) {:?}, {} sandbox(es) removed, {} runner(s) deleted {:?}, {} unauthorized runner(s) {:?}, {} error(s)",
+            "{} lost job(s) {:?}, {} lost scale-set runner(s) {:?}, {} stuck job(s) {:?}, {} sandbox(es) removed, {} runner(s) deleted {:?}, {} unauthorized runner(s) {:?}, {} error(s)",
             self.lost_github_jobs.len(),
             self.lost_github_jobs,
+            self.lost_runners.len(),
+            self.lost_runners,
             self.stuck_github_jobs.len(),
             self.stuck_github_jobs,
             self.sandboxes_removed.len(),
@@ -145,6 +154,19 @@ struct Inner {
     /// Held while capacity is given (dispatcher) and while jobs without a task are declared
     /// lost (reconcile), so reconcile never sees a job between `provisioning` and its task.
     capacity: Mutex<()>,
+    /// Scale sets served.
+    sets: Mutex<Vec<Arc<scaleset::SetRt>>>,
+    /// Listener tasks (awaited at shutdown: they close their sessions).
+    listeners: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// Scale-set runner tasks, by runner seq.
+    ss_tasks: Mutex<HashMap<i64, watch::Sender<bool>>>,
+    /// Why serve stopped a scale-set runner.
+    ss_stop: Mutex<HashMap<i64, StopReason>>,
+    /// Becomes true when serve begins to shut down (wakes long polls and back-offs).
+    shutdown: watch::Sender<bool>,
+    /// HTTP client of the Actions service.
+    http: reqwest::Client,
+    ss_opts: ScaleSetOptions,
 }
 
 /// The runner manager. Cheap to clone.
@@ -167,6 +189,7 @@ impl Manager {
         audit: AuditLog,
         opts: ManagerOptions,
     ) -> Self {
+        let ss_opts = opts.scale_sets.clone();
         Self {
             inner: Arc::new(Inner {
                 store,
@@ -186,6 +209,16 @@ impl Manager {
                 received: Mutex::new(HashMap::new()),
                 alerted: Mutex::new(HashSet::new()),
                 capacity: Mutex::new(()),
+                sets: Mutex::new(Vec::new()),
+                listeners: Mutex::new(Vec::new()),
+                ss_tasks: Mutex::new(HashMap::new()),
+                ss_stop: Mutex::new(HashMap::new()),
+                shutdown: watch::channel(false).0,
+                http: reqwest::Client::builder()
+                    .connect_timeout(Duration::from_secs(10))
+                    .build()
+                    .unwrap_or_default(),
+                ss_opts,
             }),
         }
     }
@@ -205,11 +238,12 @@ impl Manager {
         self.inner.ready.load(Ordering::SeqCst)
             && self.inner.accepting.load(Ordering::SeqCst)
             && self.inner.github_ok.load(Ordering::SeqCst)
+            && self.scale_sets_live()
     }
 
-    /// Number of jobs with a lifecycle task.
+    /// Number of jobs (and scale-set runners) with a lifecycle task.
     pub fn running_tasks(&self) -> usize {
-        lock(&self.inner.tasks).len()
+        lock(&self.inner.tasks).len() + lock(&self.inner.ss_tasks).len()
     }
 
     fn audit(&self, kind: airlock_audit::Kind, job: Option<&str>, data: serde_json::Value) {
@@ -313,6 +347,7 @@ impl Manager {
         self.inner.ready.store(true, Ordering::SeqCst);
         let me = self.clone();
         tokio::spawn(async move { me.dispatch_loop().await });
+        self.start_scale_sets();
         let me = self.clone();
         tokio::spawn(async move {
             loop {
@@ -349,6 +384,8 @@ impl Manager {
             total += 1;
             *per_group.entry(j.group.unwrap_or_default()).or_default() += 1;
         }
+        // Scale-set runners share the global capacity.
+        total += u32::try_from(st.ss_alive(None)?.len()).unwrap_or(u32::MAX);
         let mut waiting = 0i64;
         for job in queued {
             if !self.inner.accepting.load(Ordering::SeqCst) {
@@ -683,6 +720,32 @@ impl Manager {
                 json!({"github_job_id": j.gh_job_id, "status_was": j.status.as_str(), "runner_id": j.runner_id}),
             );
         }
+        // Scale-set runners active in the database without a task: serve stopped under them.
+        // Each is lost (its job, if it had one, is never run again by airlock; GitHub fails
+        // it when the runner does not come back); its registration is deleted below.
+        let ss_tasks: HashSet<i64> = lock(&self.inner.ss_tasks).keys().copied().collect();
+        match st.ss_alive(None) {
+            Ok(alive) => {
+                for ru in alive.into_iter().filter(|ru| !ss_tasks.contains(&ru.seq)) {
+                    let detail = "serve stopped while the runner was active; not run again";
+                    if let Err(e) = st.ss_runner_finished(ru.seq, "lost", None, Some(detail)) {
+                        r.errors.push(e.to_string());
+                        continue;
+                    }
+                    self.inner.launcher.forget(&ru.name);
+                    r.lost_runners.push(ru.name.clone());
+                    self.audit(
+                        airlock_audit::Kind::ServeReconcileRunnerLost,
+                        Some(&ru.name),
+                        json!({"scale_set": ru.scale_set, "runner": ru.name,
+                               "runner_id": ru.runner_id, "status_was": ru.status,
+                               "github_job_id": ru.job_id}),
+                    );
+                }
+            }
+            Err(e) => r.errors.push(e.to_string()),
+        }
+        owned.extend(self.ss_owned());
         drop(cap);
         match self.inner.launcher.gc().await {
             Ok(removed) => {
@@ -703,6 +766,8 @@ impl Manager {
         self.inner.github_ok.store(listed.is_ok(), Ordering::SeqCst);
         match listed {
             Ok(runners) => {
+                let listed_names: HashSet<String> =
+                    runners.iter().map(|ru| ru.name.clone()).collect();
                 for ru in runners {
                     if ru.name.starts_with(prefix.as_str()) {
                         if owned.contains(&ru.name) {
@@ -742,6 +807,17 @@ impl Manager {
                         );
                     }
                 }
+                // Scale-set runners over whose registration is gone (deleted now, or
+                // removed by GitHub after their job).
+                if let Ok(over) = st.ss_undeleted() {
+                    for ru in over {
+                        let listed = listed_names.contains(&ru.name);
+                        let deleted_now = ru.runner_id.is_some_and(|id| r.runners_deleted.contains(&id));
+                        if !listed || deleted_now {
+                            let _ = st.ss_runner_deleted(ru.seq);
+                        }
+                    }
+                }
                 // Runners gone from GitHub that the database still lists.
                 if let Ok(live) = st.live_runners() {
                     for (id, name, _) in live {
@@ -762,8 +838,14 @@ impl Manager {
     /// Graceful shutdown: stop taking jobs, let running ones finish for up to `grace`, then
     /// tear the rest down and wait for their teardown.
     pub async fn shutdown(&self, grace: Duration) {
-        self.inner.accepting.store(false, Ordering::SeqCst);
-        self.inner.wake.notify_one();
+        self.shutdown_begin();
+        // Listeners close their sessions (GitHub then assigns no more jobs here); warm
+        // runners hold no job and go at once.
+        let listeners: Vec<_> = std::mem::take(&mut *lock(&self.inner.listeners));
+        for h in listeners {
+            let _ = tokio::time::timeout(Duration::from_secs(15), h).await;
+        }
+        self.ss_retire_idle().await;
         let deadline = Instant::now() + grace;
         while self.running_tasks() > 0 && Instant::now() < deadline {
             tokio::select! {
@@ -781,6 +863,16 @@ impl Manager {
                 .or_insert(StopReason::Shutdown);
             let _ = tx.send(true);
         }
+        let left: Vec<(i64, watch::Sender<bool>)> = lock(&self.inner.ss_tasks)
+            .iter()
+            .map(|(k, v)| (*k, v.clone()))
+            .collect();
+        for (seq, tx) in left {
+            lock(&self.inner.ss_stop)
+                .entry(seq)
+                .or_insert(StopReason::Shutdown);
+            let _ = tx.send(true);
+        }
         while self.running_tasks() > 0 {
             tokio::select! {
                 _ = self.inner.idle.notified() => {}
@@ -792,6 +884,7 @@ impl Manager {
     /// Stops taking new jobs (the first step of shutdown).
     pub fn shutdown_begin(&self) {
         self.inner.accepting.store(false, Ordering::SeqCst);
+        self.inner.shutdown.send_replace(true);
         self.inner.wake.notify_one();
     }
 
@@ -818,6 +911,10 @@ fn judge(
             Some(StopReason::Stuck) => (
                 JobStatus::Failed,
                 Some("stopped by serve: past the group's timeout".into()),
+            ),
+            Some(StopReason::Retired) => (
+                JobStatus::Done,
+                Some("retired by serve while idle".into()),
             ),
             Some(StopReason::Shutdown) | None => (
                 JobStatus::Failed,
@@ -858,6 +955,8 @@ enum StopReason {
     Stuck,
     /// serve shut down and the grace ran out.
     Shutdown,
+    /// An idle scale-set runner beyond need, or at shutdown.
+    Retired,
 }
 
 struct Outcome {

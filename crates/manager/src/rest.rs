@@ -12,6 +12,8 @@ use crate::Secret;
 /// GitHub through its REST API, at the organisation or repository level of `serve.toml`.
 pub struct RestGitHub {
     client: airlock_github::GitHubClient,
+    http: reqwest::Client,
+    api_url: String,
     scope: airlock_github::RunnerScope,
     app: bool,
 }
@@ -64,7 +66,17 @@ impl RestGitHub {
             (Level::Repo, Some(r)) => airlock_github::RunnerScope::repo(c.org.clone(), r.clone()),
             _ => airlock_github::RunnerScope::org(c.org.clone()),
         };
-        Ok(Self { client, scope, app })
+        Ok(Self {
+            client,
+            scope,
+            app,
+            http: reqwest::Client::builder()
+                .connect_timeout(std::time::Duration::from_secs(10))
+                .timeout(std::time::Duration::from_secs(30))
+                .build()
+                .map_err(|e| invalid(e.to_string()))?,
+            api_url: c.api_url.clone(),
+        })
     }
 }
 
@@ -136,6 +148,33 @@ impl GitHub for RestGitHub {
             .await
             .map_err(api("installation token"))?;
         Ok(Some(Secret::new(t.token.expose())))
+    }
+
+    async fn registration_token(&self) -> Result<Secret, ApiError> {
+        let token = self
+            .client
+            .installation_token()
+            .await
+            .map_err(api("installation token"))?;
+        let path = match &self.scope {
+            airlock_github::RunnerScope::Org { org } => format!("orgs/{org}"),
+            airlock_github::RunnerScope::Repo { owner, repo } => format!("repos/{owner}/{repo}"),
+        };
+        airlock_github::scaleset::registration_token(&self.http, &self.api_url, &path, &token)
+            .await
+            .map(|t| Secret::new(t.expose()))
+            .map_err(|e| ApiError::Transport {
+                endpoint: "registration-token".into(),
+                message: e.to_string(),
+            })
+    }
+
+    async fn cancel_run(&self, repo: &str, run_id: u64) -> Result<(), ApiError> {
+        let (owner, name) = repo.split_once('/').unwrap_or((repo, ""));
+        self.client
+            .cancel_workflow_run(owner, name, run_id)
+            .await
+            .map_err(api("cancel run"))
     }
 
     async fn revoke_token(&self, token: &Secret) -> Result<(), ApiError> {

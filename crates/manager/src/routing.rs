@@ -61,6 +61,14 @@ pub fn route(policy: &Policy, ev: &WorkflowJobEvent) -> Result<String, Refusal> 
 }
 
 fn check(g: &Group, ev: &WorkflowJobEvent, wanted: &[String]) -> Result<(), String> {
+    // A group served by a scale set gets its jobs from GitHub's assignment, never from a
+    // webhook: taking both would start two runners for one job.
+    if let Some(ss) = &g.scale_set {
+        return Err(format!(
+            "served by scale set {:?}, not by webhooks",
+            ss.name
+        ));
+    }
     if !g.takes_labels(wanted) {
         let l = wanted
             .iter()
@@ -92,7 +100,7 @@ fn check(g: &Group, ev: &WorkflowJobEvent, wanted: &[String]) -> Result<(), Stri
 
 /// Case-insensitive glob match (GitHub names are case-insensitive) where `*` does not cross
 /// `/`. An invalid pattern matches nothing.
-fn glob_match(pattern: &str, text: &str) -> bool {
+pub(crate) fn glob_match(pattern: &str, text: &str) -> bool {
     let m: Option<GlobMatcher> = GlobBuilder::new(pattern)
         .case_insensitive(true)
         .literal_separator(true)

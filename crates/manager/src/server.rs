@@ -27,8 +27,8 @@ use crate::Secret;
 pub struct AppState {
     /// The manager.
     pub manager: Manager,
-    /// The webhook secret.
-    pub secret: Arc<Secret>,
+    /// The webhook secret; `None`: no webhook endpoint (scale sets only).
+    pub secret: Option<Arc<Secret>>,
 }
 
 /// The router. `max_body` bytes is the largest body read (larger: 413).
@@ -85,10 +85,17 @@ async fn webhook(
             return (StatusCode::BAD_REQUEST, "unreadable body\n");
         }
     };
+    let Some(secret) = &s.secret else {
+        m.metrics().webhook("not_configured");
+        return (
+            StatusCode::NOT_FOUND,
+            "no webhook endpoint: serve.toml sets no webhook_secret\n",
+        );
+    };
     let sig = headers
         .get("x-hub-signature-256")
         .and_then(|v| v.to_str().ok());
-    if let Err(e) = verify_signature(s.secret.expose().as_bytes(), &body, sig) {
+    if let Err(e) = verify_signature(secret.expose().as_bytes(), &body, sig) {
         m.metrics().webhook_verification_failures.inc();
         m.metrics().webhook("bad_signature");
         warn!("webhook refused: {e}");
@@ -173,14 +180,10 @@ pub async fn serve_with(
     github: Arc<dyn GitHub>,
     launcher: Arc<dyn Launcher>,
 ) -> Result<(), ManagerError> {
-    let secret =
-        config
-            .webhook_secret
-            .read("webhook_secret")
-            .map_err(|e| ManagerError::Listen {
-                addr: config.listen,
-                source: std::io::Error::other(e.to_string()),
-            })?;
+    let secret = match &config.webhook_secret {
+        Some(src) => Some(Arc::new(src.read("webhook_secret")?)),
+        None => None,
+    };
     let serve_dir = config.data_dir.join("serve");
     std::fs::create_dir_all(&serve_dir).map_err(|source| ManagerError::Listen {
         addr: config.listen,
@@ -231,6 +234,11 @@ pub async fn serve_with(
             pickup_timeout: config.pickup_timeout,
             repository,
             completed_grace: crate::manager::COMPLETED_GRACE,
+            scale_sets: crate::manager::ScaleSetOptions {
+                api_url: config.github.api_url.clone(),
+                registration_url: config.github.registration_url(),
+                ..Default::default()
+            },
         },
     );
     let first = manager.start(config.reconcile_interval).await;
@@ -238,7 +246,7 @@ pub async fn serve_with(
     let app = router(
         AppState {
             manager: manager.clone(),
-            secret: Arc::new(secret),
+            secret,
         },
         config.max_body_bytes,
     );

@@ -10,6 +10,9 @@ use std::sync::{Mutex, MutexGuard};
 
 use rusqlite::{params, Connection, OptionalExtension};
 
+mod scaleset;
+pub use scaleset::{SsApplied, SsEvent, SsJobRef, SsRunner, SS_ALIVE};
+
 /// Where a job is in its lifecycle. Active states are those a crash can interrupt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum JobStatus {
@@ -255,6 +258,7 @@ impl Store {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
+        conn.execute_batch(scaleset::SCHEMA)?;
         Ok(Self {
             conn: Mutex::new(conn),
         })

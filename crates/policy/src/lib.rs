@@ -742,6 +742,50 @@ fn validate_group(c: &mut Collector<'_>, name: &str, g: &Group, span: Range<usiz
             "e.g. max_runners = 4",
         );
     }
+    if let Some(ss) = &g.scale_set {
+        let ok_name = |n: &str| {
+            !n.is_empty()
+                && n.len() <= 45
+                && n
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+        };
+        if !ok_name(&ss.name) {
+            err(
+                format!("group {name}: scale set name {:?} is not usable", ss.name),
+                "1 to 45 letters, digits, '-', '_' or '.'; it is the runs-on label",
+            );
+        }
+        for l in &ss.labels {
+            if l.trim().is_empty() || l.len() > 100 {
+                err(
+                    format!("group {name}: invalid scale set label {l:?}"),
+                    "labels are 1 to 100 characters",
+                );
+            }
+        }
+        if ss.runner_group.trim().is_empty() {
+            err(
+                format!("group {name}: scale set runner_group is empty"),
+                "name a GitHub runner group, e.g. runner_group = \"Default\"",
+            );
+        }
+        if g.token_permissions.is_some() {
+            err(
+                format!("group {name}: token_permissions cannot be used with a scale set"),
+                "a scale-set runner starts before its job's repository is known, so no per-job token can be narrowed to it; remove token_permissions or serve the group by webhooks",
+            );
+        }
+        if ss.min_idle > g.max_runners {
+            err(
+                format!(
+                    "group {name}: scale set min_idle {} is more than max_runners {}",
+                    ss.min_idle, g.max_runners
+                ),
+                "warm runners count in max_runners",
+            );
+        }
+    }
     if g.runner.is_empty() || g.runner[0].trim().is_empty() {
         err(
             format!("group {name}: runner command is empty"),

@@ -357,6 +357,42 @@ pub struct Group {
     /// `trust = "trusted"`, false otherwise (`policy check` then warns on a bare tag).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub require_digest: Option<bool>,
+    /// Serve this group through a GitHub runner scale set instead of webhooks (docs/serve.md,
+    /// "Scale sets"): `airlock serve` long-polls GitHub for the set's jobs, no inbound
+    /// endpoint needed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_set: Option<ScaleSet>,
+}
+
+/// A runner scale set serving a group (`scale_set = { name = "airlock-ci" }`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ScaleSet {
+    /// The scale set's name: the label workflows put in `runs-on`.
+    pub name: String,
+    /// More labels of the scale set (github.com allows several).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub labels: Vec<String>,
+    /// The GitHub runner group (by name) the scale set lives in.
+    #[serde(default = "ScaleSet::default_runner_group")]
+    pub runner_group: String,
+    /// Runners kept started and waiting for a job (warm), each in its own fresh sandbox; a
+    /// job then does not wait for the runner's own start-up. Counted in `max_runners`.
+    #[serde(default)]
+    pub min_idle: u32,
+    /// Idle runners beyond what is needed (assigned jobs + `min_idle`) are retired after
+    /// this long, e.g. `"5m"`.
+    #[serde(default = "ScaleSet::default_idle_retire")]
+    pub idle_retire: HumanDuration,
+}
+
+impl ScaleSet {
+    fn default_runner_group() -> String {
+        "Default".to_owned()
+    }
+    fn default_idle_retire() -> HumanDuration {
+        HumanDuration(Duration::from_secs(300))
+    }
 }
 
 impl Group {
@@ -527,6 +563,7 @@ impl Default for Group {
             token_permissions: None,
             audit: AuditLimits::default(),
             require_digest: None,
+            scale_set: None,
         }
     }
 }

@@ -47,6 +47,9 @@ struct Args {
     /// File holding the webhook secret.
     #[arg(long)]
     webhook_secret_file: Option<PathBuf>,
+    /// How long the scale-set message queue holds a poll before 202, in milliseconds.
+    #[arg(long, default_value_t = 2000)]
+    poll_timeout_ms: u64,
 }
 
 #[tokio::main]
@@ -75,6 +78,7 @@ async fn main() -> anyhow::Result<()> {
         max_per_page: args.max_per_page,
         public_url: args.public_url,
         remove_runner_after_job: !args.keep_runners_after_job,
+        poll_timeout: Duration::from_millis(args.poll_timeout_ms),
         webhook,
         ..FakeConfig::default()
     };

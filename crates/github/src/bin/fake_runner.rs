@@ -40,11 +40,24 @@ fn jitconfig() -> Option<String> {
     std::env::var("ACTIONS_RUNNER_INPUT_JITCONFIG").ok()
 }
 
+fn start_ms() -> u64 {
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        if a == "--start-ms" {
+            return args.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+        }
+    }
+    std::env::var("AIRLOCK_FAKE_RUNNER_START_MS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
 const USAGE: &str = "\
 airlock-fake-runner: a stand-in for GitHub's runner (`run.sh --jitconfig BLOB`) in airlock's
 tests and local dry runs with airlock-fake-github.
 
-Usage: airlock-fake-runner [--jitconfig BLOB]
+Usage: airlock-fake-runner [--jitconfig BLOB] [--start-ms N] [--wait-secs N]
 
 The JIT config comes from --jitconfig or ACTIONS_RUNNER_INPUT_JITCONFIG (what airlock serve
 sets). The runner fetches its one job from the fake GitHub named in the config, runs the
@@ -53,6 +66,8 @@ job's script with /bin/sh -c, reports its exit code, and exits 0.
 Environment:
   ACTIONS_RUNNER_INPUT_JITCONFIG  the JIT config, when --jitconfig is not given
   AIRLOCK_FAKE_RUNNER_WAIT_SECS   how long to wait for a job (default 60)
+  AIRLOCK_FAKE_RUNNER_START_MS    milliseconds to spend starting up before the first poll
+                                  (the real runner takes seconds; default 0)
 
 Exit codes: 0 job run and reported; 2 bad or missing config; 3 no job in time; 4 the fake
 GitHub could not be reached.
@@ -78,10 +93,19 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let wait = std::env::var("AIRLOCK_FAKE_RUNNER_WAIT_SECS")
-        .ok()
+    let wait = std::env::args()
+        .skip_while(|a| a != "--wait-secs")
+        .nth(1)
+        .or_else(|| std::env::var("AIRLOCK_FAKE_RUNNER_WAIT_SECS").ok())
         .and_then(|s| s.parse().ok())
         .unwrap_or(60);
+    // The real runner spends seconds starting (.NET, configuration, connecting) before it
+    // asks for a job; tests of warm runners stand that in with a delay. Read from the
+    // command line too (`--start-ms N`), since a sandbox passes no environment it is not told.
+    let start_ms = start_ms();
+    if start_ms > 0 {
+        std::thread::sleep(Duration::from_millis(start_ms));
+    }
     let base = payload.url.trim_end_matches('/').to_owned();
     let auth = format!("Runner {}", payload.runner_id);
     let agent: ureq::Agent = ureq::Agent::config_builder()

@@ -115,7 +115,9 @@ pub(super) fn routes() -> Router<Arc<Shared>> {
         )
         .route(
             "/_actions/_apis/runtime/runnerscalesets/{id}",
-            get(get_scale_set).delete(delete_scale_set),
+            get(get_scale_set)
+                .delete(delete_scale_set)
+                .patch(update_scale_set),
         )
         .route(
             "/_actions/_apis/runtime/runnerscalesets/{id}/sessions",
@@ -359,6 +361,33 @@ async fn create_scale_set(
         labels,
     };
     state.actions.scale_sets.push(s.clone());
+    drop(state);
+    bom(scale_set_json(&s))
+}
+
+async fn update_scale_set(
+    State(shared): S,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+    Json(n): Json<NewScaleSet>,
+) -> Response {
+    enter!(shared, Endpoint::ScaleSets, headers);
+    let mut state = shared.state();
+    let Some(s) = state.actions.scale_sets.iter_mut().find(|s| s.id == id) else {
+        return service_error(StatusCode::NOT_FOUND, "", "no such scale set");
+    };
+    let mut labels: Vec<String> = n
+        .labels
+        .iter()
+        .filter_map(|l| l["name"].as_str().map(str::to_owned))
+        .collect();
+    if !labels.contains(&n.name) {
+        labels.insert(0, n.name.clone());
+    }
+    s.name = n.name;
+    s.runner_group_id = n.runner_group_id;
+    s.labels = labels;
+    let s = s.clone();
     drop(state);
     bom(scale_set_json(&s))
 }

@@ -47,6 +47,12 @@ pub(super) fn router(shared: Arc<Shared>) -> Router {
         .route("/_fake/state", get(dump_state))
         .route("/_fake/faults", post(post_fault))
         .route("/_fake/deliveries/{id}/redeliver", post(post_redeliver))
+        .route("/_fake/jobs/{id}/cancel", post(post_cancel))
+        .route("/_fake/actions/expire-queue-tokens", post(post_expire))
+        .route(
+            "/repos/{owner}/{repo}/actions/runs/{run}/cancel",
+            post(cancel_run),
+        )
         .merge(super::actions::routes())
         .with_state(shared)
 }
@@ -503,6 +509,48 @@ pub(super) fn cancel_job(shared: &Shared, id: u64) -> bool {
         json!({ "result": "canceled", "runnerId": 0, "runnerName": "" }),
     );
     true
+}
+
+async fn post_cancel(State(shared): S, Path(id): Path<u64>) -> Response {
+    if cancel_job(&shared, id) {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        gh_error(StatusCode::NOT_FOUND, "no such queued job")
+    }
+}
+
+async fn post_expire(State(shared): S) -> Response {
+    for s in &mut shared.state().actions.sessions {
+        s.token = format!("{}-expired", s.token);
+    }
+    StatusCode::NO_CONTENT.into_response()
+}
+
+/// `POST /repos/{owner}/{repo}/actions/runs/{run}/cancel`: the fake's workflow run ids are
+/// its job ids; a queued job of that run is cancelled (202, as GitHub answers).
+async fn cancel_run(
+    State(shared): S,
+    Path((owner, repo, run)): Path<(String, String, u64)>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(f) = shared.enter(Endpoint::CancelRun) {
+        return fault_response(f);
+    }
+    if let Err(r) = authorize(&shared, &headers) {
+        return *r;
+    }
+    let full = format!("{owner}/{repo}");
+    let known = shared
+        .state()
+        .jobs
+        .iter()
+        .any(|j| j.id == run && j.repository == full);
+    if !known {
+        return gh_error(StatusCode::NOT_FOUND, "Not Found");
+    }
+    cancel_job(&shared, run);
+    shared.state().cancelled_runs.push(run);
+    (StatusCode::ACCEPTED, Json(json!({}))).into_response()
 }
 
 async fn post_job(State(shared): S, Json(job): Json<NewJob>) -> Response {

@@ -142,6 +142,8 @@ pub enum Endpoint {
     AcquireJobs,
     /// A scale set's `generatejitconfig`.
     ScaleSetJitConfig,
+    /// `POST /repos/{owner}/{repo}/actions/runs/{id}/cancel`.
+    CancelRun,
 }
 
 /// An injected failure.
@@ -260,6 +262,9 @@ pub struct FakeState {
     /// The Actions service (scale sets, sessions, messages).
     #[serde(default)]
     pub actions: ActionsState,
+    /// Workflow runs cancelled through the REST API.
+    #[serde(default)]
+    pub cancelled_runs: Vec<u64>,
 }
 
 impl FakeState {
