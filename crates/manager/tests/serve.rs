@@ -78,12 +78,13 @@ impl Harness {
                 pickup_timeout,
                 repository: None,
                 completed_grace: Duration::from_millis(200),
+                scale_sets: Default::default(),
             },
         );
         let app = router(
             AppState {
                 manager: manager.clone(),
-                secret: Arc::new(Secret::new(SECRET)),
+                secret: Some(Arc::new(Secret::new(SECRET))),
             },
             64 * 1024,
         );

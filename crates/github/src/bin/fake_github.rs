@@ -50,6 +50,9 @@ struct Args {
     /// How long the scale-set message queue holds a poll before 202, in milliseconds.
     #[arg(long, default_value_t = 2000)]
     poll_timeout_ms: u64,
+    /// A scale-set session unused this long (ms) expires, as GitHub's do; 0: never.
+    #[arg(long, default_value_t = 0)]
+    session_expiry_ms: u64,
 }
 
 #[tokio::main]
@@ -79,6 +82,8 @@ async fn main() -> anyhow::Result<()> {
         public_url: args.public_url,
         remove_runner_after_job: !args.keep_runners_after_job,
         poll_timeout: Duration::from_millis(args.poll_timeout_ms),
+        session_expiry: (args.session_expiry_ms > 0)
+            .then(|| Duration::from_millis(args.session_expiry_ms)),
         webhook,
         ..FakeConfig::default()
     };

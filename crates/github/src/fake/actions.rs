@@ -46,6 +46,28 @@ pub struct FakeSession {
     pub session_id: String,
     /// The queue token now valid.
     pub token: String,
+    /// Unix ms of its last use (opening, refresh, poll): a session unused for
+    /// `FakeConfig::session_expiry` is gone, as GitHub expires a dead manager's session.
+    #[serde(default)]
+    pub last_used_ms: i64,
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// Forgets sessions unused for longer than the configured expiry.
+fn expire_sessions(shared: &Shared) {
+    let Some(ttl) = shared.config.session_expiry else {
+        return;
+    };
+    let ttl = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
+    let now = now_ms();
+    shared
+        .state()
+        .actions
+        .sessions
+        .retain(|s| now - s.last_used_ms <= ttl);
 }
 
 /// A message waiting in a scale set's queue.
@@ -57,6 +79,10 @@ pub struct FakeMessage {
     pub id: i64,
     /// The job messages (as JSON values; sent as a string-encoded array).
     pub jobs: Vec<serde_json::Value>,
+    /// Sent at least once (job events are added to a message only until it is sent, as the
+    /// service gathers what happened between two polls into one message).
+    #[serde(default)]
+    pub delivered: bool,
 }
 
 /// What the Actions service knows (part of `GET /_fake/state`).
@@ -426,6 +452,7 @@ async fn create_session(State(shared): S, headers: HeaderMap, Path(id): Path<i64
     let Some(set) = scale_set(&shared, id) else {
         return service_error(StatusCode::NOT_FOUND, "", "no such scale set");
     };
+    expire_sessions(&shared);
     let session = {
         let mut state = shared.state();
         if state.actions.sessions.iter().any(|s| s.scale_set_id == id) {
@@ -439,6 +466,7 @@ async fn create_session(State(shared): S, headers: HeaderMap, Path(id): Path<i64
             scale_set_id: id,
             session_id: random("session-"),
             token: random("queue-"),
+            last_used_ms: now_ms(),
         };
         state.actions.sessions.push(s.clone());
         s
@@ -466,6 +494,7 @@ async fn refresh_session(
             return service_error(StatusCode::NOT_FOUND, "", "no such session");
         };
         s.token = random("queue-");
+        s.last_used_ms = now_ms();
         s.clone()
     };
     bom(session_json(&shared, &session, &set))
@@ -541,12 +570,19 @@ fn queue_token_ok(shared: &Shared, headers: &HeaderMap, id: i64) -> bool {
     let t = header(headers, "authorization")
         .strip_prefix("Bearer ")
         .unwrap_or("");
-    shared
-        .state()
+    let mut state = shared.state();
+    match state
         .actions
         .sessions
-        .iter()
-        .any(|s| s.scale_set_id == id && s.token == t)
+        .iter_mut()
+        .find(|s| s.scale_set_id == id && s.token == t)
+    {
+        Some(s) => {
+            s.last_used_ms = now_ms();
+            true
+        }
+        None => false,
+    }
 }
 
 async fn acquire_jobs(
@@ -593,6 +629,15 @@ async fn poll(State(shared): S, headers: HeaderMap, Path(id): Path<i64>) -> Resp
             .find(|m| m.scale_set_id == id)
             .cloned();
         if let Some(m) = first {
+            if let Some(x) = shared
+                .state()
+                .actions
+                .messages
+                .iter_mut()
+                .find(|x| x.scale_set_id == id && x.id == m.id)
+            {
+                x.delivered = true;
+            }
             let Some(set) = scale_set(&shared, id) else {
                 return service_error(StatusCode::NOT_FOUND, "", "no such scale set");
             };
@@ -663,12 +708,25 @@ pub(super) fn job_event(shared: &Shared, kind: &str, job: &FakeJob, extra: serde
                     o.insert(k.clone(), v.clone());
                 }
             }
+            // Gathered into the newest message not yet sent, up to the service's limit.
+            if let Some(last) = state
+                .actions
+                .messages
+                .iter_mut()
+                .rev()
+                .find(|x| x.scale_set_id == set)
+                .filter(|x| !x.delivered && x.jobs.len() < MAX_JOBS_PER_MESSAGE)
+            {
+                last.jobs.push(m);
+                continue;
+            }
             state.actions.next_message += 1;
             let id = state.actions.next_message;
             state.actions.messages.push(super::actions::FakeMessage {
                 scale_set_id: set,
                 id,
                 jobs: vec![m],
+                delivered: false,
             });
         }
     }

@@ -440,7 +440,29 @@ async fn delete_runner(
     {
         Some(i) => {
             let r = state.runners.remove(i);
+            // A runner removed while it holds a job: GitHub fails the job (the runner lost
+            // communication); it is never given to another runner.
+            let failed = r.job_id.and_then(|jid| {
+                let j = state
+                    .jobs
+                    .iter_mut()
+                    .find(|j| j.id == jid && j.status == "in_progress")?;
+                j.status = "completed".into();
+                Some(j.clone())
+            });
+            let name = r.name.clone();
+            let rid = r.id;
             state.deleted_runners.push(r);
+            drop(state);
+            if let Some(job) = failed {
+                shared.webhook("completed", job.id);
+                super::actions::job_event(
+                    &shared,
+                    "JobCompleted",
+                    &job,
+                    json!({ "result": "failed", "runnerId": rid, "runnerName": name }),
+                );
+            }
             StatusCode::NO_CONTENT.into_response()
         }
         None => gh_error(StatusCode::NOT_FOUND, "Not Found"),
@@ -637,7 +659,12 @@ async fn runner_complete(
         else {
             return gh_error(StatusCode::CONFLICT, "this runner does not hold that job");
         };
-        if let Some(job) = state.jobs.iter_mut().find(|j| j.id == done.job_id) {
+        // The entry this runner holds (a job cancelled and queued again has two).
+        if let Some(job) = state
+            .jobs
+            .iter_mut()
+            .find(|j| j.id == done.job_id && j.runner_id == Some(rid))
+        {
             job.status = "completed".into();
             job.exit_code = Some(done.exit_code);
             finished = Some((job.clone(), state.runners[pos].name.clone()));

@@ -79,6 +79,9 @@ pub struct FakeConfig {
     pub webhook: Option<WebhookTarget>,
     /// How long the scale-set message queue holds a poll before answering 202 (GitHub: ~50 s).
     pub poll_timeout: Duration,
+    /// A session not used (polled, refreshed) for this long is gone (GitHub expires a crashed
+    /// manager's session after a few minutes). `None`: never.
+    pub session_expiry: Option<Duration>,
 }
 
 impl Default for FakeConfig {
@@ -104,6 +107,7 @@ impl Default for FakeConfig {
             remove_runner_after_job: true,
             webhook: None,
             poll_timeout: Duration::from_secs(2),
+            session_expiry: None,
         }
     }
 }
@@ -446,6 +450,15 @@ impl FakeGitHub {
     /// message for its scale set). False when no such queued job exists.
     pub fn cancel_job(&self, id: u64) -> bool {
         handlers::cancel_job(&self.shared, id)
+    }
+
+    /// Drops every pending injected fault.
+    pub fn clear_faults(&self) {
+        self.shared
+            .faults
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
     }
 
     /// Registers a runner directly (as if someone outside airlock had), returning its id.

@@ -589,7 +589,7 @@ impl Manager {
                 }
             });
         }
-        for (j, runner, ours) in a.started {
+        for (j, runner, ours, ended) in a.started {
             if !ours {
                 warn!(
                     "scale set {}: job {} started on runner {} that airlock did not start",
@@ -605,6 +605,16 @@ impl Manager {
                        "group": rt.group, "runner": runner, "airlock_runner": ours,
                        "sandbox_key": if ours { Some(runner.clone()) } else { None }}),
             );
+            // The runner ran it and ended before this message was read: its end is the
+            // job's end.
+            if let Some((status, code)) = ended {
+                self.audit(
+                    airlock_audit::Kind::ServeJobFinished,
+                    Some(&format!("ss-{}-{}", rt.name, j.job_id)),
+                    json!({"source": source, "github_job_id": j.job_id, "group": rt.group,
+                           "status": status, "exit_code": code, "runner": runner}),
+                );
+            }
         }
         for (j, result, runner) in a.completed {
             if result.eq_ignore_ascii_case("canceled") && runner.is_empty() {

@@ -103,8 +103,10 @@ pub struct SsApplied {
     pub assigned: Vec<SsJobRef>,
     /// Jobs refused, with the reason.
     pub refused: Vec<(SsJobRef, String)>,
-    /// `(job, runner name, whether the runner is airlock's)` bound by `JobStarted`.
-    pub started: Vec<(SsJobRef, String, bool)>,
+    /// `(job, runner name, whether the runner is airlock's, its end if it already ended:
+    /// (status, exit code))` bound by `JobStarted`.
+    #[allow(clippy::type_complexity)]
+    pub started: Vec<(SsJobRef, String, bool, Option<(String, Option<i64>)>)>,
     /// `(job, result, runner name)`.
     pub completed: Vec<(SsJobRef, String, String)>,
 }
@@ -225,19 +227,22 @@ impl Store {
                             params![scale_set, job.job_id, job.request_id, job.repo, job.run_id, job.workflow_ref, runner, now],
                         )?;
                     }
-                    let ours = tx.execute(
-                        "UPDATE ss_runners SET status = 'busy', job_id = ?2, busy_ms = ?3 WHERE name = ?1 AND status IN ('provisioning', 'starting', 'idle')",
+                    // Bound to the runner, whatever its state: its sandbox may already have
+                    // ended when the message is read (the runner is fast, the poll is not).
+                    tx.execute(
+                        "UPDATE ss_runners SET job_id = COALESCE(job_id, ?2), busy_ms = COALESCE(busy_ms, ?3), status = CASE WHEN status IN ('provisioning', 'starting', 'idle') THEN 'busy' ELSE status END WHERE name = ?1",
                         params![runner, job.job_id, now],
-                    )? > 0
-                        || tx
-                            .query_row(
-                                "SELECT 1 FROM ss_runners WHERE name = ?1 AND job_id = ?2",
-                                params![runner, job.job_id],
-                                |_| Ok(()),
-                            )
-                            .optional()?
-                            .is_some();
-                    out.started.push((job.clone(), runner.clone(), ours));
+                    )?;
+                    let row: Option<(String, Option<i64>)> = tx
+                        .query_row(
+                            "SELECT status, exit_code FROM ss_runners WHERE name = ?1",
+                            params![runner],
+                            |r| Ok((r.get(0)?, r.get(1)?)),
+                        )
+                        .optional()?;
+                    let ended = row.clone().filter(|(s, _)| !SS_ALIVE.contains(&s.as_str()));
+                    out.started
+                        .push((job.clone(), runner.clone(), row.is_some(), ended));
                 }
                 SsEvent::Completed {
                     job,
@@ -491,7 +496,7 @@ mod tests {
                 }],
             )
             .expect("start");
-        assert_eq!(s.started, vec![(job("j1"), "airlock-s-1".into(), true)]);
+        assert_eq!(s.started, vec![(job("j1"), "airlock-s-1".into(), true, None)]);
         let jobs = st.ss_jobs("s").expect("jobs");
         assert_eq!(jobs[0].1, "started");
         assert_eq!(jobs[0].4, 2, "two assignments");

@@ -1,0 +1,635 @@
+//! serve's scale-set mode against the fake GitHub's Actions service (real HTTP on loopback,
+//! the real protocol client and REST client), with a launcher that stands in for a sandbox:
+//! it runs the fake runner's protocol in-process (fetch exactly its one job with its JIT
+//! config, "run" it, report it). Covers: the scale set created from the policy; 50 jobs in
+//! bursts, each run exactly once by a runner that fetched exactly its job; cancellations and
+//! reassignment; a second serve getting 409 and saying so; 401 mid-poll and 5xx storms; a
+//! crash (the runtime dropped, like kill -9) at each step of a job's life, then a restart that
+//! reconciles; warm runners hiding a 3 s runner start.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use airlock_audit::AuditLog;
+use airlock_github::fake::{Endpoint, FakeConfig, FakeGitHub, Fault, JitPayload, NewJob};
+use airlock_manager::config::{GitHubConfig, Level, SecretSource};
+use airlock_manager::launcher::{LaunchError, LaunchSpec, Launcher, RunExit};
+use airlock_manager::manager::ManagerOptions;
+use airlock_manager::state::Store;
+use airlock_manager::{Manager, RestGitHub, ScaleSetOptions};
+use async_trait::async_trait;
+use base64::Engine as _;
+use tokio::sync::{oneshot, watch};
+
+const PAT: &str = "ghp_scaleSetTestToken0123456789abcdef";
+const PAT_ENV: &str = "AIRLOCK_SCALESET_TEST_PAT";
+const SET: &str = "airlock-ci";
+const DEADLINE: Duration = Duration::from_secs(60);
+
+/// Stands in for `airlock run` of the fake runner: the sandbox is "up" at once, the runner
+/// then spends `start` starting, asks the fake for its job with its JIT identity, holds it for
+/// the number of milliseconds its script names (`sleep:N`), and reports exit 0.
+struct RunnerLauncher {
+    start: Duration,
+    http: reqwest::Client,
+    /// `(runner name, job id)` of every job a runner fetched.
+    fetched: Mutex<Vec<(String, u64)>>,
+    /// When each job was fetched.
+    fetched_at: Mutex<BTreeMap<u64, Instant>>,
+    launched: Mutex<Vec<String>>,
+}
+
+impl RunnerLauncher {
+    fn new(start: Duration) -> Arc<Self> {
+        Arc::new(Self {
+            start,
+            http: reqwest::Client::new(),
+            fetched: Mutex::new(Vec::new()),
+            fetched_at: Mutex::new(BTreeMap::new()),
+            launched: Mutex::new(Vec::new()),
+        })
+    }
+}
+
+fn stopped() -> Result<RunExit, LaunchError> {
+    Ok(RunExit {
+        code: 143,
+        stopped: true,
+        sandbox_id: None,
+        failure: None,
+    })
+}
+
+#[async_trait]
+impl Launcher for RunnerLauncher {
+    async fn run(
+        &self,
+        spec: LaunchSpec,
+        started: oneshot::Sender<()>,
+        mut stop: watch::Receiver<bool>,
+    ) -> Result<RunExit, LaunchError> {
+        self.launched.lock().expect("lock").push(spec.key.clone());
+        let p: JitPayload = serde_json::from_slice(
+            &base64::engine::general_purpose::STANDARD
+                .decode(spec.jit_config.expose())
+                .expect("base64 JIT config"),
+        )
+        .expect("the fake's JIT payload");
+        assert_eq!(p.name, spec.key, "one JIT registration per sandbox");
+        let _ = started.send(());
+        tokio::select! {
+            _ = tokio::time::sleep(self.start) => {}
+            _ = stop.changed() => return stopped(),
+        }
+        let auth = format!("Runner {}", p.runner_id);
+        let job: serde_json::Value = loop {
+            if *stop.borrow() {
+                return stopped();
+            }
+            let r = self
+                .http
+                .get(format!("{}/_fake/runner/job", p.url))
+                .header("authorization", &auth)
+                .send()
+                .await;
+            match r {
+                Ok(r) if r.status() == 200 => break r.json().await.expect("job"),
+                Ok(r) if r.status() == 401 => {
+                    // Deleted (retired) while waiting.
+                    return Ok(RunExit {
+                        code: 4,
+                        stopped: false,
+                        sandbox_id: None,
+                        failure: None,
+                    });
+                }
+                _ => {}
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+                _ = stop.changed() => return stopped(),
+            }
+        };
+        let id = job["job_id"].as_u64().expect("job id");
+        self.fetched
+            .lock()
+            .expect("lock")
+            .push((spec.key.clone(), id));
+        self.fetched_at
+            .lock()
+            .expect("lock")
+            .insert(id, Instant::now());
+        let hold = job["script"]
+            .as_str()
+            .and_then(|s| s.strip_prefix("sleep:"))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(hold)) => {}
+            _ = stop.changed() => return stopped(),
+        }
+        self.http
+            .post(format!("{}/_fake/runner/complete", p.url))
+            .header("authorization", &auth)
+            .json(&serde_json::json!({"job_id": id, "exit_code": 0}))
+            .send()
+            .await
+            .expect("report");
+        Ok(RunExit {
+            code: 0,
+            stopped: false,
+            sandbox_id: Some(format!("sb-{}", spec.key)),
+            failure: None,
+        })
+    }
+
+    async fn gc(&self) -> Result<Vec<String>, LaunchError> {
+        Ok(Vec::new())
+    }
+}
+
+fn policy(min_idle: u32, max_runners: u32) -> airlock_policy::Policy {
+    let text = format!(
+        r#"version = 1
+[groups.ci]
+repositories = ["octo-org/*"]
+max_runners = {max_runners}
+runner = ["/opt/runner/run"]
+scale_set = {{ name = "{SET}", labels = ["gpu-free"], min_idle = {min_idle}, idle_retire = "1s" }}
+"#
+    );
+    airlock_policy::parse(&text, std::path::Path::new("policy.toml")).expect("policy")
+}
+
+async fn start_fake(session_expiry: Option<Duration>) -> FakeGitHub {
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("AIRLOCK_TEST_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .try_init();
+    FakeGitHub::start(
+        "127.0.0.1:0".parse().expect("addr"),
+        FakeConfig {
+            personal_tokens: vec![PAT.into()],
+            poll_timeout: Duration::from_millis(300),
+            session_expiry,
+            ..FakeConfig::default()
+        },
+    )
+    .await
+    .expect("fake")
+}
+
+struct Serve {
+    manager: Manager,
+    launcher: Arc<RunnerLauncher>,
+}
+
+fn serve(
+    fake: &FakeGitHub,
+    dir: &std::path::Path,
+    policy: airlock_policy::Policy,
+    start: Duration,
+) -> Serve {
+    std::env::set_var(PAT_ENV, PAT);
+    let gh = RestGitHub::from_config(&GitHubConfig {
+        api_url: fake.url(),
+        level: Level::Org,
+        org: "octo-org".into(),
+        repo: None,
+        app_id: None,
+        installation_id: None,
+        private_key: None,
+        token: Some(SecretSource::Env(PAT_ENV.into())),
+        config_url: Some("https://github.com/octo-org".into()),
+    })
+    .expect("github");
+    let launcher = RunnerLauncher::new(start);
+    let manager = Manager::new(
+        Store::open(&dir.join("serve.db")).expect("db"),
+        Arc::new(gh),
+        launcher.clone(),
+        policy,
+        AuditLog::open(&dir.join("audit")).expect("audit"),
+        ManagerOptions {
+            runner_prefix: "airlock-".into(),
+            max_concurrency: 4,
+            pickup_timeout: Duration::from_secs(600),
+            repository: None,
+            completed_grace: Duration::from_secs(2),
+            scale_sets: ScaleSetOptions {
+                api_url: fake.url(),
+                registration_url: "https://github.com/octo-org".into(),
+                poll_timeout: Duration::from_secs(5),
+                conflict_retry: Duration::from_millis(200),
+                max_backoff: Duration::from_millis(300),
+                ..Default::default()
+            },
+        },
+    );
+    Serve { manager, launcher }
+}
+
+async fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while !ok() {
+        assert!(t0.elapsed() < DEADLINE, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn queue(fake: &FakeGitHub, id: u64, script: &str) {
+    fake.queue_job(NewJob {
+        id,
+        labels: vec![SET.into()],
+        script: script.into(),
+        repository: None,
+    });
+}
+
+fn audit_kinds(dir: &std::path::Path) -> Vec<serde_json::Value> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir.join("audit")).expect("audit dir") {
+        let p = e.expect("entry").path();
+        if p.extension().is_some_and(|x| x == "jsonl") {
+            for l in std::fs::read_to_string(&p).expect("read").lines() {
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(l) {
+                    out.push(v);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Every job ran exactly once, by a runner that fetched only it; no runner of the scale set
+/// is left registered at the fake; every message was acknowledged.
+fn assert_accounted(fake: &FakeGitHub, launchers: &[&RunnerLauncher], ids: &[u64]) {
+    let s = fake.state();
+    for id in ids {
+        let runs: Vec<_> = s.jobs.iter().filter(|j| j.id == *id).collect();
+        assert!(
+            runs.iter().any(|j| j.status == "completed"),
+            "job {id} not completed: {runs:?}"
+        );
+        let fetches: u32 = runs.iter().map(|j| j.fetches).sum();
+        assert_eq!(fetches, 1, "job {id} fetched {fetches} times");
+    }
+    let mut by_runner: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for l in launchers {
+        for (r, j) in l.fetched.lock().expect("lock").iter() {
+            by_runner.entry(r.clone()).or_default().push(*j);
+        }
+    }
+    for (r, jobs) in &by_runner {
+        assert_eq!(jobs.len(), 1, "runner {r} took {jobs:?}");
+    }
+    assert!(
+        s.runners.is_empty(),
+        "runners left registered at GitHub: {:?}",
+        s.runners
+    );
+    assert!(
+        s.actions.messages.is_empty(),
+        "messages never acknowledged: {:?}",
+        s.actions.messages
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fifty_jobs_in_bursts_run_exactly_once_and_cancellations_are_accounted() {
+    let fake = start_fake(None).await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let s = serve(&fake, dir.path(), policy(0, 4), Duration::ZERO);
+    s.manager.start(Duration::from_secs(3600)).await;
+    wait_for("the scale set and its session", || s.manager.ready()).await;
+    let st = fake.state();
+    let set = st
+        .actions
+        .scale_sets
+        .iter()
+        .find(|x| x.name == SET)
+        .expect("scale set created from the policy");
+    assert_eq!(set.labels, [SET, "gpu-free"]);
+    assert_eq!(set.runner_group_id, 1);
+
+    let ids: Vec<u64> = (1..=50).collect();
+    for burst in ids.chunks(10) {
+        for id in burst {
+            queue(&fake, *id, "sleep:30");
+        }
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    wait_for("50 jobs completed", || {
+        let s = fake.state();
+        ids.iter()
+            .all(|id| s.jobs.iter().any(|j| j.id == *id && j.status == "completed"))
+    })
+    .await;
+    // The runners exit, are deleted, and nothing stays alive.
+    wait_for("runners gone, messages read", || {
+        let st = fake.state();
+        s.manager.running_tasks() == 0 && st.runners.is_empty() && st.actions.messages.is_empty()
+    })
+    .await;
+    assert_accounted(&fake, &[&s.launcher], &ids);
+    let jobs = s.manager.store().ss_jobs(SET).expect("jobs");
+    assert_eq!(jobs.len(), 50);
+    assert!(
+        jobs.iter().all(|j| j.1 == "completed" && j.3.as_deref() == Some("succeeded")),
+        "{jobs:?}"
+    );
+    // Capacity held: never more than max_runners runners at once (each fetched one job).
+    assert_eq!(s.launcher.fetched.lock().expect("lock").len(), 50);
+
+    // Cancelled before a runner took it, then assigned again: one run, two assignments.
+    queue(&fake, 900, "sleep:1500");
+    queue(&fake, 901, "sleep:1500");
+    queue(&fake, 902, "sleep:1500");
+    queue(&fake, 903, "sleep:1500");
+    queue(&fake, 904, "sleep:0");
+    wait_for("four jobs running", || {
+        fake.state()
+            .jobs
+            .iter()
+            .filter(|j| j.status == "in_progress")
+            .count()
+            == 4
+    })
+    .await;
+    assert!(fake.cancel_job(904), "904 waits for capacity and can be cancelled");
+    queue(&fake, 904, "sleep:0");
+    wait_for("all done", || {
+        let s = fake.state();
+        (900..=904).all(|id| s.jobs.iter().any(|j| j.id == id && j.status == "completed"))
+            && s.jobs.iter().all(|j| j.status == "completed")
+    })
+    .await;
+    wait_for("runners gone", || {
+        s.manager.running_tasks() == 0 && fake.state().runners.is_empty()
+    })
+    .await;
+    let jobs = s.manager.store().ss_jobs(SET).expect("jobs");
+    let j904 = jobs.iter().find(|j| j.0 == "904").expect("904");
+    assert_eq!(j904.4, 2, "assigned twice: {j904:?}");
+    assert_eq!(j904.1, "completed");
+    let a = audit_kinds(dir.path());
+    assert!(a.iter().any(|r| r["kind"] == "serve.job.cancelled"
+        && r["data"]["github_job_id"] == "904"));
+    let finished: Vec<_> = a
+        .iter()
+        .filter(|r| r["kind"] == "serve.job.finished")
+        .collect();
+    assert_eq!(finished.len(), 55, "one finished record per job run");
+    assert!(finished
+        .iter()
+        .all(|r| r["data"]["source"] == "scaleset:airlock-ci" && r["data"]["status"] == "done"));
+    s.manager.shutdown(Duration::from_secs(5)).await;
+    assert!(
+        fake.state().actions.sessions.is_empty(),
+        "the session is closed at shutdown"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_second_serve_gets_409_and_says_so_until_the_first_closes_its_session() {
+    let fake = start_fake(None).await;
+    let d1 = tempfile::tempdir().expect("tmp");
+    let d2 = tempfile::tempdir().expect("tmp");
+    let a = serve(&fake, d1.path(), policy(0, 2), Duration::ZERO);
+    a.manager.start(Duration::from_secs(3600)).await;
+    wait_for("first session", || a.manager.ready()).await;
+    let b = serve(&fake, d2.path(), policy(0, 2), Duration::ZERO);
+    b.manager.start(Duration::from_secs(3600)).await;
+    wait_for("the conflict recorded", || {
+        audit_kinds(d2.path())
+            .iter()
+            .filter(|r| r["kind"] == "serve.scaleset.session_conflict")
+            .count()
+            >= 2
+    })
+    .await;
+    assert!(!b.manager.ready(), "not ready without a session");
+    a.manager.shutdown(Duration::from_secs(5)).await;
+    wait_for("the second serve takes over", || b.manager.ready()).await;
+    queue(&fake, 7, "sleep:0");
+    wait_for("job 7 done", || {
+        fake.state()
+            .jobs
+            .iter()
+            .any(|j| j.id == 7 && j.status == "completed")
+    })
+    .await;
+    assert_eq!(b.launcher.fetched.lock().expect("lock").len(), 1);
+    b.manager.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn expired_queue_tokens_and_5xx_storms_lose_nothing() {
+    let fake = start_fake(None).await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let s = serve(&fake, dir.path(), policy(0, 4), Duration::ZERO);
+    s.manager.start(Duration::from_secs(3600)).await;
+    wait_for("session", || s.manager.ready()).await;
+    fake.expire_queue_tokens();
+    fake.inject(Endpoint::MessageQueue, Fault::ServerError, 6);
+    fake.inject(Endpoint::AcknowledgeMessage, Fault::ServerError, 4);
+    fake.inject(Endpoint::ScaleSetJitConfig, Fault::ServerError, 3);
+    fake.inject(Endpoint::Sessions, Fault::ServerError, 1);
+    let ids: Vec<u64> = (100..120).collect();
+    for id in &ids {
+        queue(&fake, *id, "sleep:20");
+    }
+    wait_for("20 jobs completed", || {
+        let st = fake.state();
+        ids.iter()
+            .all(|id| st.jobs.iter().any(|j| j.id == *id && j.status == "completed"))
+    })
+    .await;
+    wait_for("runners gone", || {
+        s.manager.running_tasks() == 0 && fake.state().runners.is_empty()
+    })
+    .await;
+    wait_for("every message read", || fake.state().actions.messages.is_empty()).await;
+    assert_accounted(&fake, &[&s.launcher], &ids);
+    // Messages whose acknowledgement failed came again and were recognised by their id.
+    let st = fake.state();
+    let acked: HashSet<i64> = st.actions.acked.iter().copied().collect();
+    assert_eq!(
+        s.manager.store().ss_messages(SET).expect("n") as usize,
+        acked.len(),
+        "each message recorded once"
+    );
+    s.manager.shutdown(Duration::from_secs(5)).await;
+}
+
+/// Runs `f` on a runtime of its own, then drops the runtime: every task of that serve stops
+/// where it is, nothing is shut down (kill -9, in-process). The fake and the database stay.
+fn crash_after(
+    fake_url_dir: (&FakeGitHub, &std::path::Path),
+    policy: airlock_policy::Policy,
+    until: impl Fn(&FakeGitHub, &Store) -> bool,
+    what: &str,
+) {
+    let (fake, dir) = fake_url_dir;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let s = rt.block_on(async {
+        let s = serve(fake, dir, policy, Duration::ZERO);
+        s.manager.start(Duration::from_secs(3600)).await;
+        s
+    });
+    let t0 = Instant::now();
+    while !until(fake, s.manager.store()) {
+        assert!(t0.elapsed() < DEADLINE, "never reached: {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    rt.shutdown_background();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_crash_at_each_step_then_restart_loses_nothing_and_runs_nothing_twice() {
+    let fake = start_fake(Some(Duration::from_millis(800))).await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let p = dir.path().to_owned();
+    let fk = &fake;
+    // 1. While provisioning: the JIT config keeps failing, serve dies with the runner in its
+    //    database but no sandbox.
+    fake.inject(Endpoint::ScaleSetJitConfig, Fault::ServerError, 1000);
+    queue(&fake, 1, "sleep:0");
+    tokio::task::block_in_place(|| {
+        crash_after(
+            (fk, &p),
+            policy(0, 2),
+            |_, st| {
+                st.ss_alive(None)
+                    .map(|a| a.iter().any(|r| r.status == "provisioning"))
+                    .unwrap_or(false)
+            },
+            "a runner provisioning",
+        )
+    });
+    // 2. Before the acknowledgement: committed, never acknowledged (delivered again later).
+    fake.inject(Endpoint::AcknowledgeMessage, Fault::ServerError, 1000);
+    queue(&fake, 2, "sleep:0");
+    let acks = fake.state().calls_to(Endpoint::AcknowledgeMessage);
+    tokio::task::block_in_place(|| {
+        crash_after(
+            (fk, &p),
+            policy(0, 2),
+            |f, _| f.state().calls_to(Endpoint::AcknowledgeMessage) >= acks + 2,
+            "an acknowledgement failing",
+        )
+    });
+    fake.clear_faults();
+    // 3. While running: jobs 1 and 2 run and end, job 3 holds its runner; serve dies under it.
+    queue(&fake, 3, "sleep:600000");
+    tokio::task::block_in_place(|| {
+        crash_after(
+            (fk, &p),
+            policy(0, 2),
+            |f, _| {
+                f.state()
+                    .jobs
+                    .iter()
+                    .any(|j| j.id == 3 && j.status == "in_progress")
+            },
+            "job 3 running",
+        )
+    });
+    let before = Store::open(&p.join("serve.db")).expect("db");
+    let alive_at_crash = before.ss_alive(None).expect("alive");
+    assert!(
+        alive_at_crash.iter().any(|r| r.status == "busy"),
+        "a runner was busy at the crash: {alive_at_crash:?}"
+    );
+    drop(before);
+    let s = serve(&fake, &p, policy(0, 2), Duration::ZERO);
+    let report = s.manager.start(Duration::from_secs(3600)).await;
+    let lost: HashSet<String> = report.lost_runners.iter().cloned().collect();
+    for r in &alive_at_crash {
+        assert!(lost.contains(&r.name), "{} not reconciled: {report}", r.name);
+    }
+    wait_for("jobs 1 and 2 done", || {
+        let st = fake.state();
+        [1u64, 2]
+            .iter()
+            .all(|id| st.jobs.iter().any(|j| j.id == *id && j.status == "completed"))
+    })
+    .await;
+    wait_for("nothing of the dead serve left registered", || {
+        let st = fake.state();
+        st.runners.iter().all(|r| {
+            !alive_at_crash.iter().any(|a| a.name == r.name)
+        }) && s.manager.running_tasks() == 0
+    })
+    .await;
+    wait_for("every message read", || fake.state().actions.messages.is_empty()).await;
+    let st = fake.state();
+    for id in [1u64, 2] {
+        let fetches: u32 = st.jobs.iter().filter(|j| j.id == id).map(|j| j.fetches).sum();
+        assert_eq!(fetches, 1, "job {id} run {fetches} times");
+    }
+    // Job 3 was running when serve died: never run again (its runner is gone; GitHub fails it).
+    let j3: u32 = st.jobs.iter().filter(|j| j.id == 3).map(|j| j.fetches).sum();
+    assert_eq!(j3, 1, "job 3 run again");
+    // The message whose acknowledgement failed was delivered again and recognised.
+    let acked: HashSet<i64> = st.actions.acked.iter().copied().collect();
+    assert_eq!(
+        s.manager.store().ss_messages(SET).expect("n") as usize,
+        acked.len()
+    );
+    assert!(st.actions.messages.is_empty(), "{:?}", st.actions.messages);
+    let a = audit_kinds(&p);
+    assert!(a.iter().any(|r| r["kind"] == "serve.reconcile.runner_lost"));
+    s.manager.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn warm_runners_hide_the_runner_start_up() {
+    const START: Duration = Duration::from_secs(3);
+    for (min_idle, id) in [(2u32, 500u64), (0, 600)] {
+        let fake = start_fake(None).await;
+        let dir = tempfile::tempdir().expect("tmp");
+        let s = serve(&fake, dir.path(), policy(min_idle, 4), START);
+        s.manager.start(Duration::from_secs(3600)).await;
+        wait_for("session", || s.manager.ready()).await;
+        if min_idle > 0 {
+            // Two warm runners, started and past their start-up, before any job.
+            wait_for("warm runners", || {
+                s.launcher.launched.lock().expect("lock").len() == 2
+            })
+            .await;
+            tokio::time::sleep(START + Duration::from_millis(500)).await;
+        }
+        let t0 = Instant::now();
+        queue(&fake, id, "sleep:0");
+        wait_for("the job fetched", || {
+            s.launcher.fetched_at.lock().expect("lock").contains_key(&id)
+        })
+        .await;
+        let took = s.launcher.fetched_at.lock().expect("lock")[&id] - t0;
+        if min_idle > 0 {
+            assert!(took < Duration::from_secs(1), "warm: {took:?}");
+            // Used once and replaced: min_idle warm runners again.
+            wait_for("replaced", || {
+                let alive = s.manager.store().ss_alive(Some(SET)).expect("alive");
+                alive.len() == 2 && alive.iter().all(|r| r.job_id.is_none())
+            })
+            .await;
+        } else {
+            assert!(took >= START, "cold: {took:?}");
+        }
+        s.manager.shutdown(Duration::from_secs(5)).await;
+        wait_for("warm runners retired at shutdown", || {
+            fake.state().runners.is_empty()
+        })
+        .await;
+    }
+}
