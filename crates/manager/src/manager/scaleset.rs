@@ -537,17 +537,17 @@ impl Manager {
         if let Some(s) = m.statistics {
             *lock(&rt.stats) = s;
         }
-        // Committed: now it may be acknowledged. A failed acknowledgement is harmless (the
-        // message comes again and is recognised by its id).
+        if !applied.duplicate {
+            self.ss_effects(rt, m.message_id, applied);
+        }
+        // Committed (and recorded): now it may be acknowledged. A failed acknowledgement is
+        // harmless (the message comes again and is recognised by its id).
         if let Err(e) = queue.ack(m.message_id).await {
             warn!(
                 "scale set {}: acknowledging message {}: {e}",
                 airlock_text::escape(&rt.name),
                 m.message_id
             );
-        }
-        if !applied.duplicate {
-            self.ss_effects(rt, m.message_id, applied);
         }
         rt.kick.notify_one();
         Ok(())
@@ -852,10 +852,14 @@ impl Manager {
         }
         .await;
         let why_stopped = lock(&self.inner.ss_stop).remove(&seq);
-        let row = st.ss_runner(seq).ok().flatten();
-        let job = row.as_ref().and_then(|r| r.job_id.clone());
+        let bound = st
+            .ss_runner(seq)
+            .ok()
+            .flatten()
+            .and_then(|r| r.job_id)
+            .is_some();
         let (status, code, detail, sandbox) = match &result {
-            Ok(exit) if why_stopped == Some(StopReason::Retired) && job.is_none() => {
+            Ok(exit) if why_stopped == Some(StopReason::Retired) && !bound => {
                 ("retired", Some(i64::from(exit.code)), None, exit.sandbox_id.clone())
             }
             Ok(exit) => {
@@ -869,9 +873,13 @@ impl Manager {
             }
             Err(e) => ("failed", None, Some(e.clone()), None),
         };
-        if let Err(e) = st.ss_runner_finished(seq, status, code, detail.as_deref()) {
-            warn!("runner {}: {e}", airlock_text::escape(&name));
-        }
+        let job = match st.ss_runner_finished(seq, status, code, detail.as_deref()) {
+            Ok(j) => j,
+            Err(e) => {
+                warn!("runner {}: {e}", airlock_text::escape(&name));
+                None
+            }
+        };
         // JIT runners are removed by GitHub after their job; one that never took a job (or
         // whose removal is slow) is deleted here. Already gone (404) counts as deleted.
         let mut deleted = false;

@@ -312,19 +312,28 @@ impl Store {
         Ok(())
     }
 
-    /// The runner is over (`done`, `failed`, `retired`, `lost`).
+    /// The runner is over (`done`, `failed`, `retired`, `lost`). Returns the job bound to it
+    /// at that moment, read under the same lock as the update: a `JobStarted` recorded later
+    /// finds the runner ended (and reports the job's end itself), never both or neither.
     pub fn ss_runner_finished(
         &self,
         seq: i64,
         status: &str,
         exit_code: Option<i64>,
         detail: Option<&str>,
-    ) -> Result<(), StateError> {
-        self.lock().execute(
+    ) -> Result<Option<String>, StateError> {
+        let c = self.lock();
+        c.execute(
             "UPDATE ss_runners SET status = ?2, exit_code = ?3, detail = ?4, finished_ms = ?5 WHERE seq = ?1",
             params![seq, status, exit_code, detail, now_ms()],
         )?;
-        Ok(())
+        Ok(c.query_row(
+            "SELECT job_id FROM ss_runners WHERE seq = ?1",
+            params![seq],
+            |r| r.get(0),
+        )
+        .optional()?
+        .flatten())
     }
 
     /// The runner is gone from GitHub.
