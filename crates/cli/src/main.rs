@@ -911,10 +911,7 @@ fn cmd_serve_scaleset(
                         stats.map(|s| s.total_running_jobs).unwrap_or(0),
                         stats.map(|s| s.total_registered_runners).unwrap_or(0)
                     ),
-                    None => println!(
-                        "{}\tmissing (airlock serve creates it)",
-                        Escaped(&name)
-                    ),
+                    None => println!("{}\tmissing (airlock serve creates it)", Escaped(&name)),
                 }
             }
             Ok(0)

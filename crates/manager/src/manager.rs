@@ -812,7 +812,9 @@ impl Manager {
                 if let Ok(over) = st.ss_undeleted() {
                     for ru in over {
                         let listed = listed_names.contains(&ru.name);
-                        let deleted_now = ru.runner_id.is_some_and(|id| r.runners_deleted.contains(&id));
+                        let deleted_now = ru
+                            .runner_id
+                            .is_some_and(|id| r.runners_deleted.contains(&id));
                         if !listed || deleted_now {
                             let _ = st.ss_runner_deleted(ru.seq);
                         }
@@ -912,10 +914,9 @@ fn judge(
                 JobStatus::Failed,
                 Some("stopped by serve: past the group's timeout".into()),
             ),
-            Some(StopReason::Retired) => (
-                JobStatus::Done,
-                Some("retired by serve while idle".into()),
-            ),
+            Some(StopReason::Retired) => {
+                (JobStatus::Done, Some("retired by serve while idle".into()))
+            }
             Some(StopReason::Shutdown) | None => (
                 JobStatus::Failed,
                 Some("stopped by serve: shut down before the job finished".into()),

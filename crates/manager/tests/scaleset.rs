@@ -325,8 +325,11 @@ async fn fifty_jobs_in_bursts_run_exactly_once_and_cancellations_are_accounted()
     }
     wait_for("50 jobs completed", || {
         let s = fake.state();
-        ids.iter()
-            .all(|id| s.jobs.iter().any(|j| j.id == *id && j.status == "completed"))
+        ids.iter().all(|id| {
+            s.jobs
+                .iter()
+                .any(|j| j.id == *id && j.status == "completed")
+        })
     })
     .await;
     // The runners exit, are deleted, and nothing stays alive.
@@ -339,7 +342,8 @@ async fn fifty_jobs_in_bursts_run_exactly_once_and_cancellations_are_accounted()
     let jobs = s.manager.store().ss_jobs(SET).expect("jobs");
     assert_eq!(jobs.len(), 50);
     assert!(
-        jobs.iter().all(|j| j.1 == "completed" && j.3.as_deref() == Some("succeeded")),
+        jobs.iter()
+            .all(|j| j.1 == "completed" && j.3.as_deref() == Some("succeeded")),
         "{jobs:?}"
     );
     // Capacity held: never more than max_runners runners at once (each fetched one job).
@@ -360,7 +364,10 @@ async fn fifty_jobs_in_bursts_run_exactly_once_and_cancellations_are_accounted()
             == 4
     })
     .await;
-    assert!(fake.cancel_job(904), "904 waits for capacity and can be cancelled");
+    assert!(
+        fake.cancel_job(904),
+        "904 waits for capacity and can be cancelled"
+    );
     queue(&fake, 904, "sleep:0");
     wait_for("all done", || {
         let s = fake.state();
@@ -377,8 +384,9 @@ async fn fifty_jobs_in_bursts_run_exactly_once_and_cancellations_are_accounted()
     assert_eq!(j904.4, 2, "assigned twice: {j904:?}");
     assert_eq!(j904.1, "completed");
     let a = audit_kinds(dir.path());
-    assert!(a.iter().any(|r| r["kind"] == "serve.job.cancelled"
-        && r["data"]["github_job_id"] == "904"));
+    assert!(a
+        .iter()
+        .any(|r| r["kind"] == "serve.job.cancelled" && r["data"]["github_job_id"] == "904"));
     let finished: Vec<_> = a
         .iter()
         .filter(|r| r["kind"] == "serve.job.finished")
@@ -445,15 +453,21 @@ async fn expired_queue_tokens_and_5xx_storms_lose_nothing() {
     }
     wait_for("20 jobs completed", || {
         let st = fake.state();
-        ids.iter()
-            .all(|id| st.jobs.iter().any(|j| j.id == *id && j.status == "completed"))
+        ids.iter().all(|id| {
+            st.jobs
+                .iter()
+                .any(|j| j.id == *id && j.status == "completed")
+        })
     })
     .await;
     wait_for("runners gone", || {
         s.manager.running_tasks() == 0 && fake.state().runners.is_empty()
     })
     .await;
-    wait_for("every message read", || fake.state().actions.messages.is_empty()).await;
+    wait_for("every message read", || {
+        fake.state().actions.messages.is_empty()
+    })
+    .await;
     assert_accounted(&fake, &[&s.launcher], &ids);
     // Messages whose acknowledgement failed came again and were recognised by their id.
     let st = fake.state();
@@ -554,30 +568,50 @@ async fn a_crash_at_each_step_then_restart_loses_nothing_and_runs_nothing_twice(
     let report = s.manager.start(Duration::from_secs(3600)).await;
     let lost: HashSet<String> = report.lost_runners.iter().cloned().collect();
     for r in &alive_at_crash {
-        assert!(lost.contains(&r.name), "{} not reconciled: {report}", r.name);
+        assert!(
+            lost.contains(&r.name),
+            "{} not reconciled: {report}",
+            r.name
+        );
     }
     wait_for("jobs 1 and 2 done", || {
         let st = fake.state();
-        [1u64, 2]
-            .iter()
-            .all(|id| st.jobs.iter().any(|j| j.id == *id && j.status == "completed"))
+        [1u64, 2].iter().all(|id| {
+            st.jobs
+                .iter()
+                .any(|j| j.id == *id && j.status == "completed")
+        })
     })
     .await;
     wait_for("nothing of the dead serve left registered", || {
         let st = fake.state();
-        st.runners.iter().all(|r| {
-            !alive_at_crash.iter().any(|a| a.name == r.name)
-        }) && s.manager.running_tasks() == 0
+        st.runners
+            .iter()
+            .all(|r| !alive_at_crash.iter().any(|a| a.name == r.name))
+            && s.manager.running_tasks() == 0
     })
     .await;
-    wait_for("every message read", || fake.state().actions.messages.is_empty()).await;
+    wait_for("every message read", || {
+        fake.state().actions.messages.is_empty()
+    })
+    .await;
     let st = fake.state();
     for id in [1u64, 2] {
-        let fetches: u32 = st.jobs.iter().filter(|j| j.id == id).map(|j| j.fetches).sum();
+        let fetches: u32 = st
+            .jobs
+            .iter()
+            .filter(|j| j.id == id)
+            .map(|j| j.fetches)
+            .sum();
         assert_eq!(fetches, 1, "job {id} run {fetches} times");
     }
     // Job 3 was running when serve died: never run again (its runner is gone; GitHub fails it).
-    let j3: u32 = st.jobs.iter().filter(|j| j.id == 3).map(|j| j.fetches).sum();
+    let j3: u32 = st
+        .jobs
+        .iter()
+        .filter(|j| j.id == 3)
+        .map(|j| j.fetches)
+        .sum();
     assert_eq!(j3, 1, "job 3 run again");
     // The message whose acknowledgement failed was delivered again and recognised.
     let acked: HashSet<i64> = st.actions.acked.iter().copied().collect();
@@ -611,7 +645,11 @@ async fn warm_runners_hide_the_runner_start_up() {
         let t0 = Instant::now();
         queue(&fake, id, "sleep:0");
         wait_for("the job fetched", || {
-            s.launcher.fetched_at.lock().expect("lock").contains_key(&id)
+            s.launcher
+                .fetched_at
+                .lock()
+                .expect("lock")
+                .contains_key(&id)
         })
         .await;
         let took = s.launcher.fetched_at.lock().expect("lock")[&id] - t0;

@@ -746,8 +746,7 @@ fn validate_group(c: &mut Collector<'_>, name: &str, g: &Group, span: Range<usiz
         let ok_name = |n: &str| {
             !n.is_empty()
                 && n.len() <= 45
-                && n
-                    .chars()
+                && n.chars()
                     .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
         };
         if !ok_name(&ss.name) {

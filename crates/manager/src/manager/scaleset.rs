@@ -692,8 +692,8 @@ impl Manager {
             // completion is on its way) need no new one.
             let not_needing = st.ss_open_refused(&rt.name).map_err(e)?
                 + st.ss_started_by_ended(&rt.name).map_err(e)?;
-            let needed = u32::try_from((stats.total_assigned_jobs - not_needing).max(0))
-                .unwrap_or(u32::MAX);
+            let needed =
+                u32::try_from((stats.total_assigned_jobs - not_needing).max(0)).unwrap_or(u32::MAX);
             let target = needed.saturating_add(rt.spec.min_idle).min(g.max_runners);
             let n = u32::try_from(alive.len()).unwrap_or(u32::MAX);
             if n < target {
@@ -709,7 +709,10 @@ impl Manager {
                         "{}{}-{}",
                         self.inner.opts.runner_prefix,
                         rt.name,
-                        suffix.iter().map(|b| format!("{b:02x}")).collect::<String>()
+                        suffix
+                            .iter()
+                            .map(|b| format!("{b:02x}"))
+                            .collect::<String>()
                     );
                     let seq = st.ss_runner_new(&rt.name, &rt.group, &name).map_err(e)?;
                     let (tx, rx) = watch::channel(false);
@@ -720,8 +723,7 @@ impl Manager {
                 }
             } else if n > target {
                 let now = super::now_ms();
-                let limit =
-                    i64::try_from(rt.spec.idle_retire.0.as_millis()).unwrap_or(i64::MAX);
+                let limit = i64::try_from(rt.spec.idle_retire.0.as_millis()).unwrap_or(i64::MAX);
                 let retiring = lock(&self.inner.ss_stop).clone();
                 retire = alive
                     .into_iter()
@@ -773,13 +775,7 @@ impl Manager {
     }
 
     /// One runner of a scale set: JIT registration, its own fresh sandbox, one job, teardown.
-    async fn ss_runner(
-        &self,
-        rt: Arc<SetRt>,
-        seq: i64,
-        name: String,
-        stop: watch::Receiver<bool>,
-    ) {
+    async fn ss_runner(&self, rt: Arc<SetRt>, seq: i64, name: String, stop: watch::Receiver<bool>) {
         let st = &self.inner.store;
         let group = rt.group.clone();
         let g = self.inner.policy.groups.get(&group).cloned();
@@ -795,7 +791,9 @@ impl Manager {
             let mut jit = None;
             let mut last = String::new();
             for attempt in 0..4u32 {
-                let svc = self.ss_service(&rt, attempt > 0 && last.contains("401")).await?;
+                let svc = self
+                    .ss_service(&rt, attempt > 0 && last.contains("401"))
+                    .await?;
                 match svc
                     .generate_jit_config(rt.id.load(Ordering::SeqCst), &name, "_work")
                     .await
@@ -817,7 +815,8 @@ impl Manager {
             let jit = jit.ok_or_else(|| format!("generating the JIT config: {last}"))?;
             let id = u64::try_from(jit.runner.id).unwrap_or(0);
             runner_id = Some(id);
-            st.ss_runner_registered(seq, id).map_err(|e| e.to_string())?;
+            st.ss_runner_registered(seq, id)
+                .map_err(|e| e.to_string())?;
             let spec = LaunchSpec {
                 key: name.clone(),
                 group: group.clone(),
@@ -859,9 +858,12 @@ impl Manager {
             .and_then(|r| r.job_id)
             .is_some();
         let (status, code, detail, sandbox) = match &result {
-            Ok(exit) if why_stopped == Some(StopReason::Retired) && !bound => {
-                ("retired", Some(i64::from(exit.code)), None, exit.sandbox_id.clone())
-            }
+            Ok(exit) if why_stopped == Some(StopReason::Retired) && !bound => (
+                "retired",
+                Some(i64::from(exit.code)),
+                None,
+                exit.sandbox_id.clone(),
+            ),
             Ok(exit) => {
                 let (s, why) = judge(exit, why_stopped);
                 let s = if s == crate::state::JobStatus::Done {

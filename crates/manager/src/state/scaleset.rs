@@ -505,7 +505,10 @@ mod tests {
                 }],
             )
             .expect("start");
-        assert_eq!(s.started, vec![(job("j1"), "airlock-s-1".into(), true, None)]);
+        assert_eq!(
+            s.started,
+            vec![(job("j1"), "airlock-s-1".into(), true, None)]
+        );
         let jobs = st.ss_jobs("s").expect("jobs");
         assert_eq!(jobs[0].1, "started");
         assert_eq!(jobs[0].4, 2, "two assignments");
