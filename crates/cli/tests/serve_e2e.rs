@@ -246,7 +246,44 @@ protect = ["/opt/runner/not-there"]
 egress = { domains = ["api.github.test"], resolver = "198.51.100.53" }
 "#;
 
+/// How serve gets its jobs in a world.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Signed `workflow_job` webhooks from the fake.
+    Webhook,
+    /// Runner scale sets: serve long-polls the fake's Actions service; no webhook endpoint.
+    ScaleSet,
+}
+
+/// The policy of the scale-set world: `ss` (two runners at most, cold) and `warm` (one warm
+/// runner whose start-up takes 2 s).
+const POLICY_SS: &str = r#"version = 1
+default_group = "ss"
+[images]
+insecure = ["127.0.0.1:5000"]
+[groups.ss]
+repositories = ["octo-org/*"]
+rootfs = { image = "127.0.0.1:5000/e2e/fakerunner:1" }
+runner = ["/opt/runner/airlock-fake-runner", "--wait-secs", "600"]
+egress = { domains = ["api.github.test"], resolver = "198.51.100.53" }
+limits = { timeout = "3m" }
+max_runners = 2
+scale_set = { name = "airlock-e2e" }
+[groups.warm]
+repositories = ["octo-org/*"]
+rootfs = { image = "127.0.0.1:5000/e2e/fakerunner:1" }
+runner = ["/opt/runner/airlock-fake-runner", "--wait-secs", "600", "--start-ms", "2000"]
+egress = { domains = ["api.github.test"], resolver = "198.51.100.53" }
+limits = { timeout = "3m" }
+max_runners = 2
+scale_set = { name = "airlock-warm", min_idle = 1, idle_retire = "1h" }
+"#;
+
 fn world() -> E2e {
+    world_with(Mode::Webhook)
+}
+
+fn world_with(mode: Mode) -> E2e {
     let w = World::new();
     let t = w.netns.clone().expect("root test has a netns");
     let inet = format!("{t}inet");
@@ -305,24 +342,32 @@ fn world() -> E2e {
     let fake = fake_bin("airlock-fake-github").expect("fake github");
     let fake = fake.to_string_lossy().into_owned();
     let secret_file = dir.join("webhook-secret").display().to_string();
-    let gh = e.spawn_in_inet(
-        &[
-            &fake,
-            "--listen",
-            &format!("{FAKE_IP}:80"),
-            "--public-url",
-            "http://api.github.test",
-            "--pat",
-            PAT,
+    let listen = format!("{FAKE_IP}:80");
+    let hook = format!("http://{SERVE_ADDR}/webhook");
+    let mut argv = vec![
+        fake.as_str(),
+        "--listen",
+        &listen,
+        "--public-url",
+        "http://api.github.test",
+        "--pat",
+        PAT,
+    ];
+    match mode {
+        Mode::Webhook => argv.extend_from_slice(&[
             // serve, not the fake, must delete each runner after its job.
             "--keep-runners-after-job",
             "--webhook-url",
-            &format!("http://{SERVE_ADDR}/webhook"),
+            &hook,
             "--webhook-secret-file",
             &secret_file,
-        ],
-        "listening on",
-    );
+        ]),
+        // GitHub removes a JIT runner after its job; a crashed serve's session expires.
+        Mode::ScaleSet => {
+            argv.extend_from_slice(&["--poll-timeout-ms", "1000", "--session-expiry-ms", "4000"])
+        }
+    }
+    let gh = e.spawn_in_inet(&argv, "listening on");
     e.fakes.push(gh);
 
     // The runner image, in a registry: each job's `airlock run` pulls it on first use.
@@ -339,15 +384,22 @@ fn world() -> E2e {
     );
     e.registry = Some(reg);
 
-    std::fs::write(dir.join("serve-policy.toml"), POLICY).expect("policy");
+    let (policy, hook_line) = match mode {
+        Mode::Webhook => (
+            POLICY,
+            format!("webhook_secret = {{ file = \"{secret_file}\" }}"),
+        ),
+        Mode::ScaleSet => (POLICY_SS, String::new()),
+    };
+    std::fs::write(dir.join("serve-policy.toml"), policy).expect("policy");
     std::fs::write(
         dir.join("serve.toml"),
         format!(
             r#"listen = "{SERVE_ADDR}"
-webhook_secret = {{ file = "{secret_file}" }}
+{hook_line}
 policy = "{d}/serve-policy.toml"
 runner_prefix = "airlock-"
-max_concurrency = 2
+max_concurrency = {conc}
 state_dir = "{state}"
 data_dir = "{data}"
 reconcile_interval = "1h"
@@ -356,8 +408,13 @@ shutdown_grace = "20s"
 api_url = "http://{FAKE_IP}"
 org = "octo-org"
 token = {{ env = "AIRLOCK_E2E_PAT" }}
+config_url = "https://github.com/octo-org"
+[scale_sets]
+conflict_retry = "1s"
+max_backoff = "2s"
 "#,
             d = dir.display(),
+            conc = if mode == Mode::ScaleSet { 4 } else { 2 },
             state = e.w.state().display(),
             data = e.w.data().display(),
         ),
@@ -1204,4 +1261,233 @@ fn failed_runners_are_failed_with_their_reason_and_a_drain_answers_503() {
     assert_eq!(fin["data"]["status"], "done", "{fin:#}\n{}", e.log());
     e.stop_serve();
     e.assert_clean(&["gh-301", "gh-302"]);
+}
+
+// ---------------------------------------------------------------------------------------
+// Runner scale sets (issue 12).
+
+impl E2e {
+    fn jobs_labelled(&self, ids: impl IntoIterator<Item = u64>, label: &str, script: &str) {
+        for id in ids {
+            self.queue_job_labelled(id, &[label], script);
+        }
+    }
+
+    fn runners_named(state: &Value, prefix: &str) -> Vec<Value> {
+        state["runners"]
+            .as_array()
+            .map(|r| {
+                r.iter()
+                    .filter(|r| r["name"].as_str().is_some_and(|n| n.starts_with(prefix)))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// serve with two scale sets and no webhook endpoint, the real binary, real sandboxes: scale
+/// sets made from the policy; a warm runner waiting (its runner start takes 2 s) takes the
+/// first job of its set and is replaced; six jobs on the other set, each run once in its own
+/// sandbox by a runner that fetched exactly it; a second serve against the same scale sets
+/// gets 409 and says so; kill -9 while a job runs, then a restart reconciles (runner lost and
+/// deleted, job never run again, the sandbox torn down) and serves again; SIGTERM closes the
+/// sessions, retires the warm runner and leaves nothing behind.
+#[test]
+fn scale_sets_serve_jobs_without_a_webhook_and_reconcile_after_kill_9() {
+    need_root!();
+    need_fakes!();
+    need_registry_tools!();
+    let mut e = world_with(Mode::ScaleSet);
+    let s = e.state();
+    let sets: Vec<&str> = s["actions"]["scale_sets"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|x| x["name"].as_str()).collect())
+        .unwrap_or_default();
+    assert!(
+        sets.contains(&"airlock-e2e") && sets.contains(&"airlock-warm"),
+        "scale sets from the policy: {s:#}"
+    );
+    // No webhook endpoint in this mode.
+    assert_eq!(e.webhook("{}", Some("sha256=00"), "d-1"), 404);
+
+    // A warm runner of airlock-warm is up and polling before any job exists.
+    e.wait_for("a warm runner polling", || {
+        E2e::runners_named(&e.state(), "airlock-airlock-warm-")
+            .iter()
+            .any(|r| r["status"] == "online")
+    });
+    let warm = E2e::runners_named(&e.state(), "airlock-airlock-warm-")[0]["name"]
+        .as_str()
+        .expect("name")
+        .to_owned();
+    e.jobs_labelled([401], "airlock-warm", "echo warm");
+    e.wait_for("job 401 done", || {
+        E2e::job(&e.state(), 401)["status"] == "completed"
+    });
+    let s = e.state();
+    assert_eq!(
+        E2e::job(&s, 401)["runner_name"],
+        warm.as_str(),
+        "the warm runner took the job: {s:#}"
+    );
+    e.wait_for("a new warm runner", || {
+        E2e::runners_named(&e.state(), "airlock-airlock-warm-")
+            .iter()
+            .any(|r| r["name"] != warm.as_str() && r["status"] == "online")
+    });
+
+    // Six jobs on airlock-e2e (two runners at most): each run once, by its own runner.
+    e.jobs_labelled(201..=206, "airlock-e2e", "echo ok from $0");
+    e.wait_for("six jobs completed", || {
+        let s = e.state();
+        (201..=206).all(|id| E2e::job(&s, id)["status"] == "completed")
+    });
+    let s = e.state();
+    let mut runners = std::collections::HashSet::new();
+    for id in 201..=206u64 {
+        let j = E2e::job(&s, id);
+        assert_eq!(j["fetches"], 1, "job {id}: {s:#}");
+        assert_eq!(j["exit_code"], 0, "job {id}: {s:#}");
+        let r = j["runner_name"].as_str().expect("runner").to_owned();
+        assert!(r.starts_with("airlock-airlock-e2e-"), "{r}");
+        assert!(runners.insert(r), "a runner took two jobs: {s:#}");
+    }
+    e.wait_for("serve's records of the six jobs", || {
+        let recs = e.audit();
+        (201..=206).all(|id| {
+            recs.iter().any(|r| {
+                r["kind"] == "serve.job.finished"
+                    && r["job"] == format!("ss-airlock-e2e-{id}").as_str()
+                    && r["data"]["source"] == "scaleset:airlock-e2e"
+                    && r["data"]["status"] == "done"
+            })
+        })
+    });
+
+    // A second serve against the same scale sets: 409, said plainly, and retried.
+    let dir = e.w.dir.path().to_owned();
+    let conf = std::fs::read_to_string(dir.join("serve.toml")).expect("serve.toml");
+    let second = dir.join("second");
+    std::fs::create_dir_all(second.join("state")).expect("dir");
+    let conf2 = conf
+        .replace(SERVE_ADDR, "198.51.100.1:8781")
+        .replace(
+            &e.w.state().display().to_string(),
+            &second.join("state").display().to_string(),
+        )
+        .replace(
+            &e.w.data().display().to_string(),
+            &second.join("data").display().to_string(),
+        );
+    std::fs::write(dir.join("serve2.toml"), conf2).expect("serve2.toml");
+    let log2 = dir.join("serve2.log");
+    let f = std::fs::File::create(&log2).expect("log");
+    let mut c = e.w.in_netns(&[AIRLOCK, "serve", "--config"]);
+    c.arg(dir.join("serve2.toml"))
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .env("AIRLOCK_LOG", "info")
+        .env("AIRLOCK_E2E_PAT", PAT)
+        .stdout(f.try_clone().expect("log"))
+        .stderr(f);
+    let mut two = c.spawn().expect("second serve");
+    e.wait_for("the second serve to report the conflict", || {
+        std::fs::read_to_string(&log2)
+            .unwrap_or_default()
+            .contains("another session is already open")
+    });
+    if let Ok(pid) = i32::try_from(two.id()) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+    }
+    let _ = two.wait();
+    let s = e.state();
+    assert!(
+        (201..=206).all(|id| E2e::job(&s, id)["fetches"] == 1),
+        "the second serve ran something: {s:#}"
+    );
+
+    // kill -9 while a job runs.
+    e.jobs_labelled([210], "airlock-e2e", "sleep 600");
+    e.wait_for("job 210 running", || {
+        E2e::job(&e.state(), 210)["status"] == "in_progress"
+    });
+    let s = e.state();
+    let runner = E2e::job(&s, 210)["runner_name"]
+        .as_str()
+        .expect("runner")
+        .to_owned();
+    let mut serve = e.serve.take().expect("serve");
+    serve.kill().expect("kill -9");
+    serve.wait().expect("reap");
+    // The restarted serve waits out the dead one's session (409, retried), then reconciles.
+    e.start_serve();
+    e.wait_for("reconciliation of the runner of job 210", || {
+        let lost = e
+            .audit()
+            .iter()
+            .any(|r| r["kind"] == "serve.reconcile.runner_lost" && r["job"] == runner.as_str());
+        let s = e.state();
+        lost && !s["runners"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|r| r["name"] == runner.as_str()))
+    });
+    let s = e.state();
+    let j = E2e::job(&s, 210);
+    assert_eq!(j["fetches"], 1, "job 210 ran again: {s:#}");
+    assert_eq!(
+        j["status"], "completed",
+        "GitHub fails the job of a deleted runner: {s:#}"
+    );
+    // And it serves again.
+    e.jobs_labelled([211], "airlock-e2e", "echo after the crash");
+    e.wait_for("job 211 done", || {
+        E2e::job(&e.state(), 211)["status"] == "completed"
+    });
+
+    // SIGTERM: sessions closed, the warm runner retired, every runner gone, nothing left.
+    e.stop_serve();
+    let s = e.state();
+    assert!(
+        s["actions"]["sessions"]
+            .as_array()
+            .is_some_and(|a| a.is_empty()),
+        "sessions left open: {s:#}"
+    );
+    e.wait_for("every runner gone at the fake", || {
+        e.state()["runners"]
+            .as_array()
+            .is_some_and(|a| a.is_empty())
+    });
+    e.wait_for("every sandbox torn down", || {
+        std::fs::read_dir(e.w.state().join("jobs"))
+            .map(|mut d| d.next().is_none())
+            .unwrap_or(true)
+    });
+    e.w.assert_clean();
+    // serve's work directories: only output logs and reports may stay (for people), never
+    // a derived policy or a JIT configuration.
+    for d in std::fs::read_dir(e.w.state().join("serve"))
+        .map(|rd| rd.flatten().map(|x| x.path()).collect::<Vec<_>>())
+        .unwrap_or_default()
+    {
+        for f in std::fs::read_dir(&d).expect("dir").flatten() {
+            let n = f.file_name().to_string_lossy().into_owned();
+            assert!(
+                n == "output.log" || n == "report.json",
+                "{} left in {}",
+                n,
+                d.display()
+            );
+        }
+    }
+    let o =
+        e.w.cmd()
+            .args(["audit", "verify"])
+            .output()
+            .expect("verify");
+    assert!(o.status.success(), "{}", stdout(&o));
 }

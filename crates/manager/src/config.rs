@@ -55,6 +55,44 @@ pub struct ServeConfig {
     /// never picked a job up).
     #[serde(default = "default_pickup", with = "humantime_serde_compat")]
     pub pickup_timeout: Duration,
+    /// How scale-set listeners talk to GitHub's Actions service.
+    #[serde(default)]
+    pub scale_sets: ScaleSetSettings,
+}
+
+/// `[scale_sets]` of serve.toml.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScaleSetSettings {
+    /// Longest wait for one long poll (GitHub answers within about 50 s).
+    #[serde(default = "default_ss_poll", with = "humantime_serde_compat")]
+    pub poll_timeout: Duration,
+    /// While another session holds a scale set (409), try again this often.
+    #[serde(default = "default_ss_conflict", with = "humantime_serde_compat")]
+    pub conflict_retry: Duration,
+    /// Longest back-off after 5xx and network errors (jittered, doubling from 250 ms).
+    #[serde(default = "default_ss_backoff", with = "humantime_serde_compat")]
+    pub max_backoff: Duration,
+}
+
+impl Default for ScaleSetSettings {
+    fn default() -> Self {
+        Self {
+            poll_timeout: default_ss_poll(),
+            conflict_retry: default_ss_conflict(),
+            max_backoff: default_ss_backoff(),
+        }
+    }
+}
+
+fn default_ss_poll() -> Duration {
+    Duration::from_secs(70)
+}
+fn default_ss_conflict() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_ss_backoff() -> Duration {
+    Duration::from_secs(30)
 }
 
 /// Where a secret value comes from.

@@ -237,6 +237,9 @@ pub async fn serve_with(
             scale_sets: crate::manager::ScaleSetOptions {
                 api_url: config.github.api_url.clone(),
                 registration_url: config.github.registration_url(),
+                poll_timeout: config.scale_sets.poll_timeout,
+                conflict_retry: config.scale_sets.conflict_retry,
+                max_backoff: config.scale_sets.max_backoff,
                 ..Default::default()
             },
         },

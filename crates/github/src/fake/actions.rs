@@ -168,6 +168,16 @@ pub(super) fn routes() -> Router<Arc<Shared>> {
         )
 }
 
+/// The service's own address as the caller reached it (the `Host` it used), as a real
+/// service names itself: a manager that reached the fake by IP gets IP URLs, while JIT
+/// configs keep the public URL the runners use.
+fn origin(shared: &Shared, headers: &HeaderMap) -> String {
+    match headers.get("host").and_then(|h| h.to_str().ok()) {
+        Some(h) if !h.is_empty() => format!("http://{h}"),
+        _ => shared.base_url.clone(),
+    }
+}
+
 fn header<'a>(h: &'a HeaderMap, name: &str) -> &'a str {
     h.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
 }
@@ -228,7 +238,8 @@ async fn runner_registration(
         .to_owned();
     let admin = random("admin-");
     state.actions.admin_tokens.push(admin.clone());
-    Json(json!({ "url": format!("{}/_actions/", shared.base_url), "token": admin })).into_response()
+    Json(json!({ "url": format!("{}/_actions/", origin(&shared, &headers)), "token": admin }))
+        .into_response()
 }
 
 /// The admin token check of the service's management calls.
@@ -427,11 +438,16 @@ async fn delete_scale_set(State(shared): S, headers: HeaderMap, Path(id): Path<i
     StatusCode::NO_CONTENT.into_response()
 }
 
-fn session_json(shared: &Shared, s: &FakeSession, set: &FakeScaleSet) -> serde_json::Value {
+fn session_json(
+    shared: &Shared,
+    headers: &HeaderMap,
+    s: &FakeSession,
+    set: &FakeScaleSet,
+) -> serde_json::Value {
     json!({
         "sessionId": s.session_id, "ownerName": "fake",
         "runnerScaleSet": scale_set_json(set),
-        "messageQueueUrl": format!("{}/_actions/queue/{}?sessionId={}", shared.base_url, s.scale_set_id, s.session_id),
+        "messageQueueUrl": format!("{}/_actions/queue/{}?sessionId={}", origin(shared, headers), s.scale_set_id, s.session_id),
         "messageQueueAccessToken": s.token,
         "statistics": statistics(shared, set),
     })
@@ -471,7 +487,7 @@ async fn create_session(State(shared): S, headers: HeaderMap, Path(id): Path<i64
         state.actions.sessions.push(s.clone());
         s
     };
-    bom(session_json(&shared, &session, &set))
+    bom(session_json(&shared, &headers, &session, &set))
 }
 
 async fn refresh_session(
@@ -497,7 +513,7 @@ async fn refresh_session(
         s.last_used_ms = now_ms();
         s.clone()
     };
-    bom(session_json(&shared, &session, &set))
+    bom(session_json(&shared, &headers, &session, &set))
 }
 
 async fn delete_session(
