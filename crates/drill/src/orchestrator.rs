@@ -937,6 +937,21 @@ fn judge_as(
             }
         }
     }
+    if let (Some(v), true) = (victim, a.victim_judges()) {
+        match &v.result {
+            Some(r) if r.succeeded => {
+                evidence.push(format!("GOT THROUGH to the waiting sandbox: {}", r.detail));
+                observed = Observed::Succeeded;
+            }
+            Some(r) => evidence.push(format!("the waiting sandbox: {}", r.detail)),
+            None => {
+                evidence.push("the waiting sandbox gave no verdict".to_owned());
+                if observed == Observed::Blocked {
+                    observed = Observed::Inconclusive;
+                }
+            }
+        }
+    }
     if let Some(v) = victim {
         evidence.push(v.summary());
         // A victim that was not listening the whole time cannot vouch for "blocked".

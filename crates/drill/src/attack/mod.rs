@@ -60,6 +60,7 @@ pub mod terminal_inject;
 mod tiocsti;
 mod unshare;
 mod userfaultfd;
+pub mod warm_runner;
 mod workspace_race;
 
 pub use persistence::PERSISTENCE_PATHS;
@@ -204,6 +205,11 @@ pub trait Attack: Sync {
     fn victim(&self) -> Option<&'static str> {
         None
     }
+    /// The victim's own result is the verdict (it looks for what the attack left): got
+    /// through if it says it succeeded, no verdict if it printed none.
+    fn victim_judges(&self) -> bool {
+        false
+    }
     /// Whether the attack aims at the operator's terminal: the drill then also judges it by
     /// airlock's own stderr (a raw control character there means it got through).
     fn judges_operator_output(&self) -> bool {
@@ -258,6 +264,8 @@ pub fn registry() -> &'static [&'static dyn Attack] {
         &rogue_runner::RogueRunner,
         &sibling_job::SiblingJob,
         &sibling_job::SiblingVictim,
+        &warm_runner::WarmRunner,
+        &warm_runner::WarmWaiter,
         // Escape battery.
         &mount::Mount,
         &unshare::Unshare,

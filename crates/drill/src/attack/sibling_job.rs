@@ -309,6 +309,56 @@ impl Attack for SiblingJob {
     }
 }
 
+/// The victim side of the drill's protocol (see `crate::victim`): listens on every victim
+/// port, answers the orchestrator's checks, records every other connection, prints the
+/// [`VictimReady`] line. Returns the log and a receiver that gets the orchestrator's STOP.
+/// Shared by every helper the drill runs as a victim.
+#[allow(clippy::type_complexity)]
+pub(crate) fn listen_as_victim(
+    nonce: &str,
+) -> Result<(Arc<Mutex<VictimLog>>, mpsc::Receiver<()>), (String, String)> {
+    let gateway = own_gateway().ok_or_else(|| {
+        (
+            "find own gateway".to_owned(),
+            "no default route, no nameserver".to_owned(),
+        )
+    })?;
+    let victim_address = own_address(gateway).ok_or_else(|| {
+        (
+            "find own address".to_owned(),
+            format!("no route to {gateway}"),
+        )
+    })?;
+    let mut listeners = Vec::new();
+    for p in VICTIM_PORTS {
+        match TcpListener::bind((Ipv4Addr::UNSPECIFIED, p)) {
+            Ok(l) => listeners.push((p, l)),
+            Err(e) => return Err((format!("listen on :{p}"), e.to_string())),
+        }
+    }
+    let log = Arc::new(Mutex::new(VictimLog::default()));
+    let (stop_tx, stop_rx) = mpsc::channel();
+    for (port, l) in listeners {
+        let (log, stop_tx, nonce) = (log.clone(), stop_tx.clone(), nonce.to_owned());
+        std::thread::spawn(move || {
+            for s in l.incoming().flatten() {
+                let (log, stop_tx, nonce) = (log.clone(), stop_tx.clone(), nonce.clone());
+                std::thread::spawn(move || serve(s, port, &nonce, &log, &stop_tx));
+            }
+        });
+    }
+    let ready = VictimReady {
+        victim_address,
+        gateway,
+        ports: VICTIM_PORTS.to_vec(),
+    };
+    let line = serde_json::to_string(&ready)
+        .map_err(|e| ("print the ready line".to_owned(), e.to_string()))?;
+    println!("{line}");
+    let _ = std::io::stdout().flush();
+    Ok((log, stop_rx))
+}
+
 /// Handles one connection to the victim: the orchestrator's check or stop (with the nonce), or
 /// an intrusion.
 fn serve(
@@ -380,40 +430,10 @@ impl Attack for SiblingVictim {
                 "usage: airlock-attack sibling-victim NONCE".into(),
             );
         };
-        let Some(gateway) = own_gateway() else {
-            return fail("find own gateway", "no default route, no nameserver".into());
+        let (log, stop_rx) = match listen_as_victim(&nonce) {
+            Ok(x) => x,
+            Err((what, how)) => return fail(&what, how),
         };
-        let Some(victim_address) = own_address(gateway) else {
-            return fail("find own address", format!("no route to {gateway}"));
-        };
-        let mut listeners = Vec::new();
-        for p in VICTIM_PORTS {
-            match TcpListener::bind((Ipv4Addr::UNSPECIFIED, p)) {
-                Ok(l) => listeners.push((p, l)),
-                Err(e) => return fail(&format!("listen on :{p}"), e.to_string()),
-            }
-        }
-        let log = Arc::new(Mutex::new(VictimLog::default()));
-        let (stop_tx, stop_rx) = mpsc::channel();
-        for (port, l) in listeners {
-            let (log, stop_tx, nonce) = (log.clone(), stop_tx.clone(), nonce.clone());
-            std::thread::spawn(move || {
-                for s in l.incoming().flatten() {
-                    let (log, stop_tx, nonce) = (log.clone(), stop_tx.clone(), nonce.clone());
-                    std::thread::spawn(move || serve(s, port, &nonce, &log, &stop_tx));
-                }
-            });
-        }
-        let ready = VictimReady {
-            victim_address,
-            gateway,
-            ports: VICTIM_PORTS.to_vec(),
-        };
-        match serde_json::to_string(&ready) {
-            Ok(l) => println!("{l}"),
-            Err(e) => return fail("print the ready line", e.to_string()),
-        }
-        let _ = std::io::stdout().flush();
         let stopped = stop_rx.recv_timeout(Duration::from_secs(300)).is_ok();
         let log = log.lock().map(|l| l.clone()).unwrap_or_default();
         if let Ok(l) = serde_json::to_string(&log) {
