@@ -130,6 +130,7 @@ impl Attack for WarmRunner {
         // SAFETY: plain SysV IPC calls with constant arguments; the objects belong to the
         // job's IPC namespace.
         let shm = unsafe { libc::shmget(IPC_KEY, 4096, libc::IPC_CREAT | 0o666) };
+        // SAFETY: as above.
         let msq = unsafe { libc::msgget(IPC_KEY, libc::IPC_CREAT | 0o666) };
         planted.push(Step::failed(
             "SysV shared memory and message queue",
