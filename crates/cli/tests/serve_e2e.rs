@@ -284,6 +284,11 @@ fn world() -> E2e {
 }
 
 fn world_with(mode: Mode) -> E2e {
+    world_custom(mode, None, None)
+}
+
+/// A world with another policy and global capacity (benchmarks).
+fn world_custom(mode: Mode, policy_text: Option<&str>, concurrency: Option<u32>) -> E2e {
     let w = World::new();
     let t = w.netns.clone().expect("root test has a netns");
     let inet = format!("{t}inet");
@@ -391,6 +396,7 @@ fn world_with(mode: Mode) -> E2e {
         ),
         Mode::ScaleSet => (POLICY_SS, String::new()),
     };
+    let policy = policy_text.unwrap_or(policy);
     std::fs::write(dir.join("serve-policy.toml"), policy).expect("policy");
     std::fs::write(
         dir.join("serve.toml"),
@@ -414,7 +420,7 @@ conflict_retry = "1s"
 max_backoff = "2s"
 "#,
             d = dir.display(),
-            conc = if mode == Mode::ScaleSet { 4 } else { 2 },
+            conc = concurrency.unwrap_or(if mode == Mode::ScaleSet { 4 } else { 2 }),
             state = e.w.state().display(),
             data = e.w.data().display(),
         ),
@@ -1493,4 +1499,212 @@ fn scale_sets_serve_jobs_without_a_webhook_and_reconcile_after_kill_9() {
             .output()
             .expect("verify");
     assert!(o.status.success(), "{}", stdout(&o));
+}
+
+// ---------------------------------------------------------------------------------------
+// Benchmarks (ignored; `scripts/bench-scaleset.sh` runs them on a release build).
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn percentile(v: &mut [i64], p: f64) -> i64 {
+    v.sort_unstable();
+    if v.is_empty() {
+        return 0;
+    }
+    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
+    v[i.min(v.len() - 1)]
+}
+
+fn bench_jobs() -> usize {
+    std::env::var("AIRLOCK_BENCH_JOBS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(100)
+}
+
+impl E2e {
+    /// The time of the scale-set message that assigned `id`.
+    fn message_ms(&self, id: u64) -> Option<i64> {
+        let want = id.to_string();
+        self.audit().into_iter().find_map(|r| {
+            (r["kind"] == "serve.scaleset.message"
+                && r["data"]["assigned_jobs"]
+                    .as_array()
+                    .is_some_and(|a| a.iter().any(|j| j == want.as_str())))
+            .then(|| r["time_ms"].as_i64())
+            .flatten()
+        })
+    }
+
+    /// The first `process.exec` recorded after `t` (any job).
+    fn first_exec_after(&self, t: i64) -> Option<i64> {
+        self.audit()
+            .into_iter()
+            .filter(|r| r["kind"] == "process.exec")
+            .filter_map(|r| r["time_ms"].as_i64())
+            .filter(|x| *x >= t)
+            .min()
+    }
+
+    fn alive_runners(&self, prefix: &str) -> usize {
+        E2e::runners_named(&self.state(), prefix).len()
+    }
+}
+
+/// Message received → the runner's first exec in its sandbox (cold) and → the job fetched
+/// (cold and warm), one job at a time; against `airlock run` of the runner image (spawn →
+/// first exec) in the same run.
+#[test]
+#[ignore = "benchmark: scripts/bench-scaleset.sh"]
+fn bench_scale_set_start_latency() {
+    need_root!();
+    need_fakes!();
+    need_registry_tools!();
+    let n = bench_jobs();
+    let mut e = world_with(Mode::ScaleSet);
+    let (mut cold_exec, mut cold_fetch, mut warm_fetch, mut run_exec) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for i in 0..n as u64 {
+        let id = 10_000 + i;
+        e.jobs_labelled([id], "airlock-e2e", "true");
+        e.wait_for("the cold job", || {
+            E2e::job(&e.state(), id)["status"] == "completed"
+        });
+        e.wait_for("its runner gone", || {
+            e.alive_runners("airlock-airlock-e2e-") == 0
+        });
+        let t = e.message_ms(id).expect("message");
+        let fetched = E2e::job(&e.state(), id)["fetched_ms"]
+            .as_i64()
+            .expect("fetched");
+        cold_fetch.push(fetched - t);
+        if let Some(x) = e.first_exec_after(t) {
+            cold_exec.push(x - t);
+        }
+    }
+    for i in 0..n as u64 {
+        let id = 20_000 + i;
+        e.wait_for("a warm runner polling", || {
+            E2e::runners_named(&e.state(), "airlock-airlock-warm-")
+                .iter()
+                .any(|r| r["status"] == "online" && r["busy"] == false)
+        });
+        e.jobs_labelled([id], "airlock-warm", "true");
+        e.wait_for("the warm job", || {
+            E2e::job(&e.state(), id)["status"] == "completed"
+        });
+        let t = e.message_ms(id).expect("message");
+        let fetched = E2e::job(&e.state(), id)["fetched_ms"]
+            .as_i64()
+            .expect("fetched");
+        warm_fetch.push(fetched - t);
+    }
+    e.stop_serve();
+    // `airlock run` of the runner image, same machine, same run.
+    let img = format!("{REGISTRY}/e2e/fakerunner:1");
+    let pol = e.w.policy(&format!(
+        "version = 1\n[images]\ninsecure = [\"127.0.0.1:5000\"]\n[groups.default]\nrootfs = {{ image = \"{img}\" }}\n"
+    ));
+    for _ in 0..n {
+        let t0 = now_ms();
+        let o =
+            e.w.cmd()
+                .arg("run")
+                .arg("--policy")
+                .arg(&pol)
+                .args(["-q", "--", RUNNER, "--help"])
+                .output()
+                .expect("airlock run");
+        assert!(o.status.success(), "{}", stderr(&o));
+        if let Some(x) = e.first_exec_after(t0) {
+            run_exec.push(x - t0);
+        }
+    }
+    let med = |v: &mut Vec<i64>| percentile(v, 0.5);
+    let p95 = |v: &mut Vec<i64>| percentile(v, 0.95);
+    let base = med(&mut run_exec).max(1) as f64;
+    println!("BENCH scale-set start, {n} jobs each, ms (median / p95 / median vs airlock run):");
+    for (name, v) in [
+        ("airlock run: spawn -> first exec", &mut run_exec),
+        ("cold: message -> runner exec'd", &mut cold_exec),
+        ("cold: message -> job fetched", &mut cold_fetch),
+        ("warm: message -> job fetched", &mut warm_fetch),
+    ] {
+        let (m, p) = (med(v), p95(v));
+        println!("BENCH | {name} | {m} | {p} | {:.2}x |", m as f64 / base);
+    }
+}
+
+/// 1,000 jobs assigned at once with capacity 8: all complete, none lost or run twice; total
+/// time and serve's peak RSS.
+#[test]
+#[ignore = "benchmark: scripts/bench-scaleset.sh"]
+fn bench_scale_set_thousand_jobs() {
+    need_root!();
+    need_fakes!();
+    need_registry_tools!();
+    let n: u64 = std::env::var("AIRLOCK_BENCH_BURST")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1000);
+    let policy = POLICY_SS
+        .replace(
+            "max_runners = 2\nscale_set = { name = \"airlock-e2e\" }",
+            "max_runners = 8\nscale_set = { name = \"airlock-e2e\" }",
+        )
+        .replace("min_idle = 1", "min_idle = 0");
+    let mut e = world_custom(Mode::ScaleSet, Some(&policy), Some(8));
+    let t0 = Instant::now();
+    // All queued at once (the fake gathers them into messages of at most 50).
+    for id in 0..n {
+        e.queue_job_labelled(100_000 + id, &["airlock-e2e"], "true");
+    }
+    let queued = t0.elapsed();
+    let mut peak_kib = 0u64;
+    let pid = e.serve.as_ref().map(|c| c.id()).expect("serve");
+    let deadline = Instant::now() + Duration::from_secs(3600);
+    loop {
+        let s = e.state();
+        let done = (0..n)
+            .filter(|i| E2e::job(&s, 100_000 + i)["status"] == "completed")
+            .count() as u64;
+        let hwm = std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("VmHWM:").map(|v| {
+                    v.trim()
+                        .trim_end_matches(" kB")
+                        .trim()
+                        .parse::<u64>()
+                        .unwrap_or(0)
+                })
+            })
+            .unwrap_or(0);
+        peak_kib = peak_kib.max(hwm);
+        if done == n {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{done} of {n} done");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let total = t0.elapsed();
+    let s = e.state();
+    let twice: Vec<u64> = (0..n)
+        .filter(|i| E2e::job(&s, 100_000 + i)["fetches"] != 1)
+        .collect();
+    assert!(twice.is_empty(), "jobs not run exactly once: {twice:?}");
+    e.stop_serve();
+    println!(
+        "BENCH | {n} jobs at once, capacity 8 | queued in {:.1} s | all done in {:.1} s | {:.1} jobs/s | serve peak RSS {:.1} MiB |",
+        queued.as_secs_f64(),
+        total.as_secs_f64(),
+        n as f64 / total.as_secs_f64(),
+        peak_kib as f64 / 1024.0
+    );
 }

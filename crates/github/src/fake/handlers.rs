@@ -503,6 +503,8 @@ pub(super) fn queue_job(shared: &Shared, job: NewJob) -> FakeJob {
         runner_name: None,
         exit_code: None,
         fetches: 0,
+        queued_ms: chrono::Utc::now().timestamp_millis(),
+        fetched_ms: None,
     };
     shared.state().jobs.push(job.clone());
     shared.webhook("queued", job.id);
@@ -618,6 +620,7 @@ async fn runner_job(State(shared): S, headers: HeaderMap) -> Response {
             job.runner_id = Some(rid);
             job.runner_name = Some(runner.name.clone());
             job.fetches += 1;
+            job.fetched_ms = Some(chrono::Utc::now().timestamp_millis());
             runner.busy = true;
             runner.job_id = Some(job.id);
             (job.id, job.script.clone(), job.clone(), runner.name.clone())

@@ -231,6 +231,12 @@ pub struct FakeJob {
     pub exit_code: Option<i32>,
     /// Times a runner fetched it (must stay ≤ 1).
     pub fetches: u32,
+    /// Unix ms when it was queued.
+    #[serde(default)]
+    pub queued_ms: i64,
+    /// Unix ms when a runner fetched it.
+    #[serde(default)]
+    pub fetched_ms: Option<i64>,
 }
 
 /// A webhook delivery the fake made.

@@ -563,6 +563,8 @@ impl Manager {
             json!({"scale_set": rt.name, "message_id": message_id,
                    "assigned": a.assigned.len(), "refused": a.refused.len(),
                    "started": a.started.len(), "completed": a.completed.len(),
+                   // At most 50 job messages per message: bounded.
+                   "assigned_jobs": a.assigned.iter().map(|j| j.job_id.as_str()).collect::<Vec<_>>(),
                    "statistics": stats}),
         );
         for (j, why) in a.refused {
