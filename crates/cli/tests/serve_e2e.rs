@@ -1708,3 +1708,124 @@ fn bench_scale_set_thousand_jobs() {
         peak_kib as f64 / 1024.0
     );
 }
+
+/// The real binary through a storm: 50 jobs in bursts while the queue token expires and the
+/// Actions service answers 5xx on polls, acknowledgements, JIT configs and sessions; a job
+/// cancelled while it waits and assigned again; then kill -9 of serve while a runner is being
+/// provisioned and a message is committed but not acknowledged, and a restart. Every job runs
+/// exactly once, every runner is gone at the end, nothing is left on the host.
+#[test]
+fn scale_set_storms_bursts_cancellations_and_a_crash_before_the_ack() {
+    need_root!();
+    need_fakes!();
+    need_registry_tools!();
+    let mut e = world_with(Mode::ScaleSet);
+    let fault = |e: &E2e, endpoint: &str, times: u32| {
+        let code = e.fake_post(
+            "/_fake/faults",
+            &serde_json::json!({"endpoint": endpoint, "fault": {"kind": "server_error"}, "times": times}),
+        );
+        assert_eq!(code, 204, "inject {endpoint}");
+    };
+    for burst in 0..5u64 {
+        e.jobs_labelled((0..10).map(|i| 500 + burst * 10 + i), "airlock-e2e", "true");
+        match burst {
+            1 => {
+                assert_eq!(
+                    e.fake_post("/_fake/actions/expire-queue-tokens", &Value::Null),
+                    204
+                );
+                fault(&e, "message_queue", 5);
+            }
+            2 => {
+                fault(&e, "acknowledge_message", 3);
+                fault(&e, "scale_set_jit_config", 2);
+                fault(&e, "sessions", 1);
+            }
+            _ => {}
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    // The last job waits behind 49 others with two runners: cancel it, then assign it again.
+    assert_eq!(e.fake_post("/_fake/jobs/549/cancel", &Value::Null), 204);
+    e.jobs_labelled([549], "airlock-e2e", "true");
+    e.wait_for("50 jobs completed", || {
+        let s = e.state();
+        (500..550).all(|id| {
+            s["jobs"].as_array().is_some_and(|a| {
+                a.iter()
+                    .any(|j| j["id"] == id && j["status"] == "completed" && j["fetches"] == 1)
+            })
+        })
+    });
+    let s = e.state();
+    for id in 500..550u64 {
+        let fetches: u64 = s["jobs"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter(|j| j["id"] == id)
+                    .map(|j| j["fetches"].as_u64().unwrap_or(0))
+                    .sum()
+            })
+            .unwrap_or(0);
+        assert_eq!(fetches, 1, "job {id} ran {fetches} times: {s:#}");
+    }
+    e.wait_for("serve's records of the 50 jobs and the cancel", || {
+        let recs = e.audit();
+        let finished = recs
+            .iter()
+            .filter(|r| {
+                r["kind"] == "serve.job.finished" && r["data"]["source"] == "scaleset:airlock-e2e"
+            })
+            .count();
+        let cancelled = recs
+            .iter()
+            .any(|r| r["kind"] == "serve.job.cancelled" && r["job"] == "ss-airlock-e2e-549");
+        finished == 50 && cancelled
+    });
+
+    // kill -9 while a runner is provisioned (JIT configs fail) and a message is committed but
+    // its acknowledgement fails.
+    fault(&e, "scale_set_jit_config", 10_000);
+    fault(&e, "acknowledge_message", 10_000);
+    let acks = E2e::calls(&e.state(), "acknowledge_message");
+    e.jobs_labelled([600], "airlock-e2e", "echo once");
+    e.wait_for("a failing acknowledgement and a failing JIT config", || {
+        let s = e.state();
+        E2e::calls(&s, "acknowledge_message") >= acks + 2
+            && E2e::calls(&s, "scale_set_jit_config") >= 1
+    });
+    let mut serve = e.serve.take().expect("serve");
+    serve.kill().expect("kill -9");
+    serve.wait().expect("reap");
+    assert_eq!(
+        e.curl(&["-X", "DELETE", &format!("http://{FAKE_IP}/_fake/faults")])
+            .0,
+        204
+    );
+    e.start_serve();
+    e.wait_for("job 600 done after the restart", || {
+        E2e::job(&e.state(), 600)["status"] == "completed"
+    });
+    let s = e.state();
+    assert_eq!(E2e::job(&s, 600)["fetches"], 1, "{s:#}");
+    assert!(
+        e.audit()
+            .iter()
+            .any(|r| r["kind"] == "serve.reconcile.runner_lost"),
+        "the runner being provisioned at the crash was reconciled"
+    );
+    e.stop_serve();
+    e.wait_for("every runner gone at the fake", || {
+        e.state()["runners"]
+            .as_array()
+            .is_some_and(|a| a.is_empty())
+    });
+    e.wait_for("every sandbox torn down", || {
+        std::fs::read_dir(e.w.state().join("jobs"))
+            .map(|mut d| d.next().is_none())
+            .unwrap_or(true)
+    });
+    e.w.assert_clean();
+}

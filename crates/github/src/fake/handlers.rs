@@ -45,7 +45,7 @@ pub(super) fn router(shared: Arc<Shared>) -> Router {
         .route("/_fake/runner/job", get(runner_job))
         .route("/_fake/runner/complete", post(runner_complete))
         .route("/_fake/state", get(dump_state))
-        .route("/_fake/faults", post(post_fault))
+        .route("/_fake/faults", post(post_fault).delete(clear_faults))
         .route("/_fake/deliveries/{id}/redeliver", post(post_redeliver))
         .route("/_fake/jobs/{id}/cancel", post(post_cancel))
         .route("/_fake/actions/expire-queue-tokens", post(post_expire))
@@ -711,6 +711,11 @@ struct FaultRequest {
 
 fn one() -> u32 {
     1
+}
+
+async fn clear_faults(State(shared): S) -> Response {
+    shared.clear_faults();
+    StatusCode::NO_CONTENT.into_response()
 }
 
 async fn post_fault(State(shared): S, Json(f): Json<FaultRequest>) -> Response {

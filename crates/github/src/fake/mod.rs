@@ -348,6 +348,13 @@ impl Shared {
         faults.get_mut(&e).and_then(VecDeque::pop_front)
     }
 
+    pub(crate) fn clear_faults(&self) {
+        self.faults
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+
     pub(crate) fn inject(&self, e: Endpoint, fault: Fault, times: u32) {
         let mut faults = self.faults.lock().unwrap_or_else(|e| e.into_inner());
         let q = faults.entry(e).or_default();
@@ -460,11 +467,7 @@ impl FakeGitHub {
 
     /// Drops every pending injected fault.
     pub fn clear_faults(&self) {
-        self.shared
-            .faults
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
+        self.shared.clear_faults();
     }
 
     /// Registers a runner directly (as if someone outside airlock had), returning its id.
