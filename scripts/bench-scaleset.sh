@@ -19,4 +19,4 @@ cargo build --release --workspace --bins
 cargo build --release -p airlock-github --features fake --bins
 export AIRLOCK_BENCH_JOBS="$JOBS" AIRLOCK_BENCH_BURST="$BURST"
 cargo test --release -p airlock --test serve_e2e -- --ignored --test-threads 1 --nocapture bench_scale_set 2>&1 |
-  grep -E '^BENCH|test result|panicked'
+  grep -oE 'BENCH .*|test result.*|panicked.*'

@@ -993,6 +993,42 @@ fn check_serve(
         }
         Ok(_) => println!("  GitHub credentials: read (add --online to try them)"),
     }
+    let sets: Vec<(String, String)> = policy
+        .policy
+        .groups
+        .values()
+        .filter_map(|g| g.scale_set.as_ref())
+        .map(|s| (s.runner_group.clone(), s.name.clone()))
+        .collect();
+    if online && !sets.is_empty() {
+        if let Ok(gh) = airlock_manager::RestGitHub::from_config(&config.github) {
+            let opts = airlock_manager::ScaleSetOptions {
+                api_url: config.github.api_url.clone(),
+                registration_url: config.github.registration_url(),
+                ..Default::default()
+            };
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            match rt.block_on(airlock_manager::list_scale_sets(&gh, &opts, &sets)) {
+                Ok(list) => {
+                    for (name, id, _) in list {
+                        match id {
+                            Some(id) => {
+                                println!("  scale set {}: exists (id {id})", Escaped(&name))
+                            }
+                            None => println!(
+                                "  scale set {}: missing; serve creates it at start",
+                                Escaped(&name)
+                            ),
+                        }
+                    }
+                }
+                Err(e) => problems.push(format!("scale sets: {e}")),
+            }
+        }
+    }
     for p in &problems {
         println!("  error: {}", Escaped(p));
     }

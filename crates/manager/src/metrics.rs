@@ -30,6 +30,22 @@ pub struct Outcome {
     pub outcome: String,
 }
 
+/// Label of per-scale-set series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ScaleSetLabel {
+    /// The scale set's name.
+    pub scale_set: String,
+}
+
+/// Labels of per-scale-set, per-state runner series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ScaleSetState {
+    /// The scale set's name.
+    pub scale_set: String,
+    /// `provisioning`, `starting`, `idle` or `busy`.
+    pub state: String,
+}
+
 /// All metrics.
 pub struct Metrics {
     registry: Registry,
@@ -47,6 +63,16 @@ pub struct Metrics {
     pub alerts: Family<AlertKind, Counter>,
     /// Jobs finished, by group and final state.
     pub jobs_finished: Family<GroupState, Counter>,
+    /// `totalAssignedJobs` of each scale set's latest statistics.
+    pub scaleset_assigned_jobs: Family<ScaleSetLabel, Gauge>,
+    /// Runners of each scale set by state.
+    pub scaleset_runners: Family<ScaleSetState, Gauge>,
+    /// Messages committed, by scale set.
+    pub scaleset_messages: Family<ScaleSetLabel, Counter>,
+    /// 409s when opening a session, by scale set.
+    pub scaleset_session_conflicts: Family<ScaleSetLabel, Counter>,
+    /// Seconds from serve deciding to start a scale-set runner to its sandbox running.
+    pub scaleset_runner_start_seconds: Histogram,
 }
 
 impl Default for Metrics {
@@ -97,8 +123,43 @@ impl Metrics {
             "Jobs finished, by group and final state",
             jobs_finished.clone(),
         );
+        let scaleset_assigned_jobs = Family::<ScaleSetLabel, Gauge>::default();
+        registry.register(
+            "scaleset_assigned_jobs",
+            "totalAssignedJobs of the scale set's latest statistics (waiting or running)",
+            scaleset_assigned_jobs.clone(),
+        );
+        let scaleset_runners = Family::<ScaleSetState, Gauge>::default();
+        registry.register(
+            "scaleset_runners",
+            "Runners of the scale set by state (idle = warm, waiting for a job)",
+            scaleset_runners.clone(),
+        );
+        let scaleset_messages = Family::<ScaleSetLabel, Counter>::default();
+        registry.register(
+            "scaleset_messages",
+            "Scale-set messages committed",
+            scaleset_messages.clone(),
+        );
+        let scaleset_session_conflicts = Family::<ScaleSetLabel, Counter>::default();
+        registry.register(
+            "scaleset_session_conflicts",
+            "409s opening the scale set's message session (another serve holds it)",
+            scaleset_session_conflicts.clone(),
+        );
+        let scaleset_runner_start_seconds = Histogram::new(exponential_buckets(0.005, 2.0, 14));
+        registry.register(
+            "scaleset_runner_start_seconds",
+            "Decision to start a scale-set runner to its sandbox running",
+            scaleset_runner_start_seconds.clone(),
+        );
         Self {
             registry,
+            scaleset_assigned_jobs,
+            scaleset_runners,
+            scaleset_messages,
+            scaleset_session_conflicts,
+            scaleset_runner_start_seconds,
             queue_depth,
             provisioning_seconds,
             sandboxes,

@@ -395,6 +395,15 @@ async fn fifty_jobs_in_bursts_run_exactly_once_and_cancellations_are_accounted()
     assert!(finished
         .iter()
         .all(|r| r["data"]["source"] == "scaleset:airlock-ci" && r["data"]["status"] == "done"));
+    let m = s.manager.metrics().encode();
+    for want in [
+        "airlock_serve_scaleset_messages_total{scale_set=\"airlock-ci\"}",
+        "airlock_serve_scaleset_runner_start_seconds_count",
+        "airlock_serve_jobs_finished_total{group=\"ci\",state=\"done\"} 55",
+        "airlock_serve_scaleset_runners{scale_set=\"airlock-ci\",state=\"busy\"}",
+    ] {
+        assert!(m.contains(want), "{want} not in the metrics:\n{m}");
+    }
     s.manager.shutdown(Duration::from_secs(5)).await;
     assert!(
         fake.state().actions.sessions.is_empty(),
@@ -559,9 +568,10 @@ async fn a_crash_at_each_step_then_restart_loses_nothing_and_runs_nothing_twice(
     });
     let before = Store::open(&p.join("serve.db")).expect("db");
     let alive_at_crash = before.ss_alive(None).expect("alive");
+    // The runner holding job 3 (serve may not have read its JobStarted yet: idle or busy).
     assert!(
-        alive_at_crash.iter().any(|r| r.status == "busy"),
-        "a runner was busy at the crash: {alive_at_crash:?}"
+        !alive_at_crash.is_empty(),
+        "a runner was active at the crash: {alive_at_crash:?}"
     );
     drop(before);
     let s = serve(&fake, &p, policy(0, 2), Duration::ZERO);

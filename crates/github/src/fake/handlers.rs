@@ -42,6 +42,7 @@ pub(super) fn router(shared: Arc<Shared>) -> Router {
         )
         .route("/orgs/{org}/actions/runner-groups", get(list_groups))
         .route("/_fake/jobs", post(post_job))
+        .route("/_fake/jobs/bulk", post(post_jobs))
         .route("/_fake/runner/job", get(runner_job))
         .route("/_fake/runner/complete", post(runner_complete))
         .route("/_fake/state", get(dump_state))
@@ -533,6 +534,15 @@ pub(super) fn cancel_job(shared: &Shared, id: u64) -> bool {
         json!({ "result": "canceled", "runnerId": 0, "runnerName": "" }),
     );
     true
+}
+
+/// Queues many jobs in one call (a burst "at once").
+async fn post_jobs(State(shared): S, Json(jobs): Json<Vec<NewJob>>) -> Response {
+    let n = jobs.len();
+    for j in jobs {
+        queue_job(&shared, j);
+    }
+    (StatusCode::CREATED, Json(json!({ "queued": n }))).into_response()
 }
 
 async fn post_cancel(State(shared): S, Path(id): Path<u64>) -> Response {

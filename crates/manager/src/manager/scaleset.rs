@@ -28,6 +28,7 @@ use tracing::{info, warn};
 
 use super::{judge, lock, Manager, StopReason};
 use crate::launcher::LaunchSpec;
+use crate::metrics::{GroupState, ScaleSetLabel, ScaleSetState};
 use crate::state::{SsEvent, SsJobRef};
 use crate::Secret;
 
@@ -298,6 +299,13 @@ impl Manager {
                         airlock_text::escape(&rt.name),
                         o.conflict_retry
                     );
+                    self.inner
+                        .metrics
+                        .scaleset_session_conflicts
+                        .get_or_create(&ScaleSetLabel {
+                            scale_set: rt.name.clone(),
+                        })
+                        .inc();
                     self.audit(
                         airlock_audit::Kind::ServeScaleSetConflict,
                         None,
@@ -557,6 +565,19 @@ impl Manager {
     fn ss_effects(&self, rt: &Arc<SetRt>, message_id: i64, a: crate::state::SsApplied) {
         let source = format!("scaleset:{}", rt.name);
         let stats = *lock(&rt.stats);
+        let label = ScaleSetLabel {
+            scale_set: rt.name.clone(),
+        };
+        self.inner
+            .metrics
+            .scaleset_messages
+            .get_or_create(&label)
+            .inc();
+        self.inner
+            .metrics
+            .scaleset_assigned_jobs
+            .get_or_create(&label)
+            .set(stats.total_assigned_jobs);
         self.audit(
             airlock_audit::Kind::ServeScaleSetMessage,
             None,
@@ -690,6 +711,17 @@ impl Manager {
             let e = |e: crate::state::StateError| e.to_string();
             let alive = st.ss_alive(Some(&rt.name)).map_err(e)?;
             let stats = *lock(&rt.stats);
+            for state in crate::state::SS_ALIVE {
+                let n = alive.iter().filter(|r| r.status == state).count();
+                self.inner
+                    .metrics
+                    .scaleset_runners
+                    .get_or_create(&ScaleSetState {
+                        scale_set: rt.name.clone(),
+                        state: state.to_owned(),
+                    })
+                    .set(i64::try_from(n).unwrap_or(i64::MAX));
+            }
             // Jobs refused here need no runner; jobs whose runner already ended (the
             // completion is on its way) need no new one.
             let not_needing = st.ss_open_refused(&rt.name).map_err(e)?
@@ -778,6 +810,7 @@ impl Manager {
 
     /// One runner of a scale set: JIT registration, its own fresh sandbox, one job, teardown.
     async fn ss_runner(&self, rt: Arc<SetRt>, seq: i64, name: String, stop: watch::Receiver<bool>) {
+        let decided = Instant::now();
         let st = &self.inner.store;
         let group = rt.group.clone();
         let g = self.inner.policy.groups.get(&group).cloned();
@@ -835,6 +868,10 @@ impl Manager {
             let launcher = self.inner.launcher.clone();
             let handle = tokio::spawn(async move { launcher.run(spec, started_tx, stop).await });
             if started_rx.await.is_ok() {
+                self.inner
+                    .metrics
+                    .scaleset_runner_start_seconds
+                    .observe(decided.elapsed().as_secs_f64());
                 if let Err(e) = st.ss_runner_ready(seq) {
                     warn!("runner {}: {e}", airlock_text::escape(&name));
                 }
@@ -900,6 +937,16 @@ impl Manager {
             }
         }
         let source = format!("scaleset:{}", rt.name);
+        if job.is_some() {
+            self.inner
+                .metrics
+                .jobs_finished
+                .get_or_create(&GroupState {
+                    group: group.clone(),
+                    state: status.to_owned(),
+                })
+                .inc();
+        }
         match &job {
             Some(j) => self.audit(
                 airlock_audit::Kind::ServeJobFinished,
@@ -991,13 +1038,13 @@ pub async fn list_scale_sets(
             .runner_group(group_name)
             .await
             .map_err(|e| format!("runner group {group_name:?}: {e}"))?;
-        let found = match group {
-            Some(g) => svc
-                .scale_set(g.id, name)
-                .await
-                .map_err(|e| format!("looking up scale set {name:?}: {e}"))?,
-            None => None,
-        };
+        let g = group.ok_or_else(|| {
+            format!("scale set {name:?}: the GitHub runner group {group_name:?} does not exist")
+        })?;
+        let found = svc
+            .scale_set(g.id, name)
+            .await
+            .map_err(|e| format!("looking up scale set {name:?}: {e}"))?;
         out.push((
             name.clone(),
             found.as_ref().and_then(|s| s.id),
