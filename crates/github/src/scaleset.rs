@@ -52,6 +52,14 @@ pub enum ScaleSetError {
         #[source]
         source: reqwest::Error,
     },
+    /// A response body larger than [`MAX_BODY`] (refused, not read further).
+    #[error("{request}: response body over {limit} bytes")]
+    TooLarge {
+        /// `METHOD path`.
+        request: String,
+        /// The limit.
+        limit: usize,
+    },
     /// A body that is not the documented shape.
     #[error("{request}: unexpected response body")]
     Decode {
@@ -398,21 +406,45 @@ async fn send<T: DeserializeOwned>(
     })
 }
 
+/// The largest response body read from the service: a message holds at most 50 job
+/// messages of a few KiB each; anything far larger is refused rather than held in memory.
+pub const MAX_BODY: usize = 16 << 20;
+
+/// Reads a response body, at most [`MAX_BODY`] bytes.
+async fn read_capped(mut resp: reqwest::Response, what: &str) -> Result<Vec<u8>, ScaleSetError> {
+    let too_large = || ScaleSetError::TooLarge {
+        request: what.to_owned(),
+        limit: MAX_BODY,
+    };
+    if resp.content_length().is_some_and(|n| n > MAX_BODY as u64) {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|source| ScaleSetError::Network {
+            request: what.to_owned(),
+            source,
+        })?
+    {
+        if body.len() + chunk.len() > MAX_BODY {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
 async fn send_raw(req: reqwest::RequestBuilder, what: &str) -> Result<Vec<u8>, ScaleSetError> {
     let resp = req.send().await.map_err(|source| ScaleSetError::Network {
         request: what.to_owned(),
         source,
     })?;
     let status = resp.status();
-    let body = resp
-        .bytes()
-        .await
-        .map_err(|source| ScaleSetError::Network {
-            request: what.to_owned(),
-            source,
-        })?;
+    let body = read_capped(resp, what).await?;
     if status.is_success() {
-        return Ok(body.to_vec());
+        return Ok(body);
     }
     Err(status_error(what, status, &body))
 }
@@ -669,13 +701,7 @@ impl Queue {
             source,
         })?;
         let status = resp.status();
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|source| ScaleSetError::Network {
-                request: what.to_owned(),
-                source,
-            })?;
+        let body = read_capped(resp, what).await?;
         match status {
             StatusCode::ACCEPTED => Ok(Poll::Empty),
             StatusCode::UNAUTHORIZED => Err(ScaleSetError::QueueTokenExpired),

@@ -222,6 +222,10 @@ async fn the_protocol_end_to_end_against_the_fake_service() {
         q.poll(None, 4, WAIT).await.expect("poll"),
         Poll::Empty
     ));
+    // A body far beyond any real answer is refused, not held in memory.
+    fake.inject(Endpoint::MessageQueue, Fault::HugeBody, 1);
+    let e = q.poll(None, 4, WAIT).await.expect_err("huge body");
+    assert!(matches!(e, ScaleSetError::TooLarge { .. }), "{e:?}");
 
     // Closing the session lets a new one open; deleting the scale set removes it.
     svc.delete_session(id, &session.session_id)

@@ -55,6 +55,10 @@ pub struct ServeConfig {
     /// never picked a job up).
     #[serde(default = "default_pickup", with = "humantime_serde_compat")]
     pub pickup_timeout: Duration,
+    /// Finished jobs, deliveries, runners and scale-set messages older than this are deleted
+    /// from serve's database at each reconciliation (active ones never), e.g. `"30d"`.
+    #[serde(default = "default_retention", with = "humantime_serde_compat")]
+    pub state_retention: Duration,
     /// How scale-set listeners talk to GitHub's Actions service.
     #[serde(default)]
     pub scale_sets: ScaleSetSettings,
@@ -85,6 +89,9 @@ impl Default for ScaleSetSettings {
     }
 }
 
+fn default_retention() -> Duration {
+    Duration::from_secs(30 * 24 * 3600)
+}
 fn default_ss_poll() -> Duration {
     Duration::from_secs(70)
 }

@@ -47,6 +47,8 @@ pub struct ManagerOptions {
     pub completed_grace: Duration,
     /// Scale-set listeners.
     pub scale_sets: ScaleSetOptions,
+    /// Finished rows older than this are pruned at each reconciliation.
+    pub state_retention: Duration,
 }
 
 /// Default of [`ManagerOptions::completed_grace`].
@@ -830,6 +832,15 @@ impl Manager {
                 }
             }
             Err(e) => r.errors.push(format!("listing runners: {e}")),
+        }
+        // serve's database stays bounded on a busy host.
+        let cutoff = now_ms().saturating_sub(
+            i64::try_from(self.inner.opts.state_retention.as_millis()).unwrap_or(i64::MAX),
+        );
+        match st.prune(cutoff) {
+            Ok(p) if p.total() > 0 => info!("pruned serve's database: {p:?}"),
+            Ok(_) => {}
+            Err(e) => r.errors.push(format!("pruning: {e}")),
         }
         for e in &r.errors {
             warn!("reconcile: {e}");

@@ -234,6 +234,7 @@ pub async fn serve_with(
             pickup_timeout: config.pickup_timeout,
             repository,
             completed_grace: crate::manager::COMPLETED_GRACE,
+            state_retention: config.state_retention,
             scale_sets: crate::manager::ScaleSetOptions {
                 api_url: config.github.api_url.clone(),
                 registration_url: config.github.registration_url(),

@@ -142,6 +142,35 @@ pub struct JobRow {
     pub gh_action: Option<String>,
 }
 
+/// What [`Store::prune`] deleted, by table.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PruneReport {
+    /// Deliveries.
+    pub deliveries: usize,
+    /// Jobs.
+    pub jobs: usize,
+    /// Runners.
+    pub runners: usize,
+    /// Scale-set messages.
+    pub ss_messages: usize,
+    /// Scale-set jobs.
+    pub ss_jobs: usize,
+    /// Scale-set runners.
+    pub ss_runners: usize,
+}
+
+impl PruneReport {
+    /// Rows deleted in all.
+    pub fn total(&self) -> usize {
+        self.deliveries
+            + self.jobs
+            + self.runners
+            + self.ss_messages
+            + self.ss_jobs
+            + self.ss_runners
+    }
+}
+
 /// What [`Store::ingest`] did with a delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ingest {
@@ -508,6 +537,44 @@ impl Store {
         )
     }
 
+    /// Deletes what serve no longer needs, older than `cutoff_ms` (Unix ms): deliveries
+    /// (their ids only dedupe GitHub's redeliveries, which come within days), jobs in a
+    /// terminal state, runners known deleted, and the scale-set rows of the same kinds
+    /// (messages, completed jobs, ended runners whose registration is gone). Active rows are
+    /// never deleted. Keeps serve's database bounded on a busy host.
+    pub fn prune(&self, cutoff_ms: i64) -> Result<PruneReport, StateError> {
+        let mut c = self.lock();
+        let tx = c.transaction()?;
+        let r = PruneReport {
+            deliveries: tx.execute(
+                "DELETE FROM deliveries WHERE received_ms < ?1",
+                params![cutoff_ms],
+            )?,
+            jobs: tx.execute(
+                "DELETE FROM jobs WHERE status IN ('refused', 'done', 'failed', 'lost') AND COALESCE(finished_ms, queued_ms) < ?1",
+                params![cutoff_ms],
+            )?,
+            runners: tx.execute(
+                "DELETE FROM runners WHERE deleted_ms IS NOT NULL AND deleted_ms < ?1",
+                params![cutoff_ms],
+            )?,
+            ss_messages: tx.execute(
+                "DELETE FROM ss_messages WHERE received_ms < ?1",
+                params![cutoff_ms],
+            )?,
+            ss_jobs: tx.execute(
+                "DELETE FROM ss_jobs WHERE status = 'completed' AND completed_ms < ?1",
+                params![cutoff_ms],
+            )?,
+            ss_runners: tx.execute(
+                "DELETE FROM ss_runners WHERE status NOT IN ('provisioning', 'starting', 'idle', 'busy') AND deleted_ms IS NOT NULL AND COALESCE(finished_ms, created_ms) < ?1",
+                params![cutoff_ms],
+            )?,
+        };
+        tx.commit()?;
+        Ok(r)
+    }
+
     /// Number of recorded deliveries.
     pub fn deliveries(&self) -> Result<u64, StateError> {
         let n: i64 = self
@@ -520,6 +587,71 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn prune_deletes_old_finished_rows_and_never_active_ones() {
+        let st = Store::open_in_memory().expect("db");
+        let job = |id: u64| NewJob {
+            gh_job_id: id,
+            repo: "o/r",
+            payload: "{}",
+        };
+        // An old finished job, an old active one, a recent finished one.
+        for id in [1u64, 2, 3] {
+            assert!(matches!(
+                st.ingest(
+                    &format!("d{id}"),
+                    "workflow_job",
+                    Some("queued"),
+                    Some(job(id))
+                )
+                .expect("ingest"),
+                Ingest::Enqueued(_)
+            ));
+        }
+        for seq in [1i64, 2, 3] {
+            st.provision(seq, "g", &format!("airlock-{seq}"))
+                .expect("prov");
+        }
+        st.finish(1, JobStatus::Failed, Some(1), None)
+            .expect("finish");
+        st.finish(3, JobStatus::Done, Some(0), None)
+            .expect("finish");
+        let r1 = st.ss_runner_new("s", "g", "airlock-s-1").expect("r");
+        st.ss_runner_finished(r1, "done", Some(0), None)
+            .expect("fin");
+        st.ss_runner_deleted(r1).expect("del");
+        let r2 = st.ss_runner_new("s", "g", "airlock-s-2").expect("r");
+        st.ss_apply("s", 1, &[]).expect("msg");
+        {
+            let c = st.lock();
+            c.execute(
+                "UPDATE jobs SET queued_ms = 0, finished_ms = 0 WHERE seq IN (1, 2)",
+                [],
+            )
+            .expect("age");
+            c.execute(
+                "UPDATE deliveries SET received_ms = 0 WHERE id IN ('d1', 'd2')",
+                [],
+            )
+            .expect("age");
+            c.execute("UPDATE ss_runners SET created_ms = 0, finished_ms = 0", [])
+                .expect("age");
+            c.execute("UPDATE ss_messages SET received_ms = 0", [])
+                .expect("age");
+        }
+        let r = st.prune(1_000).expect("prune");
+        assert_eq!(r.deliveries, 2);
+        assert_eq!(r.jobs, 1, "only the old finished job");
+        assert_eq!(r.ss_runners, 1, "only the ended, deleted runner");
+        assert_eq!(r.ss_messages, 1);
+        assert_eq!(
+            st.job(2).expect("active job kept").status,
+            JobStatus::Provisioning
+        );
+        assert!(st.job(3).is_ok(), "recent job kept");
+        assert!(st.ss_runner(r2).expect("q").is_some(), "active runner kept");
+    }
 
     fn job(id: u64) -> NewJob<'static> {
         NewJob {

@@ -220,6 +220,7 @@ fn serve(
             pickup_timeout: Duration::from_secs(600),
             repository: None,
             completed_grace: Duration::from_secs(2),
+            state_retention: Duration::from_secs(30 * 24 * 3600),
             scale_sets: ScaleSetOptions {
                 api_url: fake.url(),
                 registration_url: "https://github.com/octo-org".into(),

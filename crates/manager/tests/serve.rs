@@ -78,6 +78,7 @@ impl Harness {
                 pickup_timeout,
                 repository: None,
                 completed_grace: Duration::from_millis(200),
+                state_retention: Duration::from_secs(30 * 24 * 3600),
                 scale_sets: Default::default(),
             },
         );

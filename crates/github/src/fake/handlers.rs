@@ -97,6 +97,14 @@ pub(super) fn fault_response(fault: Fault) -> Response {
         ),
         Fault::NotFound => gh_error(StatusCode::NOT_FOUND, "Not Found"),
         Fault::Unprocessable => gh_error(StatusCode::UNPROCESSABLE_ENTITY, "Validation Failed"),
+        Fault::HugeBody => {
+            // 200 with a body far beyond any real answer, streamed without a length.
+            let chunk = axum::body::Bytes::from(vec![b' '; 1 << 20]);
+            let stream = futures_util::stream::iter(
+                (0..32).map(move |_| Ok::<_, std::io::Error>(chunk.clone())),
+            );
+            (StatusCode::OK, axum::body::Body::from_stream(stream)).into_response()
+        }
     }
 }
 

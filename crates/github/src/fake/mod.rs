@@ -172,6 +172,8 @@ pub enum Fault {
     NotFound,
     /// 422.
     Unprocessable,
+    /// 200 with a 32 MiB body and no length (a client must stop reading).
+    HugeBody,
 }
 
 /// An installation token the fake issued.

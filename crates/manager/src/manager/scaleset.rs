@@ -631,6 +631,14 @@ impl Manager {
             // The runner ran it and ended before this message was read: its end is the
             // job's end.
             if let Some((status, code)) = ended {
+                self.inner
+                    .metrics
+                    .jobs_finished
+                    .get_or_create(&GroupState {
+                        group: rt.group.clone(),
+                        state: status.clone(),
+                    })
+                    .inc();
                 self.audit(
                     airlock_audit::Kind::ServeJobFinished,
                     Some(&format!("ss-{}-{}", rt.name, j.job_id)),
