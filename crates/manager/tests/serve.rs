@@ -357,11 +357,19 @@ async fn refused_job_is_audited() {
     assert_eq!(j.status, JobStatus::Refused);
     assert!(h.launcher.s.lock().expect("lock").started.is_empty());
     assert!(h.gh.s.lock().expect("lock").jit_requests.is_empty());
-    let rec = h
-        .audit()
-        .into_iter()
-        .find(|r| r.kind == "serve.job.refused")
-        .expect("refusal audited");
+    // The refusal is committed before its record is appended: wait for the record.
+    let mut rec = None;
+    for _ in 0..500 {
+        rec = h
+            .audit()
+            .into_iter()
+            .find(|r| r.kind == "serve.job.refused");
+        if rec.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let rec = rec.expect("refusal audited");
     let reasons = rec.data["reasons"].to_string();
     assert!(
         reasons.contains("stranger/fork is not in its repositories"),
