@@ -376,8 +376,10 @@ async fn fifty_jobs_in_bursts_run_exactly_once_and_cancellations_are_accounted()
             && s.jobs.iter().all(|j| j.status == "completed")
     })
     .await;
-    wait_for("runners gone", || {
-        s.manager.running_tasks() == 0 && fake.state().runners.is_empty()
+    // Messages read too: a JobStarted read after its runner ended reports the job's end.
+    wait_for("runners gone, messages read", || {
+        let st = fake.state();
+        s.manager.running_tasks() == 0 && st.runners.is_empty() && st.actions.messages.is_empty()
     })
     .await;
     let jobs = s.manager.store().ss_jobs(SET).expect("jobs");
@@ -392,7 +394,20 @@ async fn fifty_jobs_in_bursts_run_exactly_once_and_cancellations_are_accounted()
         .iter()
         .filter(|r| r["kind"] == "serve.job.finished")
         .collect();
-    assert_eq!(finished.len(), 55, "one finished record per job run");
+    let ids: Vec<String> = finished
+        .iter()
+        .filter_map(|r| r["data"]["github_job_id"].as_str().map(str::to_owned))
+        .collect();
+    let missing: Vec<u64> = (1..=50)
+        .chain(900..=904)
+        .filter(|i| !ids.contains(&i.to_string()))
+        .collect();
+    assert_eq!(
+        finished.len(),
+        55,
+        "one finished record per job run; missing {missing:?}; runners: {:?}",
+        s.manager.store().ss_runners().expect("runners")
+    );
     assert!(finished
         .iter()
         .all(|r| r["data"]["source"] == "scaleset:airlock-ci" && r["data"]["status"] == "done"));
@@ -470,8 +485,10 @@ async fn expired_queue_tokens_and_5xx_storms_lose_nothing() {
         })
     })
     .await;
-    wait_for("runners gone", || {
-        s.manager.running_tasks() == 0 && fake.state().runners.is_empty()
+    // Messages read too: a JobStarted read after its runner ended reports the job's end.
+    wait_for("runners gone, messages read", || {
+        let st = fake.state();
+        s.manager.running_tasks() == 0 && st.runners.is_empty() && st.actions.messages.is_empty()
     })
     .await;
     wait_for("every message read", || {
