@@ -1605,11 +1605,9 @@ fn bench_scale_set_start_latency() {
         warm_fetch.push(fetched - t);
     }
     e.stop_serve();
-    // `airlock run` of the runner image, same machine, same run.
-    let img = format!("{REGISTRY}/e2e/fakerunner:1");
-    let pol = e.w.policy(&format!(
-        "version = 1\n[images]\ninsecure = [\"127.0.0.1:5000\"]\n[groups.default]\nrootfs = {{ image = \"{img}\" }}\n"
-    ));
+    // `airlock run` of the runner image under the same policy and group as serve's runners
+    // (same egress rules and resolver), same machine, same run.
+    let pol = e.w.dir.path().join("serve-policy.toml");
     for _ in 0..n {
         let t0 = now_ms();
         let o =
@@ -1617,7 +1615,7 @@ fn bench_scale_set_start_latency() {
                 .arg("run")
                 .arg("--policy")
                 .arg(&pol)
-                .args(["-q", "--", RUNNER, "--help"])
+                .args(["--group", "ss", "-q", "--", RUNNER, "--help"])
                 .output()
                 .expect("airlock run");
         assert!(o.status.success(), "{}", stderr(&o));

@@ -24,7 +24,7 @@ use airlock_github::scaleset::{
 use airlock_policy::ScaleSet;
 use serde_json::json;
 use tokio::sync::{oneshot, watch, Notify};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::{judge, lock, Manager, StopReason};
 use crate::launcher::LaunchSpec;
@@ -856,6 +856,11 @@ impl Manager {
                 }
             }
             let jit = jit.ok_or_else(|| format!("generating the JIT config: {last}"))?;
+            debug!(
+                "runner {}: JIT config after {:?}",
+                airlock_text::escape(&name),
+                decided.elapsed()
+            );
             let id = u64::try_from(jit.runner.id).unwrap_or(0);
             runner_id = Some(id);
             st.ss_runner_registered(seq, id)
@@ -876,6 +881,11 @@ impl Manager {
             let launcher = self.inner.launcher.clone();
             let handle = tokio::spawn(async move { launcher.run(spec, started_tx, stop).await });
             if started_rx.await.is_ok() {
+                debug!(
+                    "runner {}: sandbox process running after {:?}",
+                    airlock_text::escape(&name),
+                    decided.elapsed()
+                );
                 self.inner
                     .metrics
                     .scaleset_runner_start_seconds
