@@ -18,5 +18,7 @@ BURST="${2:-1000}"
 cargo build --release --workspace --bins
 cargo build --release -p airlock-github --features fake --bins
 export AIRLOCK_BENCH_JOBS="$JOBS" AIRLOCK_BENCH_BURST="$BURST"
+# serve's phase timings (decision -> JIT config -> airlock run spawned) come from its log.
+export AIRLOCK_E2E_SERVE_LOG="info,airlock_manager=debug"
 cargo test --release -p airlock --test serve_e2e -- --ignored --test-threads 1 --nocapture bench_scale_set 2>&1 |
   grep -oE 'BENCH .*|test result.*|panicked.*'

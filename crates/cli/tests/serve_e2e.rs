@@ -465,7 +465,10 @@ impl E2e {
         c.arg(self.w.dir.path().join("serve.toml"))
             .env_clear()
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-            .env("AIRLOCK_LOG", "info")
+            .env(
+                "AIRLOCK_LOG",
+                std::env::var("AIRLOCK_E2E_SERVE_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .env("AIRLOCK_E2E_PAT", PAT)
             .stdout(log.try_clone().expect("log"))
             .stderr(log);
@@ -1604,6 +1607,20 @@ fn bench_scale_set_start_latency() {
             .expect("fetched");
         warm_fetch.push(fetched - t);
     }
+    // serve's own phases of the cold path, from its debug log (scripts/bench-scaleset.sh
+    // sets AIRLOCK_E2E_SERVE_LOG=info,airlock_manager=debug).
+    let log = e.log();
+    let phase = |needle: &str| -> Vec<i64> {
+        log.lines()
+            .filter(|l| l.contains("airlock-airlock-e2e-"))
+            .filter_map(|l| l.split(needle).nth(1))
+            .filter_map(|d| debug_duration_ms(d.trim()))
+            .collect()
+    };
+    let (mut jit, mut spawned) = (
+        phase("JIT config after "),
+        phase("sandbox process running after "),
+    );
     e.stop_serve();
     // `airlock run` of the runner image under the same policy and group as serve's runners
     // (same egress rules and resolver), same machine, same run.
@@ -1636,6 +1653,36 @@ fn bench_scale_set_start_latency() {
         let (m, p) = (med(v), p95(v));
         println!("BENCH | {name} | {m} | {p} | {:.2}x |", m as f64 / base);
     }
+    if !jit.is_empty() {
+        println!(
+            "BENCH | serve, cold: decision -> JIT config | {} | {} | |",
+            med(&mut jit),
+            p95(&mut jit)
+        );
+        println!(
+            "BENCH | serve, cold: decision -> airlock run spawned | {} | {} | |",
+            med(&mut spawned),
+            p95(&mut spawned)
+        );
+    }
+}
+
+/// Milliseconds of a `Debug`-printed `Duration` (`12.3ms`, `950.1µs`, `1.2s`).
+fn debug_duration_ms(s: &str) -> Option<i64> {
+    let s = s.split_whitespace().next()?;
+    let (num, scale) = if let Some(v) = s.strip_suffix("ms") {
+        (v, 1.0)
+    } else if let Some(v) = s.strip_suffix("µs") {
+        (v, 0.001)
+    } else if let Some(v) = s.strip_suffix("ns") {
+        (v, 0.000_001)
+    } else if let Some(v) = s.strip_suffix('s') {
+        (v, 1000.0)
+    } else {
+        return None;
+    };
+    let v: f64 = num.parse().ok()?;
+    Some((v * scale).round() as i64)
 }
 
 /// 1,000 jobs assigned at once with capacity 8: all complete, none lost or run twice; total
