@@ -61,8 +61,9 @@ enum Cmd {
     /// Verify and read the tamper-evident audit log.
     #[command(subcommand)]
     Audit(AuditCmd),
-    /// The runner manager: GitHub `workflow_job` webhooks to one JIT-registered ephemeral
-    /// runner per job, each in its own sandbox (docs/serve.md).
+    /// The runner manager: one JIT-registered ephemeral runner per job, each in its own
+    /// sandbox, from GitHub runner scale sets (a long poll, no public endpoint) or
+    /// `workflow_job` webhooks (docs/serve.md).
     Serve(ServeArgs),
     /// Remove everything crashed or killed airlock runs left behind (processes, mounts,
     /// cgroups, directories).
