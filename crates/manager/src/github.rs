@@ -100,6 +100,14 @@ pub trait GitHub: Send + Sync + 'static {
         })
     }
 
+    /// Whether the organisation's runner group `name` lets public repositories use its
+    /// runners: `Ok(None)` when it cannot be told (repository-level runners, or an
+    /// implementation without the call), `Ok(Some(_))` from GitHub's runner-group settings.
+    async fn runner_group_allows_public(&self, name: &str) -> Result<Option<bool>, ApiError> {
+        let _ = name;
+        Ok(None)
+    }
+
     /// Cancels workflow run `run_id` of `repo` (`owner/name`). The default: unsupported.
     async fn cancel_run(&self, repo: &str, run_id: u64) -> Result<(), ApiError> {
         let _ = (repo, run_id);

@@ -169,6 +169,21 @@ impl GitHub for RestGitHub {
             })
     }
 
+    async fn runner_group_allows_public(&self, name: &str) -> Result<Option<bool>, ApiError> {
+        let airlock_github::RunnerScope::Org { org } = &self.scope else {
+            return Ok(None);
+        };
+        let groups = self
+            .client
+            .list_runner_groups(org)
+            .await
+            .map_err(api("list runner groups"))?;
+        Ok(groups
+            .into_iter()
+            .find(|g| g.name == name)
+            .map(|g| g.allows_public_repositories))
+    }
+
     async fn cancel_run(&self, repo: &str, run_id: u64) -> Result<(), ApiError> {
         let (owner, name) = repo.split_once('/').unwrap_or((repo, ""));
         self.client

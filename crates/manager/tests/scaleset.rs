@@ -699,3 +699,58 @@ async fn warm_runners_hide_the_runner_start_up() {
         .await;
     }
 }
+
+/// Job messages do not say whether a repository is public: a trusted group's scale set is
+/// never served from a runner group that admits public repositories (fail closed), and is
+/// served from one that does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_trusted_scale_set_is_refused_in_a_runner_group_open_to_public_repositories() {
+    let mut groups = FakeConfig::default().runner_groups;
+    let mut public = groups[0].clone();
+    public.id = 7;
+    public.name = "public-ci".into();
+    public.default = false;
+    public.allows_public_repositories = true;
+    groups.push(public);
+    let fake = FakeGitHub::start(
+        "127.0.0.1:0".parse().expect("addr"),
+        FakeConfig {
+            personal_tokens: vec![PAT.into()],
+            poll_timeout: Duration::from_millis(300),
+            runner_groups: groups,
+            ..FakeConfig::default()
+        },
+    )
+    .await
+    .expect("fake");
+    let trusted = |runner_group: &str| {
+        airlock_policy::parse(
+            &format!(
+                "version = 1\n[groups.ci]\ntrust = \"trusted\"\nrepositories = [\"octo-org/*\"]\nrunner = [\"/opt/runner/run\"]\nscale_set = {{ name = \"{SET}\", runner_group = \"{runner_group}\" }}\n"
+            ),
+            std::path::Path::new("policy.toml"),
+        )
+        .expect("policy")
+    };
+    let d1 = tempfile::tempdir().expect("tmp");
+    let s = serve(&fake, d1.path(), trusted("public-ci"), Duration::ZERO);
+    s.manager.start(Duration::from_secs(3600)).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let st = fake.state();
+    assert!(!s.manager.ready(), "not ready without its scale set");
+    assert!(
+        st.actions.scale_sets.is_empty() && st.actions.sessions.is_empty(),
+        "no scale set or session in a runner group open to public repositories: {:?}",
+        st.actions
+    );
+    s.manager.shutdown(Duration::from_secs(2)).await;
+
+    let d2 = tempfile::tempdir().expect("tmp");
+    let s = serve(&fake, d2.path(), trusted("Default"), Duration::ZERO);
+    s.manager.start(Duration::from_secs(3600)).await;
+    wait_for("the session in a private runner group", || {
+        s.manager.ready()
+    })
+    .await;
+    s.manager.shutdown(Duration::from_secs(2)).await;
+}

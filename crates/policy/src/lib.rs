@@ -769,6 +769,12 @@ fn validate_group(c: &mut Collector<'_>, name: &str, g: &Group, span: Range<usiz
                 "name a GitHub runner group, e.g. runner_group = \"Default\"",
             );
         }
+        if !g.workflows.is_empty() {
+            err(
+                format!("group {name}: workflows cannot be enforced by airlock for a scale set"),
+                "scale-set job messages name no workflow: restrict the runner group's selected workflows at GitHub and remove `workflows` here, or serve the group by webhooks",
+            );
+        }
         if g.token_permissions.is_some() {
             err(
                 format!("group {name}: token_permissions cannot be used with a scale set"),

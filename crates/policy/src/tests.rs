@@ -366,6 +366,38 @@ token_permissions = { contents = "read" }
 }
 
 #[test]
+fn scale_sets_are_validated() {
+    let ok = parse(
+        "version = 1\n[groups.a]\nrepositories = [\"o/*\"]\nmax_runners = 4\nscale_set = { name = \"airlock-a\", labels = [\"gpu\"], min_idle = 2, idle_retire = \"10m\" }\n",
+        Path::new("p.toml"),
+    )
+    .expect("valid");
+    let ss = ok.groups["a"].scale_set.as_ref().expect("scale set");
+    assert_eq!(ss.runner_group, "Default");
+    assert_eq!(ss.min_idle, 2);
+    assert_eq!(ss.idle_retire.0, std::time::Duration::from_secs(600));
+    let d = diags(
+        "version = 1\n[groups.a]\nrepositories = [\"o/*\"]\nmax_runners = 1\nworkflows = [\"o/*/CI\"]\ntoken_permissions = { contents = \"read\" }\nscale_set = { name = \"bad name!\", min_idle = 2, runner_group = \"\" }\n",
+    );
+    let all = d
+        .iter()
+        .map(|x| x.message.clone())
+        .collect::<Vec<_>>()
+        .join("\n");
+    for want in [
+        "scale set name",
+        "min_idle 2 is more than max_runners 1",
+        "token_permissions cannot be used with a scale set",
+        "workflows cannot be enforced",
+        "runner_group is empty",
+    ] {
+        assert!(all.contains(want), "{want} not in:\n{all}");
+    }
+    let d = diags("version = 1\n[groups.a]\nscale_set = { name = \"x\", surprise = 1 }\n");
+    assert!(!d.is_empty(), "unknown scale_set key refused");
+}
+
+#[test]
 fn serve_fields_are_validated() {
     let d = diags(
         "version = 1\n[groups.a]\nmax_runners = 0\nrunner = []\nrepositories = [\"justaname\"]\n",

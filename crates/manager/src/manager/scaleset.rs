@@ -186,6 +186,39 @@ impl Manager {
     /// Finds the scale set by name in its runner group, creating it (or putting back the
     /// policy's labels) as needed. Returns its id.
     async fn ss_ensure(&self, rt: &SetRt, svc: &ActionsService) -> Result<i64, String> {
+        // Job messages do not say whether a repository is public, so the policy's "public
+        // code runs only in untrusted groups" rests on the runner group's setting: a scale
+        // set of any other group is not served from a runner group that admits public
+        // repositories (fail closed).
+        let trust = self
+            .inner
+            .policy
+            .groups
+            .get(&rt.group)
+            .map(|g| g.trust)
+            .unwrap_or(airlock_policy::Trust::Trusted);
+        if trust != airlock_policy::Trust::Untrusted {
+            match self
+                .inner
+                .github
+                .runner_group_allows_public(&rt.spec.runner_group)
+                .await
+            {
+                Ok(Some(true)) => {
+                    return Err(format!(
+                        "the GitHub runner group {:?} allows public repositories, and group {} is {:?}: public code runs only in untrusted groups. Turn \"Allow public repositories\" off for that runner group, or serve this scale set from another",
+                        rt.spec.runner_group, rt.group, trust
+                    ))
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    return Err(format!(
+                        "checking runner group {:?} for public repositories: {e}",
+                        rt.spec.runner_group
+                    ))
+                }
+            }
+        }
         let group = svc
             .runner_group(&rt.spec.runner_group)
             .await
