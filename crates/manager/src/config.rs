@@ -77,6 +77,9 @@ pub struct ScaleSetSettings {
     /// Longest back-off after 5xx and network errors (jittered, doubling from 250 ms).
     #[serde(default = "default_ss_backoff", with = "humantime_serde_compat")]
     pub max_backoff: Duration,
+    /// Longest wait for any call but the long poll.
+    #[serde(default = "default_ss_request", with = "humantime_serde_compat")]
+    pub request_timeout: Duration,
 }
 
 impl Default for ScaleSetSettings {
@@ -85,6 +88,7 @@ impl Default for ScaleSetSettings {
             poll_timeout: default_ss_poll(),
             conflict_retry: default_ss_conflict(),
             max_backoff: default_ss_backoff(),
+            request_timeout: default_ss_request(),
         }
     }
 }
@@ -96,6 +100,9 @@ fn default_ss_poll() -> Duration {
     Duration::from_secs(70)
 }
 fn default_ss_conflict() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_ss_request() -> Duration {
     Duration::from_secs(30)
 }
 fn default_ss_backoff() -> Duration {

@@ -216,8 +216,11 @@ impl Manager {
                 ss_tasks: Mutex::new(HashMap::new()),
                 ss_stop: Mutex::new(HashMap::new()),
                 shutdown: watch::channel(false).0,
+                // Every call but the long poll (which sets its own) is bounded: a stalled
+                // connection becomes a retried network error, never a stuck listener.
                 http: reqwest::Client::builder()
                     .connect_timeout(Duration::from_secs(10))
+                    .timeout(ss_opts.request_timeout)
                     .build()
                     .unwrap_or_default(),
                 ss_opts,

@@ -241,6 +241,7 @@ pub async fn serve_with(
                 poll_timeout: config.scale_sets.poll_timeout,
                 conflict_retry: config.scale_sets.conflict_retry,
                 max_backoff: config.scale_sets.max_backoff,
+                request_timeout: config.scale_sets.request_timeout,
                 ..Default::default()
             },
         },

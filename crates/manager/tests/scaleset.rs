@@ -163,6 +163,10 @@ scale_set = {{ name = "{SET}", labels = ["gpu-free"], min_idle = {min_idle}, idl
 }
 
 async fn start_fake(session_expiry: Option<Duration>) -> FakeGitHub {
+    start_fake_with(session_expiry, false).await
+}
+
+async fn start_fake_with(session_expiry: Option<Duration>, ghes: bool) -> FakeGitHub {
     let _ = tracing_subscriber::fmt()
         .with_test_writer()
         .with_env_filter(
@@ -176,6 +180,7 @@ async fn start_fake(session_expiry: Option<Duration>) -> FakeGitHub {
             personal_tokens: vec![PAT.into()],
             poll_timeout: Duration::from_millis(300),
             session_expiry,
+            ghes,
             ..FakeConfig::default()
         },
     )
@@ -227,6 +232,7 @@ fn serve(
                 poll_timeout: Duration::from_secs(5),
                 conflict_retry: Duration::from_millis(200),
                 max_backoff: Duration::from_millis(300),
+                request_timeout: Duration::from_secs(2),
                 ..Default::default()
             },
         },
@@ -461,7 +467,7 @@ async fn a_second_serve_gets_409_and_says_so_until_the_first_closes_its_session(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn expired_queue_tokens_and_5xx_storms_lose_nothing() {
+async fn expired_queue_tokens_5xx_storms_resets_and_stalls_lose_nothing() {
     let fake = start_fake(None).await;
     let dir = tempfile::tempdir().expect("tmp");
     let s = serve(&fake, dir.path(), policy(0, 4), Duration::ZERO);
@@ -472,6 +478,11 @@ async fn expired_queue_tokens_and_5xx_storms_lose_nothing() {
     fake.inject(Endpoint::AcknowledgeMessage, Fault::ServerError, 4);
     fake.inject(Endpoint::ScaleSetJitConfig, Fault::ServerError, 3);
     fake.inject(Endpoint::Sessions, Fault::ServerError, 1);
+    // Connections reset mid-response and calls that never complete.
+    fake.inject(Endpoint::MessageQueue, Fault::Abort, 2);
+    fake.inject(Endpoint::AcknowledgeMessage, Fault::Abort, 1);
+    fake.inject(Endpoint::ScaleSetJitConfig, Fault::Stall, 1);
+    fake.inject(Endpoint::AcknowledgeMessage, Fault::Stall, 1);
     let ids: Vec<u64> = (100..120).collect();
     for id in &ids {
         queue(&fake, *id, "sleep:20");
@@ -752,5 +763,36 @@ async fn a_trusted_scale_set_is_refused_in_a_runner_group_open_to_public_reposit
         s.manager.ready()
     })
     .await;
+    s.manager.shutdown(Duration::from_secs(2)).await;
+}
+
+/// GitHub Enterprise Server: jobs arrive as `JobAvailable`; serve acquires them
+/// (`acquirejobs`) and they are then assigned and run, each once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ghes_available_jobs_are_acquired_then_run_once() {
+    let fake = start_fake_with(None, true).await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let s = serve(&fake, dir.path(), policy(0, 4), Duration::ZERO);
+    s.manager.start(Duration::from_secs(3600)).await;
+    wait_for("session", || s.manager.ready()).await;
+    let ids: Vec<u64> = (70..78).collect();
+    for id in &ids {
+        queue(&fake, *id, "sleep:10");
+    }
+    wait_for("8 jobs completed, messages read", || {
+        let st = fake.state();
+        ids.iter().all(|id| {
+            st.jobs
+                .iter()
+                .any(|j| j.id == *id && j.status == "completed")
+        }) && st.actions.messages.is_empty()
+            && s.manager.running_tasks() == 0
+    })
+    .await;
+    assert_accounted(&fake, &[&s.launcher], &ids);
+    let acquired: HashSet<i64> = fake.state().actions.acquired.iter().copied().collect();
+    for id in &ids {
+        assert!(acquired.contains(&(*id as i64)), "job {id} not acquired");
+    }
     s.manager.shutdown(Duration::from_secs(2)).await;
 }

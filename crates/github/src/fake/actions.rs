@@ -289,11 +289,19 @@ async fn runner_groups(
 fn statistics(shared: &Shared, s: &FakeScaleSet) -> serde_json::Value {
     let state = shared.state();
     let mine = |j: &&FakeJob| j.labels.contains(&s.name);
+    let ghes = shared.config.ghes;
     let assigned = state
         .jobs
         .iter()
         .filter(mine)
+        .filter(|j| !ghes || j.acquired)
         .filter(|j| j.status == "queued" || j.status == "in_progress")
+        .count();
+    let available = state
+        .jobs
+        .iter()
+        .filter(mine)
+        .filter(|j| ghes && !j.acquired && j.status == "queued")
         .count();
     let running = state
         .jobs
@@ -308,7 +316,7 @@ fn statistics(shared: &Shared, s: &FakeScaleSet) -> serde_json::Value {
         .collect();
     let busy = registered.iter().filter(|r| r.busy).count();
     json!({
-        "totalAvailableJobs": 0, "totalAcquiredJobs": 0,
+        "totalAvailableJobs": available, "totalAcquiredJobs": assigned,
         "totalAssignedJobs": assigned, "totalRunningJobs": running,
         "totalRegisteredRunners": registered.len(), "totalBusyRunners": busy,
         "totalIdleRunners": registered.len() - busy,
@@ -613,8 +621,45 @@ async fn acquire_jobs(
     if !queue_token_ok(&shared, &headers, id) {
         return StatusCode::UNAUTHORIZED.into_response();
     }
-    shared.state().actions.acquired.extend(ids.iter().copied());
-    bom(json!({ "count": ids.len(), "value": ids }))
+    if !shared.config.ghes {
+        // github.com assigns jobs itself; the call only records what was asked.
+        shared.state().actions.acquired.extend(ids.iter().copied());
+        return bom(json!({ "count": ids.len(), "value": ids }));
+    }
+    let Some(set) = scale_set(&shared, id) else {
+        return service_error(StatusCode::NOT_FOUND, "", "no such scale set");
+    };
+    // Each available job of this scale set is acquired once; acquired jobs are assigned.
+    let got: Vec<FakeJob> = {
+        let mut state = shared.state();
+        let got: Vec<FakeJob> = state
+            .jobs
+            .iter_mut()
+            .filter(|j| {
+                j.status == "queued"
+                    && !j.acquired
+                    && j.labels.contains(&set.name)
+                    && ids.contains(&i64::try_from(j.id).unwrap_or(-1))
+            })
+            .map(|j| {
+                j.acquired = true;
+                j.clone()
+            })
+            .collect();
+        state
+            .actions
+            .acquired
+            .extend(got.iter().map(|j| i64::try_from(j.id).unwrap_or(-1)));
+        got
+    };
+    for j in &got {
+        job_event(&shared, "JobAssigned", j, json!({}));
+    }
+    let value: Vec<i64> = got
+        .iter()
+        .map(|j| i64::try_from(j.id).unwrap_or(-1))
+        .collect();
+    bom(json!({ "count": value.len(), "value": value }))
 }
 
 /// Job messages per response at most, as the service sends.

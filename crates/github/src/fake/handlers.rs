@@ -97,6 +97,19 @@ pub(super) fn fault_response(fault: Fault) -> Response {
         ),
         Fault::NotFound => gh_error(StatusCode::NOT_FOUND, "Not Found"),
         Fault::Unprocessable => gh_error(StatusCode::UNPROCESSABLE_ENTITY, "Validation Failed"),
+        Fault::Abort => {
+            // Headers, then the connection dies mid-body (a reset, as the client sees it).
+            let stream = futures_util::stream::iter([Err::<axum::body::Bytes, _>(
+                std::io::Error::other("connection aborted by the fake"),
+            )]);
+            (StatusCode::OK, axum::body::Body::from_stream(stream)).into_response()
+        }
+        Fault::Stall => {
+            // Headers, then nothing, ever: only the client's timeout ends it.
+            let stream =
+                futures_util::stream::pending::<Result<axum::body::Bytes, std::io::Error>>();
+            (StatusCode::OK, axum::body::Body::from_stream(stream)).into_response()
+        }
         Fault::HugeBody => {
             // 200 with a body far beyond any real answer, streamed without a length.
             let chunk = axum::body::Bytes::from(vec![b' '; 1 << 20]);
@@ -514,10 +527,21 @@ pub(super) fn queue_job(shared: &Shared, job: NewJob) -> FakeJob {
         fetches: 0,
         queued_ms: chrono::Utc::now().timestamp_millis(),
         fetched_ms: None,
+        acquired: false,
     };
     shared.state().jobs.push(job.clone());
     shared.webhook("queued", job.id);
-    super::actions::job_event(shared, "JobAssigned", &job, json!({}));
+    if shared.config.ghes {
+        let url = format!("{}/_actions/acquire/{}", shared.base_url, job.id);
+        super::actions::job_event(
+            shared,
+            "JobAvailable",
+            &job,
+            json!({ "acquireJobUrl": url }),
+        );
+    } else {
+        super::actions::job_event(shared, "JobAssigned", &job, json!({}));
+    }
     job
 }
 
@@ -618,31 +642,33 @@ async fn runner_job(State(shared): S, headers: HeaderMap) -> Response {
             "missing Authorization: Runner <id>",
         );
     };
-    let taken =
-        {
-            let mut state = shared.state();
-            let state = &mut *state;
-            let Some(runner) = state.runners.iter_mut().find(|r| r.id == rid) else {
-                return gh_error(StatusCode::UNAUTHORIZED, "unknown or removed runner");
-            };
-            runner.status = "online".into();
-            if runner.job_id.is_some() {
-                return gh_error(StatusCode::CONFLICT, "a JIT runner takes one job only");
-            }
-            let Some(job) = state.jobs.iter_mut().find(|j| {
-                j.status == "queued" && j.labels.iter().all(|l| runner.labels.contains(l))
-            }) else {
-                return StatusCode::NO_CONTENT.into_response();
-            };
-            job.status = "in_progress".into();
-            job.runner_id = Some(rid);
-            job.runner_name = Some(runner.name.clone());
-            job.fetches += 1;
-            job.fetched_ms = Some(chrono::Utc::now().timestamp_millis());
-            runner.busy = true;
-            runner.job_id = Some(job.id);
-            (job.id, job.script.clone(), job.clone(), runner.name.clone())
+    let taken = {
+        let mut state = shared.state();
+        let state = &mut *state;
+        let Some(runner) = state.runners.iter_mut().find(|r| r.id == rid) else {
+            return gh_error(StatusCode::UNAUTHORIZED, "unknown or removed runner");
         };
+        runner.status = "online".into();
+        if runner.job_id.is_some() {
+            return gh_error(StatusCode::CONFLICT, "a JIT runner takes one job only");
+        }
+        let ghes = shared.config.ghes;
+        let Some(job) = state.jobs.iter_mut().find(|j| {
+            j.status == "queued"
+                && (!ghes || j.acquired)
+                && j.labels.iter().all(|l| runner.labels.contains(l))
+        }) else {
+            return StatusCode::NO_CONTENT.into_response();
+        };
+        job.status = "in_progress".into();
+        job.runner_id = Some(rid);
+        job.runner_name = Some(runner.name.clone());
+        job.fetches += 1;
+        job.fetched_ms = Some(chrono::Utc::now().timestamp_millis());
+        runner.busy = true;
+        runner.job_id = Some(job.id);
+        (job.id, job.script.clone(), job.clone(), runner.name.clone())
+    };
     shared.webhook("in_progress", taken.0);
     super::actions::job_event(
         &shared,

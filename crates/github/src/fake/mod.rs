@@ -82,6 +82,9 @@ pub struct FakeConfig {
     /// A session not used (polled, refreshed) for this long is gone (GitHub expires a crashed
     /// manager's session after a few minutes). `None`: never.
     pub session_expiry: Option<Duration>,
+    /// GitHub Enterprise Server behaviour: a queued job is first `JobAvailable`; only once a
+    /// scale set acquires it (`acquirejobs`) is it `JobAssigned` and can a runner take it.
+    pub ghes: bool,
 }
 
 impl Default for FakeConfig {
@@ -108,6 +111,7 @@ impl Default for FakeConfig {
             webhook: None,
             poll_timeout: Duration::from_secs(2),
             session_expiry: None,
+            ghes: false,
         }
     }
 }
@@ -174,6 +178,10 @@ pub enum Fault {
     Unprocessable,
     /// 200 with a 32 MiB body and no length (a client must stop reading).
     HugeBody,
+    /// The connection is dropped in the middle of the response (a reset).
+    Abort,
+    /// The response never completes (only the client's timeout ends the call).
+    Stall,
 }
 
 /// An installation token the fake issued.
@@ -239,6 +247,10 @@ pub struct FakeJob {
     /// Unix ms when a runner fetched it.
     #[serde(default)]
     pub fetched_ms: Option<i64>,
+    /// GitHub Enterprise Server mode: acquired by a scale set (`acquirejobs`), so a runner
+    /// may take it.
+    #[serde(default)]
+    pub acquired: bool,
 }
 
 /// A webhook delivery the fake made.

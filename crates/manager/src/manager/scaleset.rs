@@ -47,6 +47,9 @@ pub struct ScaleSetOptions {
     pub max_backoff: Duration,
     /// The admin token is renewed this often (GitHub's lasts about an hour).
     pub reconnect_every: Duration,
+    /// Longest wait for any call but the long poll (a stalled connection is then a network
+    /// error, retried).
+    pub request_timeout: Duration,
 }
 
 impl Default for ScaleSetOptions {
@@ -58,6 +61,7 @@ impl Default for ScaleSetOptions {
             conflict_retry: Duration::from_secs(30),
             max_backoff: Duration::from_secs(30),
             reconnect_every: Duration::from_secs(45 * 60),
+            request_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -1113,8 +1117,13 @@ async fn connect(
         .registration_token()
         .await
         .map_err(|e| format!("registration token: {e}"))?;
+    let http = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .timeout(opts.request_timeout)
+        .build()
+        .map_err(|e| format!("HTTP client: {e}"))?;
     ActionsService::connect(
-        reqwest::Client::new(),
+        http,
         &opts.api_url,
         &opts.registration_url,
         &airlock_github::Secret::new(reg.expose()),
