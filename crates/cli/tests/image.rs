@@ -55,48 +55,12 @@ fn build_layout(root: &Path) -> (PathBuf, PathBuf) {
 /// Writes config, manifest and index of an image of `layers` (media type, blob) into an OCI
 /// layout whose `oci-layout` and `blobs/sha256` exist; returns the layers' descriptors.
 fn write_image(layout: &Path, name: &str, layers: &[(&str, Vec<u8>)]) -> Vec<serde_json::Value> {
-    let descs: Vec<_> = layers
+    let dm = write_manifest(layout, "amd64", layers);
+    write_index_json(layout, name, &dm);
+    layers
         .iter()
         .map(|(media, data)| blob(layout, media, data))
-        .collect();
-    // diff_ids name the uncompressed layers.
-    let diff_ids: Vec<_> = layers
-        .iter()
-        .map(|(media, data)| {
-            let mut raw = Vec::new();
-            if media.ends_with("+gzip") {
-                std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&data[..]), &mut raw)
-                    .expect("gunzip");
-            } else {
-                raw.clone_from(data);
-            }
-            format!("sha256:{}", hex(&raw))
-        })
-        .collect();
-    let config = serde_json::json!({
-        "architecture": "amd64", "os": "linux",
-        "rootfs": { "type": "layers", "diff_ids": diff_ids },
-        "config": {}
-    });
-    let dc = blob(
-        layout,
-        "application/vnd.oci.image.config.v1+json",
-        config.to_string().as_bytes(),
-    );
-    let manifest = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": dc, "layers": descs
-    });
-    let mut dm = blob(
-        layout,
-        "application/vnd.oci.image.manifest.v1+json",
-        manifest.to_string().as_bytes(),
-    );
-    dm["annotations"] = serde_json::json!({ "org.opencontainers.image.ref.name": name });
-    let index = serde_json::json!({ "schemaVersion": 2, "manifests": [dm] });
-    std::fs::write(layout.join("index.json"), index.to_string()).expect("index");
-    descs
+        .collect()
 }
 
 #[test]

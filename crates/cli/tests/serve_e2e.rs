@@ -1279,6 +1279,22 @@ fn failed_runners_are_failed_with_their_reason_and_a_drain_answers_503() {
 // Runner scale sets (issue 12).
 
 impl E2e {
+    /// After serve stopped: every runner gone at the fake, every sandbox torn down, nothing
+    /// of any job left on the host.
+    fn assert_scale_set_gone(&self) {
+        self.wait_for("every runner gone at the fake", || {
+            self.state()["runners"]
+                .as_array()
+                .is_some_and(|a| a.is_empty())
+        });
+        self.wait_for("every sandbox torn down", || {
+            std::fs::read_dir(self.w.state().join("jobs"))
+                .map(|mut d| d.next().is_none())
+                .unwrap_or(true)
+        });
+        self.w.assert_clean();
+    }
+
     fn jobs_labelled(&self, ids: impl IntoIterator<Item = u64>, label: &str, script: &str) {
         for id in ids {
             self.queue_job_labelled(id, &[label], script);
@@ -1469,17 +1485,7 @@ fn scale_sets_serve_jobs_without_a_webhook_and_reconcile_after_kill_9() {
             .is_some_and(|a| a.is_empty()),
         "sessions left open: {s:#}"
     );
-    e.wait_for("every runner gone at the fake", || {
-        e.state()["runners"]
-            .as_array()
-            .is_some_and(|a| a.is_empty())
-    });
-    e.wait_for("every sandbox torn down", || {
-        std::fs::read_dir(e.w.state().join("jobs"))
-            .map(|mut d| d.next().is_none())
-            .unwrap_or(true)
-    });
-    e.w.assert_clean();
+    e.assert_scale_set_gone();
     // serve's work directories: only output logs and reports may stay (for people), never
     // a derived policy or a JIT configuration.
     for d in std::fs::read_dir(e.w.state().join("serve"))
@@ -1874,15 +1880,5 @@ fn scale_set_storms_bursts_cancellations_and_a_crash_before_the_ack() {
         "the runner being provisioned at the crash was reconciled"
     );
     e.stop_serve();
-    e.wait_for("every runner gone at the fake", || {
-        e.state()["runners"]
-            .as_array()
-            .is_some_and(|a| a.is_empty())
-    });
-    e.wait_for("every sandbox torn down", || {
-        std::fs::read_dir(e.w.state().join("jobs"))
-            .map(|mut d| d.next().is_none())
-            .unwrap_or(true)
-    });
-    e.w.assert_clean();
+    e.assert_scale_set_gone();
 }

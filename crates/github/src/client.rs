@@ -268,6 +268,26 @@ impl GitHubClient {
         self.call(Method::POST, url, None).await.map(drop)
     }
 
+    /// Whether repository `owner/repo` is public (`GET /repos/{owner}/{repo}`). A reply that
+    /// says neither `visibility` nor `private` counts as public: the callers use this to keep
+    /// public code out of trusted runners.
+    pub async fn repository_is_public(&self, owner: &str, repo: &str) -> Result<bool, Error> {
+        #[derive(serde::Deserialize)]
+        struct Repo {
+            #[serde(default)]
+            visibility: Option<String>,
+            #[serde(default)]
+            private: Option<bool>,
+        }
+        let url = self.url(&["repos", owner, repo]);
+        let reply = self.call(Method::GET, url, None).await?;
+        let r: Repo = decode(&reply, "GET /repos/{owner}/{repo}")?;
+        Ok(r.visibility
+            .map(|v| v == "public")
+            .or(r.private.map(|p| !p))
+            .unwrap_or(true))
+    }
+
     /// All runner groups of an organisation (every page).
     pub async fn list_runner_groups(&self, org: &str) -> Result<Vec<RunnerGroup>, Error> {
         let url = self.url(&["orgs", org, "actions", "runner-groups"]);

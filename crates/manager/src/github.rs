@@ -100,9 +100,10 @@ pub trait GitHub: Send + Sync + 'static {
         })
     }
 
-    /// Whether the organisation's runner group `name` lets public repositories use its
-    /// runners: `Ok(None)` when it cannot be told (repository-level runners, or an
-    /// implementation without the call), `Ok(Some(_))` from GitHub's runner-group settings.
+    /// Whether public code can reach runners of runner group `name`: at organisation level,
+    /// the group's "Allow public repositories" setting (a group that cannot be found is an
+    /// error); at repository level, whether the repository is public. `Ok(None)`: the
+    /// implementation has no such call (tests' in-process fakes).
     async fn runner_group_allows_public(&self, name: &str) -> Result<Option<bool>, ApiError> {
         let _ = name;
         Ok(None)

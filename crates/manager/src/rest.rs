@@ -170,18 +170,32 @@ impl GitHub for RestGitHub {
     }
 
     async fn runner_group_allows_public(&self, name: &str) -> Result<Option<bool>, ApiError> {
-        let airlock_github::RunnerScope::Org { org } = &self.scope else {
-            return Ok(None);
+        let org = match &self.scope {
+            airlock_github::RunnerScope::Org { org } => org,
+            // Repository-level runners serve that one repository: it is public or not.
+            airlock_github::RunnerScope::Repo { owner, repo } => {
+                return self
+                    .client
+                    .repository_is_public(owner, repo)
+                    .await
+                    .map(Some)
+                    .map_err(api("get repository"));
+            }
         };
         let groups = self
             .client
             .list_runner_groups(org)
             .await
             .map_err(api("list runner groups"))?;
-        Ok(groups
-            .into_iter()
-            .find(|g| g.name == name)
-            .map(|g| g.allows_public_repositories))
+        // A group serve cannot see is not assumed private: fail closed.
+        match groups.into_iter().find(|g| g.name == name) {
+            Some(g) => Ok(Some(g.allows_public_repositories)),
+            None => Err(ApiError::Status {
+                endpoint: "list runner groups".into(),
+                status: 404,
+                message: format!("no runner group {name:?} is visible to serve's credentials"),
+            }),
+        }
     }
 
     async fn cancel_run(&self, repo: &str, run_id: u64) -> Result<(), ApiError> {

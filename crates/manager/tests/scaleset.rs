@@ -167,6 +167,16 @@ async fn start_fake(session_expiry: Option<Duration>) -> FakeGitHub {
 }
 
 async fn start_fake_with(session_expiry: Option<Duration>, ghes: bool) -> FakeGitHub {
+    start_fake_config(FakeConfig {
+        session_expiry,
+        ghes,
+        ..FakeConfig::default()
+    })
+    .await
+}
+
+/// The fake with `base`'s settings, the test's PAT and a short long poll.
+async fn start_fake_config(base: FakeConfig) -> FakeGitHub {
     let _ = tracing_subscriber::fmt()
         .with_test_writer()
         .with_env_filter(
@@ -179,9 +189,7 @@ async fn start_fake_with(session_expiry: Option<Duration>, ghes: bool) -> FakeGi
         FakeConfig {
             personal_tokens: vec![PAT.into()],
             poll_timeout: Duration::from_millis(300),
-            session_expiry,
-            ghes,
-            ..FakeConfig::default()
+            ..base
         },
     )
     .await
@@ -199,19 +207,35 @@ fn serve(
     policy: airlock_policy::Policy,
     start: Duration,
 ) -> Serve {
+    serve_for(fake, dir, policy, start, None)
+}
+
+/// serve at organisation level, or for repository `octo-org/<repo>`.
+fn serve_for(
+    fake: &FakeGitHub,
+    dir: &std::path::Path,
+    policy: airlock_policy::Policy,
+    start: Duration,
+    repo: Option<&str>,
+) -> Serve {
     std::env::set_var(PAT_ENV, PAT);
-    let gh = RestGitHub::from_config(&GitHubConfig {
+    let config = GitHubConfig {
         api_url: fake.url(),
-        level: Level::Org,
+        level: if repo.is_some() {
+            Level::Repo
+        } else {
+            Level::Org
+        },
         org: "octo-org".into(),
-        repo: None,
+        repo: repo.map(str::to_owned),
         app_id: None,
         installation_id: None,
         private_key: None,
         token: Some(SecretSource::Env(PAT_ENV.into())),
-        config_url: Some("https://github.com/octo-org".into()),
-    })
-    .expect("github");
+        config_url: None,
+    };
+    let registration_url = config.registration_url();
+    let gh = RestGitHub::from_config(&config).expect("github");
     let launcher = RunnerLauncher::new(start);
     let manager = Manager::new(
         Store::open(&dir.join("serve.db")).expect("db"),
@@ -228,7 +252,7 @@ fn serve(
             state_retention: Duration::from_secs(30 * 24 * 3600),
             scale_sets: ScaleSetOptions {
                 api_url: fake.url(),
-                registration_url: "https://github.com/octo-org".into(),
+                registration_url,
                 poll_timeout: Duration::from_secs(5),
                 conflict_retry: Duration::from_millis(200),
                 max_backoff: Duration::from_millis(300),
@@ -238,6 +262,26 @@ fn serve(
         },
     );
     Serve { manager, launcher }
+}
+
+/// Waits until no runner task is left, no runner is registered at the fake and every
+/// message was read (a JobStarted read after its runner ended writes the job's end).
+async fn settle(fake: &FakeGitHub, manager: &Manager) {
+    wait_for("runners gone, messages read", || {
+        let st = fake.state();
+        manager.running_tasks() == 0 && st.runners.is_empty() && st.actions.messages.is_empty()
+    })
+    .await;
+}
+
+/// Whether every job of `ids` has a completed entry at the fake.
+fn all_completed(fake: &FakeGitHub, ids: &[u64]) -> bool {
+    let st = fake.state();
+    ids.iter().all(|id| {
+        st.jobs
+            .iter()
+            .any(|j| j.id == *id && j.status == "completed")
+    })
 }
 
 async fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
@@ -330,21 +374,8 @@ async fn fifty_jobs_in_bursts_run_exactly_once_and_cancellations_are_accounted()
         }
         tokio::time::sleep(Duration::from_millis(150)).await;
     }
-    wait_for("50 jobs completed", || {
-        let s = fake.state();
-        ids.iter().all(|id| {
-            s.jobs
-                .iter()
-                .any(|j| j.id == *id && j.status == "completed")
-        })
-    })
-    .await;
-    // The runners exit, are deleted, and nothing stays alive.
-    wait_for("runners gone, messages read", || {
-        let st = fake.state();
-        s.manager.running_tasks() == 0 && st.runners.is_empty() && st.actions.messages.is_empty()
-    })
-    .await;
+    wait_for("50 jobs completed", || all_completed(&fake, &ids)).await;
+    settle(&fake, &s.manager).await;
     assert_accounted(&fake, &[&s.launcher], &ids);
     let jobs = s.manager.store().ss_jobs(SET).expect("jobs");
     assert_eq!(jobs.len(), 50);
@@ -382,12 +413,7 @@ async fn fifty_jobs_in_bursts_run_exactly_once_and_cancellations_are_accounted()
             && s.jobs.iter().all(|j| j.status == "completed")
     })
     .await;
-    // Messages read too: a JobStarted read after its runner ended reports the job's end.
-    wait_for("runners gone, messages read", || {
-        let st = fake.state();
-        s.manager.running_tasks() == 0 && st.runners.is_empty() && st.actions.messages.is_empty()
-    })
-    .await;
+    settle(&fake, &s.manager).await;
     let jobs = s.manager.store().ss_jobs(SET).expect("jobs");
     let j904 = jobs.iter().find(|j| j.0 == "904").expect("904");
     assert_eq!(j904.4, 2, "assigned twice: {j904:?}");
@@ -487,21 +513,8 @@ async fn expired_queue_tokens_5xx_storms_resets_and_stalls_lose_nothing() {
     for id in &ids {
         queue(&fake, *id, "sleep:20");
     }
-    wait_for("20 jobs completed", || {
-        let st = fake.state();
-        ids.iter().all(|id| {
-            st.jobs
-                .iter()
-                .any(|j| j.id == *id && j.status == "completed")
-        })
-    })
-    .await;
-    // Messages read too: a JobStarted read after its runner ended reports the job's end.
-    wait_for("runners gone, messages read", || {
-        let st = fake.state();
-        s.manager.running_tasks() == 0 && st.runners.is_empty() && st.actions.messages.is_empty()
-    })
-    .await;
+    wait_for("20 jobs completed", || all_completed(&fake, &ids)).await;
+    settle(&fake, &s.manager).await;
     wait_for("every message read", || {
         fake.state().actions.messages.is_empty()
     })
@@ -613,15 +626,7 @@ async fn a_crash_at_each_step_then_restart_loses_nothing_and_runs_nothing_twice(
             r.name
         );
     }
-    wait_for("jobs 1 and 2 done", || {
-        let st = fake.state();
-        [1u64, 2].iter().all(|id| {
-            st.jobs
-                .iter()
-                .any(|j| j.id == *id && j.status == "completed")
-        })
-    })
-    .await;
+    wait_for("jobs 1 and 2 done", || all_completed(&fake, &[1, 2])).await;
     wait_for("nothing of the dead serve left registered", || {
         let st = fake.state();
         st.runners
@@ -723,17 +728,12 @@ async fn a_trusted_scale_set_is_refused_in_a_runner_group_open_to_public_reposit
     public.default = false;
     public.allows_public_repositories = true;
     groups.push(public);
-    let fake = FakeGitHub::start(
-        "127.0.0.1:0".parse().expect("addr"),
-        FakeConfig {
-            personal_tokens: vec![PAT.into()],
-            poll_timeout: Duration::from_millis(300),
-            runner_groups: groups,
-            ..FakeConfig::default()
-        },
-    )
-    .await
-    .expect("fake");
+    let fake = start_fake_config(FakeConfig {
+        runner_groups: groups,
+        public_repositories: vec!["octo-org/site".into()],
+        ..FakeConfig::default()
+    })
+    .await;
     let trusted = |runner_group: &str| {
         airlock_policy::parse(
             &format!(
@@ -743,18 +743,24 @@ async fn a_trusted_scale_set_is_refused_in_a_runner_group_open_to_public_reposit
         )
         .expect("policy")
     };
-    let d1 = tempfile::tempdir().expect("tmp");
-    let s = serve(&fake, d1.path(), trusted("public-ci"), Duration::ZERO);
-    s.manager.start(Duration::from_secs(3600)).await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let st = fake.state();
-    assert!(!s.manager.ready(), "not ready without its scale set");
-    assert!(
-        st.actions.scale_sets.is_empty() && st.actions.sessions.is_empty(),
-        "no scale set or session in a runner group open to public repositories: {:?}",
-        st.actions
-    );
-    s.manager.shutdown(Duration::from_secs(2)).await;
+    // Open to public repositories, or not to be found: neither is served.
+    for runner_group in ["public-ci", "no-such-group"] {
+        let d1 = tempfile::tempdir().expect("tmp");
+        let s = serve(&fake, d1.path(), trusted(runner_group), Duration::ZERO);
+        s.manager.start(Duration::from_secs(3600)).await;
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let st = fake.state();
+        assert!(
+            !s.manager.ready(),
+            "{runner_group}: not ready without its scale set"
+        );
+        assert!(
+            st.actions.scale_sets.is_empty() && st.actions.sessions.is_empty(),
+            "{runner_group}: no scale set or session: {:?}",
+            st.actions
+        );
+        s.manager.shutdown(Duration::from_secs(2)).await;
+    }
 
     let d2 = tempfile::tempdir().expect("tmp");
     let s = serve(&fake, d2.path(), trusted("Default"), Duration::ZERO);
@@ -764,6 +770,34 @@ async fn a_trusted_scale_set_is_refused_in_a_runner_group_open_to_public_reposit
     })
     .await;
     s.manager.shutdown(Duration::from_secs(2)).await;
+
+    // Repository-level runners: the repository's own visibility decides.
+    for (repo, served) in [("site", false), ("app", true)] {
+        let d = tempfile::tempdir().expect("tmp");
+        let s = serve_for(
+            &fake,
+            d.path(),
+            trusted("Default"),
+            Duration::ZERO,
+            Some(repo),
+        );
+        s.manager.start(Duration::from_secs(3600)).await;
+        if served {
+            wait_for("the session for a private repository", || s.manager.ready()).await;
+        } else {
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            assert!(
+                !s.manager.ready(),
+                "a public repository's trusted scale set"
+            );
+            assert!(
+                fake.state().actions.sessions.is_empty(),
+                "{:?}",
+                fake.state().actions
+            );
+        }
+        s.manager.shutdown(Duration::from_secs(2)).await;
+    }
 }
 
 /// GitHub Enterprise Server: jobs arrive as `JobAvailable`; serve acquires them

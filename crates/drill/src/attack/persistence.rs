@@ -30,7 +30,8 @@ pub const PERSISTENCE_PATHS: &[&str] = &[
     "/dev/shm/airlock-drill-dropper",
 ];
 
-fn expand(p: &str) -> String {
+/// `p` with `~/` replaced by the job user's home.
+pub(crate) fn expand(p: &str) -> String {
     match p.strip_prefix("~/") {
         Some(rest) => {
             let home = std::env::var("HOME").unwrap_or_else(|_| "/home/runner".into());

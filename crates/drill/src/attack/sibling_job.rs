@@ -359,6 +359,33 @@ pub(crate) fn listen_as_victim(
     Ok((log, stop_rx))
 }
 
+/// A helper the drill runs as a victim (`airlock-attack ID NONCE`): listens as a victim until
+/// the orchestrator's STOP (at most 300 s). Returns the log and whether STOP came, or the
+/// failed result to print.
+pub(crate) fn victim_until_stopped(
+    id: &str,
+) -> Result<(Arc<Mutex<VictimLog>>, bool), AttackResult> {
+    let fail = |what: &str, how: String| AttackResult::from_steps(id, &[Step::failed(what, how)]);
+    let Some(nonce) = std::env::args().nth(2).filter(|n| n.len() >= 16) else {
+        return Err(fail(
+            "read the nonce",
+            format!("usage: airlock-attack {id} NONCE"),
+        ));
+    };
+    let (log, stop_rx) = listen_as_victim(&nonce).map_err(|(what, how)| fail(&what, how))?;
+    let stopped = stop_rx.recv_timeout(Duration::from_secs(300)).is_ok();
+    Ok((log, stopped))
+}
+
+/// Prints the victim's log line (what the orchestrator reads) and returns it.
+pub(crate) fn print_victim_log(log: &Mutex<VictimLog>) -> VictimLog {
+    let log = log.lock().map(|l| l.clone()).unwrap_or_default();
+    if let Ok(l) = serde_json::to_string(&log) {
+        println!("{l}");
+    }
+    log
+}
+
 /// Handles one connection to the victim: the orchestrator's check or stop (with the nonce), or
 /// an intrusion.
 fn serve(
@@ -421,24 +448,11 @@ impl Attack for SiblingVictim {
     /// orchestrator's `STOP NONCE` (or 5 minutes), prints [`VictimLog`], then its result:
     /// "succeeded" = someone without the nonce connected.
     fn run(&self) -> AttackResult {
-        let fail = |what: &str, how: String| {
-            AttackResult::from_steps(self.id(), &[Step::failed(what, how)])
-        };
-        let Some(nonce) = std::env::args().nth(2).filter(|n| n.len() >= 16) else {
-            return fail(
-                "read the nonce",
-                "usage: airlock-attack sibling-victim NONCE".into(),
-            );
-        };
-        let (log, stop_rx) = match listen_as_victim(&nonce) {
+        let (log, stopped) = match victim_until_stopped(self.id()) {
             Ok(x) => x,
-            Err((what, how)) => return fail(&what, how),
+            Err(r) => return r,
         };
-        let stopped = stop_rx.recv_timeout(Duration::from_secs(300)).is_ok();
-        let log = log.lock().map(|l| l.clone()).unwrap_or_default();
-        if let Ok(l) = serde_json::to_string(&log) {
-            println!("{l}");
-        }
+        let log = print_victim_log(&log);
         let mut steps = vec![Step::failed(
             "stopped by the drill",
             if stopped {

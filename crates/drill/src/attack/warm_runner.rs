@@ -17,6 +17,7 @@ use std::os::unix::process::CommandExt as _;
 use std::path::Path;
 use std::time::Duration;
 
+use super::persistence::expand;
 use super::util::Step;
 use super::{Attack, AttackResult, Category, PERSISTENCE_PATHS};
 
@@ -33,16 +34,6 @@ const SCRATCH: &[&str] = &[
     "/dev/shm/airlock-drill-warm",
     "~/airlock-drill-warm",
 ];
-
-fn expand(p: &str) -> String {
-    match p.strip_prefix("~/") {
-        Some(rest) => {
-            let home = std::env::var("HOME").unwrap_or_else(|_| "/home/runner".into());
-            format!("{home}/{rest}")
-        }
-        None => p.to_owned(),
-    }
-}
 
 fn all_paths() -> Vec<String> {
     PERSISTENCE_PATHS
@@ -231,20 +222,10 @@ impl Attack for WarmWaiter {
     /// `airlock-attack warm-waiter NONCE`: the drill's victim protocol; on `STOP`, looks for
     /// residue. "Succeeded" = it saw something of another job.
     fn run(&self) -> AttackResult {
-        let fail = |what: &str, how: String| {
-            AttackResult::from_steps(self.id(), &[Step::failed(what, how)])
-        };
-        let Some(nonce) = std::env::args().nth(2).filter(|n| n.len() >= 16) else {
-            return fail(
-                "read the nonce",
-                "usage: airlock-attack warm-waiter NONCE".into(),
-            );
-        };
-        let (log, stop_rx) = match super::sibling_job::listen_as_victim(&nonce) {
+        let (log, stopped) = match super::sibling_job::victim_until_stopped(self.id()) {
             Ok(x) => x,
-            Err((what, how)) => return fail(&what, how),
+            Err(r) => return r,
         };
-        let stopped = stop_rx.recv_timeout(Duration::from_secs(300)).is_ok();
         let mut steps = vec![Step::failed(
             "woken by the drill after the other job",
             if stopped {
@@ -269,10 +250,7 @@ impl Attack for WarmWaiter {
                 seen.join(", "),
             )
         });
-        let log = log.lock().map(|l| l.clone()).unwrap_or_default();
-        if let Ok(l) = serde_json::to_string(&log) {
-            println!("{l}");
-        }
+        super::sibling_job::print_victim_log(&log);
         AttackResult::from_steps(self.id(), &steps)
     }
 }

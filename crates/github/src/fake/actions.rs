@@ -106,7 +106,8 @@ pub struct ActionsState {
     pub registration_tokens: Vec<String>,
     /// Scale set of each runner made by `generatejitconfig`.
     pub runner_scale_set: HashMap<u64, i64>,
-    /// The organisation of `runner-registration`'s config URL.
+    /// The runner scope of `runner-registration`'s config URL (`org:NAME` or
+    /// `repo:OWNER/NAME`).
     pub org: String,
     next_message: i64,
 }
@@ -133,6 +134,11 @@ pub(super) fn routes() -> Router<Arc<Shared>> {
             "/orgs/{org}/actions/runners/registration-token",
             post(registration_token),
         )
+        .route(
+            "/repos/{owner}/{repo}/actions/runners/registration-token",
+            post(registration_token),
+        )
+        .route("/repos/{owner}/{repo}", get(repository))
         .route("/actions/runner-registration", post(runner_registration))
         .route("/_actions/_apis/runtime/runnergroups/", get(runner_groups))
         .route(
@@ -207,6 +213,24 @@ async fn registration_token(State(shared): S, headers: HeaderMap) -> Response {
         .into_response()
 }
 
+/// `GET /repos/{owner}/{repo}`: the fields airlock reads (visibility).
+async fn repository(
+    State(shared): S,
+    headers: HeaderMap,
+    Path((owner, repo)): Path<(String, String)>,
+) -> Response {
+    if let Err(r) = authorize(&shared, &headers) {
+        return *r;
+    }
+    let full = format!("{owner}/{repo}");
+    let public = shared.config.public_repositories.contains(&full);
+    Json(json!({
+        "full_name": full, "private": !public,
+        "visibility": if public { "public" } else { "private" },
+    }))
+    .into_response()
+}
+
 #[derive(Deserialize)]
 struct Registration {
     url: String,
@@ -229,13 +253,21 @@ async fn runner_registration(
     if !state.actions.registration_tokens.contains(&token) || r.runner_event != "register" {
         return service_error(StatusCode::UNAUTHORIZED, "", "bad registration token");
     }
-    state.actions.org = r
+    // `https://github.com/{org}` or `https://github.com/{owner}/{repo}`: the scope of the
+    // runners its scale sets register.
+    let path: Vec<&str> = r
         .url
         .trim_end_matches('/')
-        .rsplit('/')
-        .next()
+        .splitn(4, '/')
+        .nth(3)
         .unwrap_or("")
-        .to_owned();
+        .split('/')
+        .collect();
+    state.actions.org = match path.as_slice() {
+        [owner, repo] => format!("repo:{owner}/{repo}"),
+        [org, ..] => format!("org:{org}"),
+        [] => String::new(),
+    };
     let admin = random("admin-");
     state.actions.admin_tokens.push(admin.clone());
     Json(json!({ "url": format!("{}/_actions/", origin(&shared, &headers)), "token": admin }))
@@ -376,6 +408,21 @@ struct NewScaleSet {
     labels: Vec<serde_json::Value>,
 }
 
+impl NewScaleSet {
+    /// The label names asked for, the scale set's own name first.
+    fn label_names(&self) -> Vec<String> {
+        let mut labels: Vec<String> = self
+            .labels
+            .iter()
+            .filter_map(|l| l["name"].as_str().map(str::to_owned))
+            .collect();
+        if !labels.contains(&self.name) {
+            labels.insert(0, self.name.clone());
+        }
+        labels
+    }
+}
+
 async fn create_scale_set(
     State(shared): S,
     headers: HeaderMap,
@@ -391,14 +438,7 @@ async fn create_scale_set(
             "a scale set of that name exists",
         );
     }
-    let mut labels: Vec<String> = n
-        .labels
-        .iter()
-        .filter_map(|l| l["name"].as_str().map(str::to_owned))
-        .collect();
-    if !labels.contains(&n.name) {
-        labels.insert(0, n.name.clone());
-    }
+    let labels = n.label_names();
     let s = FakeScaleSet {
         id,
         name: n.name,
@@ -421,14 +461,7 @@ async fn update_scale_set(
     let Some(s) = state.actions.scale_sets.iter_mut().find(|s| s.id == id) else {
         return service_error(StatusCode::NOT_FOUND, "", "no such scale set");
     };
-    let mut labels: Vec<String> = n
-        .labels
-        .iter()
-        .filter_map(|l| l["name"].as_str().map(str::to_owned))
-        .collect();
-    if !labels.contains(&n.name) {
-        labels.insert(0, n.name.clone());
-    }
+    let labels = n.label_names();
     s.name = n.name;
     s.runner_group_id = n.runner_group_id;
     s.labels = labels;
@@ -564,7 +597,7 @@ async fn jit_config(
                 "a runner of that name exists",
             );
         }
-        let scope = format!("org:{}", state.actions.org);
+        let scope = state.actions.org.clone();
         state.runners.push(FakeRunner {
             id: rid,
             name: req.name.clone(),
@@ -682,23 +715,19 @@ async fn poll(State(shared): S, headers: HeaderMap, Path(id): Path<i64>) -> Resp
     let deadline = tokio::time::Instant::now() + shared.config.poll_timeout;
     loop {
         let wake = shared.poll_wake.notified();
+        // Marked sent under the same lock as it is read: an event added after this goes to
+        // a new message, never into one whose acknowledgement would drop it unseen.
         let first = shared
             .state()
             .actions
             .messages
-            .iter()
+            .iter_mut()
             .find(|m| m.scale_set_id == id)
-            .cloned();
+            .map(|m| {
+                m.delivered = true;
+                m.clone()
+            });
         if let Some(m) = first {
-            if let Some(x) = shared
-                .state()
-                .actions
-                .messages
-                .iter_mut()
-                .find(|x| x.scale_set_id == id && x.id == m.id)
-            {
-                x.delivered = true;
-            }
             let Some(set) = scale_set(&shared, id) else {
                 return service_error(StatusCode::NOT_FOUND, "", "no such scale set");
             };

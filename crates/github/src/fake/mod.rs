@@ -85,6 +85,8 @@ pub struct FakeConfig {
     /// GitHub Enterprise Server behaviour: a queued job is first `JobAvailable`; only once a
     /// scale set acquires it (`acquirejobs`) is it `JobAssigned` and can a runner take it.
     pub ghes: bool,
+    /// Repositories (`owner/name`) that are public; every other one is private.
+    pub public_repositories: Vec<String>,
 }
 
 impl Default for FakeConfig {
@@ -112,6 +114,7 @@ impl Default for FakeConfig {
             poll_timeout: Duration::from_secs(2),
             session_expiry: None,
             ghes: false,
+            public_repositories: Vec::new(),
         }
     }
 }

@@ -210,7 +210,7 @@ impl Manager {
             {
                 Ok(Some(true)) => {
                     return Err(format!(
-                        "the GitHub runner group {:?} allows public repositories, and group {} is {:?}: public code runs only in untrusted groups. Turn \"Allow public repositories\" off for that runner group, or serve this scale set from another",
+                        "public repositories can reach runner group {:?} (its \"Allow public repositories\" setting, or a public repository for repository-level runners), and group {} is {:?}: public code runs only in untrusted groups. Turn the setting off, or serve this scale set from another runner group",
                         rt.spec.runner_group, rt.group, trust
                     ))
                 }
@@ -832,8 +832,10 @@ impl Manager {
             }
             let _ = self.inner.store.ss_runner_deleted(r.seq);
         }
-        lock(&self.inner.ss_stop).insert(r.seq, StopReason::Retired);
-        if let Some(tx) = lock(&self.inner.ss_tasks).get(&r.seq) {
+        // The reason is kept only for a runner whose task is still there to take it back.
+        let tx = lock(&self.inner.ss_tasks).get(&r.seq).cloned();
+        if let Some(tx) = tx {
+            lock(&self.inner.ss_stop).insert(r.seq, StopReason::Retired);
             let _ = tx.send(true);
         }
     }
