@@ -149,9 +149,11 @@ impl Engine {
             owner,
             helper: None,
             init: None,
-            cgroup: airlock_sandbox::spec::cgroup_path(plan.id.as_str()),
+            cgroup: plan.cgroup.clone(),
             created: now(),
             net: None,
+            parent: None,
+            extra_cgroups: Vec::new(),
         })
     }
 }

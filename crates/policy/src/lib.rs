@@ -742,6 +742,26 @@ fn validate_group(c: &mut Collector<'_>, name: &str, g: &Group, span: Range<usiz
             "e.g. max_runners = 4",
         );
     }
+    if let Some(c) = &g.containers {
+        if c.max == 0 || c.max > 64 {
+            err(
+                format!("group {name}: containers.max must be 1 to 64"),
+                "e.g. containers = { max = 8 }",
+            );
+        }
+        if !(c.share > 0.0 && c.share < 1.0) {
+            err(
+                format!("group {name}: containers.share must be between 0 and 1"),
+                "the part of the group's memory and pids the containers share, e.g. 0.5",
+            );
+        }
+        if g.executor == ExecutorKind::Runsc {
+            err(
+                format!("group {name}: containers cannot be used with executor runsc"),
+                "runsc jobs have no network to share with their containers here; use libcontainer",
+            );
+        }
+    }
     if let Some(ss) = &g.scale_set {
         let ok_name = |n: &str| {
             !n.is_empty()

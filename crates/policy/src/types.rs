@@ -362,6 +362,45 @@ pub struct Group {
     /// endpoint needed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scale_set: Option<ScaleSet>,
+    /// Container jobs (`container:`, `services:`, `docker://` steps) through the runner's
+    /// container hooks, each container in its own sandbox of this group (docs/containers.md).
+    /// Absent: the runner gets no container API, and such jobs fail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub containers: Option<Containers>,
+}
+
+/// `containers = { … }` in a group: what a job may ask of its container API.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Containers {
+    /// Containers (job container, services, container steps, health checks) one job may have
+    /// at a time.
+    #[serde(default = "Containers::default_max")]
+    pub max: u32,
+    /// The part of the group's memory and pids limits the job's containers share; the runner
+    /// keeps the rest. A job and its containers together never exceed the group's limits.
+    #[serde(default = "Containers::default_share")]
+    pub share: f64,
+    /// Whether a container may run as root (uid 0) when its image or `--user` asks for it.
+    /// Even then it has no capabilities and `no_new_privs`. Default: every container runs as
+    /// the group's user.
+    #[serde(default)]
+    pub allow_root: bool,
+    /// How long `prepare_job` waits for a service's health check to pass.
+    #[serde(default = "Containers::default_health_timeout")]
+    pub health_timeout: HumanDuration,
+}
+
+impl Containers {
+    fn default_max() -> u32 {
+        8
+    }
+    fn default_share() -> f64 {
+        0.5
+    }
+    fn default_health_timeout() -> HumanDuration {
+        HumanDuration(Duration::from_secs(120))
+    }
 }
 
 /// A runner scale set serving a group (`scale_set = { name = "airlock-ci" }`).
@@ -564,6 +603,7 @@ impl Default for Group {
             audit: AuditLimits::default(),
             require_digest: None,
             scale_set: None,
+            containers: None,
         }
     }
 }

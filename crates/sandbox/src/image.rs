@@ -287,6 +287,22 @@ impl ImageStore {
         Ok(out)
     }
 
+    /// The configuration of a stored image (entrypoint, command, environment, working
+    /// directory, user), read from its manifest's config blob.
+    pub fn config(
+        &self,
+        digest: &str,
+    ) -> Result<oci_spec::image::ImageConfiguration, ImageError> {
+        let bad = |m: String| ImageError::Verify {
+            digest: digest.to_owned(),
+            message: m,
+        };
+        let manifest: ImageManifest = serde_json::from_slice(&self.read_blob(digest)?)
+            .map_err(|e| bad(format!("manifest: {e}")))?;
+        let cfg = manifest.config().digest().to_string();
+        serde_json::from_slice(&self.read_blob(&cfg)?).map_err(|e| bad(format!("config {cfg}: {e}")))
+    }
+
     /// Imports an OCI image layout directory or archive under `name` (default: the layout's
     /// `org.opencontainers.image.ref.name` annotation, else the file name).
     pub fn import(&self, src: &Path, name: Option<&str>) -> Result<ImageRef, ImageError> {

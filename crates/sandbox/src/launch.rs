@@ -170,7 +170,11 @@ pub fn in_job_cgroup(pid: i32, id: &str) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
         .map(|s| {
             s.lines()
-                .any(|l| l.ends_with(&format!("/{}/{id}", spec::CGROUP_PARENT)))
+                // `/airlock/<id>`, or a container's `/airlock/<job>-c/<id>`.
+                .any(|l| {
+                    l.ends_with(&format!("/{id}"))
+                        && l.contains(&format!(":/{}/", spec::CGROUP_PARENT))
+                })
         })
         .unwrap_or(false)
 }

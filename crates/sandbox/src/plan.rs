@@ -74,6 +74,12 @@ impl std::fmt::Display for JobId {
 pub enum RootfsPlan {
     /// Host `/usr` read-only plus a synthesized `/etc`.
     Host,
+    /// Another sandbox's root filesystem, live (a container step runs on its job container's
+    /// files): bind-mounted, never copied; its owner tears it down.
+    Shared {
+        /// The merged root of the sandbox whose files these are.
+        dir: PathBuf,
+    },
     /// An unpacked image from the store.
     Image {
         /// `sha256:…` of the image manifest.
@@ -116,6 +122,26 @@ pub struct JobPlan {
     pub protect: Vec<String>,
     /// Bounds on the records the job can cause (the group's `audit`).
     pub audit: airlock_policy::AuditLimits,
+    /// Its cgroup path, relative to each hierarchy (a container's lies below its job's).
+    pub cgroup: String,
+    /// Directories of the host bind-mounted into the sandbox (a container's share of its
+    /// job's work directory), after every other mount.
+    pub binds: Vec<Bind>,
+    /// Names that resolve to 127.0.0.1 in its `/etc/hosts` (a job's service containers).
+    pub hosts: Vec<String>,
+    /// Its working directory.
+    pub cwd: String,
+}
+
+/// A host directory bind-mounted into a sandbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bind {
+    /// The host path (a staging mount airlock made; never a path the job chose).
+    pub source: PathBuf,
+    /// Where it appears in the sandbox.
+    pub dest: String,
+    /// Read-only.
+    pub readonly: bool,
 }
 
 impl JobPlan {
@@ -160,6 +186,7 @@ impl JobPlan {
         let egress = EgressRules::from_policy(&group.egress).map_err(|e| {
             SandboxError::Config(format!("egress of group {group_name}: {}", e.join("; ")))
         })?;
+        let cgroup = crate::spec::cgroup_path(id.as_str());
         Ok(Self {
             egress,
             id,
@@ -176,6 +203,10 @@ impl JobPlan {
             process_events: group.process_events,
             protect: group.protect.clone(),
             audit: group.audit.clone(),
+            cgroup,
+            binds: Vec::new(),
+            hosts: Vec::new(),
+            cwd: WORKSPACE.to_owned(),
         })
     }
 }

@@ -73,7 +73,7 @@ impl View {
                 b.extend(host.dirs.iter().map(|d| format!("/{d}")));
                 b
             }
-            RootfsPlan::Image { .. } => Vec::new(),
+            RootfsPlan::Image { .. } | RootfsPlan::Shared { .. } => Vec::new(),
         };
         Self {
             rootfs: rootfs.to_owned(),

@@ -86,6 +86,23 @@ pub fn prepare(
         check_image_rootfs(digest, dir)?;
     }
     let d = RootfsDirs::new(job_dir);
+    if let RootfsPlan::Shared { dir } = &plan.rootfs {
+        // The owner's live root, bound (not copied): what one step writes the next one sees.
+        mkdir(&d.rootfs, 0o755)?;
+        mount(
+            Some(dir.as_path()),
+            &d.rootfs,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .map_err(SandboxError::sys(format!(
+            "binding the shared root {} on {}",
+            dir.display(),
+            d.rootfs.display()
+        )))?;
+        return Ok(d);
+    }
     mkdir(&d.mnt, 0o700)?;
     mkdir(&d.rootfs, 0o755)?;
     let opts = format!("size={},mode=0755,uid=0,gid=0", plan.limits.disk.0);
@@ -111,6 +128,7 @@ pub fn prepare(
             build_base(&job_layer, plan, host)?;
             dir.clone()
         }
+        RootfsPlan::Shared { .. } => unreachable!("returned above"),
     };
     write_job_etc(&job_layer, plan, resolver)?;
     lowers.push(job_layer);
@@ -216,10 +234,12 @@ pub fn write_job_etc(
             &format!("nameserver {r}\noptions ndots:0 attempts:2 timeout:2\n"),
         )?;
     }
-    write(
-        &etc.join("hosts"),
-        &format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n"),
-    )
+    let mut hosts = format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n");
+    // A job's services share its network namespace: each is on loopback by its name.
+    for h in &plan.hosts {
+        hosts.push_str(&format!("127.0.0.1\t{h}\n"));
+    }
+    write(&etc.join("hosts"), &hosts)
 }
 
 /// The shared host base layer for this job's user, built on first use. The key covers
@@ -336,7 +356,7 @@ fn users(plan: &JobPlan) -> (String, String) {
             ),
             format!("root:x:0:\n{n}:x:{gid}:\nnogroup:x:65534:\n", n = u.name, gid = u.gid),
         ),
-        RootfsPlan::Image { dir, .. } => {
+        RootfsPlan::Image { dir, .. } | RootfsPlan::Shared { dir } => {
             // Keep the image's own users and add the job user if it is missing. Read inside the
             // image: its `etc/passwd` may be a symlink meant for the job's `/`, not the host's.
             let mut p = crate::image::read_in_image(dir, "etc/passwd").unwrap_or_default();

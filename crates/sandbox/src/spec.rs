@@ -10,7 +10,7 @@ use oci_spec::runtime::Spec;
 use serde_json::{json, Value};
 
 use crate::error::SandboxError;
-use crate::plan::{JobPlan, RootfsPlan, WORKSPACE};
+use crate::plan::{JobPlan, RootfsPlan};
 use crate::seccomp;
 
 /// Parent of every job's cgroup, on v1 (per controller) and v2 alike.
@@ -98,6 +98,16 @@ fn mounts(plan: &JobPlan, host: &HostLayout) -> Vec<serde_json::Value> {
         }
         mounts.push(ro_bind("/etc/ssl/certs", "/etc/ssl/certs"));
     }
+    for b in &plan.binds {
+        let mut options = vec!["rbind", "nosuid", "nodev"];
+        if b.readonly {
+            options.push("ro");
+        }
+        mounts.push(json!({
+            "destination": b.dest, "type": "bind",
+            "source": b.source.to_string_lossy(), "options": options
+        }));
+    }
     mounts
 }
 
@@ -142,7 +152,7 @@ pub fn build(
             "user": { "uid": plan.user.uid, "gid": plan.user.gid, "additionalGids": [] },
             "args": plan.argv,
             "env": env,
-            "cwd": WORKSPACE,
+            "cwd": plan.cwd,
             "capabilities": { "bounding": [], "effective": [], "inheritable": [],
                               "permitted": [], "ambient": [] },
             "rlimits": [
@@ -158,7 +168,7 @@ pub fn build(
                 {"type": "pid"}, {"type": "mount"}, {"type": "ipc"},
                 {"type": "uts"}, net_ns, {"type": "cgroup"}
             ],
-            "cgroupsPath": cgroup_path(plan.id.as_str()),
+            "cgroupsPath": plan.cgroup,
             "resources": {
                 "devices": [ {"allow": false, "access": "rwm"} ],
                 "memory": { "limit": mem },

@@ -166,6 +166,12 @@ pub struct JobState {
     /// The job's network, once its addresses are leased.
     #[serde(default)]
     pub net: Option<airlock_net::NetState>,
+    /// The job this sandbox is a container of (its network and budget are that job's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<JobId>,
+    /// Cgroups of the job besides its own (its containers' shared budget), removed after it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra_cgroups: Vec<String>,
 }
 
 impl JobState {
@@ -272,6 +278,8 @@ mod tests {
             cgroup: "airlock/x".into(),
             created: 0,
             net: None,
+            parent: None,
+            extra_cgroups: Vec::new(),
         };
         assert!(matches!(
             st.advance(Status::Running, &paths),

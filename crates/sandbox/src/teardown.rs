@@ -39,6 +39,10 @@ pub fn end_processes(paths: &Paths, state: &JobState, thorough: bool) {
 /// them.
 pub fn remove_cgroups(state: &JobState, errors: &mut Vec<TeardownFailure>) {
     cgroup::remove(&state.cgroup, errors);
+    // Parents after children: a container budget's cgroup holds the containers' own.
+    for c in &state.extra_cgroups {
+        cgroup::remove(c, errors);
+    }
 }
 
 /// Removes the OCI runtime's record of the container (the helper normally did).
