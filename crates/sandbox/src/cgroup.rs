@@ -198,6 +198,49 @@ pub fn verify_limits(pid: i32, want: &Expected) -> Result<(), SandboxError> {
     Ok(())
 }
 
+/// Creates the cgroup `rel` as a budget that sandboxes below it share: at most `memory`
+/// bytes and `pids` processes for all of them together. The limits are read back: a budget
+/// the kernel did not take is an error (fail closed).
+pub fn create_budget(rel: &str, memory: u64, pids: u32) -> Result<(), SandboxError> {
+    let h = Hierarchies::detect();
+    let rel = rel.trim_start_matches('/');
+    let set = |dir: &Path, file: &str, value: String| -> Result<(), SandboxError> {
+        std::fs::create_dir_all(dir).map_err(SandboxError::io("creating cgroup", dir))?;
+        let p = dir.join(file);
+        std::fs::write(&p, &value).map_err(SandboxError::io("writing", &p))?;
+        let back = read_trim(&p).unwrap_or_default();
+        if back != value {
+            return Err(SandboxError::ProtectionUnavailable {
+                protection: format!("container budget {file}"),
+                reason: format!("wrote {value}, the kernel shows {back:?}"),
+            });
+        }
+        Ok(())
+    };
+    match (h.v1_mount("memory"), h.v1_mount("pids"), &h.v2) {
+        (Some(m), Some(p), _) => {
+            set(&m.join(rel), "memory.limit_in_bytes", memory.to_string())?;
+            set(&p.join(rel), "pids.max", pids.to_string())?;
+        }
+        (None, None, Some(v2)) => {
+            let dir = v2.join(rel);
+            std::fs::create_dir_all(&dir).map_err(SandboxError::io("creating cgroup", &dir))?;
+            // Children get the controllers only when the budget hands them down.
+            let sc = dir.join("cgroup.subtree_control");
+            std::fs::write(&sc, "+memory +pids +cpu").map_err(SandboxError::io("writing", &sc))?;
+            set(&dir, "memory.max", memory.to_string())?;
+            set(&dir, "pids.max", pids.to_string())?;
+        }
+        _ => {
+            return Err(SandboxError::ProtectionUnavailable {
+                protection: "container budget".into(),
+                reason: "no memory and pids cgroup controllers found".into(),
+            })
+        }
+    }
+    Ok(())
+}
+
 /// Pids in the cgroup `rel` of any hierarchy.
 pub fn procs(rel: &str) -> Vec<i32> {
     let mut out: Vec<i32> = Hierarchies::detect()
