@@ -41,6 +41,12 @@ kinds! {
     SecretInjected = "secret.injected",
     /// The group's policy changed since its previous job.
     ConfigChanged = "config.changed",
+    /// A container of the job (job container, service, container step) was created.
+    ContainerCreated = "container.created",
+    /// A container of the job ended and was torn down.
+    ContainerEnded = "container.ended",
+    /// The job asked its container API for something the group does not allow.
+    ContainerRefused = "container.refused",
     /// A process of the job executed a program.
     ProcessExec = "process.exec",
     /// A process of the job exited.

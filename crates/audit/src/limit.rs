@@ -48,6 +48,10 @@ pub fn limited(kind: Kind) -> bool {
     use crate::Kind::*;
     match kind {
         ProcessExec | ProcessExit | ExecActual | ExecUntracked | SyscallDenied => true,
+        // A job can ask for refused containers as often as it likes; it can create only
+        // `containers.max` at a time, and each is torn down before another takes its place.
+        ContainerRefused => true,
+        ContainerCreated | ContainerEnded => false,
         k if k.is_net() => true,
         JobRequested | JobRefused | JobStarted | JobEnded | SecretInjected | ConfigChanged
         | FileChanged | FileScan | Alert | AuditAggregated | AuditFlood | AuditCheckpoint
@@ -67,6 +71,7 @@ pub fn key_of(kind: Kind, data: &Value) -> String {
                 .map(|n| format!("#{n}"))
         }),
         Kind::ProcessExec => s("path").map(str::to_owned),
+        Kind::ContainerRefused => s("what").map(str::to_owned),
         k if k.is_net() => s("name")
             .or_else(|| s("dialled"))
             .or_else(|| s("resolved"))

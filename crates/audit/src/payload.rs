@@ -88,6 +88,59 @@ impl Payload for JobEnded {
     const KIND: Kind = Kind::JobEnded;
 }
 
+/// `container.created`: a container of the job exists (its sandbox is `container`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerCreated {
+    /// The container's own sandbox id (its exec records carry it as their job).
+    pub container: String,
+    /// `job`, `service:NAME` or `step`.
+    pub role: String,
+    /// The image as the workflow named it.
+    pub image: String,
+    /// The image's manifest digest.
+    pub digest: String,
+    /// The command it runs (empty for a job container, whose steps are recorded as execs).
+    pub command: Vec<String>,
+    /// Its uid.
+    pub uid: u32,
+}
+
+impl Payload for ContainerCreated {
+    const KIND: Kind = Kind::ContainerCreated;
+}
+
+/// `container.ended`: a container of the job is gone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerEnded {
+    /// The container's sandbox id.
+    pub container: String,
+    /// `job`, `service:NAME` or `step`.
+    pub role: String,
+    /// Its exit code (128 + signal when killed), if it ran a command to its end.
+    pub exit_code: Option<i32>,
+    /// Teardown failures (each also leaves the container's state for `gc`).
+    pub teardown_errors: Vec<String>,
+}
+
+impl Payload for ContainerEnded {
+    const KIND: Kind = Kind::ContainerEnded;
+}
+
+/// `container.refused`: a request of the job's container API was refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerRefused {
+    /// The hook command (`prepare_job`, …).
+    pub command: String,
+    /// What was refused.
+    pub what: String,
+    /// Why.
+    pub why: String,
+}
+
+impl Payload for ContainerRefused {
+    const KIND: Kind = Kind::ContainerRefused;
+}
+
 /// `config.changed`: the group's policy differs from its previous job's.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConfigChanged {

@@ -36,6 +36,8 @@ pub(crate) fn launch(
     state: &mut JobState,
     net: &mut Option<airlock_net::JobNetwork>,
     audit: &airlock_audit::AuditQueue,
+    containers: Option<&(airlock_policy::Containers, airlock_policy::Limits)>,
+    api: &mut Option<std::os::unix::net::UnixListener>,
 ) -> Result<Launched, SandboxError> {
     let paths = &engine.paths;
     let job_dir = paths.job_dir(&plan.id);
@@ -52,6 +54,10 @@ pub(crate) fn launch(
         },
     )?;
     check_workspace(plan, paths)?;
+    // The container API's directory is bound into the sandbox: it exists before the helper.
+    if let Some((c, limits)) = containers {
+        *api = Some(crate::containers::open_api(engine, plan, limits, c, state)?);
+    }
     let t0 = std::time::Instant::now();
     let phase = |name: &str| tracing::debug!(job = %plan.id, phase = name, at_us = t0.elapsed().as_micros() as u64);
     // The network attaches on a thread of its own while the rootfs, the bundle and the

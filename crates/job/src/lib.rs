@@ -33,6 +33,7 @@
 #![deny(missing_docs)]
 
 mod collect;
+mod containers;
 pub mod error;
 mod finish;
 mod launch;
@@ -102,19 +103,53 @@ impl Engine {
         // Persisted before anything exists, so gc can always find what follows.
         state.save(&self.paths)?;
         let mut net = None;
+        // A group with containers gets its job's container API (containers.rs).
+        let with_containers = job
+            .policy
+            .group(Some(&plan.group))
+            .ok()
+            .and_then(|(_, g)| g.containers.clone().map(|c| (c, g.limits.clone())));
+        let mut api = None;
+        let mut api_failures = Vec::new();
         let result = supervise::Signals::install().and_then(|signals| {
-            let r =
-                launch::launch(self, plan, &mut state, &mut net, &rec.audit).and_then(|launched| {
-                    supervise::supervise(
-                        self,
-                        job,
-                        &mut state,
-                        launched,
-                        &rec.audit,
-                        &signals,
-                        (out, err),
+            let r = launch::launch(
+                self,
+                plan,
+                &mut state,
+                &mut net,
+                &rec.audit,
+                with_containers.as_ref(),
+                &mut api,
+            )
+            .and_then(|launched| {
+                let server = api.take().zip(with_containers.clone()).map(|(listener, (c, l))| {
+                    containers::Server::start(
+                        containers::JobContext {
+                            engine: self.clone(),
+                            runner: plan.clone(),
+                            policy: c,
+                            images: job.policy.policy.images.clone(),
+                            group_limits: l,
+                            audit: rec.audit.sender(),
+                        },
+                        listener,
                     )
                 });
+                let r = supervise::supervise(
+                    self,
+                    job,
+                    &mut state,
+                    launched,
+                    &rec.audit,
+                    &signals,
+                    (out, err),
+                );
+                // The job's containers end with its runner, on every path.
+                if let Some(s) = server {
+                    api_failures = s.shutdown();
+                }
+                r
+            });
             signals.close();
             r
         });
@@ -123,7 +158,8 @@ impl Engine {
         // full search for stray processes.
         let clean = matches!(result, Ok(JobOutcome::Exited(_) | JobOutcome::Signaled(_)));
         let t = Instant::now();
-        let failures = teardown::teardown(&teardown::Kernel::new(self), &state, !clean);
+        let mut failures = api_failures;
+        failures.extend(teardown::teardown(&teardown::Kernel::new(self), &state, !clean));
         tracing::debug!(job = %plan.id, teardown_us = t.elapsed().as_micros() as u64);
         let outcome = result.unwrap_or_else(|e| {
             JobOutcome::Failed(Failure {

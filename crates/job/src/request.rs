@@ -91,7 +91,7 @@ impl Engine {
         if let Some(w) = &req.workdir {
             check_workdir(w, &self.paths)?;
         }
-        let plan = JobPlan::new(
+        let mut plan = JobPlan::new(
             &group_name,
             group,
             req.command,
@@ -100,6 +100,10 @@ impl Engine {
             secrets,
             image,
         )?;
+        if let Some(c) = &group.containers {
+            let dir = self.paths.job_dir(&plan.id);
+            crate::containers::plan_runner(&mut plan, c, &dir);
+        }
         // Alert sinks are opened before the job: a misconfigured sink refuses the job rather
         // than losing its alerts.
         let key = webhook_key(&policy, req.secrets_file.as_deref(), env)?;
@@ -194,7 +198,7 @@ fn check_workdir(w: &std::path::Path, paths: &Paths) -> Result<(), JobError> {
 /// reference the store does not have. A pinned reference (`…@sha256:…`) is only ever
 /// satisfied by that digest: a tag moved in the registry since the policy pinned it cannot
 /// change what runs.
-fn resolve_image(
+pub(crate) fn resolve_image(
     store: &ImageStore,
     reference: &str,
     settings: &airlock_policy::ImageSettings,

@@ -143,8 +143,11 @@ pub fn gc(engine: &Engine, force: bool) -> GcReport {
 
 /// The decisions of `gc` over the jobs' states: a job whose airlock is alive is left alone
 /// unless `force`; every other one is torn down thoroughly.
-fn collect_garbage(host: &dyn Host, states: Vec<JobState>, force: bool) -> GcReport {
+fn collect_garbage(host: &dyn Host, mut states: Vec<JobState>, force: bool) -> GcReport {
     let mut r = GcReport::default();
+    // A job's containers first: their cgroups lie in the job's container budget, which goes
+    // with the job.
+    states.sort_by_key(|s| s.parent.is_none());
     for s in states {
         if s.owner.alive() && !force {
             r.skipped_live.push(s.id.to_string());

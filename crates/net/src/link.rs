@@ -53,6 +53,30 @@ fn connect() -> Result<(Handle, tokio::task::JoinHandle<()>), NetError> {
     Ok((handle, tokio::spawn(conn)))
 }
 
+/// Brings `lo` up in the network namespace `ns` (a job without a network of its own whose
+/// containers talk to each other on loopback). Done on a thread of its own: `setns` changes
+/// only the calling thread's namespace.
+pub fn loopback_up(ns: &Path) -> Result<(), NetError> {
+    let f = std::fs::File::open(ns).map_err(NetError::io("opening", ns))?;
+    std::thread::spawn(move || -> Result<(), NetError> {
+        nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET)
+            .map_err(NetError::netlink("setns(CLONE_NEWNET)"))?;
+        rt()?.block_on(async {
+            let (h, _c) = connect()?;
+            let lo = index_of(&h, "lo")
+                .await?
+                .ok_or_else(|| NetError::netlink_state("the namespace has no lo"))?;
+            h.link()
+                .set(LinkUnspec::new_with_index(lo).up().build())
+                .execute()
+                .await
+                .map_err(nl("lo up"))
+        })
+    })
+    .join()
+    .map_err(|_| NetError::Panicked("loopback"))?
+}
+
 /// Creates the job's network namespace (bound at `ns_file`) and its veth pair, addresses and
 /// routes: host side `iface` = gateway/30, job side `eth0` = job/30 with a default route via the
 /// gateway. IPv6 is disabled inside the namespace.

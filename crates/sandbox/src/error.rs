@@ -148,7 +148,8 @@ impl SandboxError {
         }
     }
 
-    pub(crate) fn io(
+    /// An I/O error on `path` while doing `what`, for `map_err`.
+    pub fn io(
         what: &'static str,
         path: impl Into<PathBuf>,
     ) -> impl FnOnce(std::io::Error) -> Self {

@@ -494,6 +494,44 @@ fn clone_raw(flags: u64) -> i32 {
     errno
 }
 
+/// A tiny TCP service: every connection gets `text` and a newline (the container tests'
+/// services).
+fn serve(port: u16, text: &str) {
+    let l = match std::net::TcpListener::bind(("0.0.0.0", port)) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("bind {port}: {e}");
+            std::process::exit(1);
+        }
+    };
+    println!("serving on {port}");
+    for c in l.incoming().flatten() {
+        let mut c = c;
+        let _ = std::io::Write::write_all(&mut c, format!("{text}\n").as_bytes());
+    }
+}
+
+/// Connects to `host:port` and prints what it says (exit 1 if it cannot).
+fn get(host: &str, port: u16) {
+    use std::io::Read;
+    let addrs = std::net::ToSocketAddrs::to_socket_addrs(&(host, port));
+    let Some(addr) = addrs.ok().and_then(|mut a| a.next()) else {
+        eprintln!("cannot resolve {host}");
+        std::process::exit(1);
+    };
+    match std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(2)) {
+        Ok(mut c) => {
+            let mut s = String::new();
+            let _ = c.read_to_string(&mut s);
+            print!("{s}");
+        }
+        Err(e) => {
+            eprintln!("connect {host}:{port}: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     match args.get(1).map(String::as_str) {
@@ -506,8 +544,16 @@ fn main() {
         Some("high-bits") => high_bits(&args[2..]),
         Some("alloc") => alloc(args.get(2).and_then(|s| s.parse().ok()).unwrap_or(1024)),
         Some("spin") => spin(args.get(2).and_then(|s| s.parse().ok()).unwrap_or(1000)),
+        Some("serve") => serve(
+            args.get(2).and_then(|s| s.parse().ok()).unwrap_or(8080),
+            args.get(3).map(String::as_str).unwrap_or("hello"),
+        ),
+        Some("get") => get(
+            args.get(2).map(String::as_str).unwrap_or("localhost"),
+            args.get(3).and_then(|s| s.parse().ok()).unwrap_or(8080),
+        ),
         _ => {
-            eprintln!("usage: airlock-probe syscalls | high-bits | alloc MIB | spin MS | flood KIND MS [N]");
+            eprintln!("usage: airlock-probe syscalls | high-bits | alloc MIB | spin MS | flood KIND MS [N] | serve PORT TEXT | get HOST PORT");
             std::process::exit(2);
         }
     }

@@ -1,0 +1,270 @@
+//! Container jobs through the runner's container hook (docs/containers.md), end to end: a
+//! job of a group with `containers` runs the hook airlock ships with Node.js, as the runner
+//! does, with requests in the runner's shapes (the public examples of
+//! actions/runner-container-hooks, pointed at this test's image); airlock's per-job container
+//! API creates the job container and two services in sandboxes of their own, runs steps in the
+//! job container and a container step, refuses what would open the host, and leaves nothing.
+
+mod common;
+
+use common::oci::{add_dir, add_file, dash_layer, gzip, new_layout, tar_of, write_index_json, write_manifest};
+use common::*;
+use serde_json::json;
+
+/// An image with `/bin/sh` and the probe at `/bin/probe` (a TCP service and client).
+fn import_image(w: &World) {
+    let layout = w.dir.path().join("ctr-layout");
+    new_layout(&layout);
+    let probe = std::fs::read(probe_bin()).expect("probe");
+    let libgcc = std::fs::read(
+        std::fs::canonicalize("/lib/x86_64-linux-gnu/libgcc_s.so.1").expect("libgcc"),
+    )
+    .expect("read libgcc");
+    let layer = tar_of(|t| {
+        dash_layer(t);
+        add_file(t, "bin/probe", &probe, 0o755);
+        add_file(t, "lib/x86_64-linux-gnu/libgcc_s.so.1", &libgcc, 0o755);
+        add_dir(t, "data");
+    });
+    let dm = write_manifest(&layout, "amd64", &[("application/vnd.oci.image.layer.v1.tar+gzip", gzip(&layer))]);
+    write_index_json(&layout, "ctr:1", &dm);
+    let o = w.cmd().args(["image", "import"]).arg(&layout).output().expect("import");
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+const POLICY: &str = r#"version = 1
+[groups.c]
+limits = { memory = "512MiB", pids = 256, timeout = "120s" }
+egress = { mode = "none" }
+process_events = true
+containers = { max = 4, health_timeout = "20s" }
+"#;
+
+/// Writes the requests into the workspace and runs `script` as the job (its `$H` is the hook).
+fn run_job(w: &World, requests: &[(&str, serde_json::Value)], script: &str) -> std::process::Output {
+    for (name, body) in requests {
+        std::fs::write(w.ws().join(name), body.to_string()).expect("request");
+    }
+    let p = w.policy(POLICY);
+    let ps = p.to_string_lossy().into_owned();
+    w.sh(&["-p", &ps, "-g", "c"], &format!("H=$ACTIONS_RUNNER_CONTAINER_HOOKS\n{script}"))
+}
+
+fn work_mounts() -> serde_json::Value {
+    json!([
+        { "sourceVolumePath": "/home/runner/work", "targetVolumePath": "/__w", "readOnly": false },
+        { "sourceVolumePath": "/home/runner/work", "targetVolumePath": "/github/workflow", "readOnly": true }
+    ])
+}
+
+#[test]
+fn container_job_with_services_steps_and_a_container_step() {
+    need_root!();
+    // The runner's Node.js runs the hook; scripts/setup.sh installs it.
+    assert!(std::path::Path::new("/usr/bin/node").exists(), "node is not installed");
+    let w = World::new();
+    import_image(&w);
+    let prepare = json!({
+        "command": "prepare_job", "responseFile": "/tmp/prepare.json", "state": {},
+        "args": {
+            "container": {
+                "image": "ctr:1", "workingDirectory": "/__w",
+                "createOptions": "--cpus 1 --env FROM_OPTS=yes",
+                "environmentVariables": { "NODE_ENV": "development" },
+                "userMountVolumes": [{ "sourceVolumePath": "shared_vol", "targetVolumePath": "/vol", "readOnly": false }],
+                "systemMountVolumes": work_mounts(),
+                "registry": { "username": "foo", "password": "bar", "serverUrl": "https://index.docker.io/v1" },
+                "portMappings": ["80:8080"]
+            },
+            "services": [
+                { "contextName": "web", "image": "ctr:1", "entryPoint": "/bin/probe",
+                  "entryPointArgs": ["serve", "8080", "hello-from-web"],
+                  "createOptions": "--health-cmd '/bin/probe get web 8080' --health-interval 200ms --health-retries 20",
+                  "environmentVariables": {}, "portMappings": ["8080:8080"] },
+                { "contextName": "db", "image": "ctr:1", "entrypoint": "/bin/probe",
+                  "entryPointArgs": ["serve", "5432", "hello-from-db"], "environmentVariables": {},
+                  "userMountVolumes": [{ "sourceVolumePath": "shared_vol", "targetVolumePath": "/vol", "readOnly": false }] }
+            ]
+        }
+    });
+    let step = |script: &str, env: serde_json::Value| {
+        json!({
+            "command": "run_script_step", "responseFile": null,
+            "state": { "network": "x", "container": "forged-id", "services": { "web": "forged" } },
+            "args": { "entryPoint": "/bin/sh", "entryPointArgs": ["-e", "-c", script],
+                      "environmentVariables": env, "prependPath": ["/opt/tool/bin", "/opt/last/bin"],
+                      "workingDirectory": "/__w" }
+        })
+    };
+    let step1 = step(
+        "probe get web 8080; probe get localhost 5432; probe get db 5432; echo written > /__w/from-step.txt; echo in-vol > /vol/v; echo \"env=$NODE_ENV,$FROM_OPTS,$FOO\"; echo \"path=$PATH\"; echo \"uid=$(pwd):$AIRLOCK_JOB_ID\"",
+        json!({ "FOO": "bar" }),
+    );
+    let step2 = step("read v < /vol/v; echo \"read=$v\"; echo to-stderr >&2; exit 7", json!({}));
+    let step3 = step("probe alloc 400", json!({}));
+    let cstep = json!({
+        "command": "run_container_step", "responseFile": null, "state": {},
+        "args": { "image": "ctr:1", "dockerfile": null, "entryPoint": "/bin/sh",
+                  "entryPointArgs": ["-c", "read f < /__w/from-step.txt; echo \"container-step=$f\"; probe get db 5432"],
+                  "workingDirectory": "/__w", "createOptions": null, "environmentVariables": {},
+                  "prependPath": [], "userMountVolumes": [], "systemMountVolumes": work_mounts(),
+                  "registry": null, "portMappings": [] }
+    });
+    let cleanup = json!({ "command": "cleanup_job", "responseFile": null, "state": {}, "args": {} });
+    let o = run_job(
+        &w,
+        &[
+            ("prepare.json", prepare),
+            ("step1.json", step1),
+            ("step2.json", step2),
+            ("step3.json", step3),
+            ("cstep.json", cstep),
+            ("cleanup.json", cleanup),
+        ],
+        r#"touch /tmp/prepare.json
+node $H < prepare.json; echo "prepare=$?"
+echo "response=$(cat /tmp/prepare.json)"
+node $H < step1.json; echo "step1=$?"
+node $H < step2.json; echo "step2=$?"
+node $H < step3.json; echo "step3=$?"
+node $H < cstep.json; echo "cstep=$?"
+read f < from-step.txt; echo "runner-sees=$f"
+node $H < cleanup.json; echo "cleanup=$?"
+"#,
+    );
+    let out = stdout(&o);
+    let err = stderr(&o);
+    assert!(o.status.success(), "{out}\n{err}");
+    for want in [
+        "prepare=0",
+        "hello-from-web",
+        "hello-from-db",
+        "env=development,yes,bar",
+        "path=/opt/last/bin:/opt/tool/bin:",
+        "uid=/__w:",
+        "step1=0",
+        "read=in-vol",
+        "step2=7",
+        "container-step=written",
+        "cstep=0",
+        "runner-sees=written",
+        "cleanup=0",
+    ] {
+        assert!(out.contains(want), "missing {want:?} in\n{out}\n{err}");
+    }
+    assert_eq!(out.matches("hello-from-db").count(), 3, "{out}");
+    assert!(err.contains("to-stderr"), "{err}");
+    assert!(err.contains("port mappings are ignored"), "{err}");
+    assert!(err.contains("registry credentials are not used"), "{err}");
+    assert!(err.contains("service:web is healthy"), "{err}");
+    // The step that allocates more than the containers' budget (half of 512 MiB) is killed.
+    assert!(!out.contains("step3=0"), "{out}");
+    // The response the runner reads.
+    let resp_line = out.lines().find_map(|l| l.strip_prefix("response=")).expect("response");
+    let resp: serde_json::Value = serde_json::from_str(resp_line).expect("response json");
+    let cid = resp["state"]["container"].as_str().expect("container id");
+    assert_eq!(resp["context"]["container"]["id"], cid);
+    assert!(resp["context"]["services"]["web"]["id"].is_string(), "{resp}");
+    assert!(resp["context"]["services"]["db"]["ports"].is_object(), "{resp}");
+    assert_eq!(resp["isAlpine"], false);
+    // On the record: each container created and ended, the services' commands, the steps'
+    // execs attributed to their sandboxes.
+    let created = records(&w, "container.created");
+    let roles: Vec<_> = created.iter().map(|r| r["data"]["role"].as_str().unwrap_or("").to_owned()).collect();
+    for role in ["job", "service:web", "service:db", "step"] {
+        assert!(roles.iter().any(|r| r == role), "{role} not recorded: {roles:?}");
+    }
+    assert!(created.iter().all(|r| r["data"]["digest"].as_str().is_some_and(|d| d.starts_with("sha256:"))));
+    let ended = records(&w, "container.ended");
+    assert!(ended.len() >= 4, "{ended:?}");
+    let execs = records(&w, "process.exec");
+    assert!(
+        execs.iter().any(|r| r["data"]["path"].as_str() == Some("/bin/probe")),
+        "the containers' execs are recorded"
+    );
+    w.assert_clean();
+}
+
+#[test]
+fn what_would_open_the_host_is_refused_with_a_reason() {
+    need_root!();
+    // The runner's Node.js runs the hook; scripts/setup.sh installs it.
+    assert!(std::path::Path::new("/usr/bin/node").exists(), "node is not installed");
+    let w = World::new();
+    import_image(&w);
+    let prep = |container: serde_json::Value, services: serde_json::Value| {
+        json!({ "command": "prepare_job", "responseFile": "/tmp/r.json", "state": {},
+                "args": { "container": container, "services": services } })
+    };
+    let base = |extra: serde_json::Value| {
+        let mut c = json!({ "image": "ctr:1", "workingDirectory": "/__w", "systemMountVolumes": work_mounts() });
+        if let (Some(c), Some(e)) = (c.as_object_mut(), extra.as_object()) {
+            for (k, v) in e {
+                c.insert(k.clone(), v.clone());
+            }
+        }
+        c
+    };
+    let cases = [
+        ("privileged", prep(base(json!({ "createOptions": "--privileged" })), json!([]))),
+        ("capadd", prep(base(json!({ "createOptions": "--cap-add=SYS_ADMIN" })), json!([]))),
+        ("nethost", prep(base(json!({ "createOptions": "--network host" })), json!([]))),
+        ("pidhost", prep(base(json!({ "createOptions": "--pid=host" })), json!([]))),
+        ("device", prep(base(json!({ "createOptions": "--device /dev/kvm" })), json!([]))),
+        ("sock", prep(base(json!({ "systemMountVolumes": [{ "sourceVolumePath": "/var/run/docker.sock", "targetVolumePath": "/var/run/docker.sock" }] })), json!([]))),
+        ("hostpath", prep(base(json!({ "userMountVolumes": [{ "sourceVolumePath": "/etc", "targetVolumePath": "/host-etc" }] })), json!([]))),
+        ("escape", prep(base(json!({ "systemMountVolumes": [{ "sourceVolumePath": "/home/runner/work/link", "targetVolumePath": "/__w" }] })), json!([]))),
+        ("registry", prep(base(json!({ "image": "evil.example.com/x:1" })), json!([]))),
+        ("root", prep(base(json!({ "createOptions": "--user 0" })), json!([]))),
+        ("unknown", prep(base(json!({ "createOptions": "--gpus all" })), json!([]))),
+        ("toomany", prep(base(json!({})), json!([
+            { "contextName": "a", "image": "ctr:1", "entryPoint": "/bin/probe", "entryPointArgs": ["serve", "1"] },
+            { "contextName": "b", "image": "ctr:1", "entryPoint": "/bin/probe", "entryPointArgs": ["serve", "2"] },
+            { "contextName": "c", "image": "ctr:1", "entryPoint": "/bin/probe", "entryPointArgs": ["serve", "3"] },
+            { "contextName": "d", "image": "ctr:1", "entryPoint": "/bin/probe", "entryPointArgs": ["serve", "4"] }
+        ]))),
+        ("dockerfile", json!({ "command": "run_container_step", "responseFile": null, "state": {},
+            "args": { "image": "ctr:1", "dockerfile": "Dockerfile", "workingDirectory": "/__w", "systemMountVolumes": [] } })),
+        ("nojob", json!({ "command": "run_script_step", "responseFile": null,
+            "state": { "container": "someone-elses" },
+            "args": { "entryPoint": "/bin/sh", "entryPointArgs": ["-c", "true"], "workingDirectory": "/" } })),
+    ];
+    let mut script = String::from("ln -s /proc/self/root link\n");
+    for (name, _) in &cases {
+        script.push_str(&format!("node $H < {name}.json; echo \"{name}=$?\"\n"));
+    }
+    // Garbage and a request that is not the protocol's.
+    script.push_str("echo 'not json' | node $H; echo \"garbage=$?\"\n");
+    let reqs: Vec<(String, serde_json::Value)> = cases.iter().map(|(n, v)| (format!("{n}.json"), v.clone())).collect();
+    let reqs: Vec<(&str, serde_json::Value)> = reqs.iter().map(|(n, v)| (n.as_str(), v.clone())).collect();
+    let o = run_job(&w, &reqs, &script);
+    let out = stdout(&o);
+    let err = stderr(&o);
+    assert!(o.status.success(), "{out}\n{err}");
+    for (name, _) in &cases {
+        assert!(out.contains(&format!("{name}=1")), "{name} was not refused:\n{out}\n{err}");
+    }
+    assert!(out.contains("garbage=1"), "{out}");
+    for says in [
+        "--privileged is refused: a privileged container is the host's root",
+        "--cap-add is refused",
+        "--network is refused",
+        "--pid is refused",
+        "--device is refused",
+        "the Docker socket",
+        "a job mounts no host path",
+        "registry evil.example.com is not one the policy allows",
+        "runs containers as an unprivileged user",
+        "--gpus is not on airlock's allow-list",
+        "the group allows 4 per job",
+        "Dockerfile",
+        "the job has no job container",
+        "it cannot be shared",
+    ] {
+        assert!(err.contains(says), "no {says:?} in\n{err}");
+    }
+    let refused = records(&w, "container.refused");
+    assert!(refused.len() >= 10, "{refused:?}");
+    assert!(records(&w, "container.created").is_empty(), "nothing was created");
+    w.assert_clean();
+}
