@@ -7,7 +7,9 @@
 
 mod common;
 
-use common::oci::{add_dir, add_file, dash_layer, gzip, new_layout, tar_of, write_index_json, write_manifest};
+use common::oci::{
+    add_dir, add_file, dash_layer, gzip, new_layout, tar_of, write_index_json, write_manifest,
+};
 use common::*;
 use serde_json::json;
 
@@ -26,9 +28,18 @@ fn import_image(w: &World) {
         add_file(t, "lib/x86_64-linux-gnu/libgcc_s.so.1", &libgcc, 0o755);
         add_dir(t, "data");
     });
-    let dm = write_manifest(&layout, "amd64", &[("application/vnd.oci.image.layer.v1.tar+gzip", gzip(&layer))]);
+    let dm = write_manifest(
+        &layout,
+        "amd64",
+        &[("application/vnd.oci.image.layer.v1.tar+gzip", gzip(&layer))],
+    );
     write_index_json(&layout, "ctr:1", &dm);
-    let o = w.cmd().args(["image", "import"]).arg(&layout).output().expect("import");
+    let o = w
+        .cmd()
+        .args(["image", "import"])
+        .arg(&layout)
+        .output()
+        .expect("import");
     assert!(o.status.success(), "{}", stderr(&o));
 }
 
@@ -41,13 +52,20 @@ containers = { max = 4, health_timeout = "20s" }
 "#;
 
 /// Writes the requests into the workspace and runs `script` as the job (its `$H` is the hook).
-fn run_job(w: &World, requests: &[(&str, serde_json::Value)], script: &str) -> std::process::Output {
+fn run_job(
+    w: &World,
+    requests: &[(&str, serde_json::Value)],
+    script: &str,
+) -> std::process::Output {
     for (name, body) in requests {
         std::fs::write(w.ws().join(name), body.to_string()).expect("request");
     }
     let p = w.policy(POLICY);
     let ps = p.to_string_lossy().into_owned();
-    w.sh(&["-p", &ps, "-g", "c"], &format!("H=$ACTIONS_RUNNER_CONTAINER_HOOKS\n{script}"))
+    w.sh(
+        &["-p", &ps, "-g", "c"],
+        &format!("H=$ACTIONS_RUNNER_CONTAINER_HOOKS\n{script}"),
+    )
 }
 
 fn work_mounts() -> serde_json::Value {
@@ -61,7 +79,10 @@ fn work_mounts() -> serde_json::Value {
 fn container_job_with_services_steps_and_a_container_step() {
     need_root!();
     // The runner's Node.js runs the hook; scripts/setup.sh installs it.
-    assert!(std::path::Path::new("/usr/bin/node").exists(), "node is not installed");
+    assert!(
+        std::path::Path::new("/usr/bin/node").exists(),
+        "node is not installed"
+    );
     let w = World::new();
     import_image(&w);
     let prepare = json!({
@@ -100,7 +121,10 @@ fn container_job_with_services_steps_and_a_container_step() {
         "probe get web 8080; probe get localhost 5432; probe get db 5432; echo written > /__w/from-step.txt; echo in-vol > /vol/v; echo \"env=$NODE_ENV,$FROM_OPTS,$FOO\"; echo \"path=$PATH\"; echo \"uid=$(pwd):$AIRLOCK_JOB_ID\"",
         json!({ "FOO": "bar" }),
     );
-    let step2 = step("read v < /vol/v; echo \"read=$v\"; echo to-stderr >&2; exit 7", json!({}));
+    let step2 = step(
+        "read v < /vol/v; echo \"read=$v\"; echo to-stderr >&2; exit 7",
+        json!({}),
+    );
     let step3 = step("probe alloc 400", json!({}));
     let cstep = json!({
         "command": "run_container_step", "responseFile": null, "state": {},
@@ -110,7 +134,8 @@ fn container_job_with_services_steps_and_a_container_step() {
                   "prependPath": [], "userMountVolumes": [], "systemMountVolumes": work_mounts(),
                   "registry": null, "portMappings": [] }
     });
-    let cleanup = json!({ "command": "cleanup_job", "responseFile": null, "state": {}, "args": {} });
+    let cleanup =
+        json!({ "command": "cleanup_job", "responseFile": null, "state": {}, "args": {} });
     let o = run_job(
         &w,
         &[
@@ -160,26 +185,45 @@ node $H < cleanup.json; echo "cleanup=$?"
     // The step that allocates more than the containers' budget (half of 512 MiB) is killed.
     assert!(!out.contains("step3=0"), "{out}");
     // The response the runner reads.
-    let resp_line = out.lines().find_map(|l| l.strip_prefix("response=")).expect("response");
+    let resp_line = out
+        .lines()
+        .find_map(|l| l.strip_prefix("response="))
+        .expect("response");
     let resp: serde_json::Value = serde_json::from_str(resp_line).expect("response json");
     let cid = resp["state"]["container"].as_str().expect("container id");
     assert_eq!(resp["context"]["container"]["id"], cid);
-    assert!(resp["context"]["services"]["web"]["id"].is_string(), "{resp}");
-    assert!(resp["context"]["services"]["db"]["ports"].is_object(), "{resp}");
+    assert!(
+        resp["context"]["services"]["web"]["id"].is_string(),
+        "{resp}"
+    );
+    assert!(
+        resp["context"]["services"]["db"]["ports"].is_object(),
+        "{resp}"
+    );
     assert_eq!(resp["isAlpine"], false);
     // On the record: each container created and ended, the services' commands, the steps'
     // execs attributed to their sandboxes.
     let created = records(&w, "container.created");
-    let roles: Vec<_> = created.iter().map(|r| r["data"]["role"].as_str().unwrap_or("").to_owned()).collect();
+    let roles: Vec<_> = created
+        .iter()
+        .map(|r| r["data"]["role"].as_str().unwrap_or("").to_owned())
+        .collect();
     for role in ["job", "service:web", "service:db", "step"] {
-        assert!(roles.iter().any(|r| r == role), "{role} not recorded: {roles:?}");
+        assert!(
+            roles.iter().any(|r| r == role),
+            "{role} not recorded: {roles:?}"
+        );
     }
-    assert!(created.iter().all(|r| r["data"]["digest"].as_str().is_some_and(|d| d.starts_with("sha256:"))));
+    assert!(created.iter().all(|r| r["data"]["digest"]
+        .as_str()
+        .is_some_and(|d| d.starts_with("sha256:"))));
     let ended = records(&w, "container.ended");
     assert!(ended.len() >= 4, "{ended:?}");
     let execs = records(&w, "process.exec");
     assert!(
-        execs.iter().any(|r| r["data"]["path"].as_str() == Some("/bin/probe")),
+        execs
+            .iter()
+            .any(|r| r["data"]["path"].as_str() == Some("/bin/probe")),
         "the containers' execs are recorded"
     );
     w.assert_clean();
@@ -189,7 +233,10 @@ node $H < cleanup.json; echo "cleanup=$?"
 fn what_would_open_the_host_is_refused_with_a_reason() {
     need_root!();
     // The runner's Node.js runs the hook; scripts/setup.sh installs it.
-    assert!(std::path::Path::new("/usr/bin/node").exists(), "node is not installed");
+    assert!(
+        std::path::Path::new("/usr/bin/node").exists(),
+        "node is not installed"
+    );
     let w = World::new();
     import_image(&w);
     let prep = |container: serde_json::Value, services: serde_json::Value| {
@@ -206,28 +253,97 @@ fn what_would_open_the_host_is_refused_with_a_reason() {
         c
     };
     let cases = [
-        ("privileged", prep(base(json!({ "createOptions": "--privileged" })), json!([]))),
-        ("capadd", prep(base(json!({ "createOptions": "--cap-add=SYS_ADMIN" })), json!([]))),
-        ("nethost", prep(base(json!({ "createOptions": "--network host" })), json!([]))),
-        ("pidhost", prep(base(json!({ "createOptions": "--pid=host" })), json!([]))),
-        ("device", prep(base(json!({ "createOptions": "--device /dev/kvm" })), json!([]))),
-        ("sock", prep(base(json!({ "systemMountVolumes": [{ "sourceVolumePath": "/var/run/docker.sock", "targetVolumePath": "/var/run/docker.sock" }] })), json!([]))),
-        ("hostpath", prep(base(json!({ "userMountVolumes": [{ "sourceVolumePath": "/etc", "targetVolumePath": "/host-etc" }] })), json!([]))),
-        ("escape", prep(base(json!({ "systemMountVolumes": [{ "sourceVolumePath": "/home/runner/work/link", "targetVolumePath": "/__w" }] })), json!([]))),
-        ("registry", prep(base(json!({ "image": "evil.example.com/x:1" })), json!([]))),
-        ("root", prep(base(json!({ "createOptions": "--user 0" })), json!([]))),
-        ("unknown", prep(base(json!({ "createOptions": "--gpus all" })), json!([]))),
-        ("toomany", prep(base(json!({})), json!([
-            { "contextName": "a", "image": "ctr:1", "entryPoint": "/bin/probe", "entryPointArgs": ["serve", "1"] },
-            { "contextName": "b", "image": "ctr:1", "entryPoint": "/bin/probe", "entryPointArgs": ["serve", "2"] },
-            { "contextName": "c", "image": "ctr:1", "entryPoint": "/bin/probe", "entryPointArgs": ["serve", "3"] },
-            { "contextName": "d", "image": "ctr:1", "entryPoint": "/bin/probe", "entryPointArgs": ["serve", "4"] }
-        ]))),
-        ("dockerfile", json!({ "command": "run_container_step", "responseFile": null, "state": {},
-            "args": { "image": "ctr:1", "dockerfile": "Dockerfile", "workingDirectory": "/__w", "systemMountVolumes": [] } })),
-        ("nojob", json!({ "command": "run_script_step", "responseFile": null,
+        (
+            "privileged",
+            prep(base(json!({ "createOptions": "--privileged" })), json!([])),
+        ),
+        (
+            "capadd",
+            prep(
+                base(json!({ "createOptions": "--cap-add=SYS_ADMIN" })),
+                json!([]),
+            ),
+        ),
+        (
+            "nethost",
+            prep(
+                base(json!({ "createOptions": "--network host" })),
+                json!([]),
+            ),
+        ),
+        (
+            "pidhost",
+            prep(base(json!({ "createOptions": "--pid=host" })), json!([])),
+        ),
+        (
+            "device",
+            prep(
+                base(json!({ "createOptions": "--device /dev/kvm" })),
+                json!([]),
+            ),
+        ),
+        (
+            "sock",
+            prep(
+                base(
+                    json!({ "systemMountVolumes": [{ "sourceVolumePath": "/var/run/docker.sock", "targetVolumePath": "/var/run/docker.sock" }] }),
+                ),
+                json!([]),
+            ),
+        ),
+        (
+            "hostpath",
+            prep(
+                base(
+                    json!({ "userMountVolumes": [{ "sourceVolumePath": "/etc", "targetVolumePath": "/host-etc" }] }),
+                ),
+                json!([]),
+            ),
+        ),
+        (
+            "escape",
+            prep(
+                base(
+                    json!({ "systemMountVolumes": [{ "sourceVolumePath": "/home/runner/work/link", "targetVolumePath": "/__w" }] }),
+                ),
+                json!([]),
+            ),
+        ),
+        (
+            "registry",
+            prep(base(json!({ "image": "evil.example.com/x:1" })), json!([])),
+        ),
+        (
+            "root",
+            prep(base(json!({ "createOptions": "--user 0" })), json!([])),
+        ),
+        (
+            "unknown",
+            prep(base(json!({ "createOptions": "--gpus all" })), json!([])),
+        ),
+        (
+            "toomany",
+            prep(
+                base(json!({})),
+                json!([
+                    { "contextName": "a", "image": "ctr:1", "entryPoint": "/bin/probe", "entryPointArgs": ["serve", "1"] },
+                    { "contextName": "b", "image": "ctr:1", "entryPoint": "/bin/probe", "entryPointArgs": ["serve", "2"] },
+                    { "contextName": "c", "image": "ctr:1", "entryPoint": "/bin/probe", "entryPointArgs": ["serve", "3"] },
+                    { "contextName": "d", "image": "ctr:1", "entryPoint": "/bin/probe", "entryPointArgs": ["serve", "4"] }
+                ]),
+            ),
+        ),
+        (
+            "dockerfile",
+            json!({ "command": "run_container_step", "responseFile": null, "state": {},
+            "args": { "image": "ctr:1", "dockerfile": "Dockerfile", "workingDirectory": "/__w", "systemMountVolumes": [] } }),
+        ),
+        (
+            "nojob",
+            json!({ "command": "run_script_step", "responseFile": null,
             "state": { "container": "someone-elses" },
-            "args": { "entryPoint": "/bin/sh", "entryPointArgs": ["-c", "true"], "workingDirectory": "/" } })),
+            "args": { "entryPoint": "/bin/sh", "entryPointArgs": ["-c", "true"], "workingDirectory": "/" } }),
+        ),
     ];
     let mut script = String::from("ln -s /proc/self/root link\n");
     for (name, _) in &cases {
@@ -235,14 +351,21 @@ fn what_would_open_the_host_is_refused_with_a_reason() {
     }
     // Garbage and a request that is not the protocol's.
     script.push_str("echo 'not json' | node $H; echo \"garbage=$?\"\n");
-    let reqs: Vec<(String, serde_json::Value)> = cases.iter().map(|(n, v)| (format!("{n}.json"), v.clone())).collect();
-    let reqs: Vec<(&str, serde_json::Value)> = reqs.iter().map(|(n, v)| (n.as_str(), v.clone())).collect();
+    let reqs: Vec<(String, serde_json::Value)> = cases
+        .iter()
+        .map(|(n, v)| (format!("{n}.json"), v.clone()))
+        .collect();
+    let reqs: Vec<(&str, serde_json::Value)> =
+        reqs.iter().map(|(n, v)| (n.as_str(), v.clone())).collect();
     let o = run_job(&w, &reqs, &script);
     let out = stdout(&o);
     let err = stderr(&o);
     assert!(o.status.success(), "{out}\n{err}");
     for (name, _) in &cases {
-        assert!(out.contains(&format!("{name}=1")), "{name} was not refused:\n{out}\n{err}");
+        assert!(
+            out.contains(&format!("{name}=1")),
+            "{name} was not refused:\n{out}\n{err}"
+        );
     }
     assert!(out.contains("garbage=1"), "{out}");
     for says in [
@@ -265,6 +388,128 @@ fn what_would_open_the_host_is_refused_with_a_reason() {
     }
     let refused = records(&w, "container.refused");
     assert!(refused.len() >= 10, "{refused:?}");
-    assert!(records(&w, "container.created").is_empty(), "nothing was created");
+    assert!(
+        records(&w, "container.created").is_empty(),
+        "nothing was created"
+    );
     w.assert_clean();
+}
+
+/// The runner's job id, its containers' ids, from the state files.
+fn job_states(w: &World) -> (Option<String>, Vec<String>) {
+    let mut runner = None;
+    let mut children = Vec::new();
+    for e in std::fs::read_dir(w.state().join("jobs"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let p = e.path();
+        if p.extension().is_some_and(|x| x == "json") {
+            let Ok(v) =
+                serde_json::from_slice::<serde_json::Value>(&std::fs::read(&p).unwrap_or_default())
+            else {
+                continue;
+            };
+            let id = v["id"].as_str().unwrap_or_default().to_owned();
+            if v.get("parent").is_some_and(|p| p.is_string()) {
+                children.push(id);
+            } else {
+                runner = Some(id);
+            }
+        }
+    }
+    (runner, children)
+}
+
+#[test]
+fn containers_end_with_their_runner_and_after_kill_9_with_gc() {
+    need_root!();
+    assert!(
+        std::path::Path::new("/usr/bin/node").exists(),
+        "node is not installed"
+    );
+    let w = World::new();
+    import_image(&w);
+    let prepare = json!({
+        "command": "prepare_job", "responseFile": "/tmp/r.json", "state": {},
+        "args": {
+            "container": { "image": "ctr:1", "workingDirectory": "/__w", "systemMountVolumes": work_mounts() },
+            "services": [{ "contextName": "web", "image": "ctr:1", "entryPoint": "/bin/probe",
+                           "entryPointArgs": ["serve", "8080", "hi"] }]
+        }
+    });
+    // 1. The runner ends without cleanup_job: its containers go with it.
+    let o = run_job(
+        &w,
+        &[("prepare.json", prepare.clone())],
+        "touch /tmp/r.json; node $H < prepare.json; echo \"prepare=$?\"",
+    );
+    assert!(
+        stdout(&o).contains("prepare=0"),
+        "{}\n{}",
+        stdout(&o),
+        stderr(&o)
+    );
+    w.assert_clean();
+    assert_eq!(records(&w, "container.ended").len(), 2);
+
+    // 2. airlock is killed (-9) while the containers run; gc removes everything.
+    std::fs::write(w.ws().join("prepare.json"), prepare.to_string()).expect("request");
+    let p = w.policy(POLICY);
+    let mut c = w.cmd();
+    c.args(["run", "-p"])
+        .arg(&p)
+        .args(["-g", "c", "-w"])
+        .arg(w.ws())
+        .args([
+            "--",
+            "/bin/sh",
+            "-c",
+            "touch /tmp/r.json; node $ACTIONS_RUNNER_CONTAINER_HOOKS < prepare.json; echo prepared; sleep 60",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = c.spawn().expect("spawn");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let runner = loop {
+        let (runner, children) = job_states(&w);
+        // The service and the job container exist.
+        if children.len() >= 2 && records(&w, "container.created").len() >= 4 {
+            break runner.expect("runner state");
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the containers never appeared"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    // The API answers only the job's runner: a connection from the host gets nothing.
+    let sock = w
+        .state()
+        .join("jobs")
+        .join(&runner)
+        .join("api/containers.sock");
+    let mut s = std::os::unix::net::UnixStream::connect(&sock).expect("connect");
+    let req = json!({ "request": json!({ "command": "cleanup_job", "args": {} }).to_string() });
+    let _ = std::io::Write::write_all(&mut s, format!("{req}\n").as_bytes());
+    let mut answer = String::new();
+    let _ = std::io::Read::read_to_string(&mut s, &mut answer);
+    assert!(
+        answer.is_empty(),
+        "a peer outside the runner was answered: {answer}"
+    );
+    assert!(
+        job_states(&w).1.len() >= 2,
+        "the containers are still there"
+    );
+    child.kill().expect("kill -9");
+    let _ = child.wait();
+    let o = w.cmd().arg("gc").output().expect("gc");
+    assert!(o.status.success(), "{}\n{}", stdout(&o), stderr(&o));
+    w.assert_clean();
+    assert!(
+        cgroups_of(&format!("{runner}-c")).is_empty(),
+        "the containers' budget cgroup left"
+    );
 }

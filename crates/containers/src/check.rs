@@ -188,7 +188,11 @@ pub fn container(role: Role, c: &ContainerInfo) -> Result<ContainerSpec, Refused
         Some(s) => options::parse(s)?,
         None => CreateOptions::default(),
     };
-    let mut notices = opts.ignored.iter().map(|f| format!("{f} has no effect under airlock")).collect::<Vec<_>>();
+    let mut notices = opts
+        .ignored
+        .iter()
+        .map(|f| format!("{f} has no effect under airlock"))
+        .collect::<Vec<_>>();
     if c.registry.as_ref().is_some_and(|r| !r.is_null()) {
         notices.push("the workflow's registry credentials are not used: airlock pulls with its policy's ([images] credentials)".into());
     }
@@ -222,7 +226,11 @@ pub fn container(role: Role, c: &ContainerInfo) -> Result<ContainerSpec, Refused
     let args = c.entry_point_args.clone().unwrap_or_default();
     for a in entrypoint.iter().chain(args.iter()) {
         if a.contains('\0') {
-            return Err(Refused::new("the entry point", "it holds a NUL byte", "remove it"));
+            return Err(Refused::new(
+                "the entry point",
+                "it holds a NUL byte",
+                "remove it",
+            ));
         }
     }
     let workdir = opts.workdir.clone().or_else(|| c.working_directory.clone());
@@ -313,7 +321,12 @@ fn user_mount(m: &Mount) -> Result<Volume, Refused> {
             "letters, digits, '-', '_' and '.'",
         ));
     }
-    if !clean_absolute(dst) || dst == "/" || under(dst, "/proc") || under(dst, "/sys") || under(dst, "/dev") {
+    if !clean_absolute(dst)
+        || dst == "/"
+        || under(dst, "/proc")
+        || under(dst, "/sys")
+        || under(dst, "/dev")
+    {
         return Err(Refused::new(
             format!("the volume target {dst:?}"),
             "not a usable place for a volume",
@@ -337,18 +350,22 @@ mod tests {
 
     #[test]
     fn the_example_job_container_is_refused_for_the_docker_socket_and_accepted_without_it() {
-        let with_socket = info(r#"{"image":"node:22","workingDirectory":"/__w/repo/repo",
+        let with_socket = info(
+            r#"{"image":"node:22","workingDirectory":"/__w/repo/repo",
             "systemMountVolumes":[{"sourceVolumePath":"/var/run/docker.sock","targetVolumePath":"/var/run/docker.sock","readOnly":false},
-              {"sourceVolumePath":"/runner/_work","targetVolumePath":"/__w","readOnly":false}]}"#);
+              {"sourceVolumePath":"/runner/_work","targetVolumePath":"/__w","readOnly":false}]}"#,
+        );
         let e = container(Role::Job, &with_socket).expect_err("socket");
         assert!(e.to_string().contains("Docker socket"), "{e}");
-        let ok = info(r#"{"image":"node:22","workingDirectory":"/__w/repo/repo","createOptions":"--cpus 1",
+        let ok = info(
+            r#"{"image":"node:22","workingDirectory":"/__w/repo/repo","createOptions":"--cpus 1",
             "environmentVariables":{"NODE_ENV":"development"},
             "userMountVolumes":[{"sourceVolumePath":"my_docker_volume","targetVolumePath":"/volume_mount","readOnly":false}],
             "systemMountVolumes":[{"sourceVolumePath":"//runner/_work","targetVolumePath":"/__w","readOnly":false},
               {"sourceVolumePath":"/runner/externals","targetVolumePath":"/__e","readOnly":true}],
             "registry":{"username":"foo","password":"bar","serverUrl":"https://index.docker.io/v1"},
-            "portMappings":["80:8080"]}"#);
+            "portMappings":["80:8080"]}"#,
+        );
         let s = container(Role::Job, &ok).expect("accepted");
         assert_eq!(s.system_mounts[0].source, "/runner/_work");
         assert!(s.system_mounts[1].readonly);
@@ -360,16 +377,48 @@ mod tests {
     #[test]
     fn host_paths_dockerfiles_and_bad_names_are_refused() {
         for (role, json, says) in [
-            (Role::Job, r#"{"image":"a","userMountVolumes":[{"sourceVolumePath":"/etc","targetVolumePath":"/x"}]}"#, "host path"),
-            (Role::Job, r#"{"image":"a","userMountVolumes":[{"sourceVolumePath":"v","targetVolumePath":"/proc/x"}]}"#, "volume target"),
-            (Role::Job, r#"{"image":"a","systemMountVolumes":[{"sourceVolumePath":"/etc","targetVolumePath":"/etc"}]}"#, "work directory"),
-            (Role::Job, r#"{"image":"a","systemMountVolumes":[{"sourceVolumePath":"/a/../etc","targetVolumePath":"/__w"}]}"#, "clean"),
-            (Role::Step, r#"{"image":"a","dockerfile":"Dockerfile"}"#, "Dockerfile"),
+            (
+                Role::Job,
+                r#"{"image":"a","userMountVolumes":[{"sourceVolumePath":"/etc","targetVolumePath":"/x"}]}"#,
+                "host path",
+            ),
+            (
+                Role::Job,
+                r#"{"image":"a","userMountVolumes":[{"sourceVolumePath":"v","targetVolumePath":"/proc/x"}]}"#,
+                "volume target",
+            ),
+            (
+                Role::Job,
+                r#"{"image":"a","systemMountVolumes":[{"sourceVolumePath":"/etc","targetVolumePath":"/etc"}]}"#,
+                "work directory",
+            ),
+            (
+                Role::Job,
+                r#"{"image":"a","systemMountVolumes":[{"sourceVolumePath":"/a/../etc","targetVolumePath":"/__w"}]}"#,
+                "clean",
+            ),
+            (
+                Role::Step,
+                r#"{"image":"a","dockerfile":"Dockerfile"}"#,
+                "Dockerfile",
+            ),
             (Role::Service("a b".into()), r#"{"image":"a"}"#, "host name"),
             (Role::Job, r#"{"image":""}"#, "no image"),
-            (Role::Job, r#"{"image":"a","createOptions":"--privileged"}"#, "privileged"),
-            (Role::Job, r#"{"image":"a","workingDirectory":"../x"}"#, "working directory"),
-            (Role::Job, r#"{"image":"a","environmentVariables":{"A=B":"x"}}"#, "environment"),
+            (
+                Role::Job,
+                r#"{"image":"a","createOptions":"--privileged"}"#,
+                "privileged",
+            ),
+            (
+                Role::Job,
+                r#"{"image":"a","workingDirectory":"../x"}"#,
+                "working directory",
+            ),
+            (
+                Role::Job,
+                r#"{"image":"a","environmentVariables":{"A=B":"x"}}"#,
+                "environment",
+            ),
         ] {
             let e = container(role, &info(json)).expect_err(json);
             assert!(e.to_string().contains(says), "{json}: {e}");

@@ -164,7 +164,10 @@ mod tests {
         let a: PrepareJobArgs = serde_json::from_value(h.args.expect("args")).expect("args");
         let c = a.container.expect("container");
         assert_eq!(c.image.as_deref(), Some("node:22"));
-        assert_eq!(c.system_mount_volumes.expect("sys")[0].target_volume_path, "/__w");
+        assert_eq!(
+            c.system_mount_volumes.expect("sys")[0].target_volume_path,
+            "/__w"
+        );
         let s = &a.services.expect("services")[0];
         assert_eq!(s.context_name.as_deref(), Some("redis"));
         assert!(s.entry_point.is_none());

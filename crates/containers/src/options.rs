@@ -41,27 +41,60 @@ const REFUSED: &[(&str, &str)] = &[
     ("--privileged", "a privileged container is the host's root"),
     ("--cap-add", "containers get no capabilities"),
     ("--device", "no host device is given to a job"),
-    ("--network", "a job's containers share the job's own network and its egress policy"),
-    ("--net", "a job's containers share the job's own network and its egress policy"),
+    (
+        "--network",
+        "a job's containers share the job's own network and its egress policy",
+    ),
+    (
+        "--net",
+        "a job's containers share the job's own network and its egress policy",
+    ),
     ("--pid", "a container sees only its own processes"),
     ("--ipc", "a container keeps its own IPC namespace"),
     ("--uts", "a container keeps its own UTS namespace"),
-    ("--userns", "user namespaces are airlock's choice, not the job's"),
+    (
+        "--userns",
+        "user namespaces are airlock's choice, not the job's",
+    ),
     ("--cgroupns", "cgroups are airlock's choice, not the job's"),
-    ("--cgroup-parent", "cgroups are airlock's choice, not the job's"),
-    ("--volume", "host paths are never mounted; use the job's workspace or a named volume"),
-    ("-v", "host paths are never mounted; use the job's workspace or a named volume"),
-    ("--mount", "host paths are never mounted; use the job's workspace or a named volume"),
-    ("--volumes-from", "another container's volumes are not shared this way"),
-    ("--security-opt", "seccomp, no_new_privs and AppArmor are the group's, not the job's"),
+    (
+        "--cgroup-parent",
+        "cgroups are airlock's choice, not the job's",
+    ),
+    (
+        "--volume",
+        "host paths are never mounted; use the job's workspace or a named volume",
+    ),
+    (
+        "-v",
+        "host paths are never mounted; use the job's workspace or a named volume",
+    ),
+    (
+        "--mount",
+        "host paths are never mounted; use the job's workspace or a named volume",
+    ),
+    (
+        "--volumes-from",
+        "another container's volumes are not shared this way",
+    ),
+    (
+        "--security-opt",
+        "seccomp, no_new_privs and AppArmor are the group's, not the job's",
+    ),
     ("--sysctl", "kernel parameters are the host's"),
     ("--ulimit", "limits are the group's"),
     ("--oom-kill-disable", "limits are the group's"),
     ("--oom-score-adj", "limits are the group's"),
     ("--runtime", "the executor is the group's"),
-    ("--add-host", "host names are the job's services; addresses are the egress policy's"),
+    (
+        "--add-host",
+        "host names are the job's services; addresses are the egress policy's",
+    ),
     ("--dns", "the job's resolver is airlock's gateway"),
-    ("--publish", "nothing outside the job reaches its containers"),
+    (
+        "--publish",
+        "nothing outside the job reaches its containers",
+    ),
     ("-p", "nothing outside the job reaches its containers"),
 ];
 
@@ -178,7 +211,11 @@ fn bad_value(flag: &str, v: &str, want: &str) -> Refused {
 /// Docker's sizes: a number with an optional `b`, `k`, `m` or `g` (powers of 1024).
 pub fn parse_bytes(s: &str) -> Option<u64> {
     let s = s.trim().to_ascii_lowercase();
-    let s = s.strip_suffix('b').filter(|r| !r.is_empty() && r.ends_with(|c: char| c.is_ascii_alphabetic())).unwrap_or(&s).to_owned();
+    let s = s
+        .strip_suffix('b')
+        .filter(|r| !r.is_empty() && r.ends_with(|c: char| c.is_ascii_alphabetic()))
+        .unwrap_or(&s)
+        .to_owned();
     let (num, mult) = match s.chars().last()? {
         'k' => (&s[..s.len() - 1], 1u64 << 10),
         'm' => (&s[..s.len() - 1], 1 << 20),
@@ -203,7 +240,9 @@ pub fn duration(flag: &str, s: &str) -> Result<Duration, Refused> {
         let n_end = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(err)?;
         let n: u64 = rest[..n_end].parse().map_err(|_| err())?;
         rest = &rest[n_end..];
-        let u_end = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let u_end = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
         let unit = match &rest[..u_end] {
             "ms" => Duration::from_millis(n),
             "s" => Duration::from_secs(n),
@@ -227,7 +266,10 @@ mod tests {
             .expect("allowed");
         assert_eq!(o.cpus, Some(1.5));
         assert_eq!(o.memory, Some(1 << 30));
-        assert_eq!(o.env, vec![("A".into(), "1".into()), ("B".into(), "two words".into())]);
+        assert_eq!(
+            o.env,
+            vec![("A".into(), "1".into()), ("B".into(), "two words".into())]
+        );
         assert_eq!(o.workdir.as_deref(), Some("/src"));
         assert_eq!(o.user.as_deref(), Some("1000:1000"));
         assert_eq!(o.health_cmd.as_deref(), Some("pg_isready -U postgres"));
@@ -271,7 +313,10 @@ mod tests {
         assert_eq!(parse_bytes("1kb"), Some(1024));
         assert_eq!(parse_bytes("0"), None);
         assert_eq!(parse_bytes("99999999999g"), None);
-        assert_eq!(duration("x", "500ms").ok(), Some(Duration::from_millis(500)));
+        assert_eq!(
+            duration("x", "500ms").ok(),
+            Some(Duration::from_millis(500))
+        );
         assert!(duration("x", "5").is_err());
         assert!(duration("x", "").is_err());
     }

@@ -77,8 +77,14 @@ mod tests {
         for f in [
             Frame::Out(vec![0, 255, b'\n', 0x1b]),
             Frame::Err(b"err".to_vec()),
-            Frame::Exit { code: 42, response: Some(serde_json::json!({"state": {"a": 1}})) },
-            Frame::Exit { code: 0, response: None },
+            Frame::Exit {
+                code: 42,
+                response: Some(serde_json::json!({"state": {"a": 1}})),
+            },
+            Frame::Exit {
+                code: 0,
+                response: None,
+            },
         ] {
             let line = String::from_utf8(f.line()).expect("utf8");
             assert!(line.ends_with('\n') && line.matches('\n').count() == 1);

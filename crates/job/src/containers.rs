@@ -68,9 +68,19 @@ pub(crate) fn plan_runner(plan: &mut JobPlan, c: &Containers, job_dir: &Path) {
         dest: airlock_containers::API_DIR.to_owned(),
         readonly: true,
     });
+    if c.require_job_container {
+        plan.env.push((
+            "ACTIONS_RUNNER_REQUIRE_JOB_CONTAINER".to_owned(),
+            "true".to_owned(),
+        ));
+    }
     plan.env.push((
         "ACTIONS_RUNNER_CONTAINER_HOOKS".to_owned(),
-        format!("{}/{}", airlock_containers::API_DIR, airlock_containers::HOOK_PATH),
+        format!(
+            "{}/{}",
+            airlock_containers::API_DIR,
+            airlock_containers::HOOK_PATH
+        ),
     ));
 }
 
@@ -102,7 +112,8 @@ pub(crate) fn open_api(
         std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755))
             .map_err(SandboxError::io("chmod", d))?;
     }
-    std::fs::write(&hook, airlock_containers::HOOK_JS).map_err(SandboxError::io("writing", &hook))?;
+    std::fs::write(&hook, airlock_containers::HOOK_JS)
+        .map_err(SandboxError::io("writing", &hook))?;
     std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o444))
         .map_err(SandboxError::io("chmod", &hook))?;
     let sock = dir.join(airlock_containers::SOCKET);
@@ -403,7 +414,12 @@ fn prepare_job(
     for s in &services {
         if let Role::Service(n) = &s.role {
             if !names.insert(n.clone()) {
-                return Err(Refused::new(format!("service {n:?}"), "named twice", "give each service its own name").into());
+                return Err(Refused::new(
+                    format!("service {n:?}"),
+                    "named twice",
+                    "give each service its own name",
+                )
+                .into());
             }
         }
     }
@@ -499,12 +515,8 @@ fn resolve(ctx: &JobContext, image: &str) -> Result<(String, PathBuf), Failed> {
             .into());
         }
     }
-    let img = crate::request::resolve_image(&store, image, &ctx.images).map_err(|e| {
-        Failed::Error(format!(
-            "image {image}: {}",
-            airlock_text::ErrorChain(&e)
-        ))
-    })?;
+    let img = crate::request::resolve_image(&store, image, &ctx.images)
+        .map_err(|e| Failed::Error(format!("image {image}: {}", airlock_text::ErrorChain(&e))))?;
     let _ = store.mark_used(&img.digest);
     let dir = store.rootfs_dir(&img.digest);
     Ok((img.digest, dir))
@@ -536,7 +548,11 @@ fn user_of(ctx: &JobContext, s: &ContainerSpec) -> Result<JobUser, Failed> {
         .into());
     }
     Ok(JobUser {
-        name: if uid == 0 { "root".into() } else { "container".into() },
+        name: if uid == 0 {
+            "root".into()
+        } else {
+            "container".into()
+        },
         uid,
         gid,
     })
@@ -550,8 +566,7 @@ fn child_plan(
     env: Vec<(String, String)>,
     user: JobUser,
     cwd: String,
-    memory: Option<u64>,
-    cpus: Option<f64>,
+    (memory, cpus): (Option<u64>, Option<f64>),
 ) -> JobPlan {
     let mut p = ctx.runner.clone();
     p.id = JobId::random();
@@ -603,19 +618,17 @@ fn image_env(
     env.push(("AIRLOCK_JOB_ID".into(), ctx.runner.id.to_string()));
     let mut argv: Vec<String> = match &s.entrypoint {
         Some(e) => vec![e.clone()],
-        None => c
-            .and_then(|c| c.entrypoint().clone())
-            .unwrap_or_default(),
+        None => c.and_then(|c| c.entrypoint().clone()).unwrap_or_default(),
     };
     if !s.args.is_empty() {
         argv.extend(s.args.iter().cloned());
     } else if s.entrypoint.is_none() {
         argv.extend(c.and_then(|c| c.cmd().clone()).unwrap_or_default());
     }
-    let workdir = s
-        .workdir
-        .clone()
-        .or_else(|| c.and_then(|c| c.working_dir().clone()).filter(|w| !w.is_empty()));
+    let workdir = s.workdir.clone().or_else(|| {
+        c.and_then(|c| c.working_dir().clone())
+            .filter(|w| !w.is_empty())
+    });
     (env, argv, workdir)
 }
 
@@ -643,8 +656,10 @@ fn binds_of(ctx: &JobContext, s: &ContainerSpec, child_dir: &Path) -> Result<Vec
     }
     for v in &s.volumes {
         let dir = runner_dir.join(VOLUMES_DIR).join(&v.name);
-        std::fs::create_dir_all(&dir).map_err(|e| Failed::Error(format!("volume {}: {e}", v.name)))?;
-        let _ = std::os::unix::fs::chown(&dir, Some(ctx.runner.user.uid), Some(ctx.runner.user.gid));
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| Failed::Error(format!("volume {}: {e}", v.name)))?;
+        let _ =
+            std::os::unix::fs::chown(&dir, Some(ctx.runner.user.uid), Some(ctx.runner.user.gid));
         binds.push(Bind {
             source: dir,
             dest: v.target.clone(),
@@ -712,13 +727,19 @@ fn create(
     }
     let mut plan = child_plan(
         ctx,
-        RootfsPlan::Image { digest: digest.clone(), dir },
-        if run { argv.clone() } else { vec!["/bin/true".into()] },
+        RootfsPlan::Image {
+            digest: digest.clone(),
+            dir,
+        },
+        if run {
+            argv.clone()
+        } else {
+            vec!["/bin/true".into()]
+        },
         env.clone(),
         user.clone(),
         workdir.clone().unwrap_or_else(|| "/".into()),
-        s.memory,
-        s.cpus,
+        (s.memory, s.cpus),
     );
     plan.hosts = hosts.to_vec();
     let id = plan.id.to_string();
@@ -780,7 +801,19 @@ fn create(
             .map(|c| c.log.clone())
             .unwrap_or_default();
         let airlock_sandbox::launch::Launched { watcher, mut child } = launched;
-        for stream in [child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>), child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>)].into_iter().flatten() {
+        for stream in [
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
             let log = log.clone();
             std::thread::spawn(move || keep_tail(stream, &log));
         }
@@ -828,7 +861,10 @@ impl JobContext {
         // Without a network of its own the job's namespace has lo down; its containers
         // need it (services on localhost).
         airlock_net::link::loopback_up(&ns_file).map_err(|e| {
-            Failed::Error(format!("loopback of the job: {}", airlock_text::ErrorChain(&e)))
+            Failed::Error(format!(
+                "loopback of the job: {}",
+                airlock_text::ErrorChain(&e)
+            ))
         })?;
         Ok(SandboxNet {
             ns_file,
@@ -942,8 +978,14 @@ fn run_to_end(
             let airlock_sandbox::launch::Launched { watcher, mut child } = launched;
             let (tx, rx) = std::sync::mpsc::channel::<(bool, Vec<u8>)>();
             let pumps: Vec<_> = [
-                child.stdout.take().map(|s| (false, Box::new(s) as Box<dyn Read + Send>)),
-                child.stderr.take().map(|s| (true, Box::new(s) as Box<dyn Read + Send>)),
+                child
+                    .stdout
+                    .take()
+                    .map(|s| (false, Box::new(s) as Box<dyn Read + Send>)),
+                child
+                    .stderr
+                    .take()
+                    .map(|s| (true, Box::new(s) as Box<dyn Read + Send>)),
             ]
             .into_iter()
             .flatten()
@@ -993,7 +1035,10 @@ fn run_to_end(
                 .ok()
                 .and_then(|d| serde_json::from_slice(&d).ok());
             match (timed_out, outcome) {
-                (true, _) => Err(Failed::Error(format!("{} timed out after {limit:?}", role.label()))),
+                (true, _) => Err(Failed::Error(format!(
+                    "{} timed out after {limit:?}",
+                    role.label()
+                ))),
                 (false, Some(Outcome::Exited(c))) => Ok(c),
                 (false, Some(Outcome::Signaled(s))) => Ok(128 + s),
                 (false, Some(Outcome::Failed(f))) => Err(Failed::Error(f.message)),
@@ -1010,7 +1055,11 @@ fn run_to_end(
         return Err(Failed::Error(format!(
             "teardown of {}: {}",
             role.label(),
-            failures.iter().map(|f| f.message.clone()).collect::<Vec<_>>().join("; ")
+            failures
+                .iter()
+                .map(|f| f.message.clone())
+                .collect::<Vec<_>>()
+                .join("; ")
         )));
     }
     result
@@ -1035,7 +1084,13 @@ fn run_script_step(
                     "steps without `container:` run in the runner itself",
                 ))
             })?;
-        (c.rootfs.clone(), c.env.clone(), c.binds.clone(), c.user.clone(), c.workdir.clone())
+        (
+            c.rootfs.clone(),
+            c.env.clone(),
+            c.binds.clone(),
+            c.user.clone(),
+            c.workdir.clone(),
+        )
     };
     let step = check::container(
         Role::Step,
@@ -1062,11 +1117,17 @@ fn run_script_step(
         env,
         user,
         step.workdir.or(workdir).unwrap_or_else(|| "/".into()),
-        None,
-        None,
+        (None, None),
     );
     plan.binds = binds;
-    let code = run_to_end(ctx, &plan, &Role::Step, registry, Some(reply), ctx.group_limits.timeout.0)?;
+    let code = run_to_end(
+        ctx,
+        &plan,
+        &Role::Step,
+        registry,
+        Some(reply),
+        ctx.group_limits.timeout.0,
+    )?;
     Ok((code, None))
 }
 
@@ -1122,13 +1183,15 @@ fn run_container_step(
     let hosts: Vec<String> = lock(registry)?.services.keys().cloned().collect();
     let mut plan = child_plan(
         ctx,
-        RootfsPlan::Image { digest: digest.clone(), dir },
+        RootfsPlan::Image {
+            digest: digest.clone(),
+            dir,
+        },
         argv.clone(),
         env,
         user.clone(),
         workdir.unwrap_or_else(|| "/".into()),
-        s.memory,
-        s.cpus,
+        (s.memory, s.cpus),
     );
     plan.hosts = hosts;
     record(
@@ -1144,7 +1207,14 @@ fn run_container_step(
     );
     // Staged before the step's dir exists, in the runner's dir; torn down with the step.
     plan.binds = staged_binds(ctx, &s, &plan.id)?;
-    let code = run_to_end(ctx, &plan, &Role::Step, registry, Some(reply), ctx.group_limits.timeout.0)?;
+    let code = run_to_end(
+        ctx,
+        &plan,
+        &Role::Step,
+        registry,
+        Some(reply),
+        ctx.group_limits.timeout.0,
+    )?;
     Ok((code, None))
 }
 
@@ -1157,7 +1227,8 @@ fn staged_binds(ctx: &JobContext, s: &ContainerSpec, id: &JobId) -> Result<Vec<B
         .job_dir(&ctx.runner.id)
         .join(STAGE_DIR)
         .join(id.as_str());
-    std::fs::create_dir_all(&dir).map_err(|e| Failed::Error(format!("creating {}: {e}", dir.display())))?;
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| Failed::Error(format!("creating {}: {e}", dir.display())))?;
     binds_of(ctx, s, &dir)
 }
 
@@ -1178,7 +1249,12 @@ fn wait_healthy(
             .containers
             .get(id)
             .ok_or_else(|| Failed::Error("the service is gone".into()))?;
-        (c.rootfs.clone(), c.env.clone(), c.binds.clone(), c.user.clone())
+        (
+            c.rootfs.clone(),
+            c.env.clone(),
+            c.binds.clone(),
+            c.user.clone(),
+        )
     };
     let started = Instant::now();
     let deadline = started + ctx.policy.health_timeout.0;
@@ -1189,13 +1265,14 @@ fn wait_healthy(
         }
         let mut plan = child_plan(
             ctx,
-            RootfsPlan::Shared { dir: rootfs.clone() },
+            RootfsPlan::Shared {
+                dir: rootfs.clone(),
+            },
             vec!["/bin/sh".into(), "-c".into(), h.cmd.clone()],
             env.clone(),
             user.clone(),
             "/".into(),
-            None,
-            None,
+            (None, None),
         );
         plan.binds = binds.clone();
         let code = run_to_end(ctx, &plan, &s.role, registry, None, h.timeout).unwrap_or(1);
@@ -1212,7 +1289,12 @@ fn wait_healthy(
             let log = lock(registry)?
                 .containers
                 .get(id)
-                .and_then(|c| c.log.lock().ok().map(|l| String::from_utf8_lossy(&l).into_owned()))
+                .and_then(|c| {
+                    c.log
+                        .lock()
+                        .ok()
+                        .map(|l| String::from_utf8_lossy(&l).into_owned())
+                })
                 .unwrap_or_default();
             return Err(Failed::Error(format!(
                 "{} did not become healthy within {:?} (last check exit code {code}); its last output:\n{}",
@@ -1232,7 +1314,9 @@ fn remove_all(ctx: &JobContext, reg: &mut Registry) -> Vec<TeardownFailure> {
     all.sort_by_key(|c| c.role == Role::Job);
     reg.job = None;
     reg.services.clear();
-    all.into_iter().flat_map(|c| remove_one(ctx, c, None)).collect()
+    all.into_iter()
+        .flat_map(|c| remove_one(ctx, c, None))
+        .collect()
 }
 
 fn remove_one(ctx: &JobContext, mut c: Container, exit_code: Option<i32>) -> Vec<TeardownFailure> {

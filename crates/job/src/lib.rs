@@ -122,19 +122,22 @@ impl Engine {
                 &mut api,
             )
             .and_then(|launched| {
-                let server = api.take().zip(with_containers.clone()).map(|(listener, (c, l))| {
-                    containers::Server::start(
-                        containers::JobContext {
-                            engine: self.clone(),
-                            runner: plan.clone(),
-                            policy: c,
-                            images: job.policy.policy.images.clone(),
-                            group_limits: l,
-                            audit: rec.audit.sender(),
-                        },
-                        listener,
-                    )
-                });
+                let server = api
+                    .take()
+                    .zip(with_containers.clone())
+                    .map(|(listener, (c, l))| {
+                        containers::Server::start(
+                            containers::JobContext {
+                                engine: self.clone(),
+                                runner: plan.clone(),
+                                policy: c,
+                                images: job.policy.policy.images.clone(),
+                                group_limits: l,
+                                audit: rec.audit.sender(),
+                            },
+                            listener,
+                        )
+                    });
                 let r = supervise::supervise(
                     self,
                     job,
@@ -159,7 +162,11 @@ impl Engine {
         let clean = matches!(result, Ok(JobOutcome::Exited(_) | JobOutcome::Signaled(_)));
         let t = Instant::now();
         let mut failures = api_failures;
-        failures.extend(teardown::teardown(&teardown::Kernel::new(self), &state, !clean));
+        failures.extend(teardown::teardown(
+            &teardown::Kernel::new(self),
+            &state,
+            !clean,
+        ));
         tracing::debug!(job = %plan.id, teardown_us = t.elapsed().as_micros() as u64);
         let outcome = result.unwrap_or_else(|e| {
             JobOutcome::Failed(Failure {

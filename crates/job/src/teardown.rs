@@ -241,7 +241,19 @@ mod tests {
             cgroup: "airlock/x".into(),
             created: 0,
             net: None,
+            parent: None,
+            extra_cgroups: Vec::new(),
         }
+    }
+
+    #[test]
+    fn gc_removes_a_jobs_containers_before_the_job() {
+        let job = state(dead_owner());
+        let mut child = state(dead_owner());
+        child.parent = Some(job.id.clone());
+        let f = Fake::default();
+        let r = collect_garbage(&f, vec![job.clone(), child.clone()], false);
+        assert_eq!(r.removed, [child.id.to_string(), job.id.to_string()]);
     }
 
     fn dead_owner() -> ProcRef {

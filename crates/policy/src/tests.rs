@@ -366,6 +366,43 @@ token_permissions = { contents = "read" }
 }
 
 #[test]
+fn containers_are_validated() {
+    let ok = parse(
+        "version = 1\n[groups.a]\ncontainers = { max = 3, share = 0.25, allow_root = true, health_timeout = \"30s\", require_job_container = true }\n",
+        Path::new("p.toml"),
+    )
+    .expect("valid");
+    let c = ok.groups["a"].containers.as_ref().expect("containers");
+    assert_eq!((c.max, c.share, c.allow_root), (3, 0.25, true));
+    assert!(c.require_job_container);
+    assert_eq!(c.health_timeout.0, std::time::Duration::from_secs(30));
+    let d = parse(
+        "version = 1\n[groups.a]\ncontainers = {}\n",
+        Path::new("p.toml"),
+    )
+    .expect("defaults");
+    let c = d.groups["a"].containers.as_ref().expect("containers");
+    assert_eq!((c.max, c.share, c.allow_root), (8, 0.5, false));
+    let d = diags(
+        "version = 1\n[groups.a]\nexecutor = \"runsc\"\nprocess_events = false\ncontainers = { max = 0, share = 1.5 }\n",
+    );
+    let all = d
+        .iter()
+        .map(|x| x.message.clone())
+        .collect::<Vec<_>>()
+        .join("\n");
+    for want in [
+        "containers.max must be 1 to 64",
+        "containers.share must be between 0 and 1",
+        "containers cannot be used with executor runsc",
+    ] {
+        assert!(all.contains(want), "{want} not in:\n{all}");
+    }
+    let d = diags("version = 1\n[groups.a]\ncontainers = { privileged = true }\n");
+    assert!(!d.is_empty(), "unknown containers key refused");
+}
+
+#[test]
 fn scale_sets_are_validated() {
     let ok = parse(
         "version = 1\n[groups.a]\nrepositories = [\"o/*\"]\nmax_runners = 4\nscale_set = { name = \"airlock-a\", labels = [\"gpu\"], min_idle = 2, idle_retire = \"10m\" }\n",

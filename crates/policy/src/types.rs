@@ -389,6 +389,10 @@ pub struct Containers {
     /// How long `prepare_job` waits for a service's health check to pass.
     #[serde(default = "Containers::default_health_timeout")]
     pub health_timeout: HumanDuration,
+    /// The runner refuses jobs without `container:` (`ACTIONS_RUNNER_REQUIRE_JOB_CONTAINER`),
+    /// so every step of the group runs in a container of its own image.
+    #[serde(default)]
+    pub require_job_container: bool,
 }
 
 impl Containers {

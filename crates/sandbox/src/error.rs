@@ -149,10 +149,7 @@ impl SandboxError {
     }
 
     /// An I/O error on `path` while doing `what`, for `map_err`.
-    pub fn io(
-        what: &'static str,
-        path: impl Into<PathBuf>,
-    ) -> impl FnOnce(std::io::Error) -> Self {
+    pub fn io(what: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Self {
         let path = path.into();
         move |source| Self::Io { what, path, source }
     }

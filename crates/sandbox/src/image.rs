@@ -289,10 +289,7 @@ impl ImageStore {
 
     /// The configuration of a stored image (entrypoint, command, environment, working
     /// directory, user), read from its manifest's config blob.
-    pub fn config(
-        &self,
-        digest: &str,
-    ) -> Result<oci_spec::image::ImageConfiguration, ImageError> {
+    pub fn config(&self, digest: &str) -> Result<oci_spec::image::ImageConfiguration, ImageError> {
         let bad = |m: String| ImageError::Verify {
             digest: digest.to_owned(),
             message: m,
@@ -300,7 +297,8 @@ impl ImageStore {
         let manifest: ImageManifest = serde_json::from_slice(&self.read_blob(digest)?)
             .map_err(|e| bad(format!("manifest: {e}")))?;
         let cfg = manifest.config().digest().to_string();
-        serde_json::from_slice(&self.read_blob(&cfg)?).map_err(|e| bad(format!("config {cfg}: {e}")))
+        serde_json::from_slice(&self.read_blob(&cfg)?)
+            .map_err(|e| bad(format!("config {cfg}: {e}")))
     }
 
     /// Imports an OCI image layout directory or archive under `name` (default: the layout's

@@ -234,7 +234,9 @@ pub fn write_job_etc(
             &format!("nameserver {r}\noptions ndots:0 attempts:2 timeout:2\n"),
         )?;
     }
-    let mut hosts = format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n");
+    let mut hosts = format!(
+        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n"
+    );
     // A job's services share its network namespace: each is on loopback by its name.
     for h in &plan.hosts {
         hosts.push_str(&format!("127.0.0.1\t{h}\n"));
