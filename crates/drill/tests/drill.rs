@@ -298,3 +298,39 @@ fn attack_binary_lists_and_reports_json() {
     let o = Command::new(ATTACK).arg("nope").output().expect("run");
     assert_eq!(o.status.code(), Some(2));
 }
+
+#[test]
+fn the_container_api_refuses_what_would_open_the_host() {
+    need_root!();
+    let tmp = tempfile::tempdir().expect("tmp");
+    let before = host_links();
+    let pdir = tempfile::tempdir().expect("policy dir");
+    let policy = pdir.path().join("containers.toml");
+    std::fs::write(
+        &policy,
+        "version = 1\n[groups.ctr]\ncontainers = { max = 8 }\n",
+    )
+    .expect("policy");
+    let p = policy.to_string_lossy().into_owned();
+    let data = tempfile::tempdir().expect("data");
+    let o = drill(
+        tmp.path(),
+        data.path(),
+        &["--policy", &p, "--only", "container-api", "--json"],
+    );
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("no JSON report ({e}); stderr:\n{stderr}"));
+    let row = report["rows"]
+        .as_array()
+        .and_then(|r| r.iter().find(|r| r["attack"] == "container-api"))
+        .unwrap_or_else(|| panic!("no container-api row: {report}"));
+    assert_eq!(row["observed"], "blocked", "{row}");
+    // Refused by the API (it exists in this group), not merely unreachable.
+    let ev = row["evidence"].as_str().unwrap_or("");
+    for says in ["privileged container: refused", "a flood of containers: refused", "another job's container: refused", "docker socket: refused"] {
+        assert!(ev.contains(says), "{says:?} not in {ev}");
+    }
+    assert_eq!(o.status.code(), Some(0), "{stderr}");
+    assert_nothing_left(tmp.path(), &before);
+}

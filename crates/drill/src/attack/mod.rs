@@ -15,6 +15,7 @@ mod bpf;
 mod canary;
 mod cgroup_release_agent;
 mod chroot;
+mod container_api;
 mod dev_mem;
 mod disk_fill;
 mod dns_rebind;
@@ -284,6 +285,7 @@ pub fn registry() -> &'static [&'static dyn Attack] {
         &setuid::Setuid,
         &host_pids::HostPids,
         &docker_socket::DockerSocket,
+        &container_api::ContainerApi,
         &cgroup_release_agent::CgroupReleaseAgent,
         &proc_self_exe::ProcSelfExe,
         &kcore::Kcore,
