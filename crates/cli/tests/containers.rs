@@ -13,8 +13,9 @@ use common::oci::{
 use common::*;
 use serde_json::json;
 
-/// An image with `/bin/sh` and the probe at `/bin/probe` (a TCP service and client).
-fn import_image(w: &World) {
+/// An image with `/bin/sh` and the probe at `/bin/probe` (a TCP service and client), in an OCI
+/// layout; returns the layout.
+fn build_image(w: &World) -> std::path::PathBuf {
     let layout = w.dir.path().join("ctr-layout");
     new_layout(&layout);
     let probe = std::fs::read(probe_bin()).expect("probe");
@@ -34,6 +35,12 @@ fn import_image(w: &World) {
         &[("application/vnd.oci.image.layer.v1.tar+gzip", gzip(&layer))],
     );
     write_index_json(&layout, "ctr:1", &dm);
+    layout
+}
+
+/// The image, imported into airlock's store as `ctr:1`.
+fn import_image(w: &World) {
+    let layout = build_image(w);
     let o = w
         .cmd()
         .args(["image", "import"])
@@ -57,10 +64,19 @@ fn run_job(
     requests: &[(&str, serde_json::Value)],
     script: &str,
 ) -> std::process::Output {
+    run_job_with(w, POLICY, requests, script)
+}
+
+fn run_job_with(
+    w: &World,
+    policy: &str,
+    requests: &[(&str, serde_json::Value)],
+    script: &str,
+) -> std::process::Output {
     for (name, body) in requests {
         std::fs::write(w.ws().join(name), body.to_string()).expect("request");
     }
-    let p = w.policy(POLICY);
+    let p = w.policy(policy);
     let ps = p.to_string_lossy().into_owned();
     w.sh(
         &["-p", &ps, "-g", "c"],
@@ -85,6 +101,28 @@ fn container_job_with_services_steps_and_a_container_step() {
     );
     let w = World::new();
     import_image(&w);
+    // The db service's image comes from a registry, pulled on first use by the API.
+    for t in ["docker-registry", "skopeo"] {
+        assert!(
+            common::registry::have(t),
+            "{t} is not installed (scripts/setup.sh)"
+        );
+    }
+    let reg = common::registry::start_registry(&w, 5000, None, None);
+    let layout = build_image(&w);
+    common::registry::push(
+        &w,
+        &layout,
+        "ctr:1",
+        &format!("{}/ci/ctr:1", reg.addr),
+        &["--dest-tls-verify=false"],
+        false,
+    );
+    let policy = format!(
+        "{POLICY}[images]\nregistries = [\"{0}\"]\ninsecure = [\"{0}\"]\n",
+        reg.addr
+    );
+    let db_image = format!("{}/ci/ctr:1", reg.addr);
     let prepare = json!({
         "command": "prepare_job", "responseFile": "/tmp/prepare.json", "state": {},
         "args": {
@@ -102,7 +140,7 @@ fn container_job_with_services_steps_and_a_container_step() {
                   "entryPointArgs": ["serve", "8080", "hello-from-web"],
                   "createOptions": "--health-cmd '/bin/probe get web 8080' --health-interval 200ms --health-retries 20",
                   "environmentVariables": {}, "portMappings": ["8080:8080"] },
-                { "contextName": "db", "image": "ctr:1", "entrypoint": "/bin/probe",
+                { "contextName": "db", "image": db_image, "entrypoint": "/bin/probe",
                   "entryPointArgs": ["serve", "5432", "hello-from-db"], "environmentVariables": {},
                   "userMountVolumes": [{ "sourceVolumePath": "shared_vol", "targetVolumePath": "/vol", "readOnly": false }] }
             ]
@@ -136,8 +174,9 @@ fn container_job_with_services_steps_and_a_container_step() {
     });
     let cleanup =
         json!({ "command": "cleanup_job", "responseFile": null, "state": {}, "args": {} });
-    let o = run_job(
+    let o = run_job_with(
         &w,
+        &policy,
         &[
             ("prepare.json", prepare),
             ("step1.json", step1),

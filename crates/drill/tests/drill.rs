@@ -328,7 +328,12 @@ fn the_container_api_refuses_what_would_open_the_host() {
     assert_eq!(row["observed"], "blocked", "{row}");
     // Refused by the API (it exists in this group), not merely unreachable.
     let ev = row["evidence"].as_str().unwrap_or("");
-    for says in ["privileged container: refused", "a flood of containers: refused", "another job's container: refused", "docker socket: refused"] {
+    for says in [
+        "privileged container: refused",
+        "a flood of containers: refused",
+        "another job's container: refused",
+        "docker socket: refused",
+    ] {
         assert!(ev.contains(says), "{says:?} not in {ev}");
     }
     assert_eq!(o.status.code(), Some(0), "{stderr}");
