@@ -19,7 +19,7 @@ PACKAGES=(
   zstd             # tests: the benign corpus (tar --zstd, zstd -T0)
   curl             # tests: network tests and the benign corpus, inside jobs
   python3          # tests: the fake hosts (fakehosts.py) and the benign corpus
-  nodejs           # tests: the benign corpus (/usr/bin/node)
+  nodejs           # tests: the benign corpus (/usr/bin/node); runs the container hook
   psmisc
   util-linux       # unshare, mount, findmnt
   ca-certificates  # copied read-only into the sandbox's /etc/ssl
