@@ -21,6 +21,7 @@ PACKAGES=(
   python3          # tests: the fake hosts (fakehosts.py) and the benign corpus
   nodejs           # tests: the benign corpus (/usr/bin/node); runs the container hook
   psmisc
+  postgresql-15    # tests: a PostgreSQL service container image built from the host's package
   util-linux       # unshare, mount, findmnt
   ca-certificates  # copied read-only into the sandbox's /etc/ssl
   docker-registry  # tests: a real OCI registry for `airlock image pull`

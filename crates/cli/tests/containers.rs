@@ -552,3 +552,256 @@ fn containers_end_with_their_runner_and_after_kill_9_with_gc() {
         "the containers' budget cgroup left"
     );
 }
+
+fn median_p95(v: &mut [f64]) -> (f64, f64) {
+    v.sort_by(|a, b| a.total_cmp(b));
+    let at = |q: f64| v[((v.len() as f64 - 1.0) * q).round() as usize];
+    (at(0.5), at(0.95))
+}
+
+/// `prepare_job` with one job container and one service, hook request to response, cold
+/// (both images pulled from a registry on first use) and with the images cached; against
+/// `airlock run` of `/bin/true` on the same image in the same run. Run by
+/// scripts/bench-containers.sh.
+#[test]
+#[ignore = "benchmark: scripts/bench-containers.sh"]
+fn bench_prepare_job() {
+    need_root!();
+    let n: usize = std::env::var("AIRLOCK_BENCH_N")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20);
+    let w = World::new();
+    let reg = common::registry::start_registry(&w, 5000, None, None);
+    let layout = build_image(&w);
+    let image = format!("{}/ci/ctr:1", reg.addr);
+    common::registry::push(
+        &w,
+        &layout,
+        "ctr:1",
+        &image,
+        &["--dest-tls-verify=false"],
+        false,
+    );
+    let policy = format!(
+        "default_group = \"c\"\n{POLICY}[groups.img]\nrootfs = {{ image = \"{image}\" }}\negress = {{ mode = \"none\" }}\n[images]\nregistries = [\"{0}\"]\ninsecure = [\"{0}\"]\n",
+        reg.addr
+    );
+    let prepare = json!({
+        "command": "prepare_job", "responseFile": "/tmp/r.json", "state": {},
+        "args": {
+            "container": { "image": image, "workingDirectory": "/__w", "systemMountVolumes": work_mounts() },
+            "services": [{ "contextName": "web", "image": image, "entryPoint": "/bin/probe",
+                           "entryPointArgs": ["serve", "8080", "hi"],
+                           "createOptions": "--health-cmd '/bin/probe get localhost 8080' --health-interval 20ms" }]
+        }
+    });
+    let cleanup =
+        json!({ "command": "cleanup_job", "responseFile": null, "state": {}, "args": {} });
+    // In the job: the hook's whole round trip (Node.js start included), and Node.js alone.
+    let script = r#"touch /tmp/r.json
+t0=$(date +%s%N); node -e 0; t1=$(date +%s%N)
+node $H < prepare.json >/dev/null 2>&1 || echo FAILED
+t2=$(date +%s%N)
+node $H < cleanup.json >/dev/null 2>&1 || echo FAILED
+t3=$(date +%s%N)
+echo "BENCHROW node=$(( (t1-t0)/1000 )) prepare=$(( (t2-t1)/1000 )) cleanup=$(( (t3-t2)/1000 ))""#;
+    let mut rows: Vec<(bool, f64, f64, f64)> = Vec::new();
+    let mut runs = Vec::new();
+    let p = w.policy(&policy);
+    let ps = p.to_string_lossy().into_owned();
+    for i in 0..2 * n {
+        let cold = i % 2 == 0;
+        if cold {
+            let _ = w.cmd().args(["image", "rm", &image]).output();
+            let o = w
+                .cmd()
+                .args(["image", "gc", "--unused-for", "0s"])
+                .output()
+                .expect("gc");
+            assert!(o.status.success(), "{}", stderr(&o));
+        }
+        let o = run_job_with(
+            &w,
+            &policy,
+            &[
+                ("prepare.json", prepare.clone()),
+                ("cleanup.json", cleanup.clone()),
+            ],
+            script,
+        );
+        let out = stdout(&o);
+        assert!(
+            !out.contains("FAILED") && o.status.success(),
+            "{out}\n{}",
+            stderr(&o)
+        );
+        let row = out
+            .lines()
+            .find_map(|l| l.strip_prefix("BENCHROW "))
+            .expect("row");
+        let v: Vec<f64> = row
+            .split(' ')
+            .filter_map(|kv| kv.split_once('=').and_then(|(_, v)| v.parse::<f64>().ok()))
+            .map(|us| us / 1000.0)
+            .collect();
+        rows.push((cold, v[0], v[1], v[2]));
+        // The baseline: a whole `airlock run` of the same image, in the same run.
+        let t = std::time::Instant::now();
+        let o = w
+            .cmd()
+            .args([
+                "run", "-q", "-p", &ps, "-g", "img", "--", "/bin/sh", "-c", "true",
+            ])
+            .output()
+            .expect("run");
+        assert!(o.status.success(), "{}", stderr(&o));
+        runs.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    let pick = |cold: bool, f: fn(&(bool, f64, f64, f64)) -> f64| {
+        let mut v: Vec<f64> = rows.iter().filter(|r| r.0 == cold).map(f).collect();
+        median_p95(&mut v)
+    };
+    let (run_m, run_p) = median_p95(&mut runs);
+    let (node_m, _) = pick(false, |r| r.1);
+    for (label, cold) in [("cold", true), ("cached", false)] {
+        let (pm, pp) = pick(cold, |r| r.2);
+        let (cm, cp) = pick(cold, |r| r.3);
+        println!(
+            "BENCH prepare_job {label}: median {pm:.0} ms p95 {pp:.0} ms ({:.2}x airlock run); cleanup_job median {cm:.0} ms p95 {cp:.0} ms",
+            pm / run_m
+        );
+    }
+    println!("BENCH baseline airlock run (same image, /bin/true): median {run_m:.0} ms p95 {run_p:.0} ms; node -e 0 in the job: median {node_m:.0} ms");
+    w.assert_clean();
+}
+
+/// Shared libraries `bin` needs, as `ldd` lists them (resolved paths).
+fn libs_of(bin: &str) -> Vec<String> {
+    let o = std::process::Command::new("ldd")
+        .arg(bin)
+        .output()
+        .expect("ldd");
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter_map(|l| {
+            l.split("=>")
+                .nth(1)
+                .and_then(|r| r.split_whitespace().next())
+                .or_else(|| l.split_whitespace().next().filter(|p| p.starts_with('/')))
+                .map(str::to_owned)
+        })
+        .collect()
+}
+
+/// An image of Debian's PostgreSQL 15 (server, initdb, pg_isready, psql) and `/bin/sh`, built
+/// from the host's package.
+fn import_postgres_image(w: &World) {
+    let bin = "/usr/lib/postgresql/15/bin";
+    let progs = ["postgres", "initdb", "pg_isready", "psql"];
+    let mut files: std::collections::BTreeSet<String> =
+        progs.iter().map(|p| format!("{bin}/{p}")).collect();
+    for p in progs {
+        files.extend(libs_of(&format!("{bin}/{p}")));
+    }
+    let layout = w.dir.path().join("pg-layout");
+    new_layout(&layout);
+    let layer = tar_of(|t| {
+        dash_layer(t);
+        let mut dirs = std::collections::BTreeSet::new();
+        for f in &files {
+            let rel = f.trim_start_matches('/');
+            let mut d = std::path::Path::new(rel).parent();
+            while let Some(p) = d.filter(|p| !p.as_os_str().is_empty()) {
+                dirs.insert(p.to_string_lossy().into_owned());
+                d = p.parent();
+            }
+        }
+        for d in dirs
+            .iter()
+            .filter(|d| !["bin", "lib", "lib/x86_64-linux-gnu", "lib64"].contains(&d.as_str()))
+        {
+            add_dir(t, d);
+        }
+        for f in &files {
+            let data = std::fs::read(std::fs::canonicalize(f).expect("canonical")).expect("read");
+            add_file(t, f.trim_start_matches('/'), &data, 0o755);
+        }
+        for d in ["usr/share", "usr/share/zoneinfo"] {
+            add_dir(t, d);
+        }
+        t.append_dir_all("usr/share/postgresql/15", "/usr/share/postgresql/15")
+            .expect("share");
+        let utc = std::fs::read("/usr/share/zoneinfo/Etc/UTC").expect("tzdata");
+        add_file(t, "usr/share/zoneinfo/UTC", &utc, 0o644);
+    });
+    let dm = write_manifest(
+        &layout,
+        "amd64",
+        &[("application/vnd.oci.image.layer.v1.tar+gzip", gzip(&layer))],
+    );
+    write_index_json(&layout, "postgres:15", &dm);
+    let o = w
+        .cmd()
+        .args(["image", "import"])
+        .arg(&layout)
+        .output()
+        .expect("import");
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+#[test]
+fn a_postgres_service_from_debian_answers_the_job_container_by_name() {
+    need_root!();
+    assert!(
+        std::path::Path::new("/usr/bin/node").exists(),
+        "node is not installed"
+    );
+    assert!(
+        std::path::Path::new("/usr/lib/postgresql/15/bin/postgres").exists(),
+        "PostgreSQL 15 is not installed (scripts/setup.sh installs postgresql-15)"
+    );
+    let w = World::new();
+    import_postgres_image(&w);
+    let pg_env =
+        json!({ "PATH": "/usr/lib/postgresql/15/bin:/usr/bin:/bin", "TZ": "UTC", "PGTZ": "UTC" });
+    let prepare = json!({
+        "command": "prepare_job", "responseFile": "/tmp/r.json", "state": {},
+        "args": {
+            "container": { "image": "postgres:15", "workingDirectory": "/__w",
+                           "environmentVariables": pg_env, "systemMountVolumes": work_mounts() },
+            "services": [{
+                "contextName": "postgres", "image": "postgres:15", "entryPoint": "/bin/sh",
+                "entryPointArgs": ["-c", "initdb -D /tmp/pg -U postgres --auth=trust -E UTF8 --locale=C --no-sync >/tmp/initdb.log 2>&1 || { cat /tmp/initdb.log; exit 1; }; exec postgres -D /tmp/pg -k /tmp -c listen_addresses=127.0.0.1 -c shared_buffers=16MB -c dynamic_shared_memory_type=mmap -c fsync=off"],
+                "environmentVariables": pg_env,
+                "createOptions": "--health-cmd 'pg_isready -h localhost -p 5432' --health-interval 300ms --health-retries 100",
+                "portMappings": ["5432:5432"]
+            }]
+        }
+    });
+    let step = json!({
+        "command": "run_script_step", "responseFile": null, "state": {},
+        "args": { "entryPoint": "/bin/sh",
+                  "entryPointArgs": ["-e", "-c", "echo \"by-name=$(psql -h postgres -U postgres -Atc 'select 40+2')\"; echo \"by-localhost=$(psql -h localhost -U postgres -Atc 'select current_user')\""],
+                  "environmentVariables": {}, "workingDirectory": "/__w" }
+    });
+    let cleanup =
+        json!({ "command": "cleanup_job", "responseFile": null, "state": {}, "args": {} });
+    let o = run_job(
+        &w,
+        &[("prepare.json", prepare), ("step.json", step), ("cleanup.json", cleanup)],
+        "touch /tmp/r.json\nnode $H < prepare.json; echo \"prepare=$?\"\nnode $H < step.json; echo \"step=$?\"\nnode $H < cleanup.json; echo \"cleanup=$?\"",
+    );
+    let (out, err) = (stdout(&o), stderr(&o));
+    for want in [
+        "prepare=0",
+        "by-name=42",
+        "by-localhost=postgres",
+        "step=0",
+        "cleanup=0",
+    ] {
+        assert!(out.contains(want), "missing {want:?} in\n{out}\n{err}");
+    }
+    assert!(err.contains("service:postgres is healthy"), "{err}");
+    w.assert_clean();
+}
