@@ -962,6 +962,15 @@ fn check_serve(
     }
     let store = ImageStore::new(config.data_dir.join("images"));
     for (name, g) in &policy.policy.groups {
+        if let Some(c) = &g.containers {
+            println!(
+                "  group {name}: container jobs through the runner's container hooks (at most {} containers, {:.0}% of the limits; docs/containers.md)",
+                c.max,
+                c.share * 100.0
+            );
+        }
+    }
+    for (name, g) in &policy.policy.groups {
         if let airlock_policy::RootfsSource::Image(r) = &g.rootfs {
             if airlock_policy::registry_host(r).is_some() {
                 // Pulled by the job's `airlock run` on first use (its start time counts it).

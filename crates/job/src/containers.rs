@@ -976,7 +976,8 @@ fn run_to_end(
                 }
             }
             let airlock_sandbox::launch::Launched { watcher, mut child } = launched;
-            let (tx, rx) = std::sync::mpsc::channel::<(bool, Vec<u8>)>();
+            // Bounded: a hook that does not read its output stalls the step, never airlock's memory.
+            let (tx, rx) = std::sync::mpsc::sync_channel::<(bool, Vec<u8>)>(16);
             let pumps: Vec<_> = [
                 child
                     .stdout
