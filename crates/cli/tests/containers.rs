@@ -240,6 +240,17 @@ node $H < cleanup.json; echo "cleanup=$?"
         "{resp}"
     );
     assert_eq!(resp["isAlpine"], false);
+    let net = resp["context"]["container"]["network"]
+        .as_str()
+        .expect("network");
+    assert_eq!(
+        resp["context"]["services"]["web"]["network"], net,
+        "one network"
+    );
+    assert_eq!(
+        resp["state"]["services"]["web"],
+        resp["context"]["services"]["web"]["id"]
+    );
     // On the record: each container created and ended, the services' commands, the steps'
     // execs attributed to their sandboxes.
     let created = records(&w, "container.created");
@@ -704,6 +715,17 @@ fn import_postgres_image(w: &World) {
     for p in progs {
         files.extend(libs_of(&format!("{bin}/{p}")));
     }
+    // `$libdir`: the server's own modules (text search, PL/pgSQL, encodings); not the JIT,
+    // which would bring LLVM.
+    for e in std::fs::read_dir("/usr/lib/postgresql/15/lib")
+        .expect("libdir")
+        .flatten()
+    {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".so") && !name.starts_with("llvmjit") {
+            files.insert(e.path().to_string_lossy().into_owned());
+        }
+    }
     let layout = w.dir.path().join("pg-layout");
     new_layout(&layout);
     let layer = tar_of(|t| {
@@ -772,7 +794,7 @@ fn a_postgres_service_from_debian_answers_the_job_container_by_name() {
                            "environmentVariables": pg_env, "systemMountVolumes": work_mounts() },
             "services": [{
                 "contextName": "postgres", "image": "postgres:15", "entryPoint": "/bin/sh",
-                "entryPointArgs": ["-c", "initdb -D /tmp/pg -U postgres --auth=trust -E UTF8 --locale=C --no-sync >/tmp/initdb.log 2>&1 || { cat /tmp/initdb.log; exit 1; }; exec postgres -D /tmp/pg -k /tmp -c listen_addresses=127.0.0.1 -c shared_buffers=16MB -c dynamic_shared_memory_type=mmap -c fsync=off"],
+                "entryPointArgs": ["-c", "initdb -D /tmp/pg -U postgres --auth=trust -E UTF8 --locale=C --no-sync >/tmp/initdb.log 2>&1 || { while read -r l; do echo \"$l\"; done < /tmp/initdb.log; exit 1; }; exec postgres -D /tmp/pg -k /tmp -c listen_addresses=127.0.0.1 -c shared_buffers=16MB -c dynamic_shared_memory_type=mmap -c fsync=off"],
                 "environmentVariables": pg_env,
                 "createOptions": "--health-cmd 'pg_isready -h localhost -p 5432' --health-interval 300ms --health-retries 100",
                 "portMappings": ["5432:5432"]

@@ -494,8 +494,8 @@ fn clone_raw(flags: u64) -> i32 {
     errno
 }
 
-/// A tiny TCP service: every connection gets `text` and a newline (the container tests'
-/// services).
+/// A tiny HTTP service: every connection gets `text` and a newline as a 200 response (the
+/// container tests' services).
 fn serve(port: u16, text: &str) {
     let l = match std::net::TcpListener::bind(("0.0.0.0", port)) {
         Ok(l) => l,
@@ -507,7 +507,17 @@ fn serve(port: u16, text: &str) {
     println!("serving on {port}");
     for c in l.incoming().flatten() {
         let mut c = c;
-        let _ = std::io::Write::write_all(&mut c, format!("{text}\n").as_bytes());
+        // An HTTP/1.0 answer, sent at once: curl (which sends its request first) and `get`
+        // (which sends nothing) both read it.
+        let body = format!("{text}\n");
+        let _ = std::io::Write::write_all(
+            &mut c,
+            format!(
+                "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        );
     }
 }
 
