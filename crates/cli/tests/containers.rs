@@ -156,7 +156,7 @@ fn container_job_with_services_steps_and_a_container_step() {
         })
     };
     let step1 = step(
-        "probe get web 8080; probe get localhost 5432; probe get db 5432; echo written > /__w/from-step.txt; echo in-vol > /vol/v; echo \"env=$NODE_ENV,$FROM_OPTS,$FOO\"; echo \"path=$PATH\"; echo \"uid=$(pwd):$AIRLOCK_JOB_ID\"",
+        "probe get web 8080; probe get localhost 5432; probe get db 5432; echo written > /__w/from-step.txt; echo in-vol > /vol/v; echo \"env=$NODE_ENV,$FROM_OPTS,$FOO\"; echo \"path=$PATH\"; echo \"uid=$(pwd):$AIRLOCK_JOB_ID\"; probe syscalls >/dev/null 2>&1 || true",
         json!({ "FOO": "bar" }),
     );
     let step2 = step(
@@ -269,12 +269,30 @@ node $H < cleanup.json; echo "cleanup=$?"
         .is_some_and(|d| d.starts_with("sha256:"))));
     let ended = records(&w, "container.ended");
     assert!(ended.len() >= 4, "{ended:?}");
+    // The containers' records are the job's (one limiter, one set of detectors) and name
+    // the sandbox that made them.
+    let job = job_id(&o).expect("job id");
     let execs = records(&w, "process.exec");
+    let probe_execs: Vec<_> = execs
+        .iter()
+        .filter(|r| r["data"]["path"].as_str() == Some("/bin/probe"))
+        .collect();
     assert!(
-        execs
-            .iter()
-            .any(|r| r["data"]["path"].as_str() == Some("/bin/probe")),
+        !probe_execs.is_empty(),
         "the containers' execs are recorded"
+    );
+    for r in &probe_execs {
+        assert_eq!(r["job"], job.as_str(), "{r}");
+        let sb = r["data"]["sandbox"].as_str().unwrap_or_default();
+        // A step's or a service's own sandbox, never the runner's.
+        assert!(sb.starts_with('j') && sb != job, "{r}");
+    }
+    let alerts = records(&w, "alert");
+    assert!(
+        alerts
+            .iter()
+            .any(|a| a["job"] == job.as_str() && a.to_string().contains("privileged-operation")),
+        "the job's detectors saw the step's denied calls: {alerts:?}"
     );
     w.assert_clean();
 }

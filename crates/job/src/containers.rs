@@ -570,6 +570,8 @@ fn child_plan(
 ) -> JobPlan {
     let mut p = ctx.runner.clone();
     p.id = JobId::random();
+    // Its records are the job's: the job's limiter bounds them, its detectors read them.
+    p.record_as = Some(ctx.runner.id.clone());
     p.cgroup = format!("{}/{}", budget_cgroup(&ctx.runner.id), p.id);
     p.rootfs = rootfs;
     p.argv = argv;

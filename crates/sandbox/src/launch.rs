@@ -78,7 +78,14 @@ pub fn spawn(
     // cannot deliver them) the deny list is answered in the kernel, unrecorded.
     let watcher = match (plan.process_events, events) {
         (false, _) => None,
-        (true, Some(s)) => Some(crate::watch::Watcher::start(&job_dir, plan.id.as_str(), s)?),
+        (true, Some(s)) => {
+            let record_as = plan.record_as.as_ref().unwrap_or(&plan.id);
+            Some(crate::watch::Watcher::start(
+                &job_dir,
+                record_as.as_str(),
+                s,
+            )?)
+        }
         (true, None) => {
             return Err(SandboxError::Audit(airlock_audit::AuditError::Writer(
                 "queue closed".into(),

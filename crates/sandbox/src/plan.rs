@@ -131,6 +131,9 @@ pub struct JobPlan {
     pub hosts: Vec<String>,
     /// Its working directory.
     pub cwd: String,
+    /// The job whose record the sandbox's events join, when it is not its own (a container
+    /// records under its job: one limiter, one set of detectors, one audit identity).
+    pub record_as: Option<JobId>,
 }
 
 /// A host directory bind-mounted into a sandbox.
@@ -207,6 +210,7 @@ impl JobPlan {
             binds: Vec::new(),
             hosts: Vec::new(),
             cwd: WORKSPACE.to_owned(),
+            record_as: None,
         })
     }
 }

@@ -93,9 +93,14 @@ impl Watcher {
             .map_err(SandboxError::io("configuring", &socket))?;
         let (rd, wr) = pipe()?;
         let job = job.to_owned();
+        // A container's sandbox records under its job: its exec records name the sandbox.
+        let sandbox = job_dir
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .filter(|s| *s != job);
         let thread = std::thread::Builder::new()
             .name("exec-watch".into())
-            .spawn(move || listen(listener, rd, &job, &audit))
+            .spawn(move || listen(listener, rd, &job, sandbox, &audit))
             .map_err(SandboxError::io("starting the exec listener for", &socket))?;
         Ok(Self {
             stop: wr,
@@ -128,7 +133,13 @@ fn readable(fd: BorrowedFd<'_>) -> PollFd<'_> {
     PollFd::new(fd, PollFlags::POLLIN)
 }
 
-fn listen(listener: UnixListener, stop: OwnedFd, job: &str, audit: &AuditSender) -> Stats {
+fn listen(
+    listener: UnixListener,
+    stop: OwnedFd,
+    job: &str,
+    sandbox: Option<String>,
+    audit: &AuditSender,
+) -> Stats {
     let mut stats = Stats::default();
     // 1. Wait for the runtime to hand over the filter's notification fd.
     let notify = loop {
@@ -152,7 +163,10 @@ fn listen(listener: UnixListener, stop: OwnedFd, job: &str, audit: &AuditSender)
     drop(listener);
     // 2. Answer notifications; follow exec'd processes to their exit.
     let mut live: HashMap<i32, OwnedFd> = HashMap::new();
-    let mut execs = Execs::default();
+    let mut execs = Execs {
+        sandbox,
+        ..Execs::default()
+    };
     loop {
         let pids: Vec<i32> = live.keys().copied().collect();
         let (mut hup, mut stopped, mut ready, mut exited) = (false, false, false, Vec::new());
@@ -329,6 +343,9 @@ fn handle(
         if mismatch {
             data["argv0_mismatch"] = true.into();
         }
+        if let Some(s) = &execs.sandbox {
+            data["sandbox"] = s.clone().into();
+        }
         if let Some(l) = &loaded {
             data["loaded"] = serde_json::to_value(l).unwrap_or_default();
         }
@@ -452,6 +469,8 @@ struct Ran {
 /// for confirmation, and the executables that ran. Every part is bounded.
 #[derive(Default)]
 struct Execs {
+    /// The sandbox, when it is not the job's own (a container of the job).
+    sandbox: Option<String>,
     resolver: exe::Resolver,
     /// By thread-group id: a process has at most one exec in flight.
     pending: HashMap<i32, Pending>,
