@@ -571,6 +571,31 @@ fn containers_end_with_their_runner_and_after_kill_9_with_gc() {
         job_states(&w).1.len() >= 2,
         "the containers are still there"
     );
+    // The budget holds half of the group's limits (512 MiB, 256 pids, 1 CPU); the runner
+    // keeps the other half.
+    let budget = cgroups_of(&format!("{runner}-c"));
+    assert!(!budget.is_empty(), "the containers' budget exists");
+    let read = |file: &str| {
+        budget
+            .iter()
+            .find_map(|d| std::fs::read_to_string(d.join(file)).ok())
+            .map(|s| s.trim().to_owned())
+    };
+    if let Some(mem) = read("memory.limit_in_bytes") {
+        assert_eq!(mem, (256u64 << 20).to_string());
+        assert_eq!(read("pids.max").as_deref(), Some("128"));
+        assert_eq!(read("cpu.cfs_quota_us").as_deref(), Some("50000"));
+    } else {
+        assert_eq!(read("memory.max"), Some((256u64 << 20).to_string()));
+        assert_eq!(read("cpu.max").as_deref(), Some("50000 100000"));
+    }
+    let runner_mem = cgroups_of(&runner)
+        .iter()
+        .find_map(|d| std::fs::read_to_string(d.join("memory.limit_in_bytes")).ok())
+        .map(|s| s.trim().to_owned());
+    if let Some(m) = runner_mem {
+        assert_eq!(m, (256u64 << 20).to_string(), "the runner keeps the rest");
+    }
     child.kill().expect("kill -9");
     let _ = child.wait();
     let o = w.cmd().arg("gc").output().expect("gc");

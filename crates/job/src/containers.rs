@@ -63,6 +63,7 @@ pub(crate) fn plan_runner(plan: &mut JobPlan, c: &Containers, job_dir: &Path) {
     let keep = 1.0 - c.share;
     plan.limits.memory.0 = page_align((plan.limits.memory.0 as f64 * keep) as u64);
     plan.limits.pids = ((f64::from(plan.limits.pids) * keep) as u32).max(16);
+    plan.limits.cpus = (plan.limits.cpus * keep).max(MIN_CPUS);
     plan.binds.push(Bind {
         source: job_dir.join(API_DIR),
         dest: airlock_containers::API_DIR.to_owned(),
@@ -84,15 +85,20 @@ pub(crate) fn plan_runner(plan: &mut JobPlan, c: &Containers, job_dir: &Path) {
     ));
 }
 
+/// The smallest CPU share a runner or the containers' budget gets (the spec's minimum quota).
+const MIN_CPUS: f64 = 0.01;
+
 fn page_align(b: u64) -> u64 {
     (b / 4096).max(1) * 4096
 }
 
-/// The budget the containers share: what the runner's plan did not keep.
-fn budget(group_limits: &airlock_policy::Limits, c: &Containers) -> (u64, u32) {
+/// The budget the containers share: what the runner's plan did not keep (memory, pids,
+/// CPUs).
+fn budget(group_limits: &airlock_policy::Limits, c: &Containers) -> (u64, u32, f64) {
     let mem = page_align((group_limits.memory.0 as f64 * c.share) as u64);
     let pids = ((f64::from(group_limits.pids) * c.share) as u32).max(16);
-    (mem, pids)
+    let cpus = (group_limits.cpus * c.share).max(MIN_CPUS);
+    (mem, pids, cpus)
 }
 
 /// Creates the API directory (hook and socket) in the job dir and the containers' cgroup
@@ -128,8 +134,9 @@ pub(crate) fn open_api(
     let rel = budget_cgroup(&plan.id);
     state.extra_cgroups.push(rel.clone());
     state.save(&engine.paths)?;
-    let (mem, pids) = budget(group_limits, c);
-    airlock_sandbox::cgroup::create_budget(&rel, mem, pids)?;
+    let (mem, pids, cpus) = budget(group_limits, c);
+    let quota = (cpus * airlock_sandbox::spec::CPU_PERIOD_US as f64).round() as u64;
+    airlock_sandbox::cgroup::create_budget(&rel, mem, pids, quota.max(1000))?;
     Ok(listener)
 }
 
@@ -583,12 +590,12 @@ fn child_plan(
     p.binds = Vec::new();
     p.hosts = Vec::new();
     p.protect = Vec::new();
-    let (mem, pids) = budget(&ctx.group_limits, &ctx.policy);
+    // Never more than the budget: a child's CPU quota above its parent's is refused by the
+    // kernel (cgroup v1), and the budget caps them all anyway.
+    let (mem, pids, budget_cpus) = budget(&ctx.group_limits, &ctx.policy);
     p.limits.memory.0 = memory.map_or(mem, |m| page_align(m.min(mem)));
     p.limits.pids = pids;
-    if let Some(c) = cpus {
-        p.limits.cpus = c.min(ctx.group_limits.cpus);
-    }
+    p.limits.cpus = cpus.map_or(budget_cpus, |c| c.min(budget_cpus).max(MIN_CPUS));
     p
 }
 

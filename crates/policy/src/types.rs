@@ -377,8 +377,8 @@ pub struct Containers {
     /// at a time.
     #[serde(default = "Containers::default_max")]
     pub max: u32,
-    /// The part of the group's memory and pids limits the job's containers share; the runner
-    /// keeps the rest. A job and its containers together never exceed the group's limits.
+    /// The part of the group's memory, pids and CPU limits the job's containers share; the
+    /// runner keeps the rest. A job and its containers together never exceed the group's limits.
     #[serde(default = "Containers::default_share")]
     pub share: f64,
     /// Whether a container may run as root (uid 0) when its image or `--user` asks for it.

@@ -199,9 +199,15 @@ pub fn verify_limits(pid: i32, want: &Expected) -> Result<(), SandboxError> {
 }
 
 /// Creates the cgroup `rel` as a budget that sandboxes below it share: at most `memory`
-/// bytes and `pids` processes for all of them together. The limits are read back: a budget
-/// the kernel did not take is an error (fail closed).
-pub fn create_budget(rel: &str, memory: u64, pids: u32) -> Result<(), SandboxError> {
+/// bytes, `pids` processes and `cpu_quota_us` of CPU time per 100 ms for all of them
+/// together. The limits are read back: a budget the kernel did not take is an error (fail
+/// closed).
+pub fn create_budget(
+    rel: &str,
+    memory: u64,
+    pids: u32,
+    cpu_quota_us: u64,
+) -> Result<(), SandboxError> {
     let h = Hierarchies::detect();
     let rel = rel.trim_start_matches('/');
     let set = |dir: &Path, file: &str, value: String| -> Result<(), SandboxError> {
@@ -217,10 +223,19 @@ pub fn create_budget(rel: &str, memory: u64, pids: u32) -> Result<(), SandboxErr
         }
         Ok(())
     };
+    let period = crate::spec::CPU_PERIOD_US;
     match (h.v1_mount("memory"), h.v1_mount("pids"), &h.v2) {
         (Some(m), Some(p), _) => {
             set(&m.join(rel), "memory.limit_in_bytes", memory.to_string())?;
             set(&p.join(rel), "pids.max", pids.to_string())?;
+            let c = h
+                .v1_mount("cpu")
+                .ok_or_else(|| SandboxError::ProtectionUnavailable {
+                    protection: "container budget".into(),
+                    reason: "no cpu cgroup controller found".into(),
+                })?;
+            set(&c.join(rel), "cpu.cfs_period_us", period.to_string())?;
+            set(&c.join(rel), "cpu.cfs_quota_us", cpu_quota_us.to_string())?;
         }
         (None, None, Some(v2)) => {
             let dir = v2.join(rel);
@@ -230,6 +245,7 @@ pub fn create_budget(rel: &str, memory: u64, pids: u32) -> Result<(), SandboxErr
             std::fs::write(&sc, "+memory +pids +cpu").map_err(SandboxError::io("writing", &sc))?;
             set(&dir, "memory.max", memory.to_string())?;
             set(&dir, "pids.max", pids.to_string())?;
+            set(&dir, "cpu.max", format!("{cpu_quota_us} {period}"))?;
         }
         _ => {
             return Err(SandboxError::ProtectionUnavailable {
