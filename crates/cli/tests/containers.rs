@@ -799,6 +799,9 @@ fn import_postgres_image(w: &World) {
             .expect("share");
         let utc = std::fs::read("/usr/share/zoneinfo/Etc/UTC").expect("tzdata");
         add_file(t, "usr/share/zoneinfo/UTC", &utc, 0o644);
+        // The probe: the job's small HTTP service and its client.
+        let probe = std::fs::read(probe_bin()).expect("probe");
+        add_file(t, "bin/probe", &probe, 0o755);
     });
     let dm = write_manifest(
         &layout,
@@ -841,13 +844,16 @@ fn a_postgres_service_from_debian_answers_the_job_container_by_name() {
                 "environmentVariables": pg_env,
                 "createOptions": "--health-cmd 'pg_isready -h localhost -p 5432' --health-interval 300ms --health-retries 100",
                 "portMappings": ["5432:5432"]
+            }, {
+                "contextName": "web", "image": "postgres:15", "entryPoint": "/bin/probe",
+                "entryPointArgs": ["serve", "8080", "hello-from-web"], "environmentVariables": {}
             }]
         }
     });
     let step = json!({
         "command": "run_script_step", "responseFile": null, "state": {},
         "args": { "entryPoint": "/bin/sh",
-                  "entryPointArgs": ["-e", "-c", "echo \"by-name=$(psql -h postgres -U postgres -Atc 'select 40+2')\"; echo \"by-localhost=$(psql -h localhost -U postgres -Atc 'select current_user')\""],
+                  "entryPointArgs": ["-e", "-c", "echo \"by-name=$(psql -h postgres -U postgres -Atc 'select 40+2')\"; echo \"by-localhost=$(psql -h localhost -U postgres -Atc 'select current_user')\"; probe get web 8080; probe get localhost 8080"],
                   "environmentVariables": {}, "workingDirectory": "/__w" }
     });
     let cleanup =
@@ -860,6 +866,7 @@ fn a_postgres_service_from_debian_answers_the_job_container_by_name() {
     let (out, err) = (stdout(&o), stderr(&o));
     for want in [
         "prepare=0",
+        "hello-from-web",
         "by-name=42",
         "by-localhost=postgres",
         "step=0",
