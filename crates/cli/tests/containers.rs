@@ -17,24 +17,8 @@ use serde_json::json;
 /// layout; returns the layout.
 fn build_image(w: &World) -> std::path::PathBuf {
     let layout = w.dir.path().join("ctr-layout");
-    new_layout(&layout);
     let probe = std::fs::read(probe_bin()).expect("probe");
-    let libgcc = std::fs::read(
-        std::fs::canonicalize("/lib/x86_64-linux-gnu/libgcc_s.so.1").expect("libgcc"),
-    )
-    .expect("read libgcc");
-    let layer = tar_of(|t| {
-        dash_layer(t);
-        add_file(t, "bin/probe", &probe, 0o755);
-        add_file(t, "lib/x86_64-linux-gnu/libgcc_s.so.1", &libgcc, 0o755);
-        add_dir(t, "data");
-    });
-    let dm = write_manifest(
-        &layout,
-        "amd64",
-        &[("application/vnd.oci.image.layer.v1.tar+gzip", gzip(&layer))],
-    );
-    write_index_json(&layout, "ctr:1", &dm);
+    common::oci::probe_image_layout(&layout, "ctr:1", &probe);
     layout
 }
 

@@ -46,6 +46,9 @@ egress = { mode = "audit", resolver = "198.51.100.53" }
 egress = { domains = ["allowed.test"], allow = ["10.0.0.0/8:7777", "10.0.0.0/8:3128", "10.0.0.0/8:53", "10.0.0.0/8:53/udp"], resolver = "198.51.100.53" }
 [groups.deadns]
 egress = { domains = ["allowed.test"], resolver = "198.51.100.99" }
+[groups.ctr]
+egress = { domains = ["allowed.test"], resolver = "198.51.100.53" }
+containers = {}
 "#;
 
 fn world() -> Net {
@@ -1560,5 +1563,58 @@ echo "gw_raw=$(timeout 3 bash -c "exec 3<>/dev/tcp/$GW/443; echo hi >&3; head -c
             assert_ne!(r["blocked_tls"], "0", "{out}");
         }
     }
+    net.w.assert_clean();
+}
+
+#[test]
+fn containers_share_the_jobs_egress_policy_and_never_reach_metadata() {
+    need_root!();
+    let net = world();
+    // The containers' image: the probe as an HTTP client (docs/containers.md).
+    let layout = net.w.dir.path().join("ctr-layout");
+    let probe = std::fs::read(probe_bin()).expect("probe");
+    common::oci::probe_image_layout(&layout, "ctr:1", &probe);
+    let o = net
+        .w
+        .cmd()
+        .args(["image", "import"])
+        .arg(&layout)
+        .output()
+        .expect("import");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let step = serde_json::json!({
+        "command": "run_container_step", "responseFile": null, "state": {},
+        "args": { "image": "ctr:1", "entryPoint": "/bin/sh", "workingDirectory": "/",
+                  "entryPointArgs": ["-c", "probe http http://allowed.test/ && echo allowed=ok; probe http http://blocked.test/ || echo blocked=refused; probe http http://169.254.169.254/latest/meta-data/ || echo meta=refused; probe get 10.50.0.10 5432 || echo internal=refused"],
+                  "systemMountVolumes": [], "environmentVariables": {} }
+    });
+    std::fs::write(net.w.ws().join("step.json"), step.to_string()).expect("request");
+    let (out, o) = net.job(
+        "ctr",
+        "node $ACTIONS_RUNNER_CONTAINER_HOOKS < step.json; echo \"step=$?\"",
+    );
+    assert!(o.status.success(), "{out}\n{}", stderr(&o));
+    for want in [
+        "allowed=ok",
+        "blocked=refused",
+        "meta=refused",
+        "internal=refused",
+        "step=0",
+    ] {
+        assert!(out.contains(want), "missing {want}:\n{out}\n{}", stderr(&o));
+    }
+    assert!(!out.contains("stolen"), "{out}");
+    // The container's traffic is the job's: the gateway and the firewall recorded it.
+    let recs = net.records();
+    assert!(
+        recs.iter()
+            .any(|r| r["kind"] == "dns" && r["name"] == "blocked.test" && r["verdict"] == "deny"),
+        "{recs:#?}"
+    );
+    assert!(
+        recs.iter()
+            .any(|r| r["kind"] == "drop" && r["dialled"] == "169.254.169.254:80"),
+        "{recs:#?}"
+    );
     net.w.assert_clean();
 }

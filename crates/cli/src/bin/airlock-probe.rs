@@ -542,6 +542,50 @@ fn get(host: &str, port: u16) {
     }
 }
 
+/// `GET url` over plain HTTP/1.0 with its Host header; prints the status line and the body;
+/// exit 0 on a 2xx answer, 1 otherwise (the container tests' egress client).
+fn http(url: &str) {
+    use std::io::{Read, Write};
+    let Some(rest) = url.strip_prefix("http://") else {
+        eprintln!("http:// URLs only");
+        std::process::exit(2);
+    };
+    let (hostport, path) = rest
+        .split_once('/')
+        .map_or((rest, "/".to_owned()), |(h, p)| (h, format!("/{p}")));
+    let (host, port) = hostport
+        .rsplit_once(':')
+        .and_then(|(h, p)| p.parse::<u16>().ok().map(|p| (h, p)))
+        .unwrap_or((hostport, 80));
+    let addr = std::net::ToSocketAddrs::to_socket_addrs(&(host, port))
+        .ok()
+        .and_then(|mut a| a.next());
+    let Some(addr) = addr else {
+        eprintln!("cannot resolve {host}");
+        std::process::exit(1);
+    };
+    let mut c = match std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(3))
+    {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("connect {addr}: {e}");
+            std::process::exit(1);
+        }
+    };
+    let _ = c.set_read_timeout(Some(std::time::Duration::from_secs(5)));
+    let _ = c.write_all(format!("GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").as_bytes());
+    let mut s = Vec::new();
+    let _ = c.read_to_end(&mut s);
+    let s = String::from_utf8_lossy(&s);
+    let status = s.lines().next().unwrap_or("").to_owned();
+    println!("{status}");
+    if let Some((_, body)) = s.split_once("\r\n\r\n") {
+        print!("{body}");
+    }
+    let ok = status.split(' ').nth(1).is_some_and(|c| c.starts_with('2'));
+    std::process::exit(if ok { 0 } else { 1 });
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     match args.get(1).map(String::as_str) {
@@ -558,12 +602,17 @@ fn main() {
             args.get(2).and_then(|s| s.parse().ok()).unwrap_or(8080),
             args.get(3).map(String::as_str).unwrap_or("hello"),
         ),
+        Some("http") => http(
+            args.get(2)
+                .map(String::as_str)
+                .unwrap_or("http://localhost/"),
+        ),
         Some("get") => get(
             args.get(2).map(String::as_str).unwrap_or("localhost"),
             args.get(3).and_then(|s| s.parse().ok()).unwrap_or(8080),
         ),
         _ => {
-            eprintln!("usage: airlock-probe syscalls | high-bits | alloc MIB | spin MS | flood KIND MS [N] | serve PORT TEXT | get HOST PORT");
+            eprintln!("usage: airlock-probe syscalls | high-bits | alloc MIB | spin MS | flood KIND MS [N] | serve PORT TEXT | get HOST PORT | http URL");
             std::process::exit(2);
         }
     }

@@ -206,3 +206,25 @@ pub fn debian_layout(dir: &Path, name: &str) {
     );
     write_index_json(dir, name, &dm);
 }
+
+/// A layout holding one image `name`: `/bin/sh` (dash), the probe at `/bin/probe` (a small HTTP
+/// service and client) and an empty `/data` (the container tests' image).
+pub fn probe_image_layout(layout: &Path, name: &str, probe: &[u8]) {
+    new_layout(layout);
+    let libgcc = std::fs::read(
+        std::fs::canonicalize("/lib/x86_64-linux-gnu/libgcc_s.so.1").expect("libgcc"),
+    )
+    .expect("read libgcc");
+    let layer = tar_of(|t| {
+        dash_layer(t);
+        add_file(t, "bin/probe", probe, 0o755);
+        add_file(t, "lib/x86_64-linux-gnu/libgcc_s.so.1", &libgcc, 0o755);
+        add_dir(t, "data");
+    });
+    let dm = write_manifest(
+        layout,
+        "amd64",
+        &[("application/vnd.oci.image.layer.v1.tar+gzip", gzip(&layer))],
+    );
+    write_index_json(layout, name, &dm);
+}
