@@ -48,10 +48,9 @@ pub fn limited(kind: Kind) -> bool {
     use crate::Kind::*;
     match kind {
         ProcessExec | ProcessExit | ExecActual | ExecUntracked | SyscallDenied => true,
-        // A job can ask for refused containers as often as it likes; it can create only
-        // `containers.max` at a time, and each is torn down before another takes its place.
-        ContainerRefused => true,
-        ContainerCreated | ContainerEnded => false,
+        // A job can ask its container API for containers (and refusals) as often as it likes:
+        // `containers.max` bounds how many exist at a time, not how many records they make.
+        ContainerRefused | ContainerCreated | ContainerEnded => true,
         k if k.is_net() => true,
         JobRequested | JobRefused | JobStarted | JobEnded | SecretInjected | ConfigChanged
         | FileChanged | FileScan | Alert | AuditAggregated | AuditFlood | AuditCheckpoint
@@ -72,6 +71,7 @@ pub fn key_of(kind: Kind, data: &Value) -> String {
         }),
         Kind::ProcessExec => s("path").map(str::to_owned),
         Kind::ContainerRefused => s("what").map(str::to_owned),
+        Kind::ContainerCreated | Kind::ContainerEnded => s("role").map(str::to_owned),
         k if k.is_net() => s("name")
             .or_else(|| s("dialled"))
             .or_else(|| s("resolved"))
@@ -575,6 +575,20 @@ mod tests {
         let flood = out.iter().find(|e| e.kind == FLOOD).expect("summary");
         assert_eq!(flood.data["aggregated"], counted);
         assert_eq!(flood.data["by_kind"]["syscall.denied"], counted);
+    }
+
+    #[test]
+    fn what_a_job_asks_its_container_api_for_is_limited_its_own_lifecycle_is_not() {
+        use crate::Kind::*;
+        for k in [ContainerCreated, ContainerEnded, ContainerRefused] {
+            assert!(limited(k), "{k:?}");
+        }
+        for k in [JobStarted, JobEnded, JobRequested] {
+            assert!(!limited(k), "{k:?}");
+        }
+        let data = serde_json::json!({ "role": "service:db", "what": "--privileged" });
+        assert_eq!(key_of(ContainerCreated, &data), "service:db");
+        assert_eq!(key_of(ContainerRefused, &data), "--privileged");
     }
 
     #[test]

@@ -119,6 +119,9 @@ pub struct ContainerSpec {
     pub notices: Vec<String>,
 }
 
+/// The shortest interval between two health checks of a service (each is a sandbox).
+pub const MIN_HEALTH_INTERVAL: Duration = Duration::from_millis(100);
+
 /// Where the runner may share its own directories into a container: its work directory,
 /// its externals (the runner's Node.js for JavaScript actions), and the `/github` paths.
 const SYSTEM_TARGETS: &[&str] = &["/__w", "/__e", "/github"];
@@ -243,9 +246,13 @@ pub fn container(role: Role, c: &ContainerInfo) -> Result<ContainerSpec, Refused
             ));
         }
     }
+    // Each try is a sandbox airlock builds: not more often than every MIN_HEALTH_INTERVAL.
     let health = opts.health_cmd.as_ref().map(|cmd| Health {
         cmd: cmd.clone(),
-        interval: opts.health_interval.unwrap_or(Duration::from_secs(1)),
+        interval: opts
+            .health_interval
+            .unwrap_or(Duration::from_secs(1))
+            .max(MIN_HEALTH_INTERVAL),
         timeout: opts.health_timeout.unwrap_or(Duration::from_secs(30)),
         retries: opts.health_retries.unwrap_or(3),
         start_period: opts.health_start_period.unwrap_or(Duration::ZERO),
@@ -423,6 +430,16 @@ mod tests {
             let e = container(role, &info(json)).expect_err(json);
             assert!(e.to_string().contains(says), "{json}: {e}");
         }
+    }
+
+    #[test]
+    fn health_checks_are_not_run_more_often_than_the_minimum() {
+        let s = container(
+            Role::Service("db".into()),
+            &info(r#"{"image":"a","createOptions":"--health-cmd true --health-interval 1ms"}"#),
+        )
+        .expect("accepted");
+        assert_eq!(s.health.expect("health").interval, MIN_HEALTH_INTERVAL);
     }
 
     #[test]
