@@ -349,4 +349,42 @@ mod tests {
         assert!(runner_programs(&["/usr/bin/airlock-fake-runner".to_owned()]).is_empty());
         assert!(runner_programs(&["run.sh".to_owned()]).is_empty());
     }
+
+    #[test]
+    fn the_derived_policy_keeps_container_jobs_and_where_images_come_from() {
+        let group = Group {
+            containers: Some(airlock_policy::Containers {
+                max: 3,
+                share: 0.25,
+                allow_root: false,
+                health_timeout: airlock_policy::HumanDuration(std::time::Duration::from_secs(9)),
+                require_job_container: true,
+            }),
+            ..Group::default()
+        };
+        let images = airlock_policy::ImageSettings {
+            registries: vec!["registry.acme.internal".into()],
+            ..Default::default()
+        };
+        let spec = LaunchSpec {
+            key: "job-1".into(),
+            group: "ci".into(),
+            policy: group.clone(),
+            detectors: Default::default(),
+            alerts: Default::default(),
+            audit: Default::default(),
+            images: images.clone(),
+            command: vec!["/home/runner/actions-runner/run.sh".into()],
+            jit_config: Secret::new("jit"),
+            token: None,
+        };
+        let p = ProcessLauncher::derived_policy(&spec);
+        assert_eq!(p.groups["ci"].containers, group.containers);
+        assert_eq!(p.images, images);
+        // And it survives the file the child reads.
+        let text = toml::to_string(&p).expect("toml");
+        let back = airlock_policy::parse(&text, std::path::Path::new("derived.toml"))
+            .expect("the derived policy parses");
+        assert_eq!(back.groups["ci"].containers, group.containers);
+    }
 }
