@@ -75,6 +75,22 @@ fn work_mounts() -> serde_json::Value {
     ])
 }
 
+/// What today's runner sends for a job container (actions/runner `ContainerInfo.cs`,
+/// `MountWellKnownDirectories`): its Docker socket, and the work, temp, actions, tool,
+/// externals and home directories.
+fn runner_job_mounts() -> serde_json::Value {
+    json!([
+        { "sourceVolumePath": "/var/run/docker.sock", "targetVolumePath": "/var/run/docker.sock", "readOnly": false, "userProvidedValue": null },
+        { "sourceVolumePath": "/home/runner/work", "targetVolumePath": "/__w", "readOnly": false },
+        { "sourceVolumePath": "/home/runner/work/_temp", "targetVolumePath": "/__w/_temp", "readOnly": false },
+        { "sourceVolumePath": "/home/runner/work/_actions", "targetVolumePath": "/__w/_actions", "readOnly": false },
+        { "sourceVolumePath": "/home/runner/work/_tool", "targetVolumePath": "/__w/_tool", "readOnly": false },
+        { "sourceVolumePath": "/home/runner/externals", "targetVolumePath": "/__e", "readOnly": true },
+        { "sourceVolumePath": "/home/runner/work/_temp/_github_home", "targetVolumePath": "/github/home", "readOnly": false },
+        { "sourceVolumePath": "/home/runner/work/_temp/_github_workflow", "targetVolumePath": "/github/workflow", "readOnly": false }
+    ])
+}
+
 #[test]
 fn container_job_with_services_steps_and_a_container_step() {
     need_root!();
@@ -115,7 +131,7 @@ fn container_job_with_services_steps_and_a_container_step() {
                 "createOptions": "--cpus 1 --env FROM_OPTS=yes",
                 "environmentVariables": { "NODE_ENV": "development" },
                 "userMountVolumes": [{ "sourceVolumePath": "shared_vol", "targetVolumePath": "/vol", "readOnly": false }],
-                "systemMountVolumes": work_mounts(),
+                "systemMountVolumes": runner_job_mounts(),
                 "registry": { "username": "foo", "password": "bar", "serverUrl": "https://index.docker.io/v1" },
                 "portMappings": ["80:8080"]
             },
@@ -169,7 +185,8 @@ fn container_job_with_services_steps_and_a_container_step() {
             ("cstep.json", cstep),
             ("cleanup.json", cleanup),
         ],
-        r#"touch /tmp/prepare.json
+        r#"mkdir -p _temp/_github_home _temp/_github_workflow _actions _tool ../externals
+touch /tmp/prepare.json
 node $H < prepare.json; echo "prepare=$?"
 echo "response=$(cat /tmp/prepare.json)"
 node $H < step1.json; echo "step1=$?"
@@ -188,7 +205,7 @@ node $H < cleanup.json; echo "cleanup=$?"
         "hello-from-web",
         "hello-from-db",
         "env=development,yes,bar",
-        "path=/opt/last/bin:/opt/tool/bin:",
+        "path=/opt/tool/bin:/opt/last/bin:",
         "uid=/__w:",
         "step1=0",
         "read=in-vol",
@@ -203,6 +220,7 @@ node $H < cleanup.json; echo "cleanup=$?"
     assert_eq!(out.matches("hello-from-db").count(), 3, "{out}");
     assert!(err.contains("to-stderr"), "{err}");
     assert!(err.contains("port mappings are ignored"), "{err}");
+    assert!(err.contains("Docker socket mount is skipped"), "{err}");
     assert!(err.contains("registry credentials are not used"), "{err}");
     assert!(err.contains("service:web is healthy"), "{err}");
     // The step that allocates more than the containers' budget (half of 512 MiB) is killed.
@@ -215,12 +233,9 @@ node $H < cleanup.json; echo "cleanup=$?"
     let resp: serde_json::Value = serde_json::from_str(resp_line).expect("response json");
     let cid = resp["state"]["container"].as_str().expect("container id");
     assert_eq!(resp["context"]["container"]["id"], cid);
+    assert!(resp["context"]["services"][0]["id"].is_string(), "{resp}");
     assert!(
-        resp["context"]["services"]["web"]["id"].is_string(),
-        "{resp}"
-    );
-    assert!(
-        resp["context"]["services"]["db"]["ports"].is_object(),
+        resp["context"]["services"][1]["ports"].is_object(),
         "{resp}"
     );
     assert_eq!(resp["isAlpine"], false);
@@ -228,12 +243,12 @@ node $H < cleanup.json; echo "cleanup=$?"
         .as_str()
         .expect("network");
     assert_eq!(
-        resp["context"]["services"]["web"]["network"], net,
+        resp["context"]["services"][0]["network"], net,
         "one network"
     );
     assert_eq!(
         resp["state"]["services"]["web"],
-        resp["context"]["services"]["web"]["id"]
+        resp["context"]["services"][0]["id"]
     );
     // On the record: each container created and ended, the services' commands, the steps'
     // execs attributed to their sandboxes.
@@ -338,7 +353,7 @@ fn what_would_open_the_host_is_refused_with_a_reason() {
             "sock",
             prep(
                 base(
-                    json!({ "systemMountVolumes": [{ "sourceVolumePath": "/var/run/docker.sock", "targetVolumePath": "/var/run/docker.sock" }] }),
+                    json!({ "userMountVolumes": [{ "sourceVolumePath": "/var/run/docker.sock", "targetVolumePath": "/var/run/docker.sock" }] }),
                 ),
                 json!([]),
             ),

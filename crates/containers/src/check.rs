@@ -124,7 +124,7 @@ pub const MIN_HEALTH_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Where the runner may share its own directories into a container: its work directory,
 /// its externals (the runner's Node.js for JavaScript actions), and the `/github` paths.
-const SYSTEM_TARGETS: &[&str] = &["/__w", "/__e", "/github"];
+const SYSTEM_TARGETS: &[&str] = &["/__w", "/__e", "/__t", "/github"];
 
 /// An environment variable name.
 pub fn valid_env_name(k: &str) -> bool {
@@ -216,11 +216,16 @@ pub fn container(role: Role, c: &ContainerInfo) -> Result<ContainerSpec, Refused
     env.extend(opts.env.iter().cloned());
     let mut system_mounts = Vec::new();
     for m in c.system_mount_volumes.iter().flatten() {
-        system_mounts.push(system_mount(m)?);
+        match system_mount(m)? {
+            Some(sm) => system_mounts.push(sm),
+            None => notices.push(
+                "the runner's Docker socket mount is skipped: there is no Docker under airlock, which runs the job's containers itself".into(),
+            ),
+        }
     }
     let mut volumes = Vec::new();
-    for m in c.user_mount_volumes.iter().flatten() {
-        volumes.push(user_mount(m)?);
+    for (i, m) in c.user_mount_volumes.iter().flatten().enumerate() {
+        volumes.push(user_mount(m, i)?);
     }
     let entrypoint = opts
         .entrypoint
@@ -274,8 +279,16 @@ pub fn container(role: Role, c: &ContainerInfo) -> Result<ContainerSpec, Refused
     })
 }
 
-fn system_mount(m: &Mount) -> Result<SystemMount, Refused> {
-    let (src, dst) = (&m.source_volume_path, &m.target_volume_path);
+/// A mount the runner adds itself. The runner always asks for `/var/run/docker.sock` in its
+/// job container: there is none to give, so it is skipped (`None`), not refused — refusing
+/// would fail every container job for something the workflow did not ask for. Any other
+/// socket path is refused.
+fn system_mount(m: &Mount) -> Result<Option<SystemMount>, Refused> {
+    let src = m.source_volume_path.clone().unwrap_or_default();
+    let dst = m.target_volume_path.clone().unwrap_or_default();
+    if src == "/var/run/docker.sock" && dst == "/var/run/docker.sock" {
+        return Ok(None);
+    }
     if src.contains("docker.sock") || dst.contains("docker.sock") {
         return Err(Refused::new(
             "the Docker socket",
@@ -283,6 +296,7 @@ fn system_mount(m: &Mount) -> Result<SystemMount, Refused> {
             "airlock runs containers itself; remove the socket mount",
         ));
     }
+    let dst = &dst;
     // The runner sends paths like `//home/...`; one leading slash is meant.
     let src = format!("/{}", src.trim_start_matches('/'));
     if !clean_absolute(&src) || !clean_absolute(dst) {
@@ -295,20 +309,35 @@ fn system_mount(m: &Mount) -> Result<SystemMount, Refused> {
     if !SYSTEM_TARGETS.iter().any(|t| under(dst, t)) {
         return Err(Refused::new(
             format!("the mount {src:?} → {dst:?}"),
-            "the runner shares only its work directory, externals and /github paths",
+            "the runner shares only its work directory, tools, externals and /github paths",
             "mount named volumes instead",
         ));
     }
-    Ok(SystemMount {
+    Ok(Some(SystemMount {
         source: src,
         target: dst.clone(),
         readonly: m.read_only,
-    })
+    }))
 }
 
-fn user_mount(m: &Mount) -> Result<Volume, Refused> {
-    let (src, dst) = (&m.source_volume_path, &m.target_volume_path);
-    if src.contains('/') || src.contains("docker.sock") {
+/// A volume of the workflow (`volumes:`): a name, or none (an anonymous volume, named here
+/// after its place in the list); never a host path.
+fn user_mount(m: &Mount, index: usize) -> Result<Volume, Refused> {
+    let src = m
+        .source_volume_path
+        .clone()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| format!("anonymous-{index}"));
+    let dst = m.target_volume_path.clone().unwrap_or_default();
+    let (src, dst) = (&src, &dst);
+    if src.contains("docker.sock") {
+        return Err(Refused::new(
+            "the Docker socket",
+            "it is the host's root; there is no Docker under airlock",
+            "airlock runs containers itself; remove the socket from `volumes:`",
+        ));
+    }
+    if src.contains('/') {
         return Err(Refused::new(
             format!("the host path {src:?}"),
             "a job mounts no host path",
@@ -356,14 +385,32 @@ mod tests {
     }
 
     #[test]
-    fn the_example_job_container_is_refused_for_the_docker_socket_and_accepted_without_it() {
+    fn the_runners_docker_socket_is_skipped_and_a_workflows_is_refused() {
         let with_socket = info(
             r#"{"image":"node:22","workingDirectory":"/__w/repo/repo",
             "systemMountVolumes":[{"sourceVolumePath":"/var/run/docker.sock","targetVolumePath":"/var/run/docker.sock","readOnly":false},
               {"sourceVolumePath":"/runner/_work","targetVolumePath":"/__w","readOnly":false}]}"#,
         );
-        let e = container(Role::Job, &with_socket).expect_err("socket");
-        assert!(e.to_string().contains("Docker socket"), "{e}");
+        let s = container(Role::Job, &with_socket).expect("the runner's own socket mount");
+        assert_eq!(s.system_mounts.len(), 1, "the socket is not mounted");
+        assert!(s
+            .notices
+            .iter()
+            .any(|n| n.contains("Docker socket mount is skipped")));
+        for json in [
+            r#"{"image":"a","userMountVolumes":[{"sourceVolumePath":"/var/run/docker.sock","targetVolumePath":"/var/run/docker.sock"}]}"#,
+            r#"{"image":"a","systemMountVolumes":[{"sourceVolumePath":"/run/docker.sock","targetVolumePath":"/__w/docker.sock"}]}"#,
+        ] {
+            let e = container(Role::Job, &info(json)).expect_err(json);
+            assert!(e.to_string().contains("Docker socket"), "{e}");
+        }
+        // An anonymous volume (`volumes: - /cache`): the runner sends no source.
+        let anon = info(
+            r#"{"image":"a","userMountVolumes":[{"sourceVolumePath":null,"targetVolumePath":"/cache"}]}"#,
+        );
+        let s = container(Role::Job, &anon).expect("anonymous volume");
+        assert_eq!(s.volumes[0].name, "anonymous-0");
+        assert_eq!(s.volumes[0].target, "/cache");
         let ok = info(
             r#"{"image":"node:22","workingDirectory":"/__w/repo/repo","createOptions":"--cpus 1",
             "environmentVariables":{"NODE_ENV":"development"},

@@ -74,9 +74,9 @@ pub struct RunScriptStepArgs {
     /// Environment of the step.
     #[serde(default)]
     pub environment_variables: Option<BTreeMap<String, String>>,
-    /// Directories put in front of `PATH`.
+    /// Directories put in front of `PATH` (a list; older runners sent one `:`-joined string).
     #[serde(default)]
-    pub prepend_path: Option<Vec<String>>,
+    pub prepend_path: Option<PathList>,
     /// Working directory inside the job container.
     #[serde(default)]
     pub working_directory: Option<String>,
@@ -124,19 +124,45 @@ pub struct ContainerInfo {
     pub dockerfile: Option<String>,
     /// Directories put in front of `PATH` (container steps).
     #[serde(default)]
-    pub prepend_path: Option<Vec<String>>,
+    pub prepend_path: Option<PathList>,
+}
+
+/// `prependPath`: a list of directories, most recent first (the runner sends them reversed),
+/// or, from older runners, one string joined with `:`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum PathList {
+    /// One `:`-joined string.
+    Joined(String),
+    /// A list.
+    List(Vec<String>),
+}
+
+impl PathList {
+    /// The directories, in the order they go in front of `PATH`.
+    pub fn dirs(&self) -> Vec<String> {
+        match self {
+            Self::Joined(s) => s
+                .split(':')
+                .filter(|d| !d.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            Self::List(v) => v.iter().filter(|d| !d.is_empty()).cloned().collect(),
+        }
+    }
 }
 
 /// One volume of a request.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Mount {
-    /// A path (in the runner's sandbox) or a volume name.
+    /// A path (in the runner's sandbox) or a volume name; absent for an anonymous volume
+    /// (`volumes: - /cache`).
     #[serde(default)]
-    pub source_volume_path: String,
+    pub source_volume_path: Option<String>,
     /// Where it appears in the container.
     #[serde(default)]
-    pub target_volume_path: String,
+    pub target_volume_path: Option<String>,
     /// Read-only.
     #[serde(default)]
     pub read_only: bool,
@@ -165,8 +191,10 @@ mod tests {
         let c = a.container.expect("container");
         assert_eq!(c.image.as_deref(), Some("node:22"));
         assert_eq!(
-            c.system_mount_volumes.expect("sys")[0].target_volume_path,
-            "/__w"
+            c.system_mount_volumes.expect("sys")[0]
+                .target_volume_path
+                .as_deref(),
+            Some("/__w")
         );
         let s = &a.services.expect("services")[0];
         assert_eq!(s.context_name.as_deref(), Some("redis"));
@@ -181,6 +209,19 @@ mod tests {
         assert_eq!(h.command, Command::RunScriptStep);
         let a: RunScriptStepArgs = serde_json::from_value(h.args.expect("args")).expect("args");
         assert_eq!(a.entry_point, "bash");
-        assert_eq!(a.prepend_path.expect("path").len(), 2);
+        assert_eq!(
+            a.prepend_path.expect("path").dirs(),
+            ["/foo/bar", "bar/foo"]
+        );
+        // What the runner sends today (HookInput.cs): docker.sock among the job container's
+        // system mounts, an anonymous user volume with a null source, a joined prependPath
+        // from older runners.
+        let m: Mount = serde_json::from_str(
+            r#"{"sourceVolumePath":null,"targetVolumePath":"/cache","readOnly":false,"userProvidedValue":"/cache"}"#,
+        )
+        .expect("anonymous volume");
+        assert!(m.source_volume_path.is_none());
+        let p: PathList = serde_json::from_str(r#""/a/bin:/b/bin""#).expect("joined");
+        assert_eq!(p.dirs(), ["/a/bin", "/b/bin"]);
     }
 }

@@ -456,7 +456,8 @@ fn prepare_job(
         }
     }
     let hosts: Vec<String> = names.iter().cloned().collect();
-    let mut context_services = serde_json::Map::new();
+    // A list in the request's order: the runner matches them by position (ResponseContext).
+    let mut context_services = Vec::new();
     let mut state_services = serde_json::Map::new();
     let mut healthy = Vec::new();
     for s in &services {
@@ -464,10 +465,8 @@ fn prepare_job(
         if let Role::Service(n) = &s.role {
             lock(registry)?.services.insert(n.clone(), id.clone());
             state_services.insert(n.clone(), id.clone().into());
-            context_services.insert(
-                n.clone(),
-                serde_json::json!({ "id": id, "network": network_name(ctx), "ports": {} }),
-            );
+            context_services
+                .push(serde_json::json!({ "id": id, "network": network_name(ctx), "ports": {} }));
         }
         if s.health.is_some() {
             healthy.push((s.clone(), id));
@@ -1117,7 +1116,13 @@ fn run_script_step(
         env.retain(|(e, _)| e != k);
         env.push((k.clone(), v.clone()));
     }
-    prepend_path(&mut env, a.prepend_path.as_deref().unwrap_or_default());
+    prepend_path(
+        &mut env,
+        &a.prepend_path
+            .as_ref()
+            .map(|p| p.dirs())
+            .unwrap_or_default(),
+    );
     let mut argv = vec![a.entry_point.clone()];
     argv.extend(step.args.iter().cloned());
     let mut plan = child_plan(
@@ -1150,8 +1155,9 @@ fn prepend_path(env: &mut Vec<(String, String)>, dirs: &[String]) {
         .find(|(k, _)| k == "PATH")
         .map(|(_, v)| v.clone())
         .unwrap_or_else(|| airlock_sandbox::plan::PATH.into());
-    // The runner lists the most recent addition last; it goes first.
-    let mut parts: Vec<String> = dirs.iter().rev().cloned().collect();
+    // The runner sends them in PATH order already (most recent first: HookInput.cs reverses
+    // its own list).
+    let mut parts: Vec<String> = dirs.to_vec();
     parts.push(old);
     env.retain(|(k, _)| k != "PATH");
     env.push(("PATH".into(), parts.join(":")));
@@ -1181,7 +1187,13 @@ fn run_container_step(
     let (digest, dir) = resolve(ctx, &s.image)?;
     let user = user_of(ctx, &s)?;
     let (mut env, argv, workdir) = image_env(ctx, &digest, &s);
-    prepend_path(&mut env, a.prepend_path.as_deref().unwrap_or_default());
+    prepend_path(
+        &mut env,
+        &a.prepend_path
+            .as_ref()
+            .map(|p| p.dirs())
+            .unwrap_or_default(),
+    );
     if argv.is_empty() {
         return Err(Refused::new(
             format!("image {}", s.image),

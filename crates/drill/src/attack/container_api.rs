@@ -120,10 +120,19 @@ impl Attack for ContainerApi {
                 ),
             ),
             (
-                "docker socket",
+                "docker socket as a volume",
                 prepare(
                     job(
-                        json!({ "systemMountVolumes": [{ "sourceVolumePath": "/var/run/docker.sock", "targetVolumePath": "/var/run/docker.sock", "readOnly": false }] }),
+                        json!({ "userMountVolumes": [{ "sourceVolumePath": "/var/run/docker.sock", "targetVolumePath": "/var/run/docker.sock", "readOnly": false }] }),
+                    ),
+                    json!([]),
+                ),
+            ),
+            (
+                "docker socket as a system mount at another path",
+                prepare(
+                    job(
+                        json!({ "systemMountVolumes": [{ "sourceVolumePath": "/var/run/docker.sock", "targetVolumePath": "/__w/docker.sock", "readOnly": false }] }),
                     ),
                     json!([]),
                 ),
