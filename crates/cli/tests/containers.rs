@@ -385,6 +385,10 @@ fn what_would_open_the_host_is_refused_with_a_reason() {
             prep(base(json!({ "createOptions": "--user 0" })), json!([])),
         ),
         (
+            "rootname",
+            prep(base(json!({ "createOptions": "--user root" })), json!([])),
+        ),
+        (
             "unknown",
             prep(base(json!({ "createOptions": "--gpus all" })), json!([])),
         ),

@@ -230,6 +230,7 @@ pub fn container(role: Role, c: &ContainerInfo) -> Result<ContainerSpec, Refused
     let entrypoint = opts
         .entrypoint
         .clone()
+        .filter(|e| !e.is_empty())
         .or_else(|| c.entry_point.clone().filter(|e| !e.is_empty()));
     let args = c.entry_point_args.clone().unwrap_or_default();
     for a in entrypoint.iter().chain(args.iter()) {

@@ -99,7 +99,24 @@ const REFUSED: &[(&str, &str)] = &[
 ];
 
 /// Flags accepted without effect.
-const IGNORED_WITH_VALUE: &[&str] = &["--name", "--hostname", "-h", "--label", "-l", "--shm-size"];
+const IGNORED_WITH_VALUE: &[&str] = &[
+    "--name",
+    "--hostname",
+    "-h",
+    "--label",
+    "-l",
+    "--shm-size",
+    "--network-alias",
+    "--restart",
+    "--memory-swap",
+    "--memory-reservation",
+    "--log-driver",
+    "--log-opt",
+    "--pull",
+    "--platform",
+    "--stop-signal",
+    "--stop-timeout",
+];
 const IGNORED_FLAGS: &[&str] = &["--rm", "--init", "-t", "--tty", "-i", "--interactive"];
 
 /// Parses `createOptions`.
@@ -277,6 +294,10 @@ mod tests {
         assert_eq!(o.health_start_period, Some(Duration::from_secs(90)));
         assert_eq!(o.health_retries, Some(5));
         assert_eq!(o.ignored, vec!["--rm".to_owned(), "--name".to_owned()]);
+        let o =
+            parse("--network-alias db --restart always --memory-swap -1 --platform linux/amd64")
+                .expect("ignored flags");
+        assert_eq!(o.ignored.len(), 4);
     }
 
     #[test]

@@ -533,14 +533,19 @@ fn user_of(ctx: &JobContext, s: &ContainerSpec) -> Result<JobUser, Failed> {
     let Some(u) = &s.user else {
         return Ok(ctx.runner.user.clone());
     };
+    // Numbers, or `root` (workflows say `--user root` to install packages in a container).
+    let id = |s: &str| match s {
+        "root" => Some(0),
+        n => n.parse::<u32>().ok(),
+    };
     let (uid, gid) = match u.split_once(':') {
-        Some((a, b)) => (a.parse::<u32>().ok(), b.parse::<u32>().ok()),
-        None => (u.parse::<u32>().ok(), u.parse::<u32>().ok()),
+        Some((a, b)) => (id(a), id(b)),
+        None => (id(u), id(u)),
     };
     let (Some(uid), Some(gid)) = (uid, gid) else {
         return Err(Refused::new(
             format!("--user {u}"),
-            "only numeric users are supported",
+            "only numeric users (and root) are supported",
             "use --user UID[:GID]",
         )
         .into());
