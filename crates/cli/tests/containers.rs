@@ -880,3 +880,44 @@ fn a_postgres_service_from_debian_answers_the_job_container_by_name() {
     assert!(err.contains("service:postgres is healthy"), "{err}");
     w.assert_clean();
 }
+
+#[test]
+fn root_in_a_container_is_allowed_only_by_the_policy_and_has_no_capabilities() {
+    need_root!();
+    assert!(
+        std::path::Path::new("/usr/bin/node").exists(),
+        "node is not installed"
+    );
+    let w = World::new();
+    import_image(&w);
+    let policy = POLICY.replace(
+        "containers = { max = 4, health_timeout = \"20s\" }",
+        "containers = { max = 4, health_timeout = \"20s\", allow_root = true }",
+    );
+    let step = |user: &str| {
+        json!({
+            "command": "run_container_step", "responseFile": null, "state": {},
+            "args": { "image": "ctr:1", "entryPoint": "/bin/sh", "workingDirectory": "/",
+                      "createOptions": format!("--user {user}"),
+                      "entryPointArgs": ["-c", "while read k v rest; do case $k in Uid:|CapEff:|CapBnd:|NoNewPrivs:) echo \"$k$v\";; esac; done < /proc/self/status"],
+                      "systemMountVolumes": [], "environmentVariables": {} }
+        })
+    };
+    let o = run_job_with(
+        &w,
+        &policy,
+        &[("root.json", step("root")), ("uid.json", step("4242:4242"))],
+        "node $H < root.json; echo \"root=$?\"; node $H < uid.json; echo \"uid=$?\"",
+    );
+    let (out, err) = (stdout(&o), stderr(&o));
+    assert!(
+        out.contains("root=0") && out.contains("uid=0"),
+        "{out}\n{err}"
+    );
+    assert!(out.contains("Uid:0"), "{out}");
+    assert!(out.contains("Uid:4242"), "{out}");
+    assert_eq!(out.matches("CapEff:0000000000000000").count(), 2, "{out}");
+    assert_eq!(out.matches("CapBnd:0000000000000000").count(), 2, "{out}");
+    assert_eq!(out.matches("NoNewPrivs:1").count(), 2, "{out}");
+    w.assert_clean();
+}
