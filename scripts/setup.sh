@@ -38,7 +38,21 @@ if [ ${#missing[@]} -gt 0 ]; then
   SUDO=""
   [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   echo "setup: installing ${missing[*]}" >&2
+  # Packages with daemons (postgresql-15, docker-registry) must not start them on this host:
+  # the tests start their own, in namespaces of their own. A policy-rc.d for the install says
+  # so to invoke-rc.d; one that exists already is left alone.
+  rcd=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    rcd=/usr/sbin/policy-rc.d
+    trap '$SUDO rm -f "$rcd"' EXIT
+    printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$rcd" >/dev/null
+    $SUDO chmod 755 "$rcd"
+  fi
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+  if [ -n "$rcd" ]; then
+    $SUDO rm -f "$rcd"
+    trap - EXIT
+  fi
 fi
 command -v cargo >/dev/null || { echo "setup: cargo (Rust) is required; install it with rustup" >&2; exit 1; }
