@@ -22,6 +22,18 @@ fn build_image(w: &World) -> std::path::PathBuf {
     layout
 }
 
+/// A world whose store holds the test image (`ctr:1`). The runner's Node.js runs the hook;
+/// scripts/setup.sh installs it.
+fn world_with_image() -> World {
+    assert!(
+        std::path::Path::new("/usr/bin/node").exists(),
+        "node is not installed"
+    );
+    let w = World::new();
+    import_image(&w);
+    w
+}
+
 /// The image, imported into airlock's store as `ctr:1`.
 fn import_image(w: &World) {
     let layout = build_image(w);
@@ -94,13 +106,7 @@ fn runner_job_mounts() -> serde_json::Value {
 #[test]
 fn container_job_with_services_steps_and_a_container_step() {
     need_root!();
-    // The runner's Node.js runs the hook; scripts/setup.sh installs it.
-    assert!(
-        std::path::Path::new("/usr/bin/node").exists(),
-        "node is not installed"
-    );
-    let w = World::new();
-    import_image(&w);
+    let w = world_with_image();
     // The db service's image comes from a registry, pulled on first use by the API.
     for t in ["docker-registry", "skopeo"] {
         assert!(
@@ -299,13 +305,7 @@ node $H < cleanup.json; echo "cleanup=$?"
 #[test]
 fn what_would_open_the_host_is_refused_with_a_reason() {
     need_root!();
-    // The runner's Node.js runs the hook; scripts/setup.sh installs it.
-    assert!(
-        std::path::Path::new("/usr/bin/node").exists(),
-        "node is not installed"
-    );
-    let w = World::new();
-    import_image(&w);
+    let w = world_with_image();
     let prep = |container: serde_json::Value, services: serde_json::Value| {
         json!({ "command": "prepare_job", "responseFile": "/tmp/r.json", "state": {},
                 "args": { "container": container, "services": services } })
@@ -496,12 +496,7 @@ fn job_states(w: &World) -> (Option<String>, Vec<String>) {
 #[test]
 fn containers_end_with_their_runner_and_after_kill_9_with_gc() {
     need_root!();
-    assert!(
-        std::path::Path::new("/usr/bin/node").exists(),
-        "node is not installed"
-    );
-    let w = World::new();
-    import_image(&w);
+    let w = world_with_image();
     let prepare = json!({
         "command": "prepare_job", "responseFile": "/tmp/r.json", "state": {},
         "args": {
@@ -884,12 +879,7 @@ fn a_postgres_service_from_debian_answers_the_job_container_by_name() {
 #[test]
 fn root_in_a_container_is_allowed_only_by_the_policy_and_has_no_capabilities() {
     need_root!();
-    assert!(
-        std::path::Path::new("/usr/bin/node").exists(),
-        "node is not installed"
-    );
-    let w = World::new();
-    import_image(&w);
+    let w = world_with_image();
     let policy = POLICY.replace(
         "containers = { max = 4, health_timeout = \"20s\" }",
         "containers = { max = 4, health_timeout = \"20s\", allow_root = true }",

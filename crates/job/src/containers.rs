@@ -35,7 +35,7 @@ use airlock_sandbox::helper::{Outcome, RESULT_FILE};
 use airlock_sandbox::launch::SandboxNet;
 use airlock_sandbox::plan::{Bind, JobId, RootfsPlan};
 use airlock_sandbox::spec::HostLayout;
-use airlock_sandbox::state::{now, JobState, ProcRef, Status};
+use airlock_sandbox::state::{JobState, ProcRef};
 use airlock_sandbox::{JobPlan, SandboxError};
 
 use crate::teardown::{teardown, Kernel};
@@ -183,6 +183,53 @@ struct Container {
     helper: Option<std::process::Child>,
     watcher: Option<airlock_sandbox::watch::Watcher>,
     log: Arc<Mutex<Vec<u8>>>,
+    /// Counts towards `containers.max`: not a script step or a health check, which are
+    /// transient (the API runs one at a time).
+    counted: bool,
+}
+
+impl Container {
+    fn new(state: JobState, role: Role, user: JobUser, counted: bool) -> Self {
+        Self {
+            state,
+            role,
+            rootfs: PathBuf::new(),
+            env: Vec::new(),
+            binds: Vec::new(),
+            user,
+            workdir: None,
+            helper: None,
+            watcher: None,
+            log: Arc::new(Mutex::new(Vec::new())),
+            counted,
+        }
+    }
+}
+
+impl Registry {
+    /// Containers that count towards `containers.max`.
+    fn counted(&self) -> usize {
+        self.containers.values().filter(|c| c.counted).count()
+    }
+
+    /// Takes `c` in before anything of it exists: refused while the job ends or past
+    /// `containers.max`, and its state saved first, so teardown and gc find whatever follows.
+    fn admit(&mut self, ctx: &JobContext, c: Container) -> Result<(), Failed> {
+        if self.closed {
+            return Err(Failed::Error("the job is ending".into()));
+        }
+        if c.counted && self.counted() >= ctx.policy.max as usize {
+            return Err(Refused::new(
+                "another container",
+                format!("the group allows {} per job", ctx.policy.max),
+                "raise containers.max in the policy",
+            )
+            .into());
+        }
+        c.state.save(&ctx.engine.paths)?;
+        self.containers.insert(c.state.id.to_string(), c);
+        Ok(())
+    }
 }
 
 impl Server {
@@ -441,7 +488,7 @@ fn prepare_job(
             .into());
         }
         let wanted = services.len() + usize::from(job.is_some());
-        if reg.containers.len() + wanted > ctx.policy.max as usize {
+        if reg.counted() + wanted > ctx.policy.max as usize {
             return Err(Refused::new(
                 format!("{wanted} containers"),
                 format!("the group allows {} per job", ctx.policy.max),
@@ -686,26 +733,12 @@ fn binds_of(ctx: &JobContext, s: &ContainerSpec, child_dir: &Path) -> Result<Vec
 /// `..` cannot leave it) on `target`, through the opened directory itself, so a path the job
 /// swaps afterwards changes nothing.
 fn stage_in_root(root: &Path, path: &str, target: &Path) -> Result<(), String> {
-    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-
-    use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
-    let raw = nix::fcntl::open(
-        root,
-        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-        nix::sys::stat::Mode::empty(),
-    )
-    .map_err(|e| format!("opening the runner's root: {e}"))?;
-    // SAFETY: `open` returned a new descriptor that nothing else owns.
-    let rootfd = unsafe { OwnedFd::from_raw_fd(raw) };
+    use nix::fcntl::OFlag;
+    use std::os::fd::AsRawFd;
     let rel = path.trim_start_matches('/');
     let rel = if rel.is_empty() { "." } else { rel };
-    let how = OpenHow::new()
-        .flags(OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC)
-        .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
-    let raw = openat2(rootfd.as_raw_fd(), rel, how)
+    let fd = airlock_sandbox::image::open_in_root(root, rel, OFlag::O_PATH | OFlag::O_DIRECTORY)
         .map_err(|e| format!("not a directory of the runner: {e}"))?;
-    // SAFETY: as above.
-    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
     std::fs::create_dir_all(target).map_err(|e| e.to_string())?;
     let src = format!("/proc/self/fd/{}", fd.as_raw_fd());
     nix::mount::mount(
@@ -760,34 +793,11 @@ fn create(
     let child_dir = paths.job_dir(&plan.id);
     let state = new_child_state(ctx, &plan)?;
     {
-        let mut reg = lock(registry)?;
-        if reg.closed {
-            return Err(Failed::Error("the job is ending".into()));
-        }
-        if reg.containers.len() >= ctx.policy.max as usize {
-            return Err(Refused::new(
-                "another container",
-                format!("the group allows {} per job", ctx.policy.max),
-                "raise containers.max in the policy",
-            )
-            .into());
-        }
-        state.save(paths)?;
-        reg.containers.insert(
-            id.clone(),
-            Container {
-                state: state.clone(),
-                role: s.role.clone(),
-                rootfs: airlock_sandbox::rootfs::RootfsDirs::new(&child_dir).rootfs,
-                env,
-                binds: Vec::new(),
-                user: user.clone(),
-                workdir,
-                helper: None,
-                watcher: None,
-                log: Arc::new(Mutex::new(Vec::new())),
-            },
-        );
+        let mut c = Container::new(state.clone(), s.role.clone(), user.clone(), true);
+        c.rootfs = airlock_sandbox::rootfs::RootfsDirs::new(&child_dir).rootfs;
+        c.env = env;
+        c.workdir = workdir;
+        lock(registry)?.admit(ctx, c)?;
     }
     make_dir(&child_dir)?;
     let binds = binds_of(ctx, s, &child_dir)?;
@@ -893,22 +903,7 @@ fn make_dir(d: &Path) -> Result<(), Failed> {
 }
 
 fn new_child_state(ctx: &JobContext, plan: &JobPlan) -> Result<JobState, Failed> {
-    let owner = ProcRef::of(std::process::id() as i32)
-        .ok_or_else(|| Failed::Error("cannot read airlock's own start time".into()))?;
-    Ok(JobState {
-        id: plan.id.clone(),
-        group: plan.group.clone(),
-        executor: plan.executor,
-        status: Status::Preparing,
-        owner,
-        helper: None,
-        init: None,
-        cgroup: plan.cgroup.clone(),
-        created: now(),
-        net: None,
-        parent: Some(ctx.runner.id.clone()),
-        extra_cgroups: Vec::new(),
-    })
+    Ok(JobState::new(plan, Some(ctx.runner.id.clone()))?)
 }
 
 /// Starts a sandbox of `plan` on the job's network.
@@ -954,32 +949,15 @@ fn run_to_end(
     registry: &Mutex<Registry>,
     mut out: Option<&mut Reply>,
     limit: Duration,
+    counted: bool,
 ) -> Result<i32, Failed> {
     let id = plan.id.to_string();
     let paths = &ctx.engine.paths;
     let state = new_child_state(ctx, plan)?;
-    {
-        let mut reg = lock(registry)?;
-        if reg.closed {
-            return Err(Failed::Error("the job is ending".into()));
-        }
-        state.save(paths)?;
-        reg.containers.insert(
-            id.clone(),
-            Container {
-                state: state.clone(),
-                role: role.clone(),
-                rootfs: PathBuf::new(),
-                env: Vec::new(),
-                binds: Vec::new(),
-                user: plan.user.clone(),
-                workdir: None,
-                helper: None,
-                watcher: None,
-                log: Arc::new(Mutex::new(Vec::new())),
-            },
-        );
-    }
+    lock(registry)?.admit(
+        ctx,
+        Container::new(state.clone(), role.clone(), plan.user.clone(), counted),
+    )?;
     let result = make_dir(&paths.job_dir(&plan.id))
         .and_then(|()| start(ctx, plan, state.clone()))
         .map(|(launched, st)| {
@@ -1079,6 +1057,26 @@ fn run_to_end(
     result
 }
 
+/// A step's sandbox run to its end, its output to the hook, within the group's timeout.
+fn run_step(
+    ctx: &JobContext,
+    plan: &JobPlan,
+    registry: &Mutex<Registry>,
+    reply: &mut Reply,
+    counted: bool,
+) -> Result<i32, Failed> {
+    let limit = ctx.group_limits.timeout.0;
+    run_to_end(
+        ctx,
+        plan,
+        &Role::Step,
+        registry,
+        Some(reply),
+        limit,
+        counted,
+    )
+}
+
 fn run_script_step(
     ctx: &JobContext,
     a: &RunScriptStepArgs,
@@ -1140,14 +1138,8 @@ fn run_script_step(
         (None, None),
     );
     plan.binds = binds;
-    let code = run_to_end(
-        ctx,
-        &plan,
-        &Role::Step,
-        registry,
-        Some(reply),
-        ctx.group_limits.timeout.0,
-    )?;
+    // A script step is transient: it does not count towards `containers.max`.
+    let code = run_step(ctx, &plan, registry, reply, false)?;
     Ok((code, None))
 }
 
@@ -1177,17 +1169,6 @@ fn run_container_step(
     let s = check::container(Role::Step, a)?;
     for n in &s.notices {
         reply.err(&format!("airlock: step: {n}"));
-    }
-    {
-        let reg = lock(registry)?;
-        if reg.containers.len() >= ctx.policy.max as usize {
-            return Err(Refused::new(
-                "another container",
-                format!("the group allows {} per job", ctx.policy.max),
-                "raise containers.max in the policy",
-            )
-            .into());
-        }
     }
     let (digest, dir) = resolve(ctx, &s.image)?;
     let user = user_of(ctx, &s)?;
@@ -1234,14 +1215,7 @@ fn run_container_step(
     );
     // Staged before the step's dir exists, in the runner's dir; torn down with the step.
     plan.binds = staged_binds(ctx, &s, &plan.id)?;
-    let code = run_to_end(
-        ctx,
-        &plan,
-        &Role::Step,
-        registry,
-        Some(reply),
-        ctx.group_limits.timeout.0,
-    )?;
+    let code = run_step(ctx, &plan, registry, reply, true)?;
     Ok((code, None))
 }
 
@@ -1302,7 +1276,7 @@ fn wait_healthy(
             (None, None),
         );
         plan.binds = binds.clone();
-        let code = run_to_end(ctx, &plan, &s.role, registry, None, h.timeout).unwrap_or(1);
+        let code = run_to_end(ctx, &plan, &s.role, registry, None, h.timeout, false).unwrap_or(1);
         if code == 0 {
             reply.err(&format!("airlock: {} is healthy", s.role.label()));
             return Ok(());

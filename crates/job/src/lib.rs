@@ -49,7 +49,7 @@ use std::time::Instant;
 pub use airlock_audit::{
     Failure, FailureKind, JobOutcome, JobReport, TeardownFailure, TeardownStep,
 };
-use airlock_sandbox::state::{now, JobState, ProcRef, Status};
+use airlock_sandbox::state::JobState;
 use airlock_sandbox::{Paths, SandboxError};
 pub use error::JobError;
 pub use finish::Delivery;
@@ -97,7 +97,7 @@ impl Engine {
         self.paths.ensure()?;
         // Every job is on the record before anything of it exists; no log, no job.
         let rec = record::open(self, job)?;
-        let mut state = self.new_state(plan)?;
+        let mut state = JobState::new(plan, None)?;
         // Firewall denials reach airlock through NFLOG; see airlock_net::nflog for who listens.
         let nflog = launch::nflog_listener(self, plan)?;
         // Persisted before anything exists, so gc can always find what follows.
@@ -177,26 +177,5 @@ impl Engine {
         Ok(finish::finish(
             job, rec, outcome, collected, failures, started,
         ))
-    }
-
-    fn new_state(&self, plan: &airlock_sandbox::JobPlan) -> Result<JobState, SandboxError> {
-        let owner = ProcRef::of(std::process::id() as i32).ok_or_else(|| SandboxError::State {
-            path: "/proc/self".into(),
-            message: "cannot read own start time".into(),
-        })?;
-        Ok(JobState {
-            id: plan.id.clone(),
-            group: plan.group.clone(),
-            executor: plan.executor,
-            status: Status::Preparing,
-            owner,
-            helper: None,
-            init: None,
-            cgroup: plan.cgroup.clone(),
-            created: now(),
-            net: None,
-            parent: None,
-            extra_cgroups: Vec::new(),
-        })
     }
 }

@@ -61,20 +61,25 @@ pub fn loopback_up(ns: &Path) -> Result<(), NetError> {
     std::thread::spawn(move || -> Result<(), NetError> {
         nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET)
             .map_err(NetError::netlink("setns(CLONE_NEWNET)"))?;
-        rt()?.block_on(async {
-            let (h, _c) = connect()?;
-            let lo = index_of(&h, "lo")
-                .await?
-                .ok_or_else(|| NetError::netlink_state("the namespace has no lo"))?;
-            h.link()
-                .set(LinkUnspec::new_with_index(lo).up().build())
-                .execute()
-                .await
-                .map_err(nl("lo up"))
-        })
+        lo_up()
     })
     .join()
     .map_err(|_| NetError::Panicked("loopback"))?
+}
+
+/// `lo` up in the calling thread's network namespace.
+fn lo_up() -> Result<(), NetError> {
+    rt()?.block_on(async {
+        let (h, _c) = connect()?;
+        let lo = index_of(&h, "lo")
+            .await?
+            .ok_or_else(|| NetError::netlink_state("the namespace has no lo"))?;
+        h.link()
+            .set(LinkUnspec::new_with_index(lo).up().build())
+            .execute()
+            .await
+            .map_err(nl("lo up"))
+    })
 }
 
 /// Creates the job's network namespace (bound at `ns_file`) and its veth pair, addresses and
@@ -105,17 +110,7 @@ pub fn attach(ns_file: &Path, iface: &str, lease: &Lease) -> Result<(), NetError
             std::fs::write(&p, b"1")
                 .map_err(NetError::io("disabling IPv6 in the job's namespace:", &p))?;
         }
-        rt()?.block_on(async {
-            let (h, _c) = connect()?;
-            let lo = index_of(&h, "lo")
-                .await?
-                .ok_or_else(|| NetError::netlink_state("the new namespace has no lo"))?;
-            h.link()
-                .set(LinkUnspec::new_with_index(lo).up().build())
-                .execute()
-                .await
-                .map_err(nl("lo up"))
-        })
+        lo_up()
     })
     .join()
     .map_err(|_| NetError::Panicked("namespace"))??;

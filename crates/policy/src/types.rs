@@ -373,8 +373,8 @@ pub struct Group {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Containers {
-    /// Containers (job container, services, container steps, health checks) one job may have
-    /// at a time.
+    /// Containers (job container, services, container steps) one job may have at a time; a
+    /// script step or a health check is a transient sandbox besides them, one at a time.
     #[serde(default = "Containers::default_max")]
     pub max: u32,
     /// The part of the group's memory, pids and CPU limits the job's containers share; the

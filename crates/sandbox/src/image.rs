@@ -742,16 +742,20 @@ pub fn read_in_image(root: &Path, rel: &str) -> std::io::Result<String> {
     Ok(s)
 }
 
-/// Opens a regular file of an image rootfs as [`read_in_image`] reads it (symlinks resolved
-/// inside `root`, never leaving it).
-pub fn open_in_image(root: &Path, rel: &str) -> std::io::Result<File> {
-    use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
+/// Opens `rel` inside the directory tree `root` with `flags`: symlinks and `..` are resolved
+/// inside `root` and never leave it, no magic link is followed, no mount is crossed. For trees
+/// a job or an image controls (an image rootfs, a runner's root).
+pub fn open_in_root(
+    root: &Path,
+    rel: &str,
+    flags: nix::fcntl::OFlag,
+) -> std::io::Result<std::os::fd::OwnedFd> {
+    use nix::fcntl::{openat2, OpenHow, ResolveFlag};
     use std::os::fd::{AsRawFd as _, FromRawFd as _};
 
     let dir = File::open(root)?;
     let how = OpenHow::new()
-        // O_NONBLOCK: a FIFO named like a file we read must not hang job start.
-        .flags(OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOCTTY | OFlag::O_NONBLOCK)
+        .flags(flags | nix::fcntl::OFlag::O_CLOEXEC)
         .resolve(
             ResolveFlag::RESOLVE_IN_ROOT
                 | ResolveFlag::RESOLVE_NO_MAGICLINKS
@@ -759,7 +763,19 @@ pub fn open_in_image(root: &Path, rel: &str) -> std::io::Result<File> {
         );
     let fd = openat2(dir.as_raw_fd(), rel, how)?;
     // SAFETY: `openat2` just returned this descriptor; nothing else owns or closes it.
-    let f = unsafe { File::from_raw_fd(fd) };
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
+/// Opens a regular file of an image rootfs as [`read_in_image`] reads it (symlinks resolved
+/// inside `root`, never leaving it).
+pub fn open_in_image(root: &Path, rel: &str) -> std::io::Result<File> {
+    use nix::fcntl::OFlag;
+    // O_NONBLOCK: a FIFO named like a file we read must not hang job start.
+    let f = File::from(open_in_root(
+        root,
+        rel,
+        OFlag::O_RDONLY | OFlag::O_NOCTTY | OFlag::O_NONBLOCK,
+    )?);
     if !f.metadata()?.is_file() {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidData,

@@ -175,6 +175,29 @@ pub struct JobState {
 }
 
 impl JobState {
+    /// The state of a sandbox of `plan` about to be prepared, owned by this process; `parent`
+    /// is the job it is a container of.
+    pub fn new(plan: &crate::JobPlan, parent: Option<JobId>) -> Result<Self, SandboxError> {
+        let owner = ProcRef::of(std::process::id() as i32).ok_or_else(|| SandboxError::State {
+            path: "/proc/self".into(),
+            message: "cannot read own start time".into(),
+        })?;
+        Ok(Self {
+            id: plan.id.clone(),
+            group: plan.group.clone(),
+            executor: plan.executor,
+            status: Status::Preparing,
+            owner,
+            helper: None,
+            init: None,
+            cgroup: plan.cgroup.clone(),
+            created: now(),
+            net: None,
+            parent,
+            extra_cgroups: Vec::new(),
+        })
+    }
+
     /// Writes the state atomically (temporary file, rename). No fsync: the state describes
     /// mounts, processes and cgroups, which a power loss removes as well; what must hold is
     /// that another process (gc) never reads a half-written file, and rename gives that.
