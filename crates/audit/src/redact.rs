@@ -8,11 +8,13 @@
 /// the policy crate refuses such secrets before a job starts.
 pub use airlock_policy::MIN_SECRET_LEN;
 
-/// Replaces known secret values in events.
+/// Replaces known secret values in events. Clones share their list: a secret learnt late
+/// ([`Redactor::add`], a primed sandbox's credentials) reaches every copy, the audit writer's
+/// included.
 #[derive(Debug, Clone, Default)]
 pub struct Redactor {
     /// (name, value), longest value first so a value containing another is replaced whole.
-    secrets: Vec<(String, String)>,
+    secrets: std::sync::Arc<std::sync::RwLock<Vec<(String, String)>>>,
 }
 
 impl Redactor {
@@ -24,12 +26,28 @@ impl Redactor {
             .map(|(n, v)| (n.to_owned(), v.to_owned()))
             .collect();
         secrets.sort_by_key(|s| std::cmp::Reverse(s.1.len()));
-        Self { secrets }
+        Self {
+            secrets: std::sync::Arc::new(std::sync::RwLock::new(secrets)),
+        }
+    }
+
+    /// Adds a secret learnt after the job's record was opened (values under
+    /// [`MIN_SECRET_LEN`] are ignored, as in [`Redactor::new`]).
+    pub fn add(&self, name: &str, value: &str) {
+        if value.len() < MIN_SECRET_LEN {
+            return;
+        }
+        let mut s = self.secrets.write().unwrap_or_else(|p| p.into_inner());
+        s.push((name.to_owned(), value.to_owned()));
+        s.sort_by_key(|s| std::cmp::Reverse(s.1.len()));
     }
 
     /// Whether there is nothing to redact.
     pub fn is_empty(&self) -> bool {
-        self.secrets.is_empty()
+        self.secrets
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
     }
 
     /// The string with every secret value replaced, or `None` if it holds none. Matching
@@ -37,7 +55,8 @@ impl Redactor {
     /// lower case, so a secret sent out as a name would otherwise be kept.
     pub fn redact_str(&self, s: &str) -> Option<String> {
         let mut out: Option<String> = None;
-        for (name, value) in &self.secrets {
+        let secrets = self.secrets.read().unwrap_or_else(|p| p.into_inner());
+        for (name, value) in secrets.iter() {
             let cur = out.as_deref().unwrap_or(s);
             // ASCII lower-casing keeps byte offsets, so matches in the lowered copy are
             // matches in `cur`.
@@ -115,5 +134,20 @@ mod tests {
         let r = Redactor::new([("PIN", "123")]);
         assert!(r.is_empty());
         assert_eq!(r.redact_str("a 123 b"), None);
+    }
+
+    #[test]
+    fn a_secret_learnt_late_reaches_every_copy() {
+        let r = Redactor::new([("A", "first-secret")]);
+        let writer = r.clone();
+        r.add("JIT", "late-secret-value");
+        r.add("SHORT", "12");
+        assert_eq!(
+            writer
+                .redact_str("x late-secret-value first-secret")
+                .as_deref(),
+            Some("x [secret:JIT] [secret:A]")
+        );
+        assert_eq!(writer.redact_str("12"), None);
     }
 }

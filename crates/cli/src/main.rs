@@ -136,6 +136,14 @@ struct RunArgs {
     /// Do not print the one-line summary on stderr.
     #[arg(long, short = 'q')]
     quiet: bool,
+    /// Prime the sandbox: create it and read its protections back, then wait for these
+    /// variables before the command starts. stdin must be a Unix socket (airlock serve holds
+    /// the other end): airlock writes `r` there once the sandbox is ready and starts the
+    /// command when a start frame with the values arrives; closing the socket retires the
+    /// sandbox unused. The values are secrets (redacted, never in config.json). Libcontainer
+    /// only; docs/serve.md, "Primed sandboxes".
+    #[arg(long, value_name = "NAME")]
+    late_env: Vec<String>,
     /// The command and its arguments.
     #[arg(last = true, required = true, value_name = "CMD")]
     command: Vec<String>,
@@ -414,6 +422,8 @@ struct HelperCli {
     executor_root: PathBuf,
     #[arg(long)]
     scrub: Vec<String>,
+    #[arg(long)]
+    primed: bool,
 }
 
 fn main() -> ExitCode {
@@ -465,6 +475,7 @@ fn run_helper(h: HelperCli) -> i32 {
         executor,
         executor_root: h.executor_root,
         scrub: h.scrub,
+        primed: h.primed,
     })
 }
 
@@ -524,6 +535,23 @@ fn require_root(what: &str) -> Result<()> {
     Ok(())
 }
 
+/// stdin as the Unix socket a primed sandbox's gate is (`run --late-env`).
+fn stdin_socket() -> Result<std::os::unix::net::UnixStream> {
+    use std::os::fd::AsFd;
+    let fd = std::io::stdin()
+        .as_fd()
+        .try_clone_to_owned()
+        .context("--late-env: duplicating stdin")?;
+    let st = nix::sys::stat::fstat(std::os::fd::AsRawFd::as_raw_fd(&fd))
+        .context("--late-env: inspecting stdin")?;
+    if st.st_mode & nix::libc::S_IFMT != nix::libc::S_IFSOCK {
+        bail!(
+            "--late-env: stdin must be a Unix socket (airlock serve's end of the sandbox's gate)"
+        );
+    }
+    Ok(std::os::unix::net::UnixStream::from(fd))
+}
+
 fn cmd_run(a: RunArgs, paths: Paths, net_pool: &str) -> Result<u8> {
     let pool = paths.pool(net_pool)?;
     let engine = Engine::new(paths, pool)?;
@@ -534,6 +562,14 @@ fn cmd_run(a: RunArgs, paths: Paths, net_pool: &str) -> Result<u8> {
         workdir: a.workdir,
         secrets_file: a.secrets,
         egress_log: a.egress_log,
+        late_env: a.late_env.clone(),
+    };
+    // The gate of a primed sandbox is stdin, which must be a socket (checked before the job
+    // is recorded: a wrong invocation creates nothing).
+    let gate = if a.late_env.is_empty() {
+        None
+    } else {
+        Some(stdin_socket()?)
     };
     let group = request.group.clone();
     let job = match engine.prepare(request, &|n| std::env::var(n).ok()) {
@@ -553,11 +589,12 @@ fn cmd_run(a: RunArgs, paths: Paths, net_pool: &str) -> Result<u8> {
         }
     };
     let timeout = job.timeout();
-    let report = engine.run(
-        &job,
-        Box::new(std::io::stdout()),
-        Box::new(std::io::stderr()),
-    )?;
+    let (out, err): (Box<dyn Write + Send>, Box<dyn Write + Send>) =
+        (Box::new(std::io::stdout()), Box::new(std::io::stderr()));
+    let report = match gate {
+        Some(g) => engine.run_primed(&job, out, err, g)?,
+        None => engine.run(&job, out, err)?,
+    };
     if let Some(p) = &a.report {
         std::fs::write(p, serde_json::to_vec_pretty(&report)?)
             .with_context(|| format!("writing report {}", p.display()))?;

@@ -641,6 +641,7 @@ fn child_plan(
     p.binds = Vec::new();
     p.hosts = Vec::new();
     p.protect = Vec::new();
+    p.late_env = Vec::new();
     // Never more than the budget: a child's CPU quota above its parent's is refused by the
     // kernel (cgroup v1), and the budget caps them all anyway.
     let (mem, pids, budget_cpus) = budget(&ctx.group_limits, &ctx.policy);
@@ -823,7 +824,9 @@ fn create(
             .get(&id)
             .map(|c| c.log.clone())
             .unwrap_or_default();
-        let airlock_sandbox::launch::Launched { watcher, mut child } = launched;
+        let airlock_sandbox::launch::Launched {
+            watcher, mut child, ..
+        } = launched;
         for stream in [
             child
                 .stdout
@@ -922,7 +925,7 @@ fn start(
         ctx.audit.clone(),
         &|_| {},
     )?;
-    launched.go();
+    launched.go(false);
     Ok((launched, state))
 }
 
@@ -966,7 +969,9 @@ fn run_to_end(
                     c.state = st.clone();
                 }
             }
-            let airlock_sandbox::launch::Launched { watcher, mut child } = launched;
+            let airlock_sandbox::launch::Launched {
+                watcher, mut child, ..
+            } = launched;
             // Bounded: a hook that does not read its output stalls the step, never airlock's memory.
             let (tx, rx) = std::sync::mpsc::sync_channel::<(bool, Vec<u8>)>(16);
             let pumps: Vec<_> = [

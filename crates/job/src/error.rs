@@ -56,6 +56,9 @@ pub enum JobError {
         /// The key directory.
         keys: PathBuf,
     },
+    /// A primed sandbox that cannot be made as asked (`--late-env`).
+    #[error("--late-env: {0}")]
+    LateEnv(String),
 }
 
 impl JobError {
@@ -66,7 +69,8 @@ impl JobError {
             Self::Policy(_)
             | Self::Secrets(_)
             | Self::WorkdirNotADirectory(_)
-            | Self::WorkdirHoldsKeys { .. } => FailureKind::Request,
+            | Self::WorkdirHoldsKeys { .. }
+            | Self::LateEnv(_) => FailureKind::Request,
             Self::Sandbox(e) => e.kind(),
             Self::Pull(_) | Self::Vulnerable { .. } => FailureKind::Image,
             Self::Sinks(_) | Self::AuditSettings(_) => FailureKind::Audit,

@@ -97,7 +97,7 @@ pub(crate) fn launch(
         (Ok(l), Ok(())) => l,
         (Err(e), _) | (Ok(_), Err(e)) => return Err(e),
     };
-    launched.go();
+    launched.go(!plan.late_env.is_empty());
     phase("helper started");
     Ok(launched)
 }

@@ -37,6 +37,7 @@ mod containers;
 pub mod error;
 mod finish;
 mod launch;
+mod prime;
 mod record;
 mod request;
 pub mod supervise;
@@ -92,7 +93,36 @@ impl Engine {
         out: Box<dyn Write + Send>,
         err: Box<dyn Write + Send>,
     ) -> Result<JobReport, SandboxError> {
+        self.run_gated(job, out, err, None)
+    }
+
+    /// [`Engine::run`] of a primed sandbox (a job whose request named `late_env`): the
+    /// sandbox is created and checked, [`airlock_sandbox::start::READY`] is written to `gate`,
+    /// and the command starts when a start frame with the late variables arrives there. A
+    /// gate closed first (or a signal) retires the sandbox unused: outcome `Interrupted`.
+    pub fn run_primed(
+        &self,
+        job: &Job,
+        out: Box<dyn Write + Send>,
+        err: Box<dyn Write + Send>,
+        gate: std::os::unix::net::UnixStream,
+    ) -> Result<JobReport, SandboxError> {
+        self.run_gated(job, out, err, Some(gate))
+    }
+
+    fn run_gated(
+        &self,
+        job: &Job,
+        out: Box<dyn Write + Send>,
+        err: Box<dyn Write + Send>,
+        mut gate: Option<std::os::unix::net::UnixStream>,
+    ) -> Result<JobReport, SandboxError> {
         let started = Instant::now();
+        if job.plan.late_env.is_empty() != gate.is_none() {
+            return Err(SandboxError::Config(
+                "a primed sandbox needs both its late variables and its gate".into(),
+            ));
+        }
         let plan = &job.plan;
         self.paths.ensure()?;
         // Every job is on the record before anything of it exists; no log, no job.
@@ -121,7 +151,20 @@ impl Engine {
                 with_containers.as_ref(),
                 &mut api,
             )
-            .and_then(|launched| {
+            .and_then(|mut launched| {
+                if let Some(g) = gate.as_mut() {
+                    match prime::await_start(plan, &mut launched, g, &signals, &rec) {
+                        Ok(prime::Primed::Started | prime::Primed::HelperEnded) => {}
+                        Ok(prime::Primed::Retired(o)) => {
+                            prime::retire(launched);
+                            return Ok(o);
+                        }
+                        Err(e) => {
+                            prime::retire(launched);
+                            return Err(e);
+                        }
+                    }
+                }
                 let server = api
                     .take()
                     .zip(with_containers.clone())

@@ -27,6 +27,10 @@ pub struct JobRequest {
     pub secrets_file: Option<PathBuf>,
     /// Append the job's network records (JSON lines) to this file.
     pub egress_log: Option<PathBuf>,
+    /// Variables that arrive after the sandbox exists: non-empty, the sandbox is primed
+    /// (created, checked, then waiting for them; see [`Engine::run_primed`]). Their values are
+    /// secrets.
+    pub late_env: Vec<String>,
 }
 
 /// An accepted request: the plan, and what the engine needs to run and finish it.
@@ -100,6 +104,25 @@ impl Engine {
             secrets,
             image,
         )?;
+        if !req.late_env.is_empty() {
+            if group.executor != airlock_policy::ExecutorKind::Libcontainer {
+                return Err(JobError::LateEnv(format!(
+                    "group {group_name} runs under {}; a primed sandbox needs libcontainer",
+                    group.executor.as_str()
+                )));
+            }
+            if let Some(bad) = req
+                .late_env
+                .iter()
+                .find(|n| !airlock_sandbox::start::valid_name(n))
+            {
+                return Err(JobError::LateEnv(format!(
+                    "{} is not a variable name",
+                    airlock_text::Escaped(bad)
+                )));
+            }
+            plan.late_env = req.late_env.clone();
+        }
         if let Some(c) = &group.containers {
             let dir = self.paths.job_dir(&plan.id);
             crate::containers::plan_runner(&mut plan, c, &dir);

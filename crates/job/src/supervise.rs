@@ -65,6 +65,15 @@ impl Signals {
         })
     }
 
+    /// A signal received meanwhile, if any (before the job is supervised: a primed sandbox's
+    /// wait, when only signals can arrive).
+    pub(crate) fn try_signal(&self) -> Option<i32> {
+        match self.rx.try_recv() {
+            Ok(Event::Signal(s)) => Some(s),
+            _ => None,
+        }
+    }
+
     pub(crate) fn close(self) {
         self.handle.close();
         let _ = self.thread.join();
@@ -178,7 +187,9 @@ pub(crate) fn supervise(
     (out, err): (Box<dyn Write + Send>, Box<dyn Write + Send>),
 ) -> Result<JobOutcome, SandboxError> {
     let plan = &job.plan;
-    let Launched { watcher, mut child } = launched;
+    let Launched {
+        watcher, mut child, ..
+    } = launched;
     let pumps: Vec<_> = [
         child
             .stdout

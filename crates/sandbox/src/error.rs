@@ -121,6 +121,12 @@ pub enum SandboxError {
     /// Image store errors.
     #[error(transparent)]
     Image(#[from] crate::image::ImageError),
+    /// A primed sandbox was retired before anything started in it (crate::start).
+    #[error("the primed sandbox was retired before its command started")]
+    NotStarted,
+    /// A primed sandbox's start message could not be used.
+    #[error(transparent)]
+    StartFrame(#[from] crate::start::FrameError),
 }
 
 impl SandboxError {
@@ -140,7 +146,9 @@ impl SandboxError {
             | Self::BadJobId(_)
             | Self::LimitTooLarge { .. }
             | Self::WorkspaceTooLarge { .. }
-            | Self::Workspace { .. } => FailureKind::Request,
+            | Self::Workspace { .. }
+            | Self::NotStarted
+            | Self::StartFrame(_) => FailureKind::Request,
             Self::Network(_) => FailureKind::Network,
             Self::Audit(_) => FailureKind::Audit,
             Self::ImageNotResolved(_) | Self::Image(_) => FailureKind::Image,

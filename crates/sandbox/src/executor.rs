@@ -34,6 +34,56 @@ pub struct Libcontainer {
     bundle: PathBuf,
     root: PathBuf,
     container: Option<Container>,
+    late_env: Option<LateEnvPipe>,
+}
+
+/// The pipe a primed sandbox's init reads its late environment from (crate::start): both
+/// ends are inherited by the init when libcontainer forks it; both are close-on-exec, so the
+/// command never holds them.
+#[derive(Debug, Clone, Copy)]
+pub struct LateEnvPipe {
+    /// The end the init reads.
+    pub read: i32,
+    /// The end the helper writes (the init closes its own copy before reading).
+    pub write: i32,
+}
+
+/// libcontainer's default workload, after reading the late environment in the init process
+/// (after the start signal, before exec; seccomp and every other protection are in force).
+#[derive(Clone)]
+struct LateEnvExecutor(LateEnvPipe);
+
+impl libcontainer::workload::Executor for LateEnvExecutor {
+    fn exec(
+        &self,
+        spec: &oci_spec::runtime::Spec,
+    ) -> Result<(), libcontainer::workload::ExecutorError> {
+        use std::os::fd::FromRawFd;
+        let fail = |m: String| libcontainer::workload::ExecutorError::Other(m);
+        // SAFETY: both fds were made by the helper for this process and are used only here;
+        // closing our write end lets a frame cut short end in EOF instead of a hang.
+        let mut r = unsafe {
+            libc::close(self.0.write);
+            std::fs::File::from_raw_fd(self.0.read)
+        };
+        let frame = crate::start::read_frame(&mut r)
+            .map_err(|e| fail(format!("reading the late environment: {e}")))?
+            .ok_or_else(|| fail("no late environment arrived".into()))?;
+        drop(r);
+        let env = crate::start::decode(&frame).map_err(|e| fail(e.to_string()))?;
+        for (k, v) in env {
+            // SAFETY: the init process is single-threaded (libcontainer forked it).
+            unsafe { std::env::set_var(k, v) };
+        }
+        DefaultExecutor {}.exec(spec)
+    }
+
+    fn validate(
+        &self,
+        spec: &oci_spec::runtime::Spec,
+    ) -> Result<(), libcontainer::workload::ExecutorValidationError> {
+        DefaultExecutor {}.validate(spec)
+    }
 }
 
 fn lc_err(e: impl std::fmt::Display) -> SandboxError {
@@ -50,8 +100,12 @@ impl Executor for Libcontainer {
 
     fn create(&mut self) -> Result<i32, SandboxError> {
         std::fs::create_dir_all(&self.root).map_err(SandboxError::io("creating", &self.root))?;
-        let c = ContainerBuilder::new(self.id.clone(), SyscallType::default())
-            .with_executor(DefaultExecutor {})
+        let b = ContainerBuilder::new(self.id.clone(), SyscallType::default());
+        let b = match self.late_env {
+            Some(p) => b.with_executor(LateEnvExecutor(p)),
+            None => b.with_executor(DefaultExecutor {}),
+        };
+        let c = b
             .with_root_path(&self.root)
             .map_err(lc_err)?
             .validate_id()
@@ -186,15 +240,30 @@ impl Executor for OciCli {
     }
 }
 
-/// The executor of `kind` for job `id`, with its state under `root`.
-pub fn make(kind: ExecutorKind, id: &str, bundle: PathBuf, root: PathBuf) -> Box<dyn Executor> {
+/// The executor of `kind` for job `id`, with its state under `root`. `late_env`: a primed
+/// sandbox's pipe (crate::start), which only libcontainer can read in the job's init; the
+/// job engine refuses primed sandboxes of other executors before anything exists.
+pub fn make(
+    kind: ExecutorKind,
+    id: &str,
+    bundle: PathBuf,
+    root: PathBuf,
+    late_env: Option<LateEnvPipe>,
+) -> Result<Box<dyn Executor>, SandboxError> {
     let root_s = root.to_string_lossy().into_owned();
-    match kind {
+    if late_env.is_some() && kind != ExecutorKind::Libcontainer {
+        return Err(SandboxError::Executor {
+            executor: "helper",
+            message: format!("a primed sandbox needs libcontainer, not {}", kind.as_str()),
+        });
+    }
+    Ok(match kind {
         ExecutorKind::Libcontainer => Box::new(Libcontainer {
             id: id.to_owned(),
             bundle,
             root,
             container: None,
+            late_env,
         }),
         ExecutorKind::Runc => Box::new(OciCli {
             bin: "runc",
@@ -217,5 +286,5 @@ pub fn make(kind: ExecutorKind, id: &str, bundle: PathBuf, root: PathBuf) -> Box
             id: id.to_owned(),
             bundle,
         }),
-    }
+    })
 }

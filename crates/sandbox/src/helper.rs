@@ -24,6 +24,7 @@ use crate::cgroup::{self, Expected};
 use crate::error::SandboxError;
 use crate::executor;
 use crate::spec;
+use crate::start::{self, READY};
 
 /// The hidden subcommand that runs the helper.
 pub const SUBCOMMAND: &str = "__helper";
@@ -41,6 +42,9 @@ pub struct HelperArgs {
     pub executor_root: PathBuf,
     /// Names of environment variables to remove from config.json after create.
     pub scrub: Vec<String>,
+    /// A primed sandbox (crate::start): after create and the checks, report [`READY`] on
+    /// the control socket and start only when the late environment arrives there.
+    pub primed: bool,
 }
 
 impl HelperArgs {
@@ -58,6 +62,9 @@ impl HelperArgs {
             .arg(&self.executor_root);
         for s in &self.scrub {
             c.arg("--scrub").arg(s);
+        }
+        if self.primed {
+            c.arg("--primed");
         }
         c
     }
@@ -97,12 +104,12 @@ pub fn main(args: HelperArgs) -> i32 {
         // airlock died before PDEATHSIG was armed.
         return 3;
     }
-    if !go_ahead() {
+    let Some(control) = go_ahead(args.primed) else {
         // airlock gave up on the job (its network failed, or it was stopped): nothing was
         // created, nothing to report.
         return 4;
-    }
-    let outcome = match run(&args) {
+    };
+    let outcome = match run(&args, control) {
         Ok(o) => o,
         Err(e) => Outcome::Failed(airlock_audit::Failure {
             kind: e.kind(),
@@ -122,23 +129,73 @@ pub fn main(args: HelperArgs) -> i32 {
     }
 }
 
-/// Waits for [`GO`] on stdin, then puts `/dev/null` there: the job inherits the helper's
-/// standard streams and must not get the pipe.
-fn go_ahead() -> bool {
+/// Waits for [`GO`] on stdin (airlock's control socket), then puts `/dev/null` there: the job
+/// inherits the helper's standard streams and must not get the socket. A primed helper keeps
+/// the socket on a close-on-exec descriptor of its own (`Some(Some(_))`).
+fn go_ahead(primed: bool) -> Option<Option<std::fs::File>> {
     use std::io::Read;
+    use std::os::fd::FromRawFd;
     let mut b = [0u8; 1];
     let go = matches!(std::io::stdin().lock().read(&mut b), Ok(1)) && b[..] == *GO;
     if !go {
-        return false;
+        return None;
     }
+    let control = if primed {
+        // SAFETY: fcntl on fd 0 of this process; the new fd is owned by the File.
+        let fd = unsafe { libc::fcntl(0, libc::F_DUPFD_CLOEXEC, 3) };
+        if fd < 0 {
+            return None;
+        }
+        // SAFETY: `fd` was just returned by fcntl and nothing else owns it.
+        Some(unsafe { std::fs::File::from_raw_fd(fd) })
+    } else {
+        None
+    };
     match std::fs::File::open("/dev/null") {
         // SAFETY: dup2 onto fd 0 of this single-threaded process; the old stdin is closed.
-        Ok(null) => unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), 0) >= 0 },
-        Err(_) => false,
+        Ok(null) if unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), 0) >= 0 } => {
+            Some(control)
+        }
+        _ => None,
     }
 }
 
-fn run(args: &HelperArgs) -> Result<Outcome, SandboxError> {
+/// The pipe of a primed sandbox's late environment, both ends close-on-exec.
+fn late_env_pipe() -> Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd), SandboxError> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| SandboxError::Io {
+        what: "creating",
+        path: "the late-environment pipe".into(),
+        source: e.into(),
+    })
+}
+
+/// A primed sandbox waits here: [`READY`] to airlock, then the late environment, which goes
+/// down the pipe to the job's init. `Ok(false)`: airlock closed the socket (the sandbox is
+/// retired unused).
+fn await_start(
+    control: &mut std::fs::File,
+    pipe_write: std::os::fd::OwnedFd,
+) -> Result<bool, SandboxError> {
+    use std::io::Write;
+    let io = |what: &'static str| {
+        move |source: std::io::Error| SandboxError::Io {
+            what,
+            path: "the helper's control socket".into(),
+            source,
+        }
+    };
+    control.write_all(READY).map_err(io("writing"))?;
+    let Some(body) = start::read_frame(control).map_err(io("reading"))? else {
+        return Ok(false);
+    };
+    // Checked here too: a malformed frame fails the job in the helper, not in its init.
+    let frame = start::encode(&start::decode(&body)?)?;
+    let mut w = std::fs::File::from(pipe_write);
+    start::write_frame(&mut w, &frame).map_err(io("passing on"))?;
+    Ok(true)
+}
+
+fn run(args: &HelperArgs, control: Option<std::fs::File>) -> Result<Outcome, SandboxError> {
     let config = args.job_dir.join("config.json");
     let spec = oci_spec::runtime::Spec::load(&config).map_err(|e| SandboxError::Executor {
         executor: "helper",
@@ -146,12 +203,20 @@ fn run(args: &HelperArgs) -> Result<Outcome, SandboxError> {
     })?;
     let expected = Expected::from_spec(&spec);
     let protected = crate::spec::protected_paths(&spec, &args.job_dir);
+    let pipe = match control {
+        Some(_) => Some(late_env_pipe()?),
+        None => None,
+    };
     let mut ex = executor::make(
         args.executor,
         &args.id,
         args.job_dir.clone(),
         args.executor_root.clone(),
-    );
+        pipe.as_ref().map(|(r, w)| executor::LateEnvPipe {
+            read: std::os::fd::AsRawFd::as_raw_fd(r),
+            write: std::os::fd::AsRawFd::as_raw_fd(w),
+        }),
+    )?;
     let pid = match ex.create() {
         Ok(p) => p,
         Err(e) => {
@@ -177,6 +242,21 @@ fn run(args: &HelperArgs) -> Result<Outcome, SandboxError> {
     if let Err(e) = checked {
         let _ = ex.delete();
         return Err(e);
+    }
+    if let (Some(mut control), Some((read, write))) = (control, pipe) {
+        // The init holds its own copies of both ends; ours of the read end is not needed.
+        drop(read);
+        match await_start(&mut control, write) {
+            Ok(true) => {}
+            Ok(false) => {
+                ex.delete()?;
+                return Err(SandboxError::NotStarted);
+            }
+            Err(e) => {
+                let _ = ex.delete();
+                return Err(e);
+            }
+        }
     }
     if let Err(e) = ex.start() {
         let _ = ex.delete();

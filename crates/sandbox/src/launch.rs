@@ -32,15 +32,55 @@ pub struct Launched {
     pub watcher: Option<crate::watch::Watcher>,
     /// The helper process; its stdout and stderr carry the job's output.
     pub child: std::process::Child,
+    /// The helper's control socket (its stdin): the go-ahead, and for a primed sandbox the
+    /// helper's [`crate::start::READY`] and then the late environment.
+    pub control: Option<std::os::unix::net::UnixStream>,
 }
 
 impl Launched {
     /// Lets the helper create the container (the namespace its spec names exists now). A
-    /// helper that never gets it exits without creating anything when its stdin closes.
-    pub fn go(&mut self) {
-        if let Some(mut go) = self.child.stdin.take() {
-            let _ = go.write_all(helper::GO);
+    /// helper that never gets it exits without creating anything when its stdin closes. A
+    /// primed sandbox's socket stays open for [`Launched::start`].
+    pub fn go(&mut self, primed: bool) {
+        if let Some(mut c) = self.control.take() {
+            if c.write_all(helper::GO).is_ok() && primed {
+                self.control = Some(c);
+            }
         }
+    }
+
+    /// A primed sandbox: waits until its container exists and was checked (`Ok(false)`: the
+    /// helper ended first; its result says why).
+    pub fn wait_ready(&mut self) -> Result<bool, SandboxError> {
+        use std::io::Read;
+        let Some(c) = self.control.as_mut() else {
+            return Ok(false);
+        };
+        let mut b = [0u8; 1];
+        loop {
+            return match c.read(&mut b) {
+                Ok(1) if b[..] == *crate::start::READY => Ok(true),
+                Ok(_) => Ok(false),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(source) => Err(SandboxError::Io {
+                    what: "reading",
+                    path: "the helper's control socket".into(),
+                    source,
+                }),
+            };
+        }
+    }
+
+    /// A primed sandbox: hands the late environment to the helper, which starts the command
+    /// with it. Dropping the socket instead retires the sandbox unused.
+    pub fn start(&mut self, env: &[(String, String)]) -> Result<(), SandboxError> {
+        let frame = crate::start::encode(env)?;
+        let mut c = self.control.take().ok_or(SandboxError::NotStarted)?;
+        crate::start::write_frame(&mut c, &frame).map_err(|source| SandboxError::Io {
+            what: "writing",
+            path: "the helper's control socket".into(),
+            source,
+        })
     }
 }
 
@@ -102,10 +142,14 @@ pub fn spawn(
     )?;
     phase("bundle written");
     state.advance(Status::Creating, paths)?;
-    let child = start_helper(plan, paths, helper_exe)?;
+    let (child, control) = start_helper(plan, paths, helper_exe)?;
     state.helper = ProcRef::of(child.id() as i32);
     state.save(paths)?;
-    Ok(Launched { watcher, child })
+    Ok(Launched {
+        watcher,
+        child,
+        control: Some(control),
+    })
 }
 
 /// The OCI bundle's `config.json` (owner-only: it holds the job's secrets until the helper
@@ -138,21 +182,25 @@ fn write_bundle(
         .map_err(SandboxError::io("writing", &config))
 }
 
-/// Spawns the helper with an empty environment, its stdin carrying the go-ahead.
+/// Spawns the helper with an empty environment, its stdin a socket carrying the go-ahead
+/// (and, for a primed sandbox, the start).
 fn start_helper(
     plan: &JobPlan,
     paths: &Paths,
     helper_exe: &Path,
-) -> Result<std::process::Child, SandboxError> {
+) -> Result<(std::process::Child, std::os::unix::net::UnixStream), SandboxError> {
     let args = HelperArgs {
         job_dir: paths.job_dir(&plan.id),
         id: plan.id.to_string(),
         executor: plan.executor,
         executor_root: paths.executor_root(plan.executor),
         scrub: plan.secrets.iter().map(|(k, _)| k.clone()).collect(),
+        primed: !plan.late_env.is_empty(),
     };
+    let (ours, theirs) = std::os::unix::net::UnixStream::pair()
+        .map_err(SandboxError::io("creating", "socketpair"))?;
     let mut cmd = args.command(helper_exe);
-    cmd.stdin(Stdio::piped())
+    cmd.stdin(Stdio::from(std::os::fd::OwnedFd::from(theirs)))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .env_clear()
@@ -163,8 +211,10 @@ fn start_helper(
         // Its own process group: a terminal's Ctrl-C reaches airlock, which then stops the
         // job in order, instead of killing the helper halfway through.
         .process_group(0);
-    cmd.spawn()
-        .map_err(SandboxError::io("starting helper", helper_exe))
+    let child = cmd
+        .spawn()
+        .map_err(SandboxError::io("starting helper", helper_exe))?;
+    Ok((child, ours))
 }
 
 /// The pid in a pid file the helper wrote (`None`: not there yet, or not a pid).

@@ -17,6 +17,7 @@ pub mod protect;
 pub mod rootfs;
 pub mod seccomp;
 pub mod spec;
+pub mod start;
 pub mod state;
 pub mod teardown;
 pub mod watch;

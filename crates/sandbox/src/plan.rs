@@ -134,6 +134,10 @@ pub struct JobPlan {
     /// The job whose record the sandbox's events join, when it is not its own (a container
     /// records under its job: one limiter, one set of detectors, one audit identity).
     pub record_as: Option<JobId>,
+    /// Variables that arrive only after the sandbox exists (a primed sandbox, crate::start):
+    /// non-empty, the sandbox is created and checked, then waits for them before its
+    /// command starts. Their values are secrets.
+    pub late_env: Vec<String>,
 }
 
 /// A host directory bind-mounted into a sandbox.
@@ -211,6 +215,7 @@ impl JobPlan {
             hosts: Vec::new(),
             cwd: WORKSPACE.to_owned(),
             record_as: None,
+            late_env: Vec::new(),
         })
     }
 }
