@@ -1510,6 +1510,172 @@ fn scale_sets_serve_jobs_without_a_webhook_and_reconcile_after_kill_9() {
     assert!(o.status.success(), "{}", stdout(&o));
 }
 
+/// The ids of the primed sandboxes of group `ss` that are ready and have not started: a
+/// `job.requested` with neither `job.started` nor `job.ended`, whose helper has created the
+/// container (its init's pid is written).
+fn primed_ready(e: &E2e) -> Vec<String> {
+    let recs = e.audit();
+    recs.iter()
+        .filter(|r| r["kind"] == "job.requested" && r["data"]["group"] == "ss")
+        .filter_map(|r| r["job"].as_str())
+        .filter(|id| {
+            !recs.iter().any(|x| {
+                x["job"] == *id && (x["kind"] == "job.started" || x["kind"] == "job.ended")
+            })
+        })
+        .filter(|id| e.w.state().join("jobs").join(id).join("init.pid").exists())
+        .map(String::from)
+        .collect()
+}
+
+/// Primed sandboxes (`prestart = 1`): one is made before any job, with no runner registered
+/// and nothing run in it (its init is still airlock's helper, no exec on the record); a job's
+/// runner starts in it (the JIT config arrives late, named on the record, in no file) and the
+/// pool is refilled; kill -9 of serve retires the primed sandbox (its airlock run ends with
+/// serve), a restart primes again, SIGTERM retires that one, and nothing is left.
+#[test]
+fn primed_sandboxes_take_runners_and_leave_nothing() {
+    need_root!();
+    need_fakes!();
+    need_registry_tools!();
+    let policy = POLICY_SS.replace(
+        "scale_set = { name = \"airlock-e2e\" }",
+        "scale_set = { name = \"airlock-e2e\", prestart = 1 }",
+    );
+    let mut e = world_custom(Mode::ScaleSet, Some(&policy), None);
+    e.wait_for("a primed sandbox", || primed_ready(&e).len() == 1);
+    let p1 = primed_ready(&e).remove(0);
+    // Nothing registered at GitHub for it, nothing run in it.
+    assert!(
+        E2e::runners_named(&e.state(), "airlock-airlock-e2e-").is_empty(),
+        "a primed sandbox registers no runner"
+    );
+    let pid: i32 = std::fs::read_to_string(e.w.state().join("jobs").join(&p1).join("init.pid"))
+        .expect("init.pid")
+        .trim()
+        .parse()
+        .expect("pid");
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).expect("init's cmdline");
+    assert!(
+        String::from_utf8_lossy(&cmdline).contains("__helper"),
+        "the primed sandbox's init has exec'd something: {}",
+        String::from_utf8_lossy(&cmdline)
+    );
+    assert!(
+        !e.audit()
+            .iter()
+            .any(|r| r["job"] == p1.as_str() && r["kind"] == "process.exec"),
+        "an exec in a primed sandbox"
+    );
+
+    // A job: its runner starts in the primed sandbox.
+    e.jobs_labelled([301], "airlock-e2e", "echo primed");
+    e.wait_for("job 301 done", || {
+        E2e::job(&e.state(), 301)["status"] == "completed"
+    });
+    let s = e.state();
+    let j = E2e::job(&s, 301);
+    assert_eq!(j["fetches"], 1, "{s:#}");
+    assert_eq!(j["exit_code"], 0, "{s:#}");
+    let name = j["runner_name"].as_str().expect("runner").to_owned();
+    let runner_id = j["runner_id"].as_u64().expect("runner id");
+    e.wait_for("serve's record of job 301", || {
+        e.audit()
+            .iter()
+            .any(|r| r["kind"] == "serve.job.finished" && r["job"] == "ss-airlock-e2e-301")
+    });
+    let recs = e.audit();
+    let fin = recs
+        .iter()
+        .find(|r| r["kind"] == "serve.job.finished" && r["job"] == "ss-airlock-e2e-301")
+        .expect("finished");
+    assert_eq!(
+        fin["data"]["sandbox"],
+        p1.as_str(),
+        "the runner did not start in the primed sandbox: {fin:#}"
+    );
+    // On its record: the JIT config named (never valued) before the first exec.
+    let seq = |kind: &str| {
+        recs.iter()
+            .filter(|r| r["job"] == p1.as_str() && r["kind"] == kind)
+            .filter_map(|r| r["seq"].as_u64())
+            .min()
+    };
+    let injected = seq("secret.injected").expect("secret.injected");
+    assert!(
+        recs.iter().any(|r| r["job"] == p1.as_str()
+            && r["kind"] == "secret.injected"
+            && r["data"]["names"][0] == "ACTIONS_RUNNER_INPUT_JITCONFIG"),
+        "the late JIT config is named on the record"
+    );
+    let first_exec = seq("process.exec").expect("the runner's exec");
+    assert!(
+        injected < first_exec && seq("job.started").is_some_and(|s| s > injected),
+        "something ran before the start"
+    );
+    // The JIT config is in no file: not the derived policy, not config.json, not the log.
+    let jit = jit_config_of(runner_id, &name);
+    for d in [e.w.state(), e.w.data()] {
+        let hits = files_containing(&d, jit.as_bytes());
+        assert!(hits.is_empty(), "the JIT config is on disk: {hits:?}");
+    }
+    // Refilled.
+    e.wait_for("a new primed sandbox", || {
+        primed_ready(&e).iter().any(|p| *p != p1)
+    });
+    let p2 = primed_ready(&e).remove(0);
+
+    // kill -9 of serve: the primed sandbox's airlock run ends with it and takes it down.
+    let mut serve = e.serve.take().expect("serve");
+    serve.kill().expect("kill -9");
+    serve.wait().expect("reap");
+    e.wait_for("the orphaned primed sandbox retired", || {
+        e.audit()
+            .iter()
+            .any(|r| r["job"] == p2.as_str() && r["kind"] == "job.ended")
+    });
+    assert!(
+        !e.audit()
+            .iter()
+            .any(|r| r["job"] == p2.as_str() && r["kind"] == "process.exec"),
+        "the retired primed sandbox ran something"
+    );
+    e.start_serve();
+    e.wait_for("primed again after the restart", || {
+        primed_ready(&e).iter().any(|p| *p != p2)
+    });
+    let p3 = primed_ready(&e).remove(0);
+    e.stop_serve();
+    let ended = e
+        .audit()
+        .into_iter()
+        .find(|r| r["job"] == p3.as_str() && r["kind"] == "job.ended")
+        .expect("SIGTERM retires the primed sandbox");
+    assert_eq!(ended["data"]["outcome"]["kind"], "interrupted", "{ended:#}");
+    e.assert_scale_set_gone();
+    // No primed sandbox's work directory is left (the orphaned one went at the restart);
+    // runners' directories may keep only their output and report, for people.
+    for d in std::fs::read_dir(e.w.state().join("serve"))
+        .map(|rd| rd.flatten().map(|x| x.path()).collect::<Vec<_>>())
+        .unwrap_or_default()
+    {
+        let n = d.file_name().map(|n| n.to_string_lossy().into_owned());
+        assert!(
+            !n.as_deref().is_some_and(|n| n.starts_with("primed-")),
+            "{} left",
+            d.display()
+        );
+        for f in std::fs::read_dir(&d).expect("dir").flatten() {
+            let f = f.file_name().to_string_lossy().into_owned();
+            assert!(
+                f == "output.log" || f == "report.json",
+                "{f} left in {}",
+                d.display()
+            );
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Benchmarks (ignored; `scripts/bench-scaleset.sh` runs them on a release build).
 

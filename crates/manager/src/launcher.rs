@@ -2,7 +2,7 @@
 //! itself as a child (`airlock run`), so the sandbox is set up by a single-threaded process
 //! and never forked from serve's multi-threaded runtime.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -98,6 +98,26 @@ pub trait Launcher: Send + Sync + 'static {
     fn forget(&self, key: &str) {
         let _ = key;
     }
+
+    /// Starts making a primed sandbox for `template`'s group (its `jit_config` unused): a
+    /// later [`Launcher::run`] of that group starts its runner in it. `false`: not made (not
+    /// supported, or the group's last priming failed moments ago). The default makes none.
+    fn prime(&self, template: LaunchSpec) -> bool {
+        let _ = template;
+        false
+    }
+
+    /// Primed sandboxes per group, ready or being made.
+    fn primed(&self) -> BTreeMap<String, u32> {
+        BTreeMap::new()
+    }
+
+    /// Retires up to `n` ready primed sandboxes of every group but `keep` (`None`: of every
+    /// group); returns how many.
+    async fn retire_primed(&self, keep: Option<&str>, n: usize) -> usize {
+        let _ = (keep, n);
+        0
+    }
 }
 
 /// The runner's own long-lived programs when the command is the GitHub runner's `run.sh`:
@@ -134,15 +154,20 @@ pub struct ProcessLauncher {
     pub work_dir: PathBuf,
     /// Command prefix run before airlock, e.g. `nsenter --net=…` in tests (empty normally).
     pub wrapper: Vec<String>,
+    /// Primed sandboxes (scale sets' `prestart`), shared by clones.
+    pub primed: std::sync::Arc<std::sync::Mutex<PrimedPool>>,
 }
 
 impl ProcessLauncher {
     /// The policy the child runs with: only this group, with the runner's credentials added
     /// to its `secrets`, so `airlock run` passes them from its environment into the job (and
     /// nothing else of serve's environment).
-    fn derived_policy(spec: &LaunchSpec) -> Policy {
+    fn derived_policy(spec: &LaunchSpec, primed: bool) -> Policy {
         let mut g = spec.policy.clone();
-        g.secrets.push(JITCONFIG_ENV.to_owned());
+        // A primed sandbox gets the JIT config late, through its gate (`--late-env`).
+        if !primed {
+            g.secrets.push(JITCONFIG_ENV.to_owned());
+        }
         for p in runner_programs(&spec.command) {
             if !g.protect.contains(&p) {
                 g.protect.push(p);
@@ -162,7 +187,12 @@ impl ProcessLauncher {
         }
     }
 
-    fn command(&self, dir: &std::path::Path, spec: &LaunchSpec) -> tokio::process::Command {
+    fn command(
+        &self,
+        dir: &std::path::Path,
+        spec: &LaunchSpec,
+        primed: bool,
+    ) -> tokio::process::Command {
         let mut argv: Vec<std::ffi::OsString> = self.wrapper.iter().map(Into::into).collect();
         argv.push(self.airlock.clone().into());
         let mut c = tokio::process::Command::new(&argv[0]);
@@ -183,6 +213,12 @@ impl ProcessLauncher {
             .arg(&spec.group)
             .arg("--report")
             .arg(dir.join("report.json"))
+            .args(
+                primed
+                    .then_some(["--late-env", JITCONFIG_ENV])
+                    .into_iter()
+                    .flatten(),
+            )
             .arg("--")
             .args(&spec.command);
         c.env_clear();
@@ -197,7 +233,9 @@ impl ProcessLauncher {
                 c.env(n, x);
             }
         }
-        c.env(JITCONFIG_ENV, spec.jit_config.expose());
+        if !primed {
+            c.env(JITCONFIG_ENV, spec.jit_config.expose());
+        }
         if let Some(t) = &spec.token {
             c.env(JOB_TOKEN_ENV, t.expose());
         }
@@ -222,47 +260,194 @@ impl ProcessLauncher {
     }
 }
 
-#[async_trait]
-impl Launcher for ProcessLauncher {
-    async fn run(
-        &self,
-        spec: LaunchSpec,
-        started: oneshot::Sender<()>,
-        mut stop: watch::Receiver<bool>,
-    ) -> Result<RunExit, LaunchError> {
-        let io = |what: &str| {
-            let key = spec.key.clone();
-            let what = what.to_owned();
-            move |source| LaunchError::Io { key, what, source }
-        };
-        let dir = self.work_dir.join(&spec.key);
+/// A primed sandbox: `airlock run --late-env` with its sandbox created and checked, waiting
+/// on its gate for the runner's JIT config (docs/serve.md, "Primed sandboxes").
+struct Primed {
+    /// Its work directory (derived policy, report, output).
+    dir: PathBuf,
+    /// The derived policy text and the command it was made for: a runner of another shape
+    /// (the policy changed) does not take it.
+    policy: String,
+    command: Vec<String>,
+    child: tokio::process::Child,
+    gate: tokio::net::UnixStream,
+}
+
+/// Primed sandboxes by group: those ready, those being made, and when making one last failed
+/// (a group whose sandboxes cannot be made is not retried in a loop).
+#[derive(Default)]
+pub struct PrimedPool {
+    ready: HashMap<String, Vec<Primed>>,
+    pending: HashMap<String, u32>,
+    /// Work directories of the sandboxes being made.
+    making: std::collections::HashSet<PathBuf>,
+    failed_at: HashMap<String, std::time::Instant>,
+}
+
+impl std::fmt::Debug for PrimedPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PrimedPool")
+            .field(
+                "ready",
+                &self
+                    .ready
+                    .iter()
+                    .map(|(g, v)| (g, v.len()))
+                    .collect::<BTreeMap<_, _>>(),
+            )
+            .field("pending", &self.pending)
+            .finish()
+    }
+}
+
+/// Work keys of primed sandboxes start with this.
+pub const PRIMED_PREFIX: &str = "primed-";
+
+/// After a failed priming, the group is not primed again for this long.
+const PRIME_RETRY: std::time::Duration = std::time::Duration::from_secs(30);
+/// How long a sandbox may take to be primed (a first use may pull its image).
+const PRIME_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
+
+fn lock_pool(m: &std::sync::Mutex<PrimedPool>) -> std::sync::MutexGuard<'_, PrimedPool> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Retires a primed sandbox: its gate closed, airlock run deletes it and exits (killed if it
+/// has not within a few seconds).
+async fn retire(mut p: Primed) {
+    drop(p.gate);
+    if tokio::time::timeout(std::time::Duration::from_secs(10), p.child.wait())
+        .await
+        .is_err()
+    {
+        let _ = p.child.kill().await;
+    }
+    let _ = std::fs::remove_dir_all(&p.dir);
+}
+
+impl ProcessLauncher {
+    fn work_dir_for(&self, key: &str) -> Result<PathBuf, LaunchError> {
+        let dir = self.work_dir.join(key);
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(&dir)
-            .map_err(io("creating its work directory"))?;
-        let policy =
-            toml::to_string(&Self::derived_policy(&spec)).map_err(|e| LaunchError::Io {
-                key: spec.key.clone(),
-                what: "writing its policy".into(),
-                source: std::io::Error::other(e.to_string()),
+            .map_err(|source| LaunchError::Io {
+                key: key.to_owned(),
+                what: "creating its work directory".into(),
+                source,
             })?;
-        std::fs::write(dir.join("policy.toml"), policy).map_err(io("writing its policy"))?;
+        Ok(dir)
+    }
+
+    fn policy_text(spec: &LaunchSpec, primed: bool) -> Result<String, LaunchError> {
+        toml::to_string(&Self::derived_policy(spec, primed)).map_err(|e| LaunchError::Io {
+            key: spec.key.clone(),
+            what: "writing its policy".into(),
+            source: std::io::Error::other(e.to_string()),
+        })
+    }
+
+    fn output_log(dir: &std::path::Path) -> std::io::Result<(std::fs::File, std::fs::File)> {
         let out = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .mode(0o600)
-            .open(dir.join("output.log"))
-            .map_err(io("opening its output log"))?;
-        let err = out.try_clone().map_err(io("opening its output log"))?;
-        let mut cmd = self.command(&dir, &spec);
-        cmd.stdout(out).stderr(err);
-        let mut child = cmd.spawn().map_err(io("starting airlock run"))?;
-        let _ = started.send(());
+            .open(dir.join("output.log"))?;
+        let err = out.try_clone()?;
+        Ok((out, err))
+    }
+
+    /// Makes one primed sandbox of `template`'s group and adds it to the pool once it is
+    /// ready.
+    async fn make_primed(self, template: LaunchSpec) -> Result<(), String> {
+        let dir = self
+            .work_dir_for(&template.key)
+            .map_err(|e| e.to_string())?;
+        let policy = Self::policy_text(&template, true).map_err(|e| e.to_string())?;
+        std::fs::write(dir.join("policy.toml"), &policy).map_err(|e| e.to_string())?;
+        let (out, err) = Self::output_log(&dir).map_err(|e| e.to_string())?;
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair().map_err(|e| e.to_string())?;
+        ours.set_nonblocking(true).map_err(|e| e.to_string())?;
+        let mut gate = tokio::net::UnixStream::from_std(ours).map_err(|e| e.to_string())?;
+        let mut cmd = self.command(&dir, &template, true);
+        cmd.stdin(Stdio::from(std::os::fd::OwnedFd::from(theirs)))
+            .stdout(out)
+            .stderr(err);
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| format!("starting airlock run: {e}"))?;
+        drop(cmd);
+        let mut b = [0u8; 1];
+        let ready = tokio::select! {
+            r = tokio::time::timeout(PRIME_TIMEOUT, tokio::io::AsyncReadExt::read(&mut gate, &mut b)) => {
+                matches!(r, Ok(Ok(1))) && b[..] == *airlock_sandbox::start::READY
+            }
+            _ = child.wait() => false,
+        };
+        let primed = Primed {
+            dir: dir.clone(),
+            policy,
+            command: template.command.clone(),
+            child,
+            gate,
+        };
+        if !ready {
+            retire(primed).await;
+            return Err(format!(
+                "its airlock run ended or stalled before the sandbox was ready (output: {})",
+                dir.display()
+            ));
+        }
+        lock_pool(&self.primed)
+            .ready
+            .entry(template.group.clone())
+            .or_default()
+            .push(primed);
+        Ok(())
+    }
+
+    /// A live primed sandbox for this runner, if the pool has one; stale ones (dead, or made
+    /// for another policy) are retired on the way.
+    fn take_primed(&self, spec: &LaunchSpec, policy: &str) -> Option<Primed> {
+        let mut stale = Vec::new();
+        let found = {
+            let mut pool = lock_pool(&self.primed);
+            let list = pool.ready.get_mut(&spec.group)?;
+            let mut found = None;
+            while let Some(mut p) = list.pop() {
+                let alive = matches!(p.child.try_wait(), Ok(None));
+                if alive && p.policy == policy && p.command == spec.command {
+                    found = Some(p);
+                    break;
+                }
+                stale.push(p);
+            }
+            found
+        };
+        for p in stale {
+            tokio::spawn(retire(p));
+        }
+        found
+    }
+
+    /// Waits for a started `airlock run` to end (SIGTERM to it when `stop` says so) and
+    /// reads its report.
+    async fn finish(
+        &self,
+        key: &str,
+        dir: &std::path::Path,
+        mut child: tokio::process::Child,
+        mut stop: watch::Receiver<bool>,
+    ) -> Result<RunExit, LaunchError> {
         let mut stopped = false;
         let status = loop {
             tokio::select! {
-                s = child.wait() => break s.map_err(io("waiting for airlock run"))?,
+                s = child.wait() => break s.map_err(|source| LaunchError::Io {
+                    key: key.to_owned(),
+                    what: "waiting for airlock run".into(),
+                    source,
+                })?,
                 r = stop.changed(), if !stopped => {
                     if r.is_err() || *stop.borrow() {
                         stopped = true;
@@ -284,11 +469,15 @@ impl Launcher for ProcessLauncher {
         let code = status
             .code()
             .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
-        // Keep the output of failed runs for people; the rest goes.
+        // Keep the output of failed runs for people, under the job's key; the rest goes.
         if code == 0 {
-            let _ = std::fs::remove_dir_all(&dir);
+            let _ = std::fs::remove_dir_all(dir);
         } else {
             let _ = std::fs::remove_file(dir.join("policy.toml"));
+            let keyed = self.work_dir.join(key);
+            if dir != keyed {
+                let _ = std::fs::rename(dir, &keyed);
+            }
         }
         Ok(RunExit {
             code,
@@ -296,6 +485,137 @@ impl Launcher for ProcessLauncher {
             sandbox_id,
             failure,
         })
+    }
+}
+
+#[async_trait]
+impl Launcher for ProcessLauncher {
+    async fn run(
+        &self,
+        spec: LaunchSpec,
+        started: oneshot::Sender<()>,
+        stop: watch::Receiver<bool>,
+    ) -> Result<RunExit, LaunchError> {
+        // A primed sandbox of the group, if there is one: the JIT config is all it lacks.
+        if spec.token.is_none() {
+            let policy = Self::policy_text(&spec, true)?;
+            if let Some(mut p) = self.take_primed(&spec, &policy) {
+                let frame = airlock_sandbox::start::encode(&[(
+                    JITCONFIG_ENV.to_owned(),
+                    spec.jit_config.expose().to_owned(),
+                )]);
+                let sent = match frame {
+                    Ok(f) => tokio::io::AsyncWriteExt::write_all(&mut p.gate, &f)
+                        .await
+                        .is_ok(),
+                    Err(_) => false,
+                };
+                if sent {
+                    let _ = started.send(());
+                    let Primed {
+                        dir, child, gate, ..
+                    } = p;
+                    // The gate stays open while the job runs: closing it means nothing
+                    // after the start, and keeping it keeps the fd accounting simple.
+                    let r = self.finish(&spec.key, &dir, child, stop).await;
+                    drop(gate);
+                    return r;
+                }
+                tracing::warn!(
+                    "runner {}: its primed sandbox did not take the start; starting a new one",
+                    airlock_text::escape(&spec.key)
+                );
+                tokio::spawn(retire(p));
+            }
+        }
+        let io = |what: &str| {
+            let key = spec.key.clone();
+            let what = what.to_owned();
+            move |source| LaunchError::Io { key, what, source }
+        };
+        let dir = self.work_dir_for(&spec.key)?;
+        let policy = Self::policy_text(&spec, false)?;
+        std::fs::write(dir.join("policy.toml"), policy).map_err(io("writing its policy"))?;
+        let (out, err) = Self::output_log(&dir).map_err(io("opening its output log"))?;
+        let mut cmd = self.command(&dir, &spec, false);
+        cmd.stdout(out).stderr(err);
+        let child = cmd.spawn().map_err(io("starting airlock run"))?;
+        let _ = started.send(());
+        self.finish(&spec.key, &dir, child, stop).await
+    }
+
+    fn prime(&self, template: LaunchSpec) -> bool {
+        let group = template.group.clone();
+        {
+            let mut pool = lock_pool(&self.primed);
+            if pool
+                .failed_at
+                .get(&group)
+                .is_some_and(|t| t.elapsed() < PRIME_RETRY)
+            {
+                return false;
+            }
+            *pool.pending.entry(group.clone()).or_default() += 1;
+            pool.making.insert(self.work_dir.join(&template.key));
+        }
+        let me = self.clone();
+        tokio::spawn(async move {
+            let key = template.key.clone();
+            let r = me.clone().make_primed(template).await;
+            let mut pool = lock_pool(&me.primed);
+            if let Some(n) = pool.pending.get_mut(&group) {
+                *n = n.saturating_sub(1);
+            }
+            pool.making.remove(&me.work_dir.join(&key));
+            if let Err(e) = r {
+                tracing::warn!(
+                    "priming a sandbox for group {} ({}): {}",
+                    airlock_text::escape(&group),
+                    airlock_text::escape(&key),
+                    airlock_text::escape(&e)
+                );
+                pool.failed_at.insert(group, std::time::Instant::now());
+            }
+        });
+        true
+    }
+
+    fn primed(&self) -> BTreeMap<String, u32> {
+        let pool = lock_pool(&self.primed);
+        let mut out: BTreeMap<String, u32> = pool
+            .ready
+            .iter()
+            .map(|(g, v)| (g.clone(), u32::try_from(v.len()).unwrap_or(u32::MAX)))
+            .collect();
+        for (g, n) in &pool.pending {
+            *out.entry(g.clone()).or_default() += n;
+        }
+        out.retain(|_, n| *n > 0);
+        out
+    }
+
+    async fn retire_primed(&self, keep: Option<&str>, n: usize) -> usize {
+        let taken: Vec<Primed> = {
+            let mut pool = lock_pool(&self.primed);
+            let mut taken = Vec::new();
+            for (g, list) in pool.ready.iter_mut() {
+                if keep == Some(g.as_str()) {
+                    continue;
+                }
+                while taken.len() < n {
+                    match list.pop() {
+                        Some(p) => taken.push(p),
+                        None => break,
+                    }
+                }
+            }
+            taken
+        };
+        let count = taken.len();
+        for p in taken {
+            retire(p).await;
+        }
+        count
     }
 
     /// Removes the derived policy of a job whose `airlock run` outlived serve; its
@@ -327,6 +647,27 @@ impl Launcher for ProcessLauncher {
         if !r.errors.is_empty() {
             let errors: Vec<String> = r.errors.iter().map(ToString::to_string).collect();
             return Err(LaunchError::Gc(errors.join("; ")));
+        }
+        // Work directories of primed sandboxes an earlier serve left (it died; their airlock
+        // run retired them on its death): they hold a derived policy and airlock's output.
+        let live: Vec<PathBuf> = {
+            let pool = lock_pool(&self.primed);
+            pool.ready
+                .values()
+                .flatten()
+                .map(|p| p.dir.clone())
+                .chain(pool.making.iter().cloned())
+                .collect()
+        };
+        for d in std::fs::read_dir(&self.work_dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let is_primed = d.file_name().to_string_lossy().starts_with(PRIMED_PREFIX);
+            if is_primed && !live.contains(&d.path()) {
+                let _ = std::fs::remove_dir_all(d.path());
+            }
         }
         Ok(r.removed)
     }
@@ -378,7 +719,7 @@ mod tests {
             jit_config: Secret::new("jit"),
             token: None,
         };
-        let p = ProcessLauncher::derived_policy(&spec);
+        let p = ProcessLauncher::derived_policy(&spec, false);
         assert_eq!(p.groups["ci"].containers, group.containers);
         assert_eq!(p.images, images);
         // And it survives the file the child reads.

@@ -169,6 +169,7 @@ pub async fn serve(
         net_pool: config.net_pool.clone(),
         work_dir: config.state_dir.join("serve"),
         wrapper: Vec::new(),
+        primed: Default::default(),
     });
     serve_with(config, policy, github, launcher).await
 }

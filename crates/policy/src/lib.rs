@@ -24,6 +24,9 @@ use toml::Spanned;
 /// Name of the group in the built-in policy.
 pub const BUILTIN_GROUP: &str = "default";
 
+/// The most primed sandboxes a scale set may keep (`scale_set.prestart`).
+pub const MAX_PRESTART: u32 = 8;
+
 /// One problem in a policy file, with its position.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Diagnostic {
@@ -808,6 +811,24 @@ fn validate_group(c: &mut Collector<'_>, name: &str, g: &Group, span: Range<usiz
                     ss.min_idle, g.max_runners
                 ),
                 "warm runners count in max_runners",
+            );
+        }
+        if ss.prestart > MAX_PRESTART {
+            err(
+                format!(
+                    "group {name}: scale set prestart {} is more than {MAX_PRESTART}",
+                    ss.prestart
+                ),
+                "a few primed sandboxes are enough: each one that becomes a runner is replaced at once",
+            );
+        }
+        if ss.prestart > 0 && g.executor != ExecutorKind::Libcontainer {
+            err(
+                format!(
+                    "group {name}: scale set prestart needs the libcontainer executor, not {}",
+                    g.executor.as_str()
+                ),
+                "only libcontainer lets airlock hand a created sandbox its runner's credentials before it starts; set prestart = 0",
             );
         }
     }

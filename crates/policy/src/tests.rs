@@ -432,6 +432,21 @@ fn scale_sets_are_validated() {
     }
     let d = diags("version = 1\n[groups.a]\nscale_set = { name = \"x\", surprise = 1 }\n");
     assert!(!d.is_empty(), "unknown scale_set key refused");
+    assert_eq!(ss.prestart, 0, "no primed sandboxes unless asked");
+    let d = diags(
+        "version = 1\n[groups.a]\nrepositories = [\"o/*\"]\nexecutor = \"runc\"\nscale_set = { name = \"x\", prestart = 9 }\n",
+    );
+    let all = d
+        .iter()
+        .map(|x| x.message.clone())
+        .collect::<Vec<_>>()
+        .join("\n");
+    for want in [
+        "prestart 9 is more than 8",
+        "prestart needs the libcontainer executor, not runc",
+    ] {
+        assert!(all.contains(want), "{want} not in:\n{all}");
+    }
 }
 
 #[test]

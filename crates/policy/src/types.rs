@@ -427,6 +427,13 @@ pub struct ScaleSet {
     /// this long, e.g. `"5m"`.
     #[serde(default = "ScaleSet::default_idle_retire")]
     pub idle_retire: HumanDuration,
+    /// Sandboxes kept *primed* for the next runners: created, checked and waiting, with no
+    /// runner registered and nothing run in them. A new runner starts in one within
+    /// milliseconds of serve's decision instead of paying the sandbox's start-up. Each holds
+    /// a slot of serve's `max_concurrency` until it becomes a runner or is retired (a cold
+    /// start that finds no free slot retires one). Libcontainer only. Default 0.
+    #[serde(default)]
+    pub prestart: u32,
 }
 
 impl ScaleSet {

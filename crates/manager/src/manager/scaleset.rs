@@ -750,6 +750,7 @@ impl Manager {
             return Ok(());
         };
         let mut retire = Vec::new();
+        let mut make_room = 0usize;
         {
             let _cap = lock(&self.inner.capacity);
             let st = &self.inner.store;
@@ -775,13 +776,24 @@ impl Manager {
                 u32::try_from((stats.total_assigned_jobs - not_needing).max(0)).unwrap_or(u32::MAX);
             let target = needed.saturating_add(rt.spec.min_idle).min(g.max_runners);
             let n = u32::try_from(alive.len()).unwrap_or(u32::MAX);
+            // Primed sandboxes hold slots of max_concurrency; this group's own become its
+            // runners without taking another.
+            let primed = self.inner.launcher.primed();
+            let primed_all: u32 = primed.values().sum();
+            let primed_here = primed.get(&rt.group).copied().unwrap_or(0);
+            let used = st.active().map_err(e)?.len() + st.ss_alive(None).map_err(e)?.len();
+            let used = u32::try_from(used).unwrap_or(u32::MAX);
+            let max = self.inner.opts.max_concurrency;
             if n < target {
-                let used = st.active().map_err(e)?.len() + st.ss_alive(None).map_err(e)?.len();
-                let free = self
-                    .inner
-                    .opts
-                    .max_concurrency
-                    .saturating_sub(u32::try_from(used).unwrap_or(u32::MAX));
+                let free = max
+                    .saturating_sub(used.saturating_add(primed_all))
+                    .saturating_add(primed_here);
+                let short = (target - n).saturating_sub(free);
+                if short > 0 && primed_all > primed_here {
+                    // Runners come first: other groups' primed sandboxes give their slots
+                    // back (the next round starts the runners).
+                    make_room = short.min(primed_all - primed_here) as usize;
+                }
                 for _ in 0..(target - n).min(free) {
                     let suffix: [u8; 4] = rand::random();
                     let name = format!(
@@ -811,11 +823,66 @@ impl Manager {
                     .take((n - target) as usize)
                     .collect();
             }
+            // Primed sandboxes for the next runners, while slots are free.
+            let mut have = primed_here;
+            let mut held = used.saturating_add(primed_all);
+            while have < rt.spec.prestart && held < max && make_room == 0 {
+                let template = self.runner_spec(&rt.group, g, &self.primed_key(rt), None);
+                if !self.inner.launcher.prime(template) {
+                    break;
+                }
+                have += 1;
+                held += 1;
+            }
+        }
+        if make_room > 0 {
+            self.inner
+                .launcher
+                .retire_primed(Some(&rt.group), make_room)
+                .await;
+            rt.kick.notify_one();
         }
         for r in retire {
             self.ss_retire(&r).await;
         }
         Ok(())
+    }
+
+    /// A fresh work key for a primed sandbox of the scale set.
+    fn primed_key(&self, rt: &SetRt) -> String {
+        let suffix: [u8; 4] = rand::random();
+        format!(
+            "{}{}-{}",
+            crate::launcher::PRIMED_PREFIX,
+            rt.name,
+            suffix
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        )
+    }
+
+    /// What a runner of `group` is started with (`jit`: its JIT config; `None` for a primed
+    /// sandbox's template, which gets it at start).
+    fn runner_spec(
+        &self,
+        group: &str,
+        g: &airlock_policy::Group,
+        key: &str,
+        jit: Option<Secret>,
+    ) -> LaunchSpec {
+        LaunchSpec {
+            key: key.to_owned(),
+            group: group.to_owned(),
+            policy: g.clone(),
+            detectors: self.inner.policy.detectors.clone(),
+            alerts: self.inner.policy.alerts.clone(),
+            audit: self.inner.policy.audit.clone(),
+            images: self.inner.policy.images.clone(),
+            command: g.runner.clone(),
+            jit_config: jit.unwrap_or_else(|| Secret::new("")),
+            token: None,
+        }
     }
 
     /// Retires an idle runner: its registration first (so GitHub cannot hand it a job),
@@ -840,8 +907,12 @@ impl Manager {
         }
     }
 
-    /// Retires every idle runner (shutdown: they hold no job).
+    /// Retires every idle runner and every primed sandbox (shutdown: they hold no job).
     pub(super) async fn ss_retire_idle(&self) {
+        let n = self.inner.launcher.retire_primed(None, usize::MAX).await;
+        if n > 0 {
+            debug!("retired {n} primed sandbox(es)");
+        }
         let idle: Vec<_> = self
             .inner
             .store
@@ -904,18 +975,12 @@ impl Manager {
             runner_id = Some(id);
             st.ss_runner_registered(seq, id)
                 .map_err(|e| e.to_string())?;
-            let spec = LaunchSpec {
-                key: name.clone(),
-                group: group.clone(),
-                policy: g.clone(),
-                detectors: self.inner.policy.detectors.clone(),
-                alerts: self.inner.policy.alerts.clone(),
-                audit: self.inner.policy.audit.clone(),
-                images: self.inner.policy.images.clone(),
-                command: g.runner.clone(),
-                jit_config: Secret::new(jit.encoded_jit_config.expose()),
-                token: None,
-            };
+            let spec = self.runner_spec(
+                &group,
+                &g,
+                &name,
+                Some(Secret::new(jit.encoded_jit_config.expose())),
+            );
             let (started_tx, started_rx) = oneshot::channel();
             let launcher = self.inner.launcher.clone();
             let handle = tokio::spawn(async move { launcher.run(spec, started_tx, stop).await });
