@@ -1510,13 +1510,17 @@ fn scale_sets_serve_jobs_without_a_webhook_and_reconcile_after_kill_9() {
     assert!(o.status.success(), "{}", stdout(&o));
 }
 
-/// The ids of the primed sandboxes of group `ss` that are ready and have not started: a
+/// The ids of the primed sandboxes of group `ss` (or `group`) that are ready and have not started: a
 /// `job.requested` with neither `job.started` nor `job.ended`, whose helper has created the
 /// container (its init's pid is written).
 fn primed_ready(e: &E2e) -> Vec<String> {
+    primed_ready_in(e, "ss")
+}
+
+fn primed_ready_in(e: &E2e, group: &str) -> Vec<String> {
     let recs = e.audit();
     recs.iter()
-        .filter(|r| r["kind"] == "job.requested" && r["data"]["group"] == "ss")
+        .filter(|r| r["kind"] == "job.requested" && r["data"]["group"] == group)
         .filter_map(|r| r["job"].as_str())
         .filter(|id| {
             !recs.iter().any(|x| {
@@ -1741,9 +1745,54 @@ fn bench_scale_set_start_latency() {
     need_fakes!();
     need_registry_tools!();
     let n = bench_jobs();
-    let mut e = world_with(Mode::ScaleSet);
+    // A third scale set whose runners start in primed sandboxes (`prestart = 1`).
+    let policy = format!(
+        "{POLICY_SS}[groups.primed]\nrepositories = [\"octo-org/*\"]\nrootfs = {{ image = \"127.0.0.1:5000/e2e/fakerunner:1\" }}\nrunner = [\"/opt/runner/airlock-fake-runner\", \"--wait-secs\", \"600\"]\negress = {{ domains = [\"api.github.test\"], resolver = \"198.51.100.53\" }}\nlimits = {{ timeout = \"3m\" }}\nmax_runners = 2\nscale_set = {{ name = \"airlock-primed\", prestart = 1 }}\n"
+    );
+    let mut e = world_custom(Mode::ScaleSet, Some(&policy), None);
+    // Bare libcontainer's whole run (create, start, wait, delete of airlock's own spec on a
+    // prepared directory; scripts/bench.sh's baseline), sampled between the primed jobs.
+    let bundle_bin = std::env::var("AIRLOCK_BENCH_BUNDLE").ok();
+    let bundle = e.w.dir.path().join("bare-bundle");
+    if let Some(b) = &bundle_bin {
+        let ok = Command::new(b)
+            .arg("prepare")
+            .arg(&bundle)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "bench-bundle prepare");
+    }
     let (mut cold_exec, mut cold_fetch, mut warm_fetch, mut run_exec) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut cold_decided, mut primed_decided, mut primed_fetch, mut bare_us) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    // Decision (serve's `serve.runner.provisioning` of the job's runner) → the first exec in
+    // the sandbox that ran it (serve's `serve.job.finished` names it); one audit clock, ms.
+    let decided_to_exec = |e: &E2e, set: &str, id: u64| -> Option<i64> {
+        let s = e.state();
+        let runner = E2e::job(&s, id)["runner_name"].as_str()?.to_owned();
+        let key = format!("ss-{set}-{id}");
+        let mut fin = None;
+        e.wait_for("serve's record of the job", || {
+            fin = e.audit().into_iter().find(|r| {
+                r["kind"] == "serve.job.finished" && r["job"] == key.as_str()
+            });
+            fin.is_some()
+        });
+        let sandbox = fin?["data"]["sandbox"].as_str()?.to_owned();
+        let recs = e.audit();
+        let decided = recs.iter().find_map(|r| {
+            (r["kind"] == "serve.runner.provisioning" && r["job"] == runner.as_str())
+                .then(|| r["time_ms"].as_i64())
+                .flatten()
+        })?;
+        let exec = recs
+            .iter()
+            .filter(|r| r["kind"] == "process.exec" && r["job"] == sandbox.as_str())
+            .filter_map(|r| r["time_ms"].as_i64())
+            .min()?;
+        Some(exec - decided)
+    };
     for i in 0..n as u64 {
         let id = 10_000 + i;
         e.jobs_labelled([id], "airlock-e2e", "true");
@@ -1760,6 +1809,36 @@ fn bench_scale_set_start_latency() {
         cold_fetch.push(fetched - t);
         if let Some(x) = e.first_exec_after(t) {
             cold_exec.push(x - t);
+        }
+        if let Some(x) = decided_to_exec(&e, "airlock-e2e", id) {
+            cold_decided.push(x);
+        }
+    }
+    for i in 0..n as u64 {
+        let id = 30_000 + i;
+        e.wait_for("a primed sandbox", || !primed_ready_in(&e, "primed").is_empty());
+        if let Some(b) = &bundle_bin {
+            let t0 = Instant::now();
+            let ok = Command::new(b)
+                .arg("run")
+                .arg(&bundle)
+                .stdout(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "bench-bundle run");
+            bare_us.push(t0.elapsed().as_micros() as i64);
+        }
+        e.jobs_labelled([id], "airlock-primed", "true");
+        e.wait_for("the primed job", || {
+            E2e::job(&e.state(), id)["status"] == "completed"
+        });
+        let t = e.message_ms(id).expect("message");
+        let fetched = E2e::job(&e.state(), id)["fetched_ms"]
+            .as_i64()
+            .expect("fetched");
+        primed_fetch.push(fetched - t);
+        if let Some(x) = decided_to_exec(&e, "airlock-primed", id) {
+            primed_decided.push(x);
         }
     }
     for i in 0..n as u64 {
@@ -1824,6 +1903,27 @@ fn bench_scale_set_start_latency() {
     ] {
         let (m, p) = (med(v), p95(v));
         println!("BENCH | {name} | {m} | {p} | {:.2}x |", m as f64 / base);
+    }
+    if !bare_us.is_empty() {
+        let bare = percentile(&mut bare_us, 0.5).max(1) as f64 / 1000.0;
+        println!("BENCH decision -> runner's first exec, ms (median / p95 / median vs bare libcontainer's whole run):");
+        println!(
+            "BENCH | bare libcontainer: create, start, wait, delete | {:.1} | {:.1} | 1.00x |",
+            bare,
+            percentile(&mut bare_us, 0.95) as f64 / 1000.0
+        );
+        for (name, v) in [
+            ("cold: decision -> first exec", &mut cold_decided),
+            ("primed: decision -> first exec", &mut primed_decided),
+        ] {
+            let (m, p) = (med(v), p95(v));
+            println!("BENCH | {name} | {m} | {p} | {:.2}x |", m as f64 / bare);
+        }
+        let (m, p) = (med(&mut primed_fetch), p95(&mut primed_fetch));
+        println!(
+            "BENCH | primed: message -> job fetched | {m} | {p} | {:.2}x of airlock run |",
+            m as f64 / base
+        );
     }
     if !jit.is_empty() {
         println!(
