@@ -1774,9 +1774,10 @@ fn bench_scale_set_start_latency() {
         let key = format!("ss-{set}-{id}");
         let mut fin = None;
         e.wait_for("serve's record of the job", || {
-            fin = e.audit().into_iter().find(|r| {
-                r["kind"] == "serve.job.finished" && r["job"] == key.as_str()
-            });
+            fin = e
+                .audit()
+                .into_iter()
+                .find(|r| r["kind"] == "serve.job.finished" && r["job"] == key.as_str());
             fin.is_some()
         });
         let sandbox = fin?["data"]["sandbox"].as_str()?.to_owned();
@@ -1816,7 +1817,9 @@ fn bench_scale_set_start_latency() {
     }
     for i in 0..n as u64 {
         let id = 30_000 + i;
-        e.wait_for("a primed sandbox", || !primed_ready_in(&e, "primed").is_empty());
+        e.wait_for("a primed sandbox", || {
+            !primed_ready_in(&e, "primed").is_empty()
+        });
         if let Some(b) = &bundle_bin {
             let t0 = Instant::now();
             let ok = Command::new(b)

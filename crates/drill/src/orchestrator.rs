@@ -433,6 +433,11 @@ struct Runner<'a> {
 impl Runner<'_> {
     /// `airlock run` of `./airlock-attack ID` in workspace `ws`, its report to `report`.
     fn command(&self, id: &str, ws: &Path, report: &Path) -> Command {
+        self.command_late(id, ws, report, &[])
+    }
+
+    /// [`Runner::command`] of a primed sandbox waiting for `late` (`--late-env`).
+    fn command_late(&self, id: &str, ws: &Path, report: &Path, late: &[&str]) -> Command {
         let mut c = Command::new(&self.opts.airlock_exe);
         c.arg("--state-dir")
             .arg(self.scratch.state())
@@ -445,6 +450,7 @@ impl Runner<'_> {
             .arg(report)
             .arg("-w")
             .arg(ws)
+            .args(late.iter().flat_map(|n| ["--late-env", n]))
             .args(["--", "./airlock-attack", id])
             .env_remove("AIRLOCK_POLICY");
         c
@@ -491,7 +497,7 @@ impl Runner<'_> {
 
     /// Starts the victim helper `id` for attack `attack` in a sandbox of its own (own
     /// workspace, same group and policy) and proves it alive (see [`crate::victim`]).
-    fn start_victim(&self, attack: &str, id: &str) -> Result<Victim, DrillError> {
+    fn start_victim(&self, attack: &str, id: &str, primed: bool) -> Result<Victim, DrillError> {
         let dir = self.scratch.path();
         let ws = dir.join("ws-victim");
         std::fs::create_dir_all(&ws).map_err(io("creating", &ws))?;
@@ -502,9 +508,20 @@ impl Runner<'_> {
         let report = dir.join("reports").join(format!("{id}.json"));
         let _ = std::fs::remove_file(&report);
         let nonce = crate::victim::nonce().map_err(io("reading", Path::new("/dev/urandom")))?;
-        let mut cmd = self.command(id, &ws, &report);
-        cmd.arg(&nonce);
-        Victim::start(cmd, report, nonce).map_err(|reason| DrillError::VictimBroken {
+        // A primed victim gets its nonce only with its start (never on its command line).
+        let (cmd, probe) = if primed {
+            let late = [crate::attack::sibling_job::LATE_NONCE];
+            let probe = crate::victim::PrimedProbe {
+                jobs: self.scratch.state().join("jobs"),
+                audit: self.scratch.data().join("audit"),
+            };
+            (self.command_late(id, &ws, &report, &late), Some(probe))
+        } else {
+            let mut cmd = self.command(id, &ws, &report);
+            cmd.arg(&nonce);
+            (cmd, None)
+        };
+        Victim::start(cmd, report, nonce, probe).map_err(|reason| DrillError::VictimBroken {
             attack: attack.to_owned(),
             reason,
         })
@@ -517,7 +534,7 @@ impl Runner<'_> {
         }
         // The victim (if any) lives for the whole attack; dropped on an error, it is stopped.
         let victim = match a.victim() {
-            Some(v) => Some(self.start_victim(a.id(), v)?),
+            Some(v) => Some(self.start_victim(a.id(), v, a.victim_primed())?),
             None => None,
         };
         // An attack on the workspace copy runs in a bait workspace that a host-side thread
@@ -951,6 +968,20 @@ fn judge_as(
                 }
             }
         }
+    }
+    match victim.and_then(|v| v.primed.as_ref()) {
+        Some(crate::victim::PrimedProof::Untouched(e)) => evidence.push(e.clone()),
+        Some(crate::victim::PrimedProof::Touched(e)) => {
+            evidence.insert(0, format!("GOT THROUGH: primed sandbox {e}"));
+            observed = Observed::Succeeded;
+        }
+        Some(crate::victim::PrimedProof::Unknown(e)) => {
+            evidence.push(format!("NO VERDICT on the primed sandbox: {e}"));
+            if observed == Observed::Blocked {
+                observed = Observed::Inconclusive;
+            }
+        }
+        None => {}
     }
     if let Some(v) = victim {
         evidence.push(v.summary());
@@ -1586,7 +1617,36 @@ mod tests {
                 alerts: Vec::new(),
             }),
             stderr: String::new(),
+            primed: None,
         }
+    }
+
+    /// A primed victim that had run something before its start is a breach whatever it saw
+    /// afterwards; one that could not be looked at gives no verdict.
+    #[test]
+    fn a_primed_victim_is_judged_by_what_ran_before_its_start() {
+        use crate::victim::PrimedProof;
+        let a = attack::find("primed-runner").expect("attack");
+        assert!(a.victim_primed() && a.victim_judges());
+        let attacker = || run(Some(("primed-runner", false)), exited(0), None, vec![]);
+        let with = |p: PrimedProof| {
+            let mut v = victim(0, 2, &[], true);
+            v.result = Some(AttackResult {
+                attack: "warm-waiter".into(),
+                succeeded: false,
+                detail: "nothing of another job".into(),
+            });
+            v.primed = Some(p);
+            judge(a, &[attacker()], Some(&v), 1)
+        };
+        let r = with(PrimedProof::Untouched("init still the helper".into()));
+        assert_eq!((r.observed, r.passed), (Observed::Blocked, true), "{r:?}");
+        assert!(r.evidence.contains("init still the helper"), "{}", r.evidence);
+        let r = with(PrimedProof::Touched("j1 had exec'd \"sh\"".into()));
+        assert_eq!((r.observed, r.passed), (Observed::Succeeded, false), "{r:?}");
+        assert!(r.evidence.starts_with("GOT THROUGH: primed sandbox"), "{}", r.evidence);
+        let r = with(PrimedProof::Unknown("2 created sandboxes".into()));
+        assert_eq!(r.observed, Observed::Inconclusive, "{r:?}");
     }
 
     #[test]

@@ -34,9 +34,93 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long the victim may take to exit after `STOP`.
 const STOP_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// What the drill saw of a primed victim before it started (`Attack::victim_primed`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum PrimedProof {
+    /// Nothing ran in it: the evidence.
+    Untouched(String),
+    /// Something ran in it before its start: what.
+    Touched(String),
+    /// It could not be looked at: why.
+    Unknown(String),
+}
+
+/// Where a primed victim is looked at from the host: the drill's job directories and audit
+/// log.
+pub(crate) struct PrimedProbe {
+    pub jobs: PathBuf,
+    pub audit: PathBuf,
+}
+
+impl PrimedProbe {
+    /// The primed sandbox (the only job of the drill's state while it waits) has run nothing:
+    /// its init is still airlock's helper (libcontainer's init waits for the start signal
+    /// before it execs anything) and the audit log holds no exec of it.
+    fn look(&self) -> PrimedProof {
+        let dirs: Vec<PathBuf> = std::fs::read_dir(&self.jobs)
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.path())
+                    .filter(|p| p.join("init.pid").exists())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let [dir] = dirs.as_slice() else {
+            return PrimedProof::Unknown(format!(
+                "{} created sandboxes in the drill's state, expected the primed one alone",
+                dirs.len()
+            ));
+        };
+        let id = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let Some(pid) = std::fs::read_to_string(dir.join("init.pid"))
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok())
+        else {
+            return PrimedProof::Unknown(format!("sandbox {id}: no init pid"));
+        };
+        let cmdline = match std::fs::read(format!("/proc/{pid}/cmdline")) {
+            Ok(c) => String::from_utf8_lossy(&c).replace('\0', " "),
+            Err(e) => return PrimedProof::Unknown(format!("sandbox {id}: its init {pid}: {e}")),
+        };
+        if !cmdline.contains("__helper") {
+            return PrimedProof::Touched(format!(
+                "{id} had exec'd {:?} before its start",
+                cmdline.trim()
+            ));
+        }
+        let mut execs = 0;
+        for e in std::fs::read_dir(&self.audit)
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let Ok(text) = std::fs::read_to_string(e.path()) else {
+                continue;
+            };
+            execs += text
+                .lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .filter(|r| r["job"] == id.as_str() && r["kind"] == "process.exec")
+                .count();
+        }
+        if execs > 0 {
+            return PrimedProof::Touched(format!(
+                "{id} has {execs} exec(s) on the record before its start"
+            ));
+        }
+        PrimedProof::Untouched(format!(
+            "primed sandbox {id} before its start: its init (pid {pid}) still airlock's helper, no exec on the record; its nonce came only with the start"
+        ))
+    }
+}
+
 /// A running victim.
 pub(crate) struct Victim {
     child: Option<Child>,
+    primed: Option<PrimedProof>,
     lines: mpsc::Receiver<String>,
     stderr: Option<std::thread::JoinHandle<String>>,
     ready: VictimReady,
@@ -58,6 +142,8 @@ pub(crate) struct VictimRun {
     pub report: Option<JobReport>,
     /// What its airlock printed on stderr.
     pub stderr: String,
+    /// A primed victim: what the drill saw before its start.
+    pub primed: Option<PrimedProof>,
 }
 
 /// 16 random bytes as hex.
@@ -100,13 +186,32 @@ fn say(addr: SocketAddr, line: &str) -> Result<String, String> {
 impl Victim {
     /// Starts `cmd` (an `airlock run … -- ./airlock-attack sibling-victim NONCE`), waits for
     /// its ready line and checks every port. On error the victim is already stopped.
-    pub(crate) fn start(mut cmd: Command, report: PathBuf, nonce: String) -> Result<Self, String> {
+    /// `primed`: the victim is a primed sandbox (`cmd` has `--late-env`): it is looked at
+    /// from the host once it is ready, then started with its nonce.
+    pub(crate) fn start(
+        mut cmd: Command,
+        report: PathBuf,
+        nonce: String,
+        primed: Option<PrimedProbe>,
+    ) -> Result<Self, String> {
+        let mut gate = None;
+        match &primed {
+            Some(_) => {
+                let (ours, theirs) = std::os::unix::net::UnixStream::pair()
+                    .map_err(|e| format!("socketpair: {e}"))?;
+                cmd.stdin(Stdio::from(std::os::fd::OwnedFd::from(theirs)));
+                gate = Some(ours);
+            }
+            None => {
+                cmd.stdin(Stdio::null());
+            }
+        }
         let mut child = cmd
-            .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .map_err(|e| format!("starting airlock run: {e}"))?;
+        drop(cmd);
         let (tx, lines) = mpsc::channel();
         if let Some(out) = child.stdout.take() {
             std::thread::spawn(move || {
@@ -124,7 +229,32 @@ impl Victim {
                 s
             })
         });
+        // A primed victim: ready, looked at, then started with its nonce.
+        let mut proof = None;
+        if let (Some(probe), Some(mut g)) = (primed, gate) {
+            let mut b = [0u8; 1];
+            let _ = g.set_read_timeout(Some(START_TIMEOUT));
+            let ready = matches!(g.read(&mut b), Ok(1)) && b[..] == *airlock_gate::READY;
+            if !ready {
+                terminate(&mut child);
+                return Err("the primed victim never said it was ready".into());
+            }
+            proof = Some(probe.look());
+            let frame = airlock_gate::encode(&[(
+                crate::attack::sibling_job::LATE_NONCE.to_owned(),
+                nonce.clone(),
+            )])
+            .map_err(|e| e.to_string())?;
+            if let Err(e) = g.write_all(&frame) {
+                terminate(&mut child);
+                return Err(format!("starting the primed victim: {e}"));
+            }
+            // The gate stays open while the victim runs (closing it after the start changes
+            // nothing; dropping it here would be as good).
+            drop(g);
+        }
         let mut v = Victim {
+            primed: proof,
             child: Some(child),
             lines,
             stderr,
@@ -235,6 +365,7 @@ impl Victim {
             result,
             report: JobReport::read(&self.report).ok(),
             stderr,
+            primed: self.primed.clone(),
         }
     }
 }

@@ -381,7 +381,7 @@ impl ProcessLauncher {
         let mut b = [0u8; 1];
         let ready = tokio::select! {
             r = tokio::time::timeout(PRIME_TIMEOUT, tokio::io::AsyncReadExt::read(&mut gate, &mut b)) => {
-                matches!(r, Ok(Ok(1))) && b[..] == *airlock_sandbox::start::READY
+                matches!(r, Ok(Ok(1))) && b[..] == *airlock_gate::READY
             }
             _ = child.wait() => false,
         };
@@ -500,7 +500,7 @@ impl Launcher for ProcessLauncher {
         if spec.token.is_none() {
             let policy = Self::policy_text(&spec, true)?;
             if let Some(mut p) = self.take_primed(&spec, &policy) {
-                let frame = airlock_sandbox::start::encode(&[(
+                let frame = airlock_gate::encode(&[(
                     JITCONFIG_ENV.to_owned(),
                     spec.jit_config.expose().to_owned(),
                 )]);

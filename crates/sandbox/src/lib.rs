@@ -17,7 +17,8 @@ pub mod protect;
 pub mod rootfs;
 pub mod seccomp;
 pub mod spec;
-pub mod start;
+/// The start frame of a primed sandbox (crate `airlock-gate`).
+pub use airlock_gate as start;
 pub mod state;
 pub mod teardown;
 pub mod watch;

@@ -211,6 +211,12 @@ pub trait Attack: Sync {
     fn victim_judges(&self) -> bool {
         false
     }
+    /// The victim is a *primed* sandbox (`airlock run --late-env`, as `airlock serve` makes
+    /// them with `prestart`): the drill checks from the host that nothing ran in it before
+    /// its start, and its nonce arrives only through the start (see docs/drill.md).
+    fn victim_primed(&self) -> bool {
+        false
+    }
     /// Whether the attack aims at the operator's terminal: the drill then also judges it by
     /// airlock's own stderr (a raw control character there means it got through).
     fn judges_operator_output(&self) -> bool {
@@ -267,6 +273,7 @@ pub fn registry() -> &'static [&'static dyn Attack] {
         &sibling_job::SiblingVictim,
         &warm_runner::WarmRunner,
         &warm_runner::WarmWaiter,
+        &warm_runner::PrimedRunner,
         // Escape battery.
         &mount::Mount,
         &unshare::Unshare,

@@ -359,6 +359,9 @@ pub(crate) fn listen_as_victim(
     Ok((log, stop_rx))
 }
 
+/// The late variable a primed victim's nonce arrives in (`airlock run --late-env`).
+pub const LATE_NONCE: &str = "AIRLOCK_DRILL_NONCE";
+
 /// A helper the drill runs as a victim (`airlock-attack ID NONCE`): listens as a victim until
 /// the orchestrator's STOP (at most 300 s). Returns the log and whether STOP came, or the
 /// failed result to print.
@@ -366,7 +369,12 @@ pub(crate) fn victim_until_stopped(
     id: &str,
 ) -> Result<(Arc<Mutex<VictimLog>>, bool), AttackResult> {
     let fail = |what: &str, how: String| AttackResult::from_steps(id, &[Step::failed(what, how)]);
-    let Some(nonce) = std::env::args().nth(2).filter(|n| n.len() >= 16) else {
+    // A primed victim gets its nonce only when it starts, in its late environment.
+    let Some(nonce) = std::env::args()
+        .nth(2)
+        .or_else(|| std::env::var(LATE_NONCE).ok())
+        .filter(|n| n.len() >= 16)
+    else {
         return Err(fail(
             "read the nonce",
             format!("usage: airlock-attack {id} NONCE"),

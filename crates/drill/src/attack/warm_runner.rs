@@ -50,6 +50,8 @@ fn all_paths() -> Vec<String> {
 
 /// `warm-runner`: the job before a warm runner's job, leaving all it can behind.
 pub struct WarmRunner;
+/// `primed-runner`: the same, for a primed sandbox (made before this job, started after it).
+pub struct PrimedRunner;
 /// `warm-waiter` (helper): the warm runner; judges what it can see.
 pub struct WarmWaiter;
 
@@ -70,11 +72,42 @@ impl Attack for WarmRunner {
         true
     }
     fn run(&self) -> AttackResult {
+        plant(self.id())
+    }
+}
+
+impl Attack for PrimedRunner {
+    fn id(&self) -> &'static str {
+        "primed-runner"
+    }
+    fn title(&self) -> &'static str {
+        "a primed sandbox (serve's prestart) runs nothing before its start, gets its variable only then, and sees nothing of the job before"
+    }
+    fn category(&self) -> Category {
+        Category::Scenario
+    }
+    fn victim(&self) -> Option<&'static str> {
+        Some("warm-waiter")
+    }
+    fn victim_judges(&self) -> bool {
+        true
+    }
+    fn victim_primed(&self) -> bool {
+        true
+    }
+    fn run(&self) -> AttackResult {
+        plant(self.id())
+    }
+}
+
+/// Plants everything a job can leave behind (`id`: the attack, for its lingering process).
+fn plant(id: &str) -> AttackResult {
+    {
         if std::env::args().nth(2).as_deref() == Some("--linger") {
             // The detached process: holds its abstract socket and sleeps; dies with the job.
             let _l = abstract_listener();
             std::thread::sleep(Duration::from_secs(120));
-            return AttackResult::from_steps(self.id(), &[]);
+            return AttackResult::from_steps(id, &[]);
         }
         let mut planted = Vec::new();
         for p in all_paths() {
@@ -98,7 +131,7 @@ impl Attack for WarmRunner {
         // A process in a session of its own, reparented when this one exits.
         let linger = std::env::current_exe().and_then(|exe| {
             let mut c = std::process::Command::new(exe);
-            c.args([self.id(), "--linger", WARM_MARKER])
+            c.args([id, "--linger", WARM_MARKER])
                 .stdin(std::process::Stdio::null())
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::null());
@@ -129,7 +162,7 @@ impl Attack for WarmRunner {
         ));
         // Give the lingering process time to bind its socket before this job ends.
         std::thread::sleep(Duration::from_millis(300));
-        AttackResult::from_steps(self.id(), &planted)
+        AttackResult::from_steps(id, &planted)
     }
 }
 

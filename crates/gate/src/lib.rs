@@ -1,6 +1,6 @@
-//! Primed sandboxes: a sandbox created, checked and waiting, whose command starts only when
-//! the environment it was missing arrives (a runner's credentials, which exist only once a
-//! job needs the runner). `airlock serve` keeps a few ready so a runner's first instruction
+//! The gate of a primed sandbox: a sandbox created, checked and waiting, whose command starts
+//! only when the environment it was missing arrives (a runner's credentials, which exist only
+//! once a job needs the runner). `airlock serve` keeps a few ready so a runner's first instruction
 //! runs within milliseconds of its decision (docs/serve.md, "Primed sandboxes").
 //!
 //! The late environment travels as one frame: airlock → helper (its control socket) →
