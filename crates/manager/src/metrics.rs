@@ -73,6 +73,8 @@ pub struct Metrics {
     pub scaleset_session_conflicts: Family<ScaleSetLabel, Counter>,
     /// Seconds from serve deciding to start a scale-set runner to its sandbox running.
     pub scaleset_runner_start_seconds: Histogram,
+    /// Primed sandboxes (ready or being made) of each scale set's group.
+    pub scaleset_primed: Family<ScaleSetLabel, Gauge>,
 }
 
 impl Default for Metrics {
@@ -153,8 +155,15 @@ impl Metrics {
             "Decision to start a scale-set runner to its sandbox running",
             scaleset_runner_start_seconds.clone(),
         );
+        let scaleset_primed = Family::<ScaleSetLabel, Gauge>::default();
+        registry.register(
+            "scaleset_primed_sandboxes",
+            "Primed sandboxes of the scale set's group (prestart), ready or being made",
+            scaleset_primed.clone(),
+        );
         Self {
             registry,
+            scaleset_primed,
             scaleset_assigned_jobs,
             scaleset_runners,
             scaleset_messages,

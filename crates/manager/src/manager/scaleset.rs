@@ -781,6 +781,13 @@ impl Manager {
             let primed = self.inner.launcher.primed();
             let primed_all: u32 = primed.values().sum();
             let primed_here = primed.get(&rt.group).copied().unwrap_or(0);
+            self.inner
+                .metrics
+                .scaleset_primed
+                .get_or_create(&ScaleSetLabel {
+                    scale_set: rt.name.clone(),
+                })
+                .set(i64::from(primed_here));
             let used = st.active().map_err(e)?.len() + st.ss_alive(None).map_err(e)?.len();
             let used = u32::try_from(used).unwrap_or(u32::MAX);
             let max = self.inner.opts.max_concurrency;
