@@ -1641,10 +1641,22 @@ mod tests {
         };
         let r = with(PrimedProof::Untouched("init still the helper".into()));
         assert_eq!((r.observed, r.passed), (Observed::Blocked, true), "{r:?}");
-        assert!(r.evidence.contains("init still the helper"), "{}", r.evidence);
+        assert!(
+            r.evidence.contains("init still the helper"),
+            "{}",
+            r.evidence
+        );
         let r = with(PrimedProof::Touched("j1 had exec'd \"sh\"".into()));
-        assert_eq!((r.observed, r.passed), (Observed::Succeeded, false), "{r:?}");
-        assert!(r.evidence.starts_with("GOT THROUGH: primed sandbox"), "{}", r.evidence);
+        assert_eq!(
+            (r.observed, r.passed),
+            (Observed::Succeeded, false),
+            "{r:?}"
+        );
+        assert!(
+            r.evidence.starts_with("GOT THROUGH: primed sandbox"),
+            "{}",
+            r.evidence
+        );
         let r = with(PrimedProof::Unknown("2 created sandboxes".into()));
         assert_eq!(r.observed, Observed::Inconclusive, "{r:?}");
     }

@@ -38,9 +38,24 @@ struct RunnerLauncher {
     /// When each job was fetched.
     fetched_at: Mutex<BTreeMap<u64, Instant>>,
     launched: Mutex<Vec<String>>,
+    /// Primed sandboxes per group (`Launcher::prime`), those runners took, those retired,
+    /// sandboxes running now, and the most sandboxes (running + primed) seen at once.
+    primed: Mutex<BTreeMap<String, u32>>,
+    took_primed: Mutex<Vec<String>>,
+    retired_primed: Mutex<u32>,
+    running: Mutex<u32>,
+    peak: Mutex<u32>,
 }
 
 impl RunnerLauncher {
+    /// Notes how many sandboxes exist now (running + primed).
+    fn note_peak(&self) {
+        let total = *self.running.lock().expect("lock")
+            + self.primed.lock().expect("lock").values().sum::<u32>();
+        let mut p = self.peak.lock().expect("lock");
+        *p = (*p).max(total);
+    }
+
     fn new(start: Duration) -> Arc<Self> {
         Arc::new(Self {
             start,
@@ -48,6 +63,11 @@ impl RunnerLauncher {
             fetched: Mutex::new(Vec::new()),
             fetched_at: Mutex::new(BTreeMap::new()),
             launched: Mutex::new(Vec::new()),
+            primed: Mutex::new(BTreeMap::new()),
+            took_primed: Mutex::new(Vec::new()),
+            retired_primed: Mutex::new(0),
+            running: Mutex::new(0),
+            peak: Mutex::new(0),
         })
     }
 }
@@ -70,6 +90,65 @@ impl Launcher for RunnerLauncher {
         mut stop: watch::Receiver<bool>,
     ) -> Result<RunExit, LaunchError> {
         self.launched.lock().expect("lock").push(spec.key.clone());
+        {
+            let mut primed = self.primed.lock().expect("lock");
+            if let Some(n) = primed.get_mut(&spec.group).filter(|n| **n > 0) {
+                *n -= 1;
+                self.took_primed
+                    .lock()
+                    .expect("lock")
+                    .push(spec.key.clone());
+            }
+        }
+        *self.running.lock().expect("lock") += 1;
+        self.note_peak();
+        let r = self.run_runner(spec, started, stop).await;
+        *self.running.lock().expect("lock") -= 1;
+        r
+    }
+
+    async fn gc(&self) -> Result<Vec<String>, LaunchError> {
+        Ok(Vec::new())
+    }
+
+    fn prime(&self, template: LaunchSpec) -> bool {
+        *self
+            .primed
+            .lock()
+            .expect("lock")
+            .entry(template.group)
+            .or_default() += 1;
+        self.note_peak();
+        true
+    }
+
+    fn primed(&self) -> BTreeMap<String, u32> {
+        let mut p = self.primed.lock().expect("lock").clone();
+        p.retain(|_, n| *n > 0);
+        p
+    }
+
+    async fn retire_primed(&self, keep: Option<&str>, n: usize) -> usize {
+        let mut done = 0;
+        let mut primed = self.primed.lock().expect("lock");
+        for (g, c) in primed.iter_mut() {
+            while keep != Some(g.as_str()) && *c > 0 && done < n {
+                *c -= 1;
+                done += 1;
+            }
+        }
+        *self.retired_primed.lock().expect("lock") += u32::try_from(done).unwrap_or(0);
+        done
+    }
+}
+
+impl RunnerLauncher {
+    async fn run_runner(
+        &self,
+        spec: LaunchSpec,
+        started: oneshot::Sender<()>,
+        mut stop: watch::Receiver<bool>,
+    ) -> Result<RunExit, LaunchError> {
         let p: JitPayload = serde_json::from_slice(
             &base64::engine::general_purpose::STANDARD
                 .decode(spec.jit_config.expose())
@@ -143,10 +222,6 @@ impl Launcher for RunnerLauncher {
             failure: None,
         })
     }
-
-    async fn gc(&self) -> Result<Vec<String>, LaunchError> {
-        Ok(Vec::new())
-    }
 }
 
 fn policy(min_idle: u32, max_runners: u32) -> airlock_policy::Policy {
@@ -218,6 +293,17 @@ fn serve_for(
     start: Duration,
     repo: Option<&str>,
 ) -> Serve {
+    serve_with_capacity(fake, dir, policy, start, repo, 4)
+}
+
+fn serve_with_capacity(
+    fake: &FakeGitHub,
+    dir: &std::path::Path,
+    policy: airlock_policy::Policy,
+    start: Duration,
+    repo: Option<&str>,
+    max_concurrency: u32,
+) -> Serve {
     std::env::set_var(PAT_ENV, PAT);
     let config = GitHubConfig {
         api_url: fake.url(),
@@ -245,7 +331,7 @@ fn serve_for(
         AuditLog::open(&dir.join("audit")).expect("audit"),
         ManagerOptions {
             runner_prefix: "airlock-".into(),
-            max_concurrency: 4,
+            max_concurrency,
             pickup_timeout: Duration::from_secs(600),
             repository: None,
             completed_grace: Duration::from_secs(2),
@@ -714,6 +800,80 @@ async fn warm_runners_hide_the_runner_start_up() {
         })
         .await;
     }
+}
+
+/// Primed sandboxes (`prestart`) hold slots of max_concurrency: with 2 slots, `ci` primes
+/// two; a job of `other` makes serve retire one of them for its runner; afterwards `ci`
+/// primes again, and its next runner starts in a primed sandbox; never more sandboxes than
+/// slots; shutdown retires them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn primed_sandboxes_hold_capacity_and_give_it_back() {
+    let text = format!(
+        r#"version = 1
+default_group = "ci"
+[groups.ci]
+repositories = ["octo-org/*"]
+max_runners = 2
+runner = ["/opt/runner/run"]
+scale_set = {{ name = "{SET}", prestart = 2 }}
+[groups.other]
+repositories = ["octo-org/*"]
+max_runners = 2
+runner = ["/opt/runner/run"]
+scale_set = {{ name = "airlock-other" }}
+"#
+    );
+    let policy = airlock_policy::parse(&text, std::path::Path::new("policy.toml")).expect("policy");
+    let fake = start_fake(None).await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let s = serve_with_capacity(&fake, dir.path(), policy, Duration::ZERO, None, 2);
+    s.manager.start(Duration::from_secs(3600)).await;
+    wait_for("sessions", || s.manager.ready()).await;
+    let primed_ci = || {
+        s.launcher
+            .primed
+            .lock()
+            .expect("lock")
+            .get("ci")
+            .copied()
+            .unwrap_or(0)
+    };
+    wait_for("two primed sandboxes of ci", || primed_ci() == 2).await;
+    fake.queue_job(NewJob {
+        id: 900,
+        labels: vec!["airlock-other".into()],
+        script: "sleep:0".into(),
+        repository: None,
+    });
+    wait_for("the other group's job done", || {
+        all_completed(&fake, &[900])
+    })
+    .await;
+    assert!(
+        *s.launcher.retired_primed.lock().expect("lock") >= 1,
+        "no primed sandbox gave its slot to the other group's runner"
+    );
+    assert!(
+        s.launcher.took_primed.lock().expect("lock").is_empty(),
+        "the other group's runner took a primed sandbox of ci"
+    );
+    wait_for("ci primed again", || primed_ci() == 2).await;
+    queue(&fake, 901, "sleep:0");
+    wait_for("ci's job done", || all_completed(&fake, &[901])).await;
+    assert_eq!(
+        s.launcher.took_primed.lock().expect("lock").len(),
+        1,
+        "ci's runner did not start in a primed sandbox"
+    );
+    settle(&fake, &s.manager).await;
+    assert!(
+        *s.launcher.peak.lock().expect("lock") <= 2,
+        "more sandboxes than max_concurrency at once: {}",
+        s.launcher.peak.lock().expect("lock")
+    );
+    s.manager.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(primed_ci(), 0, "shutdown retires every primed sandbox");
+    assert_accounted(&fake, &[&s.launcher], &[900, 901]);
 }
 
 /// Job messages do not say whether a repository is public: a trusted group's scale set is

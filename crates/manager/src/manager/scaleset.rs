@@ -791,6 +791,8 @@ impl Manager {
             let used = st.active().map_err(e)?.len() + st.ss_alive(None).map_err(e)?.len();
             let used = u32::try_from(used).unwrap_or(u32::MAX);
             let max = self.inner.opts.max_concurrency;
+            // Runners started in this round: they hold slots before the store counts them.
+            let mut started = 0u32;
             if n < target {
                 let free = max
                     .saturating_sub(used.saturating_add(primed_all))
@@ -818,6 +820,7 @@ impl Manager {
                     let me = self.clone();
                     let r = rt.clone();
                     tokio::spawn(async move { me.ss_runner(r, seq, name, rx).await });
+                    started += 1;
                 }
             } else if n > target {
                 let now = super::now_ms();
@@ -831,8 +834,10 @@ impl Manager {
                     .collect();
             }
             // Primed sandboxes for the next runners, while slots are free.
+            // A runner started from this group's primed sandbox gives its slot back to the
+            // runner, not to a new primed sandbox: the pool refills on a later round.
             let mut have = primed_here;
-            let mut held = used.saturating_add(primed_all);
+            let mut held = used.saturating_add(started).saturating_add(primed_all);
             while have < rt.spec.prestart && held < max && make_room == 0 {
                 let template = self.runner_spec(&rt.group, g, &self.primed_key(rt), None);
                 if !self.inner.launcher.prime(template) {
