@@ -87,7 +87,7 @@ impl Launcher for RunnerLauncher {
         &self,
         spec: LaunchSpec,
         started: oneshot::Sender<()>,
-        mut stop: watch::Receiver<bool>,
+        stop: watch::Receiver<bool>,
     ) -> Result<RunExit, LaunchError> {
         self.launched.lock().expect("lock").push(spec.key.clone());
         {
