@@ -113,7 +113,8 @@ pub trait Launcher: Send + Sync + 'static {
     }
 
     /// Retires up to `n` ready primed sandboxes of every group but `keep` (`None`: of every
-    /// group); returns how many.
+    /// group); returns how many. `(None, usize::MAX)` is serve's shutdown: nothing is primed
+    /// after it, and sandboxes still being primed are retired as soon as they are ready.
     async fn retire_primed(&self, keep: Option<&str>, n: usize) -> usize {
         let _ = (keep, n);
         0
@@ -281,6 +282,8 @@ pub struct PrimedPool {
     pending: HashMap<String, u32>,
     /// Work directories of the sandboxes being made.
     making: std::collections::HashSet<PathBuf>,
+    /// Shutting down: nothing more is primed, and what finishes priming is retired.
+    closed: bool,
     failed_at: HashMap<String, std::time::Instant>,
 }
 
@@ -399,11 +402,22 @@ impl ProcessLauncher {
                 dir.display()
             ));
         }
-        lock_pool(&self.primed)
-            .ready
-            .entry(template.group.clone())
-            .or_default()
-            .push(primed);
+        let late = {
+            let mut pool = lock_pool(&self.primed);
+            if pool.closed {
+                Some(primed)
+            } else {
+                pool.ready
+                    .entry(template.group.clone())
+                    .or_default()
+                    .push(primed);
+                None
+            }
+        };
+        // Made while serve shut down: retired at once.
+        if let Some(p) = late {
+            retire(p).await;
+        }
         Ok(())
     }
 
@@ -548,10 +562,11 @@ impl Launcher for ProcessLauncher {
         let group = template.group.clone();
         {
             let mut pool = lock_pool(&self.primed);
-            if pool
-                .failed_at
-                .get(&group)
-                .is_some_and(|t| t.elapsed() < PRIME_RETRY)
+            if pool.closed
+                || pool
+                    .failed_at
+                    .get(&group)
+                    .is_some_and(|t| t.elapsed() < PRIME_RETRY)
             {
                 return false;
             }
@@ -597,6 +612,10 @@ impl Launcher for ProcessLauncher {
     async fn retire_primed(&self, keep: Option<&str>, n: usize) -> usize {
         let taken: Vec<Primed> = {
             let mut pool = lock_pool(&self.primed);
+            // Every group's, all of them: serve is shutting down.
+            if keep.is_none() && n == usize::MAX {
+                pool.closed = true;
+            }
             let mut taken = Vec::new();
             for (g, list) in pool.ready.iter_mut() {
                 if keep == Some(g.as_str()) {

@@ -925,6 +925,12 @@ impl Manager {
         if n > 0 {
             debug!("retired {n} primed sandbox(es)");
         }
+        // Those still being made retire themselves once ready (bounded: a priming that hangs
+        // is left to its airlock run, which ends with serve).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.inner.launcher.primed().is_empty() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         let idle: Vec<_> = self
             .inner
             .store
