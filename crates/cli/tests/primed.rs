@@ -254,3 +254,98 @@ fn what_cannot_be_primed_is_refused_before_anything_exists() {
         "something was created"
     );
 }
+
+/// Milliseconds since the epoch, on the audit log's clock.
+fn now_ms_f() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64() * 1000.0)
+        .unwrap_or(0.0)
+}
+
+/// The sandbox's first instruction after the decision to run it, without serve: a primed
+/// `airlock run --late-env` of `/bin/true` (start frame sent → its first exec on the record)
+/// and a plain `airlock run` (spawned → its first exec), against bare libcontainer's whole
+/// run of the same spec (`AIRLOCK_BENCH_BUNDLE`, scripts/bench-primed.sh), interleaved in one
+/// run. The audit clock has millisecond resolution.
+#[test]
+#[ignore = "benchmark: scripts/bench-primed.sh"]
+fn bench_primed_start() {
+    need_root!();
+    let n: usize = std::env::var("AIRLOCK_BENCH_RUNS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(100);
+    let bundle_bin = std::env::var("AIRLOCK_BENCH_BUNDLE").expect("AIRLOCK_BENCH_BUNDLE");
+    let w = World::new();
+    let bundle = w.dir.path().join("bundle");
+    assert!(std::process::Command::new(&bundle_bin)
+        .arg("prepare")
+        .arg(&bundle)
+        .status()
+        .is_ok_and(|s| s.success()));
+    let first_exec = |w: &World, job: &str| -> f64 {
+        all_records(w)
+            .iter()
+            .filter(|r| r["job"] == job && r["kind"] == "process.exec")
+            .filter_map(|r| r["time_ms"].as_f64())
+            .fold(f64::MAX, f64::min)
+    };
+    let report_id = |w: &World| -> String {
+        let r: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(w.dir.path().join("report.json")).expect("report"),
+        )
+        .expect("json");
+        r["id"].as_str().expect("id").to_owned()
+    };
+    let (mut primed_ms, mut run_ms, mut bare_ms) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..n {
+        // Bare libcontainer: create, start, wait, delete.
+        let t = std::time::Instant::now();
+        assert!(std::process::Command::new(&bundle_bin)
+            .arg("run")
+            .arg(&bundle)
+            .status()
+            .is_ok_and(|s| s.success()));
+        bare_ms.push(t.elapsed().as_secs_f64() * 1000.0);
+        // Primed: ready, then the start frame.
+        let (child, mut gate) = primed(&w, &["LATE_SECRET"], &["/bin/true"]);
+        await_ready(&mut gate);
+        let sent = now_ms_f();
+        gate.write_all(&frame(&[("LATE_SECRET", SECRET)]))
+            .expect("start");
+        assert!(child.wait_with_output().expect("wait").status.success());
+        primed_ms.push(first_exec(&w, &report_id(&w)) - sent);
+        // Plain airlock run.
+        let t0 = now_ms_f();
+        let o = w
+            .cmd()
+            .args(["run", "-q", "--report"])
+            .arg(w.dir.path().join("report.json"))
+            .args(["--", "/bin/true"])
+            .output()
+            .expect("run");
+        assert!(o.status.success());
+        run_ms.push(first_exec(&w, &report_id(&w)) - t0);
+    }
+    let stat = |v: &mut Vec<f64>| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        (v[v.len() / 2], v[(v.len() * 95 / 100).min(v.len() - 1)])
+    };
+    let (bm, bp) = stat(&mut bare_ms);
+    println!("BENCH sandbox start, {n} runs each, ms (median / p95 / median vs bare libcontainer's whole run):");
+    println!(
+        "BENCH | bare libcontainer: create, start, wait, delete | {bm:.1} | {bp:.1} | 1.00x |"
+    );
+    for (name, v) in [
+        ("airlock run: spawned -> first exec", &mut run_ms),
+        (
+            "primed airlock run: start frame sent -> first exec",
+            &mut primed_ms,
+        ),
+    ] {
+        let (m, p) = stat(v);
+        println!("BENCH | {name} | {m:.1} | {p:.1} | {:.2}x |", m / bm);
+    }
+    w.assert_clean();
+}
