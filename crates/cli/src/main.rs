@@ -872,13 +872,14 @@ fn cmd_serve(a: ServeArgs, g: &Global) -> Result<u8> {
     for (name, gr) in &policy.policy.groups {
         match &gr.scale_set {
             Some(ss) => println!(
-                "  group {name}: {:?}, scale set {} in runner group {} (labels {:?}, {} warm, idle retired after {}), repositories {:?}, max {} runners",
+                "  group {name}: {:?}, scale set {} in runner group {} (labels {:?}, {} warm, idle retired after {}, {} primed), repositories {:?}, max {} runners",
                 gr.trust,
                 Escaped(&ss.name),
                 Escaped(&ss.runner_group),
                 ss.labels,
                 ss.min_idle,
                 humantime::format_duration(ss.idle_retire.0),
+                ss.prestart,
                 gr.repositories,
                 gr.max_runners
             ),
