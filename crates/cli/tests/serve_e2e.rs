@@ -1535,7 +1535,8 @@ fn primed_ready_in(e: &E2e, group: &str) -> Vec<String> {
 /// Primed sandboxes (`prestart = 1`): one is made before any job, with no runner registered
 /// and nothing run in it (its init is still airlock's helper, no exec on the record); a job's
 /// runner starts in it (the JIT config arrives late, named on the record, in no file) and the
-/// pool is refilled; kill -9 of serve retires the primed sandbox (its airlock run ends with
+/// pool is refilled; a primed `airlock run` killed -9 is noticed, cleaned up and replaced;
+/// kill -9 of serve retires the primed sandbox (its airlock run ends with
 /// serve), a restart primes again, SIGTERM retires that one, and nothing is left.
 #[test]
 fn primed_sandboxes_take_runners_and_leave_nothing() {
@@ -1626,6 +1627,25 @@ fn primed_sandboxes_take_runners_and_leave_nothing() {
     // Refilled.
     e.wait_for("a new primed sandbox", || {
         primed_ready(&e).iter().any(|p| *p != p1)
+    });
+    let dead = primed_ready(&e).remove(0);
+    // Its airlock run killed (-9): serve stops counting it, removes what it left (airlock
+    // gc) and primes another.
+    let state: Value = serde_json::from_slice(
+        &std::fs::read(e.w.state().join("jobs").join(format!("{dead}.json"))).expect("state"),
+    )
+    .expect("json");
+    let owner = state["owner"]["pid"].as_i64().expect("owner pid");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(owner).expect("pid")),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill -9 the primed airlock run");
+    e.wait_for("the dead primed sandbox removed and another primed", || {
+        let jobs = e.w.state().join("jobs");
+        !jobs.join(&dead).exists()
+            && !jobs.join(format!("{dead}.json")).exists()
+            && primed_ready(&e).iter().any(|p| *p != dead && *p != p1)
     });
     let p2 = primed_ready(&e).remove(0);
 

@@ -596,7 +596,41 @@ impl Launcher for ProcessLauncher {
     }
 
     fn primed(&self) -> BTreeMap<String, u32> {
-        let pool = lock_pool(&self.primed);
+        let mut pool = lock_pool(&self.primed);
+        // A primed `airlock run` that ended by itself (killed, or its sandbox failed while it
+        // waited) holds no slot: it is not counted, and its remains are cleared.
+        let mut dead = Vec::new();
+        for list in pool.ready.values_mut() {
+            let mut i = 0;
+            while i < list.len() {
+                if matches!(list[i].child.try_wait(), Ok(None)) {
+                    i += 1;
+                } else {
+                    dead.push(list.swap_remove(i));
+                }
+            }
+        }
+        if let (false, Ok(rt)) = (dead.is_empty(), tokio::runtime::Handle::try_current()) {
+            let me = self.clone();
+            rt.spawn(async move {
+                for p in dead {
+                    retire(p).await;
+                }
+                // What its airlock run could not tear down (it was killed): `airlock gc`
+                // removes sandboxes whose owner is gone.
+                match Launcher::gc(&me).await {
+                    Ok(removed) if !removed.is_empty() => tracing::warn!(
+                        "primed sandbox(es) {} ended unused; removed",
+                        airlock_text::escape(&removed.join(", "))
+                    ),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(
+                        "removing a primed sandbox that ended unused: {}",
+                        airlock_text::escape(&e.to_string())
+                    ),
+                }
+            });
+        }
         let mut out: BTreeMap<String, u32> = pool
             .ready
             .iter()
