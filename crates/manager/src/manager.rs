@@ -164,6 +164,9 @@ struct Inner {
     ss_tasks: Mutex<HashMap<i64, watch::Sender<bool>>>,
     /// Why serve stopped a scale-set runner.
     ss_stop: Mutex<HashMap<i64, StopReason>>,
+    /// Scale sets whose runners wait for a slot that primed sandboxes hold: while any does,
+    /// no other scale set primes (the slot given back goes to the runner).
+    ss_starved: Mutex<std::collections::HashSet<String>>,
     /// Becomes true when serve begins to shut down (wakes long polls and back-offs).
     shutdown: watch::Sender<bool>,
     /// HTTP client of the Actions service.
@@ -215,6 +218,7 @@ impl Manager {
                 listeners: Mutex::new(Vec::new()),
                 ss_tasks: Mutex::new(HashMap::new()),
                 ss_stop: Mutex::new(HashMap::new()),
+                ss_starved: Mutex::new(std::collections::HashSet::new()),
                 shutdown: watch::channel(false).0,
                 // Every call but the long poll (which sets its own) is bounded: a stalled
                 // connection becomes a retried network error, never a stuck listener.
@@ -249,6 +253,31 @@ impl Manager {
     /// Number of jobs (and scale-set runners) with a lifecycle task.
     pub fn running_tasks(&self) -> usize {
         lock(&self.inner.tasks).len() + lock(&self.inner.ss_tasks).len()
+    }
+
+    /// What a runner of `group` is started with: webhook runners, scale-set runners, and
+    /// the template of a primed sandbox (whose JIT config arrives at its start, so `jit` is
+    /// unused there).
+    fn runner_spec(
+        &self,
+        group: &str,
+        g: &airlock_policy::Group,
+        key: &str,
+        jit: crate::Secret,
+        token: Option<crate::Secret>,
+    ) -> LaunchSpec {
+        LaunchSpec {
+            key: key.to_owned(),
+            group: group.to_owned(),
+            policy: g.clone(),
+            detectors: self.inner.policy.detectors.clone(),
+            alerts: self.inner.policy.alerts.clone(),
+            audit: self.inner.policy.audit.clone(),
+            images: self.inner.policy.images.clone(),
+            command: g.runner.clone(),
+            jit_config: jit,
+            token,
+        }
     }
 
     fn audit(&self, kind: airlock_audit::Kind, job: Option<&str>, data: serde_json::Value) {
@@ -613,18 +642,7 @@ impl Manager {
         }
         self.inner.metrics.sandbox_state(group, state, "starting");
         *state = "starting";
-        let spec = LaunchSpec {
-            key: key.clone(),
-            group: group.to_owned(),
-            policy: g.clone(),
-            detectors: self.inner.policy.detectors.clone(),
-            alerts: self.inner.policy.alerts.clone(),
-            audit: self.inner.policy.audit.clone(),
-            images: self.inner.policy.images.clone(),
-            command: g.runner.clone(),
-            jit_config: jit.encoded_jit_config,
-            token: out.token.clone(),
-        };
+        let spec = self.runner_spec(group, g, &key, jit.encoded_jit_config, out.token.clone());
         let (started_tx, started_rx) = oneshot::channel();
         let launcher = self.inner.launcher.clone();
         let handle = tokio::spawn(async move { launcher.run(spec, started_tx, stop).await });

@@ -12,6 +12,14 @@ fn diags(src: &str) -> Vec<Diagnostic> {
     }
 }
 
+/// Every diagnostic's message, one a line.
+fn messages(d: &[Diagnostic]) -> String {
+    d.iter()
+        .map(|x| x.message.clone())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 const GOOD: &str = r#"
 version = 1
 default_group = "pr"
@@ -386,11 +394,7 @@ fn containers_are_validated() {
     let d = diags(
         "version = 1\n[groups.a]\nexecutor = \"runsc\"\nprocess_events = false\ncontainers = { max = 0, share = 1.5 }\n",
     );
-    let all = d
-        .iter()
-        .map(|x| x.message.clone())
-        .collect::<Vec<_>>()
-        .join("\n");
+    let all = messages(&d);
     for want in [
         "containers.max must be 1 to 64",
         "containers.share must be between 0 and 1",
@@ -416,11 +420,7 @@ fn scale_sets_are_validated() {
     let d = diags(
         "version = 1\n[groups.a]\nrepositories = [\"o/*\"]\nmax_runners = 1\nworkflows = [\"o/*/CI\"]\ntoken_permissions = { contents = \"read\" }\nscale_set = { name = \"bad name!\", min_idle = 2, runner_group = \"\" }\n",
     );
-    let all = d
-        .iter()
-        .map(|x| x.message.clone())
-        .collect::<Vec<_>>()
-        .join("\n");
+    let all = messages(&d);
     for want in [
         "scale set name",
         "min_idle 2 is more than max_runners 1",
@@ -436,11 +436,7 @@ fn scale_sets_are_validated() {
     let d = diags(
         "version = 1\n[groups.a]\nrepositories = [\"o/*\"]\nexecutor = \"runc\"\nscale_set = { name = \"x\", prestart = 9 }\n",
     );
-    let all = d
-        .iter()
-        .map(|x| x.message.clone())
-        .collect::<Vec<_>>()
-        .join("\n");
+    let all = messages(&d);
     for want in [
         "prestart 9 is more than 8",
         "prestart needs the libcontainer executor, not runc",
@@ -454,11 +450,7 @@ fn serve_fields_are_validated() {
     let d = diags(
         "version = 1\n[groups.a]\nmax_runners = 0\nrunner = []\nrepositories = [\"justaname\"]\n",
     );
-    let all = d
-        .iter()
-        .map(|x| x.message.clone())
-        .collect::<Vec<_>>()
-        .join("\n");
+    let all = messages(&d);
     assert!(all.contains("max_runners"), "{all}");
     assert!(all.contains("runner command is empty"), "{all}");
     assert!(all.contains("owner/name"), "{all}");

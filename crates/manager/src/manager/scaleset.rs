@@ -27,7 +27,6 @@ use tokio::sync::{oneshot, watch, Notify};
 use tracing::{debug, info, warn};
 
 use super::{judge, lock, Manager, StopReason};
-use crate::launcher::LaunchSpec;
 use crate::metrics::{GroupState, ScaleSetLabel, ScaleSetState};
 use crate::state::{SsEvent, SsJobRef};
 use crate::Secret;
@@ -800,8 +799,12 @@ impl Manager {
                 let short = (target - n).saturating_sub(free);
                 if short > 0 && primed_all > primed_here {
                     // Runners come first: other groups' primed sandboxes give their slots
-                    // back (the next round starts the runners).
+                    // back (the next round starts the runners), and no group primes until
+                    // they have.
                     make_room = short.min(primed_all - primed_here) as usize;
+                    lock(&self.inner.ss_starved).insert(rt.name.clone());
+                } else {
+                    lock(&self.inner.ss_starved).remove(&rt.name);
                 }
                 for _ in 0..(target - n).min(free) {
                     let suffix: [u8; 4] = rand::random();
@@ -838,8 +841,13 @@ impl Manager {
             // runner, not to a new primed sandbox: the pool refills on a later round.
             let mut have = primed_here;
             let mut held = used.saturating_add(started).saturating_add(primed_all);
-            while have < rt.spec.prestart && held < max && make_room == 0 {
-                let template = self.runner_spec(&rt.group, g, &self.primed_key(rt), None);
+            if n >= target {
+                lock(&self.inner.ss_starved).remove(&rt.name);
+            }
+            let others_wait = lock(&self.inner.ss_starved).iter().any(|x| *x != rt.name);
+            while have < rt.spec.prestart && held < max && make_room == 0 && !others_wait {
+                let template =
+                    self.runner_spec(&rt.group, g, &self.primed_key(rt), Secret::new(""), None);
                 if !self.inner.launcher.prime(template) {
                     break;
                 }
@@ -872,29 +880,6 @@ impl Manager {
                 .map(|b| format!("{b:02x}"))
                 .collect::<String>()
         )
-    }
-
-    /// What a runner of `group` is started with (`jit`: its JIT config; `None` for a primed
-    /// sandbox's template, which gets it at start).
-    fn runner_spec(
-        &self,
-        group: &str,
-        g: &airlock_policy::Group,
-        key: &str,
-        jit: Option<Secret>,
-    ) -> LaunchSpec {
-        LaunchSpec {
-            key: key.to_owned(),
-            group: group.to_owned(),
-            policy: g.clone(),
-            detectors: self.inner.policy.detectors.clone(),
-            alerts: self.inner.policy.alerts.clone(),
-            audit: self.inner.policy.audit.clone(),
-            images: self.inner.policy.images.clone(),
-            command: g.runner.clone(),
-            jit_config: jit.unwrap_or_else(|| Secret::new("")),
-            token: None,
-        }
     }
 
     /// Retires an idle runner: its registration first (so GitHub cannot hand it a job),
@@ -997,7 +982,8 @@ impl Manager {
                 &group,
                 &g,
                 &name,
-                Some(Secret::new(jit.encoded_jit_config.expose())),
+                Secret::new(jit.encoded_jit_config.expose()),
+                None,
             );
             let (started_tx, started_rx) = oneshot::channel();
             let launcher = self.inner.launcher.clone();
