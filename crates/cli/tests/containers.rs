@@ -911,3 +911,84 @@ fn root_in_a_container_is_allowed_only_by_the_policy_and_has_no_capabilities() {
     assert_eq!(out.matches("NoNewPrivs:1").count(), 2, "{out}");
     w.assert_clean();
 }
+
+/// The runner names the host paths of its system mounts, and a job controls the runner's
+/// files: a symlink in the work directory to a host directory (absolute, relative, through
+/// `..` in the requested path itself, or swapped in while airlock resolves it) must resolve
+/// inside the runner's own root. A marker directory on the host must never appear in a
+/// container; whatever is refused is refused with a reason.
+#[test]
+fn runner_paths_that_point_out_of_the_runner_resolve_inside_it() {
+    need_root!();
+    let w = world_with_image();
+    let host = w.dir.path().join("host-only");
+    std::fs::create_dir_all(&host).expect("host dir");
+    const MARK: &str = "HOST-ONLY-MARKER-5d1e";
+    std::fs::write(host.join("marker"), MARK).expect("marker");
+    let host_s = host.to_string_lossy().into_owned();
+    let step = |source: &str| {
+        json!({
+            "command": "run_container_step", "responseFile": null, "state": {},
+            "args": { "image": "ctr:1", "entryPoint": "/bin/sh", "workingDirectory": "/",
+                      "entryPointArgs": ["-c", "cat /__w/x/marker 2>/dev/null; for f in /__w/x/*; do echo \"listed: $f\"; done"],
+                      "systemMountVolumes": [
+                          { "sourceVolumePath": source, "targetVolumePath": "/__w/x", "readOnly": true }
+                      ],
+                      "environmentVariables": {} }
+        })
+    };
+    let up = "../".repeat(12);
+    let cases = [
+        ("abs", step("/home/runner/work/abs")),
+        ("rel", step("/home/runner/work/rel")),
+        (
+            "dotdot",
+            step(&format!(
+                "/home/runner/work/{up}{}",
+                host_s.trim_start_matches('/')
+            )),
+        ),
+        ("swapped", step("/home/runner/work/swapped")),
+    ];
+    let mut script = format!(
+        "ln -s {host_s} abs\nln -s {up}{} rel\nmkdir -p swapped.d\n",
+        host_s.trim_start_matches('/')
+    );
+    // `swapped` flips between a plain directory and a symlink to the host directory while
+    // airlock resolves it, many times.
+    script.push_str(&format!(
+        "( while [ ! -e swaps.done ]; do ln -sfn {host_s} swapped.tmp; mv -T swapped.tmp swapped; ln -sfn swapped.d swapped.tmp; mv -T swapped.tmp swapped; done ) &\n"
+    ));
+    for (name, _) in &cases {
+        script.push_str(&format!("node $H < {name}.json; echo \"{name}=$?\"\n"));
+    }
+    for _ in 0..10 {
+        script.push_str("node $H < swapped.json; echo \"swapped=$?\"\n");
+    }
+    script.push_str("touch swaps.done; wait\n");
+    let reqs: Vec<(String, serde_json::Value)> = cases
+        .iter()
+        .map(|(n, v)| (format!("{n}.json"), v.clone()))
+        .collect();
+    let reqs: Vec<(&str, serde_json::Value)> =
+        reqs.iter().map(|(n, v)| (n.as_str(), v.clone())).collect();
+    let o = run_job(&w, &reqs, &script);
+    let (out, err) = (stdout(&o), stderr(&o));
+    assert!(o.status.success(), "{out}\n{err}");
+    assert!(
+        !out.contains(MARK) && !out.contains("listed: /__w/x/marker"),
+        "a container saw the host's directory:\n{out}\n{err}"
+    );
+    for (name, _) in &cases {
+        assert!(out.contains(&format!("{name}=")), "{name} not run:\n{out}");
+    }
+    // What was refused says why.
+    let refused = records(&w, "container.refused");
+    for r in &refused {
+        assert!(
+            r["data"]["why"].as_str().is_some_and(|s| !s.is_empty()),
+            "{r}"
+        );
+    }
+    w.assert_clean();
+}
