@@ -31,6 +31,9 @@ use crate::Secret;
 mod scaleset;
 pub use scaleset::{delete_scale_set, list_scale_sets, ScaleSetOptions};
 
+/// The `ss_starved` entry of webhook jobs waiting for slots that primed sandboxes hold.
+const WEBHOOK_STARVED: &str = "\u{0}webhook";
+
 /// Settings of the manager (from `serve.toml`).
 #[derive(Debug, Clone)]
 pub struct ManagerOptions {
@@ -164,8 +167,9 @@ struct Inner {
     ss_tasks: Mutex<HashMap<i64, watch::Sender<bool>>>,
     /// Why serve stopped a scale-set runner.
     ss_stop: Mutex<HashMap<i64, StopReason>>,
-    /// Scale sets whose runners wait for a slot that primed sandboxes hold: while any does,
-    /// no other scale set primes (the slot given back goes to the runner).
+    /// Scale sets (and webhook jobs, [`WEBHOOK_STARVED`]) whose runners wait for a slot that
+    /// primed sandboxes hold: while any does, no other scale set primes (the slot given back
+    /// goes to the runner).
     ss_starved: Mutex<std::collections::HashSet<String>>,
     /// Becomes true when serve begins to shut down (wakes long polls and back-offs).
     shutdown: watch::Sender<bool>,
@@ -418,8 +422,12 @@ impl Manager {
             total += 1;
             *per_group.entry(j.group.unwrap_or_default()).or_default() += 1;
         }
-        // Scale-set runners share the global capacity.
+        // Scale-set runners share the global capacity, and so do primed sandboxes (webhook
+        // runners never start in one: they hold slots only).
         total += u32::try_from(st.ss_alive(None)?.len()).unwrap_or(u32::MAX);
+        let primed: u32 = self.inner.launcher.primed().values().sum();
+        total = total.saturating_add(primed);
+        let mut make_room = 0u32;
         let mut waiting = 0i64;
         for job in queued {
             if !self.inner.accepting.load(Ordering::SeqCst) {
@@ -467,6 +475,10 @@ impl Manager {
             };
             let used = per_group.get(&group).copied().unwrap_or(0);
             if total >= self.inner.opts.max_concurrency || used >= g.max_runners {
+                // Held only by primed sandboxes: they give the slot back to the runner.
+                if used < g.max_runners && make_room < primed {
+                    make_room += 1;
+                }
                 waiting += 1;
                 continue;
             }
@@ -484,6 +496,21 @@ impl Manager {
             tokio::spawn(async move { me.lifecycle(job, ev, group, stop_rx).await });
         }
         self.inner.metrics.queue_depth.set(waiting);
+        // While webhook jobs wait for slots that primed sandboxes hold, no scale set primes
+        // (the slots go to the runners); the next pass starts them.
+        if make_room > 0 {
+            lock(&self.inner.ss_starved).insert(WEBHOOK_STARVED.to_owned());
+            let me = self.clone();
+            tokio::spawn(async move {
+                me.inner
+                    .launcher
+                    .retire_primed(None, make_room as usize)
+                    .await;
+                me.inner.wake.notify_one();
+            });
+        } else {
+            lock(&self.inner.ss_starved).remove(WEBHOOK_STARVED);
+        }
         Ok(())
     }
 

@@ -427,6 +427,37 @@ async fn hundred_jobs_capacity_four_in_order() {
     assert!(g.runners.is_empty(), "every runner deleted");
 }
 
+/// Primed sandboxes (a scale set's `prestart`) hold slots of the same host: a webhook job
+/// that finds the host full of them gets a slot back and runs; never more sandboxes than
+/// `max_concurrency` at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_jobs_get_the_slots_primed_sandboxes_hold() {
+    let h = Harness::new(POLICY, 2, Duration::from_millis(30));
+    h.launcher
+        .primed
+        .lock()
+        .expect("lock")
+        .insert("elsewhere".into(), 2);
+    for i in 0..3u64 {
+        let body = payload("queued", 300 + i, &["airlock-pr"], "someone/pub", false);
+        h.deliver("workflow_job", &format!("w-{i}"), &body).await;
+    }
+    h.manager.start(Duration::from_secs(3600)).await;
+    h.settle().await;
+    let l = h.launcher.s.lock().expect("lock");
+    assert_eq!(l.started.len(), 3, "every webhook job ran");
+    assert!(
+        l.max_with_primed <= 2,
+        "{} sandboxes at once with max_concurrency 2",
+        l.max_with_primed
+    );
+    assert_eq!(
+        h.launcher.primed.lock().expect("lock")["elsewhere"],
+        0,
+        "both primed sandboxes gave their slots back (pr may run 2)"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn per_group_limit_does_not_block_other_groups() {
     let h = Harness::new(POLICY, 10, Duration::from_millis(30));

@@ -119,6 +119,9 @@ impl GitHub for FakeGitHub {
 pub struct FakeLauncher {
     pub hold: Duration,
     pub s: Mutex<LaunchLog>,
+    /// Primed sandboxes per group (set by a test: webhook groups are never primed, a scale
+    /// set's may hold slots of the same host).
+    pub primed: Mutex<BTreeMap<String, u32>>,
 }
 
 #[derive(Default)]
@@ -131,6 +134,8 @@ pub struct LaunchLog {
     pub tokens_seen: Vec<Option<String>>,
     pub gc_calls: u32,
     pub stopped: Vec<String>,
+    /// The most sandboxes at once, running and primed.
+    pub max_with_primed: usize,
 }
 
 impl FakeLauncher {
@@ -138,6 +143,7 @@ impl FakeLauncher {
         Arc::new(Self {
             hold,
             s: Mutex::new(LaunchLog::default()),
+            primed: Mutex::new(BTreeMap::new()),
         })
     }
 }
@@ -156,6 +162,8 @@ impl Launcher for FakeLauncher {
         );
         {
             let mut s = self.s.lock().expect("lock");
+            let primed: u32 = self.primed.lock().expect("lock").values().sum();
+            s.max_with_primed = s.max_with_primed.max(s.running.len() + 1 + primed as usize);
             assert!(
                 s.running.insert(spec.key.clone()),
                 "job {} started while already running",
@@ -195,6 +203,23 @@ impl Launcher for FakeLauncher {
     async fn gc(&self) -> Result<Vec<String>, LaunchError> {
         self.s.lock().expect("lock").gc_calls += 1;
         Ok(Vec::new())
+    }
+
+    fn primed(&self) -> BTreeMap<String, u32> {
+        let mut p = self.primed.lock().expect("lock").clone();
+        p.retain(|_, n| *n > 0);
+        p
+    }
+
+    async fn retire_primed(&self, keep: Option<&str>, n: usize) -> usize {
+        let mut done = 0;
+        for (g, c) in self.primed.lock().expect("lock").iter_mut() {
+            while keep != Some(g.as_str()) && *c > 0 && done < n {
+                *c -= 1;
+                done += 1;
+            }
+        }
+        done
     }
 }
 
