@@ -879,13 +879,13 @@ fn cmd_serve(a: ServeArgs, g: &Global) -> Result<u8> {
                 ss.labels,
                 ss.min_idle,
                 humantime::format_duration(ss.idle_retire.0),
-                ss.prestart,
+                gr.prestart,
                 gr.repositories,
                 gr.max_runners
             ),
             None => println!(
-                "  group {name}: {:?}, labels {:?}, repositories {:?}, max {} runners",
-                gr.trust, gr.labels, gr.repositories, gr.max_runners
+                "  group {name}: {:?}, labels {:?}, repositories {:?}, max {} runners, {} primed",
+                gr.trust, gr.labels, gr.repositories, gr.max_runners, gr.prestart
             ),
         }
     }

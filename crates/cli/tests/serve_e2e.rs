@@ -1545,7 +1545,7 @@ fn primed_sandboxes_take_runners_and_leave_nothing() {
     need_registry_tools!();
     let policy = POLICY_SS.replace(
         "scale_set = { name = \"airlock-e2e\" }",
-        "scale_set = { name = \"airlock-e2e\", prestart = 1 }",
+        "prestart = 1\nscale_set = { name = \"airlock-e2e\" }",
     );
     let mut e = world_custom(Mode::ScaleSet, Some(&policy), None);
     e.wait_for("a primed sandbox", || primed_ready(&e).len() == 1);
@@ -1767,7 +1767,7 @@ fn bench_scale_set_start_latency() {
     let n = bench_jobs();
     // A third scale set whose runners start in primed sandboxes (`prestart = 1`).
     let policy = format!(
-        "{POLICY_SS}[groups.primed]\nrepositories = [\"octo-org/*\"]\nrootfs = {{ image = \"127.0.0.1:5000/e2e/fakerunner:1\" }}\nrunner = [\"/opt/runner/airlock-fake-runner\", \"--wait-secs\", \"600\"]\negress = {{ domains = [\"api.github.test\"], resolver = \"198.51.100.53\" }}\nlimits = {{ timeout = \"3m\" }}\nmax_runners = 2\nscale_set = {{ name = \"airlock-primed\", prestart = 1 }}\n"
+        "{POLICY_SS}[groups.primed]\nrepositories = [\"octo-org/*\"]\nrootfs = {{ image = \"127.0.0.1:5000/e2e/fakerunner:1\" }}\nrunner = [\"/opt/runner/airlock-fake-runner\", \"--wait-secs\", \"600\"]\negress = {{ domains = [\"api.github.test\"], resolver = \"198.51.100.53\" }}\nlimits = {{ timeout = \"3m\" }}\nmax_runners = 2\nprestart = 1\nscale_set = {{ name = \"airlock-primed\" }}\n"
     );
     let mut e = world_custom(Mode::ScaleSet, Some(&policy), None);
     // Bare libcontainer's whole run (create, start, wait, delete of airlock's own spec on a

@@ -496,10 +496,15 @@ impl Manager {
             tokio::spawn(async move { me.lifecycle(job, ev, group, stop_rx).await });
         }
         self.inner.metrics.queue_depth.set(waiting);
-        // While webhook jobs wait for slots that primed sandboxes hold, no scale set primes
-        // (the slots go to the runners); the next pass starts them.
         if make_room > 0 {
             lock(&self.inner.ss_starved).insert(WEBHOOK_STARVED.to_owned());
+        } else {
+            lock(&self.inner.ss_starved).remove(WEBHOOK_STARVED);
+        }
+        self.prime_round(total);
+        // While webhook jobs wait for slots that primed sandboxes hold, nothing primes (the
+        // slots go to the runners); the next pass starts them.
+        if make_room > 0 {
             let me = self.clone();
             tokio::spawn(async move {
                 me.inner
@@ -508,10 +513,40 @@ impl Manager {
                     .await;
                 me.inner.wake.notify_one();
             });
-        } else {
-            lock(&self.inner.ss_starved).remove(WEBHOOK_STARVED);
         }
         Ok(())
+    }
+
+    /// Primed sandboxes for the groups with `prestart`, while slots are free (`held`: the
+    /// slots taken now, primed ones included) and no runner waits for a slot primed
+    /// sandboxes hold. Called with the capacity lock held. A runner that takes its group's
+    /// primed sandbox frees nothing: the pool refills on a later pass.
+    fn prime_round(&self, mut held: u32) {
+        if !lock(&self.inner.ss_starved).is_empty() || !self.inner.accepting.load(Ordering::SeqCst)
+        {
+            return;
+        }
+        let primed = self.inner.launcher.primed();
+        for (name, g) in &self.inner.policy.groups {
+            let mut have = primed.get(name).copied().unwrap_or(0);
+            while have < g.prestart && held < self.inner.opts.max_concurrency {
+                let suffix: [u8; 4] = rand::random();
+                let key = format!(
+                    "{}{name}-{}",
+                    crate::launcher::PRIMED_PREFIX,
+                    suffix
+                        .iter()
+                        .map(|b| format!("{b:02x}"))
+                        .collect::<String>()
+                );
+                let template = self.runner_spec(name, g, &key, Secret::new(""), None);
+                if !self.inner.launcher.prime(template) {
+                    break;
+                }
+                have += 1;
+                held += 1;
+            }
+        }
     }
 
     async fn lifecycle(

@@ -814,8 +814,9 @@ default_group = "ci"
 [groups.ci]
 repositories = ["octo-org/*"]
 max_runners = 2
+prestart = 2
 runner = ["/opt/runner/run"]
-scale_set = {{ name = "{SET}", prestart = 2 }}
+scale_set = {{ name = "{SET}" }}
 [groups.other]
 repositories = ["octo-org/*"]
 max_runners = 2

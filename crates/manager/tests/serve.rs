@@ -427,7 +427,41 @@ async fn hundred_jobs_capacity_four_in_order() {
     assert!(g.runners.is_empty(), "every runner deleted");
 }
 
-/// Primed sandboxes (a scale set's `prestart`) hold slots of the same host: a webhook job
+/// A webhook group with `prestart`: a primed sandbox is made before any job, the job's runner
+/// starts in it, and another is made; never more sandboxes than `max_concurrency`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_runners_start_in_primed_sandboxes() {
+    let policy = POLICY.replace("max_runners = 2\n", "max_runners = 2\nprestart = 1\n");
+    let h = Harness::new(&policy, 3, Duration::from_millis(30));
+    h.manager.start(Duration::from_secs(3600)).await;
+    let primed = |h: &Harness| h.launcher.primed.lock().expect("lock").get("pr").copied();
+    for _ in 0..500 {
+        if primed(&h) == Some(1) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(primed(&h), Some(1), "a primed sandbox before any job");
+    let body = payload("queued", 400, &["airlock-pr"], "someone/pub", false);
+    h.deliver("workflow_job", "p-400", &body).await;
+    h.settle().await;
+    for _ in 0..500 {
+        if primed(&h) == Some(1) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(primed(&h), Some(1), "refilled");
+    let l = h.launcher.s.lock().expect("lock");
+    assert_eq!(
+        l.took_primed,
+        ["gh-400"],
+        "the runner started in the primed sandbox"
+    );
+    assert!(l.max_with_primed <= 3, "{}", l.max_with_primed);
+}
+
+/// Primed sandboxes (another group's `prestart`) hold slots of the same host: a webhook job
 /// that finds the host full of them gets a slot back and runs; never more sandboxes than
 /// `max_concurrency` at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

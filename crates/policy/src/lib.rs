@@ -24,7 +24,7 @@ use toml::Spanned;
 /// Name of the group in the built-in policy.
 pub const BUILTIN_GROUP: &str = "default";
 
-/// The most primed sandboxes a scale set may keep (`scale_set.prestart`).
+/// The most primed sandboxes a group may keep (`prestart`).
 pub const MAX_PRESTART: u32 = 8;
 
 /// One problem in a policy file, with its position.
@@ -739,6 +739,30 @@ fn validate_group(c: &mut Collector<'_>, name: &str, g: &Group, span: Range<usiz
             );
         }
     }
+    if g.prestart > MAX_PRESTART {
+        err(
+            format!(
+                "group {name}: prestart {} is more than {MAX_PRESTART}",
+                g.prestart
+            ),
+            "a few primed sandboxes are enough: each one that becomes a runner is replaced at once",
+        );
+    }
+    if g.prestart > 0 && g.executor != ExecutorKind::Libcontainer {
+        err(
+            format!(
+                "group {name}: prestart needs the libcontainer executor, not {}",
+                g.executor.as_str()
+            ),
+            "only libcontainer lets airlock hand a created sandbox its runner's credentials before it starts; set prestart = 0",
+        );
+    }
+    if g.prestart > 0 && g.token_permissions.is_some() {
+        err(
+            format!("group {name}: prestart cannot be used with token_permissions"),
+            "a job's token exists only once its repository is known, after the sandbox would have been made; remove one of them",
+        );
+    }
     if g.max_runners == 0 {
         err(
             format!("group {name}: max_runners must be at least 1"),
@@ -811,24 +835,6 @@ fn validate_group(c: &mut Collector<'_>, name: &str, g: &Group, span: Range<usiz
                     ss.min_idle, g.max_runners
                 ),
                 "warm runners count in max_runners",
-            );
-        }
-        if ss.prestart > MAX_PRESTART {
-            err(
-                format!(
-                    "group {name}: scale set prestart {} is more than {MAX_PRESTART}",
-                    ss.prestart
-                ),
-                "a few primed sandboxes are enough: each one that becomes a runner is replaced at once",
-            );
-        }
-        if ss.prestart > 0 && g.executor != ExecutorKind::Libcontainer {
-            err(
-                format!(
-                    "group {name}: scale set prestart needs the libcontainer executor, not {}",
-                    g.executor.as_str()
-                ),
-                "only libcontainer lets airlock hand a created sandbox its runner's credentials before it starts; set prestart = 0",
             );
         }
     }

@@ -432,14 +432,18 @@ fn scale_sets_are_validated() {
     }
     let d = diags("version = 1\n[groups.a]\nscale_set = { name = \"x\", surprise = 1 }\n");
     assert!(!d.is_empty(), "unknown scale_set key refused");
-    assert_eq!(ss.prestart, 0, "no primed sandboxes unless asked");
+    assert_eq!(
+        ok.groups["a"].prestart, 0,
+        "no primed sandboxes unless asked"
+    );
     let d = diags(
-        "version = 1\n[groups.a]\nrepositories = [\"o/*\"]\nexecutor = \"runc\"\nscale_set = { name = \"x\", prestart = 9 }\n",
+        "version = 1\n[groups.a]\nrepositories = [\"o/*\"]\nexecutor = \"runc\"\nprestart = 9\n[groups.b]\nprestart = 1\ntoken_permissions = { contents = \"read\" }\n",
     );
     let all = messages(&d);
     for want in [
         "prestart 9 is more than 8",
         "prestart needs the libcontainer executor, not runc",
+        "prestart cannot be used with token_permissions",
     ] {
         assert!(all.contains(want), "{want} not in:\n{all}");
     }

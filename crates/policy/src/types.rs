@@ -338,6 +338,14 @@ pub struct Group {
     /// At most this many of the group's runners at a time under `airlock serve`.
     #[serde(default = "default_max_runners")]
     pub max_runners: u32,
+    /// `airlock serve`: sandboxes kept *primed* for the group's next runners (webhook or
+    /// scale set): created, checked and waiting, with no runner registered and nothing run in
+    /// them. A new runner starts in one within milliseconds of serve's decision instead of
+    /// paying the sandbox's start-up. Each holds a slot of serve's `max_concurrency` until it
+    /// becomes a runner or is retired (a runner of another group that finds no free slot
+    /// retires one). Libcontainer only; not with `token_permissions`. Default 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub prestart: u32,
     /// The runner command `airlock serve` runs in the group's sandbox. It reads its JIT
     /// configuration from the environment variable `ACTIONS_RUNNER_INPUT_JITCONFIG`.
     #[serde(default = "default_runner")]
@@ -427,13 +435,6 @@ pub struct ScaleSet {
     /// this long, e.g. `"5m"`.
     #[serde(default = "ScaleSet::default_idle_retire")]
     pub idle_retire: HumanDuration,
-    /// Sandboxes kept *primed* for the next runners: created, checked and waiting, with no
-    /// runner registered and nothing run in them. A new runner starts in one within
-    /// milliseconds of serve's decision instead of paying the sandbox's start-up. Each holds
-    /// a slot of serve's `max_concurrency` until it becomes a runner or is retired (a cold
-    /// start that finds no free slot retires one). Libcontainer only. Default 0.
-    #[serde(default)]
-    pub prestart: u32,
 }
 
 impl ScaleSet {
@@ -608,6 +609,7 @@ impl Default for Group {
             repositories: Vec::new(),
             workflows: Vec::new(),
             max_runners: default_max_runners(),
+            prestart: 0,
             runner: default_runner(),
             runner_group_id: default_runner_group_id(),
             token_permissions: None,
@@ -886,4 +888,8 @@ impl Default for AuditLogSettings {
             checkpoint_interval: Self::default_checkpoint_interval(),
         }
     }
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }

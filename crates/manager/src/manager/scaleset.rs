@@ -750,6 +750,7 @@ impl Manager {
         };
         let mut retire = Vec::new();
         let mut make_room = 0usize;
+        let mut started = 0u32;
         {
             let _cap = lock(&self.inner.capacity);
             let st = &self.inner.store;
@@ -790,8 +791,6 @@ impl Manager {
             let used = st.active().map_err(e)?.len() + st.ss_alive(None).map_err(e)?.len();
             let used = u32::try_from(used).unwrap_or(u32::MAX);
             let max = self.inner.opts.max_concurrency;
-            // Runners started in this round: they hold slots before the store counts them.
-            let mut started = 0u32;
             if n < target {
                 let free = max
                     .saturating_sub(used.saturating_add(primed_all))
@@ -836,23 +835,8 @@ impl Manager {
                     .take((n - target) as usize)
                     .collect();
             }
-            // Primed sandboxes for the next runners, while slots are free.
-            // A runner started from this group's primed sandbox gives its slot back to the
-            // runner, not to a new primed sandbox: the pool refills on a later round.
-            let mut have = primed_here;
-            let mut held = used.saturating_add(started).saturating_add(primed_all);
             if n >= target {
                 lock(&self.inner.ss_starved).remove(&rt.name);
-            }
-            let others_wait = lock(&self.inner.ss_starved).iter().any(|x| *x != rt.name);
-            while have < rt.spec.prestart && held < max && make_room == 0 && !others_wait {
-                let template =
-                    self.runner_spec(&rt.group, g, &self.primed_key(rt), Secret::new(""), None);
-                if !self.inner.launcher.prime(template) {
-                    break;
-                }
-                have += 1;
-                held += 1;
             }
         }
         if make_room > 0 {
@@ -862,24 +846,14 @@ impl Manager {
                 .await;
             rt.kick.notify_one();
         }
+        if started > 0 {
+            // The dispatcher refills primed sandboxes (and sees these runners).
+            self.inner.wake.notify_one();
+        }
         for r in retire {
             self.ss_retire(&r).await;
         }
         Ok(())
-    }
-
-    /// A fresh work key for a primed sandbox of the scale set.
-    fn primed_key(&self, rt: &SetRt) -> String {
-        let suffix: [u8; 4] = rand::random();
-        format!(
-            "{}{}-{}",
-            crate::launcher::PRIMED_PREFIX,
-            rt.name,
-            suffix
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect::<String>()
-        )
     }
 
     /// Retires an idle runner: its registration first (so GitHub cannot hand it a job),

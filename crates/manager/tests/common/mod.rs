@@ -136,6 +136,8 @@ pub struct LaunchLog {
     pub stopped: Vec<String>,
     /// The most sandboxes at once, running and primed.
     pub max_with_primed: usize,
+    /// Runners that started in a primed sandbox.
+    pub took_primed: Vec<String>,
 }
 
 impl FakeLauncher {
@@ -162,7 +164,13 @@ impl Launcher for FakeLauncher {
         );
         {
             let mut s = self.s.lock().expect("lock");
-            let primed: u32 = self.primed.lock().expect("lock").values().sum();
+            let mut pool = self.primed.lock().expect("lock");
+            if let Some(n) = pool.get_mut(&spec.group).filter(|n| **n > 0) {
+                *n -= 1;
+                s.took_primed.push(spec.key.clone());
+            }
+            let primed: u32 = pool.values().sum();
+            drop(pool);
             s.max_with_primed = s.max_with_primed.max(s.running.len() + 1 + primed as usize);
             assert!(
                 s.running.insert(spec.key.clone()),
@@ -203,6 +211,20 @@ impl Launcher for FakeLauncher {
     async fn gc(&self) -> Result<Vec<String>, LaunchError> {
         self.s.lock().expect("lock").gc_calls += 1;
         Ok(Vec::new())
+    }
+
+    fn prime(&self, template: LaunchSpec) -> bool {
+        assert!(
+            template.token.is_none() && template.jit_config.expose().is_empty(),
+            "a primed sandbox gets no credentials"
+        );
+        let mut pool = self.primed.lock().expect("lock");
+        *pool.entry(template.group).or_default() += 1;
+        let primed: u32 = pool.values().sum();
+        drop(pool);
+        let mut s = self.s.lock().expect("lock");
+        s.max_with_primed = s.max_with_primed.max(s.running.len() + primed as usize);
+        true
     }
 
     fn primed(&self) -> BTreeMap<String, u32> {
