@@ -155,7 +155,7 @@ pub struct ProcessLauncher {
     pub work_dir: PathBuf,
     /// Command prefix run before airlock, e.g. `nsenter --net=…` in tests (empty normally).
     pub wrapper: Vec<String>,
-    /// Primed sandboxes (scale sets' `prestart`), shared by clones.
+    /// Primed sandboxes (groups' `prestart`), shared by clones.
     pub primed: std::sync::Arc<std::sync::Mutex<PrimedPool>>,
 }
 
