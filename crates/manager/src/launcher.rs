@@ -382,11 +382,27 @@ impl ProcessLauncher {
             .map_err(|e| format!("starting airlock run: {e}"))?;
         drop(cmd);
         let mut b = [0u8; 1];
+        let mut why = String::new();
         let ready = tokio::select! {
             r = tokio::time::timeout(PRIME_TIMEOUT, tokio::io::AsyncReadExt::read(&mut gate, &mut b)) => {
-                matches!(r, Ok(Ok(1))) && b[..] == *airlock_gate::READY
+                let ok = matches!(r, Ok(Ok(1))) && b[..] == *airlock_gate::READY;
+                if !ok {
+                    why = match r {
+                        Err(_) => "no answer in time".into(),
+                        Ok(Ok(0)) => "it closed its gate".into(),
+                        Ok(Ok(_)) => "it said something else".into(),
+                        Ok(Err(e)) => format!("its gate: {e}"),
+                    };
+                }
+                ok
             }
-            _ = child.wait() => false,
+            st = child.wait() => {
+                why = match st {
+                    Ok(st) => format!("it ended ({st})"),
+                    Err(e) => format!("waiting for it: {e}"),
+                };
+                false
+            }
         };
         let primed = Primed {
             dir: dir.clone(),
@@ -396,9 +412,27 @@ impl ProcessLauncher {
             gate,
         };
         if !ready {
-            retire(primed).await;
+            // Its output stays for people (the warning names it); only the policy goes.
+            let Primed { child, gate, .. } = primed;
+            drop(gate);
+            let mut child = child;
+            if tokio::time::timeout(std::time::Duration::from_secs(10), child.wait())
+                .await
+                .is_err()
+            {
+                let _ = child.kill().await;
+            }
+            let _ = std::fs::remove_file(dir.join("policy.toml"));
+            // What airlock run said last (its output log is bounded by the sandbox's own
+            // limits; only the tail is read).
+            let said = std::fs::read(dir.join("output.log"))
+                .map(|b| {
+                    let tail = &b[b.len().saturating_sub(2048)..];
+                    String::from_utf8_lossy(tail).trim().to_owned()
+                })
+                .unwrap_or_default();
             return Err(format!(
-                "its airlock run ended or stalled before the sandbox was ready (output: {})",
+                "its airlock run did not get the sandbox ready: {why}; it said: {said} (output: {})",
                 dir.display()
             ));
         }
