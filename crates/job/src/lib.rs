@@ -153,8 +153,7 @@ impl Engine {
             )
             .and_then(|mut launched| {
                 if let Some(g) = gate.as_mut() {
-                    let dir = self.paths.job_dir(&plan.id);
-                    match prime::await_start(plan, &dir, &mut launched, g, &signals, &rec) {
+                    match prime::await_start(plan, &mut launched, g, &signals, &rec) {
                         Ok(prime::Primed::Started | prime::Primed::HelperEnded) => {}
                         Ok(prime::Primed::Retired(o)) => {
                             prime::retire(launched);
