@@ -315,6 +315,20 @@ fn lock_pool(m: &std::sync::Mutex<PrimedPool>) -> std::sync::MutexGuard<'_, Prim
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// The last `max` bytes of a file (read from there: the file itself is never read whole).
+fn output_tail(path: &std::path::Path, max: u64) -> String {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return String::new();
+    };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let mut b = Vec::new();
+    if f.seek(SeekFrom::Start(len.saturating_sub(max))).is_ok() {
+        let _ = f.take(max).read_to_end(&mut b);
+    }
+    String::from_utf8_lossy(&b).trim().to_owned()
+}
+
 /// Retires a primed sandbox: its gate closed, airlock run deletes it and exits (killed if it
 /// has not within a few seconds).
 async fn retire(mut p: Primed) {
@@ -425,12 +439,7 @@ impl ProcessLauncher {
             let _ = std::fs::remove_file(dir.join("policy.toml"));
             // What airlock run said last (its output log is bounded by the sandbox's own
             // limits; only the tail is read).
-            let said = std::fs::read(dir.join("output.log"))
-                .map(|b| {
-                    let tail = &b[b.len().saturating_sub(2048)..];
-                    String::from_utf8_lossy(tail).trim().to_owned()
-                })
-                .unwrap_or_default();
+            let said = output_tail(&dir.join("output.log"), 2048);
             return Err(format!(
                 "its airlock run did not get the sandbox ready: {why}; it said: {said} (output: {})",
                 dir.display()
@@ -763,6 +772,18 @@ impl Launcher for ProcessLauncher {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failed_primings_output_is_read_from_its_tail_only() {
+        let d = tempfile::tempdir().expect("tmp");
+        let p = d.path().join("output.log");
+        let mut text = "x".repeat(1 << 20);
+        text.push_str("\nthe last word");
+        std::fs::write(&p, &text).expect("write");
+        let t = output_tail(&p, 64);
+        assert!(t.len() <= 64 && t.ends_with("the last word"), "{t}");
+        assert_eq!(output_tail(&d.path().join("missing"), 64), "");
+    }
 
     #[test]
     fn the_runner_programs_are_protected_when_the_command_is_run_sh() {
