@@ -153,7 +153,8 @@ impl Engine {
             )
             .and_then(|mut launched| {
                 if let Some(g) = gate.as_mut() {
-                    match prime::await_start(plan, &mut launched, g, &signals, &rec) {
+                    let dir = self.paths.job_dir(&plan.id);
+                    match prime::await_start(plan, &dir, &mut launched, g, &signals, &rec) {
                         Ok(prime::Primed::Started | prime::Primed::HelperEnded) => {}
                         Ok(prime::Primed::Retired(o)) => {
                             prime::retire(launched);

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use airlock_audit::payload::SecretInjected;
 use airlock_audit::{Event, JobOutcome};
+use airlock_sandbox::helper::INIT_PID_FILE;
 use airlock_sandbox::launch::Launched;
 use airlock_sandbox::start::{self, READY};
 use airlock_sandbox::{JobPlan, SandboxError};
@@ -68,6 +69,7 @@ fn wait_readable(
 /// environment arrives.
 pub(crate) fn await_start(
     plan: &JobPlan,
+    job_dir: &std::path::Path,
     launched: &mut Launched,
     gate: &mut UnixStream,
     signals: &Signals,
@@ -97,6 +99,15 @@ pub(crate) fn await_start(
             }
             early = true;
         }
+    }
+    // The entry program is hashed now, not when it is exec'd: the runner's first instruction
+    // does not wait for its audit (a large program takes tens of ms).
+    if let (Some(w), Some(entry), Some(pid)) = (
+        launched.watcher.as_ref(),
+        plan.argv.first().filter(|a| a.starts_with('/')),
+        airlock_sandbox::launch::read_pid(&job_dir.join(INIT_PID_FILE)),
+    ) {
+        w.prewarm(pid, entry);
     }
     tracing::debug!(job = %plan.id, phase = "primed");
     if gate.write_all(READY).and_then(|_| gate.flush()).is_err() {

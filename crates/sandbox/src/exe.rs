@@ -326,9 +326,19 @@ enum Either {
     Open(OwnedFd),
 }
 
+/// A job's cache of program hashes, by (device, inode, size, mtime, ctime): shared between
+/// its exec listener and the primed sandbox's wait, which hashes the entry program before
+/// the start ([`crate::watch::Watcher::prewarm`]) so the runner's first exec does not wait
+/// for it. Never shared between jobs.
+pub type HashCache = std::sync::Arc<std::sync::Mutex<HashMap<[i64; 7], (String, u64, bool)>>>;
+
+fn lock_cache(c: &HashCache) -> std::sync::MutexGuard<'_, HashMap<[i64; 7], (String, u64, bool)>> {
+    c.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// Resolves and describes exec targets for one job; keeps the hash cache and budget.
 pub struct Resolver {
-    cache: HashMap<[i64; 7], (String, u64, bool)>,
+    cache: HashCache,
     tokens: u64,
     refilled: Instant,
     memfd_dev: Option<u64>,
@@ -343,8 +353,13 @@ impl Default for Resolver {
 impl Resolver {
     /// A resolver with a full budget.
     pub fn new() -> Self {
+        Self::with_cache(HashCache::default())
+    }
+
+    /// A resolver with a full budget and the job's `cache`.
+    pub fn with_cache(cache: HashCache) -> Self {
         Self {
-            cache: HashMap::new(),
+            cache,
             tokens: HASH_BURST,
             refilled: Instant::now(),
             memfd_dev: memfd_dev(),
@@ -596,10 +611,10 @@ impl Resolver {
             st.st_ctime,
             st.st_ctime_nsec,
         ];
-        if let Some((h, n, partial)) = self.cache.get(&key) {
-            exe.sha256 = Some(h.clone());
-            exe.hashed_bytes = Some(*n);
-            exe.hash_partial = *partial;
+        if let Some((h, n, partial)) = lock_cache(&self.cache).get(&key).cloned() {
+            exe.sha256 = Some(h);
+            exe.hashed_bytes = Some(n);
+            exe.hash_partial = partial;
             return;
         }
         let want = (st.st_size.max(0) as u64).min(MAX_HASH);
@@ -647,10 +662,13 @@ impl Resolver {
         }
         self.tokens = self.tokens.saturating_sub(n);
         let hex: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
-        if self.cache.len() >= CACHE_MAX {
-            self.cache.clear();
+        {
+            let mut c = lock_cache(&self.cache);
+            if c.len() >= CACHE_MAX {
+                c.clear();
+            }
+            c.insert(key, (hex.clone(), n, partial));
         }
-        self.cache.insert(key, (hex.clone(), n, partial));
         exe.sha256 = Some(hex);
         exe.hashed_bytes = Some(n);
         exe.hash_partial = partial;
@@ -985,6 +1003,32 @@ mod tests {
         assert_eq!(bin.interpreter, None);
     }
 
+    /// A primed sandbox's prewarm: a hash computed by one resolver of the job is found by the
+    /// job's listener (same cache) without reading the file again; another job's resolver
+    /// (its own cache) hashes it itself.
+    #[test]
+    fn a_prewarmed_hash_is_the_listeners_and_only_its_jobs() {
+        let d = tempfile::tempdir().expect("tmp");
+        let p = d.path().join("f");
+        std::fs::write(&p, vec![9u8; 1 << 20]).expect("write");
+        let path = p.to_string_lossy().into_owned();
+        let cache = HashCache::default();
+        let a = Resolver::with_cache(cache.clone()).resolve(tid(), Call::Execve { path: &path });
+        let mut listener = Resolver::with_cache(cache);
+        let before = listener.tokens;
+        let b = listener.resolve(tid(), Call::Execve { path: &path });
+        assert_eq!(a.sha256, b.sha256);
+        assert!(a.sha256.is_some());
+        assert_eq!(
+            listener.tokens, before,
+            "the prewarmed hash cost the listener nothing"
+        );
+        let mut other = Resolver::new();
+        let c = other.resolve(tid(), Call::Execve { path: &path });
+        assert_eq!(c.sha256, a.sha256);
+        assert!(other.tokens < before, "another job hashes for itself");
+    }
+
     #[test]
     fn hashing_is_cached_capped_and_budgeted() {
         let d = tempfile::tempdir().expect("tmp");
@@ -1015,7 +1059,7 @@ mod tests {
         );
         r.tokens = 0;
         r.refilled = Instant::now();
-        r.cache.clear();
+        lock_cache(&r.cache).clear();
         let e = r.resolve(tid(), Call::Execve { path: &path });
         assert_eq!(e.hash_skipped, Some("budget"));
         assert!(e.ino.is_some(), "still described");

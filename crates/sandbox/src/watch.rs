@@ -61,6 +61,8 @@ const MAX_HELD: usize = 64;
 pub struct Watcher {
     stop: OwnedFd,
     thread: Option<JoinHandle<Stats>>,
+    /// The job's program hashes, shared with the listener thread.
+    cache: crate::exe::HashCache,
     /// Where the runtime connects.
     pub socket: PathBuf,
 }
@@ -98,15 +100,27 @@ impl Watcher {
             .file_name()
             .map(|f| f.to_string_lossy().into_owned())
             .filter(|s| *s != job);
+        let cache = crate::exe::HashCache::default();
+        let shared = cache.clone();
         let thread = std::thread::Builder::new()
             .name("exec-watch".into())
-            .spawn(move || listen(listener, rd, &job, sandbox, &audit))
+            .spawn(move || listen(listener, rd, &job, sandbox, shared, &audit))
             .map_err(SandboxError::io("starting the exec listener for", &socket))?;
         Ok(Self {
             stop: wr,
             thread: Some(thread),
+            cache,
             socket,
         })
+    }
+
+    /// Hashes the program `path` (absolute) as the job's process `pid` would exec it (its
+    /// root, and a script's interpreter too) into the job's cache, so that exec does not wait
+    /// for the hash. A primed sandbox does this before its start: nothing of the job has run,
+    /// and the cache key (device, inode, size, mtime, ctime) misses if the file changes.
+    pub fn prewarm(&self, pid: i32, path: &str) {
+        let mut r = crate::exe::Resolver::with_cache(self.cache.clone());
+        let _ = r.resolve(pid, crate::exe::Call::Execve { path });
     }
 
     /// Stops the listener and returns what it saw.
@@ -138,6 +152,7 @@ fn listen(
     stop: OwnedFd,
     job: &str,
     sandbox: Option<String>,
+    cache: crate::exe::HashCache,
     audit: &AuditSender,
 ) -> Stats {
     let mut stats = Stats::default();
@@ -165,6 +180,7 @@ fn listen(
     let mut live: HashMap<i32, OwnedFd> = HashMap::new();
     let mut execs = Execs {
         sandbox,
+        resolver: exe::Resolver::with_cache(cache),
         ..Execs::default()
     };
     loop {
