@@ -33,6 +33,8 @@ kinds! {
     JobRequested = "job.requested",
     /// A job was refused before it was planned (no such group).
     JobRefused = "job.refused",
+    /// A primed sandbox exists and waits for its start (nothing of the job has run).
+    JobPrimed = "job.primed",
     /// The job's init process exists.
     JobStarted = "job.started",
     /// The job is over and torn down.

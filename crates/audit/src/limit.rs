@@ -52,9 +52,9 @@ pub fn limited(kind: Kind) -> bool {
         // `containers.max` bounds how many exist at a time, not how many records they make.
         ContainerRefused | ContainerCreated | ContainerEnded => true,
         k if k.is_net() => true,
-        JobRequested | JobRefused | JobStarted | JobEnded | SecretInjected | ConfigChanged
-        | FileChanged | FileScan | Alert | AuditAggregated | AuditFlood | AuditCheckpoint
-        | AuditAnchor => false,
+        JobRequested | JobRefused | JobPrimed | JobStarted | JobEnded | SecretInjected
+        | ConfigChanged | FileChanged | FileScan | Alert | AuditAggregated | AuditFlood
+        | AuditCheckpoint | AuditAnchor => false,
         // serve's records are not a job's.
         _ => false,
     }

@@ -158,6 +158,20 @@ impl Payload for ConfigChanged {
     const KIND: Kind = Kind::ConfigChanged;
 }
 
+/// `job.primed`: a primed sandbox (`airlock run --late-env`) is made, its protections read
+/// back, and it waits for the start that brings `late_env`; nothing of the job has run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobPrimed {
+    /// The names of the variables its start will bring (never values).
+    pub late_env: Vec<String>,
+    /// The host pid of its init (libcontainer's, waiting for the start signal).
+    pub init: Option<i32>,
+}
+
+impl Payload for JobPrimed {
+    const KIND: Kind = Kind::JobPrimed;
+}
+
 /// `secret.injected`: the names of the secrets put into the job's environment.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SecretInjected {

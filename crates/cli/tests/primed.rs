@@ -110,7 +110,17 @@ fn a_primed_sandbox_runs_nothing_until_its_late_variables_arrive() {
         .filter(|r| r["job"] == id.as_str())
         .map(|r| r["kind"].as_str().unwrap_or_default().to_owned())
         .collect();
-    assert_eq!(before, ["job.requested"], "{before:?}");
+    assert_eq!(before, ["job.requested", "job.primed"], "{before:?}");
+    let primed_rec = all_records(&w)
+        .into_iter()
+        .find(|r| r["job"] == id.as_str() && r["kind"] == "job.primed")
+        .expect("job.primed");
+    assert_eq!(primed_rec["data"]["late_env"][0], "LATE_SECRET");
+    assert_eq!(
+        primed_rec["data"]["init"].as_i64().map(|p| p.to_string()),
+        Some(pid.trim().to_owned()),
+        "{primed_rec:#}"
+    );
     // Start it.
     gate.write_all(&frame(&[("LATE_SECRET", SECRET)]))
         .expect("start");
@@ -138,6 +148,19 @@ fn a_primed_sandbox_runs_nothing_until_its_late_variables_arrive() {
         .find(|r| r["kind"] == "secret.injected")
         .expect("injected");
     assert_eq!(injected["data"]["names"][0], "LATE_SECRET");
+    // The entry program was hashed while the sandbox waited: its exec record still carries
+    // the hash (from the job's own cache).
+    let first = recs
+        .iter()
+        .find(|r| r["kind"] == "process.exec")
+        .expect("exec");
+    assert_eq!(first["data"]["path"], "/bin/sh", "{first:#}");
+    assert!(
+        first["data"]["exe"]["sha256"]
+            .as_str()
+            .is_some_and(|h| h.len() == 64),
+        "{first:#}"
+    );
     // Redacted where the job put it on a command line; on no disk at all.
     let text = serde_json::to_string(&recs).expect("json");
     assert!(text.contains("argv [secret:LATE_SECRET]"), "{text}");

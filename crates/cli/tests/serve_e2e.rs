@@ -1519,15 +1519,22 @@ fn primed_ready(e: &E2e) -> Vec<String> {
 
 fn primed_ready_in(e: &E2e, group: &str) -> Vec<String> {
     let recs = e.audit();
+    let of_group = |id: &str| {
+        recs.iter()
+            .any(|r| r["kind"] == "job.requested" && r["job"] == id && r["data"]["group"] == group)
+    };
+    // `job.primed` is written before airlock run tells serve it is ready.
     recs.iter()
-        .filter(|r| r["kind"] == "job.requested" && r["data"]["group"] == group)
+        .filter(|r| r["kind"] == "job.primed")
         .filter_map(|r| r["job"].as_str())
+        .filter(|id| of_group(id))
         .filter(|id| {
             !recs.iter().any(|x| {
                 x["job"] == *id && (x["kind"] == "job.started" || x["kind"] == "job.ended")
             })
         })
-        .filter(|id| e.w.state().join("jobs").join(id).join("init.pid").exists())
+        // One whose airlock run was killed ends with no record: its state is what says.
+        .filter(|id| e.w.state().join("jobs").join(format!("{id}.json")).exists())
         .map(String::from)
         .collect()
 }
@@ -1697,6 +1704,113 @@ fn primed_sandboxes_take_runners_and_leave_nothing() {
                 d.display()
             );
         }
+    }
+}
+
+/// A primed `airlock run` killed -9 while it makes its sandbox, before it is ready: serve
+/// says so, removes what it left (`airlock gc`: the sandbox, its cgroups, mounts, address),
+/// keeps its output under `failed-primed-…`, and nothing of it is left.
+#[test]
+fn a_priming_killed_before_it_is_ready_leaves_nothing() {
+    need_root!();
+    need_fakes!();
+    need_registry_tools!();
+    let policy = POLICY_SS.replace(
+        "scale_set = { name = \"airlock-e2e\" }",
+        "prestart = 1\nscale_set = { name = \"airlock-e2e\" }",
+    );
+    let mut e = world_custom(Mode::ScaleSet, Some(&policy), None);
+    let jobs = e.w.state().join("jobs");
+    let primed_on_record = |e: &E2e, id: &str| {
+        e.audit()
+            .iter()
+            .any(|r| r["job"] == id && r["kind"] == "job.primed")
+    };
+    // A sandbox's state is written first thing: its airlock run is stopped there (SIGSTOP),
+    // and killed if it has not said it is ready. One that already had is killed too (serve
+    // then primes the next at once) and the next is tried.
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let mut seen: Vec<String> = Vec::new();
+    let victim = loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no priming caught before it was ready; serve's log:\n{}",
+            e.log()
+        );
+        let fresh = std::fs::read_dir(&jobs)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|d| {
+                let n = d.file_name().to_string_lossy().into_owned();
+                n.strip_suffix(".json").map(str::to_owned)
+            })
+            .find(|id| !seen.contains(id));
+        let Some(id) = fresh else {
+            std::thread::sleep(Duration::from_millis(1));
+            continue;
+        };
+        let Some(owner) = std::fs::read(jobs.join(format!("{id}.json")))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+            .and_then(|v| v["owner"]["pid"].as_i64())
+            .and_then(|p| i32::try_from(p).ok())
+        else {
+            continue;
+        };
+        seen.push(id.clone());
+        let pid = nix::unistd::Pid::from_raw(owner);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP);
+        // What it wrote before the stop reaches the log within a moment.
+        std::thread::sleep(Duration::from_millis(300));
+        let was_ready = primed_on_record(&e, &id);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        if !was_ready {
+            break id;
+        }
+    };
+    e.wait_for(
+        "serve to report the failed priming and remove its sandbox",
+        || {
+            let log = e.log();
+            log.contains("did not get the sandbox ready")
+                && log.contains(&format!("removed what it left: {victim}"))
+                && !jobs.join(&victim).exists()
+                && !jobs.join(format!("{victim}.json")).exists()
+        },
+    );
+    assert!(
+        !primed_on_record(&e, &victim),
+        "the victim said it was ready after all"
+    );
+    e.stop_serve();
+    e.w.assert_clean();
+    let serve_dirs: Vec<String> = std::fs::read_dir(e.w.state().join("serve"))
+        .map(|rd| {
+            rd.flatten()
+                .map(|d| d.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(
+        !serve_dirs.iter().any(|n| n.starts_with("primed-")),
+        "{serve_dirs:?}"
+    );
+    let failed: Vec<&String> = serve_dirs
+        .iter()
+        .filter(|n| n.starts_with("failed-primed-"))
+        .collect();
+    assert!(
+        !failed.is_empty(),
+        "its output was not kept: {serve_dirs:?}"
+    );
+    for f in failed {
+        let files: Vec<String> = std::fs::read_dir(e.w.state().join("serve").join(f))
+            .expect("dir")
+            .flatten()
+            .map(|d| d.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(files, ["output.log"], "{f}");
     }
 }
 

@@ -9,7 +9,7 @@ use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
-use airlock_audit::payload::SecretInjected;
+use airlock_audit::payload::{JobPrimed, SecretInjected};
 use airlock_audit::{Event, JobOutcome};
 use airlock_sandbox::helper::INIT_PID_FILE;
 use airlock_sandbox::launch::Launched;
@@ -102,13 +102,24 @@ pub(crate) fn await_start(
     }
     // The entry program is hashed now, not when it is exec'd: the runner's first instruction
     // does not wait for its audit (a large program takes tens of ms).
+    let init = airlock_sandbox::launch::read_pid(&job_dir.join(INIT_PID_FILE));
     if let (Some(w), Some(entry), Some(pid)) = (
         launched.watcher.as_ref(),
         plan.argv.first().filter(|a| a.starts_with('/')),
-        airlock_sandbox::launch::read_pid(&job_dir.join(INIT_PID_FILE)),
+        init,
     ) {
         w.prewarm(pid, entry);
     }
+    // On the record before the gate hears it: whoever acts on READY finds the sandbox named.
+    rec.audit
+        .send(Event::of(
+            Some(plan.id.as_str()),
+            &JobPrimed {
+                late_env: plan.late_env.clone(),
+                init,
+            },
+        ))
+        .map_err(SandboxError::Audit)?;
     tracing::debug!(job = %plan.id, phase = "primed");
     if gate.write_all(READY).and_then(|_| gate.flush()).is_err() {
         return Ok(Primed::Retired(JobOutcome::Interrupted(nix::libc::SIGHUP)));

@@ -437,12 +437,31 @@ impl ProcessLauncher {
                 let _ = child.kill().await;
             }
             let _ = std::fs::remove_file(dir.join("policy.toml"));
+            // Its output stays, under a name `gc` leaves alone (a primed one's dir is removed
+            // once its airlock run is gone).
+            let kept = dir.with_file_name(format!(
+                "failed-{}",
+                dir.file_name()
+                    .map(|n| n.to_string_lossy())
+                    .unwrap_or_default()
+            ));
+            let kept = match std::fs::rename(&dir, &kept) {
+                Ok(()) => kept,
+                Err(_) => dir.clone(),
+            };
             // What airlock run said last (its output log is bounded by the sandbox's own
             // limits; only the tail is read).
-            let said = output_tail(&dir.join("output.log"), 2048);
+            let said = output_tail(&kept.join("output.log"), 2048);
+            // An airlock run that was killed while it made the sandbox could not tear it
+            // down: `airlock gc` removes sandboxes whose owner is gone.
+            let removed = match Launcher::gc(&self).await {
+                Ok(r) if !r.is_empty() => format!("; removed what it left: {}", r.join(", ")),
+                Ok(_) => String::new(),
+                Err(e) => format!("; removing what it left failed: {e}"),
+            };
             return Err(format!(
-                "its airlock run did not get the sandbox ready: {why}; it said: {said} (output: {})",
-                dir.display()
+                "its airlock run did not get the sandbox ready: {why}; it said: {said} (output: {}){removed}",
+                kept.display()
             ));
         }
         let late = {
