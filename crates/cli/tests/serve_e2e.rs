@@ -1750,15 +1750,21 @@ fn a_priming_killed_before_it_is_ready_leaves_nothing() {
             std::thread::sleep(Duration::from_millis(1));
             continue;
         };
-        let Some(owner) = std::fs::read(jobs.join(format!("{id}.json")))
+        let Some(st) = std::fs::read(jobs.join(format!("{id}.json")))
             .ok()
             .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
-            .and_then(|v| v["owner"]["pid"].as_i64())
-            .and_then(|p| i32::try_from(p).ok())
         else {
             continue;
         };
         seen.push(id.clone());
+        // Only group ss primes (the warm group's runner is a plain `airlock run`).
+        let Some(owner) = st["owner"]["pid"]
+            .as_i64()
+            .and_then(|p| i32::try_from(p).ok())
+            .filter(|_| st["group"] == "ss")
+        else {
+            continue;
+        };
         let pid = nix::unistd::Pid::from_raw(owner);
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP);
         // What it wrote before the stop reaches the log within a moment.

@@ -65,8 +65,74 @@ pub struct World {
 
 impl Drop for World {
     fn drop(&mut self) {
+        // A test that failed may have left sandboxes (its assertions stop before their
+        // teardown): airlock gc removes them, inside this world's namespace (their veths and
+        // firewall elements are there). Then the directory goes only if nothing is mounted
+        // under it: removing it through a live mount would delete what the mount shows.
+        let root = nix::unistd::geteuid().is_root();
+        // Their airlock runs first (SIGTERM: each tears its job down and exits), found by
+        // their state files and checked by their environment naming this world's state.
+        let mine = format!("AIRLOCK_STATE_DIR={}", self.state().display());
+        let owners: Vec<i32> = std::fs::read_dir(self.state().join("jobs"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| std::fs::read(e.path()).ok())
+            .filter_map(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .filter_map(|v| v["owner"]["pid"].as_i64())
+            .filter_map(|p| i32::try_from(p).ok())
+            .filter(|p| {
+                std::fs::read(format!("/proc/{p}/environ"))
+                    .is_ok_and(|env| env.split(|b| *b == 0).any(|kv| kv == mine.as_bytes()))
+            })
+            .collect();
+        for p in &owners {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(*p),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+        for _ in 0..100 {
+            // Gone, or a zombie (the test may hold its Child unreaped).
+            let gone = |p: &i32| {
+                std::fs::read_to_string(format!("/proc/{p}/stat")).map_or(true, |s| {
+                    s.rsplit_once(") ").is_some_and(|(_, r)| r.starts_with('Z'))
+                })
+            };
+            if owners.iter().all(gone) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        if root && self.state().join("jobs").exists() {
+            let _ = self
+                .cmd()
+                .args(["gc", "--force", "--json"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
         if let Some(ns) = &self.netns {
             let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+        let dir = self.dir.path().to_string_lossy().into_owned();
+        let mounted = || {
+            std::fs::read_to_string("/proc/self/mountinfo")
+                .map(|m| m.lines().any(|l| l.contains(&format!("{dir}/"))))
+                .unwrap_or(false)
+        };
+        // A job's own airlock run may still be tearing down what gc did not take.
+        for _ in 0..50 {
+            if !mounted() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        if mounted() {
+            eprintln!(
+                "mounts are left under {dir}: it is kept (airlock gc --state-dir {dir}/state)"
+            );
+            self.dir.disable_cleanup(true);
         }
     }
 }
