@@ -1727,7 +1727,7 @@ fn a_priming_killed_before_it_is_ready_leaves_nothing() {
             .any(|r| r["job"] == id && r["kind"] == "job.primed")
     };
     // A sandbox's state is written first thing: its airlock run is stopped there (SIGSTOP),
-    // and killed if it has not said it is ready. One that already had is killed too (serve
+    // and killed if it has not said it is ready (no `job.primed` on the record). One that already had is killed too (serve
     // then primes the next at once) and the next is tried.
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
     let mut seen: Vec<String> = Vec::new();
@@ -1767,8 +1767,24 @@ fn a_priming_killed_before_it_is_ready_leaves_nothing() {
         };
         let pid = nix::unistd::Pid::from_raw(owner);
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP);
-        // What it wrote before the stop reaches the log within a moment.
-        std::thread::sleep(Duration::from_millis(300));
+        // Every thread stopped: `job.primed` is durable before READY is written, so its
+        // absence now means serve has not been told.
+        for _ in 0..1000 {
+            let all_stopped = std::fs::read_dir(format!("/proc/{owner}/task"))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .all(|t| {
+                    std::fs::read_to_string(t.path().join("stat")).is_ok_and(|s| {
+                        s.rsplit_once(") ")
+                            .is_some_and(|(_, r)| r.starts_with('T') || r.starts_with('t'))
+                    })
+                });
+            if all_stopped {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
         let was_ready = primed_on_record(&e, &id);
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
         if !was_ready {

@@ -1124,13 +1124,7 @@ fn run_script_step(
         env.retain(|(e, _)| e != k);
         env.push((k.clone(), v.clone()));
     }
-    prepend_path(
-        &mut env,
-        &a.prepend_path
-            .as_ref()
-            .map(|p| p.dirs())
-            .unwrap_or_default(),
-    );
+    prepend_path(&mut env, a.prepend_path.as_ref());
     let mut argv = vec![a.entry_point.clone()];
     argv.extend(step.args.iter().cloned());
     let mut plan = child_plan(
@@ -1148,7 +1142,12 @@ fn run_script_step(
     Ok((code, None))
 }
 
-fn prepend_path(env: &mut Vec<(String, String)>, dirs: &[String]) {
+/// Puts the runner's `prependPath` directories in front of the step's `PATH`.
+fn prepend_path(
+    env: &mut Vec<(String, String)>,
+    dirs: Option<&airlock_containers::hook::PathList>,
+) {
+    let dirs = dirs.map(|p| p.dirs()).unwrap_or_default();
     if dirs.is_empty() {
         return;
     }
@@ -1159,7 +1158,7 @@ fn prepend_path(env: &mut Vec<(String, String)>, dirs: &[String]) {
         .unwrap_or_else(|| airlock_sandbox::plan::PATH.into());
     // The runner sends them in PATH order already (most recent first: HookInput.cs reverses
     // its own list).
-    let mut parts: Vec<String> = dirs.to_vec();
+    let mut parts = dirs;
     parts.push(old);
     env.retain(|(k, _)| k != "PATH");
     env.push(("PATH".into(), parts.join(":")));
@@ -1178,13 +1177,7 @@ fn run_container_step(
     let (digest, dir) = resolve(ctx, &s.image)?;
     let user = user_of(ctx, &s)?;
     let (mut env, argv, workdir) = image_env(ctx, &digest, &s);
-    prepend_path(
-        &mut env,
-        &a.prepend_path
-            .as_ref()
-            .map(|p| p.dirs())
-            .unwrap_or_default(),
-    );
+    prepend_path(&mut env, a.prepend_path.as_ref());
     if argv.is_empty() {
         return Err(Refused::new(
             format!("image {}", s.image),

@@ -110,7 +110,8 @@ pub(crate) fn await_start(
     ) {
         w.prewarm(pid, entry);
     }
-    // On the record before the gate hears it: whoever acts on READY finds the sandbox named.
+    // Durable on the record before the gate hears it: whoever acts on READY finds the
+    // sandbox named (the wait for the disk is before the decision, not after it).
     rec.audit
         .send(Event::of(
             Some(plan.id.as_str()),
@@ -119,6 +120,7 @@ pub(crate) fn await_start(
                 init,
             },
         ))
+        .and_then(|()| rec.audit.sync().map(drop))
         .map_err(SandboxError::Audit)?;
     tracing::debug!(job = %plan.id, phase = "primed");
     if gate.write_all(READY).and_then(|_| gate.flush()).is_err() {
