@@ -1273,6 +1273,23 @@ fn failed_runners_are_failed_with_their_reason_and_a_drain_answers_503() {
     assert_eq!(fin["data"]["status"], "done", "{fin:#}\n{}", e.log());
     e.stop_serve();
     e.assert_clean(&["gh-301", "gh-302"]);
+
+    // The kept output goes once nothing in it changed for `state_retention`: a restart with
+    // 1 s reconciles at once (before it is ready) and removes it.
+    let conf = e.w.dir.path().join("serve.toml");
+    let text = std::fs::read_to_string(&conf).expect("serve.toml");
+    let text = text.replace(
+        "shutdown_grace = \"20s\"",
+        "shutdown_grace = \"20s\"\nstate_retention = \"1s\"",
+    );
+    std::fs::write(&conf, text).expect("serve.toml");
+    std::thread::sleep(Duration::from_millis(1500));
+    e.start_serve();
+    for kept in ["gh-301", "gh-302"] {
+        let d = e.w.state().join("serve").join(kept);
+        assert!(!d.exists(), "{} outlived state_retention", d.display());
+    }
+    e.stop_serve();
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1513,6 +1530,15 @@ fn scale_sets_serve_jobs_without_a_webhook_and_reconcile_after_kill_9() {
 /// The ids of the primed sandboxes of group `ss` (or `group`) that are ready and have not started: a
 /// `job.requested` with neither `job.started` nor `job.ended`, whose helper has created the
 /// container (its init's pid is written).
+/// The scale-set world with one primed sandbox for group `ss` (`prestart = 1`).
+fn primed_world() -> E2e {
+    let policy = POLICY_SS.replace(
+        "scale_set = { name = \"airlock-e2e\" }",
+        "prestart = 1\nscale_set = { name = \"airlock-e2e\" }",
+    );
+    world_custom(Mode::ScaleSet, Some(&policy), None)
+}
+
 fn primed_ready(e: &E2e) -> Vec<String> {
     primed_ready_in(e, "ss")
 }
@@ -1550,11 +1576,7 @@ fn primed_sandboxes_take_runners_and_leave_nothing() {
     need_root!();
     need_fakes!();
     need_registry_tools!();
-    let policy = POLICY_SS.replace(
-        "scale_set = { name = \"airlock-e2e\" }",
-        "prestart = 1\nscale_set = { name = \"airlock-e2e\" }",
-    );
-    let mut e = world_custom(Mode::ScaleSet, Some(&policy), None);
+    let mut e = primed_world();
     e.wait_for("a primed sandbox", || primed_ready(&e).len() == 1);
     let p1 = primed_ready(&e).remove(0);
     // Nothing registered at GitHub for it, nothing run in it.
@@ -1715,11 +1737,7 @@ fn a_priming_killed_before_it_is_ready_leaves_nothing() {
     need_root!();
     need_fakes!();
     need_registry_tools!();
-    let policy = POLICY_SS.replace(
-        "scale_set = { name = \"airlock-e2e\" }",
-        "prestart = 1\nscale_set = { name = \"airlock-e2e\" }",
-    );
-    let mut e = world_custom(Mode::ScaleSet, Some(&policy), None);
+    let mut e = primed_world();
     let jobs = e.w.state().join("jobs");
     let primed_on_record = |e: &E2e, id: &str| {
         e.audit()

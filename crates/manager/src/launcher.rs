@@ -157,6 +157,9 @@ pub struct ProcessLauncher {
     pub wrapper: Vec<String>,
     /// Primed sandboxes (groups' `prestart`), shared by clones.
     pub primed: std::sync::Arc<std::sync::Mutex<PrimedPool>>,
+    /// How long the output of a failed run (or priming) is kept in `work_dir`
+    /// (serve.toml's `state_retention`): every reconciliation removes older ones.
+    pub keep_output: std::time::Duration,
 }
 
 impl ProcessLauncher {
@@ -327,6 +330,46 @@ fn output_tail(path: &std::path::Path, max: u64) -> String {
         let _ = f.take(max).read_to_end(&mut b);
     }
     String::from_utf8_lossy(&b).trim().to_owned()
+}
+
+/// Clears `work_dir` of what no run needs: directories of primed sandboxes not in `live`
+/// (an earlier serve died; their airlock run retired them on its death: a derived policy and
+/// airlock's output), and the output kept from failed runs and primings once nothing in it
+/// has changed for `keep`. A directory holding a derived policy (`policy.toml`) belongs to a
+/// run that is still going and is never touched. Returns what it removed.
+fn sweep_work_dir(
+    work_dir: &std::path::Path,
+    live: &[PathBuf],
+    keep: std::time::Duration,
+    now: std::time::SystemTime,
+) -> Vec<PathBuf> {
+    let mut removed = Vec::new();
+    for d in std::fs::read_dir(work_dir).into_iter().flatten().flatten() {
+        let path = d.path();
+        if live.contains(&path) || !d.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        let stale = if d.file_name().to_string_lossy().starts_with(PRIMED_PREFIX) {
+            true
+        } else if path.join("policy.toml").exists() {
+            false
+        } else {
+            // The newest change to the directory or a file in it (an airlock run that
+            // outlived serve still appends to its output).
+            let newest = std::fs::read_dir(&path)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter_map(|f| f.metadata().and_then(|m| m.modified()).ok())
+                .chain(d.metadata().and_then(|m| m.modified()).ok())
+                .max();
+            newest.is_some_and(|t| now.duration_since(t).is_ok_and(|age| age > keep))
+        };
+        if stale && std::fs::remove_dir_all(&path).is_ok() {
+            removed.push(path);
+        }
+    }
+    removed
 }
 
 /// Retires a primed sandbox: its gate closed, airlock run deletes it and exits (killed if it
@@ -763,8 +806,6 @@ impl Launcher for ProcessLauncher {
             let errors: Vec<String> = r.errors.iter().map(ToString::to_string).collect();
             return Err(LaunchError::Gc(errors.join("; ")));
         }
-        // Work directories of primed sandboxes an earlier serve left (it died; their airlock
-        // run retired them on its death): they hold a derived policy and airlock's output.
         let live: Vec<PathBuf> = {
             let pool = lock_pool(&self.primed);
             pool.ready
@@ -774,16 +815,12 @@ impl Launcher for ProcessLauncher {
                 .chain(pool.making.iter().cloned())
                 .collect()
         };
-        for d in std::fs::read_dir(&self.work_dir)
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            let is_primed = d.file_name().to_string_lossy().starts_with(PRIMED_PREFIX);
-            if is_primed && !live.contains(&d.path()) {
-                let _ = std::fs::remove_dir_all(d.path());
-            }
-        }
+        sweep_work_dir(
+            &self.work_dir,
+            &live,
+            self.keep_output,
+            std::time::SystemTime::now(),
+        );
         Ok(r.removed)
     }
 }
@@ -791,6 +828,45 @@ impl Launcher for ProcessLauncher {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What `gc` clears from serve's work directory: dead primed sandboxes' directories at
+    /// once, kept output once it is older than the retention, never a live run's.
+    #[test]
+    fn the_work_dir_keeps_output_for_its_retention_and_live_runs_always() {
+        let d = tempfile::tempdir().expect("tmp");
+        let w = d.path();
+        let mk = |name: &str, files: &[&str]| {
+            let p = w.join(name);
+            std::fs::create_dir_all(&p).expect("dir");
+            for f in files {
+                std::fs::write(p.join(f), b"x").expect("file");
+            }
+            p
+        };
+        let dead_primed = mk("primed-ci-1", &["policy.toml", "output.log"]);
+        let live_primed = mk("primed-ci-2", &["policy.toml", "output.log"]);
+        let running = mk("airlock-ci-3", &["policy.toml", "output.log"]);
+        let failed = mk("airlock-ci-4", &["output.log", "report.json"]);
+        let failed_priming = mk("failed-primed-ci-5", &["output.log"]);
+        std::fs::write(w.join("stray-file"), b"x").expect("file");
+        let day = std::time::Duration::from_secs(86_400);
+        let now = std::time::SystemTime::now();
+        // Within the retention: only the dead primed sandbox goes.
+        let r = sweep_work_dir(w, std::slice::from_ref(&live_primed), day, now);
+        assert_eq!(r, vec![dead_primed.clone()]);
+        // Two days later: the kept output goes too; the live primed sandbox, the running
+        // run and a plain file stay.
+        let later = now + 2 * day;
+        let mut r = sweep_work_dir(w, std::slice::from_ref(&live_primed), day, later);
+        r.sort();
+        assert_eq!(r, vec![failed.clone(), failed_priming.clone()]);
+        assert!(live_primed.exists() && running.exists() && w.join("stray-file").exists());
+        // A kept output still being written (its airlock run outlived serve) is not stale.
+        let busy = mk("airlock-ci-6", &["output.log"]);
+        let soon = now + std::time::Duration::from_secs(60);
+        assert!(sweep_work_dir(w, std::slice::from_ref(&live_primed), day, soon).is_empty());
+        assert!(busy.exists());
+    }
 
     #[test]
     fn a_failed_primings_output_is_read_from_its_tail_only() {

@@ -170,6 +170,7 @@ pub async fn serve(
         work_dir: config.state_dir.join("serve"),
         wrapper: Vec::new(),
         primed: Default::default(),
+        keep_output: config.state_retention,
     });
     serve_with(config, policy, github, launcher).await
 }
