@@ -68,7 +68,9 @@ enum Cmd {
     /// Remove everything crashed or killed airlock runs left behind (processes, mounts,
     /// cgroups, directories).
     Gc {
-        /// Also tear down jobs whose airlock is still running.
+        /// Also end jobs whose airlock is still running: that airlock is asked to end its job
+        /// (SIGTERM; it tears down and records the end itself, waited for up to 15 s), then
+        /// whatever is left is torn down.
         #[arg(long)]
         force: bool,
         /// Print the result as JSON.

@@ -1059,6 +1059,40 @@ fn gc_leaves_jobs_of_a_live_airlock_alone() {
     w.assert_clean();
 }
 
+/// `gc --force` on a job whose airlock still runs asks that airlock to end it (SIGTERM):
+/// the airlock tears its job down and records its end (`interrupted`) itself, nothing is torn
+/// down under it, and nothing is left.
+#[test]
+fn gc_force_asks_a_live_airlock_to_end_its_job() {
+    need_root!();
+    let w = World::new();
+    let child = start_sleeper(&w, "2245");
+    let o = w.cmd().args(["gc", "--force"]).output().expect("gc");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("removed job"), "{}", stdout(&o));
+    let out = child.wait_with_output().expect("the airlock ends");
+    assert_eq!(out.status.code(), Some(128 + 15), "{}", stderr(&out));
+    assert!(no_process_with("/bin/sleep 2245"));
+    let ended: Vec<serde_json::Value> = std::fs::read_to_string(w.data().join("audit/audit.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|r| r["kind"] == "job.ended")
+        .collect();
+    assert_eq!(ended.len(), 1, "{ended:?}");
+    assert_eq!(
+        ended[0]["data"]["outcome"]["kind"], "interrupted",
+        "{ended:?}"
+    );
+    assert!(
+        ended[0]["data"]["teardown_errors"]
+            .as_array()
+            .is_none_or(|a| a.is_empty()),
+        "its own teardown found things torn down under it: {ended:?}"
+    );
+    w.assert_clean();
+}
+
 #[test]
 fn fails_closed_when_a_limit_is_refused() {
     need_root!();

@@ -31,7 +31,15 @@ pub trait Host {
     fn remove_rootfs(&self, state: &JobState, errors: &mut Vec<TeardownFailure>);
     /// Removes the job's state file (a missing one is not an error).
     fn remove_state(&self, id: &JobId) -> Result<(), String>;
+    /// Asks the job's live airlock to end it (SIGTERM: it tears its job down and records
+    /// why) and waits, bounded, for it to exit. Returns whether it did.
+    fn stop_owner(&self, state: &JobState) -> bool;
+    /// Whether the job's state file is still there.
+    fn state_exists(&self, id: &JobId) -> bool;
 }
+
+/// How long `gc --force` waits for a live airlock to tear its own job down.
+const OWNER_GRACE: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// Removes everything of a job. `thorough` also searches all processes for forks of the
 /// job's helper (needed when the helper did not finish normally). Never stops at the first
@@ -116,6 +124,26 @@ impl Host for Kernel<'_> {
             Err(e) => Err(format!("removing {}: {e}", sf.display())),
         }
     }
+    fn stop_owner(&self, state: &JobState) -> bool {
+        if !state.owner.alive() {
+            return true;
+        }
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(state.owner.pid),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let deadline = std::time::Instant::now() + OWNER_GRACE;
+        while state.owner.alive() {
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        true
+    }
+    fn state_exists(&self, id: &JobId) -> bool {
+        self.paths().state_file(id).exists()
+    }
 }
 
 /// Tears down every job whose owning airlock is gone (or every job, with `force`).
@@ -142,15 +170,28 @@ pub fn gc(engine: &Engine, force: bool) -> GcReport {
 }
 
 /// The decisions of `gc` over the jobs' states: a job whose airlock is alive is left alone
-/// unless `force`; every other one is torn down thoroughly.
+/// unless `force`, which first asks that airlock to end it (it tears down and records the
+/// job's end itself) and tears down whatever is left; every other job is torn down
+/// thoroughly.
 fn collect_garbage(host: &dyn Host, mut states: Vec<JobState>, force: bool) -> GcReport {
     let mut r = GcReport::default();
     // A job's containers first: their cgroups lie in the job's container budget, which goes
     // with the job.
     states.sort_by_key(|s| s.parent.is_none());
     for s in states {
-        if s.owner.alive() && !force {
-            r.skipped_live.push(s.id.to_string());
+        if s.owner.alive() {
+            if !force {
+                r.skipped_live.push(s.id.to_string());
+                continue;
+            }
+            // Not a teardown under a running airlock: it is asked to end first.
+            if host.stop_owner(&s) && !host.state_exists(&s.id) {
+                r.removed.push(s.id.to_string());
+                continue;
+            }
+        } else if !host.state_exists(&s.id) {
+            // Its airlock (stopped for an earlier state, e.g. its job's container) took it.
+            r.removed.push(s.id.to_string());
             continue;
         }
         let errs = teardown(host, &s, true);
@@ -179,6 +220,8 @@ mod tests {
     struct Fake {
         steps: RefCell<Vec<String>>,
         failing: Vec<TeardownStep>,
+        /// A live owner asked to stop does, and takes its job's state with it.
+        owner_ends: bool,
     }
 
     impl Fake {
@@ -226,6 +269,13 @@ mod tests {
         fn remove_state(&self, _: &JobId) -> Result<(), String> {
             self.steps.borrow_mut().push("remove state".into());
             Ok(())
+        }
+        fn stop_owner(&self, _: &JobState) -> bool {
+            self.steps.borrow_mut().push("stop owner".into());
+            self.owner_ends
+        }
+        fn state_exists(&self, _: &JobId) -> bool {
+            !self.owner_ends
         }
     }
 
@@ -305,11 +355,23 @@ mod tests {
         assert_eq!(r.removed, [dead.id.to_string()]);
         assert!(f.steps().contains(&"kill thorough=true".to_owned()));
 
+        // Forced, with a live airlock that does not end (or leaves its state): asked first,
+        // then torn down here; a failure is reported.
         let f = Fake::failing(&[TeardownStep::Rootfs]);
         let r = collect_garbage(&f, vec![live.clone()], true);
+        assert_eq!(f.steps().first().map(String::as_str), Some("stop owner"));
         assert!(r.removed.is_empty() && r.skipped_live.is_empty());
         assert_eq!(r.errors.len(), 1);
         assert_eq!(r.errors[0].job, Some(live.id.to_string()));
         assert_eq!(r.errors[0].failure.step, TeardownStep::Rootfs);
+
+        // Forced, with a live airlock that ends its job itself: nothing is torn down under it.
+        let f = Fake {
+            owner_ends: true,
+            ..Fake::default()
+        };
+        let r = collect_garbage(&f, vec![live.clone()], true);
+        assert_eq!(f.steps(), ["stop owner"]);
+        assert_eq!(r.removed, [live.id.to_string()]);
     }
 }
