@@ -148,6 +148,13 @@ impl Pool {
         if let Ok(rd) = std::fs::read_dir(&self.dir) {
             for e in rd.flatten() {
                 let name = e.file_name();
+                let name = name.to_string_lossy();
+                // A lease being written (`.JOB.PID.tmp`) whose writer is gone (killed while it
+                // leased) is stale at once: only its writer could still link it.
+                if name.ends_with(".tmp") && !writer_alive(&name) {
+                    let _ = std::fs::remove_file(e.path());
+                    continue;
+                }
                 let young = e
                     .metadata()
                     .and_then(|m| m.modified())
@@ -157,7 +164,7 @@ impl Pool {
                 if young {
                     continue;
                 }
-                let stale_tmp = name.to_string_lossy().ends_with(".tmp");
+                let stale_tmp = name.ends_with(".tmp");
                 let id = std::fs::read_to_string(e.path()).unwrap_or_default();
                 if (stale_tmp || !is_live(id.trim())) && std::fs::remove_file(e.path()).is_ok() {
                     n += usize::from(!stale_tmp);
@@ -166,6 +173,23 @@ impl Pool {
         }
         n
     }
+}
+
+/// Whether the process that named the temporary lease file `name` (`.JOB.PID.tmp`) still
+/// runs (a zombie does not); a name that is not of that form counts as alive (the age rule
+/// decides).
+fn writer_alive(name: &str) -> bool {
+    let Some(pid) = name
+        .strip_suffix(".tmp")
+        .and_then(|n| n.rsplit_once('.'))
+        .and_then(|(_, pid)| pid.parse::<u32>().ok())
+    else {
+        return true;
+    };
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|st| {
+        st.rsplit_once(") ")
+            .is_some_and(|(_, rest)| !rest.starts_with('Z') && !rest.starts_with('X'))
+    })
 }
 
 /// The lease directory under a state dir.
@@ -223,6 +247,25 @@ mod tests {
         }
         assert_eq!(pool.sweep(&|id| id != "again"), 1);
         assert_eq!(pool.lease_of("again"), None);
+    }
+
+    /// A lease write interrupted by its writer's death leaves `.JOB.PID.tmp`: swept at once
+    /// when that process is gone, kept while it runs (it is about to link it).
+    #[test]
+    fn a_dead_writers_temporary_lease_is_swept_at_once() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let dir = tmp.path().to_owned();
+        let pool = Pool::new("10.213.0.0/28", &dir).expect("pool");
+        let mut child = std::process::Command::new("true").spawn().expect("spawn");
+        let dead = child.id();
+        child.wait().expect("reap");
+        let gone = dir.join(format!(".jdead.{dead}.tmp"));
+        let mine = dir.join(format!(".jmine.{}.tmp", std::process::id()));
+        std::fs::write(&gone, "jdead").expect("write");
+        std::fs::write(&mine, "jmine").expect("write");
+        assert_eq!(pool.sweep(&|_| false), 0, "temporary files are not leases");
+        assert!(!gone.exists(), "a dead writer's temporary lease stayed");
+        assert!(mine.exists(), "a live writer's temporary lease was removed");
     }
 
     #[test]
