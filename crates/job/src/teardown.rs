@@ -178,6 +178,9 @@ fn collect_garbage(host: &dyn Host, mut states: Vec<JobState>, force: bool) -> G
     // A job's containers first: their cgroups lie in the job's container budget, which goes
     // with the job.
     states.sort_by_key(|s| s.parent.is_none());
+    // Each live airlock is asked (and waited for) once, whatever number of states it owns
+    // (a job and its containers): one that did not end is not waited for again.
+    let mut asked = Vec::new();
     for s in states {
         if s.owner.alive() {
             if !force {
@@ -185,9 +188,12 @@ fn collect_garbage(host: &dyn Host, mut states: Vec<JobState>, force: bool) -> G
                 continue;
             }
             // Not a teardown under a running airlock: it is asked to end first.
-            if host.stop_owner(&s) && !host.state_exists(&s.id) {
-                r.removed.push(s.id.to_string());
-                continue;
+            if !asked.contains(&s.owner) {
+                asked.push(s.owner);
+                if host.stop_owner(&s) && !host.state_exists(&s.id) {
+                    r.removed.push(s.id.to_string());
+                    continue;
+                }
             }
         } else if !host.state_exists(&s.id) {
             // Its airlock (stopped for an earlier state, e.g. its job's container) took it.
@@ -373,5 +379,14 @@ mod tests {
         let r = collect_garbage(&f, vec![live.clone()], true);
         assert_eq!(f.steps(), ["stop owner"]);
         assert_eq!(r.removed, [live.id.to_string()]);
+
+        // A live airlock that owns several states and does not end is asked once.
+        let mut container = state(me);
+        container.parent = Some(live.id.clone());
+        let f = Fake::default();
+        let r = collect_garbage(&f, vec![live.clone(), container], true);
+        let asked = f.steps().iter().filter(|s| *s == "stop owner").count();
+        assert_eq!(asked, 1, "{:?}", f.steps());
+        assert_eq!(r.removed.len(), 2, "{r:?}");
     }
 }

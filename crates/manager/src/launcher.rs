@@ -372,16 +372,21 @@ fn sweep_work_dir(
     removed
 }
 
-/// Retires a primed sandbox: its gate closed, airlock run deletes it and exits (killed if it
-/// has not within a few seconds).
-async fn retire(mut p: Primed) {
-    drop(p.gate);
-    if tokio::time::timeout(std::time::Duration::from_secs(10), p.child.wait())
+/// Closes a primed `airlock run`'s gate (it then deletes its sandbox and exits) and waits for
+/// it to end, killing it if it has not within a few seconds.
+async fn close_gate(gate: tokio::net::UnixStream, mut child: tokio::process::Child) {
+    drop(gate);
+    if tokio::time::timeout(std::time::Duration::from_secs(10), child.wait())
         .await
         .is_err()
     {
-        let _ = p.child.kill().await;
+        let _ = child.kill().await;
     }
+}
+
+/// Retires a primed sandbox and removes its work directory.
+async fn retire(p: Primed) {
+    close_gate(p.gate, p.child).await;
     let _ = std::fs::remove_dir_all(&p.dir);
 }
 
@@ -461,27 +466,12 @@ impl ProcessLauncher {
                 false
             }
         };
-        let primed = Primed {
-            dir: dir.clone(),
-            policy,
-            command: template.command.clone(),
-            child,
-            gate,
-        };
         if !ready {
-            // Its output stays for people (the warning names it); only the policy goes.
-            let Primed { child, gate, .. } = primed;
-            drop(gate);
-            let mut child = child;
-            if tokio::time::timeout(std::time::Duration::from_secs(10), child.wait())
-                .await
-                .is_err()
-            {
-                let _ = child.kill().await;
-            }
+            close_gate(gate, child).await;
+            // Its output stays for people (the warning names it), under a name `gc` leaves
+            // alone for `state_retention` (a primed one's dir goes once its airlock run is
+            // gone); only the policy goes.
             let _ = std::fs::remove_file(dir.join("policy.toml"));
-            // Its output stays, under a name `gc` leaves alone (a primed one's dir is removed
-            // once its airlock run is gone).
             let kept = dir.with_file_name(format!(
                 "failed-{}",
                 dir.file_name()
@@ -507,6 +497,13 @@ impl ProcessLauncher {
                 kept.display()
             ));
         }
+        let primed = Primed {
+            dir,
+            policy,
+            command: template.command.clone(),
+            child,
+            gate,
+        };
         let late = {
             let mut pool = lock_pool(&self.primed);
             if pool.closed {

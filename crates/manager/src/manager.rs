@@ -530,14 +530,10 @@ impl Manager {
         for (name, g) in &self.inner.policy.groups {
             let mut have = primed.get(name).copied().unwrap_or(0);
             while have < g.prestart && held < self.inner.opts.max_concurrency {
-                let suffix: [u8; 4] = rand::random();
                 let key = format!(
                     "{}{name}-{}",
                     crate::launcher::PRIMED_PREFIX,
-                    suffix
-                        .iter()
-                        .map(|b| format!("{b:02x}"))
-                        .collect::<String>()
+                    random_suffix()
                 );
                 let template = self.runner_spec(name, g, &key, Secret::new(""), None);
                 if !self.inner.launcher.prime(template) {
@@ -1065,4 +1061,9 @@ fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
         .unwrap_or(0)
+}
+
+/// Eight hex digits, for names serve makes (runners, primed sandboxes) unique.
+pub(crate) fn random_suffix() -> String {
+    hex::encode(rand::random::<[u8; 4]>())
 }

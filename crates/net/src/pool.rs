@@ -175,21 +175,19 @@ impl Pool {
     }
 }
 
-/// Whether the process that named the temporary lease file `name` (`.JOB.PID.tmp`) still
-/// runs (a zombie does not); a name that is not of that form counts as alive (the age rule
-/// decides).
+/// Whether the process that named the temporary lease file `name` (`.JOB.PID.tmp`) may still
+/// run: signal 0 reaches it (a zombie counts as running; the age rule then decides). A name
+/// not of that form counts as running.
 fn writer_alive(name: &str) -> bool {
     let Some(pid) = name
         .strip_suffix(".tmp")
         .and_then(|n| n.rsplit_once('.'))
-        .and_then(|(_, pid)| pid.parse::<u32>().ok())
+        .and_then(|(_, pid)| pid.parse::<i32>().ok())
+        .filter(|p| *p > 0)
     else {
         return true;
     };
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|st| {
-        st.rsplit_once(") ")
-            .is_some_and(|(_, rest)| !rest.starts_with('Z') && !rest.starts_with('X'))
-    })
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) != Err(nix::errno::Errno::ESRCH)
 }
 
 /// The lease directory under a state dir.

@@ -806,15 +806,11 @@ impl Manager {
                     lock(&self.inner.ss_starved).remove(&rt.name);
                 }
                 for _ in 0..(target - n).min(free) {
-                    let suffix: [u8; 4] = rand::random();
                     let name = format!(
                         "{}{}-{}",
                         self.inner.opts.runner_prefix,
                         rt.name,
-                        suffix
-                            .iter()
-                            .map(|b| format!("{b:02x}"))
-                            .collect::<String>()
+                        super::random_suffix()
                     );
                     let seq = st.ss_runner_new(&rt.name, &rt.group, &name).map_err(e)?;
                     let (tx, rx) = watch::channel(false);
