@@ -1008,6 +1008,43 @@ fn ctrl_c_to_the_process_group_tears_the_job_down() {
     w.assert_clean();
 }
 
+/// An airlock killed between leasing its job's addresses and recording them in the job's
+/// state (the state has no network yet): gc releases that lease at once, by the job's id,
+/// not a minute later by the lease sweep's age rule.
+#[test]
+fn gc_releases_a_lease_its_job_never_recorded() {
+    need_root!();
+    let w = World::new();
+    let id = "j0123456789abcdef";
+    let jobs = w.state().join("jobs");
+    std::fs::create_dir_all(&jobs).expect("jobs");
+    // Its owner: a process that has ended (pid and start time no longer match anything).
+    let mut gone = std::process::Command::new("true").spawn().expect("spawn");
+    let pid = gone.id();
+    gone.wait().expect("reap");
+    let state = serde_json::json!({
+        "id": id, "group": "default", "executor": "libcontainer", "status": "creating",
+        "owner": {"pid": pid, "start_time": 1}, "helper": null, "init": null,
+        "cgroup": format!("/airlock/{id}"), "created": 0, "net": null
+    });
+    std::fs::write(jobs.join(format!("{id}.json")), state.to_string()).expect("state");
+    let leases = w.state().join("net/leases");
+    std::fs::create_dir_all(&leases).expect("leases");
+    std::fs::write(leases.join("10.213.7.0"), id).expect("lease");
+    let o = w.cmd().args(["gc"]).output().expect("gc");
+    assert!(o.status.success(), "{}\n{}", stdout(&o), stderr(&o));
+    assert!(
+        stdout(&o).contains(&format!("removed job {id}")),
+        "{}",
+        stdout(&o)
+    );
+    assert!(
+        !leases.join("10.213.7.0").exists(),
+        "the lease of a job gc removed is still held"
+    );
+    w.assert_clean();
+}
+
 #[test]
 fn kill9_of_airlock_then_gc_leaves_nothing() {
     need_root!();

@@ -102,6 +102,20 @@ impl Host for Kernel<'_> {
     }
     fn remove_network(&self, state: &JobState, thorough: bool, errors: &mut Vec<TeardownFailure>) {
         let Some(st) = &state.net else {
+            // An airlock killed between leasing the job's addresses and recording them left
+            // only the lease (nothing of the network is made before it is recorded). Only gc
+            // looks: it is a scan of the lease directory.
+            if let Some(lease) = thorough
+                .then(|| self.engine.pool.lease_of(state.id.as_str()))
+                .flatten()
+            {
+                if let Err(e) = self.engine.pool.release(&lease) {
+                    errors.push(TeardownFailure::new(
+                        TeardownStep::Network,
+                        airlock_text::ErrorChain(&e),
+                    ));
+                }
+            }
             return;
         };
         let t = std::time::Instant::now();
