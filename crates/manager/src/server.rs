@@ -6,12 +6,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use airlock_audit::AuditLog;
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::body::{Body, Bytes};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
+use http_body_util::BodyExt;
 use tracing::{info, warn};
 
 use crate::config::{Level, ServeConfig};
@@ -34,12 +35,81 @@ pub struct AppState {
 /// The router. `max_body` bytes is the largest body read (larger: 413).
 pub fn router(state: AppState, max_body: usize) -> Router {
     Router::new()
-        .route("/webhook", post(webhook))
+        .route("/webhook", post(move |s, h, b| webhook(s, h, b, max_body)))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .layer(DefaultBodyLimit::max(max_body))
         .with_state(state)
+}
+
+/// How much of an oversized body is read and thrown away before the 413, and for how long.
+/// A client that sends its whole body before reading the answer (no `Expect: 100-continue`)
+/// would otherwise have the connection reset under it while it is still sending, and the
+/// reset discards the 413 it had not read yet: it sees an aborted upload, not a refusal.
+/// GitHub's own deliveries are at most 25 MB; beyond these bounds the connection is closed.
+const DRAIN_BYTES: u64 = 32 << 20;
+const DRAIN_TIME: Duration = Duration::from_secs(10);
+
+/// Why a body was not read.
+enum BodyRefused {
+    TooLarge,
+    Unreadable(String),
+}
+
+/// Reads a request body of at most `max` bytes without ever holding more than that.
+///
+/// Hand-written instead of axum's `DefaultBodyLimit` because that one reads (and answers
+/// `100 Continue` to) an announced oversized body before refusing it, and closes the
+/// connection without draining, which loses the 413 (see [`DRAIN_BYTES`]).
+async fn read_body(headers: &HeaderMap, body: Body, max: usize) -> Result<Bytes, BodyRefused> {
+    let announced = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let waits_for_continue = headers
+        .get(header::EXPECT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
+    let max64 = u64::try_from(max).unwrap_or(u64::MAX);
+    if announced.is_some_and(|n| n > max64) {
+        // A client waiting for `100 Continue` has sent nothing yet: answer at once (the body
+        // is never polled, so hyper never sends the 100 and the client sends nothing).
+        if !waits_for_continue {
+            drain(body).await;
+        }
+        return Err(BodyRefused::TooLarge);
+    }
+    let mut body = body;
+    let mut buf = Vec::with_capacity(announced.map_or(0, |n| n as usize));
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| BodyRefused::Unreadable(e.to_string()))?;
+        let Ok(data) = frame.into_data() else {
+            continue; // trailers
+        };
+        if buf.len() + data.len() > max {
+            drain(body).await;
+            return Err(BodyRefused::TooLarge);
+        }
+        buf.extend_from_slice(&data);
+    }
+    Ok(Bytes::from(buf))
+}
+
+/// Reads and discards what is left of a refused body, within [`DRAIN_BYTES`] and
+/// [`DRAIN_TIME`]; memory stays at one frame.
+async fn drain(mut body: Body) {
+    let _ = tokio::time::timeout(DRAIN_TIME, async {
+        let mut seen = 0u64;
+        while let Some(Ok(frame)) = body.frame().await {
+            if let Some(d) = frame.data_ref() {
+                seen += d.len() as u64;
+            }
+            if seen > DRAIN_BYTES {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
@@ -65,26 +135,35 @@ async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
 async fn webhook(
     State(s): State<AppState>,
     headers: HeaderMap,
-    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
-) -> (StatusCode, &'static str) {
+    body: Body,
+    max_body: usize,
+) -> Response {
     let m = &s.manager;
-    // An oversized body is refused by the body limit before it is read; counted like every
-    // other outcome.
-    let body = match body {
+    // An oversized body is refused without keeping it; counted like every other outcome. The
+    // connection is closed after the 413: what the client still sends is not read.
+    let body = match read_body(&headers, body, max_body).await {
         Ok(b) => b,
-        Err(r) if r.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+        Err(BodyRefused::TooLarge) => {
             m.metrics().webhook("too_large");
-            return (StatusCode::PAYLOAD_TOO_LARGE, "body too large\n");
+            return (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                [(header::CONNECTION, "close")],
+                "body too large\n",
+            )
+                .into_response();
         }
-        Err(r) => {
+        Err(BodyRefused::Unreadable(e)) => {
             m.metrics().webhook("bad_payload");
-            warn!(
-                "webhook body unreadable: {}",
-                airlock_text::escape(&r.body_text())
-            );
-            return (StatusCode::BAD_REQUEST, "unreadable body\n");
+            warn!("webhook body unreadable: {}", airlock_text::escape(&e));
+            return (StatusCode::BAD_REQUEST, "unreadable body\n").into_response();
         }
     };
+    handle_webhook(&s, &headers, &body).into_response()
+}
+
+/// The webhook once its body is read.
+fn handle_webhook(s: &AppState, headers: &HeaderMap, body: &[u8]) -> (StatusCode, &'static str) {
+    let m = &s.manager;
     let Some(secret) = &s.secret else {
         m.metrics().webhook("not_configured");
         return (
@@ -95,7 +174,7 @@ async fn webhook(
     let sig = headers
         .get("x-hub-signature-256")
         .and_then(|v| v.to_str().ok());
-    if let Err(e) = verify_signature(secret.expose().as_bytes(), &body, sig) {
+    if let Err(e) = verify_signature(secret.expose().as_bytes(), body, sig) {
         m.metrics().webhook_verification_failures.inc();
         m.metrics().webhook("bad_signature");
         warn!("webhook refused: {e}");
@@ -121,7 +200,7 @@ async fn webhook(
         m.metrics().webhook("ignored");
         return (StatusCode::ACCEPTED, "ignored\n");
     }
-    let Ok(raw) = std::str::from_utf8(&body) else {
+    let Ok(raw) = std::str::from_utf8(body) else {
         m.metrics().webhook("bad_payload");
         return (StatusCode::BAD_REQUEST, "body is not UTF-8\n");
     };

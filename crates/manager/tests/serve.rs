@@ -806,3 +806,135 @@ async fn completed_on_github_stops_the_runner_and_cancels_a_waiting_job() {
     // Only one sandbox was ever started.
     assert_eq!(h.launcher.s.lock().expect("lock").started.len(), 1);
 }
+
+/// What a raw HTTP client sees when it sends an oversized webhook over a real socket (the
+/// limit is 64 KiB here): a 413 it can read, whether it announced the body's length and waits
+/// for `100 Continue`, announced it and sends it all before reading (curl, most HTTP
+/// libraries), or streams it in chunks. A body far beyond any real delivery gets its
+/// connection closed instead of being read to the end. Before, a client that sent its whole
+/// body had the connection reset under it and lost the 413 (CI saw curl report `100`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_body_gets_a_413_the_client_can_read() {
+    use std::io::{Read, Write};
+
+    let h = Harness::new(POLICY, 4, Duration::from_millis(1));
+    h.manager.start(Duration::from_secs(3600)).await;
+    // Loopback in this process's own namespace, on a port the kernel chose: nothing leaves.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let app = h.app.clone();
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+
+    fn head(extra: &str) -> String {
+        format!(
+            "POST /webhook HTTP/1.1\r\nhost: airlock\r\nx-github-event: workflow_job\r\n\
+             x-github-delivery: big\r\ncontent-type: application/json\r\n{extra}\r\n"
+        )
+    }
+    /// Writes `head`, then `len` bytes of body in `chunk`-sized pieces (each wrapped by
+    /// `wrap`), then `tail`; then reads the answer. Returns the bytes written and the answer.
+    fn exchange(
+        addr: std::net::SocketAddr,
+        head: String,
+        len: usize,
+        wrap: fn(&[u8]) -> Vec<u8>,
+        tail: &[u8],
+    ) -> (usize, String) {
+        let mut s = std::net::TcpStream::connect(addr).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("timeout");
+        s.set_write_timeout(Some(Duration::from_secs(30)))
+            .expect("timeout");
+        s.write_all(head.as_bytes()).expect("head");
+        let chunk = vec![b'x'; 64 * 1024];
+        let mut sent = 0;
+        while sent < len {
+            let n = chunk.len().min(len - sent);
+            if s.write_all(&wrap(&chunk[..n])).is_err() {
+                break;
+            }
+            sent += n;
+        }
+        let _ = s.write_all(tail);
+        let mut answer = Vec::new();
+        let _ = s.read_to_end(&mut answer);
+        (sent, String::from_utf8_lossy(&answer).into_owned())
+    }
+    fn plain(b: &[u8]) -> Vec<u8> {
+        b.to_vec()
+    }
+    fn chunked(b: &[u8]) -> Vec<u8> {
+        let mut v = format!("{:x}\r\n", b.len()).into_bytes();
+        v.extend_from_slice(b);
+        v.extend_from_slice(b"\r\n");
+        v
+    }
+    let big = 4 << 20;
+    let cases = tokio::task::spawn_blocking(move || {
+        [
+            // Announced, then sent in full before reading.
+            exchange(
+                addr,
+                head(&format!("content-length: {big}\r\n")),
+                big,
+                plain,
+                b"",
+            ),
+            // Announced with `Expect: 100-continue`: nothing sent until told.
+            exchange(
+                addr,
+                head(&format!(
+                    "content-length: {big}\r\nexpect: 100-continue\r\n"
+                )),
+                0,
+                plain,
+                b"",
+            ),
+            // Not announced: streamed in chunks.
+            exchange(
+                addr,
+                head("transfer-encoding: chunked\r\n"),
+                big,
+                chunked,
+                b"0\r\n\r\n",
+            ),
+        ]
+    })
+    .await
+    .expect("client");
+    for (i, (sent, answer)) in cases.iter().enumerate() {
+        assert!(
+            answer.starts_with("HTTP/1.1 413"),
+            "case {i}: sent {sent} bytes, got {answer:?}"
+        );
+        assert!(!answer.contains("100 Continue"), "case {i}: {answer:?}");
+    }
+    // A body announced at 1 GiB is read at most to the drain bound, then its connection is
+    // closed: the sender is stopped long before its end.
+    let (sent, _) = tokio::task::spawn_blocking(move || {
+        exchange(
+            addr,
+            head("content-length: 1073741824\r\n"),
+            1 << 30,
+            plain,
+            b"",
+        )
+    })
+    .await
+    .expect("client");
+    assert!(
+        sent < 256 << 20,
+        "serve read {sent} bytes of a refused body"
+    );
+    // serve is unharmed, nothing was recorded, and every refusal was counted.
+    assert_eq!(h.get("/healthz").await.0, StatusCode::OK);
+    assert_eq!(h.manager.store().deliveries().expect("n"), 0);
+    let (_, m) = h.get("/metrics").await;
+    assert!(
+        m.contains("airlock_serve_webhooks_total{outcome=\"too_large\"} 4"),
+        "{m}"
+    );
+    server.abort();
+}
