@@ -1618,3 +1618,106 @@ fn containers_share_the_jobs_egress_policy_and_never_reach_metadata() {
     );
     net.w.assert_clean();
 }
+
+/// Open files of a process (its `/proc/PID/fd` entries).
+fn open_files(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
+/// A job that floods its gateway with connections (1,600 held open, never a request) costs
+/// airlock at most `limits.connections` of them: the rest are reset at once and recorded as
+/// over the limit, and airlock's own open files stay bounded while the job holds them. airlock
+/// raises its soft open-file limit when the group needs it, and refuses the job (before it
+/// runs) when even its hard limit is too low.
+#[test]
+fn a_connection_flood_costs_airlock_a_bounded_number_of_files() {
+    need_root!();
+    let net = world();
+    let p = net.w.policy(
+        r#"version = 1
+[groups.flood]
+egress = { domains = ["allowed.test"], resolver = "198.51.100.53" }
+limits = { connections = 64, pids = 512 }
+"#,
+    );
+    let report = net.w.dir.path().join("flood.json");
+    let run = |prlimit: &str, script: &str| {
+        let mut argv = vec!["prlimit", prlimit, "--"];
+        let bin = airlock_bin();
+        argv.push(&bin);
+        let mut c = net.w.in_netns(&argv);
+        c.env("AIRLOCK_STATE_DIR", net.w.state())
+            .env("AIRLOCK_DATA_DIR", net.w.data())
+            .env_remove("AIRLOCK_POLICY")
+            .args(["run", "-q", "-p"])
+            .arg(&p)
+            .args(["-g", "flood", "-w"])
+            .arg(net.w.ws())
+            .arg("--report")
+            .arg(&report)
+            .args(["--", "/bin/bash", "-c", script])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        c.spawn().expect("spawn")
+    };
+    // Too low a hard limit for 64 connections (2 × 64 + 1,280 files): refused, nothing ran.
+    let o = run("--nofile=1024:1100", "echo ran")
+        .wait_with_output()
+        .expect("run");
+    assert!(!o.status.success());
+    assert!(!stdout(&o).contains("ran"), "{}", stdout(&o));
+    assert!(
+        stderr(&o).contains("limits.connections = 64") && stderr(&o).contains("hard 1100"),
+        "{}",
+        stderr(&o)
+    );
+    net.w.assert_clean();
+    // A soft limit below the need and a hard one above it: raised, and the flood is bounded.
+    let flood = "for p in $(seq 1 8); do ( n=0; for i in $(seq 1 200); do \
+                 exec {fd}<>/dev/tcp/198.51.100.10/80 2>/dev/null && n=$((n+1)); done; \
+                 echo \"opened $n\"; sleep 6 ) & done; wait; echo flooded";
+    let mut child = run("--nofile=1024:8192", flood);
+    let pid = child.id();
+    let mut peak = 0;
+    // nsenter execs airlock in place: the child's pid is airlock's.
+    while child.try_wait().expect("wait").is_none() {
+        peak = peak.max(open_files(pid));
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let o = child.wait_with_output().expect("output");
+    let out = stdout(&o);
+    assert!(out.contains("flooded"), "{out}\n{}", stderr(&o));
+    let opened: usize = out
+        .lines()
+        .filter_map(|l| l.strip_prefix("opened "))
+        .filter_map(|n| n.trim().parse::<usize>().ok())
+        .sum();
+    assert!(
+        opened >= 1000,
+        "the job opened only {opened} connections: {out}"
+    );
+    // 64 connections (two files each at most) and airlock's own files; without the limit
+    // airlock held one per connection the job opened.
+    assert!(peak > 0 && peak < 500, "airlock held {peak} open files");
+    let r: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&report).expect("report")).expect("json");
+    let over: u64 = r["egress"]
+        .as_array()
+        .expect("egress")
+        .iter()
+        .filter(|e| {
+            e["flags"]
+                .as_array()
+                .is_some_and(|f| f.iter().any(|f| f == "over-limit"))
+        })
+        .map(|e| {
+            assert_eq!(e["allowed_but_failed"], true, "{e}");
+            e["count"].as_u64().unwrap_or(1)
+        })
+        .sum();
+    assert!(
+        over as usize >= opened - 64 * 2,
+        "{over} over the limit of {opened}: {r:#}"
+    );
+    net.w.assert_clean();
+}

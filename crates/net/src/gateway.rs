@@ -42,6 +42,52 @@ const IO_TIMEOUT: Duration = Duration::from_secs(10);
 const DNS_TIMEOUT: Duration = Duration::from_secs(2);
 const MAX_HEAD: usize = 16 * 1024;
 
+/// Most DNS queries over UDP in flight at once (each may hold a socket to the upstream for
+/// [`DNS_TIMEOUT`]); more are dropped, as a resolver under a flood does, and recorded. A
+/// job's stub resolver asks again.
+pub const DNS_IN_FLIGHT: usize = 256;
+
+/// Open files airlock keeps for everything but the gateway's connections (the audit log,
+/// the exec listener, the helper, the runtime): the headroom [`fd_budget`] asks for.
+const FD_RESERVE: u64 = 1024;
+
+/// How long an accept loop waits after the kernel refused an accept (out of open files or
+/// memory) before it tries again, instead of spinning on the error.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Open files a gateway of `max_connections` may need at most: two per connection (the
+/// job's and the upstream), one per DNS query in flight, and airlock's own reserve.
+pub fn fd_need(max_connections: usize) -> u64 {
+    2 * max_connections as u64 + DNS_IN_FLIGHT as u64 + FD_RESERVE
+}
+
+/// Makes sure this process may open the files a gateway of `max_connections` may need:
+/// raises the soft `RLIMIT_NOFILE` up to the hard limit if it has to (what a server does at
+/// start), and refuses if even the hard limit is too low. Fail closed: a gateway that would
+/// run out of open files takes airlock's own records and the job's other connections with it.
+pub fn fd_budget(max_connections: usize) -> Result<(), NetError> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let need = fd_need(max_connections);
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)
+        .map_err(|e| NetError::Config(format!("reading airlock's open-file limit: {e}")))?;
+    if soft >= need {
+        return Ok(());
+    }
+    if hard < need {
+        return Err(NetError::Config(format!(
+            "airlock's open-file limit (hard {hard}) is too low for the group's \
+             limits.connections = {max_connections}: the gateway may need {need}; raise \
+             airlock's limit (LimitNOFILE= in its systemd unit, `ulimit -Hn`) or lower \
+             limits.connections"
+        )));
+    }
+    setrlimit(Resource::RLIMIT_NOFILE, hard, hard).map_err(|e| {
+        NetError::Config(format!(
+            "raising airlock's open-file limit from {soft} to {hard} for the gateway: {e}"
+        ))
+    })
+}
+
 /// What the gateway of one job needs.
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
@@ -55,11 +101,17 @@ pub struct GatewayConfig {
     pub upstream: SocketAddr,
     /// The job address pool: other jobs and their gateways, never dialled for a job.
     pub pool: crate::Pool,
+    /// Most connections held open at once (the group's `limits.connections`).
+    pub max_connections: usize,
 }
 
 struct Ctx {
     cfg: GatewayConfig,
     records: Records,
+    /// One permit per connection held open; none left: the next one is closed at once.
+    conns: Arc<tokio::sync::Semaphore>,
+    /// One permit per DNS query over UDP being answered.
+    dns: Arc<tokio::sync::Semaphore>,
     /// Answers the proxies resolved, until their TTL (at most [`CACHE_MAX_TTL`]) runs out.
     cache: Mutex<std::collections::HashMap<String, (Instant, Vec<Ipv4Addr>)>>,
 }
@@ -69,6 +121,29 @@ struct Ctx {
 const CACHE_MAX_TTL: Duration = Duration::from_secs(30);
 
 impl Ctx {
+    fn new(cfg: GatewayConfig, records: Records) -> Self {
+        Self {
+            conns: Arc::new(tokio::sync::Semaphore::new(cfg.max_connections.max(1))),
+            dns: Arc::new(tokio::sync::Semaphore::new(DNS_IN_FLIGHT)),
+            cfg,
+            records,
+            cache: Mutex::default(),
+        }
+    }
+
+    /// Records what the gateway refused for lack of room, not by the policy: the detectors
+    /// of refused egress skip it (the destination was never judged); a flood of them is
+    /// aggregated like any other.
+    fn record_over_limit(&self, kind: &str, port: u16, dialled: Option<SocketAddr>, what: String) {
+        self.record(ConnRecord {
+            dialled,
+            reason: what,
+            allowed_but_failed: true,
+            flags: vec![OVER_LIMIT_FLAG.to_owned()],
+            ..ConnRecord::new(kind, port)
+        });
+    }
+
     fn record(&self, mut r: ConnRecord) {
         r.job.clone_from(&self.cfg.job);
         r.time_ms = SystemTime::now()
@@ -194,12 +269,9 @@ impl Gateway {
             .enable_all()
             .build()
             .map_err(NetError::gateway("starting its runtime"))?;
+        fd_budget(cfg.max_connections)?;
         let records: Records = Arc::default();
-        let ctx = Arc::new(Ctx {
-            cfg: cfg.clone(),
-            records: records.clone(),
-            cache: Mutex::default(),
-        });
+        let ctx = Arc::new(Ctx::new(cfg.clone(), records.clone()));
         let any = SocketAddr::V4(SocketAddrV4::new(cfg.bind, 0));
         let bound = rt.block_on(async {
             let udp = UdpSocket::bind(any).await?;
@@ -285,13 +357,55 @@ enum Kind {
     Connect,
 }
 
+/// The flag of a record of something refused for lack of room (connections, DNS queries in
+/// flight), not by the policy.
+pub const OVER_LIMIT_FLAG: &str = "over-limit";
+
+impl Kind {
+    /// The record kind and the port the job dialled.
+    fn name_port(self) -> (&'static str, u16) {
+        match self {
+            Kind::DnsTcp => ("dns", 53),
+            Kind::Http => ("http", 80),
+            Kind::Https => ("https", 443),
+            Kind::Connect => ("connect", 3128),
+        }
+    }
+}
+
 async fn accept_loop(ctx: Arc<Ctx>, l: TcpListener, kind: Kind) {
     loop {
-        let Ok((s, _peer)) = l.accept().await else {
+        let s = match l.accept().await {
+            Ok((s, _peer)) => s,
+            Err(e) => {
+                // Out of open files or memory (or a connection reset before it was
+                // accepted): wait instead of spinning on the error.
+                tracing::debug!(job = %ctx.cfg.job, "gateway accept: {e}");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                continue;
+            }
+        };
+        let Ok(permit) = ctx.conns.clone().try_acquire_owned() else {
+            // Over the limit: closed at once, with a reset (no lingering close state kept
+            // for a job's flood); nothing of it is read.
+            let (k, port) = kind.name_port();
+            let dialled = http::original_dst(&s);
+            let _ = s.set_zero_linger();
+            drop(s);
+            ctx.record_over_limit(
+                k,
+                dialled.map_or(port, |d| d.port()),
+                dialled,
+                format!(
+                    "too many connections at once: the group's limits.connections is {}",
+                    ctx.cfg.max_connections
+                ),
+            );
             continue;
         };
         let ctx = ctx.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             match kind {
                 Kind::DnsTcp => dns::serve_tcp(&ctx, s).await,
                 Kind::Http => http::http(&ctx, s).await,
@@ -332,17 +446,17 @@ mod tests {
             allow: Vec::new(),
             resolver: None,
         };
-        let ctx = Ctx {
-            cfg: GatewayConfig {
+        let ctx = Ctx::new(
+            GatewayConfig {
                 job: "j".into(),
                 bind: Ipv4Addr::LOCALHOST,
                 rules,
                 upstream: SocketAddr::from((Ipv4Addr::LOCALHOST, 53)),
                 pool: crate::Pool::new("10.213.0.0/16", dir.path().to_owned()).expect("pool"),
+                max_connections: 8,
             },
-            records: Arc::default(),
-            cache: Mutex::default(),
-        };
+            Arc::default(),
+        );
         // The gateway and the detector read one table: the names the detector alerts on are
         // exactly the ones the gateway refuses (they disagreed before: metadata.goog).
         for n in airlock_policy::endpoints::METADATA_NAMES {
@@ -355,6 +469,147 @@ mod tests {
         assert!(
             ctx.name_verdict("example.com").is_ok(),
             "audit mode lets others through"
+        );
+    }
+
+    fn loopback_gateway(
+        rules: EgressRules,
+        upstream: SocketAddr,
+        max: usize,
+    ) -> (Gateway, tempfile::TempDir) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let g = Gateway::start(GatewayConfig {
+            job: "flood".into(),
+            bind: Ipv4Addr::LOCALHOST,
+            rules,
+            upstream,
+            pool: crate::Pool::new("10.213.0.0/16", dir.path().to_owned()).expect("pool"),
+            max_connections: max,
+        })
+        .expect("gateway");
+        (g, dir)
+    }
+
+    fn over_limit(records: &[ConnRecord], kind: &str) -> u64 {
+        records
+            .iter()
+            .filter(|r| r.kind == kind && r.flags.iter().any(|f| f == OVER_LIMIT_FLAG))
+            .map(|r| r.count)
+            .sum()
+    }
+
+    /// Whether the gateway still holds a connection: nothing to read within `wait` (it waits
+    /// for the request) means open; end of stream or a reset means closed.
+    fn held(s: &mut std::net::TcpStream, wait: Duration) -> bool {
+        use std::io::Read;
+        s.set_read_timeout(Some(wait)).expect("timeout");
+        let mut b = [0u8; 1];
+        matches!(s.read(&mut b), Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut))
+    }
+
+    /// A job that opens connection after connection to its gateway (and never sends a
+    /// request) gets `limits.connections` of them held; each one more is reset at once and
+    /// recorded as over the limit, not as refused egress. What airlock holds for it stays
+    /// bounded, and a freed place is used again. Loopback only, on ports the kernel chose.
+    #[test]
+    fn connections_beyond_the_limit_are_reset_at_once() {
+        let rules = EgressRules {
+            mode: EgressMode::Block,
+            domains: vec![],
+            allow: vec![],
+            resolver: None,
+        };
+        let (g, _dir) = loopback_gateway(rules, SocketAddr::from((Ipv4Addr::LOCALHOST, 9)), 8);
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, g.ports().http));
+        let mut open: Vec<_> = (0..8)
+            .map(|_| std::net::TcpStream::connect(addr).expect("connect"))
+            .collect();
+        // Each of the eight is accepted and held (the gateway waits for its request).
+        std::thread::sleep(Duration::from_millis(200));
+        for (i, s) in open.iter_mut().enumerate() {
+            assert!(
+                held(s, Duration::from_millis(50)),
+                "connection {i} was closed"
+            );
+        }
+        for i in 0..20 {
+            let mut s = std::net::TcpStream::connect(addr).expect("connect");
+            assert!(
+                !held(&mut s, Duration::from_secs(5)),
+                "connection {} beyond the limit was held",
+                8 + i
+            );
+        }
+        // A place freed is taken again.
+        drop(open.pop());
+        let t = std::time::Instant::now();
+        let mut again = loop {
+            let mut s = std::net::TcpStream::connect(addr).expect("connect");
+            if held(&mut s, Duration::from_millis(100)) {
+                break s;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "the freed place was never given again"
+            );
+        };
+        assert!(held(&mut again, Duration::from_millis(50)));
+        drop(open);
+        drop(again);
+        let records = g.stop();
+        assert!(over_limit(&records, "http") >= 20, "{records:#?}");
+        assert!(
+            records
+                .iter()
+                .filter(|r| r.flags.iter().any(|f| f == OVER_LIMIT_FLAG))
+                .all(|r| r.allowed_but_failed && r.reason.contains("limits.connections is 8")),
+            "{records:#?}"
+        );
+    }
+
+    /// A flood of DNS queries for an allowed name whose upstream never answers: at most
+    /// [`DNS_IN_FLIGHT`] are waited on at once, the rest are dropped and recorded.
+    #[test]
+    fn dns_queries_in_flight_are_bounded() {
+        // An upstream that takes queries and never answers.
+        let silent = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let upstream = silent.local_addr().expect("addr");
+        let rules = EgressRules {
+            mode: EgressMode::Block,
+            domains: vec![airlock_policy::DomainPattern::parse("allowed.test").expect("domain")],
+            allow: vec![],
+            resolver: None,
+        };
+        let (g, _dir) = loopback_gateway(rules, upstream, 8);
+        let to = SocketAddr::from((Ipv4Addr::LOCALHOST, g.ports().dns_udp));
+        let c = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let mut m = hickory_proto::op::Message::new();
+        m.add_query(hickory_proto::op::Query::query(
+            hickory_proto::rr::Name::from_ascii("allowed.test.").expect("name"),
+            hickory_proto::rr::RecordType::A,
+        ));
+        let sent = DNS_IN_FLIGHT + 200;
+        for i in 0..sent {
+            m.set_id(i as u16);
+            c.send_to(&m.to_vec().expect("encode"), to).expect("send");
+            if i % 16 == 0 {
+                // Paced, so that the kernel's socket buffer drops none of them.
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        // The first ones wait on the upstream (seconds) while the rest arrive.
+        let t = std::time::Instant::now();
+        while g.records.lock().map(|b| b.total()).unwrap_or(0) < 200
+            && t.elapsed() < Duration::from_secs(20)
+        {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let records = g.stop();
+        let dropped = over_limit(&records, "dns");
+        // All 200 beyond the bound, unless the kernel dropped a few packets itself.
+        assert!(
+            (150..=200).contains(&dropped),
+            "dropped {dropped} of {sent}, at most {DNS_IN_FLIGHT} waited on: {records:#?}"
         );
     }
 }

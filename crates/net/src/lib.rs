@@ -218,6 +218,7 @@ pub fn setup(
     st: &NetState,
     rules: &EgressRules,
     pool: &Pool,
+    max_connections: usize,
 ) -> Result<JobNetwork, NetError> {
     let upstream = rules.resolver.or_else(host_resolver).ok_or_else(|| {
         NetError::Config("no upstream resolver: set egress.resolver in the policy".into())
@@ -253,6 +254,7 @@ pub fn setup(
             rules: rules.clone(),
             upstream,
             pool: pool.clone(),
+            max_connections,
         })?;
         let ports = gateway.ports();
         net.gateway = Some(gateway);

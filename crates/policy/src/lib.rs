@@ -27,6 +27,10 @@ pub const BUILTIN_GROUP: &str = "default";
 /// The most primed sandboxes a group may keep (`prestart`).
 pub const MAX_PRESTART: u32 = 8;
 
+/// Most concurrent gateway connections a group may allow (`limits.connections`): each costs
+/// airlock two open files and some memory, outside the job's own limits.
+pub const MAX_CONNECTIONS: u32 = 65_536;
+
 /// One problem in a policy file, with its position.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Diagnostic {
@@ -228,6 +232,7 @@ pub fn builtin_policy() -> Policy {
                 disk: ByteSize(1 << 30),
                 timeout: HumanDuration(std::time::Duration::from_secs(30 * 60)),
                 nofile: 1024,
+                connections: 1024,
             },
             ..Group::default()
         },
@@ -707,6 +712,15 @@ fn validate_group(c: &mut Collector<'_>, name: &str, g: &Group, span: Range<usiz
         err(
             format!("group {name}: nofile must be at least 16"),
             "e.g. nofile = 1024",
+        );
+    }
+    if !(1..=MAX_CONNECTIONS).contains(&l.connections) {
+        err(
+            format!(
+                "group {name}: connections must be between 1 and {MAX_CONNECTIONS}, got {}",
+                l.connections
+            ),
+            "e.g. connections = 1024",
         );
     }
     for e in &g.env {

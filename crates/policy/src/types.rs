@@ -233,6 +233,12 @@ pub struct Limits {
     /// Maximum open files per process (RLIMIT_NOFILE, soft = hard).
     #[serde(default = "Limits::default_nofile")]
     pub nofile: u64,
+    /// Most connections the job's egress gateway holds open at once (DNS over TCP, HTTP,
+    /// HTTPS and CONNECT together); one more is closed as soon as it is accepted. The gateway
+    /// runs in airlock's own process, outside the job's cgroup: this bounds what a job's
+    /// connections cost airlock (memory, open files).
+    #[serde(default = "Limits::default_connections")]
+    pub connections: u32,
 }
 
 impl Limits {
@@ -254,6 +260,9 @@ impl Limits {
     fn default_nofile() -> u64 {
         1024
     }
+    fn default_connections() -> u32 {
+        1024
+    }
 }
 
 impl Default for Limits {
@@ -265,6 +274,7 @@ impl Default for Limits {
             disk: Self::default_disk(),
             timeout: Self::default_timeout(),
             nofile: Self::default_nofile(),
+            connections: Self::default_connections(),
         }
     }
 }

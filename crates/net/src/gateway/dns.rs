@@ -25,13 +25,34 @@ const EDNS_PAYLOAD: u16 = 1232;
 pub(super) async fn serve_udp(ctx: Arc<Ctx>, sock: Arc<UdpSocket>) {
     let mut buf = vec![0u8; 4096];
     loop {
-        let Ok((n, peer)) = sock.recv_from(&mut buf).await else {
+        let (n, peer) = match sock.recv_from(&mut buf).await {
+            Ok(r) => r,
+            Err(_) => {
+                // Not a query's fault (out of memory, say): wait instead of spinning.
+                tokio::time::sleep(super::ACCEPT_BACKOFF).await;
+                continue;
+            }
+        };
+        let Ok(permit) = ctx.dns.clone().try_acquire_owned() else {
+            // A flood of queries: dropped (and counted) while the ones in flight are
+            // answered, so the tasks and upstream sockets a job can make airlock hold stay
+            // bounded.
+            ctx.record_over_limit(
+                "dns",
+                53,
+                None,
+                format!(
+                    "too many DNS queries in flight: at most {} at once",
+                    super::DNS_IN_FLIGHT
+                ),
+            );
             continue;
         };
         let q = buf[..n].to_vec();
         let ctx = ctx.clone();
         let sock = sock.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             if let Some(resp) = answer(&ctx, &q, true).await {
                 let _ = sock.send_to(&resp, peer).await;
             }
