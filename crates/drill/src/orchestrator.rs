@@ -341,6 +341,36 @@ struct JobRun {
     hits: Vec<Hit>,
     /// The job's records in the audit log (counted for attacks on airlock's records).
     audit_records: Option<u64>,
+    /// The most open files its `airlock run` had while it ran, and the bound the group's
+    /// `limits.connections` gives (counted for attacks on the gateway).
+    airlock_files: Option<(usize, u64)>,
+}
+
+/// Runs `cmd` to its end, its output captured, counting the open files of its process every
+/// 20 ms; returns the output and the most it had.
+fn run_counting_files(mut cmd: Command) -> std::io::Result<(std::process::Output, usize)> {
+    let child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
+    let fd_dir = PathBuf::from(format!("/proc/{}/fd", child.id()));
+    let done = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let mut peak = 0;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok(d) = std::fs::read_dir(&fd_dir) {
+                    peak = peak.max(d.count());
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            peak
+        })
+    };
+    // The child is not reaped until its output is complete, so its pid (and `/proc` entry)
+    // stays its own while the sampler reads it.
+    let out = child.wait_with_output();
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let peak = sampler.join().unwrap_or(0);
+    Ok((out?, peak))
 }
 
 /// How many records of job `job` the audit log in `dir` holds (every segment), read line by
@@ -428,6 +458,8 @@ struct Runner<'a> {
     world: &'a World,
     /// The group's egress is in `audit` mode: attacks expect [`Attack::expect_in_audit_mode`].
     audit: bool,
+    /// The group's `limits.connections`.
+    connections: u32,
 }
 
 impl Runner<'_> {
@@ -466,11 +498,17 @@ impl Runner<'_> {
         let report = dir.join("reports").join(format!("{id}.json"));
         let _ = std::fs::remove_file(&report);
         let before = self.world.hit_count();
-        let out = self
-            .command(id, ws, &report)
-            .stdin(Stdio::null())
-            .output()
-            .map_err(io("running", &self.opts.airlock_exe))?;
+        let mut cmd = self.command(id, ws, &report);
+        cmd.stdin(Stdio::null());
+        let files_bound = attack::find(id).is_some_and(|a| a.gateway_files_bound());
+        let (out, peak_files) = if files_bound {
+            run_counting_files(cmd).map_err(io("running", &self.opts.airlock_exe))?
+        } else {
+            let out = cmd
+                .output()
+                .map_err(io("running", &self.opts.airlock_exe))?;
+            (out, 0)
+        };
         // Let the world's servers finish recording connections the job just closed.
         std::thread::sleep(Duration::from_millis(100));
         let stdout = String::from_utf8_lossy(&out.stdout);
@@ -486,6 +524,12 @@ impl Runner<'_> {
             stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
             hits: self.world.hits_since(before),
             audit_records: None,
+            airlock_files: files_bound.then(|| {
+                (
+                    peak_files,
+                    airlock_net::gateway::fd_need(self.connections as usize),
+                )
+            }),
         };
         if attack::find(id).is_some_and(|a| a.record_bound().is_some()) {
             run.audit_records = run
@@ -954,6 +998,26 @@ fn judge_as(
             }
         }
     }
+    // An attack on airlock's gateway got through if airlock's own open files were not bounded.
+    if a.gateway_files_bound() {
+        match first.airlock_files {
+            Some((peak, bound)) if peak as u64 > bound => {
+                evidence.push(format!(
+                    "airlock held {peak} open files during the flood, bound {bound}"
+                ));
+                observed = Observed::Succeeded;
+            }
+            Some((peak, bound)) if peak > 0 => evidence.push(format!(
+                "airlock held at most {peak} open files (bound {bound})"
+            )),
+            _ => {
+                evidence.push("airlock's open files could not be counted".to_owned());
+                if observed == Observed::Blocked {
+                    observed = Observed::Inconclusive;
+                }
+            }
+        }
+    }
     if let (Some(v), true) = (victim, a.victim_judges()) {
         match &v.result {
             Some(r) if r.succeeded => {
@@ -1150,6 +1214,11 @@ pub fn drill(opts: &DrillOptions, progress: &mut dyn Progress) -> Result<DrillRe
         .groups
         .get(&group)
         .is_some_and(|g| g.egress.mode == EgressMode::None);
+    let connections = lp
+        .policy
+        .groups
+        .get(&group)
+        .map_or(1024, |g| g.limits.connections);
     let mut selected: Vec<&'static dyn Attack> = Vec::new();
     for id in &opts.only {
         if attack::find(id).is_none_or(|a| a.helper_only()) {
@@ -1208,6 +1277,7 @@ pub fn drill(opts: &DrillOptions, progress: &mut dyn Progress) -> Result<DrillRe
             group: group.clone(),
             world: &world,
             audit: egress_audit,
+            connections,
         };
         let mut rows = Vec::new();
         let total = selected.len();
@@ -1306,6 +1376,7 @@ mod tests {
             stderr: String::new(),
             hits,
             audit_records: None,
+            airlock_files: None,
         }
     }
 
@@ -1409,6 +1480,34 @@ mod tests {
         let r = run(Some(("record-flood", false)), exited(0), Some(&[]), vec![]);
         let row = judge(a, &[r], None, 1);
         assert!(!row.passed, "uncounted is not blocked: {row:?}");
+    }
+
+    #[test]
+    fn a_gateway_flood_is_judged_by_airlocks_open_files() {
+        let a = attack::find("gateway-flood").expect("attack");
+        let judged = |files: Option<(usize, u64)>| {
+            let mut r = run(Some(("gateway-flood", false)), exited(0), Some(&[]), vec![]);
+            r.airlock_files = files;
+            judge(a, &[r], None, 1)
+        };
+        let row = judged(Some((1_054, 3_328)));
+        assert!(row.passed, "{row:?}");
+        assert!(
+            row.evidence
+                .contains("at most 1054 open files (bound 3328)"),
+            "{}",
+            row.evidence
+        );
+        let row = judged(Some((6_410, 3_328)));
+        assert_eq!(row.observed, Observed::Succeeded, "{row:?}");
+        assert!(
+            row.evidence.contains("6410 open files during the flood"),
+            "{}",
+            row.evidence
+        );
+        // Not counted (or nothing seen): no verdict, never "blocked".
+        assert!(!judged(None).passed);
+        assert!(!judged(Some((0, 3_328))).passed);
     }
 
     #[test]

@@ -26,6 +26,7 @@ mod doh;
 mod exfil;
 mod fileless_exec;
 mod fork_bomb;
+mod gateway_flood;
 mod hardcoded_ip;
 mod host_pids;
 pub mod hostile_image;
@@ -247,6 +248,12 @@ pub trait Attack: Sync {
     fn record_bound(&self) -> Option<u64> {
         None
     }
+    /// An attack on airlock's egress gateway: the drill counts the open files of the job's
+    /// `airlock run` while it runs; more than the group's `limits.connections` allow
+    /// ([`airlock_net::gateway::fd_need`]) and the attack got through.
+    fn gateway_files_bound(&self) -> bool {
+        false
+    }
 }
 
 /// Every attack, in the order the drill runs them. The control comes first: if it fails, the
@@ -314,6 +321,7 @@ pub fn registry() -> &'static [&'static dyn Attack] {
         &memory::Memory,
         &disk_fill::DiskFill,
         &record_flood::RecordFlood,
+        &gateway_flood::GatewayFlood,
         &oom_score::OomScoreLower,
     ];
     ALL
