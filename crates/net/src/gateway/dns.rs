@@ -420,9 +420,34 @@ pub(super) async fn resolve_cached(ctx: &Ctx, name: &str) -> Result<Vec<Ipv4Addr
     }
     let (v, ttl) = resolve(ctx.cfg.upstream, &key).await?;
     if let Ok(mut c) = ctx.cache.lock() {
-        c.insert(key, (Instant::now() + ttl.min(CACHE_MAX_TTL), v.clone()));
+        cache_insert(
+            &mut c,
+            key,
+            (Instant::now() + ttl.min(CACHE_MAX_TTL), v.clone()),
+        );
     }
     Ok(v)
+}
+
+/// Most names the proxies' cache holds. A job may name as many different allowed names as it
+/// likes (a wildcard domain whose zone answers every name): the cache lives in airlock's
+/// process and must not grow with them.
+pub(super) const CACHE_MAX_NAMES: usize = 4096;
+
+type Cache = std::collections::HashMap<String, (Instant, Vec<Ipv4Addr>)>;
+
+/// Inserts into the cache, keeping it at most [`CACHE_MAX_NAMES`]: expired entries go first;
+/// if every entry is still fresh, the new name is simply not cached (it is resolved again
+/// next time, which costs a lookup, never correctness).
+fn cache_insert(c: &mut Cache, key: String, entry: (Instant, Vec<Ipv4Addr>)) {
+    if c.len() >= CACHE_MAX_NAMES && !c.contains_key(&key) {
+        let now = Instant::now();
+        c.retain(|_, (until, _)| now < *until);
+        if c.len() >= CACHE_MAX_NAMES {
+            return;
+        }
+    }
+    c.insert(key, entry);
 }
 
 /// Resolves `name` to IPv4 addresses through the upstream resolver; also returns the smallest
@@ -459,6 +484,30 @@ fn rand_id() -> u16 {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_proxies_cache_stays_bounded() {
+        let mut c = Cache::new();
+        let fresh = Instant::now() + Duration::from_secs(30);
+        for i in 0..CACHE_MAX_NAMES + 100 {
+            cache_insert(&mut c, format!("n{i}.wild.test"), (fresh, vec![]));
+        }
+        assert_eq!(c.len(), CACHE_MAX_NAMES);
+        // A name already cached is refreshed; expired names make room.
+        cache_insert(
+            &mut c,
+            "n0.wild.test".into(),
+            (fresh, vec![Ipv4Addr::LOCALHOST]),
+        );
+        assert_eq!(c["n0.wild.test"].1, vec![Ipv4Addr::LOCALHOST]);
+        let gone = Instant::now();
+        for (until, _) in c.values_mut().take(10) {
+            *until = gone;
+        }
+        cache_insert(&mut c, "new.wild.test".into(), (fresh, vec![]));
+        assert!(c.contains_key("new.wild.test"));
+        assert!(c.len() <= CACHE_MAX_NAMES);
+    }
     use super::*;
     use hickory_proto::rr::{rdata::A, Record};
 
