@@ -341,6 +341,8 @@ struct JobRun {
     hits: Vec<Hit>,
     /// The job's records in the audit log (counted for attacks on airlock's records).
     audit_records: Option<u64>,
+    /// The size of the job's report in bytes (measured for attacks on airlock's records).
+    report_bytes: Option<u64>,
     /// The most open files its `airlock run` had while it ran, and the bound the group's
     /// `limits.connections` gives (counted for attacks on the gateway).
     airlock_files: Option<(usize, u64)>,
@@ -516,6 +518,7 @@ impl Runner<'_> {
             .lines()
             .rev()
             .find_map(|l| serde_json::from_str::<AttackResult>(l).ok());
+        let report_bytes = std::fs::metadata(&report).ok().map(|m| m.len());
         let report = JobReport::read(&report).ok();
         let mut run = JobRun {
             result,
@@ -524,6 +527,7 @@ impl Runner<'_> {
             stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
             hits: self.world.hits_since(before),
             audit_records: None,
+            report_bytes: None,
             airlock_files: files_bound.then(|| {
                 (
                     peak_files,
@@ -532,6 +536,7 @@ impl Runner<'_> {
             }),
         };
         if attack::find(id).is_some_and(|a| a.record_bound().is_some()) {
+            run.report_bytes = report_bytes;
             run.audit_records = run
                 .job_id()
                 .and_then(|j| count_job_records(&self.scratch.data().join("audit"), &j));
@@ -984,6 +989,23 @@ fn judge_as(
     let mut observed = observed;
     // An attack on airlock's own records got through if the job's records were not bounded.
     if let Some(bound) = a.record_bound() {
+        // What airlock keeps of each record is bounded too: the report holds the job's
+        // network records whole (up to the gateway's book), so its size shows it.
+        match first.report_bytes {
+            Some(n) if n > attack::REPORT_BOUND => {
+                evidence.push(format!(
+                    "the job's report is {n} bytes, bound {}",
+                    attack::REPORT_BOUND
+                ));
+                observed = Observed::Succeeded;
+            }
+            Some(n) => evidence.push(format!(
+                "the job's report is {} KiB (bound {} KiB)",
+                n / 1024,
+                attack::REPORT_BOUND / 1024
+            )),
+            None => evidence.push("the job's report has no size".to_owned()),
+        }
         match first.audit_records {
             Some(n) if n > bound => {
                 evidence.push(format!("{n} audit records for the job, bound {bound}"));
@@ -1376,6 +1398,7 @@ mod tests {
             stderr: String::new(),
             hits,
             audit_records: None,
+            report_bytes: None,
             airlock_files: None,
         }
     }
@@ -1480,6 +1503,22 @@ mod tests {
         let r = run(Some(("record-flood", false)), exited(0), Some(&[]), vec![]);
         let row = judge(a, &[r], None, 1);
         assert!(!row.passed, "uncounted is not blocked: {row:?}");
+        // Few records, but a report grown by what each record kept: got through.
+        let mut r = run(
+            Some(("record-flood", false)),
+            exited(0),
+            Some(&["record-flood"]),
+            vec![],
+        );
+        r.audit_records = Some(3_000);
+        r.report_bytes = Some(80 << 20);
+        let row = judge(a, &[r], None, 1);
+        assert_eq!(row.observed, Observed::Succeeded, "{row:?}");
+        assert!(
+            row.evidence.contains("report is 83886080 bytes"),
+            "{}",
+            row.evidence
+        );
     }
 
     #[test]

@@ -51,6 +51,11 @@ pub const DNS_IN_FLIGHT: usize = 256;
 /// the exec listener, the helper, the runtime): the headroom [`fd_budget`] asks for.
 const FD_RESERVE: u64 = 1024;
 
+/// Longest name a record keeps (a host name is at most 253 bytes; anything longer was never
+/// one), and longest reason.
+const MAX_RECORD_NAME: usize = 253;
+const MAX_RECORD_REASON: usize = 512;
+
 /// How long an accept loop waits after the kernel refused an accept (out of open files or
 /// memory) before it tries again, instead of spinning on the error.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -145,6 +150,13 @@ impl Ctx {
     }
 
     fn record(&self, mut r: ConnRecord) {
+        // A name or reason can carry what the job sent (an SNI, a request target, up to a
+        // whole request head): bounded here, the one way in, so that the records kept whole
+        // (up to [`BOOK_RECORDS`]) cost airlock a bounded amount of memory and report.
+        if let Some(n) = r.name.as_mut() {
+            airlock_text::clamp(n, MAX_RECORD_NAME);
+        }
+        airlock_text::clamp(&mut r.reason, MAX_RECORD_REASON);
         r.job.clone_from(&self.cfg.job);
         r.time_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -469,6 +481,47 @@ mod tests {
         assert!(
             ctx.name_verdict("example.com").is_ok(),
             "audit mode lets others through"
+        );
+    }
+
+    /// Whatever a job sends, what a record keeps of it is bounded: an SNI or request target
+    /// of 16 KiB becomes a name of 253 bytes and a reason of 512 (plus the length it had).
+    #[test]
+    fn a_record_keeps_a_bounded_part_of_what_the_job_sent() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ctx = Ctx::new(
+            GatewayConfig {
+                job: "j".into(),
+                bind: Ipv4Addr::LOCALHOST,
+                rules: EgressRules {
+                    mode: EgressMode::Block,
+                    domains: vec![],
+                    allow: vec![],
+                    resolver: None,
+                },
+                upstream: SocketAddr::from((Ipv4Addr::LOCALHOST, 53)),
+                pool: crate::Pool::new("10.213.0.0/16", dir.path().to_owned()).expect("pool"),
+                max_connections: 8,
+            },
+            Arc::default(),
+        );
+        let long = "a".repeat(16 * 1024);
+        ctx.record(ConnRecord {
+            name: Some(long.clone()),
+            reason: format!("malformed CONNECT target {long:?}"),
+            ..ConnRecord::new("https", 443)
+        });
+        let book = std::mem::take(&mut *ctx.records.lock().expect("records"));
+        let r = &book.into_records()[0];
+        let name = r.name.as_deref().unwrap_or("");
+        assert!(
+            name.len() < 300 && name.ends_with("…[16384 bytes]"),
+            "{name}"
+        );
+        assert!(
+            r.reason.len() < 560 && r.reason.ends_with("bytes]"),
+            "{}",
+            r.reason
         );
     }
 

@@ -83,6 +83,22 @@ fn push_escaped(out: &mut String, c: char) {
     }
 }
 
+/// Shortens `s` to its first `max` bytes (at a character boundary) and says how long it
+/// was: for strings a job chose that airlock keeps (a record's name or reason), so that what
+/// airlock holds per record stays bounded whatever the job sends.
+pub fn clamp(s: &mut String, max: usize) {
+    if s.len() <= max {
+        return;
+    }
+    let total = s.len();
+    let mut cut = max;
+    while !s.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    s.truncate(cut);
+    let _ = write!(s, "…[{total} bytes]");
+}
+
 /// Display wrapper: `format!("{}", Escaped(name))` prints `name` escaped, without allocating
 /// when nothing needs escaping. Width and alignment flags apply to the escaped text.
 #[derive(Debug, Clone, Copy)]
@@ -109,6 +125,22 @@ pub fn escape_lines(s: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn clamp_keeps_short_strings_and_cuts_long_ones_at_a_character() {
+        let mut s = "short".to_owned();
+        clamp(&mut s, 10);
+        assert_eq!(s, "short");
+        let mut s = "é".repeat(10); // 20 bytes, 2 each
+        clamp(&mut s, 5);
+        assert_eq!(s, "éé…[20 bytes]");
+        let mut s = "x".repeat(20_000);
+        clamp(&mut s, 253);
+        assert!(
+            s.starts_with(&"x".repeat(253)) && s.ends_with("…[20000 bytes]"),
+            "{s}"
+        );
+    }
     use super::*;
     use proptest::prelude::*;
 

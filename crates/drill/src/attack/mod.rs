@@ -256,6 +256,11 @@ pub trait Attack: Sync {
     }
 }
 
+/// The largest job report an attack on airlock's records may leave (it holds the job's
+/// network records whole, up to the gateway's book of 20,000): each record keeps a bounded
+/// part of what the job sent, so the report stays well below this.
+pub const REPORT_BOUND: u64 = 32 << 20;
+
 /// Every attack, in the order the drill runs them. The control comes first: if it fails, the
 /// world is broken and nothing else means anything.
 pub fn registry() -> &'static [&'static dyn Attack] {

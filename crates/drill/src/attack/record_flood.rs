@@ -2,8 +2,8 @@
 //! packet and file becomes a record; a job that makes hundreds of thousands of them would,
 //! if airlock kept or wrote each one, exhaust the host's memory or disk outside the job's own
 //! limits (issue 15). The attack calls the denied `acct(0)` in a loop, asks refused DNS
-//! names, sends packets to a non-allowed address and leaves thousands of files, each for a
-//! bounded time. Harmless: every call is refused, every packet goes to an address inside the
+//! names, sends packets to a non-allowed address, leaves thousands of files and sends TLS
+//! ClientHellos whose SNI is 15,000 bytes long, each for a bounded time. Harmless: every call is refused, every packet goes to an address inside the
 //! drill's sealed world, the files are in the job's own discarded layer.
 //!
 //! From inside, the job cannot see whether airlock held: the orchestrator judges it by the
@@ -110,6 +110,30 @@ impl Attack for RecordFlood {
             }
         }
         steps.push(Step::failed("file flood", format!("{files} files")));
+        // 5. Long names: TLS ClientHellos whose SNI is 15,000 bytes, each a new one, to the
+        // gateway (refused: not allowed). A record that kept whatever the job sent would
+        // make each of them a 15 kB record kept whole.
+        let (end, mut hellos) = (until(FLOOD_MS), 0u64);
+        let pad = "x".repeat(15_000);
+        while std::time::Instant::now() < end {
+            let Ok(mut s) = std::net::TcpStream::connect_timeout(
+                &std::net::SocketAddr::from(([203, 0, 113, 7], 443)),
+                std::time::Duration::from_millis(500),
+            ) else {
+                break;
+            };
+            let sni = format!("h{hellos}.{pad}");
+            if std::io::Write::write_all(&mut s, &super::util::client_hello(Some(&sni))).is_ok() {
+                hellos += 1;
+            }
+            let mut b = [0u8; 16];
+            let _ = s.set_read_timeout(Some(std::time::Duration::from_millis(200)));
+            let _ = std::io::Read::read(&mut s, &mut b);
+        }
+        steps.push(Step::failed(
+            "long-name flood",
+            format!("{hellos} ClientHellos with a 15,000-byte SNI"),
+        ));
         // Whether airlock held is judged outside (the audit log and the alert).
         AttackResult::from_steps(self.id(), &steps)
     }
