@@ -138,6 +138,12 @@ struct RunArgs {
     /// Do not print the one-line summary on stderr.
     #[arg(long, short = 'q')]
     quiet: bool,
+    /// Copy at most this much of the job's output (stdout and stderr together, e.g. `16MiB`);
+    /// the rest is drained, dropped and counted, and airlock says so. For a file that must
+    /// not grow with whatever the job prints (airlock serve passes its `max_output`).
+    /// Default: no limit (the output goes where you sent it).
+    #[arg(long, value_name = "SIZE")]
+    max_output: Option<airlock_policy::ByteSize>,
     /// Prime the sandbox: create it and read its protections back, then wait for these
     /// variables before the command starts. stdin must be a Unix socket (airlock serve holds
     /// the other end): airlock writes `r` there once the sandbox is ready and starts the
@@ -591,8 +597,13 @@ fn cmd_run(a: RunArgs, paths: Paths, net_pool: &str) -> Result<u8> {
         }
     };
     let timeout = job.timeout();
-    let (out, err): (Box<dyn Write + Send>, Box<dyn Write + Send>) =
+    let (mut out, mut err): (Box<dyn Write + Send>, Box<dyn Write + Send>) =
         (Box::new(std::io::stdout()), Box::new(std::io::stderr()));
+    let budget = a.max_output.map(|m| airlock_job::OutputBudget::new(m.0));
+    if let Some(b) = &budget {
+        out = b.writer(out);
+        err = b.writer(err);
+    }
     let report = match gate {
         Some(g) => engine.run_primed(&job, out, err, g)?,
         None => engine.run(&job, out, err)?,
@@ -609,6 +620,14 @@ fn cmd_run(a: RunArgs, paths: Paths, net_pool: &str) -> Result<u8> {
         let _ = write!(err, "\x1b[!p\x1b[?1049l\r\n");
     }
     print_outcome(&mut err, &report, timeout, a.quiet);
+    if let Some(b) = budget.filter(|b| b.dropped() > 0) {
+        let _ = writeln!(
+            err,
+            "airlock: the job's output was cut at {} bytes (--max-output); {} bytes dropped",
+            b.limit(),
+            b.dropped()
+        );
+    }
     for e in &report.teardown_errors {
         // What gc can retry (processes, mounts, cgroups, network) gets the hint; a broken
         // audit log or alert sink does not.

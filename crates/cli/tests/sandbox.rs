@@ -1372,3 +1372,50 @@ fn without_a_cgroup_hierarchy_the_job_is_refused_with_a_typed_reason_and_a_hint(
     );
     w.assert_clean();
 }
+
+/// A job that prints without end costs the file its output goes to at most `--max-output`
+/// (airlock serve's runner logs): the rest is drained (the job runs to its end, not stalled),
+/// dropped, counted, and said once in the output and once by airlock.
+#[test]
+fn max_output_bounds_what_a_job_prints() {
+    need_root!();
+    let w = World::new();
+    let out = w.dir.path().join("output.log");
+    let f = std::fs::File::create(&out).expect("output file");
+    let o = w
+        .cmd()
+        .args([
+            "run",
+            "-q",
+            "--max-output",
+            "1MiB",
+            "--",
+            "/bin/sh",
+            "-c",
+            // 64 MiB to stdout and to stderr, then a last word that must not be kept either.
+            "head -c 67108864 /dev/zero; head -c 67108864 /dev/zero >&2; echo finished",
+        ])
+        .stdout(f.try_clone().expect("clone"))
+        .stderr(Stdio::piped())
+        .output()
+        .expect("run");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let kept = std::fs::read(&out).expect("read");
+    let note = b"[airlock: the job's output passed --max-output (1048576 bytes)";
+    let zeros = kept.iter().filter(|b| **b == 0).count();
+    assert_eq!(zeros, 1 << 20, "kept {} bytes", kept.len());
+    assert_eq!(
+        kept.windows(note.len()).filter(|w| *w == note).count(),
+        1,
+        "{:?}",
+        String::from_utf8_lossy(&kept[kept.len().saturating_sub(200)..])
+    );
+    assert!(!String::from_utf8_lossy(&kept).contains("finished"));
+    let said = stderr(&o);
+    assert!(
+        said.contains("output was cut at 1048576 bytes")
+            && said.contains(&format!("{} bytes dropped", (128u64 << 20) - (1 << 20) + 9)),
+        "{said}"
+    );
+    w.assert_clean();
+}

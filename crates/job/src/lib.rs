@@ -37,6 +37,7 @@ mod containers;
 pub mod error;
 mod finish;
 mod launch;
+pub mod output;
 mod prime;
 mod record;
 mod request;
@@ -54,6 +55,7 @@ use airlock_sandbox::state::JobState;
 use airlock_sandbox::{Paths, SandboxError};
 pub use error::JobError;
 pub use finish::Delivery;
+pub use output::OutputBudget;
 pub use request::{Job, JobRequest};
 pub use teardown::{gc, GcReport};
 

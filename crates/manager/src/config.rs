@@ -62,6 +62,11 @@ pub struct ServeConfig {
     /// How scale-set listeners talk to GitHub's Actions service.
     #[serde(default)]
     pub scale_sets: ScaleSetSettings,
+    /// Most of a runner's output (stdout and stderr together) kept in its work directory
+    /// (`airlock run --max-output`); the rest is dropped and counted, so that a job printing
+    /// without end cannot fill serve's state directory. E.g. `"16MiB"`.
+    #[serde(default = "default_max_output")]
+    pub max_output: airlock_policy::ByteSize,
 }
 
 /// `[scale_sets]` of serve.toml.
@@ -231,6 +236,9 @@ fn default_data_dir() -> PathBuf {
 }
 fn default_max_body() -> usize {
     1 << 20
+}
+fn default_max_output() -> airlock_policy::ByteSize {
+    airlock_policy::ByteSize(16 << 20)
 }
 fn default_reconcile() -> Duration {
     Duration::from_secs(60)

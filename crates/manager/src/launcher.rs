@@ -160,6 +160,8 @@ pub struct ProcessLauncher {
     /// How long the output of a failed run (or priming) is kept in `work_dir`
     /// (serve.toml's `state_retention`): every reconciliation removes older ones.
     pub keep_output: std::time::Duration,
+    /// Most bytes of a runner's output kept in its `output.log` (`airlock run --max-output`).
+    pub max_output: u64,
 }
 
 impl ProcessLauncher {
@@ -217,6 +219,8 @@ impl ProcessLauncher {
             .arg(&spec.group)
             .arg("--report")
             .arg(dir.join("report.json"))
+            .arg("--max-output")
+            .arg(self.max_output.to_string())
             .args(
                 primed
                     .then_some(["--late-env", JITCONFIG_ENV])
@@ -482,8 +486,8 @@ impl ProcessLauncher {
                 Ok(()) => kept,
                 Err(_) => dir.clone(),
             };
-            // What airlock run said last (its output log is bounded by the sandbox's own
-            // limits; only the tail is read).
+            // What airlock run said last (its output log is bounded by `max_output`; only the
+            // tail is read).
             let said = output_tail(&kept.join("output.log"), 2048);
             // An airlock run that was killed while it made the sandbox could not tear it
             // down: `airlock gc` removes sandboxes whose owner is gone.

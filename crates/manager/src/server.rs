@@ -250,6 +250,7 @@ pub async fn serve(
         wrapper: Vec::new(),
         primed: Default::default(),
         keep_output: config.state_retention,
+        max_output: config.max_output.0,
     });
     serve_with(config, policy, github, launcher).await
 }
