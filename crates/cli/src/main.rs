@@ -315,6 +315,10 @@ enum ImageCmd {
         /// Name to store it under (default: the layout's ref.name annotation).
         #[arg(long)]
         name: Option<String>,
+        /// Refuse an image that unpacks to more than this (a job's images follow the
+        /// policy's `[images] max_size`).
+        #[arg(long, value_name = "SIZE", default_value = "16GiB")]
+        max_size: airlock_policy::ByteSize,
     },
     /// Pull an image from a registry (OCI distribution; anonymous, bearer-token or basic
     /// auth). Prints the pinned reference (`registry/repo@sha256:…`) to put in a policy.
@@ -344,6 +348,10 @@ enum ImageCmd {
         /// Refuse the image unless it carries a cosign signature by this public key (PEM).
         #[arg(long = "verify-key", value_name = "PEM")]
         verify_key: Option<PathBuf>,
+        /// Refuse an image whose blobs, or what it unpacks to, are larger than this (a job's
+        /// images follow the policy's `[images] max_size`).
+        #[arg(long, value_name = "SIZE", default_value = "16GiB")]
+        max_size: airlock_policy::ByteSize,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -1437,9 +1445,15 @@ impl airlock_registry::Progress for PullProgress {
 fn cmd_image(i: ImageCmd, paths: Paths) -> Result<u8> {
     let store = ImageStore::new(paths.images());
     match i {
-        ImageCmd::Import { source, name } => {
+        ImageCmd::Import {
+            source,
+            name,
+            max_size,
+        } => {
             require_root("airlock image import")?;
-            let r = store.import(&source, name.as_deref())?;
+            let r = store
+                .with_max_size(max_size.0)
+                .import(&source, name.as_deref())?;
             println!(
                 "imported {} {} ({} layers)",
                 Escaped(&r.name),
@@ -1455,9 +1469,11 @@ fn cmd_image(i: ImageCmd, paths: Paths) -> Result<u8> {
             insecure,
             ca_files,
             verify_key,
+            max_size,
             json,
         } => {
             require_root("airlock image pull")?;
+            let store = store.with_max_size(max_size.0);
             let opts = airlock_registry::PullOptions {
                 platform,
                 insecure,

@@ -938,3 +938,117 @@ fn ls_shows_use_and_gc_removes_only_unused_pulled_images() {
     assert_eq!(stdout(&o).trim(), "gc", "{}", stderr(&o));
     w.assert_clean();
 }
+
+/// A job names its images (`container:`, services, a group's image): what one image may take
+/// of the host's disk is bounded (`[images] max_size`, `--max-size`). An image whose blobs
+/// are declared larger is refused before anything is fetched; a small layer that unpacks to
+/// more (a gzip bomb) is refused while it unpacks, and nothing of either is left: no image, no
+/// root filesystem, no staging directory.
+#[test]
+fn an_image_larger_than_max_size_is_refused_and_leaves_nothing() {
+    need_root!();
+    need_registry_tools!();
+    let w = World::new();
+    let reg = start_registry(&w, 5000, None, None);
+    let insecure = ["--insecure-registry", "127.0.0.1:5000"];
+    let plain = ["--dest-tls-verify=false"];
+    let store_is_empty = |w: &World| {
+        assert!(image_names(w).is_empty(), "{:?}", image_names(w));
+        for d in ["images/rootfs", "images/tmp"] {
+            let n = std::fs::read_dir(w.data().join(d)).map_or(0, |r| r.count());
+            assert_eq!(n, 0, "{d} is not empty");
+        }
+    };
+
+    // The bomb: 8 MiB of zeros in one file, a few kB compressed.
+    let lb = w.dir.path().join("bomb");
+    new_layout(&lb);
+    let bomb = gzip(&tar_of(|t| {
+        add_file(t, "zeros", &vec![0u8; 8 << 20], 0o644)
+    }));
+    assert!(bomb.len() < 256 << 10, "{} bytes compressed", bomb.len());
+    let dm = write_manifest(&lb, "amd64", &[(GZ, bomb)]);
+    write_index_json(&lb, "1", &dm);
+    push(
+        &w,
+        &lb,
+        "1",
+        &format!("{}/t/bomb:1", reg.addr),
+        &plain,
+        false,
+    );
+    let o = pull(
+        &w,
+        &[
+            &insecure[..],
+            &["--max-size", "4MiB", "127.0.0.1:5000/t/bomb:1"],
+        ]
+        .concat(),
+    );
+    assert_ne!(o.status.code(), Some(0), "the bomb was unpacked");
+    assert!(
+        stderr(&o).contains("too large") && stderr(&o).contains("unpacks to more than 4194304"),
+        "{}",
+        stderr(&o)
+    );
+    store_is_empty(&w);
+
+    // Declared larger than the bound: refused before a blob is fetched.
+    let lr = w.dir.path().join("big");
+    new_layout(&lr);
+    let mut noise = vec![0u8; 2 << 20];
+    let mut x = 0x9e37_79b9_u32;
+    for b in noise.iter_mut() {
+        // xorshift: incompressible bytes, so the layer really is 2 MiB on the wire.
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        *b = x as u8;
+    }
+    let big = gzip(&tar_of(|t| add_file(t, "noise", &noise, 0o644)));
+    // The bomb's blobs (within the bound) stay until `airlock image gc`, as any pull's do.
+    let count_blobs = |w: &World| {
+        std::fs::read_dir(w.data().join("images/blobs/sha256")).map_or(0, |r| r.count())
+    };
+    let blobs_before = count_blobs(&w);
+    let dm = write_manifest(&lr, "amd64", &[(GZ, big)]);
+    write_index_json(&lr, "1", &dm);
+    push(
+        &w,
+        &lr,
+        "1",
+        &format!("{}/t/big:1", reg.addr),
+        &plain,
+        false,
+    );
+    let o = pull(
+        &w,
+        &[
+            &insecure[..],
+            &["--max-size", "1MiB", "127.0.0.1:5000/t/big:1"],
+        ]
+        .concat(),
+    );
+    assert_ne!(o.status.code(), Some(0), "the big image was pulled");
+    assert!(stderr(&o).contains("its blobs are"), "{}", stderr(&o));
+    store_is_empty(&w);
+    assert_eq!(count_blobs(&w), blobs_before, "blobs were fetched");
+
+    // A job that names the bomb gets the policy's bound, and is refused before it runs.
+    let policy = w.policy(
+        "version = 1\n[images]\ninsecure = [\"127.0.0.1:5000\"]\nmax_size = \"4MiB\"\n[groups.default]\nrootfs = { image = \"127.0.0.1:5000/t/bomb:1\" }\nrequire_digest = false\n",
+    );
+    let o = w
+        .cmd()
+        .args(["run", "-q", "-p"])
+        .arg(&policy)
+        .args(["--", "/bin/sh", "-c", "echo ran"])
+        .output()
+        .expect("run");
+    assert_ne!(o.status.code(), Some(0));
+    assert!(!stdout(&o).contains("ran"));
+    assert!(stderr(&o).contains("too large"), "{}", stderr(&o));
+    store_is_empty(&w);
+    w.assert_clean();
+    drop(reg);
+}

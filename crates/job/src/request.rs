@@ -262,7 +262,13 @@ pub(crate) fn resolve_image(
         credentials: settings.credentials.clone(),
         name: None,
     };
-    let pulled = airlock_registry::pull(store, reference, &opts, &mut airlock_registry::Quiet)
+    // The job named this image: what it may take of the host's disk is the policy's bound.
+    let limited = ImageStore::new(store.root()).with_max_size(
+        settings
+            .max_size
+            .map_or(airlock_sandbox::image::DEFAULT_MAX_SIZE, |m| m.0),
+    );
+    let pulled = airlock_registry::pull(&limited, reference, &opts, &mut airlock_registry::Quiet)
         .map_err(JobError::Pull)?;
     Ok(pulled.image)
 }

@@ -556,6 +556,13 @@ fn validate_images(
             );
         }
     }
+    if images.max_size.is_some_and(|m| m.0 < 1 << 20) {
+        c.push(
+            Some(span.clone()),
+            "images.max_size must be at least 1MiB".to_owned(),
+            Some("e.g. max_size = \"16GiB\""),
+        );
+    }
 }
 
 impl LoadedPolicy {

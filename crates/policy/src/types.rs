@@ -59,6 +59,10 @@ pub struct ImageSettings {
     /// on it); absent: images are not scanned at job start.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scan: Option<ImageScanPolicy>,
+    /// The most one image may take in the store, downloaded and unpacked (a job names its
+    /// images: they must not fill the host's disk); absent: 16 GiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_size: Option<ByteSize>,
 }
 
 /// `[images] scan = { max_severity = "high", ignore = [...] }`.

@@ -383,6 +383,22 @@ async fn pull_async(
         fetched_bytes: 0,
         reused: 0,
     };
+    // What the image declares is checked before anything is fetched (each blob is then held
+    // to its declared size and digest); what it unpacks to is bounded by the store itself.
+    let declared = manifest
+        .layers()
+        .iter()
+        .chain(std::iter::once(manifest.config()))
+        .map(|d| d.size().max(0) as u64)
+        .fold(0u64, u64::saturating_add);
+    if declared > store.max_size() {
+        return Err(RegistryError::Store(ImageError::TooLarge {
+            what: format!(
+                "its blobs are {declared} bytes, more than the {} bytes allowed",
+                store.max_size()
+            ),
+        }));
+    }
     // The manifest itself is a blob of the store (gc reads it to know what it keeps).
     if !store.has_blob(&manifest_digest, manifest_bytes.len() as u64) {
         let mut partial = store.blob_partial()?;
@@ -424,7 +440,7 @@ async fn pull_async(
             })?;
             // oci-client hashes the stream and refuses a blob that is not its digest.
             client
-                .pull_blob(r, digest.as_str(), SyncWriter(file))
+                .pull_blob(r, digest.as_str(), SyncWriter { file, left: size })
                 .await
                 .map_err(|source| RegistryError::Registry {
                     reference: reference.to_owned(),
@@ -524,7 +540,13 @@ async fn verify_signature(
 /// Writes a blob's chunks to its file as they arrive. A plain file write does not block
 /// long, and going through tokio's blocking pool for every chunk (what `tokio::fs::File`
 /// does) cost more than the write itself.
-struct SyncWriter(std::fs::File);
+/// Writes a blob to its partial file, refusing a byte past the size its descriptor declared:
+/// a registry that streams more would otherwise fill the disk before the digest check at the
+/// end could refuse the blob.
+struct SyncWriter {
+    file: std::fs::File,
+    left: u64,
+}
 
 impl tokio::io::AsyncWrite for SyncWriter {
     fn poll_write(
@@ -532,7 +554,16 @@ impl tokio::io::AsyncWrite for SyncWriter {
         _: &mut std::task::Context<'_>,
         buf: &[u8],
     ) -> std::task::Poll<std::io::Result<usize>> {
-        std::task::Poll::Ready(std::io::Write::write(&mut self.0, buf))
+        if buf.len() as u64 > self.left {
+            return std::task::Poll::Ready(Err(std::io::Error::other(
+                "the registry sent more than the blob's declared size",
+            )));
+        }
+        let r = std::io::Write::write(&mut self.file, buf);
+        if let Ok(n) = &r {
+            self.left -= *n as u64;
+        }
+        std::task::Poll::Ready(r)
     }
     fn poll_flush(
         self: std::pin::Pin<&mut Self>,

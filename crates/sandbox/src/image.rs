@@ -87,6 +87,55 @@ pub enum ImageError {
         /// Why.
         message: String,
     },
+    /// The image is larger than the store accepts (`[images] max_size`).
+    #[error("the image is too large: {what}; nothing of it was kept (raise `[images] max_size` in the policy if it is expected)")]
+    TooLarge {
+        /// What passed which bound.
+        what: String,
+    },
+}
+
+/// Default of `[images] max_size`: the most bytes one image may unpack to (and download).
+pub const DEFAULT_MAX_SIZE: u64 = 16 << 30;
+
+/// The most entries (files, directories, links) one image may unpack to: a layer of millions
+/// of empty files would take the store's inodes, not its bytes.
+pub const MAX_ENTRIES: u64 = 2_000_000;
+
+/// What one image's unpacking may still write.
+struct Budget {
+    bytes: u64,
+    entries: u64,
+    max_bytes: u64,
+    max_entries: u64,
+}
+
+impl Budget {
+    fn new(max_bytes: u64) -> Self {
+        Self {
+            bytes: 0,
+            entries: 0,
+            max_bytes,
+            max_entries: MAX_ENTRIES,
+        }
+    }
+
+    /// Counts one entry of `size` bytes of data; refuses past either bound.
+    fn take(&mut self, size: u64) -> Result<(), ImageError> {
+        self.entries += 1;
+        self.bytes = self.bytes.saturating_add(size);
+        if self.entries > self.max_entries {
+            return Err(ImageError::TooLarge {
+                what: format!("more than {} entries", self.max_entries),
+            });
+        }
+        if self.bytes > self.max_bytes {
+            return Err(ImageError::TooLarge {
+                what: format!("it unpacks to more than {} bytes", self.max_bytes),
+            });
+        }
+        Ok(())
+    }
 }
 
 fn io(what: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> ImageError {
@@ -134,6 +183,8 @@ pub struct GcReport {
 /// The image store rooted at a directory.
 pub struct ImageStore {
     root: PathBuf,
+    /// The most bytes one image may unpack to (and a pull download).
+    max_size: u64,
 }
 
 /// A local name (`tiny:1`) or a registry reference without digest
@@ -164,7 +215,23 @@ fn normalize_name(n: &str) -> String {
 impl ImageStore {
     /// The store at `root` (created on first import).
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into() }
+        Self {
+            root: root.into(),
+            max_size: DEFAULT_MAX_SIZE,
+        }
+    }
+
+    /// The store, accepting images of at most `max_size` bytes (`[images] max_size`): a job
+    /// that names an image (its `container:`, its services) must not fill the host's disk
+    /// through the store, outside its own disk limit.
+    pub fn with_max_size(mut self, max_size: u64) -> Self {
+        self.max_size = max_size;
+        self
+    }
+
+    /// The most bytes one image may take.
+    pub fn max_size(&self) -> u64 {
+        self.max_size
     }
 
     /// The store's directory.
@@ -402,9 +469,17 @@ impl ImageStore {
                 .map_err(io("creating staging dir in", &tmp_root))?;
             let unpack = staging.path().join("rootfs");
             std::fs::create_dir_all(&unpack).map_err(io("creating", &unpack))?;
+            // Bounded across all layers: a small, highly compressed layer can unpack to
+            // anything (a gzip bomb), and a failure here drops the staging directory whole.
+            let mut budget = Budget::new(self.max_size);
             for l in manifest.layers() {
                 let hex = hex_of(l)?;
-                apply_layer(&self.blob_path(&hex), &unpack, l.digest().as_ref())?;
+                apply_layer(
+                    &self.blob_path(&hex),
+                    &unpack,
+                    l.digest().as_ref(),
+                    &mut budget,
+                )?;
             }
             let parent = self.root.join("rootfs");
             std::fs::create_dir_all(&parent).map_err(io("creating", &parent))?;
@@ -904,7 +979,12 @@ fn hardlink_target(root: &Path, link: Option<&Path>, at: &At<'_>) -> Result<Path
 
 /// Applies one layer on top of `root`. See the module documentation for what keeps every
 /// operation inside `root`.
-fn apply_layer(blob: &Path, root: &Path, digest: &str) -> Result<(), ImageError> {
+fn apply_layer(
+    blob: &Path,
+    root: &Path,
+    digest: &str,
+    budget: &mut Budget,
+) -> Result<(), ImageError> {
     let mut a = tar::Archive::new(decompressed(blob)?);
     a.set_preserve_permissions(true);
     a.set_preserve_ownerships(true);
@@ -934,6 +1014,14 @@ fn apply_layer(blob: &Path, root: &Path, digest: &str) -> Result<(), ImageError>
         {
             continue;
         }
+        // Counted before anything is written: a regular file's data (the header's size), one
+        // entry for everything.
+        let data = if kind.is_file() || kind.is_contiguous() || kind.is_gnu_sparse() {
+            entry.size()
+        } else {
+            0
+        };
+        budget.take(data)?;
         let rel = clean_rel(&path).ok_or_else(|| at.refuse("the path has a `..` component"))?;
         // Old (non-ustar) headers mark a directory by a trailing slash only; `Entry::unpack`
         // makes a directory of those, so they must not replace an existing one.
@@ -1034,6 +1122,13 @@ mod tests {
         }
         /// Applies a layer of `(path, type, link target)` entries, owned by the caller.
         fn apply(&self, entries: &[(&str, tar::EntryType, &str)]) -> Result<(), ImageError> {
+            self.apply_with(entries, &mut Budget::new(DEFAULT_MAX_SIZE))
+        }
+        fn apply_with(
+            &self,
+            entries: &[(&str, tar::EntryType, &str)],
+            budget: &mut Budget,
+        ) -> Result<(), ImageError> {
             let mut t = tar::Builder::new(Vec::new());
             for (path, kind, link) in entries {
                 let mut h = tar::Header::new_gnu();
@@ -1053,7 +1148,7 @@ mod tests {
             }
             let blob = self.dir.path().join("layer.tar");
             std::fs::write(&blob, t.into_inner().expect("tar")).expect("write");
-            apply_layer(&blob, &self.root(), "sha256:test")
+            apply_layer(&blob, &self.root(), "sha256:test", budget)
         }
         fn assert_intact(&self) {
             assert!(self.dir.path().join("outside/keep").exists());
@@ -1069,6 +1164,22 @@ mod tests {
     }
 
     use tar::EntryType as T;
+
+    #[test]
+    fn entries_past_the_budget_are_refused_across_layers() {
+        let s = Stage::new();
+        let mut budget = Budget::new(DEFAULT_MAX_SIZE);
+        budget.max_entries = 5;
+        let files: Vec<_> = (0..3).map(|i| format!("f{i}")).collect();
+        let layer: Vec<_> = files.iter().map(|f| (f.as_str(), T::Regular, "")).collect();
+        s.apply_with(&layer, &mut budget).expect("first layer fits");
+        // The budget is the image's, not the layer's: the second layer passes it.
+        let r = s.apply_with(&layer, &mut budget);
+        assert!(
+            matches!(&r, Err(ImageError::TooLarge { what }) if what.contains("more than 5 entries")),
+            "{r:?}"
+        );
+    }
 
     #[test]
     fn a_whiteout_cannot_name_its_directory_or_above() {
