@@ -389,7 +389,7 @@ async fn pull_async(
         .layers()
         .iter()
         .chain(std::iter::once(manifest.config()))
-        .map(|d| d.size().max(0) as u64)
+        .map(|d| d.size())
         .fold(0u64, u64::saturating_add);
     if declared > store.max_size() {
         return Err(RegistryError::Store(ImageError::TooLarge {
