@@ -67,6 +67,14 @@ pub struct ServeConfig {
     /// without end cannot fill serve's state directory. E.g. `"16MiB"`.
     #[serde(default = "default_max_output")]
     pub max_output: airlock_policy::ByteSize,
+    /// Most HTTP connections served at once (webhooks, health, metrics); more wait in the
+    /// kernel's backlog.
+    #[serde(default = "default_http_connections")]
+    pub http_max_connections: usize,
+    /// An HTTP connection on which nothing arrives this long is closed (half-sent requests,
+    /// idle keep-alive), e.g. `"60s"`.
+    #[serde(default = "default_http_idle", with = "humantime_serde_compat")]
+    pub http_idle_timeout: Duration,
 }
 
 /// `[scale_sets]` of serve.toml.
@@ -236,6 +244,12 @@ fn default_data_dir() -> PathBuf {
 }
 fn default_max_body() -> usize {
     1 << 20
+}
+fn default_http_connections() -> usize {
+    256
+}
+fn default_http_idle() -> Duration {
+    Duration::from_secs(60)
 }
 fn default_max_output() -> airlock_policy::ByteSize {
     airlock_policy::ByteSize(16 << 20)

@@ -19,6 +19,7 @@
 pub mod config;
 pub mod github;
 pub mod launcher;
+pub mod listener;
 pub mod manager;
 pub mod metrics;
 pub mod rest;
@@ -35,4 +36,4 @@ pub use manager::{delete_scale_set, list_scale_sets, ScaleSetOptions};
 pub use manager::{Manager, ManagerError};
 pub use manager::{ManagerOptions, ReconcileReport};
 pub use rest::RestGitHub;
-pub use server::{router, serve, serve_with, AppState};
+pub use server::{router, router_with, serve, serve_with, AppState};

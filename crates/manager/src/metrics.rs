@@ -26,7 +26,7 @@ pub struct AlertKind {
 /// Label of webhook outcome series.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Outcome {
-    /// `enqueued`, `duplicate`, `ignored`, `bad_signature`, `too_large`, `bad_payload`.
+    /// `enqueued`, `duplicate`, `ignored`, `bad_signature`, `too_large`, `too_slow`, `bad_payload`.
     pub outcome: String,
 }
 

@@ -34,8 +34,16 @@ pub struct AppState {
 
 /// The router. `max_body` bytes is the largest body read (larger: 413).
 pub fn router(state: AppState, max_body: usize) -> Router {
+    router_with(state, max_body, BODY_TIME)
+}
+
+/// [`router`] whose webhook bodies must arrive within `body_time` (else 408).
+pub fn router_with(state: AppState, max_body: usize, body_time: Duration) -> Router {
     Router::new()
-        .route("/webhook", post(move |s, h, b| webhook(s, h, b, max_body)))
+        .route(
+            "/webhook",
+            post(move |s, h, b| webhook(s, h, b, max_body, body_time)),
+        )
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -49,10 +57,14 @@ pub fn router(state: AppState, max_body: usize) -> Router {
 /// GitHub's own deliveries are at most 25 MB; beyond these bounds the connection is closed.
 const DRAIN_BYTES: u64 = 32 << 20;
 const DRAIN_TIME: Duration = Duration::from_secs(10);
+/// Longest time a webhook body may take to arrive (a trickled body would hold its connection
+/// and task for as long as its sender likes): then 408.
+const BODY_TIME: Duration = Duration::from_secs(30);
 
 /// Why a body was not read.
 enum BodyRefused {
     TooLarge,
+    TooSlow,
     Unreadable(String),
 }
 
@@ -61,7 +73,12 @@ enum BodyRefused {
 /// Hand-written instead of axum's `DefaultBodyLimit` because that one reads (and answers
 /// `100 Continue` to) an announced oversized body before refusing it, and closes the
 /// connection without draining, which loses the 413 (see [`DRAIN_BYTES`]).
-async fn read_body(headers: &HeaderMap, body: Body, max: usize) -> Result<Bytes, BodyRefused> {
+async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    max: usize,
+    body_time: Duration,
+) -> Result<Bytes, BodyRefused> {
     let announced = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -81,8 +98,13 @@ async fn read_body(headers: &HeaderMap, body: Body, max: usize) -> Result<Bytes,
     }
     let mut body = body;
     let mut buf = Vec::with_capacity(announced.map_or(0, |n| n as usize));
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| BodyRefused::Unreadable(e.to_string()))?;
+    let deadline = tokio::time::Instant::now() + body_time;
+    loop {
+        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
+            Err(_) => return Err(BodyRefused::TooSlow),
+            Ok(None) => break,
+            Ok(Some(f)) => f.map_err(|e| BodyRefused::Unreadable(e.to_string()))?,
+        };
         let Ok(data) = frame.into_data() else {
             continue; // trailers
         };
@@ -137,11 +159,12 @@ async fn webhook(
     headers: HeaderMap,
     body: Body,
     max_body: usize,
+    body_time: Duration,
 ) -> Response {
     let m = &s.manager;
     // An oversized body is refused without keeping it; counted like every other outcome. The
     // connection is closed after the 413: what the client still sends is not read.
-    let body = match read_body(&headers, body, max_body).await {
+    let body = match read_body(&headers, body, max_body, body_time).await {
         Ok(b) => b,
         Err(BodyRefused::TooLarge) => {
             m.metrics().webhook("too_large");
@@ -149,6 +172,15 @@ async fn webhook(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 [(header::CONNECTION, "close")],
                 "body too large\n",
+            )
+                .into_response();
+        }
+        Err(BodyRefused::TooSlow) => {
+            m.metrics().webhook("too_slow");
+            return (
+                StatusCode::REQUEST_TIMEOUT,
+                [(header::CONNECTION, "close")],
+                "body too slow\n",
             )
                 .into_response();
         }
@@ -344,6 +376,11 @@ pub async fn serve_with(
             source,
         })?;
     info!("airlock serve listening on {}", config.listen);
+    let listener = crate::listener::BoundedListener::new(
+        listener,
+        config.http_max_connections,
+        config.http_idle_timeout,
+    );
     let m2 = manager.clone();
     let grace = config.shutdown_grace;
     axum::serve(listener, app)

@@ -938,3 +938,109 @@ async fn an_oversized_body_gets_a_413_the_client_can_read() {
     );
     server.abort();
 }
+
+/// serve's listener bounds what its peers cost it: at most `max` connections are served at
+/// once (the next waits in the kernel's backlog until one ends), a connection on which
+/// nothing arrives for the idle time is closed (slowloris, idle keep-alive), and a webhook
+/// body that trickles in is answered 408 once its time is up. Loopback, kernel-chosen port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_listener_bounds_connections_idle_peers_and_slow_bodies() {
+    use airlock_manager::listener::BoundedListener;
+    use std::io::{Read, Write};
+
+    let h = Harness::new(POLICY, 4, Duration::from_millis(1));
+    h.manager.start(Duration::from_secs(3600)).await;
+    let app = airlock_manager::router_with(
+        AppState {
+            manager: h.manager.clone(),
+            secret: Some(Arc::new(Secret::new(SECRET))),
+        },
+        64 * 1024,
+        Duration::from_secs(1),
+    );
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = tcp.local_addr().expect("addr");
+    let listener = BoundedListener::new(tcp, 2, Duration::from_secs(2));
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let result = tokio::task::spawn_blocking(move || {
+        let connect = || {
+            let s = std::net::TcpStream::connect(addr).expect("connect");
+            s.set_read_timeout(Some(Duration::from_secs(10)))
+                .expect("timeout");
+            s
+        };
+        // Two silent peers take both places.
+        let mut silent: Vec<_> = (0..2).map(|_| connect()).collect();
+        std::thread::sleep(Duration::from_millis(200));
+        // A third, with a whole request: not served while they hold the places.
+        let mut third = connect();
+        third
+            .write_all(b"GET /healthz HTTP/1.1\r\nhost: serve\r\nconnection: close\r\n\r\n")
+            .expect("write");
+        third
+            .set_read_timeout(Some(Duration::from_millis(700)))
+            .expect("timeout");
+        let mut b = [0u8; 64];
+        let early = third.read(&mut b);
+        assert!(
+            matches!(&early, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut),
+            "served past the limit: {early:?}"
+        );
+        // The silent ones are closed after the idle time; then the third is answered.
+        let t = std::time::Instant::now();
+        for s in &mut silent {
+            let mut b = [0u8; 1];
+            let r = s.read(&mut b);
+            assert!(matches!(r, Ok(0) | Err(_)), "a silent peer was kept: {r:?}");
+        }
+        let closed_after = t.elapsed();
+        third
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let mut answer = String::new();
+        let _ = third.read_to_string(&mut answer);
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+        // A webhook body announced at 100 bytes, trickled one byte every 300 ms: 408.
+        let mut slow = connect();
+        slow.write_all(
+            b"POST /webhook HTTP/1.1\r\nhost: serve\r\nx-github-event: workflow_job\r\n\
+              x-github-delivery: slow\r\ncontent-length: 100\r\n\r\n",
+        )
+        .expect("write");
+        let t = std::time::Instant::now();
+        let mut answer = Vec::new();
+        slow.set_read_timeout(Some(Duration::from_millis(300)))
+            .expect("timeout");
+        for _ in 0..40 {
+            if slow.write_all(b"x").is_err() {
+                break;
+            }
+            let mut b = [0u8; 256];
+            match slow.read(&mut b) {
+                Ok(0) => break,
+                Ok(n) => {
+                    answer.extend_from_slice(&b[..n]);
+                    break;
+                }
+                Err(_) => {}
+            }
+        }
+        (closed_after, String::from_utf8_lossy(&answer).into_owned(), t.elapsed())
+    })
+    .await
+    .expect("client");
+    let (closed_after, slow_answer, slow_took) = result;
+    assert!(closed_after < Duration::from_secs(8), "{closed_after:?}");
+    assert!(slow_answer.starts_with("HTTP/1.1 408"), "{slow_answer:?}");
+    assert!(slow_took < Duration::from_secs(8), "{slow_took:?}");
+    let (_, m) = h.get("/metrics").await;
+    assert!(
+        m.contains("airlock_serve_webhooks_total{outcome=\"too_slow\"} 1"),
+        "{m}"
+    );
+    assert_eq!(h.manager.store().deliveries().expect("n"), 0);
+    server.abort();
+}
