@@ -649,10 +649,24 @@ impl Runner<'_> {
             let out = self
                 .airlock()
                 .args(["image", "import", "--name", &name])
+                .args(v.max_size.iter().flat_map(|m| ["--max-size", m]))
                 .arg(&layout)
                 .stdin(Stdio::null())
                 .output()
                 .map_err(io("running", &self.opts.airlock_exe))?;
+            if let Some(m) = v.max_size {
+                let staging = std::fs::read_dir(self.scratch.data().join("images/tmp"))
+                    .map_or(0, |d| d.count());
+                if out.status.success() {
+                    through.push(format!("{}: imported past --max-size {m}", v.name));
+                    let _ = self.airlock().args(["image", "rm", &name]).output();
+                } else if staging > 0 {
+                    through.push(format!("{}: refused, but its staging was left", v.name));
+                } else {
+                    notes.push(format!("{}: refused, nothing left", v.name));
+                }
+                continue;
+            }
             if out.status.success() {
                 let linked = walk_inodes(&self.scratch.data().join("images/rootfs").join(&digest))
                     .contains(&secret_ino);

@@ -4,8 +4,10 @@
 //! host file. `airlock image pull` and `image import` unpack layers with the same code; the
 //! drill builds these images on the host side and imports them with the airlock binary under
 //! test (no job runs), then looks at its own bait: a file planted next to it, the bait
-//! deleted, or the bait's inode inside the unpacked image means it got through. Harmless: the
-//! targets are the drill's own bait files in its private directory.
+//! deleted, or the bait's inode inside the unpacked image means it got through. One more image
+//! is bigger than the `--max-size` it is imported with (the host's disk through the store):
+//! accepted, or its staging left behind, means it got through. Harmless: the targets are the
+//! drill's own bait files in its private directory.
 
 use std::path::Path;
 
@@ -46,6 +48,9 @@ pub struct Variant {
     pub name: &'static str,
     /// Its layers, bottom first.
     pub layers: Vec<Vec<u8>>,
+    /// Imported with `--max-size` this: an image bigger than that must be refused, and
+    /// nothing of it left.
+    pub max_size: Option<&'static str>,
 }
 
 fn header(kind: tar::EntryType, size: u64, mode: u32) -> tar::Header {
@@ -98,6 +103,7 @@ pub fn variants(bait_dir: &Path, bait_file: &Path) -> Vec<Variant> {
                 layer(|t| raw_entry(t, "x", Symlink, Some(&dir), b"")),
                 layer(|t| raw_entry(t, "x/planted-abs", Regular, None, b"planted\n")),
             ],
+            max_size: None,
         },
         Variant {
             name: "write through a symlink that climbs out",
@@ -105,6 +111,7 @@ pub fn variants(bait_dir: &Path, bait_file: &Path) -> Vec<Variant> {
                 raw_entry(t, "y", Symlink, Some(&climb), b"");
                 raw_entry(t, "y/planted-climb", Regular, None, b"planted\n");
             })],
+            max_size: None,
         },
         Variant {
             name: "an entry path with ..",
@@ -117,6 +124,7 @@ pub fn variants(bait_dir: &Path, bait_file: &Path) -> Vec<Variant> {
                     b"planted\n",
                 )
             })],
+            max_size: None,
         },
         Variant {
             name: "a whiteout behind a symlink",
@@ -124,10 +132,22 @@ pub fn variants(bait_dir: &Path, bait_file: &Path) -> Vec<Variant> {
                 layer(|t| raw_entry(t, "w", Symlink, Some(&dir), b"")),
                 layer(|t| raw_entry(t, "w/.wh.victim", Regular, None, b"")),
             ],
+            max_size: None,
         },
         Variant {
             name: "a hardlink to a host file",
             layers: vec![layer(|t| raw_entry(t, "h", Link, Some(&file), b""))],
+            max_size: None,
+        },
+        Variant {
+            // The host's disk through the store: more than the image may take (the bound
+            // is across layers; real bombs compress, the bound counts what is unpacked).
+            name: "an image larger than its bound",
+            layers: vec![
+                layer(|t| raw_entry(t, "a", Regular, None, &vec![0u8; 3 << 20])),
+                layer(|t| raw_entry(t, "b", Regular, None, &vec![0u8; 3 << 20])),
+            ],
+            max_size: Some("4MiB"),
         },
     ]
 }
