@@ -960,31 +960,33 @@ fn an_image_larger_than_max_size_is_refused_and_leaves_nothing() {
         }
     };
 
+    // Pushes a one-layer image `t/NAME:1` and pulls it with `--max-size MAX`.
+    let publish_and_pull = |name: &str, layer: Vec<u8>, max: &str| {
+        let layout = w.dir.path().join(name);
+        new_layout(&layout);
+        let dm = write_manifest(&layout, "amd64", &[(GZ, layer)]);
+        write_index_json(&layout, "1", &dm);
+        push(
+            &w,
+            &layout,
+            "1",
+            &format!("{}/t/{name}:1", reg.addr),
+            &plain,
+            false,
+        );
+        let reference = format!("127.0.0.1:5000/t/{name}:1");
+        pull(
+            &w,
+            &[&insecure[..], &["--max-size", max, &reference]].concat(),
+        )
+    };
+
     // The bomb: 8 MiB of zeros in one file, a few kB compressed.
-    let lb = w.dir.path().join("bomb");
-    new_layout(&lb);
     let bomb = gzip(&tar_of(|t| {
         add_file(t, "zeros", &vec![0u8; 8 << 20], 0o644)
     }));
     assert!(bomb.len() < 256 << 10, "{} bytes compressed", bomb.len());
-    let dm = write_manifest(&lb, "amd64", &[(GZ, bomb)]);
-    write_index_json(&lb, "1", &dm);
-    push(
-        &w,
-        &lb,
-        "1",
-        &format!("{}/t/bomb:1", reg.addr),
-        &plain,
-        false,
-    );
-    let o = pull(
-        &w,
-        &[
-            &insecure[..],
-            &["--max-size", "4MiB", "127.0.0.1:5000/t/bomb:1"],
-        ]
-        .concat(),
-    );
+    let o = publish_and_pull("bomb", bomb, "4MiB");
     assert_ne!(o.status.code(), Some(0), "the bomb was unpacked");
     assert!(
         stderr(&o).contains("too large") && stderr(&o).contains("unpacks to more than 4194304"),
@@ -994,8 +996,6 @@ fn an_image_larger_than_max_size_is_refused_and_leaves_nothing() {
     store_is_empty(&w);
 
     // Declared larger than the bound: refused before a blob is fetched.
-    let lr = w.dir.path().join("big");
-    new_layout(&lr);
     let mut noise = vec![0u8; 2 << 20];
     let mut x = 0x9e37_79b9_u32;
     for b in noise.iter_mut() {
@@ -1011,24 +1011,7 @@ fn an_image_larger_than_max_size_is_refused_and_leaves_nothing() {
         std::fs::read_dir(w.data().join("images/blobs/sha256")).map_or(0, |r| r.count())
     };
     let blobs_before = count_blobs(&w);
-    let dm = write_manifest(&lr, "amd64", &[(GZ, big)]);
-    write_index_json(&lr, "1", &dm);
-    push(
-        &w,
-        &lr,
-        "1",
-        &format!("{}/t/big:1", reg.addr),
-        &plain,
-        false,
-    );
-    let o = pull(
-        &w,
-        &[
-            &insecure[..],
-            &["--max-size", "1MiB", "127.0.0.1:5000/t/big:1"],
-        ]
-        .concat(),
-    );
+    let o = publish_and_pull("big", big, "1MiB");
     assert_ne!(o.status.code(), Some(0), "the big image was pulled");
     assert!(stderr(&o).contains("its blobs are"), "{}", stderr(&o));
     store_is_empty(&w);

@@ -1491,23 +1491,20 @@ mod tests {
     #[test]
     fn a_record_flood_is_judged_by_the_jobs_audit_volume() {
         let a = attack::find("record-flood").expect("attack");
-        let mut r = run(
-            Some(("record-flood", false)),
-            exited(0),
-            Some(&["record-flood"]),
-            vec![],
-        );
-        r.audit_records = Some(3_000);
-        let row = judge(a, &[r], None, 1);
+        let judged = |records: Option<u64>, report_bytes: Option<u64>| {
+            let mut r = run(
+                Some(("record-flood", false)),
+                exited(0),
+                Some(&["record-flood"]),
+                vec![],
+            );
+            r.audit_records = records;
+            r.report_bytes = report_bytes;
+            judge(a, &[r], None, 1)
+        };
+        let row = judged(Some(3_000), None);
         assert!(row.passed, "{row:?}");
-        let mut r = run(
-            Some(("record-flood", false)),
-            exited(0),
-            Some(&["record-flood"]),
-            vec![],
-        );
-        r.audit_records = Some(600_000);
-        let row = judge(a, &[r], None, 1);
+        let row = judged(Some(600_000), None);
         assert_eq!(row.observed, Observed::Succeeded, "{row:?}");
         assert!(
             row.evidence.contains("600000 audit records"),
@@ -1518,15 +1515,7 @@ mod tests {
         let row = judge(a, &[r], None, 1);
         assert!(!row.passed, "uncounted is not blocked: {row:?}");
         // Few records, but a report grown by what each record kept: got through.
-        let mut r = run(
-            Some(("record-flood", false)),
-            exited(0),
-            Some(&["record-flood"]),
-            vec![],
-        );
-        r.audit_records = Some(3_000);
-        r.report_bytes = Some(80 << 20);
-        let row = judge(a, &[r], None, 1);
+        let row = judged(Some(3_000), Some(80 << 20));
         assert_eq!(row.observed, Observed::Succeeded, "{row:?}");
         assert!(
             row.evidence.contains("report is 83886080 bytes"),

@@ -164,25 +164,22 @@ async fn webhook(
     let m = &s.manager;
     // An oversized body is refused without keeping it; counted like every other outcome. The
     // connection is closed after the 413: what the client still sends is not read.
+    // Refused before the body was all read: the connection is closed after the answer.
+    let closing = |outcome: &str, status: StatusCode, text: &'static str| {
+        m.metrics().webhook(outcome);
+        (status, [(header::CONNECTION, "close")], text).into_response()
+    };
     let body = match read_body(&headers, body, max_body, body_time).await {
         Ok(b) => b,
         Err(BodyRefused::TooLarge) => {
-            m.metrics().webhook("too_large");
-            return (
+            return closing(
+                "too_large",
                 StatusCode::PAYLOAD_TOO_LARGE,
-                [(header::CONNECTION, "close")],
                 "body too large\n",
             )
-                .into_response();
         }
         Err(BodyRefused::TooSlow) => {
-            m.metrics().webhook("too_slow");
-            return (
-                StatusCode::REQUEST_TIMEOUT,
-                [(header::CONNECTION, "close")],
-                "body too slow\n",
-            )
-                .into_response();
+            return closing("too_slow", StatusCode::REQUEST_TIMEOUT, "body too slow\n")
         }
         Err(BodyRefused::Unreadable(e)) => {
             m.metrics().webhook("bad_payload");
