@@ -1627,21 +1627,26 @@ fn open_files(pid: u32) -> usize {
 /// A job that floods its gateway with connections (1,600 held open, never a request) costs
 /// airlock at most `limits.connections` of them: the rest are reset at once and recorded as
 /// over the limit, and airlock's own open files stay bounded while the job holds them. airlock
-/// raises its soft open-file limit when the group needs it, and refuses the job (before it
-/// runs) when even its hard limit is too low.
+/// raises its soft open-file limit when the group needs it, holds fewer connections when its
+/// hard limit cannot carry the group's, and refuses the job (before it runs) when it cannot
+/// carry even the fewest.
 #[test]
 fn a_connection_flood_costs_airlock_a_bounded_number_of_files() {
     need_root!();
     let net = world();
     let p = net.w.policy(
         r#"version = 1
+default_group = "flood"
 [groups.flood]
 egress = { domains = ["allowed.test"], resolver = "198.51.100.53" }
 limits = { connections = 64, pids = 512 }
+[groups.wide]
+egress = { domains = ["allowed.test"], resolver = "198.51.100.53" }
+limits = { connections = 4096 }
 "#,
     );
     let report = net.w.dir.path().join("flood.json");
-    let run = |prlimit: &str, script: &str| {
+    let run = |group: &str, prlimit: &str, script: &str| {
         let mut argv = vec!["prlimit", prlimit, "--"];
         let bin = airlock_bin();
         argv.push(&bin);
@@ -1651,7 +1656,7 @@ limits = { connections = 64, pids = 512 }
             .env_remove("AIRLOCK_POLICY")
             .args(["run", "-q", "-p"])
             .arg(&p)
-            .args(["-g", "flood", "-w"])
+            .args(["-g", group, "-w"])
             .arg(net.w.ws())
             .arg("--report")
             .arg(&report)
@@ -1660,30 +1665,53 @@ limits = { connections = 64, pids = 512 }
             .stderr(Stdio::piped());
         c.spawn().expect("spawn")
     };
-    // Too low a hard limit for 64 connections (2 × 64 + 1,280 files): refused, nothing ran.
-    let o = run("--nofile=1024:1100", "echo ran")
+    // Too low a hard limit for even the fewest connections a gateway runs with: refused,
+    // nothing ran.
+    let o = run("flood", "--nofile=700:700", "echo ran")
         .wait_with_output()
         .expect("run");
     assert!(!o.status.success());
     assert!(!stdout(&o).contains("ran"), "{}", stdout(&o));
     assert!(
-        stderr(&o).contains("limits.connections = 64") && stderr(&o).contains("hard 1100"),
+        stderr(&o).contains("too low for its egress gateway") && stderr(&o).contains("hard 700"),
         "{}",
         stderr(&o)
     );
     net.w.assert_clean();
-    // A soft limit below the need and a hard one above it: raised, and the flood is bounded.
+    // A hard limit too low for the group's 4,096 but enough for 640: the gateway holds
+    // 640 (stricter for the job, never airlock out of files), and says so.
+    let o = run("wide", "--nofile=1024:2048", "echo ran")
+        .wait_with_output()
+        .expect("run");
+    assert!(stdout(&o).contains("ran"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("holds at most 640 connections"),
+        "{}",
+        stderr(&o)
+    );
+    net.w.assert_clean();
+    // A soft limit below the need (2 × 64 + 768) and a hard one above it: raised, and the
+    // flood is bounded.
     let flood = "for p in $(seq 1 8); do ( n=0; for i in $(seq 1 200); do \
                  exec {fd}<>/dev/tcp/198.51.100.10/80 2>/dev/null && n=$((n+1)); done; \
                  echo \"opened $n\"; sleep 6 ) & done; wait; echo flooded";
-    let mut child = run("--nofile=1024:8192", flood);
+    let mut child = run("flood", "--nofile=512:8192", flood);
     let pid = child.id();
     let mut peak = 0;
+    let mut raised = false;
     // nsenter execs airlock in place: the child's pid is airlock's.
     while child.try_wait().expect("wait").is_none() {
         peak = peak.max(open_files(pid));
+        raised |= std::fs::read_to_string(format!("/proc/{pid}/limits"))
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.starts_with("Max open files") && l.contains(" 896 "));
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
+    assert!(
+        raised,
+        "airlock's soft open-file limit was not raised to 896"
+    );
     let o = child.wait_with_output().expect("output");
     let out = stdout(&o);
     assert!(out.contains("flooded"), "{out}\n{}", stderr(&o));

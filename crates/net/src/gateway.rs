@@ -48,8 +48,13 @@ const MAX_HEAD: usize = 16 * 1024;
 pub const DNS_IN_FLIGHT: usize = 256;
 
 /// Open files airlock keeps for everything but the gateway's connections (the audit log,
-/// the exec listener, the helper, the runtime): the headroom [`fd_budget`] asks for.
-const FD_RESERVE: u64 = 1024;
+/// the exec listener, the helper, the runtime; under 100 in practice): the headroom
+/// [`fd_budget`] asks for.
+const FD_RESERVE: u64 = 512;
+
+/// The fewest connections a gateway is worth running with when airlock's open-file limit is
+/// too low for the group's `limits.connections`: below it the job is refused.
+const MIN_CONNECTIONS: usize = 64;
 
 /// Longest name a record keeps (a host name is at most 253 bytes; anything longer was never
 /// one), and longest reason.
@@ -66,31 +71,44 @@ pub fn fd_need(max_connections: usize) -> u64 {
     2 * max_connections as u64 + DNS_IN_FLIGHT as u64 + FD_RESERVE
 }
 
-/// Makes sure this process may open the files a gateway of `max_connections` may need:
-/// raises the soft `RLIMIT_NOFILE` up to the hard limit if it has to (what a server does at
-/// start), and refuses if even the hard limit is too low. Fail closed: a gateway that would
-/// run out of open files takes airlock's own records and the job's other connections with it.
-pub fn fd_budget(max_connections: usize) -> Result<(), NetError> {
+/// Makes sure this process may open the files a gateway needs, and returns how many
+/// connections it may hold: raises the soft `RLIMIT_NOFILE` to the hard limit if it has to
+/// (what a server does at start). If even the hard limit is too low for `max_connections`,
+/// the gateway holds fewer (what fits, said in a warning): stricter for the job, never a
+/// gateway that runs airlock out of files. Below [`MIN_CONNECTIONS`] the job is refused.
+pub fn fd_budget(max_connections: usize) -> Result<usize, NetError> {
     use nix::sys::resource::{getrlimit, setrlimit, Resource};
     let need = fd_need(max_connections);
     let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)
         .map_err(|e| NetError::Config(format!("reading airlock's open-file limit: {e}")))?;
     if soft >= need {
-        return Ok(());
+        return Ok(max_connections);
     }
-    if hard < need {
+    let fits = hard.saturating_sub(DNS_IN_FLIGHT as u64 + FD_RESERVE) / 2;
+    if fits < MIN_CONNECTIONS as u64 {
         return Err(NetError::Config(format!(
-            "airlock's open-file limit (hard {hard}) is too low for the group's \
-             limits.connections = {max_connections}: the gateway may need {need}; raise \
-             airlock's limit (LimitNOFILE= in its systemd unit, `ulimit -Hn`) or lower \
-             limits.connections"
+            "airlock's open-file limit (hard {hard}) is too low for its egress gateway: \
+             {need} are needed for the group's limits.connections = {max_connections}, and \
+             {} for the fewest it runs with ({MIN_CONNECTIONS}); raise airlock's limit \
+             (LimitNOFILE= in its systemd unit, `ulimit -Hn`)",
+            fd_need(MIN_CONNECTIONS)
         )));
     }
-    setrlimit(Resource::RLIMIT_NOFILE, hard, hard).map_err(|e| {
+    let raised = hard.min(need);
+    setrlimit(Resource::RLIMIT_NOFILE, raised.max(soft), hard).map_err(|e| {
         NetError::Config(format!(
-            "raising airlock's open-file limit from {soft} to {hard} for the gateway: {e}"
+            "raising airlock's open-file limit from {soft} to {raised} for the gateway: {e}"
         ))
-    })
+    })?;
+    if (fits as usize) < max_connections {
+        tracing::warn!(
+            "the egress gateway holds at most {fits} connections, not the group's \
+             limits.connections = {max_connections}: airlock's open-file limit is {hard} (it \
+             needs {need}; raise LimitNOFILE= or `ulimit -Hn`)"
+        );
+        return Ok(fits as usize);
+    }
+    Ok(max_connections)
 }
 
 /// What the gateway of one job needs.
@@ -274,14 +292,14 @@ impl Gateway {
     /// of its own. The sockets are bound on ports the kernel picks on the job's gateway
     /// address, never on the ports a job dials (a host service on 0.0.0.0 of those would make
     /// the bind fail): the firewall redirects the job's ports to [`Gateway::ports`].
-    pub fn start(cfg: GatewayConfig) -> Result<Self, NetError> {
+    pub fn start(mut cfg: GatewayConfig) -> Result<Self, NetError> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("airlock-gateway")
             .enable_all()
             .build()
             .map_err(NetError::gateway("starting its runtime"))?;
-        fd_budget(cfg.max_connections)?;
+        cfg.max_connections = fd_budget(cfg.max_connections)?;
         let records: Records = Arc::default();
         let ctx = Arc::new(Ctx::new(cfg.clone(), records.clone()));
         let any = SocketAddr::V4(SocketAddrV4::new(cfg.bind, 0));
@@ -409,7 +427,7 @@ async fn accept_loop(ctx: Arc<Ctx>, l: TcpListener, kind: Kind) {
                 dialled.map_or(port, |d| d.port()),
                 dialled,
                 format!(
-                    "too many connections at once: the group's limits.connections is {}",
+                    "too many connections at once: at most {} (limits.connections)",
                     ctx.cfg.max_connections
                 ),
             );
@@ -615,7 +633,9 @@ mod tests {
             records
                 .iter()
                 .filter(|r| r.flags.iter().any(|f| f == OVER_LIMIT_FLAG))
-                .all(|r| r.allowed_but_failed && r.reason.contains("limits.connections is 8")),
+                .all(
+                    |r| r.allowed_but_failed && r.reason.contains("at most 8 (limits.connections)")
+                ),
             "{records:#?}"
         );
     }
