@@ -1289,6 +1289,14 @@ fn failed_runners_are_failed_with_their_reason_and_a_drain_answers_503() {
         let d = e.w.state().join("serve").join(kept);
         assert!(!d.exists(), "{} outlived state_retention", d.display());
     }
+    // And serve says what it removed.
+    let log = e.log();
+    assert!(
+        log.lines().any(|l| l.contains("removed 2 work directories")
+            && l.contains("gh-301")
+            && l.contains("gh-302")),
+        "{log}"
+    );
     e.stop_serve();
 }
 

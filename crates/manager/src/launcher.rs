@@ -816,12 +816,26 @@ impl Launcher for ProcessLauncher {
                 .chain(pool.making.iter().cloned())
                 .collect()
         };
-        sweep_work_dir(
+        let swept = sweep_work_dir(
             &self.work_dir,
             &live,
             self.keep_output,
             std::time::SystemTime::now(),
         );
+        if !swept.is_empty() {
+            // Names serve made itself (runner and primed keys); escaped all the same.
+            let names: Vec<String> = swept
+                .iter()
+                .filter_map(|p| p.file_name())
+                .map(|n| airlock_text::escape(&n.to_string_lossy()).into_owned())
+                .collect();
+            tracing::info!(
+                "removed {} work directories from {}: {}",
+                names.len(),
+                self.work_dir.display(),
+                names.join(", ")
+            );
+        }
         Ok(r.removed)
     }
 }
