@@ -28,6 +28,16 @@ fn pull(w: &World, args: &[&str]) -> Output {
         .expect("pull")
 }
 
+/// `airlock run -q -p POLICY -- /bin/sh -c SCRIPT` in the world.
+fn run_sh(w: &World, policy: &Path, script: &str) -> Output {
+    w.cmd()
+        .args(["run", "-q", "-p"])
+        .arg(policy)
+        .args(["--", "/bin/sh", "-c", script])
+        .output()
+        .expect("run")
+}
+
 fn pulled(o: &Output) -> serde_json::Value {
     assert_eq!(o.status.code(), Some(0), "{}", stderr(o));
     serde_json::from_slice(&o.stdout).expect("json")
@@ -105,13 +115,7 @@ fn pull_verifies_shares_blobs_and_runs_a_job() {
     let policy = w.policy(
         "version = 1\n[groups.default]\nrootfs = { image = \"127.0.0.1:5000/t/tiny:1\" }\n",
     );
-    let o = w
-        .cmd()
-        .args(["run", "-q", "-p"])
-        .arg(&policy)
-        .args(["--", "/bin/sh", "-c", "read m < /marker; echo \"$m\""])
-        .output()
-        .expect("run");
+    let o = run_sh(&w, &policy, "read m < /marker; echo \"$m\"");
     assert_eq!(stdout(&o).trim(), "from-the-registry", "{}", stderr(&o));
 
     // A second tag sharing the dash layer fetches only what is new.
@@ -581,14 +585,7 @@ fn a_pinned_policy_pulls_on_first_use_and_a_moved_tag_changes_nothing() {
         .expect("check");
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(!stderr(&o).contains("warning"), "{}", stderr(&o));
-    let job = |w: &World| {
-        w.cmd()
-            .args(["run", "-q", "-p"])
-            .arg(&policy)
-            .args(["--", "/bin/sh", "-c", "read m < /marker; echo \"$m\""])
-            .output()
-            .expect("run")
-    };
+    let job = |w: &World| run_sh(w, &policy, "read m < /marker; echo \"$m\"");
     let o = job(&w);
     assert_eq!(stdout(&o).trim(), "first", "{}", stderr(&o));
 
@@ -626,13 +623,7 @@ fn a_pinned_policy_pulls_on_first_use_and_a_moved_tag_changes_nothing() {
     let gone = w.policy(
         "version = 1\n[images]\ninsecure = [\"127.0.0.1:5999\"]\n[groups.default]\nrootfs = { image = \"127.0.0.1:5999/t/none:1\" }\n",
     );
-    let o = w
-        .cmd()
-        .args(["run", "-q", "-p"])
-        .arg(&gone)
-        .args(["--", "/bin/sh", "-c", "echo ran"])
-        .output()
-        .expect("run");
+    let o = run_sh(&w, &gone, "echo ran");
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(!stdout(&o).contains("ran"));
     assert!(
@@ -815,13 +806,7 @@ fn signatures_are_verified_with_the_policy_key() {
     let policy = w2.policy(&format!(
         "version = 1\n[images]\ninsecure = [\"127.0.0.1:5000\"]\nverify = {{ key = \"{pub_arg}\" }}\n[groups.default]\nrootfs = {{ image = \"127.0.0.1:5000/t/signed:1@{digest}\" }}\n"
     ));
-    let o = w2
-        .cmd()
-        .args(["run", "-q", "-p"])
-        .arg(&policy)
-        .args(["--", "/bin/sh", "-c", "read m < /marker; echo \"$m\""])
-        .output()
-        .expect("run");
+    let o = run_sh(&w2, &policy, "read m < /marker; echo \"$m\"");
     assert_eq!(stdout(&o).trim(), "signed", "{}", stderr(&o));
     let keyless = w2.policy(
         "version = 1\n[images]\nverify = { issuer = \"https://token.actions.githubusercontent.com\", identity = \"x\" }\n[groups.default]\n",
@@ -875,13 +860,7 @@ fn ls_shows_use_and_gc_removes_only_unused_pulled_images() {
     assert!(o.status.success(), "{}", stderr(&o));
     let policy =
         w.policy("version = 1\n[groups.default]\nrootfs = { image = \"127.0.0.1:5000/t/gc:1\" }\n");
-    let o = w
-        .cmd()
-        .args(["run", "-q", "-p"])
-        .arg(&policy)
-        .args(["--", "/bin/sh", "-c", "exit 0"])
-        .output()
-        .expect("run");
+    let o = run_sh(&w, &policy, "exit 0");
     assert!(o.status.success(), "{}", stderr(&o));
     let o = w
         .cmd()
@@ -928,13 +907,7 @@ fn ls_shows_use_and_gc_removes_only_unused_pulled_images() {
     assert_eq!(image_names(&w), ["local:1"]);
     // The imported image still runs (its blobs and rootfs were kept).
     let local = w.policy("version = 1\n[groups.default]\nrootfs = { image = \"local:1\" }\n");
-    let o = w
-        .cmd()
-        .args(["run", "-q", "-p"])
-        .arg(&local)
-        .args(["--", "/bin/sh", "-c", "read m < /marker; echo \"$m\""])
-        .output()
-        .expect("run");
+    let o = run_sh(&w, &local, "read m < /marker; echo \"$m\"");
     assert_eq!(stdout(&o).trim(), "gc", "{}", stderr(&o));
     w.assert_clean();
 }
@@ -1021,13 +994,7 @@ fn an_image_larger_than_max_size_is_refused_and_leaves_nothing() {
     let policy = w.policy(
         "version = 1\n[images]\ninsecure = [\"127.0.0.1:5000\"]\nmax_size = \"4MiB\"\n[groups.default]\nrootfs = { image = \"127.0.0.1:5000/t/bomb:1\" }\nrequire_digest = false\n",
     );
-    let o = w
-        .cmd()
-        .args(["run", "-q", "-p"])
-        .arg(&policy)
-        .args(["--", "/bin/sh", "-c", "echo ran"])
-        .output()
-        .expect("run");
+    let o = run_sh(&w, &policy, "echo ran");
     assert_ne!(o.status.code(), Some(0));
     assert!(!stdout(&o).contains("ran"));
     assert!(stderr(&o).contains("too large"), "{}", stderr(&o));

@@ -302,6 +302,11 @@ impl ServeConfig {
         if c.max_concurrency == 0 {
             return Err(invalid("max_concurrency must be at least 1".into()));
         }
+        if c.http_max_connections == 0 || c.http_idle_timeout.is_zero() {
+            return Err(invalid(
+                "http_max_connections and http_idle_timeout must be more than 0".into(),
+            ));
+        }
         if c.runner_prefix.len() < 3 {
             return Err(invalid(
                 "runner_prefix must be at least 3 characters: it is how airlock recognises its own runners".into(),
@@ -403,6 +408,17 @@ token = { file = "/etc/airlock/pat" }
         )
         .expect_err("inline secret refused");
         assert!(e.to_string().contains("serve.toml"), "{e}");
+        // The listener's bounds cannot be switched off.
+        for bad in ["http_max_connections = 0", "http_idle_timeout = \"0s\""] {
+            let e = ServeConfig::parse(
+                &format!(
+                    "policy = \"p\"\n{bad}\n[github]\norg = \"o\"\ntoken = {{ env = \"T\" }}\n"
+                ),
+                Path::new("serve.toml"),
+            )
+            .expect_err(bad);
+            assert!(e.to_string().contains("more than 0"), "{bad}: {e}");
+        }
     }
 
     #[test]

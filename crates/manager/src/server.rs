@@ -162,9 +162,8 @@ async fn webhook(
     body_time: Duration,
 ) -> Response {
     let m = &s.manager;
-    // An oversized body is refused without keeping it; counted like every other outcome. The
-    // connection is closed after the 413: what the client still sends is not read.
-    // Refused before the body was all read: the connection is closed after the answer.
+    // A body refused before it was all read (too large, too slow) is not kept; the answer
+    // closes the connection. Counted like every other outcome.
     let closing = |outcome: &str, status: StatusCode, text: &'static str| {
         m.metrics().webhook(outcome);
         (status, [(header::CONNECTION, "close")], text).into_response()

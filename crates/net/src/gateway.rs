@@ -10,7 +10,7 @@
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use airlock_policy::{EgressMode, EgressRules, Proto};
 use tokio::net::{TcpListener, UdpSocket};
@@ -136,7 +136,7 @@ struct Ctx {
     /// One permit per DNS query over UDP being answered.
     dns: Arc<tokio::sync::Semaphore>,
     /// Answers the proxies resolved, until their TTL (at most [`CACHE_MAX_TTL`]) runs out.
-    cache: Mutex<std::collections::HashMap<String, (Instant, Vec<Ipv4Addr>)>>,
+    cache: Mutex<dns::Cache>,
 }
 
 /// Longest time a resolved address is reused by the proxies, whatever the TTL says: short, so
@@ -293,13 +293,13 @@ impl Gateway {
     /// address, never on the ports a job dials (a host service on 0.0.0.0 of those would make
     /// the bind fail): the firewall redirects the job's ports to [`Gateway::ports`].
     pub fn start(mut cfg: GatewayConfig) -> Result<Self, NetError> {
+        cfg.max_connections = fd_budget(cfg.max_connections)?;
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("airlock-gateway")
             .enable_all()
             .build()
             .map_err(NetError::gateway("starting its runtime"))?;
-        cfg.max_connections = fd_budget(cfg.max_connections)?;
         let records: Records = Arc::default();
         let ctx = Arc::new(Ctx::new(cfg.clone(), records.clone()));
         let any = SocketAddr::V4(SocketAddrV4::new(cfg.bind, 0));
@@ -452,6 +452,35 @@ async fn accept_loop(ctx: Arc<Ctx>, l: TcpListener, kind: Kind) {
 mod tests {
     use super::*;
 
+    /// A gateway's settings on loopback, its pool's leases in `dir`.
+    fn config(
+        rules: EgressRules,
+        upstream: SocketAddr,
+        max_connections: usize,
+        dir: &std::path::Path,
+    ) -> GatewayConfig {
+        GatewayConfig {
+            job: "j".into(),
+            bind: Ipv4Addr::LOCALHOST,
+            rules,
+            upstream,
+            pool: crate::Pool::new("10.213.0.0/16", dir.to_owned()).expect("pool"),
+            max_connections,
+        }
+    }
+
+    fn block(domains: &[&str]) -> EgressRules {
+        EgressRules {
+            mode: EgressMode::Block,
+            domains: domains
+                .iter()
+                .map(|d| airlock_policy::DomainPattern::parse(d).expect("domain"))
+                .collect(),
+            allow: vec![],
+            resolver: None,
+        }
+    }
+
     #[test]
     fn tunnelling_names_are_flagged() {
         assert!(!tunnelling_suspect("registry.npmjs.org"));
@@ -477,14 +506,12 @@ mod tests {
             resolver: None,
         };
         let ctx = Ctx::new(
-            GatewayConfig {
-                job: "j".into(),
-                bind: Ipv4Addr::LOCALHOST,
+            config(
                 rules,
-                upstream: SocketAddr::from((Ipv4Addr::LOCALHOST, 53)),
-                pool: crate::Pool::new("10.213.0.0/16", dir.path().to_owned()).expect("pool"),
-                max_connections: 8,
-            },
+                SocketAddr::from((Ipv4Addr::LOCALHOST, 53)),
+                8,
+                dir.path(),
+            ),
             Arc::default(),
         );
         // The gateway and the detector read one table: the names the detector alerts on are
@@ -508,19 +535,12 @@ mod tests {
     fn a_record_keeps_a_bounded_part_of_what_the_job_sent() {
         let dir = tempfile::tempdir().expect("tempdir");
         let ctx = Ctx::new(
-            GatewayConfig {
-                job: "j".into(),
-                bind: Ipv4Addr::LOCALHOST,
-                rules: EgressRules {
-                    mode: EgressMode::Block,
-                    domains: vec![],
-                    allow: vec![],
-                    resolver: None,
-                },
-                upstream: SocketAddr::from((Ipv4Addr::LOCALHOST, 53)),
-                pool: crate::Pool::new("10.213.0.0/16", dir.path().to_owned()).expect("pool"),
-                max_connections: 8,
-            },
+            config(
+                block(&[]),
+                SocketAddr::from((Ipv4Addr::LOCALHOST, 53)),
+                8,
+                dir.path(),
+            ),
             Arc::default(),
         );
         let long = "a".repeat(16 * 1024);
@@ -549,15 +569,7 @@ mod tests {
         max: usize,
     ) -> (Gateway, tempfile::TempDir) {
         let dir = tempfile::tempdir().expect("tempdir");
-        let g = Gateway::start(GatewayConfig {
-            job: "flood".into(),
-            bind: Ipv4Addr::LOCALHOST,
-            rules,
-            upstream,
-            pool: crate::Pool::new("10.213.0.0/16", dir.path().to_owned()).expect("pool"),
-            max_connections: max,
-        })
-        .expect("gateway");
+        let g = Gateway::start(config(rules, upstream, max, dir.path())).expect("gateway");
         (g, dir)
     }
 
@@ -584,13 +596,7 @@ mod tests {
     /// bounded, and a freed place is used again. Loopback only, on ports the kernel chose.
     #[test]
     fn connections_beyond_the_limit_are_reset_at_once() {
-        let rules = EgressRules {
-            mode: EgressMode::Block,
-            domains: vec![],
-            allow: vec![],
-            resolver: None,
-        };
-        let (g, _dir) = loopback_gateway(rules, SocketAddr::from((Ipv4Addr::LOCALHOST, 9)), 8);
+        let (g, _dir) = loopback_gateway(block(&[]), SocketAddr::from((Ipv4Addr::LOCALHOST, 9)), 8);
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, g.ports().http));
         let mut open: Vec<_> = (0..8)
             .map(|_| std::net::TcpStream::connect(addr).expect("connect"))
@@ -647,13 +653,7 @@ mod tests {
         // An upstream that takes queries and never answers.
         let silent = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
         let upstream = silent.local_addr().expect("addr");
-        let rules = EgressRules {
-            mode: EgressMode::Block,
-            domains: vec![airlock_policy::DomainPattern::parse("allowed.test").expect("domain")],
-            allow: vec![],
-            resolver: None,
-        };
-        let (g, _dir) = loopback_gateway(rules, upstream, 8);
+        let (g, _dir) = loopback_gateway(block(&["allowed.test"]), upstream, 8);
         let to = SocketAddr::from((Ipv4Addr::LOCALHOST, g.ports().dns_udp));
         let c = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
         let mut m = hickory_proto::op::Message::new();

@@ -537,12 +537,11 @@ async fn verify_signature(
     )))
 }
 
-/// Writes a blob's chunks to its file as they arrive. A plain file write does not block
-/// long, and going through tokio's blocking pool for every chunk (what `tokio::fs::File`
-/// does) cost more than the write itself.
-/// Writes a blob to its partial file, refusing a byte past the size its descriptor declared:
-/// a registry that streams more would otherwise fill the disk before the digest check at the
-/// end could refuse the blob.
+/// Writes a blob's chunks to its partial file as they arrive, refusing a byte past the size
+/// its descriptor declared (a registry that streams more would otherwise fill the disk before
+/// the digest check at the end refuses the blob). A plain file write does not block long, and
+/// going through tokio's blocking pool for every chunk (what `tokio::fs::File` does) cost
+/// more than the write itself.
 struct SyncWriter {
     file: std::fs::File,
     left: u64,

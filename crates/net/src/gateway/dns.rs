@@ -434,7 +434,8 @@ pub(super) async fn resolve_cached(ctx: &Ctx, name: &str) -> Result<Vec<Ipv4Addr
 /// process and must not grow with them.
 pub(super) const CACHE_MAX_NAMES: usize = 4096;
 
-type Cache = std::collections::HashMap<String, (Instant, Vec<Ipv4Addr>)>;
+/// The proxies' resolved names: addresses and until when they may be used.
+pub(super) type Cache = std::collections::HashMap<String, (Instant, Vec<Ipv4Addr>)>;
 
 /// Inserts into the cache, keeping it at most [`CACHE_MAX_NAMES`]: expired entries go first;
 /// if every entry is still fresh, the new name is simply not cached (it is resolved again
