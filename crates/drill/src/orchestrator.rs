@@ -346,33 +346,146 @@ struct JobRun {
     /// The most open files its `airlock run` had while it ran, and the bound the group's
     /// `limits.connections` gives (counted for attacks on the gateway).
     airlock_files: Option<(usize, u64)>,
+    /// The flows the job's gateway took in (counted for attacks on the gateway).
+    gateway_flows: Option<GatewayFlows>,
 }
 
-/// Runs `cmd` to its end, its output captured, counting the open files of its process every
-/// 20 ms; returns the output and the most it had.
-fn run_counting_files(mut cmd: Command) -> std::io::Result<(std::process::Output, usize)> {
-    let child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
-    let fd_dir = PathBuf::from(format!("/proc/{}/fd", child.id()));
+/// What a job's gateway took in, against what the group's `limits.flow_rate` allows over the
+/// job's run.
+#[derive(Debug, Clone, Copy)]
+struct GatewayFlows {
+    /// Connections accepted and DNS queries read: the sum of the counts of its records.
+    taken: u64,
+    /// Twice `flow_rate` (a burst) plus `flow_rate` a second of the run.
+    bound: u64,
+    /// The churn's DNS queries answered (each recorded as it is answered, so its records'
+    /// times are when it was taken in), and the bound over the time they span: tighter than
+    /// the run's, which a gateway without a rate could stay under on a slow machine.
+    churn: (u64, u64),
+    /// CPU time of the gateway's threads, as last seen.
+    cpu: Duration,
+}
+
+impl GatewayFlows {
+    /// From the job's records and the run's wall time.
+    fn of(report: &JobReport, flow_rate: u32, run: Duration) -> Self {
+        let flows = || {
+            report
+                .egress
+                .iter()
+                .filter(|r| matches!(r.kind.as_str(), "dns" | "http" | "https" | "connect"))
+                .filter(|r| !r.reason.contains("(limits.flow_rate)"))
+        };
+        let rate = f64::from(flow_rate);
+        let bound = |secs: f64| (2.0 * rate + rate * secs).ceil() as u64;
+        let churn: Vec<_> = flows()
+            .filter(|r| r.name.as_deref() == Some(crate::attack::gateway_flood::CHURN_NAME))
+            .collect();
+        let first = churn.iter().map(|r| r.time_ms).min().unwrap_or(0);
+        let last = churn
+            .iter()
+            .map(|r| r.time_ms.max(r.last_ms))
+            .max()
+            .unwrap_or(0);
+        // (+100 ms: a record's time is taken a moment after the query.)
+        let span = (last.saturating_sub(first) as f64 + 100.0) / 1000.0;
+        Self {
+            taken: flows().map(|r| r.count).sum(),
+            bound: bound(run.as_secs_f64()),
+            churn: (churn.iter().map(|r| r.count).sum(), bound(span)),
+            cpu: Duration::ZERO,
+        }
+    }
+}
+
+/// What [`run_sampled`] saw of a running `airlock run`.
+#[derive(Debug, Default, Clone, Copy)]
+struct Sampled {
+    /// The most open files it had at once.
+    files: usize,
+    /// The CPU time of its gateway's threads when last seen (they end before it does).
+    gateway_cpu: Duration,
+}
+
+/// CPU time of the threads of `pid` named after the gateway (`airlock-gateway`, cut to the
+/// kernel's 15 characters), from `/proc/PID/task/*/stat`.
+fn gateway_cpu(pid: u32) -> Duration {
+    let tick = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .filter(|t| *t > 0)
+        .unwrap_or(100) as u64;
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Duration::ZERO;
+    };
+    let mut ticks = 0u64;
+    for t in tasks.flatten() {
+        let Ok(stat) = std::fs::read_to_string(t.path().join("stat")) else {
+            continue;
+        };
+        // `pid (comm) state …`: comm may hold anything, so fields count from its last `)`.
+        let Some((head, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        if !head.contains("(airlock-gatewa") {
+            continue;
+        }
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        // utime and stime: fields 14 and 15 of stat, 12 and 13 after the comm.
+        let n = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        ticks += n(11) + n(12);
+    }
+    Duration::from_millis(ticks * 1000 / tick)
+}
+
+/// Runs `cmd` to its end, its output captured, sampling its process every 20 ms: its open
+/// files and its gateway's CPU time.
+fn run_sampled(mut cmd: Command) -> std::io::Result<(std::process::Output, Sampled)> {
+    use std::io::Read;
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
+    let pid = child.id();
+    let fd_dir = PathBuf::from(format!("/proc/{pid}/fd"));
     let done = Arc::new(AtomicBool::new(false));
     let sampler = {
         let done = done.clone();
         std::thread::spawn(move || {
-            let mut peak = 0;
+            let mut s = Sampled::default();
             while !done.load(std::sync::atomic::Ordering::Relaxed) {
                 if let Ok(d) = std::fs::read_dir(&fd_dir) {
-                    peak = peak.max(d.count());
+                    s.files = s.files.max(d.count());
                 }
+                s.gateway_cpu = s.gateway_cpu.max(gateway_cpu(pid));
                 std::thread::sleep(Duration::from_millis(20));
             }
-            peak
+            s
         })
     };
-    // The child is not reaped until its output is complete, so its pid (and `/proc` entry)
-    // stays its own while the sampler reads it.
-    let out = child.wait_with_output();
+    fn drain<R: Read + Send + 'static>(p: Option<R>) -> std::thread::JoinHandle<Vec<u8>> {
+        std::thread::spawn(move || {
+            let mut b = Vec::new();
+            if let Some(mut p) = p {
+                let _ = p.read_to_end(&mut b);
+            }
+            b
+        })
+    }
+    let stdout = drain(child.stdout.take());
+    let stderr = drain(child.stderr.take());
+    let stdout = stdout.join().unwrap_or_default();
+    let stderr = stderr.join().unwrap_or_default();
+    // The sampler stops before the child is reaped: until then its pid (and `/proc` entry)
+    // cannot be another process's, so a recycled pid's files are never counted.
     done.store(true, std::sync::atomic::Ordering::Relaxed);
-    let peak = sampler.join().unwrap_or(0);
-    Ok((out?, peak))
+    let sampled = sampler.join().unwrap_or_default();
+    let status = child.wait()?;
+    Ok((
+        std::process::Output {
+            status,
+            stdout,
+            stderr,
+        },
+        sampled,
+    ))
 }
 
 /// How many records of job `job` the audit log in `dir` holds (every segment), read line by
@@ -460,8 +573,8 @@ struct Runner<'a> {
     world: &'a World,
     /// The group's egress is in `audit` mode: attacks expect [`Attack::expect_in_audit_mode`].
     audit: bool,
-    /// The group's `limits.connections`.
-    connections: u32,
+    /// The group's limits (`connections` and `flow_rate` bound what its gateway may cost).
+    limits: airlock_policy::Limits,
 }
 
 impl Runner<'_> {
@@ -503,14 +616,16 @@ impl Runner<'_> {
         let mut cmd = self.command(id, ws, &report);
         cmd.stdin(Stdio::null());
         let files_bound = attack::find(id).is_some_and(|a| a.gateway_files_bound());
-        let (out, peak_files) = if files_bound {
-            run_counting_files(cmd).map_err(io("running", &self.opts.airlock_exe))?
+        let started = Instant::now();
+        let (out, sampled) = if files_bound {
+            run_sampled(cmd).map_err(io("running", &self.opts.airlock_exe))?
         } else {
             let out = cmd
                 .output()
                 .map_err(io("running", &self.opts.airlock_exe))?;
-            (out, 0)
+            (out, Sampled::default())
         };
+        let took = started.elapsed();
         // Let the world's servers finish recording connections the job just closed.
         std::thread::sleep(Duration::from_millis(100));
         let stdout = String::from_utf8_lossy(&out.stdout);
@@ -530,11 +645,18 @@ impl Runner<'_> {
             report_bytes: None,
             airlock_files: files_bound.then(|| {
                 (
-                    peak_files,
-                    airlock_net::gateway::fd_need(self.connections as usize),
+                    sampled.files,
+                    airlock_net::gateway::fd_need(self.limits.connections as usize),
                 )
             }),
+            gateway_flows: None,
         };
+        if files_bound {
+            run.gateway_flows = run.report.as_ref().map(|r| GatewayFlows {
+                cpu: sampled.gateway_cpu,
+                ..GatewayFlows::of(r, self.limits.flow_rate, took)
+            });
+        }
         if attack::find(id).is_some_and(|a| a.record_bound().is_some()) {
             run.report_bytes = report_bytes;
             run.audit_records = run
@@ -1053,6 +1175,36 @@ fn judge_as(
                 }
             }
         }
+        // And its CPU: the flows the gateway took in, by its records, within the rate.
+        match first.gateway_flows {
+            Some(f) if f.taken > f.bound || f.churn.0 > f.churn.1 => {
+                evidence.push(format!(
+                    "airlock's gateway took in {} new flows (bound {}), {} DNS queries of the \
+                     churn (bound {}): over limits.flow_rate; its threads used {:.1}s of CPU",
+                    f.taken,
+                    f.bound,
+                    f.churn.0,
+                    f.churn.1,
+                    f.cpu.as_secs_f64()
+                ));
+                observed = Observed::Succeeded;
+            }
+            Some(f) if f.taken > 0 && f.churn.0 > 0 => evidence.push(format!(
+                "the gateway took in {} new flows (bound {}), {} DNS queries of the churn \
+                 (bound {}); its threads used {:.1}s of CPU",
+                f.taken,
+                f.bound,
+                f.churn.0,
+                f.churn.1,
+                f.cpu.as_secs_f64()
+            )),
+            _ => {
+                evidence.push("the flows the gateway took in could not be counted".to_owned());
+                if observed == Observed::Blocked {
+                    observed = Observed::Inconclusive;
+                }
+            }
+        }
     }
     if let (Some(v), true) = (victim, a.victim_judges()) {
         match &v.result {
@@ -1250,11 +1402,12 @@ pub fn drill(opts: &DrillOptions, progress: &mut dyn Progress) -> Result<DrillRe
         .groups
         .get(&group)
         .is_some_and(|g| g.egress.mode == EgressMode::None);
-    let connections = lp
+    let limits = lp
         .policy
         .groups
         .get(&group)
-        .map_or(1024, |g| g.limits.connections);
+        .map(|g| g.limits.clone())
+        .unwrap_or_default();
     let mut selected: Vec<&'static dyn Attack> = Vec::new();
     for id in &opts.only {
         if attack::find(id).is_none_or(|a| a.helper_only()) {
@@ -1313,7 +1466,7 @@ pub fn drill(opts: &DrillOptions, progress: &mut dyn Progress) -> Result<DrillRe
             group: group.clone(),
             world: &world,
             audit: egress_audit,
-            connections,
+            limits,
         };
         let mut rows = Vec::new();
         let total = selected.len();
@@ -1414,6 +1567,7 @@ mod tests {
             audit_records: None,
             report_bytes: None,
             airlock_files: None,
+            gateway_flows: None,
         }
     }
 
@@ -1525,13 +1679,48 @@ mod tests {
     }
 
     #[test]
-    fn a_gateway_flood_is_judged_by_airlocks_open_files() {
+    fn a_gateway_flood_is_judged_by_airlocks_open_files_and_its_gateways_flows() {
         let a = attack::find("gateway-flood").expect("attack");
-        let judged = |files: Option<(usize, u64)>| {
+        let flows = |taken| GatewayFlows {
+            taken,
+            bound: 20_000,
+            churn: (taken / 2, 9_000),
+            cpu: Duration::from_millis(300),
+        };
+        let judged = |files, f: Option<GatewayFlows>| {
             let mut r = run(Some(("gateway-flood", false)), exited(0), Some(&[]), vec![]);
             r.airlock_files = files;
+            r.gateway_flows = f;
             judge(a, &[r], None, 1)
         };
+        let row = judged(Some((1_054, 3_328)), Some(flows(15_000)));
+        assert!(row.passed, "{row:?}");
+        assert!(
+            row.evidence
+                .contains("took in 15000 new flows (bound 20000), 7500 DNS queries of the churn (bound 9000); its threads used 0.3s"),
+            "{}",
+            row.evidence
+        );
+        let row = judged(Some((1_054, 3_328)), Some(flows(90_000)));
+        assert_eq!(row.observed, Observed::Succeeded, "{row:?}");
+        assert!(
+            row.evidence
+                .contains("took in 90000 new flows (bound 20000), 45000 DNS queries"),
+            "{}",
+            row.evidence
+        );
+        // Within the run's bound, over the churn's: got through.
+        let row = judged(
+            Some((1_054, 3_328)),
+            Some(GatewayFlows {
+                churn: (12_000, 9_000),
+                ..flows(15_000)
+            }),
+        );
+        assert_eq!(row.observed, Observed::Succeeded, "{row:?}");
+        // Flows not counted: no verdict.
+        assert!(!judged(Some((1_054, 3_328)), None).passed);
+        let judged = |files| judged(files, Some(flows(15_000)));
         let row = judged(Some((1_054, 3_328)));
         assert!(row.passed, "{row:?}");
         assert!(

@@ -127,10 +127,10 @@ fn start_network(
     state.save(&engine.paths)?;
     let job_dir = engine.paths.job_dir(&plan.id);
     let (id, dir, rules) = (plan.id.to_string(), job_dir.clone(), plan.egress.clone());
-    let max_connections = plan.limits.connections as usize;
+    let limits = plan.limits.clone();
     std::thread::Builder::new()
         .name("net-attach".into())
-        .spawn(move || airlock_net::setup(&id, &dir, &st, &rules, &pool, max_connections))
+        .spawn(move || airlock_net::setup(&id, &dir, &st, &rules, &pool, &limits))
         .map(Some)
         .map_err(|source| SandboxError::Io {
             what: "starting the network thread for",

@@ -126,6 +126,13 @@ pub struct GatewayConfig {
     pub pool: crate::Pool,
     /// Most connections held open at once (the group's `limits.connections`).
     pub max_connections: usize,
+    /// New flows (connections accepted, DNS queries over UDP: all ports together) taken in
+    /// a second, in bursts of up to twice as many (the group's `limits.flow_rate`). The
+    /// gateway runs in airlock's process, outside the job's cgroup: without a rate a job could
+    /// make it accept, parse and record at line rate on airlock's CPU. Past it nothing is
+    /// refused: new flows wait in the kernel (a handshake in the listen backlog, a query in
+    /// the socket buffer) until their turn.
+    pub flow_rate: u32,
 }
 
 struct Ctx {
@@ -135,6 +142,10 @@ struct Ctx {
     conns: Arc<tokio::sync::Semaphore>,
     /// One permit per DNS query over UDP being answered.
     dns: Arc<tokio::sync::Semaphore>,
+    /// New flows taken in per second ([`GatewayConfig::flow_rate`]).
+    flows: governor::DefaultDirectRateLimiter,
+    /// Whether new flows are being made to wait (one record per spell).
+    slowed: std::sync::atomic::AtomicBool,
     /// Answers the proxies resolved, until their TTL (at most [`CACHE_MAX_TTL`]) runs out.
     cache: Mutex<dns::Cache>,
 }
@@ -148,6 +159,8 @@ impl Ctx {
         Self {
             conns: Arc::new(tokio::sync::Semaphore::new(cfg.max_connections.max(1))),
             dns: Arc::new(tokio::sync::Semaphore::new(DNS_IN_FLIGHT)),
+            flows: governor::RateLimiter::direct(flows_quota(cfg.flow_rate)),
+            slowed: Default::default(),
             cfg,
             records,
             cache: Mutex::default(),
@@ -165,6 +178,31 @@ impl Ctx {
             flags: vec![OVER_LIMIT_FLAG.to_owned()],
             ..ConnRecord::new(kind, port)
         });
+    }
+
+    /// Waits for the turn of the next new flow. A spell of waiting is recorded once (over
+    /// the limit, as above), so the report says the job was slowed; the wait costs airlock
+    /// nothing per flow: the flows wait in the kernel (a connection in the listen backlog, a
+    /// query in the socket buffer), not in airlock.
+    async fn next_flow(&self, kind: &str, port: u16) {
+        use std::sync::atomic::Ordering;
+        if self.flows.check().is_ok() {
+            self.slowed.store(false, Ordering::Relaxed);
+            return;
+        }
+        if !self.slowed.swap(true, Ordering::Relaxed) {
+            self.record_over_limit(
+                kind,
+                port,
+                None,
+                format!(
+                    "new connections and DNS queries slowed to {} a second \
+                     (limits.flow_rate)",
+                    self.cfg.flow_rate
+                ),
+            );
+        }
+        self.flows.until_ready().await;
     }
 
     fn record(&self, mut r: ConnRecord) {
@@ -403,8 +441,16 @@ impl Kind {
     }
 }
 
+/// A gateway's quota of new flows: `rate` a second, bursts of twice as many.
+fn flows_quota(rate: u32) -> governor::Quota {
+    let n = |v: u32| std::num::NonZeroU32::new(v).unwrap_or(std::num::NonZeroU32::MIN);
+    governor::Quota::per_second(n(rate)).allow_burst(n(rate.saturating_mul(2)))
+}
+
 async fn accept_loop(ctx: Arc<Ctx>, l: TcpListener, kind: Kind) {
+    let (k, port) = kind.name_port();
     loop {
+        ctx.next_flow(k, port).await;
         let s = match l.accept().await {
             Ok((s, _peer)) => s,
             Err(e) => {
@@ -418,7 +464,6 @@ async fn accept_loop(ctx: Arc<Ctx>, l: TcpListener, kind: Kind) {
         let Ok(permit) = ctx.conns.clone().try_acquire_owned() else {
             // Over the limit: closed at once, with a reset (no lingering close state kept
             // for a job's flood); nothing of it is read.
-            let (k, port) = kind.name_port();
             let dialled = http::original_dst(&s);
             let _ = s.set_zero_linger();
             drop(s);
@@ -466,6 +511,7 @@ mod tests {
             upstream,
             pool: crate::Pool::new("10.213.0.0/16", dir.to_owned()).expect("pool"),
             max_connections,
+            flow_rate: airlock_policy::Limits::default().flow_rate,
         }
     }
 
@@ -643,6 +689,85 @@ mod tests {
                     |r| r.allowed_but_failed && r.reason.contains("at most 8 (limits.connections)")
                 ),
             "{records:#?}"
+        );
+    }
+
+    /// A job that opens and closes connections as fast as it can makes the gateway take in
+    /// at most twice `flow_rate` at once and `flow_rate` a second after that (airlock's CPU
+    /// is not the job's to spend); the rest wait in the kernel, nothing is refused, and the
+    /// spell is recorded once. Loopback only, on ports the kernel chose.
+    #[test]
+    fn new_flows_are_taken_in_at_the_gateways_rate() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let rate = 100;
+        let g = Gateway::start(GatewayConfig {
+            flow_rate: rate,
+            ..config(
+                block(&[]),
+                SocketAddr::from((Ipv4Addr::LOCALHOST, 9)),
+                64,
+                dir.path(),
+            )
+        })
+        .expect("gateway");
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, g.ports().http));
+        let t = std::time::Instant::now();
+        let flood = Duration::from_millis(2500);
+        let opened: usize = std::thread::scope(|sc| {
+            let hs: Vec<_> = (0..2)
+                .map(|_| {
+                    sc.spawn(|| {
+                        let mut n = 0;
+                        while t.elapsed() < flood {
+                            if std::net::TcpStream::connect_timeout(
+                                &addr,
+                                Duration::from_millis(200),
+                            )
+                            .is_ok()
+                            {
+                                n += 1;
+                            }
+                        }
+                        n
+                    })
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap_or(0)).sum()
+        });
+        // A connection made now is still served (refused by the policy, with an answer):
+        // slowed, never dropped.
+        let answer = {
+            use std::io::{Read, Write};
+            let mut late = std::net::TcpStream::connect(addr).expect("connect");
+            late.set_read_timeout(Some(Duration::from_secs(10)))
+                .expect("timeout");
+            late.write_all(b"GET / HTTP/1.1\r\nHost: elsewhere.test\r\n\r\n")
+                .expect("write");
+            let mut b = [0u8; 12];
+            let _ = late.read_exact(&mut b);
+            String::from_utf8_lossy(&b).into_owned()
+        };
+        assert_eq!(answer, "HTTP/1.1 403", "the connection after the flood");
+        let took = t.elapsed();
+        let records = g.stop();
+        let taken: u64 = records
+            .iter()
+            .filter(|r| r.kind == "http" && !r.flags.iter().any(|f| f == OVER_LIMIT_FLAG))
+            .map(|r| r.count)
+            .sum();
+        // (+10: the gateway started a moment before `t`; the late connection.)
+        let bound = f64::from(2 * rate) + f64::from(rate) * took.as_secs_f64() + 10.0;
+        assert!(
+            (taken as f64) <= bound,
+            "{taken} connections taken in over {took:?} ({opened} opened): at most {bound}"
+        );
+        let slowed: Vec<_> = records
+            .iter()
+            .filter(|r| r.reason.contains("slowed to"))
+            .collect();
+        assert!(
+            !slowed.is_empty() && slowed.iter().all(|r| r.count < 10),
+            "{opened} opened, {taken} taken in: {slowed:#?}"
         );
     }
 

@@ -218,7 +218,7 @@ pub fn setup(
     st: &NetState,
     rules: &EgressRules,
     pool: &Pool,
-    max_connections: usize,
+    limits: &airlock_policy::Limits,
 ) -> Result<JobNetwork, NetError> {
     let upstream = rules.resolver.or_else(host_resolver).ok_or_else(|| {
         NetError::Config("no upstream resolver: set egress.resolver in the policy".into())
@@ -254,7 +254,8 @@ pub fn setup(
             rules: rules.clone(),
             upstream,
             pool: pool.clone(),
-            max_connections,
+            max_connections: limits.connections as usize,
+            flow_rate: limits.flow_rate,
         })?;
         let ports = gateway.ports();
         net.gateway = Some(gateway);

@@ -31,6 +31,12 @@ pub const MAX_PRESTART: u32 = 8;
 /// airlock two open files and some memory, outside the job's own limits.
 pub const MAX_CONNECTIONS: u32 = 65_536;
 
+/// Bounds of `limits.flow_rate` (new gateway flows a second): below ten a job's own stub
+/// resolver would time out; above a million it bounds nothing.
+pub const MIN_FLOW_RATE: u32 = 10;
+/// See [`MIN_FLOW_RATE`].
+pub const MAX_FLOW_RATE: u32 = 1_000_000;
+
 /// One problem in a policy file, with its position.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Diagnostic {
@@ -233,6 +239,7 @@ pub fn builtin_policy() -> Policy {
                 timeout: HumanDuration(std::time::Duration::from_secs(30 * 60)),
                 nofile: 1024,
                 connections: 1024,
+                flow_rate: 2000,
             },
             ..Group::default()
         },
@@ -728,6 +735,16 @@ fn validate_group(c: &mut Collector<'_>, name: &str, g: &Group, span: Range<usiz
                 l.connections
             ),
             "e.g. connections = 1024",
+        );
+    }
+    if !(MIN_FLOW_RATE..=MAX_FLOW_RATE).contains(&l.flow_rate) {
+        err(
+            format!(
+                "group {name}: flow_rate must be between {MIN_FLOW_RATE} and {MAX_FLOW_RATE} \
+                 new connections and DNS queries a second, got {}",
+                l.flow_rate
+            ),
+            "e.g. flow_rate = 2000",
         );
     }
     for e in &g.env {

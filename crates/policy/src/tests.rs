@@ -608,3 +608,26 @@ fn registries_follow_the_allow_list_and_plain_http_stays_on_loopback() {
     assert_eq!(registry_host("library/ubuntu"), None);
     assert_eq!(registry_host("tiny:1"), None);
 }
+
+#[test]
+fn gateway_bounds_default_and_refuse_no_bound() {
+    let pol = p(GOOD).expect("valid");
+    let l = &pol.groups["pr"].limits;
+    assert_eq!((l.connections, l.flow_rate), (1024, 2000), "defaults apply");
+    let base = "version = 1\ndefault_group = \"a\"\n[groups.a.limits]\n";
+    let pol = p(&format!("{base}connections = 64\nflow_rate = 50\n")).expect("valid");
+    let l = &pol.groups["a"].limits;
+    assert_eq!((l.connections, l.flow_rate), (64, 50));
+    for (bad, says) in [
+        ("connections = 0", "connections must be between 1 and 65536"),
+        ("flow_rate = 0", "flow_rate must be between 10 and 1000000"),
+        (
+            "flow_rate = 5000000",
+            "flow_rate must be between 10 and 1000000",
+        ),
+    ] {
+        let d = diags(&format!("{base}{bad}\n"));
+        assert!(messages(&d).contains(says), "{bad}: {d:?}");
+        assert_eq!(d[0].line, 3, "{bad}: {d:?}");
+    }
+}

@@ -243,6 +243,12 @@ pub struct Limits {
     /// connections cost airlock (memory, open files).
     #[serde(default = "Limits::default_connections")]
     pub connections: u32,
+    /// New flows per second the job's egress gateway takes in (connections accepted and DNS
+    /// queries over UDP, all ports together), in bursts of up to twice as many; more wait in
+    /// the kernel until their turn (slowed, not refused). Bounds the CPU a job's floods cost
+    /// airlock, whose gateway runs outside the job's cgroup.
+    #[serde(default = "Limits::default_flow_rate")]
+    pub flow_rate: u32,
 }
 
 impl Limits {
@@ -267,6 +273,9 @@ impl Limits {
     fn default_connections() -> u32 {
         1024
     }
+    fn default_flow_rate() -> u32 {
+        2000
+    }
 }
 
 impl Default for Limits {
@@ -279,6 +288,7 @@ impl Default for Limits {
             timeout: Self::default_timeout(),
             nofile: Self::default_nofile(),
             connections: Self::default_connections(),
+            flow_rate: Self::default_flow_rate(),
         }
     }
 }

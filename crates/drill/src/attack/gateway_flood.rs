@@ -7,9 +7,14 @@
 //! of them goes to the job's own gateway (the world's addresses on those ports are redirected
 //! there) and ends with the job.
 //!
-//! From inside, the job cannot see airlock's open files: the orchestrator counts them while
-//! the attack runs and judges by the bound the group's `limits.connections` gives
-//! ([`airlock_net::gateway::fd_need`]).
+//! Before that, it churns: DNS queries over UDP and connections opened and closed at once, as
+//! fast as it can, so that the gateway would accept, parse and record at line rate on
+//! airlock's CPU.
+//!
+//! From inside, the job cannot see airlock's open files or CPU: the orchestrator counts its
+//! open files while the attack runs and judges by the bound the group's `limits.connections`
+//! gives ([`airlock_net::gateway::fd_need`]), and counts the flows the gateway took in (its
+//! records) against the group's `limits.flow_rate`.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -24,6 +29,10 @@ const PROCS: usize = 8;
 const PER_PROC: usize = 900;
 /// How long each process holds what it opened.
 const HOLD: Duration = Duration::from_secs(3);
+/// How long the churn lasts, and how many processes open and close connections (one more
+/// sends DNS queries).
+const CHURN: Duration = Duration::from_secs(2);
+const CHURN_PROCS: usize = 2;
 
 /// `gateway-flood`: flood the egress gateway with connections that never send a request.
 pub struct GatewayFlood;
@@ -71,6 +80,88 @@ fn flood_one(targets: &[SocketAddr]) -> (usize, usize) {
     (open.len(), held)
 }
 
+/// The name the churn asks for: refused by the policy, so the gateway answers it without
+/// asking anyone (and records each query as it answers it; the drill judges those records).
+pub const CHURN_NAME: &str = "flood.attacker.test";
+
+/// A DNS query for [`CHURN_NAME`].
+fn refused_query(id: u16) -> Vec<u8> {
+    let mut q = Vec::with_capacity(40);
+    q.extend_from_slice(&id.to_be_bytes());
+    q.extend_from_slice(&[1, 0, 0, 1, 0, 0, 0, 0, 0, 0]); // RD; one question
+    for label in CHURN_NAME.split('.') {
+        q.push(label.len() as u8);
+        q.extend_from_slice(label.as_bytes());
+    }
+    q.extend_from_slice(&[0, 0, 1, 0, 1]); // root; A, IN
+    q
+}
+
+/// One churning process: DNS queries over UDP to the resolver (`dns`) or connections to the
+/// allowed host opened and closed at once, for [`CHURN`]; returns how many it sent or opened.
+fn churn_one(dns: bool) -> usize {
+    let start = std::time::Instant::now();
+    let mut n = 0usize;
+    if dns {
+        let Ok(s) = std::net::UdpSocket::bind("0.0.0.0:0") else {
+            return 0;
+        };
+        let _ = s.set_nonblocking(true);
+        let Ok(to) = "198.51.100.53:53".parse::<SocketAddr>() else {
+            return 0;
+        };
+        while start.elapsed() < CHURN {
+            for _ in 0..64 {
+                if s.send_to(&refused_query(n as u16), to).is_ok() {
+                    n += 1;
+                }
+            }
+            // Answers are not waited for; read what came so the socket never fills.
+            let mut b = [0u8; 512];
+            while s.recv_from(&mut b).is_ok() {}
+        }
+    } else if let Ok(to) = "203.0.113.20:80".parse::<SocketAddr>() {
+        while start.elapsed() < CHURN {
+            if TcpStream::connect_timeout(&to, Duration::from_millis(200)).is_ok() {
+                n += 1;
+            }
+        }
+    }
+    n
+}
+
+/// Runs `f(i)` in `procs` child processes at once; returns the lines they wrote back (in the
+/// order they finished) and how many were started.
+fn in_children(procs: usize, f: impl Fn(usize) -> String) -> (Vec<String>, usize) {
+    use nix::unistd::{fork, pipe, ForkResult};
+    let Ok((rx, tx)) = pipe() else {
+        return (Vec::new(), 0);
+    };
+    let mut kids = Vec::new();
+    for i in 0..procs {
+        // SAFETY: the attack is single-threaded here; the child runs its share and exits.
+        match unsafe { fork() } {
+            Ok(ForkResult::Child) => {
+                let line = f(i);
+                if let Ok(t) = tx.try_clone() {
+                    let _ = writeln!(std::fs::File::from(t), "{line}");
+                }
+                // SAFETY: ends the child without running the parent's destructors.
+                unsafe { libc::_exit(0) }
+            }
+            Ok(ForkResult::Parent { child }) => kids.push(child),
+            Err(_) => break,
+        }
+    }
+    drop(tx);
+    let mut out = String::new();
+    let _ = std::fs::File::from(rx).read_to_string(&mut out);
+    for k in &kids {
+        let _ = nix::sys::wait::waitpid(*k, None);
+    }
+    (out.lines().map(str::to_owned).collect(), kids.len())
+}
+
 impl Attack for GatewayFlood {
     fn id(&self) -> &'static str {
         "gateway-flood"
@@ -88,52 +179,45 @@ impl Attack for GatewayFlood {
         true
     }
     fn run(&self) -> AttackResult {
-        use nix::unistd::{fork, pipe, ForkResult};
-        let targets = targets();
-        let Ok((rx, tx)) = pipe() else {
-            return AttackResult::from_steps(
-                self.id(),
-                &[Step::failed("pipe", "no pipe for the children's counts")],
-            );
-        };
-        let mut kids = Vec::new();
-        for _ in 0..PROCS {
-            // SAFETY: the attack is single-threaded here; the child runs its share and exits.
-            match unsafe { fork() } {
-                Ok(ForkResult::Child) => {
-                    let (opened, held) = flood_one(&targets);
-                    let mut w = std::fs::File::from(tx);
-                    let _ = writeln!(w, "{opened} {held}");
-                    // SAFETY: ends the child without running the parent's destructors.
-                    unsafe { libc::_exit(0) }
-                }
-                Ok(ForkResult::Parent { child }) => kids.push(child),
-                Err(_) => break,
+        let (churned, _) = in_children(CHURN_PROCS + 1, |i| {
+            format!("{} {}", i == 0, churn_one(i == 0))
+        });
+        let (mut queries, mut cycled) = (0usize, 0usize);
+        for l in &churned {
+            match l
+                .split_once(' ')
+                .map(|(d, n)| (d, n.parse::<usize>().unwrap_or(0)))
+            {
+                Some(("true", n)) => queries += n,
+                Some((_, n)) => cycled += n,
+                None => {}
             }
         }
-        drop(tx);
-        let mut counts = String::new();
-        let _ = std::fs::File::from(rx).read_to_string(&mut counts);
-        for k in &kids {
-            let _ = nix::sys::wait::waitpid(*k, None);
-        }
+        let targets = targets();
+        let (counts, procs) = in_children(PROCS, |_| {
+            let (opened, held) = flood_one(&targets);
+            format!("{opened} {held}")
+        });
         let (mut opened, mut held) = (0usize, 0usize);
-        for l in counts.lines() {
+        for l in &counts {
             let mut it = l.split_whitespace().filter_map(|n| n.parse::<usize>().ok());
             opened += it.next().unwrap_or(0);
             held += it.next().unwrap_or(0);
         }
-        // Whether airlock held up is judged from the host (its open files); from here the
-        // attack only says what it did and what the gateway kept.
+        // Whether airlock held up is judged from the host (its open files, the flows its
+        // gateway took in); from here the attack only says what it did and what it saw.
         AttackResult::from_steps(
             self.id(),
-            &[Step::failed(
-                format!(
-                    "{} processes opening {PER_PROC} connections each",
-                    kids.len()
+            &[
+                Step::failed(
+                    format!("churn for {}s", CHURN.as_secs()),
+                    format!("{queries} DNS queries sent, {cycled} connections opened and closed"),
                 ),
-                format!("{opened} opened, {held} held by the gateway after 1 s"),
-            )],
+                Step::failed(
+                    format!("{procs} processes opening {PER_PROC} connections each"),
+                    format!("{opened} opened, {held} held by the gateway after 1 s"),
+                ),
+            ],
         )
     }
 }

@@ -26,7 +26,7 @@ mod doh;
 mod exfil;
 mod fileless_exec;
 mod fork_bomb;
-mod gateway_flood;
+pub(crate) mod gateway_flood;
 mod hardcoded_ip;
 mod host_pids;
 pub mod hostile_image;
@@ -249,8 +249,10 @@ pub trait Attack: Sync {
         None
     }
     /// An attack on airlock's egress gateway: the drill counts the open files of the job's
-    /// `airlock run` while it runs; more than the group's `limits.connections` allow
-    /// ([`airlock_net::gateway::fd_need`]) and the attack got through.
+    /// `airlock run` while it runs, and the flows its gateway took in (its records); more
+    /// files than the group's `limits.connections` allow ([`airlock_net::gateway::fd_need`])
+    /// or more flows than its `limits.flow_rate` allows over the run, and the attack got
+    /// through.
     fn gateway_files_bound(&self) -> bool {
         false
     }

@@ -25,6 +25,7 @@ const EDNS_PAYLOAD: u16 = 1232;
 pub(super) async fn serve_udp(ctx: Arc<Ctx>, sock: Arc<UdpSocket>) {
     let mut buf = vec![0u8; 4096];
     loop {
+        ctx.next_flow("dns", 53).await;
         let (n, peer) = match sock.recv_from(&mut buf).await {
             Ok(r) => r,
             Err(_) => {
