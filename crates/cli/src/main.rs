@@ -319,6 +319,11 @@ enum ImageCmd {
         /// policy's `[images] max_size`).
         #[arg(long, value_name = "SIZE", default_value = "16GiB")]
         max_size: airlock_policy::ByteSize,
+        /// Keep the whole store under this (and a tenth of its filesystem free): pulled
+        /// images no job runs on are removed first, least recently used first; if that is not
+        /// enough the image is refused (a job's pulls follow `[images] max_store`).
+        #[arg(long, value_name = "SIZE", default_value = "64GiB")]
+        max_store: airlock_policy::ByteSize,
     },
     /// Pull an image from a registry (OCI distribution; anonymous, bearer-token or basic
     /// auth). Prints the pinned reference (`registry/repo@sha256:…`) to put in a policy.
@@ -352,6 +357,11 @@ enum ImageCmd {
         /// images follow the policy's `[images] max_size`).
         #[arg(long, value_name = "SIZE", default_value = "16GiB")]
         max_size: airlock_policy::ByteSize,
+        /// Keep the whole store under this (and a tenth of its filesystem free): pulled
+        /// images no job runs on are removed first, least recently used first; if that is not
+        /// enough the image is refused (a job's pulls follow `[images] max_store`).
+        #[arg(long, value_name = "SIZE", default_value = "64GiB")]
+        max_store: airlock_policy::ByteSize,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -1442,6 +1452,20 @@ impl airlock_registry::Progress for PullProgress {
     }
 }
 
+/// `store` bounded for one more image of at most `max_size` under `max_store`, room made
+/// first (each image removed for it is named on stderr).
+fn room_for(store: ImageStore, max_size: u64, max_store: u64) -> Result<ImageStore> {
+    let (store, room) = store.with_max_size(max_size).for_new_image(max_store)?;
+    for n in &room.evicted {
+        eprintln!(
+            "airlock: removed {} from the image store to keep it under {max_store} bytes \
+             (least recently used)",
+            Escaped(n)
+        );
+    }
+    Ok(store)
+}
+
 fn cmd_image(i: ImageCmd, paths: Paths) -> Result<u8> {
     let store = ImageStore::new(paths.images());
     match i {
@@ -1449,11 +1473,10 @@ fn cmd_image(i: ImageCmd, paths: Paths) -> Result<u8> {
             source,
             name,
             max_size,
+            max_store,
         } => {
             require_root("airlock image import")?;
-            let r = store
-                .with_max_size(max_size.0)
-                .import(&source, name.as_deref())?;
+            let r = room_for(store, max_size.0, max_store.0)?.import(&source, name.as_deref())?;
             println!(
                 "imported {} {} ({} layers)",
                 Escaped(&r.name),
@@ -1470,10 +1493,11 @@ fn cmd_image(i: ImageCmd, paths: Paths) -> Result<u8> {
             ca_files,
             verify_key,
             max_size,
+            max_store,
             json,
         } => {
             require_root("airlock image pull")?;
-            let store = store.with_max_size(max_size.0);
+            let store = room_for(store, max_size.0, max_store.0)?;
             let opts = airlock_registry::PullOptions {
                 platform,
                 insecure,

@@ -1002,3 +1002,114 @@ fn an_image_larger_than_max_size_is_refused_and_leaves_nothing() {
     w.assert_clean();
     drop(reg);
 }
+
+/// Bytes the store under `data` takes, counted as airlock counts them: the length of every
+/// blob and every file of every unpacked root filesystem.
+fn store_bytes(data: &Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![data.join("images/blobs/sha256"), data.join("images/rootfs")];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            match e.file_type() {
+                Ok(t) if t.is_dir() => stack.push(e.path()),
+                Ok(t) if t.is_file() => total += e.metadata().map_or(0, |m| m.len()),
+                _ => {}
+            }
+        }
+    }
+    total
+}
+
+/// Jobs pull many images, each within `max_size`: the store as a whole stays under
+/// `[images] max_store`. Room is made by removing pulled images no job runs on, least
+/// recently used first; an image a running job holds is never removed, and when nothing can
+/// go the job is refused before it runs, with nothing of its image kept. Real registry, real
+/// jobs.
+#[test]
+fn the_store_stays_under_max_store_and_never_loses_an_image_a_job_runs_on() {
+    need_root!();
+    need_registry_tools!();
+    let w = World::new();
+    let reg = start_registry(&w, 5000, None, None);
+    let plain = ["--dest-tls-verify=false"];
+    for name in ["a", "b", "c"] {
+        let layout = w.dir.path().join(name);
+        tiny(&layout, "1", &format!("{name}\n"), false);
+        push(
+            &w,
+            &layout,
+            "1",
+            &format!("{}/t/{name}:1", reg.addr),
+            &plain,
+            false,
+        );
+    }
+    let policy = |image: &str, max_store: u64| {
+        w.policy(&format!(
+            "version = 1\n[images]\ninsecure = [\"127.0.0.1:5000\"]\nmax_size = \"4MiB\"\nmax_store = \"{max_store}B\"\n[groups.default]\nrootfs = {{ image = \"127.0.0.1:5000/t/{image}:1\" }}\nrequire_digest = false\n"
+        ))
+    };
+    let marker = "read m < /marker; echo \"$m\"";
+    let mib = 1u64 << 20;
+
+    // The first image, with room to spare.
+    let o = run_sh(&w, &policy("a", 100 * mib), marker);
+    assert_eq!(stdout(&o).trim(), "a", "{}", stderr(&o));
+    let one = store_bytes(&w.data());
+    assert!(one > mib && one < 4 * mib, "one image takes {one} bytes");
+
+    // The second would pass the bound (its room: 4 MiB of blobs and 4 of tree): the first,
+    // no job on it, goes.
+    let o = run_sh(&w, &policy("b", one + 8 * mib - 1), marker);
+    assert_eq!(stdout(&o).trim(), "b", "{}", stderr(&o));
+    assert_eq!(image_names(&w), vec!["127.0.0.1:5000/t/b:1"]);
+    assert!(store_bytes(&w.data()) < one + 8 * mib);
+
+    // A job runs on `b`; a third image under a bound that only removing `b` could meet:
+    // refused before it runs, `b` kept, nothing of `c` kept.
+    let mut running = w
+        .cmd()
+        .args(["run", "-q", "-p"])
+        .arg(policy("b", 100 * mib))
+        // (No `sleep` in the image: dash alone. The job spins until it is stopped.)
+        .args(["--", "/bin/sh", "-c", "echo up; while :; do :; done"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut up = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(running.stdout.as_mut().expect("stdout")),
+        &mut up,
+    )
+    .expect("read");
+    assert_eq!(up.trim(), "up");
+    let tight = policy("c", one + 3 * mib / 2);
+    let o = run_sh(&w, &tight, "echo ran");
+    assert_ne!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(!stdout(&o).contains("ran"));
+    assert!(
+        stderr(&o).contains("the image store is full"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(image_names(&w), vec!["127.0.0.1:5000/t/b:1"]);
+    assert!(
+        running.try_wait().expect("wait").is_none(),
+        "the job on b ended before the check"
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(running.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("stop the job");
+    // (Stopped, it is torn down whole: `assert_clean` below.)
+    running.wait().expect("wait");
+
+    // The job on `b` has ended: now it can go.
+    let o = run_sh(&w, &policy("c", one + 6 * mib), marker);
+    assert_eq!(stdout(&o).trim(), "c", "{}", stderr(&o));
+    assert_eq!(image_names(&w), vec!["127.0.0.1:5000/t/c:1"]);
+    w.assert_clean();
+    drop(reg);
+}

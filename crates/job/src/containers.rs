@@ -168,6 +168,9 @@ struct Registry {
     services: BTreeMap<String, String>,
     /// Set at shutdown: nothing new is created.
     closed: bool,
+    /// Holds on the images the job's containers run on, by digest, for the job's life:
+    /// making room in the store never removes them.
+    images: BTreeMap<String, airlock_sandbox::image::InUse>,
 }
 
 struct Container {
@@ -556,7 +559,11 @@ fn lock(r: &Mutex<Registry>) -> Result<std::sync::MutexGuard<'_, Registry>, Fail
 }
 
 /// The image's store entry (pulled on first use, through the policy's `[images]`).
-fn resolve(ctx: &JobContext, image: &str) -> Result<(String, PathBuf), Failed> {
+fn resolve(
+    ctx: &JobContext,
+    image: &str,
+    registry: &Mutex<Registry>,
+) -> Result<(String, PathBuf), Failed> {
     let store = airlock_sandbox::image::ImageStore::new(ctx.engine.paths.images());
     if let Some(host) = airlock_policy::registry_host(image) {
         if !ctx.images.registries.iter().any(|r| r == host) {
@@ -570,7 +577,13 @@ fn resolve(ctx: &JobContext, image: &str) -> Result<(String, PathBuf), Failed> {
     }
     let img = crate::request::resolve_image(&store, image, &ctx.images)
         .map_err(|e| Failed::Error(format!("image {image}: {}", airlock_text::ErrorChain(&e))))?;
-    let _ = store.mark_used(&img.digest);
+    let mut r = lock(registry)?;
+    if !r.images.contains_key(&img.digest) {
+        let hold = crate::request::hold_image(&store, &img).map_err(|e| {
+            Failed::Error(format!("image {image}: {}", airlock_text::ErrorChain(&e)))
+        })?;
+        r.images.insert(img.digest.clone(), hold);
+    }
     let dir = store.rootfs_dir(&img.digest);
     Ok((img.digest, dir))
 }
@@ -761,7 +774,7 @@ fn create(
     registry: &Mutex<Registry>,
     run: bool,
 ) -> Result<String, Failed> {
-    let (digest, dir) = resolve(ctx, &s.image)?;
+    let (digest, dir) = resolve(ctx, &s.image, registry)?;
     let user = user_of(ctx, s)?;
     let (env, argv, workdir) = image_env(ctx, &digest, s);
     if run && argv.is_empty() {
@@ -1174,7 +1187,7 @@ fn run_container_step(
     for n in &s.notices {
         reply.err(&format!("airlock: step: {n}"));
     }
-    let (digest, dir) = resolve(ctx, &s.image)?;
+    let (digest, dir) = resolve(ctx, &s.image, registry)?;
     let user = user_of(ctx, &s)?;
     let (mut env, argv, workdir) = image_env(ctx, &digest, &s);
     prepend_path(&mut env, a.prepend_path.as_ref());

@@ -43,6 +43,9 @@ pub struct Job {
     pub(crate) egress_log: Option<PathBuf>,
     pub(crate) sinks: airlock_audit::Sinks,
     pub(crate) shipper: airlock_audit::CheckpointShipper,
+    /// The job's hold on its image: making room in the store never removes it while the job
+    /// lives.
+    _image_hold: Option<airlock_sandbox::image::InUse>,
 }
 
 impl Job {
@@ -76,6 +79,7 @@ impl Engine {
         }
         let secrets =
             airlock_policy::resolve_secrets(&group.secrets, req.secrets_file.as_deref(), env)?;
+        let mut image_hold = None;
         let image = match &group.rootfs {
             RootfsSource::Host => None,
             RootfsSource::Image(r) => {
@@ -84,10 +88,7 @@ impl Engine {
                 if let Some(scan) = &policy.policy.images.scan {
                     check_vulnerabilities(&store, &img, &self.paths, scan)?;
                 }
-                if let Err(e) = store.mark_used(&img.digest) {
-                    // Only `image gc`'s notion of "unused" depends on it.
-                    tracing::warn!("recording the image's use: {e}");
-                }
+                image_hold = Some(hold_image(&store, &img)?);
                 let dir = store.rootfs_dir(&img.digest);
                 Some((img.digest, dir))
             }
@@ -150,6 +151,7 @@ impl Engine {
             egress_log: req.egress_log,
             sinks,
             shipper,
+            _image_hold: image_hold,
         })
     }
 
@@ -262,15 +264,46 @@ pub(crate) fn resolve_image(
         credentials: settings.credentials.clone(),
         name: None,
     };
-    // The job named this image: what it may take of the host's disk is the policy's bound.
-    let limited = ImageStore::new(store.root()).with_max_size(
-        settings
-            .max_size
-            .map_or(airlock_sandbox::image::DEFAULT_MAX_SIZE, |m| m.0),
-    );
+    // The job named this image: what it may take of the host's disk is the policy's bound,
+    // one image and the whole store.
+    let (limited, room) = ImageStore::new(store.root())
+        .with_max_size(
+            settings
+                .max_size
+                .map_or(airlock_sandbox::image::DEFAULT_MAX_SIZE, |m| m.0),
+        )
+        .for_new_image(
+            settings
+                .max_store
+                .map_or(airlock_sandbox::image::DEFAULT_MAX_STORE, |m| m.0),
+        )
+        .map_err(airlock_sandbox::SandboxError::from)?;
+    if !room.evicted.is_empty() {
+        tracing::info!(
+            "made room in the image store ([images] max_store) by removing the least recently \
+             used: {}",
+            room.evicted
+                .iter()
+                .map(|n| airlock_text::Escaped(n).to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     let pulled = airlock_registry::pull(&limited, reference, &opts, &mut airlock_registry::Quiet)
         .map_err(JobError::Pull)?;
     Ok(pulled.image)
+}
+
+/// Marks the image used now and holds it for the job's life ([`ImageStore::mark_used`]).
+/// Without the hold the store could remove the image while the job runs on it: the job does
+/// not start.
+pub(crate) fn hold_image(
+    store: &ImageStore,
+    img: &airlock_sandbox::image::ImageRef,
+) -> Result<airlock_sandbox::image::InUse, JobError> {
+    Ok(store
+        .mark_used(&img.digest)
+        .map_err(airlock_sandbox::SandboxError::from)?)
 }
 
 /// How an image verified with the key at `path` is recorded (`cosign key sha256:…`).

@@ -570,6 +570,13 @@ fn validate_images(
             Some("e.g. max_size = \"16GiB\""),
         );
     }
+    if images.max_store.is_some_and(|m| m.0 < 2 << 20) {
+        c.push(
+            Some(span.clone()),
+            "images.max_store must be at least 2MiB".to_owned(),
+            Some("e.g. max_store = \"64GiB\""),
+        );
+    }
 }
 
 impl LoadedPolicy {

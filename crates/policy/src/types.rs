@@ -63,6 +63,11 @@ pub struct ImageSettings {
     /// images: they must not fill the host's disk); absent: 16 GiB.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_size: Option<ByteSize>,
+    /// The most the whole store may take (blobs and unpacked images): before a job's pull,
+    /// pulled images no job runs on are removed, least recently used first, to keep it under
+    /// this and a tenth of its filesystem free; absent: 64 GiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_store: Option<ByteSize>,
 }
 
 /// `[images] scan = { max_severity = "high", ignore = [...] }`.

@@ -377,6 +377,7 @@ async fn pull_async(
             source: None,
             verified: None,
             last_used: None,
+            unpacked: None,
         },
         pinned: format!("{}/{}@{manifest_digest}", r.registry(), r.repository()),
         fetched: 0,

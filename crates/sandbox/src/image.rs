@@ -87,6 +87,15 @@ pub enum ImageError {
         /// Why.
         message: String,
     },
+    /// The store cannot take one more image: it is at `[images] max_store` (or the disk is
+    /// nearly full) and every image left is imported or in use by a job.
+    #[error("the image store is full: it holds {usage} bytes, its bound is {max} bytes ([images] max_store; and a tenth of its filesystem, up to 4 GiB, is kept free), and every image left is imported or in use by a job; nothing was added (remove images with `airlock image gc`, or raise `[images] max_store`)")]
+    StoreFull {
+        /// Bytes the store takes.
+        usage: u64,
+        /// Its bound.
+        max: u64,
+    },
     /// The image is larger than the store accepts (`[images] max_size`).
     #[error("the image is too large: {what}; nothing of it was kept (raise `[images] max_size` in the policy if it is expected)")]
     TooLarge {
@@ -97,6 +106,37 @@ pub enum ImageError {
 
 /// Default of `[images] max_size`: the most bytes one image may unpack to (and download).
 pub const DEFAULT_MAX_SIZE: u64 = 16 << 30;
+
+/// Default of `[images] max_store`: the most bytes the whole store may take of the host's
+/// disk (blobs and unpacked root filesystems).
+pub const DEFAULT_MAX_STORE: u64 = 64 << 30;
+
+/// What a pull leaves free of the store's filesystem, whatever `max_store` says (a tenth of
+/// it, at most [`KEEP_FREE_MAX`]): a host whose disk is smaller than the bound keeps room for
+/// airlock's records and the jobs.
+const KEEP_FREE_DIVISOR: u64 = 10;
+/// See [`KEEP_FREE_DIVISOR`].
+const KEEP_FREE_MAX: u64 = 4 << 30;
+
+/// The smallest bound worth pulling under: less, and the store is full.
+const MIN_IMAGE: u64 = 1 << 20;
+
+/// A job's hold on an image: a shared lock on `STORE/used/<hex>` for as long as it lives (a
+/// process that dies drops it), so that making room in the store never removes an image a
+/// job runs on.
+#[derive(Debug)]
+pub struct InUse {
+    _file: File,
+}
+
+/// What [`ImageStore::for_new_image`] did to make room.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Room {
+    /// Bytes the store takes now.
+    pub usage: u64,
+    /// Pulled images removed (least recently used first), by name.
+    pub evicted: Vec<String>,
+}
 
 /// The most entries (files, directories, links) one image may unpack to: a layer of millions
 /// of empty files would take the store's inodes, not its bytes.
@@ -165,6 +205,10 @@ pub struct ImageRef {
     /// Unix time a job last started on it (from `STORE/used/<hex>`; not stored in the ref).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_used: Option<u64>,
+    /// Bytes its root filesystem unpacked to (absent for images stored before it was kept:
+    /// then measured when the store's usage is).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unpacked: Option<u64>,
 }
 
 /// What `airlock image gc` removed.
@@ -262,7 +306,6 @@ impl ImageStore {
     /// while unreferenced blobs are collected (so a pull's fresh blobs are never collected
     /// before its image names them).
     pub fn lock(&self, exclusive: bool) -> Result<File, ImageError> {
-        use std::os::fd::AsRawFd;
         std::fs::create_dir_all(&self.root).map_err(io("creating", &self.root))?;
         let p = self.root.join(".lock");
         let f = std::fs::OpenOptions::new()
@@ -276,16 +319,8 @@ impl ImageStore {
         } else {
             libc::LOCK_SH
         };
-        loop {
-            // SAFETY: flock on a descriptor we own; released when the file is closed.
-            if unsafe { libc::flock(f.as_raw_fd(), op) } == 0 {
-                return Ok(f);
-            }
-            let e = std::io::Error::last_os_error();
-            if e.kind() != std::io::ErrorKind::Interrupted {
-                return Err(io("locking", &p)(e));
-            }
-        }
+        flock(&f, op).map_err(io("locking", &p))?;
+        Ok(f)
     }
 
     /// Whether the blob `sha256:<hex>` is in the store with `size` bytes (it was verified
@@ -460,6 +495,7 @@ impl ImageStore {
         }
         let name = normalize_name(name);
         let rootfs = self.rootfs_dir(digest);
+        let mut unpacked = None;
         if !rootfs.exists() {
             let tmp_root = self.root.join("tmp");
             std::fs::create_dir_all(&tmp_root).map_err(io("creating", &tmp_root))?;
@@ -481,6 +517,7 @@ impl ImageStore {
                     &mut budget,
                 )?;
             }
+            unpacked = Some(budget.bytes);
             let parent = self.root.join("rootfs");
             std::fs::create_dir_all(&parent).map_err(io("creating", &parent))?;
             match std::fs::rename(&unpack, &rootfs) {
@@ -499,6 +536,7 @@ impl ImageStore {
             source: source.map(str::to_owned),
             verified: verified.map(str::to_owned),
             last_used: None,
+            unpacked,
         };
         let rp = self.ref_path(&name);
         let refs = self.root.join("refs");
@@ -632,12 +670,112 @@ impl ImageStore {
             .join(digest.trim_start_matches("sha256:"))
     }
 
-    /// Records that a job starts on the image `digest` now (its mtime is the last use).
-    pub fn mark_used(&self, digest: &str) -> Result<(), ImageError> {
+    /// Records that a job starts on the image `digest` now (its mtime is the last use) and
+    /// holds it until the returned [`InUse`] is dropped: making room never removes it.
+    pub fn mark_used(&self, digest: &str) -> Result<InUse, ImageError> {
         let p = self.used_path(digest);
         let dir = self.root.join("used");
         std::fs::create_dir_all(&dir).map_err(io("creating", &dir))?;
-        std::fs::write(&p, b"").map_err(io("writing", &p))
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&p)
+            .map_err(io("opening", &p))?;
+        f.set_modified(std::time::SystemTime::now())
+            .map_err(io("writing", &p))?;
+        flock(&f, libc::LOCK_SH).map_err(io("locking", &p))?;
+        Ok(InUse { _file: f })
+    }
+
+    /// Bytes the store takes of its disk: every blob and every unpacked root filesystem.
+    pub fn usage(&self) -> Result<u64, ImageError> {
+        let mut total = 0u64;
+        let blobs = self.root.join("blobs/sha256");
+        for e in std::fs::read_dir(&blobs).into_iter().flatten().flatten() {
+            total = total.saturating_add(e.metadata().map_or(0, |m| m.len()));
+        }
+        let known: std::collections::HashMap<String, u64> = self
+            .list()?
+            .into_iter()
+            .filter_map(|r| {
+                let hex = r.digest.trim_start_matches("sha256:").to_owned();
+                r.unpacked.map(|u| (hex, u))
+            })
+            .collect();
+        let rootfs = self.root.join("rootfs");
+        for e in std::fs::read_dir(&rootfs).into_iter().flatten().flatten() {
+            let n = e.file_name().to_string_lossy().into_owned();
+            let size = match known.get(&n) {
+                Some(u) => *u,
+                None => tree_bytes(&e.path()),
+            };
+            total = total.saturating_add(size);
+        }
+        Ok(total)
+    }
+
+    /// The store, ready for one more image under `max_store`: when the store and the image
+    /// (at most [`Self::max_size`] of blobs and as much unpacked) would not fit under it, or
+    /// would leave less than a tenth of the filesystem free, pulled images no job holds
+    /// ([`Self::mark_used`]) are removed, least recently used first (imported images never:
+    /// they cannot be fetched again), after blobs no image refers to. The image's bound is
+    /// then cut to what is left; below 1 MiB the store is full ([`ImageError::StoreFull`]).
+    /// Two pulls at once may each count the same room: the store can pass its bound by what
+    /// concurrent pulls add.
+    pub fn for_new_image(&self, max_store: u64) -> Result<(ImageStore, Room), ImageError> {
+        let fs = fs_bytes(&self.root);
+        let fits = |usage: u64, need: u64| room_left(usage, max_store, fs) >= need;
+        let need = self.max_size.saturating_mul(2);
+        let mut room = Room {
+            usage: self.usage()?,
+            evicted: Vec::new(),
+        };
+        if !fits(room.usage, need) {
+            // Blobs no image refers to go first (those of a refused image, say).
+            self.gc_blobs()?;
+            room.usage = self.usage()?;
+        }
+        if !fits(room.usage, need) {
+            let mut pulled: Vec<ImageRef> = self
+                .list()?
+                .into_iter()
+                .filter(|r| r.source.is_some())
+                .collect();
+            pulled.sort_by_key(|r| r.last_used.unwrap_or(r.imported).max(r.imported));
+            for r in pulled {
+                if fits(room.usage, need) {
+                    break;
+                }
+                let used = self.used_path(&r.digest);
+                // A job holds it: kept. No marker: no job ever started on it.
+                let _hold = match std::fs::OpenOptions::new().write(true).open(&used) {
+                    Ok(f) => match flock(&f, libc::LOCK_EX | libc::LOCK_NB) {
+                        Ok(()) => Some(f),
+                        Err(_) => continue,
+                    },
+                    Err(_) => None,
+                };
+                self.remove(&r.name)?;
+                if !self.list()?.iter().any(|o| o.digest == r.digest) {
+                    let _ = std::fs::remove_file(&used);
+                }
+                room.evicted.push(r.name);
+                room.usage = self.usage()?;
+            }
+        }
+        let left = room_left(room.usage, max_store, fs) / 2;
+        if left < MIN_IMAGE {
+            return Err(ImageError::StoreFull {
+                usage: room.usage,
+                max: max_store,
+            });
+        }
+        let store = ImageStore {
+            root: self.root.clone(),
+            max_size: self.max_size.min(left),
+        };
+        Ok((store, room))
     }
 
     /// When a job last started on the image `digest` (Unix time).
@@ -737,6 +875,64 @@ impl ImageStore {
             }
         }
         Ok(removed)
+    }
+}
+
+/// What the store may still take: up to `max_store`, and never the last tenth of its
+/// filesystem (at most 4 GiB of it; `fs`: (total, available) bytes, when known).
+fn room_left(usage: u64, max_store: u64, fs: Option<(u64, u64)>) -> u64 {
+    let by_bound = max_store.saturating_sub(usage);
+    match fs {
+        Some((total, avail)) => {
+            let keep = (total / KEEP_FREE_DIVISOR).min(KEEP_FREE_MAX);
+            by_bound.min(avail.saturating_sub(keep))
+        }
+        None => by_bound,
+    }
+}
+
+/// The size and free space of the filesystem holding `p` (its nearest existing ancestor).
+fn fs_bytes(p: &Path) -> Option<(u64, u64)> {
+    let at = p.ancestors().find(|a| a.exists())?;
+    let st = nix::sys::statvfs::statvfs(at).ok()?;
+    let unit = st.fragment_size() as u64;
+    Some((
+        (st.blocks() as u64).saturating_mul(unit),
+        (st.blocks_available() as u64).saturating_mul(unit),
+    ))
+}
+
+/// Bytes of data under `dir` (files' lengths; symbolic links not followed), for root
+/// filesystems unpacked before their size was kept.
+fn tree_bytes(dir: &Path) -> u64 {
+    let mut total = 0u64;
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            match e.file_type() {
+                Ok(t) if t.is_dir() => stack.push(e.path()),
+                Ok(t) if t.is_file() => {
+                    total = total.saturating_add(e.metadata().map_or(0, |m| m.len()));
+                }
+                _ => {}
+            }
+        }
+    }
+    total
+}
+
+/// `flock(2)` on `f`, again when a signal interrupts it.
+fn flock(f: &File, op: libc::c_int) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    loop {
+        // SAFETY: flock on a descriptor the caller owns; released when the file is closed.
+        if unsafe { libc::flock(f.as_raw_fd(), op) } == 0 {
+            return Ok(());
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(e);
+        }
     }
 }
 
@@ -1164,6 +1360,113 @@ mod tests {
     }
 
     use tar::EntryType as T;
+
+    /// A store holding images of 1 MiB unpacked each (no blobs): `(name, pulled, last used
+    /// seconds ago)`.
+    fn store_of(images: &[(&str, bool, Option<u64>)]) -> (tempfile::TempDir, ImageStore) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = ImageStore::new(dir.path()).with_max_size(1 << 20);
+        std::fs::create_dir_all(dir.path().join("refs")).expect("mkdir");
+        for (i, (name, pulled, used_ago)) in images.iter().enumerate() {
+            let digest = format!("sha256:{i:064x}");
+            let root = store.rootfs_dir(&digest);
+            std::fs::create_dir_all(&root).expect("mkdir");
+            std::fs::write(root.join("data"), vec![0u8; 1 << 20]).expect("write");
+            let r = ImageRef {
+                name: normalize_name(name),
+                digest: digest.clone(),
+                size: 0,
+                layers: 1,
+                imported: crate::state::now() - 3600,
+                source: pulled.then(|| format!("registry.test/{name}")),
+                verified: None,
+                last_used: None,
+                unpacked: Some(1 << 20),
+            };
+            let data = serde_json::to_vec(&r).expect("json");
+            std::fs::write(store.ref_path(&r.name), data).expect("write");
+            if let Some(ago) = used_ago {
+                drop(store.mark_used(&digest).expect("mark"));
+                let when = std::time::SystemTime::now() - std::time::Duration::from_secs(*ago);
+                std::fs::File::options()
+                    .write(true)
+                    .open(store.used_path(&digest))
+                    .and_then(|f| f.set_modified(when))
+                    .expect("mtime");
+            }
+        }
+        (dir, store)
+    }
+
+    /// Room for one more image is made by removing pulled images, least recently used first,
+    /// never one a job holds nor an imported one; when nothing more can go, the store is
+    /// full; the new image's bound is what is left.
+    #[test]
+    fn room_is_made_from_unheld_pulled_images_least_recently_used_first() {
+        let (_dir, store) = store_of(&[
+            ("old", true, Some(600)),
+            ("recent", true, Some(60)),
+            ("imported", false, Some(6000)),
+        ]);
+        let names = |s: &ImageStore| -> Vec<String> {
+            s.list()
+                .expect("list")
+                .into_iter()
+                .map(|r| r.name)
+                .collect()
+        };
+        assert_eq!(store.usage().expect("usage"), 3 << 20);
+        let recent = store.resolve("recent").expect("recent");
+        let hold = store.mark_used(&recent.digest).expect("hold");
+        // 3 MiB held, 2 MiB (a 1 MiB image's blobs and tree) wanted under 4 MiB: one goes.
+        let (bounded, room) = store.for_new_image(4 << 20).expect("room");
+        assert_eq!(room.evicted, vec!["old:latest".to_owned()]);
+        assert_eq!(room.usage, 2 << 20);
+        assert_eq!(bounded.max_size(), 1 << 20);
+        assert_eq!(names(&store), vec!["imported:latest", "recent:latest"]);
+        let old = format!("sha256:{:064x}", 0);
+        assert!(!store.rootfs_dir(&old).exists() && !store.used_path(&old).exists());
+        // Under 3 MiB: only `recent` could go, and a job holds it: full.
+        let full = store.for_new_image(3 << 20).map(|_| ());
+        assert!(
+            matches!(full, Err(ImageError::StoreFull { usage, max }) if usage == 2 << 20 && max == 3 << 20),
+            "{full:?}"
+        );
+        assert_eq!(names(&store).len(), 2, "nothing removed");
+        // The job ends: it can go; the imported image never does.
+        drop(hold);
+        let (bounded, room) = store.for_new_image(3 << 20).expect("room");
+        assert_eq!(room.evicted, vec!["recent:latest".to_owned()]);
+        assert_eq!(bounded.max_size(), 1 << 20);
+        assert!(matches!(
+            store.for_new_image(2 << 20),
+            Err(ImageError::StoreFull { .. })
+        ));
+        assert_eq!(names(&store), vec!["imported:latest"]);
+        // Enough room: nothing is removed.
+        let (_, room) = store.for_new_image(8 << 20).expect("room");
+        assert!(room.evicted.is_empty());
+    }
+
+    #[test]
+    fn room_left_keeps_a_tenth_of_the_disk_free_up_to_4_gib() {
+        let gib = 1u64 << 30;
+        assert_eq!(room_left(10, 100, None), 90);
+        assert_eq!(room_left(200, 100, None), 0);
+        // A 10 GiB disk with 3 GiB free: 2 GiB may be taken (1 GiB kept).
+        assert_eq!(room_left(0, 64 * gib, Some((10 * gib, 3 * gib))), 2 * gib);
+        // A 1 TiB disk with 100 GiB free: 4 GiB kept, the bound decides.
+        assert_eq!(
+            room_left(0, 64 * gib, Some((1024 * gib, 100 * gib))),
+            64 * gib
+        );
+        assert_eq!(
+            room_left(0, 640 * gib, Some((1024 * gib, 100 * gib))),
+            96 * gib
+        );
+        // Nearly full: nothing.
+        assert_eq!(room_left(0, 64 * gib, Some((10 * gib, gib / 2))), 0);
+    }
 
     #[test]
     fn entries_past_the_budget_are_refused_across_layers() {
