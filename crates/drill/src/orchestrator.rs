@@ -488,6 +488,23 @@ fn run_sampled(mut cmd: Command) -> std::io::Result<(std::process::Output, Sampl
     ))
 }
 
+/// Bytes an image store takes, counted as airlock counts them: the length of every blob and
+/// of every file of every unpacked root filesystem.
+fn store_bytes(store: &Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![store.join("blobs/sha256"), store.join("rootfs")];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            match e.file_type() {
+                Ok(t) if t.is_dir() => stack.push(e.path()),
+                Ok(t) if t.is_file() => total += e.metadata().map_or(0, |m| m.len()),
+                _ => {}
+            }
+        }
+    }
+    total
+}
+
 /// How many records of job `job` the audit log in `dir` holds (every segment), read line by
 /// line.
 fn count_job_records(dir: &Path, job: &str) -> Option<u64> {
@@ -765,9 +782,60 @@ impl Runner<'_> {
             .iter()
             .enumerate()
         {
+            let name = format!("drill-hostile-{i}:1");
+            if let (Some(size), Some(bound)) = (v.max_size, v.max_store) {
+                let mut said = Vec::new();
+                for copy in ["a", "b"] {
+                    // Two images, not one twice (the store would share it): each has a
+                    // layer naming itself.
+                    let mut layers = v.layers.clone();
+                    layers.push(attack::hostile_image::layer(|t| {
+                        attack::hostile_image::raw_entry(
+                            t,
+                            copy,
+                            tar::EntryType::Regular,
+                            None,
+                            copy.as_bytes(),
+                        )
+                    }));
+                    let layout = dir.join(format!("layout-{i}{copy}"));
+                    write_layout(&layout, &layers)?;
+                    let out = self
+                        .airlock()
+                        .args(["image", "import", "--name", &format!("{name}{copy}")])
+                        .args(["--max-size", size, "--max-store", bound])
+                        .arg(&layout)
+                        .stdin(Stdio::null())
+                        .output()
+                        .map_err(io("running", &self.opts.airlock_exe))?;
+                    said.push(if out.status.success() {
+                        "imported"
+                    } else {
+                        "refused"
+                    });
+                }
+                let used = store_bytes(&self.scratch.data().join("images"));
+                let max = bound.parse::<airlock_policy::ByteSize>().map_or(0, |b| b.0);
+                let what = format!(
+                    "{}: {}, the store {used} bytes (--max-store {bound})",
+                    v.name,
+                    said.join(" then ")
+                );
+                if used > max {
+                    through.push(what);
+                } else {
+                    notes.push(what);
+                }
+                for copy in ["a", "b"] {
+                    let _ = self
+                        .airlock()
+                        .args(["image", "rm", &format!("{name}{copy}")])
+                        .output();
+                }
+                continue;
+            }
             let layout = dir.join(format!("layout-{i}"));
             let digest = write_layout(&layout, &v.layers)?;
-            let name = format!("drill-hostile-{i}:1");
             let out = self
                 .airlock()
                 .args(["image", "import", "--name", &name])

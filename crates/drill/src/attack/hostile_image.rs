@@ -6,8 +6,10 @@
 //! test (no job runs), then looks at its own bait: a file planted next to it, the bait
 //! deleted, or the bait's inode inside the unpacked image means it got through. One more image
 //! is bigger than the `--max-size` it is imported with (the host's disk through the store):
-//! accepted, or its staging left behind, means it got through. Harmless: the targets are the
-//! drill's own bait files in its private directory.
+//! accepted, or its staging left behind, means it got through; and two images, each within
+//! that bound, are imported under a `--max-store` the pair would pass: the store growing past
+//! it means it got through. Harmless: the targets are the drill's own bait files in its
+//! private directory, and the images the drill's own store.
 
 use std::path::Path;
 
@@ -51,6 +53,9 @@ pub struct Variant {
     /// Imported with `--max-size` this: an image bigger than that must be refused, and
     /// nothing of it left.
     pub max_size: Option<&'static str>,
+    /// Imported twice (under two names, with `--max-size`) with `--max-store` this: the store
+    /// must stay under it.
+    pub max_store: Option<&'static str>,
 }
 
 fn header(kind: tar::EntryType, size: u64, mode: u32) -> tar::Header {
@@ -65,7 +70,7 @@ fn header(kind: tar::EntryType, size: u64, mode: u32) -> tar::Header {
 
 /// An entry whose name is written raw (the `tar` crate refuses `..` in names, as it should;
 /// a hostile layer does not ask it).
-fn raw_entry(t: &mut Vec<u8>, name: &str, kind: tar::EntryType, link: Option<&str>, data: &[u8]) {
+pub(crate) fn raw_entry(t: &mut Vec<u8>, name: &str, kind: tar::EntryType, link: Option<&str>, data: &[u8]) {
     let mut h = header(kind, data.len() as u64, 0o644);
     {
         let old = h.as_old_mut();
@@ -83,7 +88,7 @@ fn raw_entry(t: &mut Vec<u8>, name: &str, kind: tar::EntryType, link: Option<&st
     t.extend(std::iter::repeat_n(0u8, pad));
 }
 
-fn layer(build: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
+pub(crate) fn layer(build: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
     let mut t = Vec::new();
     build(&mut t);
     t.extend(std::iter::repeat_n(0u8, 1024));
@@ -104,6 +109,7 @@ pub fn variants(bait_dir: &Path, bait_file: &Path) -> Vec<Variant> {
                 layer(|t| raw_entry(t, "x/planted-abs", Regular, None, b"planted\n")),
             ],
             max_size: None,
+            max_store: None,
         },
         Variant {
             name: "write through a symlink that climbs out",
@@ -112,6 +118,7 @@ pub fn variants(bait_dir: &Path, bait_file: &Path) -> Vec<Variant> {
                 raw_entry(t, "y/planted-climb", Regular, None, b"planted\n");
             })],
             max_size: None,
+            max_store: None,
         },
         Variant {
             name: "an entry path with ..",
@@ -125,6 +132,7 @@ pub fn variants(bait_dir: &Path, bait_file: &Path) -> Vec<Variant> {
                 )
             })],
             max_size: None,
+            max_store: None,
         },
         Variant {
             name: "a whiteout behind a symlink",
@@ -133,11 +141,13 @@ pub fn variants(bait_dir: &Path, bait_file: &Path) -> Vec<Variant> {
                 layer(|t| raw_entry(t, "w/.wh.victim", Regular, None, b"")),
             ],
             max_size: None,
+            max_store: None,
         },
         Variant {
             name: "a hardlink to a host file",
             layers: vec![layer(|t| raw_entry(t, "h", Link, Some(&file), b""))],
             max_size: None,
+            max_store: None,
         },
         Variant {
             // The host's disk through the store: more than the image may take (the bound
@@ -148,6 +158,17 @@ pub fn variants(bait_dir: &Path, bait_file: &Path) -> Vec<Variant> {
                 layer(|t| raw_entry(t, "b", Regular, None, &vec![0u8; 3 << 20])),
             ],
             max_size: Some("4MiB"),
+            max_store: None,
+        },
+        Variant {
+            // The host's disk through the store, image by image: each within its bound (3
+            // MiB of blob, shared, and as much unpacked for each), two pass the store's.
+            name: "images that together pass the store's bound",
+            layers: vec![layer(|t| {
+                raw_entry(t, "c", Regular, None, &vec![7u8; 3 << 20])
+            })],
+            max_size: Some("4MiB"),
+            max_store: Some("8MiB"),
         },
     ]
 }
