@@ -126,7 +126,7 @@ pub struct GatewayConfig {
     pub pool: crate::Pool,
     /// Most connections held open at once (the group's `limits.connections`).
     pub max_connections: usize,
-    /// New flows (connections accepted, DNS queries over UDP: all ports together) taken in
+    /// New flows (connections accepted, DNS queries over UDP or TCP: all ports together) taken in
     /// a second, in bursts of up to twice as many (the group's `limits.flow_rate`). The
     /// gateway runs in airlock's process, outside the job's cgroup: without a rate a job could
     /// make it accept, parse and record at line rate on airlock's CPU. Past it nothing is
@@ -768,6 +768,64 @@ mod tests {
         assert!(
             !slowed.is_empty() && slowed.iter().all(|r| r.count < 10),
             "{opened} opened, {taken} taken in: {slowed:#?}"
+        );
+    }
+
+    /// DNS queries over TCP are flows too: one connection carrying query after query is held
+    /// to the same rate as many connections.
+    #[test]
+    fn queries_on_one_tcp_connection_are_taken_in_at_the_rate() {
+        use std::io::{Read, Write};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let rate = 100;
+        let g = Gateway::start(GatewayConfig {
+            flow_rate: rate,
+            ..config(
+                block(&[]),
+                SocketAddr::from((Ipv4Addr::LOCALHOST, 9)),
+                64,
+                dir.path(),
+            )
+        })
+        .expect("gateway");
+        let mut s = std::net::TcpStream::connect((Ipv4Addr::LOCALHOST, g.ports().dns_tcp))
+            .expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let mut m = hickory_proto::op::Message::new();
+        m.add_query(hickory_proto::op::Query::query(
+            hickory_proto::rr::Name::from_ascii("refused.test.").expect("name"),
+            hickory_proto::rr::RecordType::A,
+        ));
+        let q = m.to_vec().expect("encode");
+        let n = 3 * rate as usize;
+        let t = std::time::Instant::now();
+        let mut wire = Vec::new();
+        for _ in 0..n {
+            wire.extend_from_slice(&(q.len() as u16).to_be_bytes());
+            wire.extend_from_slice(&q);
+        }
+        s.write_all(&wire).expect("write");
+        for i in 0..n {
+            let mut len = [0u8; 2];
+            s.read_exact(&mut len)
+                .unwrap_or_else(|e| panic!("answer {i}: {e}"));
+            let mut a = vec![0u8; usize::from(u16::from_be_bytes(len))];
+            s.read_exact(&mut a).expect("answer");
+        }
+        // Twice the rate at once, then the rate: 300 queries take at least one second.
+        let took = t.elapsed();
+        assert!(
+            took >= Duration::from_millis(900),
+            "{n} answered in {took:?}"
+        );
+        drop(s);
+        let records = g.stop();
+        assert!(
+            records
+                .iter()
+                .any(|r| r.reason.contains("(limits.flow_rate)")),
+            "{records:#?}"
         );
     }
 

@@ -249,7 +249,7 @@ pub struct Limits {
     #[serde(default = "Limits::default_connections")]
     pub connections: u32,
     /// New flows per second the job's egress gateway takes in (connections accepted and DNS
-    /// queries over UDP, all ports together), in bursts of up to twice as many; more wait in
+    /// queries over UDP or TCP, all ports together), in bursts of up to twice as many; more wait in
     /// the kernel until their turn (slowed, not refused). Bounds the CPU a job's floods cost
     /// airlock, whose gateway runs outside the job's cgroup.
     #[serde(default = "Limits::default_flow_rate")]

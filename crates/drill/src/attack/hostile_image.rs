@@ -70,7 +70,13 @@ fn header(kind: tar::EntryType, size: u64, mode: u32) -> tar::Header {
 
 /// An entry whose name is written raw (the `tar` crate refuses `..` in names, as it should;
 /// a hostile layer does not ask it).
-pub(crate) fn raw_entry(t: &mut Vec<u8>, name: &str, kind: tar::EntryType, link: Option<&str>, data: &[u8]) {
+pub(crate) fn raw_entry(
+    t: &mut Vec<u8>,
+    name: &str,
+    kind: tar::EntryType,
+    link: Option<&str>,
+    data: &[u8],
+) {
     let mut h = header(kind, data.len() as u64, 0o644);
     {
         let old = h.as_old_mut();

@@ -62,7 +62,13 @@ pub(super) async fn serve_udp(ctx: Arc<Ctx>, sock: Arc<UdpSocket>) {
 }
 
 pub(super) async fn serve_tcp(ctx: &Ctx, mut s: TcpStream) {
+    let mut first = true;
     loop {
+        // Each query after the first (counted when the connection was accepted) is a new
+        // flow: one connection must not carry more than the rate allows.
+        if !std::mem::take(&mut first) {
+            ctx.next_flow("dns", 53).await;
+        }
         let mut len = [0u8; 2];
         if tokio::time::timeout(IO_TIMEOUT, s.read_exact(&mut len))
             .await
