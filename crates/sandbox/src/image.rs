@@ -688,6 +688,21 @@ impl ImageStore {
         Ok(InUse { _file: f })
     }
 
+    /// Claims the image `digest` for removal: `None` while a job holds it ([`Self::mark_used`]);
+    /// the claim (if it was ever used) keeps a job from starting on it until dropped.
+    fn claim(&self, digest: &str) -> Option<Option<File>> {
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .open(self.used_path(digest))
+        {
+            Ok(f) => flock(&f, libc::LOCK_EX | libc::LOCK_NB)
+                .ok()
+                .map(|()| Some(f)),
+            // No marker: no job ever started on it.
+            Err(_) => Some(None),
+        }
+    }
+
     /// Bytes the store takes of its disk: every blob and every unpacked root filesystem.
     pub fn usage(&self) -> Result<u64, ImageError> {
         let mut total = 0u64;
@@ -748,13 +763,8 @@ impl ImageStore {
                     break;
                 }
                 let used = self.used_path(&r.digest);
-                // A job holds it: kept. No marker: no job ever started on it.
-                let _hold = match std::fs::OpenOptions::new().write(true).open(&used) {
-                    Ok(f) => match flock(&f, libc::LOCK_EX | libc::LOCK_NB) {
-                        Ok(()) => Some(f),
-                        Err(_) => continue,
-                    },
-                    Err(_) => None,
+                let Some(_claim) = self.claim(&r.digest) else {
+                    continue; // a job runs on it
                 };
                 self.remove(&r.name)?;
                 if !self.list()?.iter().any(|o| o.digest == r.digest) {
@@ -799,7 +809,11 @@ impl ImageStore {
         let now = crate::state::now();
         for r in self.list()? {
             let last = r.last_used.unwrap_or(r.imported).max(r.imported);
-            if r.source.is_some() && now.saturating_sub(last) > unused_for.as_secs() {
+            // An image a job still runs on (longer than `unused_for`) is kept.
+            if r.source.is_some()
+                && now.saturating_sub(last) > unused_for.as_secs()
+                && self.claim(&r.digest).is_some()
+            {
                 report.images.push(r.name.clone());
                 if !dry_run {
                     let rp = self.ref_path(&r.name);
@@ -1446,6 +1460,28 @@ mod tests {
         // Enough room: nothing is removed.
         let (_, room) = store.for_new_image(8 << 20).expect("room");
         assert!(room.evicted.is_empty());
+    }
+
+    /// `image gc --unused-for` goes by last use, but never removes an image a job still runs
+    /// on (one that started longer ago than the bound).
+    #[test]
+    fn gc_keeps_an_image_a_job_still_holds() {
+        let (_dir, store) = store_of(&[("long", true, None)]);
+        let digest = store.resolve("long").expect("long").digest;
+        let hold = store.mark_used(&digest).expect("hold");
+        let started = std::time::SystemTime::now() - std::time::Duration::from_secs(600);
+        std::fs::File::options()
+            .write(true)
+            .open(store.used_path(&digest))
+            .and_then(|f| f.set_modified(started))
+            .expect("mtime");
+        let unused_for = std::time::Duration::from_secs(300);
+        let r = store.gc(unused_for, false).expect("gc");
+        assert!(r.images.is_empty(), "{r:?}");
+        assert!(store.rootfs_dir(&digest).exists());
+        drop(hold);
+        let r = store.gc(unused_for, false).expect("gc");
+        assert_eq!(r.images, vec!["long:latest".to_owned()]);
     }
 
     #[test]
