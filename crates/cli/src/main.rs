@@ -1561,17 +1561,18 @@ fn cmd_image(i: ImageCmd, paths: Paths) -> Result<u8> {
                     _ => "never".to_owned(),
                 };
                 println!(
-                    "{:<40} {:<20} {:>7} {:>12} {:<20} {:<20} SIGNED",
-                    "NAME", "DIGEST", "LAYERS", "SIZE", "PULLED/IMPORTED", "LAST USED"
+                    "{:<40} {:<20} {:>7} {:>12} {:>12} {:<20} {:<20} SIGNED",
+                    "NAME", "DIGEST", "LAYERS", "SIZE", "UNPACKED", "PULLED/IMPORTED", "LAST USED"
                 );
                 for r in all {
                     println!(
-                        "{:<40} {:<20} {:>7} {:>12} {:<20} {:<20} {}",
+                        "{:<40} {:<20} {:>7} {:>12} {:>12} {:<20} {:<20} {}",
                         // An image's name can come from its own index annotations.
                         Escaped(&r.name),
                         &r.digest[..r.digest.len().min(19)],
                         r.layers,
                         r.size,
+                        r.unpacked.map_or("-".to_owned(), |u| u.to_string()),
                         when(Some(r.imported)),
                         when(r.last_used),
                         if r.verified.is_some() { "yes" } else { "-" }

@@ -874,8 +874,17 @@ fn ls_shows_use_and_gc_removes_only_unused_pulled_images() {
         .expect("listed");
     assert!(pulled_img["last_used"].as_u64().is_some(), "{pulled_img}");
     assert!(pulled_img["source"].as_str().is_some(), "{pulled_img}");
+    // What it unpacked to is kept (the store's usage counts it).
+    assert!(
+        pulled_img["unpacked"].as_u64().is_some_and(|u| u > 100_000),
+        "{pulled_img}"
+    );
     let o = w.cmd().args(["image", "ls"]).output().expect("ls");
-    assert!(stdout(&o).contains("LAST USED"), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("LAST USED") && stdout(&o).contains("UNPACKED"),
+        "{}",
+        stdout(&o)
+    );
 
     // Used just now: a 1h bound keeps it.
     let o = w
