@@ -28,6 +28,12 @@ fn pull(w: &World, args: &[&str]) -> Output {
         .expect("pull")
 }
 
+/// Pushes the layout's image `1` over plain HTTP to `t/REPO` (`name:tag`) in the registry.
+fn push_plain(w: &World, reg: &Registry, layout: &Path, repo: &str) {
+    let to = format!("{}/t/{repo}", reg.addr);
+    push(w, layout, "1", &to, &["--dest-tls-verify=false"], false);
+}
+
 /// `airlock run -q -p POLICY -- /bin/sh -c SCRIPT` in the world.
 fn run_sh(w: &World, policy: &Path, script: &str) -> Output {
     w.cmd()
@@ -90,14 +96,7 @@ fn pull_verifies_shares_blobs_and_runs_a_job() {
     // A gzip + zstd image: pulled, every blob fetched, the pinned digest printed.
     let la = w.dir.path().join("a");
     tiny(&la, "1", "from-the-registry\n", true);
-    push(
-        &w,
-        &la,
-        "1",
-        &format!("{}/t/tiny:1", reg.addr),
-        &plain,
-        false,
-    );
+    push_plain(&w, &reg, &la, "tiny:1");
     let v = pulled(&pull(
         &w,
         &[&insecure[..], &["127.0.0.1:5000/t/tiny:1"]].concat(),
@@ -225,19 +224,11 @@ fn tampered_blobs_and_hostile_layers_leave_no_image() {
     let w = World::new();
     let reg = start_registry(&w, 5000, None, None);
     let insecure = ["--insecure-registry", "127.0.0.1:5000"];
-    let plain = ["--dest-tls-verify=false"];
 
     // A blob altered in the registry's storage: refused, nothing visible, nothing left.
     let la = w.dir.path().join("a");
     let dm = tiny(&la, "1", "original\n", false);
-    push(
-        &w,
-        &la,
-        "1",
-        &format!("{}/t/tampered:1", reg.addr),
-        &plain,
-        false,
-    );
+    push_plain(&w, &reg, &la, "tampered:1");
     let manifest: serde_json::Value = serde_json::from_slice(
         &std::fs::read(
             la.join("blobs/sha256").join(
@@ -287,14 +278,7 @@ fn tampered_blobs_and_hostile_layers_leave_no_image() {
     });
     let dm = write_manifest(&lh, "amd64", &[(GZ, gzip(&evil))]);
     write_index_json(&lh, "1", &dm);
-    push(
-        &w,
-        &lh,
-        "1",
-        &format!("{}/t/hostile:1", reg.addr),
-        &plain,
-        false,
-    );
+    push_plain(&w, &reg, &lh, "hostile:1");
     let o = pull(
         &w,
         &[&insecure[..], &["127.0.0.1:5000/t/hostile:1"]].concat(),
@@ -547,18 +531,10 @@ fn a_pinned_policy_pulls_on_first_use_and_a_moved_tag_changes_nothing() {
     need_registry_tools!();
     let w = World::new();
     let reg = start_registry(&w, 5000, None, None);
-    let plain = ["--dest-tls-verify=false"];
     let la = w.dir.path().join("a");
     let dm = tiny(&la, "1", "first\n", false);
     let digest = dm["digest"].as_str().expect("digest").to_owned();
-    push(
-        &w,
-        &la,
-        "1",
-        &format!("{}/t/runner:1", reg.addr),
-        &plain,
-        false,
-    );
+    push_plain(&w, &reg, &la, "runner:1");
 
     // A trusted group must pin: a bare tag is refused by `policy check`.
     let bare = w.policy(
@@ -593,14 +569,7 @@ fn a_pinned_policy_pulls_on_first_use_and_a_moved_tag_changes_nothing() {
     let lb = w.dir.path().join("b");
     let moved = tiny(&lb, "1", "moved\n", false);
     assert_ne!(moved["digest"], dm["digest"]);
-    push(
-        &w,
-        &lb,
-        "1",
-        &format!("{}/t/runner:1", reg.addr),
-        &plain,
-        false,
-    );
+    push_plain(&w, &reg, &lb, "runner:1");
     let o = job(&w);
     assert_eq!(stdout(&o).trim(), "first", "{}", stderr(&o));
 
@@ -933,7 +902,6 @@ fn an_image_larger_than_max_size_is_refused_and_leaves_nothing() {
     let w = World::new();
     let reg = start_registry(&w, 5000, None, None);
     let insecure = ["--insecure-registry", "127.0.0.1:5000"];
-    let plain = ["--dest-tls-verify=false"];
     let store_is_empty = |w: &World| {
         assert!(image_names(w).is_empty(), "{:?}", image_names(w));
         for d in ["images/rootfs", "images/tmp"] {
@@ -948,14 +916,7 @@ fn an_image_larger_than_max_size_is_refused_and_leaves_nothing() {
         new_layout(&layout);
         let dm = write_manifest(&layout, "amd64", &[(GZ, layer)]);
         write_index_json(&layout, "1", &dm);
-        push(
-            &w,
-            &layout,
-            "1",
-            &format!("{}/t/{name}:1", reg.addr),
-            &plain,
-            false,
-        );
+        push_plain(&w, &reg, &layout, &format!("{name}:1"));
         let reference = format!("127.0.0.1:5000/t/{name}:1");
         pull(
             &w,
@@ -1040,18 +1001,10 @@ fn the_store_stays_under_max_store_and_never_loses_an_image_a_job_runs_on() {
     need_registry_tools!();
     let w = World::new();
     let reg = start_registry(&w, 5000, None, None);
-    let plain = ["--dest-tls-verify=false"];
     for name in ["a", "b", "c"] {
         let layout = w.dir.path().join(name);
         tiny(&layout, "1", &format!("{name}\n"), false);
-        push(
-            &w,
-            &layout,
-            "1",
-            &format!("{}/t/{name}:1", reg.addr),
-            &plain,
-            false,
-        );
+        push_plain(&w, &reg, &layout, &format!("{name}:1"));
     }
     let policy = |image: &str, max_store: u64| {
         w.policy(&format!(

@@ -624,6 +624,19 @@ mod tests {
         (g, dir)
     }
 
+    /// A gateway refusing every name, taking in `rate` new flows a second.
+    fn rated_gateway(rate: u32) -> (Gateway, tempfile::TempDir) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut c = config(
+            block(&[]),
+            SocketAddr::from((Ipv4Addr::LOCALHOST, 9)),
+            64,
+            dir.path(),
+        );
+        c.flow_rate = rate;
+        (Gateway::start(c).expect("gateway"), dir)
+    }
+
     fn over_limit(records: &[ConnRecord], kind: &str) -> u64 {
         records
             .iter()
@@ -703,18 +716,8 @@ mod tests {
     /// slowing is recorded, at most once a second. Loopback only, on ports the kernel chose.
     #[test]
     fn new_flows_are_taken_in_at_the_gateways_rate() {
-        let dir = tempfile::tempdir().expect("tempdir");
         let rate = 100;
-        let g = Gateway::start(GatewayConfig {
-            flow_rate: rate,
-            ..config(
-                block(&[]),
-                SocketAddr::from((Ipv4Addr::LOCALHOST, 9)),
-                64,
-                dir.path(),
-            )
-        })
-        .expect("gateway");
+        let (g, _dir) = rated_gateway(rate);
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, g.ports().http));
         let t = std::time::Instant::now();
         let flood = Duration::from_millis(2500);
@@ -783,18 +786,8 @@ mod tests {
     #[test]
     fn queries_on_one_tcp_connection_are_taken_in_at_the_rate() {
         use std::io::{Read, Write};
-        let dir = tempfile::tempdir().expect("tempdir");
         let rate = 100;
-        let g = Gateway::start(GatewayConfig {
-            flow_rate: rate,
-            ..config(
-                block(&[]),
-                SocketAddr::from((Ipv4Addr::LOCALHOST, 9)),
-                64,
-                dir.path(),
-            )
-        })
-        .expect("gateway");
+        let (g, _dir) = rated_gateway(rate);
         let mut s = std::net::TcpStream::connect((Ipv4Addr::LOCALHOST, g.ports().dns_tcp))
             .expect("connect");
         s.set_read_timeout(Some(Duration::from_secs(10)))

@@ -308,12 +308,7 @@ impl ImageStore {
     pub fn lock(&self, exclusive: bool) -> Result<File, ImageError> {
         std::fs::create_dir_all(&self.root).map_err(io("creating", &self.root))?;
         let p = self.root.join(".lock");
-        let f = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&p)
-            .map_err(io("opening", &p))?;
+        let f = open_lock_file(&p)?;
         let op = if exclusive {
             libc::LOCK_EX
         } else {
@@ -676,12 +671,7 @@ impl ImageStore {
         let p = self.used_path(digest);
         let dir = self.root.join("used");
         std::fs::create_dir_all(&dir).map_err(io("creating", &dir))?;
-        let f = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&p)
-            .map_err(io("opening", &p))?;
+        let f = open_lock_file(&p)?;
         f.set_modified(std::time::SystemTime::now())
             .map_err(io("writing", &p))?;
         flock(&f, libc::LOCK_SH).map_err(io("locking", &p))?;
@@ -933,6 +923,16 @@ fn tree_bytes(dir: &Path) -> u64 {
         }
     }
     total
+}
+
+/// A file that is only ever locked, made if missing, never truncated.
+fn open_lock_file(p: &Path) -> Result<File, ImageError> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(p)
+        .map_err(io("opening", p))
 }
 
 /// `flock(2)` on `f`, again when a signal interrupts it.
