@@ -729,8 +729,9 @@ impl ImageStore {
     /// Two pulls at once may each count the same room: the store can pass its bound by what
     /// concurrent pulls add.
     pub fn for_new_image(&self, max_store: u64) -> Result<(ImageStore, Room), ImageError> {
-        let fs = fs_bytes(&self.root);
-        let fits = |usage: u64, need: u64| room_left(usage, max_store, fs) >= need;
+        // The filesystem is read again each time: removing an image frees its space.
+        let left = |usage: u64| room_left(usage, max_store, fs_bytes(&self.root));
+        let fits = |usage: u64, need: u64| left(usage) >= need;
         let need = self.max_size.saturating_mul(2);
         let mut room = Room {
             usage: self.usage()?,
@@ -764,7 +765,7 @@ impl ImageStore {
                 room.usage = self.usage()?;
             }
         }
-        let left = room_left(room.usage, max_store, fs) / 2;
+        let left = left(room.usage) / 2;
         if left < MIN_IMAGE {
             return Err(ImageError::StoreFull {
                 usage: room.usage,
