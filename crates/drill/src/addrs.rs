@@ -45,8 +45,12 @@ pub const GCP_METADATA_NAME: &str = "metadata.google.internal";
 pub const REBIND_NAME: &str = "rebind.drill.test";
 /// An allowed name with one public ([`ALLOWED`]) and one internal ([`INTERNAL`]) address.
 pub const REBIND_MIXED_NAME: &str = "rebind-mixed.drill.test";
+/// An allowed name the world's resolver never answers: every query the gateway forwards for
+/// it waits out its time upstream (`gateway-flood` fills the gateway's DNS queries in flight
+/// with it). Added to the group's egress domains.
+pub const SILENT_NAME: &str = "silent.drill.test";
 /// Every name the drill adds to the group's egress domains.
-pub const POLICY_NAMES: [&str; 3] = [ALLOWED_NAME, REBIND_NAME, REBIND_MIXED_NAME];
+pub const POLICY_NAMES: [&str; 4] = [ALLOWED_NAME, REBIND_NAME, REBIND_MIXED_NAME, SILENT_NAME];
 /// What the world's resolver appends to a query's record when the query carried more than
 /// one bare question (more questions, EDNS options, records in its other sections).
 pub const SMUGGLED_TAG: &str = "+smuggled";

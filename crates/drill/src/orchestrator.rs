@@ -362,13 +362,17 @@ struct GatewayFlows {
     /// times are when it was taken in), and the bound over the time they span: tighter than
     /// the run's, which a gateway without a rate could stay under on a slow machine.
     churn: (u64, u64),
+    /// Of the queries for the name the world's resolver never answers: how many the gateway
+    /// asked (one upstream socket each) and the most it waited on at once (first asked within
+    /// one upstream timeout of each other; each is waited on for twice that).
+    silent: (usize, usize),
     /// CPU time of the gateway's threads, as last seen.
     cpu: Duration,
 }
 
 impl GatewayFlows {
-    /// From the job's records and the run's wall time.
-    fn of(report: &JobReport, flow_rate: u32, run: Duration) -> Self {
+    /// From the job's records, the world's hits during the job and the run's wall time.
+    fn of(report: &JobReport, hits: &[Hit], flow_rate: u32, run: Duration) -> Self {
         let flows = || {
             report
                 .egress
@@ -393,9 +397,30 @@ impl GatewayFlows {
             taken: flows().map(|r| r.count).sum(),
             bound: bound(run.as_secs_f64()),
             churn: (churn.iter().map(|r| r.count).sum(), bound(span)),
+            silent: silent_in_flight(hits),
             cpu: Duration::ZERO,
         }
     }
+}
+
+/// How many of the gateway's upstream sockets asked the world's resolver for the silent name,
+/// and the most first seen within one upstream timeout of each other: all of those were
+/// waited on together.
+fn silent_in_flight(hits: &[Hit]) -> (usize, usize) {
+    let mut first = std::collections::HashMap::new();
+    for h in hits {
+        if h.service == "dns" && h.detail.contains(crate::world::SILENT_ANSWER) {
+            first.entry(h.peer).or_insert(h.time_ms);
+        }
+    }
+    let mut t: Vec<u128> = first.into_values().collect();
+    t.sort_unstable();
+    let window = airlock_net::gateway::DNS_TIMEOUT.as_millis();
+    let most = (0..t.len())
+        .map(|i| t[i..].iter().take_while(|x| **x - t[i] < window).count())
+        .max()
+        .unwrap_or(0);
+    (t.len(), most)
 }
 
 /// What [`run_sampled`] saw of a running `airlock run`.
@@ -671,7 +696,7 @@ impl Runner<'_> {
         if files_bound {
             run.gateway_flows = run.report.as_ref().map(|r| GatewayFlows {
                 cpu: sampled.gateway_cpu,
-                ..GatewayFlows::of(r, self.limits.flow_rate, took)
+                ..GatewayFlows::of(r, &run.hits, self.limits.flow_rate, took)
             });
         }
         if attack::find(id).is_some_and(|a| a.record_bound().is_some()) {
@@ -1273,6 +1298,23 @@ fn judge_as(
                 }
             }
         }
+        // And what it waits on: queries for a name whose resolver never answers.
+        let bound = airlock_net::gateway::DNS_IN_FLIGHT;
+        match first.gateway_flows.map(|f| f.silent) {
+            Some((_, most)) if most > bound => {
+                evidence.push(format!(
+                    "the gateway waited on {most} DNS queries at once for a resolver that \
+                     never answers (bound {bound})"
+                ));
+                observed = Observed::Succeeded;
+            }
+            Some((asked, most)) if asked > 0 => evidence.push(format!(
+                "{asked} queries asked of a resolver that never answers, at most {most} at once \
+                 (bound {bound})"
+            )),
+            // Nothing forwarded (egress `none`): nothing to judge.
+            _ => evidence.push("no query reached the silent resolver".to_owned()),
+        }
     }
     if let (Some(v), true) = (victim, a.victim_judges()) {
         match &v.result {
@@ -1746,6 +1788,30 @@ mod tests {
         );
     }
 
+    /// The most queries for the silent name first asked within one upstream timeout, by
+    /// distinct upstream socket (a retry from the same socket is the same query).
+    #[test]
+    fn queries_waited_on_at_once_are_counted_by_socket_within_one_timeout() {
+        let hit = |port: u16, ms: u128| Hit {
+            time_ms: ms,
+            service: "dns".into(),
+            local: SocketAddr::from((RESOLVER, 53)),
+            peer: SocketAddr::from(([10, 213, 0, 1], port)),
+            detail: format!("silent.drill.test. A -> {}", crate::world::SILENT_ANSWER),
+        };
+        // Three at once, a retry of the first, two more after the first three's window.
+        let hits = [
+            hit(1, 0),
+            hit(2, 10),
+            hit(3, 20),
+            hit(1, 2_000),
+            hit(4, 2_500),
+            hit(5, 2_600),
+        ];
+        assert_eq!(silent_in_flight(&hits), (5, 3));
+        assert_eq!(silent_in_flight(&[]), (0, 0));
+    }
+
     #[test]
     fn a_gateway_flood_is_judged_by_airlocks_open_files_and_its_gateways_flows() {
         let a = attack::find("gateway-flood").expect("attack");
@@ -1753,6 +1819,7 @@ mod tests {
             taken,
             bound: 20_000,
             churn: (taken / 2, 9_000),
+            silent: (900, 256),
             cpu: Duration::from_millis(300),
         };
         let judged = |files, f: Option<GatewayFlows>| {
@@ -1774,6 +1841,20 @@ mod tests {
         assert!(
             row.evidence
                 .contains("took in 90000 new flows (bound 20000), 45000 DNS queries"),
+            "{}",
+            row.evidence
+        );
+        // More waited on at once than the bound: got through.
+        let row = judged(
+            Some((1_054, 3_328)),
+            Some(GatewayFlows {
+                silent: (2_000, 700),
+                ..flows(15_000)
+            }),
+        );
+        assert_eq!(row.observed, Observed::Succeeded, "{row:?}");
+        assert!(
+            row.evidence.contains("waited on 700 DNS queries at once"),
             "{}",
             row.evidence
         );

@@ -688,6 +688,21 @@ pub fn dns_answer(raw: &[u8]) -> (Option<Vec<u8>>, String) {
             extras.push(format!("{} EDNS option(s)", e.options().as_ref().len()));
         }
     }
+    let tag = |mut d: String| {
+        if !extras.is_empty() {
+            d.push_str(&format!(" {SMUGGLED_TAG}: {}", extras.join("; ")));
+        }
+        d
+    };
+    if name
+        .trim_end_matches('.')
+        .eq_ignore_ascii_case(crate::addrs::SILENT_NAME)
+    {
+        return (
+            None,
+            tag(format!("{name} {} -> {SILENT_ANSWER}", query.query_type())),
+        );
+    }
     let mut m = Message::new();
     m.set_id(q.id())
         .set_message_type(MessageType::Response)
@@ -707,7 +722,7 @@ pub fn dns_answer(raw: &[u8]) -> (Option<Vec<u8>>, String) {
             m.set_response_code(ResponseCode::NXDomain);
         }
     }
-    let mut detail = format!(
+    let detail = format!(
         "{name} {} -> {}",
         query.query_type(),
         if answers.is_empty() {
@@ -720,11 +735,11 @@ pub fn dns_answer(raw: &[u8]) -> (Option<Vec<u8>>, String) {
                 .join(",")
         }
     );
-    if !extras.is_empty() {
-        detail.push_str(&format!(" {SMUGGLED_TAG}: {}", extras.join("; ")));
-    }
-    (m.to_vec().ok(), detail)
+    (m.to_vec().ok(), tag(detail))
 }
+
+/// What the record of a query for [`crate::addrs::SILENT_NAME`] says instead of an answer.
+pub const SILENT_ANSWER: &str = "(never answered)";
 
 #[cfg(test)]
 mod tests {

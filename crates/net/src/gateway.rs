@@ -39,7 +39,8 @@ pub use tunnel::tunnelling_suspect;
 pub use airlock_policy::endpoints::METADATA_NAMES as NEVER_NAMES;
 
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
-const DNS_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long the gateway waits for the upstream resolver, per try (two tries).
+pub const DNS_TIMEOUT: Duration = Duration::from_secs(2);
 const MAX_HEAD: usize = 16 * 1024;
 
 /// Most DNS queries over UDP in flight at once (each may hold a socket to the upstream for

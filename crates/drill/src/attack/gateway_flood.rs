@@ -9,12 +9,14 @@
 //!
 //! Before that, it churns: DNS queries over UDP and connections opened and closed at once, as
 //! fast as it can, so that the gateway would accept, parse and record at line rate on
-//! airlock's CPU.
+//! airlock's CPU; and queries for an allowed name whose resolver never answers, each of which
+//! the gateway would wait on (a task and a socket) for seconds.
 //!
 //! From inside, the job cannot see airlock's open files or CPU: the orchestrator counts its
 //! open files while the attack runs and judges by the bound the group's `limits.connections`
 //! gives ([`airlock_net::gateway::fd_need`]), and counts the flows the gateway took in (its
-//! records) against the group's `limits.flow_rate`.
+//! records) against the group's `limits.flow_rate`, and, from the world's resolver, how many
+//! of the gateway's queries it waited on at once.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -29,8 +31,9 @@ const PROCS: usize = 8;
 const PER_PROC: usize = 900;
 /// How long each process holds what it opened.
 const HOLD: Duration = Duration::from_secs(3);
-/// How long the churn lasts, and how many processes open and close connections (one more
-/// sends DNS queries).
+/// How long the churn lasts, and how many processes open and close connections (two more
+/// send DNS queries: for a refused name, and for an allowed name whose resolver never
+/// answers).
 const CHURN: Duration = Duration::from_secs(2);
 const CHURN_PROCS: usize = 2;
 
@@ -84,12 +87,12 @@ fn flood_one(targets: &[SocketAddr]) -> (usize, usize) {
 /// asking anyone (and records each query as it answers it; the drill judges those records).
 pub const CHURN_NAME: &str = "flood.attacker.test";
 
-/// A DNS query for [`CHURN_NAME`].
-fn refused_query(id: u16) -> Vec<u8> {
+/// A DNS query (one bare question, type A) for `name`.
+fn query(name: &str, id: u16) -> Vec<u8> {
     let mut q = Vec::with_capacity(40);
     q.extend_from_slice(&id.to_be_bytes());
     q.extend_from_slice(&[1, 0, 0, 1, 0, 0, 0, 0, 0, 0]); // RD; one question
-    for label in CHURN_NAME.split('.') {
+    for label in name.split('.') {
         q.push(label.len() as u8);
         q.extend_from_slice(label.as_bytes());
     }
@@ -97,12 +100,13 @@ fn refused_query(id: u16) -> Vec<u8> {
     q
 }
 
-/// One churning process: DNS queries over UDP to the resolver (`dns`) or connections to the
-/// allowed host opened and closed at once, for [`CHURN`]; returns how many it sent or opened.
-fn churn_one(dns: bool) -> usize {
+/// One churning process: DNS queries over UDP to the resolver for `dns` (a name), or
+/// connections to the allowed host opened and closed at once, for [`CHURN`]; returns how many
+/// it sent or opened.
+fn churn_one(dns: Option<&str>) -> usize {
     let start = std::time::Instant::now();
     let mut n = 0usize;
-    if dns {
+    if let Some(name) = dns {
         let Ok(s) = std::net::UdpSocket::bind("0.0.0.0:0") else {
             return 0;
         };
@@ -112,7 +116,7 @@ fn churn_one(dns: bool) -> usize {
         };
         while start.elapsed() < CHURN {
             for _ in 0..64 {
-                if s.send_to(&refused_query(n as u16), to).is_ok() {
+                if s.send_to(&query(name, n as u16), to).is_ok() {
                     n += 1;
                 }
             }
@@ -179,8 +183,10 @@ impl Attack for GatewayFlood {
         true
     }
     fn run(&self) -> AttackResult {
-        let (churned, _) = in_children(CHURN_PROCS + 1, |i| {
-            format!("{} {}", i == 0, churn_one(i == 0))
+        let names = [CHURN_NAME, crate::addrs::SILENT_NAME];
+        let (churned, _) = in_children(CHURN_PROCS + names.len(), |i| {
+            let dns = names.get(i).copied();
+            format!("{} {}", dns.is_some(), churn_one(dns))
         });
         let (mut queries, mut cycled) = (0usize, 0usize);
         for l in &churned {
