@@ -717,38 +717,38 @@ mod tests {
     /// slowing is recorded, at most once a second. Loopback only, on ports the kernel chose.
     #[test]
     fn new_flows_are_taken_in_at_the_gateways_rate() {
-        let rate = 100;
+        // Low, so that even a slow machine's flood outruns it many times over.
+        let rate = 20;
         let (g, _dir) = rated_gateway(rate);
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, g.ports().http));
         let t = std::time::Instant::now();
-        let flood = Duration::from_millis(2500);
+        // A fixed number (fewer than the listen backlog holds, so none is refused by the
+        // kernel and the backlog drains in seconds), as fast as two threads can.
         let opened: usize = std::thread::scope(|sc| {
             let hs: Vec<_> = (0..2)
                 .map(|_| {
                     sc.spawn(|| {
-                        let mut n = 0;
-                        while t.elapsed() < flood {
-                            if std::net::TcpStream::connect_timeout(
-                                &addr,
-                                Duration::from_millis(200),
-                            )
-                            .is_ok()
-                            {
-                                n += 1;
-                            }
-                        }
-                        n
+                        (0..4 * rate)
+                            .filter(|_| {
+                                std::net::TcpStream::connect_timeout(
+                                    &addr,
+                                    Duration::from_millis(200),
+                                )
+                                .is_ok()
+                            })
+                            .count()
                     })
                 })
                 .collect();
             hs.into_iter().map(|h| h.join().unwrap_or(0)).sum()
         });
-        // A connection made now is still served (refused by the policy, with an answer):
-        // slowed, never dropped.
+        let flood = t.elapsed();
+        // A connection made now is still served (refused by the policy, with an answer), after
+        // the flood still waiting in the backlog: slowed, never dropped.
         let answer = {
             use std::io::{Read, Write};
             let mut late = std::net::TcpStream::connect(addr).expect("connect");
-            late.set_read_timeout(Some(Duration::from_secs(10)))
+            late.set_read_timeout(Some(Duration::from_secs(30)))
                 .expect("timeout");
             late.write_all(b"GET / HTTP/1.1\r\nHost: elsewhere.test\r\n\r\n")
                 .expect("write");
@@ -770,15 +770,17 @@ mod tests {
             (taken as f64) <= bound,
             "{taken} connections taken in over {took:?} ({opened} opened): at most {bound}"
         );
-        // Said, at most once a second.
+        // Said, at most once a second; at least once when the flood outran the rate (a
+        // machine too slow to outrun it cannot be asked to see it slowed).
         let slowed: u64 = records
             .iter()
             .filter(|r| r.reason.contains("slowed to"))
             .map(|r| r.count)
             .sum();
+        let outran = opened as f64 > f64::from(2 * rate) + f64::from(rate) * flood.as_secs_f64();
         assert!(
-            slowed >= 1 && slowed as f64 <= took.as_secs_f64() + 1.0,
-            "{opened} opened, {taken} taken in, slowing said {slowed} times in {took:?}"
+            (slowed >= 1 || !outran) && slowed as f64 <= took.as_secs_f64() + 1.0,
+            "{opened} opened in {flood:?}, {taken} taken in, slowing said {slowed} times in {took:?}"
         );
     }
 
@@ -874,11 +876,18 @@ mod tests {
             hickory_proto::rr::Name::from_ascii("allowed.test.").expect("name"),
             hickory_proto::rr::RecordType::A,
         ));
-        let sent = 2 * DNS_IN_FLIGHT;
-        for i in 0..sent {
-            m.set_id(i as u16);
+        // Twice the bound, then more until one is dropped (the first ones hold their places
+        // for seconds): a loaded machine's kernel may drop some of the flood itself.
+        let t = std::time::Instant::now();
+        let mut sent = 0usize;
+        while sent < 2 * DNS_IN_FLIGHT
+            || (g.records.lock().map(|b| b.total()).unwrap_or(0) == 0
+                && t.elapsed() < Duration::from_secs(3))
+        {
+            m.set_id(sent as u16);
             c.send_to(&m.to_vec().expect("encode"), to).expect("send");
-            if i % 16 == 0 {
+            sent += 1;
+            if sent.is_multiple_of(16) {
                 // Paced, so that the kernel's socket buffer drops few of them.
                 std::thread::sleep(Duration::from_millis(1));
             }
