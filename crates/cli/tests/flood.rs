@@ -125,12 +125,12 @@ fn a_record_flood_is_bounded_aggregated_and_alerted() {
         assert!(d["first_ms"].as_u64() <= d["last_ms"].as_u64(), "{a}");
     }
     // The DNS flood is aggregated too (at the gateway or in the log). A record of the
-    // gateway slowing the job down (flag `over-limit`, no query of its own) is not a query.
+    // gateway slowing the job down (flag `slowed`, no query of its own) is not a query.
     let query = |r: &&&serde_json::Value| {
         r["kind"] == "net.dns"
             && !r["data"]["flags"]
                 .as_array()
-                .is_some_and(|f| f.iter().any(|f| f == "over-limit"))
+                .is_some_and(|f| f.iter().any(|f| f == "slowed"))
     };
     let dns_written = of_job.iter().filter(query).count() as u64;
     let dns_counted: u64 = of_job

@@ -973,21 +973,11 @@ fn an_image_larger_than_max_size_is_refused_and_leaves_nothing() {
     drop(reg);
 }
 
-/// Bytes the store under `data` takes, counted as airlock counts them: the length of every
-/// blob and every file of every unpacked root filesystem.
+/// Bytes the store under `data` takes, weighed from outside (not by its own count): the
+/// length of every blob and every file of every unpacked root filesystem.
 fn store_bytes(data: &Path) -> u64 {
-    let mut total = 0;
-    let mut stack = vec![data.join("images/blobs/sha256"), data.join("images/rootfs")];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            match e.file_type() {
-                Ok(t) if t.is_dir() => stack.push(e.path()),
-                Ok(t) if t.is_file() => total += e.metadata().map_or(0, |m| m.len()),
-                _ => {}
-            }
-        }
-    }
-    total
+    use airlock_sandbox::image::tree_bytes;
+    tree_bytes(&data.join("images/blobs/sha256")) + tree_bytes(&data.join("images/rootfs"))
 }
 
 /// Jobs pull many images, each within `max_size`: the store as a whole stays under

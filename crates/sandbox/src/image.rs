@@ -654,6 +654,8 @@ impl ImageStore {
             if dir.exists() {
                 std::fs::remove_dir_all(&dir).map_err(io("removing", &dir))?;
             }
+            // Its last use goes with it (a claim on it may still be held: that is fine).
+            let _ = std::fs::remove_file(self.used_path(&r.digest));
             self.gc_blobs()?;
         }
         Ok(r)
@@ -729,20 +731,22 @@ impl ImageStore {
     /// Two pulls at once may each count the same room: the store can pass its bound by what
     /// concurrent pulls add.
     pub fn for_new_image(&self, max_store: u64) -> Result<(ImageStore, Room), ImageError> {
-        // The filesystem is read again each time: removing an image frees its space.
-        let left = |usage: u64| room_left(usage, max_store, fs_bytes(&self.root));
-        let fits = |usage: u64, need: u64| left(usage) >= need;
+        // The filesystem is read again each time: removing an image frees its space. Its free
+        // space unknown, nothing is pulled (fail closed).
+        let left = |usage: u64| -> Result<u64, ImageError> {
+            Ok(room_left(usage, max_store, Some(fs_bytes(&self.root)?)))
+        };
         let need = self.max_size.saturating_mul(2);
         let mut room = Room {
             usage: self.usage()?,
             evicted: Vec::new(),
         };
-        if !fits(room.usage, need) {
+        if left(room.usage)? < need {
             // Blobs no image refers to go first (those of a refused image, say).
             self.gc_blobs()?;
             room.usage = self.usage()?;
         }
-        if !fits(room.usage, need) {
+        if left(room.usage)? < need {
             let mut pulled: Vec<ImageRef> = self
                 .list()?
                 .into_iter()
@@ -750,22 +754,18 @@ impl ImageStore {
                 .collect();
             pulled.sort_by_key(|r| r.last_used.unwrap_or(r.imported).max(r.imported));
             for r in pulled {
-                if fits(room.usage, need) {
+                if left(room.usage)? >= need {
                     break;
                 }
-                let used = self.used_path(&r.digest);
                 let Some(_claim) = self.claim(&r.digest) else {
                     continue; // a job runs on it
                 };
                 self.remove(&r.name)?;
-                if !self.list()?.iter().any(|o| o.digest == r.digest) {
-                    let _ = std::fs::remove_file(&used);
-                }
                 room.evicted.push(r.name);
                 room.usage = self.usage()?;
             }
         }
-        let left = left(room.usage) / 2;
+        let left = left(room.usage)? / 2;
         if left < MIN_IMAGE {
             return Err(ImageError::StoreFull {
                 usage: room.usage,
@@ -897,19 +897,22 @@ fn room_left(usage: u64, max_store: u64, fs: Option<(u64, u64)>) -> u64 {
 }
 
 /// The size and free space of the filesystem holding `p` (its nearest existing ancestor).
-fn fs_bytes(p: &Path) -> Option<(u64, u64)> {
-    let at = p.ancestors().find(|a| a.exists())?;
-    let st = nix::sys::statvfs::statvfs(at).ok()?;
+fn fs_bytes(p: &Path) -> Result<(u64, u64), ImageError> {
+    let at = p.ancestors().find(|a| a.exists()).unwrap_or(p);
+    let st = nix::sys::statvfs::statvfs(at).map_err(|e| {
+        io("reading the free space of", at)(std::io::Error::from_raw_os_error(e as i32))
+    })?;
     let unit = st.fragment_size() as u64;
-    Some((
+    Ok((
         (st.blocks() as u64).saturating_mul(unit),
         (st.blocks_available() as u64).saturating_mul(unit),
     ))
 }
 
-/// Bytes of data under `dir` (files' lengths; symbolic links not followed), for root
-/// filesystems unpacked before their size was kept.
-fn tree_bytes(dir: &Path) -> u64 {
+/// Bytes of data under `dir` (files' lengths; symbolic links not followed): the store's
+/// measure of root filesystems unpacked before their size was kept, and the one the drill and
+/// the tests weigh a store by from outside.
+pub fn tree_bytes(dir: &Path) -> u64 {
     let mut total = 0u64;
     let mut stack = vec![dir.to_owned()];
     while let Some(d) = stack.pop() {

@@ -31,9 +31,9 @@ const PROCS: usize = 8;
 const PER_PROC: usize = 900;
 /// How long each process holds what it opened.
 const HOLD: Duration = Duration::from_secs(3);
-/// How long the churn lasts, and how many processes open and close connections (two more
-/// send DNS queries: for a refused name, and for an allowed name whose resolver never
-/// answers).
+/// How long the churn lasts (and then the queries to a resolver that never answers), and how
+/// many processes open and close connections (one more sends DNS queries for a refused
+/// name).
 const CHURN: Duration = Duration::from_secs(2);
 const CHURN_PROCS: usize = 2;
 
@@ -183,11 +183,17 @@ impl Attack for GatewayFlood {
         true
     }
     fn run(&self) -> AttackResult {
-        let names = [CHURN_NAME, crate::addrs::SILENT_NAME];
-        let (churned, _) = in_children(CHURN_PROCS + names.len(), |i| {
-            let dns = names.get(i).copied();
+        // The churn (one process of queries, the rest connections), then the queries the
+        // gateway must wait on: one after the other, because those fill its DNS queries in
+        // flight and would crowd out the churn's queries the drill counts.
+        let (churned, _) = in_children(CHURN_PROCS + 1, |i| {
+            let dns = (i == 0).then_some(CHURN_NAME);
             format!("{} {}", dns.is_some(), churn_one(dns))
         });
+        let (silent, _) = in_children(1, |_| {
+            churn_one(Some(crate::addrs::SILENT_NAME)).to_string()
+        });
+        let silent: usize = silent.iter().filter_map(|l| l.parse::<usize>().ok()).sum();
         let (mut queries, mut cycled) = (0usize, 0usize);
         for l in &churned {
             match l
@@ -217,7 +223,10 @@ impl Attack for GatewayFlood {
             &[
                 Step::failed(
                     format!("churn for {}s", CHURN.as_secs()),
-                    format!("{queries} DNS queries sent, {cycled} connections opened and closed"),
+                    format!(
+                        "{queries} DNS queries sent, {cycled} connections opened and closed, \
+                         then {silent} queries to a resolver that never answers"
+                    ),
                 ),
                 Step::failed(
                     format!("{procs} processes opening {PER_PROC} connections each"),
